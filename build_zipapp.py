@@ -1,0 +1,28 @@
+"""Build dfly.pyz: the dfly package plus a __main__ that exits with main()'s code.
+
+    python3 build_zipapp.py [-o dfly.pyz]
+"""
+import argparse
+import os
+import shutil
+import tempfile
+import zipapp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MAIN = "import sys\nfrom dfly.cli import main\nsys.exit(main())\n"
+
+
+def build(target: str) -> str:
+    with tempfile.TemporaryDirectory() as staging:
+        shutil.copytree(os.path.join(HERE, "dfly"), os.path.join(staging, "dfly"),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with open(os.path.join(staging, "__main__.py"), "w") as f:
+            f.write(MAIN)
+        zipapp.create_archive(staging, target, interpreter="/usr/bin/env python3", compressed=True)
+    return target
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", default=os.path.join(HERE, "dfly.pyz"))
+    print(build(parser.parse_args().output))

@@ -1,0 +1,15 @@
+"""dfly: peer-to-peer file distribution in one zero-dependency zipapp.
+
+    from dfly import Client
+    with Client(supernodes=["sn.example:8002"]) as client:
+        result = client.download("http://origin/file.iso", "file.iso")
+        print(result.bytes_from_peers)
+"""
+__version__ = "0.1.0"
+
+from dfly.client import Client, DownloadResult  # noqa: E402
+from dfly.errors import (DflyError, DigestMismatch, DownloadTimeout,  # noqa: E402
+                         LocalIOError, P2PUnavailable, SourceError)
+
+__all__ = ["Client", "DownloadResult", "DflyError", "DigestMismatch", "DownloadTimeout",
+           "LocalIOError", "P2PUnavailable", "SourceError", "__version__"]

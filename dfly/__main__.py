@@ -1,0 +1,5 @@
+import sys
+
+from dfly.cli import main
+
+sys.exit(main())

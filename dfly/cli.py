@@ -1,0 +1,157 @@
+"""The command line: the only module that reads argv and the environment.
+
+Each command's flags come from its component's config dataclass (options.py);
+a --config FILE (JSON, or TOML on Python 3.11+) fills what the flags leave out.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from dfly import __version__, errors, options
+from dfly.datadir import default_data_dir
+from dfly.errors import EXIT_CODES
+
+log = logging.getLogger("dfly")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except errors.DflyError as e:
+        sys.stderr.write("dfly: error: %s\n" % e)
+        return e.exit_code
+    except ValueError as e:   # bad settings: options.build names the flag
+        sys.stderr.write("dfly: error: %s\n" % e)
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("dfly: interrupted\n")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dfly.peer.config import PeerConfig
+    from dfly.supernode.config import SupernodeConfig
+
+    parser = argparse.ArgumentParser(
+        prog="dfly", description="Peer-to-peer file distribution: one origin fetch, many hosts.",
+        epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
+    parser.add_argument("--version", action="version", version="dfly " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sn = commands.add_parser("supernode", help="run a supernode: tracker, scheduler and CDN")
+    options.add_arguments(sn, SupernodeConfig)
+    sn.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
+    sn.set_defaults(run=run_supernode)
+
+    get = commands.add_parser("get", help="download a URL through the P2P network",
+                              epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
+    get.add_argument("url", help="source URL (http or https)")
+    get.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write; - for stdout")
+    get.add_argument("--digest", metavar="sha256:HEX", help="expected digest of the whole file")
+    get.add_argument("--header", action="append", default=[], metavar="'K: V'",
+                     help="header passed to the source (repeatable)")
+    get.add_argument("--filter", action="append", default=[], metavar="NAME",
+                     help="query parameter left out of the task identity (repeatable, or a&b)")
+    get.add_argument("--identifier", help="extra task identity, for URLs that serve different content")
+    get.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    get.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    get.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
+    options.add_arguments(get, PeerConfig)
+    get.set_defaults(run=run_get)
+
+    demo = commands.add_parser("demo", help="distribute a generated file among local peers and "
+                               "show where the bytes came from")
+    demo.add_argument("--peers", type=int, default=5, help="how many peers (default: 5)")
+    demo.add_argument("--size", default="64M", help="file size (default: 64M)")
+    demo.add_argument("--data-dir", help="where the demo's files go (default: a temporary folder)")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def _file_values(args) -> dict:
+    return options.load_file(args.config) if getattr(args, "config", None) else {}
+
+
+def run_supernode(args) -> int:
+    from dfly.supernode import app
+    from dfly.supernode.config import SupernodeConfig
+
+    config = options.build(SupernodeConfig, _file_values(args), args)
+    data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
+    return app.run(config, os.path.abspath(data_dir))
+
+
+def parse_header(text: str):
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+        raise ValueError("--header must look like 'Name: value', got %r" % text)
+    return name.strip(), value.strip()
+
+
+def run_get(args) -> int:
+    from dfly.client import Client
+    from dfly.peer.config import PeerConfig
+    from dfly.peer.progress import ProgressBar, human_bytes
+    from dfly.peer.seeder import detach
+
+    config = options.build(PeerConfig, _file_values(args), args)
+    data_dir = config.data_dir or default_data_dir(os.environ)
+    config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
+    headers = dict(parse_header(h) for h in args.header)
+    logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
+    to_stdout = args.output == "-"
+    bar = None
+    if not args.quiet and not args.json and sys.stderr.isatty():
+        bar = ProgressBar(sys.stderr)
+    client = Client(config=config)
+    try:
+        kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
+                      identifier=args.identifier, progress=bar.update if bar else None)
+        if to_stdout:
+            result = _stream_to_stdout(client, args.url, kwargs)
+        else:
+            result = client.download(args.url, args.output, **kwargs)
+        if bar:
+            bar.finish()
+        handoff = client.detach_listener() if config.seed_for_s > 0 else None
+        if handoff:
+            listener, uploader, tasks = handoff
+            detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir)
+    finally:
+        client.close()
+    if args.json:   # with -o - the data owns stdout, so the summary goes to stderr
+        (sys.stderr if to_stdout else sys.stdout).write(json.dumps(result.to_json()) + "\n")
+    elif not args.quiet:
+        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers\n" % (
+            human_bytes(result.length), result.elapsed_s,
+            human_bytes(result.length / max(result.elapsed_s, 1e-6)),
+            human_bytes(result.bytes_from_source), human_bytes(result.bytes_from_supernode),
+            human_bytes(result.bytes_from_peers)))
+    return 0
+
+
+def _stream_to_stdout(client, url: str, kwargs: dict):
+    out = sys.stdout.buffer
+    stream = client.stream(url, **kwargs)
+    try:
+        for chunk in stream:
+            out.write(chunk)
+        out.flush()
+    except BrokenPipeError:
+        raise errors.LocalIOError("stdout closed before the download finished")
+    return client.last_result
+
+
+def run_demo(args) -> int:
+    from dfly.demo import run
+
+    return run(peers=args.peers, size=options.parse_size(args.size), data_dir=args.data_dir,
+               out=sys.stdout)

@@ -1,0 +1,323 @@
+"""dfly.Client: the public Python API, and the one place a download is wired.
+
+    with Client(supernodes=["10.0.0.1:8002"], data_dir="/var/lib/dfly") as c:
+        result = c.download(url, "/tmp/file", digest="sha256:...")
+        print(result.bytes_from_peers, result.bytes_from_source)
+
+A Client owns one uploader (started at the first download) and one peer id, so
+everything it downloaded stays available to other peers until close() (or,
+with seed_for, until idle that long). The CLI is a thin layer over this class.
+"""
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Iterable, Iterator, Optional
+
+from dfly import errors, options
+from dfly.datadir import default_data_dir
+from dfly.httpd import Listener, parse_hostport
+from dfly.peer.config import PeerConfig
+from dfly.peer.downloader import ByteSplit, P2PDownload
+from dfly.peer.source import download_from_source
+from dfly.peer.storage import PieceFile
+from dfly.peer.uploader import UploaderApp
+from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.task import split_filters
+from dfly.supernode.client import SupernodeClient, SupernodeDown
+
+log = logging.getLogger("dfly.client")
+
+Progress = Callable[[int, Optional[int], ByteSplit], None]
+
+
+@dataclass
+class DownloadResult:
+    url: str
+    path: str
+    length: int
+    task_id: str
+    elapsed_s: float
+    bytes_from_source: int
+    bytes_from_supernode: int
+    bytes_from_peers: int
+    via: str   # "p2p" or "source"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Client:
+    def __init__(self, supernodes: Iterable[str] = (), data_dir: Optional[str] = None,
+                 config: Optional[PeerConfig] = None, **settings):
+        """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ..."""
+        if config is None:
+            settings.setdefault("seed_for_s", 0)   # a library seeds only when asked
+            config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
+                                   data_dir=data_dir, **settings)
+        self.config = config
+        self.data_dir = os.path.abspath(config.data_dir or default_data_dir(os.environ))
+        self.peer_id = uuid.uuid4().hex[:16]
+        self.clock = time.monotonic
+        self._uploader: Optional[UploaderApp] = None
+        self._listener: Optional[Listener] = None
+        self._seeded: Dict[str, str] = {}      # task id -> supernode address
+        self._temp_files = []                  # streamed downloads still being seeded
+        self.last_result: Optional[DownloadResult] = None
+        self._lock = threading.Lock()
+
+    # public API -----------------------------------------------------------------------
+    def download(self, url: str, path: str, digest: Optional[str] = None,
+                 headers: Optional[Dict[str, str]] = None, filters: Iterable[str] = (),
+                 identifier: Optional[str] = None, progress: Optional[Progress] = None) -> DownloadResult:
+        """Download `url` to `path` (via a temporary name, renamed once complete and verified)."""
+        _check_digest(digest)
+        path = os.path.abspath(path)
+        temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
+                                                                         uuid.uuid4().hex[:8]))
+        storage = PieceFile(temp)
+        try:
+            result = self._fetch(url, storage, digest, headers or {}, list(filters), identifier,
+                                 progress, sequential=False)
+            os.replace(temp, path)
+            storage.path = path
+        except BaseException:
+            self._discard(storage)
+            raise
+        finally:
+            storage.close()
+        result.path = path
+        self._after_download(result.task_id, storage)
+        self.last_result = result
+        return result
+
+    def stream(self, url: str, digest: Optional[str] = None, headers: Optional[Dict[str, str]] = None,
+               filters: Iterable[str] = (), identifier: Optional[str] = None,
+               progress: Optional[Progress] = None) -> Iterator[bytes]:
+        """Yield the content of `url` in order, while pieces are still arriving.
+        The whole-file digest (if given) is checked before the last chunk is yielded."""
+        _check_digest(digest)
+        tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
+        _makedirs(tmp_dir)
+        storage = PieceFile(os.path.join(tmp_dir, uuid.uuid4().hex + ".part"))
+        outcome: Dict[str, object] = {}
+
+        def run():
+            try:
+                outcome["result"] = self._fetch(url, storage, digest, headers or {}, list(filters),
+                                                identifier, progress, sequential=True)
+            except BaseException as e:
+                outcome["error"] = e
+            with storage.cond:
+                outcome["finished"] = True
+                storage.cond.notify_all()
+
+        worker = threading.Thread(target=run, name="stream-download", daemon=True)
+        worker.start()
+        try:
+            yield from _read_in_order(storage, outcome)
+        finally:
+            worker.join()
+            storage.close()
+            if "error" in outcome:
+                self._discard(storage)
+        self.last_result = outcome["result"]
+        task_id = self.last_result.task_id
+        self._after_download(task_id, storage)
+        if task_id in self._seeded:
+            self._temp_files.append(storage.path)
+        else:
+            _remove(storage.path)
+
+    def close(self) -> None:
+        """Stop serving pieces and tell the supernodes this peer is gone."""
+        with self._lock:
+            seeded, self._seeded = dict(self._seeded), {}
+            listener, self._listener = self._listener, None
+        for task_id, address in seeded.items():
+            _leave(address, task_id, self.peer_id)
+        if listener is not None:
+            listener.stop()
+        while self._temp_files:
+            _remove(self._temp_files.pop())
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def uploader_address(self) -> Optional[tuple]:
+        return self._listener.address if self._listener else None
+
+    @property
+    def seeding(self) -> Dict[str, str]:
+        """Tasks this client still serves: task id -> supernode address."""
+        return dict(self._seeded)
+
+    def detach_listener(self) -> Optional[tuple]:
+        """Hand the uploader over to the caller (for a detached seeder): returns
+        (listener, uploader app, {task id: supernode}) and forgets them here."""
+        with self._lock:
+            if self._listener is None or not self._seeded:
+                return None
+            out = (self._listener, self._uploader, dict(self._seeded))
+            self._listener, self._seeded = None, {}
+        return out
+
+    # wiring ---------------------------------------------------------------------------
+    def _fetch(self, url, storage, digest, headers, filters, identifier, progress,
+               sequential) -> DownloadResult:
+        started = self.clock()
+        deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
+        bucket = TokenBucket(self.config.rate_limit, started) if self.config.rate_limit > 0 else None
+        report = _progress_reporter(storage, progress)
+        split, task_id, via = None, "", "p2p"
+        for address in self.config.supernode:
+            try:
+                download = self._p2p(address, url, storage, digest, headers, filters, identifier,
+                                     deadline, bucket, sequential, report)
+                task_id = download.run()
+                split = download.split
+                self._seeded[task_id] = address
+                break
+            except SupernodeDown as e:
+                log.warning("%s; trying the next supernode or the source", e)
+        if split is None:
+            if self.config.no_back_source:
+                raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
+                                            % ", ".join(self.config.supernode) or "none configured")
+            split, via = self._from_source(url, storage, headers, deadline, bucket, report), "source"
+        if digest:
+            _verify_file(storage.path, digest)
+        return DownloadResult(url, storage.path, storage.length or 0, task_id,
+                              self.clock() - started, split.source, split.supernode, split.peers, via)
+
+    def _p2p(self, address, url, storage, digest, headers, filters, identifier, deadline, bucket,
+             sequential, report) -> P2PDownload:
+        supernode = SupernodeClient(address)
+        uploader = self._ensure_uploader()
+        host = self.config.advertise or supernode.local_host()
+        request = RegisterRequest(url=url, peer_id=self.peer_id, peer_port=self._listener.address[1],
+                                  peer_host=host, headers=headers, filters=split_filters(filters),
+                                  digest=digest.lower() if digest else None, identifier=identifier)
+        return P2PDownload(supernode, request, storage, self.config.parallel,
+                           self.config.piece_timeout_s, deadline, bucket, sequential,
+                           on_progress=report, on_registered=lambda tid: uploader.publish(tid, storage),
+                           clock=self.clock)
+
+    def _from_source(self, url, storage, headers, deadline, bucket, report) -> ByteSplit:
+        split = ByteSplit()
+
+        def counted(n: int) -> None:
+            split.source += n
+            if deadline is not None and self.clock() > deadline:
+                raise errors.DownloadTimeout("download timed out after %d bytes" % split.source)
+            report(split)
+
+        download_from_source(url, headers, storage, self.config.piece_timeout_s, bucket, counted,
+                             self.clock)
+        return split
+
+    def _ensure_uploader(self) -> UploaderApp:
+        with self._lock:
+            if self._listener is None:
+                self._uploader = UploaderApp()
+                address = parse_hostport(self.config.upload_listen, 0)
+                self._listener = Listener("uploader-" + self.peer_id, address, self._uploader).start()
+            return self._uploader
+
+    def _after_download(self, task_id: str, storage: PieceFile) -> None:
+        """Keep serving the finished pieces while seeding; otherwise leave the task."""
+        if not task_id:
+            return
+        if self.config.seed_for_s <= 0:
+            address = self._seeded.pop(task_id, None)
+            if self._uploader is not None:
+                self._uploader.withdraw(task_id)
+            if address:
+                _leave(address, task_id, self.peer_id)
+
+    def _discard(self, storage: PieceFile) -> None:
+        if self._uploader is not None:
+            self._uploader.withdraw_file(storage)
+        _remove(storage.path)
+
+
+def _check_digest(digest: Optional[str]) -> None:
+    if digest:
+        try:
+            parse_digest(digest)
+        except ValueError as e:
+            raise errors.BadRequest(str(e))
+
+
+def _verify_file(path: str, digest: str) -> None:
+    hasher = new_hasher(digest)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(block)
+    if hasher.hexdigest() != parse_digest(digest)[1]:
+        raise errors.DigestMismatch("downloaded content does not match %s (got %s:%s)"
+                                    % (digest, hasher.name, hasher.hexdigest()))
+
+
+def _progress_reporter(storage: PieceFile, progress: Optional[Progress]):
+    def report(split: ByteSplit) -> None:
+        if progress is not None:
+            progress(split.total, storage.length, split)
+    return report
+
+
+def _read_in_order(storage: PieceFile, outcome: dict) -> Iterator[bytes]:
+    sent = 0
+    with open(storage.path, "rb") as f:
+        while True:
+            with storage.cond:
+                storage.cond.wait_for(lambda: outcome.get("finished")
+                                      or storage.contiguous_bytes() > sent, timeout=1.0)
+                ready = storage.contiguous_bytes()
+                finished = outcome.get("finished")
+            if finished:
+                if "error" in outcome:
+                    raise outcome["error"]
+                ready = storage.length or 0
+            f.seek(sent)
+            while sent < ready:
+                block = f.read(min(1 << 20, ready - sent))
+                if not block:
+                    break
+                sent += len(block)
+                yield block
+            if finished:
+                return
+
+
+def _leave(address: str, task_id: str, peer_id: str) -> None:
+    client = SupernodeClient(address, timeout_s=5)
+    try:
+        client.leave(task_id, peer_id)
+    except errors.DflyError:
+        pass
+    finally:
+        client.close()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _makedirs(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise errors.LocalIOError("cannot create %s: %s" % (path, e.strerror or e))
+

@@ -1,0 +1,66 @@
+"""Typed failures, each with the exit code the CLI returns for it.
+
+Servers map them to HTTP statuses in one place (httpd.py); the CLI maps them to
+exit codes in one place (cli.py). Messages are written for the operator.
+"""
+
+
+class DflyError(Exception):
+    exit_code = 1
+    http_status = 500
+
+
+class BadRequest(DflyError):
+    """What a client sent is malformed or out of range."""
+    exit_code = 2
+    http_status = 400
+
+
+class NotFound(DflyError):
+    http_status = 404
+
+
+class Gone(DflyError):
+    """The supernode does not know this peer (any more): register again."""
+    http_status = 410
+
+
+class SourceError(DflyError):
+    """The origin could not be read: unreachable, 4xx/5xx, cut short."""
+    exit_code = 3
+    http_status = 502
+
+
+class DigestMismatch(DflyError):
+    """The content does not match the digest the user expects."""
+    exit_code = 4
+    http_status = 502
+
+
+class DownloadTimeout(DflyError):
+    exit_code = 5
+    http_status = 504
+
+
+class LocalIOError(DflyError):
+    """The local disk refused: unwritable path, disk full."""
+    exit_code = 6
+    http_status = 507
+
+
+class P2PUnavailable(DflyError):
+    """No supernode answered and going back to the source was not allowed."""
+    exit_code = 7
+    http_status = 503
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "other error",
+    2: "usage error or bad request",
+    3: "source error (origin unreachable, HTTP error, cut short)",
+    4: "digest mismatch",
+    5: "timeout",
+    6: "local I/O error (unwritable path, disk full)",
+    7: "no supernode reachable and --no-back-source given",
+}

@@ -1,0 +1,274 @@
+"""The one HTTP server every dfly listener is built on (supernode, uploader).
+
+A listener is an `app` with a `route(Request) -> Response` method; this module
+does the socket side only: bounded request bodies, a per-connection socket
+timeout (slow clients cannot pin a thread forever), a cap on connections served
+at once, typed errors mapped to statuses here and nowhere else, and file bodies
+sent with socket.sendfile so piece data never passes through Python.
+"""
+import json
+import logging
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, Optional, Tuple, Union
+from urllib.parse import parse_qs, urlsplit
+
+from dfly import __version__
+from dfly.errors import BadRequest, DflyError, NotFound
+
+log = logging.getLogger("dfly.httpd")
+
+MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """`count` bytes of the file at `path` from `offset`, sent with sendfile."""
+    path: str
+    offset: int
+    count: int
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: Dict[str, list]
+    headers: object
+    body: bytes
+    client: Tuple[str, int]
+
+    def json(self) -> dict:
+        try:
+            value = json.loads(self.body.decode("utf-8") or "{}")
+        except (UnicodeDecodeError, ValueError) as e:
+            raise BadRequest("request body is not JSON: %s" % e)
+        if not isinstance(value, dict):
+            raise BadRequest("request body must be a JSON object")
+        return value
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Union[bytes, FileSlice] = b""
+    headers: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value, status: int = 200) -> "Response":
+        return cls(status, json.dumps(value).encode() + b"\n",
+                   {"Content-Type": "application/json"})
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> "Response":
+        return cls(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+
+
+def error_response(error: DflyError) -> Response:
+    return Response.json({"error": str(error), "kind": type(error).__name__}, error.http_status)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "dfly/" + __version__
+    timeout = 30   # seconds a connection may sit idle or trickle bytes
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_HEAD(self):
+        self._serve("HEAD")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def do_PUT(self):
+        self._serve("PUT")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        try:
+            request = Request(method, "", {}, self.headers, self._read_body(), self.client_address)
+            parts = urlsplit(self.path)
+            request.path, request.query = parts.path, parse_qs(parts.query)
+            response = self.server.app.route(request)
+        except DflyError as e:
+            response = error_response(e)
+        except Exception:   # a bug must cost one request, not the listener
+            log.exception("%s %s failed", method, self.path[:200])
+            response = Response.json({"error": "internal error", "kind": "InternalError"}, 500)
+        self._write(method, response)
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise BadRequest("chunked request bodies are not accepted")
+        if not length:
+            return b""
+        try:
+            n = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise BadRequest("bad Content-Length")
+        if n < 0 or n > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise BadRequest("request body over %d bytes" % MAX_BODY_BYTES)
+        return self.rfile.read(n)
+
+    def _write(self, method: str, response: Response) -> None:
+        body = response.body
+        size = body.count if isinstance(body, FileSlice) else len(body)
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        if method == "HEAD" or size == 0:
+            return
+        try:
+            if isinstance(body, FileSlice):
+                self._send_file(body)
+            else:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+
+    def _send_file(self, piece: FileSlice) -> None:
+        with open(piece.path, "rb") as f:
+            sent = self.connection.sendfile(f, piece.offset, piece.count)
+        if sent != piece.count:   # the file shrank under us: the client sees a short body
+            self.close_connection = True
+
+    def send_error(self, code, message=None, explain=None):
+        # The stdlib's own parse errors (bad request line, headers too long): answer and close.
+        self.close_connection = True
+        super().send_error(code, message, explain)
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: Tuple[str, int], app, max_connections: int = 512,
+                 sock: Optional[socket.socket] = None):
+        self.app = app
+        self._slots = threading.BoundedSemaphore(max_connections)
+        if sock is None:
+            super().__init__(address, Handler)
+        else:   # adopt a listening socket handed over by another process
+            super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()[:2]
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class Listener:
+    """A Server on its own named thread, with a stop that really stops it."""
+
+    def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
+                 sock: Optional[socket.socket] = None):
+        self.server = Server(address, app, max_connections, sock)
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name,
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        return self.server.server_address[:2]
+
+    def start(self) -> "Listener":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(10)
+        self.server.server_close()
+
+    def fileno(self) -> int:
+        return self.server.socket.fileno()
+
+
+def compile_routes(routes):
+    """[(method, path regex, handler name)] -> the same with the regex compiled, anchored."""
+    return [(m, re.compile(p + r"/?\Z"), name) for m, p, name in routes]
+
+
+def match_route(routes, request: Request):
+    """(handler name, path params) for `request`; NotFound / 405 otherwise."""
+    method = "GET" if request.method == "HEAD" else request.method
+    allowed = False
+    for m, pattern, name in routes:
+        found = pattern.match(request.path)
+        if found:
+            if m == method:
+                return name, found.groupdict()
+            allowed = True
+    if allowed:
+        raise MethodNotAllowed("%s not allowed on %s" % (request.method, request.path[:200]))
+    raise NotFound("no such endpoint: %s" % request.path[:200])
+
+
+class MethodNotAllowed(BadRequest):
+    http_status = 405
+
+
+def piece_number(text: str) -> int:
+    if not text.isdigit() or len(text) > 12:
+        raise BadRequest("piece number must be a non-negative integer")
+    return int(text)
+
+
+def parse_hostport(text: str, default_port: int) -> Tuple[str, int]:
+    """"host:port", "host", ":port" or "[v6]:port" -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    try:
+        port_num = int(port) if port else default_port
+    except ValueError:
+        raise ValueError("bad port in %r" % text)
+    if not 0 <= port_num <= 65535:
+        raise ValueError("port out of range in %r" % text)
+    return host or "0.0.0.0", port_num
+

@@ -1,0 +1,135 @@
+"""Config is data: one frozen dataclass per component, every field declared with
+`option(default, help)`. The CLI flags and the config file keys are both derived
+from those fields here, so a setting cannot exist in one and not the other.
+
+Units are in the names: sizes (`20M`, `4GiB`) and durations (`300`, `5m`, `2h`)
+are parsed by parse_size / parse_duration; binary multiples, as curl does.
+"""
+import argparse
+import dataclasses
+import json
+import re
+from typing import Any, Dict, Iterable, Optional
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.I)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(text) -> int:
+    """Bytes from "4096", "20M", "1.5GiB"; ValueError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return int(text)
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError("not a size: %r (try 512K, 20M, 4G)" % text)
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_duration(text) -> float:
+    """Seconds from "30", "30s", "5m", "2h"; ValueError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError("not a duration: %r (try 30s, 5m, 1h)" % text)
+    return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
+
+
+def option(default, help: str, kind: str = "", flag: str = "", metavar: str = ""):
+    """A config field: its default, one line of help, and how to parse it."""
+    meta = {"help": help, "kind": kind, "flag": flag, "metavar": metavar}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+_PARSERS = {"size": parse_size, "duration": parse_duration}
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _convert(f: dataclasses.Field, value):
+    kind = f.metadata.get("kind", "")
+    if kind in _PARSERS:
+        return _PARSERS[kind](value)
+    if isinstance(f.default, bool):
+        if not isinstance(value, bool):
+            raise ValueError("%s must be true or false" % f.name)
+        return value
+    if isinstance(f.default, int):
+        return int(value)
+    if isinstance(f.default, float):
+        return float(value)
+    if f.default is dataclasses.MISSING:   # list fields
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+    return str(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()) -> None:
+    """One flag per field of `cls`; defaults stay None so the file can fill gaps."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        helptext = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "%s (default: %s)" % (helptext, default) if default not in ("", [], None) else helptext
+        metavar = f.metadata.get("metavar") or None
+        if isinstance(f.default, bool):
+            parser.add_argument(_flag(f), dest=f.name, action="store_true", default=None,
+                                help=helptext)
+        elif isinstance(default, list):
+            parser.add_argument(_flag(f), dest=f.name, action="append", default=None,
+                                metavar=metavar, help=shown + " (repeatable)")
+        else:
+            parser.add_argument(_flag(f), dest=f.name, default=None, metavar=metavar,
+                                help=shown.replace("%", "%%"))
+
+
+def build(cls, file_values: Optional[Dict[str, Any]] = None,
+          args: Optional[argparse.Namespace] = None, **overrides):
+    """A `cls` from defaults < config file < command line < overrides.
+    ValueError names the setting that is wrong."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: Dict[str, Any] = {}
+    for key, value in (file_values or {}).items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ValueError("unknown setting %r in config file" % key)
+        values[name] = value
+    for name in known:
+        value = getattr(args, name, None) if args is not None else None
+        if value is not None:
+            values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    converted = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ValueError("unknown setting %r" % name)
+        try:
+            converted[name] = _convert(known[name], value)
+        except (TypeError, ValueError) as e:
+            raise ValueError("bad value for %s: %s" % (_flag(known[name]), e))
+    return cls(**converted)
+
+
+def load_file(path: str) -> Dict[str, Any]:
+    """Settings from a JSON file (or TOML where tomllib exists, Python 3.11+)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:
+            raise ValueError("TOML config needs Python 3.11+; use JSON: %s" % path)
+        return tomllib.loads(raw.decode("utf-8"))
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise ValueError("config file %s is not valid JSON: %s" % (path, e))
+    if not isinstance(value, dict):
+        raise ValueError("config file %s must hold a JSON object" % path)
+    return value

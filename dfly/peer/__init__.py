@@ -1,0 +1,1 @@
+"""The peer: downloader, uploader and seeder of the merged client."""

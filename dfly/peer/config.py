@@ -1,0 +1,27 @@
+"""A peer's download settings: one table feeds `dfly get`'s flags, the config
+file and the keyword arguments of dfly.Client."""
+from dataclasses import dataclass
+from typing import List
+
+from dfly.options import option
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
+                                  metavar="HOST:PORT")
+    data_dir: str = option("", "where temporary files, seeds and logs go (default: per-user data dir)",
+                           metavar="DIR")
+    rate_limit: int = option(0, "cap on this download's bytes per second, 0 = none (e.g. 20M)",
+                             kind="size", metavar="RATE")
+    timeout_s: float = option(0.0, "give up after this long, 0 = never (e.g. 10m)",
+                              kind="duration", flag="--timeout", metavar="DURATION")
+    no_back_source: bool = option(False, "never download from the source directly, even with no supernode")
+    seed_for_s: float = option(300.0, "keep serving pieces after the download until idle this long, 0 = off",
+                               kind="duration", flag="--seed-for", metavar="DURATION")
+    advertise: str = option("", "address other peers reach this host at "
+                            "(default: the local address used to reach the supernode)", metavar="HOST")
+    upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
+    parallel: int = option(8, "pieces fetched at once")
+    piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
+                                    kind="duration", flag="--piece-timeout", metavar="DURATION")

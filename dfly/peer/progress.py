@@ -1,0 +1,44 @@
+"""The progress bar `dfly get` draws on a terminal: percent, rate, ETA, and
+where the bytes came from. Redrawn at most ten times a second."""
+import time
+from typing import Callable, Optional, TextIO
+
+from dfly.peer.downloader import ByteSplit
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else "%.1f %s" % (n, unit)
+        n /= 1024.0
+    return "%d B" % n
+
+
+class ProgressBar:
+    def __init__(self, out: TextIO, clock: Callable[[], float] = time.monotonic, width: int = 30):
+        self.out = out
+        self.clock = clock
+        self.width = width
+        self.started = clock()
+        self._drawn_at = 0.0
+
+    def update(self, done: int, total: Optional[int], split: ByteSplit) -> None:
+        now = self.clock()
+        if now - self._drawn_at < 0.1 and (total is None or done < total):
+            return
+        self._drawn_at = now
+        rate = done / max(now - self.started, 1e-6)
+        if total:
+            filled = int(self.width * min(done, total) / total)
+            bar = "[%s%s] %3d%%" % ("#" * filled, "." * (self.width - filled), 100 * done // total)
+            eta = " ETA %ds" % ((total - done) / rate) if rate > 0 and done < total else ""
+        else:
+            bar, eta = "[%s]" % human_bytes(done), ""
+        self.out.write("\r%s %s/s%s  peers %s, supernode %s, source %s " % (
+            bar, human_bytes(rate), eta, human_bytes(split.peers), human_bytes(split.supernode),
+            human_bytes(split.source)))
+        self.out.flush()
+
+    def finish(self) -> None:
+        self.out.write("\n")
+        self.out.flush()

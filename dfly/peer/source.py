@@ -1,0 +1,59 @@
+"""Back to source: download a URL straight from the origin into a PieceFile.
+
+Used when no supernode answers (and --no-back-source is not given). The file is
+written in order; the caller checks the whole-file digest and renames.
+"""
+import time
+import urllib.error
+import urllib.request
+from typing import Callable, Dict, Optional
+
+from dfly import __version__
+from dfly.errors import SourceError
+from dfly.peer.storage import PieceFile
+from dfly.protocol.pieces import piece_count, piece_size_for
+from dfly.protocol.ratelimit import TokenBucket
+
+CHUNK = 1 << 20
+
+
+def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, timeout_s: float,
+                         bucket: Optional[TokenBucket] = None,
+                         on_bytes: Callable[[int], None] = lambda n: None,
+                         clock: Callable[[], float] = time.monotonic) -> int:
+    """Stream `url` into `out`; returns the byte count. SourceError on any origin failure."""
+    headers = dict(headers)
+    headers.setdefault("User-Agent", "dfly/" + __version__)
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=timeout_s)
+    except urllib.error.HTTPError as e:
+        e.close()
+        raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, url))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise SourceError("cannot reach origin for %s: %s" % (url, getattr(e, "reason", e)))
+    with response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        offset = 0
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except Exception as e:   # socket errors, IncompleteRead
+                raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
+            if not chunk:
+                break
+            out.write(offset, chunk)
+            offset += len(chunk)
+            on_bytes(len(chunk))
+            if bucket is not None:
+                delay = bucket.reserve(len(chunk), clock())
+                if delay > 0:
+                    time.sleep(delay)
+    if expected is not None and offset != expected:
+        raise SourceError("origin sent %d of %d bytes for %s" % (offset, expected, url))
+    size = piece_size_for(offset)
+    out.set_geometry(offset, size)
+    for num in range(piece_count(offset, size)):
+        out.mark_held(num)
+    return offset

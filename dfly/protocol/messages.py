@@ -1,0 +1,179 @@
+"""The JSON messages between peers and the supernode (docs/PROTOCOL.md, v1).
+
+Parsing is strict and total: anything a hostile or buggy client sends either
+becomes a well-typed request or a BadRequest naming the field, never a crash
+deeper in the supernode.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from dfly.errors import BadRequest
+from dfly.protocol.digest import parse_digest
+from dfly.protocol.task import PEER_ID
+
+PROTOCOL_VERSION = 1
+MAX_REPORTS = 100000
+MAX_WANT = 64
+MAX_URL_LEN = 8192
+# Headers a peer may not pass to the source: they would change what the
+# supernode fetches or how, not who it fetches as.
+HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",
+               "if-none-match", "if-modified-since", "te", "upgrade", "keep-alive",
+               "proxy-connection", "expect"}
+
+
+def _str(body: dict, name: str, required: bool = False, limit: int = 1024) -> Optional[str]:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest("missing field %r" % name)
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest("field %r must be a string of at most %d characters" % (name, limit))
+    return value
+
+
+def _int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest("field %r must be an integer in %d..%d" % (name, low, high))
+    return value
+
+
+def _headers(value) -> Dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 64:
+        raise BadRequest("field 'headers' must be an object of at most 64 headers")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(v, str) or len(k) > 256 or len(v) > 8192 or any(c in k + v for c in "\r\n\0"):
+            raise BadRequest("bad header %r" % k[:64])
+        if k.lower() not in HOP_HEADERS:
+            out[k] = v
+    return out
+
+
+def _names(value, name: str) -> List[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 64 or not all(isinstance(v, str) for v in value):
+        raise BadRequest("field %r must be a list of strings" % name)
+    return list(value)
+
+
+@dataclass
+class RegisterRequest:
+    url: str
+    peer_id: str
+    peer_port: int
+    peer_host: Optional[str] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    filters: List[str] = field(default_factory=list)
+    digest: Optional[str] = None
+    identifier: Optional[str] = None
+
+    @classmethod
+    def parse(cls, body: dict) -> "RegisterRequest":
+        url = _str(body, "url", required=True, limit=MAX_URL_LEN)
+        digest = _str(body, "digest")
+        if digest is not None:
+            try:
+                parse_digest(digest)
+            except ValueError as e:
+                raise BadRequest(str(e))
+            digest = digest.lower()
+        peer = body.get("peer")
+        if not isinstance(peer, dict):
+            raise BadRequest("missing object 'peer'")
+        peer_id = _str(peer, "id", required=True, limit=64)
+        if not PEER_ID.match(peer_id):
+            raise BadRequest("peer id must be 1-64 of [A-Za-z0-9_.-]")
+        return cls(url=url, peer_id=peer_id, peer_port=_int(peer.get("port"), "peer.port", 1, 65535),
+                   peer_host=_str(peer, "host", limit=255), headers=_headers(body.get("headers")),
+                   filters=_names(body.get("filters"), "filters"), digest=digest,
+                   identifier=_str(body, "identifier"))
+
+    def to_json(self) -> dict:
+        return {"version": PROTOCOL_VERSION, "url": self.url, "headers": self.headers,
+                "filters": self.filters, "digest": self.digest, "identifier": self.identifier,
+                "peer": {"id": self.peer_id, "host": self.peer_host, "port": self.peer_port}}
+
+
+@dataclass(frozen=True)
+class Failure:
+    num: int
+    holder: str
+    reason: str = ""
+
+
+@dataclass
+class ScheduleRequest:
+    peer_id: str
+    done: List[int] = field(default_factory=list)
+    failed: List[Failure] = field(default_factory=list)
+    want: int = 4
+    sequential: bool = False
+    wait_s: float = 0.0
+
+    @classmethod
+    def parse(cls, body: dict) -> "ScheduleRequest":
+        peer_id = _str(body, "peer_id", required=True, limit=64)
+        done = body.get("done") or []
+        failed = body.get("failed") or []
+        if not isinstance(done, list) or not isinstance(failed, list) \
+                or len(done) + len(failed) > MAX_REPORTS:
+            raise BadRequest("fields 'done' and 'failed' must be lists")
+        done = [_int(n, "done[]", 0, 1 << 40) for n in done]
+        failures = []
+        for item in failed:
+            if not isinstance(item, dict):
+                raise BadRequest("each 'failed' entry must be an object")
+            failures.append(Failure(_int(item.get("num"), "failed[].num", 0, 1 << 40),
+                                    _str(item, "holder", required=True, limit=64),
+                                    _str(item, "reason", limit=512) or ""))
+        wait = body.get("wait_s", 0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
+            raise BadRequest("field 'wait_s' must be a number of seconds in 0..60")
+        return cls(peer_id=peer_id, done=done, failed=failures,
+                   want=_int(body.get("want", 4), "want", 0, MAX_WANT),
+                   sequential=bool(body.get("sequential", False)), wait_s=float(wait))
+
+    def to_json(self) -> dict:
+        return {"peer_id": self.peer_id, "done": self.done,
+                "failed": [{"num": f.num, "holder": f.holder, "reason": f.reason} for f in self.failed],
+                "want": self.want, "sequential": self.sequential, "wait_s": self.wait_s}
+
+
+@dataclass(frozen=True)
+class PieceOrder:
+    """One piece to fetch: where it lies, its digest, and who serves it."""
+    num: int
+    start: int
+    size: int
+    sha256: str
+    holder: str
+    addr: Optional[str] = None
+
+    @classmethod
+    def parse(cls, item: dict) -> "PieceOrder":
+        return cls(num=int(item["num"]), start=int(item["start"]), size=int(item["size"]),
+                   sha256=str(item["sha256"]), holder=str(item["holder"]), addr=item.get("addr"))
+
+
+@dataclass
+class TaskState:
+    """The supernode's view of a task, in every register and schedule reply."""
+    state: str
+    length: Optional[int]
+    piece_size: int
+    piece_count: Optional[int]
+    error: str = ""
+    error_kind: str = ""
+    pieces: List[PieceOrder] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, body: dict) -> "TaskState":
+        return cls(state=body["state"], length=body.get("length"), piece_size=int(body["piece_size"]),
+                   piece_count=body.get("piece_count"), error=body.get("error") or "",
+                   error_kind=body.get("error_kind") or "",
+                   pieces=[PieceOrder.parse(p) for p in body.get("pieces") or []])

@@ -1,0 +1,34 @@
+"""Piece geometry: how a file of a given length is cut into pieces.
+
+Newer Dragonfly sizes pieces as next_pow2(length / 500) clamped to 4..64 MiB, so
+a task has at most ~500 pieces (bounded scheduler state) while small files still
+get pieces small enough to spread quickly. A file of unknown length (a chunked
+source) uses the minimum size; its piece count is known once the source ends.
+"""
+from typing import Optional, Tuple
+
+MIN_PIECE_SIZE = 4 * 1024 * 1024
+MAX_PIECE_SIZE = 64 * 1024 * 1024
+TARGET_PIECE_COUNT = 500
+
+
+def piece_size_for(length: Optional[int]) -> int:
+    """The piece size for a file of `length` bytes (None: unknown)."""
+    if not length or length <= 0:
+        return MIN_PIECE_SIZE
+    wanted = -(-length // TARGET_PIECE_COUNT)
+    size = 1 << max(0, (wanted - 1).bit_length())
+    return max(MIN_PIECE_SIZE, min(MAX_PIECE_SIZE, size))
+
+
+def piece_count(length: int, piece_size: int) -> int:
+    """How many pieces a file of `length` bytes has (an empty file has none)."""
+    return -(-length // piece_size)
+
+
+def piece_range(num: int, length: int, piece_size: int) -> Tuple[int, int]:
+    """(start, size) of piece `num`; ValueError when it lies outside the file."""
+    if num < 0 or num >= piece_count(length, piece_size):
+        raise ValueError("piece %d outside a file of %d bytes" % (num, length))
+    start = num * piece_size
+    return start, min(piece_size, length - start)

@@ -1,0 +1,1 @@
+"""The supernode: tracker, scheduler and CDN for its tasks."""

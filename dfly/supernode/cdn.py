@@ -1,0 +1,247 @@
+"""The supernode's CDN: fetch a task's source once into its cache folder.
+
+Bytes are written in order while a sha256 runs per piece; each piece is
+announced to the task (and so to waiting peers) the moment its last byte is on
+disk. A complete cache is revalidated with If-None-Match / If-Modified-Since; a
+partial one is resumed with Range + If-Range, from the last whole piece. Any
+failure (unreachable, HTTP error, cut short, wrong length or digest) fails the
+task with a message that reaches every waiting peer at once.
+"""
+import hashlib
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from email.utils import parsedate_to_datetime
+from typing import Callable, Optional
+
+from dfly import __version__
+from dfly.errors import DigestMismatch, SourceError
+from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.protocol.pieces import piece_size_for
+from dfly.protocol.ratelimit import TokenBucket
+from dfly.supernode.task import DONE, RUNNING, Task
+
+log = logging.getLogger("dfly.supernode")
+
+CHUNK = 1 << 20
+SOURCE_SCHEMES = ("http", "https")
+
+
+class Fetch:
+    """One run of the source into one task's cache."""
+
+    def __init__(self, task: Task, timeout_s: float, bucket: Optional[TokenBucket],
+                 clock: Callable[[], float] = time.monotonic):
+        self.task = task
+        self.timeout_s = timeout_s
+        self.bucket = bucket
+        self.clock = clock
+
+    def run(self) -> None:
+        task = self.task
+        try:
+            self._run()
+        except (SourceError, DigestMismatch) as e:
+            with task.cond:
+                task.fail(type(e).__name__, str(e), self.clock())
+            log.warning("task %s source failed: %s", task.task_id[:12], e)
+        except OSError as e:   # our own disk: full, unwritable
+            with task.cond:
+                task.fail("LocalIOError", "supernode cache write failed: %s" % e, self.clock())
+            log.error("task %s cache write failed: %s", task.task_id[:12], e)
+
+    def _run(self) -> None:
+        task = self.task
+        os.makedirs(task.folder, exist_ok=True)
+        meta = task.load_meta() if task.validated_at is None or task.state == DONE else None
+        if meta and meta.get("url") != task.url:
+            meta = None
+        headers = dict(task.headers)
+        resume_from = 0
+        if meta and meta.get("complete") and meta["data_size"] == meta.get("length"):
+            if meta.get("etag"):
+                headers["If-None-Match"] = meta["etag"]
+            if meta.get("last_modified"):
+                headers["If-Modified-Since"] = meta["last_modified"]
+        elif meta and meta.get("length") and (meta.get("etag") or meta.get("last_modified")):
+            resume_from = min(len(meta["digests"]) * meta["piece_size"], meta["data_size"])
+            resume_from -= resume_from % meta["piece_size"]
+            if resume_from:
+                headers["Range"] = "bytes=%d-" % resume_from
+                headers["If-Range"] = meta.get("etag") or meta["last_modified"]
+        with task.cond:
+            task.state = RUNNING
+            task.changed()
+        response = self._open(headers, meta)
+        if response is None:
+            return
+        with response:
+            start = self._begin(response, meta, resume_from)
+            self._stream(response, start)
+
+    def _open(self, headers: dict, meta: Optional[dict]):
+        task = self.task
+        headers.setdefault("User-Agent", "dfly-supernode/" + __version__)
+        request = urllib.request.Request(task.url, headers=headers)
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout_s)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code == 304 and meta:
+                self._restore(meta)
+                return None
+            raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, task.url))
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise SourceError("cannot reach origin for %s: %s" % (task.url, reason))
+
+    def _restore(self, meta: dict) -> None:
+        """The origin says our complete copy is current: serve it as is."""
+        task = self.task
+        with task.cond:
+            task.length, task.piece_size = meta["length"], meta["piece_size"]
+            task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
+            task.digests = []
+            for hexdigest in meta["digests"]:
+                task.piece_written(hexdigest)
+            task.state = DONE
+            task.validated_at = self.clock()
+            task.changed()
+        log.info("task %s cache revalidated (304), %d bytes served from cache",
+                 task.task_id[:12], task.length)
+
+    def _begin(self, response, meta: Optional[dict], resume_from: int) -> int:
+        """Set up length, piece size and validators; return the offset the body starts at."""
+        task = self.task
+        status = getattr(response, "status", 200)
+        total = _content_length(response)
+        if status == 206 and meta and resume_from:
+            crange = response.headers.get("Content-Range", "")
+            if crange.startswith("bytes %d-" % resume_from) and crange.endswith("/%d" % meta["length"]):
+                with task.cond:
+                    task.length, task.piece_size = meta["length"], meta["piece_size"]
+                    task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
+                    task.digests = []
+                    for hexdigest in meta["digests"][:resume_from // meta["piece_size"]]:
+                        task.piece_written(hexdigest)
+                log.info("task %s resuming source at byte %d", task.task_id[:12], resume_from)
+                return resume_from
+            raise SourceError("origin sent a range we did not ask for: %r" % crange)
+        if status != 200:
+            raise SourceError("origin answered %d for %s" % (status, task.url))
+        with task.cond:
+            task.length = total
+            task.piece_size = piece_size_for(total)
+            task.etag = response.headers.get("ETag", "") or ""
+            task.last_modified = _valid_date(response.headers.get("Last-Modified", ""))
+            task.digests = []
+            task.changed()
+        return 0
+
+    def _stream(self, response, start: int) -> None:
+        task = self.task
+        piece_size = task.piece_size
+        whole = new_hasher(task.digest) if task.digest else None
+        mode = "r+b" if start else "wb"
+        with open(task.data_path, mode, buffering=0) as out:
+            out.truncate(start)
+            if whole is not None and start:
+                _hash_prefix(out, start, whole)
+            out.seek(start)
+            offset = start
+            self._piece = hashlib.sha256()
+            while True:
+                chunk = self._read(response, offset)
+                if not chunk:
+                    break
+                self._throttle(len(chunk))
+                out.write(chunk)
+                if whole is not None:
+                    whole.update(chunk)
+                offset = self._cut_pieces(chunk, offset, piece_size)
+            if task.length is not None and offset != task.length:
+                raise SourceError("origin sent %d of %d bytes for %s" % (offset, task.length, task.url))
+            if offset % piece_size:
+                self._piece_done(self._piece.hexdigest())
+        if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
+            _remove(task.data_path)
+            raise DigestMismatch("source content does not match %s (got %s)"
+                                 % (task.digest, whole.hexdigest()))
+        with task.cond:
+            task.length = offset
+            task.state = DONE
+            task.validated_at = self.clock()
+            task.save_meta()
+            task.changed()
+        log.info("task %s source done: %d bytes, %d pieces", task.task_id[:12], offset, len(task.digests))
+
+    def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
+        """Feed `chunk` to the per-piece hash; announce each piece it completes."""
+        view = memoryview(chunk)
+        while view:
+            room = piece_size - offset % piece_size
+            part, view = view[:room], view[room:]
+            self._piece.update(part)
+            offset += len(part)
+            if offset % piece_size == 0:
+                self._piece_done(self._piece.hexdigest())
+                self._piece = hashlib.sha256()
+        return offset
+
+    def _piece_done(self, hexdigest: str) -> None:
+        task = self.task
+        with task.cond:
+            task.piece_written(hexdigest)
+            task.save_meta()
+
+    def _read(self, response, offset: int) -> bytes:
+        try:
+            return response.read(CHUNK)
+        except (OSError, socket.timeout, ValueError) as e:
+            raise SourceError("origin connection failed after %d bytes: %s" % (offset, e))
+        except Exception as e:   # http.client.IncompleteRead and friends
+            raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
+
+    def _throttle(self, nbytes: int) -> None:
+        self.task.source_bytes += nbytes
+        if self.bucket is not None:
+            delay = self.bucket.reserve(nbytes, self.clock())
+            if delay > 0:
+                time.sleep(delay)
+
+
+def _content_length(response) -> Optional[int]:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None and int(value) >= 0 else None
+    except ValueError:
+        return None
+
+
+def _valid_date(value: str) -> str:
+    try:
+        parsedate_to_datetime(value)
+        return value
+    except (TypeError, ValueError, IndexError):
+        return ""
+
+
+def _hash_prefix(f, length: int, hasher) -> None:
+    f.seek(0)
+    left = length
+    while left:
+        block = f.read(min(CHUNK, left))
+        if not block:
+            break
+        hasher.update(block)
+        left -= len(block)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -1,0 +1,111 @@
+"""The supernode's client: what peers, the SDK and the tests use to talk to it.
+
+One keep-alive HTTP connection per client object (a download's coordinator
+thread owns one). Connection failures raise SupernodeDown; error replies raise
+the typed error the supernode named, so callers handle `Gone` (register again)
+and `SourceError` without looking at HTTP.
+"""
+import http.client
+import json
+import socket
+from typing import List, Optional, Tuple
+
+from dfly import errors
+from dfly.httpd import parse_hostport
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
+
+DEFAULT_PORT = 8002
+
+
+class SupernodeDown(errors.DflyError):
+    """The supernode did not answer (refused, reset, timed out)."""
+
+
+_KINDS = {"BadRequest": errors.BadRequest, "NotFound": errors.NotFound, "Gone": errors.Gone,
+          "MethodNotAllowed": errors.BadRequest, "SourceError": errors.SourceError,
+          "DigestMismatch": errors.DigestMismatch}
+
+
+class SupernodeClient:
+    def __init__(self, address: str, timeout_s: float = 15.0):
+        self.address = address
+        self.host, self.port = parse_hostport(address, DEFAULT_PORT)
+        self.timeout_s = timeout_s
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    # calls -------------------------------------------------------------------------
+    def register(self, request: RegisterRequest) -> Tuple[str, TaskState]:
+        """Register for a URL; returns (task id, state)."""
+        body = self._call("POST", "/v1/tasks", request.to_json())
+        return body["task_id"], TaskState.parse(body)
+
+    def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
+        timeout = self.timeout_s + request.wait_s
+        return TaskState.parse(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
+                                          request.to_json(), timeout))
+
+    def heartbeat(self, task_id: str, peer_id: str) -> None:
+        self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat" % (task_id, peer_id), {})
+
+    def leave(self, task_id: str, peer_id: str) -> None:
+        self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
+
+    def tasks(self) -> List[dict]:
+        return self._call("GET", "/v1/tasks")["tasks"]
+
+    def task(self, task_id: str) -> dict:
+        return self._call("GET", "/v1/tasks/%s" % task_id)
+
+    def local_host(self) -> Optional[str]:
+        """The local address this host used to reach the supernode (what peers can reach)."""
+        conn = self._connection()
+        try:
+            if conn.sock is None:
+                conn.connect()
+            return conn.sock.getsockname()[0]
+        except OSError as e:
+            self.close()
+            raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # transport -----------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        return self._conn
+
+    def _call(self, method: str, path: str, body: Optional[dict] = None,
+              timeout: Optional[float] = None):
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (1, 2):   # a keep-alive connection the server closed gets one retry
+            conn = self._connection()
+            try:
+                if conn.sock is None:
+                    conn.connect()
+                conn.sock.settimeout(timeout or self.timeout_s)
+                conn.request(method, path, payload, headers)
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (http.client.HTTPException, OSError) as e:
+                fresh = conn.sock is None
+                self.close()
+                if attempt == 2 or isinstance(e, (ConnectionRefusedError, socket.timeout)) or fresh:
+                    raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
+        try:
+            value = json.loads(data.decode("utf-8")) if data else {}
+        except ValueError:
+            value = {"error": data[:200].decode("latin-1")}
+        if response.status >= 400:
+            if response.status >= 500 and not isinstance(value, dict):
+                raise SupernodeDown("supernode %s answered %d" % (self.address, response.status))
+            kind = _KINDS.get(value.get("kind", ""), errors.DflyError)
+            if response.status == 503:
+                kind = SupernodeDown
+            raise kind("supernode: %s" % value.get("error", response.status))
+        return value

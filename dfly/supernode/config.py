@@ -1,0 +1,29 @@
+"""The supernode's settings: one table feeds its flags and its config file."""
+from dataclasses import dataclass
+
+from dfly.options import option
+
+
+@dataclass(frozen=True)
+class SupernodeConfig:
+    listen: str = option("0.0.0.0:8002", "address to listen on", metavar="HOST:PORT")
+    advertise: str = option("", "address peers use to reach this supernode, if not --listen",
+                            metavar="HOST:PORT")
+    data_dir: str = option("", "where the cache and logs go (default: per-user data dir)",
+                           metavar="DIR")
+    source_rate_limit: int = option(0, "cap on bytes per second read from all sources, 0 = none",
+                                    kind="size", metavar="RATE")
+    cache_size: int = option(20 << 30, "cache size limit; least recently used finished tasks go first",
+                             kind="size", metavar="SIZE")
+    source_timeout_s: float = option(30.0, "timeout for connecting to and reading from a source",
+                                     kind="duration", flag="--source-timeout", metavar="DURATION")
+    failure_ttl_s: float = option(60.0, "how long a failed source is remembered before a retry",
+                                  kind="duration", flag="--failure-ttl", metavar="DURATION")
+    revalidate_after_s: float = option(60.0, "age after which a cached source is revalidated",
+                                       kind="duration", flag="--revalidate-after", metavar="DURATION")
+    max_uploads_per_peer: int = option(5, "pieces one peer is asked to serve at once")
+    max_uploads: int = option(64, "pieces the supernode serves at once for one task")
+    peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
+                               kind="duration", flag="--peer-ttl", metavar="DURATION")
+    max_connections: int = option(1024, "connections served at once; more get 503")
+    log_level: str = option("info", "debug, info, warning or error")

@@ -1,0 +1,60 @@
+"""The supernode's HTTP face: decode, call Supernode, encode. Nothing else.
+
+Routes (docs/PROTOCOL.md):
+  GET  /healthz                             -> "ok"
+  GET  /v1/tasks                            -> [task summary]
+  POST /v1/tasks                            -> register a peer for a URL
+  GET  /v1/tasks/{id}                       -> task summary
+  POST /v1/tasks/{id}/schedule              -> report results, get pieces to fetch
+  POST /v1/tasks/{id}/peers/{peer}/heartbeat
+  DELETE /v1/tasks/{id}/peers/{peer}        -> the peer leaves
+  GET  /v1/tasks/{id}/pieces/{n}            -> piece bytes from the cache
+"""
+from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
+from dfly.supernode.service import Supernode
+
+_ROUTES = [
+    ("GET", r"/healthz", "healthz"),
+    ("GET", r"/v1/tasks", "list_tasks"),
+    ("POST", r"/v1/tasks", "register"),
+    ("GET", r"/v1/tasks/(?P<tid>[^/]+)", "status"),
+    ("POST", r"/v1/tasks/(?P<tid>[^/]+)/schedule", "schedule"),
+    ("POST", r"/v1/tasks/(?P<tid>[^/]+)/peers/(?P<peer>[^/]+)/heartbeat", "heartbeat"),
+    ("DELETE", r"/v1/tasks/(?P<tid>[^/]+)/peers/(?P<peer>[^/]+)", "leave"),
+    ("GET", r"/v1/tasks/(?P<tid>[^/]+)/pieces/(?P<num>[^/]+)", "piece"),
+]
+ROUTES = compile_routes(_ROUTES)
+
+
+class SupernodeApp:
+    def __init__(self, supernode: Supernode):
+        self.supernode = supernode
+
+    def route(self, request: Request) -> Response:
+        name, params = match_route(ROUTES, request)
+        return getattr(self, name)(request, **params)
+
+    def healthz(self, request: Request) -> Response:
+        return Response.text("ok\n")
+
+    def list_tasks(self, request: Request) -> Response:
+        return Response.json({"tasks": self.supernode.task_list()})
+
+    def register(self, request: Request) -> Response:
+        return Response.json(self.supernode.register(request.json(), request.client[0]))
+
+    def status(self, request: Request, tid: str) -> Response:
+        return Response.json(self.supernode.task_status(tid))
+
+    def schedule(self, request: Request, tid: str) -> Response:
+        return Response.json(self.supernode.schedule(tid, request.json()))
+
+    def heartbeat(self, request: Request, tid: str, peer: str) -> Response:
+        return Response.json(self.supernode.heartbeat(tid, peer))
+
+    def leave(self, request: Request, tid: str, peer: str) -> Response:
+        return Response.json(self.supernode.leave(tid, peer))
+
+    def piece(self, request: Request, tid: str, num: str) -> Response:
+        return Response(200, self.supernode.piece(tid, piece_number(num)),
+                        {"Content-Type": "application/octet-stream"})

@@ -1,0 +1,274 @@
+"""What the supernode does for its callers, as plain methods over plain values.
+
+The HTTP layer (server.py) only decodes a request, calls one of these and
+encodes the answer. Each task has one fetch thread (so the source is read once
+however many peers ask at once) and a scheduler guarded by the task's condition;
+`schedule` long-polls on that condition so a peer hears about a new piece, a
+freed holder or a failed source the moment it happens.
+"""
+import logging
+import os
+import shutil
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from dfly.errors import BadRequest, Gone, NotFound
+from dfly.httpd import FileSlice
+from dfly.protocol import messages
+from dfly.protocol.pieces import piece_range
+from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.task import TASK_ID, task_id as make_task_id
+from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
+from dfly.supernode.config import SupernodeConfig
+from dfly.supernode.eviction import CacheEntry, choose_evictions
+from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
+from dfly.supernode.task import DONE, FAILED, PENDING, Task
+
+log = logging.getLogger("dfly.supernode")
+
+MAX_WAIT_S = 5.0
+
+
+class Supernode:
+    def __init__(self, config: SupernodeConfig, data_dir: str,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.clock = clock
+        self.tasks_dir = os.path.join(data_dir, "tasks")
+        os.makedirs(self.tasks_dir, exist_ok=True)
+        self.scheduler_config = SchedulerConfig(
+            max_uploads_per_peer=config.max_uploads_per_peer,
+            max_uploads_supernode=config.max_uploads,
+            peer_ttl_s=config.peer_ttl_s)
+        self.bucket = (TokenBucket(config.source_rate_limit, clock())
+                       if config.source_rate_limit > 0 else None)
+        self._tasks: Dict[str, Task] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="supernode-janitor",
+                                         daemon=True)
+
+    def start(self) -> "Supernode":
+        self._janitor.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._janitor.is_alive():
+            self._janitor.join(5)
+
+    # calls from peers ------------------------------------------------------------
+    def register(self, body: dict, client_host: str) -> dict:
+        req = messages.RegisterRequest.parse(body)
+        if req.url.split(":", 1)[0].lower() not in SOURCE_SCHEMES:
+            raise BadRequest("source URL must be http or https: %r" % req.url[:200])
+        tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
+        now = self.clock()
+        task = self._task_for(tid, req)
+        with task.cond:
+            self._refresh(task, now)
+            task.last_access = now
+            host = req.peer_host or client_host
+            task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
+            task.changed()
+            reply = self._state(task)
+        _touch(task.folder)
+        reply.update(task_id=tid, peer_id=req.peer_id)
+        return reply
+
+    def schedule(self, tid: str, body: dict) -> dict:
+        task = self._known_task(tid)
+        req = messages.ScheduleRequest.parse(body)
+        deadline = self.clock() + min(req.wait_s, MAX_WAIT_S)
+        with task.cond:
+            now = self.clock()
+            if not task.scheduler.peer_seen(req.peer_id, now):
+                raise Gone("peer %s is not registered for task %s" % (req.peer_id, tid[:12]))
+            self._apply_reports(task, req, now)
+            while True:
+                assignments = []
+                if task.state != FAILED:
+                    assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
+                left = deadline - self.clock()
+                if assignments or task.state == FAILED or left <= 0 or self._has_all(task, req.peer_id):
+                    break
+                version = task.version
+                task.cond.wait_for(lambda: task.version != version, timeout=left)
+                now = self.clock()
+                if req.peer_id not in task.scheduler.peers:
+                    raise Gone("peer %s was forgotten" % req.peer_id)
+            reply = self._state(task)
+            reply["pieces"] = [self._describe(task, a) for a in assignments]
+            task.last_access = now
+        return reply
+
+    def heartbeat(self, tid: str, peer_id: str) -> dict:
+        task = self._known_task(tid)
+        with task.cond:
+            if not task.scheduler.peer_seen(peer_id, self.clock()):
+                raise Gone("peer %s is not registered for task %s" % (peer_id, tid[:12]))
+        return {"ok": True}
+
+    def leave(self, tid: str, peer_id: str) -> dict:
+        task = self._known_task(tid)
+        with task.cond:
+            task.scheduler.peer_left(peer_id)
+            task.changed()
+        return {"ok": True}
+
+    def piece(self, tid: str, num: int) -> FileSlice:
+        task = self._known_task(tid)
+        with task.cond:
+            if num < 0 or num >= len(task.digests):
+                raise NotFound("piece %d of task %s is not here" % (num, tid[:12]))
+            start, size = piece_range(num, task.length if task.length is not None
+                                      else (num + 1) * task.piece_size, task.piece_size)
+            task.served_bytes += size
+        return FileSlice(task.data_path, start, size)
+
+    def task_status(self, tid: str) -> dict:
+        task = self._known_task(tid)
+        with task.cond:
+            return task.summary()
+
+    def task_list(self) -> List[dict]:
+        with self._lock:
+            tasks = list(self._tasks.values())
+        out = []
+        for task in tasks:
+            with task.cond:
+                out.append(task.summary())
+        return out
+
+    # internals ---------------------------------------------------------------------
+    def _task_for(self, tid: str, req) -> Task:
+        with self._lock:
+            task = self._tasks.get(tid)
+            if task is None:
+                task = Task(tid, req.url, req.headers, req.digest,
+                            os.path.join(self.tasks_dir, tid), self.scheduler_config)
+                self._tasks[tid] = task
+                log.info("task %s registered for %s", tid[:12], req.url)
+            return task
+
+    def _known_task(self, tid: str) -> Task:
+        if not TASK_ID.match(tid):
+            raise BadRequest("malformed task id")
+        with self._lock:
+            task = self._tasks.get(tid)
+        if task is None:
+            raise NotFound("no task %s" % tid[:12])
+        return task
+
+    def _refresh(self, task: Task, now: float) -> None:
+        """Start a fetch when the task needs one (new, failed long enough ago, stale)."""
+        if task.state == FAILED and now - task.failed_at < self.config.failure_ttl_s:
+            return
+        stale = (task.state == DONE and not task.scheduler.peers and task.validated_at is not None
+                 and now - task.validated_at > self.config.revalidate_after_s)
+        if task.state == FAILED or stale:
+            task.reset()
+        if task.state != PENDING or task.fetching:
+            return
+        task.fetching = True
+        fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock)
+        threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
+                         name="fetch-" + task.task_id[:12]).start()
+
+    def _fetch(self, task: Task, fetch: Fetch) -> None:
+        try:
+            fetch.run()
+        finally:
+            with task.cond:
+                task.fetching = False
+            if task.state == DONE:
+                self._evict()
+
+    def _has_all(self, task: Task, peer_id: str) -> bool:
+        return task.state == DONE and len(task.scheduler.peers[peer_id].held) >= task.piece_count
+
+    def _apply_reports(self, task: Task, req, now: float) -> None:
+        sched = task.scheduler
+        for num in req.done:
+            sched.piece_done(req.peer_id, num, now)
+        for failure in req.failed:
+            sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
+            holder = sched.peers.get(failure.holder)
+            if holder is not None and holder.errors == sched.config.max_holder_errors:
+                log.warning("task %s peer %s blacklisted after %d errors (last: %s)",
+                            task.task_id[:12], failure.holder, holder.errors, failure.reason)
+        if req.done or req.failed:
+            task.changed()
+
+    def _state(self, task: Task) -> dict:
+        return {"state": task.state, "length": task.length, "piece_size": task.piece_size,
+                "piece_count": task.piece_count,
+                "error": task.error, "error_kind": task.error_kind}
+
+    def _describe(self, task: Task, assignment) -> dict:
+        num = assignment.piece
+        start = num * task.piece_size
+        size = task.piece_size
+        if task.length is not None:
+            size = piece_range(num, task.length, task.piece_size)[1]
+        piece = {"num": num, "start": start, "size": size, "sha256": task.digests[num]
+                 if num < len(task.digests) else "", "holder": assignment.holder}
+        if assignment.holder != SUPERNODE:
+            host, port = task.scheduler.addr_of(assignment.holder)
+            piece["addr"] = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        return piece
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            now = self.clock()
+            with self._lock:
+                tasks = list(self._tasks.values())
+            for task in tasks:
+                with task.cond:
+                    gone = task.scheduler.expire(now)
+                    if gone:
+                        task.changed()
+                for peer_id in gone:
+                    log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
+
+    def _evict(self) -> None:
+        """Keep the cache under its size limit, least recently used finished tasks first."""
+        entries = []
+        with self._lock:
+            loaded = dict(self._tasks)
+        for name in os.listdir(self.tasks_dir):
+            folder = os.path.join(self.tasks_dir, name)
+            task = loaded.get(name)
+            busy = task is not None and (task.state not in (DONE, FAILED) or bool(task.scheduler.peers))
+            entries.append(CacheEntry(name, _folder_size(folder), _mtime(folder), not busy))
+        for name in choose_evictions(entries, self.config.cache_size):
+            with self._lock:
+                self._tasks.pop(name, None)
+            shutil.rmtree(os.path.join(self.tasks_dir, name), ignore_errors=True)
+            log.info("task %s evicted from cache", name[:12])
+
+
+def _folder_size(folder: str) -> int:
+    total = 0
+    for entry in os.scandir(folder) if os.path.isdir(folder) else ():
+        try:
+            total += entry.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _mtime(folder: str) -> float:
+    try:
+        return os.stat(folder).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _touch(folder: str) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+

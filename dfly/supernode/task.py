@@ -1,0 +1,111 @@
+"""One task's state on the supernode: the cached source, its piece digests, the
+scheduler, and a condition that wakes long-polling peers on every change.
+
+On disk a task is a folder named by its id: `data` (the source's bytes, written
+in order) and `meta.json` (URL, validators, length, piece size, one sha256 per
+finished piece, whether the source is complete). The meta is rewritten
+atomically after every piece, so a crash loses at most the piece being cut.
+"""
+import json
+import os
+import threading
+from typing import List, Optional
+
+from dfly.protocol.pieces import piece_count, piece_size_for
+from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+class Task:
+    def __init__(self, task_id: str, url: str, headers: dict, digest: Optional[str],
+                 folder: str, scheduler_config: SchedulerConfig):
+        self.task_id = task_id
+        self.url = url
+        self.headers = headers
+        self.digest = digest
+        self.folder = folder
+        self.cond = threading.Condition()
+        self.scheduler = TaskScheduler(scheduler_config)
+        self.state = PENDING
+        self.length: Optional[int] = None
+        self.piece_size = piece_size_for(None)
+        self.digests: List[str] = []
+        self.etag = ""
+        self.last_modified = ""
+        self.error = ""
+        self.error_kind = ""
+        self.version = 0
+        self.source_bytes = 0
+        self.served_bytes = 0
+        self.failed_at = 0.0
+        self.validated_at: Optional[float] = None
+        self.last_access = 0.0
+        self.fetching = False
+
+    @property
+    def data_path(self) -> str:
+        return os.path.join(self.folder, "data")
+
+    @property
+    def meta_path(self) -> str:
+        return os.path.join(self.folder, "meta.json")
+
+    @property
+    def piece_count(self) -> Optional[int]:
+        """None while the length is unknown (a chunked source still arriving)."""
+        if self.length is None:
+            return None
+        return piece_count(self.length, self.piece_size)
+
+    # state changes: callers hold self.cond --------------------------------------
+    def changed(self) -> None:
+        self.version += 1
+        self.cond.notify_all()
+
+    def reset(self) -> None:
+        """Forget content and peers; the next fetch starts from the source."""
+        self.scheduler = TaskScheduler(self.scheduler.config)
+        self.state, self.length, self.digests = PENDING, None, []
+        self.piece_size = piece_size_for(None)
+        self.error = self.error_kind = ""
+        self.changed()
+
+    def fail(self, kind: str, message: str, now: float) -> None:
+        self.state, self.error_kind, self.error, self.failed_at = FAILED, kind, message, now
+        self.changed()
+
+    def piece_written(self, sha256_hex: str) -> None:
+        self.scheduler.piece_available(len(self.digests))
+        self.digests.append(sha256_hex)
+        self.changed()
+
+    # persistence ----------------------------------------------------------------
+    def save_meta(self) -> None:
+        meta = {"url": self.url, "length": self.length, "piece_size": self.piece_size,
+                "etag": self.etag, "last_modified": self.last_modified,
+                "complete": self.state == DONE, "digests": self.digests,
+                "digest": self.digest}
+        tmp = self.meta_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, self.meta_path)
+
+    def load_meta(self) -> Optional[dict]:
+        try:
+            with open(self.meta_path) as f:
+                meta = json.load(f)
+            size = os.path.getsize(self.data_path)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or not isinstance(meta.get("digests"), list):
+            return None
+        meta["data_size"] = size
+        return meta
+
+    def summary(self) -> dict:
+        return {"task_id": self.task_id, "url": self.url, "state": self.state,
+                "length": self.length, "piece_size": self.piece_size,
+                "pieces_written": len(self.digests), "piece_count": self.piece_count,
+                "peers": len(self.scheduler.peers), "source_bytes": self.source_bytes,
+                "served_bytes": self.served_bytes, "error": self.error}
