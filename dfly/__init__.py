@@ -8,8 +8,7 @@
 __version__ = "0.1.0"
 
 from dfly.client import Client, DownloadResult  # noqa: E402
-from dfly.errors import (DflyError, DigestMismatch, DownloadTimeout,  # noqa: E402
-                         LocalIOError, P2PUnavailable, SourceError)
+from dfly.errors import DflyError, DigestMismatch, DownloadTimeout, LocalIOError, P2PUnavailable, SourceError  # noqa: E402
 
 __all__ = ["Client", "DownloadResult", "DflyError", "DigestMismatch", "DownloadTimeout",
            "LocalIOError", "P2PUnavailable", "SourceError", "__version__"]

@@ -117,6 +117,7 @@ def run_get(args) -> int:
                       identifier=args.identifier, progress=bar.update if bar else None)
         if to_stdout:
             result = _stream_to_stdout(client, args.url, kwargs)
+            result.path = "-"
         else:
             result = client.download(args.url, args.output, **kwargs)
         if bar:

@@ -279,8 +279,8 @@ def _read_in_order(storage: PieceFile, outcome: dict) -> Iterator[bytes]:
     with open(storage.path, "rb") as f:
         while True:
             with storage.cond:
-                storage.cond.wait_for(lambda: outcome.get("finished")
-                                      or storage.contiguous_bytes() > sent, timeout=1.0)
+                storage.cond.wait_for(lambda s=sent: outcome.get("finished")
+                                      or storage.contiguous_bytes() > s, timeout=1.0)
                 ready = storage.contiguous_bytes()
                 finished = outcome.get("finished")
             if finished:

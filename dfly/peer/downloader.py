@@ -71,8 +71,8 @@ class P2PDownload:
         self.clock = clock
         self.split = ByteSplit()
         self.task_id = ""
-        self._jobs: "queue.Queue[Optional[PieceOrder]]" = queue.Queue()
-        self._results: "queue.Queue[_Result]" = queue.Queue()
+        self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
+        self._results: queue.Queue[_Result] = queue.Queue()
         self._inflight: Dict[int, PieceOrder] = {}
         self._done: List[int] = []
         self._failed: List[Failure] = []

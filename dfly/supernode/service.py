@@ -11,14 +11,15 @@ import os
 import shutil
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from dfly.errors import BadRequest, Gone, NotFound
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
-from dfly.protocol.task import TASK_ID, task_id as make_task_id
+from dfly.protocol.task import TASK_ID
+from dfly.protocol.task import task_id as make_task_id
 from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
@@ -94,7 +95,7 @@ class Supernode:
                 if assignments or task.state == FAILED or left <= 0 or self._has_all(task, req.peer_id):
                     break
                 version = task.version
-                task.cond.wait_for(lambda: task.version != version, timeout=left)
+                task.cond.wait_for(lambda v=version: task.version != v, timeout=left)
                 now = self.clock()
                 if req.peer_id not in task.scheduler.peers:
                     raise Gone("peer %s was forgotten" % req.peer_id)

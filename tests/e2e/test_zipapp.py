@@ -1,0 +1,154 @@
+"""The built dfly.pyz, driven as a user drives it, on every CPython 3.8-3.13 here.
+
+The zipapp is built once per session from this checkout, so packaging cannot
+drift from the code. Interpreters come from pyenv; missing ones are skipped and
+the ones that ran are listed in the test ids.
+"""
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dfly.demo import CountingOrigin, write_random_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_S = 120
+
+
+def _pythons():
+    found = {}
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for minor in range(8, 14):
+        paths = sorted(glob.glob(os.path.join(pyenv_root, "versions", "3.%d*" % minor, "bin", "python")))
+        if paths:
+            found["3.%d" % minor] = paths[-1]
+    found.setdefault("%d.%d" % sys.version_info[:2], sys.executable)
+    return found
+
+
+PYTHONS = _pythons()
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory):
+    target = str(tmp_path_factory.mktemp("build") / "dfly.pyz")
+    subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", target],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL)
+    return target
+
+
+@pytest.fixture()
+def origin(tmp_path):
+    root = tmp_path / "origin"
+    root.mkdir()
+    server = CountingOrigin(str(root))
+    server.root = root
+    yield server
+    server.stop()
+
+
+class SupernodeProcess:
+    """`python dfly.pyz supernode` on 127.0.0.1:0; the port is read from its log."""
+
+    def __init__(self, python, pyz, data_dir):
+        self.proc = subprocess.Popen([python, pyz, "supernode", "--listen", "127.0.0.1:0",
+                                      "--data-dir", data_dir], stderr=subprocess.PIPE, text=True)
+        self.address = None
+        found = threading.Event()
+
+        def watch():
+            for line in self.proc.stderr:
+                if self.address is None and "listening on" in line:
+                    self.address = line.split("listening on ")[1].split(",")[0]
+                    found.set()
+        threading.Thread(target=watch, daemon=True, name="supernode-log").start()
+        assert found.wait(30), "supernode did not report its address"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def _get(python, pyz, url, out, data_dir, *extra):
+    return subprocess.run([python, pyz, "get", url, "-o", out, "--data-dir", data_dir,
+                           "--upload-listen", "127.0.0.1:0"] + list(extra),
+                          capture_output=True, text=True, timeout=TIMEOUT_S, cwd=data_dir)
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS))
+def test_zipapp_runs_a_swarm_on_each_python(version, pyz, origin, tmp_path):
+    python = PYTHONS[version]
+    help_out = subprocess.run([python, pyz, "--help"], capture_output=True, text=True,
+                              timeout=30, cwd=str(tmp_path))
+    assert help_out.returncode == 0
+    for command in ("supernode", "get", "demo"):
+        assert command in help_out.stdout
+    digest = write_random_file(str(origin.root / "f.bin"), 9 * 1024 * 1024)
+    supernode = SupernodeProcess(python, pyz, str(tmp_path / "sn"))
+    try:
+        first = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "a.bin"), str(tmp_path),
+                     "--supernode", supernode.address, "--digest", digest, "--seed-for", "5", "--json")
+        assert first.returncode == 0, first.stderr
+        # The first get returned, yet its detached seeder serves the second one.
+        (tmp_path / "b").mkdir()
+        second = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "b" / "b.bin"),
+                      str(tmp_path / "b"), "--supernode", supernode.address, "--digest", digest,
+                      "--seed-for", "0", "--json")
+        assert second.returncode == 0, second.stderr
+    finally:
+        supernode.stop()
+    for name in ("a.bin", "b/b.bin"):
+        assert "sha256:" + hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
+    assert origin.sent_bytes == 9 * 1024 * 1024
+    summary = json.loads(second.stdout)
+    assert summary["bytes_from_peers"] > 0
+    assert summary["bytes_from_source"] == 0
+    assert not list(tmp_path.glob(".*dfly-part"))
+
+
+def test_get_exit_codes_name_the_failure(pyz, origin, tmp_path):
+    python = sys.executable
+    write_random_file(str(origin.root / "f.bin"), 1024)
+    missing = _get(python, pyz, origin.url("missing"), str(tmp_path / "x"), str(tmp_path))
+    assert missing.returncode == 3 and "404" in missing.stderr
+    wrong = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "y"), str(tmp_path),
+                 "--digest", "sha256:" + "0" * 64)
+    assert wrong.returncode == 4 and "does not match" in wrong.stderr
+    unwritable = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "no" / "such" / "dir"),
+                      str(tmp_path))
+    assert unwritable.returncode == 6
+    p2p_only = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "z"), str(tmp_path),
+                    "--supernode", "127.0.0.1:1", "--no-back-source")
+    assert p2p_only.returncode == 7
+    usage = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "z"), str(tmp_path),
+                 "--digest", "md5:nothex")
+    assert usage.returncode == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not list(tmp_path.glob(".*dfly-part"))
+
+
+def test_get_streams_to_stdout_in_order(pyz, origin, tmp_path):
+    digest = write_random_file(str(origin.root / "f.bin"), 5 * 1024 * 1024 + 7)
+    supernode = SupernodeProcess(sys.executable, pyz, str(tmp_path / "sn"))
+    try:
+        out = subprocess.run([sys.executable, pyz, "get", origin.url("f.bin"), "-o", "-",
+                              "--supernode", supernode.address, "--data-dir", str(tmp_path),
+                              "--seed-for", "0", "--upload-listen", "127.0.0.1:0"],
+                             capture_output=True, timeout=TIMEOUT_S)
+    finally:
+        supernode.stop()
+    assert out.returncode == 0, out.stderr
+    assert "sha256:" + hashlib.sha256(out.stdout).hexdigest() == digest
+
+
+def test_readme_quick_start_demo_runs(pyz, tmp_path):
+    out = subprocess.run([sys.executable, pyz, "demo", "--size", "8M", "--peers", "3"],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "origin sent 8.0 MiB for 3 copies (1.00 x the file)" in out.stdout
+    assert os.listdir(str(tmp_path)) == []   # nothing left in the current directory
