@@ -28,7 +28,7 @@ from dfly.protocol.digest import new_hasher, parse_digest
 from dfly.protocol.messages import RegisterRequest
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
-from dfly.supernode.client import SupernodeClient, SupernodeDown
+from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
 
 log = logging.getLogger("dfly.client")
 
@@ -139,7 +139,7 @@ class Client:
             seeded, self._seeded = dict(self._seeded), {}
             listener, self._listener = self._listener, None
         for task_id, address in seeded.items():
-            _leave(address, task_id, self.peer_id)
+            leave_quietly(address, task_id, self.peer_id)
         if listener is not None:
             listener.stop()
         while self._temp_files:
@@ -179,6 +179,7 @@ class Client:
         report = _progress_reporter(storage, progress)
         split, task_id, via = None, "", "p2p"
         for address in self.config.supernode:
+            download = None
             try:
                 download = self._p2p(address, url, storage, digest, headers, filters, identifier,
                                      deadline, bucket, sequential, report)
@@ -188,6 +189,11 @@ class Client:
                 break
             except SupernodeDown as e:
                 log.warning("%s; trying the next supernode or the source", e)
+            except BaseException:
+                # Leave, so the supernode stops offering us as holder of a file we delete.
+                if download is not None and download.task_id:
+                    leave_quietly(address, download.task_id, self.peer_id)
+                raise
         if split is None:
             if self.config.no_back_source:
                 raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
@@ -241,7 +247,7 @@ class Client:
             if self._uploader is not None:
                 self._uploader.withdraw(task_id)
             if address:
-                _leave(address, task_id, self.peer_id)
+                leave_quietly(address, task_id, self.peer_id)
 
     def _discard(self, storage: PieceFile) -> None:
         if self._uploader is not None:
@@ -296,16 +302,6 @@ def _read_in_order(storage: PieceFile, outcome: dict) -> Iterator[bytes]:
                 yield block
             if finished:
                 return
-
-
-def _leave(address: str, task_id: str, peer_id: str) -> None:
-    client = SupernodeClient(address, timeout_s=5)
-    try:
-        client.leave(task_id, peer_id)
-    except errors.DflyError:
-        pass
-    finally:
-        client.close()
 
 
 def _remove(path: str) -> None:

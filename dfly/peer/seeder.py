@@ -19,7 +19,7 @@ from dfly import errors
 from dfly.httpd import Listener
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
-from dfly.supernode.client import SupernodeClient
+from dfly.supernode.client import SupernodeClient, leave_quietly
 
 log = logging.getLogger("dfly.seeder")
 
@@ -76,7 +76,7 @@ def main() -> int:
     finally:
         listener.stop()
         for t in spec["tasks"]:
-            _leave(t["supernode"], t["task_id"], spec["peer_id"])
+            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"])
             if t["owned"]:
                 _remove(t["path"])
     return 0
@@ -100,16 +100,6 @@ def serve(app: UploaderApp, spec: dict) -> None:
             except errors.DflyError as e:
                 log.warning("heartbeat for %s failed: %s", task_id[:12], e)
         time.sleep(min(HEARTBEAT_S, max(0.1, spec["seed_for_s"] - idle)))
-
-
-def _leave(address: str, task_id: str, peer_id: str) -> None:
-    client = SupernodeClient(address, timeout_s=5)
-    try:
-        client.leave(task_id, peer_id)
-    except errors.DflyError:
-        pass
-    finally:
-        client.close()
 
 
 def _remove(path: str) -> None:

@@ -164,6 +164,8 @@ class Fetch:
                 offset = self._cut_pieces(chunk, offset, piece_size)
             if task.length is not None and offset != task.length:
                 raise SourceError("origin sent %d of %d bytes for %s" % (offset, task.length, task.url))
+            with task.cond:
+                task.length = offset   # known only now for a chunked source; before the last piece
             if offset % piece_size:
                 self._piece_done(self._piece.hexdigest())
         if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
@@ -171,7 +173,6 @@ class Fetch:
             raise DigestMismatch("source content does not match %s (got %s)"
                                  % (task.digest, whole.hexdigest()))
         with task.cond:
-            task.length = offset
             task.state = DONE
             task.validated_at = self.clock()
             task.save_meta()

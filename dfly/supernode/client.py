@@ -109,3 +109,14 @@ class SupernodeClient:
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
         return value
+
+
+def leave_quietly(address: str, task_id: str, peer_id: str) -> None:
+    """Tell the supernode at `address` this peer left `task_id`; best effort."""
+    client = SupernodeClient(address, timeout_s=5)
+    try:
+        client.leave(task_id, peer_id)
+    except errors.DflyError:
+        pass
+    finally:
+        client.close()

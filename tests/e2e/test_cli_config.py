@@ -1,0 +1,48 @@
+"""The CLI's settings: flags and config file come from one table."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def dfly(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dfly"] + list(args), capture_output=True,
+                          text=True, timeout=60, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_every_supernode_setting_is_a_flag(tmp_path):
+    out = dfly("supernode", "--help", cwd=str(tmp_path))
+    assert out.returncode == 0
+    for flag in ("--listen", "--advertise", "--data-dir", "--source-rate-limit", "--cache-size",
+                 "--max-uploads-per-peer", "--peer-ttl", "--config"):
+        assert flag in out.stdout
+
+
+def test_get_help_lists_the_documented_flags(tmp_path):
+    out = dfly("get", "--help", cwd=str(tmp_path))
+    for flag in ("--supernode", "--data-dir", "--digest", "--header", "--filter", "--rate-limit",
+                 "--timeout", "--no-back-source", "--seed-for", "--json", "--advertise"):
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"cache_sise": "1G"}, "unknown setting 'cache_sise'"),
+    ({"cache_size": "lots"}, "bad value for --cache-size"),
+])
+def test_a_bad_config_file_is_refused_with_the_setting_named(tmp_path, settings, message):
+    config = tmp_path / "sn.json"
+    config.write_text(json.dumps(settings))
+    out = dfly("supernode", "--config", str(config), "--data-dir", str(tmp_path / "d"), cwd=str(tmp_path))
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_a_bad_header_flag_is_a_usage_error(tmp_path):
+    out = dfly("get", "http://127.0.0.1:1/x", "-o", str(tmp_path / "x"), "--header", "no colon",
+               "--data-dir", str(tmp_path), cwd=str(tmp_path))
+    assert out.returncode == 2
+    assert "--header must look like" in out.stderr
