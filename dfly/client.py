@@ -83,7 +83,10 @@ class Client:
         try:
             result = self._fetch(url, storage, digest, headers or {}, list(filters), identifier,
                                  progress, sequential=False)
-            os.replace(temp, path)
+            try:
+                os.replace(temp, path)
+            except OSError as e:
+                raise errors.LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
             storage.path = path
         except BaseException:
             self._discard(storage)
@@ -197,7 +200,7 @@ class Client:
         if split is None:
             if self.config.no_back_source:
                 raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
-                                            % ", ".join(self.config.supernode) or "none configured")
+                                            % (", ".join(self.config.supernode) or "none configured"))
             split, via = self._from_source(url, storage, headers, deadline, bucket, report), "source"
         if digest:
             _verify_file(storage.path, digest)

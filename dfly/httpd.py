@@ -44,7 +44,7 @@ class Request:
     def json(self) -> dict:
         try:
             value = json.loads(self.body.decode("utf-8") or "{}")
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise BadRequest("request body is not JSON: %s" % e)
         if not isinstance(value, dict):
             raise BadRequest("request body must be a JSON object")
@@ -249,7 +249,7 @@ class MethodNotAllowed(BadRequest):
 
 
 def piece_number(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise BadRequest("piece number must be a non-negative integer")
     return int(text)
 

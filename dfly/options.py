@@ -17,10 +17,17 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def _number(value) -> float:
+    """A plain JSON/TOML number that is finite and not negative; ValueError otherwise."""
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ValueError("must be a finite, non-negative number, got %r" % value)
+    return value
+
+
 def parse_size(text) -> int:
     """Bytes from "4096", "20M", "1.5GiB"; ValueError otherwise."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text)
+        return int(_number(text))
     m = _SIZE.match(str(text))
     if not m:
         raise ValueError("not a size: %r (try 512K, 20M, 4G)" % text)
@@ -30,7 +37,7 @@ def parse_size(text) -> int:
 def parse_duration(text) -> float:
     """Seconds from "30", "30s", "5m", "2h"; ValueError otherwise."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
+        return float(_number(text))
     m = _DURATION.match(str(text))
     if not m:
         raise ValueError("not a duration: %r (try 30s, 5m, 1h)" % text)
@@ -60,6 +67,8 @@ def _convert(f: dataclasses.Field, value):
         if not isinstance(value, bool):
             raise ValueError("%s must be true or false" % f.name)
         return value
+    if isinstance(f.default, (int, float)) and isinstance(value, bool):
+        raise ValueError("%s must be a number, not %r" % (f.name, value))
     if isinstance(f.default, int):
         return int(value)
     if isinstance(f.default, float):
@@ -111,7 +120,7 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
             raise ValueError("unknown setting %r" % name)
         try:
             converted[name] = _convert(known[name], value)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise ValueError("bad value for %s: %s" % (_flag(known[name]), e))
     return cls(**converted)
 

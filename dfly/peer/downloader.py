@@ -202,7 +202,7 @@ class P2PDownload:
                 order = self._jobs.get()
                 if order is None:
                     return
-                addr = order.addr if order.holder != SUPERNODE else self.supernode.address
+                addr = order.addr or self.supernode.address
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write)
                     self._results.put(_Result(order))

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from dfly.errors import BadRequest
-from dfly.protocol.digest import parse_digest
+from dfly.protocol.digest import format_digest, parse_digest
 from dfly.protocol.task import PEER_ID
 
 PROTOCOL_VERSION = 1
 MAX_REPORTS = 100000
 MAX_WANT = 64
 MAX_URL_LEN = 8192
+RESERVED_PEER_ID = "supernode"   # the scheduler's name for the supernode as a holder
 # Headers a peer may not pass to the source: they would change what the
 # supernode fetches or how, not who it fetches as.
 HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",
@@ -53,6 +54,20 @@ def _headers(value) -> Dict[str, str]:
     return out
 
 
+def _check_peer_id(peer_id: str) -> None:
+    if not PEER_ID.match(peer_id) or peer_id == RESERVED_PEER_ID:
+        raise BadRequest("peer id must be 1-64 of [A-Za-z0-9_.-] and not %r" % RESERVED_PEER_ID)
+
+
+def _list(body: dict, name: str) -> list:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("field %r must be a list" % name)
+    return value
+
+
 def _names(value, name: str) -> List[str]:
     if value is None:
         return []
@@ -78,16 +93,14 @@ class RegisterRequest:
         digest = _str(body, "digest")
         if digest is not None:
             try:
-                parse_digest(digest)
+                digest = format_digest(*parse_digest(digest))
             except ValueError as e:
                 raise BadRequest(str(e))
-            digest = digest.lower()
         peer = body.get("peer")
         if not isinstance(peer, dict):
             raise BadRequest("missing object 'peer'")
         peer_id = _str(peer, "id", required=True, limit=64)
-        if not PEER_ID.match(peer_id):
-            raise BadRequest("peer id must be 1-64 of [A-Za-z0-9_.-]")
+        _check_peer_id(peer_id)
         return cls(url=url, peer_id=peer_id, peer_port=_int(peer.get("port"), "peer.port", 1, 65535),
                    peer_host=_str(peer, "host", limit=255), headers=_headers(body.get("headers")),
                    filters=_names(body.get("filters"), "filters"), digest=digest,
@@ -118,11 +131,10 @@ class ScheduleRequest:
     @classmethod
     def parse(cls, body: dict) -> "ScheduleRequest":
         peer_id = _str(body, "peer_id", required=True, limit=64)
-        done = body.get("done") or []
-        failed = body.get("failed") or []
-        if not isinstance(done, list) or not isinstance(failed, list) \
-                or len(done) + len(failed) > MAX_REPORTS:
-            raise BadRequest("fields 'done' and 'failed' must be lists")
+        _check_peer_id(peer_id)
+        done, failed = _list(body, "done"), _list(body, "failed")
+        if len(done) + len(failed) > MAX_REPORTS:
+            raise BadRequest("too many reports in one request")
         done = [_int(n, "done[]", 0, 1 << 40) for n in done]
         failures = []
         for item in failed:
@@ -134,9 +146,12 @@ class ScheduleRequest:
         wait = body.get("wait_s", 0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
             raise BadRequest("field 'wait_s' must be a number of seconds in 0..60")
+        sequential = body.get("sequential", False)
+        if not isinstance(sequential, bool):
+            raise BadRequest("field 'sequential' must be true or false")
         return cls(peer_id=peer_id, done=done, failed=failures,
                    want=_int(body.get("want", 4), "want", 0, MAX_WANT),
-                   sequential=bool(body.get("sequential", False)), wait_s=float(wait))
+                   sequential=sequential, wait_s=float(wait))
 
     def to_json(self) -> dict:
         return {"peer_id": self.peer_id, "done": self.done,

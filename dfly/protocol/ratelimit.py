@@ -17,7 +17,7 @@ class TokenBucket:
             return 0.0
         with self._lock:
             elapsed = max(0.0, now - self._stamp)
-            self._stamp = now
+            self._stamp = max(self._stamp, now)   # a thread with a stale `now` earns nothing twice
             self._tokens = min(self.rate_bytes_per_s, self._tokens + elapsed * self.rate_bytes_per_s)
             self._tokens -= nbytes
             if self._tokens >= 0:

@@ -10,8 +10,8 @@ import re
 from typing import Iterable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-TASK_ID = re.compile(r"^[0-9a-f]{64}$")
-PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TASK_ID = re.compile(r"\A[0-9a-f]{64}\Z")
+PEER_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def filtered_url(url: str, filters: Iterable[str] = ()) -> str:

@@ -192,7 +192,8 @@ class Supernode:
     def _apply_reports(self, task: Task, req, now: float) -> None:
         sched = task.scheduler
         for num in req.done:
-            sched.piece_done(req.peer_id, num, now)
+            if num < len(task.digests):   # a peer can only hold a piece we have cut
+                sched.piece_done(req.peer_id, num, now)
         for failure in req.failed:
             sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
             holder = sched.peers.get(failure.holder)
@@ -218,6 +219,8 @@ class Supernode:
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
             piece["addr"] = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        elif self.config.advertise:   # peers reach us under another address than they called
+            piece["addr"] = self.config.advertise
         return piece
 
     def _janitor_loop(self) -> None:

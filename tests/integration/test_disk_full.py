@@ -1,0 +1,42 @@
+"""A full disk is a clear LocalIOError for the peer and a failed task for the
+supernode, and leaves no partial file behind. Needs root to mount a tiny tmpfs."""
+import os
+import subprocess
+import uuid
+
+import pytest
+from helpers import MiB, content, leftovers
+
+from dfly.errors import DflyError, LocalIOError
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / ("tiny-%s" % uuid.uuid4().hex[:6])
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, timeout=10)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % done.stderr.decode().strip())
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+
+
+def test_a_download_onto_a_full_disk_fails_cleanly(origin, supernode, client_factory, tiny_disk):
+    src = origin.add("big.bin", content(6 * MiB, seed=7))
+    client = client_factory([supernode.address])
+    with pytest.raises(LocalIOError, match="No space left"):
+        client.download(src.url, str(tiny_disk / "big.bin"))
+    assert os.listdir(str(tiny_disk)) == []
+    assert leftovers(str(tiny_disk)) == []
+
+
+def test_a_supernode_whose_cache_is_full_fails_the_task_for_its_peers(
+        origin, supernode_factory, client_factory, tiny_disk, tmp_path):
+    src = origin.add("big.bin", content(6 * MiB, seed=8))
+    supernode = supernode_factory(data_dir=tiny_disk)
+    client = client_factory([supernode.address])
+    with pytest.raises(DflyError, match="supernode cache write failed"):
+        client.download(src.url, str(tmp_path / "big.bin"))
+    assert not (tmp_path / "big.bin").exists()
+    assert leftovers(str(tmp_path)) == []

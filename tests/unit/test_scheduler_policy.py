@@ -1,0 +1,430 @@
+"""The scheduler as pure policy: events in, assignments out, time passed as `now`."""
+import pytest
+
+from dfly.supernode.scheduler import SUPERNODE, Assignment, SchedulerConfig, TaskScheduler
+
+T0 = 1000.0
+
+
+def scheduler(on_supernode=range(8), peers=(), **config) -> TaskScheduler:
+    """A scheduler whose supernode holds `on_supernode` and knows `peers`, all joined at T0."""
+    s = TaskScheduler(SchedulerConfig(**config))
+    for num in on_supernode:
+        s.piece_available(num)
+    for i, peer_id in enumerate(peers):
+        s.peer_joined(peer_id, ("10.0.0.%d" % (i + 1), 9000 + i), T0)
+    return s
+
+
+def holding(s: TaskScheduler, peer_id: str, nums, now: float = T0) -> None:
+    for num in nums:
+        s.piece_done(peer_id, num, now)
+
+
+def nums(assignments):
+    return [a.piece for a in assignments]
+
+
+# asking --------------------------------------------------------------------------------
+
+def test_an_unknown_peer_gets_no_pieces():
+    s = scheduler(peers=["a"])
+    assert s.assign("ghost", 4, T0) == []
+    assert s.upload_load(SUPERNODE) == 0
+
+
+@pytest.mark.parametrize("want", [0, -1, -100])
+def test_a_peer_that_wants_nothing_gets_nothing_and_reserves_nothing(want):
+    s = scheduler(peers=["a"])
+    assert s.assign("a", want, T0) == []
+    assert s.upload_load(SUPERNODE) == 0
+    assert s.peers["a"].inflight == {}
+
+
+def test_nothing_is_assigned_before_any_piece_exists():
+    s = scheduler(on_supernode=(), peers=["a"])
+    assert s.assign("a", 4, T0) == []
+
+
+def test_a_lone_peer_gets_distinct_pieces_from_the_supernode_up_to_want():
+    s = scheduler(on_supernode=range(8), peers=["a"])
+    out = s.assign("a", 3, T0)
+    assert len(out) == 3
+    assert len(set(nums(out))) == 3
+    assert set(nums(out)) <= set(range(8))
+    assert {a.holder for a in out} == {SUPERNODE}
+    assert s.upload_load(SUPERNODE) == 3
+
+
+def test_a_peer_is_never_offered_a_piece_it_holds_or_is_already_fetching():
+    s = scheduler(on_supernode=range(8), peers=["a"])
+    holding(s, "a", range(6))
+    assert sorted(nums(s.assign("a", 8, T0))) == [6, 7]
+    assert s.assign("a", 8, T0) == []
+
+
+def test_assigning_is_deterministic():
+    def first_round():
+        s = scheduler(on_supernode=range(16), peers=["a", "b", "c"])
+        return [s.assign(p, 3, T0) for p in ("a", "b", "c")]
+    assert first_round() == first_round()
+
+
+def test_asking_counts_as_a_sign_of_life():
+    s = scheduler(peers=["a"], peer_ttl_s=30.0)
+    s.assign("a", 1, T0 + 25)
+    assert s.expire(T0 + 50) == []
+    assert "a" in s.peers
+
+
+# rarest first ------------------------------------------------------------------------
+
+def test_pieces_with_fewer_holders_are_offered_first():
+    s = scheduler(on_supernode=range(4), peers=["h1", "h2", "r"])
+    holding(s, "h1", [0, 1])
+    holding(s, "h2", [0])
+    out = s.assign("r", 4, T0)
+    # 2 and 3 have no peer holder, 1 has one, 0 has two.
+    assert set(nums(out[:2])) == {2, 3}
+    assert out[2:] == [Assignment(1, "h1"), Assignment(0, "h2")]
+
+
+def test_copies_in_flight_count_towards_rarity():
+    s = scheduler(on_supernode=(), peers=["h", "a", "b"])
+    holding(s, "h", [0, 1])
+    [first] = s.assign("a", 1, T0)
+    [second] = s.assign("b", 1, T0)
+    assert {first.piece, second.piece} == {0, 1}
+    assert first.holder == second.holder == "h"
+
+
+def test_different_peers_start_on_different_pieces():
+    s = scheduler(on_supernode=(), peers=["seed", "p1", "p2", "p3", "p4"],
+                  max_uploads_per_peer=100)
+    holding(s, "seed", range(16))
+    taken = []
+    for peer_id in ("p1", "p2", "p3", "p4"):
+        taken.extend(nums(s.assign(peer_id, 2, T0)))
+    assert len(taken) == 8
+    assert len(set(taken)) == 8
+
+
+def test_ties_between_equally_rare_pieces_are_broken_differently_per_peer():
+    first_pieces = set()
+    for i in range(12):
+        s = scheduler(on_supernode=range(32), peers=["peer-%d" % i])
+        first_pieces.add(s.assign("peer-%d" % i, 1, T0)[0].piece)
+    assert len(first_pieces) > 1
+
+
+def test_sequential_mode_gives_pieces_in_order():
+    s = scheduler(on_supernode=range(10), peers=["h", "r"])
+    holding(s, "h", [7])   # 7 is the most common piece; rarest first would offer it last
+    assert nums(s.assign("r", 5, T0, sequential=True)) == [0, 1, 2, 3, 4]
+    out = s.assign("r", 3, T0, sequential=True)
+    assert out == [Assignment(5, SUPERNODE), Assignment(6, SUPERNODE), Assignment(7, "h")]
+
+
+
+def test_sequential_mode_orders_by_piece_number_whatever_the_set_order():
+    s = scheduler(on_supernode=[130, 2, 70, 65, 7], peers=["r"])
+    assert nums(s.assign("r", 5, T0, sequential=True)) == [2, 7, 65, 70, 130]
+
+# who serves --------------------------------------------------------------------------
+
+def test_a_peer_that_holds_a_piece_serves_it_instead_of_the_supernode():
+    s = scheduler(on_supernode=[0], peers=["h", "r"])
+    holding(s, "h", [0])
+    assert s.assign("r", 4, T0) == [Assignment(0, "h")]
+    assert s.upload_load("h") == 1
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_the_least_loaded_holder_serves():
+    s = scheduler(on_supernode=(), peers=["h1", "h2", "x", "y"])
+    holding(s, "h1", [0, 1, 2])
+    holding(s, "h2", [0, 1, 2])
+    [first] = s.assign("x", 1, T0)
+    [second] = s.assign("y", 1, T0)
+    assert first.holder == "h1"    # equal load: the lower id wins
+    assert second.holder == "h2"
+    assert first.piece != second.piece
+    assert (s.upload_load("h1"), s.upload_load("h2")) == (1, 1)
+
+
+def test_supernode_serves_a_piece_only_when_no_peer_has_it_or_is_fetching_it():
+    s = scheduler(on_supernode=[0], peers=["a", "b"])
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.assign("b", 1, T0 + 1) == []
+    assert s.upload_load(SUPERNODE) == 1
+
+
+def test_a_peer_fetching_from_the_supernode_then_serves_the_others():
+    s = scheduler(on_supernode=[0], peers=["a", "b"])
+    s.assign("a", 1, T0)
+    s.piece_done("a", 0, T0 + 2)
+    assert s.assign("b", 1, T0 + 2) == [Assignment(0, "a")]
+    assert s.upload_load(SUPERNODE) == 0
+    assert s.holders_of(0) == {"a"}
+
+
+def test_supernode_serves_a_piece_again_once_the_first_copy_has_stalled():
+    s = scheduler(on_supernode=[0], peers=["a", "b"], piece_stall_s=15.0)
+    s.assign("a", 1, T0)
+    assert s.assign("b", 1, T0 + 15.0) == []
+    assert s.assign("b", 1, T0 + 15.5) == [Assignment(0, SUPERNODE)]
+    assert s.upload_load(SUPERNODE) == 2
+
+
+def test_a_busy_holder_is_waited_for_rather_than_loading_the_supernode():
+    s = scheduler(on_supernode=[0, 1], peers=["h", "r"], max_uploads_per_peer=1)
+    holding(s, "h", [0, 1])
+    out = s.assign("r", 2, T0)
+    assert len(out) == 1
+    assert out[0].holder == "h"
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_the_supernode_never_serves_more_than_its_upload_cap():
+    s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=2)
+    assert len(s.assign("a", 4, T0)) == 2
+    assert s.assign("b", 4, T0) == []
+    assert s.upload_load(SUPERNODE) == 2
+
+
+def test_a_supernode_upload_is_released_when_the_piece_is_done():
+    s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1)
+    [got] = s.assign("a", 1, T0)
+    s.piece_done("a", got.piece, T0 + 1)
+    assert s.upload_load(SUPERNODE) == 0
+    [nxt] = s.assign("b", 1, T0 + 1)
+    assert nxt.holder == SUPERNODE
+    assert nxt.piece != got.piece
+
+
+# per-holder upload cap ---------------------------------------------------------------
+
+def test_a_holder_never_serves_more_than_max_uploads_per_peer():
+    s = scheduler(on_supernode=(), peers=["h", "r1", "r2"], max_uploads_per_peer=2)
+    holding(s, "h", range(6))
+    assert len(s.assign("r1", 4, T0)) == 2
+    assert s.assign("r2", 4, T0) == []
+    assert s.upload_load("h") == 2
+
+
+def test_a_finished_piece_frees_its_holder_for_the_next_requester():
+    s = scheduler(on_supernode=(), peers=["h", "r1", "r2"], max_uploads_per_peer=2)
+    holding(s, "h", range(6))
+    first, second = s.assign("r1", 2, T0)
+    s.piece_done("r1", first.piece, T0 + 1)
+    assert s.upload_load("h") == 1
+    [nxt] = s.assign("r2", 1, T0 + 1)
+    # the two pieces r1 touched are no longer the rarest, so r2 gets a fresh one from h
+    assert nxt.piece not in (first.piece, second.piece)
+    assert nxt.holder == "h"
+    assert s.upload_load("h") == 2
+
+
+def test_a_failed_piece_frees_its_holder():
+    s = scheduler(on_supernode=(), peers=["h", "r"], max_uploads_per_peer=2)
+    holding(s, "h", range(6))
+    first, _ = s.assign("r", 2, T0)
+    s.piece_failed("r", first.piece, "h", T0 + 1)
+    assert s.upload_load("h") == 1
+    assert first.piece not in s.peers["r"].inflight
+
+
+def test_a_failure_naming_another_holder_does_not_release_the_assignment():
+    s = scheduler(on_supernode=(), peers=["h", "other", "r"])
+    holding(s, "h", [0])
+    assert s.assign("r", 1, T0) == [Assignment(0, "h")]
+    s.piece_failed("r", 0, "other", T0 + 1)
+    assert s.upload_load("h") == 1
+    assert s.peers["r"].inflight[0] == ("h", T0)
+
+
+# failures ----------------------------------------------------------------------------
+
+def test_a_holder_that_failed_a_requester_is_not_asked_again_by_that_requester():
+    s = scheduler(on_supernode=[0], peers=["h", "r", "s"])
+    holding(s, "h", [0])
+    assert s.assign("r", 1, T0) == [Assignment(0, "h")]
+    s.piece_failed("r", 0, "h", T0 + 1)
+    assert s.peers["r"].blacklist == {"h"}
+    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+    # one report does not condemn h for everyone
+    assert s.assign("s", 1, T0 + 1) == [Assignment(0, "h")]
+
+
+def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
+    s = scheduler(on_supernode=[0], peers=["h", "r1", "r2", "r3", "before", "after"],
+                  max_holder_errors=3)
+    holding(s, "h", [0])
+    s.piece_failed("r1", 0, "h", T0)
+    s.piece_failed("r2", 0, "h", T0)
+    assert s.assign("before", 1, T0) == [Assignment(0, "h")]
+    s.piece_failed("r3", 0, "h", T0)
+    assert s.peers["h"].errors == 3
+    assert s.assign("after", 1, T0) == [Assignment(0, SUPERNODE)]
+
+
+def test_a_peer_fetching_from_a_failing_holder_does_not_hold_back_the_supernode():
+    s = scheduler(on_supernode=[0], peers=["bad", "r", "x"], max_holder_errors=1)
+    assert s.assign("bad", 1, T0) == [Assignment(0, SUPERNODE)]
+    s.piece_failed("x", 7, "bad", T0)    # someone else reports bad: it reaches max_holder_errors
+    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+
+
+def test_failures_against_the_supernode_blacklist_nobody():
+    s = scheduler(on_supernode=[0], peers=["r"])
+    s.assign("r", 1, T0)
+    s.piece_failed("r", 0, SUPERNODE, T0 + 1)
+    assert s.peers["r"].blacklist == set()
+    assert s.peers["r"].failures == 1
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_a_requester_below_max_peer_failures_still_fetches_from_peers():
+    s = scheduler(on_supernode=range(4), peers=["h", "r"], max_peer_failures=2)
+    holding(s, "h", range(4))
+    s.piece_failed("r", 0, SUPERNODE, T0)
+    assert {a.holder for a in s.assign("r", 2, T0)} == {"h"}
+
+
+def test_a_requester_with_max_peer_failures_is_served_by_the_supernode_only():
+    s = scheduler(on_supernode=range(4), peers=["h", "r"], max_peer_failures=2)
+    holding(s, "h", range(4))
+    s.piece_failed("r", 0, SUPERNODE, T0)
+    s.piece_failed("r", 1, SUPERNODE, T0)
+    out = s.assign("r", 4, T0)
+    assert sorted(nums(out)) == [0, 1, 2, 3]
+    assert {a.holder for a in out} == {SUPERNODE}
+    assert s.upload_load("h") == 0
+
+
+def test_a_requester_with_max_peer_failures_gets_nothing_the_supernode_lacks():
+    s = scheduler(on_supernode=(), peers=["h", "r"], max_peer_failures=1)
+    holding(s, "h", [0])
+    s.piece_failed("r", 0, SUPERNODE, T0)
+    assert s.assign("r", 1, T0) == []
+
+
+# peers leaving -----------------------------------------------------------------------
+
+def test_a_peer_that_left_is_forgotten_with_the_pieces_it_held():
+    s = scheduler(on_supernode=[0], peers=["h", "r"])
+    holding(s, "h", [0, 5])
+    s.peer_left("h")
+    assert "h" not in s.peers
+    assert s.addr_of("h") is None
+    assert s.holders_of(0) == set()
+    assert s.holders_of(5) == set()
+    # 5 existed only on h: it is no longer offered at all
+    assert s.assign("r", 4, T0) == [Assignment(0, SUPERNODE)]
+
+
+def test_a_peer_that_left_releases_the_uploads_it_was_receiving():
+    s = scheduler(on_supernode=[1], peers=["h", "a"])
+    holding(s, "h", [0])
+    assert sorted(s.assign("a", 2, T0), key=lambda a: a.piece) == [
+        Assignment(0, "h"), Assignment(1, SUPERNODE)]
+    s.peer_left("a")
+    assert s.upload_load("h") == 0
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_requesters_fetching_from_a_peer_that_left_are_rescheduled():
+    s = scheduler(on_supernode=[0], peers=["h", "r"])
+    holding(s, "h", [0])
+    assert s.assign("r", 1, T0) == [Assignment(0, "h")]
+    s.peer_left("h")
+    assert s.peers["r"].inflight == {}
+    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+
+
+def test_a_peer_that_left_no_longer_counts_as_fetching_from_the_supernode():
+    s = scheduler(on_supernode=[0], peers=["a", "b"])
+    s.assign("a", 1, T0)
+    s.peer_left("a")
+    assert s.assign("b", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+    assert s.upload_load(SUPERNODE) == 1
+
+
+def test_leaving_twice_or_as_a_stranger_is_harmless():
+    s = scheduler(peers=["a"])
+    s.peer_left("ghost")
+    s.peer_left("a")
+    s.peer_left("a")
+    assert s.peers == {}
+
+
+def test_reports_from_unknown_peers_are_ignored():
+    s = scheduler(on_supernode=[0], peers=["h"])
+    s.piece_done("ghost", 0, T0)
+    s.piece_failed("ghost", 0, "h", T0)
+    assert s.holders_of(0) == set()
+    assert s.peers["h"].errors == 0
+
+
+def test_joining_again_updates_the_address_and_keeps_the_pieces():
+    s = scheduler(on_supernode=(), peers=["h"])
+    holding(s, "h", [3])
+    s.peer_joined("h", ("10.9.9.9", 7000), T0 + 5)
+    assert s.addr_of("h") == ("10.9.9.9", 7000)
+    assert s.holders_of(3) == {"h"}
+    assert s.peers["h"].last_seen == T0 + 5
+
+
+def test_peer_seen_tells_whether_the_peer_is_known():
+    s = scheduler(peers=["a"])
+    assert s.peer_seen("a", T0 + 3) is True
+    assert s.peers["a"].last_seen == T0 + 3
+    assert s.peer_seen("ghost", T0 + 3) is False
+
+
+# expiry ------------------------------------------------------------------------------
+
+def test_expire_forgets_peers_silent_longer_than_peer_ttl():
+    s = scheduler(on_supernode=[0], peers=["quiet", "chatty"], peer_ttl_s=30.0)
+    holding(s, "quiet", [0])
+    s.peer_seen("chatty", T0 + 20)
+    assert s.expire(T0 + 30.0) == []
+    assert s.expire(T0 + 30.5) == ["quiet"]
+    assert set(s.peers) == {"chatty"}
+    assert s.holders_of(0) == set()
+    assert s.peer_seen("quiet", T0 + 31) is False
+    assert s.assign("quiet", 1, T0 + 31) == []
+
+
+def test_expire_releases_the_loads_of_forgotten_peers():
+    s = scheduler(on_supernode=[1], peers=["h", "gone"], peer_ttl_s=30.0)
+    holding(s, "h", [0])
+    s.assign("gone", 2, T0)
+    s.peer_seen("h", T0 + 25)
+    assert s.expire(T0 + 31) == ["gone"]
+    assert s.upload_load("h") == 0
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_assignment_timeout_releases_stale_assignments():
+    s = scheduler(on_supernode=(), peers=["h", "r"], assignment_timeout_s=60.0, peer_ttl_s=30.0)
+    holding(s, "h", [0])
+    assert s.assign("r", 1, T0) == [Assignment(0, "h")]
+    for peer_id in ("h", "r"):
+        s.peer_seen(peer_id, T0 + 59)
+    assert s.expire(T0 + 60.0) == []
+    assert s.upload_load("h") == 1          # exactly at the timeout: still running
+    assert s.expire(T0 + 61.0) == []
+    assert s.upload_load("h") == 0
+    assert s.peers["r"].inflight == {}
+    assert s.assign("r", 1, T0 + 61) == [Assignment(0, "h")]
+
+
+def test_a_released_supernode_assignment_lets_another_peer_fetch_the_piece():
+    s = scheduler(on_supernode=[0], peers=["a", "b"], assignment_timeout_s=10.0,
+                  piece_stall_s=100.0, peer_ttl_s=1000.0)
+    s.assign("a", 1, T0)
+    assert s.assign("b", 1, T0 + 5) == []
+    s.expire(T0 + 11)
+    assert s.upload_load(SUPERNODE) == 0
+    assert s.assign("b", 1, T0 + 11) == [Assignment(0, SUPERNODE)]
