@@ -16,6 +16,11 @@ class BadRequest(DflyError):
     http_status = 400
 
 
+class Forbidden(DflyError):
+    """The caller may not do this (a supernode of another cluster, say)."""
+    http_status = 403
+
+
 class NotFound(DflyError):
     http_status = 404
 

@@ -4,6 +4,10 @@ A task is the source URL with the query parameters named by --filter removed
 (signed URLs differ per client but name one file), plus an optional expected
 digest or identifier. Its id is sha256 over those, hex: safe in a path, and
 validated by TASK_ID before anything uses an id from the wire.
+
+Content-addressed downloads (registry blobs) give the digest as the identifier
+too: then the digest alone is the task, so one layer pulled from two
+repositories or two registries is one task and crosses the network once.
 """
 import hashlib
 import re
@@ -27,6 +31,8 @@ def filtered_url(url: str, filters: Iterable[str] = ()) -> str:
 def task_id(url: str, filters: Iterable[str] = (), digest: Optional[str] = None,
             identifier: Optional[str] = None) -> str:
     """The id of the task that downloads `url`."""
+    if digest and identifier and identifier.lower() == digest.lower():
+        return hashlib.sha256(("content\n" + digest.lower()).encode("utf-8")).hexdigest()
     key = "\n".join([filtered_url(url, filters), digest or "", identifier or ""])
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 

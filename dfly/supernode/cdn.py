@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +21,9 @@ from typing import Callable, Optional
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceError
 from dfly.protocol.digest import new_hasher, parse_digest
-from dfly.protocol.pieces import piece_size_for
+from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
-from dfly.supernode.task import DONE, RUNNING, Task
+from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
 
@@ -34,14 +35,21 @@ class Fetch:
     """One run of the source into one task's cache."""
 
     def __init__(self, task: Task, timeout_s: float, bucket: Optional[TokenBucket],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, orphan_grace_s: float = 2.0,
+                 stop: Optional[threading.Event] = None):
         self.task = task
+        self.adopting = task.adopted_at is not None   # taking over from a dead member
+        self.orphan_grace_s = orphan_grace_s
+        self.stop = stop or threading.Event()
         self.timeout_s = timeout_s
         self.bucket = bucket
         self.clock = clock
 
     def run(self) -> None:
         task = self.task
+        if self.adopting:
+            threading.Thread(target=self._fill_orphans, daemon=True,
+                             name="orphans-" + task.task_id[:12]).start()
         try:
             self._run()
         except (SourceError, DigestMismatch) as e:
@@ -56,7 +64,13 @@ class Fetch:
     def _run(self) -> None:
         task = self.task
         os.makedirs(task.folder, exist_ok=True)
-        meta = task.load_meta() if task.validated_at is None or task.state == DONE else None
+        if self.adopting:
+            meta = dict(task.replica(), data_size=len(task.digests) * task.piece_size)
+            if meta["length"] is not None and meta["data_size"] >= meta["length"]:
+                self._adopted_complete()
+                return
+        else:
+            meta = task.load_meta() if task.validated_at is None or task.state == DONE else None
         if meta and meta.get("url") != task.url:
             meta = None
         headers = dict(task.headers)
@@ -124,15 +138,22 @@ class Fetch:
                 with task.cond:
                     task.length, task.piece_size = meta["length"], meta["piece_size"]
                     task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
-                    task.digests = []
-                    for hexdigest in meta["digests"][:resume_from // meta["piece_size"]]:
-                        task.piece_written(hexdigest)
+                    known = meta["digests"][:resume_from // meta["piece_size"]]
+                    if self.adopting:   # peers hold these; we only know their digests
+                        task.digests = list(known)
+                        task.changed()
+                    else:
+                        task.digests = []
+                        for hexdigest in known:
+                            task.piece_written(hexdigest)
                 log.info("task %s resuming source at byte %d", task.task_id[:12], resume_from)
                 return resume_from
             raise SourceError("origin sent a range we did not ask for: %r" % crange)
         if status != 200:
             raise SourceError("origin answered %d for %s" % (status, task.url))
+        self.adopting = False   # starting over: nothing peers hold is reused
         with task.cond:
+            task.adopted_at = None
             task.length = total
             task.piece_size = piece_size_for(total)
             task.etag = response.headers.get("ETag", "") or ""
@@ -144,8 +165,9 @@ class Fetch:
     def _stream(self, response, start: int) -> None:
         task = self.task
         piece_size = task.piece_size
-        whole = new_hasher(task.digest) if task.digest else None
-        mode = "r+b" if start else "wb"
+        # An adopted task's first pieces are with the peers, not here: no whole-file hash.
+        whole = new_hasher(task.digest) if task.digest and not self.adopting else None
+        mode = "r+b" if start and os.path.exists(task.data_path) else "w+b"
         with open(task.data_path, mode, buffering=0) as out:
             out.truncate(start)
             if whole is not None and start:
@@ -178,6 +200,57 @@ class Fetch:
             task.save_meta()
             task.changed()
         log.info("task %s source done: %d bytes, %d pieces", task.task_id[:12], offset, len(task.digests))
+
+    def _adopted_complete(self) -> None:
+        """Every digest is known already: only pieces no peer holds need the source."""
+        with self.task.cond:
+            self.task.state = DONE
+            self.task.validated_at = self.clock()
+            self.task.changed()
+
+    def _fill_orphans(self) -> None:
+        """For an adopted task: fetch by Range each piece a peer still needs that
+        no peer holds and we lack, after giving peers `orphan_grace_s` to
+        re-announce. Runs until every piece is cached or the task is reset."""
+        task = self.task
+        while not self.stop.wait(self.orphan_grace_s):
+            with task.cond:
+                if task.adopted_at is None or task.state == FAILED:
+                    return
+                count = task.piece_count or 0
+                if len(task.scheduler.supernode_pieces) >= count and task.state == DONE:
+                    return
+                known = min(count, len(task.digests))
+                wanted = set()
+                for peer in task.scheduler.peers.values():
+                    wanted.update(n for n in range(known) if n not in peer.held)
+                orphans = sorted(n for n in wanted
+                                 if not task.is_cached(n) and not task.scheduler.holders_of(n))
+            for num in orphans:
+                try:
+                    self._fetch_piece(num)
+                except (SourceError, OSError) as e:
+                    log.warning("task %s piece %d refetch failed: %s", task.task_id[:12], num, e)
+
+    def _fetch_piece(self, num: int) -> None:
+        task = self.task
+        start, size = piece_range(num, task.length, task.piece_size)
+        headers = dict(task.headers, Range="bytes=%d-%d" % (start, start + size - 1))
+        response = self._open(headers, None)
+        with response:
+            if getattr(response, "status", 200) != 206:
+                raise SourceError("origin ignored a Range request; cannot refetch piece %d" % num)
+            data = response.read(size + 1)
+        self.task.source_bytes += len(data)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != task.digests[num]:
+            raise SourceError("origin's piece %d differs from the one the cluster recorded" % num)
+        with open(task.data_path, "r+b" if os.path.exists(task.data_path) else "w+b") as out:
+            out.seek(start)
+            out.write(data)
+        with task.cond:
+            task.piece_cached(num)
+            task.save_meta()
+        log.info("task %s piece %d refetched from the source (no peer held it)", task.task_id[:12], num)
 
     def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
         """Feed `chunk` to the per-piece hash; announce each piece it completes."""

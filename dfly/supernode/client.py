@@ -15,14 +15,17 @@ from dfly.httpd import parse_hostport
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 
 DEFAULT_PORT = 8002
+MAX_REDIRECTS = 4
+CLUSTER_HEADER = "X-Dfly-Cluster"
 
 
 class SupernodeDown(errors.DflyError):
     """The supernode did not answer (refused, reset, timed out)."""
 
 
-_KINDS = {"BadRequest": errors.BadRequest, "NotFound": errors.NotFound, "Gone": errors.Gone,
-          "MethodNotAllowed": errors.BadRequest, "SourceError": errors.SourceError,
+_KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
+          "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
+          "SourceError": errors.SourceError,
           "DigestMismatch": errors.DigestMismatch}
 
 
@@ -35,9 +38,16 @@ class SupernodeClient:
 
     # calls -------------------------------------------------------------------------
     def register(self, request: RegisterRequest) -> Tuple[str, TaskState]:
-        """Register for a URL; returns (task id, state)."""
-        body = self._call("POST", "/v1/tasks", request.to_json())
-        return body["task_id"], TaskState.parse(body)
+        """Register for a URL; returns (task id, state). In a cluster, the member
+        asked may name the task's owner instead: this client then moves there."""
+        for _ in range(MAX_REDIRECTS):
+            body = self._call("POST", "/v1/tasks", request.to_json())
+            if not body.get("redirect"):
+                return body["task_id"], TaskState.parse(body)
+            self.close()
+            self.address = body["redirect"]
+            self.host, self.port = parse_hostport(self.address, DEFAULT_PORT)
+        raise SupernodeDown("supernodes kept redirecting (last to %s)" % self.address)
 
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         timeout = self.timeout_s + request.wait_s
@@ -49,6 +59,19 @@ class SupernodeClient:
 
     def leave(self, task_id: str, peer_id: str) -> None:
         self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
+
+    # between cluster members -----------------------------------------------------------
+    def ping(self, me: str, active: List[str], token: str) -> dict:
+        """Tell a member we live and which tasks we serve; its reply says the same of it."""
+        return self._call("POST", "/v1/cluster/ping", {"member": me, "active": active},
+                          headers={CLUSTER_HEADER: token})
+
+    def replica(self, task_id: str, token: str) -> dict:
+        """A task's metadata (URL, geometry, piece digests) from the member serving it."""
+        return self._call("GET", "/v1/cluster/tasks/%s" % task_id, headers={CLUSTER_HEADER: token})
+
+    def cluster(self) -> dict:
+        return self._call("GET", "/v1/cluster")
 
     def tasks(self) -> List[dict]:
         return self._call("GET", "/v1/tasks")["tasks"]
@@ -79,9 +102,11 @@ class SupernodeClient:
         return self._conn
 
     def _call(self, method: str, path: str, body: Optional[dict] = None,
-              timeout: Optional[float] = None):
+              timeout: Optional[float] = None, headers: Optional[dict] = None):
         payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers = dict(headers or {})
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
         for attempt in (1, 2):   # a keep-alive connection the server closed gets one retry
             conn = self._connection()
             try:

@@ -1,5 +1,6 @@
 """The supernode's settings: one table feeds its flags and its config file."""
 from dataclasses import dataclass
+from typing import List
 
 from dfly.options import option
 
@@ -27,3 +28,12 @@ class SupernodeConfig:
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")
     log_level: str = option("info", "debug, info, warning or error")
+    cluster: List[str] = option([], "every member of this supernode cluster, this one included "
+                                "(HOST:PORT,HOST:PORT,... or repeated)", metavar="MEMBERS")
+    cluster_secret: str = option("", "shared secret of the cluster; members with another are refused",
+                                 metavar="SECRET")
+    member_dead_after_s: float = option(3.0, "a member silent this long is dead and its tasks re-owned",
+                                        kind="duration", flag="--member-dead-after", metavar="DURATION")
+    adopt_grace_s: float = option(2.0, "after taking over a task, how long peers get to re-announce "
+                                  "their pieces before the missing ones are fetched from the source",
+                                  kind="duration", flag="--adopt-grace", metavar="DURATION")

@@ -9,8 +9,12 @@ Routes (docs/PROTOCOL.md):
   POST /v1/tasks/{id}/peers/{peer}/heartbeat
   DELETE /v1/tasks/{id}/peers/{peer}        -> the peer leaves
   GET  /v1/tasks/{id}/pieces/{n}            -> piece bytes from the cache
+  GET  /v1/cluster                          -> members, their health, task owners
+  POST /v1/cluster/ping                     -> member to member: alive, tasks served
+  GET  /v1/cluster/tasks/{id}               -> member to member: a task's metadata
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
+from dfly.supernode.client import CLUSTER_HEADER
 from dfly.supernode.service import Supernode
 
 _ROUTES = [
@@ -22,6 +26,9 @@ _ROUTES = [
     ("POST", r"/v1/tasks/(?P<tid>[^/]+)/peers/(?P<peer>[^/]+)/heartbeat", "heartbeat"),
     ("DELETE", r"/v1/tasks/(?P<tid>[^/]+)/peers/(?P<peer>[^/]+)", "leave"),
     ("GET", r"/v1/tasks/(?P<tid>[^/]+)/pieces/(?P<num>[^/]+)", "piece"),
+    ("GET", r"/v1/cluster", "cluster"),
+    ("POST", r"/v1/cluster/ping", "ping"),
+    ("GET", r"/v1/cluster/tasks/(?P<tid>[^/]+)", "replica"),
 ]
 ROUTES = compile_routes(_ROUTES)
 
@@ -58,3 +65,13 @@ class SupernodeApp:
     def piece(self, request: Request, tid: str, num: str) -> Response:
         return Response(200, self.supernode.piece(tid, piece_number(num)),
                         {"Content-Type": "application/octet-stream"})
+
+    def cluster(self, request: Request) -> Response:
+        return Response.json(self.supernode.cluster_status())
+
+    def ping(self, request: Request) -> Response:
+        return Response.json(self.supernode.member_pinged(request.headers.get(CLUSTER_HEADER, ""),
+                                                          request.json()))
+
+    def replica(self, request: Request, tid: str) -> Response:
+        return Response.json(self.supernode.replica_of(request.headers.get(CLUSTER_HEADER, ""), tid))

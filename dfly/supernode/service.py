@@ -6,14 +6,15 @@ however many peers ask at once) and a scheduler guarded by the task's condition;
 `schedule` long-polls on that condition so a peer hears about a new piece, a
 freed holder or a failed source the moment it happens.
 """
+import hmac
 import logging
 import os
 import shutil
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
-from dfly.errors import BadRequest, Gone, NotFound
+from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
 from dfly.protocol.pieces import piece_range
@@ -21,10 +22,12 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
 from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
+from dfly.supernode.client import SupernodeClient
+from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
-from dfly.supernode.task import DONE, FAILED, PENDING, Task
+from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
 
@@ -47,17 +50,36 @@ class Supernode:
         self._tasks: Dict[str, Task] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._janitor = threading.Thread(target=self._janitor_loop, name="supernode-janitor",
-                                         daemon=True)
+        self._threads = [threading.Thread(target=self._janitor_loop, name="supernode-janitor",
+                                          daemon=True)]
+        self.me = config.advertise or config.listen
+        self.membership = self._membership(config)
+        self.cluster_token = cluster_token(config.cluster_secret, self.membership.members
+                                           if self.membership else [])
+        self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
+        if self.membership is not None:
+            self._threads.append(threading.Thread(target=self._sync_loop, name="supernode-sync",
+                                                  daemon=True))
+
+    def _membership(self, config: SupernodeConfig) -> Optional[Membership]:
+        members = [m.strip() for value in config.cluster for m in value.split(",") if m.strip()]
+        if not members:
+            return None
+        if self.me not in members:
+            raise ValueError("this supernode's address %s (--advertise, else --listen) is not "
+                             "among the --cluster members %s" % (self.me, ", ".join(members)))
+        return Membership(self.me, members, config.member_dead_after_s, self.clock())
 
     def start(self) -> "Supernode":
-        self._janitor.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._janitor.is_alive():
-            self._janitor.join(5)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(5)
 
     # calls from peers ------------------------------------------------------------
     def register(self, body: dict, client_host: str) -> dict:
@@ -66,6 +88,10 @@ class Supernode:
             raise BadRequest("source URL must be http or https: %r" % req.url[:200])
         tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
         now = self.clock()
+        if self.membership is not None:
+            owner = self.membership.owner(tid, now, serving_here=tid in self._active_ids())
+            if owner != self.me:
+                return {"redirect": owner, "task_id": tid}
         task = self._task_for(tid, req)
         with task.cond:
             self._refresh(task, now)
@@ -121,7 +147,7 @@ class Supernode:
     def piece(self, tid: str, num: int) -> FileSlice:
         task = self._known_task(tid)
         with task.cond:
-            if num < 0 or num >= len(task.digests):
+            if not task.is_cached(num):
                 raise NotFound("piece %d of task %s is not here" % (num, tid[:12]))
             start, size = piece_range(num, task.length if task.length is not None
                                       else (num + 1) * task.piece_size, task.piece_size)
@@ -149,6 +175,11 @@ class Supernode:
             if task is None:
                 task = Task(tid, req.url, req.headers, req.digest,
                             os.path.join(self.tasks_dir, tid), self.scheduler_config)
+                replica = self.replicas.get(tid) if self.membership is not None else None
+                if replica is not None and replica.get("url") == req.url and replica.get("length"):
+                    task.adopt(replica, self.clock())
+                    log.info("task %s taken over with %d piece digests known", tid[:12],
+                             len(replica["digests"]))
                 self._tasks[tid] = task
                 log.info("task %s registered for %s", tid[:12], req.url)
             return task
@@ -173,7 +204,8 @@ class Supernode:
         if task.state != PENDING or task.fetching:
             return
         task.fetching = True
-        fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock)
+        fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
+                      orphan_grace_s=self.config.adopt_grace_s, stop=self._stop)
         threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
                          name="fetch-" + task.task_id[:12]).start()
 
@@ -222,6 +254,72 @@ class Supernode:
         elif self.config.advertise:   # peers reach us under another address than they called
             piece["addr"] = self.config.advertise
         return piece
+
+    # the cluster ---------------------------------------------------------------------
+    def check_member(self, token: str) -> None:
+        if not hmac.compare_digest(token or "", self.cluster_token) or self.membership is None:
+            raise Forbidden("not a member of this supernode cluster")
+
+    def member_pinged(self, token: str, body: dict) -> dict:
+        """Another member says it lives and serves `active`; we answer the same."""
+        self.check_member(token)
+        member, active = body.get("member"), body.get("active")
+        if not isinstance(member, str) or not isinstance(active, list):
+            raise BadRequest("ping needs 'member' and 'active'")
+        self.membership.heard_from(member, [t for t in active if isinstance(t, str)], self.clock())
+        return {"member": self.me, "active": self._active_ids(), "tasks": self._served_counts()}
+
+    def replica_of(self, token: str, tid: str) -> dict:
+        self.check_member(token)
+        task = self._known_task(tid)
+        with task.cond:
+            return task.replica()
+
+    def cluster_status(self) -> dict:
+        now = self.clock()
+        if self.membership is None:
+            return {"me": self.me, "members": [], "tasks": []}
+        tasks = [{"task_id": tid, "owner": self.membership.owner(tid, now, tid in self._active_ids())}
+                 for tid in sorted(set(self._served_counts()) | set(self.replicas.ids()))]
+        return {"me": self.me, "members": self.membership.status(now), "tasks": tasks}
+
+    def _active_ids(self) -> List[str]:
+        """Tasks this member is in the middle of serving: ownership sticks to it."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+        return [t.task_id for t in tasks
+                if t.state in (PENDING, RUNNING) or (t.state == DONE and t.scheduler.peers)]
+
+    def _served_counts(self) -> Dict[str, int]:
+        with self._lock:
+            tasks = list(self._tasks.values())
+        return {t.task_id: len(t.digests) for t in tasks if t.state != FAILED and t.length}
+
+    def _sync_loop(self) -> None:
+        """Ping every other member; copy the metadata of the tasks they serve."""
+        interval = max(0.2, self.config.member_dead_after_s / 4)
+        clients = {m: SupernodeClient(m, timeout_s=interval * 2) for m in self.membership.others()}
+        while not self._stop.wait(interval):
+            for member, client in clients.items():
+                try:
+                    reply = client.ping(self.me, self._active_ids(), self.cluster_token)
+                    self.membership.heard_from(member, reply.get("active", []), self.clock())
+                    self._copy_replicas(client, reply.get("tasks", {}))
+                except Forbidden:
+                    log.error("member %s refused us: wrong --cluster-secret or member list", member)
+                except DflyError as e:
+                    log.debug("member %s did not answer: %s", member, e)
+        for client in clients.values():
+            client.close()
+
+    def _copy_replicas(self, client: SupernodeClient, counts: dict) -> None:
+        with self._lock:
+            mine = set(self._tasks)
+        for tid, count in counts.items():
+            if tid in mine or not TASK_ID.match(tid) or not isinstance(count, int):
+                continue
+            if self.replicas.count(tid) < count:
+                self.replicas.put(tid, client.replica(tid, self.cluster_token))
 
     def _janitor_loop(self) -> None:
         while not self._stop.wait(1.0):

@@ -42,6 +42,7 @@ class Task:
         self.validated_at: Optional[float] = None
         self.last_access = 0.0
         self.fetching = False
+        self.adopted_at: Optional[float] = None
 
     @property
     def data_path(self) -> str:
@@ -66,7 +67,7 @@ class Task:
     def reset(self) -> None:
         """Forget content and peers; the next fetch starts from the source."""
         self.scheduler = TaskScheduler(self.scheduler.config)
-        self.state, self.length, self.digests = PENDING, None, []
+        self.state, self.length, self.digests, self.adopted_at = PENDING, None, [], None
         self.piece_size = piece_size_for(None)
         self.error = self.error_kind = ""
         self.changed()
@@ -76,20 +77,46 @@ class Task:
         self.changed()
 
     def piece_written(self, sha256_hex: str) -> None:
-        self.scheduler.piece_available(len(self.digests))
+        """The next piece in order was cut from the source into the cache."""
         self.digests.append(sha256_hex)
+        self.piece_cached(len(self.digests) - 1)
+
+    def piece_cached(self, num: int) -> None:
+        """Piece `num` (whose digest we know) is in the cache and can be served."""
+        self.scheduler.piece_available(num)
         self.changed()
+
+    def is_cached(self, num: int) -> bool:
+        return num in self.scheduler.supernode_pieces
+
+    def adopt(self, replica: dict, now: float) -> None:
+        """Take over a task another member was serving: its geometry and piece
+        digests are known, but none of its bytes are in our cache yet."""
+        self.length, self.piece_size = replica["length"], replica["piece_size"]
+        self.etag, self.last_modified = replica.get("etag", ""), replica.get("last_modified", "")
+        self.digests = list(replica["digests"])
+        self.adopted_at = now
+
+    def replica(self) -> dict:
+        """What another member needs to take this task over."""
+        return {"task_id": self.task_id, "url": self.url, "headers": self.headers,
+                "digest": self.digest, "length": self.length, "piece_size": self.piece_size,
+                "etag": self.etag, "last_modified": self.last_modified, "digests": self.digests,
+                "state": self.state}
 
     # persistence ----------------------------------------------------------------
     def save_meta(self) -> None:
         meta = {"url": self.url, "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified,
-                "complete": self.state == DONE, "digests": self.digests,
+                "complete": self.state == DONE and self._all_cached(), "digests": self.digests,
                 "digest": self.digest}
         tmp = self.meta_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(meta, f)
         os.replace(tmp, self.meta_path)
+
+    def _all_cached(self) -> bool:
+        return len(self.scheduler.supernode_pieces) >= (self.piece_count or 0)
 
     def load_meta(self) -> Optional[dict]:
         try:

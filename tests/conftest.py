@@ -1,0 +1,65 @@
+"""Fixtures and bounds shared by every test tier.
+
+Every test runs under a time limit (default DEFAULT_TIME_LIMIT_S, or
+@pytest.mark.time_limit(seconds)) covering its setup, call and teardown, so CI
+needs nothing beyond pytest: SIGALRM fails the test with every thread's stack
+on stderr, and a faulthandler backstop ends the run if even that cannot break
+through.
+"""
+import faulthandler
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:   # `pytest` as well as `python -m pytest` from the checkout
+    sys.path.insert(0, ROOT)
+
+from origin import Origin  # noqa: E402
+
+DEFAULT_TIME_LIMIT_S = 30.0
+BACKSTOP_GRACE_S = 30.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "time_limit(seconds): fail the test if its setup, call "
+                                       "and teardown take longer than this")
+
+
+class TimeLimitExceeded(BaseException):
+    """Not an Exception, so code under test that catches Exception cannot swallow it."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    marker = item.get_closest_marker("time_limit")
+    limit = float(marker.args[0]) if marker else DEFAULT_TIME_LIMIT_S
+    use_alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+    def expired(signum, frame):
+        sys.stderr.write("\n%s exceeded its time limit of %.0fs; threads:\n" % (item.nodeid, limit))
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise TimeLimitExceeded("%s took longer than %.0fs" % (item.nodeid, limit))
+
+    faulthandler.dump_traceback_later(limit + BACKSTOP_GRACE_S, exit=True)
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def origin(tmp_path):
+    """A real HTTP origin on 127.0.0.1:0 serving files from tmp_path/origin."""
+    server = Origin(str(tmp_path / "origin"))
+    yield server
+    server.stop()

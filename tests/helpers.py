@@ -1,0 +1,209 @@
+"""Small tools shared by the test tiers: polling with a bound, content, raw HTTP,
+threads with a bound, and fake peers that lie or die mid-piece."""
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+MiB = 1 << 20
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+               message: str = "") -> object:
+    """Poll `predicate` until it returns something truthy (returned) or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1fs: %s"
+                                 % (timeout, message or getattr(predicate, "__name__", predicate)))
+        pause.wait(interval)
+
+
+def content(size: int, seed: int = 0) -> bytes:
+    """`size` reproducible pseudo-random bytes (no two pieces alike)."""
+    if size == 0:
+        return b""
+    return random.Random(seed).getrandbits(size * 8).to_bytes(size, "little")   # randbytes is 3.9+
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def leftovers(folder: str) -> List[str]:
+    """Temporary download files (`.NAME.XXXX.dfly-part`) left in `folder`."""
+    return sorted(n for n in os.listdir(folder) if n.endswith(".dfly-part"))
+
+
+Outcome = Tuple[object, Optional[BaseException]]
+
+
+def run_all(calls: Sequence[Callable[[], object]], timeout: float = 30.0) -> List[Outcome]:
+    """Run each call on its own named thread at once; [(result, error)] in order.
+    Fails if any is still running after `timeout`."""
+    out: List[Outcome] = [(None, None)] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait(timeout)
+        try:
+            out[i] = (calls[i](), None)
+        except BaseException as e:   # handed back to the test
+            out[i] = (None, e)
+
+    threads = [threading.Thread(target=run, args=(i,), name="test-call-%d" % i, daemon=True)
+               for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, "still running after %.0fs: %s" % (timeout, stuck)
+    return out
+
+
+@contextmanager
+def refused_address() -> Iterator[Tuple[str, int]]:
+    """A 127.0.0.1 port that refuses connections: bound, never listening, held
+    for the duration so nothing else can take it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[:2]
+    finally:
+        sock.close()
+
+
+# raw HTTP -------------------------------------------------------------------------------
+
+def raw_exchange(address: Tuple[str, int], payload: bytes, timeout: float = 5.0) -> bytes:
+    """Send `payload` as is, half-close, and return everything the server sends back
+    until it closes (or b"" when it just hangs up)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:   # the server may hang up before reading everything
+            pass
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def status_of(reply: bytes) -> Optional[int]:
+    """The status code of the first response in `reply`; None if there is none."""
+    if not reply.startswith(b"HTTP/"):
+        return None
+    try:
+        return int(reply.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def http_status(address: Tuple[str, int], method: str, path: str, body: bytes = b"",
+            headers: Optional[Dict[str, str]] = None) -> Optional[int]:
+    """One raw HTTP/1.1 request with Connection: close; the status, or None on a hang-up."""
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: test", "Connection: close"]
+    headers = dict(headers or {})
+    if body and "Content-Length" not in headers:
+        headers["Content-Length"] = str(len(body))
+    lines += ["%s: %s" % kv for kv in headers.items()]
+    payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return status_of(raw_exchange(address, payload))
+
+
+def healthy(address: Tuple[str, int]) -> bool:
+    return http_status(address, "GET", "/healthz") == 200
+
+
+# fake peers -------------------------------------------------------------------------------
+
+class FakePeer:
+    """An uploader that claims pieces and serves them badly.
+
+    mode "corrupt": the right length of the wrong bytes.
+    mode "die": announce the whole piece, send half, close the connection.
+    `piece_size(n)` gives the size the supernode expects for piece n.
+    """
+
+    def __init__(self, mode: str, piece_size: Callable[[int], int]):
+        assert mode in ("corrupt", "die")
+        self.mode = mode
+        self.piece_size = piece_size
+        self.requests: List[str] = []
+        self._lock = threading.Lock()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 10
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.close_connection = True
+                parts = self.path.strip("/").split("/")
+                if len(parts) != 5 or parts[0] != "v1" or parts[3] != "pieces" or not parts[4].isdigit():
+                    self.send_error(404)
+                    return
+                with peer._lock:
+                    peer.requests.append(self.path)
+                size = peer.piece_size(int(parts[4]))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if peer.mode == "corrupt":
+                    block = b"\xee" * min(size, MiB)
+                    left = size
+                    while left:
+                        self.wfile.write(block[:left])
+                        left -= min(left, len(block))
+                else:
+                    self.wfile.write(b"\xee" * (size // 2))
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.server.handle_error = lambda request, client_address: None
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-peer-" + mode,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)

@@ -1,0 +1,55 @@
+"""Rate limits hold: a capped source or a capped client cannot go faster than
+its cap. Only lower bounds on time, with room to spare; nothing asserts speed."""
+import time
+
+import pytest
+from helpers import MiB, content, sha256_file
+
+RATE = 2 * MiB   # bytes per second; buckets start with one second's worth
+
+
+@pytest.mark.time_limit(30)
+def test_source_rate_limit_caps_how_fast_the_supernode_reads_the_origin(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(source_rate_limit=RATE)
+    src = origin.add("capped.bin", content(5 * MiB, seed=40))
+    started = time.monotonic()
+    client_factory([supernode.address]).download(src.url, str(downloads / "capped.bin"))
+    elapsed = time.monotonic() - started
+    assert sha256_file(str(downloads / "capped.bin")) == src.sha256
+    # (5 MiB - a 2 MiB burst) at 2 MiB/s is 1.5 s at the very least
+    assert elapsed >= 1.2, "source read at %.1f MiB/s" % (src.size / MiB / elapsed)
+
+
+@pytest.mark.time_limit(30)
+def test_client_rate_limit_caps_a_p2p_download(origin, supernode, client_factory, downloads):
+    src = origin.add("capped.bin", content(5 * MiB, seed=41))
+    client_factory([supernode.address]).download(src.url, str(downloads / "warm.bin"))   # cache it
+    started = time.monotonic()
+    client_factory([supernode.address], rate_limit=RATE).download(src.url,
+                                                                  str(downloads / "capped.bin"))
+    elapsed = time.monotonic() - started
+    assert sha256_file(str(downloads / "capped.bin")) == src.sha256
+    assert elapsed >= 1.2, "client read at %.1f MiB/s" % (src.size / MiB / elapsed)
+
+
+@pytest.mark.time_limit(30)
+def test_client_rate_limit_caps_a_download_from_the_source(origin, client_factory, downloads):
+    src = origin.add("capped.bin", content(5 * MiB, seed=42))
+    started = time.monotonic()
+    client_factory([], rate_limit=RATE).download(src.url, str(downloads / "capped.bin"))
+    elapsed = time.monotonic() - started
+    assert sha256_file(str(downloads / "capped.bin")) == src.sha256
+    assert elapsed >= 1.2, "client read at %.1f MiB/s" % (src.size / MiB / elapsed)
+
+
+@pytest.mark.time_limit(30)
+def test_a_slow_origin_that_keeps_sending_is_not_cut_off_by_the_source_timeout(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(source_timeout_s=1.0)
+    src = origin.add("slow.bin", content(MiB, seed=43))
+    # about 1.2 s in all, more than the timeout, but never 1 s without a byte
+    origin.fault("slow.bin", chunk_bytes=128 * 1024, chunk_delay_s=0.15)
+    result = client_factory([supernode.address]).download(src.url, str(downloads / "slow.bin"))
+    assert sha256_file(str(downloads / "slow.bin")) == src.sha256
+    assert result.via == "p2p"

@@ -1,0 +1,310 @@
+"""A real origin for tests: http.server on 127.0.0.1:0 serving files from a folder.
+
+It speaks enough HTTP for the supernode's cache logic to be exercised for real:
+ETag / Last-Modified with If-None-Match / If-Modified-Since (304), and single
+byte ranges with If-Range (206 + Content-Range, 416). It counts, per path, the
+requests it answered and the body bytes it actually put on the wire, so a test
+can say "the origin served the file exactly once".
+
+Each path can be given a Fault: a status (404, 500), a hold (wait on an event
+before answering), death after N body bytes (FIN, or RST with reset=True), a
+short body under a Content-Length that promises more, a slow trickle, or a
+stall after N bytes until the origin is released or stopped. Nothing sleeps
+on a clock it cannot be woken from: every wait is on the origin's stop event.
+"""
+import email.utils
+import hashlib
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+BLOCK = 256 * 1024
+
+
+@dataclass
+class Fault:
+    """How to misbehave on one path; fields combine (hold first, then the rest)."""
+    status: int = 0                 # answer this status with a short error body
+    hold: Optional[threading.Event] = None   # wait for this before answering
+    die_after: Optional[int] = None  # close the connection after this many body bytes
+    reset: bool = False             # ...abortively (RST) instead of with a FIN
+    short_by: int = 0               # Content-Length promises this many bytes more than sent
+    chunk_delay_s: float = 0.0      # slow: wait this long between blocks
+    chunk_bytes: int = BLOCK
+    stall_after: Optional[int] = None  # send this many bytes, then stall until released
+
+
+@dataclass
+class Served:
+    """One request as the origin saw it."""
+    method: str
+    status: int
+    headers: Dict[str, str]
+    body_bytes: int
+
+
+@dataclass
+class OriginFile:
+    name: str
+    path: str
+    url: str
+    data: bytes
+    etag: str
+    last_modified: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha256
+
+
+class Origin:
+    """Start with Origin(root); stop() at teardown (the fixture does it)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.stopped = threading.Event()
+        self.released = threading.Event()
+        self._lock = threading.Lock()
+        self._files: Dict[str, OriginFile] = {}
+        self._faults: Dict[str, Fault] = {}
+        self._served: Dict[str, List[Served]] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.server.handle_error = lambda request, client_address: None
+        self._thread = threading.Thread(target=self.server.serve_forever, name="test-origin",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    # setup ---------------------------------------------------------------------
+    @property
+    def address(self) -> Tuple[str, int]:
+        return self.server.server_address[:2]
+
+    def url(self, name: str) -> str:
+        return "http://127.0.0.1:%d/%s" % (self.address[1], name)
+
+    def add(self, name: str, data: bytes) -> OriginFile:
+        """Serve `data` at /name (replacing what was there: new ETag and date)."""
+        path = os.path.join(self.root, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        mtime = os.stat(path).st_mtime
+        entry = OriginFile(name, path, self.url(name), data,
+                           '"%s"' % hashlib.sha256(data).hexdigest()[:24],
+                           email.utils.formatdate(mtime, usegmt=True))
+        with self._lock:
+            self._files[name] = entry
+        return entry
+
+    def fault(self, name: str, fault: Optional[Fault] = None, **fields) -> Fault:
+        """Make /name misbehave: fault(name, status=500), fault(name, die_after=N)..."""
+        fault = fault or Fault(**fields)
+        with self._lock:
+            self._faults[name] = fault
+        return fault
+
+    def heal(self, name: str) -> None:
+        with self._lock:
+            self._faults.pop(name, None)
+
+    def release(self) -> None:
+        """Let every stalled response go on."""
+        self.released.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.released.set()
+        with self._lock:
+            holds = [f.hold for f in self._faults.values() if f.hold is not None]
+        for hold in holds:
+            hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+    # what happened ----------------------------------------------------------------
+    def served(self, name: str) -> List[Served]:
+        with self._lock:
+            return list(self._served.get(name, ()))
+
+    def body_bytes(self, name: str) -> int:
+        return sum(s.body_bytes for s in self.served(name))
+
+    def requests(self, name: str) -> int:
+        return len(self.served(name))
+
+    # internals, called by the handler -----------------------------------------------
+    def _lookup(self, name: str):
+        with self._lock:
+            return self._files.get(name), self._faults.get(name)
+
+    def _record(self, name: str, served: Served) -> None:
+        with self._lock:
+            self._served.setdefault(name, []).append(served)
+
+
+def _handler_for(origin: Origin):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 30
+
+        def do_GET(self):
+            self._serve(head=False)
+
+        def do_HEAD(self):
+            self._serve(head=True)
+
+        def log_message(self, *args):
+            pass
+
+        def _serve(self, head: bool) -> None:
+            self.close_connection = True
+            name = unquote(urlsplit(self.path).path).lstrip("/")
+            entry, fault = origin._lookup(name)
+            headers = {k: v for k, v in self.headers.items()}
+            record = Served(self.command, 0, headers, 0)
+            try:
+                self._answer(entry, fault or Fault(), head, record)
+            finally:
+                origin._record(name, record)
+
+        def _answer(self, entry, fault: Fault, head: bool, record: Served) -> None:
+            if fault.hold is not None:
+                fault.hold.wait(30)
+            if entry is None or fault.status:
+                status = fault.status or 404
+                record.status = status
+                body = b"origin says %d\n" % status
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                return
+            if self._not_modified(entry):
+                record.status = 304
+                self.send_response(304)
+                self.send_header("ETag", entry.etag)
+                self.send_header("Last-Modified", entry.last_modified)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return
+            start, end, status = self._range(entry)
+            record.status = status
+            if status == 416:
+                self.send_response(416)
+                self.send_header("Content-Range", "bytes */%d" % entry.size)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(end - start + fault.short_by))
+            self.send_header("ETag", entry.etag)
+            self.send_header("Last-Modified", entry.last_modified)
+            self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end - 1, entry.size))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if not head:
+                self._body(entry, start, end, fault, record)
+
+        def _not_modified(self, entry) -> bool:
+            inm = self.headers.get("If-None-Match")
+            if inm is not None:
+                tags = [t.strip() for t in inm.split(",")]
+                return "*" in tags or entry.etag in tags or "W/" + entry.etag in tags
+            ims = self.headers.get("If-Modified-Since")
+            if ims is not None:
+                try:
+                    since = email.utils.parsedate_to_datetime(ims)
+                    current = email.utils.parsedate_to_datetime(entry.last_modified)
+                except (TypeError, ValueError):
+                    return False
+                return current <= since
+            return False
+
+        def _range(self, entry) -> Tuple[int, int, int]:
+            """(start, end exclusive, status) for the Range header, if any applies."""
+            size = entry.size
+            header = self.headers.get("Range")
+            if not header or not header.startswith("bytes=") or "," in header:
+                return 0, size, 200
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range not in (entry.etag, entry.last_modified):
+                return 0, size, 200
+            first, _, last = header[len("bytes="):].strip().partition("-")
+            try:
+                if first == "":
+                    count = int(last)
+                    start, end = max(0, size - count), size
+                else:
+                    start = int(first)
+                    end = min(size, int(last) + 1) if last else size
+            except ValueError:
+                return 0, size, 200
+            if start >= size or start >= end:
+                return 0, 0, 416
+            return start, end, 206
+
+        def _body(self, entry, start: int, end: int, fault: Fault, record: Served) -> None:
+            limit = end - start
+            if fault.die_after is not None:
+                limit = min(limit, fault.die_after)
+            stall_at = fault.stall_after
+            sent = 0
+            with open(entry.path, "rb") as f:
+                f.seek(start)
+                while sent < limit:
+                    if stall_at is not None and sent >= stall_at:
+                        origin.released.wait(60)
+                        stall_at = None
+                        if origin.stopped.is_set():
+                            break
+                    want = min(fault.chunk_bytes, limit - sent)
+                    if stall_at is not None:
+                        want = min(want, stall_at - sent)
+                    block = f.read(want)
+                    if not block:
+                        break
+                    try:
+                        self.wfile.write(block)
+                    except OSError:
+                        break
+                    sent += len(block)
+                    record.body_bytes = sent
+                    if fault.chunk_delay_s and origin.stopped.wait(fault.chunk_delay_s):
+                        break
+            if fault.die_after is not None and sent < end - start:
+                self._die(fault.reset)
+
+        def _die(self, reset: bool) -> None:
+            try:
+                if reset:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                else:
+                    self.connection.shutdown(socket.SHUT_WR)
+                self.connection.close()
+            except OSError:
+                pass
+
+    return Handler
