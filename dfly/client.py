@@ -35,6 +35,26 @@ log = logging.getLogger("dfly.client")
 Progress = Callable[[int, Optional[int], ByteSplit], None]
 
 
+FAILOVER_PAUSE_S = 0.25
+
+
+@dataclass
+class _Job:
+    """One download's inputs and running totals, as the wiring passes them around."""
+    url: str
+    storage: PieceFile
+    digest: Optional[str]
+    headers: Dict[str, str]
+    filters: list
+    identifier: Optional[str]
+    deadline: Optional[float]
+    bucket: Optional[TokenBucket]
+    sequential: bool
+    report: Callable[[ByteSplit], None]
+    split: ByteSplit
+    cancel: threading.Event
+
+
 @dataclass
 class DownloadResult:
     url: str
@@ -108,11 +128,12 @@ class Client:
         _makedirs(tmp_dir)
         storage = PieceFile(os.path.join(tmp_dir, uuid.uuid4().hex + ".part"))
         outcome: Dict[str, object] = {}
+        cancel = threading.Event()
 
         def run():
             try:
                 outcome["result"] = self._fetch(url, storage, digest, headers or {}, list(filters),
-                                                identifier, progress, sequential=True)
+                                                identifier, progress, sequential=True, cancel=cancel)
             except BaseException as e:
                 outcome["error"] = e
             with storage.cond:
@@ -121,20 +142,21 @@ class Client:
 
         worker = threading.Thread(target=run, name="stream-download", daemon=True)
         worker.start()
+        complete = False
         try:
             yield from _read_in_order(storage, outcome)
-        finally:
+            complete = True
+        finally:   # also when the caller stops reading early (GeneratorExit)
+            cancel.set()
             worker.join()
             storage.close()
-            if "error" in outcome:
+            if complete:
+                self.last_result = outcome["result"]
+                self._after_download(self.last_result.task_id, storage)
+            if complete and self.last_result.task_id in self._seeded:
+                self._temp_files.append(storage.path)
+            else:
                 self._discard(storage)
-        self.last_result = outcome["result"]
-        task_id = self.last_result.task_id
-        self._after_download(task_id, storage)
-        if task_id in self._seeded:
-            self._temp_files.append(storage.path)
-        else:
-            _remove(storage.path)
 
     def close(self) -> None:
         """Stop serving pieces and tell the supernodes this peer is gone."""
@@ -175,63 +197,89 @@ class Client:
 
     # wiring ---------------------------------------------------------------------------
     def _fetch(self, url, storage, digest, headers, filters, identifier, progress,
-               sequential) -> DownloadResult:
+               sequential, cancel: Optional[threading.Event] = None) -> DownloadResult:
         started = self.clock()
         deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
         bucket = TokenBucket(self.config.rate_limit, started) if self.config.rate_limit > 0 else None
-        report = _progress_reporter(storage, progress)
-        split, task_id, via = None, "", "p2p"
-        for address in self.config.supernode:
-            download = None
-            try:
-                download = self._p2p(address, url, storage, digest, headers, filters, identifier,
-                                     deadline, bucket, sequential, report)
-                task_id = download.run()
-                split = download.split
-                self._seeded[task_id] = address
-                break
-            except SupernodeDown as e:
-                log.warning("%s; trying the next supernode or the source", e)
-            except BaseException:
-                # Leave, so the supernode stops offering us as holder of a file we delete.
-                if download is not None and download.task_id:
-                    leave_quietly(address, download.task_id, self.peer_id)
-                raise
-        if split is None:
+        job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
+                   _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event())
+        task_id, via = self._via_supernodes(job), "p2p"
+        if task_id is None:
             if self.config.no_back_source:
                 raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
                                             % (", ".join(self.config.supernode) or "none configured"))
-            split, via = self._from_source(url, storage, headers, deadline, bucket, report), "source"
+            task_id, via = "", "source"
+            self._from_source(job)
         if digest:
             _verify_file(storage.path, digest)
+        split = job.split
         return DownloadResult(url, storage.path, storage.length or 0, task_id,
                               self.clock() - started, split.source, split.supernode, split.peers, via)
 
-    def _p2p(self, address, url, storage, digest, headers, filters, identifier, deadline, bucket,
-             sequential, report) -> P2PDownload:
+    def _via_supernodes(self, job: "_Job") -> Optional[str]:
+        """Download through the first supernode that answers; the task id, or None
+        when none does. Once one served us, a dead one is not the end: the others
+        are tried for failover_s, the time a cluster needs to re-own its tasks."""
+        give_up_at = None
+        while True:
+            for address in self.config.supernode:
+                download = None
+                try:
+                    download = self._p2p(address, job)
+                    task_id = download.run()
+                    self._seeded[task_id] = download.supernode.address   # the owner, after redirects
+                    return task_id
+                except SupernodeDown as e:
+                    if download is not None and download.task_id and give_up_at is None:
+                        give_up_at = self.clock() + self.config.failover_s
+                    log.warning("%s; trying the next supernode", e)
+                except BaseException:
+                    # Leave, so the supernode stops offering us as holder of a file we delete.
+                    if download is not None and download.task_id:
+                        leave_quietly(download.supernode.address, download.task_id, self.peer_id)
+                    raise
+                finally:
+                    if download is not None:
+                        download.supernode.close()
+            if give_up_at is None or self.clock() >= give_up_at:
+                return None
+            if job.deadline is not None and self.clock() >= job.deadline:
+                raise errors.DownloadTimeout("download timed out while supernodes failed over")
+            if job.cancel.wait(FAILOVER_PAUSE_S):
+                raise errors.Cancelled("download cancelled")
+
+    def _p2p(self, address: str, job: "_Job") -> P2PDownload:
         supernode = SupernodeClient(address)
         uploader = self._ensure_uploader()
-        host = self.config.advertise or supernode.local_host()
-        request = RegisterRequest(url=url, peer_id=self.peer_id, peer_port=self._listener.address[1],
-                                  peer_host=host, headers=headers, filters=split_filters(filters),
-                                  digest=digest.lower() if digest else None, identifier=identifier)
+        try:
+            host = self.config.advertise or supernode.local_host()
+        except SupernodeDown:
+            supernode.close()
+            raise
+        request = RegisterRequest(url=job.url, peer_id=self.peer_id,
+                                  peer_port=self._listener.address[1], peer_host=host,
+                                  headers=job.headers, filters=split_filters(job.filters),
+                                  digest=job.digest.lower() if job.digest else None,
+                                  identifier=job.identifier)
+        storage = job.storage
         return P2PDownload(supernode, request, storage, self.config.parallel,
-                           self.config.piece_timeout_s, deadline, bucket, sequential,
-                           on_progress=report, on_registered=lambda tid: uploader.publish(tid, storage),
-                           clock=self.clock)
+                           self.config.piece_timeout_s, job.deadline, job.bucket, job.sequential,
+                           on_progress=job.report, on_registered=lambda tid: uploader.publish(tid, storage),
+                           clock=self.clock, split=job.split, cancel=job.cancel)
 
-    def _from_source(self, url, storage, headers, deadline, bucket, report) -> ByteSplit:
-        split = ByteSplit()
+    def _from_source(self, job: "_Job") -> None:
+        split = job.split
 
         def counted(n: int) -> None:
             split.source += n
-            if deadline is not None and self.clock() > deadline:
+            if job.deadline is not None and self.clock() > job.deadline:
                 raise errors.DownloadTimeout("download timed out after %d bytes" % split.source)
-            report(split)
+            if job.cancel.is_set():
+                raise errors.Cancelled("download cancelled")
+            job.report(split)
 
-        download_from_source(url, headers, storage, self.config.piece_timeout_s, bucket, counted,
-                             self.clock)
-        return split
+        download_from_source(job.url, job.headers, job.storage, self.config.piece_timeout_s,
+                             job.bucket, counted, self.clock, job.deadline)
 
     def _ensure_uploader(self) -> UploaderApp:
         with self._lock:

@@ -47,6 +47,10 @@ class DownloadTimeout(DflyError):
     http_status = 504
 
 
+class Cancelled(DflyError):
+    """The caller stopped the download (a stream closed early)."""
+
+
 class LocalIOError(DflyError):
     """The local disk refused: unwritable path, disk full."""
     exit_code = 6

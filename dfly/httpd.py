@@ -122,8 +122,21 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n)
 
     def _write(self, method: str, response: Response) -> None:
-        body = response.body
-        size = body.count if isinstance(body, FileSlice) else len(body)
+        body, source = response.body, None
+        if isinstance(body, FileSlice):
+            try:   # open before the status goes out, so a vanished file is a 404, not a cut body
+                source = open(body.path, "rb")
+            except OSError:
+                response = error_response(NotFound("the data for this request is gone"))
+                body = response.body
+        try:
+            self._send(method, response, body, source)
+        finally:
+            if source is not None:
+                source.close()
+
+    def _send(self, method: str, response: Response, body, source) -> None:
+        size = body.count if source is not None else len(body)
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -132,17 +145,13 @@ class Handler(BaseHTTPRequestHandler):
         if method == "HEAD" or size == 0:
             return
         try:
-            if isinstance(body, FileSlice):
-                self._send_file(body)
+            if source is not None:
+                sent = self.connection.sendfile(source, body.offset, body.count)
+                if sent != body.count:   # the file shrank under us: the client sees a short body
+                    self.close_connection = True
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            self.close_connection = True
-
-    def _send_file(self, piece: FileSlice) -> None:
-        with open(piece.path, "rb") as f:
-            sent = self.connection.sendfile(f, piece.offset, piece.count)
-        if sent != piece.count:   # the file shrank under us: the client sees a short body
             self.close_connection = True
 
     def send_error(self, code, message=None, explain=None):

@@ -23,5 +23,8 @@ class PeerConfig:
                             "(default: the local address used to reach the supernode)", metavar="HOST")
     upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
     parallel: int = option(8, "pieces fetched at once")
+    failover_s: float = option(15.0, "after the supernode in use dies, how long to keep trying the "
+                               "others (a cluster re-owns a dead member's tasks)",
+                               kind="duration", flag="--failover", metavar="DURATION")
     piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
                                     kind="duration", flag="--piece-timeout", metavar="DURATION")

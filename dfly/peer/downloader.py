@@ -57,7 +57,8 @@ class P2PDownload:
                  bucket: Optional[TokenBucket] = None, sequential: bool = False,
                  on_progress: Callable[[ByteSplit], None] = lambda split: None,
                  on_registered: Callable[[str], None] = lambda task_id: None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, split: Optional[ByteSplit] = None,
+                 cancel: Optional[threading.Event] = None):
         self.supernode = supernode
         self.register_request = register
         self.storage = storage
@@ -69,7 +70,8 @@ class P2PDownload:
         self.on_progress = on_progress
         self.on_registered = on_registered
         self.clock = clock
-        self.split = ByteSplit()
+        self.split = split if split is not None else ByteSplit()   # shared across failovers
+        self.cancel = cancel or threading.Event()
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._results: queue.Queue[_Result] = queue.Queue()
@@ -178,6 +180,8 @@ class P2PDownload:
             self._done, self._failed = [], []
 
     def _check_deadline(self) -> None:
+        if self.cancel.is_set():
+            raise errors.Cancelled("download cancelled")
         if self.deadline is not None and self.clock() > self.deadline:
             raise errors.DownloadTimeout("download timed out with %d pieces held"
                                          % len(self.storage.held))

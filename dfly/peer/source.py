@@ -9,7 +9,7 @@ import urllib.request
 from typing import Callable, Dict, Optional
 
 from dfly import __version__
-from dfly.errors import SourceError
+from dfly.errors import DownloadTimeout, SourceError
 from dfly.peer.storage import PieceFile
 from dfly.protocol.pieces import piece_count, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
@@ -20,13 +20,18 @@ CHUNK = 1 << 20
 def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, timeout_s: float,
                          bucket: Optional[TokenBucket] = None,
                          on_bytes: Callable[[int], None] = lambda n: None,
-                         clock: Callable[[], float] = time.monotonic) -> int:
-    """Stream `url` into `out`; returns the byte count. SourceError on any origin failure."""
+                         clock: Callable[[], float] = time.monotonic,
+                         deadline: Optional[float] = None) -> int:
+    """Stream `url` into `out`; returns the byte count. SourceError on any origin
+    failure, DownloadTimeout when `deadline` passes first (a stalled origin too)."""
     headers = dict(headers)
     headers.setdefault("User-Agent", "dfly/" + __version__)
+    if deadline is not None:
+        timeout_s = max(0.01, min(timeout_s, deadline - clock()))
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                          timeout=timeout_s)
+        response = _open(url, headers, timeout_s, deadline, clock)
+    except DownloadTimeout:
+        raise
     except urllib.error.HTTPError as e:
         e.close()
         raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, url))
@@ -40,6 +45,7 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
             try:
                 chunk = response.read(CHUNK)
             except Exception as e:   # socket errors, IncompleteRead
+                _check_deadline(deadline, clock, offset)
                 raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
             if not chunk:
                 break
@@ -57,3 +63,17 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
     for num in range(piece_count(offset, size)):
         out.mark_held(num)
     return offset
+
+
+def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+    except (urllib.error.URLError, OSError) as e:
+        if not isinstance(e, urllib.error.HTTPError):
+            _check_deadline(deadline, clock, 0)
+        raise
+
+
+def _check_deadline(deadline: Optional[float], clock, offset: int) -> None:
+    if deadline is not None and clock() >= deadline - 0.05:
+        raise DownloadTimeout("download timed out after %d bytes from the source" % offset)

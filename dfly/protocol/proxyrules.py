@@ -8,8 +8,8 @@ A rule is written `ACTION REGEX`, the way Dragonfly's dfdaemon rules read
     direct \\.json$                matching requests pass straight through
 
 The regex is searched anywhere in the full URL. A URL no rule matches passes
-straight through, and so does every method but GET and any GET that carries a
-Range (the peers' pieces are whole files; a partial answer would be a guess).
+straight through, and so does every method but GET. A P2P GET with a Range is
+answered from the whole file once it is here.
 """
 import re
 from typing import Iterable, List, NamedTuple, Optional, Tuple
@@ -48,9 +48,9 @@ def parse_rules(texts: Iterable[str]) -> List[Rule]:
     return rules
 
 
-def decide(rules: List[Rule], method: str, url: str, has_range: bool = False) -> Decision:
+def decide(rules: List[Rule], method: str, url: str) -> Decision:
     """Whether `method url` goes P2P, and from which URL."""
-    if method != "GET" or has_range:
+    if method != "GET":
         return Decision(False, url, None)
     for rule in rules:
         if rule.pattern.search(url):

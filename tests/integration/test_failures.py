@@ -179,9 +179,6 @@ def test_a_stalled_source_behind_a_supernode_hits_the_download_timeout(
     _assert_nothing_left(target)
 
 
-@pytest.mark.xfail(strict=True, reason="dfly bug: back-to-source reads use piece_timeout_s as the "
-                   "socket timeout and check timeout_s only when bytes arrive, so a stalled origin "
-                   "ends in SourceError after piece_timeout_s instead of DownloadTimeout")
 def test_a_stalled_source_without_a_supernode_hits_the_download_timeout(
         origin, client_factory, downloads):
     src = origin.add("stalled.bin", content(3 * MiB, seed=15))

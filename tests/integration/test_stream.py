@@ -56,9 +56,6 @@ def test_stream_with_a_wrong_digest_raises_before_the_end(origin, supernode, cli
     assert _stream_tmp(client) == []
 
 
-@pytest.mark.xfail(strict=True, reason="dfly bug: Client.stream's cleanup after the `finally` never "
-                   "runs when the consumer stops early, so the .part file stays in DATA_DIR/peer/tmp "
-                   "(and the task stays published) even after close()")
 @pytest.mark.time_limit(30)
 def test_a_stream_abandoned_early_leaves_no_temporary_file_after_close(
         origin, supernode, client_factory):
