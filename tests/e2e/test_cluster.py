@@ -1,0 +1,242 @@
+"""Supernode HA with real processes: three supernodes that know each other,
+SIGKILLed and restarted under a swarm of clients, against a real origin.
+
+Cluster members must know each other's addresses before they start, so this
+file reserves loopback ports (bind to port 0, read, close) instead of letting
+each process pick: the one place the suite names ports up front.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import MiB, content, run_all, sha256_file, wait_until
+from origin import Fault
+
+from dfly import Client
+from dfly.errors import Forbidden
+from dfly.protocol.task import task_id
+from dfly.supernode.client import SupernodeClient
+from dfly.supernode.cluster import rendezvous_owner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def reserve_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ["127.0.0.1:%d" % p for p in ports]
+
+
+class Member:
+    """`python -m dfly supernode` as a cluster member; start(), kill(), stop()."""
+
+    def __init__(self, address, members, data_dir, secret="s3cret"):
+        self.address, self.members, self.data_dir, self.secret = address, members, data_dir, secret
+        self.proc = None
+
+    def start(self):
+        cmd = [sys.executable, "-m", "dfly", "supernode", "--listen", self.address,
+               "--cluster", ",".join(self.members), "--cluster-secret", self.secret,
+               "--member-dead-after", "1.5", "--adopt-grace", "1", "--data-dir", self.data_dir]
+        self.proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=ROOT),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = SupernodeClient(self.address, timeout_s=1)
+        try:
+            wait_until(lambda: _answers(client), timeout=15, message="supernode %s up" % self.address)
+        finally:
+            client.close()
+        return self
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _answers(client):
+    try:
+        return client.cluster() is not None
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    addresses = reserve_ports(3)
+    members = [Member(a, addresses, str(tmp_path / ("sn%d" % i))) for i, a in enumerate(addresses)]
+    yield members
+    for m in members:
+        m.stop()
+
+
+def _all_alive(address, n):
+    client = SupernodeClient(address, timeout_s=1)
+    try:
+        return sum(m["alive"] for m in client.cluster()["members"]) == n
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.mark.time_limit(90)
+def test_download_survives_the_owner_supernode_killed_mid_transfer(cluster, origin, tmp_path):
+    for m in cluster:
+        m.start()
+    addresses = [m.address for m in cluster]
+    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    size = 64 * MiB
+    src = origin.add("big.bin", content(size, seed=11))
+    origin.fault("big.bin", chunk_delay_s=0.01)        # ~25 MB/s: slow enough to die midway
+    owner_addr = rendezvous_owner(task_id(src.url, digest=src.digest), addresses)
+    owner = next(m for m in cluster if m.address == owner_addr)
+    # Every client lists the members in another order: they reach different ones first.
+    clients = [Client(addresses[i % 3:] + addresses[:i % 3], data_dir=str(tmp_path / ("p%d" % i)),
+                      upload_listen="127.0.0.1:0", piece_timeout_s=5, failover_s=30)
+               for i in range(6)]
+    for i in range(6):
+        os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+    watcher = SupernodeClient(owner_addr, timeout_s=2)
+
+    def kill_owner_midway():
+        wait_until(lambda: any(t["pieces_written"] >= 4 for t in watcher.tasks()), timeout=30)
+        owner.kill()
+        return time.monotonic()
+
+    try:
+        outcomes = run_all([lambda c=c, i=i: c.download(src.url, str(tmp_path / ("out%d" % i)),
+                                                         digest=src.digest)
+                            for i, c in enumerate(clients)] + [kill_owner_midway], timeout=80)
+    finally:
+        watcher.close()
+        for c in clients:
+            c.close()
+    errors = [e for _, e in outcomes if e is not None]
+    assert not errors, errors
+    killed_at = outcomes[-1][0]
+    assert killed_at is not None
+    for i in range(6):
+        assert sha256_file(str(tmp_path / ("out%d" % i))) == src.sha256
+    results = [r for r, _ in outcomes[:-1]]
+    assert all(r.via == "p2p" for r in results)
+    # The survivors resumed from where the owner stopped: the origin sent the file
+    # about once (a piece or two cut twice, and what no surviving peer held).
+    piece = 4 * MiB
+    assert origin.body_bytes("big.bin") <= size + 3 * piece, origin.body_bytes("big.bin")
+    survivors = [a for a in addresses if a != owner_addr]
+    wait_until(lambda: not _all_alive(survivors[0], 3), timeout=5)
+
+
+@pytest.mark.time_limit(60)
+def test_a_restarted_supernode_serves_its_cache_without_the_source(cluster, origin, tmp_path):
+    member = cluster[0]
+    member.members = [member.address]           # a cluster of one: it owns everything
+    member.start()
+    src = origin.add("f.bin", content(9 * MiB, seed=12))
+    with Client([member.address], data_dir=str(tmp_path), upload_listen="127.0.0.1:0") as c:
+        c.download(src.url, str(tmp_path / "a.bin"), digest=src.digest)
+    sent = origin.body_bytes("f.bin")
+    member.kill()
+    member.start()
+    with Client([member.address], data_dir=str(tmp_path), upload_listen="127.0.0.1:0") as c:
+        result = c.download(src.url, str(tmp_path / "b.bin"), digest=src.digest)
+    assert result.bytes_from_supernode == src.size
+    assert origin.body_bytes("f.bin") == sent == src.size
+
+
+@pytest.mark.time_limit(60)
+def test_two_clients_at_two_members_at_once_cause_one_source_fetch(cluster, origin, tmp_path):
+    for m in cluster:
+        m.start()
+    addresses = [m.address for m in cluster]
+    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    src = origin.add("f.bin", content(12 * MiB, seed=13))
+    hold = origin.fault("f.bin", Fault(hold=__import__("threading").Event()))
+    clients = []
+    for i, address in enumerate(addresses):
+        os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+        clients.append(Client([address], data_dir=str(tmp_path / ("p%d" % i)),
+                              upload_listen="127.0.0.1:0"))
+    try:
+        calls = [lambda c=c, i=i: c.download(src.url, str(tmp_path / ("o%d" % i)), digest=src.digest)
+                 for i, c in enumerate(clients)]
+        calls.append(lambda: (wait_until(lambda: origin.requests("f.bin") >= 0 and
+                                         _registered(addresses), timeout=10), hold.hold.set()))
+        outcomes = run_all(calls, timeout=40)
+    finally:
+        for c in clients:
+            c.close()
+    assert [e for _, e in outcomes if e is not None] == []
+    assert origin.requests("f.bin") == 1
+    owner = rendezvous_owner(task_id(src.url, digest=src.digest), addresses)
+    status = SupernodeClient(addresses[0], timeout_s=2).cluster()
+    assert {t["owner"] for t in status["tasks"]} <= {owner}
+
+
+def _registered(addresses):
+    for address in addresses:
+        client = SupernodeClient(address, timeout_s=1)
+        try:
+            if any(t["peers"] >= 3 for t in client.tasks()):
+                return True
+        finally:
+            client.close()
+    return False
+
+
+@pytest.mark.time_limit(30)
+def test_a_supernode_of_another_cluster_is_refused(cluster, tmp_path):
+    good = cluster[0]
+    good.start()
+    client = SupernodeClient(good.address, timeout_s=2)
+    try:
+        with pytest.raises(Forbidden):
+            client.ping(cluster[1].address, [], "not-the-token")
+        # Members count as alive when we start; unheard-from, they are dead soon after.
+        wait_until(lambda: [m["alive"] for m in client.cluster()["members"] if not m["self"]]
+                   == [False, False], timeout=10)
+    finally:
+        client.close()
+
+
+@pytest.mark.time_limit(60)
+def test_split_brain_costs_a_second_fetch_but_never_bad_data(tmp_path, origin):
+    """Two members that cannot see each other (here: different secrets) both
+    believe they own the task. Each fetches the source and cuts its own piece
+    digests; each swarm is scheduled by one of them only, and every piece is
+    verified against that member's digest, so no client gets wrong bytes."""
+    a, b = reserve_ports(2)
+    left = Member(a, [a, b], str(tmp_path / "a"), secret="one").start()
+    right = Member(b, [a, b], str(tmp_path / "b"), secret="two").start()
+    src = origin.add("f.bin", content(10 * MiB, seed=14))
+    for address in (a, b):   # each refuses the other's pings, so each soon thinks it is alone
+        wait_until(lambda address=address: not _all_alive(address, 2) and _all_alive(address, 1),
+                   timeout=10)
+    try:
+        outcomes = []
+        for i, address in enumerate((a, b)):
+            os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+            with Client([address], data_dir=str(tmp_path / ("p%d" % i)),
+                        upload_listen="127.0.0.1:0") as c:
+                outcomes.append(c.download(src.url, str(tmp_path / ("o%d" % i)), digest=src.digest))
+    finally:
+        left.stop()
+        right.stop()
+    for i in range(2):
+        assert sha256_file(str(tmp_path / ("o%d" % i))) == src.sha256
+    assert origin.requests("f.bin") == 2
