@@ -38,6 +38,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from dfly.peer.config import PeerConfig
+    from dfly.peer.daemon_config import DaemonConfig
     from dfly.supernode.config import SupernodeConfig
 
     parser = argparse.ArgumentParser(
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     get.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     get.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
+    get.add_argument("--daemon", default="127.0.0.1:65001", metavar="HOST:PORT",
+                     help="hand the download to the dfly daemon here when one runs (default: %(default)s)")
+    get.add_argument("--no-daemon", action="store_true", help="download in this process even if a "
+                     "daemon runs")
     options.add_arguments(get, PeerConfig)
     get.set_defaults(run=run_get)
 
@@ -73,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", default="64M", help="file size (default: 64M)")
     demo.add_argument("--data-dir", help="where the demo's files go (default: a temporary folder)")
     demo.set_defaults(run=run_demo)
+
+    daemon = commands.add_parser("daemon", help="run this host's long-lived peer: registry mirror, "
+                                 "HTTP proxy and shared cache")
+    options.add_arguments(daemon, DaemonConfig)
+    daemon.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
+    daemon.set_defaults(run=run_daemon)
     return parser
 
 
@@ -99,7 +110,7 @@ def parse_header(text: str):
 def run_get(args) -> int:
     from dfly.client import Client
     from dfly.peer.config import PeerConfig
-    from dfly.peer.progress import ProgressBar, human_bytes
+    from dfly.peer.progress import ProgressBar
     from dfly.peer.seeder import detach
 
     config = options.build(PeerConfig, _file_values(args), args)
@@ -111,6 +122,9 @@ def run_get(args) -> int:
     bar = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
+    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
+    if handed is not None:
+        return _summary(args, handed, to_stdout)
     client = Client(config=config)
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
@@ -128,6 +142,26 @@ def run_get(args) -> int:
             detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir)
     finally:
         client.close()
+    return _summary(args, result, to_stdout)
+
+
+def _hand_off(args, config, headers):
+    """The result of the running daemon's download, or None when no daemon answers."""
+    from dfly.peer.daemon_client import DaemonClient
+    from dfly.protocol.handoff import HandoffRequest
+
+    daemon = DaemonClient(args.daemon)
+    if not daemon.running():
+        return None
+    request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
+                             args.filter, args.identifier)
+    wait_s = config.timeout_s + 30 if config.timeout_s > 0 else 24 * 3600.0
+    return daemon.download(request, wait_s)
+
+
+def _summary(args, result, to_stdout: bool) -> int:
+    from dfly.peer.progress import human_bytes
+
     if args.json:   # with -o - the data owns stdout, so the summary goes to stderr
         (sys.stderr if to_stdout else sys.stdout).write(json.dumps(result.to_json()) + "\n")
     elif not args.quiet:
@@ -149,6 +183,15 @@ def _stream_to_stdout(client, url: str, kwargs: dict):
     except BrokenPipeError:
         raise errors.LocalIOError("stdout closed before the download finished")
     return client.last_result
+
+
+def run_daemon(args) -> int:
+    from dfly.peer import daemon
+    from dfly.peer.daemon_config import DaemonConfig
+
+    config = options.build(DaemonConfig, _file_values(args), args)
+    data_dir = config.data_dir or default_data_dir(os.environ)
+    return daemon.run(config, os.path.abspath(data_dir))
 
 
 def run_demo(args) -> int:

@@ -73,8 +73,11 @@ class DownloadResult:
 
 class Client:
     def __init__(self, supernodes: Iterable[str] = (), data_dir: Optional[str] = None,
-                 config: Optional[PeerConfig] = None, **settings):
-        """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ..."""
+                 config: Optional[PeerConfig] = None, download_bucket: Optional[TokenBucket] = None,
+                 upload_bucket: Optional[TokenBucket] = None, **settings):
+        """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ...
+        `download_bucket` / `upload_bucket`: host-wide limits shared with other clients
+        (a download_bucket replaces the per-download rate_limit)."""
         if config is None:
             settings.setdefault("seed_for_s", 0)   # a library seeds only when asked
             config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
@@ -89,6 +92,8 @@ class Client:
         self._temp_files = []                  # streamed downloads still being seeded
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
+        self.download_bucket = download_bucket
+        self.upload_bucket = upload_bucket
 
     # public API -----------------------------------------------------------------------
     def download(self, url: str, path: str, digest: Optional[str] = None,
@@ -185,6 +190,19 @@ class Client:
         """Tasks this client still serves: task id -> supernode address."""
         return dict(self._seeded)
 
+    @property
+    def uploaded_bytes(self) -> int:
+        return self._uploader.uploaded_bytes if self._uploader is not None else 0
+
+    def release(self, task_id: str) -> None:
+        """Stop serving `task_id` and tell its supernode; the downloaded file stays."""
+        with self._lock:
+            address = self._seeded.pop(task_id, None)
+        if self._uploader is not None:
+            self._uploader.withdraw(task_id)
+        if address:
+            leave_quietly(address, task_id, self.peer_id)
+
     def detach_listener(self) -> Optional[tuple]:
         """Hand the uploader over to the caller (for a detached seeder): returns
         (listener, uploader app, {task id: supernode}) and forgets them here."""
@@ -200,7 +218,9 @@ class Client:
                sequential, cancel: Optional[threading.Event] = None) -> DownloadResult:
         started = self.clock()
         deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
-        bucket = TokenBucket(self.config.rate_limit, started) if self.config.rate_limit > 0 else None
+        bucket = self.download_bucket
+        if bucket is None and self.config.rate_limit > 0:
+            bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
                    _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event())
         task_id, via = self._via_supernodes(job), "p2p"
@@ -284,7 +304,7 @@ class Client:
     def _ensure_uploader(self) -> UploaderApp:
         with self._lock:
             if self._listener is None:
-                self._uploader = UploaderApp()
+                self._uploader = UploaderApp(throttle=self.upload_bucket)
                 address = parse_hostport(self.config.upload_listen, 0)
                 self._listener = Listener("uploader-" + self.peer_id, address, self._uploader).start()
             return self._uploader

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Optional, Tuple, Union
@@ -26,10 +27,12 @@ MAX_BODY_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class FileSlice:
-    """`count` bytes of the file at `path` from `offset`, sent with sendfile."""
+    """`count` bytes of the file at `path` from `offset`, sent with sendfile
+    (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set)."""
     path: str
     offset: int
     count: int
+    throttle: Optional[object] = None
 
 
 @dataclass
@@ -146,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             if source is not None:
-                sent = self.connection.sendfile(source, body.offset, body.count)
+                sent = send_file_slice(self.connection, source, body)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
             else:
@@ -163,6 +166,26 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+THROTTLE_STEP = 256 * 1024
+
+
+def send_file_slice(sock: socket.socket, source, body: FileSlice) -> int:
+    """sendfile `body` from the open file `source`; the bytes sent."""
+    if body.throttle is None:
+        return sock.sendfile(source, body.offset, body.count)
+    sent = 0
+    while sent < body.count:
+        step = min(THROTTLE_STEP, body.count - sent)
+        delay = body.throttle.reserve(step, time.monotonic())
+        if delay > 0:
+            time.sleep(delay)   # this request's share of the host-wide upload rate
+        n = sock.sendfile(source, body.offset + sent, step)
+        if not n:
+            break
+        sent += n
+    return sent
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -170,13 +193,13 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: Tuple[str, int], app, max_connections: int = 512,
-                 sock: Optional[socket.socket] = None):
+                 sock: Optional[socket.socket] = None, handler=Handler):
         self.app = app
         self._slots = threading.BoundedSemaphore(max_connections)
         if sock is None:
-            super().__init__(address, Handler)
+            super().__init__(address, handler)
         else:   # adopt a listening socket handed over by another process
-            super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
             self.socket.close()
             self.socket = sock
             self.server_address = sock.getsockname()[:2]
@@ -210,8 +233,8 @@ class Listener:
     """A Server on its own named thread, with a stop that really stops it."""
 
     def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
-                 sock: Optional[socket.socket] = None):
-        self.server = Server(address, app, max_connections, sock)
+                 sock: Optional[socket.socket] = None, handler=Handler):
+        self.server = Server(address, app, max_connections, sock, handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
                                         kwargs={"poll_interval": 0.2}, daemon=True)
 

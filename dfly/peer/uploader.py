@@ -20,8 +20,10 @@ ROUTES = compile_routes([
 
 
 class UploaderApp:
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, throttle=None):
+        """`throttle`: a TokenBucket shared by every upload of this host, or None."""
         self.clock = clock
+        self.throttle = throttle
         self._files: Dict[str, object] = {}   # task id -> PieceFile-like (path, held, piece_slice)
         self._lock = threading.Lock()
         self.last_request = clock()
@@ -68,5 +70,5 @@ class UploaderApp:
         if where is None:
             raise NotFound("piece %d of task %s is not here" % (n, tid[:12]))
         self.uploaded_bytes += where[1]
-        return Response(200, FileSlice(pieces.path, where[0], where[1]),
+        return Response(200, FileSlice(pieces.path, where[0], where[1], self.throttle),
                         {"Content-Type": "application/octet-stream"})

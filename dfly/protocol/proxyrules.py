@@ -64,7 +64,7 @@ def decide(rules: List[Rule], method: str, url: str) -> Decision:
 
 def split_target(url: str) -> Tuple[str, str, int, str]:
     """(scheme, host, port, path+query) of an absolute http URL; ValueError otherwise."""
-    m = re.match(r"^(https?)://([^/?#@\s]+)([^#\s]*)$", url, re.I)
+    m = re.match(r"^(https?)://([^/?#@\s]+)([/?][^#\s]*)?$", url, re.I)
     if not m:
         raise ValueError("not an absolute http URL: %r" % url[:200])
     scheme, authority, rest = m.group(1).lower(), m.group(2), m.group(3) or "/"

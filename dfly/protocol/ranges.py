@@ -38,11 +38,11 @@ def parse_range(header: Optional[str], length: int) -> Optional[Tuple[int, int]]
             return None
         return max(0, length - suffix), length - 1
     first = int(first_text)
-    last = int(last_text) if last_text else length - 1
-    if last < first:
+    if last_text and int(last_text) < first:
         return None   # syntactically invalid: ignored
     if first >= length:
         raise RangeNotSatisfiable(length)
+    last = int(last_text) if last_text else length - 1
     return first, min(last, length - 1)
 
 

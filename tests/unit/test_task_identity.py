@@ -108,3 +108,13 @@ def test_id_patterns_refuse_a_trailing_newline(pattern, good):
 @pytest.mark.parametrize("tid", ["A" * 64, "a" * 63, "a" * 65, "g" * 64, "", "../" + "a" * 61])
 def test_task_id_pattern_refuses_anything_but_64_lower_hex_digits(tid):
     assert not TASK_ID.match(tid)
+
+
+def test_a_digest_given_as_identifier_makes_the_content_the_task_whatever_the_url():
+    digest = "sha256:" + "ab" * 32
+    a = task_id("http://reg-a/v2/team/one/blobs/" + digest, digest=digest, identifier=digest)
+    b = task_id("https://reg-b:5000/v2/other/two/blobs/" + digest, digest=digest,
+                identifier=digest.upper().replace("SHA256", "sha256"))
+    assert a == b and TASK_ID.match(a)
+    assert a != task_id("http://reg-a/v2/team/one/blobs/" + digest, digest=digest)
+    assert a != task_id("http://x/", digest="sha256:" + "cd" * 32, identifier="sha256:" + "cd" * 32)

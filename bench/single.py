@@ -1,0 +1,132 @@
+"""Single: one `dfly get` of a large file from one seed vs `curl -o` from nginx.
+
+Target: dfly's throughput is at least 0.7x curl's on the same file, same run.
+The file is fetched once first so the supernode has it cached ("the seed");
+then measured rounds alternate `dfly get` (pieces from the supernode's cache)
+and `curl -o` (straight from nginx), median of --runs each. With --from-peer
+(on by default) a second seed is measured too: a `dfly get --seed-for` whose
+detached seeder holds the file, so the measured get takes its pieces from that
+peer (the supernode then serves none). Times are whole-process wall clock,
+interpreter start included; dfly's own elapsed_s is reported beside it. Dirty
+pages are flushed (sync) before each timed run.
+
+    python3 bench/single.py            # 1 GiB, 3 runs each
+    python3 bench/single.py --quick    # 128 MiB, 1 run each
+"""
+import os
+import sys
+
+import harness
+from harness import MiB
+
+NAME = "single"
+TARGET_RATIO = 0.7
+
+
+def main() -> int:
+    p = harness.base_parser(NAME, __doc__)
+    p.add_argument("--size", type=harness.parse_size, help="file size (default 1G; quick 128M)")
+    p.add_argument("--no-from-peer", dest="from_peer", action="store_false",
+                   help="skip the measurement from a seeding peer")
+    p.add_argument("--parallel", type=int, help="--parallel for the measured gets (default: dfly's)")
+    p.add_argument("--timeout", type=float, default=600, help="bound on one download, seconds")
+    args = p.parse_args()
+    size = args.size or (128 * MiB if args.quick else 1 << 30)
+    runs = args.runs or (1 if args.quick else 3)
+    extra = ["--parallel", str(args.parallel)] if args.parallel else []
+
+    with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
+        www = ws.dir("www")
+        harness.write_file(os.path.join(www, "file.bin"), size)
+        want = harness.sha256_file(os.path.join(www, "file.bin"))
+        nginx = harness.Nginx(ws, www)
+        supernode = harness.Supernode(ws)
+        url = nginx.url("file.bin")
+        out = ws.path("out", "file.bin")
+
+        def dfly(name, seed_for="0", data_dir="client"):
+            harness.settle()
+            r = harness.run_timed(ws, harness.get_argv(ws, url, out, supernode.address, ws.dir(data_dir),
+                                                       seed_for, extra), name, args.timeout)
+            ok = harness.sha256_file(out) == want
+            harness.remove(out)
+            j = r["json"]
+            return {"wall_s": r["wall_s"], "elapsed_s": j["elapsed_s"], "verified": ok,
+                    "from_supernode": j["bytes_from_supernode"], "from_peers": j["bytes_from_peers"],
+                    "from_source": j["bytes_from_source"]}
+
+        def curl(name):
+            harness.settle()
+            r = harness.run_timed(ws, harness.curl_argv(url, out), name, args.timeout)
+            ok = os.path.getsize(out) == size
+            harness.remove(out)
+            return {"wall_s": r["wall_s"], "verified": ok}
+
+        warm = dfly("warm")   # the supernode fetches the source once: now it is the seed
+        print("warm-up (cold supernode, origin -> supernode -> client): %.2fs" % warm["wall_s"])
+        from_supernode, curls = [], []
+        for r in range(runs):
+            from_supernode.append(dfly("dfly-supernode-%d" % r))
+            curls.append(curl("curl-%d" % r))
+            print("run %d: dfly from supernode cache %.2fs (elapsed %.2fs)   curl %.2fs" % (
+                r, from_supernode[-1]["wall_s"], from_supernode[-1]["elapsed_s"], curls[-1]["wall_s"]))
+        from_peer = []
+        if args.from_peer:
+            dfly("seed", seed_for="600", data_dir="seed")
+            seeders = ws.seeders()
+            print("seeding peer ready (%d seeder process)" % len(seeders))
+            for r in range(runs):
+                from_peer.append(dfly("dfly-peer-%d" % r))
+                print("run %d: dfly from seeding peer %.2fs (elapsed %.2fs, %s from peers)" % (
+                    r, from_peer[-1]["wall_s"], from_peer[-1]["elapsed_s"],
+                    harness.human(from_peer[-1]["from_peers"])))
+            ws.stop_seeders()
+        origin = nginx.body_bytes()
+        supernode.stop()
+        nginx.stop()
+
+    summary = summarize(size, from_supernode, from_peer, curls, warm)
+    summary["origin_body_bytes"] = origin["bytes"]
+    print_summary(summary, size, runs)
+    harness.save(args, NAME, {"size": size, "runs": runs, "parallel": args.parallel,
+                              "summary": summary, "warm": warm, "from_supernode": from_supernode,
+                              "from_peer": from_peer, "curl": curls})
+    return 0 if summary["all_verified"] else 1
+
+
+def summarize(size, from_supernode, from_peer, curls, warm) -> dict:
+    med = harness.median
+    mb = size / 1e6
+    curl_s = med([c["wall_s"] for c in curls])
+    sn_s = med([d["wall_s"] for d in from_supernode])
+    s = {"curl_wall_s": curl_s, "curl_mb_s": mb / curl_s,
+         "dfly_supernode_wall_s": sn_s,
+         "dfly_supernode_elapsed_s": med([d["elapsed_s"] for d in from_supernode]),
+         "dfly_supernode_mb_s": mb / sn_s, "ratio_supernode": curl_s / sn_s,
+         "cold_wall_s": warm["wall_s"], "cold_mb_s": mb / warm["wall_s"],
+         "all_verified": all(d["verified"] for d in from_supernode + from_peer + curls + [warm])}
+    if from_peer:
+        p_s = med([d["wall_s"] for d in from_peer])
+        s.update(dfly_peer_wall_s=p_s, dfly_peer_elapsed_s=med([d["elapsed_s"] for d in from_peer]),
+                 dfly_peer_mb_s=mb / p_s, ratio_peer=curl_s / p_s,
+                 peer_bytes_share=med([d["from_peers"] / size for d in from_peer]))
+    s["target_ratio"] = TARGET_RATIO
+    s["target_met"] = s["ratio_supernode"] >= TARGET_RATIO
+    return s
+
+
+def print_summary(s, size, runs) -> None:
+    print("\nsingle: %s, median of %d" % (harness.human(size), runs))
+    print("  curl from nginx:              %6.2fs  %7.0f MB/s" % (s["curl_wall_s"], s["curl_mb_s"]))
+    print("  dfly from supernode cache:    %6.2fs  %7.0f MB/s  ratio %.2f (target >= %.1f)" % (
+        s["dfly_supernode_wall_s"], s["dfly_supernode_mb_s"], s["ratio_supernode"], TARGET_RATIO))
+    if "dfly_peer_wall_s" in s:
+        print("  dfly from seeding peer:       %6.2fs  %7.0f MB/s  ratio %.2f (%.0f%% of bytes from the peer)"
+              % (s["dfly_peer_wall_s"], s["dfly_peer_mb_s"], s["ratio_peer"], 100 * s["peer_bytes_share"]))
+    print("  dfly cold (origin via supernode): %.2fs  %.0f MB/s" % (s["cold_wall_s"], s["cold_mb_s"]))
+    print("  target (dfly/curl >= %.1f from one seed): %s"
+          % (TARGET_RATIO, "MET" if s["target_met"] else "MISSED"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

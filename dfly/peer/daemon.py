@@ -1,0 +1,271 @@
+"""`dfly daemon`: the long-running peer on each host, and the one place it is wired.
+
+One listener (default 127.0.0.1:65001) serves the registry mirror (/v2/...),
+the HTTP proxy (absolute-URL requests and CONNECT) and the daemon's own API
+(/healthz, /v1/stats, /v1/downloads for `dfly get`). Downloads go through one
+dfly.Client, so the daemon is one peer with one uploader: every file it
+fetched stays served to other peers while it is in the cache, and a heartbeat
+keeps the supernodes offering it. Host-wide token buckets cap download and
+upload rates across every task at once. A janitor thread heartbeats and cleans
+the cache by age; size is enforced after every fill.
+
+When a P2P download fails because the supernode could not read the source
+(say a registry token it was given expired), the daemon fetches the file
+straight from the source with the requesting client's own credentials, so a
+failure stays the source's and is never cached.
+"""
+import functools
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from dataclasses import replace
+from typing import Dict, Optional
+
+from dfly import __version__, errors
+from dfly.client import Client, DownloadResult
+from dfly.errors import BadRequest, NotFound
+from dfly.httpd import Listener, Response, parse_hostport
+from dfly.peer.cache import Cache
+from dfly.peer.config import PeerConfig
+from dfly.peer.daemon_config import DaemonConfig
+from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
+from dfly.peer.proxy import HttpProxy
+from dfly.peer.registry import RegistryMirror, oci_error
+from dfly.peer.upstream import Upstream
+from dfly.protocol.handoff import HandoffRequest
+from dfly.protocol.proxyrules import parse_rules
+from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.task import split_filters, task_id
+from dfly.supernode.client import SupernodeClient
+
+log = logging.getLogger("dfly.daemon")
+
+DEFAULT_PORT = 65001
+CLEANUP_EVERY_S = 60.0
+
+
+class DaemonApp:
+    """Routes the front listener's requests to the mirror, the proxy or the API."""
+
+    def __init__(self, daemon: "RunningDaemon"):
+        self.daemon = daemon
+        self.stopping = daemon.stopping
+
+    def proxy(self, request: FrontRequest, body: Optional[BodyReader]) -> Response:
+        return self.daemon.proxy.handle(request, body)
+
+    def route(self, request: FrontRequest) -> Response:
+        path = request.path
+        if path == "/v2" or path.startswith("/v2/"):
+            if self.daemon.mirror is None:
+                return oci_error(404, "UNSUPPORTED", "this daemon mirrors no registry")
+            return self.daemon.mirror.handle(request)
+        if path == "/healthz" and request.method in ("GET", "HEAD"):
+            return Response.text("ok\n")
+        if path == "/v1/stats" and request.method in ("GET", "HEAD"):
+            return Response.json(self.daemon.stats())
+        if path == "/v1/downloads":
+            if request.method != "POST":
+                raise BadRequest("POST a download to /v1/downloads")
+            return Response.json(self.daemon.download_for(request.json(), request.client[0]))
+        raise NotFound("no such endpoint: %s" % path[:200])
+
+
+class RunningDaemon:
+    """A started daemon; `address` is where its front listener is (port 0 resolved)."""
+
+    def __init__(self, config: DaemonConfig, data_dir: str):
+        self.config = config
+        self.data_dir = data_dir
+        self.stopping = threading.Event()
+        now = time.monotonic()
+        self.download_bucket = (TokenBucket(config.total_rate_limit, now)
+                                if config.total_rate_limit > 0 else None)
+        self.upload_bucket = (TokenBucket(config.upload_rate_limit, now)
+                              if config.upload_rate_limit > 0 else None)
+        peer_config = PeerConfig(supernode=list(config.supernode), data_dir=data_dir,
+                                 seed_for_s=max(config.heartbeat_s, 1.0), advertise=config.advertise,
+                                 upload_listen=config.upload_listen, parallel=config.parallel,
+                                 piece_timeout_s=config.piece_timeout_s,
+                                 timeout_s=config.fetch_timeout_s)
+        self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
+                          upload_bucket=self.upload_bucket)
+        self.direct = Client(config=replace(peer_config, supernode=[], seed_for_s=0),
+                             download_bucket=self.download_bucket)
+        self.cache = Cache(os.path.join(data_dir, "daemon", "cache"), config.cache_size,
+                           config.cache_max_age_s, on_evict=self._evicted)
+        self.upstream = Upstream(config.upstream_timeout_s, config.insecure_upstream)
+        self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
+                                      config.fetch_timeout_s) if config.registry_mirror else None)
+        self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
+                               functools.partial(self.fetch, fallback=False),
+                               config.fetch_timeout_s, config.proxy_fresh_for_s,
+                               config.upstream_timeout_s)
+        self._lock = threading.Lock()
+        self._task_of: Dict[str, str] = {}   # cache key -> task id it is seeded as
+        self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0}
+        self.listener = Listener("daemon-http", parse_hostport(config.listen, DEFAULT_PORT),
+                                 DaemonApp(self), config.max_connections, handler=FrontHandler)
+        self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
+
+    def start(self) -> "RunningDaemon":
+        self.listener.start()
+        self._janitor.start()
+        return self
+
+    @property
+    def address(self) -> str:
+        host, port = self.listener.address
+        return "%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.stop()
+        if self._janitor.is_alive():
+            self._janitor.join(10)
+        self.p2p.close()
+        self.direct.close()
+
+    # downloads ---------------------------------------------------------------------------
+    def fetch(self, url: str, path: str, digest: Optional[str] = None,
+              headers: Optional[Dict[str, str]] = None, identifier: Optional[str] = None,
+              filters=(), fallback: bool = True) -> DownloadResult:
+        """Download `url` to `path` through P2P, verified; straight from the source if the
+        supernode could not read it (and `fallback`). Keeps the file seeded while it is cached."""
+        try:
+            result = self.p2p.download(url, path, digest=digest, headers=headers, filters=filters,
+                                       identifier=identifier)
+        except errors.SourceError as e:
+            if not self.config.supernode or not fallback:
+                raise
+            log.warning("P2P download of %s failed (%s); fetching it from the source", url[:200], e)
+            result = self.direct.download(url, path, digest=digest, headers=headers)
+            with self._lock:
+                self._totals["fallbacks"] += 1
+        with self._lock:
+            if result.task_id:
+                self._task_of[os.path.basename(path)] = result.task_id
+            self._totals["source"] += result.bytes_from_source
+            self._totals["supernode"] += result.bytes_from_supernode
+            self._totals["peers"] += result.bytes_from_peers
+            self._totals["downloads"] += 1
+        return result
+
+    def download_for(self, body: dict, client_host: str) -> dict:
+        """`dfly get` handed its download over: fetch into the cache (shared with any other
+        request for the same task), then copy to the output. Only from this host."""
+        if not _loopback(client_host):
+            raise errors.Forbidden("downloads are handed over only by clients on this host")
+        req = HandoffRequest.parse(body)
+        key = "task-" + task_id(req.url, split_filters(req.filters), req.digest, req.identifier)
+        started = time.monotonic()
+        filled: Dict[str, DownloadResult] = {}
+
+        def fill(into: str) -> None:
+            filled["result"] = self.fetch(req.url, into, digest=req.digest, headers=req.headers,
+                                          identifier=req.identifier, filters=req.filters)
+
+        path = self.cache.obtain(key, fill, self.config.fetch_timeout_s,
+                                 fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
+        _copy_out(path, req.output)
+        result = filled.get("result")
+        if result is None:   # another request's download, or the cache
+            with self._lock:
+                tid = self._task_of.get(key, "")
+            result = DownloadResult(req.url, path, os.path.getsize(req.output), tid, 0.0, 0, 0, 0,
+                                    "daemon-cache")
+        out = result.to_json()
+        out.update(path=req.output, elapsed_s=time.monotonic() - started)
+        return out
+
+    def stats(self) -> dict:
+        with self._lock:
+            totals = dict(self._totals)
+        return {"version": __version__, "peer_id": self.p2p.peer_id,
+                "bytes_from_source": totals["source"], "bytes_from_supernode": totals["supernode"],
+                "bytes_from_peers": totals["peers"], "downloads": totals["downloads"],
+                "fallbacks": totals["fallbacks"], "cache_bytes": self.cache.total_bytes(),
+                "cache_files": len(self.cache.keys()), "seeding": len(self.p2p.seeding),
+                "uploaded_bytes": self.p2p.uploaded_bytes}
+
+    # upkeep ------------------------------------------------------------------------------
+    def _evicted(self, key: str) -> None:
+        with self._lock:
+            tid = self._task_of.pop(key, None)
+        if tid:
+            self.p2p.release(tid)
+
+    def _janitor_loop(self) -> None:
+        last_cleanup = time.monotonic()
+        while not self.stopping.wait(self.config.heartbeat_s):
+            self._heartbeat()
+            if time.monotonic() - last_cleanup >= min(CLEANUP_EVERY_S, self.config.heartbeat_s * 6):
+                last_cleanup = time.monotonic()
+                self.cache.cleanup()
+
+    def _heartbeat(self) -> None:
+        for tid, address in self.p2p.seeding.items():
+            client = SupernodeClient(address, timeout_s=5)
+            try:
+                client.heartbeat(tid, self.p2p.peer_id)
+            except errors.Gone:
+                log.info("supernode %s forgot task %s; no longer seeding it", address, tid[:12])
+                self.p2p.release(tid)
+            except errors.DflyError as e:
+                log.warning("heartbeat for %s to %s failed: %s", tid[:12], address, e)
+            finally:
+                client.close()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _copy_out(path: str, output: str) -> None:
+    """Copy the cached file to `output` via a temporary name beside it (a copy, not a
+    link: a user editing the output in place must not change what peers are served)."""
+    temp = os.path.join(os.path.dirname(output), ".%s.%s.dfly-part" % (os.path.basename(output),
+                                                                      uuid.uuid4().hex[:8]))
+    try:
+        shutil.copyfile(path, temp)
+        os.replace(temp, output)
+    except OSError as e:
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+        raise errors.LocalIOError("cannot write %s: %s" % (output, e.strerror or e))
+
+
+def start(config: DaemonConfig, data_dir: str) -> RunningDaemon:
+    os.makedirs(data_dir, exist_ok=True)
+    return RunningDaemon(config, data_dir).start()
+
+
+def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = None) -> int:
+    """Serve until SIGINT or SIGTERM."""
+    from dfly.supernode.app import log_to
+
+    log_to(data_dir, config.log_level, "daemon")
+    running = start(config, data_dir)
+    log.info("daemon listening on %s (mirror of %s), data in %s", running.address,
+             config.registry_mirror or "nothing", data_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if ready is not None:
+        ready.set()
+    while not stop.wait(3600):
+        pass
+    log.info("daemon stopping")
+    running.stop()
+    return 0
+

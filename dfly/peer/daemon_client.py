@@ -1,0 +1,62 @@
+"""The daemon's client: how `dfly get` finds a daemon on this host and hands
+it a download, so the pieces stay served after `get` exits and two `get`s of
+one URL share one download. Each call has a timeout; a daemon that does not
+answer at once counts as absent, and `get` works on its own."""
+import http.client
+import json
+from typing import Optional
+
+from dfly import errors
+from dfly.client import DownloadResult
+from dfly.httpd import parse_hostport
+from dfly.protocol.handoff import HandoffRequest
+
+PROBE_TIMEOUT_S = 1.0
+DEFAULT_ADDRESS = "127.0.0.1:65001"
+
+_KINDS = {"BadRequest": errors.BadRequest, "SourceError": errors.SourceError,
+          "DigestMismatch": errors.DigestMismatch, "DownloadTimeout": errors.DownloadTimeout,
+          "LocalIOError": errors.LocalIOError, "P2PUnavailable": errors.P2PUnavailable,
+          "Forbidden": errors.Forbidden, "UpstreamDown": errors.SourceError}
+
+
+class DaemonClient:
+    def __init__(self, address: str = DEFAULT_ADDRESS):
+        self.address = address
+        self.host, self.port = parse_hostport(address, 65001)
+        if self.host == "0.0.0.0":
+            self.host = "127.0.0.1"
+
+    def running(self) -> bool:
+        """Is a dfly daemon answering at this address (quickly)?"""
+        try:
+            status, body = self._call("GET", "/v1/stats", None, PROBE_TIMEOUT_S)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200 and b'"peer_id"' in body
+
+    def download(self, request: HandoffRequest, timeout_s: float) -> DownloadResult:
+        """Have the daemon download `request.url` to `request.output`; typed errors as `get` raises."""
+        try:
+            status, body = self._call("POST", "/v1/downloads", request.to_json(), timeout_s)
+        except (OSError, http.client.HTTPException) as e:
+            raise errors.DflyError("the daemon at %s stopped answering: %s" % (self.address, e))
+        try:
+            value = json.loads(body.decode("utf-8"))
+        except ValueError:
+            value = {"error": body[:200].decode("latin-1")}
+        if status != 200 or not isinstance(value, dict):
+            kind = _KINDS.get(value.get("kind", "") if isinstance(value, dict) else "", errors.DflyError)
+            raise kind("daemon: %s" % (value.get("error") if isinstance(value, dict) else status))
+        fields = DownloadResult.__dataclass_fields__
+        return DownloadResult(**{k: v for k, v in value.items() if k in fields})
+
+    def _call(self, method: str, path: str, body: Optional[dict], timeout_s: float):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, payload, {"Content-Type": "application/json"} if payload else {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()

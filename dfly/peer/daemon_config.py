@@ -1,0 +1,49 @@
+"""The daemon's settings: one table feeds `dfly daemon`'s flags and its config file."""
+from dataclasses import dataclass
+from typing import List
+
+from dfly.options import option
+from dfly.protocol.proxyrules import DEFAULT_RULES
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    supernode: List[str] = option([], "supernode address; repeat to list fallbacks "
+                                  "(none: everything comes straight from the source)",
+                                  metavar="HOST:PORT")
+    listen: str = option("127.0.0.1:65001", "address of the registry mirror, HTTP proxy and daemon API",
+                         metavar="HOST:PORT")
+    data_dir: str = option("", "where the cache and logs go (default: per-user data dir)",
+                           metavar="DIR")
+    registry_mirror: str = option("https://registry-1.docker.io",
+                                  "upstream registry that /v2/ requests are mirrored from", metavar="URL")
+    proxy_rule: List[str] = option(list(DEFAULT_RULES),
+                                   "proxy rule 'ACTION REGEX', ACTION p2p, p2p+https or direct; first "
+                                   "match wins, unmatched requests pass straight through",
+                                   metavar="'ACTION REGEX'")
+    total_rate_limit: int = option(0, "cap on bytes per second downloaded by all tasks together, 0 = none",
+                                   kind="size", metavar="RATE")
+    upload_rate_limit: int = option(0, "cap on bytes per second served to other peers, 0 = none",
+                                    kind="size", metavar="RATE")
+    cache_size: int = option(20 << 30, "cache size limit; least recently used files go first",
+                             kind="size", metavar="SIZE")
+    cache_max_age_s: float = option(7 * 86400.0, "files unused this long are removed, 0 = never",
+                                    kind="duration", flag="--cache-max-age", metavar="DURATION")
+    proxy_fresh_for_s: float = option(60.0, "a proxied P2P file is reused this long before the "
+                                      "supernode is asked again", kind="duration",
+                                      flag="--proxy-fresh-for", metavar="DURATION")
+    upstream_timeout_s: float = option(30.0, "timeout for connecting to and reading from an upstream",
+                                       kind="duration", flag="--upstream-timeout", metavar="DURATION")
+    insecure_upstream: bool = option(False, "do not verify upstream TLS certificates")
+    fetch_timeout_s: float = option(1800.0, "give up on one download after this long",
+                                    kind="duration", flag="--fetch-timeout", metavar="DURATION")
+    advertise: str = option("", "address other peers reach this host at "
+                            "(default: the local address used to reach the supernode)", metavar="HOST")
+    upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
+    parallel: int = option(8, "pieces fetched at once per download")
+    piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
+                                    kind="duration", flag="--piece-timeout", metavar="DURATION")
+    heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",
+                                kind="duration", flag="--heartbeat", metavar="DURATION")
+    max_connections: int = option(512, "connections served at once; more get 503")
+    log_level: str = option("info", "debug, info, warning or error")

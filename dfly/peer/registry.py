@@ -1,0 +1,128 @@
+"""The registry mirror: the OCI distribution read path in front of one upstream.
+
+Blob GETs go through P2P: the task is the blob's digest (so one layer from two
+repositories or registries is one task), the file is verified against that
+digest before it enters the cache, and it is served from the cache with
+sendfile, Range honoured. Everything else on /v2 (the version check, manifests
+by tag or digest, image indexes, listings, HEADs) is passed through to the
+upstream as it answers, status and headers included: so a client sees the
+upstream's own 401 and token challenge, and picks its platform from the index.
+
+Access: a cached blob is never served on trust. Before serving, the daemon asks
+the upstream (HEAD, with the client's own Authorization) whether this client
+may read this blob in this repository; anything but yes is passed back as the
+upstream said it. The client's Authorization also goes with the P2P task, so
+the supernode fetches a private blob with credentials that can read it.
+"""
+import logging
+import os
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from dfly import errors
+from dfly.httpd import FileSlice, Response
+from dfly.peer.cache import Cache
+from dfly.peer.front import FrontRequest, Streamed, allowed_pairs, header_pairs
+from dfly.peer.upstream import Upstream, UpstreamDown
+from dfly.protocol import oci
+from dfly.protocol.ranges import RangeNotSatisfiable, content_range, parse_range
+
+log = logging.getLogger("dfly.daemon")
+
+READ_METHODS = ("GET", "HEAD")
+REDIRECTS = (301, 302, 303, 307, 308)
+# Fetch a file into `path`: fetch(url, path, digest=, headers=, identifier=) -> DownloadResult
+Fetch = Callable[..., object]
+
+
+def oci_error(status: int, code: str, message: str) -> Response:
+    return Response.json({"errors": [{"code": code, "message": message, "detail": None}]}, status)
+
+
+_FAILURES = {errors.DigestMismatch: (502, "DIGEST_INVALID"), errors.DownloadTimeout: (504, "UNKNOWN"),
+             errors.LocalIOError: (507, "UNKNOWN"), errors.P2PUnavailable: (503, "UNAVAILABLE"),
+             errors.SourceError: (502, "UNAVAILABLE"), UpstreamDown: (502, "UNAVAILABLE")}
+
+
+class RegistryMirror:
+    def __init__(self, upstream_url: str, upstream: Upstream, cache: Cache, fetch: Fetch,
+                 fetch_timeout_s: float):
+        parts = urlsplit(upstream_url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("--registry-mirror must be an http(s) URL, got %r" % upstream_url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base_path = parts.path
+        self.base_url = "%s://%s%s" % (parts.scheme, parts.netloc, parts.path)
+        self.upstream = upstream
+        self.cache = cache
+        self.fetch = fetch
+        self.fetch_timeout_s = fetch_timeout_s
+
+    def handle(self, request: FrontRequest) -> Response:
+        if request.method not in READ_METHODS:
+            return oci_error(405, "UNSUPPORTED", "this mirror is read-only; push to the registry itself")
+        try:
+            where = oci.parse_path(request.path)
+        except oci.BadName as e:
+            return oci_error(400, e.code, str(e))
+        if where is None:
+            return oci_error(404, "NOT_FOUND", "not a registry API path")
+        try:
+            if where.kind == "blob" and request.method == "GET":
+                return self._blob(request, where.name, where.reference)
+            return self._pass(request)
+        except tuple(_FAILURES) as e:
+            status, code = next(v for k, v in _FAILURES.items() if isinstance(e, k))
+            log.warning("%s %s: %s", request.method, request.path[:200], e)
+            return oci_error(status, code, str(e))
+
+    # pass-through ------------------------------------------------------------------------
+    def _pass(self, request: FrontRequest) -> Response:
+        target = self.base_path + request.target
+        reply = self.upstream.open(request.method, self.scheme, self.host, self.port, target,
+                                   header_pairs(request.headers.items()))
+        return Response(reply.status, Streamed(reply, reply.length), reply.headers)
+
+    # blobs -------------------------------------------------------------------------------
+    def _blob(self, request: FrontRequest, name: str, digest: str) -> Response:
+        if not self._may_read(request, name, digest):
+            return self._pass(request)   # the upstream's own answer: 401 and its challenge, 404...
+        url = "%s/v2/%s/blobs/%s" % (self.base_url, name, digest)
+        credentials = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        path = self.cache.obtain(blob_key(digest),
+                                 lambda into: self.fetch(url, into, digest=digest, headers=credentials,
+                                                         identifier=digest),
+                                 self.fetch_timeout_s)
+        return serve_file(path, request.headers.get("Range"),
+                          [("Content-Type", "application/octet-stream"),
+                           ("Docker-Content-Digest", digest), ("ETag", '"%s"' % digest)])
+
+    def _may_read(self, request: FrontRequest, name: str, digest: str) -> bool:
+        """Does the upstream let this client read this blob (HEAD with its credentials)?"""
+        headers = allowed_pairs(request.headers.items(), ("range", "if-range", "if-none-match",
+                                                          "if-modified-since"))
+        target = "%s/v2/%s/blobs/%s" % (self.base_path, name, digest)
+        with self.upstream.open("HEAD", self.scheme, self.host, self.port, target, headers) as reply:
+            return 200 <= reply.status < 300 or reply.status in REDIRECTS
+
+
+def blob_key(digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    return "%s-%s" % (algorithm, hexdigest)
+
+
+def serve_file(path: str, range_header: Optional[str], headers) -> Response:
+    """A cached file, whole or the one range asked for."""
+    length = os.path.getsize(path)
+    headers = list(headers) + [("Accept-Ranges", "bytes")]
+    try:
+        wanted = parse_range(range_header, length)
+    except RangeNotSatisfiable:
+        return Response(416, b"", headers + [("Content-Range", "bytes */%d" % length)])
+    if wanted is None:
+        return Response(200, FileSlice(path, 0, length), headers)
+    first, last = wanted
+    return Response(206, FileSlice(path, first, last - first + 1),
+                    headers + [("Content-Range", content_range(first, last, length))])

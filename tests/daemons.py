@@ -1,0 +1,54 @@
+"""Daemons for the tests: `dfly daemon` wired in-process on 127.0.0.1:0, each
+with its own data dir, stopped in reverse order at teardown."""
+import http.client
+import json
+import os
+from typing import List
+
+from dfly.peer import daemon
+from dfly.peer.daemon_config import DaemonConfig
+
+
+class DaemonFactory:
+    def __init__(self, root: str):
+        self.root = root
+        self.started: List[daemon.RunningDaemon] = []
+
+    def start(self, **settings) -> daemon.RunningDaemon:
+        settings.setdefault("listen", "127.0.0.1:0")
+        settings.setdefault("upload_listen", "127.0.0.1:0")
+        settings.setdefault("piece_timeout_s", 5.0)
+        settings.setdefault("upstream_timeout_s", 5.0)
+        settings.setdefault("fetch_timeout_s", 30.0)
+        settings.setdefault("registry_mirror", "")
+        data_dir = settings.pop("data_dir", None) or os.path.join(self.root, "daemon%d" % len(self.started))
+        running = daemon.start(DaemonConfig(**settings), data_dir)
+        self.started.append(running)
+        return running
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+
+def stats(running: daemon.RunningDaemon) -> dict:
+    host, port = running.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/v1/stats")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def fetch(address: str, method: str, path: str, headers=None, body=None):
+    """(status, headers dict lower-cased, body) of one request to `address` (host:port)."""
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+    finally:
+        conn.close()

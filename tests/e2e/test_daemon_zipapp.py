@@ -1,0 +1,88 @@
+"""`python dfly.pyz daemon` as users run it: started with flags, found by
+`dfly get`, pulled through by skopeo as a registry mirror, stopped by SIGTERM."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dfly.demo import CountingOrigin, write_random_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push  # noqa: E402
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory):
+    target = str(tmp_path_factory.mktemp("build") / "dfly.pyz")
+    subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", target],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL)
+    return target
+
+
+class Process:
+    """A dfly command whose address is read from its 'listening on' log line."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable] + list(args), stderr=subprocess.PIPE, text=True)
+        self.address = None
+        self.lines = []
+        found = threading.Event()
+
+        def watch():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if self.address is None and "listening on " in line:
+                    self.address = line.split("listening on ")[1].split(",")[0].split(" ")[0]
+                    found.set()
+        self._watch = threading.Thread(target=watch, daemon=True, name="dfly-log")
+        self._watch.start()
+        assert found.wait(30), "no address reported:\n" + "".join(self.lines)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(15)
+        self._watch.join(10)
+        return code
+
+
+@pytest.mark.time_limit(90)
+def test_the_zipapp_daemon_takes_gets_and_mirrors_a_registry(pyz, tmp_path):
+    (tmp_path / "origin").mkdir()
+    origin = CountingOrigin(str(tmp_path / "origin"))
+    registry = None if MISSING else Registry(str(tmp_path / "registry"))
+    supernode = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "sn"))
+    daemon = None
+    try:
+        mirror = ["--registry-mirror", registry.url] if registry else []
+        daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                         "--supernode", supernode.address, "--data-dir", str(tmp_path / "d"), *mirror)
+        digest = write_random_file(str(tmp_path / "origin" / "f.bin"), 6 * 1024 * 1024)
+        out = subprocess.run([sys.executable, pyz, "get", origin.url("f.bin"), "-o", str(tmp_path / "f.bin"),
+                              "--daemon", daemon.address, "--digest", digest, "--json"],
+                             capture_output=True, text=True, timeout=TIMEOUT_S, cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["path"] == str(tmp_path / "f.bin")
+        assert "sha256:" + hashlib.sha256((tmp_path / "f.bin").read_bytes()).hexdigest() == digest
+        if registry:
+            image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(1 << 20,))
+            push(image, registry, "team/app")
+            conf = mirror_conf(str(tmp_path / "registries.conf"), registry, daemon.address)
+            pull(conf, registry, "team/app", "v1", str(tmp_path / "pulled"), arch="arm64")
+            assert dir_layers(str(tmp_path / "pulled")) == image.layers["arm64"]
+            assert len(registry.blob_gets(image.layers["arm64"][0])) == 1
+    finally:
+        codes = [p.stop() for p in (daemon, supernode) if p is not None]
+        if registry:
+            registry.stop()
+        origin.stop()
+    assert codes == [0, 0]
+    if MISSING:
+        pytest.skip("registry part skipped: " + MISSING)

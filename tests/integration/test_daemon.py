@@ -1,0 +1,124 @@
+"""The daemon as this host's one peer: `dfly get` hands downloads to it (and
+still works alone), its cache stays under its size and age limits and stops
+seeding what it deletes, and its rate limits are shared by every task."""
+import json
+import os
+import time
+
+import pytest
+from daemons import DaemonFactory, stats
+from helpers import MiB, content, refused_address, run_all, sha256_file, wait_until
+
+from dfly import cli
+from dfly.peer.daemon_client import DaemonClient
+from dfly.protocol.handoff import HandoffRequest
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    factory = DaemonFactory(str(tmp_path / "daemons"))
+    yield factory
+    factory.stop_all()
+
+
+def _get(*args) -> int:
+    return cli.main(["get", "-q", "--seed-for", "0"] + list(args))
+
+
+@pytest.mark.time_limit(30)
+def test_two_gets_hand_off_to_the_daemon_and_share_one_download(origin, supernode, daemons, downloads):
+    src = origin.add("shared.bin", content(10 * MiB, seed=31))
+    running = daemons.start(supernode=[supernode.address])
+    targets = [str(downloads / ("copy%d.bin" % i)) for i in range(2)]
+    codes = run_all([lambda t=t: _get(src.url, "-o", t, "--daemon", running.address, "--digest", src.digest)
+                     for t in targets])
+    assert codes == [(0, None), (0, None)]
+    for target in targets:
+        assert sha256_file(target) == src.sha256
+    assert origin.requests("shared.bin") == 1
+    after = stats(running)
+    assert after["downloads"] == 1 and after["seeding"] == 1   # served on after the gets returned
+    assert sorted(os.listdir(str(downloads))) == ["copy0.bin", "copy1.bin"]   # no temporary files
+
+
+@pytest.mark.time_limit(30)
+def test_get_works_alone_when_no_daemon_answers(origin, downloads, capsys):
+    src = origin.add("alone.bin", content(MiB, seed=32))
+    with refused_address() as (host, port):
+        code = cli.main(["get", src.url, "-o", str(downloads / "alone.bin"), "--daemon",
+                         "%s:%d" % (host, port), "--json", "--seed-for", "0"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["via"] == "source"
+    assert sha256_file(str(downloads / "alone.bin")) == src.sha256
+
+
+@pytest.mark.time_limit(30)
+def test_handed_off_failures_keep_their_exit_codes_and_leave_nothing(origin, supernode, daemons, downloads):
+    src = origin.add("checked.bin", content(MiB, seed=33))
+    running = daemons.start(supernode=[supernode.address])
+    wrong = "sha256:" + "0" * 64
+    assert _get(src.url, "-o", str(downloads / "a.bin"), "--daemon", running.address, "--digest", wrong) == 4
+    assert _get(origin.url("absent.bin"), "-o", str(downloads / "b.bin"), "--daemon", running.address) == 3
+    assert os.listdir(str(downloads)) == []
+    client = DaemonClient(running.address)
+    with pytest.raises(Exception) as caught:
+        client.download(HandoffRequest(src.url, "relative/path"), 10)
+    assert "absolute" in str(caught.value)
+
+
+@pytest.mark.time_limit(30)
+def test_the_cache_stays_under_its_size_limit_and_stops_seeding_what_it_deletes(
+        origin, supernode, daemons, downloads):
+    running = daemons.start(supernode=[supernode.address], cache_size=10 * MiB)
+    client = DaemonClient(running.address)
+    results = []
+    for i in range(3):
+        src = origin.add("f%d.bin" % i, content(4 * MiB, seed=40 + i))
+        results.append(client.download(HandoffRequest(src.url, str(downloads / ("f%d.bin" % i))), 20))
+    assert stats(running)["cache_bytes"] <= 10 * MiB
+    assert running.cache.keys() and len(running.cache.keys()) == 2
+    assert results[0].task_id not in running.p2p.seeding
+    assert results[2].task_id in running.p2p.seeding
+    client.download(HandoffRequest(origin.url("f2.bin"), str(downloads / "again.bin")), 20)
+    assert origin.requests("f2.bin") == 1   # still cached: served without the origin
+
+
+@pytest.mark.time_limit(30)
+def test_files_unused_longer_than_the_age_limit_are_removed(origin, daemons, downloads):
+    src = origin.add("old.bin", content(MiB, seed=44))
+    running = daemons.start(cache_max_age_s=0.5, heartbeat_s=0.1)
+    DaemonClient(running.address).download(HandoffRequest(src.url, str(downloads / "old.bin")), 20)
+    assert stats(running)["cache_files"] == 1
+    wait_until(lambda: stats(running)["cache_files"] == 0, timeout=10, message="the old file was removed")
+    assert sha256_file(str(downloads / "old.bin")) == src.sha256
+
+
+@pytest.mark.time_limit(30)
+def test_the_total_download_rate_is_shared_by_tasks_running_at_once(origin, daemons, downloads):
+    files = [origin.add("r%d.bin" % i, content(4 * MiB, seed=50 + i)) for i in range(2)]
+    running = daemons.start(total_rate_limit=4 * MiB)
+    client = DaemonClient(running.address)
+    started = time.monotonic()
+    outcomes = run_all([lambda f=f: client.download(HandoffRequest(f.url, str(downloads / f.name)), 20)
+                        for f in files])
+    elapsed = time.monotonic() - started
+    assert [e for _, e in outcomes] == [None, None]
+    # one bucket for both: 8 MiB at 4 MiB/s with a one-second burst takes about 1 s;
+    # a bucket each would let both finish in their bursts
+    assert elapsed >= 0.9
+
+
+@pytest.mark.time_limit(30)
+def test_the_upload_rate_limit_caps_what_peers_get_from_this_daemon(origin, supernode, daemons, downloads):
+    src = origin.add("up.bin", content(8 * MiB, seed=55))
+    seed = daemons.start(supernode=[supernode.address], upload_rate_limit=2 * MiB)
+    DaemonClient(seed.address).download(HandoffRequest(src.url, str(downloads / "seed.bin")), 20)
+    other = daemons.start(supernode=[supernode.address])
+    started = time.monotonic()
+    DaemonClient(other.address).download(HandoffRequest(src.url, str(downloads / "other.bin")), 20)
+    elapsed = time.monotonic() - started
+    got = stats(other)
+    assert got["bytes_from_peers"] > 0
+    assert stats(seed)["uploaded_bytes"] == got["bytes_from_peers"]
+    # 2 MiB/s with a 2 MiB burst: every 2 MiB past the first costs a second
+    assert elapsed >= (got["bytes_from_peers"] - 2 * MiB) / (2 * MiB) * 0.9

@@ -1,0 +1,66 @@
+"""A private registry (htpasswd basic auth) behind the mirror: the client's own
+credentials go upstream with every request and with the P2P task, and a blob
+already in a daemon's cache is never served to a client the registry refuses."""
+import base64
+import os
+
+import pytest
+from daemons import DaemonFactory, fetch, stats
+from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
+
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
+CREDS = "%s:%s" % (USER, PASSWORD)
+
+
+@pytest.fixture
+def private(tmp_path):
+    running = Registry(str(tmp_path / "registry"), auth=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    factory = DaemonFactory(str(tmp_path / "daemons"))
+    yield factory
+    factory.stop_all()
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+@pytest.mark.time_limit(60)
+def test_private_pulls_with_credentials_go_p2p_and_cached_blobs_are_refused_without_them(
+        tmp_path, private, supernode, daemons):
+    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 << 20, 512 << 10),
+                        arches=("amd64",))
+    push(image, private, "secret/app", creds=CREDS)
+    first = daemons.start(supernode=[supernode.address], registry_mirror=private.url)
+    second = daemons.start(supernode=[supernode.address], registry_mirror=private.url)
+    conf_first = mirror_conf(str(tmp_path / "first.conf"), private, first.address)
+    conf_second = mirror_conf(str(tmp_path / "second.conf"), private, second.address)
+
+    pull(conf_first, private, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
+    pull(conf_second, private, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
+    assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
+    for digest in image.layers["amd64"]:
+        assert len(private.blob_gets(digest)) == 1   # skopeo did not fall back to the registry
+    assert stats(first)["bytes_from_supernode"] >= image.size_of("amd64")
+    assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
+
+    refused = pull(conf_first, private, "secret/app", "v1", str(tmp_path / "c"), check=False)
+    assert refused.returncode != 0
+    assert not os.path.exists(os.path.join(str(tmp_path / "c"), image.layers["amd64"][0][7:]))
+
+    layer = image.layers["amd64"][0]
+    with open(os.path.join(image.layout, "blobs", "sha256", layer[7:]), "rb") as f:
+        secret = f.read()
+    for headers in ({}, {"Authorization": _basic(USER, "wrong")}, {"Authorization": "Bearer forged"}):
+        status, reply_headers, body = fetch(first.address, "GET", "/v2/secret/app/blobs/" + layer, headers)
+        assert status == 401, headers
+        assert "www-authenticate" in reply_headers
+        assert secret[:4096] not in body
+    status, _, body = fetch(first.address, "GET", "/v2/secret/app/blobs/" + layer,
+                            {"Authorization": _basic(USER, PASSWORD)})
+    assert status == 200 and body == secret
