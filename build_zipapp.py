@@ -3,6 +3,7 @@
     python3 build_zipapp.py [-o dfly.pyz]
 """
 import argparse
+import compileall
 import os
 import shutil
 import tempfile
@@ -18,6 +19,9 @@ def build(target: str) -> str:
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         with open(os.path.join(staging, "__main__.py"), "w") as f:
             f.write(MAIN)
+        # zipimport cannot cache bytecode, so ship it: foo.pyc beside foo.py is where it
+        # looks. Other Python versions see the magic number differ and use the source.
+        compileall.compile_dir(os.path.join(staging, "dfly"), legacy=True, quiet=1)
         zipapp.create_archive(staging, target, interpreter="/usr/bin/env python3", compressed=True)
     return target
 

@@ -76,6 +76,9 @@ def error_response(error: DflyError) -> Response:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two sends; without this a kept-alive reply's body
+    # waits ~40 ms for the client's delayed ACK (Nagle), per request.
+    disable_nagle_algorithm = True
     server_version = "dfly/" + __version__
     timeout = 30   # seconds a connection may sit idle or trickle bytes
 
@@ -236,7 +239,7 @@ class Listener:
                  sock: Optional[socket.socket] = None, handler=Handler):
         self.server = Server(address, app, max_connections, sock, handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def address(self) -> Tuple[str, int]:

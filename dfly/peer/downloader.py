@@ -132,10 +132,8 @@ class P2PDownload:
         if state.state == "failed":
             kind = _ERROR_KINDS.get(state.error_kind, errors.DflyError)
             raise kind(state.error or "the supernode gave up on this task")
-        if state.length is not None or state.piece_count is not None:
+        if state.piece_size is not None:   # None until the supernode has decided it
             self.storage.set_geometry(state.length, state.piece_size)
-        elif not self.storage.piece_size:
-            self.storage.set_geometry(None, state.piece_size)
 
     def _finished(self, state: TaskState) -> bool:
         return (state.piece_count is not None and state.length is not None

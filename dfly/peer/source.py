@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional
 from dfly import __version__
 from dfly.errors import DownloadTimeout, SourceError
 from dfly.peer.storage import PieceFile
+from dfly.protocol import redirects
 from dfly.protocol.pieces import piece_count, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 
@@ -67,7 +68,7 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
 
 def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock):
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+        return redirects.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
     except (urllib.error.URLError, OSError) as e:
         if not isinstance(e, urllib.error.HTTPError):
             _check_deadline(deadline, clock, 0)

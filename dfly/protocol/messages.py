@@ -180,7 +180,7 @@ class TaskState:
     """The supernode's view of a task, in every register and schedule reply."""
     state: str
     length: Optional[int]
-    piece_size: int
+    piece_size: Optional[int]
     piece_count: Optional[int]
     error: str = ""
     error_kind: str = ""
@@ -188,7 +188,12 @@ class TaskState:
 
     @classmethod
     def parse(cls, body: dict) -> "TaskState":
-        return cls(state=body["state"], length=body.get("length"), piece_size=int(body["piece_size"]),
+        return cls(state=body["state"], length=body.get("length"),
+                   piece_size=_opt_int(body.get("piece_size")),
                    piece_count=body.get("piece_count"), error=body.get("error") or "",
                    error_kind=body.get("error_kind") or "",
                    pieces=[PieceOrder.parse(p) for p in body.get("pieces") or []])
+
+
+def _opt_int(value) -> Optional[int]:
+    return None if value is None else int(value)

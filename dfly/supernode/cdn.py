@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceError
+from dfly.protocol import redirects
 from dfly.protocol.digest import new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
@@ -101,7 +102,7 @@ class Fetch:
         headers.setdefault("User-Agent", "dfly-supernode/" + __version__)
         request = urllib.request.Request(task.url, headers=headers)
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout_s)
+            return redirects.urlopen(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 304 and meta:
@@ -117,6 +118,7 @@ class Fetch:
         task = self.task
         with task.cond:
             task.length, task.piece_size = meta["length"], meta["piece_size"]
+            task.geometry_known = True
             task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
             task.digests = []
             for hexdigest in meta["digests"]:
@@ -137,6 +139,7 @@ class Fetch:
             if crange.startswith("bytes %d-" % resume_from) and crange.endswith("/%d" % meta["length"]):
                 with task.cond:
                     task.length, task.piece_size = meta["length"], meta["piece_size"]
+                    task.geometry_known = True
                     task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
                     known = meta["digests"][:resume_from // meta["piece_size"]]
                     if self.adopting:   # peers hold these; we only know their digests
@@ -156,6 +159,7 @@ class Fetch:
             task.adopted_at = None
             task.length = total
             task.piece_size = piece_size_for(total)
+            task.geometry_known = True
             task.etag = response.headers.get("ETag", "") or ""
             task.last_modified = _valid_date(response.headers.get("Last-Modified", ""))
             task.digests = []

@@ -94,6 +94,8 @@ class Supernode:
                 return {"redirect": owner, "task_id": tid}
         task = self._task_for(tid, req)
         with task.cond:
+            if req.headers:   # the latest credentials: the first registrant's may have expired
+                task.headers = req.headers
             self._refresh(task, now)
             task.last_access = now
             host = req.peer_host or client_host
@@ -236,7 +238,9 @@ class Supernode:
             task.changed()
 
     def _state(self, task: Task) -> dict:
-        return {"state": task.state, "length": task.length, "piece_size": task.piece_size,
+        # No piece size until it is decided: a client must not cut its file by a guess.
+        return {"state": task.state, "length": task.length,
+                "piece_size": task.piece_size if task.geometry_known else None,
                 "piece_count": task.piece_count,
                 "error": task.error, "error_kind": task.error_kind}
 

@@ -43,6 +43,7 @@ class Task:
         self.last_access = 0.0
         self.fetching = False
         self.adopted_at: Optional[float] = None
+        self.geometry_known = False   # piece size decided (the source answered, or a copy told us)
 
     @property
     def data_path(self) -> str:
@@ -68,6 +69,7 @@ class Task:
         """Forget content and peers; the next fetch starts from the source."""
         self.scheduler = TaskScheduler(self.scheduler.config)
         self.state, self.length, self.digests, self.adopted_at = PENDING, None, [], None
+        self.geometry_known = False
         self.piece_size = piece_size_for(None)
         self.error = self.error_kind = ""
         self.changed()
@@ -96,6 +98,7 @@ class Task:
         self.etag, self.last_modified = replica.get("etag", ""), replica.get("last_modified", "")
         self.digests = list(replica["digests"])
         self.adopted_at = now
+        self.geometry_known = True
 
     def replica(self) -> dict:
         """What another member needs to take this task over."""

@@ -1,0 +1,27 @@
+import urllib.request
+
+from dfly.protocol.redirects import SameHostCredentials
+
+
+def follow(url, newurl):
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer t", "Cookie": "c=1",
+                                               "X-Trace": "x"})
+    return SameHostCredentials().redirect_request(req, None, 302, "Found", {}, newurl)
+
+
+def test_credentials_follow_a_redirect_on_the_same_host_and_port():
+    new = follow("https://reg.example/v2/a", "https://reg.example/v2/b")
+    assert new.get_header("Authorization") == "Bearer t"
+    assert new.get_header("Cookie") == "c=1"
+
+
+def test_credentials_are_dropped_on_a_redirect_to_another_host_but_other_headers_stay():
+    new = follow("https://reg.example/v2/a", "https://bucket.s3.example/blob?sig=1")
+    assert new.get_header("Authorization") is None
+    assert new.get_header("Cookie") is None
+    assert new.get_header("X-trace") == "x"
+
+
+def test_credentials_are_dropped_on_a_change_of_scheme_or_port():
+    assert follow("https://reg.example/a", "http://reg.example/a").get_header("Authorization") is None
+    assert follow("http://reg.example/a", "http://reg.example:8080/a").get_header("Authorization") is None
