@@ -139,7 +139,9 @@ def run_get(args) -> int:
         handoff = client.detach_listener() if config.seed_for_s > 0 else None
         if handoff:
             listener, uploader, tasks = handoff
-            detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir)
+            detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
+                   supernodes=config.supernode,
+                   registrations={t: client.registration(t) for t in tasks})
     finally:
         client.close()
     return _summary(args, result, to_stdout)

@@ -89,6 +89,7 @@ class Client:
         self._uploader: Optional[UploaderApp] = None
         self._listener: Optional[Listener] = None
         self._seeded: Dict[str, str] = {}      # task id -> supernode address
+        self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
         self._temp_files = []                  # streamed downloads still being seeded
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
@@ -203,6 +204,10 @@ class Client:
         if address:
             leave_quietly(address, task_id, self.peer_id)
 
+    def registration(self, task_id: str) -> Optional[RegisterRequest]:
+        """How this client registered for `task_id` (to announce it again elsewhere)."""
+        return self._registrations.get(task_id)
+
     def detach_listener(self) -> Optional[tuple]:
         """Hand the uploader over to the caller (for a detached seeder): returns
         (listener, uploader app, {task id: supernode}) and forgets them here."""
@@ -248,6 +253,7 @@ class Client:
                     download = self._p2p(address, job)
                     task_id = download.run()
                     self._seeded[task_id] = download.supernode.address   # the owner, after redirects
+                    self._registrations[task_id] = download.register_request
                     return task_id
                 except SupernodeDown as e:
                     if download is not None and download.task_id and give_up_at is None:

@@ -136,6 +136,25 @@ class SupernodeClient:
         return value
 
 
+def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,
+                    timeout_s: float = 5.0) -> Optional[str]:
+    """Register as holder of every piece of a finished task at the first supernode
+    that takes it (after a restart, or when the one we used died); returns the
+    address that did (the task's owner, after redirects), or None."""
+    for address in addresses:
+        client = SupernodeClient(address, timeout_s)
+        try:
+            task_id, _ = client.register(request)
+            client.schedule(task_id, ScheduleRequest(request.peer_id, done=list(range(piece_count)),
+                                                     want=0))
+            return client.address
+        except errors.DflyError:
+            continue
+        finally:
+            client.close()
+    return None
+
+
 def leave_quietly(address: str, task_id: str, peer_id: str) -> None:
     """Tell the supernode at `address` this peer left `task_id`; best effort."""
     client = SupernodeClient(address, timeout_s=5)

@@ -240,3 +240,47 @@ def test_split_brain_costs_a_second_fetch_but_never_bad_data(tmp_path, origin):
     for i in range(2):
         assert sha256_file(str(tmp_path / ("o%d" % i))) == src.sha256
     assert origin.requests("f.bin") == 2
+
+
+@pytest.mark.time_limit(60)
+def test_a_detached_seeder_announces_itself_to_the_new_owner(cluster, origin, tmp_path):
+    for m in cluster:
+        m.start()
+    addresses = [m.address for m in cluster]
+    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    src = origin.add("f.bin", content(9 * MiB, seed=15))
+    tid = task_id(src.url, digest=src.digest)
+    owner = next(m for m in cluster if m.address == rendezvous_owner(tid, addresses))
+    argv = [sys.executable, "-m", "dfly", "get", src.url, "-o", str(tmp_path / "seeded.bin"),
+            "--digest", src.digest, "--seed-for", "15", "--upload-listen", "127.0.0.1:0",
+            "--data-dir", str(tmp_path / "seeder"), "--no-daemon"]
+    for address in addresses:
+        argv += ["--supernode", address]
+    done = subprocess.run(argv, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: all(_replicated(a, tid) for a in addresses if a != owner.address), timeout=10)
+    owner.kill()
+    survivors = [a for a in addresses if a != owner.address]
+    new_owner = rendezvous_owner(tid, survivors)
+    wait_until(lambda: _peers_of(new_owner, tid) >= 1, timeout=25,
+               message="the seeder re-announced itself to %s" % new_owner)
+    with Client(survivors, data_dir=str(tmp_path), upload_listen="127.0.0.1:0") as c:
+        result = c.download(src.url, str(tmp_path / "late.bin"), digest=src.digest)
+    assert result.bytes_from_peers == src.size
+    assert origin.body_bytes("f.bin") == src.size
+
+
+def _replicated(address, tid):
+    status = SupernodeClient(address, timeout_s=1).cluster()
+    return any(t["task_id"] == tid for t in status["tasks"])
+
+
+def _peers_of(address, tid):
+    client = SupernodeClient(address, timeout_s=1)
+    try:
+        return sum(t["peers"] for t in client.tasks() if t["task_id"] == tid)
+    except Exception:
+        return 0
+    finally:
+        client.close()
