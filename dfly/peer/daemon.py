@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
 from dfly.httpd import Listener, Response, parse_hostport
+from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
@@ -252,20 +252,9 @@ def start(config: DaemonConfig, data_dir: str) -> RunningDaemon:
 
 def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = None) -> int:
     """Serve until SIGINT or SIGTERM."""
-    from dfly.supernode.app import log_to
-
     log_to(data_dir, config.log_level, "daemon")
     running = start(config, data_dir)
     log.info("daemon listening on %s (mirror of %s), data in %s", running.address,
              config.registry_mirror or "nothing", data_dir)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if ready is not None:
-        ready.set()
-    while not stop.wait(3600):
-        pass
-    log.info("daemon stopping")
-    running.stop()
-    return 0
+    return serve_until_signalled(running, "daemon", ready)
 

@@ -1,11 +1,11 @@
 """The one place a supernode is wired: service + HTTP listener + logging."""
 import logging
 import os
-import signal
 import threading
 from typing import Optional
 
 from dfly.httpd import Listener, parse_hostport
+from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
@@ -37,30 +37,9 @@ def start(config: SupernodeConfig, data_dir: str) -> RunningSupernode:
     return RunningSupernode(config, data_dir)
 
 
-def log_to(data_dir: str, level: str, name: str) -> None:
-    """Log to stderr and to DATA_DIR/logs/NAME.log."""
-    logs = os.path.join(data_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger("dfly")
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(logs, name + ".log"))):
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
 def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event] = None) -> int:
     """Serve until SIGINT or SIGTERM."""
     log_to(data_dir, config.log_level, "supernode")
     running = start(config, data_dir)
     log.info("supernode listening on %s:%d, data in %s", *running.listener.address, data_dir)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if ready is not None:
-        ready.set()
-    while not stop.wait(3600):
-        pass
-    log.info("supernode stopping")
-    running.stop()
-    return 0
+    return serve_until_signalled(running, "supernode", ready)

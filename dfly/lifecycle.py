@@ -1,0 +1,35 @@
+"""How a long-running dfly program runs: logs under its data dir, serving until
+SIGINT or SIGTERM, then a clean stop. The supernode and the daemon share it."""
+import logging
+import os
+import signal
+import threading
+from typing import Optional
+
+log = logging.getLogger("dfly")
+
+
+def log_to(data_dir: str, level: str, name: str) -> None:
+    """Log to stderr and to DATA_DIR/logs/NAME.log."""
+    logs = os.path.join(data_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger("dfly")
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(logs, name + ".log"))):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None) -> int:
+    """Block until SIGINT or SIGTERM, then `running.stop()`; the exit code."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if ready is not None:
+        ready.set()
+    while not stop.wait(3600):
+        pass
+    log.info("%s stopping", name)
+    running.stop()
+    return 0
