@@ -20,12 +20,12 @@ from dfly import errors, options
 from dfly.datadir import default_data_dir
 from dfly.httpd import Listener, parse_hostport
 from dfly.peer.config import PeerConfig
-from dfly.peer.downloader import ByteSplit, P2PDownload
+from dfly.peer.downloader import ByteSplit, P2PDownload, SwarmStuck
 from dfly.peer.source import download_from_source
-from dfly.peer.storage import PieceFile
+from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
 from dfly.protocol.digest import new_hasher, parse_digest
-from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
@@ -99,16 +99,22 @@ class Client:
     # public API -----------------------------------------------------------------------
     def download(self, url: str, path: str, digest: Optional[str] = None,
                  headers: Optional[Dict[str, str]] = None, filters: Iterable[str] = (),
-                 identifier: Optional[str] = None, progress: Optional[Progress] = None) -> DownloadResult:
-        """Download `url` to `path` (via a temporary name, renamed once complete and verified)."""
+                 identifier: Optional[str] = None, progress: Optional[Progress] = None,
+                 sequential: bool = False, on_storage: Optional[Callable[[PieceFile], None]] = None,
+                 cancel: Optional[threading.Event] = None) -> DownloadResult:
+        """Download `url` to `path` (via a temporary name, renamed once complete and verified).
+        `sequential`: pieces in file order; `on_storage(piece_file)` is called before the first
+        piece, so a caller can read verified pieces while they arrive; `cancel` stops it."""
         _check_digest(digest)
         path = os.path.abspath(path)
         temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
                                                                          uuid.uuid4().hex[:8]))
         storage = PieceFile(temp)
         try:
+            if on_storage is not None:
+                on_storage(storage)
             result = self._fetch(url, storage, digest, headers or {}, list(filters), identifier,
-                                 progress, sequential=False)
+                                 progress, sequential=sequential, cancel=cancel)
             try:
                 os.replace(temp, path)
             except OSError as e:
@@ -208,6 +214,45 @@ class Client:
         """How this client registered for `task_id` (to announce it again elsewhere)."""
         return self._registrations.get(task_id)
 
+    def announce(self, url: str, path: str, piece_size: int, digest: Optional[str] = None,
+                 headers: Optional[Dict[str, str]] = None, filters: Iterable[str] = (),
+                 identifier: Optional[str] = None) -> Optional[str]:
+        """Offer the complete, verified file at `path` as the task of `url` (after a restart,
+        or when its supernode forgot us): register with the first supernode that answers and
+        report every piece held. The task id; None when no supernode has the task whole yet
+        (try again later) or it knows a file of another size."""
+        _check_digest(digest)
+        try:
+            pieces = FinishedFile(path, os.path.getsize(path), piece_size)
+        except OSError as e:
+            raise errors.LocalIOError("cannot read %s: %s" % (path, e.strerror or e))
+        uploader = self._ensure_uploader()
+        for address in self.config.supernode:
+            supernode = SupernodeClient(address, timeout_s=10)
+            try:
+                request = RegisterRequest(url=url, peer_id=self.peer_id,
+                                          peer_port=self._listener.address[1],
+                                          peer_host=self.config.advertise or supernode.local_host(),
+                                          headers=headers or {}, filters=split_filters(filters),
+                                          digest=digest.lower() if digest else None,
+                                          identifier=identifier)
+                task_id, state = supernode.register(request)
+                if state.state != "done" or (state.length, state.piece_size) != (pieces.length,
+                                                                                piece_size):
+                    leave_quietly(supernode.address, task_id, self.peer_id)
+                    return None
+                uploader.publish(task_id, pieces)
+                supernode.schedule(task_id, ScheduleRequest(self.peer_id, sorted(pieces.held), want=0))
+                with self._lock:
+                    self._seeded[task_id] = supernode.address
+                    self._registrations[task_id] = request
+                return task_id
+            except SupernodeDown as e:
+                log.warning("%s; trying the next supernode", e)
+            finally:
+                supernode.close()
+        return None
+
     def detach_listener(self) -> Optional[tuple]:
         """Hand the uploader over to the caller (for a detached seeder): returns
         (listener, uploader app, {task id: supernode}) and forgets them here."""
@@ -256,7 +301,9 @@ class Client:
                     self._registrations[task_id] = download.register_request
                     return task_id
                 except SupernodeDown as e:
-                    if download is not None and download.task_id and give_up_at is None:
+                    if isinstance(e, SwarmStuck):   # alive, but its swarm cannot deliver
+                        leave_quietly(download.supernode.address, download.task_id, self.peer_id)
+                    elif download is not None and download.task_id and give_up_at is None:
                         give_up_at = self.clock() + self.config.failover_s
                     log.warning("%s; trying the next supernode", e)
                 except BaseException:

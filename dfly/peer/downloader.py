@@ -19,11 +19,16 @@ from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.storage import PieceFile
 from dfly.protocol.messages import Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ratelimit import TokenBucket
-from dfly.supernode.client import SupernodeClient
+from dfly.supernode.client import SupernodeClient, SupernodeDown
 from dfly.supernode.scheduler import SUPERNODE
 
 IDLE_WAIT_S = 2.0       # long-poll when nothing is in flight
 RESULT_WAIT_S = 0.5     # with pieces in flight, ask again at least this often
+MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
+
+
+class SwarmStuck(SupernodeDown):
+    """This supernode's swarm keeps failing to deliver a piece."""
 
 
 @dataclass
@@ -79,6 +84,7 @@ class P2PDownload:
         self._done: List[int] = []
         self._failed: List[Failure] = []
         self._workers: List[threading.Thread] = []
+        self._piece_failures: Dict[int, int] = {}
 
     @property
     def peer_id(self) -> str:
@@ -160,6 +166,10 @@ class P2PDownload:
             raise result.fatal
         if result.error is not None:
             self._failed.append(Failure(order.num, order.holder, result.error))
+            failures = self._piece_failures[order.num] = self._piece_failures.get(order.num, 0) + 1
+            if failures >= MAX_PIECE_FAILURES:
+                raise SwarmStuck("piece %d failed %d times (last from %s: %s)"
+                                 % (order.num, failures, order.holder, result.error))
             return
         self.storage.mark_held(order.num)
         self._done.append(order.num)
