@@ -399,8 +399,9 @@ class Nginx:
             return 0
 
     def body_bytes(self, since: int = 0) -> Dict[str, int]:
-        """{"bytes": body bytes sent, "requests": n, "statuses": {...}} from the log."""
-        total, n, statuses = 0, 0, {}
+        """{"bytes": body bytes sent, "requests": n, "statuses": {...}, "each": [[bytes,
+        status], ...] in log order} from the log."""
+        total, n, statuses, each = 0, 0, {}, []
         try:
             with open(self.access_log, "rb") as f:
                 f.seek(since)
@@ -411,9 +412,10 @@ class Nginx:
                     total += int(parts[0])
                     n += 1
                     statuses[parts[1]] = statuses.get(parts[1], 0) + 1
+                    each.append([int(parts[0]), parts[1]])
         except OSError:
             pass
-        return {"bytes": total, "requests": n, "statuses": statuses}
+        return {"bytes": total, "requests": n, "statuses": statuses, "each": each}
 
     def stop(self) -> None:
         self.ws.stop(self.proc)
@@ -421,14 +423,16 @@ class Nginx:
 
 # --- dfly processes --------------------------------------------------------------------
 class Supernode:
-    """`dfly supernode` on 127.0.0.1 port 0; the address is read from its log line."""
+    """`dfly supernode` on 127.0.0.1 port 0 (or `listen`, for cluster members, which
+    must know each other's addresses up front); the address is read from its log line."""
 
-    def __init__(self, ws: Workspace, name: str = "supernode", extra: List[str] = ()):
+    def __init__(self, ws: Workspace, name: str = "supernode", extra: List[str] = (),
+                 listen: str = "127.0.0.1:0"):
         self.ws = ws
         self.data_dir = ws.dir(name)
         self.log_path = os.path.join(self.data_dir, "stderr.log")
         self._log = open(self.log_path, "wb")
-        self.proc = ws.popen([sys.executable, ws.pyz, "supernode", "--listen", "127.0.0.1:0",
+        self.proc = ws.popen([sys.executable, ws.pyz, "supernode", "--listen", listen,
                               "--data-dir", self.data_dir] + list(extra),
                              stdout=subprocess.DEVNULL, stderr=self._log)
         self.address = wait_until(self._listening, 20, "the supernode's listening line")
@@ -449,6 +453,11 @@ class Supernode:
         except OSError:
             pass
         return None
+
+    def kill(self) -> None:
+        """SIGKILL: the supernode dies with no chance to say goodbye (the HA case)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         self.ws.stop(self.proc)

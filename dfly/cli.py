@@ -37,6 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dfly.bench.config import BenchConfig
     from dfly.peer.config import PeerConfig
     from dfly.peer.daemon_config import DaemonConfig
     from dfly.supernode.config import SupernodeConfig
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_arguments(daemon, DaemonConfig)
     daemon.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     daemon.set_defaults(run=run_daemon)
+
+    bench = commands.add_parser("bench", help="measure a running supernode: many simulated peers "
+                                "download a URL at once or in waves")
+    bench.add_argument("url", help="source URL (http or https) every simulated peer downloads")
+    bench.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    bench.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
+    options.add_arguments(bench, BenchConfig)
+    bench.set_defaults(run=run_bench)
     return parser
 
 
@@ -201,3 +210,18 @@ def run_demo(args) -> int:
 
     return run(peers=args.peers, size=options.parse_size(args.size), data_dir=args.data_dir,
                out=sys.stdout)
+
+
+def run_bench(args) -> int:
+    from dfly.bench import app
+    from dfly.bench.config import BenchConfig
+    from dfly.bench.report import render
+
+    config = options.build(BenchConfig, _file_values(args), args)
+    logging.basicConfig(level=logging.ERROR, format="dfly: %(message)s")
+    summary = app.run(config, args.url)
+    if args.json:
+        sys.stdout.write(json.dumps(dict(summary, url=args.url)) + "\n")
+    else:
+        sys.stdout.write(render(summary, args.url))
+    return 0 if summary["failed"] == 0 else 1

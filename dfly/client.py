@@ -21,6 +21,7 @@ from dfly.datadir import default_data_dir
 from dfly.httpd import Listener, parse_hostport
 from dfly.peer.config import PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SwarmStuck
+from dfly.peer.filling import servable_end
 from dfly.peer.source import download_from_source
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -404,14 +405,21 @@ def _progress_reporter(storage: PieceFile, progress: Optional[Progress]):
     return report
 
 
+def _yieldable(storage: PieceFile) -> int:
+    """The verified prefix, short of the last piece: it waits for the whole-file check."""
+    if storage.length is None:
+        return storage.contiguous_bytes()
+    return servable_end(storage.held, storage.length, storage.piece_size, 0)
+
+
 def _read_in_order(storage: PieceFile, outcome: dict) -> Iterator[bytes]:
     sent = 0
     with open(storage.path, "rb") as f:
         while True:
             with storage.cond:
                 storage.cond.wait_for(lambda s=sent: outcome.get("finished")
-                                      or storage.contiguous_bytes() > s, timeout=1.0)
-                ready = storage.contiguous_bytes()
+                                      or _yieldable(storage) > s, timeout=1.0)
+                ready = _yieldable(storage)
                 finished = outcome.get("finished")
             if finished:
                 if "error" in outcome:

@@ -98,6 +98,13 @@ class Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        self.server.request_started()
+        try:
+            self._serve_one(method)
+        finally:
+            self.server.request_finished()
+
+    def _serve_one(self, method: str) -> None:
         try:
             request = Request(method, "", {}, self.headers, self._read_body(), self.client_address)
             parts = urlsplit(self.path)
@@ -146,6 +153,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
+        if self.server.draining:   # the listener is stopping: this is the last reply here
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(size))
         self.end_headers()
         if method == "HEAD" or size == 0:
@@ -199,6 +208,9 @@ class Server(ThreadingHTTPServer):
                  sock: Optional[socket.socket] = None, handler=Handler):
         self.app = app
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._busy = threading.Condition()
+        self._requests = 0        # requests being answered right now (not idle keep-alives)
+        self.draining = False
         if sock is None:
             super().__init__(address, handler)
         else:   # adopt a listening socket handed over by another process
@@ -223,6 +235,22 @@ class Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def request_started(self) -> None:
+        with self._busy:
+            self._requests += 1
+
+    def request_finished(self) -> None:
+        with self._busy:
+            self._requests -= 1
+            self._busy.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Let the requests being answered finish (each closes its connection after);
+        True when none is left within timeout_s."""
+        with self._busy:
+            self.draining = True
+            return self._busy.wait_for(lambda: self._requests == 0, timeout=timeout_s)
 
     def handle_error(self, request, client_address):
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
@@ -249,10 +277,14 @@ class Listener:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting; with drain_s, first let requests in progress (a piece a
+        peer is fetching from us) finish, for at most that long, before closing."""
         if self._thread.is_alive():
             self.server.shutdown()
             self._thread.join(10)
+        if drain_s > 0:
+            self.server.drain(drain_s)
         self.server.server_close()
 
     def fileno(self) -> int:

@@ -1,5 +1,6 @@
 """Daemons for the tests: `dfly daemon` wired in-process on 127.0.0.1:0, each
 with its own data dir, stopped in reverse order at teardown."""
+import hashlib
 import http.client
 import json
 import os
@@ -25,6 +26,10 @@ class DaemonFactory:
         running = daemon.start(DaemonConfig(**settings), data_dir)
         self.started.append(running)
         return running
+
+    def stop(self, running: daemon.RunningDaemon) -> None:
+        self.started.remove(running)
+        running.stop()
 
     def stop_all(self) -> None:
         while self.started:
@@ -52,3 +57,13 @@ def fetch(address: str, method: str, path: str, headers=None, body=None):
         return response.status, {k.lower(): v for k, v in response.getheaders()}, data
     finally:
         conn.close()
+
+
+def registry_blob(origin, data: bytes, served: bytes = b"", repo: str = "team/app"):
+    """Lay out the test origin as a registry holding the blob `data` (answering `served`
+    instead, when given): (origin file name, request path, digest)."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.join(origin.root, "v2", repo, "blobs"), exist_ok=True)
+    name = "v2/%s/blobs/%s" % (repo, digest)
+    origin.add(name, served or data)
+    return name, "/" + name, digest

@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
@@ -56,6 +56,7 @@ class OriginFile:
     data: bytes
     etag: str
     last_modified: str
+    content_headers: Dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -98,15 +99,17 @@ class Origin:
     def url(self, name: str) -> str:
         return "http://127.0.0.1:%d/%s" % (self.address[1], name)
 
-    def add(self, name: str, data: bytes) -> OriginFile:
-        """Serve `data` at /name (replacing what was there: new ETag and date)."""
+    def add(self, name: str, data: bytes, content_headers: Optional[Dict[str, str]] = None) -> OriginFile:
+        """Serve `data` at /name (replacing what was there: new ETag and date), with
+        `content_headers` (default Content-Type: application/octet-stream)."""
         path = os.path.join(self.root, name)
         with open(path, "wb") as f:
             f.write(data)
         mtime = os.stat(path).st_mtime
         entry = OriginFile(name, path, self.url(name), data,
                            '"%s"' % hashlib.sha256(data).hexdigest()[:24],
-                           email.utils.formatdate(mtime, usegmt=True))
+                           email.utils.formatdate(mtime, usegmt=True),
+                           dict(content_headers or {"Content-Type": "application/octet-stream"}))
         with self._lock:
             self._files[name] = entry
         return entry
@@ -215,7 +218,8 @@ def _handler_for(origin: Origin):
                 self.end_headers()
                 return
             self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
+            for header, value in entry.content_headers.items():
+                self.send_header(header, value)
             self.send_header("Content-Length", str(end - start + fault.short_by))
             self.send_header("ETag", entry.etag)
             self.send_header("Last-Modified", entry.last_modified)

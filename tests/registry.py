@@ -35,6 +35,7 @@ SKOPEO_TIMEOUT_S = 60
 # bcrypt of "s3cret" (cost 5, fixed salt): the stdlib cannot make one on every Python
 HTPASSWD = "puller:$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK"
 USER, PASSWORD = "puller", "s3cret"
+TOKEN_SERVICE, TOKEN_ISSUER = "dfly-test-registry", "dfly-test-issuer"   # as tokens.py signs
 
 _ACCESS = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3}) (\d+|-)')
 _LISTENING = re.compile(r"listening on (\S+?):(\d+)")
@@ -51,13 +52,19 @@ class Access:
 class Registry:
     """A docker-registry process; stop() at teardown."""
 
-    def __init__(self, root: str, auth: bool = False):
+    def __init__(self, root: str, auth: bool = False, token_realm: str = "", token_cert: str = ""):
+        """auth: htpasswd basic auth; token_realm/token_cert: bearer tokens from that realm,
+        signed by the key of that certificate (see tokens.py)."""
         os.makedirs(root, exist_ok=True)
         config = ["version: 0.1", "log:", "  level: info", "  accesslog:", "    disabled: false",
                   "storage:", "  filesystem:", "    rootdirectory: %s" % os.path.join(root, "data"),
                   "  delete:", "    enabled: true",
                   "http:", "  addr: 127.0.0.1:0", "  secret: dfly-test-secret"]
-        if auth:
+        if token_realm:
+            config += ["auth:", "  token:", "    realm: %s" % token_realm,
+                       "    service: %s" % TOKEN_SERVICE, "    issuer: %s" % TOKEN_ISSUER,
+                       "    rootcertbundle: %s" % token_cert]
+        elif auth:
             with open(os.path.join(root, "htpasswd"), "w") as f:
                 f.write(HTPASSWD + "\n")
             config += ["auth:", "  htpasswd:", "    realm: dfly-test",

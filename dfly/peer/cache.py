@@ -3,8 +3,10 @@ proxied downloads by task. Cleaned by size and by age, least recently used first
 
 A file enters only complete and verified: the filler (a P2P download) writes a
 temporary name beside it and renames. Requests for the same key at once share
-one fill: the first fills, the rest wait for its outcome, so a burst of pulls
-costs one download. Last use is kept in memory and in the file's mtime, so the
+one fill, run on its own thread: a request either waits for its outcome
+(`obtain`) or follows the file while it grows (`begin`, then a FillReader), so
+a burst of pulls costs one download and the first bytes go out while the rest
+arrive. Last use is kept in memory and in the file's mtime, so the
 order survives a restart. The choice of what to delete is pure
 (`choose_cleanup`, built on the supernode's LRU `choose_evictions`).
 """
@@ -13,10 +15,13 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Union
 
-from dfly.errors import BadRequest, DflyError, DownloadTimeout, LocalIOError
+from dfly.errors import BadRequest, Cancelled, DflyError, DownloadTimeout, LocalIOError
+from dfly.peer.filling import Filling
 from dfly.supernode.eviction import CacheEntry, choose_evictions
+
+Fill = Callable[[str, Filling], object]   # fill(path, filling): write the verified file at path
 
 log = logging.getLogger("dfly.daemon")
 
@@ -33,12 +38,6 @@ def choose_cleanup(entries: List[CacheEntry], limit_bytes: int, max_age_s: float
     return expired + choose_evictions([e for e in entries if e.name not in gone], limit_bytes)
 
 
-class _Fill:
-    def __init__(self):
-        self.done = threading.Event()
-        self.error: Optional[BaseException] = None
-
-
 class Cache:
     def __init__(self, root: str, limit_bytes: int, max_age_s: float,
                  on_evict: Callable[[str], None] = lambda key: None,
@@ -52,7 +51,9 @@ class Cache:
         self._size: Dict[str, int] = {}
         self._used: Dict[str, float] = {}
         self._stored: Dict[str, float] = {}   # fills seen by this process: for freshness
-        self._fills: Dict[str, _Fill] = {}
+        self._fills: Dict[str, Filling] = {}
+        self._threads: Dict[str, threading.Thread] = {}
+        self._closed = False
         self._busy: Set[str] = set()
         try:
             os.makedirs(root, exist_ok=True)
@@ -80,45 +81,73 @@ class Cache:
         _touch(path)
         return path
 
-    def obtain(self, key: str, fill: Callable[[str], object], timeout_s: float,
-               fresh_for_s: float = 0.0) -> str:
-        """The path of `key`, calling fill(path) to create it when it is not cached.
+    def obtain(self, key: str, fill: Fill, timeout_s: float, fresh_for_s: float = 0.0) -> str:
+        """The path of `key`, calling fill(path, filling) to create it when it is not cached.
         Concurrent callers share one fill and its error; a failed fill is not remembered."""
+        entry = self.begin(key, fill, fresh_for_s)
+        if isinstance(entry, str):
+            return entry
+        if not entry.wait(timeout_s):
+            raise DownloadTimeout("gave up waiting for the download of %s" % key)
+        if entry.error is not None:
+            raise entry.error
+        return self.lookup(key) or entry.path
+
+    def begin(self, key: str, fill: Fill, fresh_for_s: float = 0.0) -> Union[str, Filling]:
+        """The path of `key` when cached; else the fill in flight for it, started on a thread
+        of its own (fill(path, filling)) unless another request started it already."""
         path = self.lookup(key, fresh_for_s)
         if path is not None:
             return path
         path = self.path_of(key)
         with self._lock:
+            if self._closed:
+                raise Cancelled("the cache is closing")
             flight = self._fills.get(key)
-            mine = flight is None
-            if mine:
-                flight = self._fills[key] = _Fill()
-        if not mine:
-            if not flight.done.wait(timeout_s):
-                raise DownloadTimeout("gave up waiting for another request's download of %s" % key)
-            if flight.error is not None:
-                raise flight.error
-            return self.lookup(key) or path
+            if flight is not None:
+                return flight
+            flight = self._fills[key] = Filling(key, path)
+            thread = self._threads[key] = threading.Thread(
+                target=self._fill, args=(flight, fill), name="cache-fill-" + key[:24], daemon=True)
+        thread.start()
+        return flight
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Cancel the fills in flight and wait (bounded) for their threads."""
+        with self._lock:
+            self._closed = True
+            fills, threads = list(self._fills.values()), list(self._threads.values())
+        for flight in fills:
+            flight.cancel.set()
+        for thread in threads:
+            thread.join(timeout_s)
+
+    def _fill(self, flight: Filling, fill: Fill) -> None:
+        key = flight.key
         try:
-            fill(path)
-            size = os.path.getsize(path)
+            fill(flight.path, flight)
+            size = os.path.getsize(flight.path)
         except BaseException as e:
-            flight.error = e if isinstance(e, DflyError) else LocalIOError(str(e))
-            raise
-        finally:
+            error = e if isinstance(e, DflyError) else LocalIOError(str(e))
             with self._lock:
                 del self._fills[key]
-            flight.done.set()
+                self._threads.pop(key, None)
+            flight.finish(error)
+            if not isinstance(e, DflyError):
+                log.exception("cache: filling %s failed", key)
+            return
         with self._lock:
             now = self.clock()
             self._size[key], self._used[key], self._stored[key] = size, now, now
             self._busy.add(key)
+            del self._fills[key]
+            self._threads.pop(key, None)
+        flight.finish()
         try:
             self.cleanup()
         finally:
             with self._lock:
                 self._busy.discard(key)
-        return path
 
     def cleanup(self) -> List[str]:
         """Delete what is over the size limit or too old; returns the keys removed."""

@@ -5,7 +5,9 @@ the HTTP proxy (absolute-URL requests and CONNECT) and the daemon's own API
 (/healthz, /v1/stats, /v1/downloads for `dfly get`). Downloads go through one
 dfly.Client, so the daemon is one peer with one uploader: every file it
 fetched stays served to other peers while it is in the cache, and a heartbeat
-keeps the supernodes offering it. Host-wide token buckets cap download and
+keeps the supernodes offering it; what a supernode forgot (it restarted, or
+answers Gone), and what the cache held before this daemon restarted, is
+announced again (seeds.py keeps how). Host-wide token buckets cap download and
 upload rates across every task at once. A janitor thread heartbeats and cleans
 the cache by age; size is enforced after every fill.
 
@@ -23,7 +25,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
@@ -33,20 +35,24 @@ from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
+from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
 from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
+from dfly.peer.seeds import Seed, SeedBook
+from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
-from dfly.supernode.client import SupernodeClient
+from dfly.supernode.client import SupernodeClient, SupernodeDown
 
 log = logging.getLogger("dfly.daemon")
 
 DEFAULT_PORT = 65001
 CLEANUP_EVERY_S = 60.0
+MAX_ANNOUNCE_BACKOFF_S = 600.0
 
 
 class DaemonApp:
@@ -101,14 +107,19 @@ class RunningDaemon:
                            config.cache_max_age_s, on_evict=self._evicted)
         self.upstream = Upstream(config.upstream_timeout_s, config.insecure_upstream)
         self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
-                                      config.fetch_timeout_s) if config.registry_mirror else None)
+                                      config.fetch_timeout_s,
+                                      BearerTokens(self.upstream, config.registry_mirror.startswith("http:")))
+                       if config.registry_mirror else None)
         self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
                                functools.partial(self.fetch, fallback=False),
                                config.fetch_timeout_s, config.proxy_fresh_for_s,
                                config.upstream_timeout_s)
+        self.seeds = SeedBook(os.path.join(data_dir, "daemon", "seeds"))
         self._lock = threading.Lock()
         self._task_of: Dict[str, str] = {}   # cache key -> task id it is seeded as
-        self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0}
+        self._unannounced: Dict[str, Tuple[float, float]] = {}   # key -> (next try, backoff)
+        self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0,
+                        "announced": 0}
         self.listener = Listener("daemon-http", parse_hostport(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
@@ -125,6 +136,7 @@ class RunningDaemon:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.cache.close()
         self.listener.stop()
         if self._janitor.is_alive():
             self._janitor.join(10)
@@ -134,22 +146,37 @@ class RunningDaemon:
     # downloads ---------------------------------------------------------------------------
     def fetch(self, url: str, path: str, digest: Optional[str] = None,
               headers: Optional[Dict[str, str]] = None, identifier: Optional[str] = None,
-              filters=(), fallback: bool = True) -> DownloadResult:
+              filters=(), fallback: bool = True, filling: Optional[Filling] = None,
+              sequential: bool = True) -> DownloadResult:
         """Download `url` to `path` through P2P, verified; straight from the source if the
-        supernode could not read it (and `fallback`). Keeps the file seeded while it is cached."""
+        supernode could not read it (and `fallback`). Keeps the file seeded while it is cached.
+        With a `filling`, readers may follow the file (pieces in file order if `sequential`)."""
+        written = []
+
+        def on_storage(storage) -> None:
+            written.append(storage)
+            if filling is not None:
+                filling.publish(storage)
+
+        follow = {"on_storage": on_storage}
+        if filling is not None:
+            follow.update(sequential=sequential, cancel=filling.cancel)
         try:
             result = self.p2p.download(url, path, digest=digest, headers=headers, filters=filters,
-                                       identifier=identifier)
+                                       identifier=identifier, **follow)
         except errors.SourceError as e:
             if not self.config.supernode or not fallback:
                 raise
             log.warning("P2P download of %s failed (%s); fetching it from the source", url[:200], e)
-            result = self.direct.download(url, path, digest=digest, headers=headers)
+            result = self.direct.download(url, path, digest=digest, headers=headers, **follow)
             with self._lock:
                 self._totals["fallbacks"] += 1
+        key = os.path.basename(path)
+        if result.task_id and written and written[-1].piece_size:
+            self.seeds.put(key, Seed(url, written[-1].piece_size, digest, identifier, list(filters)))
         with self._lock:
             if result.task_id:
-                self._task_of[os.path.basename(path)] = result.task_id
+                self._task_of[key] = result.task_id
             self._totals["source"] += result.bytes_from_source
             self._totals["supernode"] += result.bytes_from_supernode
             self._totals["peers"] += result.bytes_from_peers
@@ -166,9 +193,10 @@ class RunningDaemon:
         started = time.monotonic()
         filled: Dict[str, DownloadResult] = {}
 
-        def fill(into: str) -> None:
+        def fill(into: str, filling: Filling) -> None:
             filled["result"] = self.fetch(req.url, into, digest=req.digest, headers=req.headers,
-                                          identifier=req.identifier, filters=req.filters)
+                                          identifier=req.identifier, filters=req.filters,
+                                          filling=filling, sequential=False)
 
         path = self.cache.obtain(key, fill, self.config.fetch_timeout_s,
                                  fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
@@ -189,7 +217,8 @@ class RunningDaemon:
         return {"version": __version__, "peer_id": self.p2p.peer_id,
                 "bytes_from_source": totals["source"], "bytes_from_supernode": totals["supernode"],
                 "bytes_from_peers": totals["peers"], "downloads": totals["downloads"],
-                "fallbacks": totals["fallbacks"], "cache_bytes": self.cache.total_bytes(),
+                "fallbacks": totals["fallbacks"], "announced": totals["announced"],
+                "cache_bytes": self.cache.total_bytes(),
                 "cache_files": len(self.cache.keys()), "seeding": len(self.p2p.seeding),
                 "uploaded_bytes": self.p2p.uploaded_bytes}
 
@@ -197,29 +226,95 @@ class RunningDaemon:
     def _evicted(self, key: str) -> None:
         with self._lock:
             tid = self._task_of.pop(key, None)
+            self._unannounced.pop(key, None)
+        self.seeds.remove(key)
         if tid:
             self.p2p.release(tid)
 
     def _janitor_loop(self) -> None:
+        if self.config.supernode:   # what the cache held before a restart is offered again
+            cached = set(self.cache.keys())
+            with self._lock:
+                for key in self.seeds.keys():
+                    if key in cached:
+                        self._unannounced.setdefault(key, (0.0, self.config.heartbeat_s))
+                    else:
+                        self.seeds.remove(key)
         last_cleanup = time.monotonic()
-        while not self.stopping.wait(self.config.heartbeat_s):
+        while True:
+            self._announce_due()
+            if self.stopping.wait(self.config.heartbeat_s):
+                return
             self._heartbeat()
             if time.monotonic() - last_cleanup >= min(CLEANUP_EVERY_S, self.config.heartbeat_s * 6):
                 last_cleanup = time.monotonic()
                 self.cache.cleanup()
 
     def _heartbeat(self) -> None:
+        """Tell the supernodes we still serve; a task one forgot (a restart, a `Gone`) or
+        whose supernode died is announced again, to it or to the next that answers."""
+        with self._lock:
+            key_of = {tid: key for key, tid in self._task_of.items()}
         for tid, address in self.p2p.seeding.items():
             client = SupernodeClient(address, timeout_s=5)
             try:
                 client.heartbeat(tid, self.p2p.peer_id)
-            except errors.Gone:
-                log.info("supernode %s forgot task %s; no longer seeding it", address, tid[:12])
-                self.p2p.release(tid)
+                continue
+            except (errors.Gone, errors.NotFound, SupernodeDown) as e:
+                log.info("heartbeat for %s to %s: %s; announcing it again", tid[:12], address, e)
+                lost = not isinstance(e, SupernodeDown)
             except errors.DflyError as e:
                 log.warning("heartbeat for %s to %s failed: %s", tid[:12], address, e)
+                continue
             finally:
                 client.close()
+            key = key_of.get(tid)
+            registration = self.p2p.registration(tid)
+            if key is not None and self._announce(key, registration.headers if registration else None):
+                continue
+            if lost:   # nobody offers it now: withdraw, and try again later
+                self.p2p.release(tid)
+                if key is not None:
+                    with self._lock:
+                        self._unannounced.setdefault(key, (0.0, self.config.heartbeat_s))
+
+    def _announce_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(key, backoff) for key, (at, backoff) in self._unannounced.items() if at <= now]
+        for key, backoff in due:
+            if self.stopping.is_set():
+                return
+            done = self._announce(key)
+            with self._lock:
+                if done or key not in self._unannounced:
+                    self._unannounced.pop(key, None)
+                else:   # the supernode is fetching it again, or is down: back off
+                    self._unannounced[key] = (time.monotonic() + backoff,
+                                              min(backoff * 2, MAX_ANNOUNCE_BACKOFF_S))
+
+    def _announce(self, key: str, headers: Optional[Dict[str, str]] = None) -> bool:
+        """Offer the cached file `key` to peers again; False when no supernode took it."""
+        seed = self.seeds.get(key)
+        if seed is None or key not in self.cache.keys():
+            with self._lock:
+                self._unannounced.pop(key, None)
+            return False
+        try:
+            tid = self.p2p.announce(seed.url, self.cache.path_of(key), seed.piece_size,
+                                    digest=seed.digest, headers=headers, filters=seed.filters,
+                                    identifier=seed.identifier)
+        except errors.DflyError as e:
+            log.warning("cannot announce %s: %s", key, e)
+            return False
+        if tid is None:
+            return False
+        log.info("announced %s as holder of task %s", key, tid[:12])
+        with self._lock:
+            self._task_of[key] = tid
+            self._unannounced.pop(key, None)
+            self._totals["announced"] += 1
+        return True
 
 
 def _loopback(host: str) -> bool:

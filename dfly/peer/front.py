@@ -12,7 +12,7 @@ import logging
 import selectors
 import socket
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from dfly.errors import BadRequest, DflyError, NotFound
@@ -35,6 +35,15 @@ class Streamed:
     """A body read from `source` (read(n) -> bytes, close()): `length` bytes, or to its end."""
     source: object
     length: Optional[int]
+
+
+@dataclass
+class Spans:
+    """A body of `length` bytes sent from files with sendfile: `spans` yields (file,
+    offset, count) in order, waiting while the file grows; a DflyError from it cuts the
+    body short (the client sees a truncated transfer, never a wrong whole one)."""
+    spans: Iterator[Tuple[object, int, int]]
+    length: int
 
 
 @dataclass
@@ -132,6 +141,8 @@ class FrontHandler(Handler):
         finally:
             if isinstance(body, Streamed):
                 body.source.close()
+            if isinstance(body, Spans):
+                body.spans.close()
             if source is not None:
                 source.close()
 
@@ -142,7 +153,7 @@ class FrontHandler(Handler):
         bodyless = method == "HEAD" or response.status in NO_BODY_STATUSES or response.status < 200
         if isinstance(body, FileSlice):
             length: Optional[int] = body.count
-        elif isinstance(body, Streamed):
+        elif isinstance(body, (Streamed, Spans)):
             length = body.length
         else:
             length = len(body)
@@ -173,6 +184,8 @@ class FrontHandler(Handler):
                 self.close_connection = True
         elif isinstance(body, Streamed):
             self._send_stream(body, chunked)
+        elif isinstance(body, Spans):
+            self._send_spans(body)
         elif body:
             self.wfile.write(body)
 
@@ -194,6 +207,19 @@ class FrontHandler(Handler):
             self.close_connection = True   # short: never pretend it was whole
         elif chunked:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _send_spans(self, body: Spans) -> None:
+        sent = 0
+        try:
+            for source, offset, count in body.spans:
+                n = self.connection.sendfile(source, offset, count)
+                sent += n
+                if n != count:
+                    break
+        except DflyError as e:   # the download failed or did not verify: cut the body short
+            log.warning("body cut after %d of %d bytes: %s", sent, body.length, e)
+        if sent < body.length:
+            self.close_connection = True
 
     def _tunnel(self, upstream: socket.socket) -> None:
         """Relay bytes both ways until both sides are done, one is idle too long, or we stop."""

@@ -2,10 +2,14 @@
 else passes through as the server answers (status, headers, streamed body),
 and CONNECT is tunnelled byte for byte (so https passes through unseen).
 
-A P2P GET downloads the whole file into the daemon's cache (verified piece by
-piece, kept and seeded to other peers) and answers from there, Range honoured.
-The copy is reused for `fresh_for_s`; after that the next request asks the
-supernode again, which revalidates with the origin.
+A P2P GET first asks the origin (HEAD, with the client's own headers) whether
+this client may read the URL and what its content headers are; a refusal is
+answered by passing the GET through, so the client sees the origin's own error.
+Then the file is downloaded into the daemon's cache (verified piece by piece,
+kept and seeded to other peers) and streamed to the client while its pieces
+arrive, with the origin's Content-Type, -Disposition, -Encoding and -Language,
+Range honoured. The copy is reused for `fresh_for_s`; after that the next
+request asks the supernode again, which revalidates with the origin.
 """
 import logging
 import socket
@@ -15,7 +19,7 @@ from dfly import errors
 from dfly.httpd import Response
 from dfly.peer.cache import Cache
 from dfly.peer.front import BodyReader, FrontRequest, Streamed, Tunnel, allowed_pairs, header_pairs
-from dfly.peer.registry import Fetch, serve_file
+from dfly.peer.registry import Fetch, serve_entry
 from dfly.peer.upstream import Upstream, UpstreamDown
 from dfly.protocol.proxyrules import Rule, decide, split_authority, split_target
 from dfly.protocol.task import task_id
@@ -27,6 +31,20 @@ log = logging.getLogger("dfly.daemon")
 P2P_DROP = ("range", "if-range", "if-none-match", "if-modified-since", "if-match",
             "if-unmodified-since", "accept-encoding", "host", "proxy-authorization",
             "proxy-connection", "connection", "keep-alive", "te", "upgrade")
+
+
+# Kept from the origin's HEAD on a P2P answer. Not its validators (ETag, Last-Modified):
+# the cached copy may be older than the HEAD, and a client must not store it under them.
+CONTENT_HEADERS = ("content-type", "content-disposition", "content-encoding", "content-language")
+HEAD_UNSUPPORTED = (405, 501)
+
+
+class _Refused(Exception):
+    """The origin answered the HEAD with an error: the client gets the origin's own GET answer."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
 
 
 class HttpProxy:
@@ -52,6 +70,9 @@ class HttpProxy:
             if decision.p2p:
                 try:
                     return self._p2p(request, decision.url)
+                except _Refused as e:
+                    log.info("proxy: the origin refused %s (%d); passing it through",
+                             request.target[:200], e.status)
                 except (errors.SourceError, errors.P2PUnavailable) as e:
                     # The origin's own answer (a 404, a 500) is what the client should see.
                     log.info("proxy: P2P for %s failed (%s); passing it through", request.target[:200], e)
@@ -65,11 +86,31 @@ class HttpProxy:
 
     def _p2p(self, request: FrontRequest, url: str) -> Response:
         headers = dict(allowed_pairs(request.headers.items(), P2P_DROP))
+        described = self._describe(url, headers)
         key = "task-" + task_id(url)
-        path = self.cache.obtain(key, lambda into: self.fetch(url, into, headers=headers),
-                                 self.fetch_timeout_s, fresh_for_s=self.fresh_for_s)
-        return serve_file(path, request.headers.get("Range"),
-                          [("Content-Type", "application/octet-stream"), ("X-Dfly", "p2p")])
+        entry = self.cache.begin(key, lambda into, filling: self.fetch(url, into, headers=headers,
+                                                                       filling=filling),
+                                 fresh_for_s=self.fresh_for_s)
+        return serve_entry(entry, request.headers.get("Range"), described + [("X-Dfly", "p2p")],
+                           self.fetch_timeout_s)
+
+    def _describe(self, url: str, headers) -> list:
+        """The origin's content headers for `url` (a HEAD with the client's own headers, so
+        also its say on whether this client may read it: a refusal raises _Refused).
+        application/octet-stream when the origin cannot say."""
+        scheme, host, port, target = split_target(url)
+        try:
+            with self.upstream.open("HEAD", scheme, host, port, target, list(headers.items())) as reply:
+                status, pairs = reply.status, reply.headers
+        except UpstreamDown as e:   # the supernode may still reach it
+            log.info("proxy: HEAD %s failed (%s)", url[:200], e)
+            return [("Content-Type", "application/octet-stream")]
+        if status >= 400 and status not in HEAD_UNSUPPORTED:
+            raise _Refused(status)
+        kept = [(k, v) for k, v in pairs if k.lower() in CONTENT_HEADERS] if status < 300 else []
+        if not any(k.lower() == "content-type" for k, _ in kept):
+            kept.append(("Content-Type", "application/octet-stream"))
+        return kept
 
     def _connect(self, authority: str) -> Response:
         try:

@@ -2,36 +2,43 @@
 
 Blob GETs go through P2P: the task is the blob's digest (so one layer from two
 repositories or registries is one task), the file is verified against that
-digest before it enters the cache, and it is served from the cache with
-sendfile, Range honoured. Everything else on /v2 (the version check, manifests
-by tag or digest, image indexes, listings, HEADs) is passed through to the
-upstream as it answers, status and headers included: so a client sees the
-upstream's own 401 and token challenge, and picks its platform from the index.
+digest before it enters the cache, and it is served with sendfile, Range
+honoured: from the cache, or while it downloads (filling.py: verified pieces
+in order, the last one only after the digest matched, cut short if it does
+not). Everything else on /v2 (the version check, manifests by tag or digest,
+image indexes, listings, HEADs) is passed through to the upstream as it
+answers, status and headers included: so a client sees the upstream's own 401
+and token challenge, and picks its platform from the index.
 
 Access: a cached blob is never served on trust. Before serving, the daemon asks
 the upstream (HEAD, with the client's own Authorization) whether this client
 may read this blob in this repository; anything but yes is passed back as the
 upstream said it. The client's Authorization also goes with the P2P task, so
-the supernode fetches a private blob with credentials that can read it.
+the supernode fetches a private blob with credentials that can read it. A
+client sending Basic credentials to a registry that answers with a Bearer
+challenge gets a token fetched with them (tokens.py), and the task carries it.
 """
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from dfly import errors
 from dfly.httpd import FileSlice, Response
 from dfly.peer.cache import Cache
-from dfly.peer.front import FrontRequest, Streamed, allowed_pairs, header_pairs
-from dfly.peer.upstream import Upstream, UpstreamDown
+from dfly.peer.filling import Filling, FillReader
+from dfly.peer.front import FrontRequest, Spans, Streamed, allowed_pairs, header_pairs
+from dfly.peer.tokens import BearerTokens
+from dfly.peer.upstream import Upstream, UpstreamDown, UpstreamResponse
 from dfly.protocol import oci
+from dfly.protocol.bearer import parse_challenge
 from dfly.protocol.ranges import RangeNotSatisfiable, content_range, parse_range
 
 log = logging.getLogger("dfly.daemon")
 
 READ_METHODS = ("GET", "HEAD")
 REDIRECTS = (301, 302, 303, 307, 308)
-# Fetch a file into `path`: fetch(url, path, digest=, headers=, identifier=) -> DownloadResult
+# Fetch a file into `path`: fetch(url, path, digest=, headers=, identifier=, filling=)
 Fetch = Callable[..., object]
 
 
@@ -46,7 +53,7 @@ _FAILURES = {errors.DigestMismatch: (502, "DIGEST_INVALID"), errors.DownloadTime
 
 class RegistryMirror:
     def __init__(self, upstream_url: str, upstream: Upstream, cache: Cache, fetch: Fetch,
-                 fetch_timeout_s: float):
+                 fetch_timeout_s: float, tokens: Optional[BearerTokens] = None):
         parts = urlsplit(upstream_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("--registry-mirror must be an http(s) URL, got %r" % upstream_url)
@@ -59,6 +66,7 @@ class RegistryMirror:
         self.cache = cache
         self.fetch = fetch
         self.fetch_timeout_s = fetch_timeout_s
+        self.tokens = tokens
 
     def handle(self, request: FrontRequest) -> Response:
         if request.method not in READ_METHODS:
@@ -81,31 +89,53 @@ class RegistryMirror:
     # pass-through ------------------------------------------------------------------------
     def _pass(self, request: FrontRequest) -> Response:
         target = self.base_path + request.target
-        reply = self.upstream.open(request.method, self.scheme, self.host, self.port, target,
-                                   header_pairs(request.headers.items()))
+        reply, _ = self._open(request.method, target, header_pairs(request.headers.items()))
         return Response(reply.status, Streamed(reply, reply.length), reply.headers)
+
+    def _open(self, method: str, target: str, pairs) -> Tuple[UpstreamResponse, list]:
+        """One upstream request, and the headers it finally went with. Refused with a Bearer
+        challenge while the client sent Basic credentials, it is sent again with a token
+        fetched with those credentials (scoped as the registry asked)."""
+        reply = self.upstream.open(method, self.scheme, self.host, self.port, target, pairs)
+        basic = next((v for k, v in pairs if k.lower() == "authorization"
+                      and v[:6].lower() == "basic "), None)
+        if reply.status != 401 or basic is None or self.tokens is None:
+            return reply, pairs
+        challenge = parse_challenge(reply.header("WWW-Authenticate"))
+        token = self.tokens.token(challenge, basic) if challenge is not None else None
+        if token is None:
+            return reply, pairs   # the registry's own refusal, challenge included
+        reply.close()
+        pairs = [(k, v) for k, v in pairs if k.lower() != "authorization"]
+        pairs.append(("Authorization", "Bearer " + token))
+        return self.upstream.open(method, self.scheme, self.host, self.port, target, pairs), pairs
 
     # blobs -------------------------------------------------------------------------------
     def _blob(self, request: FrontRequest, name: str, digest: str) -> Response:
-        if not self._may_read(request, name, digest):
+        credentials = self._may_read(request, name, digest)
+        if credentials is None:
             return self._pass(request)   # the upstream's own answer: 401 and its challenge, 404...
         url = "%s/v2/%s/blobs/%s" % (self.base_url, name, digest)
-        credentials = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
-        path = self.cache.obtain(blob_key(digest),
-                                 lambda into: self.fetch(url, into, digest=digest, headers=credentials,
-                                                         identifier=digest),
-                                 self.fetch_timeout_s)
-        return serve_file(path, request.headers.get("Range"),
-                          [("Content-Type", "application/octet-stream"),
-                           ("Docker-Content-Digest", digest), ("ETag", '"%s"' % digest)])
+        entry = self.cache.begin(blob_key(digest),
+                                 lambda into, filling: self.fetch(url, into, digest=digest,
+                                                                  headers=credentials,
+                                                                  identifier=digest, filling=filling))
+        return serve_entry(entry, request.headers.get("Range"),
+                           [("Content-Type", "application/octet-stream"),
+                            ("Docker-Content-Digest", digest), ("ETag", '"%s"' % digest)],
+                           self.fetch_timeout_s)
 
-    def _may_read(self, request: FrontRequest, name: str, digest: str) -> bool:
-        """Does the upstream let this client read this blob (HEAD with its credentials)?"""
+    def _may_read(self, request: FrontRequest, name: str, digest: str) -> Optional[Dict[str, str]]:
+        """Does the upstream let this client read this blob (HEAD with its credentials)?
+        The Authorization that it accepted (for the P2P task), or None when it refused."""
         headers = allowed_pairs(request.headers.items(), ("range", "if-range", "if-none-match",
                                                           "if-modified-since"))
         target = "%s/v2/%s/blobs/%s" % (self.base_path, name, digest)
-        with self.upstream.open("HEAD", self.scheme, self.host, self.port, target, headers) as reply:
-            return 200 <= reply.status < 300 or reply.status in REDIRECTS
+        reply, used = self._open("HEAD", target, headers)
+        with reply:
+            if not (200 <= reply.status < 300 or reply.status in REDIRECTS):
+                return None
+        return {k: v for k, v in used if k.lower() == "authorization"}
 
 
 def blob_key(digest: str) -> str:
@@ -126,3 +156,29 @@ def serve_file(path: str, range_header: Optional[str], headers) -> Response:
     first, last = wanted
     return Response(206, FileSlice(path, first, last - first + 1),
                     headers + [("Content-Range", content_range(first, last, length))])
+
+
+def serve_entry(entry: Union[str, Filling], range_header: Optional[str], headers,
+                timeout_s: float) -> Response:
+    """A cached file (a path), or one still being filled: then the status line waits for the
+    first bytes of what was asked, so a download that fails before them is a clean error."""
+    if isinstance(entry, str):
+        return serve_file(entry, range_header, headers)
+    reader = FillReader(entry, timeout_s)
+    try:
+        length = reader.wait_length()
+        headers = list(headers) + [("Accept-Ranges", "bytes")]
+        try:
+            wanted = parse_range(range_header, length)
+        except RangeNotSatisfiable:
+            reader.close()
+            return Response(416, b"", headers + [("Content-Range", "bytes */%d" % length)])
+        first, last = wanted if wanted is not None else (0, length - 1)
+        reader.wait_past(first)
+    except BaseException:
+        reader.close()
+        raise
+    body = Spans(reader.spans(first, last + 1), last - first + 1)
+    if wanted is None:
+        return Response(200, body, headers)
+    return Response(206, body, headers + [("Content-Range", content_range(first, last, length))])

@@ -26,6 +26,7 @@ from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietl
 log = logging.getLogger("dfly.seeder")
 
 HEARTBEAT_S = 5.0
+HANDOFF_DRAIN_S = 30.0
 
 
 def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
@@ -66,7 +67,9 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
     child.stdin.close()
     ready = child.stdout.readline().strip() == b"ready"
     child.stdout.close()
-    listener.stop()
+    # The seeder accepts from now on; pieces we are still sending must not be cut
+    # (the peer fetching one would blacklist this host and go to the supernode).
+    listener.stop(drain_s=HANDOFF_DRAIN_S)
     return child.pid if ready else 0
 
 

@@ -7,6 +7,11 @@ copy of the file):
   peers then have something to trade. Ties are broken by a hash of (peer,
   piece), which spreads peers over pieces without randomness. A peer that
   streams to stdout asks for pieces in order instead.
+- Cost per assign() stays near O(pieces) however many peers there are (a
+  supernode answers a thousand peers of one task under one lock): candidates
+  go into a heap and are popped only until `want` are placed, the tie-break
+  hash is integer arithmetic, and "is someone already fetching this piece from
+  the supernode?" is an index lookup, not a scan of every peer.
 - A piece comes from a peer when some peer can serve it: alive, not the
   requester, not on the requester's blacklist, under max_holder_errors, and
   under max_uploads_per_peer. The least loaded such peer wins.
@@ -18,6 +23,7 @@ copy of the file):
 
 No sockets, threads or clocks: every call that depends on time takes `now`.
 """
+import heapq
 import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
@@ -63,6 +69,8 @@ class TaskScheduler:
         self.supernode_uploads = 0
         self._holders: Dict[int, Set[str]] = {}
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
+        self._peer_held: Set[int] = set()     # pieces at least one peer holds
+        self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -91,7 +99,11 @@ class TaskScheduler:
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
-            self._holders.get(num, set()).discard(peer_id)
+            holders = self._holders.get(num)
+            if holders is not None:
+                holders.discard(peer_id)
+                if not holders:
+                    self._peer_held.discard(num)
         for other in self.peers.values():
             for num, (holder, _) in list(other.inflight.items()):
                 if holder == peer_id:
@@ -105,6 +117,7 @@ class TaskScheduler:
         self._release(peer, num)
         peer.held.add(num)
         self._holders.setdefault(num, set()).add(peer_id)
+        self._peer_held.add(num)
 
     def piece_failed(self, peer_id: str, num: int, holder: str, now: float) -> None:
         """`peer_id` could not get piece `num` from `holder` (down, short, corrupt)."""
@@ -141,15 +154,20 @@ class TaskScheduler:
         if peer is None or want <= 0:
             return []
         peer.last_seen = now
-        candidates = [n for n in self._known_pieces()
-                      if n not in peer.held and n not in peer.inflight]
+        held, inflight = peer.held, peer.inflight
+        candidates = [n for n in self._known_pieces() if n not in held and n not in inflight]
         if sequential:
             candidates.sort()
+            order = iter(candidates)
         else:
-            candidates.sort(key=lambda n: (len(self._holders.get(n, ())) + self._incoming.get(n, 0),
-                                           zlib.crc32(("%s:%d" % (peer_id, n)).encode())))
+            holders, incoming = self._holders, self._incoming
+            salt = zlib.crc32(peer_id.encode())
+            keyed = [(len(holders.get(n, ())) + incoming.get(n, 0), _mix(n, salt), n)
+                     for n in candidates]
+            heapq.heapify(keyed)   # pop in order only as far as needed: usually `want` pops
+            order = (heapq.heappop(keyed)[2] for _ in range(len(keyed)))
         out = []
-        for num in candidates:
+        for num in order:
             if len(out) >= want:
                 break
             holder = self._pick_holder(peer, num, now)
@@ -173,27 +191,29 @@ class TaskScheduler:
 
     # internals ----------------------------------------------------------------
     def _known_pieces(self) -> Set[int]:
-        if not self._holders:
+        if not self._peer_held:
             return self.supernode_pieces
-        return self.supernode_pieces.union(n for n, h in self._holders.items() if h)
-
-    def _usable_peers(self, peer: PeerState, num: int) -> List[PeerState]:
-        out = []
-        for holder_id in self._holders.get(num, ()):
-            holder = self.peers.get(holder_id)
-            if (holder is not None and holder_id != peer.peer_id
-                    and holder_id not in peer.blacklist
-                    and holder.errors < self.config.max_holder_errors):
-                out.append(holder)
-        return out
+        return self.supernode_pieces | self._peer_held
 
     def _pick_holder(self, peer: PeerState, num: int, now: float) -> Optional[str]:
         cfg = self.config
         if peer.failures < cfg.max_peer_failures:
-            usable = self._usable_peers(peer, num)
-            free = [h for h in usable if h.uploads < cfg.max_uploads_per_peer]
-            if free:
-                return min(free, key=lambda h: (h.uploads, h.peer_id)).peer_id
+            # One pass: the least loaded usable holder with a free slot (ties by id),
+            # and whether any usable holder exists at all.
+            best: Optional[PeerState] = None
+            usable = False
+            for holder_id in self._holders.get(num, ()):
+                if holder_id == peer.peer_id or holder_id in peer.blacklist:
+                    continue
+                holder = self.peers.get(holder_id)
+                if holder is None or holder.errors >= cfg.max_holder_errors:
+                    continue
+                usable = True
+                if holder.uploads < cfg.max_uploads_per_peer and (
+                        best is None or (holder.uploads, holder_id) < (best.uploads, best.peer_id)):
+                    best = holder
+            if best is not None:
+                return best.peer_id
             if usable or self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer has it or soon will: wait rather than load the supernode
         if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
@@ -202,13 +222,13 @@ class TaskScheduler:
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
         """Is another healthy peer fetching `num` from the supernode right now?"""
-        for other in self.peers.values():
-            if other is peer or other.peer_id in peer.blacklist:
+        for other_id, since in self._from_supernode.get(num, {}).items():
+            if other_id == peer.peer_id or other_id in peer.blacklist:
                 continue
-            if other.errors >= self.config.max_holder_errors:
+            other = self.peers.get(other_id)
+            if other is None or other.errors >= self.config.max_holder_errors:
                 continue
-            holder, since = other.inflight.get(num, ("", 0.0))
-            if holder == SUPERNODE and now - since <= self.config.piece_stall_s:
+            if now - since <= self.config.piece_stall_s:
                 return True
         return False
 
@@ -217,6 +237,7 @@ class TaskScheduler:
         self._incoming[num] = self._incoming.get(num, 0) + 1
         if holder == SUPERNODE:
             self.supernode_uploads += 1
+            self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
 
@@ -227,5 +248,15 @@ class TaskScheduler:
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         if holder == SUPERNODE:
             self.supernode_uploads = max(0, self.supernode_uploads - 1)
+            fetching = self._from_supernode.get(num)
+            if fetching is not None:
+                fetching.pop(peer.peer_id, None)
+                if not fetching:
+                    del self._from_supernode[num]
         elif holder in self.peers:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
+
+
+def _mix(num: int, salt: int) -> int:
+    """A cheap per-peer shuffle of piece numbers (Knuth's multiplicative hash)."""
+    return ((num + 1) * 2654435761 ^ salt) & 0xFFFFFFFF

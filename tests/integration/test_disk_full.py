@@ -1,10 +1,12 @@
-"""A full disk is a clear LocalIOError for the peer and a failed task for the
-supernode, and leaves no partial file behind. Needs root to mount a tiny tmpfs."""
+"""A full disk is a clear LocalIOError for the peer, a failed task for the
+supernode and a 507 from the daemon (which keeps serving), and leaves no
+partial file behind. Needs root to mount a tiny tmpfs."""
 import os
 import subprocess
 import uuid
 
 import pytest
+from daemons import DaemonFactory, fetch, registry_blob, stats
 from helpers import MiB, content, leftovers
 
 from dfly.errors import DflyError, LocalIOError
@@ -40,3 +42,24 @@ def test_a_supernode_whose_cache_is_full_fails_the_task_for_its_peers(
         client.download(src.url, str(tmp_path / "big.bin"))
     assert not (tmp_path / "big.bin").exists()
     assert leftovers(str(tmp_path)) == []
+
+
+def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(
+        origin, supernode, tiny_disk, tmp_path):
+    big = content(6 * MiB, seed=9)
+    small = content(256 << 10, seed=10)
+    _, big_path, _ = registry_blob(origin, big)
+    _, small_path, small_digest = registry_blob(origin, small)
+    factory = DaemonFactory(str(tmp_path / "daemons"))
+    try:
+        running = factory.start(supernode=[supernode.address], data_dir=str(tiny_disk),
+                                registry_mirror=origin.url("").rstrip("/"))
+        status, _, body = fetch(running.address, "GET", big_path)
+        assert status == 507 and b"No space left" in body
+        assert big[:4096] not in body
+        assert stats(running)["cache_files"] == 0
+        status, headers, body = fetch(running.address, "GET", small_path)
+        assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
+        assert leftovers(os.path.join(str(tiny_disk), "daemon", "cache")) == []
+    finally:
+        factory.stop_all()

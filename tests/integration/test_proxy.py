@@ -59,6 +59,10 @@ def echo():
     thread.join(10)
 
 
+def _gets(origin, name: str) -> int:
+    return len([s for s in origin.served(name) if s.method == "GET"])
+
+
 def _via(proxy_address: str, method: str, url: str, headers=None, body=None):
     host, port = parse_hostport(proxy_address, 0)
     conn = http.client.HTTPConnection(host, port, timeout=10)
@@ -80,11 +84,27 @@ def test_matching_gets_go_p2p_and_the_origin_serves_the_file_once(origin, supern
         status, response, body = _via(running.address, "GET", big.url)
         assert status == 200 and body == big.data
         assert response.getheader("X-Dfly") == "p2p"
-    assert origin.requests("big/file.bin") == 1
+    assert _gets(origin, "big/file.bin") == 1
     assert stats(second)["bytes_from_peers"] == big.size
     status, response, body = _via(second.address, "GET", big.url, {"Range": "bytes=-100"})
     assert status == 206 and body == big.data[-100:]
-    assert origin.requests("big/file.bin") == 1
+    assert _gets(origin, "big/file.bin") == 1
+
+
+@pytest.mark.time_limit(30)
+def test_a_p2p_answer_carries_the_origins_content_headers(origin, supernode, daemons):
+    os.makedirs(os.path.join(origin.root, "big"), exist_ok=True)
+    described = {"Content-Type": "text/csv; charset=utf-8",
+                 "Content-Disposition": 'attachment; filename="table.csv"'}
+    table = origin.add("big/table.csv", content(5 * MiB, seed=25), content_headers=described)
+    running = daemons.start(supernode=[supernode.address], proxy_rule=RULES)
+    for _ in range(2):   # downloaded through P2P, then from the cache
+        status, response, body = _via(running.address, "GET", table.url)
+        assert status == 200 and body == table.data and response.getheader("X-Dfly") == "p2p"
+        for header, value in described.items():
+            assert response.getheader(header) == value
+        assert response.getheader("ETag") is None   # the cached copy may predate the origin's
+    assert _gets(origin, "big/table.csv") == 1
 
 
 @pytest.mark.time_limit(30)

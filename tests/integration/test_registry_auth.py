@@ -1,12 +1,20 @@
-"""A private registry (htpasswd basic auth) behind the mirror: the client's own
-credentials go upstream with every request and with the P2P task, and a blob
-already in a daemon's cache is never served to a client the registry refuses."""
+"""A private registry behind the mirror, with htpasswd basic auth and with
+bearer tokens from a token server (`auth: token`): the client's own
+credentials go upstream with every request and with the P2P task, a client
+sending Basic credentials to a token-auth registry gets a token fetched for it,
+and a blob already in a daemon's cache is never served to a client the
+registry refuses."""
 import base64
 import os
 
 import pytest
 from daemons import DaemonFactory, fetch, stats
 from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
+
+try:
+    from tokens import TokenServer
+except ImportError:   # the token server signs with the `cryptography` package
+    TokenServer = None
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 CREDS = "%s:%s" % (USER, PASSWORD)
@@ -15,6 +23,23 @@ CREDS = "%s:%s" % (USER, PASSWORD)
 @pytest.fixture
 def private(tmp_path):
     running = Registry(str(tmp_path / "registry"), auth=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    if TokenServer is None:
+        pytest.skip("the token server needs the cryptography package")
+    server = TokenServer(str(tmp_path / "token-signer.pem"), USER, PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_registry(tmp_path, token_server):
+    running = Registry(str(tmp_path / "token-registry"), token_realm=token_server.realm,
+                       token_cert=token_server.cert_path)
     yield running
     running.stop()
 
@@ -64,3 +89,66 @@ def test_private_pulls_with_credentials_go_p2p_and_cached_blobs_are_refused_with
     status, _, body = fetch(first.address, "GET", "/v2/secret/app/blobs/" + layer,
                             {"Authorization": _basic(USER, PASSWORD)})
     assert status == 200 and body == secret
+
+
+@pytest.mark.time_limit(60)
+def test_a_token_auth_registry_is_pulled_p2p_with_credentials_and_refused_without(
+        tmp_path, token_registry, token_server, supernode, daemons):
+    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 << 20, 512 << 10),
+                        arches=("amd64",))
+    push(image, token_registry, "secret/app", creds=CREDS)
+    first = daemons.start(supernode=[supernode.address], registry_mirror=token_registry.url)
+    second = daemons.start(supernode=[supernode.address], registry_mirror=token_registry.url)
+    conf_first = mirror_conf(str(tmp_path / "first.conf"), token_registry, first.address)
+    conf_second = mirror_conf(str(tmp_path / "second.conf"), token_registry, second.address)
+
+    pull(conf_first, token_registry, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
+    pull(conf_second, token_registry, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
+    assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
+    for digest in image.layers["amd64"]:
+        assert len(token_registry.blob_gets(digest)) == 1   # through P2P, not skopeo's fallback
+    assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
+
+    refused = pull(conf_first, token_registry, "secret/app", "v1", str(tmp_path / "c"), check=False)
+    assert refused.returncode != 0
+    assert not os.path.exists(os.path.join(str(tmp_path / "c"), image.layers["amd64"][0][7:]))
+
+    layer = image.layers["amd64"][0]
+    with open(os.path.join(image.layout, "blobs", "sha256", layer[7:]), "rb") as f:
+        secret = f.read()
+    elsewhere = token_server.token("repository:other/app:pull", USER)   # valid, for another repo
+    for headers in ({}, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer " + elsewhere},
+                    {"Authorization": _basic(USER, "wrong")}):
+        status, reply_headers, body = fetch(first.address, "GET", "/v2/secret/app/blobs/" + layer, headers)
+        assert status == 401, headers
+        assert reply_headers["www-authenticate"].startswith("Bearer realm=")
+        assert secret[:4096] not in body
+    assert len(token_registry.blob_gets(layer)) == 1
+
+
+@pytest.mark.time_limit(60)
+def test_a_client_sending_basic_credentials_gets_a_token_fetched_for_it_scoped_to_the_repository(
+        tmp_path, token_registry, token_server, supernode, daemons):
+    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(1 << 20,), arches=("amd64",))
+    push(image, token_registry, "secret/app", creds=CREDS)
+    running = daemons.start(supernode=[supernode.address], registry_mirror=token_registry.url)
+    layer = image.layers["amd64"][0]
+    with open(os.path.join(image.layout, "blobs", "sha256", layer[7:]), "rb") as f:
+        secret = f.read()
+    pushed = len(token_server.requests)
+
+    basic = {"Authorization": _basic(USER, PASSWORD)}
+    status, headers, body = fetch(running.address, "GET", "/v2/secret/app/blobs/" + layer, basic)
+    assert status == 200 and body == secret and headers["docker-content-digest"] == layer
+    status, _, body = fetch(running.address, "GET", "/v2/secret/app/manifests/v1",
+                            dict(basic, Accept="application/vnd.oci.image.index.v1+json"))
+    assert status == 200 and b"manifests" in body
+    asked = token_server.requests[pushed:]
+    assert asked and all(r.granted and r.user == USER for r in asked)
+    assert {r.scope for r in asked} == {"repository:secret/app:pull"}
+    assert len(token_registry.blob_gets(layer)) == 1   # fetched P2P, with the token
+    assert stats(running)["bytes_from_supernode"] == len(secret)
+
+    status, _, body = fetch(running.address, "GET", "/v2/secret/app/blobs/" + layer,
+                            {"Authorization": _basic(USER, "wrong")})
+    assert status == 401 and secret[:4096] not in body

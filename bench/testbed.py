@@ -1,0 +1,484 @@
+"""Multi-host testbed: N hosts on one switch with real link limits, curl vs dfly.
+
+    sudo python3 bench/testbed.py                      # N = 2,4,8,16, 64 MiB, 100 Mbit/s
+    sudo python3 bench/testbed.py --counts 3 --size 4M # the CI smoke size
+
+Strategy: every host is a network namespace with one veth to a bridge that
+lives in a namespace of its own, so nothing is added to the machine's own
+network: addresses (10.77.0.0/24 by default) exist only inside the namespaces
+this script made, and deleting them removes every link with them. Each host's
+upload is capped by an HTB qdisc on its own veth, its download by the same on
+the bridge-side veth. The origin host runs nginx and a dfly supernode beside
+it; client hosts run either curl against nginx (baseline) or `dfly get`
+through the supernode with --seed-for (dfly). The origin host's egress is its
+veth's tx_bytes, read inside its namespace.
+
+Teardown always runs (finally, SIGINT, SIGTERM, SIGHUP): every process inside
+our namespaces is killed (they are all ours: the namespaces are new), then the
+namespaces are deleted. `--cleanup` removes what a SIGKILLed run left behind.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (bench scripts run as files, not as a package)
+
+PREFIX = "dflytb-"
+NGINX_PORT = 8080
+SUPERNODE_PORT = 8002
+
+
+def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    if check and out.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), out.returncode,
+                                                   (out.stderr or out.stdout).strip()[:500]))
+    return out
+
+
+def our_namespaces(prefix: str = PREFIX) -> List[str]:
+    out = run(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+
+
+def kill_namespace_processes(ns: str, grace_s: float = 5.0) -> int:
+    """Stop every process inside `ns` (all started by us: the namespace is ours)."""
+    def pids():
+        out = run(["ip", "netns", "pids", ns], check=False).stdout
+        return [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+    found = pids()
+    for pid in found:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids():
+        _signal(pid, signal.SIGKILL)
+    return len(found)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def delete_namespaces(names: List[str]) -> None:
+    for ns in names:
+        kill_namespace_processes(ns)
+    for ns in names:
+        run(["ip", "netns", "del", ns], check=False)
+
+
+# --- the network ------------------------------------------------------------------------
+class Testbed:
+    """A switch namespace with a bridge, an origin host and `hosts` client hosts."""
+
+    def __init__(self, hosts: int, rate_mbit: float, subnet: str = "10.77.0"):
+        self.tag = "%s%d-" % (PREFIX, os.getpid())
+        self.switch = self.tag + "sw"
+        self.origin = self.tag + "o"
+        self.clients = [self.tag + "h%d" % i for i in range(1, hosts + 1)]
+        self.addr = {self.origin: subnet + ".1"}
+        for i, ns in enumerate(self.clients, start=2):
+            self.addr[ns] = "%s.%d" % (subnet, i)
+        self.rate_mbit = rate_mbit
+        self.made: List[str] = []
+
+    @property
+    def namespaces(self) -> List[str]:
+        return [self.origin] + self.clients
+
+    def build(self) -> "Testbed":
+        self._ns(self.switch)
+        self._ip(self.switch, "link", "add", "br0", "type", "bridge")
+        self._ip(self.switch, "link", "set", "br0", "up")
+        for i, ns in enumerate(self.namespaces):
+            self._ns(ns)
+            port = "p%d" % i
+            run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
+                 "peer", "name", port, "netns", self.switch])
+            self._ip(self.switch, "link", "set", port, "master", "br0")
+            self._ip(self.switch, "link", "set", port, "up")
+            self._ip(ns, "addr", "add", self.addr[ns] + "/24", "dev", "eth0")
+            self._ip(ns, "link", "set", "eth0", "up")
+            self._ip(ns, "link", "set", "lo", "up")
+            self._shape(ns, "eth0")            # the host's upload
+            self._shape(self.switch, port)     # the host's download
+        return self
+
+    def _ns(self, name: str) -> None:
+        run(["ip", "netns", "add", name])
+        self.made.append(name)
+
+    def _ip(self, ns: str, *args: str) -> None:
+        run(["ip", "-n", ns] + list(args))
+
+    def _shape(self, ns: str, dev: str) -> None:
+        rate = "%gmbit" % self.rate_mbit
+        tc = ["ip", "netns", "exec", ns, "tc"]
+        run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"])
+        run(tc + ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+                  "rate", rate, "ceil", rate])
+        # A plain FIFO leaf: fq_codel and netem are often not built into CI kernels.
+        run(tc + ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo",
+                  "limit", "1000"])
+
+    def tx_bytes(self, ns: str) -> int:
+        out = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
+        return int(out.stdout.strip())
+
+    def exec_argv(self, ns: str, argv: List[str]) -> List[str]:
+        return ["ip", "netns", "exec", ns] + argv
+
+    def kill_clients(self) -> int:
+        return sum(kill_namespace_processes(ns) for ns in self.clients)
+
+    def close(self) -> None:
+        made, self.made = list(self.made), []
+        delete_namespaces([ns for ns in reversed(made) if ns != self.switch]
+                          + ([self.switch] if self.switch in made else []))
+
+
+# --- the origin host: nginx + supernode ----------------------------------------------------
+class OriginHost:
+    def __init__(self, ws: harness.Workspace, bed: Testbed, www: str, sn_extra: List[str]):
+        self.ws, self.bed = ws, bed
+        self.ip = bed.addr[bed.origin]
+        self.nginx_root = ws.dir("nginx")
+        os.makedirs(os.path.join(self.nginx_root, "tmp"), exist_ok=True)
+        conf = harness.NGINX_CONF.format(root=self.nginx_root, port=NGINX_PORT, www=www).replace(
+            "listen 127.0.0.1:%d;" % NGINX_PORT, "listen %s:%d;" % (self.ip, NGINX_PORT))
+        conf_path = os.path.join(self.nginx_root, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        self.nginx = ws.popen(bed.exec_argv(bed.origin, [harness.NGINX, "-c", conf_path, "-p",
+                                                         self.nginx_root, "-g", "daemon off;"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        harness.wait_until(lambda: self._answers(NGINX_PORT), 10, "nginx in the origin namespace")
+        self.sn_extra = sn_extra
+        self.supernode: Optional[subprocess.Popen] = None
+        self.runs = 0
+
+    def _answers(self, port: int) -> bool:
+        if self.nginx.poll() is not None:
+            raise RuntimeError("nginx exited with %s; see %s/error.log"
+                               % (self.nginx.returncode, self.nginx_root))
+        out = run(self.bed.exec_argv(self.bed.origin, ["curl", "-s", "-o", "/dev/null", "-m", "2",
+                                                       "http://%s:%d/" % (self.ip, port)]),
+                  check=False)
+        return out.returncode == 0
+
+    def url(self, name: str) -> str:
+        return "http://%s:%d/%s" % (self.ip, NGINX_PORT, name)
+
+    @property
+    def supernode_address(self) -> str:
+        return "%s:%d" % (self.ip, SUPERNODE_PORT)
+
+    def start_supernode(self) -> None:
+        """A fresh supernode (empty cache), so every dfly run is a cold one."""
+        self.stop_supernode()
+        self.runs += 1
+        data = self.ws.dir("supernode-%d" % self.runs)
+        log_path = os.path.join(data, "stderr.log")
+        with open(log_path, "wb") as err:
+            self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [
+                sys.executable, self.ws.pyz, "supernode", "--listen", self.supernode_address,
+                "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
+
+        def listening():
+            if self.supernode.poll() is not None:
+                raise RuntimeError("supernode exited %s; see %s" % (self.supernode.returncode, log_path))
+            with open(log_path, "rb") as f:
+                return b"listening on" in f.read()
+        harness.wait_until(listening, 20, "the supernode's listening line")
+
+    def stop_supernode(self) -> None:
+        if self.supernode is not None:
+            self.ws.stop(self.supernode)
+            self.supernode = None
+
+
+# --- scenarios ---------------------------------------------------------------------------
+def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenario: str, n: int,
+                 size: int, digest: str, timeout_s: float, seed_for: str, get_extra: List[str]) -> dict:
+    hosts = bed.clients[:n]
+    outs = {}
+    procs = []
+    if scenario == "dfly":
+        origin.start_supernode()
+    tx0 = bed.tx_bytes(bed.origin)
+    mark = os.path.getsize(os.path.join(origin.nginx_root, "access.log")) \
+        if os.path.exists(os.path.join(origin.nginx_root, "access.log")) else 0
+    cpu = harness.CpuMeter()
+    for ns in hosts:
+        home = ws.dir("run", ns)
+        outs[ns] = os.path.join(home, "file.bin")
+        if scenario == "baseline":
+            argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns], origin.url("file.bin")]
+        else:
+            argv = [sys.executable, ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
+                    "--supernode", origin.supernode_address, "--data-dir", os.path.join(home, "data"),
+                    "--seed-for", seed_for, "--digest", "sha256:" + digest, "--no-daemon",
+                    "--json", "--timeout", "%ds" % timeout_s] + get_extra
+        procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns)))
+    started = min(t.started for t in procs)
+    copied: Dict[str, float] = {}
+
+    def progress() -> bool:
+        """Note when each verified copy is in place: dfly renames it there once every piece
+        and the whole-file digest checked; curl's file is complete when curl exits."""
+        now = time.perf_counter()
+        for ns, t in zip(hosts, procs):
+            if ns not in copied and ((scenario == "dfly" and os.path.exists(outs[ns])) or t.poll()):
+                copied[ns] = now
+        return all([t.poll() for t in procs])
+    try:
+        harness.wait_until(progress, timeout_s, "%d %s downloads" % (n, scenario), step_s=0.005)
+        tx1 = bed.tx_bytes(bed.origin)
+        results = [t.finish(10) for t in procs]
+    finally:
+        for t in procs:
+            if t.proc.poll() is None:
+                ws.stop(t.proc)
+        seeders = bed.kill_clients()   # detached seeders, and anything a failure left
+        origin.stop_supernode()
+    cpu_use = cpu.stop()
+    nginx = _nginx_bytes(origin, mark)
+    host_times = [copied[ns] - t.started for ns, t in zip(hosts, procs)]
+    exit_times = [t.ended - t.started for t in procs]
+    for ns in hosts:   # every copy must be the file, whatever the scenario claims
+        got = harness.sha256_file(outs[ns])
+        if got != digest:
+            raise RuntimeError("%s: %s has the wrong content" % (scenario, ns))
+        os.remove(outs[ns])
+    shutil.rmtree(ws.dir("run"), ignore_errors=True)
+    out = {"scenario": scenario, "hosts": n, "last_s": round(max(copied.values()) - started, 3),
+           "median_host_s": round(statistics.median(host_times), 3),
+           "host_s": [round(x, 3) for x in sorted(host_times)],
+           "last_exit_s": round(max(t.ended for t in procs) - started, 3),
+           "exit_s": [round(x, 3) for x in sorted(exit_times)],
+           "origin_egress_bytes": tx1 - tx0, "origin_egress_x": round((tx1 - tx0) / size, 4),
+           "nginx_body_bytes": nginx, "cpu": cpu_use, "seeders_stopped": seeders}
+    if scenario == "dfly":
+        js = [r.get("json", {}) for r in results]
+        out["bytes_from_supernode"] = sum(j.get("bytes_from_supernode", 0) for j in js)
+        out["bytes_from_peers"] = sum(j.get("bytes_from_peers", 0) for j in js)
+        out["bytes_from_source"] = sum(j.get("bytes_from_source", 0) for j in js)
+        out["peer_share"] = round(out["bytes_from_peers"] / max(1, n * size), 4)
+        out["dfly_elapsed_s"] = [round(j.get("elapsed_s", 0), 3) for j in js]
+    return out
+
+
+def _nginx_bytes(origin: OriginHost, mark: int) -> int:
+    total = 0
+    try:
+        with open(os.path.join(origin.nginx_root, "access.log"), "rb") as f:
+            f.seek(mark)
+            for line in f.read().decode("latin-1").splitlines():
+                first = line.split(" ", 1)[0]
+                total += int(first) if first.isdigit() else 0
+    except OSError:
+        pass
+    return total
+
+
+# --- the chart ---------------------------------------------------------------------------
+def svg_chart(rows: List[dict], lower_bound_s: float, title: str) -> str:
+    """Time to the last verified copy against hosts, one line per scenario (hand-written SVG)."""
+    counts = sorted({r["hosts"] for r in rows})
+    series = [("baseline", "curl from one nginx", "#d62728", "last_s"),
+              ("dfly", "dfly get (last host)", "#1f77b4", "last_s"),
+              ("dfly", "dfly get (median host)", "#6baed6", "median_host_s")]
+    top = max([r[k] for r in rows for s, _, _, k in series if r["scenario"] == s] + [lower_bound_s])
+    top = _nice(top * 1.1)
+    w, h, left, right, up, down = 640, 400, 60, 180, 40, 50
+    pw, ph = w - left - right, h - up - down
+
+    def x(n):
+        if len(counts) == 1:
+            return left + pw / 2
+        return left + pw * counts.index(n) / (len(counts) - 1)
+
+    def y(t):
+        return up + ph * (1 - t / top)
+
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+             'font-family="sans-serif" font-size="12">' % (w, h, w, h),
+             '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="%d" y="20" font-size="14">%s</text>' % (left, _esc(title))]
+    for i in range(6):
+        t = top * i / 5
+        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>'
+                     % (left, left + pw, y(t), y(t)))
+        parts.append('<text x="%d" y="%.1f" text-anchor="end">%g</text>'
+                     % (left - 6, y(t) + 4, round(t, 1)))
+    for n in counts:
+        parts.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (x(n), up + ph + 18, n))
+    parts.append('<text x="%d" y="%d" text-anchor="middle">hosts</text>' % (left + pw / 2, h - 8))
+    parts.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">'
+                 'seconds</text>' % (up + ph / 2, up + ph / 2))
+    parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#2ca02c" stroke-dasharray="6 4"/>'
+                 % (left, left + pw, y(lower_bound_s), y(lower_bound_s)))
+    legend = [("#2ca02c", "lower bound (size / link)", True)]
+    for scenario, label, color, key in series:
+        pts = [(x(r["hosts"]), y(r[key])) for r in sorted(rows, key=lambda r: r["hosts"])
+               if r["scenario"] == scenario]
+        if not pts:
+            continue
+        parts.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'
+                     % (color, " ".join("%.1f,%.1f" % p for p in pts)))
+        parts.extend('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (px, py, color) for px, py in pts)
+        legend.append((color, label, False))
+    for i, (color, label, dashed) in enumerate(legend):
+        ly = up + 10 + 20 * i
+        parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>'
+                     % (left + pw + 12, left + pw + 32, ly, ly, color,
+                        ' stroke-dasharray="6 4"' if dashed else ""))
+        parts.append('<text x="%d" y="%d">%s</text>' % (left + pw + 38, ly + 4, _esc(label)))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _nice(v: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at or above `v`."""
+    scale = 10 ** math.floor(math.log10(max(v, 1e-9)))
+    return next(m * scale for m in (1, 2, 5, 10) if m * scale >= v)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- main --------------------------------------------------------------------------------
+def preflight() -> Optional[str]:
+    """Why the testbed cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the testbed needs root (network namespaces and tc); run it with sudo"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return "%s is missing (Debian: apt-get install iproute2)" % tool
+    if not os.access(harness.NGINX, os.X_OK):
+        return "nginx is missing (Debian: apt-get install nginx-light)"
+    if shutil.which(harness.CURL) is None:
+        return "curl is missing (Debian: apt-get install curl)"
+    probe = "%sprobe-%d" % (PREFIX, os.getpid())
+    out = run(["ip", "netns", "add", probe], check=False)
+    run(["ip", "netns", "del", probe], check=False)
+    if out.returncode != 0:
+        return "cannot create network namespaces: %s" % out.stderr.strip()
+    return None
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/testbed.py", description=__doc__.splitlines()[0])
+    p.add_argument("--counts", default="2,4,8,16", help="host counts to run (default: %(default)s)")
+    p.add_argument("--size", type=harness.parse_size, default=64 << 20, help="file size (default: 64M)")
+    p.add_argument("--rate", type=float, default=100.0, help="link rate per host, Mbit/s, both "
+                   "directions (default: %(default)s)")
+    p.add_argument("--scenarios", default="baseline,dfly", help="(default: %(default)s)")
+    p.add_argument("--seed-for", default="30s", help="dfly get --seed-for (default: %(default)s)")
+    p.add_argument("--get-arg", action="append", default=[], help="extra `dfly get` flag (repeatable)")
+    p.add_argument("--supernode-arg", action="append", default=[], help="extra supernode flag")
+    p.add_argument("--timeout", type=float, default=0, help="per-run timeout, s (default: 3x the "
+                   "baseline's expected time + 60)")
+    p.add_argument("--pyz", help="use this dfly.pyz instead of building one")
+    p.add_argument("--tmp", help="parent of the workspace (default: /dev/shm, so disks do not count)")
+    p.add_argument("--out", default=os.path.join(harness.HERE, "results", "testbed.json"))
+    p.add_argument("--svg", default=os.path.join(harness.HERE, "results", "testbed.svg"))
+    p.add_argument("--keep", action="store_true", help="keep the workspace")
+    p.add_argument("--cleanup", action="store_true", help="only remove namespaces (and their "
+                   "processes) a killed run left behind, then exit")
+    args = p.parse_args(argv)
+    reason = preflight()
+    if reason:
+        sys.stderr.write("testbed: %s\n" % reason)
+        return 2
+    if args.cleanup:
+        stale = our_namespaces()
+        delete_namespaces(stale)
+        print("removed %d namespaces: %s" % (len(stale), " ".join(stale) or "none"))
+        return 0
+    mine = "%s%d-" % (PREFIX, os.getpid())
+    stale = [ns for ns in our_namespaces() if not ns.startswith(mine)]
+    if stale:
+        sys.stderr.write("testbed: note: namespaces from another run exist (%s); if no run is "
+                         "going, remove them with --cleanup\n" % " ".join(stale[:4]))
+    counts = sorted({int(c) for c in args.counts.split(",") if c.strip()})
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    if not counts or counts[0] < 1 or any(s not in ("baseline", "dfly") for s in scenarios):
+        p.error("--counts must be positive integers, --scenarios baseline and/or dfly")
+    lower_bound = args.size * 8 / (args.rate * 1e6)
+    timeout_s = args.timeout or lower_bound * max(counts) * 3 + 60
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_exit)
+    bed = Testbed(max(counts), args.rate)
+    ws = None
+    rows: List[dict] = []
+    try:
+        parent = args.tmp or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        ws = harness.Workspace(parent, args.keep, args.pyz)
+        www = ws.dir("www")
+        harness.write_file(os.path.join(www, "file.bin"), args.size)
+        digest = harness.sha256_file(os.path.join(www, "file.bin"))
+        bed.build()
+        origin = OriginHost(ws, bed, www, args.supernode_arg)
+        for n in counts:
+            for scenario in scenarios:
+                row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
+                                   args.seed_for, args.get_arg)
+                row["vs_lower_bound"] = round(row["last_s"] / lower_bound, 3)
+                rows.append(row)
+                print(_line(row), flush=True)
+    finally:
+        bed.close()
+        if ws is not None:
+            ws.close()
+    left = our_namespaces(bed.tag)
+    result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
+              "lower_bound_s": round(lower_bound, 3), "rows": rows,
+              "machine": harness.machine(), "argv": sys.argv[1:],
+              "clean_after": not left}
+    _write(args.out, json.dumps(result, indent=2) + "\n")
+    _write(args.svg, svg_chart(rows, lower_bound, "%s to each host, %g Mbit/s links"
+                               % (harness.human(args.size), args.rate)))
+    print("lower bound %.2f s; results in %s, chart in %s" % (lower_bound, args.out, args.svg))
+    if left:
+        sys.stderr.write("testbed: namespaces left behind: %s\n" % " ".join(left))
+        return 1
+    return 0
+
+
+def _line(row: dict) -> str:
+    text = "%-8s n=%-3d last %7.2f s (%.2fx bound)  median %7.2f s  origin egress %.3fx" % (
+        row["scenario"], row["hosts"], row["last_s"], row["vs_lower_bound"], row["median_host_s"],
+        row["origin_egress_x"])
+    if row["scenario"] == "dfly":
+        text += "  peers carried %.1f%%" % (100 * row["peer_share"])
+    return text
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`dfly bench`: many simulated peers in one process against a running supernode."""

@@ -1,0 +1,174 @@
+"""The one place `dfly bench` is wired: M simulated peers in this process.
+
+A simulated peer is a real peer without the CLI around it: its own uploader
+(a listener on its own port serving what it holds), its own supernode client
+(which times every register and schedule call) and a P2PDownload with its
+piece workers writing its own copy. Peers start together or in waves; each
+keeps serving what it holds until every peer is done, so a late wave fetches
+from earlier ones as it would in a real cluster; then all of them leave.
+"""
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional
+
+from dfly import errors
+from dfly.bench.config import BenchConfig
+from dfly.bench.report import CallRecord, PeerRecord, summarize
+from dfly.httpd import Listener, parse_hostport
+from dfly.peer.downloader import P2PDownload
+from dfly.peer.storage import PieceFile
+from dfly.peer.uploader import UploaderApp
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
+from dfly.supernode.client import SupernodeClient
+
+THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
+CLOSE_WORKERS = 64
+
+
+class TimedSupernodeClient(SupernodeClient):
+    """A SupernodeClient that records how long each register and schedule call took."""
+
+    def __init__(self, address: str, record: PeerRecord, clock: Callable[[], float]):
+        super().__init__(address)
+        self.record = record
+        self.clock = clock
+
+    def register(self, request: RegisterRequest):
+        began = self.clock()
+        reply = super().register(request)
+        self.record.calls.append(CallRecord("register", self.clock() - began, False))
+        return reply
+
+    def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
+        began = self.clock()
+        state = super().schedule(task_id, request)
+        self.record.calls.append(CallRecord("schedule", self.clock() - began, request.wait_s > 0,
+                                            len(state.pieces)))
+        return state
+
+
+class SimulatedPeer:
+    def __init__(self, index: int, wave: int, config: BenchConfig, url: str, folder: str,
+                 clock: Callable[[], float]):
+        self.record = PeerRecord(index, wave)
+        self.config = config
+        self.url = url
+        self.clock = clock
+        self.peer_id = "bench-%d-%s" % (index, uuid.uuid4().hex[:8])
+        self.path = os.path.join(folder, "peer-%d.part" % index)
+        self.uploader = UploaderApp()
+        self.listener: Optional[Listener] = None
+        self.supernode: Optional[TimedSupernodeClient] = None
+        self.storage: Optional[PieceFile] = None
+        self.task_id = ""
+
+    def run(self, deadline: float) -> None:
+        began = self.clock()
+        try:
+            self.listener = Listener("bench-peer-%d" % self.record.index,
+                                     parse_hostport(self.config.upload_listen, 0), self.uploader).start()
+            self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock)
+            host = self.config.advertise or self.supernode.local_host()
+            request = RegisterRequest(url=self.url, peer_id=self.peer_id,
+                                      peer_port=self.listener.address[1], peer_host=host)
+            self.storage = storage = PieceFile(self.path)
+            download = P2PDownload(self.supernode, request, storage, self.config.parallel,
+                                   self.config.piece_timeout_s, deadline,
+                                   on_registered=self._registered, clock=self.clock)
+            download.run()
+            self.record.seconds = self.clock() - began
+            self.record.length = storage.length or 0
+            self.record.bytes_from_supernode = download.split.supernode
+            self.record.bytes_from_peers = download.split.peers
+        except errors.DflyError as e:
+            self.record.error = "%s: %s" % (type(e).__name__, e)
+        except OSError as e:   # no port, no file descriptor, no thread
+            self.record.error = "%s: %s" % (type(e).__name__, e)
+        except RuntimeError as e:   # "can't start new thread"
+            self.record.error = "RuntimeError: %s" % e
+
+    def _registered(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.uploader.publish(task_id, self.storage)
+
+    def close(self) -> None:
+        if self.supernode is not None:
+            if self.task_id:
+                try:
+                    self.supernode.leave(self.task_id, self.peer_id)
+                except errors.DflyError:
+                    pass
+            self.supernode.close()
+        if self.listener is not None:
+            self.listener.stop(drain_s=5.0)
+        if self.storage is not None:
+            self.storage.close()
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monotonic) -> dict:
+    """Run the simulated peers against the supernode; the summary (report.summarize)."""
+    if not config.supernode:
+        raise ValueError("--supernode is required: the supernode to measure")
+    if config.peers < 1 or config.waves < 1 or config.parallel < 1:
+        raise ValueError("--peers, --waves and --parallel must be at least 1")
+    _raise_file_limit(config.peers * (config.parallel + 4) + 64)
+    folder = config.data_dir or tempfile.mkdtemp(prefix="dfly-bench-")
+    os.makedirs(folder, exist_ok=True)
+    waves = min(config.waves, config.peers)
+    peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock)
+             for i in range(config.peers)]
+    old_stack = threading.stack_size(THREAD_STACK_BYTES)
+    threads: List[threading.Thread] = []
+    stop = threading.Event()
+    started = clock()
+    deadline = started + config.timeout_s
+    try:
+        for wave in range(waves):
+            if wave and stop.wait(max(0.0, started + wave * config.wave_interval_s - clock())):
+                break
+            for peer in peers:
+                if peer.record.wave == wave:
+                    thread = threading.Thread(target=peer.run, args=(deadline,), daemon=True,
+                                              name="bench-peer-%d" % peer.record.index)
+                    thread.start()
+                    threads.append(thread)
+        for thread in threads:
+            thread.join(max(0.1, deadline - clock() + config.piece_timeout_s + 10))
+        ended = clock()
+    finally:
+        stop.set()
+        threading.stack_size(old_stack)
+        with ThreadPoolExecutor(CLOSE_WORKERS, thread_name_prefix="bench-close") as pool:
+            list(pool.map(SimulatedPeer.close, peers))
+        if not config.data_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    for peer, thread in zip(peers, threads):
+        if thread.is_alive() and peer.record.error is None:
+            peer.record.error = "DownloadTimeout: still running at the deadline"
+    for peer in peers[len(threads):]:
+        peer.record.error = "Cancelled: never started"
+    return summarize([p.record for p in peers], ended - started)
+
+
+def _raise_file_limit(wanted: int) -> None:
+    """Each simulated peer holds a listener, a supernode connection and piece connections."""
+    try:
+        import resource
+    except ImportError:   # not a Unix: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

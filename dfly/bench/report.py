@@ -1,0 +1,102 @@
+"""What `dfly bench` prints, computed from plain records (pure: no I/O, no clock).
+
+Latency of the supernode is measured per call by the simulated peers. A
+schedule call that long-polls (nothing in flight, `wait_s` > 0) and comes back
+empty waited on purpose, so only schedule replies that asked not to wait or
+that carried pieces count as schedule latency; registrations always count.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class CallRecord:
+    kind: str          # "register" or "schedule"
+    seconds: float
+    waited: bool       # a long-poll that may have waited on purpose
+    pieces: int = 0
+
+
+@dataclass
+class PeerRecord:
+    index: int
+    wave: int
+    seconds: float = 0.0
+    length: int = 0
+    bytes_from_supernode: int = 0
+    bytes_from_peers: int = 0
+    error: Optional[str] = None
+    calls: List[CallRecord] = field(default_factory=list)
+
+
+def percentile(values: List[float], p: float) -> float:
+    """The nearest-rank p-th percentile (0 < p <= 100); nan for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def spread(values: List[float]) -> Dict[str, float]:
+    out = {"count": len(values)}
+    for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
+        out[name] = round(percentile(values, p), 4) if values else None
+    return out
+
+
+def summarize(peers: List[PeerRecord], wall_s: float) -> dict:
+    ok = [p for p in peers if p.error is None]
+    failed = [p for p in peers if p.error is not None]
+    calls = [c for p in peers for c in p.calls]
+    registers = [c.seconds for c in calls if c.kind == "register"]
+    schedules = [c.seconds for c in calls if c.kind == "schedule" and (not c.waited or c.pieces)]
+    total = sum(p.length for p in ok)
+    supernode = sum(p.bytes_from_supernode for p in ok)
+    from_peers = sum(p.bytes_from_peers for p in ok)
+    errors: Dict[str, int] = {}
+    for p in failed:
+        errors[p.error] = errors.get(p.error, 0) + 1
+    return {
+        "peers": len(peers), "succeeded": len(ok), "failed": len(failed),
+        "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
+        "wall_s": round(wall_s, 3),
+        "download_s": spread([p.seconds for p in ok]),
+        "throughput_bytes_per_s": round(total / wall_s) if wall_s > 0 else None,
+        "bytes": {"total": total, "source": 0, "supernode": supernode, "peers": from_peers},
+        "peer_share": round(from_peers / total, 4) if total else None,
+        "register_latency_s": spread(registers),
+        "schedule_latency_s": spread(schedules),
+        "schedule_calls": len([c for c in calls if c.kind == "schedule"]),
+    }
+
+
+def render(summary: dict, url: str) -> str:
+    """The human-readable report."""
+    def ms(d: dict) -> str:
+        if not d["count"]:
+            return "none"
+        return "p50 %.1f  p90 %.1f  p99 %.1f  max %.1f ms (%d calls)" % (
+            d["p50"] * 1000, d["p90"] * 1000, d["p99"] * 1000, d["max"] * 1000, d["count"])
+
+    def secs(d: dict) -> str:
+        if not d["count"]:
+            return "none"
+        return "p50 %.3f  p90 %.3f  p99 %.3f  max %.3f s" % (d["p50"], d["p90"], d["p99"], d["max"])
+
+    b = summary["bytes"]
+    lines = [
+        "dfly bench: %d peers for %s in %.2f s: %d ok, %d failed"
+        % (summary["peers"], url, summary["wall_s"], summary["succeeded"], summary["failed"]),
+        "  download time     %s" % secs(summary["download_s"]),
+        "  throughput        %.1f MiB/s, all peers together"
+        % ((summary["throughput_bytes_per_s"] or 0) / 1048576.0),
+        "  bytes             %d from source, %d from supernode, %d from peers (%.1f%% peers)"
+        % (b["source"], b["supernode"], b["peers"], 100 * (summary["peer_share"] or 0)),
+        "  register latency  %s" % ms(summary["register_latency_s"]),
+        "  schedule latency  %s" % ms(summary["schedule_latency_s"]),
+    ]
+    for error, count in summary["errors"].items():
+        lines.append("  failure x%d: %s" % (count, error))
+    return "\n".join(lines) + "\n"

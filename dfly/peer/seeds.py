@@ -1,0 +1,74 @@
+"""How each cached file is offered to peers, kept beside the cache so that a
+restarted daemon (or one whose supernode forgot it) can announce them again.
+
+One small JSON file per cache key: the task's URL, digest, identifier, filters
+and piece size. Credentials are never written: after a restart the daemon
+announces without them, which is enough while the supernode still holds the
+task (it keeps the headers its registrants gave it).
+
+    seeds/<key>.json   {"url": ..., "digest": ..., "identifier": ..., "filters": [...], "piece_size": N}
+"""
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+log = logging.getLogger("dfly.daemon")
+
+
+@dataclass(frozen=True)
+class Seed:
+    url: str
+    piece_size: int
+    digest: Optional[str] = None
+    identifier: Optional[str] = None
+    filters: List[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, value: dict) -> "Seed":
+        seed = cls(url=value["url"], piece_size=int(value["piece_size"]), digest=value.get("digest"),
+                   identifier=value.get("identifier"), filters=list(value.get("filters") or []))
+        if not isinstance(seed.url, str) or seed.piece_size <= 0:
+            raise ValueError("bad seed record")
+        return seed
+
+
+class SeedBook:
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+
+    def put(self, key: str, seed: Seed) -> None:
+        path = self._path(key)
+        temp = path + ".tmp"
+        try:
+            with open(temp, "w") as f:
+                json.dump(asdict(seed), f)
+            os.replace(temp, path)
+        except OSError as e:   # a full disk costs the re-announce after a restart, nothing else
+            log.warning("cannot record how to announce %s: %s", key, e)
+            _remove(temp)
+
+    def get(self, key: str) -> Optional[Seed]:
+        try:
+            with open(self._path(key)) as f:
+                return Seed.parse(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove(self, key: str) -> None:
+        _remove(self._path(key))
+
+    def keys(self) -> List[str]:
+        return sorted(name[:-5] for name in os.listdir(self.root) if name.endswith(".json"))
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, key + ".json")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

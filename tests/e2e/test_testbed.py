@@ -1,0 +1,60 @@
+"""The multi-host testbed (bench/testbed.py) at smoke size, so it cannot rot:
+3 hosts in network namespaces at 100 Mbit/s, a 4 MiB file, curl and dfly."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _why_not() -> str:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "the testbed needs root (network namespaces, tc)"
+    for tool in ("ip", "tc", "curl"):
+        if shutil.which(tool) is None:
+            return "%s is not installed" % tool
+    if not os.access(NGINX, os.X_OK):
+        return "nginx is not installed"
+    return ""
+
+
+def _namespaces():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith("dflytb-")}
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+@pytest.mark.time_limit(90)
+def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about_once(tmp_path):
+    before = _namespaces()
+    out, svg = tmp_path / "testbed.json", tmp_path / "testbed.svg"
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "3",
+                           "--size", "4M", "--seed-for", "10s", "--out", str(out), "--svg", str(svg)],
+                          capture_output=True, text=True, timeout=80)
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["scenario"]: r for r in result["rows"]}
+    assert set(rows) == {"baseline", "dfly"}
+    assert rows["baseline"]["origin_egress_x"] >= 2.9            # three copies from nginx
+    assert rows["dfly"]["origin_egress_x"] <= 1.05               # one copy from the supernode
+    assert rows["dfly"]["bytes_from_peers"] >= 2 * result["size"] * 0.9
+    assert rows["dfly"]["nginx_body_bytes"] == result["size"]
+    assert result["clean_after"]
+    assert svg.read_text().startswith("<svg")
+    assert _namespaces() == before                               # nothing left behind
+
+
+def test_testbed_refuses_clearly_without_root_or_tools():
+    if _why_not() == "":
+        pytest.skip("everything the testbed needs is here")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "2"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "testbed:" in proc.stderr

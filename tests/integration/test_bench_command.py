@@ -1,0 +1,60 @@
+"""`dfly bench`: simulated peers in one process against a real supernode and origin."""
+import json
+
+import pytest
+from helpers import MiB, content
+
+from dfly import options
+from dfly.bench import app
+from dfly.bench.config import BenchConfig
+from dfly.cli import main
+
+
+@pytest.mark.time_limit(60)
+def test_bench_json_reports_times_latencies_and_the_byte_split(origin, supernode, capsys, tmp_path):
+    src = origin.add("bench.bin", content(12 * MiB, seed=7))   # three 4 MiB pieces
+
+    code = main(["bench", src.url, "--supernode", supernode.address, "--peers", "6",
+                 "--upload-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "copies"), "--json"])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert summary["peers"] == summary["succeeded"] == 6 and summary["failed"] == 0
+    assert summary["bytes"]["total"] == 6 * src.size
+    assert summary["bytes"]["supernode"] + summary["bytes"]["peers"] == 6 * src.size
+    assert summary["bytes"]["peers"] > 0
+    assert origin.body_bytes("bench.bin") == src.size
+    for key in ("p50", "p90", "p99", "max"):
+        assert summary["download_s"][key] > 0
+    assert summary["register_latency_s"]["count"] == 6
+    assert summary["schedule_latency_s"]["count"] >= 6
+    assert list((tmp_path / "copies").iterdir()) == []   # copies removed afterwards
+
+
+@pytest.mark.time_limit(60)
+def test_bench_in_waves_lets_late_peers_fetch_from_early_ones(origin, supernode):
+    src = origin.add("waves.bin", content(8 * MiB, seed=8))
+    config = options.build(BenchConfig, None, None, supernode=supernode.address, peers=6, waves=3,
+                           wave_interval_s=0.2, upload_listen="127.0.0.1:0")
+
+    summary = app.run(config, src.url)
+
+    assert summary["succeeded"] == 6
+    assert summary["bytes"]["supernode"] <= 2 * src.size
+    assert summary["peer_share"] >= 0.5
+
+
+@pytest.mark.time_limit(60)
+def test_bench_counts_failures_and_exits_nonzero_when_the_source_is_missing(origin, supernode, capsys):
+    code = main(["bench", origin.url("missing.bin"), "--supernode", supernode.address,
+                 "--peers", "3", "--upload-listen", "127.0.0.1:0", "--timeout", "20s"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "0 ok, 3 failed" in out
+    assert "SourceError" in out
+
+
+def test_bench_without_a_supernode_is_a_usage_error(capsys):
+    assert main(["bench", "http://127.0.0.1:1/x"]) == 2
+    assert "--supernode is required" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""A small token server for the registry's `auth: token` mode (the Docker
+registry token protocol), with the key and self-signed certificate it signs
+with generated here (the `cryptography` package: tests only, dfly stays stdlib).
+
+GET /token?service=S&scope=repository:NAME:pull[,push] with HTTP Basic auth of
+USER:PASSWORD answers {"token", "access_token", "expires_in"}: an RS256 JWT whose
+x5c header carries the certificate the registry trusts (its rootcertbundle).
+Wrong or missing credentials are a 401. Every request is recorded, so a test can
+tell who asked for tokens, with what scope.
+"""
+import base64
+import datetime
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import List, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+SERVICE = "dfly-test-registry"
+ISSUER = "dfly-test-issuer"
+TOKEN_TTL_S = 300
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenRequest:
+    user: str       # "" when no (valid) credentials came
+    scope: str
+    granted: bool
+
+
+class TokenServer:
+    """Start with TokenServer(cert_path, user, password); stop() at teardown."""
+
+    def __init__(self, cert_path: str, user: str, password: str):
+        self.user, self.password = user, password
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dfly test token signer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                      .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                      .not_valid_before(now - datetime.timedelta(hours=1))
+                      .not_valid_after(now + datetime.timedelta(days=1))
+                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                      .sign(self._key, hashes.SHA256()))
+        with open(cert_path, "wb") as f:
+            f.write(self._cert.public_bytes(serialization.Encoding.PEM))
+        self.cert_path = cert_path
+        self.requests: List[TokenRequest] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="test-token-server",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def realm(self) -> str:
+        return "http://127.0.0.1:%d/token" % self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+    def granted(self) -> List[TokenRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.granted]
+
+    def token(self, scope: str, subject: str) -> str:
+        """A signed JWT granting what `scope` asks (space-separated resource scopes)."""
+        access = []
+        for item in scope.split():
+            kind, _, rest = item.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        der = self._cert.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {"iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": now + TOKEN_TTL_S,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        signing_input = "%s.%s" % (_b64url(json.dumps(header).encode()),
+                                   _b64url(json.dumps(claims).encode()))
+        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return "%s.%s" % (signing_input, _b64url(signature))
+
+    def _check(self, authorization: str) -> Tuple[bool, str]:
+        if not authorization.startswith("Basic "):
+            return False, ""
+        try:
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        except ValueError:
+            return False, ""
+        return (user == self.user and password == self.password), user
+
+    def _record(self, request: TokenRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+def _handler_for(server: TokenServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            query = parse_qs(urlsplit(self.path).query)
+            scope = " ".join(query.get("scope", []))
+            ok, user = server._check(self.headers.get("Authorization", ""))
+            server._record(TokenRequest(user if ok else "", scope, ok))
+            if not ok or query.get("service", [""])[0] != SERVICE:
+                body = b'{"details": "bad credentials"}'
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="dfly-test-tokens"')
+            else:
+                token = server.token(scope, user)
+                body = json.dumps({"token": token, "access_token": token,
+                                   "expires_in": TOKEN_TTL_S}).encode()
+                self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
