@@ -1,6 +1,8 @@
 """A small token server for the registry's `auth: token` mode (the Docker
 registry token protocol), with the key and self-signed certificate it signs
-with generated here (the `cryptography` package: tests only, dfly stays stdlib).
+with generated here: by the `cryptography` package when it is installed, else
+by the `openssl` command (tests only; dfly itself stays stdlib). HAVE_SIGNER
+says whether either is there.
 
 GET /token?service=S&scope=repository:NAME:pull[,push] with HTTP Basic auth of
 USER:PASSWORD answers {"token", "access_token", "expires_in"}: an RS256 JWT whose
@@ -11,6 +13,10 @@ tell who asked for tokens, with what scope.
 import base64
 import datetime
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -19,10 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509.oid import NameOID
+    HAVE_CRYPTOGRAPHY = True
+except ImportError:
+    HAVE_CRYPTOGRAPHY = False
+OPENSSL = shutil.which("openssl")
+HAVE_SIGNER = HAVE_CRYPTOGRAPHY or bool(OPENSSL)
 
 SERVICE = "dfly-test-registry"
 ISSUER = "dfly-test-issuer"
@@ -40,22 +52,56 @@ class TokenRequest:
     granted: bool
 
 
-class TokenServer:
-    """Start with TokenServer(cert_path, user, password); stop() at teardown."""
+class _CryptographySigner:
+    """An RSA key and its self-signed certificate, made in-process."""
 
-    def __init__(self, cert_path: str, user: str, password: str):
-        self.user, self.password = user, password
+    def __init__(self, cert_path: str):
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dfly test token signer")])
         now = datetime.datetime.now(datetime.timezone.utc)
-        self._cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                      .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-                      .not_valid_before(now - datetime.timedelta(hours=1))
-                      .not_valid_after(now + datetime.timedelta(days=1))
-                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                      .sign(self._key, hashes.SHA256()))
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self._key, hashes.SHA256()))
         with open(cert_path, "wb") as f:
-            f.write(self._cert.public_bytes(serialization.Encoding.PEM))
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+class _OpensslSigner:
+    """The same made and used by the `openssl` command; the key stays in a private folder."""
+
+    def __init__(self, cert_path: str):
+        self._folder = tempfile.mkdtemp(prefix="dfly-token-key-")
+        self._key_path = os.path.join(self._folder, "key.pem")
+        self._run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout",
+                  self._key_path, "-out", cert_path, "-subj", "/CN=dfly test token signer")
+        self.cert_der = self._run("x509", "-in", cert_path, "-outform", "DER")
+
+    def sign(self, data: bytes) -> bytes:
+        return self._run("dgst", "-sha256", "-sign", self._key_path, stdin=data)
+
+    def close(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    @staticmethod
+    def _run(*args: str, stdin: bytes = b"") -> bytes:
+        return subprocess.run([OPENSSL] + list(args), input=stdin, capture_output=True,
+                              check=True, timeout=30).stdout
+
+
+class TokenServer:
+    """Start with TokenServer(cert_path, user, password); stop() at teardown."""
+
+    def __init__(self, cert_path: str, user: str, password: str, use_openssl: bool = False):
+        self.user, self.password = user, password
+        self._signer = (_CryptographySigner(cert_path) if HAVE_CRYPTOGRAPHY and not use_openssl
+                        else _OpensslSigner(cert_path))
         self.cert_path = cert_path
         self.requests: List[TokenRequest] = []
         self._lock = threading.Lock()
@@ -73,6 +119,8 @@ class TokenServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(10)
+        if hasattr(self._signer, "close"):
+            self._signer.close()
 
     def granted(self) -> List[TokenRequest]:
         with self._lock:
@@ -86,13 +134,12 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        der = self._cert.public_bytes(serialization.Encoding.DER)
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self._signer.cert_der).decode()]}
         claims = {"iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": now + TOKEN_TTL_S,
                   "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
         signing_input = "%s.%s" % (_b64url(json.dumps(header).encode()),
                                    _b64url(json.dumps(claims).encode()))
-        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        signature = self._signer.sign(signing_input.encode())
         return "%s.%s" % (signing_input, _b64url(signature))
 
     def _check(self, authorization: str) -> Tuple[bool, str]:

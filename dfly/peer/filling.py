@@ -15,7 +15,7 @@ is renamed into the cache, or evicted from it.
 import os
 import threading
 import time
-from typing import Iterator, Optional, Set, Tuple
+from typing import Optional, Set, Tuple
 
 from dfly.errors import DownloadTimeout, LocalIOError, NotFound
 from dfly.protocol.pieces import piece_count
@@ -111,20 +111,10 @@ class FillReader:
                     return file, end
                 storage.cond.wait(self._left(POLL_S))
 
-    def spans(self, first: int, end: int) -> Iterator[Tuple[object, int, int]]:
-        """(file, offset, count) covering first..end-1 in order, each yielded once it may go
-        out; raises the fill's error (so the body is cut short). Closes the reader."""
-        pos = first
-        try:
-            while pos < end:
-                file, ready = self.wait_past(pos)
-                if ready <= pos:
-                    raise LocalIOError("the file ended at %d of %d bytes" % (pos, end))
-                count = min(ready, end) - pos
-                yield file, pos, count
-                pos += count
-        finally:
-            self.close()
+    def spans(self, first: int, end: int) -> "FillSpans":
+        """(file, offset, count) covering first..end-1 in order, each given once it may go
+        out; raises the fill's error (so the body is cut short). Closing it closes the reader."""
+        return FillSpans(self, first, end)
 
     def close(self) -> None:
         if self._file is not None:
@@ -181,6 +171,37 @@ class FillReader:
             raise NotFound("the cached file %s is gone: %s" % (self.filling.key, e.strerror or e))
         self._file_of = storage
         return self._file
+
+
+class FillSpans:
+    """FillReader.spans: an iterator that closes its reader when it ends, fails or is closed
+    (also when it was never started: a client gone before the body)."""
+
+    def __init__(self, reader: FillReader, first: int, end: int):
+        self.reader = reader
+        self.pos = first
+        self.end = end
+
+    def __iter__(self) -> "FillSpans":
+        return self
+
+    def __next__(self) -> Tuple[object, int, int]:
+        if self.pos >= self.end:
+            self.close()
+            raise StopIteration
+        try:
+            file, ready = self.reader.wait_past(self.pos)
+            if ready <= self.pos:
+                raise LocalIOError("the file ended at %d of %d bytes" % (self.pos, self.end))
+        except BaseException:
+            self.close()
+            raise
+        span = (file, self.pos, min(ready, self.end) - self.pos)
+        self.pos += span[2]
+        return span
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def _wake(storage) -> None:

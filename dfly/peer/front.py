@@ -40,8 +40,9 @@ class Streamed:
 @dataclass
 class Spans:
     """A body of `length` bytes sent from files with sendfile: `spans` yields (file,
-    offset, count) in order, waiting while the file grows; a DflyError from it cuts the
-    body short (the client sees a truncated transfer, never a wrong whole one)."""
+    offset, count) in order, waiting while the file grows, and has close(); a DflyError
+    from it cuts the body short (the client sees a truncated transfer, never a wrong
+    whole one)."""
     spans: Iterator[Tuple[object, int, int]]
     length: int
 

@@ -10,11 +10,7 @@ import os
 import pytest
 from daemons import DaemonFactory, fetch, stats
 from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
-
-try:
-    from tokens import TokenServer
-except ImportError:   # the token server signs with the `cryptography` package
-    TokenServer = None
+from tokens import HAVE_SIGNER, TokenServer
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 CREDS = "%s:%s" % (USER, PASSWORD)
@@ -29,8 +25,8 @@ def private(tmp_path):
 
 @pytest.fixture
 def token_server(tmp_path):
-    if TokenServer is None:
-        pytest.skip("the token server needs the cryptography package")
+    if not HAVE_SIGNER:
+        pytest.skip("the token server signs with the cryptography package or the openssl command")
     server = TokenServer(str(tmp_path / "token-signer.pem"), USER, PASSWORD)
     yield server
     server.stop()
