@@ -24,7 +24,7 @@ class Settings:
 
 
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser = argparse.ArgumentParser()
     add_arguments(parser, Settings)
     return parser.parse_args(argv)
 
