@@ -304,7 +304,10 @@ class Client:
                 except SupernodeDown as e:
                     if isinstance(e, SwarmStuck):   # alive, but its swarm cannot deliver
                         leave_quietly(download.supernode.address, download.task_id, self.peer_id)
-                    elif download is not None and download.task_id and give_up_at is None:
+                    elif download is not None and give_up_at is None and (
+                            download.task_id or download.supernode.address != address):
+                        # A supernode answered (even if only to redirect us to a member
+                        # that just died): the cluster will re-own the task, so wait.
                         give_up_at = self.clock() + self.config.failover_s
                     log.warning("%s; trying the next supernode", e)
                 except BaseException:

@@ -122,7 +122,12 @@ class P2PDownload:
         self._done, self._failed = [], []
         self._apply(state)
         for order in state.pieces:
-            if order.num not in self._inflight and not self.storage.has(order.num):
+            if self.storage.has(order.num):
+                # Offered a piece we hold: a supernode that took the task over did not
+                # know it yet when we re-announced. Say so again, or the assignment
+                # stays open and others wait for it.
+                self._done.append(order.num)
+            elif order.num not in self._inflight:
                 self._inflight[order.num] = order
                 self._jobs.put(order)
         if self._inflight:
