@@ -37,8 +37,10 @@ class Fetch:
 
     def __init__(self, task: Task, timeout_s: float, bucket: Optional[TokenBucket],
                  clock: Callable[[], float] = time.monotonic, orphan_grace_s: float = 2.0,
-                 stop: Optional[threading.Event] = None):
+                 stop: Optional[threading.Event] = None,
+                 before_offer: Callable[[Task, int, str], None] = lambda task, num, sha: None):
         self.task = task
+        self.before_offer = before_offer   # e.g. copy the digest to the other cluster members
         self.adopting = task.adopted_at is not None   # taking over from a dead member
         self.orphan_grace_s = orphan_grace_s
         self.stop = stop or threading.Event()
@@ -271,6 +273,7 @@ class Fetch:
 
     def _piece_done(self, hexdigest: str) -> None:
         task = self.task
+        self.before_offer(task, len(task.digests), hexdigest)
         with task.cond:
             task.piece_written(hexdigest)
             task.save_meta()

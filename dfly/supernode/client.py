@@ -70,6 +70,10 @@ class SupernodeClient:
         """A task's metadata (URL, geometry, piece digests) from the member serving it."""
         return self._call("GET", "/v1/cluster/tasks/%s" % task_id, headers={CLUSTER_HEADER: token})
 
+    def put_replica(self, task_id: str, replica: dict, token: str) -> None:
+        """Copy a task's metadata (with its newest piece digest) to a member."""
+        self._call("PUT", "/v1/cluster/tasks/%s" % task_id, replica, headers={CLUSTER_HEADER: token})
+
     def cluster(self) -> dict:
         return self._call("GET", "/v1/cluster")
 

@@ -12,6 +12,7 @@ Routes (docs/PROTOCOL.md):
   GET  /v1/cluster                          -> members, their health, task owners
   POST /v1/cluster/ping                     -> member to member: alive, tasks served
   GET  /v1/cluster/tasks/{id}               -> member to member: a task's metadata
+  PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.supernode.client import CLUSTER_HEADER
@@ -29,6 +30,7 @@ _ROUTES = [
     ("GET", r"/v1/cluster", "cluster"),
     ("POST", r"/v1/cluster/ping", "ping"),
     ("GET", r"/v1/cluster/tasks/(?P<tid>[^/]+)", "replica"),
+    ("PUT", r"/v1/cluster/tasks/(?P<tid>[^/]+)", "replica_pushed"),
 ]
 ROUTES = compile_routes(_ROUTES)
 
@@ -75,3 +77,7 @@ class SupernodeApp:
 
     def replica(self, request: Request, tid: str) -> Response:
         return Response.json(self.supernode.replica_of(request.headers.get(CLUSTER_HEADER, ""), tid))
+
+    def replica_pushed(self, request: Request, tid: str) -> Response:
+        return Response.json(self.supernode.replica_pushed(request.headers.get(CLUSTER_HEADER, ""),
+                                                           tid, request.json()))

@@ -207,7 +207,8 @@ class Supernode:
             return
         task.fetching = True
         fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
-                      orphan_grace_s=self.config.adopt_grace_s, stop=self._stop)
+                      orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
+                      **({"before_offer": self._copy_digest} if self.membership is not None else {}))
         threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
                          name="fetch-" + task.task_id[:12]).start()
 
@@ -272,6 +273,34 @@ class Supernode:
             raise BadRequest("ping needs 'member' and 'active'")
         self.membership.heard_from(member, [t for t in active if isinstance(t, str)], self.clock())
         return {"member": self.me, "active": self._active_ids(), "tasks": self._served_counts()}
+
+    def _copy_digest(self, task: Task, num: int, sha256_hex: str) -> None:
+        """Before piece `num` is offered to any peer, give its digest to every live
+        member, so whoever takes the task over knows every piece a peer can hold."""
+        with task.cond:
+            replica = task.replica()
+        replica["digests"] = replica["digests"][:num] + [sha256_hex]
+        for member in self.membership.alive(self.clock()):
+            if member == self.me:
+                continue
+            client = SupernodeClient(member, timeout_s=1.0)
+            try:
+                client.put_replica(task.task_id, replica, self.cluster_token)
+            except DflyError as e:
+                log.debug("copying task %s to %s failed: %s", task.task_id[:12], member, e)
+            finally:
+                client.close()
+
+    def replica_pushed(self, token: str, tid: str, body: dict) -> dict:
+        """A member copied a task's metadata to us, digests up to its newest piece."""
+        self.check_member(token)
+        if not TASK_ID.match(tid) or not isinstance(body.get("digests"), list):
+            raise BadRequest("bad replica")
+        with self._lock:
+            serving = tid in self._tasks
+        if not serving and len(body["digests"]) > self.replicas.count(tid):
+            self.replicas.put(tid, body)
+        return {"ok": True}
 
     def replica_of(self, token: str, tid: str) -> dict:
         self.check_member(token)
