@@ -137,8 +137,9 @@ def test_download_survives_the_owner_supernode_killed_mid_transfer(cluster, orig
     # The survivors resumed from where the owner stopped: the origin sent the file
     # about once (a piece or two cut twice, and what no surviving peer held).
     piece = 4 * MiB
-    # Bound: pieces cut after the last digest copy (one ping) are fetched twice.
-    assert origin.body_bytes("big.bin") <= size + 5 * piece, origin.body_bytes("big.bin")
+    # Digests reach the other members before a piece is offered, so what the
+    # origin sends twice is the piece being cut at the kill (and socket buffers).
+    assert origin.body_bytes("big.bin") <= size + 2 * piece, origin.body_bytes("big.bin")
     survivors = [a for a in addresses if a != owner_addr]
     wait_until(lambda: not _all_alive(survivors[0], 3), timeout=5)
 
