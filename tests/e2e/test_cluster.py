@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -84,6 +85,15 @@ def cluster(tmp_path):
         m.stop()
 
 
+def _start_all(cluster):
+    """Start every member and wait until each sees all the others; their addresses."""
+    for m in cluster:
+        m.start()
+    addresses = [m.address for m in cluster]
+    wait_until(lambda: all(_all_alive(a, len(cluster)) for a in addresses), timeout=15)
+    return addresses
+
+
 def _all_alive(address, n):
     client = SupernodeClient(address, timeout_s=1)
     try:
@@ -96,10 +106,7 @@ def _all_alive(address, n):
 
 @pytest.mark.time_limit(90)
 def test_download_survives_the_owner_supernode_killed_mid_transfer(cluster, origin, tmp_path):
-    for m in cluster:
-        m.start()
-    addresses = [m.address for m in cluster]
-    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    addresses = _start_all(cluster)
     size = 64 * MiB
     src = origin.add("big.bin", content(size, seed=11))
     origin.fault("big.bin", chunk_delay_s=0.01)        # ~25 MB/s: slow enough to die midway
@@ -163,12 +170,9 @@ def test_a_restarted_supernode_serves_its_cache_without_the_source(cluster, orig
 
 @pytest.mark.time_limit(60)
 def test_two_clients_at_two_members_at_once_cause_one_source_fetch(cluster, origin, tmp_path):
-    for m in cluster:
-        m.start()
-    addresses = [m.address for m in cluster]
-    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    addresses = _start_all(cluster)
     src = origin.add("f.bin", content(12 * MiB, seed=13))
-    hold = origin.fault("f.bin", Fault(hold=__import__("threading").Event()))
+    hold = origin.fault("f.bin", Fault(hold=threading.Event()))
     clients = []
     for i, address in enumerate(addresses):
         os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
@@ -246,10 +250,7 @@ def test_split_brain_costs_a_second_fetch_but_never_bad_data(tmp_path, origin):
 
 @pytest.mark.time_limit(60)
 def test_a_detached_seeder_announces_itself_to_the_new_owner(cluster, origin, tmp_path):
-    for m in cluster:
-        m.start()
-    addresses = [m.address for m in cluster]
-    wait_until(lambda: all(_all_alive(a, 3) for a in addresses), timeout=15)
+    addresses = _start_all(cluster)
     src = origin.add("f.bin", content(9 * MiB, seed=15))
     tid = task_id(src.url, digest=src.digest)
     owner = next(m for m in cluster if m.address == rendezvous_owner(tid, addresses))
@@ -274,8 +275,11 @@ def test_a_detached_seeder_announces_itself_to_the_new_owner(cluster, origin, tm
 
 
 def _replicated(address, tid):
-    status = SupernodeClient(address, timeout_s=1).cluster()
-    return any(t["task_id"] == tid for t in status["tasks"])
+    client = SupernodeClient(address, timeout_s=1)
+    try:
+        return any(t["task_id"] == tid for t in client.cluster()["tasks"])
+    finally:
+        client.close()
 
 
 def _peers_of(address, tid):

@@ -4,6 +4,7 @@
 import os
 
 import pytest
+from daemons import DaemonFactory
 
 from dfly.client import Client
 from dfly.supernode import app
@@ -67,3 +68,11 @@ def downloads(tmp_path):
     folder = tmp_path / "downloads"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """start(**DaemonConfig fields) -> a running `dfly daemon`; all stopped at teardown."""
+    factory = DaemonFactory(str(tmp_path / "daemons"))
+    yield factory
+    factory.stop_all()

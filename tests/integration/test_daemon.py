@@ -6,19 +6,12 @@ import os
 import time
 
 import pytest
-from daemons import DaemonFactory, stats
+from daemons import stats
 from helpers import MiB, content, refused_address, run_all, sha256_file, wait_until
 
 from dfly import cli
 from dfly.peer.daemon_client import DaemonClient
 from dfly.protocol.handoff import HandoffRequest
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 def _get(*args) -> int:

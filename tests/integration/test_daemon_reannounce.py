@@ -3,15 +3,8 @@ after the supernode restarted and forgot every task, it announces its cached
 blobs again (register, then every piece reported held), and later peers get
 them from it rather than from the supernode."""
 import pytest
-from daemons import DaemonFactory, fetch, registry_blob, stats
+from daemons import fetch, registry_blob, stats
 from helpers import MiB, content, wait_until
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 def _mirror(origin) -> str:

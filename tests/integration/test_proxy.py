@@ -8,19 +8,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from daemons import DaemonFactory, stats
+from daemons import stats
 from helpers import MiB, content, healthy, refused_address
 
 from dfly.httpd import parse_hostport
 
 RULES = ["direct \\.json$", "p2p /big/"]
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import base64
 import os
 
 import pytest
-from daemons import DaemonFactory, fetch, stats
+from daemons import fetch, stats
 from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
 from tokens import HAVE_SIGNER, TokenServer
 
@@ -38,13 +38,6 @@ def token_registry(tmp_path, token_server):
                        token_cert=token_server.cert_path)
     yield running
     running.stop()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 def _basic(user: str, password: str) -> str:

@@ -7,17 +7,10 @@ import os
 import socket
 
 import pytest
-from daemons import DaemonFactory, fetch, stats
+from daemons import fetch, stats
 from helpers import MiB, content, healthy, raw_exchange, refused_address, status_of
 
 from dfly.httpd import parse_hostport
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 def _registry_blob(origin, data: bytes, repo: str = "team/app", served: bytes = b""):

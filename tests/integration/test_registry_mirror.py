@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from daemons import DaemonFactory, fetch, stats
+from daemons import fetch, stats
 from helpers import run_all
 from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push
 
@@ -22,13 +22,6 @@ def registry(tmp_path):
     running = Registry(str(tmp_path / "registry"))
     yield running
     running.stop()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 @pytest.fixture

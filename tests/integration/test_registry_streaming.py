@@ -11,20 +11,13 @@ import http.client
 import threading
 
 import pytest
-from daemons import DaemonFactory, registry_blob, stats
+from daemons import registry_blob, stats
 from helpers import MiB, content
 
 from dfly.httpd import parse_hostport
 from dfly.protocol.task import task_id
 
 PIECE = 4 * MiB
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    yield factory
-    factory.stop_all()
 
 
 def _open(running, path: str, headers=None):
