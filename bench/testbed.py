@@ -84,7 +84,7 @@ def delete_namespaces(names: List[str]) -> None:
 class Testbed:
     """A switch namespace with a bridge, an origin host and `hosts` client hosts."""
 
-    def __init__(self, hosts: int, rate_mbit: float, subnet: str = "10.77.0"):
+    def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0"):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -93,6 +93,7 @@ class Testbed:
         for i, ns in enumerate(self.clients, start=2):
             self.addr[ns] = "%s.%d" % (subnet, i)
         self.rate_mbit = rate_mbit
+        self.queue_packets = queue_packets
         self.made: List[str] = []
 
     @property
@@ -130,9 +131,10 @@ class Testbed:
         run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"])
         run(tc + ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
                   "rate", rate, "ceil", rate])
-        # A plain FIFO leaf: fq_codel and netem are often not built into CI kernels.
+        # A plain FIFO leaf (fq_codel and netem are often not built into CI kernels),
+        # as deep as a switch port's buffer rather than a host's 1000-packet txqueue.
         run(tc + ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo",
-                  "limit", "1000"])
+                  "limit", str(self.queue_packets)])
 
     def tx_bytes(self, ns: str) -> int:
         out = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
@@ -199,7 +201,9 @@ class OriginHost:
 
         def listening():
             if self.supernode.poll() is not None:
-                raise RuntimeError("supernode exited %s; see %s" % (self.supernode.returncode, log_path))
+                with open(log_path, "rb") as f:
+                    said = f.read()[-500:].decode("utf-8", "replace").strip()
+                raise RuntimeError("supernode exited %s: %s" % (self.supernode.returncode, said))
             with open(log_path, "rb") as f:
                 return b"listening on" in f.read()
         harness.wait_until(listening, 20, "the supernode's listening line")
@@ -391,6 +395,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--size", type=harness.parse_size, default=64 << 20, help="file size (default: 64M)")
     p.add_argument("--rate", type=float, default=100.0, help="link rate per host, Mbit/s, both "
                    "directions (default: %(default)s)")
+    p.add_argument("--queue", type=int, default=100, help="packets each link's FIFO holds "
+                   "(default: %(default)s, 12 ms at 100 Mbit/s)")
     p.add_argument("--scenarios", default="baseline,dfly", help="(default: %(default)s)")
     p.add_argument("--seed-for", default="30s", help="dfly get --seed-for (default: %(default)s)")
     p.add_argument("--get-arg", action="append", default=[], help="extra `dfly get` flag (repeatable)")
@@ -427,7 +433,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     timeout_s = args.timeout or lower_bound * max(counts) * 3 + 60
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
-    bed = Testbed(max(counts), args.rate)
+    if args.queue < 2:
+        p.error("--queue must be at least 2 packets")
+    bed = Testbed(max(counts), args.rate, args.queue)
     ws = None
     rows: List[dict] = []
     try:

@@ -25,7 +25,8 @@ from dfly.peer.filling import servable_end
 from dfly.peer.source import download_from_source
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
-from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.peer.verify import RunningDigest, check_file
+from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
@@ -274,15 +275,22 @@ class Client:
             bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
                    _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event())
-        task_id, via = self._via_supernodes(job), "p2p"
+        running = RunningDigest(storage, digest).start() if digest else None
+        try:
+            task_id, via = self._via_supernodes(job), "p2p"
+        finally:
+            if running is not None:
+                running.stop()
         if task_id is None:
             if self.config.no_back_source:
                 raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
                                             % (", ".join(self.config.supernode) or "none configured"))
             task_id, via = "", "source"
             self._from_source(job)
-        if digest:
-            _verify_file(storage.path, digest)
+        if running is not None and via == "p2p":
+            running.finish()
+        elif digest:   # the source rewrote the file: check all of it
+            check_file(storage.path, digest)
         split = job.split
         return DownloadResult(url, storage.path, storage.length or 0, task_id,
                               self.clock() - started, split.source, split.supernode, split.peers, via)
@@ -389,16 +397,6 @@ def _check_digest(digest: Optional[str]) -> None:
             parse_digest(digest)
         except ValueError as e:
             raise errors.BadRequest(str(e))
-
-
-def _verify_file(path: str, digest: str) -> None:
-    hasher = new_hasher(digest)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(block)
-    if hasher.hexdigest() != parse_digest(digest)[1]:
-        raise errors.DigestMismatch("downloaded content does not match %s (got %s:%s)"
-                                    % (digest, hasher.name, hasher.hexdigest()))
 
 
 def _progress_reporter(storage: PieceFile, progress: Optional[Progress]):

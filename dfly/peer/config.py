@@ -22,7 +22,7 @@ class PeerConfig:
     advertise: str = option("", "address other peers reach this host at "
                             "(default: the local address used to reach the supernode)", metavar="HOST")
     upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
-    parallel: int = option(8, "pieces fetched at once")
+    parallel: int = option(4, "pieces fetched at once")
     failover_s: float = option(15.0, "after the supernode in use dies, how long to keep trying the "
                                "others (a cluster re-owns a dead member's tasks)",
                                kind="duration", flag="--failover", metavar="DURATION")

@@ -40,7 +40,7 @@ class DaemonConfig:
     advertise: str = option("", "address other peers reach this host at "
                             "(default: the local address used to reach the supernode)", metavar="HOST")
     upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
-    parallel: int = option(8, "pieces fetched at once per download")
+    parallel: int = option(4, "pieces fetched at once per download")
     piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
                                     kind="duration", flag="--piece-timeout", metavar="DURATION")
     heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",

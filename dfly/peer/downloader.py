@@ -1,12 +1,16 @@
-"""One P2P download: the coordinator loop and its piece workers.
+"""One P2P download: the coordinator, its reporter and its piece workers.
 
-The coordinator is the only thread that talks to the supernode. Each round it
-reports the pieces finished or failed since the last round and asks for as many
-new pieces as it has free workers (long-polling when it has nothing in flight);
-workers fetch pieces from the holders named and hand results back on a queue.
-A verified piece is marked held at once, so the uploader serves it onward
-while the rest is still arriving. A holder that fails or lies is reported, and
-the supernode re-plans that piece from someone else.
+Three kinds of threads, each with one job, so no piece waits on another's:
+- the coordinator asks the supernode for as many pieces as there are free
+  workers and long-polls, so it hears of a piece the moment one becomes
+  assignable (a peer finished it, the supernode cut it);
+- piece workers fetch pieces from the holders named, verify them and mark them
+  held at once, so the uploader serves them onward while the rest arrives;
+- the reporter tells the supernode of finished or failed pieces as soon as
+  they settle, on its own connection, so others can fetch from us without
+  waiting for the coordinator's long-poll to return.
+A holder that fails or lies is reported, and the supernode re-plans that piece
+from someone else.
 """
 import queue
 import threading
@@ -22,8 +26,7 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.client import SupernodeClient, SupernodeDown
 from dfly.supernode.scheduler import SUPERNODE
 
-IDLE_WAIT_S = 2.0       # long-poll when nothing is in flight
-RESULT_WAIT_S = 0.5     # with pieces in flight, ask again at least this often
+POLL_WAIT_S = 2.0       # longest long-poll: bounds how late a cancel or deadline is seen
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
 
 
@@ -42,13 +45,6 @@ class ByteSplit:
     @property
     def total(self) -> int:
         return self.source + self.supernode + self.peers
-
-
-@dataclass
-class _Result:
-    order: PieceOrder
-    error: Optional[str] = None
-    fatal: Optional[BaseException] = None
 
 
 _ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch}
@@ -79,12 +75,17 @@ class P2PDownload:
         self.cancel = cancel or threading.Event()
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
-        self._results: queue.Queue[_Result] = queue.Queue()
-        self._inflight: Dict[int, PieceOrder] = {}
-        self._done: List[int] = []
-        self._failed: List[Failure] = []
         self._workers: List[threading.Thread] = []
+        # Shared by the three kinds of threads; notified whenever any of it changes.
+        self._lock = threading.Condition()
+        self._inflight: Dict[int, PieceOrder] = {}
+        self._done: List[int] = []           # verified, not reported yet
+        self._failed: List[Failure] = []     # failed, not reported yet
+        self._reporting = False              # the reporter has a report on the wire
+        self._fatal: Optional[BaseException] = None
         self._piece_failures: Dict[int, int] = {}
+        self._reporter: Optional[threading.Thread] = None
+        self._closing = False
 
     @property
     def peer_id(self) -> str:
@@ -95,49 +96,57 @@ class P2PDownload:
         self._start_workers()
         try:
             state = self._register()
+            self._start_reporter()
             while not self._finished(state):
                 self._check_deadline()
-                state = self._round()
-            self._report_final()
+                state = self._round(state)
+            self._flush_reports()
             return self.task_id
         finally:
-            self._stop_workers()
+            self._stop_threads()
 
     # rounds -------------------------------------------------------------------------
     def _register(self) -> TaskState:
         self.task_id, state = self.supernode.register(self.register_request)
         self.on_registered(self.task_id)
-        self._done = sorted(self.storage.held)   # re-announce what we hold after a re-register
+        with self._lock:   # re-announce what we hold after a re-register
+            self._done = sorted(set(self._done) | self.storage.held)
+            self._lock.notify_all()
         self._apply(state)
         return state
 
-    def _round(self) -> TaskState:
-        want = self.parallel - len(self._inflight)
-        request = ScheduleRequest(self.peer_id, self._done, self._failed, want, self.sequential,
-                                  0.0 if self._inflight else self._wait_s())
+    def _round(self, state: TaskState) -> TaskState:
+        with self._lock:
+            self._raise_fatal()
+            want = self.parallel - len(self._inflight)
+            if want <= 0:   # every worker busy: wait for one to finish
+                self._lock.wait(POLL_WAIT_S)
+                return state
+            # Reports not yet taken by the reporter ride along with this request.
+            done, failed, self._done, self._failed = self._done, self._failed, [], []
+        request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential, self._wait_s())
         try:
             state = self.supernode.schedule(self.task_id, request)
         except errors.Gone:
             return self._register()
-        self._done, self._failed = [], []
         self._apply(state)
-        for order in state.pieces:
-            if self.storage.has(order.num):
-                # Offered a piece we hold: a supernode that took the task over did not
-                # know it yet when we re-announced. Say so again, or the assignment
-                # stays open and others wait for it.
-                self._done.append(order.num)
-            elif order.num not in self._inflight:
-                self._inflight[order.num] = order
-                self._jobs.put(order)
-        if self._inflight:
-            self._collect()
+        with self._lock:
+            for order in state.pieces:
+                if self.storage.has(order.num):
+                    # Offered a piece we hold: a supernode that took the task over did not
+                    # know it yet when we re-announced. Say so again, or the assignment
+                    # stays open and others wait for it.
+                    self._done.append(order.num)
+                    self._lock.notify_all()
+                elif order.num not in self._inflight:
+                    self._inflight[order.num] = order
+                    self._jobs.put(order)
         return state
 
     def _wait_s(self) -> float:
         if self.deadline is None:
-            return IDLE_WAIT_S
-        return max(0.0, min(IDLE_WAIT_S, self.deadline - self.clock()))
+            return POLL_WAIT_S
+        return max(0.0, min(POLL_WAIT_S, self.deadline - self.clock()))
 
     def _apply(self, state: TaskState) -> None:
         if state.state == "failed":
@@ -147,50 +156,39 @@ class P2PDownload:
             self.storage.set_geometry(state.length, state.piece_size)
 
     def _finished(self, state: TaskState) -> bool:
-        return (state.piece_count is not None and state.length is not None
-                and len(self.storage.held) >= state.piece_count and not self._inflight)
+        with self._lock:
+            self._raise_fatal()
+            return (state.piece_count is not None and state.length is not None
+                    and len(self.storage.held) >= state.piece_count and not self._inflight)
 
-    def _collect(self) -> None:
-        """Wait for at least one result (bounded), then take all that are ready."""
-        try:
-            results = [self._results.get(timeout=RESULT_WAIT_S)]
-        except queue.Empty:
-            return
-        while True:
-            try:
-                results.append(self._results.get_nowait())
-            except queue.Empty:
-                break
-        for result in results:
-            self._settle(result)
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
 
-    def _settle(self, result: _Result) -> None:
-        order = result.order
-        self._inflight.pop(order.num, None)
-        if result.fatal is not None:
-            raise result.fatal
-        if result.error is not None:
-            self._failed.append(Failure(order.num, order.holder, result.error))
-            failures = self._piece_failures[order.num] = self._piece_failures.get(order.num, 0) + 1
-            if failures >= MAX_PIECE_FAILURES:
-                raise SwarmStuck("piece %d failed %d times (last from %s: %s)"
-                                 % (order.num, failures, order.holder, result.error))
-            return
-        self.storage.mark_held(order.num)
-        self._done.append(order.num)
-        if order.holder == SUPERNODE:
-            self.split.supernode += order.size
-        else:
-            self.split.peers += order.size
-            self.split.by_peer[order.holder] = self.split.by_peer.get(order.holder, 0) + order.size
-        self.on_progress(self.split)
-
-    def _report_final(self) -> None:
-        """Tell the supernode about the last pieces, so others can fetch them from us."""
-        if self._done or self._failed:
-            self.supernode.schedule(self.task_id, ScheduleRequest(self.peer_id, self._done,
-                                                                  self._failed, want=0))
-            self._done, self._failed = [], []
+    def _settle(self, order: PieceOrder, error: Optional[str] = None,
+                fatal: Optional[BaseException] = None) -> None:
+        """A worker's result: count it, queue its report, free the worker's slot."""
+        with self._lock:
+            self._inflight.pop(order.num, None)
+            self._lock.notify_all()
+            if fatal is not None:
+                self._fatal = self._fatal or fatal
+            elif error is not None:
+                self._failed.append(Failure(order.num, order.holder, error))
+                failures = self._piece_failures[order.num] = self._piece_failures.get(order.num, 0) + 1
+                if failures >= MAX_PIECE_FAILURES:
+                    self._fatal = self._fatal or SwarmStuck(
+                        "piece %d failed %d times (last from %s: %s)"
+                        % (order.num, failures, order.holder, error))
+            else:
+                self.storage.mark_held(order.num)
+                self._done.append(order.num)
+                if order.holder == SUPERNODE:
+                    self.split.supernode += order.size
+                else:
+                    self.split.peers += order.size
+                    self.split.by_peer[order.holder] = self.split.by_peer.get(order.holder, 0) + order.size
+                self.on_progress(self.split)
 
     def _check_deadline(self) -> None:
         if self.cancel.is_set():
@@ -199,6 +197,51 @@ class P2PDownload:
             raise errors.DownloadTimeout("download timed out with %d pieces held"
                                          % len(self.storage.held))
 
+    # the reporter -------------------------------------------------------------------
+    def _start_reporter(self) -> None:
+        self._reporter = threading.Thread(target=self._report_loop, name="piece-reporter", daemon=True)
+        self._reporter.start()
+
+    def _report_loop(self) -> None:
+        client = None
+        try:
+            while True:
+                with self._lock:
+                    while not (self._done or self._failed or self._closing):
+                        self._lock.wait()
+                    if not (self._done or self._failed):
+                        return
+                    done, failed, self._done, self._failed = self._done, self._failed, [], []
+                    self._reporting = True
+                if client is None or client.address != self.supernode.address:   # it may move
+                    if client is not None:
+                        client.close()
+                    client = self.supernode.clone()
+                try:
+                    client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0))
+                except errors.Gone:
+                    pass   # the coordinator registers again and re-announces all we hold
+                except errors.DflyError as e:
+                    with self._lock:
+                        self._fatal = self._fatal or e
+                finally:
+                    with self._lock:
+                        self._reporting = False
+                        self._lock.notify_all()
+        finally:
+            if client is not None:
+                client.close()
+
+    def _flush_reports(self) -> None:
+        """Tell the supernode about the last pieces, so others can fetch them from us."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if self._reporter is not None:
+            self._reporter.join(self.supernode.timeout_s + 5)
+        with self._lock:
+            self._raise_fatal()
+
     # workers ------------------------------------------------------------------------
     def _start_workers(self) -> None:
         for i in range(self.parallel):
@@ -206,11 +249,16 @@ class P2PDownload:
             t.start()
             self._workers.append(t)
 
-    def _stop_workers(self) -> None:
+    def _stop_threads(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
         for _ in self._workers:
             self._jobs.put(None)
         for t in self._workers:
             t.join(self.piece_timeout_s + 5)
+        if self._reporter is not None:
+            self._reporter.join(self.supernode.timeout_s + 5)
 
     def _work(self) -> None:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock)
@@ -222,10 +270,10 @@ class P2PDownload:
                 addr = order.addr or self.supernode.address
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write)
-                    self._results.put(_Result(order))
+                    self._settle(order)
                 except PieceFailed as e:
-                    self._results.put(_Result(order, error=str(e)))
+                    self._settle(order, error=str(e))
                 except errors.LocalIOError as e:
-                    self._results.put(_Result(order, fatal=e))
+                    self._settle(order, fatal=e)
         finally:
             fetcher.close()

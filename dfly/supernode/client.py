@@ -36,6 +36,10 @@ class SupernodeClient:
         self.timeout_s = timeout_s
         self._conn: Optional[http.client.HTTPConnection] = None
 
+    def clone(self) -> "SupernodeClient":
+        """Another client (its own connection) to the supernode this one talks to now."""
+        return SupernodeClient(self.address, self.timeout_s)
+
     # calls -------------------------------------------------------------------------
     def register(self, request: RegisterRequest) -> Tuple[str, TaskState]:
         """Register for a URL; returns (task id, state). In a cluster, the member

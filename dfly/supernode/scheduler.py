@@ -33,8 +33,8 @@ SUPERNODE = "supernode"
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_uploads_per_peer: int = 5
-    max_uploads_supernode: int = 64
+    max_uploads_per_peer: int = 4
+    max_uploads_supernode: int = 3
     max_holder_errors: int = 5
     max_peer_failures: int = 5
     assignment_timeout_s: float = 60.0

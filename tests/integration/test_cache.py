@@ -7,8 +7,9 @@ import pytest
 from helpers import MiB, content, sha256_file, wait_until
 
 from dfly.errors import SourceError
+from dfly.protocol.pieces import MIN_PIECE_SIZE
 
-PIECE = 4 * MiB
+PIECE = MIN_PIECE_SIZE   # what files this small are cut into
 
 
 @pytest.mark.time_limit(30)

@@ -1,6 +1,7 @@
 """A full disk is a clear LocalIOError for the peer, a failed task for the
 supernode and a 507 from the daemon (which keeps serving), and leaves no
 partial file behind. Needs root to mount a tiny tmpfs."""
+import http.client
 import os
 import subprocess
 import uuid
@@ -12,14 +13,28 @@ from helpers import MiB, content, leftovers
 from dfly.errors import DflyError, LocalIOError
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
+def _tmpfs(tmp_path, size: str):
     mount = tmp_path / ("tiny-%s" % uuid.uuid4().hex[:6])
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(mount)],
                           capture_output=True, timeout=10)
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): %s" % done.stderr.decode().strip())
+    return mount
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """Room for a piece or two, not for a 6 MiB file."""
+    mount = _tmpfs(tmp_path, "2m")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def pieceless_disk(tmp_path):
+    """Smaller than one piece (MIN_PIECE_SIZE)."""
+    mount = _tmpfs(tmp_path, "512k")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
 
@@ -45,18 +60,43 @@ def test_a_supernode_whose_cache_is_full_fails_the_task_for_its_peers(
 
 
 def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(
-        origin, supernode, tiny_disk, tmp_path):
+        origin, supernode, pieceless_disk, tmp_path):
+    """Full before the first piece verified: nothing was sent yet, so a 507."""
     big = content(6 * MiB, seed=9)
     small = content(256 << 10, seed=10)
     _, big_path, _ = registry_blob(origin, big)
     _, small_path, small_digest = registry_blob(origin, small)
     factory = DaemonFactory(str(tmp_path / "daemons"))
     try:
-        running = factory.start(supernode=[supernode.address], data_dir=str(tiny_disk),
+        running = factory.start(supernode=[supernode.address], data_dir=str(pieceless_disk),
                                 registry_mirror=origin.url("").rstrip("/"))
         status, _, body = fetch(running.address, "GET", big_path)
         assert status == 507 and b"No space left" in body
         assert big[:4096] not in body
+        assert stats(running)["cache_files"] == 0
+        status, headers, body = fetch(running.address, "GET", small_path)
+        assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
+        assert leftovers(os.path.join(str(pieceless_disk), "daemon", "cache")) == []
+    finally:
+        factory.stop_all()
+
+
+def test_a_daemon_whose_disk_fills_mid_blob_cuts_the_body_short_and_keeps_serving(
+        origin, supernode, tiny_disk, tmp_path):
+    """Full after pieces were already streamed: the status is sent, so the client
+    sees the body end early (never a complete-looking wrong blob)."""
+    big = content(6 * MiB, seed=11)
+    small = content(256 << 10, seed=12)
+    _, big_path, _ = registry_blob(origin, big)
+    _, small_path, small_digest = registry_blob(origin, small)
+    factory = DaemonFactory(str(tmp_path / "daemons"))
+    try:
+        running = factory.start(supernode=[supernode.address], data_dir=str(tiny_disk),
+                                registry_mirror=origin.url("").rstrip("/"))
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            fetch(running.address, "GET", big_path)
+        assert 0 < len(cut.value.partial) < len(big)
+        assert big.startswith(cut.value.partial)
         assert stats(running)["cache_files"] == 0
         status, headers, body = fetch(running.address, "GET", small_path)
         assert status == 200 and body == small and headers["docker-content-digest"] == small_digest

@@ -9,6 +9,7 @@ from helpers import MiB, content, healthy, http_status, raw_exchange, sha256_fil
 from dfly.errors import BadRequest
 from dfly.httpd import MAX_BODY_BYTES
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.protocol.pieces import piece_count, piece_size_for
 
 TID = "0" * 64   # well formed, known to nobody
 
@@ -153,7 +154,9 @@ def test_uploader_answers_hostile_requests_with_4xx_and_still_serves_pieces(
     wrong = _check_all(address, result.task_id)
     assert wrong == [], "\n".join(wrong)
     assert http_status(address, "GET", "/v1/tasks/%s/pieces/0" % result.task_id) == 200
-    assert http_status(address, "GET", "/v1/tasks/%s/pieces/2" % result.task_id) == 404
+    pieces = piece_count(result.length, piece_size_for(result.length))
+    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d" % (result.task_id, pieces - 1)) == 200
+    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d" % (result.task_id, pieces)) == 404
 
 
 @pytest.mark.time_limit(30)

@@ -11,6 +11,7 @@ from daemons import fetch, stats
 from helpers import MiB, content, healthy, raw_exchange, refused_address, status_of
 
 from dfly.httpd import parse_hostport
+from dfly.protocol.pieces import MIN_PIECE_SIZE
 
 
 def _registry_blob(origin, data: bytes, repo: str = "team/app", served: bytes = b""):
@@ -55,9 +56,9 @@ def test_an_upstream_dying_mid_blob_is_an_error_and_a_later_request_succeeds(ori
     data = content(6 * MiB, seed=12)
     name, path, digest = _registry_blob(origin, data)
     running = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
-    origin.fault(name, die_after=MiB)
+    origin.fault(name, die_after=MIN_PIECE_SIZE // 2)   # before the first piece is whole
     status, _, body = fetch(running.address, "GET", path)
-    assert status == 502 and data[:MiB] not in body
+    assert status == 502 and data[:4096] not in body
     assert stats(running)["cache_files"] == 0
     origin.heal(name)
     status, _, body = fetch(running.address, "GET", path)
@@ -66,8 +67,10 @@ def test_an_upstream_dying_mid_blob_is_an_error_and_a_later_request_succeeds(ori
 
 @pytest.mark.time_limit(30)
 def test_a_blob_that_does_not_match_its_digest_is_never_served(origin, supernode, daemons):
-    wanted = content(2 * MiB, seed=13)
-    impostor = content(2 * MiB, seed=14)
+    # One piece: nothing can stream before the whole-blob check, so the client gets a
+    # clear 502 (a longer impostor is cut short mid-body: test_registry_streaming.py).
+    wanted = content(MIN_PIECE_SIZE // 2, seed=13)
+    impostor = content(MIN_PIECE_SIZE // 2, seed=14)
     _, path, _ = _registry_blob(origin, wanted, served=impostor)
     with_p2p = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
     alone = daemons.start(registry_mirror=origin.url("").rstrip("/"))

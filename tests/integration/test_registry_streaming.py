@@ -15,9 +15,10 @@ from daemons import registry_blob, stats
 from helpers import MiB, content
 
 from dfly.httpd import parse_hostport
+from dfly.protocol.pieces import MIN_PIECE_SIZE
 from dfly.protocol.task import task_id
 
-PIECE = 4 * MiB
+PIECE = MIN_PIECE_SIZE   # what files this small are cut into
 
 
 def _open(running, path: str, headers=None):

@@ -54,16 +54,20 @@ def test_download_is_correct_despite_a_peer_serving_corrupt_pieces_and_the_liar_
         origin, supernode, sn_client, client_factory, downloads):
     src, liar, tid = _fake_holder(origin, sn_client, "lied-about.bin", 24 * MiB, "corrupt")
     try:
-        first = client_factory([supernode.address]).download(src.url, str(downloads / "a.bin"))
-        assert sha256_file(str(downloads / "a.bin")) == src.sha256
-        assert first.task_id == tid
-        assert liar.request_count > 0, "the liar was never asked, so nothing was tested"
-        assert first.bytes_from_peers == 0   # nothing the liar sent was kept
+        # Each downloader blacklists the liar after its first corrupt piece, but a few
+        # pieces may already be on their way from it; after max_holder_errors (5)
+        # reports the supernode offers it to no one.
+        for name in ("a.bin", "b.bin"):
+            result = client_factory([supernode.address]).download(src.url, str(downloads / name))
+            assert sha256_file(str(downloads / name)) == src.sha256
+            assert result.task_id == tid
+            assert result.bytes_from_peers == 0   # nothing the liar sent was kept
+        assert liar.request_count >= 5, "the liar was asked too rarely to be dropped"
         asked = liar.request_count
 
-        second = client_factory([supernode.address]).download(src.url, str(downloads / "b.bin"))
-        assert sha256_file(str(downloads / "b.bin")) == src.sha256
-        assert second.bytes_from_peers == 0
+        last = client_factory([supernode.address]).download(src.url, str(downloads / "c.bin"))
+        assert sha256_file(str(downloads / "c.bin")) == src.sha256
+        assert last.bytes_from_peers == 0
         assert liar.request_count == asked, "the supernode still sends peers to the liar"
     finally:
         liar.stop()

@@ -1,4 +1,4 @@
-"""Piece geometry: next_pow2(length / 500) clamped to 4..64 MiB."""
+"""Piece geometry: next_pow2(length / 500) clamped to 1..64 MiB."""
 import pytest
 
 from dfly.protocol.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, piece_count, piece_range, piece_size_for
@@ -6,18 +6,22 @@ from dfly.protocol.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, piece_count, pi
 MiB = 1 << 20
 
 
-def test_the_piece_size_bounds_are_4_and_64_mib():
-    assert MIN_PIECE_SIZE == 4 * MiB
+def test_the_piece_size_bounds_are_1_and_64_mib():
+    assert MIN_PIECE_SIZE == 1 * MiB
     assert MAX_PIECE_SIZE == 64 * MiB
 
 
-@pytest.mark.parametrize("length", [None, 0, -1, 1, 4096, 100 * MiB, 2000 * MiB])
+@pytest.mark.parametrize("length", [None, 0, -1, 1, 4096, 64 * MiB, 500 * MiB])
 def test_small_and_unknown_lengths_get_the_minimum_piece_size(length):
-    assert piece_size_for(length) == 4 * MiB
+    assert piece_size_for(length) == 1 * MiB
 
 
 @pytest.mark.parametrize("length, size", [
-    (2000 * MiB + 1, 8 * MiB),        # just over 500 pieces of 4 MiB
+    (500 * MiB + 1, 2 * MiB),         # just over 500 pieces of 1 MiB
+    (1000 * MiB, 2 * MiB),
+    (1000 * MiB + 1, 4 * MiB),
+    (2000 * MiB, 4 * MiB),            # from here on as Dragonfly cuts them
+    (2000 * MiB + 1, 8 * MiB),
     (4000 * MiB, 8 * MiB),
     (4000 * MiB + 1, 16 * MiB),
     (5000 * MiB, 16 * MiB),           # 10 MiB wanted, rounded up to a power of two

@@ -118,7 +118,7 @@ def test_ties_between_equally_rare_pieces_are_broken_differently_per_peer():
 
 
 def test_sequential_mode_gives_pieces_in_order():
-    s = scheduler(on_supernode=range(10), peers=["h", "r"])
+    s = scheduler(on_supernode=range(10), peers=["h", "r"], max_uploads_supernode=64)
     holding(s, "h", [7])   # 7 is the most common piece; rarest first would offer it last
     assert nums(s.assign("r", 5, T0, sequential=True)) == [0, 1, 2, 3, 4]
     out = s.assign("r", 3, T0, sequential=True)
@@ -127,7 +127,7 @@ def test_sequential_mode_gives_pieces_in_order():
 
 
 def test_sequential_mode_orders_by_piece_number_whatever_the_set_order():
-    s = scheduler(on_supernode=[130, 2, 70, 65, 7], peers=["r"])
+    s = scheduler(on_supernode=[130, 2, 70, 65, 7], peers=["r"], max_uploads_supernode=64)
     assert nums(s.assign("r", 5, T0, sequential=True)) == [2, 7, 65, 70, 130]
 
 # who serves --------------------------------------------------------------------------
@@ -292,7 +292,8 @@ def test_a_requester_below_max_peer_failures_still_fetches_from_peers():
 
 
 def test_a_requester_with_max_peer_failures_is_served_by_the_supernode_only():
-    s = scheduler(on_supernode=range(4), peers=["h", "r"], max_peer_failures=2)
+    s = scheduler(on_supernode=range(4), peers=["h", "r"], max_peer_failures=2,
+                  max_uploads_supernode=64)
     holding(s, "h", range(4))
     s.piece_failed("r", 0, SUPERNODE, T0)
     s.piece_failed("r", 1, SUPERNODE, T0)
