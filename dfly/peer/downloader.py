@@ -221,7 +221,7 @@ class P2PDownload:
                     client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0))
                 except errors.Gone:
                     pass   # the coordinator registers again and re-announces all we hold
-                except errors.DflyError as e:
+                except Exception as e:   # SupernodeDown above all: the coordinator fails over
                     with self._lock:
                         self._fatal = self._fatal or e
                 finally:
