@@ -11,7 +11,9 @@ upload is capped by an HTB qdisc on its own veth, its download by the same on
 the bridge-side veth. The origin host runs nginx and a dfly supernode beside
 it; client hosts run either curl against nginx (baseline) or `dfly get`
 through the supernode with --seed-for (dfly). The origin host's egress is its
-veth's tx_bytes, read inside its namespace.
+veth's tx_bytes, read inside its namespace. An optional reference scenario
+(ideal) has every host curl the file from its neighbour's nginx: every link
+busy both ways with no scheduling and no Python, what the fabric itself allows.
 
 Teardown always runs (finally, SIGINT, SIGTERM, SIGHUP): every process inside
 our namespaces is killed (they are all ours: the namespaces are new), then the
@@ -33,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
+SCENARIOS = ("baseline", "dfly", "ideal")
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
 
@@ -153,33 +156,38 @@ class Testbed:
 
 
 # --- the origin host: nginx + supernode ----------------------------------------------------
+def start_nginx(ws: harness.Workspace, bed: Testbed, ns: str, www: str) -> subprocess.Popen:
+    """nginx serving `www` on port NGINX_PORT of host `ns`, answering."""
+    ip = bed.addr[ns]
+    root = ws.dir("nginx-" + ns[len(bed.tag):])
+    os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+    conf = harness.NGINX_CONF.format(root=root, port=NGINX_PORT, www=www).replace(
+        "listen 127.0.0.1:%d;" % NGINX_PORT, "listen %s:%d;" % (ip, NGINX_PORT))
+    conf_path = os.path.join(root, "nginx.conf")
+    with open(conf_path, "w") as f:
+        f.write(conf)
+    proc = ws.popen(bed.exec_argv(ns, [harness.NGINX, "-c", conf_path, "-p", root, "-g", "daemon off;"]),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError("nginx exited with %s; see %s/error.log" % (proc.returncode, root))
+        out = run(bed.exec_argv(ns, ["curl", "-s", "-o", "/dev/null", "-m", "2",
+                                     "http://%s:%d/" % (ip, NGINX_PORT)]), check=False)
+        return out.returncode == 0
+    harness.wait_until(answers, 10, "nginx in " + ns)
+    return proc
+
+
 class OriginHost:
     def __init__(self, ws: harness.Workspace, bed: Testbed, www: str, sn_extra: List[str]):
         self.ws, self.bed = ws, bed
         self.ip = bed.addr[bed.origin]
-        self.nginx_root = ws.dir("nginx")
-        os.makedirs(os.path.join(self.nginx_root, "tmp"), exist_ok=True)
-        conf = harness.NGINX_CONF.format(root=self.nginx_root, port=NGINX_PORT, www=www).replace(
-            "listen 127.0.0.1:%d;" % NGINX_PORT, "listen %s:%d;" % (self.ip, NGINX_PORT))
-        conf_path = os.path.join(self.nginx_root, "nginx.conf")
-        with open(conf_path, "w") as f:
-            f.write(conf)
-        self.nginx = ws.popen(bed.exec_argv(bed.origin, [harness.NGINX, "-c", conf_path, "-p",
-                                                         self.nginx_root, "-g", "daemon off;"]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        harness.wait_until(lambda: self._answers(NGINX_PORT), 10, "nginx in the origin namespace")
+        self.nginx = start_nginx(ws, bed, bed.origin, www)
+        self.nginx_root = ws.dir("nginx-o")
         self.sn_extra = sn_extra
         self.supernode: Optional[subprocess.Popen] = None
         self.runs = 0
-
-    def _answers(self, port: int) -> bool:
-        if self.nginx.poll() is not None:
-            raise RuntimeError("nginx exited with %s; see %s/error.log"
-                               % (self.nginx.returncode, self.nginx_root))
-        out = run(self.bed.exec_argv(self.bed.origin, ["curl", "-s", "-o", "/dev/null", "-m", "2",
-                                                       "http://%s:%d/" % (self.ip, port)]),
-                  check=False)
-        return out.returncode == 0
 
     def url(self, name: str) -> str:
         return "http://%s:%d/%s" % (self.ip, NGINX_PORT, name)
@@ -216,12 +224,16 @@ class OriginHost:
 
 # --- scenarios ---------------------------------------------------------------------------
 def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenario: str, n: int,
-                 size: int, digest: str, timeout_s: float, seed_for: str, get_extra: List[str]) -> dict:
+                 size: int, digest: str, timeout_s: float, seed_for: str, get_extra: List[str],
+                 www: str = "") -> dict:
     hosts = bed.clients[:n]
     outs = {}
     procs = []
     if scenario == "dfly":
         origin.start_supernode()
+    if scenario == "ideal":   # every host already holds the file and serves it with nginx
+        for ns in hosts:
+            start_nginx(ws, bed, ns, www)
     tx0 = bed.tx_bytes(bed.origin)
     mark = os.path.getsize(os.path.join(origin.nginx_root, "access.log")) \
         if os.path.exists(os.path.join(origin.nginx_root, "access.log")) else 0
@@ -231,6 +243,10 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         outs[ns] = os.path.join(home, "file.bin")
         if scenario == "baseline":
             argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns], origin.url("file.bin")]
+        elif scenario == "ideal":   # from the next host: every link busy both ways, no software
+            neighbour = hosts[(hosts.index(ns) + 1) % n] if n > 1 else bed.origin
+            argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns],
+                    "http://%s:%d/file.bin" % (bed.addr[neighbour], NGINX_PORT)]
         else:
             argv = [sys.executable, ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
                     "--supernode", origin.supernode_address, "--data-dir", os.path.join(home, "data"),
@@ -304,7 +320,8 @@ def svg_chart(rows: List[dict], lower_bound_s: float, title: str) -> str:
     counts = sorted({r["hosts"] for r in rows})
     series = [("baseline", "curl from one nginx", "#d62728", "last_s"),
               ("dfly", "dfly get (last host)", "#1f77b4", "last_s"),
-              ("dfly", "dfly get (median host)", "#6baed6", "median_host_s")]
+              ("dfly", "dfly get (median host)", "#6baed6", "median_host_s"),
+              ("ideal", "ideal swarm (reference)", "#9467bd", "last_s")]
     top = max([r[k] for r in rows for s, _, _, k in series if r["scenario"] == s] + [lower_bound_s])
     top = _nice(top * 1.1)
     w, h, left, right, up, down = 640, 400, 60, 180, 40, 50
@@ -397,7 +414,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "directions (default: %(default)s)")
     p.add_argument("--queue", type=int, default=100, help="packets each link's FIFO holds "
                    "(default: %(default)s, 12 ms at 100 Mbit/s)")
-    p.add_argument("--scenarios", default="baseline,dfly", help="(default: %(default)s)")
+    p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
+                   "reference: each host curls the file from its neighbour's nginx, as a swarm "
+                   "with no software overhead would) (default: %(default)s)")
     p.add_argument("--seed-for", default="30s", help="dfly get --seed-for (default: %(default)s)")
     p.add_argument("--get-arg", action="append", default=[], help="extra `dfly get` flag (repeatable)")
     p.add_argument("--supernode-arg", action="append", default=[], help="extra supernode flag")
@@ -427,8 +446,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "going, remove them with --cleanup\n" % " ".join(stale[:4]))
     counts = sorted({int(c) for c in args.counts.split(",") if c.strip()})
     scenarios = [s for s in args.scenarios.split(",") if s]
-    if not counts or counts[0] < 1 or any(s not in ("baseline", "dfly") for s in scenarios):
-        p.error("--counts must be positive integers, --scenarios baseline and/or dfly")
+    if not counts or counts[0] < 1 or any(s not in SCENARIOS for s in scenarios):
+        p.error("--counts must be positive integers, --scenarios some of " + ",".join(SCENARIOS))
     lower_bound = args.size * 8 / (args.rate * 1e6)
     timeout_s = args.timeout or lower_bound * max(counts) * 3 + 60
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -449,7 +468,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for n in counts:
             for scenario in scenarios:
                 row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
-                                   args.seed_for, args.get_arg)
+                                   args.seed_for, args.get_arg, www)
                 row["vs_lower_bound"] = round(row["last_s"] / lower_bound, 3)
                 rows.append(row)
                 print(_line(row), flush=True)

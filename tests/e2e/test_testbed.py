@@ -1,5 +1,6 @@
 """The multi-host testbed (bench/testbed.py) at smoke size, so it cannot rot:
-3 hosts in network namespaces at 100 Mbit/s, a 4 MiB file, curl and dfly."""
+3 hosts in network namespaces at 100 Mbit/s, a 4 MiB file, curl, dfly and the
+ideal-swarm reference."""
 import json
 import os
 import shutil
@@ -35,13 +36,15 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     out, svg = tmp_path / "testbed.json", tmp_path / "testbed.svg"
 
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "3",
-                           "--size", "4M", "--seed-for", "10s", "--out", str(out), "--svg", str(svg)],
+                           "--size", "4M", "--seed-for", "10s", "--scenarios", "baseline,dfly,ideal",
+                           "--out", str(out), "--svg", str(svg)],
                           capture_output=True, text=True, timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = {r["scenario"]: r for r in result["rows"]}
-    assert set(rows) == {"baseline", "dfly"}
+    assert set(rows) == {"baseline", "dfly", "ideal"}
+    assert rows["ideal"]["origin_egress_x"] < 0.05               # hosts served each other
     assert rows["baseline"]["origin_egress_x"] >= 2.9            # three copies from nginx
     assert rows["dfly"]["origin_egress_x"] <= 1.05               # one copy from the supernode
     assert rows["dfly"]["bytes_from_peers"] >= 2 * result["size"] * 0.9
