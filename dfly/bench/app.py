@@ -48,7 +48,7 @@ class TimedSupernodeClient(SupernodeClient):
         began = self.clock()
         state = super().schedule(task_id, request)
         self.record.calls.append(CallRecord("schedule", self.clock() - began, request.wait_s > 0,
-                                            len(state.pieces)))
+                                            len(state.pieces), state.waited_s))
         return state
 
 
