@@ -27,7 +27,11 @@ from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 from dfly.supernode.client import SupernodeClient
 
 THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
-CLOSE_WORKERS = 64
+# Each uploader's accept loop wakes this often only to see whether it should stop:
+# at the listener's default (50 times a second) a thousand of them keep the CPUs
+# busy that the supernode being measured shares.
+UPLOADER_POLL_S = 1.0
+CLOSE_WORKERS = 256   # closing waits up to UPLOADER_POLL_S per uploader: many at once
 
 
 class TimedSupernodeClient(SupernodeClient):
@@ -71,7 +75,8 @@ class SimulatedPeer:
         began = self.clock()
         try:
             self.listener = Listener("bench-peer-%d" % self.record.index,
-                                     parse_hostport(self.config.upload_listen, 0), self.uploader).start()
+                                     parse_hostport(self.config.upload_listen, 0), self.uploader,
+                                     poll_interval_s=UPLOADER_POLL_S).start()
             self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock)
             host = self.config.advertise or self.supernode.local_host()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
