@@ -29,7 +29,7 @@ from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
-from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Baton, Task, Waiter
+from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task, Waiter
 
 log = logging.getLogger("dfly.supernode")
 
@@ -124,8 +124,8 @@ class Supernode:
                     assignments = []
                     if task.state != FAILED:
                         assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
-                    if waiter is not None and waiter.baton is not None:
-                        _hand_on(task, waiter, bool(assignments))
+                    if waiter is not None:
+                        task.tried(waiter, bool(assignments))
                     left = deadline - self.clock()
                     if assignments or task.state == FAILED or left <= 0 or self._has_all(task, req.peer_id):
                         break
@@ -142,9 +142,7 @@ class Supernode:
                         raise Gone("peer %s was forgotten" % req.peer_id)
             finally:
                 if waiter is not None:
-                    task.remove_waiter(waiter)
-                    if waiter.baton is not None:   # woken, never tried: the next one may use it
-                        task.pass_baton(waiter.baton)
+                    task.stop_waiting(waiter)
             reply = self._state(task)
             reply["pieces"] = [self._describe(task, a) for a in assignments]
             reply["waited_s"] = round(waited, 6)
@@ -439,13 +437,3 @@ def _touch(folder: str) -> None:
         os.utime(folder)
     except OSError:
         pass
-
-
-def _hand_on(task: Task, waiter: Waiter, served: bool) -> None:
-    """A waiter woken with a baton has tried its luck: pass the baton on, with its
-    misses renewed if the change served this waiter, else with one miss fewer."""
-    baton, waiter.baton = waiter.baton, None
-    if served:
-        task.pass_baton(Baton(baton.pieces))
-    elif baton.misses > 0:
-        task.pass_baton(Baton(baton.pieces, baton.misses - 1))

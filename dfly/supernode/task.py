@@ -135,8 +135,23 @@ class Task:
         self._waiters[waiter] = None
         waiter.cond.wait_for(lambda: waiter.woken, timeout_s)
 
-    def remove_waiter(self, waiter: Waiter) -> None:
+    def tried(self, waiter: Waiter, served: bool) -> None:
+        """A woken waiter asked the scheduler: pass its baton on, with the misses
+        renewed if the change served it, else with one miss fewer (or not at all)."""
+        baton, waiter.baton = waiter.baton, None
+        if baton is None:
+            return
+        if served:
+            self.pass_baton(Baton(baton.pieces))
+        elif baton.misses > 0:
+            self.pass_baton(Baton(baton.pieces, baton.misses - 1))
+
+    def stop_waiting(self, waiter: Waiter) -> None:
+        """The call ends (an answer, an error): a baton it never tried goes on untouched."""
         self._waiters.pop(waiter, None)
+        baton, waiter.baton = waiter.baton, None
+        if baton is not None:
+            self.pass_baton(baton)
 
     def pass_baton(self, baton: Baton) -> None:
         """Wake the first waiter not yet woken that lacks one of the baton's pieces."""
@@ -227,4 +242,5 @@ class Task:
                 "length": self.length, "piece_size": self.piece_size,
                 "pieces_written": len(self.digests), "piece_count": self.piece_count,
                 "peers": len(self.scheduler.peers), "source_bytes": self.source_bytes,
-                "served_bytes": self.served_bytes, "error": self.error}
+                "served_bytes": self.served_bytes, "error": self.error,
+                "waiting": len(self._waiters)}
