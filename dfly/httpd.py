@@ -264,10 +264,14 @@ class Listener:
     """A Server on its own named thread, with a stop that really stops it."""
 
     def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
-                 sock: Optional[socket.socket] = None, handler=Handler):
+                 sock: Optional[socket.socket] = None, handler=Handler,
+                 poll_interval_s: float = 0.02):
+        # poll_interval_s: how often the accept loop wakes to see whether it should
+        # stop, so at most how long stop() waits for it. A process with a thousand
+        # listeners (dfly bench) wants it long: each wake-up costs CPU.
         self.server = Server(address, app, max_connections, sock, handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+                                        kwargs={"poll_interval": poll_interval_s}, daemon=True)
 
     @property
     def address(self) -> Tuple[str, int]:

@@ -7,6 +7,7 @@ piece workers writing its own copy. Peers start together or in waves; each
 keeps serving what it holds until every peer is done, so a late wave fetches
 from earlier ones as it would in a real cluster; then all of them leave.
 """
+import gc
 import os
 import shutil
 import tempfile
@@ -27,7 +28,11 @@ from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 from dfly.supernode.client import SupernodeClient
 
 THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
-CLOSE_WORKERS = 64
+# Each uploader's accept loop wakes this often only to see whether it should stop:
+# at the listener's default (50 times a second) a thousand of them keep the CPUs
+# busy that the supernode being measured shares.
+UPLOADER_POLL_S = 1.0
+CLOSE_WORKERS = 256   # closing waits up to UPLOADER_POLL_S per uploader: many at once
 
 
 class TimedSupernodeClient(SupernodeClient):
@@ -48,7 +53,7 @@ class TimedSupernodeClient(SupernodeClient):
         began = self.clock()
         state = super().schedule(task_id, request)
         self.record.calls.append(CallRecord("schedule", self.clock() - began, request.wait_s > 0,
-                                            len(state.pieces)))
+                                            len(state.pieces), state.waited_s))
         return state
 
 
@@ -71,7 +76,8 @@ class SimulatedPeer:
         began = self.clock()
         try:
             self.listener = Listener("bench-peer-%d" % self.record.index,
-                                     parse_hostport(self.config.upload_listen, 0), self.uploader).start()
+                                     parse_hostport(self.config.upload_listen, 0), self.uploader,
+                                     poll_interval_s=UPLOADER_POLL_S).start()
             self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock)
             host = self.config.advertise or self.supernode.local_host()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
@@ -127,6 +133,12 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock)
              for i in range(config.peers)]
     old_stack = threading.stack_size(THREAD_STACK_BYTES)
+    # A full collection over a thousand peers' objects stops every thread of this
+    # process for tens of milliseconds, which the peers would book as the
+    # supernode's latency. A run makes little cyclic garbage: collect afterwards.
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
     threads: List[threading.Thread] = []
     stop = threading.Event()
     started = clock()
@@ -147,6 +159,8 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     finally:
         stop.set()
         threading.stack_size(old_stack)
+        if collecting:
+            gc.enable()
         with ThreadPoolExecutor(CLOSE_WORKERS, thread_name_prefix="bench-close") as pool:
             list(pool.map(SimulatedPeer.close, peers))
         if not config.data_dir:

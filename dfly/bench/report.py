@@ -1,9 +1,12 @@
 """What `dfly bench` prints, computed from plain records (pure: no I/O, no clock).
 
-Latency of the supernode is measured per call by the simulated peers. A
-schedule call that long-polls (nothing in flight, `wait_s` > 0) and comes back
-empty waited on purpose, so only schedule replies that asked not to wait or
-that carried pieces count as schedule latency; registrations always count.
+Latency of the supernode is measured per call by the simulated peers.
+Registrations count as they are. A schedule call may long-poll (nothing in
+flight, `wait_s` > 0): the supernode holds it on purpose until a piece can be
+assigned, and says for how long in `waited_s`; its latency is the round trip
+minus that. A supernode that does not say (older than `waited_s`): only
+schedule calls that asked not to wait or that carried pieces count, and their
+whole round trip. The round trips themselves, waits included, are reported too.
 """
 import math
 from dataclasses import dataclass, field
@@ -16,6 +19,17 @@ class CallRecord:
     seconds: float
     waited: bool       # a long-poll that may have waited on purpose
     pieces: int = 0
+    waited_s: Optional[float] = None   # how long the supernode says it waited on purpose
+
+
+def latency(call: CallRecord) -> Optional[float]:
+    """The supernode's share of one call's round trip; None when it cannot be told
+    from waiting (a long-poll to a supernode that does not report `waited_s`)."""
+    if call.waited_s is not None:
+        return max(0.0, call.seconds - call.waited_s)
+    if call.kind == "schedule" and call.waited and not call.pieces:
+        return None
+    return call.seconds
 
 
 @dataclass
@@ -51,7 +65,8 @@ def summarize(peers: List[PeerRecord], wall_s: float) -> dict:
     failed = [p for p in peers if p.error is not None]
     calls = [c for p in peers for c in p.calls]
     registers = [c.seconds for c in calls if c.kind == "register"]
-    schedules = [c.seconds for c in calls if c.kind == "schedule" and (not c.waited or c.pieces)]
+    schedule_calls = [c for c in calls if c.kind == "schedule"]
+    schedules = [v for v in map(latency, schedule_calls) if v is not None]
     total = sum(p.length for p in ok)
     supernode = sum(p.bytes_from_supernode for p in ok)
     from_peers = sum(p.bytes_from_peers for p in ok)
@@ -68,7 +83,9 @@ def summarize(peers: List[PeerRecord], wall_s: float) -> dict:
         "peer_share": round(from_peers / total, 4) if total else None,
         "register_latency_s": spread(registers),
         "schedule_latency_s": spread(schedules),
-        "schedule_calls": len([c for c in calls if c.kind == "schedule"]),
+        "schedule_round_trip_s": spread([c.seconds for c in schedule_calls]),
+        "schedule_calls": len(schedule_calls),
+        "schedule_waited_reported": sum(1 for c in schedule_calls if c.waited_s is not None),
     }
 
 
@@ -96,7 +113,11 @@ def render(summary: dict, url: str) -> str:
         % (b["source"], b["supernode"], b["peers"], 100 * (summary["peer_share"] or 0)),
         "  register latency  %s" % ms(summary["register_latency_s"]),
         "  schedule latency  %s" % ms(summary["schedule_latency_s"]),
+        "  schedule trips    %s, long-polls included" % ms(summary["schedule_round_trip_s"]),
     ]
+    if summary["schedule_calls"] and not summary["schedule_waited_reported"]:
+        lines.append("  (the supernode does not report waited_s: long-polls that came back "
+                     "empty are left out of the schedule latency)")
     for error, count in summary["errors"].items():
         lines.append("  failure x%d: %s" % (count, error))
     return "\n".join(lines) + "\n"

@@ -185,6 +185,8 @@ class TaskState:
     error: str = ""
     error_kind: str = ""
     pieces: List[PieceOrder] = field(default_factory=list)
+    waited_s: Optional[float] = None   # schedule replies: time the supernode held the call on
+                                       # purpose; None from a supernode that does not say
 
     @classmethod
     def parse(cls, body: dict) -> "TaskState":
@@ -192,8 +194,16 @@ class TaskState:
                    piece_size=_opt_int(body.get("piece_size")),
                    piece_count=body.get("piece_count"), error=body.get("error") or "",
                    error_kind=body.get("error_kind") or "",
-                   pieces=[PieceOrder.parse(p) for p in body.get("pieces") or []])
+                   pieces=[PieceOrder.parse(p) for p in body.get("pieces") or []],
+                   waited_s=_opt_seconds(body.get("waited_s")))
 
 
 def _opt_int(value) -> Optional[int]:
     return None if value is None else int(value)
+
+
+def _opt_seconds(value) -> Optional[float]:
+    """A duration a newer supernode may add: absent, or not a sane number, is None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+        return None
+    return float(value)

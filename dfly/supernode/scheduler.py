@@ -256,6 +256,22 @@ class TaskScheduler:
         elif holder in self.peers:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
 
+    # queries for waking long-polling peers ------------------------------------------
+    def lacks_any(self, peer_id: str, pieces: Optional[frozenset]) -> bool:
+        """Does `peer_id` neither hold nor fetch one of `pieces` (None: any piece)?"""
+        peer = self.peers.get(peer_id)
+        if peer is None or pieces is None:
+            return True
+        held, inflight = peer.held, peer.inflight
+        return any(n not in held and n not in inflight for n in pieces)
+
+    def pieces_of(self, holder: str) -> Set[int]:
+        """The pieces `holder` (a peer, or SUPERNODE) could serve."""
+        if holder == SUPERNODE:
+            return set(self.supernode_pieces)
+        peer = self.peers.get(holder)
+        return set(peer.held) if peer is not None else set()
+
 
 def _mix(num: int, salt: int) -> int:
     """A cheap per-peer shuffle of piece numbers (Knuth's multiplicative hash)."""

@@ -2,9 +2,11 @@
 
 The HTTP layer (server.py) only decodes a request, calls one of these and
 encodes the answer. Each task has one fetch thread (so the source is read once
-however many peers ask at once) and a scheduler guarded by the task's condition;
-`schedule` long-polls on that condition so a peer hears about a new piece, a
-freed holder or a failed source the moment it happens.
+however many peers ask at once) and a scheduler guarded by the task's lock;
+`schedule` long-polls so a peer hears about a new piece, a freed holder or a
+failed source the moment it happens. A change wakes only the waiters it may
+concern (task.py says how), and the reply says how long the call waited on
+purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
 import hmac
 import logging
@@ -27,7 +29,7 @@ from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
-from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task
+from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task, Waiter
 
 log = logging.getLogger("dfly.supernode")
 
@@ -100,7 +102,7 @@ class Supernode:
             task.last_access = now
             host = req.peer_host or client_host
             task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
-            task.changed()
+            # No wake-up: a peer joining holds nothing yet and frees no upload slot.
             reply = self._state(task)
         _touch(task.folder)
         reply.update(task_id=tid, peer_id=req.peer_id)
@@ -110,25 +112,40 @@ class Supernode:
         task = self._known_task(tid)
         req = messages.ScheduleRequest.parse(body)
         deadline = self.clock() + min(req.wait_s, MAX_WAIT_S)
+        waited = 0.0
         with task.cond:
             now = self.clock()
             if not task.scheduler.peer_seen(req.peer_id, now):
                 raise Gone("peer %s is not registered for task %s" % (req.peer_id, tid[:12]))
             self._apply_reports(task, req, now)
-            while True:
-                assignments = []
-                if task.state != FAILED:
-                    assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
-                left = deadline - self.clock()
-                if assignments or task.state == FAILED or left <= 0 or self._has_all(task, req.peer_id):
-                    break
-                version = task.version
-                task.cond.wait_for(lambda v=version: task.version != v, timeout=left)
-                now = self.clock()
-                if req.peer_id not in task.scheduler.peers:
-                    raise Gone("peer %s was forgotten" % req.peer_id)
+            waiter: Optional[Waiter] = None
+            try:
+                while True:
+                    assignments = []
+                    if task.state != FAILED:
+                        assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
+                    if waiter is not None:
+                        task.tried(waiter, bool(assignments))
+                    left = deadline - self.clock()
+                    if assignments or task.state == FAILED or left <= 0 or self._has_all(task, req.peer_id):
+                        break
+                    if waiter is None:
+                        waiter = task.add_waiter(req.peer_id, req.want)
+                    began = self.clock()
+                    task.wait(waiter, left)
+                    now = self.clock()
+                    # On purpose until the change that woke us (or the deadline); the
+                    # time to get the lock back and answer is the supernode's latency.
+                    waited += max(0.0, (waiter.woken_at if waiter.woken_at is not None
+                                        else min(now, deadline)) - began)
+                    if req.peer_id not in task.scheduler.peers:
+                        raise Gone("peer %s was forgotten" % req.peer_id)
+            finally:
+                if waiter is not None:
+                    task.stop_waiting(waiter)
             reply = self._state(task)
             reply["pieces"] = [self._describe(task, a) for a in assignments]
+            reply["waited_s"] = round(waited, 6)
             task.last_access = now
         return reply
 
@@ -143,7 +160,8 @@ class Supernode:
         task = self._known_task(tid)
         with task.cond:
             task.scheduler.peer_left(peer_id)
-            task.changed()
+            task.peers_gone([peer_id])
+            task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
     def piece(self, tid: str, num: int) -> FileSlice:
@@ -177,6 +195,7 @@ class Supernode:
             if task is None:
                 task = Task(tid, req.url, req.headers, req.digest,
                             os.path.join(self.tasks_dir, tid), self.scheduler_config)
+                task.clock = self.clock
                 replica = self.replicas.get(tid) if self.membership is not None else None
                 if replica is not None and replica.get("url") == req.url and replica.get("length"):
                     task.adopt(replica, self.clock())
@@ -226,17 +245,27 @@ class Supernode:
 
     def _apply_reports(self, task: Task, req, now: float) -> None:
         sched = task.scheduler
+        peer = sched.peers.get(req.peer_id)
+        inflight = dict(peer.inflight) if peer is not None else {}
+        offered, freed = set(), set()   # pieces now servable; holders with a slot free again
         for num in req.done:
             if num < len(task.digests):   # a peer can only hold a piece we have cut
                 sched.piece_done(req.peer_id, num, now)
+                offered.add(num)
+                if num in inflight:
+                    freed.add(inflight[num][0])
         for failure in req.failed:
             sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
+            if inflight.get(failure.num, ("", 0))[0] == failure.holder:
+                freed.add(failure.holder)   # and, blacklisted, maybe no longer usable: others serve
             holder = sched.peers.get(failure.holder)
             if holder is not None and holder.errors == sched.config.max_holder_errors:
                 log.warning("task %s peer %s blacklisted after %d errors (last: %s)",
                             task.task_id[:12], failure.holder, holder.errors, failure.reason)
-        if req.done or req.failed:
-            task.changed()
+        for holder in freed:
+            offered |= sched.pieces_of(holder)
+        if offered:
+            task.offered(offered)
 
     def _state(self, task: Task) -> dict:
         # No piece size until it is decided: a client must not cut its file by a guess.
@@ -362,8 +391,10 @@ class Supernode:
             for task in tasks:
                 with task.cond:
                     gone = task.scheduler.expire(now)
-                    if gone:
-                        task.changed()
+                    task.peers_gone(gone)
+                    # Also the fallback for changes no event reports (an assignment
+                    # released as stale, a supernode copy stalled): one baton a second.
+                    task.offered(None)
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
 
@@ -406,4 +437,3 @@ def _touch(folder: str) -> None:
         os.utime(folder)
     except OSError:
         pass
-

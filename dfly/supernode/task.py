@@ -1,5 +1,19 @@
 """One task's state on the supernode: the cached source, its piece digests, the
-scheduler, and a condition that wakes long-polling peers on every change.
+scheduler, and the long-polling peers waiting for something to change.
+
+Waking is targeted, because a task may have a thousand peers long-polling:
+- A change of the whole task (running, failed, reset, done: `changed`) wakes
+  every waiter.
+- A change that only makes pieces servable (a piece cut or reported, an upload
+  slot freed: `offered`) wakes one waiter that lacks one of those pieces and
+  hands it a baton. A waiter that got pieces passes the baton on to the next
+  waiter lacking them, so one change serves as many waiters as it can, one
+  after the other; a waiter that got nothing passes it on at most
+  BATON_MISSES more times (it may have been alone in not using the change: a
+  blacklist, a piece already in flight), then the chain ends, the capacity
+  being used up. Waiters are woken in the order they last waited, so one that
+  keeps missing moves to the back. Should a chain end too early, a waiter still
+  returns at its long-poll's deadline and asks again.
 
 On disk a task is a folder named by its id: `data` (the source's bytes, written
 in order) and `meta.json` (URL, validators, length, piece size, one sha256 per
@@ -9,12 +23,34 @@ atomically after every piece, so a crash loses at most the piece being cut.
 import json
 import os
 import threading
-from typing import List, Optional
+import time
+from typing import Callable, Dict, Iterable, List, Optional
 
 from dfly.protocol.pieces import piece_count, piece_size_for
 from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+BATON_MISSES = 1
+
+
+class Baton:
+    """Pieces a change made servable, passed from waiter to waiter while it serves them."""
+
+    def __init__(self, pieces: Optional[frozenset], misses: int = BATON_MISSES):
+        self.pieces = pieces   # None: any piece
+        self.misses = misses
+
+
+class Waiter:
+    """One schedule call long-polling on its task; guarded by the task's lock."""
+
+    def __init__(self, peer_id: str, want: int, lock: threading.RLock):
+        self.peer_id = peer_id
+        self.want = want
+        self.cond = threading.Condition(lock)
+        self.woken = False
+        self.woken_at: Optional[float] = None   # when the change that concerns it happened
+        self.baton: Optional[Baton] = None
 
 
 class Task:
@@ -25,7 +61,10 @@ class Task:
         self.headers = headers
         self.digest = digest
         self.folder = folder
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.clock: Callable[[], float] = time.monotonic
+        self._waiters: Dict[Waiter, None] = {}   # in the order they last began waiting
         self.scheduler = TaskScheduler(scheduler_config)
         self.state = PENDING
         self.length: Optional[int] = None
@@ -62,8 +101,73 @@ class Task:
 
     # state changes: callers hold self.cond --------------------------------------
     def changed(self) -> None:
+        """The task as a whole changed: wake every waiter."""
         self.version += 1
+        now = self.clock()
+        for waiter in self._waiters:
+            self._wake(waiter, None, now)
         self.cond.notify_all()
+
+    def offered(self, pieces: Optional[Iterable[int]]) -> None:
+        """`pieces` (None: any) became servable, or a holder of them freed an upload
+        slot: wake the first waiter lacking one of them, with a baton."""
+        self.version += 1
+        self.pass_baton(Baton(None if pieces is None else frozenset(pieces)))
+
+    def peers_gone(self, peer_ids: Iterable[str]) -> None:
+        """Wake the waiters of peers that left or were forgotten, so they hear so."""
+        gone = set(peer_ids)
+        now = self.clock()
+        for waiter in self._waiters:
+            if waiter.peer_id in gone:
+                self._wake(waiter, None, now)
+
+    # waiting: callers hold self.cond --------------------------------------------------
+    def add_waiter(self, peer_id: str, want: int) -> Waiter:
+        waiter = Waiter(peer_id, want, self.lock)
+        self._waiters[waiter] = None
+        return waiter
+
+    def wait(self, waiter: Waiter, timeout_s: float) -> None:
+        """Wait until woken or timeout_s passes; the waiter is then at the back of the queue."""
+        waiter.woken, waiter.woken_at = False, None
+        self._waiters.pop(waiter, None)
+        self._waiters[waiter] = None
+        waiter.cond.wait_for(lambda: waiter.woken, timeout_s)
+
+    def tried(self, waiter: Waiter, served: bool) -> None:
+        """A woken waiter asked the scheduler: pass its baton on, with the misses
+        renewed if the change served it, else with one miss fewer (or not at all)."""
+        baton, waiter.baton = waiter.baton, None
+        if baton is None:
+            return
+        if served:
+            self.pass_baton(Baton(baton.pieces))
+        elif baton.misses > 0:
+            self.pass_baton(Baton(baton.pieces, baton.misses - 1))
+
+    def stop_waiting(self, waiter: Waiter) -> None:
+        """The call ends (an answer, an error): a baton it never tried goes on untouched."""
+        self._waiters.pop(waiter, None)
+        baton, waiter.baton = waiter.baton, None
+        if baton is not None:
+            self.pass_baton(baton)
+
+    def pass_baton(self, baton: Baton) -> None:
+        """Wake the first waiter not yet woken that lacks one of the baton's pieces."""
+        sched = self.scheduler
+        for waiter in self._waiters:
+            if waiter.woken or waiter.want <= 0:
+                continue
+            if sched.lacks_any(waiter.peer_id, baton.pieces):
+                self._wake(waiter, baton, self.clock())
+                return
+
+    def _wake(self, waiter: Waiter, baton: Optional[Baton], now: float) -> None:
+        if waiter.woken:
+            return
+        waiter.woken, waiter.woken_at, waiter.baton = True, now, baton
+        waiter.cond.notify()
 
     def reset(self) -> None:
         """Forget content and peers; the next fetch starts from the source."""
@@ -86,7 +190,7 @@ class Task:
     def piece_cached(self, num: int) -> None:
         """Piece `num` (whose digest we know) is in the cache and can be served."""
         self.scheduler.piece_available(num)
-        self.changed()
+        self.offered((num,))
 
     def is_cached(self, num: int) -> bool:
         return num in self.scheduler.supernode_pieces
@@ -138,4 +242,5 @@ class Task:
                 "length": self.length, "piece_size": self.piece_size,
                 "pieces_written": len(self.digests), "piece_count": self.piece_count,
                 "peers": len(self.scheduler.peers), "source_bytes": self.source_bytes,
-                "served_bytes": self.served_bytes, "error": self.error}
+                "served_bytes": self.served_bytes, "error": self.error,
+                "waiting": len(self._waiters)}

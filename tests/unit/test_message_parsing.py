@@ -363,3 +363,20 @@ def test_a_task_state_reply_without_pieces_has_none():
     state = TaskState.parse({"state": "pending", "piece_size": 4194304})
     assert state.pieces == []
     assert state.length is None and state.piece_count is None
+
+
+def test_a_schedule_reply_says_how_long_the_supernode_waited_on_purpose():
+    state = TaskState.parse({"state": "running", "piece_size": 4, "waited_s": 0.75, "pieces": []})
+    assert state.waited_s == 0.75
+    assert TaskState.parse({"state": "running", "waited_s": 2}).waited_s == 2.0
+
+
+def test_a_reply_from_a_supernode_older_than_waited_s_still_parses():
+    state = TaskState.parse({"state": "running", "length": 10, "piece_size": 4, "piece_count": 3,
+                             "error": "", "error_kind": "", "pieces": []})
+    assert state.waited_s is None
+
+
+@pytest.mark.parametrize("waited", [None, "0.5", True, -1, float("nan"), float("inf"), [1]])
+def test_a_waited_s_that_is_not_a_sane_duration_is_taken_as_unknown(waited):
+    assert TaskState.parse({"state": "running", "waited_s": waited}).waited_s is None
