@@ -49,6 +49,10 @@ class TimedSupernodeClient(SupernodeClient):
         self.record.calls.append(CallRecord("register", self.clock() - began, False))
         return reply
 
+    def clone(self) -> "TimedSupernodeClient":
+        """The download's reporter connection: its calls are timed into the same record."""
+        return TimedSupernodeClient(self.address, self.record, self.clock)
+
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         began = self.clock()
         state = super().schedule(task_id, request)

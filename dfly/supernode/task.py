@@ -74,7 +74,6 @@ class Task:
         self.last_modified = ""
         self.error = ""
         self.error_kind = ""
-        self.version = 0
         self.source_bytes = 0
         self.served_bytes = 0
         self.failed_at = 0.0
@@ -102,7 +101,6 @@ class Task:
     # state changes: callers hold self.cond --------------------------------------
     def changed(self) -> None:
         """The task as a whole changed: wake every waiter."""
-        self.version += 1
         now = self.clock()
         for waiter in self._waiters:
             self._wake(waiter, None, now)
@@ -111,7 +109,6 @@ class Task:
     def offered(self, pieces: Optional[Iterable[int]]) -> None:
         """`pieces` (None: any) became servable, or a holder of them freed an upload
         slot: wake the first waiter lacking one of them, with a baton."""
-        self.version += 1
         self.pass_baton(Baton(None if pieces is None else frozenset(pieces)))
 
     def peers_gone(self, peer_ids: Iterable[str]) -> None:
