@@ -160,7 +160,7 @@ class Supernode:
         task = self._known_task(tid)
         with task.cond:
             task.scheduler.peer_left(peer_id)
-            task.peers_gone([peer_id])
+            task.wake_peers([peer_id])
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
@@ -266,6 +266,10 @@ class Supernode:
             offered |= sched.pieces_of(holder)
         if offered:
             task.offered(offered)
+        if req.done or req.failed:
+            # The peer's own long-poll (its coordinator; reports come on a second
+            # connection) asks again: with these pieces it may now hold them all.
+            task.wake_peers([req.peer_id])
 
     def _state(self, task: Task) -> dict:
         # No piece size until it is decided: a client must not cut its file by a guess.
@@ -391,7 +395,7 @@ class Supernode:
             for task in tasks:
                 with task.cond:
                     gone = task.scheduler.expire(now)
-                    task.peers_gone(gone)
+                    task.wake_peers(gone)
                     # Also the fallback for changes no event reports (an assignment
                     # released as stale, a supernode copy stalled): one baton a second.
                     task.offered(None)

@@ -111,8 +111,9 @@ class Task:
         slot: wake the first waiter lacking one of them, with a baton."""
         self.pass_baton(Baton(None if pieces is None else frozenset(pieces)))
 
-    def peers_gone(self, peer_ids: Iterable[str]) -> None:
-        """Wake the waiters of peers that left or were forgotten, so they hear so."""
+    def wake_peers(self, peer_ids: Iterable[str]) -> None:
+        """Wake the waiters of these peers: they left or were forgotten (and must hear
+        so), or reported pieces on another connection (and may now hold them all)."""
         gone = set(peer_ids)
         now = self.clock()
         for waiter in self._waiters:

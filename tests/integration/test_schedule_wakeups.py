@@ -13,6 +13,8 @@ from helpers import MiB, content, wait_until
 
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
+from dfly.supernode.config import SupernodeConfig
+from dfly.supernode.service import Supernode
 
 LONG_POLL_S = 5.0
 
@@ -149,9 +151,9 @@ def test_a_freed_upload_slot_wakes_the_waiter_a_busy_holder_made_wait(supernode_
 @pytest.mark.time_limit(30)
 def test_a_long_polling_peer_gets_a_piece_as_soon_as_the_supernode_cuts_it(origin, peers,
                                                                             sn_client):
-    src = origin.add("three.bin", content(12 * MiB, seed=4))   # three 4 MiB pieces
+    src = origin.add("three.bin", content(12 * MiB, seed=4))   # several pieces
     go = threading.Event()
-    origin.fault("three.bin", hold=go, stall_after=4 * MiB)   # then only the first piece
+    origin.fault("three.bin", hold=go, stall_after=4 * MiB)   # then only the first ones
     a = peers("a")
     tid = register(a, src.url)
 
@@ -198,3 +200,29 @@ def test_a_reply_says_how_long_it_waited_on_purpose(origin, peers):
 
     assert asked_not_to_wait.waited_s == 0 and asked_not_to_wait.pieces == []
     assert timed_out.pieces == [] and 0.1 < timed_out.waited_s <= 0.3
+
+
+@pytest.mark.time_limit(30)
+def test_a_peer_reporting_its_last_piece_on_another_connection_ends_its_own_long_poll(
+        origin, tmp_path):
+    """A downloader's coordinator long-polls while its reporter reports the pieces its
+    workers finish: the report that completes the file must end the poll. The service
+    runs without its janitor thread, whose once-a-second baton would hide a miss."""
+    src = origin.add("one.bin", content(MiB, seed=7))
+    service = Supernode(SupernodeConfig(), str(tmp_path / "sn"))   # not start()ed
+    tid = service.register(RegisterRequest(url=src.url, peer_id="a", peer_port=9,
+                                           peer_host="127.0.0.1").to_json(), "127.0.0.1")["task_id"]
+    first = service.schedule(tid, ScheduleRequest("a", want=1, wait_s=LONG_POLL_S).to_json())
+    assert [p["num"] for p in first["pieces"]] == [0]
+    wait_until(lambda: service.task_status(tid)["state"] == "done", message="the source cut")
+
+    reply = {}
+    poll = threading.Thread(target=lambda: reply.update(service.schedule(
+        tid, ScheduleRequest("a", want=4, wait_s=LONG_POLL_S).to_json())), daemon=True)
+    poll.start()   # piece 0 is in flight to "a" itself: nothing to give, so it waits
+    wait_until(lambda: service.task_status(tid)["waiting"] == 1, message="the long-poll")
+    service.schedule(tid, ScheduleRequest("a", done=[0], want=0).to_json())   # the reporter
+
+    poll.join(LONG_POLL_S + 5)
+    assert reply["pieces"] == []
+    assert reply["waited_s"] < LONG_POLL_S - 1   # woken by its own report, not its deadline

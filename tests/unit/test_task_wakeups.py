@@ -93,7 +93,7 @@ def test_a_peer_leaving_wakes_its_own_call_only():
     waiters = [task.add_waiter(p, 1) for p in ("a", "b")]
 
     with task.cond:
-        task.peers_gone(["b"])
+        task.wake_peers(["b"])
 
     assert woken(waiters) == ["b"]
 
