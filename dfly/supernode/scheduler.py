@@ -4,9 +4,13 @@ Strategy (Dragonfly 1.x's, tightened so the supernode's egress stays near one
 copy of the file):
 - Pieces are offered rarest first: fewest peer holders, counting the copies
   already in flight, so that the first pieces each peer takes differ and the
-  peers then have something to trade. Ties are broken by a hash of (peer,
-  piece), which spreads peers over pieces without randomness. A peer that
-  streams to stdout asks for pieces in order instead.
+  peers then have something to trade. Among equally rare pieces the earlier
+  window of TIE_WINDOW pieces goes first, so the supernode hands out fresh
+  pieces roughly in file order and every peer's verified prefix grows while it
+  downloads (its whole-file digest is hashed along, not all at the end);
+  within a window ties are broken by a hash of (peer, piece), which spreads
+  peers over pieces without randomness. A peer that streams to stdout asks
+  for pieces in order instead.
 - Cost per assign() stays near O(pieces) however many peers there are (a
   supernode answers a thousand peers of one task under one lock): candidates
   go into a heap and are popped only until `want` are placed, the tie-break
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 SUPERNODE = "supernode"
+TIE_WINDOW = 8   # pieces; see "rarest first" above
 
 
 @dataclass(frozen=True)
@@ -162,10 +167,10 @@ class TaskScheduler:
         else:
             holders, incoming = self._holders, self._incoming
             salt = zlib.crc32(peer_id.encode())
-            keyed = [(len(holders.get(n, ())) + incoming.get(n, 0), _mix(n, salt), n)
+            keyed = [(len(holders.get(n, ())) + incoming.get(n, 0), n // TIE_WINDOW, _mix(n, salt), n)
                      for n in candidates]
             heapq.heapify(keyed)   # pop in order only as far as needed: usually `want` pops
-            order = (heapq.heappop(keyed)[2] for _ in range(len(keyed)))
+            order = (heapq.heappop(keyed)[3] for _ in range(len(keyed)))
         out = []
         for num in order:
             if len(out) >= want:
