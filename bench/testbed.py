@@ -260,10 +260,11 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         """Note when each verified copy is in place: dfly renames it there once every piece
         and the whole-file digest checked; curl's file is complete when curl exits."""
         now = time.perf_counter()
-        for ns, t in zip(hosts, procs):
-            if ns not in copied and ((scenario == "dfly" and os.path.exists(outs[ns])) or t.poll()):
+        exited = [t.poll() for t in procs]   # once: a process exiting mid-loop is seen next time
+        for ns, gone in zip(hosts, exited):
+            if ns not in copied and ((scenario == "dfly" and os.path.exists(outs[ns])) or gone):
                 copied[ns] = now
-        return all([t.poll() for t in procs])
+        return all(exited)
     try:
         harness.wait_until(progress, timeout_s, "%d %s downloads" % (n, scenario), step_s=0.005)
         tx1 = bed.tx_bytes(bed.origin)

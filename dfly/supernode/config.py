@@ -23,8 +23,10 @@ class SupernodeConfig:
     revalidate_after_s: float = option(60.0, "age after which a cached source is revalidated",
                                        kind="duration", flag="--revalidate-after", metavar="DURATION")
     max_uploads_per_peer: int = option(4, "pieces one peer is asked to serve at once")
-    max_uploads: int = option(3, "pieces the supernode serves at once for one task (few, so each "
-                              "finishes early and peers spread it while the next one comes)")
+    max_uploads: int = option(4, "pieces the supernode serves at once for one task (few, so each "
+                              "finishes early and peers spread it while the next one comes; as "
+                              "many as a peer fetches at once, so the supernode's link stays full "
+                              "when every receiver is busy)")
     peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")

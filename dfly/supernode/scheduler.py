@@ -39,7 +39,7 @@ TIE_WINDOW = 8   # pieces; see "rarest first" above
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_uploads_per_peer: int = 4
-    max_uploads_supernode: int = 3
+    max_uploads_supernode: int = 4
     max_holder_errors: int = 5
     max_peer_failures: int = 5
     assignment_timeout_s: float = 60.0
