@@ -6,9 +6,11 @@ Three kinds of threads, each with one job, so no piece waits on another's:
   assignable (a peer finished it, the supernode cut it);
 - piece workers fetch pieces from the holders named, verify them and mark them
   held at once, so the uploader serves them onward while the rest arrives;
-- the reporter tells the supernode of finished or failed pieces as soon as
-  they settle, on its own connection, so others can fetch from us without
-  waiting for the coordinator's long-poll to return.
+- a finished or failed piece is reported at once: a worker that settles frees
+  a slot, so the coordinator's next request carries the report while asking
+  for the next piece; if the coordinator is held in a long-poll, the reporter
+  sends it on its own connection, so others can fetch from us without waiting
+  for that poll to return.
 A holder that fails or lies is reported, and the supernode re-plans that piece
 from someone else.
 """
@@ -81,7 +83,7 @@ class P2PDownload:
         self._inflight: Dict[int, PieceOrder] = {}
         self._done: List[int] = []           # verified, not reported yet
         self._failed: List[Failure] = []     # failed, not reported yet
-        self._reporting = False              # the reporter has a report on the wire
+        self._in_call = False                # the coordinator waits on a schedule call
         self._fatal: Optional[BaseException] = None
         self._piece_failures: Dict[int, int] = {}
         self._reporter: Optional[threading.Thread] = None
@@ -118,17 +120,23 @@ class P2PDownload:
     def _round(self, state: TaskState) -> TaskState:
         with self._lock:
             self._raise_fatal()
-            want = self.parallel - len(self._inflight)
-            if want <= 0:   # every worker busy: wait for one to finish
+            want = max(0, self.parallel - len(self._inflight))
+            if not want and not (self._done or self._failed):   # every worker busy
                 self._lock.wait(POLL_WAIT_S)
                 return state
-            # Reports not yet taken by the reporter ride along with this request.
+            # Our reports ride along: a worker that finished freed a slot, so this
+            # one request both reports its piece and asks for the next.
             done, failed, self._done, self._failed = self._done, self._failed, [], []
-        request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential, self._wait_s())
+            self._in_call = True
+        request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential,
+                                  self._wait_s() if want else 0.0)
         try:
             state = self.supernode.schedule(self.task_id, request)
         except errors.Gone:
             return self._register()
+        finally:
+            with self._lock:
+                self._in_call = False
         self._apply(state)
         with self._lock:
             for order in state.pieces:
@@ -207,12 +215,13 @@ class P2PDownload:
         try:
             while True:
                 with self._lock:
-                    while not (self._done or self._failed or self._closing):
+                    # Only while the coordinator is held in a long-poll (else its
+                    # next request carries the reports), and at the end.
+                    while not (self._closing or (self._in_call and (self._done or self._failed))):
                         self._lock.wait()
                     if not (self._done or self._failed):
                         return
                     done, failed, self._done, self._failed = self._done, self._failed, [], []
-                    self._reporting = True
                 if client is None or client.address != self.supernode.address:   # it may move
                     if client is not None:
                         client.close()
@@ -226,7 +235,6 @@ class P2PDownload:
                         self._fatal = self._fatal or e
                 finally:
                     with self._lock:
-                        self._reporting = False
                         self._lock.notify_all()
         finally:
             if client is not None:
