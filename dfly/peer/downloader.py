@@ -120,8 +120,11 @@ class P2PDownload:
     def _round(self, state: TaskState) -> TaskState:
         with self._lock:
             self._raise_fatal()
-            want = max(0, self.parallel - len(self._inflight))
-            if not want and not (self._done or self._failed):   # every worker busy
+            want = self.parallel - len(self._inflight)
+            if state.piece_count is not None:   # near the end, fewer are left than workers
+                want = min(want, state.piece_count - len(self.storage.held) - len(self._inflight))
+            want = max(0, want)
+            if not want and not (self._done or self._failed):   # workers busy, or none needed
                 self._lock.wait(POLL_WAIT_S)
                 return state
             # Our reports ride along: a worker that finished freed a slot, so this
