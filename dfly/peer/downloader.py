@@ -29,6 +29,8 @@ from dfly.supernode.client import SupernodeClient, SupernodeDown
 from dfly.supernode.scheduler import SUPERNODE
 
 POLL_WAIT_S = 2.0       # longest long-poll: bounds how late a cancel or deadline is seen
+KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the supernode forgets
+                        # peers silent for --peer-ttl, 30 s by default)
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
 
 
@@ -88,6 +90,7 @@ class P2PDownload:
         self._piece_failures: Dict[int, int] = {}
         self._reporter: Optional[threading.Thread] = None
         self._closing = False
+        self._last_call = clock()
 
     @property
     def peer_id(self) -> str:
@@ -124,13 +127,15 @@ class P2PDownload:
             if state.piece_count is not None:   # near the end, fewer are left than workers
                 want = min(want, state.piece_count - len(self.storage.held) - len(self._inflight))
             want = max(0, want)
-            if not want and not (self._done or self._failed):   # workers busy, or none needed
-                self._lock.wait(POLL_WAIT_S)
+            idle = self.clock() - self._last_call
+            if not want and not (self._done or self._failed) and idle < KEEPALIVE_S:
+                self._lock.wait(KEEPALIVE_S - idle)   # workers busy, or none needed
                 return state
             # Our reports ride along: a worker that finished freed a slot, so this
             # one request both reports its piece and asks for the next.
             done, failed, self._done, self._failed = self._done, self._failed, [], []
             self._in_call = True
+            self._last_call = self.clock()
         request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential,
                                   self._wait_s() if want else 0.0)
         try:

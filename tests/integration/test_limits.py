@@ -5,6 +5,8 @@ import time
 import pytest
 from helpers import MiB, content, sha256_file
 
+from dfly.supernode.client import SupernodeClient
+
 RATE = 2 * MiB   # bytes per second; buckets start with one second's worth
 
 
@@ -53,3 +55,25 @@ def test_a_slow_origin_that_keeps_sending_is_not_cut_off_by_the_source_timeout(
     result = client_factory([supernode.address]).download(src.url, str(downloads / "slow.bin"))
     assert sha256_file(str(downloads / "slow.bin")) == src.sha256
     assert result.via == "p2p"
+
+
+@pytest.mark.time_limit(60)
+def test_a_peer_whose_workers_stay_busy_past_the_peer_ttl_is_not_forgotten(
+        origin, supernode_factory, client_factory, downloads):
+    """Every worker busy on a slow piece means no schedule call is due, yet the
+    supernode forgets peers silent for --peer-ttl: the downloader keeps calling."""
+    supernode = supernode_factory(peer_ttl_s=3.0)
+    src = origin.add("slow.bin", content(2 * MiB, seed=43))   # two pieces, both at once
+    observer = SupernodeClient(supernode.address)
+    known = []
+
+    def progress(done, total, split):   # at each verified piece: does the supernode know us?
+        known.append([task["peers"] for task in observer.tasks()])
+
+    try:
+        client_factory([supernode.address], rate_limit=256 * 1024, parallel=2).download(
+            src.url, str(downloads / "slow.bin"), progress=progress)
+    finally:
+        observer.close()
+    assert sha256_file(str(downloads / "slow.bin")) == src.sha256
+    assert known and all(peers == [1] for peers in known), known
