@@ -59,47 +59,48 @@ def test_a_supernode_whose_cache_is_full_fails_the_task_for_its_peers(
     assert leftovers(str(tmp_path)) == []
 
 
-def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(
-        origin, supernode, pieceless_disk, tmp_path):
-    """Full before the first piece verified: nothing was sent yet, so a 507."""
-    big = content(6 * MiB, seed=9)
-    small = content(256 << 10, seed=10)
-    _, big_path, _ = registry_blob(origin, big)
-    _, small_path, small_digest = registry_blob(origin, small)
+@pytest.fixture
+def mirror_on(origin, supernode, tmp_path):
+    """mirror_on(disk, seed) -> (a daemon caching on `disk`, a 6 MiB blob, its path)."""
     factory = DaemonFactory(str(tmp_path / "daemons"))
-    try:
-        running = factory.start(supernode=[supernode.address], data_dir=str(pieceless_disk),
+
+    def start(disk, seed):
+        big = content(6 * MiB, seed=seed)
+        _, big_path, _ = registry_blob(origin, big)
+        running = factory.start(supernode=[supernode.address], data_dir=str(disk),
                                 registry_mirror=origin.url("").rstrip("/"))
-        status, _, body = fetch(running.address, "GET", big_path)
-        assert status == 507 and b"No space left" in body
-        assert big[:4096] not in body
-        assert stats(running)["cache_files"] == 0
-        status, headers, body = fetch(running.address, "GET", small_path)
-        assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
-        assert leftovers(os.path.join(str(pieceless_disk), "daemon", "cache")) == []
-    finally:
-        factory.stop_all()
+        return running, big, big_path
+
+    yield start
+    factory.stop_all()
+
+
+def _keeps_serving(origin, running, disk) -> None:
+    """No partial file stays on the full disk, and a small blob is still served."""
+    assert stats(running)["cache_files"] == 0
+    assert leftovers(os.path.join(str(disk), "daemon", "cache")) == []
+    small = content(256 << 10, seed=10)
+    _, small_path, small_digest = registry_blob(origin, small)
+    status, headers, body = fetch(running.address, "GET", small_path)
+    assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
+
+
+def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(origin, mirror_on, pieceless_disk):
+    """Full before the first piece verified: nothing was sent yet, so a 507."""
+    running, big, big_path = mirror_on(pieceless_disk, seed=9)
+    status, _, body = fetch(running.address, "GET", big_path)
+    assert status == 507 and b"No space left" in body
+    assert big[:4096] not in body
+    _keeps_serving(origin, running, pieceless_disk)
 
 
 def test_a_daemon_whose_disk_fills_mid_blob_cuts_the_body_short_and_keeps_serving(
-        origin, supernode, tiny_disk, tmp_path):
+        origin, mirror_on, tiny_disk):
     """Full after pieces were already streamed: the status is sent, so the client
     sees the body end early (never a complete-looking wrong blob)."""
-    big = content(6 * MiB, seed=11)
-    small = content(256 << 10, seed=12)
-    _, big_path, _ = registry_blob(origin, big)
-    _, small_path, small_digest = registry_blob(origin, small)
-    factory = DaemonFactory(str(tmp_path / "daemons"))
-    try:
-        running = factory.start(supernode=[supernode.address], data_dir=str(tiny_disk),
-                                registry_mirror=origin.url("").rstrip("/"))
-        with pytest.raises(http.client.IncompleteRead) as cut:
-            fetch(running.address, "GET", big_path)
-        assert 0 < len(cut.value.partial) < len(big)
-        assert big.startswith(cut.value.partial)
-        assert stats(running)["cache_files"] == 0
-        status, headers, body = fetch(running.address, "GET", small_path)
-        assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
-        assert leftovers(os.path.join(str(tiny_disk), "daemon", "cache")) == []
-    finally:
-        factory.stop_all()
+    running, big, big_path = mirror_on(tiny_disk, seed=11)
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        fetch(running.address, "GET", big_path)
+    assert 0 < len(cut.value.partial) < len(big)
+    assert big.startswith(cut.value.partial)
+    _keeps_serving(origin, running, tiny_disk)
