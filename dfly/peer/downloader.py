@@ -250,13 +250,17 @@ class P2PDownload:
 
     def _flush_reports(self) -> None:
         """Tell the supernode about the last pieces, so others can fetch them from us."""
+        self._close_reporter()
+        with self._lock:
+            self._raise_fatal()
+
+    def _close_reporter(self) -> None:
+        """The reporter sends what is still unreported, then ends."""
         with self._lock:
             self._closing = True
             self._lock.notify_all()
         if self._reporter is not None:
             self._reporter.join(self.supernode.timeout_s + 5)
-        with self._lock:
-            self._raise_fatal()
 
     # workers ------------------------------------------------------------------------
     def _start_workers(self) -> None:
@@ -266,15 +270,11 @@ class P2PDownload:
             self._workers.append(t)
 
     def _stop_threads(self) -> None:
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
         for _ in self._workers:
             self._jobs.put(None)
         for t in self._workers:
             t.join(self.piece_timeout_s + 5)
-        if self._reporter is not None:
-            self._reporter.join(self.supernode.timeout_s + 5)
+        self._close_reporter()   # after the workers: it reports what they settled last
 
     def _work(self) -> None:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock)

@@ -22,8 +22,7 @@ def check_file(path: str, digest: str) -> None:
     """Hash the whole file at `path`; DigestMismatch unless it is `digest`."""
     hasher = new_hasher(digest)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(BLOCK), b""):
-            hasher.update(block)
+        _hash_to_end(f, hasher)
     _compare(hasher, digest)
 
 
@@ -57,9 +56,7 @@ class RunningDigest:
             raise errors.LocalIOError("cannot read %s back: %s" % (self.storage.path, self._error))
         with open(self.storage.path, "rb") as f:
             f.seek(self.hashed)
-            for block in iter(lambda: f.read(BLOCK), b""):
-                self.hasher.update(block)
-                self.hashed += len(block)
+            self.hashed += _hash_to_end(f, self.hasher)
         _compare(self.hasher, self.digest)
 
     def _run(self) -> None:
@@ -82,6 +79,15 @@ class RunningDigest:
                         self.hashed += len(block)
         except OSError as e:
             self._error = e
+
+
+def _hash_to_end(f, hasher) -> int:
+    """Feed `hasher` from the file's position to its end; the bytes read."""
+    count = 0
+    for block in iter(lambda: f.read(BLOCK), b""):
+        hasher.update(block)
+        count += len(block)
+    return count
 
 
 def _compare(hasher, digest: str) -> None:

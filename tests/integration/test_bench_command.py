@@ -12,7 +12,7 @@ from dfly.cli import main
 
 @pytest.mark.time_limit(60)
 def test_bench_json_reports_times_latencies_and_the_byte_split(origin, supernode, capsys, tmp_path):
-    src = origin.add("bench.bin", content(12 * MiB, seed=7))   # three 4 MiB pieces
+    src = origin.add("bench.bin", content(12 * MiB, seed=7))   # several pieces
 
     code = main(["bench", src.url, "--supernode", supernode.address, "--peers", "6",
                  "--upload-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "copies"), "--json"])
@@ -58,3 +58,17 @@ def test_bench_counts_failures_and_exits_nonzero_when_the_source_is_missing(orig
 def test_bench_without_a_supernode_is_a_usage_error(capsys):
     assert main(["bench", "http://127.0.0.1:1/x"]) == 2
     assert "--supernode is required" in capsys.readouterr().err
+
+
+@pytest.mark.time_limit(60)
+def test_a_one_piece_download_takes_two_schedule_calls(origin, supernode, capsys, tmp_path):
+    """One call gets the piece; the next reports it. With its only piece in flight a
+    peer has nothing to ask for, so it does not long-poll meanwhile."""
+    src = origin.add("one.bin", content(MiB // 2, seed=8))
+
+    code = main(["bench", src.url, "--supernode", supernode.address, "--peers", "1",
+                 "--upload-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "copies"), "--json"])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["succeeded"] == 1
+    assert summary["schedule_calls"] == 2

@@ -1,7 +1,7 @@
 """The scheduler as pure policy: events in, assignments out, time passed as `now`."""
 import pytest
 
-from dfly.supernode.scheduler import SUPERNODE, Assignment, SchedulerConfig, TaskScheduler
+from dfly.supernode.scheduler import SUPERNODE, TIE_WINDOW, Assignment, SchedulerConfig, TaskScheduler
 
 T0 = 1000.0
 
@@ -107,6 +107,15 @@ def test_different_peers_start_on_different_pieces():
         taken.extend(nums(s.assign(peer_id, 2, T0)))
     assert len(taken) == 8
     assert len(set(taken)) == 8
+
+
+def test_equally_rare_pieces_go_out_in_file_order_windows():
+    # So the supernode hands out fresh pieces roughly in order and each peer's
+    # verified prefix (and its whole-file digest) grows while it downloads.
+    s = scheduler(on_supernode=range(64), peers=["p%d" % i for i in range(4)],
+                  max_uploads_supernode=64)
+    given = [a.piece for i in range(4) for a in s.assign("p%d" % i, 2, T0)]
+    assert TIE_WINDOW >= 8 and sorted(given) == list(range(8))   # the first window, each once
 
 
 def test_ties_between_equally_rare_pieces_are_broken_differently_per_peer():
