@@ -512,14 +512,32 @@ class Timed:
         if text.startswith("{"):
             out["json"] = json.loads(text.splitlines()[-1])
         if self.time_path:
-            out["max_rss_kib"] = _gnu_time_rss(self.time_path)
+            out.update(_gnu_time_figures(self.time_path))
         return out
 
 
-def _gnu_time_rss(path: str) -> Optional[int]:
+def _gnu_time_figures(path: str) -> dict:
+    """Peak RSS and CPU seconds (user + system) from `time -v`'s report."""
     with open(path) as f:
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
-    return int(m.group(1)) if m else None
+        text = f.read()
+    out = {}
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    if m:
+        out["max_rss_kib"] = int(m.group(1))
+    cpu = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text)
+    if len(cpu) == 2:
+        out["cpu_s"] = round(float(cpu[0]) + float(cpu[1]), 3)
+    return out
+
+
+def process_cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) a running process has used so far, from /proc."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def finish_all(timed: List[Timed], timeout_s: float) -> List[dict]:

@@ -38,6 +38,10 @@ PREFIX = "dflytb-"
 SCENARIOS = ("baseline", "dfly", "ideal")
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
+# A bare host's interpreter: -S skips site-packages and its .pth files, which on a
+# developer machine may import third-party code at every start (a host that has
+# "nothing but a Python interpreter" has none of that to skip).
+PYTHON = [sys.executable, "-S"]
 
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
@@ -53,11 +57,15 @@ def our_namespaces(prefix: str = PREFIX) -> List[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
 
+def namespace_pids(ns: str) -> List[int]:
+    out = run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+
+
 def kill_namespace_processes(ns: str, grace_s: float = 5.0) -> int:
     """Stop every process inside `ns` (all started by us: the namespace is ours)."""
     def pids():
-        out = run(["ip", "netns", "pids", ns], check=False).stdout
-        return [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+        return namespace_pids(ns)
     found = pids()
     for pid in found:
         _signal(pid, signal.SIGTERM)
@@ -149,6 +157,11 @@ class Testbed:
     def kill_clients(self) -> int:
         return sum(kill_namespace_processes(ns) for ns in self.clients)
 
+    def clients_cpu_s(self) -> float:
+        """CPU seconds used so far by the processes still alive on the client hosts."""
+        return sum(harness.process_cpu_s(pid) or 0.0 for ns in self.clients
+                   for pid in namespace_pids(ns))
+
     def close(self) -> None:
         made, self.made = list(self.made), []
         delete_namespaces([ns for ns in reversed(made) if ns != self.switch]
@@ -204,7 +217,7 @@ class OriginHost:
         log_path = os.path.join(data, "stderr.log")
         with open(log_path, "wb") as err:
             self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [
-                sys.executable, self.ws.pyz, "supernode", "--listen", self.supernode_address,
+                *PYTHON, self.ws.pyz, "supernode", "--listen", self.supernode_address,
                 "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
 
         def listening():
@@ -215,6 +228,9 @@ class OriginHost:
             with open(log_path, "rb") as f:
                 return b"listening on" in f.read()
         harness.wait_until(listening, 20, "the supernode's listening line")
+
+    def supernode_cpu_s(self) -> Optional[float]:
+        return harness.process_cpu_s(self.supernode.pid) if self.supernode is not None else None
 
     def stop_supernode(self) -> None:
         if self.supernode is not None:
@@ -248,11 +264,12 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
             argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns],
                     "http://%s:%d/file.bin" % (bed.addr[neighbour], NGINX_PORT)]
         else:
-            argv = [sys.executable, ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
+            argv = PYTHON + [ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
                     "--supernode", origin.supernode_address, "--data-dir", os.path.join(home, "data"),
                     "--seed-for", seed_for, "--digest", "sha256:" + digest, "--no-daemon",
                     "--json", "--timeout", "%ds" % timeout_s] + get_extra
-        procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns)))
+        procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns),
+                                   gnu_time=True))
     started = min(t.started for t in procs)
     copied: Dict[str, float] = {}
 
@@ -269,6 +286,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         harness.wait_until(progress, timeout_s, "%d %s downloads" % (n, scenario), step_s=0.005)
         tx1 = bed.tx_bytes(bed.origin)
         results = [t.finish(10) for t in procs]
+        leftover_cpu_s, supernode_cpu_s = bed.clients_cpu_s(), origin.supernode_cpu_s()
     finally:
         for t in procs:
             if t.proc.poll() is None:
@@ -291,7 +309,9 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
            "last_exit_s": round(max(t.ended for t in procs) - started, 3),
            "exit_s": [round(x, 3) for x in sorted(exit_times)],
            "origin_egress_bytes": tx1 - tx0, "origin_egress_x": round((tx1 - tx0) / size, 4),
-           "nginx_body_bytes": nginx, "cpu": cpu_use, "seeders_stopped": seeders}
+           "nginx_body_bytes": nginx, "cpu": cpu_use, "seeders_stopped": seeders,
+           "host_cpu_s": round(sum(r.get("cpu_s", 0.0) for r in results), 2),
+           "leftover_cpu_s": round(leftover_cpu_s, 2)}
     if scenario == "dfly":
         js = [r.get("json", {}) for r in results]
         out["bytes_from_supernode"] = sum(j.get("bytes_from_supernode", 0) for j in js)
@@ -299,6 +319,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         out["bytes_from_source"] = sum(j.get("bytes_from_source", 0) for j in js)
         out["peer_share"] = round(out["bytes_from_peers"] / max(1, n * size), 4)
         out["dfly_elapsed_s"] = [round(j.get("elapsed_s", 0), 3) for j in js]
+        out["supernode_cpu_s"] = round(supernode_cpu_s or 0.0, 2)
     return out
 
 

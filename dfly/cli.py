@@ -120,7 +120,7 @@ def run_get(args) -> int:
     from dfly.client import Client
     from dfly.peer.config import PeerConfig
     from dfly.peer.progress import ProgressBar
-    from dfly.peer.seeder import detach
+    from dfly.peer.seeder import Spare, detach
 
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
@@ -134,6 +134,7 @@ def run_get(args) -> int:
     handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
     if handed is not None:
         return _summary(args, handed, to_stdout)
+    spare = Spare.fork(data_dir) if config.seed_for_s > 0 else None
     client = Client(config=config)
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
@@ -150,9 +151,12 @@ def run_get(args) -> int:
             listener, uploader, tasks = handoff
             detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
                    supernodes=config.supernode,
-                   registrations={t: client.registration(t) for t in tasks})
+                   registrations={t: client.registration(t) for t in tasks}, spare=spare)
+            spare = None
     finally:
         client.close()
+        if spare is not None:
+            spare.close()
     return _summary(args, result, to_stdout)
 
 

@@ -289,7 +289,7 @@ class P2PDownload:
                     self._settle(order)
                 except PieceFailed as e:
                     self._settle(order, error=str(e))
-                except errors.LocalIOError as e:
-                    self._settle(order, fatal=e)
+                except Exception as e:   # LocalIOError, or a bug: end the download with it,
+                    self._settle(order, fatal=e)   # not wait for this piece forever
         finally:
             fetcher.close()

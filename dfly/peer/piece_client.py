@@ -1,9 +1,14 @@
 """The uploader's client: fetch one piece from a holder (peer or supernode).
 
-The data path streams through one reusable buffer per worker: recv_into, feed
-sha256, pwrite at the piece's offset. A piece is good only if the holder sent
-exactly `size` bytes whose sha256 is the one the supernode recorded; anything
-else raises PieceFailed with a reason the scheduler is told.
+The data path streams: read, feed sha256, pwrite at the piece's offset. A
+piece is good only if the holder sent exactly `size` bytes whose sha256 is the
+one the supernode recorded; anything else raises PieceFailed with a reason
+the scheduler is told.
+
+Body reads ask the kernel to complete only once STEP_BYTES are there
+(SO_RCVLOWAT): on a link slower than the CPU a plain read wakes for every
+packet or two, and those wake-ups (a thread switch, the GIL, a poll and a recv
+each) were most of a download's CPU.
 """
 import hashlib
 import http.client
@@ -15,7 +20,14 @@ from dfly.httpd import parse_hostport
 from dfly.protocol.messages import PieceOrder
 from dfly.protocol.ratelimit import TokenBucket
 
-BUFFER_BYTES = 1 << 20
+STEP_BYTES = 256 << 10
+SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
+
+
+def _set_lowat(sock: socket.socket, nbytes: int) -> int:
+    if SO_RCVLOWAT is not None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVLOWAT, nbytes)
+    return nbytes
 
 
 class PieceFailed(Exception):
@@ -31,7 +43,6 @@ class PieceFetcher:
         self.bucket = bucket
         self.clock = clock
         self._conns: Dict[str, http.client.HTTPConnection] = {}
-        self._buffer = bytearray(BUFFER_BYTES)
 
     def fetch(self, addr: str, task_id: str, order: PieceOrder, write) -> None:
         """Fetch `order` from `addr`, calling write(offset, bytes) as data arrives."""
@@ -41,6 +52,7 @@ class PieceFetcher:
             reused = conn.sock is not None
             try:
                 conn.request("GET", path)
+                sock = conn.sock   # getresponse() drops it from conn on "Connection: close"
                 response = conn.getresponse()
                 break
             except (http.client.HTTPException, OSError) as e:
@@ -48,7 +60,7 @@ class PieceFetcher:
                 if attempt == 2 or not reused:
                     raise PieceFailed("unreachable: %s" % e)
         try:
-            self._receive(response, order, write)
+            self._receive(response, sock, order, write)
         except PieceFailed:
             self._drop(addr)
             raise
@@ -56,23 +68,32 @@ class PieceFetcher:
             self._drop(addr)
             raise PieceFailed("transfer broke: %s" % e)
 
-    def _receive(self, response, order: PieceOrder, write) -> None:
+    def _receive(self, response, sock: socket.socket, order: PieceOrder, write) -> None:
         if response.status != 200:
             raise PieceFailed("holder answered %d" % response.status)
         if response.length != order.size:
             raise PieceFailed("holder offers %s bytes, piece has %d" % (response.length, order.size))
         hasher = hashlib.sha256()
-        view = memoryview(self._buffer)
-        got = 0
+        got, lowat = 0, 1
+        # First what came in with the headers; then one read at a time, each asking the
+        # kernel to wait for no more than the body still has to bring (a partial read,
+        # which memory pressure can cause, only lowers the next mark).
+        buffered = len(response.peek()) if order.size else 0
         while got < order.size:
-            n = response.readinto(view[:min(BUFFER_BYTES, order.size - got)])
-            if not n:
+            want = min(buffered or STEP_BYTES, order.size - got)
+            if not buffered and want != lowat:
+                lowat = _set_lowat(sock, want)
+            buffered = 0
+            chunk = response.read1(want)
+            if not chunk:
                 raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))
-            chunk = view[:n]
             hasher.update(chunk)
             write(order.start + got, chunk)
-            got += n
-            self._throttle(n)
+            got += len(chunk)
+            self._throttle(len(chunk))
+        if lowat != 1:
+            _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
+        response.read()   # reads nothing; closes the response so the connection is reused
         if hasher.hexdigest() != order.sha256:
             raise PieceFailed("digest mismatch")
 

@@ -2,18 +2,26 @@
 `dfly get` has returned, until nobody asked for a piece for `seed_for_s`.
 
 `get` hands over its listening socket (so the port the supernode knows stays
-the same and no connection is refused), plus a JSON spec on stdin; the child
-answers "ready" and the parent closes its own copy. The child heartbeats each
-task to its supernode, and leaves the tasks and removes its hard links on exit.
+the same and no connection is refused), plus a JSON spec; the child answers
+"ready" and the parent closes its own copy. The child heartbeats each task to
+its supernode, and leaves the tasks and removes its hard links on exit.
+
+The child is normally a `Spare`: forked when `get` starts, while the process
+still has one thread, and parked until the download is done. It then needs no
+interpreter start and no imports, which are most of a short `get`'s CPU and,
+on a busy host, time other downloads lose. Without fork (or with threads
+already running) a fresh interpreter is started instead, spec on its stdin.
 """
+import array
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from dfly import errors
 from dfly.httpd import Listener
@@ -27,14 +35,104 @@ log = logging.getLogger("dfly.seeder")
 
 HEARTBEAT_S = 5.0
 HANDOFF_DRAIN_S = 30.0
+READY_TIMEOUT_S = 10.0
+
+
+def log_path_in(data_dir: str) -> str:
+    return os.path.join(data_dir, "logs", "seeder.log")
+
+
+class Spare:
+    """A forked child parked on a socketpair until `hand_over` gives it a spec and
+    the listening socket (SCM_RIGHTS); end of file instead means "not needed"."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid, self._sock = pid, sock
+
+    @classmethod
+    def fork(cls, data_dir: str) -> Optional["Spare"]:
+        """None where fork is missing or unsafe (another thread could hold a lock
+        the child would inherit held)."""
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return None
+        log_path = log_path_in(data_dir)
+        try:
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            ours, theirs = socket.socketpair()
+            pid = os.fork()
+        except OSError as e:
+            log.warning("cannot fork a seeder (%s); one will be started when needed", e)
+            return None
+        if pid == 0:   # the child never returns into the caller's code
+            code = 1
+            try:
+                ours.close()
+                code = _spare_main(theirs, log_path)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    def hand_over(self, spec: dict, fd: int) -> bool:
+        """Give the child its work; True once it serves on `fd`."""
+        try:
+            self._sock.settimeout(READY_TIMEOUT_S)
+            self._sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            self._sock.sendall(json.dumps(spec).encode())
+            self._sock.shutdown(socket.SHUT_WR)
+            return self._sock.makefile("rb").readline().strip() == b"ready"
+        except OSError as e:
+            log.warning("the seeder did not take over: %s", e)
+            return False
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Unused, the child reads end of file and exits."""
+        self._sock.close()
+
+
+def _spare_main(sock: socket.socket, log_path: str) -> int:
+    os.setsid()   # as start_new_session: the terminal's Ctrl-C is for `get`, not its seeder
+    _stdio_to(log_path)   # at once: whoever reads get's stdout waits for every copy to close
+    marker, fds = _receive_fd(sock)
+    if not marker or not fds:
+        return 0
+    with sock.makefile("rb") as f:
+        spec = json.loads(f.read())
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+    return run(spec, socket.socket(fileno=fds[0]), lambda: sock.sendall(b"ready\n"))
+
+
+def _stdio_to(log_path: str) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    err = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for fd, target in ((0, devnull), (1, devnull), (2, err)):
+        os.dup2(target, fd)
+    os.close(devnull)
+    os.close(err)
+    # fresh objects: the inherited ones may hold the parent's unwritten output
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _receive_fd(sock: socket.socket):
+    size = array.array("i").itemsize
+    data, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(size))
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % size])
+    return data, list(fds)
 
 
 def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
            seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
-           registrations: Optional[Dict[str, RegisterRequest]] = None) -> int:
-    """Start the seeder process, hand it the listener; returns its pid (0 if it failed).
-    With `supernodes` and `registrations`, it announces itself again to another
-    supernode when the one it used dies or forgets it."""
+           registrations: Optional[Dict[str, RegisterRequest]] = None,
+           spare: Optional[Spare] = None) -> int:
+    """Hand the listener to a seeder (`spare`, else a new process); returns its pid
+    (0 if it failed). With `supernodes` and `registrations`, it announces itself
+    again to another supernode when the one it used dies or forgets it."""
     seeds = os.path.join(data_dir, "peer", "seeds")
     os.makedirs(seeds, exist_ok=True)
     spec = {"fd": listener.fileno(), "peer_id": peer_id, "seed_for_s": seed_for_s, "tasks": [],
@@ -55,9 +153,20 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
                               "owned": owned, "length": pieces.length,
                               "piece_size": pieces.piece_size,
                               "register": request.to_json() if request is not None else None})
+    if spare is not None:
+        pid = spare.pid if spare.hand_over(spec, spec["fd"]) else 0
+    else:
+        pid = _start_process(spec, data_dir)
+    # The seeder accepts from now on; pieces we are still sending must not be cut
+    # (the peer fetching one would blacklist this host and go to the supernode).
+    listener.stop(drain_s=HANDOFF_DRAIN_S)
+    return pid
+
+
+def _start_process(spec: dict, data_dir: str) -> int:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = "import sys; sys.path.insert(0, %r); from dfly.peer.seeder import main; sys.exit(main())" % root
-    log_path = os.path.join(data_dir, "logs", "seeder.log")
+    log_path = log_path_in(data_dir)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -67,22 +176,30 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
     child.stdin.close()
     ready = child.stdout.readline().strip() == b"ready"
     child.stdout.close()
-    # The seeder accepts from now on; pieces we are still sending must not be cut
-    # (the peer fetching one would blacklist this host and go to the supernode).
-    listener.stop(drain_s=HANDOFF_DRAIN_S)
     return child.pid if ready else 0
 
 
+LOG_FORMAT = "%(asctime)s seeder %(process)d: %(message)s"
+
+
 def main() -> int:
+    """The seeder as a fresh process: spec on stdin, "ready" on stdout."""
     spec = json.loads(sys.stdin.read())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s seeder %(process)d: %(message)s")
-    sock = socket.socket(fileno=spec["fd"])
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+    def ready():
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+    return run(spec, socket.socket(fileno=spec["fd"]), ready)
+
+
+def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
+    """Serve the spec's tasks on `sock` until idle; `ready` once accepting."""
     app = UploaderApp()
     for t in spec["tasks"]:
         app.publish(t["task_id"], FinishedFile(t["path"], t["length"], t["piece_size"]))
     listener = Listener("seeder", None, app, sock=sock).start()
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    ready()
     try:
         serve(app, spec)
     finally:

@@ -1,0 +1,122 @@
+"""PieceFetcher against a scripted holder on a real socket: the body reads that
+wait for a low-water mark must end on every way a holder can end a piece."""
+import hashlib
+import socketserver
+import threading
+
+import pytest
+
+from dfly.peer.piece_client import STEP_BYTES, PieceFailed, PieceFetcher
+from dfly.protocol.messages import PieceOrder
+
+PIECE = bytes(range(256)) * (3 * STEP_BYTES // 256 + 7)   # a few low-water steps and a tail
+
+
+class Holder:
+    """Answers every GET with `reply(handler)`; counts connections."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.connections = 0
+        holder = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                holder.connections += 1
+                while self.rfile.readline().strip():   # request line and headers
+                    while self.rfile.readline().strip():
+                        pass
+                    if not holder.reply(self):
+                        return
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _head(length, close=False):
+    return ("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n"
+            % (length, "Connection: close\r\n" if close else "")).encode()
+
+
+def _order(num=0, data=PIECE):
+    return PieceOrder(num=num, start=num * len(data), size=len(data),
+                      sha256=hashlib.sha256(data).hexdigest(), holder="h", addr="")
+
+
+def _fetch(holder, orders, timeout_s=5.0):
+    out = {}
+    fetcher = PieceFetcher(timeout_s)
+    try:
+        for order in orders:
+            fetcher.fetch(holder.address, "0" * 64, order,
+                          lambda offset, chunk: out.__setitem__(offset, bytes(chunk)))
+    finally:
+        fetcher.close()
+    return b"".join(out[k] for k in sorted(out))
+
+
+@pytest.fixture
+def holder_with():
+    made = []
+
+    def make(reply):
+        made.append(Holder(reply))
+        return made[-1]
+    yield make
+    for h in made:
+        h.close()
+
+
+@pytest.mark.time_limit(20)
+def test_pieces_in_odd_slices_over_one_kept_alive_connection(holder_with):
+    def reply(h):   # headers with a few body bytes, then slices that straddle the steps
+        h.wfile.write(_head(len(PIECE)) + PIECE[:1000])
+        for at in range(1000, len(PIECE), 100_003):
+            h.wfile.write(PIECE[at:at + 100_003])
+            h.wfile.flush()
+        return True
+    holder = holder_with(reply)
+    assert _fetch(holder, [_order(0), _order(1)]) == PIECE + PIECE
+    assert holder.connections == 1
+
+
+@pytest.mark.time_limit(20)
+def test_a_holder_that_closes_after_its_piece_is_still_read_to_the_end(holder_with):
+    def reply(h):
+        h.wfile.write(_head(len(PIECE), close=True) + PIECE)
+        return False
+    holder = holder_with(reply)
+    assert _fetch(holder, [_order(0), _order(1)]) == PIECE + PIECE
+    assert holder.connections == 2
+
+
+@pytest.mark.time_limit(20)
+def test_a_short_body_then_close_fails_the_piece_at_once(holder_with):
+    def reply(h):
+        h.wfile.write(_head(len(PIECE)) + PIECE[:STEP_BYTES + 5])
+        return False
+    with pytest.raises(PieceFailed, match="short piece"):
+        _fetch(holder_with(reply), [_order(0)])
+
+
+@pytest.mark.time_limit(20)
+def test_a_holder_that_stalls_short_of_the_mark_fails_after_the_timeout(holder_with):
+    release = threading.Event()
+
+    def reply(h):
+        h.wfile.write(_head(len(PIECE)) + PIECE[:STEP_BYTES // 2])
+        h.wfile.flush()
+        release.wait(15)
+        return False
+    try:
+        with pytest.raises(PieceFailed, match="timed out"):
+            _fetch(holder_with(reply), [_order(0)], timeout_s=1.0)
+    finally:
+        release.set()

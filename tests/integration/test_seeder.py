@@ -1,0 +1,92 @@
+"""The detached seeder both ways: a fresh interpreter when threads already run (as
+here, under pytest), and the forked spare `dfly get` parks at its start."""
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import MiB, content, sha256_file, wait_until
+
+from dfly.peer.seeder import detach
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _pids_mentioning(text):
+    """Processes whose command line contains `text` (a path unique to one test)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open("/proc/%d/stat" % pid) as f:   # a zombie has exited too
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.time_limit(60)
+def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
+        origin, supernode, client_factory, downloads, tmp_path):
+    src = origin.add("f.bin", content(3 * MiB, seed=21))
+    first = client_factory([supernode.address], seed_for_s=30)
+    first.download(src.url, str(downloads / "first.bin"))
+    listener, uploader, tasks = first.detach_listener()
+    pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
+                 supernodes=[supernode.address],
+                 registrations={t: first.registration(t) for t in tasks})
+    first.close()
+    try:
+        assert pid > 0 and pid != os.getpid()
+        result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
+        assert result.bytes_from_peers == src.size   # from the seeder, the only holder left
+        assert sha256_file(str(downloads / "second.bin")) == src.sha256
+    finally:
+        os.kill(pid, 15)
+    wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
+
+
+def _get(url, out, data_dir, *extra):
+    return subprocess.run([sys.executable, "-m", "dfly", "get", url, "-o", out, "--data-dir", data_dir,
+                           "--no-daemon", "--upload-listen", "127.0.0.1:0"] + list(extra),
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.time_limit(60)
+def test_a_get_hands_its_pieces_to_its_forked_spare(origin, supernode, client_factory, downloads,
+                                                     tmp_path):
+    src = origin.add("f.bin", content(3 * MiB, seed=22))
+    data_dir = str(tmp_path / "spare-data")
+    done = _get(src.url, str(downloads / "first.bin"), data_dir, "--supernode", supernode.address,
+                "--seed-for", "30")   # returns: the spare does not hold get's stdout or stderr
+    assert done.returncode == 0, done.stderr
+    seeders = _pids_mentioning(data_dir)
+    assert len(seeders) == 1   # the spare, forked from `get`, so with get's command line
+    try:
+        result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
+        assert result.bytes_from_peers == src.size
+    finally:
+        os.kill(seeders[0], 15)
+    wait_until(lambda: not _pids_mentioning(data_dir), timeout=10, message="the spare stops on SIGTERM")
+
+
+@pytest.mark.time_limit(60)
+def test_a_failed_get_leaves_no_spare_behind(origin, tmp_path):
+    data_dir = str(tmp_path / "failed-data")
+    done = _get(origin.url("missing.bin"), str(tmp_path / "x.bin"), data_dir, "--seed-for", "60")
+    assert done.returncode != 0
+    assert "missing.bin" in done.stderr or "404" in done.stderr
+    wait_until(lambda: not _pids_mentioning(data_dir), timeout=10,
+               message="the unused spare exits with its get")
+    assert not os.path.exists(str(tmp_path / "x.bin"))
