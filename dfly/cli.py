@@ -18,7 +18,9 @@ log = logging.getLogger("dfly")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=named if named in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -36,25 +38,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from dfly.bench.config import BenchConfig
-    from dfly.peer.config import PeerConfig
-    from dfly.peer.daemon_config import DaemonConfig
-    from dfly.supernode.config import SupernodeConfig
-
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """Every command; with `only`, the others are listed without their options, so
+    a command imports no other command's settings (a short `get` starts sooner)."""
     parser = argparse.ArgumentParser(
         prog="dfly", description="Peer-to-peer file distribution: one origin fetch, many hosts.",
         epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version="dfly " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, fill) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text)
+        if only in (None, name):
+            fill(sub)
+    return parser
 
-    sn = commands.add_parser("supernode", help="run a supernode: tracker, scheduler and CDN")
+
+def _supernode_options(sn: argparse.ArgumentParser) -> None:
+    from dfly.supernode.config import SupernodeConfig
     options.add_arguments(sn, SupernodeConfig)
     sn.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     sn.set_defaults(run=run_supernode)
 
-    get = commands.add_parser("get", help="download a URL through the P2P network",
-                              epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
+
+def _get_options(get: argparse.ArgumentParser) -> None:
+    from dfly.peer.config import PeerConfig
+    get.epilog = "exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items())
     get.add_argument("url", help="source URL (http or https)")
     get.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write; - for stdout")
     get.add_argument("--digest", metavar="sha256:HEX", help="expected digest of the whole file")
@@ -73,27 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_arguments(get, PeerConfig)
     get.set_defaults(run=run_get)
 
-    demo = commands.add_parser("demo", help="distribute a generated file among local peers and "
-                               "show where the bytes came from")
+
+def _demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--peers", type=int, default=5, help="how many peers (default: 5)")
     demo.add_argument("--size", default="64M", help="file size (default: 64M)")
     demo.add_argument("--data-dir", help="where the demo's files go (default: a temporary folder)")
     demo.set_defaults(run=run_demo)
 
-    daemon = commands.add_parser("daemon", help="run this host's long-lived peer: registry mirror, "
-                                 "HTTP proxy and shared cache")
+
+def _daemon_options(daemon: argparse.ArgumentParser) -> None:
+    from dfly.peer.daemon_config import DaemonConfig
     options.add_arguments(daemon, DaemonConfig)
     daemon.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     daemon.set_defaults(run=run_daemon)
 
-    bench = commands.add_parser("bench", help="measure a running supernode: many simulated peers "
-                                "download a URL at once or in waves")
+
+def _bench_options(bench: argparse.ArgumentParser) -> None:
+    from dfly.bench.config import BenchConfig
     bench.add_argument("url", help="source URL (http or https) every simulated peer downloads")
     bench.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     bench.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     options.add_arguments(bench, BenchConfig)
     bench.set_defaults(run=run_bench)
-    return parser
+
+
+COMMANDS = {
+    "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
+    "get": ("download a URL through the P2P network", _get_options),
+    "demo": ("distribute a generated file among local peers and show where the bytes came from",
+             _demo_options),
+    "daemon": ("run this host's long-lived peer: registry mirror, HTTP proxy and shared cache",
+               _daemon_options),
+    "bench": ("measure a running supernode: many simulated peers download a URL at once or in "
+              "waves", _bench_options),
+}
 
 
 def _file_values(args) -> dict:

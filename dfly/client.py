@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Iterable, Iterator, Optional
 
@@ -86,7 +85,7 @@ class Client:
                                    data_dir=data_dir, **settings)
         self.config = config
         self.data_dir = os.path.abspath(config.data_dir or default_data_dir(os.environ))
-        self.peer_id = uuid.uuid4().hex[:16]
+        self.peer_id = _random_hex(16)
         self.clock = time.monotonic
         self._uploader: Optional[UploaderApp] = None
         self._listener: Optional[Listener] = None
@@ -110,7 +109,7 @@ class Client:
         _check_digest(digest)
         path = os.path.abspath(path)
         temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
-                                                                         uuid.uuid4().hex[:8]))
+                                                                         _random_hex(8)))
         storage = PieceFile(temp)
         try:
             if on_storage is not None:
@@ -140,7 +139,7 @@ class Client:
         _check_digest(digest)
         tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
         _makedirs(tmp_dir)
-        storage = PieceFile(os.path.join(tmp_dir, uuid.uuid4().hex + ".part"))
+        storage = PieceFile(os.path.join(tmp_dir, _random_hex(32) + ".part"))
         outcome: Dict[str, object] = {}
         cancel = threading.Event()
 
@@ -450,3 +449,7 @@ def _makedirs(path: str) -> None:
     except OSError as e:
         raise errors.LocalIOError("cannot create %s: %s" % (path, e.strerror or e))
 
+
+def _random_hex(digits: int) -> str:
+    """Random hex digits, as uuid4().hex gives (without importing uuid and platform)."""
+    return os.urandom((digits + 1) // 2).hex()[:digits]

@@ -23,10 +23,9 @@ from typing import Callable, Dict, List, Optional
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.storage import PieceFile
-from dfly.protocol.messages import Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
+from dfly.protocol.messages import SUPERNODE, Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.client import SupernodeClient, SupernodeDown
-from dfly.supernode.scheduler import SUPERNODE
 
 POLL_WAIT_S = 2.0       # longest long-poll: bounds how late a cancel or deadline is seen
 KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the supernode forgets

@@ -15,7 +15,7 @@ PROTOCOL_VERSION = 1
 MAX_REPORTS = 100000
 MAX_WANT = 64
 MAX_URL_LEN = 8192
-RESERVED_PEER_ID = "supernode"   # the scheduler's name for the supernode as a holder
+SUPERNODE = "supernode"   # the holder name of pieces the supernode serves itself: no peer's id
 # Headers a peer may not pass to the source: they would change what the
 # supernode fetches or how, not who it fetches as.
 HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",
@@ -55,8 +55,8 @@ def _headers(value) -> Dict[str, str]:
 
 
 def _check_peer_id(peer_id: str) -> None:
-    if not PEER_ID.match(peer_id) or peer_id == RESERVED_PEER_ID:
-        raise BadRequest("peer id must be 1-64 of [A-Za-z0-9_.-] and not %r" % RESERVED_PEER_ID)
+    if not PEER_ID.match(peer_id) or peer_id == SUPERNODE:
+        raise BadRequest("peer id must be 1-64 of [A-Za-z0-9_.-] and not %r" % SUPERNODE)
 
 
 def _list(body: dict, name: str) -> list:

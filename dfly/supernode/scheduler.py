@@ -32,7 +32,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-SUPERNODE = "supernode"
+from dfly.protocol.messages import SUPERNODE
+
 TIE_WINDOW = 8   # pieces; see "rarest first" above
 
 

@@ -29,6 +29,28 @@ def test_get_help_lists_the_documented_flags(tmp_path):
         assert flag in out.stdout
 
 
+def test_get_builds_and_imports_no_other_commands_settings(tmp_path):
+    code = ("import sys; from dfly.cli import build_parser; "
+            "build_parser(only='get').parse_args(['get', 'http://127.0.0.1:1/x', '-o', 'x']); "
+            "print(' '.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert "dfly.peer.config" in loaded
+    for other in ("dfly.supernode.config", "dfly.peer.daemon_config", "dfly.bench.config",
+                  "dfly.supernode.scheduler", "uuid"):
+        assert other not in loaded
+
+
+def test_the_command_list_names_every_command_and_each_has_its_flags(tmp_path):
+    listed = dfly("--help", cwd=str(tmp_path)).stdout
+    for command, flag in (("supernode", "--max-uploads"), ("get", "--seed-for"), ("demo", "--peers"),
+                          ("daemon", "--registry-mirror"), ("bench", "--peers")):
+        assert command in listed
+        assert flag in dfly(command, "--help", cwd=str(tmp_path)).stdout
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"cache_sise": "1G"}, "unknown setting 'cache_sise'"),
     ({"cache_size": "lots"}, "bad value for --cache-size"),
