@@ -519,6 +519,9 @@ def _line(row: dict) -> str:
         row["origin_egress_x"])
     if row["scenario"] == "dfly":
         text += "  peers carried %.1f%%" % (100 * row["peer_share"])
+    if row["cpu"].get("busy_fraction") is not None:   # every host shares this machine's cores
+        text += "  CPU %.0f%% busy, downloads %.1f CPU-s" % (100 * row["cpu"]["busy_fraction"],
+                                                             row["host_cpu_s"])
     return text
 
 

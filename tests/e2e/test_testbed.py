@@ -49,6 +49,9 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     assert rows["dfly"]["origin_egress_x"] <= 1.05               # one copy from the supernode
     assert rows["dfly"]["bytes_from_peers"] >= 2 * result["size"] * 0.9
     assert rows["dfly"]["nginx_body_bytes"] == result["size"]
+    for row in rows.values():   # CPU is accounted: every host shares this machine's cores
+        assert 0 < row["cpu"]["busy_fraction"] <= 1
+    assert rows["dfly"]["host_cpu_s"] > 0.05 and rows["dfly"]["supernode_cpu_s"] > 0   # curl's may round to 0
     assert result["clean_after"]
     assert svg.read_text().startswith("<svg")
     assert _namespaces() == before                               # nothing left behind
