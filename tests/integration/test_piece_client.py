@@ -1,13 +1,18 @@
 """PieceFetcher against a scripted holder on a real socket: the body reads that
-wait for a low-water mark must end on every way a holder can end a piece."""
+wait for a low-water mark must end on every way a holder can end a piece; and a
+worker that crashes ends its download rather than leaving it waiting."""
 import hashlib
 import socketserver
 import threading
+import time
 
 import pytest
 
+from dfly.peer.downloader import P2PDownload
 from dfly.peer.piece_client import STEP_BYTES, PieceFailed, PieceFetcher
-from dfly.protocol.messages import PieceOrder
+from dfly.peer.storage import PieceFile
+from dfly.protocol.messages import PieceOrder, RegisterRequest
+from dfly.supernode.client import SupernodeClient
 
 PIECE = bytes(range(256)) * (3 * STEP_BYTES // 256 + 7)   # a few low-water steps and a tail
 
@@ -120,3 +125,24 @@ def test_a_holder_that_stalls_short_of_the_mark_fails_after_the_timeout(holder_w
             _fetch(holder_with(reply), [_order(0)], timeout_s=1.0)
     finally:
         release.set()
+
+
+class _BrokenWrites(PieceFile):
+    """Storage with a bug in it: not an I/O error the downloader knows, just a crash."""
+
+    def write(self, offset, data):
+        raise RuntimeError("a bug in the storage")
+
+
+@pytest.mark.time_limit(30)
+def test_an_unexpected_error_in_a_piece_worker_ends_the_download(origin, supernode, tmp_path):
+    src = origin.add("f.bin", bytes(3 * 1024 * 1024))
+    request = RegisterRequest(url=src.url, peer_id="crashing-peer", peer_port=9, peer_host="127.0.0.1")
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        download = P2PDownload(client, request, _BrokenWrites(str(tmp_path / "f.part")), 2,
+                               piece_timeout_s=5, deadline=time.monotonic() + 25)
+        with pytest.raises(RuntimeError, match="a bug in the storage"):
+            download.run()   # before, the dead worker's piece was awaited forever
+    finally:
+        client.close()
