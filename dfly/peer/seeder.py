@@ -95,6 +95,7 @@ class Spare:
 def _spare_main(sock: socket.socket, log_path: str) -> int:
     os.setsid()   # as start_new_session: the terminal's Ctrl-C is for `get`, not its seeder
     _stdio_to(log_path)   # at once: whoever reads get's stdout waits for every copy to close
+    _close_inherited(keep=sock.fileno())   # as close_fds: a pipe get inherited is not ours to hold
     marker, fds = _receive_fd(sock)
     if not marker or not fds:
         return 0
@@ -114,6 +115,19 @@ def _stdio_to(log_path: str) -> None:
     # fresh objects: the inherited ones may hold the parent's unwritten output
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def _close_inherited(keep: int) -> None:
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:   # no /proc: the usual range
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _receive_fd(sock: socket.socket):

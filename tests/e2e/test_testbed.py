@@ -64,3 +64,13 @@ def test_testbed_refuses_clearly_without_root_or_tools():
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "testbed:" in proc.stderr
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+def test_testbed_refuses_a_queue_of_fewer_than_two_packets_before_making_anything():
+    before = _namespaces()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "2",
+                           "--queue", "1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "--queue must be at least 2 packets" in proc.stderr
+    assert _namespaces() == before

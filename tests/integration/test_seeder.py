@@ -56,29 +56,40 @@ def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
     wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
 
 
-def _get(url, out, data_dir, *extra):
+def _get(url, out, data_dir, *extra, pass_fds=()):
     return subprocess.run([sys.executable, "-m", "dfly", "get", url, "-o", out, "--data-dir", data_dir,
                            "--no-daemon", "--upload-listen", "127.0.0.1:0"] + list(extra),
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, pass_fds=pass_fds)
+
+
+@pytest.fixture
+def spare_data(tmp_path):
+    """A data dir for a CLI get; whatever still runs with it is stopped afterwards."""
+    data_dir = str(tmp_path / "spare-data")
+    yield data_dir
+    for pid in _pids_mentioning(data_dir):
+        os.kill(pid, 15)
+    wait_until(lambda: not _pids_mentioning(data_dir), timeout=10, message="the spare stops on SIGTERM")
 
 
 @pytest.mark.time_limit(60)
 def test_a_get_hands_its_pieces_to_its_forked_spare(origin, supernode, client_factory, downloads,
-                                                     tmp_path):
+                                                     spare_data):
     src = origin.add("f.bin", content(3 * MiB, seed=22))
-    data_dir = str(tmp_path / "spare-data")
-    done = _get(src.url, str(downloads / "first.bin"), data_dir, "--supernode", supernode.address,
-                "--seed-for", "30")   # returns: the spare does not hold get's stdout or stderr
-    assert done.returncode == 0, done.stderr
-    seeders = _pids_mentioning(data_dir)
-    assert len(seeders) == 1   # the spare, forked from `get`, so with get's command line
+    readable, writable = os.pipe()   # a pipe get inherits, as from a shell or a CI runner
     try:
-        result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
-        assert result.bytes_from_peers == src.size
+        done = _get(src.url, str(downloads / "first.bin"), spare_data, "--supernode", supernode.address,
+                    "--seed-for", "30", pass_fds=(writable,))
+        os.close(writable)
+        assert done.returncode == 0, done.stderr   # returned: the spare holds neither stdout nor stderr
+        os.set_blocking(readable, False)
+        assert os.read(readable, 1) == b""   # end of file: nor that pipe
     finally:
-        os.kill(seeders[0], 15)
-    wait_until(lambda: not _pids_mentioning(data_dir), timeout=10, message="the spare stops on SIGTERM")
+        os.close(readable)
+    assert len(_pids_mentioning(spare_data)) == 1   # the spare, forked, so with get's command line
+    result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
+    assert result.bytes_from_peers == src.size
 
 
 @pytest.mark.time_limit(60)
