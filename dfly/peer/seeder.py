@@ -59,8 +59,14 @@ class Spare:
         try:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             ours, theirs = socket.socketpair()
+        except OSError as e:
+            log.warning("cannot fork a seeder (%s); one will be started when needed", e)
+            return None
+        try:
             pid = os.fork()
         except OSError as e:
+            ours.close()
+            theirs.close()
             log.warning("cannot fork a seeder (%s); one will be started when needed", e)
             return None
         if pid == 0:   # the child never returns into the caller's code
@@ -80,7 +86,8 @@ class Spare:
             self._sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
             self._sock.sendall(json.dumps(spec).encode())
             self._sock.shutdown(socket.SHUT_WR)
-            return self._sock.makefile("rb").readline().strip() == b"ready"
+            with self._sock.makefile("rb") as answer:
+                return answer.readline().strip() == b"ready"
         except OSError as e:
             log.warning("the seeder did not take over: %s", e)
             return False
@@ -95,7 +102,7 @@ class Spare:
 def _spare_main(sock: socket.socket, log_path: str) -> int:
     os.setsid()   # as start_new_session: the terminal's Ctrl-C is for `get`, not its seeder
     _stdio_to(log_path)   # at once: whoever reads get's stdout waits for every copy to close
-    _close_inherited(keep=sock.fileno())   # as close_fds: a pipe get inherited is not ours to hold
+    _release_inherited(keep=sock.fileno())   # as close_fds: a pipe get inherited is not ours to hold
     marker, fds = _receive_fd(sock)
     if not marker or not fds:
         return 0
@@ -117,17 +124,23 @@ def _stdio_to(log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
-def _close_inherited(keep: int) -> None:
+def _release_inherited(keep: int) -> None:
+    """Point every other inherited descriptor at /dev/null rather than close it: a
+    Python object of get's that owns one may close it later, and must not close
+    a socket that has since been given the same number."""
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:   # no /proc: the usual range
         fds = list(range(3, 256))
+    devnull = os.open(os.devnull, os.O_RDWR)
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in (keep, devnull):
             try:
-                os.close(fd)
-            except OSError:
-                pass
+                os.fstat(fd)   # dup2 would open a number that is not open
+            except OSError:   # the listing's own descriptor, or a gap in the range
+                continue
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _receive_fd(sock: socket.socket):
