@@ -64,15 +64,13 @@ def namespace_pids(ns: str) -> List[int]:
 
 def kill_namespace_processes(ns: str, grace_s: float = 5.0) -> int:
     """Stop every process inside `ns` (all started by us: the namespace is ours)."""
-    def pids():
-        return namespace_pids(ns)
-    found = pids()
+    found = namespace_pids(ns)
     for pid in found:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while pids() and time.monotonic() < deadline:
+    while namespace_pids(ns) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in pids():
+    for pid in namespace_pids(ns):
         _signal(pid, signal.SIGKILL)
     return len(found)
 
@@ -216,8 +214,8 @@ class OriginHost:
         data = self.ws.dir("supernode-%d" % self.runs)
         log_path = os.path.join(data, "stderr.log")
         with open(log_path, "wb") as err:
-            self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [
-                *PYTHON, self.ws.pyz, "supernode", "--listen", self.supernode_address,
+            self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, PYTHON + [
+                self.ws.pyz, "supernode", "--listen", self.supernode_address,
                 "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
 
         def listening():

@@ -59,14 +59,13 @@ class Spare:
         try:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             ours, theirs = socket.socketpair()
+            try:
+                pid = os.fork()
+            except OSError:
+                ours.close()
+                theirs.close()
+                raise
         except OSError as e:
-            log.warning("cannot fork a seeder (%s); one will be started when needed", e)
-            return None
-        try:
-            pid = os.fork()
-        except OSError as e:
-            ours.close()
-            theirs.close()
             log.warning("cannot fork a seeder (%s); one will be started when needed", e)
             return None
         if pid == 0:   # the child never returns into the caller's code
