@@ -4,6 +4,7 @@ Each command's flags come from its component's config dataclass (options.py);
 a --config FILE (JSON, or TOML on Python 3.11+) fills what the flags leave out.
 """
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,6 +26,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    # What is loaded by now lives as long as the process: keep the collector from
+    # walking it again and again. A piece transfer allocates many short-lived
+    # containers (headers, JSON), so collect young objects less often too.
+    gc.freeze()
+    gc.set_threshold(10000, 20, 20)
     try:
         return args.run(args)
     except errors.DflyError as e:

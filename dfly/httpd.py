@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
@@ -28,11 +28,13 @@ MAX_BODY_BYTES = 1 << 20
 @dataclass(frozen=True)
 class FileSlice:
     """`count` bytes of the file at `path` from `offset`, sent with sendfile
-    (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set)."""
+    (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set).
+    `on_sent` is called once every byte went out to the socket (not yet received)."""
     path: str
     offset: int
     count: int
     throttle: Optional[object] = None
+    on_sent: Optional[Callable[[], None]] = None
 
 
 @dataclass
@@ -164,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
                 sent = send_file_slice(self.connection, source, body)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
+                elif body.on_sent is not None:
+                    body.on_sent()
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):

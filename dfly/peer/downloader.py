@@ -276,7 +276,7 @@ class P2PDownload:
         self._close_reporter()   # after the workers: it reports what they settled last
 
     def _work(self) -> None:
-        fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock)
+        fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id)
         try:
             while True:
                 order = self._jobs.get()

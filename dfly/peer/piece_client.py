@@ -15,9 +15,10 @@ import http.client
 import socket
 import time
 from typing import Callable, Dict, Optional
+from urllib.parse import urlencode
 
 from dfly.httpd import parse_hostport
-from dfly.protocol.messages import PieceOrder
+from dfly.protocol.messages import SUPERNODE, PieceOrder
 from dfly.protocol.ratelimit import TokenBucket
 
 STEP_BYTES = 256 << 10
@@ -38,8 +39,10 @@ class PieceFetcher:
     """One worker's connections (one keep-alive per holder) and buffer."""
 
     def __init__(self, timeout_s: float, bucket: Optional[TokenBucket] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, peer_id: str = ""):
+        """`peer_id`: ours, told to the supernode with each piece it serves us."""
         self.timeout_s = timeout_s
+        self.peer_id = peer_id
         self.bucket = bucket
         self.clock = clock
         self._conns: Dict[str, http.client.HTTPConnection] = {}
@@ -47,6 +50,8 @@ class PieceFetcher:
     def fetch(self, addr: str, task_id: str, order: PieceOrder, write) -> None:
         """Fetch `order` from `addr`, calling write(offset, bytes) as data arrives."""
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
+        if order.holder == SUPERNODE and self.peer_id:   # it frees our slot there when sent
+            path += "?" + urlencode({"peer": self.peer_id})
         for attempt in (1, 2):   # a pooled connection the holder closed gets one retry
             conn = self._conn(addr)
             reused = conn.sock is not None

@@ -20,7 +20,9 @@ copy of the file):
   requester, not on the requester's blacklist, under max_holder_errors, and
   under max_uploads_per_peer. The least loaded such peer wins.
 - The supernode serves a piece only when no peer has it or is fetching it, so
-  each piece leaves the supernode about once; peers spread it from there. A
+  each piece leaves the supernode about once; peers spread it from there. Its
+  upload slot is free again once the piece is sent (`supernode_sent`), while
+  the piece still counts as on its way to that peer until it is reported. A
   requester with max_peer_failures failures is served by the supernode only.
 - Peers not heard from for peer_ttl_s are forgotten with all they held; an
   assignment not reported within assignment_timeout_s is released.
@@ -77,6 +79,7 @@ class TaskScheduler:
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
+        self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): the supernode sent it all
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -139,6 +142,18 @@ class TaskScheduler:
             bad = self.peers.get(holder)
             if bad is not None:
                 bad.errors += 1
+
+    def supernode_sent(self, peer_id: str, num: int) -> bool:
+        """The supernode sent all of `num` to `peer_id`: its upload slot is free,
+        though the piece still counts as on its way to that peer until reported.
+        False when there is no such assignment (or it was counted already)."""
+        peer = self.peers.get(peer_id)
+        if peer is None or peer.inflight.get(num, ("", 0))[0] != SUPERNODE \
+                or (peer_id, num) in self._sent:
+            return False
+        self._sent.add((peer_id, num))
+        self.supernode_uploads = max(0, self.supernode_uploads - 1)
+        return True
 
     def expire(self, now: float) -> List[str]:
         """Forget silent peers and release stale assignments; returns forgotten ids."""
@@ -253,7 +268,10 @@ class TaskScheduler:
             return
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         if holder == SUPERNODE:
-            self.supernode_uploads = max(0, self.supernode_uploads - 1)
+            if (peer.peer_id, num) in self._sent:
+                self._sent.discard((peer.peer_id, num))   # its slot was freed already
+            else:
+                self.supernode_uploads = max(0, self.supernode_uploads - 1)
             fetching = self._from_supernode.get(num)
             if fetching is not None:
                 fetching.pop(peer.peer_id, None)

@@ -65,7 +65,8 @@ class SupernodeApp:
         return Response.json(self.supernode.leave(tid, peer))
 
     def piece(self, request: Request, tid: str, num: str) -> Response:
-        return Response(200, self.supernode.piece(tid, piece_number(num)),
+        peer = request.query.get("peer", [""])[0]   # who fetches it, when the peer says
+        return Response(200, self.supernode.piece(tid, piece_number(num), peer),
                         {"Content-Type": "application/octet-stream"})
 
     def cluster(self, request: Request) -> Response:

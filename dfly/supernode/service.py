@@ -164,7 +164,7 @@ class Supernode:
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
-    def piece(self, tid: str, num: int) -> FileSlice:
+    def piece(self, tid: str, num: int, peer_id: str = "") -> FileSlice:
         task = self._known_task(tid)
         with task.cond:
             if not task.is_cached(num):
@@ -172,7 +172,18 @@ class Supernode:
             start, size = piece_range(num, task.length if task.length is not None
                                       else (num + 1) * task.piece_size, task.piece_size)
             task.served_bytes += size
-        return FileSlice(task.data_path, start, size)
+        on_sent = None
+        if peer_id:
+            on_sent = lambda: self._piece_sent(task, num, peer_id)   # noqa: E731
+        return FileSlice(task.data_path, start, size, on_sent=on_sent)
+
+    def _piece_sent(self, task: Task, num: int, peer_id: str) -> None:
+        """The last byte of a piece left for `peer_id`: our upload slot is free now,
+        not only when the peer reports the piece (a round trip later, during which
+        our link, the swarm's bottleneck, would carry less)."""
+        with task.cond:
+            if task.scheduler.supernode_sent(peer_id, num):
+                task.offered(task.scheduler.pieces_of(SUPERNODE))
 
     def task_status(self, tid: str) -> dict:
         task = self._known_task(tid)

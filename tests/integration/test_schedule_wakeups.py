@@ -6,12 +6,14 @@ that reached its deadline would find the same holder still busy or the same
 copy still fresh, and return empty. So "it got a piece" is the proof of a wake,
 with no clock in the assertion.
 """
+import hashlib
 import threading
 
 import pytest
 from helpers import MiB, content, wait_until
 
-from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.peer.piece_client import PieceFetcher
+from dfly.protocol.messages import SUPERNODE, PieceOrder, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.service import Supernode
@@ -226,3 +228,64 @@ def test_a_peer_reporting_its_last_piece_on_another_connection_ends_its_own_long
     poll.join(LONG_POLL_S + 5)
     assert reply["pieces"] == []
     assert reply["waited_s"] < LONG_POLL_S - 1   # woken by its own report, not its deadline
+
+
+def _fetch_from_supernode(supernode, tid: str, piece, peer_id: str) -> bytes:
+    """Fetch `piece` (a PieceOrder naming the supernode) as the piece workers do."""
+    got = bytearray(piece.size)
+
+    def write(offset, data):
+        got[offset - piece.start:offset - piece.start + len(data)] = data
+
+    fetcher = PieceFetcher(10, peer_id=peer_id)
+    try:
+        fetcher.fetch(supernode.address, tid, piece, write)
+    finally:
+        fetcher.close()
+    return bytes(got)
+
+
+@pytest.mark.time_limit(30)
+def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(supernode_factory,
+                                                                             origin):
+    supernode = supernode_factory(max_uploads=1)
+    data = content(2 * MiB, seed=7)   # two pieces
+    src = origin.add("two.bin", data)
+    a, b, observer = (SupernodeClient(supernode.address, timeout_s=10) for _ in range(3))
+    a.name, b.name = "a", "b"
+    try:
+        tid = register(b, src.url)
+        first_holder(a, tid, src.url)
+        call = long_poll(b, tid)   # the supernode's one slot is a's: b waits
+        waiting(observer, tid, 1)
+        order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
+
+        assert _fetch_from_supernode(supernode, tid, order, "a") == data[:MiB]   # a reports nothing
+
+        assert [(p.num, p.holder) for p in call.result().pieces] == [(1, SUPERNODE)]
+    finally:
+        for client in (a, b, observer):
+            client.close()
+
+
+@pytest.mark.time_limit(30)
+def test_a_fetch_that_does_not_say_who_it_is_holds_the_slot_until_reported(supernode_factory,
+                                                                            origin):
+    supernode = supernode_factory(max_uploads=1)
+    data = content(2 * MiB, seed=8)
+    src = origin.add("two.bin", data)
+    a, b = SupernodeClient(supernode.address, timeout_s=10), SupernodeClient(supernode.address,
+                                                                             timeout_s=10)
+    a.name, b.name = "a", "b"
+    try:
+        tid = register(b, src.url)
+        first_holder(a, tid, src.url)
+        order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
+        assert _fetch_from_supernode(supernode, tid, order, "") == data[:MiB]
+
+        assert b.schedule(tid, ScheduleRequest("b", want=1, wait_s=0.3)).pieces == []
+        a.schedule(tid, ScheduleRequest("a", done=[0], want=0))
+        assert [p.holder for p in b.schedule(tid, ScheduleRequest("b", want=1)).pieces] == [SUPERNODE]
+    finally:
+        a.close()
+        b.close()

@@ -211,6 +211,65 @@ def test_a_supernode_upload_is_released_when_the_piece_is_done():
     assert nxt.piece != got.piece
 
 
+
+def test_a_supernode_upload_slot_is_free_once_the_piece_is_sent_before_it_is_reported():
+    s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1)
+    [got] = s.assign("a", 1, T0)
+    assert s.assign("b", 1, T0) == []
+    assert s.supernode_sent("a", got.piece) is True
+    assert s.upload_load(SUPERNODE) == 0
+    [nxt] = s.assign("b", 1, T0)
+    assert nxt.holder == SUPERNODE and nxt.piece != got.piece
+
+
+def test_a_sent_piece_still_counts_as_on_its_way_so_it_leaves_the_supernode_once():
+    s = scheduler(on_supernode=[0, 1], peers=["a", "b"], max_uploads_supernode=4)
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    s.supernode_sent("a", 0)
+    assert s.assign("b", 2, T0) == [Assignment(1, SUPERNODE)]   # not piece 0 a second time
+
+
+@pytest.mark.parametrize("settle", ["done", "failed", "left", "expired"])
+def test_a_sent_supernode_upload_is_not_released_twice(settle):
+    s = scheduler(on_supernode=range(8), peers=["a", "b", "c"], max_uploads_supernode=2,
+                  assignment_timeout_s=10.0, peer_ttl_s=1000.0)
+    [sent] = s.assign("a", 1, T0)
+    [second] = s.assign("b", 1, T0)
+    s.supernode_sent("a", sent.piece)
+    [third] = s.assign("c", 1, T0)   # into the slot a's piece freed
+    assert s.upload_load(SUPERNODE) == 2
+    if settle == "done":
+        s.piece_done("a", sent.piece, T0 + 1)
+    elif settle == "failed":
+        s.piece_failed("a", sent.piece, SUPERNODE, T0 + 1)
+    elif settle == "left":
+        s.peer_left("a")
+    else:
+        s.peer_seen("b", T0 + 11)
+        s.peer_seen("c", T0 + 11)
+        s.expire(T0 + 11)   # every assignment is stale now
+        assert s.upload_load(SUPERNODE) == 0
+        return
+    assert s.upload_load(SUPERNODE) == 2   # b's and c's uploads are still going
+    s.piece_done("b", second.piece, T0 + 2)
+    s.piece_done("c", third.piece, T0 + 2)
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_sent_is_counted_once_and_only_for_a_supernode_assignment():
+    s = scheduler(on_supernode=[0, 1], peers=["a", "b", "h"])
+    [got] = s.assign("a", 1, T0)
+    assert s.supernode_sent("a", got.piece) is True
+    assert s.supernode_sent("a", got.piece) is False   # the same send, told twice
+    assert s.supernode_sent("a", 1 - got.piece) is False   # not assigned to a
+    assert s.supernode_sent("ghost", got.piece) is False
+    holding(s, "h", [2])
+    holding(s, "b", [0, 1])
+    assert s.assign("b", 1, T0) == [Assignment(2, "h")]
+    assert s.supernode_sent("b", 2) is False   # h serves it, not the supernode
+    assert s.upload_load(SUPERNODE) == 0
+
+
 # per-holder upload cap ---------------------------------------------------------------
 
 def test_a_holder_never_serves_more_than_max_uploads_per_peer():
