@@ -9,6 +9,7 @@ sent with socket.sendfile so piece data never passes through Python.
 import json
 import logging
 import re
+import selectors
 import socket
 import threading
 import time
@@ -167,6 +168,7 @@ class Handler(BaseHTTPRequestHandler):
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
                 elif body.on_sent is not None:
+                    wait_until_sent(self.connection, self.timeout)
                     body.on_sent()
             else:
                 self.wfile.write(body)
@@ -183,6 +185,27 @@ class Handler(BaseHTTPRequestHandler):
 
 
 THROTTLE_STEP = 256 * 1024
+UNSENT_BYTES = 128 * 1024   # "sent": no more than this is still waiting in the socket
+
+
+def wait_until_sent(sock: socket.socket, timeout_s: float) -> None:
+    """Wait until (nearly) all that was written to `sock` is out on the wire, not
+    only in its send buffer, which can hold much of a piece: TCP_NOTSENT_LOWAT makes
+    the socket writable only then. Where the option is missing, returns at once."""
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is None:
+        return
+    try:
+        before = sock.getsockopt(socket.IPPROTO_TCP, option)
+        sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_BYTES)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(sock, selectors.EVENT_WRITE)
+                selector.select(timeout_s)
+        finally:
+            sock.setsockopt(socket.IPPROTO_TCP, option, before)
+    except OSError:
+        pass   # the connection broke: what was sent is sent
 
 
 def send_file_slice(sock: socket.socket, source, body: FileSlice) -> int:
