@@ -56,7 +56,9 @@ def settle() -> None:
 
 class CpuMeter:
     """Machine-wide CPU use between start and stop, from /proc/stat: busy CPU-seconds
-    and how busy all cores were on average (1.0 = every core saturated)."""
+    and how busy all cores were on average (1.0 = every core saturated), and of the
+    busy time how much the hypervisor gave to other guests (steal): on a shared
+    host that is what makes the same run slower in one hour than in the next."""
 
     def __init__(self):
         self._start = _cpu_times()
@@ -70,6 +72,7 @@ class CpuMeter:
         busy = (end[0] - self._start[0]) / tick
         total = (end[1] - self._start[1]) / tick
         return {"busy_cpu_s": round(busy, 2), "busy_fraction": round(busy / total, 3) if total else None,
+                "steal_cpu_s": round((end[2] - self._start[2]) / tick, 2),
                 "wall_s": round(t1 - self._t0, 3)}
 
 
@@ -80,7 +83,8 @@ def _cpu_times():
     except (OSError, ValueError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]) - idle, sum(fields[:8]), steal
 
 
 def median(values: List[float]) -> float:

@@ -518,8 +518,8 @@ def _line(row: dict) -> str:
     if row["scenario"] == "dfly":
         text += "  peers carried %.1f%%" % (100 * row["peer_share"])
     if row["cpu"].get("busy_fraction") is not None:   # every host shares this machine's cores
-        text += "  CPU %.0f%% busy, downloads %.1f CPU-s" % (100 * row["cpu"]["busy_fraction"],
-                                                             row["host_cpu_s"])
+        text += "  CPU %.0f%% busy (%.1f CPU-s stolen), downloads %.1f CPU-s" % (
+            100 * row["cpu"]["busy_fraction"], row["cpu"].get("steal_cpu_s", 0.0), row["host_cpu_s"])
     return text
 
 

@@ -51,6 +51,7 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     assert rows["dfly"]["nginx_body_bytes"] == result["size"]
     for row in rows.values():   # CPU is accounted: every host shares this machine's cores
         assert 0 < row["cpu"]["busy_fraction"] <= 1
+        assert 0 <= row["cpu"]["steal_cpu_s"] <= row["cpu"]["busy_cpu_s"]
     assert rows["dfly"]["host_cpu_s"] > 0.05 and rows["dfly"]["supernode_cpu_s"] > 0   # curl's may round to 0
     assert result["clean_after"]
     assert svg.read_text().startswith("<svg")
