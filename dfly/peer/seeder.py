@@ -16,6 +16,7 @@ import array
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +97,16 @@ class Spare:
     def close(self) -> None:
         """Unused, the child reads end of file and exits."""
         self._sock.close()
+
+    def kill(self) -> None:
+        """It failed to take over (died, or did not answer): make sure it is gone,
+        so that it cannot serve beside the seeder started instead."""
+        self.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass   # gone already, or not our child
 
 
 def _spare_main(sock: socket.socket, log_path: str) -> int:
@@ -179,9 +190,13 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
                               "owned": owned, "length": pieces.length,
                               "piece_size": pieces.piece_size,
                               "register": request.to_json() if request is not None else None})
+    pid = 0
     if spare is not None:
-        pid = spare.pid if spare.hand_over(spec, spec["fd"]) else 0
-    else:
+        if spare.hand_over(spec, spec["fd"]):
+            pid = spare.pid
+        else:   # the pieces are still served, by a new process
+            spare.kill()
+    if not pid:
         pid = _start_process(spec, data_dir)
     # The seeder accepts from now on; pieces we are still sending must not be cut
     # (the peer fetching one would blacklist this host and go to the supernode).

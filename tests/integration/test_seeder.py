@@ -1,13 +1,14 @@
 """The detached seeder both ways: a fresh interpreter when threads already run (as
 here, under pytest), and the forked spare `dfly get` parks at its start."""
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 from helpers import MiB, content, sha256_file, wait_until
 
-from dfly.peer.seeder import detach
+from dfly.peer.seeder import Spare, detach
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,11 +47,35 @@ def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
                  supernodes=[supernode.address],
                  registrations={t: first.registration(t) for t in tasks})
     first.close()
+    assert pid > 0 and pid != os.getpid()   # (os.kill(0, ...) would signal our whole group)
     try:
-        assert pid > 0 and pid != os.getpid()
         result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
         assert result.bytes_from_peers == src.size   # from the seeder, the only holder left
         assert sha256_file(str(downloads / "second.bin")) == src.sha256
+    finally:
+        os.kill(pid, 15)
+    wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
+
+
+@pytest.mark.time_limit(60)
+def test_a_spare_that_died_is_replaced_by_a_fresh_seeder(origin, supernode, client_factory,
+                                                          downloads, tmp_path):
+    src = origin.add("f.bin", content(3 * MiB, seed=23))
+    first = client_factory([supernode.address], seed_for_s=30)
+    first.download(src.url, str(downloads / "first.bin"))
+    listener, uploader, tasks = first.detach_listener()
+    ours, theirs = socket.socketpair()
+    theirs.close()   # the spare's end: it died before the download was done
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
+                 supernodes=[supernode.address], spare=Spare(dead.pid, ours),
+                 registrations={t: first.registration(t) for t in tasks})
+    first.close()
+    assert pid > 0 and pid not in (dead.pid, os.getpid())   # (os.kill(0, ...): our whole group)
+    try:
+        result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
+        assert result.bytes_from_peers == src.size   # from the new seeder, the only holder left
     finally:
         os.kill(pid, 15)
     wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
