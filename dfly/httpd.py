@@ -30,7 +30,8 @@ MAX_BODY_BYTES = 1 << 20
 class FileSlice:
     """`count` bytes of the file at `path` from `offset`, sent with sendfile
     (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set).
-    `on_sent` is called once every byte went out to the socket (not yet received)."""
+    `on_sent` is called once the body is out on the wire but for at most UNSENT_BYTES
+    (`wait_until_sent`), whether or not the client has received it yet."""
     path: str
     offset: int
     count: int

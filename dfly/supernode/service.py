@@ -8,6 +8,7 @@ failed source the moment it happens. A change wakes only the waiters it may
 concern (task.py says how), and the reply says how long the call waited on
 purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
+import functools
 import hmac
 import logging
 import os
@@ -172,9 +173,7 @@ class Supernode:
             start, size = piece_range(num, task.length if task.length is not None
                                       else (num + 1) * task.piece_size, task.piece_size)
             task.served_bytes += size
-        on_sent = None
-        if peer_id:
-            on_sent = lambda: self._piece_sent(task, num, peer_id)   # noqa: E731
+        on_sent = functools.partial(self._piece_sent, task, num, peer_id) if peer_id else None
         return FileSlice(task.data_path, start, size, on_sent=on_sent)
 
     def _piece_sent(self, task: Task, num: int, peer_id: str) -> None:
