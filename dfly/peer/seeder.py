@@ -47,8 +47,9 @@ class Spare:
     """A forked child parked on a socketpair until `hand_over` gives it a spec and
     the listening socket (SCM_RIGHTS); end of file instead means "not needed"."""
 
-    def __init__(self, pid: int, sock: socket.socket):
+    def __init__(self, pid: int, sock: socket.socket, ready_timeout_s: float = READY_TIMEOUT_S):
         self.pid, self._sock = pid, sock
+        self.ready_timeout_s = ready_timeout_s
 
     @classmethod
     def fork(cls, data_dir: str) -> Optional["Spare"]:
@@ -82,7 +83,7 @@ class Spare:
     def hand_over(self, spec: dict, fd: int) -> bool:
         """Give the child its work; True once it serves on `fd`."""
         try:
-            self._sock.settimeout(READY_TIMEOUT_S)
+            self._sock.settimeout(self.ready_timeout_s)
             self._sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
             self._sock.sendall(json.dumps(spec).encode())
             self._sock.shutdown(socket.SHUT_WR)

@@ -57,29 +57,47 @@ def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
     wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
 
 
+def _a_dead_spare():
+    """The spare's end of the socketpair closed, its process gone: it died."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return Spare(dead.pid, ours), dead, None
+
+
+def _a_hung_spare():
+    """Alive, its end open, but it never answers."""
+    ours, theirs = socket.socketpair()
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    return Spare(hung.pid, ours, ready_timeout_s=0.5), hung, theirs
+
+
 @pytest.mark.time_limit(60)
-def test_a_spare_that_died_is_replaced_by_a_fresh_seeder(origin, supernode, client_factory,
-                                                          downloads, tmp_path):
+@pytest.mark.parametrize("make_spare", [_a_dead_spare, _a_hung_spare])
+def test_a_spare_that_does_not_take_over_is_replaced_by_a_fresh_seeder(
+        make_spare, origin, supernode, client_factory, downloads, tmp_path):
     src = origin.add("f.bin", content(3 * MiB, seed=23))
     first = client_factory([supernode.address], seed_for_s=30)
     first.download(src.url, str(downloads / "first.bin"))
     listener, uploader, tasks = first.detach_listener()
-    ours, theirs = socket.socketpair()
-    theirs.close()   # the spare's end: it died before the download was done
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
-                 supernodes=[supernode.address], spare=Spare(dead.pid, ours),
-                 registrations={t: first.registration(t) for t in tasks})
-    first.close()
-    assert pid > 0 and pid not in (dead.pid, os.getpid())   # (os.kill(0, ...): our whole group)
+    spare, process, held_end = make_spare()
+    try:
+        pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
+                     supernodes=[supernode.address], spare=spare,
+                     registrations={t: first.registration(t) for t in tasks})
+    finally:
+        first.close()
+        if held_end is not None:
+            held_end.close()
+    assert process.wait(timeout=10) is not None   # killed, if it was still there
+    assert pid > 0 and pid not in (process.pid, os.getpid())   # (os.kill(0, ...): our whole group)
     try:
         result = client_factory([supernode.address]).download(src.url, str(downloads / "second.bin"))
         assert result.bytes_from_peers == src.size   # from the new seeder, the only holder left
     finally:
         os.kill(pid, 15)
     wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
-
 
 def _get(url, out, data_dir, *extra, pass_fds=()):
     return subprocess.run([sys.executable, "-m", "dfly", "get", url, "-o", out, "--data-dir", data_dir,
