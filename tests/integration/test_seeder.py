@@ -58,11 +58,12 @@ def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
 
 
 def _a_dead_spare():
-    """The spare's end of the socketpair closed, its process gone: it died."""
+    """The spare's end of the socketpair closed, its process exited (not reaped, as
+    a forked spare that died is not: its pid cannot have gone to another process)."""
     ours, theirs = socket.socketpair()
     theirs.close()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)
     return Spare(dead.pid, ours), dead, None
 
 
@@ -98,6 +99,7 @@ def test_a_spare_that_does_not_take_over_is_replaced_by_a_fresh_seeder(
     finally:
         os.kill(pid, 15)
     wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
+
 
 def _get(url, out, data_dir, *extra, pass_fds=()):
     return subprocess.run([sys.executable, "-m", "dfly", "get", url, "-o", out, "--data-dir", data_dir,

@@ -211,7 +211,6 @@ def test_a_supernode_upload_is_released_when_the_piece_is_done():
     assert nxt.piece != got.piece
 
 
-
 def test_a_supernode_upload_slot_is_free_once_the_piece_is_sent_before_it_is_reported():
     s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1)
     [got] = s.assign("a", 1, T0)
@@ -234,25 +233,22 @@ def test_a_sent_supernode_upload_is_not_released_twice(settle):
     s = scheduler(on_supernode=range(8), peers=["a", "b", "c"], max_uploads_supernode=2,
                   assignment_timeout_s=10.0, peer_ttl_s=1000.0)
     [sent] = s.assign("a", 1, T0)
-    [second] = s.assign("b", 1, T0)
+    [second] = s.assign("b", 1, T0 + 5)
     s.supernode_sent("a", sent.piece)
-    [third] = s.assign("c", 1, T0)   # into the slot a's piece freed
+    [third] = s.assign("c", 1, T0 + 5)   # into the slot a's piece freed
     assert s.upload_load(SUPERNODE) == 2
     if settle == "done":
-        s.piece_done("a", sent.piece, T0 + 1)
+        s.piece_done("a", sent.piece, T0 + 11)
     elif settle == "failed":
-        s.piece_failed("a", sent.piece, SUPERNODE, T0 + 1)
+        s.piece_failed("a", sent.piece, SUPERNODE, T0 + 11)
     elif settle == "left":
         s.peer_left("a")
     else:
-        s.peer_seen("b", T0 + 11)
-        s.peer_seen("c", T0 + 11)
-        s.expire(T0 + 11)   # every assignment is stale now
-        assert s.upload_load(SUPERNODE) == 0
-        return
+        s.expire(T0 + 11)   # only a's assignment is stale
+        assert sent.piece not in s.peers["a"].inflight
     assert s.upload_load(SUPERNODE) == 2   # b's and c's uploads are still going
-    s.piece_done("b", second.piece, T0 + 2)
-    s.piece_done("c", third.piece, T0 + 2)
+    s.piece_done("b", second.piece, T0 + 12)
+    s.piece_done("c", third.piece, T0 + 12)
     assert s.upload_load(SUPERNODE) == 0
 
 
