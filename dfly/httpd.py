@@ -11,6 +11,7 @@ import logging
 import re
 import selectors
 import socket
+import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
@@ -182,7 +183,21 @@ class Handler(BaseHTTPRequestHandler):
         super().send_error(code, message, explain)
 
     def log_message(self, format, *args):
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):   # every request passes here
+            log.debug("%s %s", self.address_string(), format % args)
+
+    _date = (0, "")   # (second, its Date header): shared by every handler
+
+    def date_time_string(self, timestamp=None):
+        # Formatting the Date header (email.utils) was 4 % of a busy supernode's
+        # CPU; it changes once a second. The tuple is replaced whole, so no lock.
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        cached = Handler._date
+        if cached[0] != now:
+            cached = Handler._date = (now, super().date_time_string(now))
+        return cached[1]
 
 
 THROTTLE_STEP = 256 * 1024
@@ -246,6 +261,13 @@ class Server(ThreadingHTTPServer):
             self.socket.close()
             self.socket = sock
             self.server_address = sock.getsockname()[:2]
+
+    def server_bind(self):
+        # Not HTTPServer.server_bind: that also looks this host's name up
+        # (socket.getfqdn), which waits on DNS, for seconds where the resolver does
+        # not answer (an air-gapped host), and nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):

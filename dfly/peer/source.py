@@ -4,14 +4,11 @@ Used when no supernode answers (and --no-back-source is not given). The file is
 written in order; the caller checks the whole-file digest and renames.
 """
 import time
-import urllib.error
-import urllib.request
 from typing import Callable, Dict, Optional
 
 from dfly import __version__
 from dfly.errors import DownloadTimeout, SourceError
 from dfly.peer.storage import PieceFile
-from dfly.protocol import redirects
 from dfly.protocol.pieces import piece_count, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 
@@ -25,6 +22,8 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
                          deadline: Optional[float] = None) -> int:
     """Stream `url` into `out`; returns the byte count. SourceError on any origin
     failure, DownloadTimeout when `deadline` passes first (a stalled origin too)."""
+    import urllib.error   # here, not at the top: a get through a supernode never needs
+                          # urllib.request and what it imports (part of every start's CPU)
     headers = dict(headers)
     headers.setdefault("User-Agent", "dfly/" + __version__)
     if deadline is not None:
@@ -67,6 +66,10 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
 
 
 def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock):
+    import urllib.error
+    import urllib.request
+
+    from dfly.protocol import redirects
     try:
         return redirects.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
     except (urllib.error.URLError, OSError) as e:

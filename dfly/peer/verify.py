@@ -21,7 +21,7 @@ BLOCK = 1 << 20
 def check_file(path: str, digest: str) -> None:
     """Hash the whole file at `path`; DigestMismatch unless it is `digest`."""
     hasher = new_hasher(digest)
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         _hash_to_end(f, hasher)
     _compare(hasher, digest)
 
@@ -54,7 +54,7 @@ class RunningDigest:
         self.stop()
         if self._error is not None:
             raise errors.LocalIOError("cannot read %s back: %s" % (self.storage.path, self._error))
-        with open(self.storage.path, "rb") as f:
+        with open(self.storage.path, "rb", buffering=0) as f:
             f.seek(self.hashed)
             self.hashed += _hash_to_end(f, self.hasher)
         _compare(self.hasher, self.digest)
@@ -62,7 +62,7 @@ class RunningDigest:
     def _run(self) -> None:
         storage = self.storage
         try:
-            with open(storage.path, "rb") as f:
+            with open(storage.path, "rb", buffering=0) as f:
                 while True:
                     with storage.cond:
                         storage.cond.wait_for(
@@ -71,22 +71,25 @@ class RunningDigest:
                             return
                         ready = storage.contiguous_bytes()
                     f.seek(self.hashed)
-                    while self.hashed < ready:
-                        block = f.read(min(BLOCK, ready - self.hashed))
-                        if not block:
-                            break
-                        self.hasher.update(block)
-                        self.hashed += len(block)
+                    self.hashed += _hash_to_end(f, self.hasher, ready - self.hashed)
         except OSError as e:
             self._error = e
 
 
-def _hash_to_end(f, hasher) -> int:
-    """Feed `hasher` from the file's position to its end; the bytes read."""
+def _hash_to_end(f, hasher, limit: Optional[int] = None) -> int:
+    """Feed `hasher` from the file's position to its end, or at most `limit` bytes;
+    the bytes read. One buffer is reused: a fresh 1 MiB bytes per read would be
+    mapped, faulted in and zeroed again each time."""
+    buffer = bytearray(BLOCK)
+    view = memoryview(buffer)
     count = 0
-    for block in iter(lambda: f.read(BLOCK), b""):
-        hasher.update(block)
-        count += len(block)
+    while limit is None or count < limit:
+        want = BLOCK if limit is None else min(BLOCK, limit - count)
+        n = f.readinto(view[:want])
+        if not n:
+            break
+        hasher.update(view[:n])
+        count += n
     return count
 
 

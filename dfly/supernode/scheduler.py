@@ -15,7 +15,11 @@ copy of the file):
   supernode answers a thousand peers of one task under one lock): candidates
   go into a heap and are popped only until `want` are placed, the tie-break
   hash is integer arithmetic, and "is someone already fetching this piece from
-  the supernode?" is an index lookup, not a scan of every peer.
+  the supernode?" is an index lookup, not a scan of every peer. While the
+  supernode's slots are all taken (most of a busy swarm's calls), only pieces
+  that a peer with a free upload slot holds are candidates (an index of such
+  peers is kept): the others would find no holder anyway, so the answer is
+  the same and a saturated swarm's calls cost next to nothing.
 - A piece comes from a peer when some peer can serve it: alive, not the
   requester, not on the requester's blacklist, under max_holder_errors, and
   under max_uploads_per_peer. The least loaded such peer wins.
@@ -80,6 +84,7 @@ class TaskScheduler:
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): the supernode sent it all
+        self._open: Set[str] = set()   # peers holding a piece, with an upload slot free
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -105,6 +110,7 @@ class TaskScheduler:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return
+        self._open.discard(peer_id)
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
@@ -127,6 +133,7 @@ class TaskScheduler:
         peer.held.add(num)
         self._holders.setdefault(num, set()).add(peer_id)
         self._peer_held.add(num)
+        self._update_open(peer)
 
     def piece_failed(self, peer_id: str, num: int, holder: str, now: float) -> None:
         """`peer_id` could not get piece `num` from `holder` (down, short, corrupt)."""
@@ -175,14 +182,34 @@ class TaskScheduler:
         if peer is None or want <= 0:
             return []
         peer.last_seen = now
+        return self._assign_from(peer, want, now, sequential, self._candidates(peer))
+
+    def _candidates(self, peer: PeerState) -> List[int]:
+        """The pieces `peer` neither holds nor fetches that might find a holder now."""
         held, inflight = peer.held, peer.inflight
-        candidates = [n for n in self._known_pieces() if n not in held and n not in inflight]
+        cfg = self.config
+        pool = self._known_pieces()
+        if self.supernode_uploads >= cfg.max_uploads_supernode and len(self._open) <= len(pool):
+            # Only a peer with a free slot can serve now: what such peers hold. (With
+            # more such peers than pieces, the unions would cost more than they save.)
+            pool, everything = set(), len(self._peer_held)
+            for holder_id in self._open:
+                if holder_id != peer.peer_id and holder_id not in peer.blacklist:
+                    holder = self.peers[holder_id]
+                    if holder.errors < cfg.max_holder_errors and peer.failures < cfg.max_peer_failures:
+                        pool |= holder.held
+                        if len(pool) >= everything:
+                            break
+        return [n for n in pool if n not in held and n not in inflight]
+
+    def _assign_from(self, peer: PeerState, want: int, now: float, sequential: bool,
+                     candidates: List[int]) -> List[Assignment]:
         if sequential:
             candidates.sort()
             order = iter(candidates)
         else:
             holders, incoming = self._holders, self._incoming
-            salt = zlib.crc32(peer_id.encode())
+            salt = zlib.crc32(peer.peer_id.encode())
             keyed = [(len(holders.get(n, ())) + incoming.get(n, 0), n // TIE_WINDOW, _mix(n, salt), n)
                      for n in candidates]
             heapq.heapify(keyed)   # pop in order only as far as needed: usually `want` pops
@@ -261,6 +288,7 @@ class TaskScheduler:
             self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
+            self._update_open(self.peers[holder])
 
     def _release(self, peer: PeerState, num: int) -> None:
         holder, _ = peer.inflight.pop(num, (None, 0))
@@ -279,6 +307,13 @@ class TaskScheduler:
                     del self._from_supernode[num]
         elif holder in self.peers:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
+            self._update_open(self.peers[holder])
+
+    def _update_open(self, peer: PeerState) -> None:
+        if peer.held and peer.uploads < self.config.max_uploads_per_peer:
+            self._open.add(peer.peer_id)
+        else:
+            self._open.discard(peer.peer_id)
 
     # queries for waking long-polling peers ------------------------------------------
     def lacks_any(self, peer_id: str, pieces: Optional[frozenset]) -> bool:

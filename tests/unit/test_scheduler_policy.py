@@ -493,3 +493,52 @@ def test_a_released_supernode_assignment_lets_another_peer_fetch_the_piece():
     s.expire(T0 + 11)
     assert s.upload_load(SUPERNODE) == 0
     assert s.assign("b", 1, T0 + 11) == [Assignment(0, SUPERNODE)]
+
+
+# narrowing the candidates ------------------------------------------------------------
+
+def _full_candidates(s: TaskScheduler, peer_id: str):
+    peer = s.peers[peer_id]
+    return [n for n in s._known_pieces() if n not in peer.held and n not in peer.inflight]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_narrowed_candidates_give_the_same_answers_as_every_piece(seed):
+    """While the supernode is full, assign() looks only at what peers with a free
+    slot hold. Replay a random swarm and check each answer against the same
+    scheduler state (a deep copy) asked with every piece as a candidate."""
+    import copy
+    import random
+
+    rng = random.Random(seed)
+    s = scheduler(on_supernode=range(24), peers=["p%d" % i for i in range(10)],
+                  max_uploads_supernode=2, max_uploads_per_peer=2, max_holder_errors=2,
+                  max_peer_failures=3)
+    now, narrowed = T0, 0
+    for step in range(600):
+        now += 0.01
+        peer_id = rng.choice(sorted(s.peers) or ["none"])
+        if peer_id == "none":
+            s.peer_joined("late%d" % step, ("10.0.1.1", step), now)
+            continue
+        peer = s.peers[peer_id]
+        event = rng.random()
+        if event < 0.45:
+            want, sequential = rng.randint(1, 4), rng.random() < 0.1
+            reference = copy.deepcopy(s)
+            expected = reference._assign_from(reference.peers[peer_id], want, now, sequential,
+                                              _full_candidates(reference, peer_id))
+            narrowed += s.upload_load(SUPERNODE) >= 2
+            assert s.assign(peer_id, want, now, sequential) == expected, (seed, step)
+        elif event < 0.75 and peer.inflight:
+            s.piece_done(peer_id, rng.choice(sorted(peer.inflight)), now)
+        elif event < 0.82 and peer.inflight:
+            num = rng.choice(sorted(peer.inflight))
+            s.piece_failed(peer_id, num, peer.inflight[num][0], now)
+        elif event < 0.9 and peer.inflight:
+            s.supernode_sent(peer_id, rng.choice(sorted(peer.inflight)))
+        elif event < 0.93:
+            s.peer_left(peer_id)
+        elif event < 0.96:
+            s.peer_joined("late%d" % step, ("10.0.1.1", step), now)
+    assert narrowed > 50   # the narrowed path really ran
