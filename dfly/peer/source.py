@@ -22,8 +22,9 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
                          deadline: Optional[float] = None) -> int:
     """Stream `url` into `out`; returns the byte count. SourceError on any origin
     failure, DownloadTimeout when `deadline` passes first (a stalled origin too)."""
-    import urllib.error   # here, not at the top: a get through a supernode never needs
-                          # urllib.request and what it imports (part of every start's CPU)
+    # Imported here, not at the top: a get through a supernode never needs
+    # urllib.request and what it imports, which every start would pay for.
+    import urllib.error
     headers = dict(headers)
     headers.setdefault("User-Agent", "dfly/" + __version__)
     if deadline is not None:
