@@ -1,7 +1,9 @@
 """Small: a 1 KiB file end to end, where fixed costs are all there is.
 
 Target: `python3 dfly.pyz get` of a 1 KiB file in under 0.2 s (wall clock of
-the whole process, supernode already holding the file). Same run, same file:
+the whole process, supernode already holding the file). Every interpreter runs
+as `python3 -S`, as a bare host's would: without this machine's site-packages,
+whose .pth files import more at every start. Same run, same file:
 `curl -o` from nginx is the baseline, and `python3 dfly.pyz --version` shows
 what interpreter start and the zipapp's imports cost before any network (and `python3 -c pass`
 the bare interpreter). Since
@@ -38,7 +40,10 @@ def main() -> int:
         supernode = harness.Supernode(ws)
         url = nginx.url("small.bin")
         out = ws.path("out", "small.bin")
-        argv = harness.get_argv(ws, url, out, supernode.address, ws.dir("client"), "0")
+        # `python3 -S`, as in bench/testbed.py: a bare host's interpreter, without this
+        # machine's site-packages (its .pth files import certifi and more at every start).
+        bare_python = [sys.executable, "-S"]
+        argv = bare_python + harness.get_argv(ws, url, out, supernode.address, ws.dir("client"), "0")[1:]
 
         def timed(name, cmd, writes=True):
             r = harness.run_timed(ws, cmd, name, args.timeout)
@@ -48,7 +53,7 @@ def main() -> int:
                 harness.remove(out)
             return r
 
-        version_argv = [sys.executable, ws.pyz, "--version"]
+        version_argv = bare_python + [ws.pyz, "--version"]
         cold = timed("cold", argv)   # the supernode fetches the source during this one
         dfly, curl, version, bare = [], [], [], []
         for r in range(runs):
@@ -56,7 +61,7 @@ def main() -> int:
             dfly.append({"wall_s": d["wall_s"], "elapsed_s": d["json"]["elapsed_s"]})
             curl.append(timed("curl-%d" % r, harness.curl_argv(url, out))["wall_s"])
             version.append(timed("version-%d" % r, version_argv, False)["wall_s"])
-            bare.append(timed("bare-%d" % r, [sys.executable, "-c", "pass"], False)["wall_s"])
+            bare.append(timed("bare-%d" % r, bare_python + ["-c", "pass"], False)["wall_s"])
             print("run %d: dfly get %.3fs (download %.3fs)   curl %.3fs   dfly --version %.3fs   "
                   "python3 -c pass %.3fs" % (r, dfly[-1]["wall_s"], dfly[-1]["elapsed_s"], curl[-1],
                                              version[-1], bare[-1]))
@@ -80,14 +85,14 @@ def main() -> int:
     summary["target_met"] = summary["dfly_get_wall_s"] < TARGET_S
     print("\nsmall: %d-byte file, median of %d process runs and %d in-process downloads" % (
         args.size, runs, len(inproc)))
-    print("  dfly get (whole process):   %.3fs  (its own download time %.3fs; target < %.1fs: %s)" % (
+    print("  dfly get (whole process):      %.3fs  (its own download time %.3fs; target < %.1fs: %s)" % (
         summary["dfly_get_wall_s"], summary["dfly_get_elapsed_s"], TARGET_S,
         "MET" if summary["target_met"] else "MISSED"))
-    print("  curl -o from nginx:         %.3fs" % summary["curl_wall_s"])
-    print("  python3 dfly.pyz --version: %.3fs  (interpreter start + imports, no network)" %
+    print("  curl -o from nginx:            %.3fs" % summary["curl_wall_s"])
+    print("  python3 -S dfly.pyz --version: %.3fs  (interpreter start + imports, no network)" %
           summary["interpreter_and_imports_s"])
-    print("  python3 -c pass:            %.3fs  (bare interpreter start)" % summary["bare_interpreter_s"])
-    print("  Client.download in-process: first %.3fs, then median %.3fs (min %.3fs)" % (
+    print("  python3 -S -c pass:            %.3fs  (bare interpreter start)" % summary["bare_interpreter_s"])
+    print("  Client.download in-process:    first %.3fs, then median %.3fs (min %.3fs)" % (
         summary["inproc_first_s"], summary["inproc_median_s"], summary["inproc_min_s"]))
     print("  cold (supernode fetching from nginx): %.3fs" % summary["cold_wall_s"])
     harness.save(args, NAME, {"size": args.size, "runs": runs, "inproc_runs": inproc_runs,
