@@ -22,7 +22,7 @@ def check_file(path: str, digest: str) -> None:
     """Hash the whole file at `path`; DigestMismatch unless it is `digest`."""
     hasher = new_hasher(digest)
     with open(path, "rb", buffering=0) as f:
-        _hash_to_end(f, hasher)
+        _hash_to_end(f, hasher, _buffer())
     _compare(hasher, digest)
 
 
@@ -35,6 +35,7 @@ class RunningDigest:
         self.digest = digest
         self.hasher = new_hasher(digest)
         self.hashed = 0
+        self._view = _buffer()   # used by the thread, then by finish() once it has stopped
         self._stop = False
         self._error: Optional[OSError] = None
         self._thread = threading.Thread(target=self._run, name="running-digest", daemon=True)
@@ -56,7 +57,7 @@ class RunningDigest:
             raise errors.LocalIOError("cannot read %s back: %s" % (self.storage.path, self._error))
         with open(self.storage.path, "rb", buffering=0) as f:
             f.seek(self.hashed)
-            self.hashed += _hash_to_end(f, self.hasher)
+            self.hashed += _hash_to_end(f, self.hasher, self._view)
         _compare(self.hasher, self.digest)
 
     def _run(self) -> None:
@@ -71,17 +72,20 @@ class RunningDigest:
                             return
                         ready = storage.contiguous_bytes()
                     f.seek(self.hashed)
-                    self.hashed += _hash_to_end(f, self.hasher, ready - self.hashed)
+                    self.hashed += _hash_to_end(f, self.hasher, self._view, ready - self.hashed)
         except OSError as e:
             self._error = e
 
 
-def _hash_to_end(f, hasher, limit: Optional[int] = None) -> int:
-    """Feed `hasher` from the file's position to its end, or at most `limit` bytes;
-    the bytes read. One buffer is reused: a fresh 1 MiB bytes per read would be
+def _buffer() -> memoryview:
+    """One read buffer per digest, reused: a fresh 1 MiB object per read would be
     mapped, faulted in and zeroed again each time."""
-    buffer = bytearray(BLOCK)
-    view = memoryview(buffer)
+    return memoryview(bytearray(BLOCK))
+
+
+def _hash_to_end(f, hasher, view: memoryview, limit: Optional[int] = None) -> int:
+    """Feed `hasher` from the file's position to its end, or at most `limit` bytes,
+    reading into `view`; the bytes read."""
     count = 0
     while limit is None or count < limit:
         want = BLOCK if limit is None else min(BLOCK, limit - count)

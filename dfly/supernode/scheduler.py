@@ -190,14 +190,16 @@ class TaskScheduler:
         cfg = self.config
         pool = self._known_pieces()
         if self.supernode_uploads >= cfg.max_uploads_supernode and len(self._open) <= len(pool):
-            # Only a peer with a free slot can serve now: what such peers hold. (With
-            # more such peers than pieces, the unions would cost more than they save.)
+            # Only a peer with a free slot can serve now: what such peers hold (none,
+            # to a requester that may use the supernode only). With more such peers
+            # than pieces, the unions would cost more than they save.
             pool, everything = set(), len(self._peer_held)
-            for holder_id in self._open:
-                if holder_id != peer.peer_id and holder_id not in peer.blacklist:
-                    holder = self.peers[holder_id]
-                    if holder.errors < cfg.max_holder_errors and peer.failures < cfg.max_peer_failures:
-                        pool |= holder.held
+            if peer.failures < cfg.max_peer_failures:
+                for holder_id in self._open:
+                    if holder_id == peer.peer_id or holder_id in peer.blacklist:
+                        continue
+                    if self.peers[holder_id].errors < cfg.max_holder_errors:
+                        pool |= self.peers[holder_id].held
                         if len(pool) >= everything:
                             break
         return [n for n in pool if n not in held and n not in inflight]

@@ -542,3 +542,17 @@ def test_narrowed_candidates_give_the_same_answers_as_every_piece(seed):
         elif event < 0.96:
             s.peer_joined("late%d" % step, ("10.0.1.1", step), now)
     assert narrowed > 50   # the narrowed path really ran
+
+
+def test_while_the_supernode_is_full_only_pieces_a_free_holder_has_are_looked_at():
+    s = scheduler(on_supernode=range(8), peers=["a", "b", "c", "d"], max_uploads_supernode=1,
+                  max_uploads_per_peer=1)
+    holding(s, "a", [0, 1])
+    holding(s, "b", [2, 3])
+    assert [x.holder for x in s.assign("d", 1, T0)] == [SUPERNODE]   # now the supernode is full
+    assert sorted(s._candidates(s.peers["c"])) == [0, 1, 2, 3]
+    (got,) = s.assign("c", 1, T0)                                     # that holder's one slot is taken
+    other = {"a": [2, 3], "b": [0, 1]}[got.holder]
+    assert sorted(s._candidates(s.peers["d"])) == other
+    s.piece_done("c", got.piece, T0)                                  # free again, and c holds a piece
+    assert sorted(s._candidates(s.peers["d"])) == [0, 1, 2, 3]
