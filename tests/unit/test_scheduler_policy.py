@@ -1,4 +1,7 @@
 """The scheduler as pure policy: events in, assignments out, time passed as `now`."""
+import copy
+import random
+
 import pytest
 
 from dfly.supernode.scheduler import SUPERNODE, TIE_WINDOW, Assignment, SchedulerConfig, TaskScheduler
@@ -507,9 +510,6 @@ def test_narrowed_candidates_give_the_same_answers_as_every_piece(seed):
     """While the supernode is full, assign() looks only at what peers with a free
     slot hold. Replay a random swarm and check each answer against the same
     scheduler state (a deep copy) asked with every piece as a candidate."""
-    import copy
-    import random
-
     rng = random.Random(seed)
     s = scheduler(on_supernode=range(24), peers=["p%d" % i for i in range(10)],
                   max_uploads_supernode=2, max_uploads_per_peer=2, max_holder_errors=2,
