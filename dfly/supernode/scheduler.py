@@ -15,11 +15,13 @@ copy of the file):
   supernode answers a thousand peers of one task under one lock): candidates
   go into a heap and are popped only until `want` are placed, the tie-break
   hash is integer arithmetic, and "is someone already fetching this piece from
-  the supernode?" is an index lookup, not a scan of every peer. While the
-  supernode's slots are all taken (most of a busy swarm's calls), only pieces
-  that a peer with a free upload slot holds are candidates (an index of such
-  peers is kept): the others would find no holder anyway, so the answer is
-  the same and a saturated swarm's calls cost next to nothing.
+  the supernode?" is an index lookup, not a scan of every peer. Peers that
+  hold something and have a free upload slot are indexed by their load, so
+  the least loaded holder of a piece is a set intersection, not a scan of its
+  holders (a thousand once a piece has spread). While the supernode's slots
+  are all taken (most of a busy swarm's calls), only pieces that such peers
+  hold are candidates: the others would find no holder anyway, so the answer
+  is the same and a saturated swarm's calls cost next to nothing.
 - A piece comes from a peer when some peer can serve it: alive, not the
   requester, not on the requester's blacklist, under max_holder_errors, and
   under max_uploads_per_peer. The least loaded such peer wins.
@@ -84,7 +86,9 @@ class TaskScheduler:
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): the supernode sent it all
-        self._open: Set[str] = set()   # peers holding a piece, with an upload slot free
+        # _free[k]: peers holding a piece with k uploads going, k < max_uploads_per_peer
+        self._free: List[Set[str]] = [set() for _ in range(config.max_uploads_per_peer)]
+        self._bad: Set[str] = set()    # peers at max_holder_errors: no longer asked to serve
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -110,7 +114,9 @@ class TaskScheduler:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return
-        self._open.discard(peer_id)
+        for bucket in self._free:
+            bucket.discard(peer_id)
+        self._bad.discard(peer_id)
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
@@ -133,7 +139,7 @@ class TaskScheduler:
         peer.held.add(num)
         self._holders.setdefault(num, set()).add(peer_id)
         self._peer_held.add(num)
-        self._update_open(peer)
+        self._file_by_load(peer)
 
     def piece_failed(self, peer_id: str, num: int, holder: str, now: float) -> None:
         """`peer_id` could not get piece `num` from `holder` (down, short, corrupt)."""
@@ -149,6 +155,8 @@ class TaskScheduler:
             bad = self.peers.get(holder)
             if bad is not None:
                 bad.errors += 1
+                if bad.errors >= self.config.max_holder_errors:
+                    self._bad.add(holder)
 
     def supernode_sent(self, peer_id: str, num: int) -> bool:
         """The supernode sent all of `num` to `peer_id`: its upload slot is free,
@@ -189,16 +197,15 @@ class TaskScheduler:
         held, inflight = peer.held, peer.inflight
         cfg = self.config
         pool = self._known_pieces()
-        if self.supernode_uploads >= cfg.max_uploads_supernode and len(self._open) <= len(pool):
+        free = self._free
+        if self.supernode_uploads >= cfg.max_uploads_supernode and sum(map(len, free)) <= len(pool):
             # Only a peer with a free slot can serve now: what such peers hold (none,
             # to a requester that may use the supernode only). With more such peers
             # than pieces, the unions would cost more than they save.
             pool, everything = set(), len(self._peer_held)
             if peer.failures < cfg.max_peer_failures:
-                for holder_id in self._open:
-                    if holder_id == peer.peer_id or holder_id in peer.blacklist:
-                        continue
-                    if self.peers[holder_id].errors < cfg.max_holder_errors:
+                for holder_id in set().union(*free) - peer.blacklist - self._bad:
+                    if holder_id != peer.peer_id:
                         pool |= self.peers[holder_id].held
                         if len(pool) >= everything:
                             break
@@ -248,23 +255,16 @@ class TaskScheduler:
     def _pick_holder(self, peer: PeerState, num: int, now: float) -> Optional[str]:
         cfg = self.config
         if peer.failures < cfg.max_peer_failures:
-            # One pass: the least loaded usable holder with a free slot (ties by id),
-            # and whether any usable holder exists at all.
-            best: Optional[PeerState] = None
-            usable = False
-            for holder_id in self._holders.get(num, ()):
-                if holder_id == peer.peer_id or holder_id in peer.blacklist:
-                    continue
-                holder = self.peers.get(holder_id)
-                if holder is None or holder.errors >= cfg.max_holder_errors:
-                    continue
-                usable = True
-                if holder.uploads < cfg.max_uploads_per_peer and (
-                        best is None or (holder.uploads, holder_id) < (best.uploads, best.peer_id)):
-                    best = holder
-            if best is not None:
-                return best.peer_id
-            if usable or self._fresh_supernode_copy(peer, num, now):
+            holders = self._holders.get(num, set())
+            skip = (peer.blacklist | self._bad) if peer.blacklist else self._bad
+            for bucket in self._free:   # the least loaded usable holder (ties by id)
+                found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
+                found.discard(peer.peer_id)
+                found -= skip
+                if found:
+                    return min(found)
+            if any(h != peer.peer_id and h not in skip for h in holders) \
+                    or self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer has it or soon will: wait rather than load the supernode
         if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
             return SUPERNODE
@@ -290,7 +290,7 @@ class TaskScheduler:
             self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
-            self._update_open(self.peers[holder])
+            self._file_by_load(self.peers[holder])
 
     def _release(self, peer: PeerState, num: int) -> None:
         holder, _ = peer.inflight.pop(num, (None, 0))
@@ -309,13 +309,14 @@ class TaskScheduler:
                     del self._from_supernode[num]
         elif holder in self.peers:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
-            self._update_open(self.peers[holder])
+            self._file_by_load(self.peers[holder])
 
-    def _update_open(self, peer: PeerState) -> None:
-        if peer.held and peer.uploads < self.config.max_uploads_per_peer:
-            self._open.add(peer.peer_id)
-        else:
-            self._open.discard(peer.peer_id)
+    def _file_by_load(self, peer: PeerState) -> None:
+        """Put `peer` in the _free bucket of its load (in none when full or holding nothing)."""
+        for bucket in self._free:
+            bucket.discard(peer.peer_id)
+        if peer.held and peer.uploads < len(self._free):
+            self._free[peer.uploads].add(peer.peer_id)
 
     # queries for waking long-polling peers ------------------------------------------
     def lacks_any(self, peer_id: str, pieces: Optional[frozenset]) -> bool:

@@ -500,6 +500,24 @@ def test_a_released_supernode_assignment_lets_another_peer_fetch_the_piece():
 
 # narrowing the candidates ------------------------------------------------------------
 
+def _reference_pick(s: TaskScheduler, peer, num: int, now: float):
+    """The holder rule written as a plain scan of the piece's holders (what the
+    scheduler's load index must agree with)."""
+    cfg = s.config
+    if peer.failures < cfg.max_peer_failures:
+        usable = [s.peers[h] for h in s.holders_of(num)
+                  if h != peer.peer_id and h not in peer.blacklist
+                  and s.peers[h].errors < cfg.max_holder_errors]
+        free = [h for h in usable if h.uploads < cfg.max_uploads_per_peer]
+        if free:
+            return min(free, key=lambda h: (h.uploads, h.peer_id)).peer_id
+        if usable or s._fresh_supernode_copy(peer, num, now):
+            return None
+    if num in s.supernode_pieces and s.upload_load(SUPERNODE) < cfg.max_uploads_supernode:
+        return SUPERNODE
+    return None
+
+
 def _full_candidates(s: TaskScheduler, peer_id: str):
     peer = s.peers[peer_id]
     return [n for n in s._known_pieces() if n not in peer.held and n not in peer.inflight]
@@ -508,8 +526,9 @@ def _full_candidates(s: TaskScheduler, peer_id: str):
 @pytest.mark.parametrize("seed", range(12))
 def test_narrowed_candidates_give_the_same_answers_as_every_piece(seed):
     """While the supernode is full, assign() looks only at what peers with a free
-    slot hold. Replay a random swarm and check each answer against the same
-    scheduler state (a deep copy) asked with every piece as a candidate."""
+    slot hold, and it finds holders through an index by load. Replay a random
+    swarm and check each answer against the same scheduler state (a deep copy)
+    asked with every piece as a candidate, and each holder against a plain scan."""
     rng = random.Random(seed)
     s = scheduler(on_supernode=range(24), peers=["p%d" % i for i in range(10)],
                   max_uploads_supernode=2, max_uploads_per_peer=2, max_holder_errors=2,
@@ -529,6 +548,8 @@ def test_narrowed_candidates_give_the_same_answers_as_every_piece(seed):
             expected = reference._assign_from(reference.peers[peer_id], want, now, sequential,
                                               _full_candidates(reference, peer_id))
             narrowed += s.upload_load(SUPERNODE) >= 2
+            for num in _full_candidates(s, peer_id):
+                assert s._pick_holder(peer, num, now) == _reference_pick(s, peer, num, now), (seed, step)
             assert s.assign(peer_id, want, now, sequential) == expected, (seed, step)
         elif event < 0.75 and peer.inflight:
             s.piece_done(peer_id, rng.choice(sorted(peer.inflight)), now)
