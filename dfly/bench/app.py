@@ -145,7 +145,7 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     gc.disable()
     threads: List[threading.Thread] = []
     stop = threading.Event()
-    started = clock()
+    started, cpu_started = clock(), _cpu_s()
     deadline = started + config.timeout_s
     try:
         for wave in range(waves):
@@ -159,7 +159,7 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
                     threads.append(thread)
         for thread in threads:
             thread.join(max(0.1, deadline - clock() + config.piece_timeout_s + 10))
-        ended = clock()
+        ended, cpu_used = clock(), _cpu_s() - cpu_started
     finally:
         stop.set()
         threading.stack_size(old_stack)
@@ -174,7 +174,13 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
             peer.record.error = "DownloadTimeout: still running at the deadline"
     for peer in peers[len(threads):]:
         peer.record.error = "Cancelled: never started"
-    return summarize([p.record for p in peers], ended - started)
+    return summarize([p.record for p in peers], ended - started, cpu_used)
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process has used (all its threads)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _raise_file_limit(wanted: int) -> None:

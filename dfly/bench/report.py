@@ -60,7 +60,9 @@ def spread(values: List[float]) -> Dict[str, float]:
     return out
 
 
-def summarize(peers: List[PeerRecord], wall_s: float) -> dict:
+def summarize(peers: List[PeerRecord], wall_s: float, cpu_s: Optional[float] = None) -> dict:
+    """`cpu_s`: what the bench process itself used meanwhile (its simulated peers
+    compete for the CPUs with the supernode when both run on one machine)."""
     ok = [p for p in peers if p.error is None]
     failed = [p for p in peers if p.error is not None]
     calls = [c for p in peers for c in p.calls]
@@ -77,6 +79,7 @@ def summarize(peers: List[PeerRecord], wall_s: float) -> dict:
         "peers": len(peers), "succeeded": len(ok), "failed": len(failed),
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
         "wall_s": round(wall_s, 3),
+        "bench_cpu_s": None if cpu_s is None else round(cpu_s, 3),
         "download_s": spread([p.seconds for p in ok]),
         "throughput_bytes_per_s": round(total / wall_s) if wall_s > 0 else None,
         "bytes": {"total": total, "source": 0, "supernode": supernode, "peers": from_peers},
@@ -115,6 +118,10 @@ def render(summary: dict, url: str) -> str:
         "  schedule latency  %s" % ms(summary["schedule_latency_s"]),
         "  schedule trips    %s, long-polls included" % ms(summary["schedule_round_trip_s"]),
     ]
+    if summary.get("bench_cpu_s") is not None and summary["wall_s"] > 0:
+        lines.append("  this process      %.1f CPU-s, %.1f cores on average (not the supernode's, "
+                     "if both share a machine)"
+                     % (summary["bench_cpu_s"], summary["bench_cpu_s"] / summary["wall_s"]))
     if summary["schedule_calls"] and not summary["schedule_waited_reported"]:
         lines.append("  (the supernode does not report waited_s: long-polls that came back "
                      "empty are left out of the schedule latency)")

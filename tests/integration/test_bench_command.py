@@ -28,6 +28,7 @@ def test_bench_json_reports_times_latencies_and_the_byte_split(origin, supernode
         assert summary["download_s"][key] > 0
     assert summary["register_latency_s"]["count"] == 6
     assert summary["schedule_latency_s"]["count"] >= 6
+    assert summary["bench_cpu_s"] > 0   # six peers hashing 12 MiB each cannot be free
     assert list((tmp_path / "copies").iterdir()) == []   # copies removed afterwards
 
 

@@ -41,8 +41,9 @@ def test_the_summary_reports_net_schedule_latency_and_the_round_trips_beside_it(
         CallRecord("schedule", 1.030, True, pieces=1, waited_s=1.0),
         CallRecord("schedule", 0.020, False, pieces=0, waited_s=0.0)])
 
-    summary = summarize([peer], wall_s=2.0)
+    summary = summarize([peer], wall_s=2.0, cpu_s=3.0)
 
+    assert summary["bench_cpu_s"] == 3.0
     assert summary["register_latency_s"]["max"] == 0.01
     assert summary["schedule_latency_s"]["count"] == 2
     assert summary["schedule_latency_s"]["max"] == pytest.approx(0.03)
@@ -51,6 +52,7 @@ def test_the_summary_reports_net_schedule_latency_and_the_round_trips_beside_it(
     text = render(summary, "http://origin/f")
     assert "schedule latency  p50 20.0  p90 30.0  p99 30.0  max 30.0 ms (2 calls)" in text
     assert "does not report waited_s" not in text
+    assert "this process      3.0 CPU-s, 1.5 cores on average" in text
 
 
 def test_the_report_says_when_the_supernode_does_not_report_its_waits():
