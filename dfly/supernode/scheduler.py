@@ -87,7 +87,9 @@ class TaskScheduler:
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): the supernode sent it all
         # _free[k]: peers holding a piece with k uploads going, k < max_uploads_per_peer
-        self._free: List[Set[str]] = [set() for _ in range(config.max_uploads_per_peer)]
+        # (only loads some peer has: any cap, however large, costs nothing here)
+        self._free: Dict[int, Set[str]] = {}
+        self._load_of: Dict[str, int] = {}   # the _free key each peer is filed under
         self._bad: Set[str] = set()    # peers at max_holder_errors: no longer asked to serve
 
     # events -----------------------------------------------------------------
@@ -114,8 +116,7 @@ class TaskScheduler:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return
-        for bucket in self._free:
-            bucket.discard(peer_id)
+        self._unfile(peer_id)
         self._bad.discard(peer_id)
         for num in list(peer.inflight):
             self._release(peer, num)
@@ -197,7 +198,7 @@ class TaskScheduler:
         held, inflight = peer.held, peer.inflight
         cfg = self.config
         pool = self._known_pieces()
-        free = self._free
+        free = self._free.values()
         if self.supernode_uploads >= cfg.max_uploads_supernode and sum(map(len, free)) <= len(pool):
             # Only a peer with a free slot can serve now: what such peers hold (none,
             # to a requester that may use the supernode only). With more such peers
@@ -257,7 +258,8 @@ class TaskScheduler:
         if peer.failures < cfg.max_peer_failures:
             holders = self._holders.get(num, set())
             skip = (peer.blacklist | self._bad) if peer.blacklist else self._bad
-            for bucket in self._free:   # the least loaded usable holder (ties by id)
+            for load in sorted(self._free):   # the least loaded usable holder (ties by id)
+                bucket = self._free[load]
                 found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
                 found.discard(peer.peer_id)
                 found -= skip
@@ -313,10 +315,18 @@ class TaskScheduler:
 
     def _file_by_load(self, peer: PeerState) -> None:
         """Put `peer` in the _free bucket of its load (in none when full or holding nothing)."""
-        for bucket in self._free:
-            bucket.discard(peer.peer_id)
-        if peer.held and peer.uploads < len(self._free):
-            self._free[peer.uploads].add(peer.peer_id)
+        self._unfile(peer.peer_id)
+        if peer.held and peer.uploads < self.config.max_uploads_per_peer:
+            self._free.setdefault(peer.uploads, set()).add(peer.peer_id)
+            self._load_of[peer.peer_id] = peer.uploads
+
+    def _unfile(self, peer_id: str) -> None:
+        load = self._load_of.pop(peer_id, None)
+        if load is not None:
+            bucket = self._free[load]
+            bucket.discard(peer_id)
+            if not bucket:
+                del self._free[load]
 
     # queries for waking long-polling peers ------------------------------------------
     def lacks_any(self, peer_id: str, pieces: Optional[frozenset]) -> bool:
