@@ -21,7 +21,7 @@ copy of the file):
   holders (a thousand once a piece has spread). While the supernode's slots
   are all taken (most of a busy swarm's calls), only pieces that such peers
   hold are candidates: the others would find no holder anyway, so the answer
-  is the same and a saturated swarm's calls cost next to nothing.
+  is the same and neither the heap nor the holder search sees them.
 - A piece comes from a peer when some peer can serve it: alive, not the
   requester, not on the requester's blacklist, under max_holder_errors, and
   under max_uploads_per_peer. The least loaded such peer wins.
