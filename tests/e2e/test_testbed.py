@@ -36,8 +36,8 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     out, svg = tmp_path / "testbed.json", tmp_path / "testbed.svg"
 
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "3",
-                           "--size", "4M", "--seed-for", "10s", "--scenarios", "baseline,dfly,ideal", "--repeat", "2",
-                           "--out", str(out), "--svg", str(svg)],
+                           "--size", "4M", "--seed-for", "10s", "--scenarios", "baseline,dfly,ideal",
+                           "--repeat", "2", "--out", str(out), "--svg", str(svg)],
                           capture_output=True, text=True, timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
