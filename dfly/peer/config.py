@@ -6,6 +6,26 @@ from typing import List
 from dfly.options import option
 
 
+# The uploader's and fetchers' settings, the same for `dfly get` and `dfly daemon`
+# (each dataclass needs fields of its own, hence functions).
+def advertise_option():
+    return option("", "address other peers reach this host at "
+                  "(default: the local address used to reach the supernode)", metavar="HOST")
+
+
+def upload_listen_option():
+    return option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
+
+
+def parallel_option(help_text: str = "pieces fetched at once"):
+    return option(4, help_text)
+
+
+def piece_timeout_option():
+    return option(30.0, "timeout for one connection or read while fetching a piece",
+                  kind="duration", flag="--piece-timeout", metavar="DURATION")
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
@@ -19,12 +39,10 @@ class PeerConfig:
     no_back_source: bool = option(False, "never download from the source directly, even with no supernode")
     seed_for_s: float = option(300.0, "keep serving pieces after the download until idle this long, 0 = off",
                                kind="duration", flag="--seed-for", metavar="DURATION")
-    advertise: str = option("", "address other peers reach this host at "
-                            "(default: the local address used to reach the supernode)", metavar="HOST")
-    upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
-    parallel: int = option(4, "pieces fetched at once")
+    advertise: str = advertise_option()
+    upload_listen: str = upload_listen_option()
+    parallel: int = parallel_option()
     failover_s: float = option(15.0, "after the supernode in use dies, how long to keep trying the "
                                "others (a cluster re-owns a dead member's tasks)",
                                kind="duration", flag="--failover", metavar="DURATION")
-    piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
-                                    kind="duration", flag="--piece-timeout", metavar="DURATION")
+    piece_timeout_s: float = piece_timeout_option()

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import List
 
 from dfly.options import option
+from dfly.peer.config import advertise_option, parallel_option, piece_timeout_option, upload_listen_option
 from dfly.protocol.proxyrules import DEFAULT_RULES
 
 
@@ -37,12 +38,10 @@ class DaemonConfig:
     insecure_upstream: bool = option(False, "do not verify upstream TLS certificates")
     fetch_timeout_s: float = option(1800.0, "give up on one download after this long",
                                     kind="duration", flag="--fetch-timeout", metavar="DURATION")
-    advertise: str = option("", "address other peers reach this host at "
-                            "(default: the local address used to reach the supernode)", metavar="HOST")
-    upload_listen: str = option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
-    parallel: int = option(4, "pieces fetched at once per download")
-    piece_timeout_s: float = option(30.0, "timeout for one connection or read while fetching a piece",
-                                    kind="duration", flag="--piece-timeout", metavar="DURATION")
+    advertise: str = advertise_option()
+    upload_listen: str = upload_listen_option()
+    parallel: int = parallel_option("pieces fetched at once per download")
+    piece_timeout_s: float = piece_timeout_option()
     heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",
                                 kind="duration", flag="--heartbeat", metavar="DURATION")
     max_connections: int = option(512, "connections served at once; more get 503")

@@ -168,6 +168,7 @@ except SystemExit as e:
     code = e.code
 cli = sys.modules["dfly.cli"]
 print(json.dumps({"code": code, "tag": sys.implementation.cache_tag,
+                  "urllib_request": "urllib.request" in sys.modules,
                   "first_line": linecache.getline(cli.__file__, 1, cli.__dict__),
                   "modules": {name: [type(m.__spec__.loader).__name__, m.__spec__.cached]
                               for name, m in sys.modules.items() if name.startswith("dfly")}}))
@@ -190,6 +191,9 @@ def test_zipapp_loads_dfly_from_the_bytecode_built_for_each_python(version, pyz)
         assert loader == "ArchiveBytecode", name
         assert cached.startswith(pyz + os.sep) and cached.endswith(".%s.pyc" % got["tag"]), name
     assert got["first_line"].startswith('"""The command line')   # tracebacks show the source
+    # Every module a `get` uses is loaded by now; urllib.request (and the tempfile and more
+    # it brings) only by a get that goes to the source itself.
+    assert got["urllib_request"] is False
 
 
 def test_zipapp_falls_back_to_the_source_for_bytecode_it_cannot_use(pyz, tmp_path):
