@@ -42,11 +42,6 @@ PREFIX = "dflytb-"
 SCENARIOS = ("baseline", "dfly", "ideal")
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
-# A bare host's interpreter: -S skips site-packages and its .pth files, which on a
-# developer machine may import third-party code at every start (a host that has
-# "nothing but a Python interpreter" has none of that to skip).
-PYTHON = [sys.executable, "-S"]
-
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
@@ -195,8 +190,10 @@ def start_nginx(ws: harness.Workspace, bed: Testbed, ns: str, www: str) -> subpr
 
 
 class OriginHost:
-    def __init__(self, ws: harness.Workspace, bed: Testbed, www: str, sn_extra: List[str]):
+    def __init__(self, ws: harness.Workspace, bed: Testbed, www: str, sn_extra: List[str],
+                 python: str = sys.executable):
         self.ws, self.bed = ws, bed
+        self.python = python
         self.ip = bed.addr[bed.origin]
         self.nginx = start_nginx(ws, bed, bed.origin, www)
         self.nginx_root = ws.dir("nginx-o")
@@ -218,7 +215,7 @@ class OriginHost:
         data = self.ws.dir("supernode-%d" % self.runs)
         log_path = os.path.join(data, "stderr.log")
         with open(log_path, "wb") as err:
-            self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, PYTHON + [
+            self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [self.python, "-S"] + [
                 self.ws.pyz, "supernode", "--listen", self.supernode_address,
                 "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
 
@@ -266,7 +263,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
             argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns],
                     "http://%s:%d/file.bin" % (bed.addr[neighbour], NGINX_PORT)]
         else:
-            argv = PYTHON + [ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
+            argv = [origin.python, "-S", ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
                     "--supernode", origin.supernode_address, "--data-dir", os.path.join(home, "data"),
                     "--seed-for", seed_for, "--digest", "sha256:" + digest, "--no-daemon",
                     "--json", "--timeout", "%ds" % timeout_s] + get_extra
@@ -454,6 +451,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=0, help="per-run timeout, s (default: 3x the "
                    "baseline's expected time + 60)")
     p.add_argument("--pyz", help="use this dfly.pyz instead of building one")
+    # -S: a bare host's interpreter has no site-packages, whose .pth files on a developer
+    # machine may import third-party code at every start.
+    p.add_argument("--python", default=sys.executable, help="the interpreter every host runs dfly "
+                   "with, as `PYTHON -S` (default: this one, %(default)s)")
     p.add_argument("--tmp", help="parent of the workspace (default: /dev/shm, so disks do not count)")
     p.add_argument("--out", default=os.path.join(harness.HERE, "results", "testbed.json"))
     p.add_argument("--svg", default=os.path.join(harness.HERE, "results", "testbed.svg"))
@@ -497,7 +498,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         harness.write_file(os.path.join(www, "file.bin"), args.size)
         digest = harness.sha256_file(os.path.join(www, "file.bin"))
         bed.build()
-        origin = OriginHost(ws, bed, www, args.supernode_arg)
+        origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
         for n in counts:
             for run in range(1, args.repeat + 1):
                 for scenario in scenarios:
@@ -521,7 +522,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(_line(row) + "  (runs: %s s)" % ", ".join("%.2f" % t for t in row["runs_last_s"]))
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
-              "machine": harness.machine(), "argv": sys.argv[1:],
+              "machine": harness.machine(), "argv": sys.argv[1:], "hosts_python": args.python,
               "clean_after": not left}
     _write(args.out, json.dumps(result, indent=2) + "\n")
     _write(args.svg, svg_chart(table, lower_bound, "%s to each host, %g Mbit/s links"
