@@ -3,7 +3,8 @@
     python3 build_zipapp.py [-o dfly.pyz] [--python PATH ...]
 
 Bytecode is compiled by each interpreter given with --python, or else by this one
-and every CPython 3.8+ found on PATH (python3.N) or in pyenv; dfly/zipmain.py (the
+and every CPython 3.8+ found on PATH (python3.N) or in pyenv, into one file per
+interpreter (`__bytecode__/<cache tag>`, stored uncompressed); dfly/zipmain.py (the
 archive's __main__) loads the one matching the running Python. An interpreter the
 build did not see still runs the archive, compiling the sources at each start.
 """
@@ -11,11 +12,12 @@ import argparse
 import compileall
 import glob
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipapp
+import zipfile
 from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,17 +63,65 @@ def compile_for(pythons: List[str], tree: str) -> Dict[str, str]:
     return tags
 
 
+def bundle_bytecode(tree: str, tag: str) -> bytes:
+    """The __pycache__/*.<tag>.pyc under `tree` (the package folder) as one file
+    (dfly/zipmain.py reads it back)."""
+    package = os.path.basename(tree)
+    modules, magics = {}, set()
+    for folder, _, files in os.walk(tree):
+        if os.path.basename(folder) != "__pycache__":
+            continue
+        source_folder = os.path.relpath(os.path.dirname(folder), os.path.dirname(tree))
+        for name in files:
+            stem, _, rest = name.partition(".")
+            if rest != tag + ".pyc":
+                continue
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            magics.add(data[:4])
+            parts = source_folder.split(os.sep) + ([] if stem == "__init__" else [stem])
+            modules[".".join(parts)] = (stem == "__init__", data[16:])   # 16: the pyc header
+    if len(magics) != 1 or package not in modules:
+        raise RuntimeError("bytecode for %s is incomplete or mixed" % tag)
+    zipmain = runpy.run_path(os.path.join(tree, "zipmain.py"))
+    return zipmain["bundle"](magics.pop(), modules)
+
+
+def write_archive(staging: str, target: str) -> None:
+    """What zipapp.create_archive does, but with the bytecode bundles stored rather
+    than deflated: each start reads one whole, and inflating it cost more than reading."""
+    with open(target, "wb") as f:
+        f.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(f, "w") as archive:
+            for folder, dirs, files in os.walk(staging):
+                dirs.sort()
+                for name in sorted(files):
+                    path = os.path.join(folder, name)
+                    arcname = os.path.relpath(path, staging).replace(os.sep, "/")
+                    stored = arcname.startswith("__bytecode__/")
+                    archive.write(path, arcname, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    os.chmod(target, 0o755)
+
+
 def build(target: str, pythons: Optional[List[str]] = None) -> str:
     with tempfile.TemporaryDirectory() as staging:
         tree = os.path.join(staging, "dfly")
         shutil.copytree(os.path.join(HERE, "dfly"), tree,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         shutil.copy(os.path.join(tree, "zipmain.py"), os.path.join(staging, "__main__.py"))
-        compile_for(pythons or found_pythons(), tree)
+        os.mkdir(os.path.join(staging, "__bytecode__"))
+        for tag in compile_for(pythons or found_pythons(), tree):
+            with open(os.path.join(staging, "__bytecode__", tag), "wb") as f:
+                f.write(bundle_bytecode(tree, tag))
+        for folder, dirs, _ in os.walk(tree):
+            if "__pycache__" in dirs:
+                shutil.rmtree(os.path.join(folder, "__pycache__"))
+                dirs.remove("__pycache__")
         # foo.pyc beside foo.py is what zipimport itself reads: for `import dfly` from
-        # the archive on sys.path (the SDK), where zipmain's finder is not installed.
-        compileall.compile_dir(tree, legacy=True, quiet=1)
-        zipapp.create_archive(staging, target, interpreter="/usr/bin/env python3", compressed=True)
+        # the archive on sys.path (the SDK), where zipmain's finder is not installed,
+        # and __main__.pyc for the archive's start itself, both for this Python.
+        compileall.compile_dir(staging, legacy=True, quiet=1)
+        write_archive(staging, target)
     return target
 
 

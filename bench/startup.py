@@ -1,5 +1,5 @@
-"""Start-up on every Python here: the archive's bytecode for each interpreter, against one
-holding only the build interpreter's (the layout before: the others compile the sources).
+"""Start-up on every Python here: the archive's bytecode for each interpreter, against the
+layout before (a plain zipapp with this interpreter's pyc beside the sources).
 
 Each interpreter runs `python3 -S dfly.pyz get --help` (every import a `get` makes,
 and its flag parser, no network) from both archives, alternating; reported are the
@@ -8,11 +8,15 @@ medians of the child's CPU time (user + system) and wall time, and their ratio.
     python3 bench/startup.py            # 21 runs per interpreter and archive
     python3 bench/startup.py --quick    # 5
 """
+import compileall
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import zipapp
 
 import harness
 
@@ -37,6 +41,19 @@ def measure(argv):
     return usage.ru_utime + usage.ru_stime, wall
 
 
+def old_layout(target):
+    """dfly.pyz as build_zipapp.py made it before: foo.pyc (this Python's) beside each
+    foo.py, deflated; every other version compiles the sources at each start."""
+    with tempfile.TemporaryDirectory() as staging:
+        shutil.copytree(os.path.join(harness.REPO, "dfly"), os.path.join(staging, "dfly"),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with open(os.path.join(staging, "__main__.py"), "w") as f:
+            f.write("import sys\nfrom dfly.cli import main\nsys.exit(main())\n")
+        compileall.compile_dir(os.path.join(staging, "dfly"), legacy=True, quiet=1)
+        zipapp.create_archive(staging, target, interpreter="/usr/bin/env python3", compressed=True)
+    return target
+
+
 def versions(pythons):
     """{"3.N": interpreter} for the distinct CPython 3.8+ versions among `pythons`."""
     found = {}
@@ -57,28 +74,28 @@ def main() -> int:
     args = p.parse_args()
     runs = args.runs or (5 if args.quick else 21)
     sys.path.insert(0, harness.REPO)
-    from build_zipapp import build, found_pythons
+    from build_zipapp import found_pythons
     pythons = versions(found_pythons())
     rows = []
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
-        every = ws.pyz   # built from the working tree (or --pyz): bytecode for each Python found
-        one = build(ws.path("one", "dfly.pyz"), [sys.executable])
+        now = ws.pyz   # built from the working tree (or --pyz): bytecode for each Python found
+        before = old_layout(ws.path("before", "dfly.pyz"))
         print("%d runs each of `python3 -S dfly.pyz get --help`; medians" % runs)
-        print("%-7s %28s %28s %7s" % ("python", "CPU ms: build's only / each", "wall ms: build's only / each",
-                                      "CPU x"))
+        print("%-7s %28s %28s %7s" % ("python", "CPU ms: before / now", "wall ms: before / now", "CPU x"))
         for version, python in pythons.items():
-            got = {"one": [], "every": []}
-            for _ in range(runs):
-                for name, pyz in (("one", one), ("every", every)):
+            got = {"before": [], "now": []}
+            for run in range(runs):
+                pair = (("before", before), ("now", now))
+                for name, pyz in pair if run % 2 else reversed(pair):   # neither always first
                     got[name].append(measure([python, "-S", pyz, "get", "--help"]))
             row = {"python": version, "interpreter": python}
             for name in got:
                 row[name + "_cpu_ms"] = round(1000 * harness.median([c for c, _ in got[name]]), 1)
                 row[name + "_wall_ms"] = round(1000 * harness.median([w for _, w in got[name]]), 1)
-            row["cpu_ratio"] = round(row["every_cpu_ms"] / row["one_cpu_ms"], 3)
+            row["cpu_ratio"] = round(row["now_cpu_ms"] / row["before_cpu_ms"], 3)
             rows.append(row)
             print("%-7s %13.1f / %-12.1f %13.1f / %-12.1f %7.2f" % (
-                version, row["one_cpu_ms"], row["every_cpu_ms"], row["one_wall_ms"], row["every_wall_ms"],
+                version, row["before_cpu_ms"], row["now_cpu_ms"], row["before_wall_ms"], row["now_wall_ms"],
                 row["cpu_ratio"]))
     harness.save(args, NAME, {"runs": runs, "build_python": "%d.%d" % sys.version_info[:2], "rows": rows})
     return 0

@@ -7,6 +7,7 @@ the ones that ran are listed in the test ids.
 import glob
 import hashlib
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -189,27 +190,43 @@ def test_zipapp_loads_dfly_from_the_bytecode_built_for_each_python(version, pyz)
     assert len(got["modules"]) > 10
     for name, (loader, cached) in got["modules"].items():
         assert loader == "ArchiveBytecode", name
-        assert cached.startswith(pyz + os.sep) and cached.endswith(".%s.pyc" % got["tag"]), name
+        assert cached == os.path.join(pyz, "__bytecode__", got["tag"]), name
     assert got["first_line"].startswith('"""The command line')   # tracebacks show the source
     # Every module a `get` uses is loaded by now; urllib.request (and the tempfile and more
     # it brings) only by a get that goes to the source itself.
     assert got["urllib_request"] is False
 
 
-def test_zipapp_falls_back_to_the_source_for_bytecode_it_cannot_use(pyz, tmp_path):
-    """Bytecode of another Python (a wrong magic number), or none, is left to zipimport."""
-    tree = tmp_path / "tree"
+def _rebuilt(pyz, folder, change):
+    """A copy of the archive whose bytecode file for this Python went through change()."""
+    tree = folder / "tree"
     with zipfile.ZipFile(pyz) as archive:
         archive.extractall(str(tree))
-    tag = _probe(sys.executable, pyz)["tag"]
-    (tree / "dfly" / "__pycache__" / ("errors.%s.pyc" % tag)).write_bytes(b"\0\0\0\0" + b"\0" * 12)
-    (tree / "dfly" / "__pycache__" / ("options.%s.pyc" % tag)).unlink()
-    tampered = str(tmp_path / "tampered.pyz")
-    zipapp.create_archive(str(tree), tampered)
+    path = tree / "__bytecode__" / sys.implementation.cache_tag
+    form, magic, modules = marshal.loads(path.read_bytes())
+    path.write_bytes(marshal.dumps(change(form, magic, modules)))
+    target = str(folder / "changed.pyz")
+    zipapp.create_archive(str(tree), target)
+    return target
 
-    got = _probe(sys.executable, tampered)
+
+def test_zipapp_leaves_to_zipimport_the_modules_its_bytecode_lacks(pyz, tmp_path):
+    def drop_options(form, magic, modules):
+        del modules["dfly.options"]
+        return form, magic, modules
+
+    got = _probe(sys.executable, _rebuilt(pyz, tmp_path, drop_options))
 
     assert got["code"] == 0
-    for name in ("dfly.errors", "dfly.options"):
-        assert got["modules"][name][0] == "zipimporter"   # which compiles the source
+    assert got["modules"]["dfly.options"][0] == "zipimporter"   # which compiles the source
     assert got["modules"]["dfly.cli"][0] == "ArchiveBytecode"
+
+
+def test_zipapp_ignores_bytecode_of_another_python(pyz, tmp_path):
+    """A wrong magic number (the file of another version under this name): every
+    module is left to zipimport, and the command works."""
+    got = _probe(sys.executable, _rebuilt(pyz, tmp_path, lambda form, magic, modules:
+                                          (form, b"\0\0\r\n", modules)))
+
+    assert got["code"] == 0
+    assert {loader for loader, _ in got["modules"].values()} == {"zipimporter"}
