@@ -86,6 +86,11 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "dfly/" + __version__
     timeout = 30   # seconds a connection may sit idle or trickle bytes
+    _began = 0.0   # when this request's line was read
+
+    def parse_request(self):
+        self._began = time.monotonic()
+        return super().parse_request()
 
     def do_GET(self):
         self._serve("GET")
@@ -161,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.draining:   # the listener is stopping: this is the last reply here
             self.send_header("Connection", "close")
         self.send_header("Content-Length", str(size))
+        # This side's share of the request's latency (request line read to reply),
+        # so a client can tell it from the network's and its own (`dfly bench`).
+        self.send_header("Server-Timing", server_timing(time.monotonic() - self._began))
         self.end_headers()
         if method == "HEAD" or size == 0:
             return
@@ -198,6 +206,17 @@ class Handler(BaseHTTPRequestHandler):
         if cached[0] != now:
             cached = Handler._date = (now, super().date_time_string(now))
         return cached[1]
+
+
+def server_timing(seconds: float) -> str:
+    """The Server-Timing header value for a reply `seconds` in the making."""
+    return "dfly;dur=%.3f" % (seconds * 1000)
+
+
+def parse_server_timing(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Server-Timing header `server_timing` wrote; None otherwise."""
+    match = re.match(r"dfly;dur=([0-9]+(?:\.[0-9]+)?)$", value or "")
+    return float(match.group(1)) / 1000 if match else None
 
 
 THROTTLE_STEP = 256 * 1024

@@ -46,7 +46,8 @@ class TimedSupernodeClient(SupernodeClient):
     def register(self, request: RegisterRequest):
         began = self.clock()
         reply = super().register(request)
-        self.record.calls.append(CallRecord("register", self.clock() - began, False))
+        self.record.calls.append(CallRecord("register", self.clock() - began, False,
+                                            server_s=self.server_s))
         return reply
 
     def clone(self) -> "TimedSupernodeClient":
@@ -57,7 +58,7 @@ class TimedSupernodeClient(SupernodeClient):
         began = self.clock()
         state = super().schedule(task_id, request)
         self.record.calls.append(CallRecord("schedule", self.clock() - began, request.wait_s > 0,
-                                            len(state.pieces), state.waited_s))
+                                            len(state.pieces), state.waited_s, self.server_s))
         return state
 
 

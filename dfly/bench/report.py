@@ -7,6 +7,9 @@ assigned, and says for how long in `waited_s`; its latency is the round trip
 minus that. A supernode that does not say (older than `waited_s`): only
 schedule calls that asked not to wait or that carried pieces count, and their
 whole round trip. The round trips themselves, waits included, are reported too.
+The supernode also says how long each reply took it (Server-Timing: from its
+reading the request line to its reply, on purpose waits left out), which is
+what it costs apart from the network and the simulated peers' own CPU.
 """
 import math
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ class CallRecord:
     waited: bool       # a long-poll that may have waited on purpose
     pieces: int = 0
     waited_s: Optional[float] = None   # how long the supernode says it waited on purpose
+    server_s: Optional[float] = None   # how long the supernode says the reply took it
 
 
 def latency(call: CallRecord) -> Optional[float]:
@@ -42,6 +46,14 @@ class PeerRecord:
     bytes_from_peers: int = 0
     error: Optional[str] = None
     calls: List[CallRecord] = field(default_factory=list)
+
+
+def in_supernode(call: CallRecord) -> Optional[float]:
+    """The supernode's own time for one call, waits on purpose left out; None when
+    it does not say."""
+    if call.server_s is None:
+        return None
+    return max(0.0, call.server_s - (call.waited_s or 0.0))
 
 
 def percentile(values: List[float], p: float) -> float:
@@ -86,6 +98,7 @@ def summarize(peers: List[PeerRecord], wall_s: float, cpu_s: Optional[float] = N
         "peer_share": round(from_peers / total, 4) if total else None,
         "register_latency_s": spread(registers),
         "schedule_latency_s": spread(schedules),
+        "schedule_in_supernode_s": spread([v for v in map(in_supernode, schedule_calls) if v is not None]),
         "schedule_round_trip_s": spread([c.seconds for c in schedule_calls]),
         "schedule_calls": len(schedule_calls),
         "schedule_waited_reported": sum(1 for c in schedule_calls if c.waited_s is not None),
@@ -116,6 +129,7 @@ def render(summary: dict, url: str) -> str:
         % (b["source"], b["supernode"], b["peers"], 100 * (summary["peer_share"] or 0)),
         "  register latency  %s" % ms(summary["register_latency_s"]),
         "  schedule latency  %s" % ms(summary["schedule_latency_s"]),
+        "    in the supernode %s" % ms(summary["schedule_in_supernode_s"]),
         "  schedule trips    %s, long-polls included" % ms(summary["schedule_round_trip_s"]),
     ]
     if summary.get("bench_cpu_s") is not None and summary["wall_s"] > 0:

@@ -1,5 +1,6 @@
 """`dfly bench`: simulated peers in one process against a real supernode and origin."""
 import json
+import time
 
 import pytest
 from helpers import MiB, content
@@ -7,7 +8,9 @@ from helpers import MiB, content
 from dfly import options
 from dfly.bench import app
 from dfly.bench.config import BenchConfig
+from dfly.bench.report import PeerRecord
 from dfly.cli import main
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 
 
 @pytest.mark.time_limit(60)
@@ -28,6 +31,9 @@ def test_bench_json_reports_times_latencies_and_the_byte_split(origin, supernode
         assert summary["download_s"][key] > 0
     assert summary["register_latency_s"]["count"] == 6
     assert summary["schedule_latency_s"]["count"] >= 6
+    # The supernode says how long each reply took it: never longer than the round trip.
+    assert summary["schedule_in_supernode_s"]["count"] == summary["schedule_calls"]
+    assert 0 <= summary["schedule_in_supernode_s"]["max"] <= summary["schedule_round_trip_s"]["max"]
     assert summary["bench_cpu_s"] > 0   # six peers hashing 12 MiB each cannot be free
     assert list((tmp_path / "copies").iterdir()) == []   # copies removed afterwards
 
@@ -73,3 +79,23 @@ def test_a_one_piece_download_takes_two_schedule_calls(origin, supernode, capsys
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["succeeded"] == 1
     assert summary["schedule_calls"] == 2
+
+
+@pytest.mark.time_limit(30)
+def test_each_call_records_the_supernode_s_time_inside_its_round_trip(origin, supernode):
+    """Server-Timing on every reply: more than what the supernode waited on purpose
+    (the first schedule call long-polls until a piece is cut), less than the trip."""
+    src = origin.add("timed.bin", content(2 * MiB, seed=9))
+    record = PeerRecord(0, 0)
+    client = app.TimedSupernodeClient(supernode.address, record, time.monotonic)
+    try:
+        task_id, _ = client.register(RegisterRequest(src.url, "timed-peer", 1, "127.0.0.1"))
+        for _ in range(3):
+            client.schedule(task_id, ScheduleRequest("timed-peer", want=1, wait_s=5.0))
+    finally:
+        client.close()
+
+    assert [c.kind for c in record.calls] == ["register", "schedule", "schedule", "schedule"]
+    for call in record.calls:
+        assert call.server_s is not None and 0 < call.server_s <= call.seconds
+        assert call.server_s >= (call.waited_s or 0.0)

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from dfly.bench.report import CallRecord, PeerRecord, latency, percentile, render, summarize
+from dfly.bench.report import CallRecord, PeerRecord, in_supernode, latency, percentile, render, summarize
+from dfly.httpd import parse_server_timing, server_timing
 
 
 def test_a_schedule_call_counts_its_round_trip_minus_what_the_supernode_waited():
@@ -66,3 +67,29 @@ def test_the_report_says_when_the_supernode_does_not_report_its_waits():
     assert summary["schedule_latency_s"]["count"] == 1
     assert summary["schedule_latency_s"]["max"] == 0.04
     assert "does not report waited_s" in render(summary, "http://origin/f")
+
+
+def test_the_supernode_s_own_time_leaves_its_waits_out():
+    assert in_supernode(CallRecord("schedule", 1.30, True, pieces=1, waited_s=1.2, server_s=1.25)) \
+        == pytest.approx(0.05)
+    assert in_supernode(CallRecord("register", 0.02, False, server_s=0.004)) == pytest.approx(0.004)
+    assert in_supernode(CallRecord("schedule", 0.02, False, waited_s=0.0)) is None   # it did not say
+
+
+def test_the_summary_and_report_show_the_supernode_s_share_beside_the_round_trip():
+    peer = PeerRecord(0, 0, seconds=1.0, length=100, calls=[
+        CallRecord("schedule", 1.030, True, pieces=1, waited_s=1.0, server_s=1.004),
+        CallRecord("schedule", 0.020, False, pieces=0, waited_s=0.0, server_s=0.002),
+        CallRecord("schedule", 0.010, False, pieces=0, waited_s=0.0)])
+
+    summary = summarize([peer], wall_s=1.0)
+
+    assert summary["schedule_in_supernode_s"]["count"] == 2
+    assert summary["schedule_in_supernode_s"]["max"] == pytest.approx(0.004)
+    assert "    in the supernode p50 2.0  p90 4.0  p99 4.0  max 4.0 ms (2 calls)" in render(summary, "u")
+
+
+def test_the_server_timing_header_reads_back_and_anything_else_is_none():
+    assert parse_server_timing(server_timing(0.0123)) == pytest.approx(0.0123)
+    for junk in (None, "", "dfly;dur=", "other;dur=5", "dfly;dur=-1", "dfly;dur=5, x"):
+        assert parse_server_timing(junk) is None
