@@ -48,8 +48,7 @@ class ArchiveBytecode:
         if entry is None:
             return None
         is_package, code = entry
-        stem = name.replace(".", "/") + ("/__init__" if is_package else "")
-        spec = _bootstrap.ModuleSpec(name, self, origin=os.path.join(self.archive, stem + ".py"),
+        spec = _bootstrap.ModuleSpec(name, self, origin=os.path.join(self.archive, _source(name, is_package)),
                                      loader_state=code, is_package=is_package)
         spec.has_location = True
         spec.cached = self.cached
@@ -64,12 +63,20 @@ class ArchiveBytecode:
         exec(marshal.loads(module.__spec__.loader_state), module.__dict__)
 
     def get_source(self, name):
-        """For tracebacks (linecache asks the module's loader)."""
-        path = os.path.relpath(sys.modules[name].__spec__.origin, self.archive)
-        return self.zip.get_data(path).decode("utf-8")
+        """For tracebacks (linecache asks the module's loader, also for a module
+        whose import failed and is gone from sys.modules)."""
+        entry = self.modules.get(name)
+        if entry is None:
+            raise ImportError("no module %s in %s" % (name, self.archive), name=name)
+        return self.zip.get_data(_source(name, entry[0])).decode("utf-8")
 
     def get_data(self, path):
         return self.zip.get_data(path)
+
+
+def _source(name: str, is_package: bool) -> str:
+    """The archive path of a module's source."""
+    return name.replace(".", "/") + ("/__init__.py" if is_package else ".py")
 
 
 def install(archive: str) -> bool:

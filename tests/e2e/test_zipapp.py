@@ -168,7 +168,11 @@ try:
 except SystemExit as e:
     code = e.code
 cli = sys.modules["dfly.cli"]
+finder = sys.meta_path[0]
+never_imported = (finder.get_source("dfly.supernode.scheduler")
+                  if type(finder).__name__ == "ArchiveBytecode" else "")
 print(json.dumps({"code": code, "tag": sys.implementation.cache_tag,
+                  "never_imported_source": never_imported.splitlines()[:1],
                   "urllib_request": "urllib.request" in sys.modules,
                   "first_line": linecache.getline(cli.__file__, 1, cli.__dict__),
                   "modules": {name: [type(m.__spec__.loader).__name__, m.__spec__.cached]
@@ -192,6 +196,8 @@ def test_zipapp_loads_dfly_from_the_bytecode_built_for_each_python(version, pyz)
         assert loader == "ArchiveBytecode", name
         assert cached == os.path.join(pyz, "__bytecode__", got["tag"]), name
     assert got["first_line"].startswith('"""The command line')   # tracebacks show the source
+    # also of a module not (or no longer) imported, as after an import that failed
+    assert got["never_imported_source"][0].startswith('"""Which peer fetches which piece from whom')
     # Every module a `get` uses is loaded by now; urllib.request (and the tempfile and more
     # it brings) only by a get that goes to the source itself.
     assert got["urllib_request"] is False
