@@ -19,14 +19,6 @@ from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pu
 TIMEOUT_S = 60
 
 
-@pytest.fixture(scope="module")
-def pyz(tmp_path_factory):
-    target = str(tmp_path_factory.mktemp("build") / "dfly.pyz")
-    subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", target],
-                   check=True, timeout=60, stdout=subprocess.DEVNULL)
-    return target
-
-
 class Process:
     """A dfly command whose address is read from its 'listening on' log line."""
 

@@ -37,14 +37,6 @@ def _pythons():
 PYTHONS = _pythons()
 
 
-@pytest.fixture(scope="session")
-def pyz(tmp_path_factory):
-    target = str(tmp_path_factory.mktemp("build") / "dfly.pyz")
-    subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", target],
-                   check=True, timeout=60, stdout=subprocess.DEVNULL)
-    return target
-
-
 @pytest.fixture()
 def origin(tmp_path):
     root = tmp_path / "origin"

@@ -44,32 +44,44 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
+def _pulled_through_two_mirrors(tmp_path, registry, supernode, daemons):
+    """A private image pushed to `registry`, pulled with credentials through two
+    daemons' mirrors, each layer fetched from the registry once (P2P, not skopeo's
+    fallback); (image, first daemon, second daemon, first daemon's mirror conf)."""
+    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 << 20, 512 << 10),
+                        arches=("amd64",))
+    push(image, registry, "secret/app", creds=CREDS)
+    first = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
+    second = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
+    conf_first = mirror_conf(str(tmp_path / "first.conf"), registry, first.address)
+    conf_second = mirror_conf(str(tmp_path / "second.conf"), registry, second.address)
+
+    pull(conf_first, registry, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
+    pull(conf_second, registry, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
+    assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
+    for digest in image.layers["amd64"]:
+        assert len(registry.blob_gets(digest)) == 1
+    assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
+    return image, first, second, conf_first
+
+
+def _refused_without_credentials(tmp_path, registry, image, conf) -> bytes:
+    """A pull without credentials fails and leaves no layer; the first layer's bytes."""
+    refused = pull(conf, registry, "secret/app", "v1", str(tmp_path / "c"), check=False)
+    assert refused.returncode != 0
+    assert not os.path.exists(os.path.join(str(tmp_path / "c"), image.layers["amd64"][0][7:]))
+    with open(os.path.join(image.layout, "blobs", "sha256", image.layers["amd64"][0][7:]), "rb") as f:
+        return f.read()
+
+
 @pytest.mark.time_limit(60)
 def test_private_pulls_with_credentials_go_p2p_and_cached_blobs_are_refused_without_them(
         tmp_path, private, supernode, daemons):
-    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 << 20, 512 << 10),
-                        arches=("amd64",))
-    push(image, private, "secret/app", creds=CREDS)
-    first = daemons.start(supernode=[supernode.address], registry_mirror=private.url)
-    second = daemons.start(supernode=[supernode.address], registry_mirror=private.url)
-    conf_first = mirror_conf(str(tmp_path / "first.conf"), private, first.address)
-    conf_second = mirror_conf(str(tmp_path / "second.conf"), private, second.address)
-
-    pull(conf_first, private, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
-    pull(conf_second, private, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
-    assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
-    for digest in image.layers["amd64"]:
-        assert len(private.blob_gets(digest)) == 1   # skopeo did not fall back to the registry
+    image, first, _, conf_first = _pulled_through_two_mirrors(tmp_path, private, supernode, daemons)
     assert stats(first)["bytes_from_supernode"] >= image.size_of("amd64")
-    assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
 
-    refused = pull(conf_first, private, "secret/app", "v1", str(tmp_path / "c"), check=False)
-    assert refused.returncode != 0
-    assert not os.path.exists(os.path.join(str(tmp_path / "c"), image.layers["amd64"][0][7:]))
-
+    secret = _refused_without_credentials(tmp_path, private, image, conf_first)
     layer = image.layers["amd64"][0]
-    with open(os.path.join(image.layout, "blobs", "sha256", layer[7:]), "rb") as f:
-        secret = f.read()
     for headers in ({}, {"Authorization": _basic(USER, "wrong")}, {"Authorization": "Bearer forged"}):
         status, reply_headers, body = fetch(first.address, "GET", "/v2/secret/app/blobs/" + layer, headers)
         assert status == 401, headers
@@ -83,28 +95,10 @@ def test_private_pulls_with_credentials_go_p2p_and_cached_blobs_are_refused_with
 @pytest.mark.time_limit(60)
 def test_a_token_auth_registry_is_pulled_p2p_with_credentials_and_refused_without(
         tmp_path, token_registry, token_server, supernode, daemons):
-    image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 << 20, 512 << 10),
-                        arches=("amd64",))
-    push(image, token_registry, "secret/app", creds=CREDS)
-    first = daemons.start(supernode=[supernode.address], registry_mirror=token_registry.url)
-    second = daemons.start(supernode=[supernode.address], registry_mirror=token_registry.url)
-    conf_first = mirror_conf(str(tmp_path / "first.conf"), token_registry, first.address)
-    conf_second = mirror_conf(str(tmp_path / "second.conf"), token_registry, second.address)
+    image, first, _, conf_first = _pulled_through_two_mirrors(tmp_path, token_registry, supernode, daemons)
 
-    pull(conf_first, token_registry, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
-    pull(conf_second, token_registry, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
-    assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
-    for digest in image.layers["amd64"]:
-        assert len(token_registry.blob_gets(digest)) == 1   # through P2P, not skopeo's fallback
-    assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
-
-    refused = pull(conf_first, token_registry, "secret/app", "v1", str(tmp_path / "c"), check=False)
-    assert refused.returncode != 0
-    assert not os.path.exists(os.path.join(str(tmp_path / "c"), image.layers["amd64"][0][7:]))
-
+    secret = _refused_without_credentials(tmp_path, token_registry, image, conf_first)
     layer = image.layers["amd64"][0]
-    with open(os.path.join(image.layout, "blobs", "sha256", layer[7:]), "rb") as f:
-        secret = f.read()
     elsewhere = token_server.token("repository:other/app:pull", USER)   # valid, for another repo
     for headers in ({}, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer " + elsewhere},
                     {"Authorization": _basic(USER, "wrong")}):
