@@ -15,6 +15,14 @@ def _gets(origin, name: str) -> int:
     return len([s for s in origin.served(name) if s.method == "GET"])
 
 
+def _fetched_from(seeder, later, path, data) -> None:
+    """`later` gets the blob at `path` whole, all of it from peers: `seeder` sent it."""
+    status, _, body = fetch(later.address, "GET", path)
+    assert status == 200 and body == data
+    assert stats(later)["bytes_from_peers"] == len(data)
+    assert stats(seeder)["uploaded_bytes"] == len(data)
+
+
 @pytest.mark.time_limit(45)
 def test_a_restarted_daemon_offers_its_cached_blobs_to_peers_again(origin, supernode, daemons, tmp_path):
     data = content(10 * MiB, seed=71)
@@ -30,11 +38,8 @@ def test_a_restarted_daemon_offers_its_cached_blobs_to_peers_again(origin, super
     wait_until(lambda: stats(again)["announced"] == 1, timeout=10, message="the cached blob announced")
     assert stats(again)["seeding"] == 1
 
-    later = daemons.start(supernode=[supernode.address], registry_mirror=_mirror(origin))
-    status, _, body = fetch(later.address, "GET", path)
-    assert status == 200 and body == data
-    assert stats(later)["bytes_from_peers"] == len(data)
-    assert stats(again)["uploaded_bytes"] == len(data)
+    _fetched_from(again, daemons.start(supernode=[supernode.address], registry_mirror=_mirror(origin)),
+                  path, data)
     assert _gets(origin, name) == 1
 
 
@@ -54,9 +59,6 @@ def test_a_daemon_announces_its_blobs_again_to_a_supernode_that_forgot_them(
                message="the blob announced to the new supernode")
     assert stats(seeder)["seeding"] == 1
 
-    later = daemons.start(supernode=[new.address], registry_mirror=_mirror(origin))
-    status, _, body = fetch(later.address, "GET", path)
-    assert status == 200 and body == data
-    assert stats(later)["bytes_from_peers"] == len(data)
-    assert stats(seeder)["uploaded_bytes"] == len(data)
+    _fetched_from(seeder, daemons.start(supernode=[new.address], registry_mirror=_mirror(origin)),
+                  path, data)
     assert _gets(origin, name) == 2   # the new supernode read the source once itself
