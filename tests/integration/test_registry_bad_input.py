@@ -2,25 +2,14 @@
 as the upstream gave them and are not cached, a blob whose bytes do not match
 its digest is never served, malformed requests are 4xx, and a client hanging up
 mid-blob costs nothing but its own request."""
-import hashlib
-import os
 import socket
 
 import pytest
-from daemons import fetch, stats
+from daemons import fetch, registry_blob, stats
 from helpers import MiB, content, healthy, raw_exchange, refused_address, status_of
 
 from dfly.httpd import parse_hostport
 from dfly.protocol.pieces import MIN_PIECE_SIZE
-
-
-def _registry_blob(origin, data: bytes, repo: str = "team/app", served: bytes = b""):
-    """Serve `served` (or `data`) at the blob path of sha256(data) on the fake upstream."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    os.makedirs(os.path.join(origin.root, "v2", repo, "blobs"), exist_ok=True)
-    name = "v2/%s/blobs/%s" % (repo, digest)
-    origin.add(name, served or data)
-    return name, "/" + name, digest
 
 
 def _address(running):
@@ -41,7 +30,7 @@ def test_an_unreachable_upstream_is_a_502_and_the_daemon_keeps_serving(daemons):
 @pytest.mark.time_limit(30)
 def test_upstream_errors_pass_through_faithfully_and_are_not_cached(origin, supernode, daemons):
     data = content(3 * MiB, seed=11)
-    name, path, digest = _registry_blob(origin, data)
+    name, path, digest = registry_blob(origin, data)
     running = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
     origin.fault(name, status=503)
     status, _, _ = fetch(running.address, "GET", path)
@@ -54,7 +43,7 @@ def test_upstream_errors_pass_through_faithfully_and_are_not_cached(origin, supe
 @pytest.mark.time_limit(30)
 def test_an_upstream_dying_mid_blob_is_an_error_and_a_later_request_succeeds(origin, supernode, daemons):
     data = content(6 * MiB, seed=12)
-    name, path, digest = _registry_blob(origin, data)
+    name, path, digest = registry_blob(origin, data)
     running = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
     origin.fault(name, die_after=MIN_PIECE_SIZE // 2)   # before the first piece is whole
     status, _, body = fetch(running.address, "GET", path)
@@ -71,7 +60,7 @@ def test_a_blob_that_does_not_match_its_digest_is_never_served(origin, supernode
     # clear 502 (a longer impostor is cut short mid-body: test_registry_streaming.py).
     wanted = content(MIN_PIECE_SIZE // 2, seed=13)
     impostor = content(MIN_PIECE_SIZE // 2, seed=14)
-    _, path, _ = _registry_blob(origin, wanted, served=impostor)
+    _, path, _ = registry_blob(origin, wanted, served=impostor)
     with_p2p = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
     alone = daemons.start(registry_mirror=origin.url("").rstrip("/"))
     for running in (with_p2p, alone, with_p2p):
@@ -105,7 +94,7 @@ def test_malformed_registry_requests_are_client_errors(origin, daemons):
 @pytest.mark.time_limit(30)
 def test_a_client_hanging_up_mid_blob_does_not_hurt_the_daemon(origin, supernode, daemons):
     data = content(16 * MiB, seed=15)
-    _, path, _ = _registry_blob(origin, data)
+    _, path, _ = registry_blob(origin, data)
     running = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"))
     for _ in range(3):
         with socket.create_connection(_address(running), timeout=10) as sock:
