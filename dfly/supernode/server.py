@@ -66,7 +66,7 @@ class SupernodeApp:
 
     def piece(self, request: Request, tid: str, num: str) -> Response:
         peer = request.query.get("peer", [""])[0]   # who fetches it, when the peer says
-        return Response(200, self.supernode.piece(tid, piece_number(num), peer),
+        return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0]),
                         {"Content-Type": "application/octet-stream"})
 
     def cluster(self, request: Request) -> Response:

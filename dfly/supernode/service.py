@@ -165,7 +165,10 @@ class Supernode:
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
-    def piece(self, tid: str, num: int, peer_id: str = "") -> FileSlice:
+    def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "") -> FileSlice:
+        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only from
+        the host that peer registered (else another client could free our upload
+        slot early in its name; the slot is then freed by the peer's report)."""
         task = self._known_task(tid)
         with task.cond:
             if not task.is_cached(num):
@@ -173,7 +176,9 @@ class Supernode:
             start, size = piece_range(num, task.length if task.length is not None
                                       else (num + 1) * task.piece_size, task.piece_size)
             task.served_bytes += size
-        on_sent = functools.partial(self._piece_sent, task, num, peer_id) if peer_id else None
+            addr = task.scheduler.addr_of(peer_id) if peer_id else None
+        vouched = addr is not None and addr[0] == client_host
+        on_sent = functools.partial(self._piece_sent, task, num, peer_id) if vouched else None
         return FileSlice(task.data_path, start, size, on_sent=on_sent)
 
     def _piece_sent(self, task: Task, num: int, peer_id: str) -> None:

@@ -7,11 +7,13 @@ copy still fresh, and return empty. So "it got a piece" is the proof of a wake,
 with no clock in the assertion.
 """
 import hashlib
+import http.client
 import threading
 
 import pytest
 from helpers import MiB, content, wait_until
 
+from dfly.httpd import parse_hostport
 from dfly.peer.piece_client import PieceFetcher
 from dfly.protocol.messages import SUPERNODE, PieceOrder, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
@@ -282,6 +284,36 @@ def test_a_fetch_that_does_not_say_who_it_is_holds_the_slot_until_reported(super
         first_holder(a, tid, src.url)
         order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
         assert _fetch_from_supernode(supernode, tid, order, "") == data[:MiB]
+
+        assert b.schedule(tid, ScheduleRequest("b", want=1, wait_s=0.3)).pieces == []
+        a.schedule(tid, ScheduleRequest("a", done=[0], want=0))
+        assert [p.holder for p in b.schedule(tid, ScheduleRequest("b", want=1)).pieces] == [SUPERNODE]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.time_limit(30)
+def test_a_fetch_naming_a_peer_from_another_host_holds_the_slot_until_reported(supernode_factory,
+                                                                              origin):
+    """`?peer=` is believed only from the host that peer registered from: anyone else
+    naming it gets the bytes, but our slot waits for the peer's own report."""
+    supernode = supernode_factory(max_uploads=1)
+    data = content(2 * MiB, seed=9)
+    src = origin.add("two.bin", data)
+    a, b = SupernodeClient(supernode.address, timeout_s=10), SupernodeClient(supernode.address,
+                                                                             timeout_s=10)
+    a.name, b.name = "a", "b"
+    try:
+        tid = register(b, src.url)
+        first_holder(a, tid, src.url)   # registered as 127.0.0.1
+        host, port = parse_hostport(supernode.address, 0)
+        elsewhere = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
+        try:
+            elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid)
+            assert elsewhere.getresponse().read() == data[:MiB]
+        finally:
+            elsewhere.close()
 
         assert b.schedule(tid, ScheduleRequest("b", want=1, wait_s=0.3)).pieces == []
         a.schedule(tid, ScheduleRequest("a", done=[0], want=0))
