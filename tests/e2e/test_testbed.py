@@ -82,3 +82,22 @@ def test_testbed_refuses_a_queue_of_fewer_than_two_packets_before_making_anythin
     assert proc.returncode == 2
     assert "--queue must be at least 2 packets" in proc.stderr
     assert _namespaces() == before
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+@pytest.mark.time_limit(90)
+def test_tcp_mesh_reference_runs_at_smoke_size_and_leaves_nothing(tmp_path):
+    before = _namespaces()
+    out = tmp_path / "mesh.json"
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tcp_mesh.py"), "--hosts", "3",
+                           "--ks", "1,2", "--size", "4M", "--runs", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=80)
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["k"] for r in result["summary"]] == [1, 2]
+    for row in result["rounds"]:   # a range of 4 MiB / k takes that long at 100 Mbit/s, at least
+        fastest = 4 * 2 ** 20 / row["k"] * 8 / 100e6
+        assert 0.9 * fastest < row["first_s"] <= row["median_s"] <= row["all_in_s"]
+    assert result["clean_after"] and _namespaces() == before
