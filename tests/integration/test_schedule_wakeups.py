@@ -270,9 +270,28 @@ def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(super
             client.close()
 
 
+def _fetch_anonymously(supernode, tid: str, data: bytes) -> bytes:
+    order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
+    return _fetch_from_supernode(supernode, tid, order, "")
+
+
+def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
+    """Naming peer "a", which registered as 127.0.0.1, from 127.0.0.2."""
+    host, port = parse_hostport(supernode.address, 0)
+    elsewhere = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
+    try:
+        elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid)
+        return elsewhere.getresponse().read()
+    finally:
+        elsewhere.close()
+
+
 @pytest.mark.time_limit(30)
-def test_a_fetch_that_does_not_say_who_it_is_holds_the_slot_until_reported(supernode_factory,
-                                                                            origin):
+@pytest.mark.parametrize("fetch", [_fetch_anonymously, _fetch_as_a_from_another_host])
+def test_a_fetch_the_supernode_cannot_tie_to_its_peer_holds_the_slot_until_reported(
+        supernode_factory, origin, fetch):
+    """Without `?peer=`, or naming a peer from another host than it registered from
+    (anyone could), the bytes are served but our slot waits for the peer's report."""
     supernode = supernode_factory(max_uploads=1)
     data = content(2 * MiB, seed=8)
     src = origin.add("two.bin", data)
@@ -281,39 +300,8 @@ def test_a_fetch_that_does_not_say_who_it_is_holds_the_slot_until_reported(super
     a.name, b.name = "a", "b"
     try:
         tid = register(b, src.url)
-        first_holder(a, tid, src.url)
-        order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
-        assert _fetch_from_supernode(supernode, tid, order, "") == data[:MiB]
-
-        assert b.schedule(tid, ScheduleRequest("b", want=1, wait_s=0.3)).pieces == []
-        a.schedule(tid, ScheduleRequest("a", done=[0], want=0))
-        assert [p.holder for p in b.schedule(tid, ScheduleRequest("b", want=1)).pieces] == [SUPERNODE]
-    finally:
-        a.close()
-        b.close()
-
-
-@pytest.mark.time_limit(30)
-def test_a_fetch_naming_a_peer_from_another_host_holds_the_slot_until_reported(supernode_factory,
-                                                                              origin):
-    """`?peer=` is believed only from the host that peer registered from: anyone else
-    naming it gets the bytes, but our slot waits for the peer's own report."""
-    supernode = supernode_factory(max_uploads=1)
-    data = content(2 * MiB, seed=9)
-    src = origin.add("two.bin", data)
-    a, b = SupernodeClient(supernode.address, timeout_s=10), SupernodeClient(supernode.address,
-                                                                             timeout_s=10)
-    a.name, b.name = "a", "b"
-    try:
-        tid = register(b, src.url)
-        first_holder(a, tid, src.url)   # registered as 127.0.0.1
-        host, port = parse_hostport(supernode.address, 0)
-        elsewhere = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
-        try:
-            elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid)
-            assert elsewhere.getresponse().read() == data[:MiB]
-        finally:
-            elsewhere.close()
+        first_holder(a, tid, src.url)   # a fetches piece 0 from the supernode's one slot
+        assert fetch(supernode, tid, data) == data[:MiB]
 
         assert b.schedule(tid, ScheduleRequest("b", want=1, wait_s=0.3)).pieces == []
         a.schedule(tid, ScheduleRequest("a", done=[0], want=0))
