@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Run by each interpreter: its cache tag, after compiling the tree into __pycache__.
@@ -40,16 +40,16 @@ def found_pythons() -> List[str]:
     return [p for p in paths if p]
 
 
-def compile_for(pythons: List[str], tree: str) -> Dict[str, str]:
-    """Compile `tree` with each interpreter at once; {cache tag: interpreter} of those
-    that did (one per tag: the first listed)."""
-    runs = []
+def compile_for(pythons: List[str], tree: str) -> Tuple[Dict[str, str], List[str]]:
+    """Compile `tree` with each interpreter at once: ({cache tag: interpreter} of those
+    that did, one per tag, the first listed; the interpreters that could not)."""
+    runs, failed = [], []
     for python in pythons:
         try:
             runs.append((python, subprocess.Popen([python, "-S", "-c", COMPILE, tree],
                                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)))
         except OSError:
-            continue
+            failed.append(python)
     tags: Dict[str, str] = {}
     for python, proc in runs:
         try:
@@ -57,10 +57,12 @@ def compile_for(pythons: List[str], tree: str) -> Dict[str, str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            continue
+            out = b""
         if proc.returncode == 0 and out.strip():
             tags.setdefault(out.decode().strip(), python)
-    return tags
+        else:
+            failed.append(python)
+    return tags, failed
 
 
 def bundle_bytecode(tree: str, tag: str) -> bytes:
@@ -110,7 +112,11 @@ def build(target: str, pythons: Optional[List[str]] = None) -> str:
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         shutil.copy(os.path.join(tree, "zipmain.py"), os.path.join(staging, "__main__.py"))
         os.mkdir(os.path.join(staging, "__bytecode__"))
-        for tag in compile_for(pythons or found_pythons(), tree):
+        tags, failed = compile_for(pythons or found_pythons(), tree)
+        for python in failed if pythons else ():   # asked for by name: say it did not work
+            sys.stderr.write("build_zipapp: no bytecode from %s (not a CPython 3.8+, or it failed)\n"
+                             % python)
+        for tag in tags:
             with open(os.path.join(staging, "__bytecode__", tag), "wb") as f:
                 f.write(bundle_bytecode(tree, tag))
         for folder, dirs, _ in os.walk(tree):

@@ -228,3 +228,16 @@ def test_zipapp_ignores_bytecode_of_another_python(pyz, tmp_path):
 
     assert got["code"] == 0
     assert {loader for loader, _ in got["modules"].values()} == {"zipimporter"}
+
+
+def test_build_says_which_named_interpreter_gave_no_bytecode_and_builds_anyway(tmp_path):
+    target = str(tmp_path / "dfly.pyz")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", target,
+                          "--python", sys.executable, "--python", str(tmp_path / "no-such-python")],
+                         capture_output=True, text=True, timeout=120)
+
+    assert out.returncode == 0, out.stderr
+    assert "no bytecode from %s" % (tmp_path / "no-such-python") in out.stderr
+    with zipfile.ZipFile(target) as archive:
+        assert [n for n in archive.namelist() if n.startswith("__bytecode__/")] == \
+            ["__bytecode__/" + _probe(sys.executable, target)["tag"]]
