@@ -65,9 +65,9 @@ def compile_for(pythons: List[str], tree: str) -> Tuple[Dict[str, str], List[str
     return tags, failed
 
 
-def bundle_bytecode(tree: str, tag: str) -> bytes:
-    """The __pycache__/*.<tag>.pyc under `tree` (the package folder) as one file
-    (dfly/zipmain.py reads it back)."""
+def bundle_bytecode(tree: str, tag: str, bundle) -> bytes:
+    """The __pycache__/*.<tag>.pyc under `tree` (the package folder) as one file,
+    made by `bundle` (dfly/zipmain.py's, which reads it back)."""
     package = os.path.basename(tree)
     modules, magics = {}, set()
     for folder, _, files in os.walk(tree):
@@ -85,8 +85,7 @@ def bundle_bytecode(tree: str, tag: str) -> bytes:
             modules[".".join(parts)] = (stem == "__init__", data[16:])   # 16: the pyc header
     if len(magics) != 1 or package not in modules:
         raise RuntimeError("bytecode for %s is incomplete or mixed" % tag)
-    zipmain = runpy.run_path(os.path.join(tree, "zipmain.py"))
-    return zipmain["bundle"](magics.pop(), modules)
+    return bundle(magics.pop(), modules)
 
 
 def write_archive(staging: str, target: str) -> None:
@@ -113,12 +112,13 @@ def build(target: str, pythons: Optional[List[str]] = None) -> str:
         shutil.copy(os.path.join(tree, "zipmain.py"), os.path.join(staging, "__main__.py"))
         os.mkdir(os.path.join(staging, "__bytecode__"))
         tags, failed = compile_for(pythons or found_pythons(), tree)
+        bundle = runpy.run_path(os.path.join(tree, "zipmain.py"))["bundle"]
         for python in failed if pythons else ():   # asked for by name: say it did not work
             sys.stderr.write("build_zipapp: no bytecode from %s (not a CPython 3.8+, or it failed)\n"
                              % python)
         for tag in tags:
             with open(os.path.join(staging, "__bytecode__", tag), "wb") as f:
-                f.write(bundle_bytecode(tree, tag))
+                f.write(bundle_bytecode(tree, tag, bundle))
         for folder, dirs, _ in os.walk(tree):
             if "__pycache__" in dirs:
                 shutil.rmtree(os.path.join(folder, "__pycache__"))

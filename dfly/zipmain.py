@@ -6,7 +6,7 @@ source at each start: 50-60 ms of CPU per `dfly get` on 3.8 or 3.13 with an
 archive built on 3.11. So the archive also carries, for every interpreter the
 build found, one file `__bytecode__/<cache tag>` holding all of dfly's compiled
 modules (one file, not one per module: zipimport reads the whole archive
-directory at start, ~7 us an entry), stored uncompressed. This finder, put
+directory at start, ~8 us an entry), stored uncompressed. This finder, put
 first on sys.meta_path, loads dfly's modules from the running Python's file.
 Anything it does not find (another version, a module missing) is left to
 zipimport, which compiles the source as before.

@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 from dfly import errors
 from dfly.bench.config import BenchConfig
 from dfly.bench.report import CallRecord, PeerRecord, summarize
-from dfly.httpd import Listener, parse_hostport
+from dfly.httpd import Listener, parse_hostport, parse_server_timing
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -47,7 +47,7 @@ class TimedSupernodeClient(SupernodeClient):
         began = self.clock()
         reply = super().register(request)
         self.record.calls.append(CallRecord("register", self.clock() - began, False,
-                                            server_s=self.server_s))
+                                            server_s=parse_server_timing(self.server_timing)))
         return reply
 
     def clone(self) -> "TimedSupernodeClient":
@@ -58,7 +58,8 @@ class TimedSupernodeClient(SupernodeClient):
         began = self.clock()
         state = super().schedule(task_id, request)
         self.record.calls.append(CallRecord("schedule", self.clock() - began, request.wait_s > 0,
-                                            len(state.pieces), state.waited_s, self.server_s))
+                                            len(state.pieces), state.waited_s,
+                                            parse_server_timing(self.server_timing)))
         return state
 
 

@@ -11,7 +11,7 @@ import socket
 from typing import List, Optional, Tuple
 
 from dfly import errors
-from dfly.httpd import parse_hostport, parse_server_timing
+from dfly.httpd import parse_hostport
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 
 DEFAULT_PORT = 8002
@@ -35,7 +35,7 @@ class SupernodeClient:
         self.host, self.port = parse_hostport(address, DEFAULT_PORT)
         self.timeout_s = timeout_s
         self._conn: Optional[http.client.HTTPConnection] = None
-        self.server_s: Optional[float] = None   # the last reply's time in the supernode
+        self.server_timing: Optional[str] = None   # the last reply's Server-Timing header
 
     def clone(self) -> "SupernodeClient":
         """Another client (its own connection) to the supernode this one talks to now."""
@@ -125,7 +125,7 @@ class SupernodeClient:
                 conn.request(method, path, payload, headers)
                 response = conn.getresponse()
                 data = response.read()
-                self.server_s = parse_server_timing(response.getheader("Server-Timing"))
+                self.server_timing = response.getheader("Server-Timing")
                 break
             except (http.client.HTTPException, OSError) as e:
                 fresh = conn.sock is None

@@ -61,6 +61,7 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
         assert 0 <= row["cpu"]["steal_cpu_s"] <= row["cpu"]["busy_cpu_s"]
     assert rows["dfly"]["host_cpu_s"] > 0.05 and rows["dfly"]["supernode_cpu_s"] > 0   # curl's may round to 0
     assert result["clean_after"]
+    assert result["hosts_python"] == sys.executable   # --python's default: the one running it
     assert svg.read_text().startswith("<svg")
     assert _namespaces() == before                               # nothing left behind
 
