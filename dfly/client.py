@@ -26,7 +26,7 @@ from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
 from dfly.protocol.digest import parse_digest
-from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
@@ -54,6 +54,7 @@ class _Job:
     report: Callable[[ByteSplit], None]
     split: ByteSplit
     cancel: threading.Event
+    restartable: bool = True   # may start over if the source changes (no reader follows the bytes)
 
 
 @dataclass
@@ -115,7 +116,8 @@ class Client:
             if on_storage is not None:
                 on_storage(storage)
             result = self._fetch(url, storage, digest, headers or {}, list(filters), identifier,
-                                 progress, sequential=sequential, cancel=cancel)
+                                 progress, sequential=sequential, cancel=cancel,
+                                 restartable=on_storage is None)
             try:
                 os.replace(temp, path)
             except OSError as e:
@@ -146,7 +148,8 @@ class Client:
         def run():
             try:
                 outcome["result"] = self._fetch(url, storage, digest, headers or {}, list(filters),
-                                                identifier, progress, sequential=True, cancel=cancel)
+                                                identifier, progress, sequential=True, cancel=cancel,
+                                                restartable=False)
             except BaseException as e:
                 outcome["error"] = e
             with storage.cond:
@@ -211,20 +214,27 @@ class Client:
         if address:
             leave_quietly(address, task_id, self.peer_id)
 
+    def content_version_of(self, task_id: str) -> str:
+        """The content version of the pieces this client serves for `task_id` ("" unknown)."""
+        pieces = self._uploader.served(task_id) if self._uploader is not None else None
+        return getattr(pieces, "content_version", "") if pieces is not None else ""
+
     def registration(self, task_id: str) -> Optional[RegisterRequest]:
         """How this client registered for `task_id` (to announce it again elsewhere)."""
         return self._registrations.get(task_id)
 
     def announce(self, url: str, path: str, piece_size: int, digest: Optional[str] = None,
                  headers: Optional[Dict[str, str]] = None, filters: Iterable[str] = (),
-                 identifier: Optional[str] = None) -> Optional[str]:
+                 identifier: Optional[str] = None, content_version: str = "") -> Optional[str]:
         """Offer the complete, verified file at `path` as the task of `url` (after a restart,
         or when its supernode forgot us): register with the first supernode that answers and
         report every piece held. The task id; None when no supernode has the task whole yet
-        (try again later) or it knows a file of another size."""
+        (try again later) or it knows a file of another size. `content_version`: the task's
+        content version the file is of (see `content_version_of`); SourceChanged when the
+        supernode's is another (the source changed since: the file is no longer offered)."""
         _check_digest(digest)
         try:
-            pieces = FinishedFile(path, os.path.getsize(path), piece_size)
+            pieces = FinishedFile(path, os.path.getsize(path), piece_size, content_version)
         except OSError as e:
             raise errors.LocalIOError("cannot read %s: %s" % (path, e.strerror or e))
         uploader = self._ensure_uploader()
@@ -238,12 +248,17 @@ class Client:
                                           digest=digest.lower() if digest else None,
                                           identifier=identifier)
                 task_id, state = supernode.register(request)
+                if stale(content_version, state.content_version):
+                    leave_quietly(supernode.address, task_id, self.peer_id)
+                    raise errors.SourceChanged("the source of %s changed since %s was downloaded"
+                                               % (url[:200], path))
                 if state.state != "done" or (state.length, state.piece_size) != (pieces.length,
                                                                                 piece_size):
                     leave_quietly(supernode.address, task_id, self.peer_id)
                     return None
                 uploader.publish(task_id, pieces)
-                supernode.schedule(task_id, ScheduleRequest(self.peer_id, sorted(pieces.held), want=0))
+                supernode.schedule(task_id, ScheduleRequest(self.peer_id, sorted(pieces.held), want=0,
+                                                            content_version=content_version or None))
                 with self._lock:
                     self._seeded[task_id] = supernode.address
                     self._registrations[task_id] = request
@@ -266,14 +281,16 @@ class Client:
 
     # wiring ---------------------------------------------------------------------------
     def _fetch(self, url, storage, digest, headers, filters, identifier, progress,
-               sequential, cancel: Optional[threading.Event] = None) -> DownloadResult:
+               sequential, cancel: Optional[threading.Event] = None,
+               restartable: bool = True) -> DownloadResult:
         started = self.clock()
         deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
         bucket = self.download_bucket
         if bucket is None and self.config.rate_limit > 0:
             bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
-                   _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event())
+                   _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event(),
+                   restartable)
         running = RunningDigest(storage, digest).start() if digest else None
         try:
             task_id, via = self._via_supernodes(job), "p2p"
@@ -286,9 +303,9 @@ class Client:
                                             % (", ".join(self.config.supernode) or "none configured"))
             task_id, via = "", "source"
             self._from_source(job)
-        if running is not None and via == "p2p":
+        if running is not None and via == "p2p" and not storage.restarts:
             running.finish()
-        elif digest:   # the source rewrote the file: check all of it
+        elif digest:   # the source, or new content after a restart, rewrote the file: check all of it
             check_file(storage.path, digest)
         split = job.split
         return DownloadResult(url, storage.path, storage.length or 0, task_id,
@@ -349,7 +366,8 @@ class Client:
         return P2PDownload(supernode, request, storage, self.config.parallel,
                            self.config.piece_timeout_s, job.deadline, job.bucket, job.sequential,
                            on_progress=job.report, on_registered=lambda tid: uploader.publish(tid, storage),
-                           clock=self.clock, split=job.split, cancel=job.cancel)
+                           clock=self.clock, split=job.split, cancel=job.cancel,
+                           restartable=job.restartable)
 
     def _from_source(self, job: "_Job") -> None:
         split = job.split

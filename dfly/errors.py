@@ -36,6 +36,10 @@ class SourceError(DflyError):
     http_status = 502
 
 
+class SourceChanged(SourceError):
+    """The source's content changed under a download (or under pieces held to seed)."""
+
+
 class DigestMismatch(DflyError):
     """The content does not match the digest the user expects."""
     exit_code = 4

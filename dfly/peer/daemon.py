@@ -43,6 +43,7 @@ from dfly.peer.seeds import Seed, SeedBook
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol.handoff import HandoffRequest
+from dfly.protocol.messages import stale
 from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
@@ -173,7 +174,8 @@ class RunningDaemon:
                 self._totals["fallbacks"] += 1
         key = os.path.basename(path)
         if result.task_id and written and written[-1].piece_size:
-            self.seeds.put(key, Seed(url, written[-1].piece_size, digest, identifier, list(filters)))
+            self.seeds.put(key, Seed(url, written[-1].piece_size, digest, identifier, list(filters),
+                                     written[-1].content_version))
         with self._lock:
             if result.task_id:
                 self._task_of[key] = result.task_id
@@ -258,7 +260,9 @@ class RunningDaemon:
         for tid, address in self.p2p.seeding.items():
             client = SupernodeClient(address, timeout_s=5)
             try:
-                client.heartbeat(tid, self.p2p.peer_id)
+                current = client.heartbeat(tid, self.p2p.peer_id)
+                if stale(self.p2p.content_version_of(tid), current):
+                    self._source_changed(key_of.get(tid), tid)
                 continue
             except (errors.Gone, errors.NotFound, SupernodeDown) as e:
                 log.info("heartbeat for %s to %s: %s; announcing it again", tid[:12], address, e)
@@ -277,6 +281,17 @@ class RunningDaemon:
                 if key is not None:
                     with self._lock:
                         self._unannounced.setdefault(key, (0.0, self.config.heartbeat_s))
+
+    def _source_changed(self, key: Optional[str], tid: str) -> None:
+        """The cached file is of content the source no longer has: stop offering it."""
+        log.info("the source of task %s changed; its cached file is no longer offered to peers",
+                 tid[:12])
+        self.p2p.release(tid)
+        if key is not None:
+            with self._lock:
+                self._task_of.pop(key, None)
+                self._unannounced.pop(key, None)
+            self.seeds.remove(key)
 
     def _announce_due(self) -> None:
         now = time.monotonic()
@@ -303,7 +318,13 @@ class RunningDaemon:
         try:
             tid = self.p2p.announce(seed.url, self.cache.path_of(key), seed.piece_size,
                                     digest=seed.digest, headers=headers, filters=seed.filters,
-                                    identifier=seed.identifier)
+                                    identifier=seed.identifier, content_version=seed.content_version)
+        except errors.SourceChanged as e:
+            log.info("not announcing %s: %s", key, e)
+            with self._lock:
+                self._unannounced.pop(key, None)
+            self.seeds.remove(key)
+            return False
         except errors.DflyError as e:
             log.warning("cannot announce %s: %s", key, e)
             return False

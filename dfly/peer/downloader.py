@@ -13,7 +13,15 @@ Three kinds of threads, each with one job, so no piece waits on another's:
   for that poll to return.
 A holder that fails or lies is reported, and the supernode re-plans that piece
 from someone else.
+
+Every reply names the task's content version, and reports name the version of
+the pieces they report. When the version changes while we hold pieces of
+another (the source changed under a supernode that restarted or took the task
+over), the held pieces are dropped and the download starts over on the new
+content, once; a second change, or a change while a reader follows the file,
+ends it with SourceChanged. A file is never made of two versions.
 """
+import logging
 import queue
 import threading
 import time
@@ -23,6 +31,7 @@ from typing import Callable, Dict, List, Optional
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.storage import PieceFile
+from dfly.protocol import messages
 from dfly.protocol.messages import SUPERNODE, Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.client import SupernodeClient, SupernodeDown
@@ -31,10 +40,21 @@ POLL_WAIT_S = 2.0       # longest long-poll: bounds how late a cancel or deadlin
 KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the supernode forgets
                         # peers silent for --peer-ttl, 30 s by default)
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
+MAX_RESTARTS = 1        # starts over on new content; the next change ends the download
+
+log = logging.getLogger("dfly.client")
 
 
 class SwarmStuck(SupernodeDown):
     """This supernode's swarm keeps failing to deliver a piece."""
+
+
+class _ContentChanged(Exception):
+    """A reply names a content version other than the one of the pieces we hold."""
+
+    def __init__(self, content_version: str):
+        super().__init__(content_version)
+        self.content_version = content_version
 
 
 @dataclass
@@ -62,7 +82,7 @@ class P2PDownload:
                  on_progress: Callable[[ByteSplit], None] = lambda split: None,
                  on_registered: Callable[[str], None] = lambda task_id: None,
                  clock: Callable[[], float] = time.monotonic, split: Optional[ByteSplit] = None,
-                 cancel: Optional[threading.Event] = None):
+                 cancel: Optional[threading.Event] = None, restartable: bool = True):
         self.supernode = supernode
         self.register_request = register
         self.storage = storage
@@ -76,6 +96,7 @@ class P2PDownload:
         self.clock = clock
         self.split = split if split is not None else ByteSplit()   # shared across failovers
         self.cancel = cancel or threading.Event()
+        self.restartable = restartable   # False while a reader follows the file's bytes
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._workers: List[threading.Thread] = []
@@ -99,11 +120,17 @@ class P2PDownload:
         """Download every piece; returns the task id. Raises typed errors."""
         self._start_workers()
         try:
-            state = self._register()
+            try:
+                state = self._register()
+            except _ContentChanged as e:
+                state = self._start_over(e.content_version)
             self._start_reporter()
             while not self._finished(state):
                 self._check_deadline()
-                state = self._round(state)
+                try:
+                    state = self._round(state)
+                except _ContentChanged as e:
+                    state = self._start_over(e.content_version)
             self._flush_reports()
             return self.task_id
         finally:
@@ -133,10 +160,11 @@ class P2PDownload:
             # Our reports ride along: a worker that finished freed a slot, so this
             # one request both reports its piece and asks for the next.
             done, failed, self._done, self._failed = self._done, self._failed, [], []
+            version = self.storage.content_version or None   # of `done`: taken with it
             self._in_call = True
             self._last_call = self.clock()
         request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential,
-                                  self._wait_s() if want else 0.0)
+                                  self._wait_s() if want else 0.0, version)
         try:
             state = self.supernode.schedule(self.task_id, request)
         except errors.Gone:
@@ -167,8 +195,48 @@ class P2PDownload:
         if state.state == "failed":
             kind = _ERROR_KINDS.get(state.error_kind, errors.DflyError)
             raise kind(state.error or "the supernode gave up on this task")
+        self._check_version(state.content_version)
         if state.piece_size is not None:   # None until the supernode has decided it
             self.storage.set_geometry(state.length, state.piece_size)
+
+    def _check_version(self, version: str) -> None:
+        """Take the task's content version; _ContentChanged when pieces of another
+        one are held or on their way."""
+        with self._lock:
+            storage = self.storage
+            if not version or version == storage.content_version:
+                return
+            if not messages.stale(storage.content_version, version) or not (storage.held or self._inflight):
+                storage.content_version = version   # nothing of another version here
+                return
+        raise _ContentChanged(version)
+
+    def _start_over(self, version: str) -> TaskState:
+        """Drop every piece (they are of content the source no longer has), leave the
+        task (its assignments to us were of the old content) and register again."""
+        while True:
+            storage = self.storage
+            if not self.restartable or storage.restarts >= MAX_RESTARTS:
+                raise errors.SourceChanged(
+                    "the source of %s changed during the download (content version %s, now %s)%s"
+                    % (self.register_request.url[:200], storage.content_version, version,
+                       "; it had changed once before" if storage.restarts else ""))
+            with self._lock:
+                log.warning("the source of %s changed during the download: starting over on the "
+                            "new content (%d pieces held dropped)",
+                            self.register_request.url[:200], len(storage.held))
+                storage.start_over(version)   # in-flight pieces of the old content now settle unused
+                self._done, self._failed = [], []
+                self._piece_failures.clear()
+                self._lock.wait_for(lambda: not self._inflight, self.piece_timeout_s + 5)
+            try:
+                self.supernode.leave(self.task_id, self.peer_id)
+            except errors.DflyError:
+                pass   # a supernode that is down shows it when we register
+            try:
+                return self._register()
+            except _ContentChanged as e:
+                version = e.content_version
 
     def _finished(self, state: TaskState) -> bool:
         with self._lock:
@@ -186,6 +254,8 @@ class P2PDownload:
         with self._lock:
             self._inflight.pop(order.num, None)
             self._lock.notify_all()
+            if fatal is None and messages.stale(order.content_version, self.storage.content_version):
+                return   # of the content before a restart: neither held nor reported
             if fatal is not None:
                 self._fatal = self._fatal or fatal
             elif error is not None:
@@ -229,12 +299,14 @@ class P2PDownload:
                     if not (self._done or self._failed):
                         return
                     done, failed, self._done, self._failed = self._done, self._failed, [], []
+                    version = self.storage.content_version or None   # of `done`: taken with it
                 if client is None or client.address != self.supernode.address:   # it may move
                     if client is not None:
                         client.close()
                     client = self.supernode.clone()
                 try:
-                    client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0))
+                    client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0,
+                                                                  content_version=version))
                 except errors.Gone:
                     pass   # the coordinator registers again and re-announces all we hold
                 except Exception as e:   # SupernodeDown above all: the coordinator fails over

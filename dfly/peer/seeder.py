@@ -28,7 +28,7 @@ from dfly import errors
 from dfly.httpd import Listener
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
-from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.messages import RegisterRequest, stale
 from dfly.protocol.pieces import piece_count
 from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
 
@@ -190,6 +190,7 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
         spec["tasks"].append({"task_id": task_id, "supernode": supernode, "path": link,
                               "owned": owned, "length": pieces.length,
                               "piece_size": pieces.piece_size,
+                              "content_version": getattr(pieces, "content_version", ""),
                               "register": request.to_json() if request is not None else None})
     pid = 0
     if spare is not None:
@@ -273,19 +274,31 @@ def _heartbeat(task: dict, spec: dict) -> bool:
     """Tell the task's supernode we still serve it; when it is gone or forgot us,
     announce ourselves to the others. False when no supernode will have us."""
     client = SupernodeClient(task["supernode"], timeout_s=5)
+    held = task.get("content_version") or ""
     try:
-        client.heartbeat(task["task_id"], spec["peer_id"])
-        return True
+        current = client.heartbeat(task["task_id"], spec["peer_id"])
     except errors.DflyError as e:
         log.warning("heartbeat for %s to %s failed: %s", task["task_id"][:12], task["supernode"], e)
-        down = not isinstance(e, errors.Gone)
+        current, down = None, not isinstance(e, errors.Gone)
     finally:
         client.close()
+    if current is not None:
+        if not stale(held, current):
+            return True
+        log.info("task %s: the source changed (content version %s, now %s); its pieces are "
+                 "no longer offered", task["task_id"][:12], held, current)
+        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"])
+        return False
     if task.get("register") is None:
         return down   # nothing to announce with: keep serving while the supernode may return
     others = [task["supernode"]] + [s for s in spec["supernodes"] if s != task["supernode"]]
     count = piece_count(task["length"], task["piece_size"])
-    address = announce_holder(others, RegisterRequest.parse(task["register"]), count)
+    try:
+        address = announce_holder(others, RegisterRequest.parse(task["register"]), count,
+                                  content_version=held)
+    except errors.SourceChanged as e:
+        log.info("task %s: %s; its pieces are no longer offered", task["task_id"][:12], e)
+        return False
     if address is not None:
         log.info("task %s announced to %s", task["task_id"][:12], address)
         task["supernode"] = address

@@ -1,12 +1,15 @@
 """How each cached file is offered to peers, kept beside the cache so that a
 restarted daemon (or one whose supernode forgot it) can announce them again.
 
-One small JSON file per cache key: the task's URL, digest, identifier, filters
-and piece size. Credentials are never written: after a restart the daemon
+One small JSON file per cache key: the task's URL, digest, identifier, filters,
+piece size and the content version the file is of (the supernode ignores pieces
+of another version, and the daemon stops offering them). Credentials are never
+written: after a restart the daemon
 announces without them, which is enough while the supernode still holds the
 task (it keeps the headers its registrants gave it).
 
-    seeds/<key>.json   {"url": ..., "digest": ..., "identifier": ..., "filters": [...], "piece_size": N}
+    seeds/<key>.json   {"url": ..., "digest": ..., "identifier": ..., "filters": [...], "piece_size": N,
+                        "content_version": "..."}
 """
 import json
 import logging
@@ -24,12 +27,14 @@ class Seed:
     digest: Optional[str] = None
     identifier: Optional[str] = None
     filters: List[str] = field(default_factory=list)
+    content_version: str = ""   # "": recorded before versions existed (unknown)
 
     @classmethod
     def parse(cls, value: dict) -> "Seed":
         seed = cls(url=value["url"], piece_size=int(value["piece_size"]), digest=value.get("digest"),
-                   identifier=value.get("identifier"), filters=list(value.get("filters") or []))
-        if not isinstance(seed.url, str) or seed.piece_size <= 0:
+                   identifier=value.get("identifier"), filters=list(value.get("filters") or []),
+                   content_version=value.get("content_version") or "")
+        if not isinstance(seed.url, str) or seed.piece_size <= 0 or not isinstance(seed.content_version, str):
             raise ValueError("bad seed record")
         return seed
 

@@ -4,6 +4,9 @@ A piece's bytes may land in the file before its digest is checked (pieces
 stream through a small buffer, so memory stays flat whatever the piece size),
 but a piece counts as held, and so is served onward or reported done, only
 after it verified. The file keeps a temporary name until every piece is held.
+Every held piece is of one content version (the supernode's id of the source
+bytes the digests were cut from); when the source changed mid-download, the
+download starts over and the held pieces are forgotten.
 """
 import os
 import threading
@@ -24,6 +27,18 @@ class PieceFile:
         self.piece_size = 0
         self.held: Set[int] = set()
         self.cond = threading.Condition()
+        self.content_version = ""   # of the held pieces; "" until a supernode named one
+        self.restarts = 0           # times held pieces were dropped for a new content version
+
+    def start_over(self, content_version: str) -> None:
+        """Forget every held piece (they are of other content) and the geometry
+        (the new content may be cut otherwise); pieces of `content_version` follow."""
+        with self.cond:
+            self.held.clear()
+            self.length, self.piece_size = None, 0
+            self.content_version = content_version
+            self.restarts += 1
+            self.cond.notify_all()
 
     def set_geometry(self, length: Optional[int], piece_size: int) -> None:
         with self.cond:
@@ -82,10 +97,11 @@ class PieceFile:
 class FinishedFile:
     """A complete, verified file served whole: every piece is held."""
 
-    def __init__(self, path: str, length: int, piece_size: int):
+    def __init__(self, path: str, length: int, piece_size: int, content_version: str = ""):
         self.path = path
         self.length = length
         self.piece_size = piece_size
+        self.content_version = content_version
         self.held = set(range(piece_count(length, piece_size)))
 
     def piece_slice(self, num: int):

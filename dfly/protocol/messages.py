@@ -127,6 +127,7 @@ class ScheduleRequest:
     want: int = 4
     sequential: bool = False
     wait_s: float = 0.0
+    content_version: Optional[str] = None   # of the pieces in `done`; None: unknown (older peers)
 
     @classmethod
     def parse(cls, body: dict) -> "ScheduleRequest":
@@ -151,28 +152,35 @@ class ScheduleRequest:
             raise BadRequest("field 'sequential' must be true or false")
         return cls(peer_id=peer_id, done=done, failed=failures,
                    want=_int(body.get("want", 4), "want", 0, MAX_WANT),
-                   sequential=sequential, wait_s=float(wait))
+                   sequential=sequential, wait_s=float(wait),
+                   content_version=_str(body, "content_version", limit=64))
 
     def to_json(self) -> dict:
-        return {"peer_id": self.peer_id, "done": self.done,
-                "failed": [{"num": f.num, "holder": f.holder, "reason": f.reason} for f in self.failed],
-                "want": self.want, "sequential": self.sequential, "wait_s": self.wait_s}
+        out = {"peer_id": self.peer_id, "done": self.done,
+               "failed": [{"num": f.num, "holder": f.holder, "reason": f.reason} for f in self.failed],
+               "want": self.want, "sequential": self.sequential, "wait_s": self.wait_s}
+        if self.content_version:
+            out["content_version"] = self.content_version
+        return out
 
 
 @dataclass(frozen=True)
 class PieceOrder:
-    """One piece to fetch: where it lies, its digest, and who serves it."""
+    """One piece to fetch: where it lies, its digest, who serves it, and the
+    content version of the task state it came in (the version it is a piece of)."""
     num: int
     start: int
     size: int
     sha256: str
     holder: str
     addr: Optional[str] = None
+    content_version: str = ""
 
     @classmethod
-    def parse(cls, item: dict) -> "PieceOrder":
+    def parse(cls, item: dict, content_version: str = "") -> "PieceOrder":
         return cls(num=int(item["num"]), start=int(item["start"]), size=int(item["size"]),
-                   sha256=str(item["sha256"]), holder=str(item["holder"]), addr=item.get("addr"))
+                   sha256=str(item["sha256"]), holder=str(item["holder"]), addr=item.get("addr"),
+                   content_version=content_version)
 
 
 @dataclass
@@ -187,15 +195,30 @@ class TaskState:
     pieces: List[PieceOrder] = field(default_factory=list)
     waited_s: Optional[float] = None   # schedule replies: time the supernode held the call on
                                        # purpose; None from a supernode that does not say
+    content_version: str = ""   # which content the digests are of; "": not known yet, or a
+                                # supernode older than the field
 
     @classmethod
     def parse(cls, body: dict) -> "TaskState":
+        version = content_version_of(body)
         return cls(state=body["state"], length=body.get("length"),
                    piece_size=_opt_int(body.get("piece_size")),
                    piece_count=body.get("piece_count"), error=body.get("error") or "",
                    error_kind=body.get("error_kind") or "",
-                   pieces=[PieceOrder.parse(p) for p in body.get("pieces") or []],
-                   waited_s=_opt_seconds(body.get("waited_s")))
+                   pieces=[PieceOrder.parse(p, version) for p in body.get("pieces") or []],
+                   waited_s=_opt_seconds(body.get("waited_s")), content_version=version)
+
+
+def content_version_of(body: dict) -> str:
+    """A reply's `content_version`: "" when absent or not a sane string."""
+    value = body.get("content_version")
+    return value if isinstance(value, str) and len(value) <= 64 else ""
+
+
+def stale(held_version: Optional[str], current_version: Optional[str]) -> bool:
+    """Are pieces of `held_version` not pieces of the task's `current_version`?
+    Unknown ("" or None) on either side is not proof of a change. Pure."""
+    return bool(held_version) and bool(current_version) and held_version != current_version
 
 
 def _opt_int(value) -> Optional[int]:

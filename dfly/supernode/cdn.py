@@ -2,8 +2,11 @@
 
 Bytes are written in order while a sha256 runs per piece; each piece is
 announced to the task (and so to waiting peers) the moment its last byte is on
-disk. A complete cache is revalidated with If-None-Match / If-Modified-Since; a
-partial one is resumed with Range + If-Range, from the last whole piece. Any
+disk. A complete cache is revalidated with If-None-Match / If-Modified-Since
+(also when a finished task went stale while running); a partial one is resumed
+with Range + If-Range, from the last whole piece. Both keep the task's content
+version; a full answer (200) starts a new one, so that no peer ever mixes the
+pieces it holds with pieces of the new content (task.py). Any
 failure (unreachable, HTTP error, cut short, wrong length or digest) fails the
 task with a message that reaches every waiting peer at once.
 """
@@ -72,8 +75,8 @@ class Fetch:
             if meta["length"] is not None and meta["data_size"] >= meta["length"]:
                 self._adopted_complete()
                 return
-        else:
-            meta = task.load_meta() if task.validated_at is None or task.state == DONE else None
+        else:   # also after a reset: what is on disk is revalidated or resumed, not refetched
+            meta = task.load_meta()
         if meta and meta.get("url") != task.url:
             meta = None
         headers = dict(task.headers)
@@ -122,6 +125,7 @@ class Fetch:
             task.length, task.piece_size = meta["length"], meta["piece_size"]
             task.geometry_known = True
             task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
+            task.content_version = _version_in(meta, task)
             task.digests = []
             for hexdigest in meta["digests"]:
                 task.piece_written(hexdigest)
@@ -143,6 +147,7 @@ class Fetch:
                     task.length, task.piece_size = meta["length"], meta["piece_size"]
                     task.geometry_known = True
                     task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
+                    task.content_version = _version_in(meta, task)
                     known = meta["digests"][:resume_from // meta["piece_size"]]
                     if self.adopting:   # peers hold these; we only know their digests
                         task.digests = list(known)
@@ -164,8 +169,12 @@ class Fetch:
             task.geometry_known = True
             task.etag = response.headers.get("ETag", "") or ""
             task.last_modified = _valid_date(response.headers.get("Last-Modified", ""))
-            task.digests = []
-            task.changed()
+            task.new_version(content_version_for(task.etag, total, task.piece_size))
+            # Before the data file is cut short: a crash must not leave old digests beside new bytes.
+            task.save_meta()
+        if meta and meta.get("content_version") and meta["content_version"] != task.content_version:
+            log.info("task %s source changed (200 to a conditional request): cut afresh as "
+                     "content version %s", task.task_id[:12], task.content_version)
         return 0
 
     def _stream(self, response, start: int) -> None:
@@ -292,6 +301,24 @@ class Fetch:
             delay = self.bucket.reserve(nbytes, self.clock())
             if delay > 0:
                 time.sleep(delay)
+
+
+def content_version_for(etag: str, length: Optional[int], piece_size: int) -> str:
+    """The id of the content a source answered with. A strong ETag names the bytes
+    (If-Range trusts it as much), so the same bytes cut again, by a restarted
+    supernode or another member, are the same version and what peers hold stays
+    good; without one every cut is a version of its own."""
+    if not etag or etag.startswith("W/"):
+        return os.urandom(8).hex()
+    key = "%s\n%s\n%d" % (etag, length, piece_size)
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _version_in(meta: dict, task: Task) -> str:
+    """The content version of a copy the source confirmed (304 or 206); a copy
+    written before versions existed gets one now."""
+    return (meta.get("content_version") or task.content_version
+            or content_version_for(meta.get("etag", ""), meta["length"], meta["piece_size"]))
 
 
 def _content_length(response) -> Optional[int]:

@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 
 from dfly import errors
 from dfly.httpd import parse_hostport
-from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState, content_version_of, stale
 
 DEFAULT_PORT = 8002
 MAX_REDIRECTS = 4
@@ -59,8 +59,10 @@ class SupernodeClient:
         return TaskState.parse(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
                                           request.to_json(), timeout))
 
-    def heartbeat(self, task_id: str, peer_id: str) -> None:
-        self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat" % (task_id, peer_id), {})
+    def heartbeat(self, task_id: str, peer_id: str) -> str:
+        """The peer still serves `task_id`; returns the task's content version ("" unknown)."""
+        return content_version_of(self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat"
+                                             % (task_id, peer_id), {}))
 
     def leave(self, task_id: str, peer_id: str) -> None:
         self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
@@ -147,17 +149,27 @@ class SupernodeClient:
 
 
 def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,
-                    timeout_s: float = 5.0) -> Optional[str]:
+                    timeout_s: float = 5.0, content_version: str = "") -> Optional[str]:
     """Register as holder of every piece of a finished task at the first supernode
     that takes it (after a restart, or when the one we used died); returns the
-    address that did (the task's owner, after redirects), or None."""
+    address that did (the task's owner, after redirects), or None. SourceChanged
+    when the task's content is no longer `content_version` (the pieces are stale)."""
     for address in addresses:
         client = SupernodeClient(address, timeout_s)
         try:
-            task_id, _ = client.register(request)
-            client.schedule(task_id, ScheduleRequest(request.peer_id, done=list(range(piece_count)),
-                                                     want=0))
+            task_id, state = client.register(request)
+            if not stale(content_version, state.content_version):
+                state = client.schedule(task_id, ScheduleRequest(
+                    request.peer_id, done=list(range(piece_count)), want=0,
+                    content_version=content_version or None))
+            if stale(content_version, state.content_version):
+                client.leave(task_id, request.peer_id)
+                raise errors.SourceChanged("the source of task %s changed (content version %s, "
+                                           "now %s)" % (task_id[:12], content_version,
+                                                        state.content_version))
             return client.address
+        except errors.SourceChanged:
+            raise
         except errors.DflyError:
             continue
         finally:

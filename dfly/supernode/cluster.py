@@ -96,6 +96,17 @@ class ReplicaStore:
         with self._lock:
             return len(self._replicas.get(task_id, {}).get("digests", ()))
 
+    def newer(self, task_id: str, replica: dict) -> bool:
+        """Does `replica` know more than the copy we have: more digests, or
+        another content version (the source was cut afresh)?"""
+        with self._lock:
+            have = self._replicas.get(task_id)
+        if have is None:
+            return True
+        if (replica.get("content_version") or "") != (have.get("content_version") or ""):
+            return True
+        return len(replica.get("digests") or ()) > len(have.get("digests", ()))
+
     def ids(self) -> List[str]:
         with self._lock:
             return list(self._replicas)

@@ -155,7 +155,8 @@ class Supernode:
         with task.cond:
             if not task.scheduler.peer_seen(peer_id, self.clock()):
                 raise Gone("peer %s is not registered for task %s" % (peer_id, tid[:12]))
-        return {"ok": True}
+            # A seeder whose pieces are of another version stops offering them.
+            return {"ok": True, "content_version": task.content_version}
 
     def leave(self, tid: str, peer_id: str) -> dict:
         task = self._known_task(tid)
@@ -263,12 +264,22 @@ class Supernode:
         peer = sched.peers.get(req.peer_id)
         inflight = dict(peer.inflight) if peer is not None else {}
         offered, freed = set(), set()   # pieces now servable; holders with a slot free again
-        for num in req.done:
+        done = req.done
+        if messages.stale(req.content_version, task.content_version):
+            # Pieces of other bytes (the source changed): never offered. The reply's
+            # content_version tells the peer to discard them.
+            log.info("task %s peer %s reported %d pieces of content version %s, not %s: ignored",
+                     task.task_id[:12], req.peer_id, len(done), req.content_version,
+                     task.content_version)
+            done = []
+        for num in done:
             if num < len(task.digests):   # a peer can only hold a piece we have cut
                 sched.piece_done(req.peer_id, num, now)
                 offered.add(num)
                 if num in inflight:
                     freed.add(inflight[num][0])
+            elif req.content_version:   # believed once we cut it as the same version
+                task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:
             sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
             if inflight.get(failure.num, ("", 0))[0] == failure.holder:
@@ -290,7 +301,7 @@ class Supernode:
         # No piece size until it is decided: a client must not cut its file by a guess.
         return {"state": task.state, "length": task.length,
                 "piece_size": task.piece_size if task.geometry_known else None,
-                "piece_count": task.piece_count,
+                "piece_count": task.piece_count, "content_version": task.content_version,
                 "error": task.error, "error_kind": task.error_kind}
 
     def _describe(self, task: Task, assignment) -> dict:
@@ -346,7 +357,7 @@ class Supernode:
             raise BadRequest("bad replica")
         with self._lock:
             serving = tid in self._tasks
-        if not serving and len(body["digests"]) > self.replicas.count(tid):
+        if not serving and self.replicas.newer(tid, body):
             self.replicas.put(tid, body)
         return {"ok": True}
 

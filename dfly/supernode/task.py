@@ -16,9 +16,16 @@ Waking is targeted, because a task may have a thousand peers long-polling:
   returns at its long-poll's deadline and asks again.
 
 On disk a task is a folder named by its id: `data` (the source's bytes, written
-in order) and `meta.json` (URL, validators, length, piece size, one sha256 per
-finished piece, whether the source is complete). The meta is rewritten
-atomically after every piece, so a crash loses at most the piece being cut.
+in order) and `meta.json` (URL, validators, content version, length, piece
+size, one sha256 per finished piece, whether the source is complete). The meta
+is rewritten atomically after every piece, so a crash loses at most the piece
+being cut.
+
+A task's pieces are of one content version: an opaque id of the bytes, made
+whenever the source is cut from byte 0 (from a strong ETag and the length, else
+at random: cdn.py), kept while the source is resumed (Range + If-Range) or
+revalidated (304), and carried to the member that takes the task over. A new
+version forgets every piece peers hold: they are of other bytes.
 """
 import json
 import os
@@ -31,6 +38,7 @@ from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 BATON_MISSES = 1
+MAX_EARLY_PIECES = 1 << 17   # bounds what reports of pieces not cut yet may cost
 
 
 class Baton:
@@ -72,6 +80,8 @@ class Task:
         self.digests: List[str] = []
         self.etag = ""
         self.last_modified = ""
+        self.content_version = ""   # "" until the source answered (or a copy told us)
+        self._early: Dict[int, Dict[str, str]] = {}   # piece -> {peer: version}: reported, not cut yet
         self.error = ""
         self.error_kind = ""
         self.source_bytes = 0
@@ -168,13 +178,44 @@ class Task:
         waiter.cond.notify()
 
     def reset(self) -> None:
-        """Forget content and peers; the next fetch starts from the source."""
+        """Forget content and peers; the next fetch starts from the source. The content
+        version stays: the fetch may find the same bytes (a 304, a resumed Range)."""
         self.scheduler = TaskScheduler(self.scheduler.config)
         self.state, self.length, self.digests, self.adopted_at = PENDING, None, [], None
         self.geometry_known = False
         self.piece_size = piece_size_for(None)
         self.error = self.error_kind = ""
         self.changed()
+
+    def new_version(self, content_version: str) -> None:
+        """The source is being cut from byte 0. Peers stay registered, holding
+        nothing as far as offers go; what they hold is kept as early reports when
+        the bytes are the same version (a restarted cut), else forgotten: it is of
+        other bytes, and their next reply names the new version."""
+        old = self.scheduler
+        self.scheduler = TaskScheduler(old.config)
+        for peer in old.peers.values():
+            self.scheduler.peer_joined(peer.peer_id, peer.addr, peer.last_seen)
+        same = content_version == self.content_version
+        self._early = {num: {p: v for p, v in by.items() if v == content_version}
+                       for num, by in self._early.items()}
+        if same:
+            for peer in old.peers.values():
+                for num in peer.held:
+                    self.report_early(peer.peer_id, num, content_version)
+        self.content_version = content_version
+        self.digests = []
+        self.changed()
+
+    def report_early(self, peer_id: str, num: int, content_version: str) -> None:
+        """`peer_id` holds piece `num` of `content_version`, which we have not cut (yet):
+        believed when we cut it as the same version (a seeder announcing while the
+        source is revalidated or resumed keeps its pieces offered)."""
+        count = self.piece_count
+        if (count is not None and num >= count) or (num not in self._early
+                                                    and len(self._early) >= MAX_EARLY_PIECES):
+            return
+        self._early.setdefault(num, {})[peer_id] = content_version
 
     def fail(self, kind: str, message: str, now: float) -> None:
         self.state, self.error_kind, self.error, self.failed_at = FAILED, kind, message, now
@@ -183,7 +224,11 @@ class Task:
     def piece_written(self, sha256_hex: str) -> None:
         """The next piece in order was cut from the source into the cache."""
         self.digests.append(sha256_hex)
-        self.piece_cached(len(self.digests) - 1)
+        num = len(self.digests) - 1
+        for peer_id, version in self._early.pop(num, {}).items():
+            if version == self.content_version and peer_id in self.scheduler.peers:
+                self.scheduler.piece_done(peer_id, num, self.clock())
+        self.piece_cached(num)
 
     def piece_cached(self, num: int) -> None:
         """Piece `num` (whose digest we know) is in the cache and can be served."""
@@ -198,6 +243,7 @@ class Task:
         digests are known, but none of its bytes are in our cache yet."""
         self.length, self.piece_size = replica["length"], replica["piece_size"]
         self.etag, self.last_modified = replica.get("etag", ""), replica.get("last_modified", "")
+        self.content_version = replica.get("content_version") or ""
         self.digests = list(replica["digests"])
         self.adopted_at = now
         self.geometry_known = True
@@ -207,12 +253,13 @@ class Task:
         return {"task_id": self.task_id, "url": self.url, "headers": self.headers,
                 "digest": self.digest, "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified, "digests": self.digests,
-                "state": self.state}
+                "state": self.state, "content_version": self.content_version}
 
     # persistence ----------------------------------------------------------------
     def save_meta(self) -> None:
         meta = {"url": self.url, "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified,
+                "content_version": self.content_version,
                 "complete": self.state == DONE and self._all_cached(), "digests": self.digests,
                 "digest": self.digest}
         tmp = self.meta_path + ".tmp"
@@ -240,5 +287,6 @@ class Task:
                 "length": self.length, "piece_size": self.piece_size,
                 "pieces_written": len(self.digests), "piece_count": self.piece_count,
                 "peers": len(self.scheduler.peers), "source_bytes": self.source_bytes,
-                "served_bytes": self.served_bytes, "error": self.error,
+                "served_bytes": self.served_bytes, "content_version": self.content_version,
+                "error": self.error,
                 "waiting": len(self._waiters)}
