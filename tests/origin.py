@@ -11,6 +11,10 @@ before answering), death after N body bytes (FIN, or RST with reset=True), a
 short body under a Content-Length that promises more, a slow trickle, or a
 stall after N bytes until the origin is released or stopped. Nothing sleeps
 on a clock it cannot be woken from: every wait is on the origin's stop event.
+
+A file changes on demand (`add` again: new bytes, ETag and date); a response
+already under way goes on with the bytes it started with, as a real server's
+open file would.
 """
 import email.utils
 import hashlib
@@ -275,28 +279,27 @@ def _handler_for(origin: Origin):
                 limit = min(limit, fault.die_after)
             stall_at = fault.stall_after
             sent = 0
-            with open(entry.path, "rb") as f:
-                f.seek(start)
-                while sent < limit:
-                    if stall_at is not None and sent >= stall_at:
-                        origin.released.wait(60)
-                        stall_at = None
-                        if origin.stopped.is_set():
-                            break
-                    want = min(fault.chunk_bytes, limit - sent)
-                    if stall_at is not None:
-                        want = min(want, stall_at - sent)
-                    block = f.read(want)
-                    if not block:
+            body = memoryview(entry.data)[start:end]   # the version this response began with
+            while sent < limit:
+                if stall_at is not None and sent >= stall_at:
+                    origin.released.wait(60)
+                    stall_at = None
+                    if origin.stopped.is_set():
                         break
-                    try:
-                        self.wfile.write(block)
-                    except OSError:
-                        break
-                    sent += len(block)
-                    record.body_bytes = sent
-                    if fault.chunk_delay_s and origin.stopped.wait(fault.chunk_delay_s):
-                        break
+                want = min(fault.chunk_bytes, limit - sent)
+                if stall_at is not None:
+                    want = min(want, stall_at - sent)
+                block = body[sent:sent + want]
+                if not block:
+                    break
+                try:
+                    self.wfile.write(block)
+                except OSError:
+                    break
+                sent += len(block)
+                record.body_bytes = sent
+                if fault.chunk_delay_s and origin.stopped.wait(fault.chunk_delay_s):
+                    break
             if fault.die_after is not None and sent < end - start:
                 self._die(fault.reset)
 
