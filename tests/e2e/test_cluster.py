@@ -290,3 +290,43 @@ def _peers_of(address, tid):
         return 0
     finally:
         client.close()
+
+
+@pytest.mark.time_limit(90)
+def test_a_takeover_against_a_changed_source_never_mixes_two_versions(cluster, origin, tmp_path):
+    """The owner dies midway and the source changes meanwhile: the member taking
+    over finds the file changed (If-Range gets a 200) and cuts it afresh; clients
+    holding old pieces start over on the new content, none mixes the two."""
+    addresses = _start_all(cluster)
+    size = 32 * MiB
+    old = origin.add("moving.bin", content(size, seed=16))
+    origin.fault("moving.bin", chunk_delay_s=0.01)   # ~25 MB/s: slow enough to die midway
+    owner_addr = rendezvous_owner(task_id(old.url), addresses)   # no --digest: nothing else checks
+    owner = next(m for m in cluster if m.address == owner_addr)
+    clients = []
+    for i in range(3):
+        os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+        clients.append(Client(addresses[i:] + addresses[:i], data_dir=str(tmp_path / ("p%d" % i)),
+                              upload_listen="127.0.0.1:0", piece_timeout_s=5, failover_s=30))
+    watcher = SupernodeClient(owner_addr, timeout_s=2)
+
+    def change_and_kill_owner():
+        wait_until(lambda: any(t["served_bytes"] >= 4 * MiB for t in watcher.tasks()), timeout=30)
+        new = origin.add("moving.bin", content(size + 4321, seed=17))   # the owner's read goes on
+        owner.kill()
+        return new
+
+    try:
+        outcomes = run_all([lambda c=c, i=i: c.download(old.url, str(tmp_path / ("out%d" % i)))
+                            for i, c in enumerate(clients)] + [change_and_kill_owner], timeout=80)
+    finally:
+        watcher.close()
+        for c in clients:
+            c.close()
+    assert [e for _, e in outcomes if e is not None] == []
+    new = outcomes[-1][0]
+    for i in range(3):
+        assert sha256_file(str(tmp_path / ("out%d" % i))) == new.sha256
+    resume = origin.served("moving.bin")[-1]   # the taking-over member's conditional resume
+    assert resume.headers.get("If-Range") == old.etag and resume.status == 200
+    assert resume.body_bytes == new.size

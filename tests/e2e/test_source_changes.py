@@ -79,8 +79,9 @@ def _get(pyz, url, out, supernodes, data_dir):
     os.makedirs(data_dir, exist_ok=True)
     flags = [f for s in supernodes for f in ("--supernode", s.address)]
     return subprocess.Popen([sys.executable, pyz, "get", url, "-o", out, "--data-dir", data_dir,
-                             "--upload-listen", "127.0.0.1:0", "--seed-for", "0", "--failover", "30s"]
-                            + flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--upload-listen", "127.0.0.1:0", "--seed-for", "0", "--failover", "30s",
+                             "--no-daemon"] + flags,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _served_pieces(supernode, count: int):
