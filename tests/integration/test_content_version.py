@@ -6,13 +6,17 @@ another; a finished task gone stale is revalidated with its validators, and a
 seeder that announces meanwhile keeps its pieces offered, unless the source
 changed. (A get whose source changes under it: tests/e2e/test_source_changes.py,
 with supernodes really killed.)"""
+import os
 import threading
 
 import pytest
+from daemons import stats
 from helpers import content, run_all, sha256_file, wait_until
 from origin import Fault
 
 from dfly.errors import SourceChanged
+from dfly.peer.daemon_client import DaemonClient
+from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.protocol.pieces import MIN_PIECE_SIZE
 from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
@@ -124,3 +128,22 @@ def test_a_seeder_of_a_changed_source_is_told_its_pieces_are_stale(
     later.download(src.url, str(downloads / "later.bin"))   # the supernode cuts the new content
     with pytest.raises(SourceChanged):
         announce_holder([supernode.address], seeder.registration(tid), 2, content_version=version)
+
+
+@pytest.mark.time_limit(45)
+def test_a_daemon_stops_offering_a_cached_file_whose_source_changed(
+        origin, supernode_factory, client_factory, daemons, downloads, tmp_path):
+    src = origin.add("cached.bin", content(2 * PIECE, seed=101))
+    first = supernode_factory(data_dir=tmp_path / "sn-a")
+    data_dir = str(tmp_path / "seeder")
+    seeder = daemons.start(supernode=[first.address], heartbeat_s=0.2, data_dir=data_dir)
+    DaemonClient(seeder.address).download(HandoffRequest(src.url, str(downloads / "d.bin")), 20)
+    seeds = os.path.join(data_dir, "daemon", "seeds")
+    assert len(os.listdir(seeds)) == 1 and stats(seeder)["seeding"] == 1
+
+    first.stop()   # a new supernode on the same address, and the file changed meanwhile
+    origin.add("cached.bin", content(2 * PIECE, seed=102))   # same size: only the version tells
+    second = supernode_factory(data_dir=tmp_path / "sn-b", listen=first.address)
+    client_factory([second.address]).download(src.url, str(downloads / "new.bin"))
+    wait_until(lambda: not os.listdir(seeds), timeout=15, message="the stale file no longer offered")
+    assert stats(seeder)["announced"] == 0 and stats(seeder)["seeding"] == 0
