@@ -300,7 +300,7 @@ def test_a_takeover_against_a_changed_source_never_mixes_two_versions(cluster, o
     addresses = _start_all(cluster)
     size = 32 * MiB
     old = origin.add("moving.bin", content(size, seed=16))
-    origin.fault("moving.bin", chunk_delay_s=0.01)   # ~25 MB/s: slow enough to die midway
+    origin.fault("moving.bin", chunk_delay_s=0.04)   # ~6 MB/s: the owner surely dies midway
     owner_addr = rendezvous_owner(task_id(old.url), addresses)   # no --digest: nothing else checks
     owner = next(m for m in cluster if m.address == owner_addr)
     clients = []
