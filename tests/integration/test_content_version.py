@@ -15,6 +15,7 @@ from helpers import content, run_all, sha256_file, wait_until
 from origin import Fault
 
 from dfly.errors import SourceChanged
+from dfly.peer import seeder as detached
 from dfly.peer.daemon_client import DaemonClient
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
@@ -147,3 +148,19 @@ def test_a_daemon_stops_offering_a_cached_file_whose_source_changed(
     client_factory([second.address]).download(src.url, str(downloads / "new.bin"))
     wait_until(lambda: not os.listdir(seeds), timeout=15, message="the stale file no longer offered")
     assert stats(seeder)["announced"] == 0 and stats(seeder)["seeding"] == 0
+
+
+@pytest.mark.time_limit(30)
+def test_a_detached_seeder_whose_pieces_are_of_another_version_leaves_the_task(
+        origin, supernode, client_factory, downloads):
+    src = origin.add("seed.bin", content(2 * PIECE, seed=103))
+    first = client_factory([supernode.address], seed_for_s=30)
+    tid = first.download(src.url, str(downloads / "seed.bin")).task_id
+    task = {"task_id": tid, "supernode": supernode.address, "length": src.size, "piece_size": PIECE,
+            "register": first.registration(tid).to_json(),
+            "content_version": first.content_version_of(tid)}
+    spec = {"peer_id": first.peer_id, "supernodes": [supernode.address]}
+    assert detached._heartbeat(dict(task), spec)   # its pieces are the task's: it stays
+    assert _task(supernode.address)["peers"] == 1
+    assert not detached._heartbeat(dict(task, content_version="0123456789abcdef"), spec)
+    assert _task(supernode.address)["peers"] == 0
