@@ -81,7 +81,22 @@ def _get(pyz, url, out, supernodes, data_dir):
     return subprocess.Popen([sys.executable, pyz, "get", url, "-o", out, "--data-dir", data_dir,
                              "--upload-listen", "127.0.0.1:0", "--seed-for", "0", "--failover", "30s",
                              "--no-daemon"] + flags,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(get):
+    """(stdout bytes, stderr text) of a get that is to end by itself now."""
+    try:
+        stdout, stderr = get.communicate(timeout=TIMEOUT_S)
+    finally:
+        _end(get)
+    return stdout, stderr.decode("utf-8", "replace")
+
+
+def _end(get):
+    if get.poll() is None:
+        get.kill()
+        get.communicate()
 
 
 def _served_pieces(supernode, count: int):
@@ -102,11 +117,10 @@ def test_a_get_whose_supernode_restarts_on_a_changed_source_writes_only_the_new_
         supernode.kill()
         new = origin.add("f.bin", content(16 * MiB + 4321, seed=121))
         supernode.start()   # the same data dir: it resumes with If-Range, the origin says 200
-        _, stderr = get.communicate(timeout=TIMEOUT_S)
-    finally:
-        if get.poll() is None:
-            get.kill()
-            get.wait()
+    except BaseException:
+        _end(get)
+        raise
+    _, stderr = _finish(get)
     assert get.returncode == 0, stderr
     assert sha256_file(out) == new.sha256
     assert "changed during the download: starting over" in stderr
@@ -115,6 +129,27 @@ def test_a_get_whose_supernode_restarts_on_a_changed_source_writes_only_the_new_
     assert resume.headers.get("If-Range") == old.etag and resume.headers.get("Range")
     assert resume.status == 200 and resume.body_bytes == new.size
     assert leftovers(os.path.dirname(out)) == []
+
+
+@pytest.mark.time_limit(90)
+def test_a_get_streaming_to_stdout_whose_source_changed_exits_3_after_old_bytes_only(
+        pyz, supernodes, origin, tmp_path):
+    """Bytes already written to stdout cannot be taken back: no start over."""
+    old = origin.add("f.bin", content(16 * MiB, seed=125))
+    supernode = supernodes("--source-rate-limit", "4M").start()
+    get = _get(pyz, old.url, "-", [supernode], str(tmp_path / "peer"))
+    try:
+        wait_until(_served_pieces(supernode, 4), timeout=20, message="the get holds old pieces")
+        supernode.kill()
+        origin.add("f.bin", content(16 * MiB, seed=126))
+        supernode.start()
+    except BaseException:
+        _end(get)
+        raise
+    stdout, stderr = _finish(get)
+    assert get.returncode == 3, stderr
+    assert "changed during the download" in stderr and "Traceback" not in stderr
+    assert len(stdout) < old.size and old.data.startswith(stdout)
 
 
 @pytest.mark.time_limit(90)
@@ -129,11 +164,10 @@ def test_a_get_whose_source_changes_twice_exits_3_and_writes_nothing(pyz, supern
             wait_until(_served_pieces(supernode, 2), timeout=20, message="the get holds pieces")
             origin.add("f.bin", content(16 * MiB, seed=seed))
             supernode.kill()   # the get moves on to the next, which reads the changed source
-        _, stderr = get.communicate(timeout=TIMEOUT_S)
-    finally:
-        if get.poll() is None:
-            get.kill()
-            get.wait()
+    except BaseException:
+        _end(get)
+        raise
+    _, stderr = _finish(get)
     assert get.returncode == 3, stderr
     assert "changed during the download" in stderr and "once before" in stderr
     assert "Traceback" not in stderr
