@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 from dfly.errors import BadRequest
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import MAX_URL_LEN, _headers, _names, _str
+from dfly.protocol.urls import normalize_url
 
 
 @dataclass
@@ -27,9 +28,7 @@ class HandoffRequest:
 
     @classmethod
     def parse(cls, body: dict) -> "HandoffRequest":
-        url = _str(body, "url", required=True, limit=MAX_URL_LEN)
-        if url.split(":", 1)[0].lower() not in ("http", "https"):
-            raise BadRequest("url must be http or https")
+        url = normalize_url(_str(body, "url", required=True, limit=MAX_URL_LEN))
         output = _str(body, "output", required=True, limit=4096)
         if not os.path.isabs(output) or "\0" in output:
             raise BadRequest("output must be an absolute path")

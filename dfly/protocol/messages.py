@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 from dfly.errors import BadRequest
 from dfly.protocol.digest import format_digest, parse_digest
 from dfly.protocol.task import PEER_ID
+from dfly.protocol.urls import normalize_url
 
 PROTOCOL_VERSION = 1
 MAX_REPORTS = 100000
@@ -89,7 +90,7 @@ class RegisterRequest:
 
     @classmethod
     def parse(cls, body: dict) -> "RegisterRequest":
-        url = _str(body, "url", required=True, limit=MAX_URL_LEN)
+        url = normalize_url(_str(body, "url", required=True, limit=MAX_URL_LEN))
         digest = _str(body, "digest")
         if digest is not None:
             try:
