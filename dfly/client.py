@@ -19,7 +19,7 @@ from dfly import errors, options
 from dfly.datadir import default_data_dir
 from dfly.httpd import Listener, parse_hostport
 from dfly.peer.config import PeerConfig
-from dfly.peer.downloader import ByteSplit, P2PDownload, SwarmStuck
+from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
 from dfly.peer.source import download_from_source
 from dfly.peer.storage import FinishedFile, PieceFile
@@ -29,6 +29,7 @@ from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
+from dfly.protocol.urls import normalize_url
 from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
 
 log = logging.getLogger("dfly.client")
@@ -55,6 +56,7 @@ class _Job:
     split: ByteSplit
     cancel: threading.Event
     restartable: bool = True   # may start over if the source changes (no reader follows the bytes)
+    failed: Optional[SupernodeFailed] = None   # the last supernode that failed the task itself
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Client:
         `sequential`: pieces in file order; `on_storage(piece_file)` is called before the first
         piece, so a caller can read verified pieces while they arrive; `cancel` stops it."""
         _check_digest(digest)
+        url = normalize_url(url)
         path = os.path.abspath(path)
         temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
                                                                          _random_hex(8)))
@@ -139,6 +142,7 @@ class Client:
         """Yield the content of `url` in order, while pieces are still arriving.
         The whole-file digest (if given) is checked before the last chunk is yielded."""
         _check_digest(digest)
+        url = normalize_url(url)
         tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
         _makedirs(tmp_dir)
         storage = PieceFile(os.path.join(tmp_dir, _random_hex(32) + ".part"))
@@ -233,6 +237,7 @@ class Client:
         content version the file is of (see `content_version_of`); SourceChanged when the
         supernode's is another (the source changed since: the file is no longer offered)."""
         _check_digest(digest)
+        url = normalize_url(url)
         try:
             pieces = FinishedFile(path, os.path.getsize(path), piece_size, content_version)
         except OSError as e:
@@ -298,6 +303,9 @@ class Client:
             if running is not None:
                 running.stop()
         if task_id is None:
+            if self.config.no_back_source and job.failed is not None:
+                kind = errors.LocalIOError if job.failed.kind == "LocalIOError" else errors.P2PUnavailable
+                raise kind("%s; --no-back-source given" % job.failed)
             if self.config.no_back_source:
                 raise errors.P2PUnavailable("no supernode reachable (%s) and --no-back-source given"
                                             % (", ".join(self.config.supernode) or "none configured"))
@@ -326,7 +334,9 @@ class Client:
                     self._registrations[task_id] = download.register_request
                     return task_id
                 except SupernodeDown as e:
-                    if isinstance(e, SwarmStuck):   # alive, but its swarm cannot deliver
+                    if isinstance(e, SupernodeFailed):
+                        job.failed = e
+                    if isinstance(e, (SwarmStuck, SupernodeFailed)):   # alive, but cannot deliver
                         leave_quietly(download.supernode.address, download.task_id, self.peer_id)
                     elif download is not None and give_up_at is None and (
                             download.task_id or download.supernode.address != address):

@@ -8,9 +8,11 @@ can say "the origin served the file exactly once".
 
 Each path can be given a Fault: a status (404, 500), a hold (wait on an event
 before answering), death after N body bytes (FIN, or RST with reset=True), a
-short body under a Content-Length that promises more, a slow trickle, or a
-stall after N bytes until the origin is released or stopped. Nothing sleeps
-on a clock it cannot be woken from: every wait is on the origin's stop event.
+short body under a Content-Length that promises more, a slow trickle, a
+stall after N bytes until the origin is released or stopped, or a broken
+protocol: a garbage status line, more headers than clients accept (100), or
+a header dripped a byte at a time. Nothing sleeps on a clock it cannot be
+woken from: every wait is on the origin's stop event.
 
 A file changes on demand (`add` again: new bytes, ETag and date); a response
 already under way goes on with the bytes it started with, as a real server's
@@ -41,6 +43,10 @@ class Fault:
     chunk_delay_s: float = 0.0      # slow: wait this long between blocks
     chunk_bytes: int = BLOCK
     stall_after: Optional[int] = None  # send this many bytes, then stall until released
+    status_line: Optional[bytes] = None  # answer this line (and a blank one) instead of HTTP
+    extra_headers: int = 0          # add this many headers to the answer (http.client takes 100)
+    drip_s: float = 0.0             # send a status line, then one header byte this often until
+                                    # released or stopped (no read ever times out; none ends)
 
 
 @dataclass
@@ -107,6 +113,7 @@ class Origin:
         """Serve `data` at /name (replacing what was there: new ETag and date), with
         `content_headers` (default Content-Type: application/octet-stream)."""
         path = os.path.join(self.root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
         mtime = os.stat(path).st_mtime
@@ -193,6 +200,9 @@ def _handler_for(origin: Origin):
         def _answer(self, entry, fault: Fault, head: bool, record: Served) -> None:
             if fault.hold is not None:
                 fault.hold.wait(30)
+            if fault.status_line is not None or fault.drip_s:
+                self._break_protocol(fault, record)
+                return
             if entry is None or fault.status:
                 status = fault.status or 404
                 record.status = status
@@ -228,12 +238,27 @@ def _handler_for(origin: Origin):
             self.send_header("ETag", entry.etag)
             self.send_header("Last-Modified", entry.last_modified)
             self.send_header("Accept-Ranges", "bytes")
+            for i in range(fault.extra_headers):
+                self.send_header("X-Filler-%d" % i, "x")
             if status == 206:
                 self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end - 1, entry.size))
             self.send_header("Connection", "close")
             self.end_headers()
             if not head:
                 self._body(entry, start, end, fault, record)
+
+        def _break_protocol(self, fault: Fault, record: Served) -> None:
+            try:
+                if fault.status_line is not None:
+                    self.wfile.write(fault.status_line + b"\r\n\r\n")
+                    return
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100000):   # bounded; in practice until released or stopped
+                    if origin.released.is_set() or origin.stopped.wait(fault.drip_s):
+                        break
+                    self.wfile.write(b"z")
+            except OSError:
+                pass
 
         def _not_modified(self, entry) -> bool:
             inm = self.headers.get("If-None-Match")

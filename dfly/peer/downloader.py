@@ -57,6 +57,15 @@ class _ContentChanged(Exception):
         self.content_version = content_version
 
 
+class SupernodeFailed(SupernodeDown):
+    """The supernode failed the task through no fault of the source (its disk is
+    full, a bug): another supernode, or the source, may still serve it."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind   # the supernode's error kind: LocalIOError or InternalError
+
+
 @dataclass
 class ByteSplit:
     """Where a download's bytes came from: the answer to "is it really P2P?"."""
@@ -71,6 +80,7 @@ class ByteSplit:
 
 
 _ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch}
+SUPERNODE_FAULTS = ("LocalIOError", "InternalError")
 
 
 class P2PDownload:
@@ -193,6 +203,9 @@ class P2PDownload:
 
     def _apply(self, state: TaskState) -> None:
         if state.state == "failed":
+            if state.error_kind in SUPERNODE_FAULTS:
+                raise SupernodeFailed(state.error_kind, "supernode %s: %s"
+                                      % (self.supernode.address, state.error))
             kind = _ERROR_KINDS.get(state.error_kind, errors.DflyError)
             raise kind(state.error or "the supernode gave up on this task")
         self._check_version(state.content_version)

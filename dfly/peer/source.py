@@ -24,6 +24,7 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
     failure, DownloadTimeout when `deadline` passes first (a stalled origin too)."""
     # Imported here, not at the top: a get through a supernode never needs
     # urllib.request and what it imports, which every start would pay for.
+    import http.client
     import urllib.error
     headers = dict(headers)
     headers.setdefault("User-Agent", "dfly/" + __version__)
@@ -38,6 +39,9 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
         raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, url))
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise SourceError("cannot reach origin for %s: %s" % (url, getattr(e, "reason", e)))
+    except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
+        raise SourceError("origin broke the HTTP protocol for %s: %s: %s"
+                          % (url, type(e).__name__, str(e).strip()[:200] or "-"))
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
@@ -67,13 +71,14 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
 
 
 def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock):
+    import http.client
     import urllib.error
     import urllib.request
 
     from dfly.protocol import redirects
     try:
         return redirects.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         if not isinstance(e, urllib.error.HTTPError):
             _check_deadline(deadline, clock, 0)
         raise

@@ -2,15 +2,23 @@
 
 Bytes are written in order while a sha256 runs per piece; each piece is
 announced to the task (and so to waiting peers) the moment its last byte is on
-disk. A complete cache is revalidated with If-None-Match / If-Modified-Since
-(also when a finished task went stale while running); a partial one is resumed
-with Range + If-Range, from the last whole piece. Both keep the task's content
+disk (every write checked: a short write is retried, never counted as done). A
+complete cache is revalidated with If-None-Match / If-Modified-Since (also when
+a finished task went stale while running); a partial one is resumed with
+Range + If-Range, from the last whole piece. Both keep the task's content
 version; a full answer (200) starts a new one, so that no peer ever mixes the
-pieces it holds with pieces of the new content (task.py). Any
-failure (unreachable, HTTP error, cut short, wrong length or digest) fails the
-task with a message that reaches every waiting peer at once.
+pieces it holds with pieces of the new content (task.py). Any failure
+(unreachable, HTTP error, an origin breaking the protocol, cut short, wrong
+length or digest) fails the task with a message that reaches every waiting
+peer at once; so does anything else the fetch raises, and so does the
+supernode's watchdog when the fetch makes no progress (`task.progress_at`) for
+the source timeout. A fetch the watchdog gave up on is abandoned: its task's
+`fetch_gen` moved on, so it changes nothing any more, and its data file was
+unlinked, so what it still writes lands in no later fetch's file.
 """
+import errno
 import hashlib
+import http.client
 import logging
 import os
 import socket
@@ -35,6 +43,10 @@ CHUNK = 1 << 20
 SOURCE_SCHEMES = ("http", "https")
 
 
+class _Abandoned(Exception):
+    """The watchdog gave up on this fetch: it must leave the task alone."""
+
+
 class Fetch:
     """One run of the source into one task's cache."""
 
@@ -50,22 +62,48 @@ class Fetch:
         self.timeout_s = timeout_s
         self.bucket = bucket
         self.clock = clock
+        self.gen = task.fetch_gen   # this fetch's turn; the watchdog moves it on
 
     def run(self) -> None:
+        """Fetch; whatever goes wrong fails the task (one log line), never leaves it running."""
         task = self.task
         if self.adopting:
             threading.Thread(target=self._fill_orphans, daemon=True,
                              name="orphans-" + task.task_id[:12]).start()
         try:
             self._run()
+        except _Abandoned:
+            log.info("task %s: the fetch the watchdog gave up on ended", task.task_id[:12])
         except (SourceError, DigestMismatch) as e:
-            with task.cond:
-                task.fail(type(e).__name__, str(e), self.clock())
-            log.warning("task %s source failed: %s", task.task_id[:12], e)
-        except OSError as e:   # our own disk: full, unwritable
-            with task.cond:
-                task.fail("LocalIOError", "supernode cache write failed: %s" % e, self.clock())
-            log.error("task %s cache write failed: %s", task.task_id[:12], e)
+            if self._fail(type(e).__name__, str(e)):
+                log.warning("task %s source failed: %s", task.task_id[:12], e)
+        except OSError as e:   # our own disk: full, unwritable. Not the source's fault.
+            if self._fail("LocalIOError", "supernode cache write failed: %s" % e, drop_data=True):
+                log.error("task %s cache write failed: %s", task.task_id[:12], e)
+        except Exception as e:   # a bug: say so, with its traceback, but fail the task
+            if self._fail("InternalError", "supernode fetch failed: %s: %s" % (type(e).__name__, e)):
+                log.exception("task %s fetch failed unexpectedly", task.task_id[:12])
+
+    def _fail(self, kind: str, message: str, drop_data: bool = False) -> bool:
+        """Fail the task if this fetch is still its own; False if the watchdog got there first."""
+        task = self.task
+        with task.cond:
+            if task.fetch_gen != self.gen:
+                return False
+            task.fail(kind, message, self.clock())
+            if drop_data:   # a half file that cannot be finished only keeps the disk full
+                _remove(task.data_path)
+        return True
+
+    def _check_live(self) -> None:
+        """Raise _Abandoned if the watchdog gave up on this fetch (callers may hold task.cond)."""
+        if self.task.fetch_gen != self.gen:
+            raise _Abandoned()
+
+    def _progressed(self, ahead_s: float = 0.0) -> None:
+        """Something moved (bytes arrived, a block hashed): the watchdog waits on."""
+        if self.task.fetch_gen == self.gen:
+            self.task.progress_at = self.clock() + ahead_s
 
     def _run(self) -> None:
         task = self.task
@@ -93,13 +131,17 @@ class Fetch:
                 headers["Range"] = "bytes=%d-" % resume_from
                 headers["If-Range"] = meta.get("etag") or meta["last_modified"]
         with task.cond:
+            self._check_live()
             task.state = RUNNING
             task.changed()
         response = self._open(headers, meta)
         if response is None:
             return
         with response:
-            start = self._begin(response, meta, resume_from)
+            self._progressed()
+            with task.cond:   # the watchdog may have given up while the origin kept us waiting
+                self._check_live()
+                start = self._begin(response, meta, resume_from)
             self._stream(response, start)
 
     def _open(self, headers: dict, meta: Optional[dict]):
@@ -111,12 +153,17 @@ class Fetch:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 304 and meta:
-                self._restore(meta)
+                with task.cond:
+                    self._check_live()
+                    self._restore(meta)
                 return None
             raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, task.url))
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             raise SourceError("cannot reach origin for %s: %s" % (task.url, reason))
+        except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
+            raise SourceError("origin broke the HTTP protocol for %s: %s"
+                              % (task.url, _describe(e)))
 
     def _restore(self, meta: dict) -> None:
         """The origin says our complete copy is current: serve it as is."""
@@ -186,7 +233,7 @@ class Fetch:
         with open(task.data_path, mode, buffering=0) as out:
             out.truncate(start)
             if whole is not None and start:
-                _hash_prefix(out, start, whole)
+                _hash_prefix(out, start, whole, self._progressed)
             out.seek(start)
             offset = start
             self._piece = hashlib.sha256()
@@ -194,22 +241,27 @@ class Fetch:
                 chunk = self._read(response, offset)
                 if not chunk:
                     break
+                self._check_live()
                 self._throttle(len(chunk))
-                out.write(chunk)
+                _write_all(out, chunk)
                 if whole is not None:
                     whole.update(chunk)
                 offset = self._cut_pieces(chunk, offset, piece_size)
             if task.length is not None and offset != task.length:
                 raise SourceError("origin sent %d of %d bytes for %s" % (offset, task.length, task.url))
             with task.cond:
+                self._check_live()
                 task.length = offset   # known only now for a chunked source; before the last piece
             if offset % piece_size:
                 self._piece_done(self._piece.hexdigest())
         if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
-            _remove(task.data_path)
+            with task.cond:
+                self._check_live()
+                _remove(task.data_path)
             raise DigestMismatch("source content does not match %s (got %s)"
                                  % (task.digest, whole.hexdigest()))
         with task.cond:
+            self._check_live()
             task.state = DONE
             task.validated_at = self.clock()
             task.save_meta()
@@ -219,6 +271,7 @@ class Fetch:
     def _adopted_complete(self) -> None:
         """Every digest is known already: only pieces no peer holds need the source."""
         with self.task.cond:
+            self._check_live()
             self.task.state = DONE
             self.task.validated_at = self.clock()
             self.task.changed()
@@ -259,9 +312,10 @@ class Fetch:
         self.task.source_bytes += len(data)
         if len(data) != size or hashlib.sha256(data).hexdigest() != task.digests[num]:
             raise SourceError("origin's piece %d differs from the one the cluster recorded" % num)
-        with open(task.data_path, "r+b" if os.path.exists(task.data_path) else "w+b") as out:
+        with open(task.data_path, "r+b" if os.path.exists(task.data_path) else "w+b",
+                  buffering=0) as out:
             out.seek(start)
-            out.write(data)
+            _write_all(out, data)
         with task.cond:
             task.piece_cached(num)
             task.save_meta()
@@ -284,22 +338,34 @@ class Fetch:
         task = self.task
         self.before_offer(task, len(task.digests), hexdigest)
         with task.cond:
+            self._check_live()
             task.piece_written(hexdigest)
             task.save_meta()
 
     def _read(self, response, offset: int) -> bytes:
+        """Up to CHUNK bytes (b"" at the end). Read as they arrive, so a slow source
+        shows progress to the watchdog; written in big blocks all the same."""
+        parts, got = [], 0
         try:
-            return response.read(CHUNK)
+            while got < CHUNK:
+                part = response.read1(CHUNK - got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+                self._progressed()
         except (OSError, socket.timeout, ValueError) as e:
-            raise SourceError("origin connection failed after %d bytes: %s" % (offset, e))
+            raise SourceError("origin connection failed after %d bytes: %s" % (offset + got, e))
         except Exception as e:   # http.client.IncompleteRead and friends
-            raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
+            raise SourceError("origin transfer broke after %d bytes: %s" % (offset + got, _describe(e)))
+        return b"".join(parts)
 
     def _throttle(self, nbytes: int) -> None:
         self.task.source_bytes += nbytes
         if self.bucket is not None:
             delay = self.bucket.reserve(nbytes, self.clock())
             if delay > 0:
+                self._progressed(ahead_s=delay)   # waiting on our own limit, not on the source
                 time.sleep(delay)
 
 
@@ -337,7 +403,7 @@ def _valid_date(value: str) -> str:
         return ""
 
 
-def _hash_prefix(f, length: int, hasher) -> None:
+def _hash_prefix(f, length: int, hasher, progressed: Callable[[], None]) -> None:
     f.seek(0)
     left = length
     while left:
@@ -346,6 +412,24 @@ def _hash_prefix(f, length: int, hasher) -> None:
             break
         hasher.update(block)
         left -= len(block)
+        progressed()
+
+
+def _write_all(out, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file: a write may take only part of it
+    (a disk nearly full), and the next one then says why (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "the disk took none of a %d-byte write" % len(view))
+        view = view[written:]
+
+
+def _describe(error: Exception) -> str:
+    """An exception as one line: http.client's are often bare (BadStatusLine's is the line)."""
+    text = str(error).strip() or repr(error)
+    return "%s: %s" % (type(error).__name__, text[:200])
 
 
 def _remove(path: str) -> None:

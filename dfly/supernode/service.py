@@ -35,6 +35,9 @@ from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task, Waiter
 log = logging.getLogger("dfly.supernode")
 
 MAX_WAIT_S = 5.0
+# Failures that are the source's: remembered for --failure-ttl. The supernode's own
+# (LocalIOError: its disk; InternalError) are not: the next registration retries.
+SOURCE_FAULTS = ("SourceError", "DigestMismatch")
 
 
 class Supernode:
@@ -231,8 +234,10 @@ class Supernode:
         return task
 
     def _refresh(self, task: Task, now: float) -> None:
-        """Start a fetch when the task needs one (new, failed long enough ago, stale)."""
-        if task.state == FAILED and now - task.failed_at < self.config.failure_ttl_s:
+        """Start a fetch when the task needs one (new, failed long enough ago or through
+        no fault of the source's, stale)."""
+        if (task.state == FAILED and task.error_kind in SOURCE_FAULTS
+                and now - task.failed_at < self.config.failure_ttl_s):
             return
         stale = (task.state == DONE and not task.scheduler.peers and task.validated_at is not None
                  and now - task.validated_at > self.config.revalidate_after_s)
@@ -241,6 +246,8 @@ class Supernode:
         if task.state != PENDING or task.fetching:
             return
         task.fetching = True
+        task.fetch_gen += 1
+        task.progress_at = now
         fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
@@ -252,7 +259,8 @@ class Supernode:
             fetch.run()
         finally:
             with task.cond:
-                task.fetching = False
+                if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
+                    task.fetching = False
             if task.state == DONE:
                 self._evict()
 
@@ -420,6 +428,8 @@ class Supernode:
                 tasks = list(self._tasks.values())
             for task in tasks:
                 with task.cond:
+                    if self._stalled(task, now):
+                        self._abandon_fetch(task, now)
                     gone = task.scheduler.expire(now)
                     task.wake_peers(gone)
                     # Also the fallback for changes no event reports (an assignment
@@ -427,6 +437,26 @@ class Supernode:
                     task.offered(None)
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
+
+    def _stalled(self, task: Task, now: float) -> bool:
+        """The task's fetch got nothing for the source timeout (caller holds task.cond).
+        The socket timeout catches most stalls; this also those it cannot see: an origin
+        dripping its headers, a name lookup that hangs, a fetch thread stuck on a bug."""
+        return (task.fetching and task.state in (PENDING, RUNNING)
+                and now - task.progress_at > self.config.source_timeout_s)
+
+    def _abandon_fetch(self, task: Task, now: float) -> None:
+        """Fail the task at once for every waiter; the stuck thread, whenever it wakes,
+        changes nothing (task.fetch_gen moved on), and a later fetch may start."""
+        task.fetch_gen += 1
+        task.fetching = False
+        message = "the source sent nothing for %gs (--source-timeout)" % self.config.source_timeout_s
+        task.fail("SourceError", message, now)
+        try:   # its writes go to this inode, never to a later fetch's file
+            os.remove(task.data_path)
+        except OSError:
+            pass
+        log.warning("task %s source failed: %s: %s", task.task_id[:12], message, task.url[:200])
 
     def _evict(self) -> None:
         """Keep the cache under its size limit, least recently used finished tasks first."""

@@ -1,6 +1,9 @@
-"""A full disk is a clear LocalIOError for the peer, a failed task for the
-supernode and a 507 from the daemon (which keeps serving), and leaves no
-partial file behind. Needs root to mount a tiny tmpfs."""
+"""A full disk is a clear LocalIOError for the peer and a 507 from the daemon
+(which keeps serving), and leaves no partial file behind. A full supernode
+cache is the supernode's problem: its task fails, not as the source's fault
+(not remembered), gets fall back to the origin, and no piece short on its
+disk is ever offered. Needs root to mount a tiny tmpfs."""
+import hashlib
 import http.client
 import os
 import subprocess
@@ -10,7 +13,12 @@ import pytest
 from daemons import DaemonFactory, fetch, registry_blob, stats
 from helpers import MiB, content, leftovers
 
-from dfly.errors import DflyError, LocalIOError
+from dfly.errors import LocalIOError
+from dfly.protocol.pieces import piece_range
+from dfly.supernode.cdn import Fetch
+from dfly.supernode.client import SupernodeClient
+from dfly.supernode.scheduler import SchedulerConfig
+from dfly.supernode.task import FAILED, Task
 
 
 def _tmpfs(tmp_path, size: str):
@@ -48,15 +56,64 @@ def test_a_download_onto_a_full_disk_fails_cleanly(origin, supernode, client_fac
     assert leftovers(str(tiny_disk)) == []
 
 
-def test_a_supernode_whose_cache_is_full_fails_the_task_for_its_peers(
-        origin, supernode_factory, client_factory, tiny_disk, tmp_path):
+def test_gets_through_a_supernode_whose_cache_is_full_fall_back_to_the_origin(
+        origin, supernode_factory, client_factory, tiny_disk, downloads):
     src = origin.add("big.bin", content(6 * MiB, seed=8))
     supernode = supernode_factory(data_dir=tiny_disk)
-    client = client_factory([supernode.address])
-    with pytest.raises(DflyError, match="supernode cache write failed"):
-        client.download(src.url, str(tmp_path / "big.bin"))
-    assert not (tmp_path / "big.bin").exists()
-    assert leftovers(str(tmp_path)) == []
+    for name in ("first.bin", "second.bin"):
+        result = client_factory([supernode.address]).download(src.url, str(downloads / name))
+        assert result.via == "source" and (downloads / name).read_bytes() == src.data
+    sn = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        [task] = sn.tasks()
+    finally:
+        sn.close()
+    assert task["state"] == "failed" and "cache write failed" in task["error"]
+    # The half file that could not be finished does not keep the disk full.
+    assert not os.path.exists(str(tiny_disk / "tasks" / task["task_id"] / "data"))
+    assert leftovers(str(downloads)) == []
+
+
+def test_with_no_back_source_a_get_through_a_full_supernode_is_a_local_io_error(
+        origin, supernode_factory, client_factory, tiny_disk, downloads):
+    src = origin.add("big.bin", content(6 * MiB, seed=12))
+    supernode = supernode_factory(data_dir=tiny_disk)
+    client = client_factory([supernode.address], no_back_source=True)
+    with pytest.raises(LocalIOError, match="supernode cache write failed"):
+        client.download(src.url, str(downloads / "big.bin"))
+    assert not (downloads / "big.bin").exists() and leftovers(str(downloads)) == []
+
+
+def test_a_supernode_disk_failure_is_not_remembered_once_the_file_fits(
+        origin, supernode_factory, client_factory, tiny_disk, downloads):
+    """--failure-ttl is for sources that fail, not for a disk that was full a moment ago."""
+    src = origin.add("grows.bin", content(6 * MiB, seed=13))
+    supernode = supernode_factory(data_dir=tiny_disk, failure_ttl_s=600.0)
+    with pytest.raises(LocalIOError):
+        client_factory([supernode.address], no_back_source=True).download(
+            src.url, str(downloads / "a.bin"))
+    small = origin.add("grows.bin", content(MiB // 2, seed=14))
+    result = client_factory([supernode.address], no_back_source=True).download(
+        src.url, str(downloads / "b.bin"))
+    assert result.via == "p2p" and (downloads / "b.bin").read_bytes() == small.data
+
+
+def test_a_short_write_on_a_full_cache_disk_is_never_offered_as_a_piece(origin, tiny_disk):
+    """Unbuffered writes may take part of a block when the disk fills: that piece
+    must fail with ENOSPC, not be hashed from memory and offered."""
+    src = origin.add("big.bin", content(6 * MiB, seed=15))
+    task = Task("1" * 64, src.url, {}, None, str(tiny_disk / "task"), SchedulerConfig())
+    offered = {}
+
+    def check_disk(task, num, sha256_hex):   # runs just before each piece is offered
+        start, size = piece_range(num, task.length, task.piece_size)
+        with open(task.data_path, "rb") as f:
+            f.seek(start)
+            offered[num] = hashlib.sha256(f.read(size)).hexdigest() == sha256_hex
+
+    Fetch(task, 5.0, None, before_offer=check_disk).run()
+    assert task.state == FAILED and task.error_kind == "LocalIOError"
+    assert offered and all(offered.values()), "pieces offered, True if whole on disk: %s" % offered
 
 
 @pytest.fixture
