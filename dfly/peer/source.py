@@ -40,8 +40,9 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise SourceError("cannot reach origin for %s: %s" % (url, getattr(e, "reason", e)))
     except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
-        raise SourceError("origin broke the HTTP protocol for %s: %s: %s"
-                          % (url, type(e).__name__, str(e).strip()[:200] or "-"))
+        how = ("cannot request the source" if isinstance(e, http.client.InvalidURL)
+               else "origin broke the HTTP protocol")
+        raise SourceError("%s for %s: %s: %s" % (how, url, type(e).__name__, str(e).strip()[:200] or "-"))
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None

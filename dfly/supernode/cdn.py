@@ -162,8 +162,7 @@ class Fetch:
             reason = getattr(e, "reason", e)
             raise SourceError("cannot reach origin for %s: %s" % (task.url, reason))
         except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
-            raise SourceError("origin broke the HTTP protocol for %s: %s"
-                              % (task.url, _describe(e)))
+            raise SourceError("%s for %s: %s" % (_failed_how(e), task.url, _describe(e)))
 
     def _restore(self, meta: dict) -> None:
         """The origin says our complete copy is current: serve it as is."""
@@ -424,6 +423,12 @@ def _write_all(out, data: bytes) -> None:
         if not written:
             raise OSError(errno.ENOSPC, "the disk took none of a %d-byte write" % len(view))
         view = view[written:]
+
+
+def _failed_how(error: Exception) -> str:
+    if isinstance(error, http.client.InvalidURL):   # a redirect to a host name http.client refuses
+        return "cannot request the source"
+    return "origin broke the HTTP protocol"
 
 
 def _describe(error: Exception) -> str:

@@ -19,6 +19,9 @@ ORIGIN_FAULTS = {
     "cut after a clean close": Fault(die_after=MiB + 12345),
     "short body": Fault(short_by=4096),
     "stall": Fault(stall_after=MiB),
+    "garbage status line": Fault(status_line=b"HTTP/1.1 two-hundred OK"),
+    "not HTTP at all": Fault(status_line=b"SSH-2.0-OpenSSH_9.6"),
+    "over 100 headers": Fault(extra_headers=120),
 }
 
 
