@@ -127,6 +127,33 @@ def test_get_exit_codes_name_the_failure(pyz, origin, tmp_path):
     assert not list(tmp_path.glob(".*dfly-part"))
 
 
+def test_get_fetches_a_pasted_url_refuses_a_hopeless_one_and_names_a_broken_origin(pyz, tmp_path):
+    """A raw space and non-ASCII path are encoded; a URL that cannot be made valid is a
+    usage error (2) before anything starts; an origin breaking HTTP is a source error (3)."""
+    from origin import Fault, Origin
+    origin = Origin(str(tmp_path / "origin"))
+    try:
+        src = origin.add("dir with space/ünï cödé.bin", b"pasted" * 1000)
+        pasted = _get(sys.executable, pyz, "http://127.0.0.1:%d/%s" % (origin.address[1], src.name),
+                      str(tmp_path / "pasted.bin"), str(tmp_path))
+        assert pasted.returncode == 0, pasted.stderr
+        assert (tmp_path / "pasted.bin").read_bytes() == src.data
+        hopeless = _get(sys.executable, pyz, "http://exa mple.invalid/x", str(tmp_path / "h"),
+                        str(tmp_path))
+        assert hopeless.returncode == 2 and hopeless.stderr.startswith("dfly: error: bad host name")
+        origin.add("broken.bin", b"x")
+        for fault in (Fault(status_line=b"HTTP/1.1 two-hundred OK"), Fault(extra_headers=120)):
+            origin.fault("broken.bin", fault)
+            broken = _get(sys.executable, pyz, origin.url("broken.bin"), str(tmp_path / "b"),
+                          str(tmp_path))
+            assert broken.returncode == 3 and "broke the HTTP protocol" in broken.stderr
+            assert "Traceback" not in broken.stderr and len(broken.stderr.splitlines()) == 1
+    finally:
+        origin.stop()
+    assert not (tmp_path / "h").exists() and not (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(".*dfly-part"))
+
+
 def test_get_streams_to_stdout_in_order(pyz, origin, tmp_path):
     digest = write_random_file(str(origin.root / "f.bin"), 5 * 1024 * 1024 + 7)
     supernode = SupernodeProcess(sys.executable, pyz, str(tmp_path / "sn"))

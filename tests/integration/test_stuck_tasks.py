@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from daemons import fetch
 from helpers import MiB, content, refused_address, run_all, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -69,6 +70,19 @@ def test_an_origin_breaking_http_fails_every_waiter_at_once_and_logs_one_line(
     logged = [r for r in caplog.records if r.name == "dfly.supernode" and r.levelno >= logging.WARNING]
     assert len(logged) == 1 and logged[0].exc_info is None
     assert "broke the HTTP protocol" in logged[0].getMessage()
+
+
+@pytest.mark.parametrize("fault", list(PROTOCOL_BREAKS), ids=list(PROTOCOL_BREAKS))
+def test_the_daemons_proxy_answers_502_at_once_for_an_origin_breaking_http(
+        origin, supernode_factory, daemons, fault):
+    """Not after --fetch-timeout (30 s here, 30 min by default) waiting on a stuck task."""
+    src = origin.add("broken.bin", content(MiB, seed=47))
+    origin.fault("broken.bin", PROTOCOL_BREAKS[fault])
+    supernode = supernode_factory(source_timeout_s=60.0)
+    running = daemons.start(supernode=[supernode.address], proxy_rule=["p2p /broken"])
+    started = time.monotonic()
+    status, _, body = fetch(running.address, "GET", src.url)
+    assert status == 502 and time.monotonic() - started < PROMPT_S
 
 
 @pytest.mark.time_limit(40)
