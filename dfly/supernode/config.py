@@ -16,7 +16,8 @@ class SupernodeConfig:
                                     kind="size", metavar="RATE")
     cache_size: int = option(20 << 30, "cache size limit; least recently used finished tasks go first",
                              kind="size", metavar="SIZE")
-    source_timeout_s: float = option(30.0, "timeout for connecting to and reading from a source",
+    source_timeout_s: float = option(30.0, "timeout for connecting to and reading from a source; "
+                                     "a fetch that gets nothing for this long fails its task",
                                      kind="duration", flag="--source-timeout", metavar="DURATION")
     failure_ttl_s: float = option(60.0, "how long a failed source is remembered before a retry",
                                   kind="duration", flag="--failure-ttl", metavar="DURATION")
