@@ -132,7 +132,8 @@ class Fetch:
                 headers["If-Range"] = meta.get("etag") or meta["last_modified"]
         with task.cond:
             self._check_live()
-            task.state = RUNNING
+            task.state = RUNNING   # the watchdog counts from here (not while queued for a thread)
+            self._progressed()
             task.changed()
         response = self._open(headers, meta)
         if response is None:

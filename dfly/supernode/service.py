@@ -247,7 +247,6 @@ class Supernode:
             return
         task.fetching = True
         task.fetch_gen += 1
-        task.progress_at = now
         fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
@@ -442,7 +441,7 @@ class Supernode:
         """The task's fetch got nothing for the source timeout (caller holds task.cond).
         The socket timeout catches most stalls; this also those it cannot see: an origin
         dripping its headers, a name lookup that hangs, a fetch thread stuck on a bug."""
-        return (task.fetching and task.state in (PENDING, RUNNING)
+        return (task.fetching and task.state == RUNNING
                 and now - task.progress_at > self.config.source_timeout_s)
 
     def _abandon_fetch(self, task: Task, now: float) -> None:

@@ -91,7 +91,7 @@ class Task:
         self.last_access = 0.0
         self.fetching = False
         self.fetch_gen = 0          # which fetch is the task's own; moved on when one is abandoned
-        self.progress_at = 0.0      # when that fetch last got bytes (or started): for the watchdog
+        self.progress_at = 0.0      # when that fetch last got bytes (or began running): the watchdog
         self.adopted_at: Optional[float] = None
         self.geometry_known = False   # piece size decided (the source answered, or a copy told us)
 
