@@ -14,6 +14,7 @@ from origin import Fault
 
 from dfly.errors import BadRequest, SourceError
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.protocol.task import task_id
 from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.scheduler import SchedulerConfig
@@ -36,8 +37,9 @@ def _tasks(supernode):
         client.close()
 
 
-def _fetch_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("fetch-")]
+def _fetch_threads(url):
+    """The supernode's fetch threads for the task of `url` (named after its id)."""
+    return [t for t in threading.enumerate() if t.name == "fetch-" + task_id(url)[:12]]
 
 
 @pytest.mark.time_limit(40)
@@ -108,13 +110,13 @@ def test_a_fetch_the_watchdog_gave_up_on_neither_blocks_the_next_one_nor_spoils_
     supernode = supernode_factory(source_timeout_s=1.0, failure_ttl_s=0.0)
     with pytest.raises(SourceError):
         client_factory([supernode.address], no_back_source=True).download(src.url, str(downloads / "a"))
-    assert len(_fetch_threads()) == 1   # still held by the drip
+    assert len(_fetch_threads(src.url)) == 1   # still held by the drip
     origin.heal("drip.bin")
     result = client_factory([supernode.address], no_back_source=True, timeout_s=15).download(
         src.url, str(downloads / "b"))
     assert result.via == "p2p" and (downloads / "b").read_bytes() == src.data
     origin.release()   # the first fetch wakes (its answer broken off) and must change nothing
-    wait_until(lambda: not _fetch_threads(), timeout=10, message="the abandoned fetch ended")
+    wait_until(lambda: not _fetch_threads(src.url), timeout=10, message="the abandoned fetch ended")
     [task] = _tasks(supernode)
     assert task["state"] == "done" and task["error"] == ""
     again = client_factory([supernode.address], no_back_source=True).download(src.url, str(downloads / "c"))
