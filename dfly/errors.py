@@ -76,4 +76,5 @@ EXIT_CODES = {
     5: "timeout",
     6: "local I/O error (unwritable path, disk full)",
     7: "no supernode reachable and --no-back-source given",
+    8: "dfly scrub found damage (and repaired what it could)",
 }

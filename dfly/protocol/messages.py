@@ -4,6 +4,7 @@ Parsing is strict and total: anything a hostile or buggy client sends either
 becomes a well-typed request or a BadRequest naming the field, never a crash
 deeper in the supernode.
 """
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -13,10 +14,20 @@ from dfly.protocol.task import PEER_ID
 from dfly.protocol.urls import normalize_url
 
 PROTOCOL_VERSION = 1
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_REPORTS = 100000
 MAX_WANT = 64
 MAX_URL_LEN = 8192
 SUPERNODE = "supernode"   # the holder name of pieces the supernode serves itself: no peer's id
+# Failure reasons that say the holder's copy may be bad, not that it was slow or
+# gone: the piece came whole and did not match, or came short of its length.
+DIGEST_MISMATCH = "digest mismatch"
+SHORT_PIECE = "short piece"
+
+
+def copy_suspect(reason: str) -> bool:
+    """Does a `failed` report with this reason cast doubt on the holder's copy?"""
+    return reason.startswith(DIGEST_MISMATCH) or reason.startswith(SHORT_PIECE)
 # Headers a peer may not pass to the source: they would change what the
 # supernode fetches or how, not who it fetches as.
 HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",
@@ -163,6 +174,40 @@ class ScheduleRequest:
         if self.content_version:
             out["content_version"] = self.content_version
         return out
+
+
+@dataclass(frozen=True)
+class PieceCheck:
+    """From a heartbeat reply: peers discarded our copy of piece `num`; check it
+    against `sha256` and report it done again if good."""
+    num: int
+    sha256: str
+
+    @classmethod
+    def parse_all(cls, reply: dict) -> List["PieceCheck"]:
+        """The reply's `check` list; entries that are not well formed are skipped
+        (a check is advice: a holder that misses one checks at the next report)."""
+        out = []
+        items = reply.get("check") if isinstance(reply, dict) else None
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict):
+                continue
+            num, sha256_hex = item.get("num"), item.get("sha256")
+            if isinstance(num, int) and not isinstance(num, bool) and num >= 0 \
+                    and isinstance(sha256_hex, str) and SHA256_HEX.match(sha256_hex):
+                out.append(cls(num, sha256_hex))
+        return out
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    """What a supernode answers a seeding peer's heartbeat."""
+    content_version: str = ""   # "": unknown (an older supernode)
+    checks: List[PieceCheck] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, body: dict) -> "HeartbeatReply":
+        return cls(content_version_of(body), PieceCheck.parse_all(body))
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,8 @@ class Fetch:
             task.digests = []
             for hexdigest in meta["digests"]:
                 task.piece_written(hexdigest)
+            for num in meta.get("damaged", ()):   # found bad while idle: fetched again alone
+                task.piece_damaged(num)
             task.state = DONE
             task.validated_at = self.clock()
             task.changed()
@@ -297,29 +299,65 @@ class Fetch:
             for num in orphans:
                 try:
                     self._fetch_piece(num)
-                except (SourceError, OSError) as e:
+                except (SourceError, DigestMismatch, OSError) as e:
                     log.warning("task %s piece %d refetch failed: %s", task.task_id[:12], num, e)
 
     def _fetch_piece(self, num: int) -> None:
         task = self.task
-        start, size = piece_range(num, task.length, task.piece_size)
-        headers = dict(task.headers, Range="bytes=%d-%d" % (start, start + size - 1))
-        response = self._open(headers, None)
-        with response:
-            if getattr(response, "status", 200) != 206:
-                raise SourceError("origin ignored a Range request; cannot refetch piece %d" % num)
-            data = response.read(size + 1)
-        self.task.source_bytes += len(data)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != task.digests[num]:
-            raise SourceError("origin's piece %d differs from the one the cluster recorded" % num)
-        with open(task.data_path, "r+b" if os.path.exists(task.data_path) else "w+b",
-                  buffering=0) as out:
-            out.seek(start)
-            _write_all(out, data)
+        data = self.read_piece(num)
         with task.cond:
+            store_piece(task, num, data)
             task.piece_cached(num)
             task.save_meta()
         log.info("task %s piece %d refetched from the source (no peer held it)", task.task_id[:12], num)
+
+    def read_piece(self, num: int) -> bytes:
+        """Piece `num` from the source, by Range, checked against its recorded digest.
+        A source that ignores Range is read from the start up to the piece (logged).
+        SourceError when it cannot be had; DigestMismatch when the source's bytes differ."""
+        task = self.task
+        start, size = piece_bounds(task, num)
+        headers = dict(task.headers, Range="bytes=%d-%d" % (start, start + size - 1))
+        response = self._open(headers, None)
+        with response:
+            status = getattr(response, "status", 200)
+            if status == 200 and _content_length(response) in (None, task.length):
+                log.warning("task %s origin ignores Range: reading %d bytes to reach piece %d",
+                            task.task_id[:12], start, num)
+                self._skip(response, start)
+            elif status != 206:
+                raise SourceError("origin answered %d to a Range request for piece %d" % (status, num))
+            data = self._read_exactly(response, size + 1 if status == 206 else size, start)
+        task.source_bytes += len(data)
+        if len(data) != size:
+            raise SourceError("origin sent %d of %d bytes of piece %d" % (len(data), size, num))
+        if hashlib.sha256(data).hexdigest() != task.digests[num]:
+            raise DigestMismatch("the origin's piece %d no longer matches the digest recorded "
+                                 "for it" % num)
+        return data
+
+    def _skip(self, response, nbytes: int) -> None:
+        while nbytes > 0:
+            block = self._read_exactly(response, min(CHUNK, nbytes), 0)
+            if not block:
+                raise SourceError("origin ended before the piece asked for")
+            self.task.source_bytes += len(block)
+            nbytes -= len(block)
+
+    def _read_exactly(self, response, nbytes: int, offset: int) -> bytes:
+        parts, got = [], 0
+        while got < nbytes:
+            try:
+                block = response.read(min(CHUNK, nbytes - got))
+            except (OSError, ValueError) as e:
+                raise SourceError("origin connection failed after %d bytes: %s" % (offset + got, e))
+            except Exception as e:   # http.client.IncompleteRead and friends
+                raise SourceError("origin transfer broke after %d bytes: %s" % (offset + got, e))
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
 
     def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
         """Feed `chunk` to the per-piece hash; announce each piece it completes."""
@@ -436,6 +474,30 @@ def _describe(error: Exception) -> str:
     """An exception as one line: http.client's are often bare (BadStatusLine's is the line)."""
     text = str(error).strip() or repr(error)
     return "%s: %s" % (type(error).__name__, text[:200])
+
+
+def piece_bounds(task: Task, num: int):
+    """(start, size) of a cut piece; while a chunked source still arrives (no length
+    yet) every cut piece is whole: the last one is cut once the length is known."""
+    if task.length is None:
+        return num * task.piece_size, task.piece_size
+    return piece_range(num, task.length, task.piece_size)
+
+
+def store_piece(task: Task, num: int, data: bytes) -> None:
+    """Write a verified piece at its offset in the task's cache file (the caller
+    holds the task's lock, so no reset can slip between the check and the write)."""
+    start = num * task.piece_size
+    fd = os.open(task.data_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, start)
+            if not written:
+                raise OSError(errno.ENOSPC, "the disk took none of a %d-byte write" % len(view))
+            view, start = view[written:], start + written
+    finally:
+        os.close(fd)
 
 
 def _remove(path: str) -> None:

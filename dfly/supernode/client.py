@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 
 from dfly import errors
 from dfly.httpd import parse_hostport
-from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState, content_version_of, stale
+from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
 
 DEFAULT_PORT = 8002
 MAX_REDIRECTS = 4
@@ -59,10 +59,11 @@ class SupernodeClient:
         return TaskState.parse(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
                                           request.to_json(), timeout))
 
-    def heartbeat(self, task_id: str, peer_id: str) -> str:
-        """The peer still serves `task_id`; returns the task's content version ("" unknown)."""
-        return content_version_of(self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat"
-                                             % (task_id, peer_id), {}))
+    def heartbeat(self, task_id: str, peer_id: str) -> HeartbeatReply:
+        """The peer still serves `task_id`; the reply has the task's content version ("" unknown)
+        and the pieces others discarded from this peer, for it to check."""
+        return HeartbeatReply.parse(self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat"
+                                               % (task_id, peer_id), {}))
 
     def leave(self, task_id: str, peer_id: str) -> None:
         self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
@@ -149,19 +150,21 @@ class SupernodeClient:
 
 
 def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,
-                    timeout_s: float = 5.0, content_version: str = "") -> Optional[str]:
-    """Register as holder of every piece of a finished task at the first supernode
-    that takes it (after a restart, or when the one we used died); returns the
-    address that did (the task's owner, after redirects), or None. SourceChanged
-    when the task's content is no longer `content_version` (the pieces are stale)."""
+                    timeout_s: float = 5.0, content_version: str = "",
+                    held: Optional[List[int]] = None) -> Optional[str]:
+    """Register as holder of every piece of a finished task (or of `held`) at the
+    first supernode that takes it (after a restart, or when the one we used died);
+    returns the address that did (the task's owner, after redirects), or None.
+    SourceChanged when the task's content is no longer `content_version` (the
+    pieces are stale)."""
     for address in addresses:
         client = SupernodeClient(address, timeout_s)
         try:
             task_id, state = client.register(request)
             if not stale(content_version, state.content_version):
+                done = list(range(piece_count)) if held is None else sorted(held)
                 state = client.schedule(task_id, ScheduleRequest(
-                    request.peer_id, done=list(range(piece_count)), want=0,
-                    content_version=content_version or None))
+                    request.peer_id, done=done, want=0, content_version=content_version or None))
             if stale(content_version, state.content_version):
                 client.leave(task_id, request.peer_id)
                 raise errors.SourceChanged("the source of task %s changed (content version %s, "

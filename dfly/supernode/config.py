@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import List
 
 from dfly.options import option
+from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,6 @@ class SupernodeConfig:
     adopt_grace_s: float = option(2.0, "after taking over a task, how long peers get to re-announce "
                                   "their pieces before the missing ones are fetched from the source",
                                   kind="duration", flag="--adopt-grace", metavar="DURATION")
+    scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "
+                             "check the cache against its digests, 0 = off (copies left mid-write "
+                             "by a crash are still checked at start-up)", kind="size", metavar="RATE")

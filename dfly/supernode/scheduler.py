@@ -97,6 +97,24 @@ class TaskScheduler:
         """The supernode's cache now holds piece `num`."""
         self.supernode_pieces.add(num)
 
+    def piece_unavailable(self, num: int) -> None:
+        """The supernode's copy of `num` is suspect or bad: no longer offered."""
+        self.supernode_pieces.discard(num)
+
+    def piece_lost(self, peer_id: str, num: int) -> None:
+        """`peer_id`'s copy of `num` was found bad: no longer offered from it (until
+        it reports the piece done again)."""
+        peer = self.peers.get(peer_id)
+        if peer is None or num not in peer.held:
+            return
+        peer.held.discard(num)
+        holders = self._holders.get(num)
+        if holders is not None:
+            holders.discard(peer_id)
+            if not holders:
+                self._peer_held.discard(num)
+        self._file_by_load(peer)
+
     def peer_joined(self, peer_id: str, addr: Tuple[str, int], now: float) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:

@@ -15,11 +15,13 @@ import os
 import shutil
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional
 
 from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
+from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import TASK_ID
@@ -29,7 +31,9 @@ from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
+from dfly.supernode.repair import Repairer
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
+from dfly.supernode.scrub import Scrubber
 from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task, Waiter
 
 log = logging.getLogger("dfly.supernode")
@@ -63,6 +67,10 @@ class Supernode:
         self.cluster_token = cluster_token(config.cluster_secret, self.membership.members
                                            if self.membership else [])
         self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
+        self.repairer = Repairer(self._piece_fetch, self.clock)
+        self.scrubber = Scrubber(self, config.scrub_rate, self._stop)
+        self._threads.append(threading.Thread(target=self.scrubber.run, name="supernode-scrub",
+                                              daemon=True))
         if self.membership is not None:
             self._threads.append(threading.Thread(target=self._sync_loop, name="supernode-sync",
                                                   daemon=True))
@@ -77,6 +85,7 @@ class Supernode:
         return Membership(self.me, members, config.member_dead_after_s, self.clock())
 
     def start(self) -> "Supernode":
+        self.repairer.start()
         for thread in self._threads:
             thread.start()
         return self
@@ -86,6 +95,7 @@ class Supernode:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
+        self.repairer.stop()
 
     # calls from peers ------------------------------------------------------------
     def register(self, body: dict, client_host: str) -> dict:
@@ -154,17 +164,24 @@ class Supernode:
         return reply
 
     def heartbeat(self, tid: str, peer_id: str) -> dict:
+        """A seeding peer lives. The reply lists the pieces others discarded from it
+        since (`check`, with their digests): it checks its copies and re-reports
+        the good ones; until then they are not offered from it."""
         task = self._known_task(tid)
         with task.cond:
             if not task.scheduler.peer_seen(peer_id, self.clock()):
                 raise Gone("peer %s is not registered for task %s" % (peer_id, tid[:12]))
-            # A seeder whose pieces are of another version stops offering them.
-            return {"ok": True, "content_version": task.content_version}
+            # A seeder whose pieces are of another version stops offering them; the
+            # pieces others discarded from it since (`check`) it checks again.
+            suspects = sorted(task.suspects.pop(peer_id, ()))
+            check = [{"num": n, "sha256": task.digests[n]} for n in suspects if n < len(task.digests)]
+            return {"ok": True, "content_version": task.content_version, "check": check}
 
     def leave(self, tid: str, peer_id: str) -> dict:
         task = self._known_task(tid)
         with task.cond:
             task.scheduler.peer_left(peer_id)
+            task.suspects.pop(peer_id, None)
             task.wake_peers([peer_id])
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
@@ -197,6 +214,17 @@ class Supernode:
         task = self._known_task(tid)
         with task.cond:
             return task.summary()
+
+    def loaded_task(self, tid: str) -> Optional[Task]:
+        with self._lock:
+            return self._tasks.get(tid)
+
+    @contextmanager
+    def loading(self) -> Iterator[Dict[str, Task]]:
+        """The loaded tasks, while no other is loaded (the scrub writes a meta that
+        no fetch may read half-done)."""
+        with self._lock:
+            yield self._tasks
 
     def task_list(self) -> List[dict]:
         with self._lock:
@@ -254,12 +282,17 @@ class Supernode:
                          name="fetch-" + task.task_id[:12]).start()
 
     def _fetch(self, task: Task, fetch: Fetch) -> None:
+        read_before = task.source_bytes
         try:
             fetch.run()
         finally:
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
                     task.fetching = False
+                    if task.state == DONE:   # damage found while the task was idle: fetched again now
+                        self.repairer.repair_damaged(task)
+                        if task.source_bytes - read_before >= (task.length or 0):
+                            self.scrubber.just_checked(task.task_id)   # hashed as it streamed in
             if task.state == DONE:
                 self._evict()
 
@@ -295,6 +328,9 @@ class Supernode:
             if holder is not None and holder.errors == sched.config.max_holder_errors:
                 log.warning("task %s peer %s blacklisted after %d errors (last: %s)",
                             task.task_id[:12], failure.holder, holder.errors, failure.reason)
+            if copy_suspect(failure.reason) and failure.num < len(task.digests) \
+                    and not messages.stale(req.content_version, task.content_version):
+                self._copy_doubted(task, req.peer_id, failure)   # (else: checked against old digests)
         for holder in freed:
             offered |= sched.pieces_of(holder)
         if offered:
@@ -303,6 +339,23 @@ class Supernode:
             # The peer's own long-poll (its coordinator; reports come on a second
             # connection) asks again: with these pieces it may now hold them all.
             task.wake_peers([req.peer_id])
+
+    def _copy_doubted(self, task: Task, reporter: str, failure) -> None:
+        """A peer says `failure.holder`'s copy of a piece came bad: withdraw that copy
+        at once; the supernode checks its own now, a peer its own at its heartbeat."""
+        known = failure.holder == SUPERNODE or failure.holder in task.scheduler.peers
+        if failure.reason.startswith(DIGEST_MISMATCH) and known:   # (any name may be reported)
+            task.discarded[failure.holder] = task.discarded.get(failure.holder, 0) + 1
+        why = "%s, reported by peer %s" % (failure.reason[:80], reporter)
+        if failure.holder == SUPERNODE:
+            self.repairer.suspect(task, failure.num, why)
+        elif failure.holder in task.scheduler.peers:
+            task.scheduler.piece_lost(failure.holder, failure.num)
+            task.suspects.setdefault(failure.holder, set()).add(failure.num)
+
+    def _piece_fetch(self, task: Task) -> Fetch:
+        """What the repairer reads single pieces from a task's source with."""
+        return Fetch(task, self.config.source_timeout_s, self.bucket, self.clock, stop=self._stop)
 
     def _state(self, task: Task) -> dict:
         # No piece size until it is decided: a client must not cut its file by a guess.
@@ -430,6 +483,8 @@ class Supernode:
                     if self._stalled(task, now):
                         self._abandon_fetch(task, now)
                     gone = task.scheduler.expire(now)
+                    for peer_id in gone:
+                        task.suspects.pop(peer_id, None)
                     task.wake_peers(gone)
                     # Also the fallback for changes no event reports (an assignment
                     # released as stale, a supernode copy stalled): one baton a second.

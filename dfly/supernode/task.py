@@ -17,9 +17,9 @@ Waking is targeted, because a task may have a thousand peers long-polling:
 
 On disk a task is a folder named by its id: `data` (the source's bytes, written
 in order) and `meta.json` (URL, validators, content version, length, piece
-size, one sha256 per finished piece, whether the source is complete). The meta
-is rewritten atomically after every piece, so a crash loses at most the piece
-being cut.
+size, one sha256 per finished piece, whether the source is complete, pieces
+found damaged and not yet fetched again). The meta is rewritten atomically
+after every piece, so a crash loses at most the piece being cut.
 
 A task's pieces are of one content version: an opaque id of the bytes, made
 whenever the source is cut from byte 0 (from a strong ETag and the length, else
@@ -31,7 +31,7 @@ import json
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Set
 
 from dfly.protocol.pieces import piece_count, piece_size_for
 from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
@@ -94,6 +94,16 @@ class Task:
         self.progress_at = 0.0      # when that fetch last got bytes (or began running): the watchdog
         self.adopted_at: Optional[float] = None
         self.geometry_known = False   # piece size decided (the source answered, or a copy told us)
+        # Repair (repair.py): pieces whose cached bytes failed a check, withdrawn until
+        # fetched again; pieces being checked; what peers discarded, per holder; and the
+        # pieces each peer holder is to check itself (told in its heartbeat reply).
+        self.damaged: Set[int] = set()
+        self.checking: Set[int] = set()
+        self.repaired_pieces = 0
+        self.discarded: Dict[str, int] = {}
+        self.suspects: Dict[str, Set[int]] = {}
+        self.good_at: Dict[int, float] = {}   # pieces a check found good, and when
+        self.generation = 0   # bumped when the content is forgotten: a repair in flight is void
 
     @property
     def data_path(self) -> str:
@@ -185,6 +195,8 @@ class Task:
         self.scheduler = TaskScheduler(self.scheduler.config)
         self.state, self.length, self.digests, self.adopted_at = PENDING, None, [], None
         self.geometry_known = False
+        self.damaged, self.checking, self.suspects, self.good_at = set(), set(), {}, {}
+        self.generation += 1
         self.piece_size = piece_size_for(None)
         self.error = self.error_kind = ""
         self.changed()
@@ -207,6 +219,8 @@ class Task:
                     self.report_early(peer.peer_id, num, content_version)
         self.content_version = content_version
         self.digests = []
+        self.damaged, self.checking, self.suspects, self.good_at = set(), set(), {}, {}
+        self.generation += 1   # a repair in flight is of the bytes cut before
         self.changed()
 
     def report_early(self, peer_id: str, num: int, content_version: str) -> None:
@@ -234,8 +248,22 @@ class Task:
 
     def piece_cached(self, num: int) -> None:
         """Piece `num` (whose digest we know) is in the cache and can be served."""
+        self.damaged.discard(num)
+        self.checking.discard(num)
         self.scheduler.piece_available(num)
         self.offered((num,))
+
+    def piece_withdrawn(self, num: int) -> None:
+        """Piece `num` is suspect (being checked): no longer offered from the cache."""
+        self.scheduler.piece_unavailable(num)
+        self.checking.add(num)
+
+    def piece_damaged(self, num: int) -> None:
+        """Piece `num`'s cached bytes are bad: withdrawn until fetched again, and
+        remembered in the meta, so a restart does not offer them again."""
+        self.scheduler.piece_unavailable(num)
+        self.checking.discard(num)
+        self.damaged.add(num)
 
     def is_cached(self, num: int) -> bool:
         return num in self.scheduler.supernode_pieces
@@ -263,14 +291,16 @@ class Task:
                 "etag": self.etag, "last_modified": self.last_modified,
                 "content_version": self.content_version,
                 "complete": self.state == DONE and self._all_cached(), "digests": self.digests,
-                "digest": self.digest}
+                "digest": self.digest, "damaged": sorted(self.damaged)}
         tmp = self.meta_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(meta, f)
         os.replace(tmp, self.meta_path)
 
     def _all_cached(self) -> bool:
-        return len(self.scheduler.supernode_pieces) >= (self.piece_count or 0)
+        """Every piece is here, good or known damaged (and so fetched again, alone)."""
+        held = len(self.scheduler.supernode_pieces | self.damaged | self.checking)
+        return held >= (self.piece_count or 0)
 
     def load_meta(self) -> Optional[dict]:
         try:
@@ -282,7 +312,7 @@ class Task:
         if not isinstance(meta, dict) or not isinstance(meta.get("digests"), list):
             return None
         meta["data_size"] = size
-        return meta
+        return normalise_damaged(meta)
 
     def summary(self) -> dict:
         return {"task_id": self.task_id, "url": self.url, "state": self.state,
@@ -291,4 +321,20 @@ class Task:
                 "peers": len(self.scheduler.peers), "source_bytes": self.source_bytes,
                 "served_bytes": self.served_bytes, "content_version": self.content_version,
                 "error": self.error,
-                "waiting": len(self._waiters)}
+                "waiting": len(self._waiters), "repaired_pieces": self.repaired_pieces,
+                "damaged_pieces": len(self.damaged), "discarded": dict(self.discarded)}
+
+
+def normalise_damaged(meta: dict) -> dict:
+    """`meta["damaged"]` as a sorted list of piece numbers. A copy still being
+    written resumes before its first damaged piece instead (the source is read
+    from there anyway), so only a complete copy keeps a damaged list."""
+    damaged = meta.get("damaged")
+    count = len(meta["digests"])
+    bad = sorted({n for n in damaged if isinstance(n, int) and 0 <= n < count}) \
+        if isinstance(damaged, list) else []
+    if bad and not meta.get("complete"):
+        meta["digests"] = meta["digests"][:bad[0]]
+        bad = []
+    meta["damaged"] = bad
+    return meta
