@@ -112,6 +112,14 @@ def _bench_options(bench: argparse.ArgumentParser) -> None:
     bench.set_defaults(run=run_bench)
 
 
+def _scrub_options(scrub: argparse.ArgumentParser) -> None:
+    from dfly.scrub import ScrubConfig
+    scrub.epilog = ("exit codes: 0 no damage; 8 damage found (repaired what it could: each piece "
+                    "is listed); 2 no cache in the data dir")
+    options.add_arguments(scrub, ScrubConfig)
+    scrub.set_defaults(run=run_scrub)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -121,6 +129,8 @@ COMMANDS = {
                _daemon_options),
     "bench": ("measure a running supernode: many simulated peers download a URL at once or in "
               "waves", _bench_options),
+    "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
+              "what it can", _scrub_options),
 }
 
 
@@ -259,3 +269,13 @@ def run_bench(args) -> int:
     else:
         sys.stdout.write(render(summary, args.url))
     return 0 if summary["failed"] == 0 else 1
+
+
+def run_scrub(args) -> int:
+    from dfly import scrub
+
+    config = options.build(scrub.ScrubConfig, None, args)
+    data_dir = config.data_dir or default_data_dir(os.environ)
+    logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
+    return scrub.run(os.path.abspath(data_dir), config.scrub_rate, config.source_timeout_s,
+                     sys.stdout)

@@ -27,6 +27,7 @@ from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
+from dfly.protocol.pieces import piece_count
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.protocol.urls import normalize_url
@@ -273,6 +274,40 @@ class Client:
             finally:
                 supernode.close()
         return None
+
+    def repair(self, task_id: str, path: str, bad: Iterable[int],
+               on_storage: Optional[Callable[[PieceFile], None]] = None,
+               cancel: Optional[threading.Event] = None) -> Optional[DownloadResult]:
+        """Fetch again, through the swarm, the pieces `bad` of the finished file at `path`
+        that this client serves as `task_id` (they were found damaged on disk), writing them
+        in place: the supernode is left (it forgets every piece we held), then told the good
+        ones again, and only the bad ones are downloaded and verified. None when this client
+        does not know the task or no supernode could deliver; SourceChanged when the task's
+        content is no longer the file's (a repair never starts over)."""
+        request = self._registrations.get(task_id)
+        served = self._uploader.served(task_id) if self._uploader is not None else None
+        if request is None or served is None or not getattr(served, "piece_size", 0):
+            return None
+        good = set(range(piece_count(served.length, served.piece_size))) - set(bad)
+        storage = PieceFile.reopen(path, served.length, served.piece_size, good,
+                                   getattr(served, "content_version", ""))
+        self.release(task_id)   # the bad pieces are not offered from here meanwhile
+        if on_storage is not None:
+            on_storage(storage)
+        started = self.clock()
+        deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
+        job = _Job(request.url, storage, request.digest, request.headers, request.filters,
+                   request.identifier, deadline, self.download_bucket, False, lambda split: None,
+                   ByteSplit(), cancel or threading.Event(), restartable=False)
+        try:
+            repaired = self._via_supernodes(job)
+        finally:
+            storage.close()
+        if repaired is None:
+            return None
+        split = job.split
+        return DownloadResult(request.url, path, served.length, repaired, self.clock() - started,
+                              split.source, split.supernode, split.peers, "p2p")
 
     def detach_listener(self) -> Optional[tuple]:
         """Hand the uploader over to the caller (for a detached seeder): returns

@@ -166,6 +166,24 @@ class Cache:
                 log.exception("cache: eviction hook failed for %s", key)
         return victims
 
+    def set_aside(self, key: str) -> None:
+        """No longer hand out `key` (found damaged, a repair fill is starting), and keep
+        its file: the fill rewrites pieces of it in place and enters it again."""
+        self._forget(key)
+
+    def remove(self, key: str) -> None:
+        """Delete a cached file now (found damaged): it is fetched again when next asked for."""
+        with self._lock:
+            present = key in self._size
+            self._drop_locked(key)
+        if not present:
+            return
+        _remove(os.path.join(self.root, key))
+        try:
+            self.on_evict(key)
+        except Exception:
+            log.exception("cache: eviction hook failed for %s", key)
+
     def keys(self) -> List[str]:
         with self._lock:
             return sorted(self._size)

@@ -11,6 +11,14 @@ announced again (seeds.py keeps how). Host-wide token buckets cap download and
 upload rates across every task at once. A janitor thread heartbeats and cleans
 the cache by age; size is enforced after every fill.
 
+A cached file found damaged (a piece peers discarded from us that a heartbeat
+reply names and that fails our own check, or the background scrub: scrub.py)
+is repaired on a fill of its own: the supernode is left, the good pieces
+announced again, and only the bad ones fetched again through P2P (peers, the
+supernode) and written in place; requests meanwhile follow that fill as they
+follow any other. When that cannot be done (no piece digests, no supernode),
+the file is deleted and fetched again whole through P2P.
+
 When a P2P download fails because the supernode could not read the source
 (say a registry token it was given expired), the daemon fetches the file
 straight from the source with the requesting client's own credentials, so a
@@ -25,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
@@ -39,14 +47,17 @@ from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
 from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
+from dfly.peer.scrub import CacheScrubber
 from dfly.peer.seeds import Seed, SeedBook
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol.handoff import HandoffRequest
-from dfly.protocol.messages import stale
+from dfly.protocol.messages import ScheduleRequest, stale
+from dfly.protocol.pieces import piece_count, piece_range
 from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
+from dfly.scrub import piece_is_good
 from dfly.supernode.client import SupernodeClient, SupernodeDown
 
 log = logging.getLogger("dfly.daemon")
@@ -120,14 +131,18 @@ class RunningDaemon:
         self._task_of: Dict[str, str] = {}   # cache key -> task id it is seeded as
         self._unannounced: Dict[str, Tuple[float, float]] = {}   # key -> (next try, backoff)
         self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0,
-                        "announced": 0}
+                        "announced": 0, "damaged_pieces": 0, "repaired_pieces": 0, "refetched": 0}
+        self._repairing = set()   # cache keys being fetched again after damage
         self.listener = Listener("daemon-http", parse_hostport(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
+        self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
+        self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
 
     def start(self) -> "RunningDaemon":
         self.listener.start()
         self._janitor.start()
+        self._scrub_thread.start()
         return self
 
     @property
@@ -141,6 +156,8 @@ class RunningDaemon:
         self.listener.stop()
         if self._janitor.is_alive():
             self._janitor.join(10)
+        if self._scrub_thread.is_alive():
+            self._scrub_thread.join(10)
         self.p2p.close()
         self.direct.close()
 
@@ -175,7 +192,7 @@ class RunningDaemon:
         key = os.path.basename(path)
         if result.task_id and written and written[-1].piece_size:
             self.seeds.put(key, Seed(url, written[-1].piece_size, digest, identifier, list(filters),
-                                     written[-1].content_version))
+                                     written[-1].content_version, _piece_digests(written[-1])))
         with self._lock:
             if result.task_id:
                 self._task_of[key] = result.task_id
@@ -222,7 +239,118 @@ class RunningDaemon:
                 "fallbacks": totals["fallbacks"], "announced": totals["announced"],
                 "cache_bytes": self.cache.total_bytes(),
                 "cache_files": len(self.cache.keys()), "seeding": len(self.p2p.seeding),
-                "uploaded_bytes": self.p2p.uploaded_bytes}
+                "uploaded_bytes": self.p2p.uploaded_bytes,
+                "damaged_pieces": totals["damaged_pieces"], "repaired_pieces": totals["repaired_pieces"],
+                "refetched": totals["refetched"]}
+
+    # damage --------------------------------------------------------------------------------
+    def cache_damaged(self, key: str, bad: List[int], what: str) -> None:
+        """The cached file `key` has `bad` pieces ([-1]: bad as a whole): repair it on a
+        fill of its own (the bad pieces through P2P, in place), else drop it and fetch it
+        again whole. Either way its bad bytes are served no more from now on."""
+        with self._lock:
+            if key in self._repairing:
+                return
+            self._repairing.add(key)
+            self._totals["damaged_pieces"] += len(bad)
+            tid = self._task_of.get(key)
+        log.warning("cache %s damaged: %s; withdrawn, fetching it again", key, what)
+        if self.stopping.is_set():
+            self._repair_over(key)
+            return
+        if tid and min(bad) >= 0 and self.p2p.registration(tid) is not None:
+            self.cache.set_aside(key)   # requests now follow the repair, as they follow a fill
+            self._watch(key, self.cache.begin(key, functools.partial(self._repair_fill, tid, bad)),
+                        bad)
+        else:
+            self._refetch(key)
+
+    def _repair_fill(self, tid: str, bad: List[int], into: str, filling: Filling) -> None:
+        try:
+            result = self.p2p.repair(tid, into, bad, on_storage=filling.publish, cancel=filling.cancel)
+        except BaseException:
+            _remove(into)
+            raise
+        if result is None:
+            _remove(into)
+            raise errors.P2PUnavailable("no supernode could deliver the damaged pieces")
+
+    def _refetch(self, key: str) -> None:
+        """Drop the cached file and fetch it again whole, through P2P."""
+        seed = self.seeds.get(key)
+        with self._lock:
+            tid = self._task_of.get(key)
+        registration = self.p2p.registration(tid) if tid else None
+        self.cache.remove(key)
+        if seed is None or self.stopping.is_set():
+            self._repair_over(key)
+            return
+
+        def fill(into: str, filling: Filling) -> None:
+            self.fetch(seed.url, into, digest=seed.digest, identifier=seed.identifier,
+                       headers=registration.headers if registration is not None else None,
+                       filters=seed.filters, filling=filling, sequential=False)
+
+        self._watch(key, self.cache.begin(key, fill), None)
+
+    def _watch(self, key: str, entry, bad: Optional[List[int]]) -> None:
+        threading.Thread(target=self._repaired, args=(key, entry, bad), daemon=True,
+                         name="daemon-repair-" + key[:24]).start()
+
+    def _repaired(self, key: str, entry, bad: Optional[List[int]]) -> None:
+        """Count the outcome; a piece repair that failed falls back to a whole refetch."""
+        failed = isinstance(entry, Filling) and (not entry.wait(self.config.fetch_timeout_s)
+                                                 or entry.error is not None)
+        if failed and bad is not None:
+            log.warning("cache %s pieces could not be fetched again (%s); fetching it whole",
+                        key, entry.error or "timed out")
+            self._refetch(key)
+            return
+        if failed:
+            log.warning("cache %s could not be fetched again: %s", key, entry.error or "timed out")
+        else:
+            log.info("cache %s %s", key, "fetched again" if bad is None
+                     else "repaired (%d piece(s) fetched again)" % len(bad))
+            with self._lock:
+                if bad is None:
+                    self._totals["refetched"] += 1
+                else:
+                    self._totals["repaired_pieces"] += len(bad)
+        self._repair_over(key)
+
+    def _repair_over(self, key: str) -> None:
+        with self._lock:
+            self._repairing.discard(key)
+
+    def _recheck(self, key: str, tid: str, address: str, checks) -> None:
+        """Peers discarded these pieces of ours: check them; report the good ones done
+        again (the supernode withdrew them meanwhile); a bad one means the file is damaged."""
+        seed = self.seeds.get(key)
+        path = self.cache.path_of(key)
+        try:
+            length = os.path.getsize(path)
+        except OSError:
+            return   # evicted meanwhile, or set aside for a repair: nothing to offer again
+        if seed is None:
+            return
+        good, bad = [], []
+        for check in checks:
+            if check.num >= piece_count(length, seed.piece_size):
+                continue
+            start, size = piece_range(check.num, length, seed.piece_size)
+            (good if piece_is_good(path, start, size, check.sha256) else bad).append(check.num)
+        if bad:
+            self.cache_damaged(key, bad, "pieces peers discarded that do not match their "
+                               "digests: %s" % ", ".join(map(str, bad)))
+            return
+        client = SupernodeClient(address, timeout_s=5)
+        try:
+            client.schedule(tid, ScheduleRequest(self.p2p.peer_id, done=good, want=0,
+                                                 content_version=self.p2p.content_version_of(tid) or None))
+        except errors.DflyError as e:
+            log.warning("cannot report %s pieces good again: %s", key, e)
+        finally:
+            client.close()
 
     # upkeep ------------------------------------------------------------------------------
     def _evicted(self, key: str) -> None:
@@ -260,9 +388,11 @@ class RunningDaemon:
         for tid, address in self.p2p.seeding.items():
             client = SupernodeClient(address, timeout_s=5)
             try:
-                current = client.heartbeat(tid, self.p2p.peer_id)
-                if stale(self.p2p.content_version_of(tid), current):
+                reply = client.heartbeat(tid, self.p2p.peer_id)
+                if stale(self.p2p.content_version_of(tid), reply.content_version):
                     self._source_changed(key_of.get(tid), tid)
+                elif reply.checks and tid in key_of:
+                    self._recheck(key_of[tid], tid, address, reply.checks)
                 continue
             except (errors.Gone, errors.NotFound, SupernodeDown) as e:
                 log.info("heartbeat for %s to %s: %s; announcing it again", tid[:12], address, e)
@@ -336,6 +466,22 @@ class RunningDaemon:
             self._unannounced.pop(key, None)
             self._totals["announced"] += 1
         return True
+
+
+def _piece_digests(storage) -> List[str]:
+    """Each piece's verified sha256, in order; empty unless every piece has one."""
+    if storage.length is None or not storage.piece_size:
+        return []
+    count = piece_count(storage.length, storage.piece_size)
+    digests = [storage.digests.get(n, "") for n in range(count)]
+    return digests if all(digests) else []
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _loopback(host: str) -> bool:

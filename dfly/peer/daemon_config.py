@@ -5,6 +5,7 @@ from typing import List
 from dfly.options import option
 from dfly.peer.config import advertise_option, parallel_option, piece_timeout_option, upload_listen_option
 from dfly.protocol.proxyrules import DEFAULT_RULES
+from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 
 
 @dataclass(frozen=True)
@@ -44,5 +45,8 @@ class DaemonConfig:
     piece_timeout_s: float = piece_timeout_option()
     heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",
                                 kind="duration", flag="--heartbeat", metavar="DURATION")
+    scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "
+                             "check the cache against its digests, 0 = off", kind="size",
+                             metavar="RATE")
     max_connections: int = option(512, "connections served at once; more get 503")
     log_level: str = option("info", "debug, info, warning or error")

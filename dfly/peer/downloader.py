@@ -279,7 +279,7 @@ class P2PDownload:
                         "piece %d failed %d times (last from %s: %s)"
                         % (order.num, failures, order.holder, error))
             else:
-                self.storage.mark_held(order.num)
+                self.storage.mark_held(order.num, order.sha256)
                 self._done.append(order.num)
                 if order.holder == SUPERNODE:
                     self.split.supernode += order.size

@@ -4,7 +4,12 @@
 `get` hands over its listening socket (so the port the supernode knows stays
 the same and no connection is refused), plus a JSON spec; the child answers
 "ready" and the parent closes its own copy. The child heartbeats each task to
-its supernode, and leaves the tasks and removes its hard links on exit.
+its supernode, and leaves the tasks and removes its hard links on exit. A
+heartbeat reply may name pieces other peers discarded from us: each is read
+back and checked against its digest; a bad one is no longer served (it stays
+withdrawn at the supernode, and is left out of any later announce), a good one
+is reported done again. The seeder cannot fetch it again: its file is the
+user's, finished and verified once.
 
 The child is normally a `Spare`: forked when `get` starts, while the process
 still has one thread, and parked until the download is done. It then needs no
@@ -22,14 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from dfly import errors
 from dfly.httpd import Listener
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
-from dfly.protocol.messages import RegisterRequest, stale
+from dfly.protocol.messages import PieceCheck, RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
+from dfly.scrub import piece_is_good
 from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
 
 log = logging.getLogger("dfly.seeder")
@@ -263,20 +269,22 @@ def serve(app: UploaderApp, spec: dict) -> None:
             log.info("idle for %.0fs, stopping", idle)
             return
         for task_id, task in list(tasks.items()):
-            if not _heartbeat(task, spec):
+            if not _heartbeat(task, spec, app.served(task_id)):
                 log.info("task %s no longer wanted by any supernode", task_id[:12])
                 app.withdraw(task_id)
                 del tasks[task_id]
         time.sleep(min(HEARTBEAT_S, max(0.1, spec["seed_for_s"] - idle)))
 
 
-def _heartbeat(task: dict, spec: dict) -> bool:
-    """Tell the task's supernode we still serve it; when it is gone or forgot us,
-    announce ourselves to the others. False when no supernode will have us."""
+def _heartbeat(task: dict, spec: dict, pieces=None) -> bool:
+    """Tell the task's supernode we still serve it (and check the pieces it says
+    others discarded); when it is gone or forgot us, announce ourselves to the
+    others. False when no supernode will have us."""
     client = SupernodeClient(task["supernode"], timeout_s=5)
     held = task.get("content_version") or ""
     try:
-        current = client.heartbeat(task["task_id"], spec["peer_id"])
+        reply = client.heartbeat(task["task_id"], spec["peer_id"])
+        current = reply.content_version
     except errors.DflyError as e:
         log.warning("heartbeat for %s to %s failed: %s", task["task_id"][:12], task["supernode"], e)
         current, down = None, not isinstance(e, errors.Gone)
@@ -284,6 +292,8 @@ def _heartbeat(task: dict, spec: dict) -> bool:
         client.close()
     if current is not None:
         if not stale(held, current):
+            if reply.checks and pieces is not None:
+                _recheck(task, spec["peer_id"], pieces, reply.checks)
             return True
         log.info("task %s: the source changed (content version %s, now %s); its pieces are "
                  "no longer offered", task["task_id"][:12], held, current)
@@ -295,7 +305,8 @@ def _heartbeat(task: dict, spec: dict) -> bool:
     count = piece_count(task["length"], task["piece_size"])
     try:
         address = announce_holder(others, RegisterRequest.parse(task["register"]), count,
-                                  content_version=held)
+                                  content_version=held,
+                                  held=sorted(pieces.held) if pieces is not None else None)
     except errors.SourceChanged as e:
         log.info("task %s: %s; its pieces are no longer offered", task["task_id"][:12], e)
         return False
@@ -304,6 +315,32 @@ def _heartbeat(task: dict, spec: dict) -> bool:
         task["supernode"] = address
         return True
     return down
+
+
+def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck]) -> None:
+    """Read back the pieces peers discarded from us: stop serving the bad ones,
+    report the good ones done again (the supernode withdrew them meanwhile)."""
+    task_id, good = task["task_id"], []
+    for check in checks:
+        where = pieces.piece_slice(check.num)
+        if where is None:
+            continue
+        if piece_is_good(pieces.path, where[0], where[1], check.sha256):
+            good.append(check.num)
+        else:
+            pieces.held.discard(check.num)
+            log.warning("task %s piece %d damaged in %s: no longer served", task_id[:12], check.num,
+                        pieces.path)
+    if not good:
+        return
+    client = SupernodeClient(task["supernode"], timeout_s=5)
+    try:
+        client.schedule(task_id, ScheduleRequest(peer_id, done=good, want=0,
+                                                 content_version=task.get("content_version") or None))
+    except errors.DflyError as e:
+        log.warning("cannot report task %s pieces good again: %s", task_id[:12], e)
+    finally:
+        client.close()
 
 
 def _remove(path: str) -> None:

@@ -2,14 +2,14 @@
 restarted daemon (or one whose supernode forgot it) can announce them again.
 
 One small JSON file per cache key: the task's URL, digest, identifier, filters,
-piece size and the content version the file is of (the supernode ignores pieces
-of another version, and the daemon stops offering them). Credentials are never
-written: after a restart the daemon
-announces without them, which is enough while the supernode still holds the
-task (it keeps the headers its registrants gave it).
+piece size, each piece's sha256 (what the scrub checks the file against) and
+the content version the file is of (the supernode ignores pieces of another
+version, and the daemon stops offering them). Credentials are never written:
+after a restart the daemon announces without them, which is enough while the
+supernode still holds the task (it keeps the headers its registrants gave it).
 
     seeds/<key>.json   {"url": ..., "digest": ..., "identifier": ..., "filters": [...], "piece_size": N,
-                        "content_version": "..."}
+                        "content_version": "...", "digests": ["<sha256 hex of piece 0>", ...]}
 """
 import json
 import logging
@@ -28,13 +28,17 @@ class Seed:
     identifier: Optional[str] = None
     filters: List[str] = field(default_factory=list)
     content_version: str = ""   # "": recorded before versions existed (unknown)
+    digests: List[str] = field(default_factory=list)   # empty in records written before them
 
     @classmethod
     def parse(cls, value: dict) -> "Seed":
         seed = cls(url=value["url"], piece_size=int(value["piece_size"]), digest=value.get("digest"),
                    identifier=value.get("identifier"), filters=list(value.get("filters") or []),
-                   content_version=value.get("content_version") or "")
-        if not isinstance(seed.url, str) or seed.piece_size <= 0 or not isinstance(seed.content_version, str):
+                   content_version=value.get("content_version") or "",
+                   digests=list(value.get("digests") or []))
+        if not isinstance(seed.url, str) or seed.piece_size <= 0 \
+                or not isinstance(seed.content_version, str) \
+                or not all(isinstance(d, str) for d in seed.digests):
             raise ValueError("bad seed record")
         return seed
 

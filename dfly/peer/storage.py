@@ -10,22 +10,23 @@ download starts over and the held pieces are forgotten.
 """
 import os
 import threading
-from typing import Optional, Set
+from typing import Dict, Optional, Set
 
 from dfly.errors import LocalIOError
 from dfly.protocol.pieces import piece_count, piece_range
 
 
 class PieceFile:
-    def __init__(self, path: str):
+    def __init__(self, path: str, truncate: bool = True):
         self.path = path
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
         except OSError as e:
             raise LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
         self.length: Optional[int] = None
         self.piece_size = 0
         self.held: Set[int] = set()
+        self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against
         self.cond = threading.Condition()
         self.content_version = ""   # of the held pieces; "" until a supernode named one
         self.restarts = 0           # times held pieces were dropped for a new content version
@@ -35,10 +36,21 @@ class PieceFile:
         (the new content may be cut otherwise); pieces of `content_version` follow."""
         with self.cond:
             self.held.clear()
+            self.digests.clear()
             self.length, self.piece_size = None, 0
             self.content_version = content_version
             self.restarts += 1
             self.cond.notify_all()
+
+    @classmethod
+    def reopen(cls, path: str, length: int, piece_size: int, held: Set[int],
+               content_version: str = "") -> "PieceFile":
+        """A finished file opened again to rewrite some pieces in place (they were
+        found damaged); the others count as held, of `content_version`."""
+        storage = cls(path, truncate=False)
+        storage.length, storage.piece_size, storage.held = length, piece_size, set(held)
+        storage.content_version = content_version
+        return storage
 
     def set_geometry(self, length: Optional[int], piece_size: int) -> None:
         with self.cond:
@@ -61,9 +73,11 @@ class PieceFile:
         except OSError as e:
             raise LocalIOError("cannot write %s: %s" % (self.path, e.strerror or e))
 
-    def mark_held(self, num: int) -> None:
+    def mark_held(self, num: int, sha256_hex: str = "") -> None:
         with self.cond:
             self.held.add(num)
+            if sha256_hex:
+                self.digests[num] = sha256_hex
             self.cond.notify_all()
 
     def has(self, num: int) -> bool:
