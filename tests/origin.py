@@ -2,9 +2,10 @@
 
 It speaks enough HTTP for the supernode's cache logic to be exercised for real:
 ETag / Last-Modified with If-None-Match / If-Modified-Since (304), and single
-byte ranges with If-Range (206 + Content-Range, 416). It counts, per path, the
-requests it answered and the body bytes it actually put on the wire, so a test
-can say "the origin served the file exactly once".
+byte ranges with If-Range (206 + Content-Range, 416; or none at all, with
+`no_ranges`). It counts, per path, the requests it answered and the body bytes
+it actually put on the wire, so a test can say "the origin served the file
+exactly once".
 
 Each path can be given a Fault: a status (404, 500), a hold (wait on an event
 before answering), death after N body bytes (FIN, or RST with reset=True), a
@@ -89,6 +90,7 @@ class Origin:
         os.makedirs(root, exist_ok=True)
         self.stopped = threading.Event()
         self.released = threading.Event()
+        self.no_ranges = False   # answer every Range request with the whole file (200)
         self._lock = threading.Lock()
         self._files: Dict[str, OriginFile] = {}
         self._faults: Dict[str, Fault] = {}
@@ -279,7 +281,7 @@ def _handler_for(origin: Origin):
             """(start, end exclusive, status) for the Range header, if any applies."""
             size = entry.size
             header = self.headers.get("Range")
-            if not header or not header.startswith("bytes=") or "," in header:
+            if origin.no_ranges or not header or not header.startswith("bytes=") or "," in header:
                 return 0, size, 200
             if_range = self.headers.get("If-Range")
             if if_range is not None and if_range not in (entry.etag, entry.last_modified):
