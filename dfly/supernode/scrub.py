@@ -24,6 +24,7 @@ from dfly.protocol.pieces import piece_range
 from dfly.protocol.scrub import ScrubCandidate, next_to_scrub
 from dfly.protocol.task import TASK_ID
 from dfly.scrub import Pace, ScrubStopped, bad_pieces, piece_is_good
+from dfly.supernode.cdn import Fetch, store_piece
 from dfly.supernode.scheduler import SchedulerConfig
 from dfly.supernode.task import DONE, Task, normalise_damaged
 
@@ -179,8 +180,6 @@ def scrub_supernode_tasks(tasks_dir: str, pace: Pace, timeout_s: float, out: Tex
 def _refetch(folder: str, tid: str, meta: dict, bad: List[int], timeout_s: float,
              out: TextIO) -> List[int]:
     """Fetch `bad` pieces again from the source; the ones still bad."""
-    from dfly.supernode.cdn import Fetch, store_piece
-
     task = Task(tid, meta.get("url", ""), {}, meta.get("digest"), folder, SchedulerConfig())
     task.length, task.piece_size, task.digests = meta.get("length"), meta["piece_size"], meta["digests"]
     fetch = Fetch(task, timeout_s, None)
