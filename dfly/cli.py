@@ -220,11 +220,14 @@ def _summary(args, result, to_stdout: bool) -> int:
     if args.json:   # with -o - the data owns stdout, so the summary goes to stderr
         (sys.stderr if to_stdout else sys.stdout).write(json.dumps(result.to_json()) + "\n")
     elif not args.quiet:
-        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers\n" % (
+        discarded = result.bytes_discarded
+        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers%s\n" % (
             human_bytes(result.length), result.elapsed_s,
             human_bytes(result.length / max(result.elapsed_s, 1e-6)),
             human_bytes(result.bytes_from_source), human_bytes(result.bytes_from_supernode),
-            human_bytes(result.bytes_from_peers)))
+            human_bytes(result.bytes_from_peers),
+            "; %s discarded (failed checks, replaced copies)" % human_bytes(discarded)
+            if discarded else ""))
     return 0
 
 

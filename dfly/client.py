@@ -21,7 +21,7 @@ from dfly.httpd import Listener, parse_hostport
 from dfly.peer.config import PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
-from dfly.peer.source import download_from_source
+from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
@@ -56,6 +56,7 @@ class _Job:
     report: Callable[[ByteSplit], None]
     split: ByteSplit
     cancel: threading.Event
+    fill: Fill   # piece digests and the source version P2P learnt, for a fallback by piece
     restartable: bool = True   # may start over if the source changes (no reader follows the bytes)
     failed: Optional[SupernodeFailed] = None   # the last supernode that failed the task itself
 
@@ -70,7 +71,8 @@ class DownloadResult:
     bytes_from_source: int
     bytes_from_supernode: int
     bytes_from_peers: int
-    via: str   # "p2p" or "source"
+    via: str   # "p2p", or "source" when the source gave some (or all) of it
+    bytes_discarded: int = 0   # received but not in the file: failed checks, replaced copies
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -330,7 +332,7 @@ class Client:
             bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
                    _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event(),
-                   restartable)
+                   Fill(), restartable)
         running = RunningDigest(storage, digest).start() if digest else None
         try:
             task_id, via = self._via_supernodes(job), "p2p"
@@ -348,11 +350,12 @@ class Client:
             self._from_source(job)
         if running is not None and via == "p2p" and not storage.restarts:
             running.finish()
-        elif digest:   # the source, or new content after a restart, rewrote the file: check all of it
+        elif digest:   # the source, or new content after a restart, wrote (some of) the file: check all
             check_file(storage.path, digest)
         split = job.split
         return DownloadResult(url, storage.path, storage.length or 0, task_id,
-                              self.clock() - started, split.source, split.supernode, split.peers, via)
+                              self.clock() - started, split.source, split.supernode, split.peers, via,
+                              split.discarded)
 
     def _via_supernodes(self, job: "_Job") -> Optional[str]:
         """Download through the first supernode that answers; the task id, or None
@@ -374,9 +377,11 @@ class Client:
                     if isinstance(e, (SwarmStuck, SupernodeFailed)):   # alive, but cannot deliver
                         leave_quietly(download.supernode.address, download.task_id, self.peer_id)
                     elif download is not None and give_up_at is None and (
-                            download.task_id or download.supernode.address != address):
+                            download.task_id or download.supernode.address != address) and (
+                            len(self.config.supernode) > 1 or download.supernode.address != address):
                         # A supernode answered (even if only to redirect us to a member
-                        # that just died): the cluster will re-own the task, so wait.
+                        # that just died): the cluster will re-own the task, so wait. A lone
+                        # supernode has no one to take over: the source it is, at once.
                         give_up_at = self.clock() + self.config.failover_s
                     log.warning("%s; trying the next supernode", e)
                 except BaseException:
@@ -412,10 +417,13 @@ class Client:
                            self.config.piece_timeout_s, job.deadline, job.bucket, job.sequential,
                            on_progress=job.report, on_registered=lambda tid: uploader.publish(tid, storage),
                            clock=self.clock, split=job.split, cancel=job.cancel,
-                           restartable=job.restartable)
+                           restartable=job.restartable, fill=job.fill,
+                           connect_timeout_s=self.config.connect_timeout_s)
 
     def _from_source(self, job: "_Job") -> None:
-        split = job.split
+        """The whole file from the source; or, when P2P delivered part of it, only
+        the pieces it lacks (by Range, where the source allows)."""
+        split, storage = job.split, job.storage
 
         def counted(n: int) -> None:
             split.source += n
@@ -425,8 +433,24 @@ class Client:
                 raise errors.Cancelled("download cancelled")
             job.report(split)
 
-        download_from_source(job.url, job.headers, job.storage, self.config.piece_timeout_s,
-                             job.bucket, counted, self.clock, job.deadline)
+        def replaced(reason: str) -> None:
+            log.warning("%s: fetching the whole file", reason)
+            split.replaced()
+
+        def discarded(n: int) -> None:
+            split.discarded += n
+
+        if self._uploader is not None:   # no supernode sends anyone to it any more
+            self._uploader.withdraw_file(storage)
+        if storage.length is None or not storage.held:
+            download_from_source(job.url, job.headers, storage, self.config.piece_timeout_s,
+                                 job.bucket, counted, self.clock, job.deadline)
+            return
+        runs = missing_runs(storage)
+        log.warning("fetching the %d missing pieces from the source (%d pieces came through P2P)",
+                    sum(last - first + 1 for first, last in runs), len(storage.held))
+        fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
+                         job.bucket, counted, replaced, discarded, self.clock, job.deadline)
 
     def _ensure_uploader(self) -> UploaderApp:
         with self._lock:

@@ -32,12 +32,16 @@ class FileSlice:
     """`count` bytes of the file at `path` from `offset`, sent with sendfile
     (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set).
     `on_sent` is called once the body is out on the wire but for at most UNSENT_BYTES
-    (`wait_until_sent`), whether or not the client has received it yet."""
+    (`wait_until_sent`), whether or not the client has received it yet, or once it has
+    been SLOW_SEND_S on its way (a client that reads slowly is not waited for);
+    `on_failed` instead, when the body could not be sent whole: the connection broke,
+    or the client read nothing for STALLED_SEND_S (the body is then cut)."""
     path: str
     offset: int
     count: int
     throttle: Optional[object] = None
     on_sent: Optional[Callable[[], None]] = None
+    on_failed: Optional[Callable[[], None]] = None
 
 
 @dataclass
@@ -173,17 +177,46 @@ class Handler(BaseHTTPRequestHandler):
         if method == "HEAD" or size == 0:
             return
         try:
-            if source is not None:
+            if source is not None and body.on_sent is not None:
+                self._send_watched(source, body)
+            elif source is not None:
                 sent = send_file_slice(self.connection, source, body)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
-                elif body.on_sent is not None:
-                    wait_until_sent(self.connection, self.timeout)
-                    body.on_sent()
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
+
+    def _send_watched(self, source, body: FileSlice) -> None:
+        """Send a body whose sender counts it as an upload slot: the slot is given back
+        once the body is out or has taken SLOW_SEND_S, and a client that stops reading
+        for STALLED_SEND_S is cut off (`on_failed`), not waited for."""
+        began, told = time.monotonic(), False
+        sent = 0
+        self.connection.settimeout(STALLED_SEND_S)
+        try:
+            while sent < body.count:
+                step = min(WATCHED_STEP, body.count - sent)
+                n = self.connection.sendfile(source, body.offset + sent, step)
+                if not n:
+                    break
+                sent += n
+                if not told and time.monotonic() - began > SLOW_SEND_S:
+                    told = True
+                    body.on_sent()
+            if sent == body.count and not told:
+                wait_until_sent(self.connection, max(0.0, SLOW_SEND_S - (time.monotonic() - began)))
+                told = True
+                body.on_sent()
+        except OSError:   # broken, reset, or stalled (socket.timeout)
+            sent = -1
+        finally:
+            self.connection.settimeout(self.timeout)
+        if sent != body.count:
+            self.close_connection = True
+            if body.on_failed is not None:
+                body.on_failed()
 
     def send_error(self, code, message=None, explain=None):
         # The stdlib's own parse errors (bad request line, headers too long): answer and close.
@@ -221,6 +254,9 @@ def parse_server_timing(value: Optional[str]) -> Optional[float]:
 
 THROTTLE_STEP = 256 * 1024
 UNSENT_BYTES = 128 * 1024   # "sent": no more than this is still waiting in the socket
+WATCHED_STEP = 1 << 20      # a watched body goes out in steps this big, to see how long it takes
+SLOW_SEND_S = 3.0           # a watched body this long on its way counts as sent (a slow reader)
+STALLED_SEND_S = 10.0       # a client that takes no byte of a watched body this long is cut off
 
 
 def wait_until_sent(sock: socket.socket, timeout_s: float) -> None:

@@ -10,10 +10,11 @@ exactly once".
 Each path can be given a Fault: a status (404, 500), a hold (wait on an event
 before answering), death after N body bytes (FIN, or RST with reset=True), a
 short body under a Content-Length that promises more, a slow trickle, a
-stall after N bytes until the origin is released or stopped, or a broken
-protocol: a garbage status line, more headers than clients accept (100), or
-a header dripped a byte at a time. Nothing sleeps on a clock it cannot be
-woken from: every wait is on the origin's stop event.
+stall after N bytes until the origin is released or stopped, no Range
+support at all, or a broken protocol: a garbage status line, more headers
+than clients accept (100), or a header dripped a byte at a time. Nothing
+sleeps on a clock it cannot be woken from: every wait is on the origin's stop
+event.
 
 A file changes on demand (`add` again: new bytes, ETag and date); a response
 already under way goes on with the bytes it started with, as a real server's
@@ -48,6 +49,7 @@ class Fault:
     extra_headers: int = 0          # add this many headers to the answer (http.client takes 100)
     drip_s: float = 0.0             # send a status line, then one header byte this often until
                                     # released or stopped (no read ever times out; none ends)
+    no_ranges: bool = False         # ignore Range (always 200, whole body) and say no Accept-Ranges
 
 
 @dataclass
@@ -224,7 +226,7 @@ def _handler_for(origin: Origin):
                 self.send_header("Connection", "close")
                 self.end_headers()
                 return
-            start, end, status = self._range(entry)
+            start, end, status = self._range(entry) if not fault.no_ranges else (0, entry.size, 200)
             record.status = status
             if status == 416:
                 self.send_response(416)
@@ -239,7 +241,8 @@ def _handler_for(origin: Origin):
             self.send_header("Content-Length", str(end - start + fault.short_by))
             self.send_header("ETag", entry.etag)
             self.send_header("Last-Modified", entry.last_modified)
-            self.send_header("Accept-Ranges", "bytes")
+            if not fault.no_ranges:
+                self.send_header("Accept-Ranges", "bytes")
             for i in range(fault.extra_headers):
                 self.send_header("X-Filler-%d" % i, "x")
             if status == 206:

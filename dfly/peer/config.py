@@ -26,6 +26,12 @@ def piece_timeout_option():
                   kind="duration", flag="--piece-timeout", metavar="DURATION")
 
 
+def connect_timeout_option():
+    return option(3.0, "timeout for a holder to accept a piece request's connection, and again "
+                  "for the first byte of its answer (a stopped holder costs this, not "
+                  "--piece-timeout)", kind="duration", flag="--connect-timeout", metavar="DURATION")
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
@@ -43,6 +49,8 @@ class PeerConfig:
     upload_listen: str = upload_listen_option()
     parallel: int = parallel_option()
     failover_s: float = option(15.0, "after the supernode in use dies, how long to keep trying the "
-                               "others (a cluster re-owns a dead member's tasks)",
+                               "others (a cluster re-owns a dead member's tasks); with only one "
+                               "supernode, the missing pieces come from the source at once",
                                kind="duration", flag="--failover", metavar="DURATION")
     piece_timeout_s: float = piece_timeout_option()
+    connect_timeout_s: float = connect_timeout_option()

@@ -110,6 +110,7 @@ class RunningDaemon:
                                  seed_for_s=max(config.heartbeat_s, 1.0), advertise=config.advertise,
                                  upload_listen=config.upload_listen, parallel=config.parallel,
                                  piece_timeout_s=config.piece_timeout_s,
+                                 connect_timeout_s=config.connect_timeout_s,
                                  timeout_s=config.fetch_timeout_s)
         self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
                           upload_bucket=self.upload_bucket)

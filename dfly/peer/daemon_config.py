@@ -3,7 +3,13 @@ from dataclasses import dataclass
 from typing import List
 
 from dfly.options import option
-from dfly.peer.config import advertise_option, parallel_option, piece_timeout_option, upload_listen_option
+from dfly.peer.config import (
+    advertise_option,
+    connect_timeout_option,
+    parallel_option,
+    piece_timeout_option,
+    upload_listen_option,
+)
 from dfly.protocol.proxyrules import DEFAULT_RULES
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 
@@ -43,6 +49,7 @@ class DaemonConfig:
     upload_listen: str = upload_listen_option()
     parallel: int = parallel_option("pieces fetched at once per download")
     piece_timeout_s: float = piece_timeout_option()
+    connect_timeout_s: float = connect_timeout_option()
     heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",
                                 kind="duration", flag="--heartbeat", metavar="DURATION")
     scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
 from dfly.protocol import messages
 from dfly.protocol.messages import SUPERNODE, Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
@@ -73,10 +74,18 @@ class ByteSplit:
     supernode: int = 0
     peers: int = 0
     by_peer: Dict[str, int] = field(default_factory=dict)
+    discarded: int = 0   # received but not kept: failed checks, or replaced by the source's copy
 
     @property
     def total(self) -> int:
+        """Bytes in the file: source + supernode + peers is its size once done."""
         return self.source + self.supernode + self.peers
+
+    def replaced(self) -> None:
+        """The source's whole file replaces what P2P delivered."""
+        self.discarded += self.supernode + self.peers
+        self.supernode = self.peers = 0
+        self.by_peer.clear()
 
 
 _ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch}
@@ -92,7 +101,8 @@ class P2PDownload:
                  on_progress: Callable[[ByteSplit], None] = lambda split: None,
                  on_registered: Callable[[str], None] = lambda task_id: None,
                  clock: Callable[[], float] = time.monotonic, split: Optional[ByteSplit] = None,
-                 cancel: Optional[threading.Event] = None, restartable: bool = True):
+                 cancel: Optional[threading.Event] = None, restartable: bool = True,
+                 fill: Optional[Fill] = None, connect_timeout_s: float = 0.0):
         self.supernode = supernode
         self.register_request = register
         self.storage = storage
@@ -107,6 +117,8 @@ class P2PDownload:
         self.split = split if split is not None else ByteSplit()   # shared across failovers
         self.cancel = cancel or threading.Event()
         self.restartable = restartable   # False while a reader follows the file's bytes
+        self.fill = fill if fill is not None else Fill()   # what a fallback to the source needs
+        self.connect_timeout_s = connect_timeout_s
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._workers: List[threading.Thread] = []
@@ -192,6 +204,7 @@ class P2PDownload:
                     self._done.append(order.num)
                     self._lock.notify_all()
                 elif order.num not in self._inflight:
+                    self.fill.digests[order.num] = order.sha256
                     self._inflight[order.num] = order
                     self._jobs.put(order)
         return state
@@ -211,6 +224,8 @@ class P2PDownload:
         self._check_version(state.content_version)
         if state.piece_size is not None:   # None until the supernode has decided it
             self.storage.set_geometry(state.length, state.piece_size)
+        if state.validator:
+            self.fill.validator = state.validator
 
     def _check_version(self, version: str) -> None:
         """Take the task's content version; _ContentChanged when pieces of another
@@ -239,6 +254,9 @@ class P2PDownload:
                             "new content (%d pieces held dropped)",
                             self.register_request.url[:200], len(storage.held))
                 storage.start_over(version)   # in-flight pieces of the old content now settle unused
+                self.split.replaced()   # what came of the old content is not in the file
+                self.fill.digests.clear()   # the new content's come with its assignments
+                self.fill.validator = None
                 self._done, self._failed = [], []
                 self._piece_failures.clear()
                 self._lock.wait_for(lambda: not self._inflight, self.piece_timeout_s + 5)
@@ -262,12 +280,15 @@ class P2PDownload:
             raise self._fatal
 
     def _settle(self, order: PieceOrder, error: Optional[str] = None,
-                fatal: Optional[BaseException] = None) -> None:
+                fatal: Optional[BaseException] = None, discarded: int = 0) -> None:
         """A worker's result: count it, queue its report, free the worker's slot."""
         with self._lock:
             self._inflight.pop(order.num, None)
             self._lock.notify_all()
+            self.split.discarded += discarded
             if fatal is None and messages.stale(order.content_version, self.storage.content_version):
+                if error is None:   # whole and good, but of the content before a restart
+                    self.split.discarded += order.size
                 return   # of the content before a restart: neither held nor reported
             if fatal is not None:
                 self._fatal = self._fatal or fatal
@@ -361,7 +382,8 @@ class P2PDownload:
         self._close_reporter()   # after the workers: it reports what they settled last
 
     def _work(self) -> None:
-        fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id)
+        fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id,
+                               connect_timeout_s=self.connect_timeout_s)
         try:
             while True:
                 order = self._jobs.get()
@@ -372,7 +394,7 @@ class P2PDownload:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write)
                     self._settle(order)
                 except PieceFailed as e:
-                    self._settle(order, error=str(e))
+                    self._settle(order, error=str(e), discarded=fetcher.received)
                 except Exception as e:   # LocalIOError, or a bug: end the download with it,
                     self._settle(order, fatal=e)   # not wait for this piece forever
         finally:

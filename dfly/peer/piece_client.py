@@ -5,6 +5,12 @@ piece is good only if the holder sent exactly `size` bytes whose sha256 is the
 one the supernode recorded; anything else raises PieceFailed with a reason
 the scheduler is told.
 
+A holder gets `connect_timeout_s` to accept the connection and again to send
+the first byte of its answer (a live one does both in a round trip); only then
+does each read get the longer `timeout_s`. A stopped or overloaded holder
+thus costs a worker seconds, not the piece timeout, before the piece is
+re-planned from someone else.
+
 Body reads ask the kernel to complete only once STEP_BYTES are there
 (SO_RCVLOWAT): on a link slower than the CPU a plain read wakes for every
 packet or two, and those wake-ups (a thread switch, the GIL, a poll and a recv
@@ -39,32 +45,42 @@ class PieceFetcher:
     """One worker's connections (one keep-alive per holder) and buffer."""
 
     def __init__(self, timeout_s: float, bucket: Optional[TokenBucket] = None,
-                 clock: Callable[[], float] = time.monotonic, peer_id: str = ""):
-        """`peer_id`: ours, told to the supernode with each piece it serves us."""
+                 clock: Callable[[], float] = time.monotonic, peer_id: str = "",
+                 connect_timeout_s: float = 0.0):
+        """`peer_id`: ours, told to the supernode with each piece it serves us.
+        `connect_timeout_s`: for the connection and for the first byte (0: timeout_s)."""
         self.timeout_s = timeout_s
+        self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
         self.peer_id = peer_id
         self.bucket = bucket
         self.clock = clock
+        self.received = 0   # bytes of the last fetch's body that arrived (a failed one's too)
         self._conns: Dict[str, http.client.HTTPConnection] = {}
 
     def fetch(self, addr: str, task_id: str, order: PieceOrder, write) -> None:
         """Fetch `order` from `addr`, calling write(offset, bytes) as data arrives."""
+        self.received = 0
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
         if order.holder == SUPERNODE and self.peer_id:   # it frees our slot there when sent
             path += "?" + urlencode({"peer": self.peer_id})
         for attempt in (1, 2):   # a pooled connection the holder closed gets one retry
+            reused = addr in self._conns and self._conns[addr].sock is not None
             conn = self._conn(addr)
-            reused = conn.sock is not None
             try:
-                conn.request("GET", path)
                 sock = conn.sock   # getresponse() drops it from conn on "Connection: close"
+                sock.settimeout(self.connect_timeout_s)   # the first byte comes at once, or never
+                conn.request("GET", path)
                 response = conn.getresponse()
                 break
+            except socket.timeout as e:   # a holder that stopped: no second wait for it
+                self._drop(addr)
+                raise PieceFailed("no answer within %.1fs: %s" % (self.connect_timeout_s, e))
             except (http.client.HTTPException, OSError) as e:
                 self._drop(addr)
                 if attempt == 2 or not reused:
                     raise PieceFailed("unreachable: %s" % e)
         try:
+            sock.settimeout(self.timeout_s)
             self._receive(response, sock, order, write)
         except PieceFailed:
             self._drop(addr)
@@ -95,6 +111,7 @@ class PieceFetcher:
             hasher.update(chunk)
             write(order.start + got, chunk)
             got += len(chunk)
+            self.received = got
             self._throttle(len(chunk))
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
@@ -112,7 +129,7 @@ class PieceFetcher:
         conn = self._conns.get(addr)
         if conn is None:
             host, port = parse_hostport(addr, 80)
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout_s)
+            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout_s)
             self._conns[addr] = conn
         if conn.sock is None:
             try:

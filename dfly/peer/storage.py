@@ -65,6 +65,13 @@ class PieceFile:
                 except OSError as e:
                     raise LocalIOError("cannot size %s: %s" % (self.path, e.strerror or e))
 
+    def forget(self) -> None:
+        """Hold nothing and know no geometry: the whole file is about to be rewritten
+        (a source that serves no ranges, or another version of the file)."""
+        with self.cond:
+            self.held = set()
+            self.length, self.piece_size = None, 0
+
     def write(self, offset: int, data) -> None:
         try:
             while data:

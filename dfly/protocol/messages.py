@@ -243,6 +243,7 @@ class TaskState:
                                        # purpose; None from a supernode that does not say
     content_version: str = ""   # which content the digests are of; "": not known yet, or a
                                 # supernode older than the field
+    validator: str = ""   # the source version cut: strong ETag or Last-Modified, for If-Range
 
     @classmethod
     def parse(cls, body: dict) -> "TaskState":
@@ -252,7 +253,8 @@ class TaskState:
                    piece_count=body.get("piece_count"), error=body.get("error") or "",
                    error_kind=body.get("error_kind") or "",
                    pieces=[PieceOrder.parse(p, version) for p in body.get("pieces") or []],
-                   waited_s=_opt_seconds(body.get("waited_s")), content_version=version)
+                   waited_s=_opt_seconds(body.get("waited_s")), content_version=version,
+                   validator=_opt_validator(body.get("validator")))
 
 
 def content_version_of(body: dict) -> str:
@@ -269,6 +271,13 @@ def stale(held_version: Optional[str], current_version: Optional[str]) -> bool:
 
 def _opt_int(value) -> Optional[int]:
     return None if value is None else int(value)
+
+
+def _opt_validator(value) -> str:
+    """An If-Range value a newer supernode may add: one header line's worth, or ""."""
+    if not isinstance(value, str) or len(value) > 512 or any(c in value for c in "\r\n\0"):
+        return ""
+    return value
 
 
 def _opt_seconds(value) -> Optional[float]:

@@ -27,11 +27,21 @@ copy of the file):
   under max_uploads_per_peer. The least loaded such peer wins.
 - The supernode serves a piece only when no peer has it or is fetching it, so
   each piece leaves the supernode about once; peers spread it from there. Its
-  upload slot is free again once the piece is sent (`supernode_sent`), while
+  upload slot is free again once the piece is sent (`supernode_sent`: out on
+  the wire, or a few seconds on its way to a peer that reads slowly), while
   the piece still counts as on its way to that peer until it is reported. A
   requester with max_peer_failures failures is served by the supernode only.
-- Peers not heard from for peer_ttl_s are forgotten with all they held; an
-  assignment not reported within assignment_timeout_s is released.
+- Nobody holds the supernode up: a fetch from it not begun within
+  start_timeout_s frees its slot, a send that broke (`supernode_send_failed`)
+  frees the piece, and another peer's copy is worth waiting for only while it
+  is under way and not stalled (begun, and reported within sent_grace_s of
+  being sent).
+- A holder some peer reported failing is suspect: no one is sent to it until
+  it is heard from again (a seeder heartbeats; a stopped one stays suspect).
+- Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
+  others are fetching from them stay theirs until reported: the fetch is still
+  running there); an assignment not reported within assignment_timeout_s is
+  released.
 
 No sockets, threads or clocks: every call that depends on time takes `now`.
 """
@@ -54,6 +64,8 @@ class SchedulerConfig:
     assignment_timeout_s: float = 60.0
     peer_ttl_s: float = 30.0
     piece_stall_s: float = 15.0
+    start_timeout_s: float = 5.0   # a fetch from the supernode not begun by then frees its slot
+    sent_grace_s: float = 2.0      # a piece sent whole yet unreported by then: its reader is slow
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,10 @@ class TaskScheduler:
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
-        self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): the supernode sent it all
+        self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): its supernode slot is free again
+        self._sent_at: Dict[Tuple[str, int], float] = {}   # (peer, piece): when sent whole
+        self._started: Set[Tuple[str, int]] = set()   # (peer, piece): its fetch from us began
+        self._suspect: Set[str] = set()   # holders reported failing, not heard from since
         # _free[k]: peers holding a piece with k uploads going, k < max_uploads_per_peer
         # (only loads some peer has: any cap, however large, costs nothing here)
         self._free: Dict[int, Set[str]] = {}
@@ -120,14 +135,15 @@ class TaskScheduler:
         if peer is None:
             self.peers[peer_id] = PeerState(peer_id, addr, now)
         else:
-            peer.addr, peer.last_seen = addr, now
+            peer.addr = addr
+            self._heard_from(peer, now)
 
     def peer_seen(self, peer_id: str, now: float) -> bool:
         """Record a sign of life; False when the peer is unknown (forgotten)."""
         peer = self.peers.get(peer_id)
         if peer is None:
             return False
-        peer.last_seen = now
+        self._heard_from(peer, now)
         return True
 
     def peer_left(self, peer_id: str) -> None:
@@ -136,6 +152,7 @@ class TaskScheduler:
             return
         self._unfile(peer_id)
         self._bad.discard(peer_id)
+        self._suspect.discard(peer_id)
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
@@ -144,16 +161,16 @@ class TaskScheduler:
                 holders.discard(peer_id)
                 if not holders:
                     self._peer_held.discard(num)
-        for other in self.peers.values():
-            for num, (holder, _) in list(other.inflight.items()):
-                if holder == peer_id:
-                    self._release(other, num)
+        # Pieces others fetch from it stay assigned to them: their fetch is still
+        # running (a stopped holder keeps it hanging) and they report its end. Planned
+        # again now, the piece would go to a peer that ignores it while its own fetch
+        # runs, and hold a supernode slot until the assignment timed out.
 
     def piece_done(self, peer_id: str, num: int, now: float) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
             return
-        peer.last_seen = now
+        self._heard_from(peer, now)
         self._release(peer, num)
         peer.held.add(num)
         self._holders.setdefault(num, set()).add(peer_id)
@@ -165,7 +182,7 @@ class TaskScheduler:
         peer = self.peers.get(peer_id)
         if peer is None:
             return
-        peer.last_seen = now
+        self._heard_from(peer, now)
         if peer.inflight.get(num, ("", 0))[0] == holder:
             self._release(peer, num)
         peer.failures += 1
@@ -176,29 +193,53 @@ class TaskScheduler:
                 bad.errors += 1
                 if bad.errors >= self.config.max_holder_errors:
                     self._bad.add(holder)
+                self._suspect.add(holder)   # for everyone, until it shows it lives
+                self._unfile(holder)
 
-    def supernode_sent(self, peer_id: str, num: int) -> bool:
-        """The supernode sent all of `num` to `peer_id`: its upload slot is free,
-        though the piece still counts as on its way to that peer until reported.
-        False when there is no such assignment (or it was counted already)."""
+    def supernode_started(self, peer_id: str, num: int, now: float) -> None:
+        """`peer_id` began fetching `num` from the supernode."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.inflight.get(num, ("", 0))[0] == SUPERNODE:
+            self._started.add((peer_id, num))
+
+    def supernode_sent(self, peer_id: str, num: int, now: Optional[float] = None) -> bool:
+        """The supernode sent all of `num` to `peer_id` (or as much as a slow reader
+        lets it wait for): its upload slot is free, though the piece still counts as
+        on its way to that peer until reported. False when there is no such
+        assignment (or it was counted already)."""
         peer = self.peers.get(peer_id)
         if peer is None or peer.inflight.get(num, ("", 0))[0] != SUPERNODE \
                 or (peer_id, num) in self._sent:
             return False
-        self._sent.add((peer_id, num))
-        self.supernode_uploads = max(0, self.supernode_uploads - 1)
+        self._free_slot(peer_id, num)
+        if now is not None:
+            self._sent_at[(peer_id, num)] = now
+        return True
+
+    def supernode_send_failed(self, peer_id: str, num: int) -> bool:
+        """The supernode could not send `num` to `peer_id` (it died or stopped
+        reading): the assignment is released. False when there was none."""
+        peer = self.peers.get(peer_id)
+        if peer is None or peer.inflight.get(num, ("", 0))[0] != SUPERNODE:
+            return False
+        self._release(peer, num)
         return True
 
     def expire(self, now: float) -> List[str]:
-        """Forget silent peers and release stale assignments; returns forgotten ids."""
+        """Forget silent peers, free the supernode slots of fetches never begun, and
+        release stale assignments; returns forgotten ids."""
         gone = [p.peer_id for p in self.peers.values()
                 if now - p.last_seen > self.config.peer_ttl_s]
         for peer_id in gone:
             self.peer_left(peer_id)
         for peer in self.peers.values():
-            for num, (_, since) in list(peer.inflight.items()):
+            for num, (holder, since) in list(peer.inflight.items()):
                 if now - since > self.config.assignment_timeout_s:
                     self._release(peer, num)
+                elif holder == SUPERNODE and now - since > self.config.start_timeout_s \
+                        and (peer.peer_id, num) not in self._started \
+                        and (peer.peer_id, num) not in self._sent:
+                    self._free_slot(peer.peer_id, num)
         return gone
 
     # queries ----------------------------------------------------------------
@@ -208,7 +249,7 @@ class TaskScheduler:
         peer = self.peers.get(peer_id)
         if peer is None or want <= 0:
             return []
-        peer.last_seen = now
+        self._heard_from(peer, now)
         return self._assign_from(peer, want, now, sequential, self._candidates(peer))
 
     def _candidates(self, peer: PeerState) -> List[int]:
@@ -275,7 +316,8 @@ class TaskScheduler:
         cfg = self.config
         if peer.failures < cfg.max_peer_failures:
             holders = self._holders.get(num, set())
-            skip = (peer.blacklist | self._bad) if peer.blacklist else self._bad
+            unusable = (self._bad | self._suspect) if self._suspect else self._bad
+            skip = (peer.blacklist | unusable) if peer.blacklist else unusable
             for load in sorted(self._free):   # the least loaded usable holder (ties by id)
                 bucket = self._free[load]
                 found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
@@ -292,13 +334,21 @@ class TaskScheduler:
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
         """Is another healthy peer fetching `num` from the supernode right now?"""
+        cfg = self.config
         for other_id, since in self._from_supernode.get(num, {}).items():
             if other_id == peer.peer_id or other_id in peer.blacklist:
                 continue
             other = self.peers.get(other_id)
-            if other is None or other.errors >= self.config.max_holder_errors:
+            if other is None or other.errors >= cfg.max_holder_errors:
                 continue
-            if now - since <= self.config.piece_stall_s:
+            key = (other_id, num)
+            sent_at = self._sent_at.get(key)
+            if sent_at is not None:
+                if now - sent_at > cfg.sent_grace_s:
+                    continue   # it has the bytes, yet does not report them: a slow reader
+            elif key not in self._started and now - since > cfg.start_timeout_s:
+                continue       # it never began (dead, or it ignored the assignment)
+            if now - since <= cfg.piece_stall_s:
                 return True
         return False
 
@@ -318,8 +368,11 @@ class TaskScheduler:
             return
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         if holder == SUPERNODE:
-            if (peer.peer_id, num) in self._sent:
-                self._sent.discard((peer.peer_id, num))   # its slot was freed already
+            key = (peer.peer_id, num)
+            self._started.discard(key)
+            self._sent_at.pop(key, None)
+            if key in self._sent:
+                self._sent.discard(key)   # its slot was freed already
             else:
                 self.supernode_uploads = max(0, self.supernode_uploads - 1)
             fetching = self._from_supernode.get(num)
@@ -331,10 +384,24 @@ class TaskScheduler:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
             self._file_by_load(self.peers[holder])
 
+    def _heard_from(self, peer: PeerState, now: float) -> None:
+        """A sign of life from `peer` itself: it is no longer suspect."""
+        peer.last_seen = now
+        if peer.peer_id in self._suspect:
+            self._suspect.discard(peer.peer_id)
+            self._file_by_load(peer)
+
+    def _free_slot(self, peer_id: str, num: int) -> None:
+        """The supernode slot of (peer_id, num) is free; the assignment stays."""
+        self._sent.add((peer_id, num))
+        self.supernode_uploads = max(0, self.supernode_uploads - 1)
+
     def _file_by_load(self, peer: PeerState) -> None:
-        """Put `peer` in the _free bucket of its load (in none when full or holding nothing)."""
+        """Put `peer` in the _free bucket of its load (in none when full, holding
+        nothing, or suspect)."""
         self._unfile(peer.peer_id)
-        if peer.held and peer.uploads < self.config.max_uploads_per_peer:
+        if peer.held and peer.uploads < self.config.max_uploads_per_peer \
+                and peer.peer_id not in self._suspect:
             self._free.setdefault(peer.uploads, set()).add(peer.peer_id)
             self._load_of[peer.peer_id] = peer.uploads
 

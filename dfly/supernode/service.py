@@ -198,16 +198,29 @@ class Supernode:
                                       else (num + 1) * task.piece_size, task.piece_size)
             task.served_bytes += size
             addr = task.scheduler.addr_of(peer_id) if peer_id else None
-        vouched = addr is not None and addr[0] == client_host
-        on_sent = functools.partial(self._piece_sent, task, num, peer_id) if vouched else None
-        return FileSlice(task.data_path, start, size, on_sent=on_sent)
+            vouched = addr is not None and addr[0] == client_host
+            if vouched:
+                task.scheduler.supernode_started(peer_id, num, self.clock())
+        if not vouched:
+            return FileSlice(task.data_path, start, size)
+        return FileSlice(task.data_path, start, size,
+                         on_sent=functools.partial(self._piece_sent, task, num, peer_id),
+                         on_failed=functools.partial(self._piece_not_sent, task, num, peer_id))
 
     def _piece_sent(self, task: Task, num: int, peer_id: str) -> None:
-        """The last byte of a piece left for `peer_id`: our upload slot is free now,
-        not only when the peer reports the piece (a round trip later, during which
-        our link, the swarm's bottleneck, would carry less)."""
+        """The last byte of a piece left for `peer_id` (or it reads too slowly to wait
+        for): our upload slot is free now, not only when the peer reports the piece
+        (a round trip later, during which our link, the swarm's bottleneck, would
+        carry less)."""
         with task.cond:
-            if task.scheduler.supernode_sent(peer_id, num):
+            if task.scheduler.supernode_sent(peer_id, num, self.clock()):
+                task.offered(task.scheduler.pieces_of(SUPERNODE))
+
+    def _piece_not_sent(self, task: Task, num: int, peer_id: str) -> None:
+        """The piece could not reach `peer_id` (it died, or stopped reading): it will
+        not have it, so the piece is planned again, for it and for others."""
+        with task.cond:
+            if task.scheduler.supernode_send_failed(peer_id, num):
                 task.offered(task.scheduler.pieces_of(SUPERNODE))
 
     def task_status(self, tid: str) -> dict:
@@ -362,7 +375,8 @@ class Supernode:
         return {"state": task.state, "length": task.length,
                 "piece_size": task.piece_size if task.geometry_known else None,
                 "piece_count": task.piece_count, "content_version": task.content_version,
-                "error": task.error, "error_kind": task.error_kind}
+                "error": task.error, "error_kind": task.error_kind,
+                "validator": _validator(task.etag, task.last_modified)}
 
     def _describe(self, task: Task, assignment) -> dict:
         num = assignment.piece
@@ -527,6 +541,14 @@ class Supernode:
                 self._tasks.pop(name, None)
             shutil.rmtree(os.path.join(self.tasks_dir, name), ignore_errors=True)
             log.info("task %s evicted from cache", name[:12])
+
+
+def _validator(etag: str, last_modified: str) -> Optional[str]:
+    """What a peer sends as If-Range to get pieces of the version we cut: a strong
+    ETag (a weak one may not be used there), else the date."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified or None
 
 
 def _folder_size(folder: str) -> int:

@@ -183,6 +183,7 @@ def test_a_peer_fetching_from_the_supernode_then_serves_the_others():
 def test_supernode_serves_a_piece_again_once_the_first_copy_has_stalled():
     s = scheduler(on_supernode=[0], peers=["a", "b"], piece_stall_s=15.0)
     s.assign("a", 1, T0)
+    s.supernode_started("a", 0, T0 + 0.1)
     assert s.assign("b", 1, T0 + 15.0) == []
     assert s.assign("b", 1, T0 + 15.5) == [Assignment(0, SUPERNODE)]
     assert s.upload_load(SUPERNODE) == 2
@@ -239,6 +240,8 @@ def test_a_sent_supernode_upload_is_not_released_twice(settle):
     [second] = s.assign("b", 1, T0 + 5)
     s.supernode_sent("a", sent.piece)
     [third] = s.assign("c", 1, T0 + 5)   # into the slot a's piece freed
+    s.supernode_started("b", second.piece, T0 + 5)
+    s.supernode_started("c", third.piece, T0 + 5)
     assert s.upload_load(SUPERNODE) == 2
     if settle == "done":
         s.piece_done("a", sent.piece, T0 + 11)
@@ -319,8 +322,24 @@ def test_a_holder_that_failed_a_requester_is_not_asked_again_by_that_requester()
     s.piece_failed("r", 0, "h", T0 + 1)
     assert s.peers["r"].blacklist == {"h"}
     assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
-    # one report does not condemn h for everyone
-    assert s.assign("s", 1, T0 + 1) == [Assignment(0, "h")]
+    # one report does not condemn h for everyone: once h is heard from, others use it
+    s.peer_seen("h", T0 + 2)
+    assert s.assign("s", 1, T0 + 2) == [Assignment(0, "h")]
+    assert s.assign("r", 1, T0 + 2) == []
+
+
+def test_a_holder_reported_failing_is_asked_by_no_one_until_it_is_heard_from():
+    s = scheduler(on_supernode=[0, 1], peers=["h", "r", "s"])
+    holding(s, "h", [0, 1])
+    [first] = s.assign("r", 1, T0)
+    assert first.holder == "h"
+    s.piece_failed("r", first.piece, "h", T0 + 3)   # a stopped seeder: no answer
+    # Others, who have not tried h yet, are not sent to it: the supernode serves them.
+    assert {a.holder for a in s.assign("s", 2, T0 + 3)} == {SUPERNODE}
+    s.piece_failed("s", 0, SUPERNODE, T0 + 4)
+    s.piece_failed("s", 1, SUPERNODE, T0 + 4)
+    s.peer_seen("h", T0 + 5)   # its heartbeat: alive after all
+    assert {a.holder for a in s.assign("s", 2, T0 + 5)} == {"h"}
 
 
 def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
@@ -329,6 +348,7 @@ def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
     holding(s, "h", [0])
     s.piece_failed("r1", 0, "h", T0)
     s.piece_failed("r2", 0, "h", T0)
+    s.peer_seen("h", T0)   # alive: no longer suspect, but it has errors
     assert s.assign("before", 1, T0) == [Assignment(0, "h")]
     s.piece_failed("r3", 0, "h", T0)
     assert s.peers["h"].errors == 3
@@ -401,13 +421,16 @@ def test_a_peer_that_left_releases_the_uploads_it_was_receiving():
     assert s.upload_load(SUPERNODE) == 0
 
 
-def test_requesters_fetching_from_a_peer_that_left_are_rescheduled():
+def test_a_piece_fetched_from_a_peer_that_left_stays_with_its_requester_until_reported():
     s = scheduler(on_supernode=[0], peers=["h", "r"])
     holding(s, "h", [0])
     assert s.assign("r", 1, T0) == [Assignment(0, "h")]
-    s.peer_left("h")
+    s.peer_left("h")   # forgotten, say, while r's fetch from it still hangs
+    assert s.assign("r", 1, T0 + 1) == []   # not planned again while that fetch runs
+    assert s.upload_load(SUPERNODE) == 0
+    s.piece_failed("r", 0, "h", T0 + 3)
     assert s.peers["r"].inflight == {}
-    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+    assert s.assign("r", 1, T0 + 3) == [Assignment(0, SUPERNODE)]
 
 
 def test_a_peer_that_left_no_longer_counts_as_fetching_from_the_supernode():
@@ -498,6 +521,47 @@ def test_a_released_supernode_assignment_lets_another_peer_fetch_the_piece():
     assert s.assign("b", 1, T0 + 11) == [Assignment(0, SUPERNODE)]
 
 
+def test_a_supernode_fetch_never_begun_frees_its_slot_and_is_not_waited_for():
+    s = scheduler(on_supernode=[0], peers=["dead", "b"], max_uploads_supernode=1,
+                  start_timeout_s=5.0, piece_stall_s=15.0, peer_ttl_s=1000.0)
+    assert s.assign("dead", 1, T0) == [Assignment(0, SUPERNODE)]   # killed before it asked
+    assert s.assign("b", 1, T0 + 1) == []
+    s.expire(T0 + 5.5)
+    assert s.upload_load(SUPERNODE) == 0
+    assert s.assign("b", 1, T0 + 5.5) == [Assignment(0, SUPERNODE)]
+    s.piece_done("dead", 0, T0 + 6)   # it was alive after all: counted once
+    assert s.upload_load(SUPERNODE) == 1
+
+
+def test_a_begun_supernode_fetch_keeps_its_slot_past_the_start_timeout():
+    s = scheduler(on_supernode=[0], peers=["a"], start_timeout_s=5.0, peer_ttl_s=1000.0)
+    s.assign("a", 1, T0)
+    s.supernode_started("a", 0, T0 + 0.1)
+    s.expire(T0 + 6)
+    assert s.upload_load(SUPERNODE) == 1
+
+
+def test_a_piece_sent_whole_but_not_reported_is_not_waited_for_past_the_grace():
+    s = scheduler(on_supernode=[0], peers=["slow", "b"], sent_grace_s=2.0, piece_stall_s=15.0)
+    s.assign("slow", 1, T0)
+    s.supernode_started("slow", 0, T0)
+    assert s.supernode_sent("slow", 0, T0 + 0.5) is True
+    assert s.assign("b", 1, T0 + 2.0) == []   # it will report any moment
+    assert s.assign("b", 1, T0 + 2.6) == [Assignment(0, SUPERNODE)]   # it reads at 100 KB/s
+
+
+def test_a_send_that_broke_releases_the_assignment_at_once():
+    s = scheduler(on_supernode=[0], peers=["killed", "b"], max_uploads_supernode=1)
+    s.assign("killed", 1, T0)
+    s.supernode_started("killed", 0, T0)
+    assert s.assign("b", 1, T0 + 0.5) == []
+    assert s.supernode_send_failed("killed", 0) is True
+    assert s.peers["killed"].inflight == {}
+    assert s.upload_load(SUPERNODE) == 0
+    assert s.assign("b", 1, T0 + 0.6) == [Assignment(0, SUPERNODE)]
+    assert s.supernode_send_failed("killed", 0) is False   # nothing left to release
+
+
 # narrowing the candidates ------------------------------------------------------------
 
 def _reference_pick(s: TaskScheduler, peer, num: int, now: float):
@@ -506,7 +570,7 @@ def _reference_pick(s: TaskScheduler, peer, num: int, now: float):
     cfg = s.config
     if peer.failures < cfg.max_peer_failures:
         usable = [s.peers[h] for h in s.holders_of(num)
-                  if h != peer.peer_id and h not in peer.blacklist
+                  if h != peer.peer_id and h not in peer.blacklist and h not in s._suspect
                   and s.peers[h].errors < cfg.max_holder_errors]
         free = [h for h in usable if h.uploads < cfg.max_uploads_per_peer]
         if free:
