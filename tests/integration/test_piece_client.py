@@ -125,6 +125,37 @@ def test_a_holder_that_stalls_short_of_the_mark_fails_after_the_timeout(holder_w
         release.set()
 
 
+@pytest.mark.time_limit(30)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_holder_that_never_answers_fails_after_the_connect_timeout_once(holder_with, pooled):
+    """A stopped holder (its kernel still accepts) costs the first-byte timeout, once,
+    not the piece timeout, nor that twice through the retry for closed pooled connections."""
+    release, answered = threading.Event(), []
+
+    def reply(h):
+        if not answered:   # the first request, on a pooled connection, is answered
+            answered.append(True)
+            h.wfile.write(_head(len(PIECE)) + PIECE)
+            h.wfile.flush()
+            return True
+        release.wait(25)   # then it stops
+        return False
+    holder = holder_with(reply)
+    if not pooled:
+        answered.append(True)
+    fetcher = PieceFetcher(20.0, connect_timeout_s=0.5)
+    try:
+        if pooled:
+            fetcher.fetch(holder.address, "0" * 64, _order(0), lambda offset, chunk: None)
+        began = time.monotonic()
+        with pytest.raises(PieceFailed, match="no answer within"):
+            fetcher.fetch(holder.address, "0" * 64, _order(1), lambda offset, chunk: None)
+        assert time.monotonic() - began < 5.0
+    finally:
+        release.set()
+        fetcher.close()
+
+
 class _BrokenWrites(PieceFile):
     """Storage with a bug in it: not an I/O error the downloader knows, just a crash."""
 
