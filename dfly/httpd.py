@@ -8,6 +8,7 @@ sent with socket.sendfile so piece data never passes through Python.
 """
 import json
 import logging
+import os
 import re
 import selectors
 import socket
@@ -177,12 +178,16 @@ class Handler(BaseHTTPRequestHandler):
         if method == "HEAD" or size == 0:
             return
         try:
-            if source is not None and body.on_sent is not None:
+            if source is not None and body.on_sent is not None and body.throttle is None \
+                    and hasattr(os, "sendfile"):
                 self._send_watched(source, body)
             elif source is not None:
                 sent = send_file_slice(self.connection, source, body)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
+                elif body.on_sent is not None:
+                    wait_until_sent(self.connection, SLOW_SEND_S)
+                    body.on_sent()
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
@@ -190,33 +195,29 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_watched(self, source, body: FileSlice) -> None:
         """Send a body whose sender counts it as an upload slot: the slot is given back
-        once the body is out or has taken SLOW_SEND_S, and a client that stops reading
+        once the body is out or has taken SLOW_SEND_S, and a client that takes no byte
         for STALLED_SEND_S is cut off (`on_failed`), not waited for."""
-        began, told = time.monotonic(), False
-        sent = 0
-        self.connection.settimeout(STALLED_SEND_S)
+        watch = _Watch(body)
+        sock = self.connection
+        sent = -1
         try:
-            while sent < body.count:
-                step = min(WATCHED_STEP, body.count - sent)
-                n = self.connection.sendfile(source, body.offset + sent, step)
-                if not n:
-                    break
-                sent += n
-                if not told and time.monotonic() - began > SLOW_SEND_S:
-                    told = True
-                    body.on_sent()
-            if sent == body.count and not told:
-                wait_until_sent(self.connection, max(0.0, SLOW_SEND_S - (time.monotonic() - began)))
-                told = True
-                body.on_sent()
-        except OSError:   # broken, reset, or stalled (socket.timeout)
+            sock.settimeout(STALLED_SEND_S)   # also: the descriptor is non-blocking now
+            sent = _watched_sendfile(sock, source, watch)
+            if sent == body.count:
+                wait_until_sent(sock, max(0.0, SLOW_SEND_S - watch.elapsed()))
+        except OSError:   # broken, reset, or stalled
             sent = -1
         finally:
-            self.connection.settimeout(self.timeout)
-        if sent != body.count:
-            self.close_connection = True
-            if body.on_failed is not None:
-                body.on_failed()
+            try:
+                sock.settimeout(self.timeout)
+            except OSError:
+                pass
+        if sent == body.count:
+            watch.tell_sent()
+            return
+        self.close_connection = True
+        if body.on_failed is not None:
+            body.on_failed()
 
     def send_error(self, code, message=None, explain=None):
         # The stdlib's own parse errors (bad request line, headers too long): answer and close.
@@ -277,6 +278,54 @@ def wait_until_sent(sock: socket.socket, timeout_s: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, before)
     except OSError:
         pass   # the connection broke: what was sent is sent
+
+
+class _Watch:
+    """One watched body on its way: tells its sender "sent" once."""
+
+    def __init__(self, body: FileSlice):
+        self.body = body
+        self.began = time.monotonic()
+        self.told = False
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.began
+
+    def tell_sent(self) -> None:
+        if not self.told:
+            self.told = True
+            self.body.on_sent()
+
+
+def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
+    """sendfile a watched body on `sock` (non-blocking); the bytes sent. Tells
+    "sent" once it has taken SLOW_SEND_S; socket.timeout after STALLED_SEND_S
+    without a byte taken."""
+    body = watch.body
+    sent, moved = 0, watch.began
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE)
+        while sent < body.count:
+            now = time.monotonic()
+            if now - watch.began >= SLOW_SEND_S:
+                watch.tell_sent()   # a slow reader: its slot is not held for it
+            wait = STALLED_SEND_S - (now - moved)
+            if wait <= 0:
+                raise socket.timeout("the client took no byte for %.0fs" % STALLED_SEND_S)
+            if not watch.told:
+                wait = min(wait, SLOW_SEND_S - (now - watch.began))
+            if not selector.select(max(0.0, wait)):
+                continue
+            try:
+                n = os.sendfile(sock.fileno(), source.fileno(), body.offset + sent,
+                                min(WATCHED_STEP, body.count - sent))
+            except BlockingIOError:
+                continue
+            if not n:   # the file shrank under us
+                break
+            sent += n
+            moved = time.monotonic()
+    return sent
 
 
 def send_file_slice(sock: socket.socket, source, body: FileSlice) -> int:
