@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional
 from dfly import errors, options
 from dfly.datadir import default_data_dir
 from dfly.httpd import Listener, parse_hostport
-from dfly.peer.config import PeerConfig
+from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
 from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
@@ -377,12 +377,10 @@ class Client:
                     if isinstance(e, (SwarmStuck, SupernodeFailed)):   # alive, but cannot deliver
                         leave_quietly(download.supernode.address, download.task_id, self.peer_id)
                     elif download is not None and give_up_at is None and (
-                            download.task_id or download.supernode.address != address) and (
-                            len(self.config.supernode) > 1 or download.supernode.address != address):
+                            download.task_id or download.supernode.address != address):
                         # A supernode answered (even if only to redirect us to a member
-                        # that just died): the cluster will re-own the task, so wait. A lone
-                        # supernode has no one to take over: the source it is, at once.
-                        give_up_at = self.clock() + self.config.failover_s
+                        # that just died): the cluster will re-own the task, so wait.
+                        give_up_at = self.clock() + self._failover_s(download, address)
                     log.warning("%s; trying the next supernode", e)
                 except BaseException:
                     # Leave, so the supernode stops offering us as holder of a file we delete.
@@ -398,6 +396,15 @@ class Client:
                 raise errors.DownloadTimeout("download timed out while supernodes failed over")
             if job.cancel.wait(FAILOVER_PAUSE_S):
                 raise errors.Cancelled("download cancelled")
+
+    def _failover_s(self, download: P2PDownload, address: str) -> float:
+        """How long to keep trying after `download`'s supernode died: --failover, else
+        CLUSTER_FAILOVER_S when others may take its tasks over, and 0 for a lone one
+        (nobody will: the missing pieces come from the source at once)."""
+        if self.config.failover_s is not None:
+            return self.config.failover_s
+        clustered = len(self.config.supernode) > 1 or download.supernode.address != address
+        return CLUSTER_FAILOVER_S if clustered else 0.0
 
     def _p2p(self, address: str, job: "_Job") -> P2PDownload:
         supernode = SupernodeClient(address)

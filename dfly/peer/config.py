@@ -1,7 +1,7 @@
 """A peer's download settings: one table feeds `dfly get`'s flags, the config
 file and the keyword arguments of dfly.Client."""
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 from dfly.options import option
 
@@ -32,6 +32,9 @@ def connect_timeout_option():
                   "--piece-timeout)", kind="duration", flag="--connect-timeout", metavar="DURATION")
 
 
+CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
@@ -48,9 +51,11 @@ class PeerConfig:
     advertise: str = advertise_option()
     upload_listen: str = upload_listen_option()
     parallel: int = parallel_option()
-    failover_s: float = option(15.0, "after the supernode in use dies, how long to keep trying the "
-                               "others (a cluster re-owns a dead member's tasks); with only one "
-                               "supernode, the missing pieces come from the source at once",
-                               kind="duration", flag="--failover", metavar="DURATION")
+    failover_s: Optional[float] = option(None, "after the supernode in use dies, how long to keep "
+                                         "trying the supernodes (a cluster re-owns a dead "
+                                         "member's tasks) before the missing pieces come from "
+                                         "the source (default: 15s with several --supernode, 0 "
+                                         "with one: no one can take over)",
+                                         kind="duration", flag="--failover", metavar="DURATION")
     piece_timeout_s: float = piece_timeout_option()
     connect_timeout_s: float = connect_timeout_option()
