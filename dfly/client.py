@@ -440,7 +440,10 @@ class Client:
                 raise errors.Cancelled("download cancelled")
             job.report(split)
 
-        def replaced(reason: str) -> None:
+        def replaced(reason: str, changed: bool) -> None:
+            if changed and not job.restartable:   # a reader follows the bytes: no start over
+                raise errors.SourceChanged("%s; the bytes already read are of the old content"
+                                           % reason)
             log.warning("%s: fetching the whole file", reason)
             split.replaced()
 

@@ -38,7 +38,7 @@ BLOCK = 256 * 1024
 class Fault:
     """How to misbehave on one path; fields combine (hold first, then the rest)."""
     status: int = 0                 # answer this status with a short error body
-    hold: Optional[threading.Event] = None   # wait for this before answering
+    hold: Optional[threading.Event] = None   # wait for this, then answer with the file then
     die_after: Optional[int] = None  # close the connection after this many body bytes
     reset: bool = False             # ...abortively (RST) instead of with a FIN
     short_by: int = 0               # Content-Length promises this many bytes more than sent
@@ -194,6 +194,9 @@ def _handler_for(origin: Origin):
             self.close_connection = True
             name = unquote(urlsplit(self.path).path).lstrip("/")
             entry, fault = origin._lookup(name)
+            if fault is not None and fault.hold is not None:
+                fault.hold.wait(30)
+                entry = origin._lookup(name)[0]   # what the origin has once released
             headers = {k: v for k, v in self.headers.items()}
             record = Served(self.command, 0, headers, 0)
             try:

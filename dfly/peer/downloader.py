@@ -204,7 +204,8 @@ class P2PDownload:
                     self._done.append(order.num)
                     self._lock.notify_all()
                 elif order.num not in self._inflight:
-                    self.fill.digests[order.num] = order.sha256
+                    if order.sha256:
+                        self.fill.digests[order.num] = order.sha256
                     self._inflight[order.num] = order
                     self._jobs.put(order)
         return state

@@ -105,13 +105,14 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
 def fill_from_source(url: str, headers: Dict[str, str], out: PieceFile, fill: Fill,
                      timeout_s: float, bucket: Optional[TokenBucket] = None,
                      on_bytes: Callable[[int], None] = lambda n: None,
-                     on_replace: Callable[[str], None] = lambda reason: None,
+                     on_replace: Callable[[str, bool], None] = lambda reason, changed: None,
                      on_discard: Callable[[int], None] = lambda n: None,
                      clock: Callable[[], float] = time.monotonic,
                      deadline: Optional[float] = None) -> None:
     """Fetch the pieces `out` lacks (its geometry known) by Range. When the source
-    cannot give them (no Range support, a changed file), `on_replace(reason)` is
-    called and the whole file is read instead, replacing every piece held."""
+    cannot give them (no Range support, a changed file), `on_replace(reason,
+    changed)` is called (it may raise) and the whole file is read instead,
+    replacing every piece held."""
     reader = _Reader(url, headers, timeout_s, bucket, on_bytes, clock, deadline)
     extra = {"If-Range": fill.validator} if fill.validator else {}
     for first, last in missing_runs(out):
@@ -122,7 +123,7 @@ def fill_from_source(url: str, headers: Dict[str, str], out: PieceFile, fill: Fi
             if why is None:
                 why = _pieces(reader, response, out, first, last, fill.digests, on_discard)
             if why is not None:
-                on_replace(why)
+                on_replace(*why)
                 if getattr(response, "status", 200) == 200:
                     _whole(reader, response, out)   # the answer is the whole file already
                 else:
@@ -145,22 +146,26 @@ def missing_runs(out: PieceFile) -> List[Tuple[int, int]]:
 
 
 def _not_our_range(response, start: int, end: int, length: int,
-                   validator: Optional[str]) -> Optional[str]:
-    """None when `response` is the byte range asked for; else why not, in words."""
+                   validator: Optional[str]) -> Optional[Tuple[str, bool]]:
+    """None when `response` is the byte range asked for; else (why not in words,
+    whether the source changed)."""
     status = getattr(response, "status", 200)
+    crange = response.headers.get("Content-Range", "")
     if status == 206:
-        if response.headers.get("Content-Range", "") == "bytes %d-%d/%d" % (start, end - 1, length):
+        if crange == "bytes %d-%d/%d" % (start, end - 1, length):
             return None
-        return "the source answered a Range request with another range (%s)" % (
-            response.headers.get("Content-Range", "none"))
-    now = response.headers.get("ETag") or response.headers.get("Last-Modified")
+        if not crange.endswith("/%d" % length):
+            return "the source's length changed (%s)" % crange, True
+        return "the source answered a Range request with another range (%s)" % crange, False
+    now = response.headers.get("ETag") if validator and validator.startswith('"') else None
+    now = now or response.headers.get("Last-Modified")
     if validator and now and now != validator:
-        return "the source changed since the swarm read it (%s, was %s)" % (now, validator)
-    return "the source does not support Range requests"
+        return "the source changed since the swarm read it (%s, was %s)" % (now, validator), True
+    return "the source does not support Range requests", False
 
 
 def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
-            digests: Dict[int, str], on_discard: Callable[[int], None]) -> Optional[str]:
+            digests: Dict[int, str], on_discard: Callable[[int], None]) -> Optional[Tuple[str, bool]]:
     """Read pieces first..last from a 206 body into `out`, each checked against its
     digest where known; None when all were good, else why not."""
     for num in range(first, last + 1):
@@ -177,7 +182,7 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
         want = digests.get(num)
         if want is not None and hasher.hexdigest() != want:
             on_discard(size)
-            return ("piece %d from the source differs from the swarm's: the source changed" % num)
+            return "piece %d from the source differs from the swarm's: the source changed" % num, True
         out.mark_held(num)
     return None
 

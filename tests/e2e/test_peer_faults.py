@@ -200,6 +200,35 @@ def test_a_source_without_range_support_gives_the_whole_file_and_the_get_says_so
     assert len(said) == 1 and "whole file" in said[0], err
 
 
+@pytest.mark.time_limit(90)
+def test_a_source_that_changed_before_the_fallback_gives_the_whole_new_file_never_a_mix(
+        pyz, origin, start_supernode, tmp_path):
+    old = origin.add("f.bin", content(SIZE, seed=35))
+    supernode = start_supernode("--source-rate-limit", "4M")
+    command = get_command(pyz, tmp_path, "get", old.url, supernode.address, "--seed-for", "0")
+    get = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = threading.Event()
+    try:
+        wait_until(lambda: any(t["pieces_written"] >= 8 for t in supernode.tasks()), timeout=30)
+        origin.fault("f.bin", hold=held)   # the get's first request waits for the change
+        supernode.kill()
+        new = origin.add("f.bin", content(SIZE + 4321, seed=36))   # new bytes, new ETag
+        held.set()
+        out, err = get.communicate(timeout=60)
+    finally:
+        held.set()
+        if get.poll() is None:
+            get.kill()
+    assert get.returncode == 0, err
+    assert sha256_file(str(tmp_path / "get" / "out")) == new.sha256   # all new, no old piece
+    summary = json.loads(out)
+    assert summary["bytes_from_source"] == new.size and adds_up(summary, new.size), summary
+    assert summary["bytes_discarded"] >= 4 * PIECE, summary
+    [asked] = peer_requests(origin, "f.bin")   # the If-Range answer was the whole new file
+    assert asked.headers.get("If-Range") == old.etag and asked.status == 200, asked
+    assert "the source changed" in err and "whole file" in err
+
+
 # item 9: one slow, stopped or dead peer does not hold the others up ---------------------
 
 @pytest.mark.time_limit(120)
