@@ -447,9 +447,6 @@ class Client:
             log.warning("%s: fetching the whole file", reason)
             split.replaced()
 
-        def discarded(n: int) -> None:
-            split.discarded += n
-
         if self._uploader is not None:   # no supernode sends anyone to it any more
             self._uploader.withdraw_file(storage)
         if storage.length is None or not storage.held:
@@ -460,7 +457,7 @@ class Client:
         log.warning("fetching the %d missing pieces from the source (%d pieces came through P2P)",
                     sum(last - first + 1 for first, last in runs), len(storage.held))
         fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
-                         job.bucket, counted, replaced, discarded, self.clock, job.deadline)
+                         job.bucket, counted, replaced, self.clock, job.deadline)
 
     def _ensure_uploader(self) -> UploaderApp:
         with self._lock:

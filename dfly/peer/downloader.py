@@ -82,9 +82,9 @@ class ByteSplit:
         return self.source + self.supernode + self.peers
 
     def replaced(self) -> None:
-        """The source's whole file replaces what P2P delivered."""
-        self.discarded += self.supernode + self.peers
-        self.supernode = self.peers = 0
+        """The whole file is to be fetched again: nothing received so far is kept."""
+        self.discarded += self.total
+        self.source = self.supernode = self.peers = 0
         self.by_peer.clear()
 
 

@@ -106,7 +106,6 @@ def fill_from_source(url: str, headers: Dict[str, str], out: PieceFile, fill: Fi
                      timeout_s: float, bucket: Optional[TokenBucket] = None,
                      on_bytes: Callable[[int], None] = lambda n: None,
                      on_replace: Callable[[str, bool], None] = lambda reason, changed: None,
-                     on_discard: Callable[[int], None] = lambda n: None,
                      clock: Callable[[], float] = time.monotonic,
                      deadline: Optional[float] = None) -> None:
     """Fetch the pieces `out` lacks (its geometry known) by Range. When the source
@@ -121,7 +120,7 @@ def fill_from_source(url: str, headers: Dict[str, str], out: PieceFile, fill: Fi
         with reader.open(dict(extra, Range="bytes=%d-%d" % (start, end - 1))) as response:
             why = _not_our_range(response, start, end, out.length, fill.validator)
             if why is None:
-                why = _pieces(reader, response, out, first, last, fill.digests, on_discard)
+                why = _pieces(reader, response, out, first, last, fill.digests)
             if why is not None:
                 on_replace(*why)
                 if getattr(response, "status", 200) == 200:
@@ -165,7 +164,7 @@ def _not_our_range(response, start: int, end: int, length: int,
 
 
 def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
-            digests: Dict[int, str], on_discard: Callable[[int], None]) -> Optional[Tuple[str, bool]]:
+            digests: Dict[int, str]) -> Optional[Tuple[str, bool]]:
     """Read pieces first..last from a 206 body into `out`, each checked against its
     digest where known; None when all were good, else why not."""
     for num in range(first, last + 1):
@@ -181,7 +180,6 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
             got += len(chunk)
         want = digests.get(num)
         if want is not None and hasher.hexdigest() != want:
-            on_discard(size)
             return "piece %d from the source differs from the swarm's: the source changed" % num, True
         out.mark_held(num)
     return None

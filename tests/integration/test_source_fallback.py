@@ -70,3 +70,26 @@ def test_a_download_that_falls_back_whole_counts_what_it_replaced_as_discarded(
         assert result.bytes_from_source == size
         assert result.bytes_discarded >= size - PIECE
         assert result.via == "source"
+
+
+@pytest.mark.time_limit(60)
+def test_a_source_piece_unlike_the_swarms_means_the_whole_file_from_the_source_never_a_mix(
+        origin, supernode, sn_client, client_factory, downloads, tmp_path):
+    size = 8 * MiB
+    src = origin.add("rot.bin", content(size, seed=43))
+    client_factory([supernode.address]).download(src.url, str(downloads / "first"))
+    tid = task_id(src.url)
+    wait_until(lambda: sn_client.task(tid)["state"] == "done", timeout=10)
+    cached = os.path.join(str(tmp_path / "supernode"), "tasks", tid, "data")
+    with open(cached, "r+b") as f:   # piece 3 cannot be had through P2P...
+        f.seek(3 * PIECE)
+        f.write(b"\0" * 16)
+    changed = content(size, seed=44)
+    src.data = changed   # ...and the origin's bytes changed under the same ETag
+
+    result = client_factory([supernode.address]).download(src.url, str(downloads / "second"))
+
+    with open(str(downloads / "second"), "rb") as f:
+        assert f.read() == changed   # all of the origin's current bytes, none of the swarm's
+    assert result.bytes_from_source == size and _adds_up(result), result
+    assert result.bytes_discarded >= size - PIECE, result
