@@ -168,7 +168,10 @@ def test_a_get_whose_only_supernode_dies_fetches_just_the_missing_pieces_from_th
     assert mine and all(s.status == 206 and s.headers.get("Range") for s in mine), mine
     assert all(s.headers.get("If-Range") == src.etag for s in mine), mine
     assert sum(s.body_bytes for s in mine) == summary["bytes_from_source"] < SIZE
-    assert len(mine) <= 4, mine   # one request per run of missing pieces
+    # One request per run of missing pieces: a few gaps (pieces in flight at the kill,
+    # a window's shuffled order) and the tail, never one per piece.
+    held = summary["bytes_from_supernode"] // PIECE
+    assert len(mine) <= 8 < SIZE // PIECE - held, (len(mine), held)
     assert "missing pieces from the source" in err
 
 
