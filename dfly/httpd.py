@@ -179,8 +179,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             if source is not None and body.on_sent is not None and body.throttle is None \
-                    and hasattr(os, "sendfile"):
-                self._send_watched(source, body)
+                    and hasattr(os, "sendfile") and type(self.connection) is socket.socket:
+                self._send_watched(source, body)   # (a TLS socket is not written to by fd)
             elif source is not None:
                 sent = send_file_slice(self.connection, source, body)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
