@@ -33,8 +33,9 @@ class FileSlice:
     """`count` bytes of the file at `path` from `offset`, sent with sendfile
     (in rate-limited steps when `throttle`, a TokenBucket shared by every request, is set).
     `on_sent` is called once the body is out on the wire but for at most UNSENT_BYTES
-    (`wait_until_sent`), whether or not the client has received it yet, or once it has
-    been SLOW_SEND_S on its way (a client that reads slowly is not waited for);
+    (`wait_until_sent`), whether or not the client has received it yet, or, as
+    on_sent(slow=True), once it has been SLOW_SEND_S on its way (a client that reads
+    slowly is not waited for);
     `on_failed` instead, when the body could not be sent whole: the connection broke,
     or the client read nothing for STALLED_SEND_S (the body is then cut)."""
     path: str
@@ -213,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         if sent == body.count:
-            watch.tell_sent()
+            watch.tell_sent(slow=watch.elapsed() >= SLOW_SEND_S)
             return
         self.close_connection = True
         if body.on_failed is not None:
@@ -291,10 +292,13 @@ class _Watch:
     def elapsed(self) -> float:
         return time.monotonic() - self.began
 
-    def tell_sent(self) -> None:
+    def tell_sent(self, slow: bool = False) -> None:
         if not self.told:
             self.told = True
-            self.body.on_sent()
+            if slow:
+                self.body.on_sent(slow=True)
+            else:
+                self.body.on_sent()
 
 
 def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
@@ -308,7 +312,7 @@ def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
         while sent < body.count:
             now = time.monotonic()
             if now - watch.began >= SLOW_SEND_S:
-                watch.tell_sent()   # a slow reader: its slot is not held for it
+                watch.tell_sent(slow=True)   # a slow reader: its slot is not held for it
             wait = STALLED_SEND_S - (now - moved)
             if wait <= 0:
                 raise socket.timeout("the client took no byte for %.0fs" % STALLED_SEND_S)

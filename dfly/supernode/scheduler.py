@@ -34,8 +34,8 @@ copy of the file):
 - Nobody holds the supernode up: a fetch from it not begun within
   start_timeout_s frees its slot, a send that broke (`supernode_send_failed`)
   frees the piece, and another peer's copy is worth waiting for only while it
-  is under way and not stalled (begun, and reported within sent_grace_s of
-  being sent).
+  is under way and not stalled (begun, not given up on as too slow, and
+  reported within sent_grace_s of being sent).
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
@@ -100,6 +100,7 @@ class TaskScheduler:
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): its supernode slot is free again
         self._sent_at: Dict[Tuple[str, int], float] = {}   # (peer, piece): when sent whole
         self._started: Set[Tuple[str, int]] = set()   # (peer, piece): its fetch from us began
+        self._slow: Set[Tuple[str, int]] = set()   # (peer, piece): its reader is too slow to wait for
         self._suspect: Set[str] = set()   # holders reported failing, not heard from since
         # _free[k]: peers holding a piece with k uploads going, k < max_uploads_per_peer
         # (only loads some peer has: any cap, however large, costs nothing here)
@@ -202,17 +203,21 @@ class TaskScheduler:
         if peer is not None and peer.inflight.get(num, ("", 0))[0] == SUPERNODE:
             self._started.add((peer_id, num))
 
-    def supernode_sent(self, peer_id: str, num: int, now: Optional[float] = None) -> bool:
-        """The supernode sent all of `num` to `peer_id` (or as much as a slow reader
-        lets it wait for): its upload slot is free, though the piece still counts as
-        on its way to that peer until reported. False when there is no such
+    def supernode_sent(self, peer_id: str, num: int, now: Optional[float] = None,
+                       slow: bool = False) -> bool:
+        """The supernode sent all of `num` to `peer_id`, or (`slow`) gave up waiting
+        for a reader that takes it too slowly: its upload slot is free, though the
+        piece still counts as on its way to that peer until reported (but, from a
+        slow reader, as no copy worth waiting for). False when there is no such
         assignment (or it was counted already)."""
         peer = self.peers.get(peer_id)
         if peer is None or peer.inflight.get(num, ("", 0))[0] != SUPERNODE \
                 or (peer_id, num) in self._sent:
             return False
         self._free_slot(peer_id, num)
-        if now is not None:
+        if slow:
+            self._slow.add((peer_id, num))
+        elif now is not None:
             self._sent_at[(peer_id, num)] = now
         return True
 
@@ -343,6 +348,8 @@ class TaskScheduler:
                 continue
             key = (other_id, num)
             sent_at = self._sent_at.get(key)
+            if key in self._slow:
+                continue       # its reader takes it too slowly to wait for
             if sent_at is not None:
                 if now - sent_at > cfg.sent_grace_s:
                     continue   # it has the bytes, yet does not report them: a slow reader
@@ -370,6 +377,7 @@ class TaskScheduler:
         if holder == SUPERNODE:
             key = (peer.peer_id, num)
             self._started.discard(key)
+            self._slow.discard(key)
             self._sent_at.pop(key, None)
             if key in self._sent:
                 self._sent.discard(key)   # its slot was freed already

@@ -207,13 +207,13 @@ class Supernode:
                          on_sent=functools.partial(self._piece_sent, task, num, peer_id),
                          on_failed=functools.partial(self._piece_not_sent, task, num, peer_id))
 
-    def _piece_sent(self, task: Task, num: int, peer_id: str) -> None:
+    def _piece_sent(self, task: Task, num: int, peer_id: str, slow: bool = False) -> None:
         """The last byte of a piece left for `peer_id` (or it reads too slowly to wait
         for): our upload slot is free now, not only when the peer reports the piece
         (a round trip later, during which our link, the swarm's bottleneck, would
         carry less)."""
         with task.cond:
-            if task.scheduler.supernode_sent(peer_id, num, self.clock()):
+            if task.scheduler.supernode_sent(peer_id, num, self.clock(), slow):
                 task.offered(task.scheduler.pieces_of(SUPERNODE))
 
     def _piece_not_sent(self, task: Task, num: int, peer_id: str) -> None:

@@ -20,13 +20,14 @@ class Watched:
     def __init__(self, path):
         self.path = path
         self.sent_at = None
+        self.slow = None
         self.failed_at = None
 
     def route(self, request):
         return Response(200, FileSlice(self.path, 0, BODY, on_sent=self._sent, on_failed=self._failed))
 
-    def _sent(self):
-        self.sent_at = time.monotonic()
+    def _sent(self, slow=False):
+        self.sent_at, self.slow = time.monotonic(), slow
 
     def _failed(self):
         self.failed_at = time.monotonic()
@@ -58,7 +59,7 @@ def test_a_client_that_reads_nothing_frees_the_slot_then_is_cut_off(served):
     sock, asked = _ask(address, rcvbuf=64 * 1024)
     try:
         wait_until(lambda: app.sent_at, timeout=SLOW_SEND_S + 10, message="slot given back")
-        assert app.sent_at - asked >= SLOW_SEND_S - 0.5
+        assert app.sent_at - asked >= SLOW_SEND_S - 0.5 and app.slow is True
         wait_until(lambda: app.failed_at, timeout=SLOW_SEND_S + STALLED_SEND_S + 20,
                    message="stalled body cut off")
         assert app.failed_at - asked >= STALLED_SEND_S - 0.5
@@ -87,7 +88,7 @@ def test_a_client_that_reads_is_told_sent_and_never_failed(served):
         wait_until(lambda: app.sent_at, timeout=20, message="told sent")
         assert done.wait(20)
         assert len(got) >= BODY
-        assert app.failed_at is None
+        assert app.failed_at is None and app.slow is False
     finally:
         sock.close()
         reader.join(5)

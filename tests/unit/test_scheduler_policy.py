@@ -550,6 +550,18 @@ def test_a_piece_sent_whole_but_not_reported_is_not_waited_for_past_the_grace():
     assert s.assign("b", 1, T0 + 2.6) == [Assignment(0, SUPERNODE)]   # it reads at 100 KB/s
 
 
+def test_a_piece_given_up_on_for_a_slow_reader_is_not_waited_for_at_all():
+    s = scheduler(on_supernode=[0], peers=["slow", "b"], max_uploads_supernode=1,
+                  sent_grace_s=2.0, piece_stall_s=15.0)
+    [got] = s.assign("slow", 1, T0)
+    s.supernode_started("slow", got.piece, T0)
+    assert s.supernode_sent("slow", got.piece, T0 + 3, slow=True) is True
+    assert s.upload_load(SUPERNODE) == 0
+    assert nums(s.assign("b", 1, T0 + 3)) == [got.piece]   # the slot, and no wait for its copy
+    s.piece_done("slow", got.piece, T0 + 40)   # it got there in the end: counted once
+    assert s.upload_load(SUPERNODE) == 1
+
+
 def test_a_send_that_broke_releases_the_assignment_at_once():
     s = scheduler(on_supernode=[0], peers=["killed", "b"], max_uploads_supernode=1)
     s.assign("killed", 1, T0)
