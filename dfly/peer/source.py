@@ -13,7 +13,6 @@ that same answer, replacing what P2P delivered, so a file is never mixed from
 two versions.
 """
 import hashlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -23,8 +22,6 @@ from dfly.errors import DownloadTimeout, SourceError
 from dfly.peer.storage import PieceFile
 from dfly.protocol.pieces import piece_count, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
-
-log = logging.getLogger("dfly.source")
 
 CHUNK = 1 << 20
 
