@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, Optional
 
 from dfly import errors, options
@@ -56,9 +56,9 @@ class _Job:
     report: Callable[[ByteSplit], None]
     split: ByteSplit
     cancel: threading.Event
-    fill: Fill   # piece digests and the source version P2P learnt, for a fallback by piece
     restartable: bool = True   # may start over if the source changes (no reader follows the bytes)
     failed: Optional[SupernodeFailed] = None   # the last supernode that failed the task itself
+    fill: Fill = field(default_factory=Fill)   # what P2P learnt, for a fallback by piece
 
 
 @dataclass
@@ -309,7 +309,7 @@ class Client:
             return None
         split = job.split
         return DownloadResult(request.url, path, served.length, repaired, self.clock() - started,
-                              split.source, split.supernode, split.peers, "p2p")
+                              split.source, split.supernode, split.peers, "p2p", split.discarded)
 
     def detach_listener(self) -> Optional[tuple]:
         """Hand the uploader over to the caller (for a detached seeder): returns
@@ -332,7 +332,7 @@ class Client:
             bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
                    _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event(),
-                   Fill(), restartable)
+                   restartable)
         running = RunningDigest(storage, digest).start() if digest else None
         try:
             task_id, via = self._via_supernodes(job), "p2p"
