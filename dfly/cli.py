@@ -165,6 +165,7 @@ def run_get(args) -> int:
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
+    _check_daemon_address(args)
     headers = dict(parse_header(h) for h in args.header)
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     to_stdout = args.output == "-"
@@ -198,6 +199,15 @@ def run_get(args) -> int:
         if spare is not None:
             spare.close()
     return _summary(args, result, to_stdout)
+
+
+def _check_daemon_address(args) -> None:
+    """--daemon, checked before anything is started (ValueError: exit 2)."""
+    from dfly.protocol.address import parse_address
+    try:
+        parse_address(args.daemon, 65001)
+    except ValueError as e:
+        raise ValueError("bad value for --daemon: %s" % e)
 
 
 def _hand_off(args, config, headers):

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional
 
 from dfly import errors, options
 from dfly.datadir import default_data_dir
-from dfly.httpd import Listener, parse_hostport
+from dfly.httpd import Listener
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
@@ -25,6 +25,7 @@ from dfly.peer.source import Fill, download_from_source, fill_from_source, missi
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
+from dfly.protocol.address import upload_address
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
@@ -245,13 +246,13 @@ class Client:
             pieces = FinishedFile(path, os.path.getsize(path), piece_size, content_version)
         except OSError as e:
             raise errors.LocalIOError("cannot read %s: %s" % (path, e.strerror or e))
-        uploader = self._ensure_uploader()
         for address in self.config.supernode:
             supernode = SupernodeClient(address, timeout_s=10)
             try:
+                host = self.config.advertise or supernode.local_host()
+                uploader = self._ensure_uploader(host)
                 request = RegisterRequest(url=url, peer_id=self.peer_id,
-                                          peer_port=self._listener.address[1],
-                                          peer_host=self.config.advertise or supernode.local_host(),
+                                          peer_port=self._listener.address[1], peer_host=host,
                                           headers=headers or {}, filters=split_filters(filters),
                                           digest=digest.lower() if digest else None,
                                           identifier=identifier)
@@ -408,10 +409,10 @@ class Client:
 
     def _p2p(self, address: str, job: "_Job") -> P2PDownload:
         supernode = SupernodeClient(address)
-        uploader = self._ensure_uploader()
         try:
             host = self.config.advertise or supernode.local_host()
-        except SupernodeDown:
+            uploader = self._ensure_uploader(host)
+        except errors.DflyError:
             supernode.close()
             raise
         request = RegisterRequest(url=job.url, peer_id=self.peer_id,
@@ -459,11 +460,13 @@ class Client:
         fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
                          job.bucket, counted, replaced, self.clock, job.deadline)
 
-    def _ensure_uploader(self) -> UploaderApp:
+    def _ensure_uploader(self, advertised_host: str) -> UploaderApp:
+        """The uploader, listening (from the first call on) on the family of the address
+        this peer advertises, so the peers it is offered to can reach it."""
         with self._lock:
             if self._listener is None:
                 self._uploader = UploaderApp(throttle=self.upload_bucket)
-                address = parse_hostport(self.config.upload_listen, 0)
+                address = upload_address(self.config.upload_listen, advertised_host)
                 self._listener = Listener("uploader-" + self.peer_id, address, self._uploader).start()
             return self._uploader
 

@@ -16,6 +16,11 @@ class BadRequest(DflyError):
     http_status = 400
 
 
+class CannotListen(DflyError):
+    """A listen address this host cannot use: taken, not its own, or a family it lacks."""
+    exit_code = 2
+
+
 class Forbidden(DflyError):
     """The caller may not do this (a supernode of another cluster, say)."""
     http_status = 403
@@ -70,7 +75,7 @@ class P2PUnavailable(DflyError):
 EXIT_CODES = {
     0: "success",
     1: "other error",
-    2: "usage error or bad request",
+    2: "usage error, bad request or a listen address this host cannot use",
     3: "source error (origin unreachable, HTTP error, cut short)",
     4: "digest mismatch",
     5: "timeout",

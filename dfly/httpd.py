@@ -1,11 +1,18 @@
 """The one HTTP server every dfly listener is built on (supernode, uploader).
 
+The socket's family follows the address it is given (IPv4, IPv6, or the
+first the resolver names for a host name); `::` is every address of both
+families (IPV6_V6ONLY off), and IPv4 clients seen through it are reported by
+their plain IPv4 address. An address the host cannot listen on is one
+CannotListen, never a traceback.
+
 A listener is an `app` with a `route(Request) -> Response` method; this module
 does the socket side only: bounded request bodies, a per-connection socket
 timeout (slow clients cannot pin a thread forever), a cap on connections served
 at once, typed errors mapped to statuses here and nowhere else, and file bodies
 sent with socket.sendfile so piece data never passes through Python.
 """
+import errno
 import json
 import logging
 import os
@@ -21,7 +28,8 @@ from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
-from dfly.errors import BadRequest, DflyError, NotFound
+from dfly.errors import BadRequest, CannotListen, DflyError, NotFound
+from dfly.protocol.address import format_address, is_ipv6, plain_ip
 
 log = logging.getLogger("dfly.httpd")
 
@@ -363,8 +371,13 @@ class Server(ThreadingHTTPServer):
         self._requests = 0        # requests being answered right now (not idle keep-alives)
         self.draining = False
         if sock is None:
-            super().__init__(address, handler)
+            self.address_family, bind_to = _bind_address(address)
+            try:
+                super().__init__(bind_to, handler)
+            except OSError as e:
+                raise CannotListen(_cannot_listen(address, self.address_family, e))
         else:   # adopt a listening socket handed over by another process
+            self.address_family = sock.family
             super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
             self.socket.close()
             self.socket = sock
@@ -374,10 +387,16 @@ class Server(ThreadingHTTPServer):
         # Not HTTPServer.server_bind: that also looks this host's name up
         # (socket.getfqdn), which waits on DNS, for seconds where the resolver does
         # not answer (an air-gapped host), and nothing here uses the name.
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            # Dual-stack: IPv4 clients too, whatever the host's default (Linux's
+            # net.ipv6.bindv6only, on by default elsewhere).
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         socketserver.TCPServer.server_bind(self)
+        self.server_address = self.server_address[:2]
         self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request, client_address):
+        client_address = (plain_ip(client_address[0]), client_address[1])
         if not self._slots.acquire(blocking=False):
             try:
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -483,21 +502,31 @@ def piece_number(text: str) -> int:
     return int(text)
 
 
-def parse_hostport(text: str, default_port: int) -> Tuple[str, int]:
-    """"host:port", "host", ":port" or "[v6]:port" -> (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
+def _bind_address(address: Tuple[str, int]) -> Tuple[int, Tuple[str, int]]:
+    """The socket family for listening on `address`, and the (host, port) to bind."""
+    host, port = address[0] or "0.0.0.0", address[1]
+    if is_ipv6(host):
+        return socket.AF_INET6, (host, port)
     try:
-        port_num = int(port) if port else default_port
-    except ValueError:
-        raise ValueError("bad port in %r" % text)
-    if not 0 <= port_num <= 65535:
-        raise ValueError("port out of range in %r" % text)
-    return host or "0.0.0.0", port_num
+        socket.inet_aton(host)
+        return socket.AF_INET, (host, port)
+    except OSError:
+        pass
+    try:   # a host name: the first address the resolver gives, of either family
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, socket.AF_UNSPEC,
+                                                       socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+    except (OSError, IndexError) as e:
+        raise CannotListen("cannot listen on %s: the name does not resolve (%s)"
+                           % (format_address(host, port), e))
+    return family, sockaddr[:2]
+
+
+def _cannot_listen(address: Tuple[str, int], family: int, error: OSError) -> str:
+    line = "cannot listen on %s: %s" % (format_address(address[0] or "0.0.0.0", address[1]),
+                                        error.strerror or error)
+    if family == socket.AF_INET6 and error.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+        line += " (this host has no IPv6)"
+    elif family == socket.AF_INET6 and error.errno == errno.EADDRNOTAVAIL:
+        line += " (not an address of this host, or IPv6 is off here)"
+    return line
 

@@ -4,12 +4,16 @@ from those fields here, so a setting cannot exist in one and not the other.
 
 Units are in the names: sizes (`20M`, `4GiB`) and durations (`300`, `5m`, `2h`)
 are parsed by parse_size / parse_duration; binary multiples, as curl does.
+Addresses (`HOST:PORT`, `[IPV6]:PORT`), hosts and URLs are checked by
+protocol/address.py, the same for every flag and key that takes one.
 """
 import argparse
 import dataclasses
 import json
 import re
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
+
+from dfly.protocol.address import canonical_address, check_url, parse_host
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
@@ -52,7 +56,27 @@ def option(default, help: str, kind: str = "", flag: str = "", metavar: str = ""
     return dataclasses.field(default=default, metadata=meta)
 
 
-_PARSERS = {"size": parse_size, "duration": parse_duration}
+def parse_url(text) -> str:
+    """A URL whose host is well formed (no zone id); ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("a URL must be text, got %r" % (text,))
+    check_url(text.strip())
+    return text.strip()
+
+
+def parse_addresses(value) -> List[str]:
+    """Addresses from a list and/or comma-separated text ("h1:1,[::1]:2"), each checked."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("an address must be text, got %r" % (item,))
+        out.extend(canonical_address(part) for part in item.split(",") if part.strip())
+    return out
+
+
+_PARSERS = {"size": parse_size, "duration": parse_duration, "address": canonical_address,
+            "host": parse_host, "url": parse_url}
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -61,6 +85,10 @@ def _flag(f: dataclasses.Field) -> str:
 
 def _convert(f: dataclasses.Field, value):
     kind = f.metadata.get("kind", "")
+    if kind == "address" and f.default is dataclasses.MISSING:   # a list of addresses
+        return parse_addresses(value)
+    if value == "" and f.default == "":   # an optional setting left unset
+        return value
     if kind in _PARSERS:
         return _PARSERS[kind](value)
     if isinstance(f.default, bool):

@@ -20,10 +20,11 @@ from typing import Callable, List, Optional
 from dfly import errors
 from dfly.bench.config import BenchConfig
 from dfly.bench.report import CallRecord, PeerRecord, summarize
-from dfly.httpd import Listener, parse_hostport, parse_server_timing
+from dfly.httpd import Listener, parse_server_timing
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
 from dfly.peer.uploader import UploaderApp
+from dfly.protocol.address import upload_address
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 from dfly.supernode.client import SupernodeClient
 
@@ -81,11 +82,11 @@ class SimulatedPeer:
     def run(self, deadline: float) -> None:
         began = self.clock()
         try:
-            self.listener = Listener("bench-peer-%d" % self.record.index,
-                                     parse_hostport(self.config.upload_listen, 0), self.uploader,
-                                     poll_interval_s=UPLOADER_POLL_S).start()
             self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock)
             host = self.config.advertise or self.supernode.local_host()
+            self.listener = Listener("bench-peer-%d" % self.record.index,
+                                     upload_address(self.config.upload_listen, host), self.uploader,
+                                     poll_interval_s=UPLOADER_POLL_S).start()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
                                       peer_port=self.listener.address[1], peer_host=host)
             self.storage = storage = PieceFile(self.path)

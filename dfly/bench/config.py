@@ -6,16 +6,18 @@ from dfly.options import option
 
 @dataclass(frozen=True)
 class BenchConfig:
-    supernode: str = option("", "the supernode to measure (required)", metavar="HOST:PORT")
+    supernode: str = option("", "the supernode to measure (required)", kind="address",
+                            metavar="HOST:PORT")
     peers: int = option(10, "simulated peers, each with its own uploader port")
     waves: int = option(1, "start the peers in this many equal waves")
     wave_interval_s: float = option(1.0, "time between the starts of two waves",
                                     kind="duration", flag="--wave-interval", metavar="DURATION")
     parallel: int = option(4, "pieces each simulated peer fetches at once")
     advertise: str = option("", "address the simulated peers are reached at "
-                            "(default: the local address used to reach the supernode)", metavar="HOST")
+                            "(default: the local address used to reach the supernode)", kind="host",
+                            metavar="HOST")
     upload_listen: str = option("0.0.0.0:0", "address each simulated peer's uploader listens on "
-                                "(port 0: one free port each)", metavar="HOST:PORT")
+                                "(port 0: one free port each)", kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where the downloaded copies go while the bench runs "
                            "(default: a temporary folder, removed afterwards)", metavar="DIR")
     timeout_s: float = option(300.0, "give up on any peer not done this long after the first start",

@@ -10,11 +10,14 @@ from dfly.options import option
 # (each dataclass needs fields of its own, hence functions).
 def advertise_option():
     return option("", "address other peers reach this host at "
-                  "(default: the local address used to reach the supernode)", metavar="HOST")
+                  "(default: the local address used to reach the supernode)", kind="host",
+                  metavar="HOST")
 
 
 def upload_listen_option():
-    return option("0.0.0.0:0", "address the uploader listens on", metavar="HOST:PORT")
+    return option("0.0.0.0:0", "address the uploader listens on (on a wildcard host, the "
+                  "family of the advertised address: IPv6 and IPv4 when that is IPv6)",
+                  kind="address", metavar="HOST:PORT")
 
 
 def parallel_option(help_text: str = "pieces fetched at once"):
@@ -38,7 +41,7 @@ CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
 @dataclass(frozen=True)
 class PeerConfig:
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
-                                  metavar="HOST:PORT")
+                                  kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where temporary files, seeds and logs go (default: per-user data dir)",
                            metavar="DIR")
     rate_limit: int = option(0, "cap on this download's bytes per second, 0 = none (e.g. 20M)",

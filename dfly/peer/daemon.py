@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Tuple
 from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
-from dfly.httpd import Listener, Response, parse_hostport
+from dfly.httpd import Listener, Response
 from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
@@ -51,6 +51,7 @@ from dfly.peer.scrub import CacheScrubber
 from dfly.peer.seeds import Seed, SeedBook
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
+from dfly.protocol.address import format_address, loopback_for, parse_address
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count, piece_range
@@ -134,7 +135,7 @@ class RunningDaemon:
         self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0,
                         "announced": 0, "damaged_pieces": 0, "repaired_pieces": 0, "refetched": 0}
         self._repairing = set()   # cache keys being fetched again after damage
-        self.listener = Listener("daemon-http", parse_hostport(config.listen, DEFAULT_PORT),
+        self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
@@ -149,7 +150,7 @@ class RunningDaemon:
     @property
     def address(self) -> str:
         host, port = self.listener.address
-        return "%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+        return format_address(loopback_for(host), port)
 
     def stop(self) -> None:
         self.stopping.set()

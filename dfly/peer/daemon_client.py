@@ -8,7 +8,7 @@ from typing import Optional
 
 from dfly import errors
 from dfly.client import DownloadResult
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.handoff import HandoffRequest
 
 PROBE_TIMEOUT_S = 1.0
@@ -23,9 +23,8 @@ _KINDS = {"BadRequest": errors.BadRequest, "SourceError": errors.SourceError,
 class DaemonClient:
     def __init__(self, address: str = DEFAULT_ADDRESS):
         self.address = address
-        self.host, self.port = parse_hostport(address, 65001)
-        if self.host == "0.0.0.0":
-            self.host = "127.0.0.1"
+        host, self.port = parse_address(address, 65001)   # ValueError: a usage error
+        self.host = loopback_for(host)
 
     def running(self) -> bool:
         """Is a dfly daemon answering at this address (quickly)?"""

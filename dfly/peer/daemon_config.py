@@ -18,13 +18,14 @@ from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 class DaemonConfig:
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks "
                                   "(none: everything comes straight from the source)",
-                                  metavar="HOST:PORT")
+                                  kind="address", metavar="HOST:PORT")
     listen: str = option("127.0.0.1:65001", "address of the registry mirror, HTTP proxy and daemon API",
-                         metavar="HOST:PORT")
+                         kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where the cache and logs go (default: per-user data dir)",
                            metavar="DIR")
     registry_mirror: str = option("https://registry-1.docker.io",
-                                  "upstream registry that /v2/ requests are mirrored from", metavar="URL")
+                                  "upstream registry that /v2/ requests are mirrored from",
+                                  kind="url", metavar="URL")
     proxy_rule: List[str] = option(list(DEFAULT_RULES),
                                    "proxy rule 'ACTION REGEX', ACTION p2p, p2p+https or direct; first "
                                    "match wins, unmatched requests pass straight through",

@@ -23,7 +23,7 @@ import time
 from typing import Callable, Dict, Optional
 from urllib.parse import urlencode
 
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import SUPERNODE, PieceOrder
 from dfly.protocol.ratelimit import TokenBucket
 
@@ -128,8 +128,11 @@ class PieceFetcher:
     def _conn(self, addr: str) -> http.client.HTTPConnection:
         conn = self._conns.get(addr)
         if conn is None:
-            host, port = parse_hostport(addr, 80)
-            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout_s)
+            try:
+                host, port = parse_address(addr, 80)
+            except ValueError as e:   # the supernode named a holder we cannot read
+                raise PieceFailed("bad holder address: %s" % e)
+            conn = http.client.HTTPConnection(loopback_for(host), port, timeout=self.connect_timeout_s)
             self._conns[addr] = conn
         if conn.sock is None:
             try:

@@ -14,6 +14,8 @@ answered from the whole file once it is here.
 import re
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
+from dfly.protocol.address import parse_address
+
 ACTIONS = ("p2p", "p2p+https", "direct")
 DEFAULT_RULES = ("p2p /blobs/sha256:[0-9a-f]{64}",)
 
@@ -85,15 +87,9 @@ def split_authority(authority: str) -> Tuple[str, int]:
 
 
 def _host_port(authority: str, default_port: int) -> Tuple[str, int]:
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = authority.partition(":")
+    host, port = parse_address(authority[:300], default_port)
     if not host:
         raise ValueError("no host in %r" % authority[:200])
-    if not port_text:
-        return host, default_port
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+    if port == 0:
         raise ValueError("bad port in %r" % authority[:200])
-    return host, int(port_text)
+    return host, port

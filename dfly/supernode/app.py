@@ -4,8 +4,9 @@ import os
 import threading
 from typing import Optional
 
-from dfly.httpd import Listener, parse_hostport
+from dfly.httpd import Listener
 from dfly.lifecycle import log_to, serve_until_signalled
+from dfly.protocol.address import format_address, loopback_for, parse_address
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
@@ -17,15 +18,16 @@ class RunningSupernode:
     """A started supernode; `address` is where it listens (port 0 resolved)."""
 
     def __init__(self, config: SupernodeConfig, data_dir: str):
-        self.service = Supernode(config, data_dir).start()
-        host, port = parse_hostport(config.listen, 8002)
-        self.listener = Listener("supernode-http", (host, port), SupernodeApp(self.service),
-                                 config.max_connections).start()
+        self.service = Supernode(config, data_dir)
+        self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
+                                 SupernodeApp(self.service), config.max_connections)
+        self.service.start()   # after the listener is bound: a bad --listen starts nothing
+        self.listener.start()
 
     @property
     def address(self) -> str:
         host, port = self.listener.address
-        return "%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+        return format_address(loopback_for(host), port)
 
     def stop(self) -> None:
         self.listener.stop()
@@ -41,5 +43,6 @@ def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event]
     """Serve until SIGINT or SIGTERM."""
     log_to(data_dir, config.log_level, "supernode")
     running = start(config, data_dir)
-    log.info("supernode listening on %s:%d, data in %s", *running.listener.address, data_dir)
+    log.info("supernode listening on %s, data in %s", format_address(*running.listener.address),
+             data_dir)
     return serve_until_signalled(running, "supernode", ready)

@@ -11,7 +11,7 @@ import socket
 from typing import List, Optional, Tuple
 
 from dfly import errors
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
 
 DEFAULT_PORT = 8002
@@ -32,7 +32,7 @@ _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
 class SupernodeClient:
     def __init__(self, address: str, timeout_s: float = 15.0):
         self.address = address
-        self.host, self.port = parse_hostport(address, DEFAULT_PORT)
+        self.host, self.port = _host_port(address)
         self.timeout_s = timeout_s
         self._conn: Optional[http.client.HTTPConnection] = None
         self.server_timing: Optional[str] = None   # the last reply's Server-Timing header
@@ -51,7 +51,7 @@ class SupernodeClient:
                 return body["task_id"], TaskState.parse(body)
             self.close()
             self.address = body["redirect"]
-            self.host, self.port = parse_hostport(self.address, DEFAULT_PORT)
+            self.host, self.port = _host_port(self.address)
         raise SupernodeDown("supernodes kept redirecting (last to %s)" % self.address)
 
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
@@ -147,6 +147,16 @@ class SupernodeClient:
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
         return value
+
+
+def _host_port(address: str):
+    """Where to connect for `address` (a supernode's own wildcard listen address means
+    this host); SupernodeDown when it is malformed (a bad redirect)."""
+    try:
+        host, port = parse_address(address, DEFAULT_PORT)
+    except ValueError as e:
+        raise SupernodeDown("bad supernode address: %s" % e)
+    return loopback_for(host), port
 
 
 def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,

@@ -8,9 +8,10 @@ from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 
 @dataclass(frozen=True)
 class SupernodeConfig:
-    listen: str = option("0.0.0.0:8002", "address to listen on", metavar="HOST:PORT")
+    listen: str = option("0.0.0.0:8002", "address to listen on ([::]:PORT: every IPv6 and IPv4 "
+                         "address)", kind="address", metavar="HOST:PORT")
     advertise: str = option("", "address peers use to reach this supernode, if not --listen",
-                            metavar="HOST:PORT")
+                            kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where the cache and logs go (default: per-user data dir)",
                            metavar="DIR")
     source_rate_limit: int = option(0, "cap on bytes per second read from all sources, 0 = none",
@@ -34,7 +35,8 @@ class SupernodeConfig:
     max_connections: int = option(1024, "connections served at once; more get 503")
     log_level: str = option("info", "debug, info, warning or error")
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "
-                                "(HOST:PORT,HOST:PORT,... or repeated)", metavar="MEMBERS")
+                                "(HOST:PORT,[IPV6]:PORT,... or repeated)", kind="address",
+                                metavar="MEMBERS")
     cluster_secret: str = option("", "shared secret of the cluster; members with another are refused",
                                  metavar="SECRET")
     member_dead_after_s: float = option(3.0, "a member silent this long is dead and its tasks re-owned",

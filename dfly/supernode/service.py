@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
+from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
@@ -102,6 +103,7 @@ class Supernode:
         req = messages.RegisterRequest.parse(body)
         if req.url.split(":", 1)[0].lower() not in SOURCE_SCHEMES:
             raise BadRequest("source URL must be http or https: %r" % req.url[:200])
+        host = _peer_host(req.peer_host) if req.peer_host else client_host
         tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
         now = self.clock()
         if self.membership is not None:
@@ -114,7 +116,6 @@ class Supernode:
                 task.headers = req.headers
             self._refresh(task, now)
             task.last_access = now
-            host = req.peer_host or client_host
             task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
             # No wake-up: a peer joining holds nothing yet and frees no upload slot.
             reply = self._state(task)
@@ -388,7 +389,7 @@ class Supernode:
                  if num < len(task.digests) else "", "holder": assignment.holder}
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
-            piece["addr"] = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+            piece["addr"] = format_address(host, port)
         elif self.config.advertise:   # peers reach us under another address than they called
             piece["addr"] = self.config.advertise
         return piece
@@ -566,6 +567,14 @@ def _mtime(folder: str) -> float:
         return os.stat(folder).st_mtime
     except OSError:
         return 0.0
+
+
+def _peer_host(text: str) -> str:
+    """The host a peer says it is reached at, checked: it is handed to other peers."""
+    try:
+        return parse_host(text)
+    except ValueError as e:
+        raise BadRequest("peer host: %s" % e)
 
 
 def _touch(folder: str) -> None:

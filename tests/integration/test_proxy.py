@@ -11,7 +11,7 @@ import pytest
 from daemons import stats
 from helpers import MiB, content, healthy, refused_address
 
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import parse_address
 
 RULES = ["direct \\.json$", "p2p /big/"]
 
@@ -57,7 +57,7 @@ def _gets(origin, name: str) -> int:
 
 
 def _via(proxy_address: str, method: str, url: str, headers=None, body=None):
-    host, port = parse_hostport(proxy_address, 0)
+    host, port = parse_address(proxy_address, 0)
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
         conn.request(method, url, body=body, headers=headers or {})
@@ -142,7 +142,7 @@ def test_request_bodies_and_replies_of_unknown_length_stream_through(echo, daemo
 def test_connect_tunnels_bytes_both_ways_and_a_dead_target_is_a_502(origin, daemons):
     file = origin.add("tunnelled.bin", content(2 * MiB, seed=24))
     running = daemons.start(proxy_rule=RULES)
-    with socket.create_connection(parse_hostport(running.address, 0), timeout=10) as sock:
+    with socket.create_connection(parse_address(running.address, 0), timeout=10) as sock:
         target = "127.0.0.1:%d" % origin.address[1]
         request = ("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode()
         inner = ("GET /tunnelled.bin HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % target).encode()
@@ -162,4 +162,4 @@ def test_connect_tunnels_bytes_both_ways_and_a_dead_target_is_a_502(origin, daem
         assert status == 502
     for bad in ("no-port", "h:99999", "/path"):
         assert _via(running.address, "CONNECT", bad)[0] == 400
-    assert healthy(parse_hostport(running.address, 0))
+    assert healthy(parse_address(running.address, 0))

@@ -8,12 +8,12 @@ import pytest
 from daemons import fetch, registry_blob, stats
 from helpers import MiB, content, healthy, raw_exchange, refused_address, status_of
 
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import parse_address
 from dfly.protocol.pieces import MIN_PIECE_SIZE
 
 
 def _address(running):
-    return parse_hostport(running.address, 0)
+    return parse_address(running.address, 0)
 
 
 @pytest.mark.time_limit(30)

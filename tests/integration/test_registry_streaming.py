@@ -14,7 +14,7 @@ import pytest
 from daemons import registry_blob, stats
 from helpers import MiB, content
 
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import parse_address
 from dfly.protocol.pieces import MIN_PIECE_SIZE
 from dfly.protocol.task import task_id
 
@@ -23,7 +23,7 @@ PIECE = MIN_PIECE_SIZE   # what files this small are cut into
 
 def _open(running, path: str, headers=None):
     """Send a GET and return (connection, response) with the status line read, body not."""
-    host, port = parse_hostport(running.address, 0)
+    host, port = parse_address(running.address, 0)
     conn = http.client.HTTPConnection(host, port, timeout=20)
     conn.request("GET", path, headers=headers or {})
     return conn, conn.getresponse()

@@ -13,8 +13,8 @@ import threading
 import pytest
 from helpers import MiB, content, wait_until
 
-from dfly.httpd import parse_hostport
 from dfly.peer.piece_client import PieceFetcher
+from dfly.protocol.address import parse_address
 from dfly.protocol.messages import SUPERNODE, PieceOrder, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.config import SupernodeConfig
@@ -277,7 +277,7 @@ def _fetch_anonymously(supernode, tid: str, data: bytes) -> bytes:
 
 def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
     """Naming peer "a", which registered as 127.0.0.1, from 127.0.0.2."""
-    host, port = parse_hostport(supernode.address, 0)
+    host, port = parse_address(supernode.address, 0)
     elsewhere = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
     try:
         elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid)
