@@ -1,4 +1,5 @@
-"""A real origin for tests: http.server on 127.0.0.1:0 serving files from a folder.
+"""A real origin for tests: http.server on 127.0.0.1:0 (or ::1, host="::1") serving
+files from a folder.
 
 It speaks enough HTTP for the supernode's cache logic to be exercised for real:
 ETag / Last-Modified with If-None-Match / If-Modified-Since (304), and single
@@ -87,8 +88,9 @@ class OriginFile:
 class Origin:
     """Start with Origin(root); stop() at teardown (the fixture does it)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, host: str = "127.0.0.1"):
         self.root = root
+        self.host = host
         os.makedirs(root, exist_ok=True)
         self.stopped = threading.Event()
         self.released = threading.Event()
@@ -97,7 +99,8 @@ class Origin:
         self._files: Dict[str, OriginFile] = {}
         self._faults: Dict[str, Fault] = {}
         self._served: Dict[str, List[Served]] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self.server = server_class((host, 0), _handler_for(self))
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.server.handle_error = lambda request, client_address: None
@@ -111,7 +114,8 @@ class Origin:
         return self.server.server_address[:2]
 
     def url(self, name: str) -> str:
-        return "http://127.0.0.1:%d/%s" % (self.address[1], name)
+        shown = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d/%s" % (shown, self.address[1], name)
 
     def add(self, name: str, data: bytes, content_headers: Optional[Dict[str, str]] = None) -> OriginFile:
         """Serve `data` at /name (replacing what was there: new ETag and date), with
@@ -174,6 +178,10 @@ class Origin:
     def _record(self, name: str, served: Served) -> None:
         with self._lock:
             self._served.setdefault(name, []).append(served)
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler_for(origin: Origin):

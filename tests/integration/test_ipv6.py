@@ -1,0 +1,154 @@
+"""IPv6 and dual-stack on the loopback: listeners on ::1 and on `::` (every address of
+both families), peers that reach the supernode over IPv6 and so advertise IPv6, IPv4
+and IPv6 peers in one swarm, and addresses the host cannot listen on."""
+import errno
+import socket
+
+import pytest
+from helpers import MiB, content
+from origin import Origin
+
+from dfly.errors import BadRequest, CannotListen
+from dfly.httpd import Listener
+from dfly.peer.daemon_client import DaemonClient
+from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.protocol.address import parse_address
+from dfly.protocol.handoff import HandoffRequest
+from dfly.protocol.messages import PieceOrder, RegisterRequest
+from dfly.supernode.client import SupernodeClient
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+
+
+@pytest.fixture
+def origin6(tmp_path):
+    server = Origin(str(tmp_path / "origin6"), host="::1")
+    yield server
+    server.stop()
+
+
+def _port(address: str) -> int:
+    return parse_address(address)[1]
+
+
+def test_a_swarm_on_the_ipv6_loopback_goes_peer_to_peer(supernode_factory, client_factory,
+                                                         origin6, downloads):
+    supernode = supernode_factory(listen="[::1]:0")
+    assert supernode.address.startswith("[::1]:")
+    src = origin6.add("f.bin", content(9 * MiB, seed=61))
+    first = client_factory([supernode.address], upload_listen="[::1]:0", seed_for_s=60)
+    first.download(src.url, str(downloads / "a"), digest=src.digest)
+    second = client_factory([supernode.address], upload_listen="[::1]:0")
+    result = second.download(src.url, str(downloads / "b"), digest=src.digest)
+    assert result.via == "p2p" and result.bytes_from_peers > 0
+    assert origin6.body_bytes("f.bin") == src.size
+
+
+@pytest.mark.time_limit(45)
+def test_a_dual_stack_supernode_serves_ipv4_and_ipv6_peers_in_one_swarm(
+        supernode_factory, client_factory, origin, downloads):
+    supernode = supernode_factory(listen="[::]:0")
+    port = _port(supernode.address)
+    via_v4, via_v6 = "127.0.0.1:%d" % port, "[::1]:%d" % port
+    src = origin.add("f.bin", content(9 * MiB, seed=62))
+    ipv4_first = client_factory([via_v4], seed_for_s=60)
+    ipv4_first.download(src.url, str(downloads / "a"), digest=src.digest)
+    # The IPv6 peer leaves its uploader on the wildcard, as users do: it must listen
+    # on IPv6, the family of the address it advertises, not on 0.0.0.0 (IPv4 only).
+    ipv6 = client_factory([via_v6], upload_listen="0.0.0.0:0", seed_for_s=60)
+    from_ipv4 = ipv6.download(src.url, str(downloads / "b"), digest=src.digest)
+    assert from_ipv4.bytes_from_peers > 0          # an IPv4 peer served an IPv6 one
+    ipv4_first.close()                             # now only the IPv6 peer holds the file
+    ipv4_late = client_factory([via_v4])
+    from_ipv6 = ipv4_late.download(src.url, str(downloads / "c"), digest=src.digest)
+    assert from_ipv6.bytes_from_peers > 0          # ...and an IPv6 peer an IPv4 one
+    assert ipv6.uploader_address[0] == "::"        # on every address: IPv4 peers reach it too
+    assert origin.body_bytes("f.bin") == src.size
+    tasks = SupernodeClient(via_v6, timeout_s=5).tasks()
+    assert [t["state"] for t in tasks] == ["done"]
+
+
+def test_a_dual_stack_daemon_takes_a_get_handed_over_from_ipv4_loopback(daemons, origin, tmp_path):
+    # The daemon takes downloads only from this host: an IPv4 client seen through `::`
+    # as ::ffff:127.0.0.1 is this host too.
+    running = daemons.start(listen="[::]:0")
+    src = origin.add("f.bin", content(MiB, seed=63))
+    client = DaemonClient("127.0.0.1:%d" % _port(running.address))
+    assert client.running()
+    result = client.download(HandoffRequest(src.url, str(tmp_path / "out.bin"), src.digest, {}, [],
+                                            None), timeout_s=30)
+    assert result.length == src.size
+    assert (tmp_path / "out.bin").read_bytes() == src.data
+
+
+def test_an_ipv6_listener_reports_its_address_unbracketed_and_answers(tmp_path):
+    listener = Listener("test-v6", ("::1", 0), _Hello()).start()
+    try:
+        host, port = listener.address
+        assert host == "::1"
+        with socket.create_connection(("::1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        listener.stop()
+
+
+class _Hello:
+    def route(self, request):
+        from dfly.httpd import Response
+        return Response.text("hello %s\n" % request.client[0])
+
+
+def test_listen_addresses_the_host_cannot_use_are_one_clear_error():
+    with pytest.raises(CannotListen, match=r"cannot listen on \[2001:db8::1\]:0: .*IPv6"):
+        Listener("test-v6", ("2001:db8::1", 0), _Hello())   # documentation prefix: not ours
+    taken = Listener("test-taken", ("::1", 0), _Hello())
+    try:
+        with pytest.raises(CannotListen, match=r"cannot listen on \[::1\]:\d+: "):
+            Listener("test-v6", ("::1", taken.address[1]), _Hello())
+    finally:
+        taken.stop()
+    assert CannotListen.exit_code == 2
+
+
+def test_the_supernode_refuses_scoped_urls_and_peer_hosts_as_bad_requests(supernode):
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        with pytest.raises(BadRequest, match="zone ids"):
+            client.register(RegisterRequest(url="http://[fe80::1%25eth0]:80/f", peer_id="p1",
+                                            peer_port=1))
+        for host in ("fe80::1%eth0", "10.0.0.1:80", "[::1"):
+            with pytest.raises(BadRequest, match="peer host"):
+                client.register(RegisterRequest(url="http://127.0.0.1:1/f", peer_id="p2",
+                                                peer_port=1, peer_host=host))
+    finally:
+        client.close()
+
+
+def test_a_holder_address_that_does_not_parse_fails_the_piece_not_the_worker():
+    fetcher = PieceFetcher(timeout_s=2)
+    order = PieceOrder(num=0, start=0, size=1, sha256="0" * 64, holder="h", addr="::1:80")
+    try:
+        with pytest.raises(PieceFailed, match="bad holder address"):
+            fetcher.fetch(order.addr, "t" * 64, order, lambda offset, data: None)
+    finally:
+        fetcher.close()
+
+
+def test_an_unavailable_family_is_named_in_the_error():
+    # EAFNOSUPPORT is what a host without IPv6 at all answers; the line says so.
+    from dfly.httpd import _cannot_listen
+    line = _cannot_listen(("::1", 8002), socket.AF_INET6, OSError(errno.EAFNOSUPPORT,
+                                                                  "Address family not supported"))
+    assert line == ("cannot listen on [::1]:8002: Address family not supported "
+                    "(this host has no IPv6)")
