@@ -19,7 +19,7 @@ import subprocess
 import tarfile
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from helpers import content
 
@@ -212,8 +212,10 @@ def build_image(layout: str, tag: str = "v1", layer_sizes=(3 << 20, 1 << 20),
 # skopeo -------------------------------------------------------------------------------
 
 def skopeo(*args: str, timeout: float = SKOPEO_TIMEOUT_S, env: Optional[dict] = None,
-           check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([SKOPEO_BIN, "--insecure-policy"] + list(args), stdin=subprocess.DEVNULL,
+           check: bool = True, runner: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """`runner`: a command skopeo runs under (say, one giving it a hosts file of its own)."""
+    result = subprocess.run(list(runner) + [SKOPEO_BIN, "--insecure-policy"] + list(args),
+                            stdin=subprocess.DEVNULL,
                             capture_output=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError("skopeo %s failed (%d):\n%s" % (" ".join(args), result.returncode,
@@ -251,7 +253,8 @@ def _mirror_of(conf: str) -> str:
 
 
 def pull(conf: str, registry: Registry, repo: str, tag: str, dest: str, arch: str = "amd64",
-         creds: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+         creds: Optional[str] = None, check: bool = True,
+         runner: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """skopeo copy docker://REGISTRY/repo:tag dir:DEST through the mirror in `conf`."""
     args = ["--registries-conf", conf, "--override-arch", arch, "--override-os", "linux",
             "copy", "--src-tls-verify=false"]
@@ -261,7 +264,7 @@ def pull(conf: str, registry: Registry, repo: str, tag: str, dest: str, arch: st
     else:
         args.append("--src-no-creds")
     return skopeo(*(args + ["docker://%s/%s:%s" % (registry.host, repo, tag), "dir:" + dest]),
-                  check=check)
+                  check=check, runner=runner)
 
 
 def dir_layers(dest: str) -> List[str]:
