@@ -15,10 +15,11 @@ import time
 
 import pytest
 from helpers import MiB, content, run_all, sha256_file, wait_until
-from origin import Fault
+from origin import Fault, Origin
 
 from dfly import Client
 from dfly.errors import Forbidden
+from dfly.protocol.address import format_address
 from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import rendezvous_owner
@@ -26,14 +27,15 @@ from dfly.supernode.cluster import rendezvous_owner
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def reserve_ports(n):
-    socks = [socket.socket() for _ in range(n)]
+def reserve_ports(n, host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = [socket.socket(family) for _ in range(n)]
     for s in socks:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
         s.close()
-    return ["127.0.0.1:%d" % p for p in ports]
+    return [format_address(host, p) for p in ports]
 
 
 class Member:
@@ -330,3 +332,56 @@ def test_a_takeover_against_a_changed_source_never_mixes_two_versions(cluster, o
     resume = origin.served("moving.bin")[-1]   # the taking-over member's conditional resume
     assert resume.headers.get("If-Range") == old.etag and resume.status == 200
     assert resume.body_bytes == new.size
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.time_limit(90)
+def test_a_cluster_of_ipv6_members_re_owns_a_task_when_its_owner_dies(tmp_path):
+    origin = Origin(str(tmp_path / "origin6"), host="::1")
+    addresses = reserve_ports(3, "::1")
+    members = [Member(a, addresses, str(tmp_path / ("sn%d" % i))) for i, a in enumerate(addresses)]
+    clients = []
+    try:
+        _start_all(members)
+        status = SupernodeClient(addresses[0], timeout_s=2).cluster()
+        assert status["me"] == addresses[0] and addresses[0].startswith("[::1]:")
+        assert sorted(m["member"] for m in status["members"]) == sorted(addresses)
+        size = 32 * MiB
+        src = origin.add("big.bin", content(size, seed=16))
+        origin.fault("big.bin", chunk_delay_s=0.02)   # ~12 MB/s: the owner dies midway
+        owner_addr = rendezvous_owner(task_id(src.url, digest=src.digest), addresses)
+        owner = next(m for m in members if m.address == owner_addr)
+        for i in range(3):
+            os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+            clients.append(Client(addresses[i:] + addresses[:i], data_dir=str(tmp_path / ("p%d" % i)),
+                                  upload_listen="[::1]:0", piece_timeout_s=5, failover_s=30))
+        watcher = SupernodeClient(owner_addr, timeout_s=2)
+
+        def kill_owner_midway():
+            wait_until(lambda: any(t["pieces_written"] >= 3 for t in watcher.tasks()), timeout=30)
+            owner.kill()
+            watcher.close()
+
+        outcomes = run_all([lambda c=c, i=i: c.download(src.url, str(tmp_path / ("out%d" % i)),
+                                                         digest=src.digest)
+                            for i, c in enumerate(clients)] + [kill_owner_midway], timeout=80)
+    finally:
+        for c in clients:
+            c.close()
+        for m in members:
+            m.stop()
+        origin.stop()
+    assert [e for _, e in outcomes if e is not None] == []
+    for i in range(3):
+        assert sha256_file(str(tmp_path / ("out%d" % i))) == src.sha256
+    assert all(r.via == "p2p" for r, _ in outcomes[:-1])
+    assert origin.body_bytes("big.bin") <= size + 2 * 4 * MiB, origin.body_bytes("big.bin")
