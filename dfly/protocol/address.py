@@ -93,6 +93,17 @@ def plain_ip(host: str) -> str:
     return host
 
 
+def address_family(host: str) -> Optional[int]:
+    """4 or 6 for an IP address (unbracketed), None for a host name (either, as it resolves)."""
+    if ":" in host:
+        return 6
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    return 4
+
+
 def is_ipv6(host: str) -> bool:
     """Is `host` (unbracketed) an IPv6 address?"""
     return _is_ipv6(host)

@@ -23,8 +23,12 @@ copy of the file):
   hold are candidates: the others would find no holder anyway, so the answer
   is the same and neither the heap nor the holder search sees them.
 - A piece comes from a peer when some peer can serve it: alive, not the
-  requester, not on the requester's blacklist, under max_holder_errors, and
-  under max_uploads_per_peer. The least loaded such peer wins.
+  requester, not on the requester's blacklist, under max_holder_errors, under
+  max_uploads_per_peer, and reachable: a peer registered with an IPv4 address
+  is never sent to one registered with an IPv6 address, nor the other way
+  round (an IPv4-only host cannot connect to an IPv6-only one; a dual-stack
+  supernode serves both, and each family trades within itself; a peer known
+  by a host name may be either). The least loaded such peer wins.
 - The supernode serves a piece only when no peer has it or is fetching it, so
   each piece leaves the supernode about once; peers spread it from there. Its
   upload slot is free again once the piece is sent (`supernode_sent`: out on
@@ -48,11 +52,13 @@ No sockets, threads or clocks: every call that depends on time takes `now`.
 import heapq
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
+from dfly.protocol.address import address_family
 from dfly.protocol.messages import SUPERNODE
 
 TIE_WINDOW = 8   # pieces; see "rarest first" above
+_NOBODY: AbstractSet[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class PeerState:
     errors: int = 0      # as a holder: failures others reported against it
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
+    family: Optional[int] = None   # 4 or 6 when registered with an IP address
 
 
 class TaskScheduler:
@@ -107,6 +114,7 @@ class TaskScheduler:
         self._free: Dict[int, Set[str]] = {}
         self._load_of: Dict[str, int] = {}   # the _free key each peer is filed under
         self._bad: Set[str] = set()    # peers at max_holder_errors: no longer asked to serve
+        self._family: Dict[int, Set[str]] = {4: set(), 6: set()}   # peers by address family
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -134,10 +142,13 @@ class TaskScheduler:
     def peer_joined(self, peer_id: str, addr: Tuple[str, int], now: float) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
-            self.peers[peer_id] = PeerState(peer_id, addr, now)
+            peer = self.peers[peer_id] = PeerState(peer_id, addr, now)
         else:
             peer.addr = addr
             self._heard_from(peer, now)
+            self._family.get(peer.family, set()).discard(peer_id)
+        peer.family = address_family(addr[0])
+        self._family.get(peer.family, set()).add(peer_id)
 
     def peer_seen(self, peer_id: str, now: float) -> bool:
         """Record a sign of life; False when the peer is unknown (forgotten)."""
@@ -154,6 +165,7 @@ class TaskScheduler:
         self._unfile(peer_id)
         self._bad.discard(peer_id)
         self._suspect.discard(peer_id)
+        self._family.get(peer.family, set()).discard(peer_id)
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
@@ -269,7 +281,7 @@ class TaskScheduler:
             # than pieces, the unions would cost more than they save.
             pool, everything = set(), len(self._peer_held)
             if peer.failures < cfg.max_peer_failures:
-                for holder_id in set().union(*free) - peer.blacklist - self._bad:
+                for holder_id in set().union(*free) - peer.blacklist - self._bad - self._unreachable(peer):
                     if holder_id != peer.peer_id:
                         pool |= self.peers[holder_id].held
                         if len(pool) >= everything:
@@ -323,6 +335,9 @@ class TaskScheduler:
             holders = self._holders.get(num, set())
             unusable = (self._bad | self._suspect) if self._suspect else self._bad
             skip = (peer.blacklist | unusable) if peer.blacklist else unusable
+            unreachable = self._unreachable(peer)
+            if unreachable:
+                skip = skip | unreachable
             for load in sorted(self._free):   # the least loaded usable holder (ties by id)
                 bucket = self._free[load]
                 found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
@@ -338,10 +353,11 @@ class TaskScheduler:
         return None
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
-        """Is another healthy peer fetching `num` from the supernode right now?"""
+        """Is another healthy peer `peer` can reach fetching `num` from the supernode right now?"""
         cfg = self.config
+        unreachable = self._unreachable(peer)
         for other_id, since in self._from_supernode.get(num, {}).items():
-            if other_id == peer.peer_id or other_id in peer.blacklist:
+            if other_id == peer.peer_id or other_id in peer.blacklist or other_id in unreachable:
                 continue
             other = self.peers.get(other_id)
             if other is None or other.errors >= cfg.max_holder_errors:
@@ -358,6 +374,12 @@ class TaskScheduler:
             if now - since <= cfg.piece_stall_s:
                 return True
         return False
+
+    def _unreachable(self, peer: PeerState) -> AbstractSet[str]:
+        """The peers of the other address family: `peer` cannot connect to them."""
+        if peer.family is None:
+            return _NOBODY
+        return self._family[10 - peer.family]   # 4 <-> 6
 
     def _start(self, peer: PeerState, num: int, holder: str, now: float) -> None:
         peer.inflight[num] = (holder, now)

@@ -61,21 +61,26 @@ def test_a_dual_stack_supernode_serves_ipv4_and_ipv6_peers_in_one_swarm(
     port = _port(supernode.address)
     via_v4, via_v6 = "127.0.0.1:%d" % port, "[::1]:%d" % port
     src = origin.add("f.bin", content(9 * MiB, seed=62))
-    ipv4_first = client_factory([via_v4], seed_for_s=60)
-    ipv4_first.download(src.url, str(downloads / "a"), digest=src.digest)
+    first_v4 = client_factory([via_v4], seed_for_s=60)
+    first_v4.download(src.url, str(downloads / "a"), digest=src.digest)
     # The IPv6 peer leaves its uploader on the wildcard, as users do: it must listen
     # on IPv6, the family of the address it advertises, not on 0.0.0.0 (IPv4 only).
-    ipv6 = client_factory([via_v6], upload_listen="0.0.0.0:0", seed_for_s=60)
-    from_ipv4 = ipv6.download(src.url, str(downloads / "b"), digest=src.digest)
-    assert from_ipv4.bytes_from_peers > 0          # an IPv4 peer served an IPv6 one
-    ipv4_first.close()                             # now only the IPv6 peer holds the file
-    ipv4_late = client_factory([via_v4])
-    from_ipv6 = ipv4_late.download(src.url, str(downloads / "c"), digest=src.digest)
-    assert from_ipv6.bytes_from_peers > 0          # ...and an IPv6 peer an IPv4 one
-    assert ipv6.uploader_address[0] == "::"        # on every address: IPv4 peers reach it too
-    assert origin.body_bytes("f.bin") == src.size
-    tasks = SupernodeClient(via_v6, timeout_s=5).tasks()
-    assert [t["state"] for t in tasks] == ["done"]
+    first_v6 = client_factory([via_v6], upload_listen="0.0.0.0:0", seed_for_s=60)
+    alone = first_v6.download(src.url, str(downloads / "b"), digest=src.digest)
+    assert alone.bytes_from_peers == 0      # no IPv4 holder is offered to an IPv6 peer
+    late_v6 = client_factory([via_v6], upload_listen="[::1]:0")
+    late_v4 = client_factory([via_v4])
+    from_v6 = late_v6.download(src.url, str(downloads / "c"), digest=src.digest)
+    from_v4 = late_v4.download(src.url, str(downloads / "d"), digest=src.digest)
+    assert from_v6.bytes_from_peers == src.size     # all from the IPv6 peer, over IPv6
+    assert from_v4.bytes_from_peers == src.size     # all from the IPv4 peer
+    assert first_v6.uploader_address[0] == "::"
+    assert origin.body_bytes("f.bin") == src.size   # one task, one fetch from the origin
+    client = SupernodeClient(via_v6, timeout_s=5)
+    try:
+        assert [(t["state"], t["peers"]) for t in client.tasks()] == [("done", 2)]
+    finally:
+        client.close()
 
 
 def test_a_dual_stack_daemon_takes_a_get_handed_over_from_ipv4_loopback(daemons, origin, tmp_path):

@@ -653,3 +653,53 @@ def test_while_the_supernode_is_full_only_pieces_a_free_holder_has_are_looked_at
     assert sorted(s._candidates(s.peers["d"])) == other
     s.piece_done("c", got.piece, T0)                                  # free again, and c holds a piece
     assert sorted(s._candidates(s.peers["d"])) == [0, 1, 2, 3]
+
+
+# address families -------------------------------------------------------------------------
+
+def _mixed(**config) -> TaskScheduler:
+    """v4a, v4b registered with IPv4 addresses; v6a, v6b with IPv6; named with a host name."""
+    s = scheduler(on_supernode=range(8), **config)
+    for peer_id, host in (("v4a", "10.0.0.1"), ("v4b", "10.0.0.2"), ("v6a", "2001:db8::1"),
+                          ("v6b", "2001:db8::2"), ("named", "peer.example")):
+        s.peer_joined(peer_id, (host, 9000), T0)
+    return s
+
+
+def test_peers_are_offered_only_holders_of_their_own_address_family():
+    s = _mixed()
+    holding(s, "v6a", range(8))
+    assert {a.holder for a in s.assign("v4a", 4, T0)} == {SUPERNODE}   # not the IPv6 holder
+    assert {a.holder for a in s.assign("v6b", 4, T0)} == {"v6a"}
+    holding(s, "v4a", range(8))
+    assert {a.holder for a in s.assign("v4b", 4, T0)} == {"v4a"}
+
+
+def test_a_peer_known_by_name_trades_with_either_family():
+    s = _mixed()
+    holding(s, "named", range(8))
+    assert {a.holder for a in s.assign("v4a", 2, T0)} == {"named"}
+    assert {a.holder for a in s.assign("v6a", 2, T0)} == {"named"}
+    s2 = _mixed()
+    holding(s2, "v6a", range(8))
+    assert {a.holder for a in s2.assign("named", 2, T0)} == {"v6a"}
+
+
+def test_a_supernode_copy_on_its_way_to_the_other_family_does_not_hold_a_peer_back():
+    s = _mixed(max_uploads_supernode=8)
+    first = s.assign("v6a", 8, T0)
+    assert {a.holder for a in first} == {SUPERNODE}
+    # An IPv4 peer cannot wait for the IPv6 peer's copies: it gets its own from the supernode.
+    assert s.assign("v4a", 8, T0 + 1) == []   # all 8 slots are in use...
+    for a in first:
+        s.supernode_sent("v6a", a.piece)
+    assert len(s.assign("v4a", 8, T0 + 1)) == 8
+
+
+def test_a_peer_that_re_registers_under_the_other_family_moves_with_it():
+    s = _mixed()
+    holding(s, "v6a", range(8))
+    s.peer_joined("v6a", ("10.0.0.9", 9000), T0)
+    assert {a.holder for a in s.assign("v4a", 2, T0)} == {"v6a"}
+    s.peer_left("v6a")
+    assert {a.holder for a in s.assign("v4b", 2, T0)} == {SUPERNODE}
