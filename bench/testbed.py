@@ -3,13 +3,20 @@
     sudo python3 bench/testbed.py                      # N = 2,4,8,16, 64 MiB, 100 Mbit/s
     sudo python3 bench/testbed.py --counts 3 --size 4M # the CI smoke size
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly,ideal --repeat 5   # medians
+    sudo python3 bench/testbed.py --family ipv6        # IPv6-only hosts (no IPv4 address)
+    sudo python3 bench/testbed.py --family dual        # IPv4-only and IPv6-only hosts, one swarm
 
 Strategy: every host is a network namespace with one veth to a bridge that
 lives in a namespace of its own, so nothing is added to the machine's own
 network: addresses (10.77.0.0/24 by default) exist only inside the namespaces
 this script made, and deleting them removes every link with them. Each host's
 upload is capped by an HTB qdisc on its own veth, its download by the same on
-the bridge-side veth. The origin host runs nginx and a dfly supernode beside
+the bridge-side veth. With --family ipv6 every host has only an IPv6 address
+(fd77::N/64 by default, no IPv4 on its link); with --family dual the origin host
+has both and the client hosts alternate IPv4-only and IPv6-only (IPv6 switched
+off in the IPv4 ones), the supernode listens on [::] and each host downloads
+by the origin's address of its own family, with the file's digest as its
+identity (one task whatever the URL). The origin host runs nginx and a dfly supernode beside
 it; client hosts run either curl against nginx (baseline) or `dfly get`
 through the supernode with --seed-for (dfly). The origin host's egress is its
 veth's tx_bytes, read inside its namespace. An optional reference scenario
@@ -42,6 +49,7 @@ PREFIX = "dflytb-"
 SCENARIOS = ("baseline", "dfly", "ideal")
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
+FAMILIES = ("ipv4", "ipv6", "dual")
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
@@ -92,14 +100,24 @@ def delete_namespaces(names: List[str]) -> None:
 class Testbed:
     """A switch namespace with a bridge, an origin host and `hosts` client hosts."""
 
-    def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0"):
+    def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
+                 family: str = "ipv4", subnet6: str = "fd77::"):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
         self.clients = [self.tag + "h%d" % i for i in range(1, hosts + 1)]
-        self.addr = {self.origin: subnet + ".1"}
-        for i, ns in enumerate(self.clients, start=2):
-            self.addr[ns] = "%s.%d" % (subnet, i)
+        self.family = family
+        self.addr4: Dict[str, str] = {}   # hosts with IPv4, and their address
+        self.addr6: Dict[str, str] = {}   # hosts with IPv6
+        for i, ns in enumerate(self.namespaces, start=1):
+            v6_only = family == "ipv6" or (family == "dual" and ns != self.origin and i % 2 == 1)
+            v4_only = family == "ipv4" or (family == "dual" and ns != self.origin and i % 2 == 0)
+            if not v6_only:
+                self.addr4[ns] = "%s.%d" % (subnet, i)
+            if not v4_only:
+                self.addr6[ns] = "%s%x" % (subnet6, i)
+        # Each host's own address (IPv4 where it has one), as the scenarios name hosts.
+        self.addr = {ns: self.addr4.get(ns) or self.addr6[ns] for ns in self.namespaces}
         self.rate_mbit = rate_mbit
         self.queue_packets = queue_packets
         self.made: List[str] = []
@@ -119,12 +137,29 @@ class Testbed:
                  "peer", "name", port, "netns", self.switch])
             self._ip(self.switch, "link", "set", port, "master", "br0")
             self._ip(self.switch, "link", "set", port, "up")
-            self._ip(ns, "addr", "add", self.addr[ns] + "/24", "dev", "eth0")
+            self._address(ns)
             self._ip(ns, "link", "set", "eth0", "up")
             self._ip(ns, "link", "set", "lo", "up")
             self._shape(ns, "eth0")            # the host's upload
             self._shape(self.switch, port)     # the host's download
         return self
+
+    def _address(self, ns: str) -> None:
+        if ns in self.addr4:
+            self._ip(ns, "addr", "add", self.addr4[ns] + "/24", "dev", "eth0")
+        if ns in self.addr6:   # nodad: usable at once, not after duplicate detection
+            self._ip(ns, "-6", "addr", "add", self.addr6[ns] + "/64", "dev", "eth0", "nodad")
+        else:   # an IPv4-only host: no IPv6 at all, not even link-local
+            run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.eth0.disable_ipv6=1"])
+
+    def reach(self, src: str, dst: str) -> str:
+        """The address host `src` reaches host `dst` at: IPv4 when both have it, else IPv6."""
+        if src in self.addr4 and dst in self.addr4:
+            return self.addr4[dst]
+        if src in self.addr6 and dst in self.addr6:
+            return "[%s]" % self.addr6[dst]
+        raise RuntimeError("%s cannot reach %s: no address family in common" % (src, dst))
 
     def _ns(self, name: str) -> None:
         run(["ip", "netns", "add", name])
@@ -168,11 +203,14 @@ class Testbed:
 # --- the origin host: nginx + supernode ----------------------------------------------------
 def start_nginx(ws: harness.Workspace, bed: Testbed, ns: str, www: str) -> subprocess.Popen:
     """nginx serving `www` on port NGINX_PORT of host `ns`, answering."""
-    ip = bed.addr[ns]
+    ip = bed.reach(ns, ns)
     root = ws.dir("nginx-" + ns[len(bed.tag):])
     os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+    listens = ["listen %s:%d;" % (a, NGINX_PORT) for a in
+               ([bed.addr4[ns]] if ns in bed.addr4 else []) +
+               (["[%s]" % bed.addr6[ns]] if ns in bed.addr6 else [])]
     conf = harness.NGINX_CONF.format(root=root, port=NGINX_PORT, www=www).replace(
-        "listen 127.0.0.1:%d;" % NGINX_PORT, "listen %s:%d;" % (ip, NGINX_PORT))
+        "listen 127.0.0.1:%d;" % NGINX_PORT, " ".join(listens))
     conf_path = os.path.join(root, "nginx.conf")
     with open(conf_path, "w") as f:
         f.write(conf)
@@ -182,7 +220,7 @@ def start_nginx(ws: harness.Workspace, bed: Testbed, ns: str, www: str) -> subpr
     def answers() -> bool:
         if proc.poll() is not None:
             raise RuntimeError("nginx exited with %s; see %s/error.log" % (proc.returncode, root))
-        out = run(bed.exec_argv(ns, ["curl", "-s", "-o", "/dev/null", "-m", "2",
+        out = run(bed.exec_argv(ns, ["curl", "-g", "-s", "-o", "/dev/null", "-m", "2",
                                      "http://%s:%d/" % (ip, NGINX_PORT)]), check=False)
         return out.returncode == 0
     harness.wait_until(answers, 10, "nginx in " + ns)
@@ -194,19 +232,24 @@ class OriginHost:
                  python: str = sys.executable):
         self.ws, self.bed = ws, bed
         self.python = python
-        self.ip = bed.addr[bed.origin]
         self.nginx = start_nginx(ws, bed, bed.origin, www)
         self.nginx_root = ws.dir("nginx-o")
         self.sn_extra = sn_extra
         self.supernode: Optional[subprocess.Popen] = None
         self.runs = 0
 
-    def url(self, name: str) -> str:
-        return "http://%s:%d/%s" % (self.ip, NGINX_PORT, name)
+    def url(self, name: str, ns: str) -> str:
+        """The file's URL as host `ns` reaches the origin."""
+        return "http://%s:%d/%s" % (self.bed.reach(ns, self.bed.origin), NGINX_PORT, name)
+
+    def supernode_address(self, ns: str) -> str:
+        return "%s:%d" % (self.bed.reach(ns, self.bed.origin), SUPERNODE_PORT)
 
     @property
-    def supernode_address(self) -> str:
-        return "%s:%d" % (self.ip, SUPERNODE_PORT)
+    def listen_address(self) -> str:
+        if self.bed.family == "dual":   # every address, both families
+            return "[::]:%d" % SUPERNODE_PORT
+        return self.supernode_address(self.bed.origin)
 
     def start_supernode(self) -> None:
         """A fresh supernode (empty cache), so every dfly run is a cold one."""
@@ -216,7 +259,7 @@ class OriginHost:
         log_path = os.path.join(data, "stderr.log")
         with open(log_path, "wb") as err:
             self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [self.python, "-S"] + [
-                self.ws.pyz, "supernode", "--listen", self.supernode_address,
+                self.ws.pyz, "supernode", "--listen", self.listen_address,
                 "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
 
         def listening():
@@ -257,16 +300,19 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         home = ws.dir("run", ns)
         outs[ns] = os.path.join(home, "file.bin")
         if scenario == "baseline":
-            argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns], origin.url("file.bin")]
+            argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns], origin.url("file.bin", ns)]
         elif scenario == "ideal":   # from the next host: every link busy both ways, no software
             neighbour = hosts[(hosts.index(ns) + 1) % n] if n > 1 else bed.origin
-            argv = [harness.CURL, "-sS", "--fail", "-o", outs[ns],
-                    "http://%s:%d/file.bin" % (bed.addr[neighbour], NGINX_PORT)]
+            argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns],
+                    "http://%s:%d/file.bin" % (bed.reach(ns, neighbour), NGINX_PORT)]
         else:
-            argv = [origin.python, "-S", ws.pyz, "get", origin.url("file.bin"), "-o", outs[ns],
-                    "--supernode", origin.supernode_address, "--data-dir", os.path.join(home, "data"),
+            argv = [origin.python, "-S", ws.pyz, "get", origin.url("file.bin", ns), "-o", outs[ns],
+                    "--supernode", origin.supernode_address(ns),
+                    "--data-dir", os.path.join(home, "data"),
                     "--seed-for", seed_for, "--digest", "sha256:" + digest, "--no-daemon",
                     "--json", "--timeout", "%ds" % timeout_s] + get_extra
+            if bed.family == "dual":   # one task, though each family has its own URL
+                argv += ["--identifier", "sha256:" + digest]
         procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns),
                                    gnu_time=True))
     started = min(t.started for t in procs)
@@ -445,6 +491,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "with no software overhead would) (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
                    "alternating; the table shows the median run (default: %(default)s)")
+    p.add_argument("--family", default="ipv4", choices=FAMILIES, help="the hosts' addresses: "
+                   "ipv4, ipv6 (IPv6 only, no IPv4 address) or dual (the origin both, the clients "
+                   "alternately IPv4-only and IPv6-only; the supernode on [::]) (default: %(default)s)")
     p.add_argument("--seed-for", default="30s", help="dfly get --seed-for (default: %(default)s)")
     p.add_argument("--get-arg", action="append", default=[], help="extra `dfly get` flag (repeatable)")
     p.add_argument("--supernode-arg", action="append", default=[], help="extra supernode flag")
@@ -488,7 +537,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--queue must be at least 2 packets")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
-    bed = Testbed(max(counts), args.rate, args.queue)
+    if args.family == "dual" and "ideal" in scenarios:
+        p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
+    bed = Testbed(max(counts), args.rate, args.queue, family=args.family)
     ws = None
     rows: List[dict] = []
     try:
@@ -522,6 +573,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(_line(row) + "  (runs: %s s)" % ", ".join("%.2f" % t for t in row["runs_last_s"]))
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
+              "family": args.family,
+              "hosts": {ns[len(bed.tag):]: [a for a in (bed.addr4.get(ns), bed.addr6.get(ns)) if a]
+                        for ns in bed.namespaces},
               "machine": harness.machine(), "argv": sys.argv[1:], "hosts_python": args.python,
               "clean_after": not left}
     _write(args.out, json.dumps(result, indent=2) + "\n")

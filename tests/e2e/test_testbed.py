@@ -102,3 +102,46 @@ def test_tcp_mesh_reference_runs_at_smoke_size_and_leaves_nothing(tmp_path):
         fastest = 4 * 2 ** 20 / row["k"] * 8 / 100e6
         assert 0.9 * fastest < row["first_s"] <= row["median_s"] <= row["all_in_s"]
     assert result["clean_after"] and _namespaces() == before
+
+
+def _testbed(tmp_path, name, *args):
+    out = tmp_path / (name + ".json")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--size", "4M",
+                           "--seed-for", "10s", "--scenarios", "dfly", "--out", str(out),
+                           "--svg", str(tmp_path / (name + ".svg"))] + list(args),
+                          capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["clean_after"]   # its own namespaces (others' runs may be going)
+    return result, result["table"][0]
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+@pytest.mark.time_limit(150)
+def test_testbed_ipv6_only_hosts_swarm_with_the_figures_of_ipv4(tmp_path):
+    figures = {}
+    for family in ("ipv4", "ipv6"):
+        result, row = _testbed(tmp_path, family, "--counts", "4", "--family", family)
+        size = result["size"]
+        assert row["nginx_body_bytes"] == size                    # the origin read once
+        assert row["origin_egress_x"] <= 1.05                     # one copy left the origin host
+        assert row["bytes_from_peers"] >= 3 * size * 0.9          # the hosts carried the rest
+        assert row["bytes_from_source"] == 0
+        figures[family] = result["hosts"]
+    assert all(":" not in a for addrs in figures["ipv4"].values() for a in addrs)
+    assert all(len(addrs) == 1 and ":" in addrs[0] for addrs in figures["ipv6"].values())
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+@pytest.mark.time_limit(90)
+def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_one_swarm(tmp_path):
+    result, row = _testbed(tmp_path, "dual", "--counts", "4", "--family", "dual")
+    hosts = result["hosts"]
+    assert sorted(hosts["o"]) == ["10.77.0.1", "fd77::1"]
+    assert [":" in hosts["h%d" % i][0] for i in range(1, 5)] == [False, True, False, True]
+    assert all(len(hosts["h%d" % i]) == 1 for i in range(1, 5))
+    size = result["size"]
+    assert row["nginx_body_bytes"] == size           # one task: the origin read once
+    # The supernode sends each family one copy; within a family the hosts trade.
+    assert row["origin_egress_x"] <= 2.1
+    assert row["bytes_from_peers"] >= 2 * size * 0.9
