@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from dfly import __version__
 from dfly.errors import DflyError
+from dfly.protocol.address import format_address, format_host
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
@@ -109,7 +110,7 @@ class Upstream:
         except (http.client.HTTPException, OSError, ValueError) as e:
             conn.close()
             reason = "timed out" if isinstance(e, socket.timeout) else str(e) or type(e).__name__
-            raise UpstreamDown("upstream %s:%d unreachable: %s" % (host, port, reason))
+            raise UpstreamDown("upstream %s unreachable: %s" % (format_address(host, port), reason))
         return UpstreamResponse(conn, response)
 
 
@@ -127,6 +128,5 @@ def _send_body(conn: http.client.HTTPConnection, body, length: Optional[int]) ->
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:
-    shown = "[%s]" % host if ":" in host else host
     default = 443 if scheme == "https" else 80
-    return shown if port == default else "%s:%d" % (shown, port)
+    return format_host(host) if port == default else format_address(host, port)

@@ -2,6 +2,8 @@
 both families), peers that reach the supernode over IPv6 and so advertise IPv6, IPv4
 and IPv6 peers in one swarm, and addresses the host cannot listen on."""
 import errno
+import http.client
+import os
 import socket
 
 import pytest
@@ -157,3 +159,41 @@ def test_an_unavailable_family_is_named_in_the_error():
                                                                   "Address family not supported"))
     assert line == ("cannot listen on [::1]:8002: Address family not supported "
                     "(this host has no IPv6)")
+
+
+@pytest.mark.time_limit(30)
+def test_the_daemon_proxy_on_ipv6_takes_ipv6_urls_p2p_and_tunnels_to_ipv6(
+        supernode_factory, daemons, origin6):
+    supernode = supernode_factory(listen="[::1]:0")
+    os.makedirs(os.path.join(origin6.root, "big"), exist_ok=True)
+    big = origin6.add("big/file.bin", content(3 * MiB, seed=64))
+    running = daemons.start(listen="[::1]:0", upload_listen="[::1]:0", supernode=[supernode.address],
+                            proxy_rule=["p2p /big/"])
+    proxy = parse_address(running.address)
+    assert proxy[0] == "::1"
+    conn = http.client.HTTPConnection(*proxy, timeout=10)
+    try:
+        conn.request("GET", big.url)   # http://[::1]:PORT/big/file.bin
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == big.data
+        assert response.getheader("X-Dfly") == "p2p"
+        for target, says in (("[fe80::1%25eth0]:443", b"zone ids"), ("::1:443", b"brackets")):
+            conn.request("CONNECT", target)
+            refused = conn.getresponse()
+            assert refused.status == 400 and says in refused.read()
+    finally:
+        conn.close()
+    assert origin6.body_bytes("big/file.bin") == big.size
+    target = "[::1]:%d" % origin6.address[1]
+    with socket.create_connection(proxy, timeout=10) as sock:
+        sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nGET /big/file.bin HTTP/1.1\r\n"
+                      "Host: %s\r\nConnection: close\r\n\r\n" % (target, target, target)).encode())
+        reply = b""
+        while True:
+            block = sock.recv(1 << 16)
+            if not block:
+                break
+            reply += block
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert rest.partition(b"\r\n\r\n")[2] == big.data
