@@ -169,18 +169,18 @@ def test_skopeo_pulls_through_a_daemon_listening_on_ipv6_loopback(pyz, tmp_path)
 BAD_ADDRESSES = [
     ("supernode", "--listen", "[::1"),
     ("supernode", "--listen", "::1:8002"),
-    ("supernode", "--advertise", "[fe80::1%eth0]:8002"),
+    ("supernode", "--advertise", "[fe80::1%lo]:8002"),
     ("supernode", "--cluster", "[::1]:8002,::1:8003"),
-    ("daemon", "--listen", "fe80::1%eth0"),
+    ("daemon", "--listen", "fe80::1%lo"),
     ("daemon", "--upload-listen", "[::1"),
     ("daemon", "--supernode", "::1:8002"),
-    ("daemon", "--advertise", "fe80::1%eth0"),
-    ("daemon", "--registry-mirror", "http://[fe80::1%25eth0]:5000"),
+    ("daemon", "--advertise", "fe80::1%lo"),
+    ("daemon", "--registry-mirror", "http://[fe80::1%25lo]:5000"),
     ("get", "--supernode", "[::1:8002"),
     ("get", "--upload-listen", "::1:0"),
     ("get", "--advertise", "[::1]:80"),
     ("get", "--daemon", "::1:65001"),
-    ("bench", "--supernode", "fe80::1%eth0"),
+    ("bench", "--supernode", "fe80::1%lo"),
 ]
 
 
@@ -199,7 +199,7 @@ def test_every_address_flag_refuses_a_malformed_address_with_one_line(pyz, tmp_p
 
 
 def test_a_scoped_address_in_a_url_is_a_usage_error(pyz, tmp_path):
-    done = subprocess.run([sys.executable, pyz, "get", "http://[fe80::1%25eth0]:8080/f", "-o",
+    done = subprocess.run([sys.executable, pyz, "get", "http://[fe80::1%25lo]:8080/f", "-o",
                            str(tmp_path / "out"), "--no-daemon"],
                           capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
     assert done.returncode == 2

@@ -132,9 +132,9 @@ def test_the_supernode_refuses_scoped_urls_and_peer_hosts_as_bad_requests(supern
     client = SupernodeClient(supernode.address, timeout_s=5)
     try:
         with pytest.raises(BadRequest, match="zone ids"):
-            client.register(RegisterRequest(url="http://[fe80::1%25eth0]:80/f", peer_id="p1",
+            client.register(RegisterRequest(url="http://[fe80::1%25lo]:80/f", peer_id="p1",
                                             peer_port=1))
-        for host in ("fe80::1%eth0", "10.0.0.1:80", "[::1"):
+        for host in ("fe80::1%lo", "10.0.0.1:80", "[::1"):
             with pytest.raises(BadRequest, match="peer host"):
                 client.register(RegisterRequest(url="http://127.0.0.1:1/f", peer_id="p2",
                                                 peer_port=1, peer_host=host))
@@ -177,7 +177,7 @@ def test_the_daemon_proxy_on_ipv6_takes_ipv6_urls_p2p_and_tunnels_to_ipv6(
         response = conn.getresponse()
         assert response.status == 200 and response.read() == big.data
         assert response.getheader("X-Dfly") == "p2p"
-        for target, says in (("[fe80::1%25eth0]:443", b"zone ids"), ("::1:443", b"brackets")):
+        for target, says in (("[fe80::1%25lo]:443", b"zone ids"), ("::1:443", b"brackets")):
             conn.request("CONNECT", target)
             refused = conn.getresponse()
             assert refused.status == 400 and says in refused.read()
