@@ -7,13 +7,14 @@ import os
 import socket
 
 import pytest
-from helpers import MiB, content
+from helpers import MiB, content, wait_until
 from origin import Origin
 
 from dfly.errors import BadRequest, CannotListen
 from dfly.httpd import Listener
 from dfly.peer.daemon_client import DaemonClient
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.peer.seeder import detach
 from dfly.protocol.address import parse_address
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import PieceOrder, RegisterRequest
@@ -197,3 +198,35 @@ def test_the_daemon_proxy_on_ipv6_takes_ipv6_urls_p2p_and_tunnels_to_ipv6(
     head, _, rest = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert rest.partition(b"\r\n\r\n")[2] == big.data
+
+
+@pytest.mark.time_limit(60)
+def test_a_detached_seeder_keeps_serving_on_ipv6(supernode_factory, client_factory, origin6,
+                                                  downloads, tmp_path):
+    supernode = supernode_factory(listen="[::1]:0")
+    src = origin6.add("f.bin", content(3 * MiB, seed=65))
+    first = client_factory([supernode.address], upload_listen="0.0.0.0:0", seed_for_s=30)
+    first.download(src.url, str(downloads / "first.bin"))
+    listener, uploader, tasks = first.detach_listener()
+    assert listener.address[0] == "::"     # it advertised ::1: its uploader is on IPv6 too
+    pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
+                 supernodes=[supernode.address],
+                 registrations={t: first.registration(t) for t in tasks})
+    first.close()
+    assert pid > 0 and pid != os.getpid()
+    try:
+        result = client_factory([supernode.address], upload_listen="[::1]:0").download(
+            src.url, str(downloads / "second.bin"))
+        assert result.bytes_from_peers == src.size   # from the seeder, over IPv6
+    finally:
+        os.kill(pid, 15)
+    wait_until(lambda: _gone(pid), timeout=10, message="the seeder stops on SIGTERM")
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open("/proc/%d/stat" % pid) as f:   # a zombie has exited too
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
