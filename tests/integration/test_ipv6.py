@@ -17,7 +17,7 @@ from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.seeder import detach
 from dfly.protocol.address import parse_address
 from dfly.protocol.handoff import HandoffRequest
-from dfly.protocol.messages import PieceOrder, RegisterRequest
+from dfly.protocol.messages import PieceOrder, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 
 
@@ -230,3 +230,36 @@ def _gone(pid):
         return True
     with open("/proc/%d/stat" % pid) as f:   # a zombie has exited too
         return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_supernode_advertising_an_ipv6_address_is_fetched_from_there(
+        supernode_factory, client_factory, origin6, downloads):
+    with socket.socket(socket.AF_INET6) as probe:   # a free port, named up front
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    supernode = supernode_factory(listen="[::]:%d" % port, advertise="[::1]:%d" % port)
+    src = origin6.add("f.bin", content(2 * MiB, seed=66))
+    result = client_factory(["127.0.0.1:%d" % port], upload_listen="127.0.0.1:0").download(
+        src.url, str(downloads / "f"), digest=src.digest)
+    assert result.bytes_from_supernode == src.size
+    assert supernode.service.me == "[::1]:%d" % port
+    probe = SupernodeClient("127.0.0.1:%d" % port, timeout_s=5)
+    try:   # a peer is told to fetch the supernode's pieces from the address it advertises
+        tid, _ = probe.register(RegisterRequest(url=src.url, peer_id="probe", peer_port=1,
+                                                digest=src.digest))
+        state = probe.schedule(tid, ScheduleRequest("probe", want=1))
+        assert [p.addr for p in state.pieces] == ["[::1]:%d" % port]
+    finally:
+        probe.close()
+
+
+def test_a_listener_takes_a_host_name_and_binds_what_it_resolves_to():
+    listener = Listener("test-name", ("localhost", 0), _Hello()).start()
+    try:
+        host, port = listener.address
+        assert host in ("127.0.0.1", "::1")
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        listener.stop()
