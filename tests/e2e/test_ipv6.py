@@ -96,8 +96,7 @@ def test_a_supernode_a_daemon_and_four_gets_on_ipv6_loopback_go_peer_to_peer(pyz
                       "--digest", src.digest)
         assert handed.returncode == 0, handed.stderr
         # Four gets at once: they fetch from the daemon (which keeps serving) and from each
-        # other, and seed a little after (a peer leaving mid-swarm can leave another waiting
-        # for a re-assigned piece: a race of its own, not this test's subject).
+        # other, and seed a little after, as gets do (so none leaves the swarm mid-way).
         outs = run_all([lambda i=i: _get(pyz, src.url, str(tmp_path / "out" / ("g%d.bin" % i)),
                                          "--no-daemon", "--supernode", supernode.address,
                                          "--upload-listen", "[::1]:0", "--seed-for", "2s",
