@@ -44,7 +44,8 @@ def pytest_runtest_protocol(item, nextitem):
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         raise TimeLimitExceeded("%s took longer than %.0fs" % (item.nodeid, limit))
 
-    faulthandler.dump_traceback_later(limit + BACKSTOP_GRACE_S, exit=True)
+    # The real stderr: a runner that captures sys.stderr (mutmut) gives one with no fileno.
+    faulthandler.dump_traceback_later(limit + BACKSTOP_GRACE_S, exit=True, file=sys.__stderr__)
     if use_alarm:
         previous = signal.signal(signal.SIGALRM, expired)
         signal.setitimer(signal.ITIMER_REAL, limit)
