@@ -4,9 +4,9 @@ files from a folder.
 It speaks enough HTTP for the supernode's cache logic to be exercised for real:
 ETag / Last-Modified with If-None-Match / If-Modified-Since (304), and single
 byte ranges with If-Range (206 + Content-Range, 416; or none at all, with
-`no_ranges`). It counts, per path, the requests it answered and the body bytes
-it actually put on the wire, so a test can say "the origin served the file
-exactly once".
+`no_ranges`). It counts, per path, the requests it received, those it answered
+and the body bytes it actually put on the wire, so a test can say "the origin
+served the file exactly once".
 
 Each path can be given a Fault: a status (404, 500), a hold (wait on an event
 before answering), death after N body bytes (FIN, or RST with reset=True), a
@@ -99,6 +99,7 @@ class Origin:
         self._files: Dict[str, OriginFile] = {}
         self._faults: Dict[str, Fault] = {}
         self._served: Dict[str, List[Served]] = {}
+        self._arrived: Dict[str, int] = {}
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self.server = server_class((host, 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -170,9 +171,15 @@ class Origin:
     def requests(self, name: str) -> int:
         return len(self.served(name))
 
+    def arrived(self, name: str) -> int:
+        """Requests for /name received so far, answered or not (a held one too)."""
+        with self._lock:
+            return self._arrived.get(name, 0)
+
     # internals, called by the handler -----------------------------------------------
     def _lookup(self, name: str):
         with self._lock:
+            self._arrived[name] = self._arrived.get(name, 0) + 1
             return self._files.get(name), self._faults.get(name)
 
     def _record(self, name: str, served: Served) -> None:

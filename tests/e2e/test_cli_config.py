@@ -31,7 +31,7 @@ def test_get_help_lists_the_documented_flags(tmp_path):
 
 def test_get_builds_and_imports_no_other_commands_settings(tmp_path):
     code = ("import sys; from dfly.cli import build_parser; "
-            "build_parser(only='get').parse_args(['get', 'http://127.0.0.1:1/x', '-o', 'x']); "
+            "build_parser(only='get').parse_args(['get', 'http://127.0.0.1/x', '-o', 'x']); "
             "print(' '.join(sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT))
@@ -64,7 +64,7 @@ def test_a_bad_config_file_is_refused_with_the_setting_named(tmp_path, settings,
 
 
 def test_a_bad_header_flag_is_a_usage_error(tmp_path):
-    out = dfly("get", "http://127.0.0.1:1/x", "-o", str(tmp_path / "x"), "--header", "no colon",
+    out = dfly("get", "http://127.0.0.1/never-fetched", "-o", str(tmp_path / "x"), "--header", "no colon",
                "--data-dir", str(tmp_path), cwd=str(tmp_path))
     assert out.returncode == 2
     assert "--header must look like" in out.stderr

@@ -16,6 +16,7 @@ import zipapp
 import zipfile
 
 import pytest
+from helpers import refused_address
 
 from dfly.demo import CountingOrigin, write_random_file
 
@@ -117,8 +118,9 @@ def test_get_exit_codes_name_the_failure(pyz, origin, tmp_path):
     unwritable = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "no" / "such" / "dir"),
                       str(tmp_path))
     assert unwritable.returncode == 6
-    p2p_only = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "z"), str(tmp_path),
-                    "--supernode", "127.0.0.1:1", "--no-back-source")
+    with refused_address() as (host, port):
+        p2p_only = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "z"), str(tmp_path),
+                        "--supernode", "%s:%d" % (host, port), "--no-back-source")
     assert p2p_only.returncode == 7
     usage = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "z"), str(tmp_path),
                  "--digest", "md5:nothex")

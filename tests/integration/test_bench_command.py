@@ -62,8 +62,8 @@ def test_bench_counts_failures_and_exits_nonzero_when_the_source_is_missing(orig
     assert "SourceError" in out
 
 
-def test_bench_without_a_supernode_is_a_usage_error(capsys):
-    assert main(["bench", "http://127.0.0.1:1/x"]) == 2
+def test_bench_without_a_supernode_is_a_usage_error(origin, capsys):
+    assert main(["bench", origin.url("f.bin")]) == 2
     assert "--supernode is required" in capsys.readouterr().err
 
 

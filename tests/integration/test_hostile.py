@@ -14,8 +14,8 @@ from dfly.protocol.pieces import piece_count, piece_size_for
 TID = "0" * 64   # well formed, known to nobody
 
 
-def _register_body(**peer):
-    return json.dumps({"url": "http://127.0.0.1:1/x", "peer": dict({"id": "p1", "port": 1}, **peer)})
+def _register_body(url, **peer):
+    return json.dumps({"url": url, "peer": dict({"id": "p1", "port": 1}, **peer)})
 
 
 def _raw_cases(real_tid):
@@ -71,7 +71,8 @@ def _request_cases(real_tid):
     ]
 
 
-def _supernode_body_cases(real_tid):
+def _supernode_body_cases(real_tid, url):
+    """`url`: a source on the test origin, so a case wrongly accepted fetches nothing elsewhere."""
     four = set(range(400, 500))
     schedule = "/v1/tasks/%s/schedule" % real_tid
     return [
@@ -82,13 +83,13 @@ def _supernode_body_cases(real_tid):
         ("url of the wrong type", "/v1/tasks", json.dumps({"url": 5}).encode()),
         ("file URL", "/v1/tasks", json.dumps({"url": "file:///etc/passwd",
                                               "peer": {"id": "p1", "port": 1}}).encode()),
-        ("peer id with a slash", "/v1/tasks", _register_body(id="../../x").encode()),
-        ("peer port zero", "/v1/tasks", _register_body(port=0).encode()),
-        ("peer port huge", "/v1/tasks", _register_body(port=10 ** 9).encode()),
-        ("peer port a string", "/v1/tasks", _register_body(port="80").encode()),
-        ("bad digest", "/v1/tasks", json.dumps({"url": "http://a/b", "digest": "sha256:zz",
+        ("peer id with a slash", "/v1/tasks", _register_body(url, id="../../x").encode()),
+        ("peer port zero", "/v1/tasks", _register_body(url, port=0).encode()),
+        ("peer port huge", "/v1/tasks", _register_body(url, port=10 ** 9).encode()),
+        ("peer port a string", "/v1/tasks", _register_body(url, port="80").encode()),
+        ("bad digest", "/v1/tasks", json.dumps({"url": url, "digest": "sha256:zz",
                                                "peer": {"id": "p1", "port": 1}}).encode()),
-        ("CRLF in a header", "/v1/tasks", json.dumps({"url": "http://a/b", "headers": {"X": "a\r\nB: c"},
+        ("CRLF in a header", "/v1/tasks", json.dumps({"url": url, "headers": {"X": "a\r\nB: c"},
                                                       "peer": {"id": "p1", "port": 1}}).encode()),
         ("schedule: unknown task", "/v1/tasks/%s/schedule" % TID, b'{"peer_id": "hostile"}'),
         ("schedule: not JSON", schedule, b"{{{"),
@@ -138,7 +139,8 @@ def test_supernode_answers_hostile_requests_with_4xx_and_stays_healthy(origin, s
     src = origin.add("target.bin", content(MiB, seed=3))
     tid, _ = sn_client.register(RegisterRequest(url=src.url, peer_id="hostile", peer_port=9,
                                                 peer_host="127.0.0.1"))
-    wrong = _check_all(_address(supernode.address), tid, _supernode_body_cases(tid))
+    wrong = _check_all(_address(supernode.address), tid,
+                       _supernode_body_cases(tid, origin.url("never-fetched.bin")))
     assert wrong == [], "\n".join(wrong)
 
 
