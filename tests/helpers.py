@@ -88,6 +88,20 @@ def refused_address() -> Iterator[Tuple[str, int]]:
         sock.close()
 
 
+def reserve_ports(n: int) -> List[str]:
+    """n loopback addresses free a moment ago (bound to port 0, read, closed), for
+    supernode cluster members, which must know each other's addresses before they
+    start: the one place the suite names ports up front."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return ["127.0.0.1:%d" % s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 # raw HTTP -------------------------------------------------------------------------------
 
 def raw_exchange(address: Tuple[str, int], payload: bytes, timeout: float = 5.0) -> bytes:
