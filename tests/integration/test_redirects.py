@@ -44,9 +44,14 @@ def test_a_redirect_to_another_host_is_followed_without_the_credentials(
     redirector.target = _other_host(origin)
     url = "http://127.0.0.1:%d/blob" % redirector.server_address[1]
     client = client_factory([supernode.address] if via_supernode else [])
-    client.download(url, str(tmp_path / "blob"), digest=src.digest,
-                    headers={"Authorization": "Bearer secret-token", "X-Trace": "t1"})
+    result = client.download(url, str(tmp_path / "blob"), digest=src.digest,
+                             headers={"Authorization": "Bearer secret-token", "X-Trace": "t1"})
     assert sha256_file(str(tmp_path / "blob")) == src.sha256
+    if via_supernode:   # the supernode followed the redirect; the client got pieces, not the source
+        assert (result.via, result.bytes_from_source, result.bytes_from_supernode) == ("p2p", 0, src.size)
+    else:
+        assert (result.via, result.bytes_from_source) == ("source", src.size)
+    assert len(redirector.seen) == 1 and origin.requests("blob") == 1
     assert redirector.seen[0].get("Authorization") == "Bearer secret-token"
     followed = origin.served("blob")[0].headers
     assert "Authorization" not in followed
