@@ -203,6 +203,34 @@ def test_a_member_serving_a_live_swarm_keeps_it_when_the_hash_owner_returns(
         assert sha256_file(str(downloads / target)) == src.sha256
 
 
+@pytest.mark.parametrize("difference", ["secret", "member list"])
+def test_a_member_with_another_secret_or_member_list_is_refused(
+        origin, member, client_factory, downloads, difference):
+    """A supernode of another cluster pings ours all along; ours never counts it alive
+    (it would own tasks, and take pushed digests), while the two real members
+    count each other alive."""
+    a, stranger, c = reserve_ports(3)
+    members = [a, stranger, c]
+    member(a, members)
+    member(c, members)
+    if difference == "secret":
+        member(stranger, members, secret="another")
+    else:
+        member(stranger, [a, stranger])
+
+    def refused():
+        views = {address: cluster_view(address)[0] for address in members}
+        return (views[a][c] and views[c][a] and not views[a][stranger] and not views[c][stranger]
+                and not views[stranger][a])
+    wait_until(refused, timeout=10, message="the stranger is dead to the cluster, the members alive")
+    # A task the hash would give the stranger stays in the cluster.
+    src = origin.add(name_owned_by(origin, stranger, members), content(MiB, seed=67))
+    result = client_factory([a]).download(src.url, str(downloads / "f.bin"))
+    assert result.via == "p2p"
+    assert task_id(src.url) in set(task_ids_at(a)) | set(task_ids_at(c))
+    assert task_id(src.url) not in task_ids_at(stranger)
+
+
 @pytest.mark.time_limit(60)
 def test_a_split_brain_costs_a_second_fetch_but_a_peer_of_one_side_cannot_feed_the_other(
         origin, member, client_factory, downloads):
