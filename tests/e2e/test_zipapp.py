@@ -1,10 +1,9 @@
 """The built dfly.pyz, driven as a user drives it, on every CPython 3.8-3.13 here.
 
 The zipapp is built once per session from this checkout, so packaging cannot
-drift from the code. Interpreters come from pyenv; missing ones are skipped and
-the ones that ran are listed in the test ids.
+drift from the code. Interpreters come from pyenv and PATH (pythons.py); the
+ones that ran are listed in the test ids and at the end of the run.
 """
-import glob
 import hashlib
 import json
 import marshal
@@ -16,6 +15,7 @@ import zipapp
 import zipfile
 
 import pytest
+import pythons
 from helpers import refused_address
 
 from dfly.demo import CountingOrigin, write_random_file
@@ -24,18 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TIMEOUT_S = 120
 
 
-def _pythons():
-    found = {}
-    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    for minor in range(8, 14):
-        paths = sorted(glob.glob(os.path.join(pyenv_root, "versions", "3.%d*" % minor, "bin", "python")))
-        if paths:
-            found["3.%d" % minor] = paths[-1]
-    found.setdefault("%d.%d" % sys.version_info[:2], sys.executable)
-    return found
-
-
-PYTHONS = _pythons()
+PYTHONS = pythons.FOUND
 
 
 @pytest.fixture()
@@ -105,6 +94,7 @@ def test_zipapp_runs_a_swarm_on_each_python(version, pyz, origin, tmp_path):
     assert summary["bytes_from_peers"] > 0
     assert summary["bytes_from_source"] == 0
     assert not list(tmp_path.glob(".*dfly-part"))
+    pythons.ran_on(version)
 
 
 def test_get_exit_codes_name_the_failure(pyz, origin, tmp_path):
