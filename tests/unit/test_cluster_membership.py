@@ -84,7 +84,7 @@ def test_a_ping_from_an_address_not_in_the_member_list_changes_nothing():
 
 def test_status_says_who_is_alive_when_last_heard_and_how_many_tasks_each_serves():
     ms = Membership(A, MEMBERS, dead_after_s=3.0, now=100.0)
-    ms.heard_from(B, ["t1", "t2"], now=101.0)
+    ms.heard_from(B, ["t1", "t2"], now=101.0001)   # ages are given to the millisecond
     assert ms.status(103.5) == [
         {"member": A, "self": True, "alive": True, "last_seen_s_ago": 0.0, "active_tasks": 0},
         {"member": B, "self": False, "alive": True, "last_seen_s_ago": 2.5, "active_tasks": 2},
