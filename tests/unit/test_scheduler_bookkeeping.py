@@ -133,3 +133,34 @@ def test_a_transfer_that_failed_no_longer_counts_as_a_copy():
     assert s.assign("p1", 1, T0) == [Assignment(0, "h")]
     s.piece_failed("p1", 0, "h", T0)
     assert [a.piece for a in s.assign("p2", 1, T0)] == [0]   # one copy each again: the tie
+
+
+# the supernode's upload slots ------------------------------------------------------------
+
+def test_each_settled_supernode_transfer_frees_exactly_one_slot():
+    s = scheduler(on_supernode=[0, LATER], peers=["a", "b"])
+    [first] = s.assign("a", 1, T0)
+    s.assign("b", 1, T0)
+    assert s.upload_load(SUPERNODE) == 2
+    s.piece_done("a", first.piece, T0)
+    assert s.upload_load(SUPERNODE) == 1
+
+
+def test_a_piece_sent_again_after_a_failure_frees_its_slot_when_sent_again():
+    s = scheduler(on_supernode=[0], peers=["a"])
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.supernode_sent("a", 0) is True
+    assert s.upload_load(SUPERNODE) == 0
+    s.piece_failed("a", 0, SUPERNODE, T0)          # it arrived broken
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.upload_load(SUPERNODE) == 1
+    assert s.supernode_sent("a", 0) is True        # the second sending frees the slot too
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_when_one_of_two_copies_from_the_supernode_fails_the_other_is_still_waited_for():
+    s = scheduler(on_supernode=[0], peers=["a", "b", "c"], piece_stall_s=15.0)
+    assert s.assign("b", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.assign("c", 1, T0 + 16) == [Assignment(0, SUPERNODE)]   # b's copy looks stalled
+    s.piece_failed("b", 0, SUPERNODE, T0 + 17)
+    assert s.assign("a", 1, T0 + 17) == []                          # c's is on its way
