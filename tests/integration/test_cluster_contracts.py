@@ -237,7 +237,8 @@ def test_a_split_brain_costs_a_second_fetch_but_a_peer_of_one_side_cannot_feed_t
     """Two members that cannot hear each other (another secret, here) both own the
     task. The origin's bytes change between their fetches, so each has other piece
     digests. A peer of the first side is then offered by the second to its own
-    client (say it re-announced itself there): every piece it sends is rejected."""
+    client (say it re-announced itself there, naming no content version, as a
+    peer older than that field does): every piece it sends is rejected."""
     left, right = reserve_ports(2)
     member(left, [left, right], secret="one")
     member(right, [left, right], secret="two")
