@@ -13,6 +13,7 @@ read (`mutmut results` / `mutmut show NAME` in that copy): each is either a test
 missing or an equivalent change, and docs/TESTING.md says which.
 """
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -63,7 +64,10 @@ def run_module(module: str, names: Optional[str], work: str, mutmut: str, timeou
             subprocess.run(cmd, cwd=target, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pass   # report what was checked before the bound
-    counts = Counter(STATUS.get(code, "suspicious") for code in read_results(target, module).values())
+    results = read_results(target, module)
+    if names:   # only the functions asked for
+        results = {name: code for name, code in results.items() if fnmatch.fnmatch(name, names)}
+    counts = Counter(STATUS.get(code, "suspicious") for code in results.values())
     # A mutant no unit test runs ("no tests") is a survivor too: nothing would notice it.
     checked = sum(n for status, n in counts.items() if status != "skipped")
     return {"module": module, "folder": target, "counts": dict(counts),
