@@ -4,7 +4,7 @@ field at fault, and a Bearer challenge is read whatever the scheme's case."""
 import pytest
 
 from dfly.errors import BadRequest
-from dfly.protocol.bearer import Challenge, parse_challenge
+from dfly.protocol.bearer import Challenge, parse_challenge, token_target
 from dfly.protocol.messages import ScheduleRequest, TaskState
 
 
@@ -41,3 +41,13 @@ def test_a_refused_schedule_request_names_the_field_at_fault(body, field):
 def test_a_bearer_challenge_is_read_whatever_the_case_of_its_scheme(scheme):
     got = parse_challenge('%s realm="https://auth.example/token",service="reg"' % scheme)
     assert got == Challenge("https://auth.example/token", "reg", "")
+
+
+def test_a_bearer_challenge_with_unquoted_values_is_read():
+    got = parse_challenge("Bearer realm=https://auth.example/token,service=reg,scope=repo:a:pull")
+    assert got == Challenge("https://auth.example/token", "reg", "repo:a:pull")
+
+
+def test_a_token_request_without_service_or_scope_has_no_query():
+    assert token_target(Challenge("https://auth.example/token")) == "/token"
+    assert token_target(Challenge("https://auth.example/token?a=1", "reg")) == "/token?a=1&service=reg"
