@@ -63,8 +63,9 @@ def test_a_bad_config_file_is_refused_with_the_setting_named(tmp_path, settings,
     assert message in out.stderr
 
 
-def test_a_bad_header_flag_is_a_usage_error(tmp_path):
-    out = dfly("get", "http://127.0.0.1/never-fetched", "-o", str(tmp_path / "x"), "--header", "no colon",
+def test_a_bad_header_flag_is_a_usage_error(origin, tmp_path):
+    out = dfly("get", origin.url("never-fetched"), "-o", str(tmp_path / "x"), "--header", "no colon",
                "--data-dir", str(tmp_path), cwd=str(tmp_path))
     assert out.returncode == 2
+    assert origin.arrived("never-fetched") == 0
     assert "--header must look like" in out.stderr
