@@ -164,3 +164,13 @@ def test_when_one_of_two_copies_from_the_supernode_fails_the_other_is_still_wait
     assert s.assign("c", 1, T0 + 16) == [Assignment(0, SUPERNODE)]   # b's copy looks stalled
     s.piece_failed("b", 0, SUPERNODE, T0 + 17)
     assert s.assign("a", 1, T0 + 17) == []                          # c's is on its way
+
+
+def test_when_one_of_two_copies_in_flight_fails_the_other_still_counts():
+    s = scheduler(peers=["h", "p1", "p2", "p3"])
+    holding(s, "h", [0, LATER])
+    assert s.assign("p1", 1, T0) == [Assignment(0, "h")]
+    assert sorted(a.piece for a in s.assign("p2", 2, T0)) == [0, LATER]   # piece 0: two on their way
+    s.piece_failed("p2", LATER, "h", T0)
+    s.piece_failed("p1", 0, "h", T0)       # piece 0: one still on its way, to p2
+    assert [a.piece for a in s.assign("p3", 1, T0)] == [LATER]   # 1 copy, against piece 0's 2
