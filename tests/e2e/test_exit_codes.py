@@ -135,11 +135,14 @@ def test_exit_1_when_the_daemon_that_took_the_download_dies(pyz, origin, tmp_pat
     before it answered; `get` cannot know what happened to it."""
     src = origin.add("f.bin", content(4 * MiB, seed=57))
     origin.fault("f.bin", stall_after=MiB)
-    daemon = Daemon(pyz, str(tmp_path / "daemon"))
+    data_dir = str(tmp_path / "data")   # one per host, as by default: get finds its daemon's files
+    daemon = Daemon(pyz, data_dir)
     try:
+        # --timeout: a get that did not hand the download over ends (exit 5), not hangs
         get = subprocess.Popen([sys.executable, pyz, "get", src.url, "-o", str(tmp_path / "x.bin"),
-                                "--daemon", daemon.address], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+                                "--daemon", daemon.address, "--data-dir", data_dir, "--timeout", "20s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=str(tmp_path))
         try:
             wait_until(lambda: origin.arrived("f.bin") >= 1, timeout=20,
                        message="the daemon asked the origin")
