@@ -102,8 +102,11 @@ def test_every_copy_on_its_way_is_considered_not_only_the_first():
 
 
 def test_a_copy_on_its_way_to_a_dropped_peer_is_not_waited_for_but_the_next_one_is():
-    s = scheduler(on_supernode=[0], peers=["a", "b", "c", "d"], max_holder_errors=1, piece_stall_s=15.0)
-    s.piece_failed("d", 3, "b", T0)                       # b is dropped as a holder
+    s = scheduler(on_supernode=[], peers=["a", "b", "c", "d"], max_holder_errors=1, piece_stall_s=15.0)
+    holding(s, "b", [3])
+    assert s.assign("d", 1, T0) == [Assignment(3, "b")]
+    s.piece_failed("d", 3, "b", T0)                       # b served it badly: dropped as a holder
+    s.piece_available(0)
     assert s.assign("b", 1, T0) == [Assignment(0, SUPERNODE)]
     assert s.assign("c", 1, T0) == [Assignment(0, SUPERNODE)]   # b's copy does not count
     assert s.assign("a", 1, T0 + 1) == []                        # c's does
