@@ -25,3 +25,10 @@ def test_credentials_are_dropped_on_a_redirect_to_another_host_but_other_headers
 def test_credentials_are_dropped_on_a_change_of_scheme_or_port():
     assert follow("https://reg.example/a", "http://reg.example/a").get_header("Authorization") is None
     assert follow("http://reg.example/a", "http://reg.example:8080/a").get_header("Authorization") is None
+
+
+def test_proxy_credentials_are_dropped_on_a_redirect_to_another_host_too():
+    req = urllib.request.Request("https://reg.example/v2/a", headers={"Proxy-Authorization": "Basic p"})
+    new = SameHostCredentials().redirect_request(req, None, 302, "Found", {}, "https://cdn.example/b")
+    assert new.get_header("Proxy-authorization") is None
+    assert not any(name.lower() == "proxy-authorization" for name, _ in new.header_items())
