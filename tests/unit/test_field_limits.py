@@ -7,7 +7,13 @@ import pytest
 
 from dfly.errors import BadRequest
 from dfly.protocol import bearer, oci
-from dfly.protocol.messages import PROTOCOL_VERSION, RegisterRequest, TaskState, content_version_of
+from dfly.protocol.messages import (
+    PROTOCOL_VERSION,
+    HeartbeatReply,
+    RegisterRequest,
+    TaskState,
+    content_version_of,
+)
 from dfly.protocol.ranges import parse_range
 from dfly.protocol.ratelimit import TokenBucket
 
@@ -70,3 +76,16 @@ def test_a_repository_name_of_the_maximum_length_is_allowed():
     assert oci.parse_path("/v2/%s/blobs/sha256:%s" % (name, "0" * 64)).name == name
     with pytest.raises(oci.BadName):
         oci.parse_path("/v2/%s/blobs/sha256:%s" % (name + "a", "0" * 64))
+
+
+@pytest.mark.parametrize("validator, got", [('"' + "e" * 510 + '"', '"' + "e" * 510 + '"'),
+                                            ("e" * 513, ""), ('"a"\r\nX: y', ""), ('"a\0"', "")])
+def test_a_validator_is_one_header_line_of_at_most_512_characters(validator, got):
+    assert TaskState.parse({"state": "done", "validator": validator}).validator == got
+
+
+def test_a_heartbeat_reply_carries_the_content_version_and_the_pieces_to_check():
+    digest = "ab" * 32
+    reply = HeartbeatReply.parse({"content_version": "v7", "check": [{"num": 3, "sha256": digest}]})
+    assert reply.content_version == "v7"
+    assert [(c.num, c.sha256) for c in reply.checks] == [(3, digest)]
