@@ -36,6 +36,7 @@ def test_a_fetch_that_began_keeps_its_slot_and_a_start_for_an_unknown_peer_chang
     assert s.assign("a", 1, T0) == FROM_SUPERNODE
     s.supernode_started("a", 0, T0 + 1)
     s.supernode_started("ghost", 0, T0 + 1)
+    s.supernode_started("b", 0, T0 + 1)   # b was never assigned it
     s.expire(T0 + 6)
     assert s.upload_load(SUPERNODE) == 1
 
