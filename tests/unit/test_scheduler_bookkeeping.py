@@ -177,3 +177,27 @@ def test_when_one_of_two_copies_in_flight_fails_the_other_still_counts():
     s.piece_failed("p2", LATER, "h", T0)
     s.piece_failed("p1", 0, "h", T0)       # piece 0: one still on its way, to p2
     assert [a.piece for a in s.assign("p3", 1, T0)] == [LATER]   # 1 copy, against piece 0's 2
+
+
+# address families ----------------------------------------------------------------------------
+
+def test_a_peer_back_under_another_address_family_is_known_by_its_new_one_only():
+    """It came back IPv6-only: IPv6 peers fetch from it, IPv4-only ones cannot."""
+    s = scheduler(on_supernode=[0], peers=["a"])
+    s.peer_joined("b", ("fd00::2", 9001), T0)
+    s.peer_joined("x", ("10.0.0.9", 9100), T0)
+    s.peer_left("x")
+    s.peer_joined("x", ("fd00::9", 9100), T0)
+    holding(s, "x", [0])
+    assert s.assign("b", 1, T0) == [Assignment(0, "x")]
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+
+
+def test_a_peer_known_by_name_can_register_again_and_leave():
+    s = scheduler(on_supernode=[0], peers=["a"])
+    s.peer_joined("n", ("peer.example", 9100), T0)
+    s.peer_joined("n", ("peer.example", 9101), T0 + 1)
+    holding(s, "n", [0])
+    assert s.assign("a", 1, T0 + 1) == [Assignment(0, "n")]
+    s.peer_left("n")
+    assert s.addr_of("n") is None
