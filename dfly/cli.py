@@ -192,7 +192,8 @@ def run_get(args) -> int:
             listener, uploader, tasks = handoff
             detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
                    supernodes=config.supernode,
-                   registrations={t: client.registration(t) for t in tasks}, spare=spare)
+                   registrations={t: client.registration(t) for t in tasks}, spare=spare,
+                   tls=client.tls)
             spare = None
     finally:
         client.close()

@@ -7,6 +7,8 @@
 A Client owns one uploader (started at the first download) and one peer id, so
 everything it downloaded stays available to other peers until close() (or,
 with seed_for, until idle that long). The CLI is a thin layer over this class.
+With TLS settings (tls_cert, tls_key, tls_ca, ...: dfly/tls.py) its uploader
+serves TLS and it dials supernodes and peers with TLS.
 """
 import logging
 import os
@@ -33,6 +35,7 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.protocol.urls import normalize_url
 from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
+from dfly.tls import TLS
 
 log = logging.getLogger("dfly.client")
 
@@ -91,6 +94,7 @@ class Client:
             config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
                                    data_dir=data_dir, **settings)
         self.config = config
+        self.tls = TLS.from_config(config)   # ValueError: settings or files that do not load
         self.data_dir = os.path.abspath(config.data_dir or default_data_dir(os.environ))
         self.peer_id = _random_hex(16)
         self.clock = time.monotonic
@@ -188,7 +192,7 @@ class Client:
             seeded, self._seeded = dict(self._seeded), {}
             listener, self._listener = self._listener, None
         for task_id, address in seeded.items():
-            leave_quietly(address, task_id, self.peer_id)
+            leave_quietly(address, task_id, self.peer_id, self.tls)
         if listener is not None:
             listener.stop()
         while self._temp_files:
@@ -220,7 +224,7 @@ class Client:
         if self._uploader is not None:
             self._uploader.withdraw(task_id)
         if address:
-            leave_quietly(address, task_id, self.peer_id)
+            leave_quietly(address, task_id, self.peer_id, self.tls)
 
     def content_version_of(self, task_id: str) -> str:
         """The content version of the pieces this client serves for `task_id` ("" unknown)."""
@@ -247,7 +251,7 @@ class Client:
         except OSError as e:
             raise errors.LocalIOError("cannot read %s: %s" % (path, e.strerror or e))
         for address in self.config.supernode:
-            supernode = SupernodeClient(address, timeout_s=10)
+            supernode = SupernodeClient(address, timeout_s=10, tls=self.tls)
             try:
                 host = self.config.advertise or supernode.local_host()
                 uploader = self._ensure_uploader(host)
@@ -258,12 +262,12 @@ class Client:
                                           identifier=identifier)
                 task_id, state = supernode.register(request)
                 if stale(content_version, state.content_version):
-                    leave_quietly(supernode.address, task_id, self.peer_id)
+                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls)
                     raise errors.SourceChanged("the source of %s changed since %s was downloaded"
                                                % (url[:200], path))
                 if state.state != "done" or (state.length, state.piece_size) != (pieces.length,
                                                                                 piece_size):
-                    leave_quietly(supernode.address, task_id, self.peer_id)
+                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls)
                     return None
                 uploader.publish(task_id, pieces)
                 supernode.schedule(task_id, ScheduleRequest(self.peer_id, sorted(pieces.held), want=0,
@@ -376,7 +380,7 @@ class Client:
                     if isinstance(e, SupernodeFailed):
                         job.failed = e
                     if isinstance(e, (SwarmStuck, SupernodeFailed)):   # alive, but cannot deliver
-                        leave_quietly(download.supernode.address, download.task_id, self.peer_id)
+                        leave_quietly(download.supernode.address, download.task_id, self.peer_id, self.tls)
                     elif download is not None and give_up_at is None and (
                             download.task_id or download.supernode.address != address):
                         # A supernode answered (even if only to redirect us to a member
@@ -386,7 +390,7 @@ class Client:
                 except BaseException:
                     # Leave, so the supernode stops offering us as holder of a file we delete.
                     if download is not None and download.task_id:
-                        leave_quietly(download.supernode.address, download.task_id, self.peer_id)
+                        leave_quietly(download.supernode.address, download.task_id, self.peer_id, self.tls)
                     raise
                 finally:
                     if download is not None:
@@ -408,7 +412,7 @@ class Client:
         return CLUSTER_FAILOVER_S if clustered else 0.0
 
     def _p2p(self, address: str, job: "_Job") -> P2PDownload:
-        supernode = SupernodeClient(address)
+        supernode = SupernodeClient(address, tls=self.tls)
         try:
             host = self.config.advertise or supernode.local_host()
             uploader = self._ensure_uploader(host)
@@ -467,7 +471,8 @@ class Client:
             if self._listener is None:
                 self._uploader = UploaderApp(throttle=self.upload_bucket)
                 address = upload_address(self.config.upload_listen, advertised_host)
-                self._listener = Listener("uploader-" + self.peer_id, address, self._uploader).start()
+                self._listener = Listener("uploader-" + self.peer_id, address, self._uploader,
+                                          tls=self.tls).start()
             return self._uploader
 
     def _after_download(self, task_id: str, storage: PieceFile) -> None:
@@ -479,7 +484,7 @@ class Client:
             if self._uploader is not None:
                 self._uploader.withdraw(task_id)
             if address:
-                leave_quietly(address, task_id, self.peer_id)
+                leave_quietly(address, task_id, self.peer_id, self.tls)
 
     def _discard(self, storage: PieceFile) -> None:
         if self._uploader is not None:

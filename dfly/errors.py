@@ -66,6 +66,14 @@ class LocalIOError(DflyError):
     http_status = 507
 
 
+class TLSRefused(DflyError):
+    """A TLS handshake with a supernode failed: it refused our certificate (none,
+    expired, of another CA) or we refused its own, or no TLS version is common.
+    A setting to fix, not an outage: no other supernode is tried, no source."""
+    exit_code = 10
+    http_status = 502
+
+
 class P2PUnavailable(DflyError):
     """No supernode answered and going back to the source was not allowed."""
     exit_code = 7
@@ -82,4 +90,6 @@ EXIT_CODES = {
     6: "local I/O error (unwritable path, disk full)",
     7: "no supernode reachable and --no-back-source given",
     8: "dfly scrub found damage (and repaired what it could)",
+    10: "TLS handshake with a supernode refused (certificate missing, expired or of another "
+        "CA, name or TLS version)",
 }

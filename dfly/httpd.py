@@ -11,6 +11,11 @@ does the socket side only: bounded request bodies, a per-connection socket
 timeout (slow clients cannot pin a thread forever), a cap on connections served
 at once, typed errors mapped to statuses here and nowhere else, and file bodies
 sent with socket.sendfile so piece data never passes through Python.
+
+With a `tls` (dfly/tls.py) every connection is TLS: the handshake is done in the
+connection's thread, not the accept loop, and file bodies are read and sent
+(sendfile cannot encrypt). Connections are kept alive either way, so a peer
+fetching many pieces pays for one handshake, not one per piece.
 """
 import errno
 import json
@@ -191,7 +196,8 @@ class Handler(BaseHTTPRequestHandler):
                     and hasattr(os, "sendfile") and type(self.connection) is socket.socket:
                 self._send_watched(source, body)   # (a TLS socket is not written to by fd)
             elif source is not None:
-                sent = send_file_slice(self.connection, source, body)
+                sent = send_file_slice(self.connection, source, body,
+                                       copy=self.server.tls is not None)
                 if sent != body.count:   # the file shrank under us: the client sees a short body
                     self.close_connection = True
                 elif body.on_sent is not None:
@@ -340,21 +346,46 @@ def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
     return sent
 
 
-def send_file_slice(sock: socket.socket, source, body: FileSlice) -> int:
-    """sendfile `body` from the open file `source`; the bytes sent."""
+def send_file_slice(sock: socket.socket, source, body: FileSlice, copy: bool = False) -> int:
+    """sendfile `body` from the open file `source` (read and send it when `copy`:
+    a TLS socket); the bytes sent."""
+    if copy:
+        return _copy_file_slice(sock, source, body)
     if body.throttle is None:
         return sock.sendfile(source, body.offset, body.count)
     sent = 0
     while sent < body.count:
         step = min(THROTTLE_STEP, body.count - sent)
-        delay = body.throttle.reserve(step, time.monotonic())
-        if delay > 0:
-            time.sleep(delay)   # this request's share of the host-wide upload rate
+        _throttle(body, step)
         n = sock.sendfile(source, body.offset + sent, step)
         if not n:
             break
         sent += n
     return sent
+
+
+def _copy_file_slice(sock: socket.socket, source, body: FileSlice) -> int:
+    # Steps of THROTTLE_STEP: each is one call into OpenSSL (16 records), so the
+    # Python around it costs little; socket.sendfile would fall back to 8 KiB ones.
+    buffer = memoryview(bytearray(min(THROTTLE_STEP, body.count)))
+    source.seek(body.offset)
+    sent = 0
+    while sent < body.count:
+        step = min(THROTTLE_STEP, body.count - sent)
+        _throttle(body, step)
+        n = source.readinto(buffer[:step])
+        if not n:
+            break
+        sock.sendall(buffer[:n])
+        sent += n
+    return sent
+
+
+def _throttle(body: FileSlice, step: int) -> None:
+    if body.throttle is not None:
+        delay = body.throttle.reserve(step, time.monotonic())
+        if delay > 0:
+            time.sleep(delay)   # this request's share of the host-wide upload rate
 
 
 class Server(ThreadingHTTPServer):
@@ -364,8 +395,11 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: Tuple[str, int], app, max_connections: int = 512,
-                 sock: Optional[socket.socket] = None, handler=Handler):
+                 sock: Optional[socket.socket] = None, handler=Handler, tls=None):
         self.app = app
+        self.tls = tls if tls is not None and tls.serves else None   # dfly.tls.TLS
+        self.handshakes = 0          # TLS handshakes done, and refused (or not TLS at all)
+        self.refused_handshakes = 0
         self._slots = threading.BoundedSemaphore(max_connections)
         self._busy = threading.Condition()
         self._requests = 0        # requests being answered right now (not idle keep-alives)
@@ -413,6 +447,21 @@ class Server(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def finish_request(self, request, client_address):
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        conn = self.tls.accept(request, client_address[0])   # in this connection's thread
+        with self._busy:
+            if conn is None:
+                self.refused_handshakes += 1
+            else:
+                self.handshakes += 1
+        if conn is not None:
+            try:
+                super().finish_request(conn, client_address)
+            finally:
+                self.shutdown_request(conn)
+
     def request_started(self) -> None:
         with self._busy:
             self._requests += 1
@@ -442,11 +491,13 @@ class Listener:
 
     def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
                  sock: Optional[socket.socket] = None, handler=Handler,
-                 poll_interval_s: float = 0.02):
+                 poll_interval_s: float = 0.02, tls=None):
         # poll_interval_s: how often the accept loop wakes to see whether it should
         # stop, so at most how long stop() waits for it. A process with a thousand
         # listeners (dfly bench) wants it long: each wake-up costs CPU.
-        self.server = Server(address, app, max_connections, sock, handler)
+        # tls: a dfly.tls.TLS, whose certificate every connection is served with.
+        self.server = Server(address, app, max_connections, sock, handler, tls)
+        self.name = name
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
                                         kwargs={"poll_interval": poll_interval_s}, daemon=True)
 
@@ -467,6 +518,9 @@ class Listener:
         if drain_s > 0:
             self.server.drain(drain_s)
         self.server.server_close()
+        if self.server.tls is not None:
+            log.info("%s served %d TLS handshakes, refused %d", self.name, self.server.handshakes,
+                     self.server.refused_handshakes)
 
     def fileno(self) -> int:
         return self.server.socket.fileno()

@@ -1,5 +1,6 @@
 """How a long-running dfly program runs: logs under its data dir, serving until
-SIGINT or SIGTERM, then a clean stop. The supernode and the daemon share it."""
+SIGINT or SIGTERM, then a clean stop; SIGHUP calls `running.hangup()` (TLS
+certificates loaded again). The supernode and the daemon share it."""
 import logging
 import os
 import signal
@@ -22,14 +23,24 @@ def log_to(data_dir: str, level: str, name: str) -> None:
 
 
 def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None) -> int:
-    """Block until SIGINT or SIGTERM, then `running.stop()`; the exit code."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    """Block until SIGINT or SIGTERM, then `running.stop()`; the exit code. On
+    SIGHUP, `running.hangup()` runs here, in this thread, not in the handler."""
+    wake = threading.Event()
+    signalled = set()
+
+    def note(sig, frame):
+        signalled.add(sig)
+        wake.set()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, note)
     if ready is not None:
         ready.set()
-    while not stop.wait(3600):
-        pass
+    while not signalled & {signal.SIGINT, signal.SIGTERM}:
+        wake.wait(3600)
+        wake.clear()
+        if signal.SIGHUP in signalled:
+            signalled.discard(signal.SIGHUP)
+            getattr(running, "hangup", lambda: None)()
     log.info("%s stopping", name)
     running.stop()
     return 0

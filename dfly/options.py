@@ -107,8 +107,10 @@ def _convert(f: dataclasses.Field, value):
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()) -> None:
-    """One flag per field of `cls`; defaults stay None so the file can fill gaps."""
-    for f in dataclasses.fields(cls):
+    """One flag per field of `cls`; defaults stay None so the file can fill gaps.
+    Fields `cls` inherits (the TLS options every program shares) come after its own."""
+    own = vars(cls).get("__annotations__", {})
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if f.name in skip:
             continue
         helptext = f.metadata.get("help", "")

@@ -5,7 +5,9 @@ A simulated peer is a real peer without the CLI around it: its own uploader
 (which times every register and schedule call) and a P2PDownload with its
 piece workers writing its own copy. Peers start together or in waves; each
 keeps serving what it holds until every peer is done, so a late wave fetches
-from earlier ones as it would in a real cluster; then all of them leave.
+from earlier ones as it would in a real cluster; then all of them leave. With
+TLS settings every simulated peer serves and dials with TLS, sharing one
+certificate (they are one host).
 """
 import gc
 import os
@@ -27,6 +29,7 @@ from dfly.peer.uploader import UploaderApp
 from dfly.protocol.address import upload_address
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
 from dfly.supernode.client import SupernodeClient
+from dfly.tls import TLS
 
 THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
 # Each uploader's accept loop wakes this often only to see whether it should stop:
@@ -39,8 +42,9 @@ CLOSE_WORKERS = 256   # closing waits up to UPLOADER_POLL_S per uploader: many a
 class TimedSupernodeClient(SupernodeClient):
     """A SupernodeClient that records how long each register and schedule call took."""
 
-    def __init__(self, address: str, record: PeerRecord, clock: Callable[[], float]):
-        super().__init__(address)
+    def __init__(self, address: str, record: PeerRecord, clock: Callable[[], float],
+                 tls: Optional[TLS] = None):
+        super().__init__(address, tls=tls)
         self.record = record
         self.clock = clock
 
@@ -53,7 +57,7 @@ class TimedSupernodeClient(SupernodeClient):
 
     def clone(self) -> "TimedSupernodeClient":
         """The download's reporter connection: its calls are timed into the same record."""
-        return TimedSupernodeClient(self.address, self.record, self.clock)
+        return TimedSupernodeClient(self.address, self.record, self.clock, self.tls)
 
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         began = self.clock()
@@ -66,8 +70,9 @@ class TimedSupernodeClient(SupernodeClient):
 
 class SimulatedPeer:
     def __init__(self, index: int, wave: int, config: BenchConfig, url: str, folder: str,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], tls: Optional[TLS] = None):
         self.record = PeerRecord(index, wave)
+        self.tls = tls
         self.config = config
         self.url = url
         self.clock = clock
@@ -82,11 +87,12 @@ class SimulatedPeer:
     def run(self, deadline: float) -> None:
         began = self.clock()
         try:
-            self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock)
+            self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock,
+                                                  self.tls)
             host = self.config.advertise or self.supernode.local_host()
             self.listener = Listener("bench-peer-%d" % self.record.index,
                                      upload_address(self.config.upload_listen, host), self.uploader,
-                                     poll_interval_s=UPLOADER_POLL_S).start()
+                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls).start()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
                                       peer_port=self.listener.address[1], peer_host=host)
             self.storage = storage = PieceFile(self.path)
@@ -137,7 +143,8 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     folder = config.data_dir or tempfile.mkdtemp(prefix="dfly-bench-")
     os.makedirs(folder, exist_ok=True)
     waves = min(config.waves, config.peers)
-    peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock)
+    tls = TLS.from_config(config)
+    peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock, tls)
              for i in range(config.peers)]
     old_stack = threading.stack_size(THREAD_STACK_BYTES)
     # A full collection over a thousand peers' objects stops every thread of this

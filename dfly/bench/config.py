@@ -2,10 +2,11 @@
 from dataclasses import dataclass
 
 from dfly.options import option
+from dfly.tls import TLSOptions
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(TLSOptions):
     supernode: str = option("", "the supernode to measure (required)", kind="address",
                             metavar="HOST:PORT")
     peers: int = option(10, "simulated peers, each with its own uploader port")

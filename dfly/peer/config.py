@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from dfly.options import option
+from dfly.tls import TLSOptions
 
 
 # The uploader's and fetchers' settings, the same for `dfly get` and `dfly daemon`
@@ -39,7 +40,7 @@ CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
 
 
 @dataclass(frozen=True)
-class PeerConfig:
+class PeerConfig(TLSOptions):
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
                                   kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where temporary files, seeds and logs go (default: per-user data dir)",

@@ -60,6 +60,7 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
 from dfly.scrub import piece_is_good
 from dfly.supernode.client import SupernodeClient, SupernodeDown
+from dfly.tls import options_of
 
 log = logging.getLogger("dfly.daemon")
 
@@ -112,7 +113,7 @@ class RunningDaemon:
                                  upload_listen=config.upload_listen, parallel=config.parallel,
                                  piece_timeout_s=config.piece_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
-                                 timeout_s=config.fetch_timeout_s)
+                                 timeout_s=config.fetch_timeout_s, **options_of(config))
         self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
                           upload_bucket=self.upload_bucket)
         self.direct = Client(config=replace(peer_config, supernode=[], seed_for_s=0),
@@ -135,8 +136,11 @@ class RunningDaemon:
         self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0,
                         "announced": 0, "damaged_pieces": 0, "repaired_pieces": 0, "refetched": 0}
         self._repairing = set()   # cache keys being fetched again after damage
+        if config.tls_front and not config.tls_cert:
+            raise ValueError("--tls-front needs --tls-cert and --tls-key")
         self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
-                                 DaemonApp(self), config.max_connections, handler=FrontHandler)
+                                 DaemonApp(self), config.max_connections, handler=FrontHandler,
+                                 tls=self.p2p.tls if config.tls_front else None)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
@@ -151,6 +155,12 @@ class RunningDaemon:
     def address(self) -> str:
         host, port = self.listener.address
         return format_address(loopback_for(host), port)
+
+    def hangup(self) -> None:
+        """SIGHUP: load the TLS certificate and key again (for new connections)."""
+        for client in (self.p2p, self.direct):
+            if client.tls is not None:
+                client.tls.reload()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -345,7 +355,7 @@ class RunningDaemon:
             self.cache_damaged(key, bad, "pieces peers discarded that do not match their "
                                "digests: %s" % ", ".join(map(str, bad)))
             return
-        client = SupernodeClient(address, timeout_s=5)
+        client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
         try:
             client.schedule(tid, ScheduleRequest(self.p2p.peer_id, done=good, want=0,
                                                  content_version=self.p2p.content_version_of(tid) or None))
@@ -388,7 +398,7 @@ class RunningDaemon:
         with self._lock:
             key_of = {tid: key for key, tid in self._task_of.items()}
         for tid, address in self.p2p.seeding.items():
-            client = SupernodeClient(address, timeout_s=5)
+            client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
             try:
                 reply = client.heartbeat(tid, self.p2p.peer_id)
                 if stale(self.p2p.content_version_of(tid), reply.content_version):

@@ -12,10 +12,11 @@ from dfly.peer.config import (
 )
 from dfly.protocol.proxyrules import DEFAULT_RULES
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
+from dfly.tls import TLSOptions
 
 
 @dataclass(frozen=True)
-class DaemonConfig:
+class DaemonConfig(TLSOptions):
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks "
                                   "(none: everything comes straight from the source)",
                                   kind="address", metavar="HOST:PORT")
@@ -57,4 +58,6 @@ class DaemonConfig:
                              "check the cache against its digests, 0 = off", kind="size",
                              metavar="RATE")
     max_connections: int = option(512, "connections served at once; more get 503")
+    tls_front: bool = option(False, "serve --listen (mirror, proxy, API) with TLS too, with "
+                             "--tls-cert; local container runtimes usually speak plain HTTP to it")
     log_level: str = option("info", "debug, info, warning or error")

@@ -384,7 +384,7 @@ class P2PDownload:
 
     def _work(self) -> None:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id,
-                               connect_timeout_s=self.connect_timeout_s)
+                               connect_timeout_s=self.connect_timeout_s, tls=self.supernode.tls)
         try:
             while True:
                 order = self._jobs.get()

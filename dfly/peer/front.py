@@ -181,7 +181,7 @@ class FrontHandler(Handler):
         if bodyless:
             return
         if isinstance(body, FileSlice):
-            if send_file_slice(self.connection, source, body) != body.count:
+            if send_file_slice(self.connection, source, body, copy=self.server.tls is not None) != body.count:
                 self.close_connection = True
         elif isinstance(body, Streamed):
             self._send_stream(body, chunked)
@@ -213,7 +213,8 @@ class FrontHandler(Handler):
         sent = 0
         try:
             for source, offset, count in body.spans:
-                n = self.connection.sendfile(source, offset, count)
+                n = send_file_slice(self.connection, source, FileSlice("", offset, count),
+                                    copy=self.server.tls is not None)
                 sent += n
                 if n != count:
                     break

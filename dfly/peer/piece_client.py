@@ -14,7 +14,9 @@ re-planned from someone else.
 Body reads ask the kernel to complete only once STEP_BYTES are there
 (SO_RCVLOWAT): on a link slower than the CPU a plain read wakes for every
 packet or two, and those wake-ups (a thread switch, the GIL, a poll and a recv
-each) were most of a download's CPU.
+each) were most of a download's CPU. Over TLS the mark is set a little below
+what is still to come: OpenSSL may already hold part of a record the kernel
+has handed over, and a mark above what is left in the kernel would never be met.
 """
 import hashlib
 import http.client
@@ -26,8 +28,10 @@ from urllib.parse import urlencode
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import SUPERNODE, PieceOrder
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.tls import TLS, http_connection, refusal
 
 STEP_BYTES = 256 << 10
+TLS_SLACK_BYTES = 64 << 10   # more than one TLS record (16 KiB and its overhead) with room
 SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 
 
@@ -46,11 +50,13 @@ class PieceFetcher:
 
     def __init__(self, timeout_s: float, bucket: Optional[TokenBucket] = None,
                  clock: Callable[[], float] = time.monotonic, peer_id: str = "",
-                 connect_timeout_s: float = 0.0):
+                 connect_timeout_s: float = 0.0, tls: Optional[TLS] = None):
         """`peer_id`: ours, told to the supernode with each piece it serves us.
-        `connect_timeout_s`: for the connection and for the first byte (0: timeout_s)."""
+        `connect_timeout_s`: for the connection and for the first byte (0: timeout_s).
+        `tls`: dial holders with TLS (the cluster's setting)."""
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
+        self.tls = tls
         self.peer_id = peer_id
         self.bucket = bucket
         self.clock = clock
@@ -77,8 +83,8 @@ class PieceFetcher:
                 raise PieceFailed("no answer within %.1fs: %s" % (self.connect_timeout_s, e))
             except (http.client.HTTPException, OSError) as e:
                 self._drop(addr)
-                if attempt == 2 or not reused:
-                    raise PieceFailed("unreachable: %s" % e)
+                if attempt == 2 or not reused or refusal(e):
+                    raise PieceFailed(_unreachable(e))
         try:
             sock.settimeout(self.timeout_s)
             self._receive(response, sock, order, write)
@@ -102,8 +108,9 @@ class PieceFetcher:
         buffered = len(response.peek()) if order.size else 0
         while got < order.size:
             want = min(buffered or STEP_BYTES, order.size - got)
-            if not buffered and want != lowat:
-                lowat = _set_lowat(sock, want)
+            mark = want if self.tls is None else max(1, want - TLS_SLACK_BYTES)
+            if not buffered and mark != lowat:
+                lowat = _set_lowat(sock, mark)
             buffered = 0
             chunk = response.read1(want)
             if not chunk:
@@ -132,7 +139,7 @@ class PieceFetcher:
                 host, port = parse_address(addr, 80)
             except ValueError as e:   # the supernode named a holder we cannot read
                 raise PieceFailed("bad holder address: %s" % e)
-            conn = http.client.HTTPConnection(loopback_for(host), port, timeout=self.connect_timeout_s)
+            conn = http_connection(self.tls, loopback_for(host), port, self.connect_timeout_s)
             self._conns[addr] = conn
         if conn.sock is None:
             try:
@@ -140,7 +147,7 @@ class PieceFetcher:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:
                 self._drop(addr)
-                raise PieceFailed("unreachable: %s" % e)
+                raise PieceFailed(_unreachable(e))
         return conn
 
     def _drop(self, addr: str) -> None:
@@ -151,3 +158,8 @@ class PieceFetcher:
     def close(self) -> None:
         for addr in list(self._conns):
             self._drop(addr)
+
+
+def _unreachable(error: Exception) -> str:
+    why = refusal(error)
+    return "TLS handshake failed: %s" % why if why else "unreachable: %s" % error

@@ -37,6 +37,7 @@ from dfly.protocol.messages import PieceCheck, RegisterRequest, ScheduleRequest,
 from dfly.protocol.pieces import piece_count
 from dfly.scrub import piece_is_good
 from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
+from dfly.tls import TLS, TLSOptions
 
 log = logging.getLogger("dfly.seeder")
 
@@ -173,14 +174,16 @@ def _receive_fd(sock: socket.socket):
 def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
            seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
            registrations: Optional[Dict[str, RegisterRequest]] = None,
-           spare: Optional[Spare] = None) -> int:
+           spare: Optional[Spare] = None, tls: Optional[TLS] = None) -> int:
     """Hand the listener to a seeder (`spare`, else a new process); returns its pid
     (0 if it failed). With `supernodes` and `registrations`, it announces itself
-    again to another supernode when the one it used dies or forgets it."""
+    again to another supernode when the one it used dies or forgets it. With
+    `tls`, the seeder loads the same certificate files (and follows their changes)."""
     seeds = os.path.join(data_dir, "peer", "seeds")
     os.makedirs(seeds, exist_ok=True)
     spec = {"fd": listener.fileno(), "peer_id": peer_id, "seed_for_s": seed_for_s, "tasks": [],
-            "supernodes": list(supernodes)}
+            "supernodes": list(supernodes),
+            "tls": vars(tls.options) if tls is not None else None}
     registrations = registrations or {}
     for task_id, supernode in tasks.items():
         pieces = uploader.served(task_id)
@@ -247,20 +250,23 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     app = UploaderApp()
     for t in spec["tasks"]:
         app.publish(t["task_id"], FinishedFile(t["path"], t["length"], t["piece_size"]))
-    listener = Listener("seeder", None, app, sock=sock).start()
+    tls = TLS(TLSOptions(**spec["tls"])) if spec.get("tls") else None
+    if tls is not None:
+        signal.signal(signal.SIGHUP, lambda *_: tls.reload())
+    listener = Listener("seeder", None, app, sock=sock, tls=tls).start()
     ready()
     try:
-        serve(app, spec)
+        serve(app, spec, tls)
     finally:
         listener.stop()
         for t in spec["tasks"]:
-            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"])
+            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls)
             if t["owned"]:
                 _remove(t["path"])
     return 0
 
 
-def serve(app: UploaderApp, spec: dict) -> None:
+def serve(app: UploaderApp, spec: dict, tls: Optional[TLS] = None) -> None:
     """Heartbeat until idle for seed_for_s or no supernode wants us any more."""
     tasks = {t["task_id"]: t for t in spec["tasks"]}
     while tasks:
@@ -269,18 +275,18 @@ def serve(app: UploaderApp, spec: dict) -> None:
             log.info("idle for %.0fs, stopping", idle)
             return
         for task_id, task in list(tasks.items()):
-            if not _heartbeat(task, spec, app.served(task_id)):
+            if not _heartbeat(task, spec, app.served(task_id), tls):
                 log.info("task %s no longer wanted by any supernode", task_id[:12])
                 app.withdraw(task_id)
                 del tasks[task_id]
         time.sleep(min(HEARTBEAT_S, max(0.1, spec["seed_for_s"] - idle)))
 
 
-def _heartbeat(task: dict, spec: dict, pieces=None) -> bool:
+def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -> bool:
     """Tell the task's supernode we still serve it (and check the pieces it says
     others discarded); when it is gone or forgot us, announce ourselves to the
     others. False when no supernode will have us."""
-    client = SupernodeClient(task["supernode"], timeout_s=5)
+    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls)
     held = task.get("content_version") or ""
     try:
         reply = client.heartbeat(task["task_id"], spec["peer_id"])
@@ -293,11 +299,11 @@ def _heartbeat(task: dict, spec: dict, pieces=None) -> bool:
     if current is not None:
         if not stale(held, current):
             if reply.checks and pieces is not None:
-                _recheck(task, spec["peer_id"], pieces, reply.checks)
+                _recheck(task, spec["peer_id"], pieces, reply.checks, tls)
             return True
         log.info("task %s: the source changed (content version %s, now %s); its pieces are "
                  "no longer offered", task["task_id"][:12], held, current)
-        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"])
+        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"], tls)
         return False
     if task.get("register") is None:
         return down   # nothing to announce with: keep serving while the supernode may return
@@ -306,7 +312,7 @@ def _heartbeat(task: dict, spec: dict, pieces=None) -> bool:
     try:
         address = announce_holder(others, RegisterRequest.parse(task["register"]), count,
                                   content_version=held,
-                                  held=sorted(pieces.held) if pieces is not None else None)
+                                  held=sorted(pieces.held) if pieces is not None else None, tls=tls)
     except errors.SourceChanged as e:
         log.info("task %s: %s; its pieces are no longer offered", task["task_id"][:12], e)
         return False
@@ -317,7 +323,8 @@ def _heartbeat(task: dict, spec: dict, pieces=None) -> bool:
     return down
 
 
-def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck]) -> None:
+def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck],
+             tls: Optional[TLS] = None) -> None:
     """Read back the pieces peers discarded from us: stop serving the bad ones,
     report the good ones done again (the supernode withdrew them meanwhile)."""
     task_id, good = task["task_id"], []
@@ -333,7 +340,7 @@ def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck]) -> None
                         pieces.path)
     if not good:
         return
-    client = SupernodeClient(task["supernode"], timeout_s=5)
+    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls)
     try:
         client.schedule(task_id, ScheduleRequest(peer_id, done=good, want=0,
                                                  content_version=task.get("content_version") or None))

@@ -20,7 +20,8 @@ class RunningSupernode:
     def __init__(self, config: SupernodeConfig, data_dir: str):
         self.service = Supernode(config, data_dir)
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
-                                 SupernodeApp(self.service), config.max_connections)
+                                 SupernodeApp(self.service), config.max_connections,
+                                 tls=self.service.tls)
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.listener.start()
 
@@ -32,6 +33,11 @@ class RunningSupernode:
     def stop(self) -> None:
         self.listener.stop()
         self.service.stop()
+
+    def hangup(self) -> None:
+        """SIGHUP: load the TLS certificate and key again (for new connections)."""
+        if self.service.tls is not None:
+            self.service.tls.reload()
 
 
 def start(config: SupernodeConfig, data_dir: str) -> RunningSupernode:

@@ -3,16 +3,19 @@
 One keep-alive HTTP connection per client object (a download's coordinator
 thread owns one). Connection failures raise SupernodeDown; error replies raise
 the typed error the supernode named, so callers handle `Gone` (register again)
-and `SourceError` without looking at HTTP.
+and `SourceError` without looking at HTTP. With a `tls` (dfly/tls.py) the
+connection is TLS; a refused handshake raises TLSRefused, not SupernodeDown.
 """
 import http.client
 import json
 import socket
+import ssl
 from typing import List, Optional, Tuple
 
 from dfly import errors
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
+from dfly.tls import TLS, http_connection, refusal
 
 DEFAULT_PORT = 8002
 MAX_REDIRECTS = 4
@@ -26,12 +29,13 @@ class SupernodeDown(errors.DflyError):
 _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
           "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
           "SourceError": errors.SourceError,
-          "DigestMismatch": errors.DigestMismatch}
+          "DigestMismatch": errors.DigestMismatch, "TLSRequired": errors.TLSRefused}
 
 
 class SupernodeClient:
-    def __init__(self, address: str, timeout_s: float = 15.0):
+    def __init__(self, address: str, timeout_s: float = 15.0, tls: Optional[TLS] = None):
         self.address = address
+        self.tls = tls
         self.host, self.port = _host_port(address)
         self.timeout_s = timeout_s
         self._conn: Optional[http.client.HTTPConnection] = None
@@ -39,7 +43,7 @@ class SupernodeClient:
 
     def clone(self) -> "SupernodeClient":
         """Another client (its own connection) to the supernode this one talks to now."""
-        return SupernodeClient(self.address, self.timeout_s)
+        return SupernodeClient(self.address, self.timeout_s, self.tls)
 
     # calls -------------------------------------------------------------------------
     def register(self, request: RegisterRequest) -> Tuple[str, TaskState]:
@@ -98,6 +102,9 @@ class SupernodeClient:
             if conn.sock is None:
                 conn.connect()
             return conn.sock.getsockname()[0]
+        except ssl.SSLError as e:
+            self._refused(e)
+            raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
         except OSError as e:
             self.close()
             raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
@@ -110,8 +117,16 @@ class SupernodeClient:
     # transport -----------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self._conn = http_connection(self.tls, self.host, self.port, self.timeout_s)
         return self._conn
+
+    def _refused(self, error: ssl.SSLError) -> None:
+        """TLSRefused when `error` is a refused handshake; else the caller goes on."""
+        why = refusal(error)
+        self.close()
+        if why is not None:
+            raise errors.TLSRefused("TLS handshake with supernode %s failed: %s"
+                                    % (self.address, why))
 
     def _call(self, method: str, path: str, body: Optional[dict] = None,
               timeout: Optional[float] = None, headers: Optional[dict] = None):
@@ -132,6 +147,8 @@ class SupernodeClient:
                 break
             except (http.client.HTTPException, OSError) as e:
                 fresh = conn.sock is None
+                if isinstance(e, ssl.SSLError):
+                    self._refused(e)
                 self.close()
                 if attempt == 2 or isinstance(e, (ConnectionRefusedError, socket.timeout)) or fresh:
                     raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
@@ -161,14 +178,14 @@ def _host_port(address: str):
 
 def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,
                     timeout_s: float = 5.0, content_version: str = "",
-                    held: Optional[List[int]] = None) -> Optional[str]:
+                    held: Optional[List[int]] = None, tls: Optional[TLS] = None) -> Optional[str]:
     """Register as holder of every piece of a finished task (or of `held`) at the
     first supernode that takes it (after a restart, or when the one we used died);
     returns the address that did (the task's owner, after redirects), or None.
     SourceChanged when the task's content is no longer `content_version` (the
     pieces are stale)."""
     for address in addresses:
-        client = SupernodeClient(address, timeout_s)
+        client = SupernodeClient(address, timeout_s, tls)
         try:
             task_id, state = client.register(request)
             if not stale(content_version, state.content_version):
@@ -190,9 +207,9 @@ def announce_holder(addresses: List[str], request: RegisterRequest, piece_count:
     return None
 
 
-def leave_quietly(address: str, task_id: str, peer_id: str) -> None:
+def leave_quietly(address: str, task_id: str, peer_id: str, tls: Optional[TLS] = None) -> None:
     """Tell the supernode at `address` this peer left `task_id`; best effort."""
-    client = SupernodeClient(address, timeout_s=5)
+    client = SupernodeClient(address, timeout_s=5, tls=tls)
     try:
         client.leave(task_id, peer_id)
     except errors.DflyError:

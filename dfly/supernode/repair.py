@@ -24,6 +24,7 @@ from dfly.errors import DflyError, DigestMismatch, LocalIOError, SourceError
 from dfly.scrub import piece_is_good
 from dfly.supernode.cdn import Fetch, piece_bounds, store_piece
 from dfly.supernode.task import FAILED, Task
+from dfly.tls import TLS, http_connection
 
 log = logging.getLogger("dfly.supernode")
 
@@ -36,9 +37,11 @@ RECHECK_AFTER_S = 30.0   # a piece found good is not read again for reports soon
 class Repairer:
     """One thread that checks suspect pieces and fetches bad ones again."""
 
-    def __init__(self, fetch_for: Callable[[Task], Fetch], clock: Callable[[], float]):
+    def __init__(self, fetch_for: Callable[[Task], Fetch], clock: Callable[[], float],
+                 tls: Optional[TLS] = None):
         self.fetch_for = fetch_for   # a Fetch to read single pieces from a task's source
         self.clock = clock
+        self.tls = tls   # peers are dialled with TLS
         self._queue: queue.Queue[Optional[tuple]] = queue.Queue()
         self._queued = set()   # (task id, generation, piece): at most one job each
         self._lock = threading.Lock()
@@ -127,7 +130,7 @@ class Repairer:
         with task.cond:
             holders = [task.scheduler.addr_of(h) for h in sorted(task.scheduler.holders_of(num))]
         data, origin, error = _from_peers(task.task_id, num, size, sha256_hex,
-                                          [a for a in holders if a][:PEERS_TRIED]), "a peer", None
+                                          [a for a in holders if a][:PEERS_TRIED], self.tls), "a peer", None
         if data is None:
             origin = "the source by Range"
             try:
@@ -164,17 +167,18 @@ class Repairer:
 
 
 def _from_peers(task_id: str, num: int, size: int, sha256_hex: str,
-                addrs) -> Optional[bytes]:
+                addrs, tls: Optional[TLS] = None) -> Optional[bytes]:
     """Piece `num` from the first of `addrs` (peer uploaders) that sends it intact."""
     for addr in addrs:
-        data = _get_piece(addr, task_id, num, size)
+        data = _get_piece(addr, task_id, num, size, tls)
         if data is not None and hashlib.sha256(data).hexdigest() == sha256_hex:
             return data
     return None
 
 
-def _get_piece(addr: Tuple[str, int], task_id: str, num: int, size: int) -> Optional[bytes]:
-    conn = http.client.HTTPConnection(addr[0], addr[1], timeout=PEER_TIMEOUT_S)
+def _get_piece(addr: Tuple[str, int], task_id: str, num: int, size: int,
+               tls: Optional[TLS] = None) -> Optional[bytes]:
+    conn = http_connection(tls, addr[0], addr[1], PEER_TIMEOUT_S)
     try:
         conn.request("GET", "/v1/tasks/%s/pieces/%d" % (task_id, num))
         response = conn.getresponse()

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional
 
-from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound
+from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, TLSRefused
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
 from dfly.protocol.address import format_address, parse_host
@@ -36,6 +36,7 @@ from dfly.supernode.repair import Repairer
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
 from dfly.supernode.scrub import Scrubber
 from dfly.supernode.task import DONE, FAILED, PENDING, RUNNING, Task, Waiter
+from dfly.tls import TLS
 
 log = logging.getLogger("dfly.supernode")
 
@@ -50,6 +51,7 @@ class Supernode:
                  clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.clock = clock
+        self.tls = TLS.from_config(config)   # members and peers are dialled with it
         self.tasks_dir = os.path.join(data_dir, "tasks")
         os.makedirs(self.tasks_dir, exist_ok=True)
         self.scheduler_config = SchedulerConfig(
@@ -68,7 +70,7 @@ class Supernode:
         self.cluster_token = cluster_token(config.cluster_secret, self.membership.members
                                            if self.membership else [])
         self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
-        self.repairer = Repairer(self._piece_fetch, self.clock)
+        self.repairer = Repairer(self._piece_fetch, self.clock, self.tls)
         self.scrubber = Scrubber(self, config.scrub_rate, self._stop)
         self._threads.append(threading.Thread(target=self.scrubber.run, name="supernode-scrub",
                                               daemon=True))
@@ -417,7 +419,7 @@ class Supernode:
         for member in self.membership.alive(self.clock()):
             if member == self.me:
                 continue
-            client = SupernodeClient(member, timeout_s=1.0)
+            client = SupernodeClient(member, timeout_s=1.0, tls=self.tls)
             try:
                 client.put_replica(task.task_id, replica, self.cluster_token)
             except DflyError as e:
@@ -465,7 +467,8 @@ class Supernode:
     def _sync_loop(self) -> None:
         """Ping every other member; copy the metadata of the tasks they serve."""
         interval = max(0.2, self.config.member_dead_after_s / 4)
-        clients = {m: SupernodeClient(m, timeout_s=interval * 2) for m in self.membership.others()}
+        clients = {m: SupernodeClient(m, timeout_s=interval * 2, tls=self.tls)
+                   for m in self.membership.others()}
         while not self._stop.wait(interval):
             for member, client in clients.items():
                 try:
@@ -474,6 +477,8 @@ class Supernode:
                     self._copy_replicas(client, reply.get("tasks", {}))
                 except Forbidden:
                     log.error("member %s refused us: wrong --cluster-secret or member list", member)
+                except TLSRefused as e:
+                    log.error("member %s: %s", member, e)
                 except DflyError as e:
                     log.debug("member %s did not answer: %s", member, e)
         for client in clients.values():

@@ -1,0 +1,212 @@
+"""TLS and mutual TLS with real certificates (trustme): a swarm whose every
+connection is mTLS, handshakes refused with a clear reason and the listener
+unharmed, certificate rotation picked up by new connections, one handshake per
+connection (not per piece), and the TLS version floor."""
+import os
+import socket
+import ssl
+
+import pytest
+from certs import Certs, served_certificate
+from helpers import MiB, content, leftovers, run_all, sha256_file, wait_until
+
+from dfly import errors
+from dfly.httpd import Listener, Response
+from dfly.supernode.client import SupernodeClient
+from dfly.tls import TLS, TLSOptions
+
+
+@pytest.fixture
+def certs(tmp_path):
+    return Certs(str(tmp_path / "certs"))
+
+
+def _tls(**settings) -> TLS:
+    return TLS(TLSOptions(**settings))
+
+
+@pytest.mark.time_limit(90)
+def test_mtls_swarm_downloads_correctly_from_peers_with_one_handshake_per_connection(
+        origin, supernode_factory, client_factory, downloads, certs):
+    supernode = supernode_factory(**certs.mtls("supernode"))
+    src = origin.add("big.bin", content(40 * MiB, seed=1))   # ten 4 MiB pieces
+    clients = [client_factory([supernode.address], **certs.mtls("peer%d" % i)) for i in range(4)]
+    targets = [str(downloads / ("copy%d.bin" % i)) for i in range(4)]
+
+    outcomes = run_all([lambda c=c, t=t: c.download(src.url, t, digest=src.digest)
+                        for c, t in zip(clients, targets)], timeout=80)
+
+    assert [e for _, e in outcomes if e is not None] == []
+    results = [r for r, _ in outcomes]
+    for target in targets:
+        assert sha256_file(target) == src.sha256
+    assert all(r.via == "p2p" for r in results)
+    assert sum(r.bytes_from_peers for r in results) > 0
+    assert origin.requests("big.bin") == 1
+    assert leftovers(str(downloads)) == []
+    # Pieces (and calls) went over kept-alive connections: each peer's workers,
+    # coordinator and reporter open a few, not one per piece.
+    server = supernode.listener.server
+    assert server.handshakes > 0 and server.refused_handshakes == 0
+    assert server.handshakes <= 4 * 8, server.handshakes
+    uploaders = [c._listener.server for c in clients if c._listener is not None]
+    assert sum(u.handshakes for u in uploaders) <= 4 * 3 * 4   # peers x other peers x workers
+
+
+def _refusal(client, src, target) -> errors.TLSRefused:
+    with pytest.raises(errors.TLSRefused) as caught:
+        client.download(src.url, target)
+    assert not os.path.exists(target)
+    return caught.value
+
+
+@pytest.mark.time_limit(60)
+def test_clients_without_a_good_certificate_are_refused_at_the_handshake_and_the_listener_lives(
+        origin, supernode_factory, client_factory, downloads, certs):
+    supernode = supernode_factory(**certs.mtls("supernode"))
+    src = origin.add("f.bin", content(MiB, seed=2))
+    target = str(downloads / "f.bin")
+
+    no_cert = client_factory([supernode.address], tls_ca=certs.ca)
+    assert "requires a client certificate" in str(_refusal(no_cert, src, target))
+    expired = client_factory([supernode.address], **certs.mtls("old", expired=True))
+    assert "expired" in str(_refusal(expired, src, target))
+    stranger = client_factory([supernode.address], **certs.mtls("stranger", other_ca=True))
+    assert "another CA" in str(_refusal(stranger, src, target))
+    plain = client_factory([supernode.address])
+    assert "speaks TLS only" in str(_refusal(plain, src, target))
+    assert origin.requests("f.bin") == 0   # refused: not fetched behind the user's back
+
+    server = supernode.listener.server
+    wait_until(lambda: server.refused_handshakes >= 4, message="refusals counted")
+    good = client_factory([supernode.address], **certs.mtls("good"))
+    assert good.download(src.url, target, digest=src.digest).via == "p2p"
+    assert sha256_file(target) == src.sha256
+
+
+@pytest.mark.time_limit(30)
+def test_a_client_refuses_a_supernode_whose_certificate_it_does_not_trust(
+        origin, supernode_factory, client_factory, downloads, certs):
+    impostor = supernode_factory(**certs.host("impostor", other_ca=True))
+    src = origin.add("f.bin", content(MiB, seed=3))
+    client = client_factory([impostor.address], **certs.mtls("peer"))
+    refused = _refusal(client, src, str(downloads / "f.bin"))
+    assert "certificate is not accepted" in str(refused)
+    wrong_name = supernode_factory(**certs.host("elsewhere", "10.9.9.9"))
+    client = client_factory([wrong_name.address], **certs.mtls("peer2"))
+    assert "127.0.0.1" in str(_refusal(client, src, str(downloads / "f.bin")))
+
+
+@pytest.mark.time_limit(30)
+def test_a_configured_server_name_is_checked_instead_of_the_address(
+        origin, supernode_factory, client_factory, downloads, certs):
+    supernode = supernode_factory(**certs.host("named", "dfly.cluster"))
+    src = origin.add("f.bin", content(MiB, seed=4))
+    client = client_factory([supernode.address], tls_ca=certs.ca, tls_server_name="dfly.cluster",
+                            **certs.host("peer", "dfly.cluster"))
+    assert client.download(src.url, str(downloads / "f.bin")).via == "p2p"
+
+
+class _Hello:
+    def route(self, request):
+        return Response.text("hello\n")
+
+
+@pytest.fixture
+def listener_factory():
+    started = []
+
+    def start(tls):
+        listener = Listener("tls-test", ("127.0.0.1", 0), _Hello(), tls=tls).start()
+        started.append(listener)
+        return "127.0.0.1:%d" % listener.address[1]
+
+    yield start
+    for listener in started:
+        listener.stop()
+
+
+def test_a_rotated_certificate_is_used_for_new_connections_after_reload(certs, listener_factory):
+    files = certs.host("rotating")
+    tls = _tls(**files)
+    address = listener_factory(tls)
+    before = served_certificate(address, certs.ca)
+    certs.host("rotating")   # new key and certificate, same files
+    assert served_certificate(address, certs.ca) == before or tls.reloads == 1   # not yet checked
+
+    assert tls.reload()   # what SIGHUP does
+    after = served_certificate(address, certs.ca)
+    assert after != before
+
+
+def test_a_certificate_file_that_changes_is_picked_up_without_a_signal(certs, listener_factory):
+    tls = _tls(**certs.host("watched"))
+    address = listener_factory(tls)
+    before = served_certificate(address, certs.ca)
+    certs.host("watched")
+    wait_until(lambda: served_certificate(address, certs.ca) != before, timeout=10,
+               message="the new certificate is served")
+
+
+def test_a_broken_certificate_pair_keeps_the_old_one_in_use(certs, listener_factory, tmp_path):
+    files = certs.host("half")
+    tls = _tls(**files)
+    address = listener_factory(tls)
+    before = served_certificate(address, certs.ca)
+    with open(files["tls_key"], "wb") as f:   # the key of another certificate
+        f.write(open(certs.host("other")["tls_key"], "rb").read())
+    assert not tls.reload()
+    assert served_certificate(address, certs.ca) == before
+
+
+def test_a_tls_13_only_listener_refuses_a_client_that_stops_at_tls_12(certs, listener_factory):
+    tls = _tls(tls_min_version="1.3", **certs.host("modern"))
+    address = listener_factory(tls)
+    context = ssl.create_default_context(cafile=certs.ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", int(address.split(":")[1])), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError) as caught:
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert "VERSION" in caught.value.reason.upper()
+    served_certificate(address, certs.ca)   # a TLS 1.3 client still gets in
+
+
+def test_a_dfly_client_limited_to_tls_13_cannot_reach_a_tls_12_only_server(certs, listener_factory):
+    server = _tls(tls_ciphers="ECDHE+AESGCM", **certs.host("old-server"))
+    server.server_context().maximum_version = ssl.TLSVersion.TLSv1_2
+    address = listener_factory(server)
+    client = SupernodeClient(address, timeout_s=5, tls=_tls(tls_ca=certs.ca, tls_min_version="1.3"))
+    try:
+        with pytest.raises(errors.TLSRefused) as caught:
+            client.task("0" * 64)
+    finally:
+        client.close()
+    assert "TLS version" in str(caught.value)
+
+
+def test_a_client_that_never_finishes_its_handshake_does_not_block_others(certs, listener_factory):
+    tls = _tls(**certs.host("patient"))
+    tls.handshake_timeout_s = 2.0
+    address = listener_factory(tls)
+    port = int(address.split(":")[1])
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        stalled[0].sendall(b"\x16\x03\x01")   # the start of a ClientHello, then nothing
+        served_certificate(address, certs.ca)
+        assert stalled[0].recv(100) == b""   # closed after the handshake timeout
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_bad_tls_settings_are_one_line_errors(certs, tmp_path):
+    with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
+        _tls(tls_cert=certs.host("x")["tls_cert"])
+    with pytest.raises(ValueError, match="needs --tls-ca"):
+        _tls(tls_client_auth="require", **certs.host("y"))
+    with pytest.raises(ValueError, match="cannot load --tls-cert"):
+        _tls(tls_cert=str(tmp_path / "missing.crt"), tls_key=str(tmp_path / "missing.key"))
+    with pytest.raises(ValueError, match="--tls-min-version"):
+        _tls(tls_ca=certs.ca, tls_min_version="1.1")
+    with pytest.raises(ValueError, match="--tls-ciphers"):
+        _tls(tls_ca=certs.ca, tls_ciphers="NOT-A-CIPHER")
