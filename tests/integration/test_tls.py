@@ -3,8 +3,10 @@ connection is mTLS, handshakes refused with a clear reason and the listener
 unharmed, certificate rotation picked up by new connections, one handshake per
 connection (not per piece), and the TLS version floor."""
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 
 import pytest
 from certs import Certs, served_certificate
@@ -185,18 +187,26 @@ def test_a_dfly_client_limited_to_tls_13_cannot_reach_a_tls_12_only_server(certs
 
 
 def test_a_client_that_never_finishes_its_handshake_does_not_block_others(certs, listener_factory):
-    tls = _tls(**certs.host("patient"))
-    tls.handshake_timeout_s = 2.0
+    tls = _tls(**certs.host("patient"))   # each may hold its thread 30 s, not the accept loop
+    tls.handshake_timeout_s = 30.0
     address = listener_factory(tls)
     port = int(address.split(":")[1])
     stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
     try:
         stalled[0].sendall(b"\x16\x03\x01")   # the start of a ClientHello, then nothing
-        served_certificate(address, certs.ca)
-        assert stalled[0].recv(100) == b""   # closed after the handshake timeout
+        served_certificate(address, certs.ca)   # gives up after 10 s
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_stalled_handshake_is_closed_after_its_timeout(certs, listener_factory):
+    tls = _tls(**certs.host("impatient"))
+    tls.handshake_timeout_s = 1.0
+    address = listener_factory(tls)
+    with socket.create_connection(("127.0.0.1", int(address.split(":")[1])), timeout=10) as stalled:
+        stalled.sendall(b"\x16\x03\x01")
+        assert stalled.recv(100) == b""
 
 
 def test_bad_tls_settings_are_one_line_errors(certs, tmp_path):
@@ -210,3 +220,29 @@ def test_bad_tls_settings_are_one_line_errors(certs, tmp_path):
         _tls(tls_ca=certs.ca, tls_min_version="1.1")
     with pytest.raises(ValueError, match="--tls-ciphers"):
         _tls(tls_ca=certs.ca, tls_ciphers="NOT-A-CIPHER")
+
+
+@pytest.mark.time_limit(60)
+def test_curl_without_a_client_certificate_cannot_read_a_piece_from_an_uploader(
+        origin, supernode_factory, client_factory, downloads, certs, tmp_path):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    supernode = supernode_factory(**certs.mtls("supernode"))
+    src = origin.add("f.bin", content(6 * MiB, seed=5))
+    seeder = client_factory([supernode.address], seed_for_s=60, **certs.mtls("seeder"))
+    result = seeder.download(src.url, str(downloads / "f.bin"))
+    url = "https://127.0.0.1:%d/v1/tasks/%s/pieces/0" % (seeder.uploader_address[1], result.task_id)
+    piece = str(tmp_path / "piece")
+
+    anonymous = subprocess.run([curl, "-sS", "--cacert", certs.ca, "-o", piece, url],
+                               capture_output=True, text=True, timeout=20)
+    assert anonymous.returncode != 0
+    assert not os.path.exists(piece) or os.path.getsize(piece) == 0
+    member = certs.host("member")
+    allowed = subprocess.run([curl, "-sS", "--cacert", certs.ca, "--cert", member["tls_cert"],
+                              "--key", member["tls_key"], "-o", piece, "-w", "%{http_code}", url],
+                             capture_output=True, text=True, timeout=20)
+    assert allowed.stdout == "200", allowed.stderr
+    with open(piece, "rb") as f:
+        assert f.read() == src.data[:os.path.getsize(piece)] and os.path.getsize(piece) > 0

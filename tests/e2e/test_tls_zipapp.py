@@ -1,0 +1,137 @@
+"""The built dfly.pyz with mutual TLS everywhere: a supernode, four gets and a
+daemon with cluster certificates (trustme) download one file correctly, partly
+from each other; gets without a certificate, with an expired one or with one of
+another CA are refused at the handshake (one line, exit 10); the supernode
+serves a rotated certificate after SIGHUP without a restart."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dfly.demo import CountingOrigin, write_random_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from certs import Certs, served_certificate  # noqa: E402
+from helpers import wait_until  # noqa: E402
+
+TIMEOUT_S = 90
+TLS_EXIT = 10
+
+
+def _flags(settings: dict) -> list:
+    out = []
+    for name, value in settings.items():
+        out += ["--" + name.replace("_", "-"), value]
+    return out
+
+
+class Process:
+    """A dfly command whose address is read from its 'listening on' log line."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable] + list(args), stderr=subprocess.PIPE, text=True)
+        self.address = None
+        self.lines = []
+        found = threading.Event()
+
+        def watch():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if self.address is None and "listening on " in line:
+                    self.address = line.split("listening on ")[1].split(",")[0].split(" ")[0]
+                    found.set()
+        self._watch = threading.Thread(target=watch, daemon=True, name="dfly-log")
+        self._watch.start()
+        assert found.wait(30), "no address reported:\n" + "".join(self.lines)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(15)
+        self._watch.join(10)
+        return code
+
+
+@pytest.fixture
+def cluster(pyz, tmp_path):
+    """An origin with one 48 MiB file, and a supernode requiring client certificates."""
+    (tmp_path / "origin").mkdir()
+    origin = CountingOrigin(str(tmp_path / "origin"))
+    digest = write_random_file(str(tmp_path / "origin" / "f.bin"), 48 << 20)
+    certs = Certs(str(tmp_path / "certs"))
+    supernode = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "sn"),
+                        *_flags(certs.mtls("supernode")))
+    yield origin, digest, certs, supernode
+    supernode.stop()
+    origin.stop()
+
+
+def _get(pyz, tmp_path, name, url, supernode, *extra, tls=None):
+    out = str(tmp_path / name)
+    return subprocess.Popen([sys.executable, pyz, "get", url, "-o", out, "--supernode", supernode,
+                             "--data-dir", str(tmp_path / ("data-" + name)), "--seed-for", "1s",
+                             "--upload-listen", "127.0.0.1:0", "--json"] + list(extra) + _flags(tls or {}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+
+
+@pytest.mark.time_limit(150)
+def test_supernode_four_gets_and_a_daemon_all_with_mtls(pyz, tmp_path, cluster):
+    origin, digest, certs, supernode = cluster
+    daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                     "--supernode", supernode.address, "--data-dir", str(tmp_path / "daemon"),
+                     *_flags(certs.mtls("daemon")))
+    try:
+        gets = [_get(pyz, tmp_path, "copy%d.bin" % i, origin.url("f.bin"), supernode.address,
+                     "--digest", digest, "--no-daemon", tls=certs.mtls("get%d" % i)) for i in range(4)]
+        handed = _get(pyz, tmp_path, "handed.bin", origin.url("f.bin"), supernode.address,
+                      "--digest", digest, "--daemon", daemon.address)
+        results = []
+        for proc in gets + [handed]:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+            assert proc.returncode == 0, stderr
+            results.append(json.loads(stdout))
+    finally:
+        assert daemon.stop() == 0
+    assert all(r["via"] == "p2p" for r in results)   # every digest checked by --digest
+    assert sum(r["bytes_from_peers"] for r in results) > 0
+    assert origin.sent_bytes == 48 << 20
+
+
+@pytest.mark.time_limit(120)
+def test_gets_without_a_good_certificate_are_refused_at_the_handshake(pyz, tmp_path, cluster):
+    origin, digest, certs, supernode = cluster
+    cases = {"none": {"tls_ca": certs.ca}, "expired": certs.mtls("old", expired=True),
+             "stranger": certs.mtls("stranger", other_ca=True), "plain": {}}
+    procs = {name: _get(pyz, tmp_path, name + ".bin", origin.url("f.bin"), supernode.address,
+                        "--no-daemon", tls=tls) for name, tls in cases.items()}
+    errors = {}
+    for name, proc in procs.items():
+        _, stderr = proc.communicate(timeout=TIMEOUT_S)
+        assert proc.returncode == TLS_EXIT, (name, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+        assert not os.path.exists(str(tmp_path / (name + ".bin")))
+        errors[name] = stderr
+    assert "requires a client certificate" in errors["none"]
+    assert "expired" in errors["expired"]
+    assert "another CA" in errors["stranger"]
+    assert "speaks TLS only" in errors["plain"]
+    assert origin.sent_bytes == 0
+    assert supernode.proc.poll() is None   # the listener lives on
+    served_certificate(supernode.address, certs.ca, certs.host("checker"))
+
+
+@pytest.mark.time_limit(60)
+def test_the_supernode_serves_a_rotated_certificate_after_sighup(pyz, tmp_path, cluster):
+    _, _, certs, supernode = cluster
+    me = certs.host("checker")
+    before = served_certificate(supernode.address, certs.ca, me)
+    os.rename(str(tmp_path / "certs" / "supernode.crt"), str(tmp_path / "certs" / "old.crt"))
+    certs.host("supernode")   # new key and certificate at the same paths
+    supernode.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: served_certificate(supernode.address, certs.ca, me) != before, timeout=10,
+               message="the rotated certificate is served")
+    assert any("reloaded" in line for line in supernode.lines)
