@@ -215,8 +215,9 @@ def _hand_off(args, config, headers):
     """The result of the running daemon's download, or None when no daemon answers."""
     from dfly.peer.daemon_client import DaemonClient
     from dfly.protocol.handoff import HandoffRequest
+    from dfly.tls import TLS
 
-    daemon = DaemonClient(args.daemon)
+    daemon = DaemonClient(args.daemon, TLS.from_config(config))
     if not daemon.running():
         return None
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,

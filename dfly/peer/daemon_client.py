@@ -1,7 +1,10 @@
 """The daemon's client: how `dfly get` finds a daemon on this host and hands
 it a download, so the pieces stay served after `get` exits and two `get`s of
 one URL share one download. Each call has a timeout; a daemon that does not
-answer at once counts as absent, and `get` works on its own."""
+answer at once counts as absent, and `get` works on its own.
+
+A daemon's front port is plain HTTP unless it runs with --tls-front: a get with
+TLS settings dials it plain first and, told the port speaks TLS only, with TLS."""
 import http.client
 import json
 from typing import Optional
@@ -10,6 +13,7 @@ from dfly import errors
 from dfly.client import DownloadResult
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.handoff import HandoffRequest
+from dfly.tls import TLS, http_connection
 
 PROBE_TIMEOUT_S = 1.0
 DEFAULT_ADDRESS = "127.0.0.1:65001"
@@ -21,8 +25,10 @@ _KINDS = {"BadRequest": errors.BadRequest, "SourceError": errors.SourceError,
 
 
 class DaemonClient:
-    def __init__(self, address: str = DEFAULT_ADDRESS):
+    def __init__(self, address: str = DEFAULT_ADDRESS, tls: Optional[TLS] = None):
         self.address = address
+        self.tls = tls
+        self._secure = False   # the front answered that it speaks TLS only
         host, self.port = parse_address(address, 65001)   # ValueError: a usage error
         self.host = loopback_for(host)
 
@@ -51,7 +57,14 @@ class DaemonClient:
         return DownloadResult(**{k: v for k, v in value.items() if k in fields})
 
     def _call(self, method: str, path: str, body: Optional[dict], timeout_s: float):
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        status, data = self._call_once(method, path, body, timeout_s)
+        if status == 400 and b'"TLSRequired"' in data and self.tls is not None and not self._secure:
+            self._secure = True
+            status, data = self._call_once(method, path, body, timeout_s)
+        return status, data
+
+    def _call_once(self, method: str, path: str, body: Optional[dict], timeout_s: float):
+        conn = http_connection(self.tls if self._secure else None, self.host, self.port, timeout_s)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             conn.request(method, path, payload, {"Content-Type": "application/json"} if payload else {})

@@ -13,7 +13,11 @@ from certs import Certs, served_certificate
 from helpers import MiB, content, leftovers, run_all, sha256_file, wait_until
 
 from dfly import errors
+from dfly.bench import app as bench
+from dfly.bench.config import BenchConfig
 from dfly.httpd import Listener, Response
+from dfly.peer.daemon_client import DaemonClient
+from dfly.protocol.handoff import HandoffRequest
 from dfly.supernode.client import SupernodeClient
 from dfly.tls import TLS, TLSOptions
 
@@ -246,3 +250,38 @@ def test_curl_without_a_client_certificate_cannot_read_a_piece_from_an_uploader(
     assert allowed.stdout == "200", allowed.stderr
     with open(piece, "rb") as f:
         assert f.read() == src.data[:os.path.getsize(piece)] and os.path.getsize(piece) > 0
+
+
+@pytest.mark.time_limit(60)
+def test_a_daemon_with_a_tls_front_takes_a_hand_off_from_a_get_with_tls(
+        origin, supernode_factory, daemons, downloads, certs):
+    supernode = supernode_factory(**certs.mtls("supernode"))
+    running = daemons.start(supernode=[supernode.address], tls_front=True, **certs.mtls("daemon"))
+    src = origin.add("f.bin", content(3 * MiB, seed=6))
+    plain = DaemonClient(running.address)
+    assert not plain.running()   # a get without TLS finds no daemon here, and downloads itself
+    client = DaemonClient(running.address, _tls(**certs.mtls("get")))
+    assert client.running()
+    result = client.download(HandoffRequest(src.url, str(downloads / "f.bin")), 30)
+    assert result.via == "p2p" and sha256_file(str(downloads / "f.bin")) == src.sha256
+    stranger = DaemonClient(running.address, _tls(**certs.mtls("stranger", other_ca=True)))
+    assert not stranger.running()
+
+
+def test_a_tls_front_needs_a_certificate(daemons, certs):
+    with pytest.raises(ValueError, match="--tls-front needs --tls-cert"):
+        daemons.start(tls_front=True, tls_ca=certs.ca)
+
+
+@pytest.mark.time_limit(60)
+def test_dfly_bench_simulated_peers_speak_mtls(origin, supernode_factory, certs, tmp_path):
+    supernode = supernode_factory(**certs.mtls("supernode"))
+    src = origin.add("f.bin", content(8 * MiB, seed=7))
+    config = BenchConfig(supernode=supernode.address, peers=4, upload_listen="127.0.0.1:0",
+                         data_dir=str(tmp_path / "bench"), timeout_s=40, **certs.mtls("bench"))
+    summary = bench.run(config, src.url)
+    assert summary["failed"] == 0, summary
+    assert supernode.listener.server.handshakes > 0
+    plain = bench.run(BenchConfig(supernode=supernode.address, peers=1, upload_listen="127.0.0.1:0",
+                                  data_dir=str(tmp_path / "bench2"), timeout_s=20), src.url)
+    assert plain["failed"] == 1
