@@ -13,22 +13,24 @@ runs alternate plain, TLS. Handshakes: each TLS supernode logs, when it stops,
 how many TLS handshakes it served; set against the pieces it served (one
 request each), that is the handshakes per piece (1.0 would be a connection per
 piece; kept-alive connections make it a few per get, whatever the file size).
-Client CPU (user + system, GNU time) of the single gets shows what TLS costs.
+Client CPU (user + system, GNU time) and the supernode's CPU during each single
+get show what TLS costs on either end.
 
     python3 bench/tls.py             # 1 GiB single and 8 x 256 MiB swarm, 3 runs each
     python3 bench/tls.py --quick     # 128 MiB single and 8 x 32 MiB swarm, 1 run each
 """
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 
 import harness
 from harness import MiB
+
+sys.path.insert(0, harness.REPO)
+from dfly.protocol.pieces import piece_size_for  # noqa: E402
 
 NAME = "tls"
 TARGET_RATIO = 0.8
@@ -62,12 +64,6 @@ def handshakes_logged(supernode) -> int:
     with open(supernode.log_path, "rb") as f:
         found = re.findall(rb"served (\d+) TLS handshakes", f.read())
     return int(found[-1]) if found else -1
-
-
-def piece_size_of(address: str) -> int:
-    with urllib.request.urlopen("http://%s/v1/tasks" % address, timeout=10) as r:
-        tasks = json.loads(r.read())["tasks"]
-    return tasks[0]["piece_size"]
 
 
 def main() -> int:
@@ -109,12 +105,15 @@ def run_single(ws, url, size, want, tls, runs, args) -> dict:
     def get(kind, name):
         harness.settle()
         extra = flags(tls) if kind == "tls" else []
+        server_cpu = harness.process_cpu_s(supernodes[kind].proc.pid)
         r = harness.run_timed(ws, harness.get_argv(ws, url, out, supernodes[kind].address,
                                                    ws.dir("client-" + kind), "0", extra),
                               name, args.timeout, gnu_time=True)
+        server_cpu = harness.process_cpu_s(supernodes[kind].proc.pid) - server_cpu
         ok = harness.sha256_file(out) == want
         harness.remove(out)
         return {"wall_s": r["wall_s"], "elapsed_s": r["json"]["elapsed_s"], "cpu_s": r.get("cpu_s"),
+                "supernode_cpu_s": round(server_cpu, 2),
                 "from_supernode": r["json"]["bytes_from_supernode"], "verified": ok}
 
     for kind in ("plain", "tls"):
@@ -123,11 +122,13 @@ def run_single(ws, url, size, want, tls, runs, args) -> dict:
     for r in range(runs):
         for kind in ("plain", "tls"):
             gets[kind].append(get(kind, "single-%s-%d" % (kind, r)))
-        print("single run %d: plain %.2fs (client CPU %.2fs)   TLS %.2fs (client CPU %.2fs)" % (
-            r, gets["plain"][-1]["wall_s"], gets["plain"][-1]["cpu_s"] or 0,
-            gets["tls"][-1]["wall_s"], gets["tls"][-1]["cpu_s"] or 0))
+        print("single run %d: plain %.2fs (CPU: client %.2fs, supernode %.2fs)   TLS %.2fs (CPU: "
+              "client %.2fs, supernode %.2fs)" % (
+                  r, gets["plain"][-1]["wall_s"], gets["plain"][-1]["cpu_s"] or 0,
+                  gets["plain"][-1]["supernode_cpu_s"], gets["tls"][-1]["wall_s"],
+                  gets["tls"][-1]["cpu_s"] or 0, gets["tls"][-1]["supernode_cpu_s"]))
         sys.stdout.flush()
-    piece_size = piece_size_of(supernodes["plain"].address)
+    piece_size = piece_size_for(size)
     for s in supernodes.values():
         s.stop()
     served = size * (runs + 1)   # the warm-up's pieces came from the supernode too
@@ -173,7 +174,7 @@ def swarm_once(ws, nginx, url, size, want, tls, args, name) -> dict:
             "from_supernode": from_supernode,
             "from_peers": sum(p["json"]["bytes_from_peers"] for p in peers),
             "supernode_handshakes": handshakes_logged(supernode) if tls else 0,
-            "supernode_pieces": -(-from_supernode // (4 * MiB))}
+            "supernode_pieces": -(-from_supernode // piece_size_for(size))}
 
 
 def summarize(single, swarm, size, swarm_size, peers) -> dict:
@@ -183,6 +184,7 @@ def summarize(single, swarm, size, swarm_size, peers) -> dict:
         s["single_%s_s" % kind] = med([g["wall_s"] for g in single[kind]])
         s["single_%s_mb_s" % kind] = size / 1e6 / s["single_%s_s" % kind]
         s["single_%s_client_cpu_s" % kind] = med([g["cpu_s"] or float("nan") for g in single[kind]])
+        s["single_%s_supernode_cpu_s" % kind] = med([g["supernode_cpu_s"] for g in single[kind]])
         s["swarm_%s_s" % kind] = med([r["wall_s"] for r in swarm[kind]])
         s["swarm_%s_mb_s" % kind] = peers * swarm_size / 1e6 / s["swarm_%s_s" % kind]
     s["single_ratio"] = s["single_plain_s"] / s["single_tls_s"]
@@ -203,11 +205,12 @@ def summarize(single, swarm, size, swarm_size, peers) -> dict:
 
 def print_summary(s, size, swarm_size, peers, runs) -> None:
     print("\ntls: median of %d runs each, alternating plain and mutual TLS" % runs)
-    print("  single get of %s: plain %.2fs (%.0f MB/s, client CPU %.2fs)   TLS %.2fs (%.0f MB/s, "
-          "client CPU %.2fs)   ratio %.2f" % (
+    print("  single get of %s: plain %.2fs (%.0f MB/s; CPU client %.2fs, supernode %.2fs)   TLS %.2fs "
+          "(%.0f MB/s; CPU client %.2fs, supernode %.2fs)   ratio %.2f" % (
               harness.human(size), s["single_plain_s"], s["single_plain_mb_s"],
-              s["single_plain_client_cpu_s"], s["single_tls_s"], s["single_tls_mb_s"],
-              s["single_tls_client_cpu_s"], s["single_ratio"]))
+              s["single_plain_client_cpu_s"], s["single_plain_supernode_cpu_s"], s["single_tls_s"],
+              s["single_tls_mb_s"], s["single_tls_client_cpu_s"], s["single_tls_supernode_cpu_s"],
+              s["single_ratio"]))
     print("  swarm of %d x %s: plain %.2fs (%.0f MB/s aggregate)   TLS %.2fs (%.0f MB/s)   ratio %.2f" % (
         peers, harness.human(swarm_size), s["swarm_plain_s"], s["swarm_plain_mb_s"],
         s["swarm_tls_s"], s["swarm_tls_mb_s"], s["swarm_ratio"]))

@@ -159,6 +159,8 @@ class TLS:
             server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._common(server)
             server.verify_mode = CLIENT_AUTH[o.tls_client_auth]
+            if hasattr(server, "num_tickets"):   # no client resumes a session: send no tickets
+                server.num_tickets = 0
         client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # checks certificate and name
         self._common(client)
         if not o.tls_ca:

@@ -14,9 +14,8 @@ re-planned from someone else.
 Body reads ask the kernel to complete only once STEP_BYTES are there
 (SO_RCVLOWAT): on a link slower than the CPU a plain read wakes for every
 packet or two, and those wake-ups (a thread switch, the GIL, a poll and a recv
-each) were most of a download's CPU. Over TLS the mark is set a little below
-what is still to come: OpenSSL may already hold part of a record the kernel
-has handed over, and a mark above what is left in the kernel would never be met.
+each) were most of a download's CPU. Over TLS the body is read in steps into
+one buffer instead, without the mark (see _receive_tls).
 """
 import hashlib
 import http.client
@@ -101,6 +100,15 @@ class PieceFetcher:
         if response.length != order.size:
             raise PieceFailed("holder offers %s bytes, piece has %d" % (response.length, order.size))
         hasher = hashlib.sha256()
+        if self.tls is not None:
+            self._receive_tls(response, order, write, hasher)
+        else:
+            self._receive_plain(response, sock, order, write, hasher)
+        response.read()   # reads nothing; closes the response so the connection is reused
+        if hasher.hexdigest() != order.sha256:
+            raise PieceFailed("digest mismatch")
+
+    def _receive_plain(self, response, sock: socket.socket, order: PieceOrder, write, hasher) -> None:
         got, lowat = 0, 1
         # First what came in with the headers; then one read at a time, each asking the
         # kernel to wait for no more than the body still has to bring (a partial read,
@@ -108,9 +116,8 @@ class PieceFetcher:
         buffered = len(response.peek()) if order.size else 0
         while got < order.size:
             want = min(buffered or STEP_BYTES, order.size - got)
-            mark = want if self.tls is None else max(1, want - TLS_SLACK_BYTES)
-            if not buffered and mark != lowat:
-                lowat = _set_lowat(sock, mark)
+            if not buffered and want != lowat:
+                lowat = _set_lowat(sock, want)
             buffered = 0
             chunk = response.read1(want)
             if not chunk:
@@ -122,9 +129,25 @@ class PieceFetcher:
             self._throttle(len(chunk))
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
-        response.read()   # reads nothing; closes the response so the connection is reused
-        if hasher.hexdigest() != order.sha256:
-            raise PieceFailed("digest mismatch")
+
+    def _receive_tls(self, response, order: PieceOrder, write, hasher) -> None:
+        # A TLS read returns one record (16 KiB) at most: read1 would allocate a whole
+        # step per record, and hashing and writing each record is many more calls.
+        # Steps are read into one buffer instead, the records decrypted straight into it.
+        # No SO_RCVLOWAT here: poll would wait for bytes the receive window may never
+        # let in while OpenSSL asks for one record (measured: a stall until the timeout).
+        buffer = memoryview(bytearray(min(STEP_BYTES, order.size)))
+        got = 0
+        while got < order.size:
+            view = buffer[:min(len(buffer), order.size - got)]
+            n = response.readinto(view)
+            if not n:
+                raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))
+            hasher.update(view[:n])
+            write(order.start + got, view[:n])
+            got += n
+            self.received = got
+            self._throttle(n)
 
     def _throttle(self, nbytes: int) -> None:
         if self.bucket is not None:

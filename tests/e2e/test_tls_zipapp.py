@@ -135,3 +135,17 @@ def test_the_supernode_serves_a_rotated_certificate_after_sighup(pyz, tmp_path, 
     wait_until(lambda: served_certificate(supernode.address, certs.ca, me) != before, timeout=10,
                message="the rotated certificate is served")
     assert any("reloaded" in line for line in supernode.lines)
+
+
+@pytest.mark.time_limit(120)
+def test_a_detached_seeder_serves_its_pieces_over_mtls(pyz, tmp_path, cluster):
+    origin, digest, certs, supernode = cluster
+    first = _get(pyz, tmp_path, "first.bin", origin.url("f.bin"), supernode.address, "--digest", digest,
+                 "--no-daemon", "--seed-for", "5s", tls=certs.mtls("first"))
+    _, stderr = first.communicate(timeout=TIMEOUT_S)
+    assert first.returncode == 0, stderr
+    second = _get(pyz, tmp_path, "second.bin", origin.url("f.bin"), supernode.address, "--digest", digest,
+                  "--no-daemon", "--seed-for", "0", tls=certs.mtls("second"))
+    stdout, stderr = second.communicate(timeout=TIMEOUT_S)
+    assert second.returncode == 0, stderr
+    assert json.loads(stdout)["bytes_from_peers"] > 0   # only the first get's seeder holds pieces
