@@ -266,15 +266,19 @@ _LOCAL = {
 }
 
 
-def refusal(error: BaseException) -> Optional[str]:
+def refusal(error: BaseException, tls: Optional[TLS] = None) -> Optional[str]:
     """Why a TLS handshake was refused (by either side), in a few words; None when
-    `error` is not a refusal (a connection reset, a timeout, a server gone)."""
+    `error` is not a refusal (a connection reset, a timeout, a server gone).
+    `tls`: ours, to tell a TLS 1.2 server's refusal of no certificate (it names
+    no reason) from one of ciphers or versions."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return "its certificate is not accepted: %s" % (error.verify_message or _reason(error))
     if not isinstance(error, ssl.SSLError) or isinstance(error, (ssl.SSLEOFError,
                                                                  ssl.SSLZeroReturnError)):
         return None
     reason = getattr(error, "reason", None) or ""
+    if "HANDSHAKE_FAILURE" in reason and tls is not None and not tls.options.tls_cert:
+        return _ALERTS["CERTIFICATE_REQUIRED"]
     for key, text in _ALERTS.items():
         if "ALERT" in reason and key in reason:
             return text

@@ -83,7 +83,7 @@ class PieceFetcher:
             except (http.client.HTTPException, OSError) as e:
                 self._drop(addr)
                 if attempt == 2 or not reused or refusal(e):
-                    raise PieceFailed(_unreachable(e))
+                    raise PieceFailed(_unreachable(e, self.tls))
         try:
             sock.settimeout(self.timeout_s)
             self._receive(response, sock, order, write)
@@ -170,7 +170,7 @@ class PieceFetcher:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:
                 self._drop(addr)
-                raise PieceFailed(_unreachable(e))
+                raise PieceFailed(_unreachable(e, self.tls))
         return conn
 
     def _drop(self, addr: str) -> None:
@@ -183,6 +183,6 @@ class PieceFetcher:
             self._drop(addr)
 
 
-def _unreachable(error: Exception) -> str:
-    why = refusal(error)
+def _unreachable(error: Exception, tls: Optional[TLS] = None) -> str:
+    why = refusal(error, tls)
     return "TLS handshake failed: %s" % why if why else "unreachable: %s" % error

@@ -122,7 +122,7 @@ class SupernodeClient:
 
     def _refused(self, error: ssl.SSLError) -> None:
         """TLSRefused when `error` is a refused handshake; else the caller goes on."""
-        why = refusal(error)
+        why = refusal(error, self.tls)
         self.close()
         if why is not None:
             raise errors.TLSRefused("TLS handshake with supernode %s failed: %s"

@@ -285,3 +285,15 @@ def test_dfly_bench_simulated_peers_speak_mtls(origin, supernode_factory, certs,
     plain = bench.run(BenchConfig(supernode=supernode.address, peers=1, upload_listen="127.0.0.1:0",
                                   data_dir=str(tmp_path / "bench2"), timeout_s=20), src.url)
     assert plain["failed"] == 1
+
+
+def test_a_tls_12_server_refusing_a_client_without_a_certificate_says_so(certs, listener_factory):
+    server = _tls(**certs.mtls("tls12"))
+    server.server_context().maximum_version = ssl.TLSVersion.TLSv1_2
+    address = listener_factory(server)
+    client = SupernodeClient(address, timeout_s=5, tls=_tls(tls_ca=certs.ca))
+    try:
+        with pytest.raises(errors.TLSRefused, match="requires a client certificate"):
+            client.task("0" * 64)
+    finally:
+        client.close()
