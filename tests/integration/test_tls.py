@@ -297,3 +297,43 @@ def test_a_tls_12_server_refusing_a_client_without_a_certificate_says_so(certs, 
             client.task("0" * 64)
     finally:
         client.close()
+
+
+def _reserve_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ["127.0.0.1:%d" % p for p in ports]
+
+
+def _alive_members(address, tls):
+    client = SupernodeClient(address, timeout_s=2, tls=tls)
+    try:
+        return sorted(m["member"] for m in client.cluster()["members"] if m["alive"])
+    except errors.DflyError:
+        return []
+    finally:
+        client.close()
+
+
+@pytest.mark.time_limit(60)
+def test_cluster_members_talk_mtls_and_refuse_a_member_of_another_ca(
+        origin, supernode_factory, client_factory, downloads, certs, tmp_path):
+    members = _reserve_ports(3)
+    settings = dict(cluster=members, cluster_secret="s3cret", member_dead_after_s=1.5)
+    for i, (address, other) in enumerate(zip(members, (False, False, True))):
+        supernode_factory(data_dir=tmp_path / ("sn%d" % i), listen=address, **settings,
+                          **certs.mtls("member%d" % i, other_ca=other))
+    me = _tls(**certs.mtls("observer"))
+    # Every member counts as alive at start; the stranger's pings are refused at the
+    # handshake (and ours by it), so it is dead to both once member_dead_after passed.
+    for address in members[:2]:
+        wait_until(lambda a=address: _alive_members(a, me) == sorted(members[:2]), timeout=20,
+                   message="%s sees the other member of the CA and not the stranger" % address)
+    src = origin.add("f.bin", content(4 * MiB, seed=8))
+    client = client_factory(members[:2], **certs.mtls("peer"))
+    result = client.download(src.url, str(downloads / "f.bin"), digest=src.digest)
+    assert result.via == "p2p" and origin.requests("f.bin") == 1
