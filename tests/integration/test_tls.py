@@ -337,3 +337,29 @@ def test_cluster_members_talk_mtls_and_refuse_a_member_of_another_ca(
     client = client_factory(members[:2], **certs.mtls("peer"))
     result = client.download(src.url, str(downloads / "f.bin"), digest=src.digest)
     assert result.via == "p2p" and origin.requests("f.bin") == 1
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.time_limit(60)
+def test_an_mtls_swarm_on_the_ipv6_loopback_checks_the_ipv6_address(
+        origin, supernode_factory, client_factory, downloads, certs):
+    supernode = supernode_factory(listen="[::1]:0", **certs.mtls("supernode6"))
+    src = origin.add("f.bin", content(6 * MiB, seed=9))
+    first = client_factory([supernode.address], upload_listen="[::1]:0", seed_for_s=60,
+                           **certs.mtls("first6"))
+    first.download(src.url, str(downloads / "first.bin"))
+    second = client_factory([supernode.address], upload_listen="[::1]:0", **certs.mtls("second6"))
+    assert second.download(src.url, str(downloads / "second.bin")).bytes_from_peers > 0
+    v4_only = supernode_factory(listen="[::1]:0", data_dir=str(downloads / "sn4"),
+                                **certs.host("v4only", "127.0.0.1"))
+    client = client_factory([v4_only.address], **certs.mtls("third6"))
+    assert "::1" in str(_refusal(client, src, str(downloads / "third.bin")))
