@@ -363,3 +363,12 @@ def test_an_mtls_swarm_on_the_ipv6_loopback_checks_the_ipv6_address(
                                 **certs.host("v4only", "127.0.0.1"))
     client = client_factory([v4_only.address], **certs.mtls("third6"))
     assert "::1" in str(_refusal(client, src, str(downloads / "third.bin")))
+
+
+def test_a_daemon_loads_its_rotated_certificate_on_hangup(daemons, certs):
+    running = daemons.start(tls_front=True, **certs.mtls("daemon"))
+    me = certs.host("checker")
+    before = served_certificate(running.address, certs.ca, me)
+    certs.rotate_unseen("daemon")   # the files look unchanged: only the reload notices
+    running.hangup()   # what SIGHUP runs
+    assert served_certificate(running.address, certs.ca, me) != before
