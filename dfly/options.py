@@ -28,6 +28,13 @@ def _number(value) -> float:
     return value
 
 
+def _finite(text, number: float) -> float:
+    """`number` (parsed from `text`) when finite: "9" * 400 reads as infinity."""
+    if number in (float("inf"), float("-inf")):
+        raise ValueError("too large: %r" % text[:40])
+    return number
+
+
 def parse_size(text) -> int:
     """Bytes from "4096", "20M", "1.5GiB"; ValueError otherwise."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -35,7 +42,7 @@ def parse_size(text) -> int:
     m = _SIZE.match(str(text))
     if not m:
         raise ValueError("not a size: %r (try 512K, 20M, 4G)" % text)
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    return int(_finite(text, float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]))
 
 
 def parse_duration(text) -> float:
@@ -45,7 +52,7 @@ def parse_duration(text) -> float:
     m = _DURATION.match(str(text))
     if not m:
         raise ValueError("not a duration: %r (try 30s, 5m, 1h)" % text)
-    return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
+    return _finite(text, float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()])
 
 
 def option(default, help: str, kind: str = "", flag: str = "", metavar: str = ""):
@@ -157,17 +164,23 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
 
 def load_file(path: str) -> Dict[str, Any]:
     """Settings from a JSON file (or TOML where tomllib exists, Python 3.11+)."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError("cannot read config file %s: %s" % (path, e.strerror or e))
     if path.endswith(".toml"):
         try:
             import tomllib
         except ImportError:
             raise ValueError("TOML config needs Python 3.11+; use JSON: %s" % path)
-        return tomllib.loads(raw.decode("utf-8"))
+        try:
+            return tomllib.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise ValueError("config file %s is not valid TOML: %s" % (path, e))
     try:
         value = json.loads(raw.decode("utf-8"))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ValueError("config file %s is not valid JSON: %s" % (path, e))
     if not isinstance(value, dict):
         raise ValueError("config file %s must hold a JSON object" % path)

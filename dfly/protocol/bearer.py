@@ -39,8 +39,11 @@ def parse_challenge(header: str) -> Optional[Challenge]:
         params.setdefault(name, re.sub(r"\\(.)", r"\1", value))
         pos = m.end()
     realm = params.get("realm", "")
-    parts = urlsplit(realm)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+    except ValueError:   # "http://[::1/t": not a URL at all
         return None
     return Challenge(realm, params.get("service", ""), params.get("scope", ""))
 

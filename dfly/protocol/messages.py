@@ -224,9 +224,14 @@ class PieceOrder:
 
     @classmethod
     def parse(cls, item: dict, content_version: str = "") -> "PieceOrder":
-        return cls(num=int(item["num"]), start=int(item["start"]), size=int(item["size"]),
-                   sha256=str(item["sha256"]), holder=str(item["holder"]), addr=item.get("addr"),
-                   content_version=content_version)
+        if not isinstance(item, dict):
+            raise BadRequest("each piece must be an object")
+        return cls(num=_int(item.get("num"), "num", 0, 1 << 40),
+                   start=_int(item.get("start"), "start", 0, 1 << 62),
+                   size=_int(item.get("size"), "size", 0, 1 << 40),
+                   sha256=_str(item, "sha256", required=True, limit=128),
+                   holder=_str(item, "holder", required=True, limit=64),
+                   addr=_str(item, "addr", limit=300), content_version=content_version)
 
 
 @dataclass
@@ -247,12 +252,17 @@ class TaskState:
 
     @classmethod
     def parse(cls, body: dict) -> "TaskState":
+        """A supernode's reply; BadRequest naming the field when it is not one."""
+        if not isinstance(body, dict):
+            raise BadRequest("a task state must be an object")
         version = content_version_of(body)
-        return cls(state=body["state"], length=body.get("length"),
-                   piece_size=_opt_int(body.get("piece_size")),
-                   piece_count=body.get("piece_count"), error=body.get("error") or "",
-                   error_kind=body.get("error_kind") or "",
-                   pieces=[PieceOrder.parse(p, version) for p in body.get("pieces") or []],
+        return cls(state=_str(body, "state", required=True, limit=64),
+                   length=_opt_int(body.get("length"), "length"),
+                   piece_size=_opt_int(body.get("piece_size"), "piece_size"),
+                   piece_count=_opt_int(body.get("piece_count"), "piece_count"),
+                   error=_str(body, "error", limit=MAX_URL_LEN * 4) or "",
+                   error_kind=_str(body, "error_kind", limit=64) or "",
+                   pieces=[PieceOrder.parse(p, version) for p in _list(body, "pieces")],
                    waited_s=_opt_seconds(body.get("waited_s")), content_version=version,
                    validator=_opt_validator(body.get("validator")))
 
@@ -269,8 +279,8 @@ def stale(held_version: Optional[str], current_version: Optional[str]) -> bool:
     return bool(held_version) and bool(current_version) and held_version != current_version
 
 
-def _opt_int(value) -> Optional[int]:
-    return None if value is None else int(value)
+def _opt_int(value, name: str) -> Optional[int]:
+    return None if value is None else _int(value, name, 0, 1 << 62)
 
 
 def _opt_validator(value) -> str:

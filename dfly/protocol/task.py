@@ -14,16 +14,22 @@ import re
 from typing import Iterable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from dfly.errors import BadRequest
+
 TASK_ID = re.compile(r"\A[0-9a-f]{64}\Z")
 PEER_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def filtered_url(url: str, filters: Iterable[str] = ()) -> str:
-    """`url` without the query parameters named in `filters`."""
+    """`url` without the query parameters named in `filters`; BadRequest when
+    `url` does not parse (an unclosed "[" of an IPv6 host)."""
     drop = {f for f in filters if f}
     if not drop:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise BadRequest("bad URL %r: %s" % (url[:200], e))
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in drop]
     return urlunsplit(parts._replace(query=urlencode(query)))
 

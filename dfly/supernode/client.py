@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from dfly import errors
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
+from dfly.protocol.task import TASK_ID
 from dfly.tls import TLS, http_connection, refusal
 
 DEFAULT_PORT = 8002
@@ -52,7 +53,10 @@ class SupernodeClient:
         for _ in range(MAX_REDIRECTS):
             body = self._call("POST", "/v1/tasks", request.to_json())
             if not body.get("redirect"):
-                return body["task_id"], TaskState.parse(body)
+                task_id = body.get("task_id")
+                if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+                    raise SupernodeDown("supernode %s sent no task id" % self.address)
+                return task_id, self._state(body)
             self.close()
             self.address = body["redirect"]
             self.host, self.port = _host_port(self.address)
@@ -60,8 +64,14 @@ class SupernodeClient:
 
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         timeout = self.timeout_s + request.wait_s
-        return TaskState.parse(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
-                                          request.to_json(), timeout))
+        return self._state(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
+                                      request.to_json(), timeout))
+
+    def _state(self, body: dict) -> TaskState:
+        try:
+            return TaskState.parse(body)
+        except errors.BadRequest as e:   # not a supernode we can work with: as if it were down
+            raise SupernodeDown("supernode %s sent a bad reply: %s" % (self.address, e))
 
     def heartbeat(self, task_id: str, peer_id: str) -> HeartbeatReply:
         """The peer still serves `task_id`; the reply has the task's content version ("" unknown)
@@ -154,12 +164,15 @@ class SupernodeClient:
                     raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
         try:
             value = json.loads(data.decode("utf-8")) if data else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             value = {"error": data[:200].decode("latin-1")}
-        if response.status >= 400:
-            if response.status >= 500 and not isinstance(value, dict):
+        if not isinstance(value, dict):
+            if response.status >= 500:
                 raise SupernodeDown("supernode %s answered %d" % (self.address, response.status))
-            kind = _KINDS.get(value.get("kind", ""), errors.DflyError)
+            value = {"error": "a reply that is not a JSON object"}
+        if response.status >= 400:
+            name = value.get("kind")
+            kind = _KINDS.get(name, errors.DflyError) if isinstance(name, str) else errors.DflyError
             if response.status == 503:
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
