@@ -398,7 +398,9 @@ class Supernode:
 
     # the cluster ---------------------------------------------------------------------
     def check_member(self, token: str) -> None:
-        if not hmac.compare_digest(token or "", self.cluster_token) or self.membership is None:
+        # As bytes: compare_digest refuses str with non-ASCII characters (a header can hold any).
+        given = (token or "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self.cluster_token.encode()) or self.membership is None:
             raise Forbidden("not a member of this supernode cluster")
 
     def member_pinged(self, token: str, body: dict) -> dict:

@@ -1,0 +1,188 @@
+"""Every live listener, fuzzed at the socket (tests/fuzz.py): a few hundred
+mutated and truncated requests each, for a bounded time, inside a network
+namespace of the test's own (mutants can name any host). Afterwards the
+listener answers a normal request correctly, no reply leaked a traceback or a
+file outside the data dir, and its threads and open files are back to what
+they were before (waited for, not slept on)."""
+import hashlib
+import json
+import os
+import secrets
+
+import pytest
+from fuzz import (
+    Fuzzer,
+    exchange,
+    free_port,
+    open_fds,
+    private_network,
+    request,
+    status_of,
+    thread_count,
+    traversals,
+    why_no_private_network,
+)
+from helpers import MiB, content, wait_until
+
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.supernode.client import CLUSTER_HEADER, SupernodeClient
+
+pytestmark = pytest.mark.skipif(bool(why_no_private_network()), reason=why_no_private_network())
+
+MAX_REQUESTS = 3000
+MAX_SECONDS = 8.0
+SETTLE_S = 20.0   # for the handler threads of the last mutants to see their clients gone
+
+
+@pytest.fixture(autouse=True)
+def private_net():
+    """First of all: every listener, origin and process below lives in it."""
+    with private_network():
+        yield
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A file outside every data dir: no reply may ever hold its bytes."""
+    secret = b"DFLY-CANARY-" + secrets.token_hex(16).encode()
+    path = tmp_path / "outside" / "canary.txt"
+    path.parent.mkdir()
+    path.write_bytes(secret)
+    return str(path), secret
+
+
+def _address(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def _fuzz(address, seeds, canary, rng_seed, pid=None):
+    """Fuzz `address`; assert no finding and that threads and fds come back. The report."""
+    threads, fds = thread_count(pid), open_fds(pid)
+    report = Fuzzer(seeds, canary[1], rng_seed, MAX_REQUESTS, MAX_SECONDS).fuzz(address)
+    assert report.sent >= 50, report   # a fuzz that hardly ran proves nothing
+    assert report.findings == [], "\n".join(report.findings[:10])
+    wait_until(lambda: thread_count(pid) <= threads, timeout=SETTLE_S,
+               message="threads back to %d (now %d)" % (threads, thread_count(pid)))
+    wait_until(lambda: open_fds(pid) <= fds, timeout=SETTLE_S,
+               message="open files back to %d (now %d)" % (fds, open_fds(pid)))
+    print(report.sent, report.seconds, sorted(report.statuses.items(), key=str), threads, fds)
+    return report
+
+
+def _piece(address, tid, num=0):
+    reply = exchange(address, request("GET", "/v1/tasks/%s/pieces/%d" % (tid, num),
+                                      [("Connection", "close")]), 5.0)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return status_of(reply), body
+
+
+@pytest.mark.time_limit(60)
+def test_a_fuzzed_cluster_supernode_stays_up_leaks_nothing_and_serves_pieces(
+        origin, supernode_factory, canary, tmp_path):
+    me, dead = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
+    supernode = supernode_factory(listen=me, cluster=[me, dead], cluster_secret="s3cret",
+                                  member_dead_after_s=0.5)
+    address = _address(supernode.address)
+    src = origin.add("target.bin", content(2 * MiB + 5, seed=11))
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    wait_until(lambda: sum(m["alive"] for m in client.cluster()["members"]) == 1, timeout=10)
+    tid, _ = client.register(RegisterRequest(url=src.url, peer_id="fuzz", peer_port=9,
+                                             peer_host="127.0.0.1"))
+    wait_until(lambda: client.task(tid)["state"] == "done", timeout=15)
+    client.close()
+
+    register = json.dumps({"url": src.url, "peer": {"id": "fz", "port": 9, "host": "127.0.0.1"},
+                           "filters": ["sig"], "headers": {"X-A": "b"}}).encode()
+    schedule = json.dumps(ScheduleRequest("fz", done=[0], want=2).to_json()).encode()
+    failed = json.dumps({"peer_id": "fz", "failed": [{"num": 1, "holder": "fuzz"}], "want": 1}).encode()
+    ping = json.dumps({"member": dead, "active": [tid]}).encode()
+    wrong = [(CLUSTER_HEADER, "not-the-token"), ("Content-Type", "application/json")]
+    seeds = [
+        request("GET", "/healthz"), request("GET", "/v1/tasks"), request("GET", "/v1/tasks/" + tid),
+        request("POST", "/v1/tasks", [("Content-Type", "application/json")], register),
+        request("POST", "/v1/tasks/%s/schedule" % tid, [], schedule),
+        request("POST", "/v1/tasks/%s/schedule" % tid, [], failed),
+        request("POST", "/v1/tasks/%s/peers/fz/heartbeat" % tid, [], b"{}"),
+        request("DELETE", "/v1/tasks/%s/peers/fz" % tid),
+        request("GET", "/v1/tasks/%s/pieces/1?peer=fz" % tid, [("Range", "bytes=0-99")]),
+        request("HEAD", "/v1/tasks/%s/pieces/2" % tid),
+        request("GET", "/v1/cluster"),
+        request("POST", "/v1/cluster/ping", wrong, ping),
+        request("GET", "/v1/cluster/tasks/" + tid, wrong),
+        request("PUT", "/v1/cluster/tasks/" + tid, wrong, json.dumps({"digests": ["a" * 64]}).encode()),
+    ] + traversals(canary[0], str(tmp_path / "supernode"),
+                   ["/v1/tasks/{}/pieces/0", "/v1/tasks/%s/pieces/{}" % tid, "/{}",
+                    "/v1/cluster/tasks/{}"])
+
+    _fuzz(address, seeds, canary, rng_seed=1)
+
+    status, body = _piece(address, tid, 2)
+    assert status == 200 and body == src.data[2 * MiB:]
+
+
+@pytest.mark.time_limit(60)
+def test_a_fuzzed_uploader_stays_up_leaks_nothing_and_serves_pieces(
+        origin, supernode, client_factory, downloads, canary, tmp_path):
+    src = origin.add("seeded.bin", content(2 * MiB + 7, seed=12))
+    seeder = client_factory([supernode.address], seed_for_s=60)
+    result = seeder.download(src.url, str(downloads / "seeded.bin"))
+    address = seeder.uploader_address
+    tid = result.task_id
+    seeds = [
+        request("GET", "/healthz"),
+        request("GET", "/v1/tasks/%s/pieces/0" % tid),
+        request("GET", "/v1/tasks/%s/pieces/2?peer=x" % tid, [("Range", "bytes=1-5")]),
+        request("HEAD", "/v1/tasks/%s/pieces/1" % tid),
+        request("GET", "/v1/tasks/%s/pieces/1" % tid, [("Connection", "keep-alive")])
+        + request("GET", "/v1/tasks/%s/pieces/2" % tid),
+    ] + traversals(canary[0], seeder.data_dir, ["/v1/tasks/{}/pieces/0", "/v1/tasks/%s/pieces/{}" % tid,
+                                                "/{}"])
+
+    _fuzz(address, seeds, canary, rng_seed=2)
+
+    status, body = _piece(address, tid, 1)
+    assert status == 200 and body == src.data[MiB:2 * MiB]
+
+
+@pytest.mark.time_limit(60)
+def test_a_fuzzed_daemon_front_stays_up_leaks_nothing_and_serves_the_mirror(
+        origin, supernode, daemons, canary, tmp_path):
+    blob = content(MiB + 3, seed=13)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    os.makedirs(os.path.join(origin.root, "v2", "team", "app", "blobs"))
+    origin.add("v2/team/app/blobs/" + digest, blob)
+    origin.add("plain.txt", b"plain\n")
+    daemon = daemons.start(supernode=[supernode.address], registry_mirror="http://127.0.0.1:%d"
+                           % origin.address[1])
+    address = _address(daemon.address)
+    blob_path = "/v2/team/app/blobs/" + digest
+    assert _get_body(address, blob_path) == blob   # warm: the blob is cached and seeded
+
+    upstream = "127.0.0.1:%d" % origin.address[1]
+    handoff = json.dumps({"url": "http://127.0.0.1:1/missing", "output": str(tmp_path / "handoff.out")})
+    seeds = [
+        request("GET", "/healthz"), request("GET", "/v1/stats"),
+        request("POST", "/v1/downloads", [("Content-Type", "application/json")], handoff.encode()),
+        request("GET", "/v2/"), request("GET", blob_path), request("HEAD", blob_path),
+        request("GET", blob_path, [("Range", "bytes=10-20")]),
+        request("GET", "/v2/team/app/manifests/latest", [("Accept", "application/json")]),
+        request("GET", "/v2/team/app/tags/list"),
+        request("GET", "http://%s/plain.txt" % upstream, [("Proxy-Connection", "keep-alive")]),
+        request("GET", "http://%s%s" % (upstream, blob_path)),
+        request("POST", "http://%s/plain.txt" % upstream, [], b"a=b"),
+        request("CONNECT", upstream) + b"GET /plain.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        request("OPTIONS", "*"),
+    ] + traversals(canary[0], daemon.data_dir, ["/v2/team/app/blobs/{}", "/v2/{}/blobs/" + digest,
+                                                "/{}", "/v1/downloads/{}"])
+
+    _fuzz(address, seeds, canary, rng_seed=3)
+
+    assert _get_body(address, blob_path) == blob
+    assert not os.path.exists(str(tmp_path / "handoff.out"))
+
+
+def _get_body(address, path):
+    reply = exchange(address, request("GET", path, [("Connection", "close")]), 15.0)
+    assert status_of(reply) == 200, reply[:300]
+    return reply.partition(b"\r\n\r\n")[2]
