@@ -109,7 +109,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def parse_request(self):
         self._began = time.monotonic()
-        return super().parse_request()
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":   # "GET /path": a reply without status or headers
+            self.send_error(400, "HTTP/0.9 requests are not accepted")
+            return False
+        return True
 
     def do_GET(self):
         self._serve("GET")
@@ -147,18 +152,17 @@ class Handler(BaseHTTPRequestHandler):
         self._write(method, response)
 
     def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise BadRequest("chunked request bodies are not accepted")
-        if not length:
-            return b""
         try:
-            n = int(length)
-        except ValueError:
+            n = content_length(self.headers)
+        except BadRequest:
             self.close_connection = True
-            raise BadRequest("bad Content-Length")
-        if n < 0 or n > MAX_BODY_BYTES:
+            raise
+        if n is None:
+            return b""
+        if n > MAX_BODY_BYTES:
             self.close_connection = True
             raise BadRequest("request body over %d bytes" % MAX_BODY_BYTES)
         return self.rfile.read(n)
@@ -235,9 +239,22 @@ class Handler(BaseHTTPRequestHandler):
             body.on_failed()
 
     def send_error(self, code, message=None, explain=None):
-        # The stdlib's own parse errors (bad request line, headers too long): answer and close.
+        """The stdlib's own parse errors (bad request line, headers too long, unknown
+        method): answered like every other error, as JSON with a status line (the
+        stdlib sends HTML, and to what is not HTTP at all not even a status), then closed."""
         self.close_connection = True
-        super().send_error(code, message, explain)
+        if self.request_version == "HTTP/0.9":   # not known yet: the line did not parse
+            self.request_version = "HTTP/1.0"
+        short = self.responses.get(code, ("Error",))[0]
+        kind = {404: "NotFound", 405: "MethodNotAllowed", 501: "MethodNotAllowed"}.get(code, "BadRequest")
+        body = json.dumps({"error": message or short, "kind": kind}).encode() + b"\n"
+        self.send_response(code, short)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
 
     def log_message(self, format, *args):
         if log.isEnabledFor(logging.DEBUG):   # every request passes here
@@ -255,6 +272,22 @@ class Handler(BaseHTTPRequestHandler):
         if cached[0] != now:
             cached = Handler._date = (now, super().date_time_string(now))
         return cached[1]
+
+
+def content_length(headers) -> Optional[int]:
+    """The request body's length: None without the header; BadRequest unless it is
+    one plain decimal number ("1_0", "+5" are what int() takes and no HTTP
+    parser should), and when it is given twice (which copy counts is how requests
+    are smuggled past another proxy)."""
+    values = headers.get_all("Content-Length") or []
+    if not values:
+        return None
+    text = values[0].strip()
+    if len(values) > 1:
+        raise BadRequest("more than one Content-Length")
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise BadRequest("bad Content-Length")
+    return int(text)
 
 
 def server_timing(seconds: float) -> str:

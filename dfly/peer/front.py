@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from dfly.errors import BadRequest, DflyError, NotFound
-from dfly.httpd import FileSlice, Handler, Request, Response, error_response, send_file_slice
+from dfly.httpd import FileSlice, Handler, Request, Response, content_length, error_response, send_file_slice
 
 log = logging.getLogger("dfly.daemon")
 
@@ -115,13 +115,12 @@ class FrontHandler(Handler):
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise LengthRequired("chunked request bodies are not accepted; send Content-Length")
-        length = self.headers.get("Content-Length")
-        if not length:
-            return None
-        if not (length.isascii() and length.isdigit()):
+        try:
+            length = content_length(self.headers)
+        except BadRequest:
             self.close_connection = True
-            raise BadRequest("bad Content-Length")
-        return BodyReader(self.rfile, int(length))
+            raise
+        return None if length is None else BodyReader(self.rfile, length)
 
     # writing -----------------------------------------------------------------------------
     def _respond(self, method: str, response: Response) -> None:
