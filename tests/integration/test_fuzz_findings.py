@@ -1,6 +1,8 @@
 """What the socket fuzzer (test_fuzz_listeners.py) found, each pinned as a plain
 request: the answer is a typed 4xx, never a 500 or a traceback."""
 import pytest
+from daemons import DaemonFactory
+from fuzz import private_network, why_no_private_network
 from helpers import healthy, raw_exchange, status_of
 
 TID = "0" * 64
@@ -23,4 +25,34 @@ def test_a_cluster_token_with_non_ascii_characters_is_refused_not_a_500(cluster_
     reply = raw_exchange(address, method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
                          b"X-Dfly-Cluster: not-the-\xd9\xa3token\r\nContent-Length: 2\r\n\r\n{}")
     assert status_of(reply) == 403, reply[:300]
+    assert healthy(address)
+
+
+@pytest.fixture
+def private_front(tmp_path):
+    """A daemon in a network namespace of its own: without the fix below it would
+    hand these names to the resolver."""
+    reason = why_no_private_network()
+    if reason:
+        pytest.skip(reason)
+    with private_network():
+        factory = DaemonFactory(str(tmp_path / "daemons"))
+        try:
+            yield _address(factory.start().address)
+        finally:
+            factory.stop_all()
+
+
+# Hosts that are not host names: without a check the proxy handed them to http.client
+# (InvalidURL) or the resolver (idna's UnicodeError), and answered 500.
+BAD_HOSTS = [b"127..1", b"127.0.0.1\x00", b"12\x18.0.0.1", b"[zz]"]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS, ids=[h.decode("latin-1").encode("unicode_escape").decode()
+                                                 for h in BAD_HOSTS])
+def test_the_proxy_refuses_a_target_that_is_not_a_host_name(private_front, host):
+    address = private_front
+    for line in (b"GET http://" + host + b":9/x HTTP/1.1", b"CONNECT " + host + b":9 HTTP/1.1"):
+        reply = raw_exchange(address, line + b"\r\nHost: x\r\n\r\n")
+        assert status_of(reply) == 400, (line, reply[:300])
     assert healthy(address)

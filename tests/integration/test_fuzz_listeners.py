@@ -29,8 +29,9 @@ from dfly.supernode.client import CLUSTER_HEADER, SupernodeClient
 
 pytestmark = pytest.mark.skipif(bool(why_no_private_network()), reason=why_no_private_network())
 
-MAX_REQUESTS = 3000
-MAX_SECONDS = 8.0
+MAX_REQUESTS = int(os.environ.get("DFLY_FUZZ_REQUESTS", "3000"))
+MAX_SECONDS = float(os.environ.get("DFLY_FUZZ_SECONDS", "8"))
+RNG_OFFSET = int(os.environ.get("DFLY_FUZZ_SEED", "0"))   # another run, another sequence
 SETTLE_S = 20.0   # for the handler threads of the last mutants to see their clients gone
 
 
@@ -59,14 +60,13 @@ def _address(text):
 def _fuzz(address, seeds, canary, rng_seed, pid=None):
     """Fuzz `address`; assert no finding and that threads and fds come back. The report."""
     threads, fds = thread_count(pid), open_fds(pid)
-    report = Fuzzer(seeds, canary[1], rng_seed, MAX_REQUESTS, MAX_SECONDS).fuzz(address)
+    report = Fuzzer(seeds, canary[1], rng_seed + RNG_OFFSET, MAX_REQUESTS, MAX_SECONDS).fuzz(address)
     assert report.sent >= 50, report   # a fuzz that hardly ran proves nothing
     assert report.findings == [], "\n".join(report.findings[:10])
     wait_until(lambda: thread_count(pid) <= threads, timeout=SETTLE_S,
                message="threads back to %d (now %d)" % (threads, thread_count(pid)))
     wait_until(lambda: open_fds(pid) <= fds, timeout=SETTLE_S,
                message="open files back to %d (now %d)" % (fds, open_fds(pid)))
-    print(report.sent, report.seconds, sorted(report.statuses.items(), key=str), threads, fds)
     return report
 
 

@@ -211,16 +211,27 @@ def test_a_token_reply_is_a_token_or_none(body):
 @given(st.one_of(urls, hostile_text), st.sampled_from(["GET", "HEAD", "CONNECT", "get"]))
 @example("http://[::1", "GET")
 @example("http://h:\u0663/", "GET")
+@example("http://127.0.0.1\x00:80/", "GET")   # found by the socket fuzzer: a 500 in the proxy
+@example("127..1:80", "CONNECT")               # found by the socket fuzzer: idna's UnicodeError
 def test_a_proxied_target_is_split_or_value_error(url, method):
+    """What the proxy connects to: a host the resolver and http.client take as it is."""
     rules = proxyrules.parse_rules(proxyrules.DEFAULT_RULES + ("p2p+https \\.bin$",))
     proxyrules.decide(rules, method, url)
     split = only_typed(lambda: proxyrules.split_target(url), ValueError)
     if split is not None:
         scheme, host, port, rest = split
-        assert scheme in ("http", "https") and host and 0 < port < 65536 and rest.startswith("/")
+        assert scheme in ("http", "https") and 0 < port < 65536 and rest.startswith("/")
+        _assert_connectable(host)
     authority = only_typed(lambda: proxyrules.split_authority(url), ValueError)
     if authority is not None:
-        assert authority[0] and 0 < authority[1] < 65536
+        assert 0 < authority[1] < 65536
+        _assert_connectable(authority[0])
+
+
+def _assert_connectable(host):
+    assert host and all(c.isascii() and (c.isalnum() or c in ".-_:") for c in host), host
+    if ":" not in host:
+        host.encode("idna")   # what socket.getaddrinfo does with it first
 
 
 @FAST
