@@ -1,5 +1,7 @@
 """What the socket fuzzer (test_fuzz_listeners.py) found, each pinned as a plain
 request: the answer is a typed 4xx, never a 500 or a traceback."""
+import json
+
 import pytest
 from daemons import DaemonFactory
 from fuzz import private_network, why_no_private_network
@@ -56,3 +58,13 @@ def test_the_proxy_refuses_a_target_that_is_not_a_host_name(private_front, host)
         reply = raw_exchange(address, line + b"\r\nHost: x\r\n\r\n")
         assert status_of(reply) == 400, (line, reply[:300])
     assert healthy(address)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v\x0e/x", "http://127.0.0.1:1/a b", "http://127.0.0.1:1/\xff"])
+def test_a_url_urllib_cannot_send_is_refused_at_registration_not_left_running(supernode, url):
+    """Accepted, its fetch thread died on http.client's refusal and the task stayed
+    "running" with every get of it waiting."""
+    body = json.dumps({"url": url, "peer": {"id": "p1", "port": 9}}).encode()
+    head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    reply = raw_exchange(_address(supernode.address), head + body)
+    assert status_of(reply) == 400, reply[:300]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 
 import pytest
 from fuzz import (
@@ -60,11 +61,15 @@ def _address(text):
 def _fuzz(address, seeds, canary, rng_seed, pid=None):
     """Fuzz `address`; assert no finding and that threads and fds come back. The report."""
     threads, fds = thread_count(pid), open_fds(pid)
+    before = {t.name for t in threading.enumerate()}
     report = Fuzzer(seeds, canary[1], rng_seed + RNG_OFFSET, MAX_REQUESTS, MAX_SECONDS).fuzz(address)
     assert report.sent >= 50, report   # a fuzz that hardly ran proves nothing
     assert report.findings == [], "\n".join(report.findings[:10])
-    wait_until(lambda: thread_count(pid) <= threads, timeout=SETTLE_S,
-               message="threads back to %d (now %d)" % (threads, thread_count(pid)))
+    try:
+        wait_until(lambda: thread_count(pid) <= threads, timeout=SETTLE_S)
+    except AssertionError:
+        extra = sorted(t.name for t in threading.enumerate() if t.name not in before)
+        raise AssertionError("threads not back to %d: %s" % (threads, extra))
     wait_until(lambda: open_fds(pid) <= fds, timeout=SETTLE_S,
                message="open files back to %d (now %d)" % (fds, open_fds(pid)))
     return report
