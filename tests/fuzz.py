@@ -71,7 +71,8 @@ class Fuzzer:
         began = time.monotonic()
         while report.sent < self.max_requests and time.monotonic() - began < self.max_seconds:
             payload = self.mutant()
-            reply = exchange(address, payload, self.reply_timeout_s)
+            reset = self.rng.random() < 0.05   # hang up at once, with a RST: the reply has nowhere to go
+            reply = exchange(address, payload, self.reply_timeout_s, reset=reset)
             report.sent += 1
             report.add(status_of(reply))
             for problem in self.problems(reply):
@@ -132,7 +133,12 @@ class Fuzzer:
         other = self.rng.choice(self.seeds)
         return payload[:self._at(payload)] + other[self.rng.randint(0, len(other)):]
 
-    _mutations = [_truncate, _flip, _insert, _insert, _delete, _repeat, _number, _number, _splice]
+    def _chain(self, payload: bytes) -> bytes:
+        """Another request after this one on the same connection (kept alive, pipelined)."""
+        return payload + self.rng.choice(self.seeds)
+
+    _mutations = [_truncate, _flip, _insert, _insert, _delete, _repeat, _number, _number, _splice,
+                  _chain]
 
 
 def request(method: str, target: str, headers: Sequence[Tuple[str, str]] = (), body: bytes = b"") -> bytes:
@@ -154,9 +160,9 @@ def traversals(canary_path: str, data_dir: str, templates: Sequence[str]) -> Lis
     return [request("GET", template.format(form)) for template in templates for form in forms]
 
 
-def exchange(address: Tuple[str, int], payload: bytes, timeout_s: float) -> bytes:
+def exchange(address: Tuple[str, int], payload: bytes, timeout_s: float, reset: bool = False) -> bytes:
     """Send `payload`, half-close, return what comes back until the server closes
-    (or the timeout: then what came so far)."""
+    (or the timeout: then what came so far). With `reset`, close at once with a RST."""
     try:
         sock = socket.create_connection(address, timeout=timeout_s)
     except OSError:
@@ -169,6 +175,9 @@ def exchange(address: Tuple[str, int], payload: bytes, timeout_s: float) -> byte
             sock.shutdown(socket.SHUT_WR)
         except OSError:   # the server may answer and hang up before reading it all
             pass
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)

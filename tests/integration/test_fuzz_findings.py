@@ -60,7 +60,8 @@ def test_the_proxy_refuses_a_target_that_is_not_a_host_name(private_front, host)
     assert healthy(address)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v\x0e/x", "http://127.0.0.1:1/a b", "http://127.0.0.1:1/\xff"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v\x0e/x", "http://127.0.0.1:1/a b", "http://127.0.0.1:1/\xff",
+                                 "http://127.0.0.1:@/x"])
 def test_a_url_urllib_cannot_send_is_refused_at_registration_not_left_running(supernode, url):
     """Accepted, its fetch thread died on http.client's refusal and the task stayed
     "running" with every get of it waiting."""

@@ -10,6 +10,7 @@ are pinned with @example. Example counts are bounded so the tier stays fast.
 """
 import json
 import string
+from urllib.parse import urlsplit
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ from dfly.protocol.ranges import RangeNotSatisfiable, parse_range
 from dfly.protocol.task import TASK_ID, filtered_url, split_filters, task_id
 from dfly.supernode.config import SupernodeConfig
 
-FAST = settings(max_examples=100, deadline=None, database=None,
+FAST = settings(max_examples=80, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 # Values of every JSON type, NaN and the infinities included (Python's json accepts them).
@@ -77,6 +78,7 @@ VALID_REGISTER = {"url": "http://127.0.0.1:1/f", "digest": "sha256:" + "a" * 64,
 @example({"url": "http://[abc/x?a=1", "filters": ["a"]}, VALID_PEER)
 @example({"url": "http://127.0.0.1:1/v\x0e/blobs"}, VALID_PEER)
 @example({"url": "http://127.0.0.1:1/\xff"}, VALID_PEER)
+@example({"url": "http://127.0.0.1:@/x"}, VALID_PEER)
 def test_register_request_is_a_value_or_bad_request(body, peer):
     body = dict(body, peer=peer)
     request = only_typed(lambda: RegisterRequest.parse(body), BadRequest)
@@ -86,6 +88,11 @@ def test_register_request_is_a_value_or_bad_request(body, peer):
         # a control character left its task running forever, the fetch thread dead)
         ("GET %s HTTP/1.1" % request.url).encode("ascii")
         assert not any(c <= " " or c == "\x7f" for c in request.url)
+        parts = urlsplit(request.url)
+        if parts.scheme in ("http", "https"):   # what urllib hands http.client as host:port
+            assert parts.hostname and "@" not in parts.netloc
+            i, j = parts.netloc.rfind(":"), parts.netloc.rfind("]")
+            assert i <= j or parts.netloc[i + 1:] in ("",) or parts.netloc[i + 1:].isdigit()
         assert RegisterRequest.parse(json.loads(json.dumps(request.to_json()))) == request
 
 
