@@ -23,7 +23,7 @@ from dfly.peer.daemon_config import DaemonConfig
 from dfly.protocol import bearer, oci, proxyrules
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.handoff import HandoffRequest
-from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
+from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ranges import RangeNotSatisfiable, parse_range
 from dfly.protocol.task import TASK_ID, filtered_url, split_filters, task_id
 from dfly.supernode.config import SupernodeConfig
@@ -128,6 +128,17 @@ def test_a_supernode_reply_is_a_task_state_or_bad_request(body, pieces):
         for piece in state.pieces:
             assert isinstance(piece.num, int) and isinstance(piece.size, int)
             assert piece.addr is None or isinstance(piece.addr, str)
+
+
+@FAST
+@given(near({"content_version": "v", "check": [{"num": 0, "sha256": "a" * 64}]},
+            st.one_of(json_values, st.lists(st.one_of(json_values, near({"num": 1, "sha256": "b" * 64})),
+                                            max_size=3))))
+def test_a_heartbeat_reply_is_parsed_whatever_it_holds(body):
+    """Advice from the supernode to a seeder: what is not well formed is skipped."""
+    reply = HeartbeatReply.parse(body)
+    assert isinstance(reply.content_version, str)
+    assert all(isinstance(c.num, int) and c.num >= 0 and len(c.sha256) == 64 for c in reply.checks)
 
 
 @FAST
