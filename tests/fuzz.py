@@ -17,11 +17,14 @@ the test's own with nothing in it but a loopback interface.
 """
 import ctypes
 import fcntl
+import functools
 import os
 import random
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -206,11 +209,16 @@ def thread_count(pid: Optional[int] = None) -> int:
 
 # the private network -----------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def why_no_private_network() -> str:
+    """"" when private_network() works here; else why not (for a skip)."""
     if not os.path.exists("/proc/thread-self/ns/net"):
         return "needs Linux network namespaces"
     if os.geteuid() != 0:
         return "needs root (a network namespace of its own)"
+    probe = "import ctypes, sys; sys.exit(ctypes.CDLL(None).unshare(%d) != 0)" % CLONE_NEWNET
+    if subprocess.run([sys.executable, "-c", probe], timeout=30).returncode != 0:
+        return "cannot make a network namespace here (no CAP_SYS_ADMIN?)"
     return ""
 
 
