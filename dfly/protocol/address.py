@@ -175,6 +175,10 @@ def _name(host: str, text: str) -> str:
                          % text)
     if not _NAME.match(host):
         raise ValueError("%r: %r is not a host name or address" % (text, host))
+    try:   # what the resolver does first: an empty or over-long label fails there, as a 500
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError("%r: %r is not a host name or address" % (text, host))
     return host
 
 
