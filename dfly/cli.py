@@ -83,6 +83,9 @@ def _get_options(get: argparse.ArgumentParser) -> None:
     get.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     get.add_argument("--daemon", default="127.0.0.1:65001", metavar="HOST:PORT",
                      help="hand the download to the dfly daemon here when one runs (default: %(default)s)")
+    get.add_argument("--daemon-token", metavar="FILE", help="the daemon's hand-off token file "
+                     "(default: DATA_DIR/daemon/handoff.token); a daemon whose token cannot be "
+                     "read here is not used")
     get.add_argument("--no-daemon", action="store_true", help="download in this process even if a "
                      "daemon runs")
     options.add_arguments(get, PeerConfig)
@@ -172,6 +175,8 @@ def run_get(args) -> int:
     bar = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
+    if not to_stdout:
+        _check_output(os.path.abspath(args.output))
     handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
     if handed is not None:
         return _summary(args, handed, to_stdout)
@@ -211,14 +216,34 @@ def _check_daemon_address(args) -> None:
         raise ValueError("bad value for --daemon: %s" % e)
 
 
+def _check_output(output: str) -> None:
+    """Before any download: a missing output folder is the user's to create (and a
+    clear error now, not after the whole file came)."""
+    folder = os.path.dirname(output)
+    if not os.path.isdir(folder):
+        raise errors.LocalIOError("output directory %s does not exist" % folder)
+    if os.path.isdir(output):
+        raise errors.LocalIOError("output %s is a directory" % output)
+
+
 def _hand_off(args, config, headers):
-    """The result of the running daemon's download, or None when no daemon answers."""
-    from dfly.peer.daemon_client import DaemonClient
-    from dfly.protocol.handoff import HandoffRequest
+    """The result of the running daemon's download, or None when no daemon answers
+    (or one answers that cannot prove it knows the token we read)."""
+    from dfly.peer import daemon_client
+    from dfly.protocol.handoff import TOKEN_FILE, HandoffRequest
     from dfly.tls import TLS
 
-    daemon = DaemonClient(args.daemon, TLS.from_config(config))
-    if not daemon.running():
+    token_file = args.daemon_token or os.path.join(config.data_dir, TOKEN_FILE)
+    daemon = daemon_client.DaemonClient(args.daemon, TLS.from_config(config),
+                                        daemon_client.read_token(token_file))
+    found = daemon.probe()
+    if found == daemon_client.ABSENT:
+        return None
+    if found == daemon_client.UNPROVEN:
+        if not args.quiet:
+            sys.stderr.write("dfly: a daemon answers at %s but %s: downloading in this process\n" % (
+                args.daemon, "it does not know the token in %s" % token_file if daemon.token
+                else "its token file %s cannot be read here" % token_file))
         return None
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
                              args.filter, args.identifier)

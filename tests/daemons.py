@@ -7,6 +7,7 @@ import os
 from typing import List
 
 from dfly.peer import daemon
+from dfly.peer.daemon_client import DaemonClient
 from dfly.peer.daemon_config import DaemonConfig
 
 
@@ -34,6 +35,11 @@ class DaemonFactory:
     def stop_all(self) -> None:
         while self.started:
             self.started.pop().stop()
+
+
+def handoff_client(running: daemon.RunningDaemon) -> DaemonClient:
+    """The client `dfly get` uses, holding the daemon's token (as its user would)."""
+    return DaemonClient(running.address, token=running.handoff_token)
 
 
 def stats(running: daemon.RunningDaemon) -> dict:

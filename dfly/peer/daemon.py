@@ -28,6 +28,7 @@ import functools
 import ipaddress
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -51,6 +52,7 @@ from dfly.peer.scrub import CacheScrubber
 from dfly.peer.seeds import Seed, SeedBook
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
+from dfly.protocol import handoff
 from dfly.protocol.address import format_address, loopback_for, parse_address
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import ScheduleRequest, stale
@@ -88,11 +90,19 @@ class DaemonApp:
         if path == "/healthz" and request.method in ("GET", "HEAD"):
             return Response.text("ok\n")
         if path == "/v1/stats" and request.method in ("GET", "HEAD"):
-            return Response.json(self.daemon.stats())
+            response = Response.json(self.daemon.stats())
+            challenge = request.headers.get(handoff.CHALLENGE_HEADER)
+            if challenge and len(challenge) <= handoff.MAX_CHALLENGE_LEN:
+                response.headers[handoff.PROOF_HEADER] = handoff.proof(self.daemon.handoff_token,
+                                                                       challenge)
+            return response
         if path == "/v1/downloads":
             if request.method != "POST":
                 raise BadRequest("POST a download to /v1/downloads")
-            return Response.json(self.daemon.download_for(request.json(), request.client[0]))
+            if not _loopback(request.client[0]):
+                raise errors.Forbidden("downloads are handed over only by clients on this host")
+            handoff.check_handoff(request.headers, self.daemon.handoff_token)
+            return Response.json(self.daemon.download_for(request.json()))
         raise NotFound("no such endpoint: %s" % path[:200])
 
 
@@ -138,14 +148,18 @@ class RunningDaemon:
         self._repairing = set()   # cache keys being fetched again after damage
         if config.tls_front and not config.tls_cert:
             raise ValueError("--tls-front needs --tls-cert and --tls-key")
+        self.handoff_token = secrets.token_hex(32)
+        self.handoff_token_path = os.path.join(data_dir, handoff.TOKEN_FILE)
         self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler,
                                  tls=self.p2p.tls if config.tls_front else None)
+        self.proxy.own_port = self.listener.address[1]
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
 
     def start(self) -> "RunningDaemon":
+        write_secret(self.handoff_token_path, self.handoff_token)
         self.listener.start()
         self._janitor.start()
         self._scrub_thread.start()
@@ -166,6 +180,10 @@ class RunningDaemon:
         self.stopping.set()
         self.cache.close()
         self.listener.stop()
+        try:   # a token nobody answers to must not linger
+            os.remove(self.handoff_token_path)
+        except OSError:
+            pass
         if self._janitor.is_alive():
             self._janitor.join(10)
         if self._scrub_thread.is_alive():
@@ -214,12 +232,11 @@ class RunningDaemon:
             self._totals["downloads"] += 1
         return result
 
-    def download_for(self, body: dict, client_host: str) -> dict:
-        """`dfly get` handed its download over: fetch into the cache (shared with any other
-        request for the same task), then copy to the output. Only from this host."""
-        if not _loopback(client_host):
-            raise errors.Forbidden("downloads are handed over only by clients on this host")
+    def download_for(self, body: dict) -> dict:
+        """`dfly get` handed its download over (the caller checked its token): fetch into the
+        cache (shared with any other request for the same task), then copy to the output."""
         req = HandoffRequest.parse(body)
+        check_output(req.output)
         key = "task-" + task_id(req.url, split_filters(req.filters), req.digest, req.identifier)
         started = time.monotonic()
         filled: Dict[str, DownloadResult] = {}
@@ -501,6 +518,42 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
+
+
+class BadOutput(errors.LocalIOError):
+    """The output names a folder that is not there or not ours to write: the caller's
+    mistake (400), not a full disk (507); `get` still exits 6 as it would alone."""
+    http_status = 400
+
+
+def check_output(output: str) -> None:
+    """Before any download: the output's folder must exist and be writable by the daemon,
+    which is the caller's user (it read the token); the daemon creates no folder."""
+    folder = os.path.dirname(output)
+    if not os.path.isdir(folder):
+        raise BadOutput("output directory %s does not exist" % folder)
+    if os.path.isdir(output):
+        raise BadOutput("output %s is a directory" % output)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadOutput("output directory %s is not writable by the daemon's user" % folder)
+
+
+def write_secret(path: str, secret: str) -> None:
+    """Write `secret` to `path` readable by this user only (0600 from creation, never
+    wider for a moment), replacing whatever was there."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        os.replace(temp, path)
+    except OSError:
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+        raise
 
 
 def _copy_out(path: str, output: str) -> None:

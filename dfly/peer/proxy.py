@@ -11,6 +11,7 @@ arrive, with the origin's Content-Type, -Disposition, -Encoding and -Language,
 Range honoured. The copy is reused for `fresh_for_s`; after that the next
 request asks the supernode again, which revalidates with the origin.
 """
+import ipaddress
 import logging
 import socket
 from typing import List, Optional
@@ -37,6 +38,7 @@ P2P_DROP = ("range", "if-range", "if-none-match", "if-modified-since", "if-match
 # the cached copy may be older than the HEAD, and a client must not store it under them.
 CONTENT_HEADERS = ("content-type", "content-disposition", "content-encoding", "content-language")
 HEAD_UNSUPPORTED = (405, 501)
+VIA = ("Via", "1.1 dfly")
 
 
 class _Refused(Exception):
@@ -57,6 +59,9 @@ class HttpProxy:
         self.fetch_timeout_s = fetch_timeout_s
         self.fresh_for_s = fresh_for_s
         self.connect_timeout_s = connect_timeout_s
+        # The daemon's own front port: a request sent there through the proxy would reach
+        # the daemon's API from loopback, as if from this host (set once it is bound).
+        self.own_port = 0
 
     def handle(self, request: FrontRequest, body: Optional[BodyReader]) -> Response:
         if request.method == "CONNECT":
@@ -65,6 +70,7 @@ class HttpProxy:
             scheme, host, port, target = split_target(request.target)
         except ValueError as e:
             raise errors.BadRequest(str(e))
+        self._refuse_loop(host, port)
         decision = decide(self.rules, request.method, request.target)
         try:
             if decision.p2p:
@@ -76,8 +82,9 @@ class HttpProxy:
                 except (errors.SourceError, errors.P2PUnavailable) as e:
                     # The origin's own answer (a 404, a 500) is what the client should see.
                     log.info("proxy: P2P for %s failed (%s); passing it through", request.target[:200], e)
+            # Via (RFC 9110 7.6.3) also tells the daemon's API the request was proxied.
             reply = self.upstream.open(request.method, scheme, host, port, target,
-                                       header_pairs(request.headers.items()), body,
+                                       header_pairs(request.headers.items()) + [VIA], body,
                                        body.length if body is not None else None)
         except (errors.DigestMismatch, UpstreamDown) as e:
             log.warning("proxy %s %s: %s", request.method, request.target[:200], e)
@@ -117,9 +124,36 @@ class HttpProxy:
             host, port = split_authority(authority)
         except ValueError as e:
             raise errors.BadRequest(str(e))
+        self._refuse_loop(host, port)
         try:
             sock = socket.create_connection((host, port), timeout=self.connect_timeout_s)
         except OSError as e:
             log.warning("CONNECT %s failed: %s", authority[:200], e)
             return Response.text("dfly proxy: cannot reach %s: %s\n" % (authority[:200], e), 502)
         return Response(200, Tunnel(sock))
+
+    def _refuse_loop(self, host: str, port: int) -> None:
+        if port == self.own_port and _local_address(host, port):
+            raise errors.Forbidden("the proxy does not forward to this daemon's own port")
+
+
+def _local_address(host: str, port: int) -> bool:
+    """Does `host` name this machine (loopback, unspecified, or an address we can bind)?"""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False   # the connection will fail as well
+    for family, _, _, _, sockaddr in infos:
+        try:
+            ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_unspecified:
+            return True
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((sockaddr[0], 0))   # succeeds only for this machine's addresses
+                return True
+            except OSError:
+                continue
+    return False

@@ -57,12 +57,22 @@ def test_the_zipapp_daemon_takes_gets_and_mirrors_a_registry(pyz, tmp_path):
         daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
                          "--supernode", supernode.address, "--data-dir", str(tmp_path / "d"), *mirror)
         digest = write_random_file(str(tmp_path / "origin" / "f.bin"), 6 * 1024 * 1024)
+        # the daemon's user: its data dir holds the hand-off token `get` reads by default
+        same_user = dict(os.environ, DFLY_DATA_DIR=str(tmp_path / "d"))
         out = subprocess.run([sys.executable, pyz, "get", origin.url("f.bin"), "-o", str(tmp_path / "f.bin"),
                               "--daemon", daemon.address, "--digest", digest, "--json"],
-                             capture_output=True, text=True, timeout=TIMEOUT_S, cwd=str(tmp_path))
+                             capture_output=True, text=True, timeout=TIMEOUT_S, cwd=str(tmp_path),
+                             env=same_user)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["path"] == str(tmp_path / "f.bin")
+        assert json.loads(out.stdout)["via"] != "source"
         assert "sha256:" + hashlib.sha256((tmp_path / "f.bin").read_bytes()).hexdigest() == digest
+        missing = subprocess.run([sys.executable, pyz, "get", origin.url("f.bin"), "-o",
+                                  str(tmp_path / "nodir" / "f.bin"), "--daemon", daemon.address],
+                                 capture_output=True, text=True, timeout=TIMEOUT_S, env=same_user)
+        assert missing.returncode == 6
+        assert missing.stderr.strip() == "dfly: error: output directory %s does not exist" % (
+            tmp_path / "nodir")
         if registry:
             image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(1 << 20,))
             push(image, registry, "team/app")

@@ -6,11 +6,10 @@ import os
 import time
 
 import pytest
-from daemons import stats
+from daemons import handoff_client, stats
 from helpers import MiB, content, refused_address, run_all, sha256_file, wait_until
 
 from dfly import cli
-from dfly.peer.daemon_client import DaemonClient
 from dfly.protocol.handoff import HandoffRequest
 
 
@@ -18,12 +17,17 @@ def _get(*args) -> int:
     return cli.main(["get", "-q", "--seed-for", "0"] + list(args))
 
 
+def _handed(running) -> list:
+    """The flags that make `get` hand off to `running` (its own token file)."""
+    return ["--daemon", running.address, "--daemon-token", running.handoff_token_path]
+
+
 @pytest.mark.time_limit(30)
 def test_two_gets_hand_off_to_the_daemon_and_share_one_download(origin, supernode, daemons, downloads):
     src = origin.add("shared.bin", content(10 * MiB, seed=31))
     running = daemons.start(supernode=[supernode.address])
     targets = [str(downloads / ("copy%d.bin" % i)) for i in range(2)]
-    codes = run_all([lambda t=t: _get(src.url, "-o", t, "--daemon", running.address, "--digest", src.digest)
+    codes = run_all([lambda t=t: _get(src.url, "-o", t, *_handed(running), "--digest", src.digest)
                      for t in targets])
     assert codes == [(0, None), (0, None)]
     for target in targets:
@@ -50,10 +54,10 @@ def test_handed_off_failures_keep_their_exit_codes_and_leave_nothing(origin, sup
     src = origin.add("checked.bin", content(MiB, seed=33))
     running = daemons.start(supernode=[supernode.address])
     wrong = "sha256:" + "0" * 64
-    assert _get(src.url, "-o", str(downloads / "a.bin"), "--daemon", running.address, "--digest", wrong) == 4
-    assert _get(origin.url("absent.bin"), "-o", str(downloads / "b.bin"), "--daemon", running.address) == 3
+    assert _get(src.url, "-o", str(downloads / "a.bin"), *_handed(running), "--digest", wrong) == 4
+    assert _get(origin.url("absent.bin"), "-o", str(downloads / "b.bin"), *_handed(running)) == 3
     assert os.listdir(str(downloads)) == []
-    client = DaemonClient(running.address)
+    client = handoff_client(running)
     with pytest.raises(Exception) as caught:
         client.download(HandoffRequest(src.url, "relative/path"), 10)
     assert "absolute" in str(caught.value)
@@ -63,7 +67,7 @@ def test_handed_off_failures_keep_their_exit_codes_and_leave_nothing(origin, sup
 def test_the_cache_stays_under_its_size_limit_and_stops_seeding_what_it_deletes(
         origin, supernode, daemons, downloads):
     running = daemons.start(supernode=[supernode.address], cache_size=10 * MiB)
-    client = DaemonClient(running.address)
+    client = handoff_client(running)
     results = []
     for i in range(3):
         src = origin.add("f%d.bin" % i, content(4 * MiB, seed=40 + i))
@@ -80,7 +84,7 @@ def test_the_cache_stays_under_its_size_limit_and_stops_seeding_what_it_deletes(
 def test_files_unused_longer_than_the_age_limit_are_removed(origin, daemons, downloads):
     src = origin.add("old.bin", content(MiB, seed=44))
     running = daemons.start(cache_max_age_s=0.5, heartbeat_s=0.1)
-    DaemonClient(running.address).download(HandoffRequest(src.url, str(downloads / "old.bin")), 20)
+    handoff_client(running).download(HandoffRequest(src.url, str(downloads / "old.bin")), 20)
     assert stats(running)["cache_files"] == 1
     wait_until(lambda: stats(running)["cache_files"] == 0, timeout=10, message="the old file was removed")
     assert sha256_file(str(downloads / "old.bin")) == src.sha256
@@ -90,7 +94,7 @@ def test_files_unused_longer_than_the_age_limit_are_removed(origin, daemons, dow
 def test_the_total_download_rate_is_shared_by_tasks_running_at_once(origin, daemons, downloads):
     files = [origin.add("r%d.bin" % i, content(4 * MiB, seed=50 + i)) for i in range(2)]
     running = daemons.start(total_rate_limit=4 * MiB)
-    client = DaemonClient(running.address)
+    client = handoff_client(running)
     started = time.monotonic()
     outcomes = run_all([lambda f=f: client.download(HandoffRequest(f.url, str(downloads / f.name)), 20)
                         for f in files])
@@ -105,10 +109,10 @@ def test_the_total_download_rate_is_shared_by_tasks_running_at_once(origin, daem
 def test_the_upload_rate_limit_caps_what_peers_get_from_this_daemon(origin, supernode, daemons, downloads):
     src = origin.add("up.bin", content(8 * MiB, seed=55))
     seed = daemons.start(supernode=[supernode.address], upload_rate_limit=2 * MiB)
-    DaemonClient(seed.address).download(HandoffRequest(src.url, str(downloads / "seed.bin")), 20)
+    handoff_client(seed).download(HandoffRequest(src.url, str(downloads / "seed.bin")), 20)
     other = daemons.start(supernode=[supernode.address])
     started = time.monotonic()
-    DaemonClient(other.address).download(HandoffRequest(src.url, str(downloads / "other.bin")), 20)
+    handoff_client(other).download(HandoffRequest(src.url, str(downloads / "other.bin")), 20)
     elapsed = time.monotonic() - started
     got = stats(other)
     # The seed holds every piece, so peers serve them (measured: all 8 MiB); at
