@@ -10,17 +10,19 @@ import http.client
 import json
 import socket
 import ssl
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from dfly import errors
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
+from dfly.protocol.signing import HEADER as CLUSTER_HEADER
 from dfly.protocol.task import TASK_ID
 from dfly.tls import TLS, http_connection, refusal
 
+Signer = Callable[[str, str, bytes], str]   # (method, path, body) -> X-Dfly-Cluster value
+
 DEFAULT_PORT = 8002
 MAX_REDIRECTS = 4
-CLUSTER_HEADER = "X-Dfly-Cluster"
 
 
 class SupernodeDown(errors.DflyError):
@@ -83,18 +85,17 @@ class SupernodeClient:
         self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
 
     # between cluster members -----------------------------------------------------------
-    def ping(self, me: str, active: List[str], token: str) -> dict:
+    def ping(self, me: str, active: List[str], sign: Signer) -> dict:
         """Tell a member we live and which tasks we serve; its reply says the same of it."""
-        return self._call("POST", "/v1/cluster/ping", {"member": me, "active": active},
-                          headers={CLUSTER_HEADER: token})
+        return self._call("POST", "/v1/cluster/ping", {"member": me, "active": active}, sign=sign)
 
-    def replica(self, task_id: str, token: str) -> dict:
+    def replica(self, task_id: str, sign: Signer) -> dict:
         """A task's metadata (URL, geometry, piece digests) from the member serving it."""
-        return self._call("GET", "/v1/cluster/tasks/%s" % task_id, headers={CLUSTER_HEADER: token})
+        return self._call("GET", "/v1/cluster/tasks/%s" % task_id, sign=sign)
 
-    def put_replica(self, task_id: str, replica: dict, token: str) -> None:
+    def put_replica(self, task_id: str, replica: dict, sign: Signer) -> None:
         """Copy a task's metadata (with its newest piece digest) to a member."""
-        self._call("PUT", "/v1/cluster/tasks/%s" % task_id, replica, headers={CLUSTER_HEADER: token})
+        self._call("PUT", "/v1/cluster/tasks/%s" % task_id, replica, sign=sign)
 
     def cluster(self) -> dict:
         return self._call("GET", "/v1/cluster")
@@ -139,12 +140,15 @@ class SupernodeClient:
                                     % (self.address, why))
 
     def _call(self, method: str, path: str, body: Optional[dict] = None,
-              timeout: Optional[float] = None, headers: Optional[dict] = None):
+              timeout: Optional[float] = None, headers: Optional[dict] = None,
+              sign: Optional[Signer] = None):
         payload = json.dumps(body).encode() if body is not None else None
         headers = dict(headers or {})
         if payload is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):   # a keep-alive connection the server closed gets one retry
+            if sign is not None:   # signed afresh: the first attempt's nonce may have been seen
+                headers[CLUSTER_HEADER] = sign(method, path, payload or b"")
             conn = self._connection()
             try:
                 if conn.sock is None:

@@ -11,18 +11,10 @@ its ping replies) stays its owner even when the hash would now pick another
 (say the first owner came back), so a running swarm is never split in two.
 """
 import hashlib
-import hmac
 import json
 import os
 import threading
 from typing import Dict, Iterable, List, Optional, Set
-
-
-def cluster_token(secret: str, members: Iterable[str]) -> str:
-    """What members show each other: binds the shared secret to the member list,
-    so a supernode of another cluster (other secret or other members) is refused."""
-    message = ",".join(sorted(members)).encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def rendezvous_owner(task_id: str, members: Iterable[str]) -> Optional[str]:

@@ -15,7 +15,8 @@ Routes (docs/PROTOCOL.md):
   PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
-from dfly.supernode.client import CLUSTER_HEADER
+from dfly.protocol import signing
+from dfly.protocol.signing import SignedCall
 from dfly.supernode.service import Supernode
 
 _ROUTES = [
@@ -73,12 +74,14 @@ class SupernodeApp:
         return Response.json(self.supernode.cluster_status())
 
     def ping(self, request: Request) -> Response:
-        return Response.json(self.supernode.member_pinged(request.headers.get(CLUSTER_HEADER, ""),
-                                                          request.json()))
+        return Response.json(self.supernode.member_pinged(_signed(request), request.json()))
 
     def replica(self, request: Request, tid: str) -> Response:
-        return Response.json(self.supernode.replica_of(request.headers.get(CLUSTER_HEADER, ""), tid))
+        return Response.json(self.supernode.replica_of(_signed(request), tid))
 
     def replica_pushed(self, request: Request, tid: str) -> Response:
-        return Response.json(self.supernode.replica_pushed(request.headers.get(CLUSTER_HEADER, ""),
-                                                           tid, request.json()))
+        return Response.json(self.supernode.replica_pushed(_signed(request), tid, request.json()))
+
+
+def _signed(request: Request) -> SignedCall:
+    return SignedCall(request.headers.get(signing.HEADER), request.method, request.path, request.body)

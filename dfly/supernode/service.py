@@ -9,9 +9,9 @@ concern (task.py says how), and the reply says how long the call waited on
 purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
 import functools
-import hmac
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, TLSRefused
 from dfly.httpd import FileSlice
-from dfly.protocol import messages
+from dfly.protocol import messages, signing
 from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
@@ -29,7 +29,7 @@ from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
 from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
 from dfly.supernode.client import SupernodeClient
-from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
+from dfly.supernode.cluster import Membership, ReplicaStore
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.repair import Repairer
@@ -67,8 +67,11 @@ class Supernode:
                                           daemon=True)]
         self.me = config.advertise or config.listen
         self.membership = self._membership(config)
-        self.cluster_token = cluster_token(config.cluster_secret, self.membership.members
-                                           if self.membership else [])
+        # Cluster requests are signed with wall-clock timestamps (they cross machines).
+        self.wall_clock: Callable[[], float] = time.time
+        members = self.membership.members if self.membership else []
+        self.cluster_key = signing.cluster_key(config.cluster_secret, members)
+        self.verifier = signing.Verifier(self.cluster_key, members)
         self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
         self.repairer = Repairer(self._piece_fetch, self.clock, self.tls)
         self.scrubber = Scrubber(self, config.scrub_rate, self._stop)
@@ -85,6 +88,11 @@ class Supernode:
         if self.me not in members:
             raise ValueError("this supernode's address %s (--advertise, else --listen) is not "
                              "among the --cluster members %s" % (self.me, ", ".join(members)))
+        if not config.cluster_secret:   # else anyone could join and rewrite piece digests
+            raise ValueError("a supernode cluster needs --cluster-secret (the same on every member)")
+        if len(config.cluster_secret) < 16:
+            log.warning("--cluster-secret is short: a sniffed request lets it be guessed offline; "
+                        "use 32 random bytes (openssl rand -hex 32)")
         return Membership(self.me, members, config.member_dead_after_s, self.clock())
 
     def start(self) -> "Supernode":
@@ -397,18 +405,24 @@ class Supernode:
         return piece
 
     # the cluster ---------------------------------------------------------------------
-    def check_member(self, token: str) -> None:
-        # As bytes: compare_digest refuses str with non-ASCII characters (a header can hold any).
-        given = (token or "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, self.cluster_token.encode()) or self.membership is None:
-            raise Forbidden("not a member of this supernode cluster")
+    def check_member(self, call: signing.SignedCall) -> str:
+        """The member that signed `call`; Forbidden for anyone else, and for a replay."""
+        if self.membership is None:
+            raise Forbidden("this supernode is not in a cluster")
+        return self.verifier.verify(call.header, call.method, call.path, call.body, self.wall_clock())
 
-    def member_pinged(self, token: str, body: dict) -> dict:
+    def _sign(self, method: str, path: str, body: bytes) -> str:
+        return signing.sign(self.cluster_key, self.me, method, path, body, self.wall_clock(),
+                            secrets.token_hex(16))
+
+    def member_pinged(self, call: signing.SignedCall, body: dict) -> dict:
         """Another member says it lives and serves `active`; we answer the same."""
-        self.check_member(token)
+        signer = self.check_member(call)
         member, active = body.get("member"), body.get("active")
         if not isinstance(member, str) or not isinstance(active, list):
             raise BadRequest("ping needs 'member' and 'active'")
+        if member != signer:
+            raise Forbidden("a ping signed by %s in the name of %s" % (signer, member[:100]))
         self.membership.heard_from(member, [t for t in active if isinstance(t, str)], self.clock())
         return {"member": self.me, "active": self._active_ids(), "tasks": self._served_counts()}
 
@@ -423,25 +437,26 @@ class Supernode:
                 continue
             client = SupernodeClient(member, timeout_s=1.0, tls=self.tls)
             try:
-                client.put_replica(task.task_id, replica, self.cluster_token)
+                client.put_replica(task.task_id, replica, self._sign)
             except DflyError as e:
                 log.debug("copying task %s to %s failed: %s", task.task_id[:12], member, e)
             finally:
                 client.close()
 
-    def replica_pushed(self, token: str, tid: str, body: dict) -> dict:
+    def replica_pushed(self, call: signing.SignedCall, tid: str, body: dict) -> dict:
         """A member copied a task's metadata to us, digests up to its newest piece."""
-        self.check_member(token)
+        self.check_member(call)
         if not TASK_ID.match(tid) or not isinstance(body.get("digests"), list):
             raise BadRequest("bad replica")
+        body.pop("headers", None)   # credentials are never kept (an older member sent them)
         with self._lock:
             serving = tid in self._tasks
         if not serving and self.replicas.newer(tid, body):
             self.replicas.put(tid, body)
         return {"ok": True}
 
-    def replica_of(self, token: str, tid: str) -> dict:
-        self.check_member(token)
+    def replica_of(self, call: signing.SignedCall, tid: str) -> dict:
+        self.check_member(call)
         task = self._known_task(tid)
         with task.cond:
             return task.replica()
@@ -474,7 +489,7 @@ class Supernode:
         while not self._stop.wait(interval):
             for member, client in clients.items():
                 try:
-                    reply = client.ping(self.me, self._active_ids(), self.cluster_token)
+                    reply = client.ping(self.me, self._active_ids(), self._sign)
                     self.membership.heard_from(member, reply.get("active", []), self.clock())
                     self._copy_replicas(client, reply.get("tasks", {}))
                 except Forbidden:
@@ -493,7 +508,9 @@ class Supernode:
             if tid in mine or not TASK_ID.match(tid) or not isinstance(count, int):
                 continue
             if self.replicas.count(tid) < count:
-                self.replicas.put(tid, client.replica(tid, self.cluster_token))
+                replica = client.replica(tid, self._sign)
+                replica.pop("headers", None)
+                self.replicas.put(tid, replica)
 
     def _janitor_loop(self) -> None:
         while not self._stop.wait(1.0):

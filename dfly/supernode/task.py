@@ -279,8 +279,9 @@ class Task:
         self.geometry_known = True
 
     def replica(self) -> dict:
-        """What another member needs to take this task over."""
-        return {"task_id": self.task_id, "url": self.url, "headers": self.headers,
+        """What another member needs to take this task over. Not the source's headers
+        (credentials): the new owner gets them from the peers registering there."""
+        return {"task_id": self.task_id, "url": self.url,
                 "digest": self.digest, "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified, "digests": self.digests,
                 "state": self.state, "content_version": self.content_version}

@@ -19,6 +19,7 @@ from origin import Fault, Origin
 
 from dfly import Client
 from dfly.errors import Forbidden
+from dfly.protocol import signing
 from dfly.protocol.address import format_address
 from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
@@ -225,7 +226,9 @@ def test_a_supernode_of_another_cluster_is_refused(cluster, tmp_path):
     client = SupernodeClient(good.address, timeout_s=2)
     try:
         with pytest.raises(Forbidden):
-            client.ping(cluster[1].address, [], "not-the-token")
+            client.ping(cluster[1].address, [], lambda method, path, body: signing.sign(
+                signing.cluster_key("not-the-secret", good.members), cluster[1].address, method, path,
+                body, time.time(), "ab" * 8))
         # Members count as alive when we start; unheard-from, they are dead soon after.
         wait_until(lambda: [m["alive"] for m in client.cluster()["members"] if not m["self"]]
                    == [False, False], timeout=10)
@@ -368,3 +371,13 @@ def test_a_cluster_of_ipv6_members_re_owns_a_task_when_its_owner_dies(tmp_path):
         assert sha256_file(str(tmp_path / ("out%d" % i))) == src.sha256
     assert all(r.via == "p2p" for r, _ in outcomes[:-1])
     assert origin.body_bytes("big.bin") <= size + 2 * 4 * MiB, origin.body_bytes("big.bin")
+
+
+def test_a_cluster_without_a_secret_does_not_start(pyz, tmp_path):
+    """Anyone could join a cluster without a secret and rewrite its piece digests."""
+    out = subprocess.run([sys.executable, pyz, "supernode", "--listen", "127.0.0.1:0",
+                          "--cluster", "127.0.0.1:0,127.0.0.1:1", "--data-dir", str(tmp_path / "sn")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr == ("dfly: error: a supernode cluster needs --cluster-secret "
+                          "(the same on every member)\n")
