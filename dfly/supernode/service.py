@@ -25,6 +25,7 @@ from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.redact import redact_text, redact_url
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
 from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
@@ -237,7 +238,7 @@ class Supernode:
     def task_status(self, tid: str) -> dict:
         task = self._known_task(tid)
         with task.cond:
-            return task.summary()
+            return _shown(task.summary(), task.url)
 
     def loaded_task(self, tid: str) -> Optional[Task]:
         with self._lock:
@@ -256,7 +257,7 @@ class Supernode:
         out = []
         for task in tasks:
             with task.cond:
-                out.append(task.summary())
+                out.append(_shown(task.summary(), task.url))
         return out
 
     # internals ---------------------------------------------------------------------
@@ -273,7 +274,7 @@ class Supernode:
                     log.info("task %s taken over with %d piece digests known", tid[:12],
                              len(replica["digests"]))
                 self._tasks[tid] = task
-                log.info("task %s registered for %s", tid[:12], req.url)
+                log.info("task %s registered for %s", tid[:12], redact_url(req.url))
             return task
 
     def _known_task(self, tid: str) -> Task:
@@ -386,7 +387,7 @@ class Supernode:
         return {"state": task.state, "length": task.length,
                 "piece_size": task.piece_size if task.geometry_known else None,
                 "piece_count": task.piece_count, "content_version": task.content_version,
-                "error": task.error, "error_kind": task.error_kind,
+                "error": redact_text(task.error, task.url), "error_kind": task.error_kind,
                 "validator": _validator(task.etag, task.last_modified)}
 
     def _describe(self, task: Task, assignment) -> dict:
@@ -574,6 +575,14 @@ def _validator(etag: str, last_modified: str) -> Optional[str]:
     if etag and not etag.startswith("W/"):
         return etag
     return last_modified or None
+
+
+def _shown(summary: dict, url: str) -> dict:
+    """A task summary for anyone who asks: no credentials from its URL (redact.py)."""
+    summary["url"] = redact_url(url)
+    if summary.get("error"):
+        summary["error"] = redact_text(summary["error"], url)
+    return summary
 
 
 def _folder_size(folder: str) -> int:
