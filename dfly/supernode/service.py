@@ -123,8 +123,9 @@ class Supernode:
                 return {"redirect": owner, "task_id": tid}
         task = self._task_for(tid, req)
         with task.cond:
-            if req.headers:   # the latest credentials: the first registrant's may have expired
-                task.headers = req.headers
+            task.source_offered(req.url, req.headers)
+            if task.state == FAILED and req.url != task.url and req.url not in task.failed_urls:
+                task.use_source(req.url, req.headers)   # a URL not tried yet: no need to wait
             self._refresh(task, now)
             task.last_access = now
             task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
@@ -294,6 +295,8 @@ class Supernode:
             return
         stale = (task.state == DONE and not task.scheduler.peers and task.validated_at is not None
                  and now - task.validated_at > self.config.revalidate_after_s)
+        if task.state == FAILED:
+            task.failed_urls.clear()   # long enough ago: any URL may work again
         if task.state == FAILED or stale:
             task.reset()
         if task.state != PENDING or task.fetching:
@@ -318,6 +321,12 @@ class Supernode:
                         self.repairer.repair_damaged(task)
                         if task.source_bytes - read_before >= (task.length or 0):
                             self.scrubber.just_checked(task.task_id)   # hashed as it streamed in
+                    elif task.state == PENDING and not self._stop.is_set():
+                        # Failed at once, over to another registrant's URL (Task.fail), or
+                        # a registration switched it meanwhile: fetch that one now.
+                        log.info("task %s: its source failed; fetching %s instead",
+                                 task.task_id[:12], redact_url(task.url))
+                        self._refresh(task, self.clock())
             if task.state == DONE:
                 self._evict()
 

@@ -39,6 +39,9 @@ from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 BATON_MISSES = 1
 MAX_EARLY_PIECES = 1 << 17   # bounds what reports of pieces not cut yet may cost
+MAX_SOURCES = 8          # other registrants' URLs remembered per task
+MAX_FAILED_URLS = 64
+SWITCHABLE = ("SourceError", "DigestMismatch")   # failures another URL may not have
 
 
 class Baton:
@@ -104,6 +107,11 @@ class Task:
         self.suspects: Dict[str, Set[int]] = {}
         self.good_at: Dict[int, float] = {}   # pieces a check found good, and when
         self.generation = 0   # bumped when the content is forgotten: a repair in flight is void
+        # Registrants may name one task by different URLs (a digest, a filtered signed URL).
+        # The others are kept, so a dead or wrong first URL cannot hold the task hostage.
+        self.sources: Dict[str, dict] = {}       # URL -> its headers, newest last
+        self.failed_urls: Dict[str, None] = {}   # URLs that failed since the task last worked
+        self.source_switches = 0
 
     @property
     def data_path(self) -> str:
@@ -234,8 +242,36 @@ class Task:
         self._early.setdefault(num, {})[peer_id] = content_version
 
     def fail(self, kind: str, message: str, now: float) -> None:
+        """The fetch failed; if it failed before cutting any piece (so no peer holds one)
+        and another registrant named the task by another URL, that URL is tried instead."""
+        self.failed_urls[self.url] = None
+        while len(self.failed_urls) > MAX_FAILED_URLS:
+            del self.failed_urls[next(iter(self.failed_urls))]
+        untried = [u for u in self.sources if u not in self.failed_urls]
+        if kind in SWITCHABLE and not self.digests and untried:
+            self.use_source(untried[-1], self.sources[untried[-1]])
+            return
         self.state, self.error_kind, self.error, self.failed_at = FAILED, kind, message, now
         self.changed()
+
+    def source_offered(self, url: str, headers: dict) -> None:
+        """A registrant names this task by `url`: the latest credentials for the URL in use
+        (the first registrant's may have expired), else one more URL to fall back on."""
+        if url == self.url:
+            if headers:
+                self.headers = headers
+            return
+        self.sources.pop(url, None)
+        self.sources[url] = headers
+        while len(self.sources) > MAX_SOURCES:
+            del self.sources[next(iter(self.sources))]
+
+    def use_source(self, url: str, headers: dict) -> None:
+        """Fetch from `url` from now on (the task restarts: it had nothing to keep)."""
+        self.sources.pop(url, None)
+        self.url, self.headers = url, headers
+        self.source_switches += 1
+        self.reset()
 
     def piece_written(self, sha256_hex: str) -> None:
         """The next piece in order was cut from the source into the cache."""
