@@ -502,8 +502,9 @@ class Supernode:
                     reply = client.ping(self.me, self._active_ids(), self._sign)
                     self.membership.heard_from(member, reply.get("active", []), self.clock())
                     self._copy_replicas(client, reply.get("tasks", {}))
-                except Forbidden:
-                    log.error("member %s refused us: wrong --cluster-secret or member list", member)
+                except Forbidden as e:
+                    log.error("member %s refused us (%s): check --cluster-secret, the member list "
+                              "and that the clocks agree", member, e)
                 except TLSRefused as e:
                     log.error("member %s: %s", member, e)
                 except DflyError as e:
