@@ -2,7 +2,9 @@
 
 One listener (default 127.0.0.1:65001) serves the registry mirror (/v2/...),
 the HTTP proxy (absolute-URL requests and CONNECT) and the daemon's own API
-(/healthz, /v1/stats, /v1/downloads for `dfly get`). Downloads go through one
+(/healthz, /v1/stats, and /v1/downloads for `dfly get`, which must show the
+token the daemon writes at start to DATA_DIR/daemon/handoff.token, readable
+by its user only: protocol/handoff.py). Downloads go through one
 dfly.Client, so the daemon is one peer with one uploader: every file it
 fetched stays served to other peers while it is in the cache, and a heartbeat
 keeps the supernodes offering it; what a supernode forgot (it restarted, or
