@@ -41,7 +41,7 @@ BATON_MISSES = 1
 MAX_EARLY_PIECES = 1 << 17   # bounds what reports of pieces not cut yet may cost
 MAX_SOURCES = 8          # other registrants' URLs remembered per task
 MAX_FAILED_URLS = 64
-SWITCHABLE = ("SourceError", "DigestMismatch")   # failures another URL may not have
+SWITCHABLE = ("SourceError", "SourceDenied", "DigestMismatch")   # failures another URL may not have
 
 
 class Baton:
