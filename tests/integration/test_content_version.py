@@ -10,13 +10,12 @@ import os
 import threading
 
 import pytest
-from daemons import stats
+from daemons import handoff_client, stats
 from helpers import content, run_all, sha256_file, wait_until
 from origin import Fault
 
 from dfly.errors import SourceChanged
 from dfly.peer import seeder as detached
-from dfly.peer.daemon_client import DaemonClient
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.protocol.pieces import MIN_PIECE_SIZE
@@ -138,7 +137,7 @@ def test_a_daemon_stops_offering_a_cached_file_whose_source_changed(
     first = supernode_factory(data_dir=tmp_path / "sn-a")
     data_dir = str(tmp_path / "seeder")
     seeder = daemons.start(supernode=[first.address], heartbeat_s=0.2, data_dir=data_dir)
-    DaemonClient(seeder.address).download(HandoffRequest(src.url, str(downloads / "d.bin")), 20)
+    handoff_client(seeder).download(HandoffRequest(src.url, str(downloads / "d.bin")), 20)
     seeds = os.path.join(data_dir, "daemon", "seeds")
     assert len(os.listdir(seeds)) == 1 and stats(seeder)["seeding"] == 1
 
