@@ -76,7 +76,7 @@ class HandoffRequest:
 
 
 def check_handoff(headers, token: str) -> None:
-    """Raise unless `headers` (a message with .get_all, or a dict) are those of `dfly get`
+    """Raise unless `headers` (a message, a dict or (name, value) pairs) are those of `dfly get`
     on this host holding `token`: see the module's paragraph for each rule."""
     fields = _lowered(headers)
     if any(fields.get(name) for name in BROWSER_HEADERS):
