@@ -111,7 +111,6 @@ class Task:
         # The others are kept, so a dead or wrong first URL cannot hold the task hostage.
         self.sources: Dict[str, dict] = {}       # URL -> its headers, newest last
         self.failed_urls: Dict[str, None] = {}   # URLs that failed since the task last worked
-        self.source_switches = 0
 
     @property
     def data_path(self) -> str:
@@ -270,7 +269,6 @@ class Task:
         """Fetch from `url` from now on (the task restarts: it had nothing to keep)."""
         self.sources.pop(url, None)
         self.url, self.headers = url, headers
-        self.source_switches += 1
         self.reset()
 
     def piece_written(self, sha256_hex: str) -> None:
