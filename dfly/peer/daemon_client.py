@@ -53,6 +53,10 @@ class DaemonClient:
         host, self.port = parse_address(address, 65001)   # ValueError: a usage error
         self.host = loopback_for(host)
 
+    def running(self) -> bool:
+        """Does something answer like a dfly daemon at this address (quickly)?"""
+        return self.probe() != ABSENT
+
     def probe(self) -> str:
         """ABSENT (nothing answers like a daemon), UNPROVEN (something does, but cannot show
         it knows our token: another user's daemon, or a squatter) or PROVEN."""

@@ -93,6 +93,7 @@ def test_a_supernode_a_daemon_and_four_gets_on_ipv6_loopback_go_peer_to_peer(pyz
         assert daemon.address.startswith("[::1]:")
         (tmp_path / "out").mkdir()
         handed = _get(pyz, src.url, str(tmp_path / "out" / "daemon.bin"), "--daemon", daemon.address,
+                      "--daemon-token", str(tmp_path / "d" / "daemon" / "handoff.token"),
                       "--digest", src.digest)
         assert handed.returncode == 0, handed.stderr
         # Four gets at once: they fetch from the daemon (which keeps serving) and from each

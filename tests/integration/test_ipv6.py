@@ -12,7 +12,7 @@ from origin import Origin
 
 from dfly.errors import BadRequest, CannotListen
 from dfly.httpd import Listener
-from dfly.peer.daemon_client import DaemonClient
+from dfly.peer.daemon_client import PROVEN, DaemonClient
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.seeder import detach
 from dfly.protocol.address import parse_address
@@ -91,8 +91,8 @@ def test_a_dual_stack_daemon_takes_a_get_handed_over_from_ipv4_loopback(daemons,
     # as ::ffff:127.0.0.1 is this host too.
     running = daemons.start(listen="[::]:0")
     src = origin.add("f.bin", content(MiB, seed=63))
-    client = DaemonClient("127.0.0.1:%d" % _port(running.address))
-    assert client.running()
+    client = DaemonClient("127.0.0.1:%d" % _port(running.address), running.handoff_token)
+    assert client.probe() == PROVEN
     result = client.download(HandoffRequest(src.url, str(tmp_path / "out.bin"), src.digest, {}, [],
                                             None), timeout_s=30)
     assert result.length == src.size
