@@ -88,7 +88,8 @@ def test_supernode_four_gets_and_a_daemon_all_with_mtls(pyz, tmp_path, cluster):
         gets = [_get(pyz, tmp_path, "copy%d.bin" % i, origin.url("f.bin"), supernode.address,
                      "--digest", digest, "--no-daemon", tls=certs.mtls("get%d" % i)) for i in range(4)]
         handed = _get(pyz, tmp_path, "handed.bin", origin.url("f.bin"), supernode.address,
-                      "--digest", digest, "--daemon", daemon.address)
+                      "--digest", digest, "--daemon", daemon.address,
+                      "--daemon-token", str(tmp_path / "daemon" / "daemon" / "handoff.token"))
         results = []
         for proc in gets + [handed]:
             stdout, stderr = proc.communicate(timeout=TIMEOUT_S)

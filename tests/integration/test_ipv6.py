@@ -91,7 +91,7 @@ def test_a_dual_stack_daemon_takes_a_get_handed_over_from_ipv4_loopback(daemons,
     # as ::ffff:127.0.0.1 is this host too.
     running = daemons.start(listen="[::]:0")
     src = origin.add("f.bin", content(MiB, seed=63))
-    client = DaemonClient("127.0.0.1:%d" % _port(running.address), running.handoff_token)
+    client = DaemonClient("127.0.0.1:%d" % _port(running.address), token=running.handoff_token)
     assert client.probe() == PROVEN
     result = client.download(HandoffRequest(src.url, str(tmp_path / "out.bin"), src.digest, {}, [],
                                             None), timeout_s=30)

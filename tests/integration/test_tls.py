@@ -260,7 +260,7 @@ def test_a_daemon_with_a_tls_front_takes_a_hand_off_from_a_get_with_tls(
     src = origin.add("f.bin", content(3 * MiB, seed=6))
     plain = DaemonClient(running.address)
     assert not plain.running()   # a get without TLS finds no daemon here, and downloads itself
-    client = DaemonClient(running.address, _tls(**certs.mtls("get")))
+    client = DaemonClient(running.address, _tls(**certs.mtls("get")), token=running.handoff_token)
     assert client.running()
     result = client.download(HandoffRequest(src.url, str(downloads / "f.bin")), 30)
     assert result.via == "p2p" and sha256_file(str(downloads / "f.bin")) == src.sha256
