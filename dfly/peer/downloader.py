@@ -88,7 +88,8 @@ class ByteSplit:
         self.by_peer.clear()
 
 
-_ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch}
+_ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch,
+                "SourceDenied": errors.SourceDenied}
 SUPERNODE_FAULTS = ("LocalIOError", "InternalError")
 
 

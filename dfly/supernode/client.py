@@ -29,7 +29,7 @@ class SupernodeDown(errors.DflyError):
 
 _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
           "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
-          "SourceError": errors.SourceError,
+          "SourceError": errors.SourceError, "SourceDenied": errors.SourceDenied,
           "DigestMismatch": errors.DigestMismatch, "TLSRequired": errors.TLSRefused}
 
 
@@ -100,7 +100,11 @@ class SupernodeClient:
         return self._call("GET", "/v1/cluster")
 
     def tasks(self) -> List[dict]:
-        return self._call("GET", "/v1/tasks")["tasks"]
+        return self.listing()["tasks"]
+
+    def listing(self) -> dict:
+        """GET /v1/tasks whole: the tasks and the supernode's counters."""
+        return self._call("GET", "/v1/tasks")
 
     def task(self, task_id: str) -> dict:
         return self._call("GET", "/v1/tasks/%s" % task_id)

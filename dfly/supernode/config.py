@@ -33,6 +33,11 @@ class SupernodeConfig(TLSOptions):
                               "when every receiver is busy)")
     peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
+    allow_source: List[str] = option([], "sources the supernode may fetch: a scheme (https:), an "
+                                     "address or CIDR (10.0.0.0/8), a host name (*.example.com); "
+                                     "when given, only those", metavar="RULE")
+    deny_source: List[str] = option([], "sources the supernode must not fetch (same forms as "
+                                    "--allow-source; link-local is denied anyway)", metavar="RULE")
     max_connections: int = option(1024, "connections served at once; more get 503")
     log_level: str = option("info", "debug, info, warning or error")
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "

@@ -47,7 +47,8 @@ class SupernodeApp:
         return Response.text("ok\n")
 
     def list_tasks(self, request: Request) -> Response:
-        return Response.json({"tasks": self.supernode.task_list()})
+        return Response.json({"tasks": self.supernode.task_list(),
+                              "sources_denied": self.supernode.sources_denied})
 
     def register(self, request: Request) -> Response:
         return Response.json(self.supernode.register(request.json(), request.client[0]))

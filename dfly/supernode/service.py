@@ -18,16 +18,18 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional
 
-from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, TLSRefused
+from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, SourceDenied, TLSRefused
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
 from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.redirects import shown_url
+from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
-from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
+from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
@@ -58,6 +60,8 @@ class Supernode:
             max_uploads_per_peer=config.max_uploads_per_peer,
             max_uploads_supernode=config.max_uploads,
             peer_ttl_s=config.peer_ttl_s)
+        self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source)
+        self.sources_denied = 0   # a counter: /v1/tasks shows it
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
@@ -103,8 +107,12 @@ class Supernode:
     # calls from peers ------------------------------------------------------------
     def register(self, body: dict, client_host: str) -> dict:
         req = messages.RegisterRequest.parse(body)
-        if req.url.split(":", 1)[0].lower() not in SOURCE_SCHEMES:
-            raise BadRequest("source URL must be http or https: %r" % req.url[:200])
+        why = self.source_policy.check_url(req.url)
+        if why is not None:
+            error = SourceDenied("source %s denied by the supernode's source policy: %s"
+                                 % (shown_url(req.url), why), detail=why)
+            self._source_denied(client_host, req.url, error)
+            raise error
         host = _peer_host(req.peer_host) if req.peer_host else client_host
         tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
         now = self.clock()
@@ -293,6 +301,8 @@ class Supernode:
         task.fetch_gen += 1
         fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
+                      policy=self.source_policy,
+                      on_denied=lambda task, e: self._source_denied("", task.url, e),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
         threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
                          name="fetch-" + task.task_id[:12]).start()
@@ -311,6 +321,13 @@ class Supernode:
                             self.scrubber.just_checked(task.task_id)   # hashed as it streamed in
             if task.state == DONE:
                 self._evict()
+
+    def _source_denied(self, client_host: str, url: str, error: SourceDenied) -> None:
+        with self._lock:
+            self.sources_denied += 1
+            count = self.sources_denied
+        log.warning("source denied (%d so far)%s: %s: %s", count,
+                    " for client %s" % client_host if client_host else "", url[:200], error.detail)
 
     def _has_all(self, task: Task, peer_id: str) -> bool:
         return task.state == DONE and len(task.scheduler.peers[peer_id].held) >= task.piece_count
