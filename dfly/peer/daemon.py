@@ -398,7 +398,7 @@ class RunningDaemon:
         with self._lock:
             key_of = {tid: key for key, tid in self._task_of.items()}
         for tid, address in self.p2p.seeding.items():
-            client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
+            client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls, secrets=self.p2p.secrets)
             try:
                 reply = client.heartbeat(tid, self.p2p.peer_id)
                 if stale(self.p2p.content_version_of(tid), reply.content_version):

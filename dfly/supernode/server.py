@@ -15,6 +15,7 @@ Routes (docs/PROTOCOL.md):
   PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
+from dfly.protocol.messages import PEER_SECRET_HEADER
 from dfly.supernode.client import CLUSTER_HEADER
 from dfly.supernode.service import Supernode
 
@@ -51,23 +52,24 @@ class SupernodeApp:
                               "sources_denied": self.supernode.sources_denied})
 
     def register(self, request: Request) -> Response:
-        return Response.json(self.supernode.register(request.json(), request.client[0]))
+        return Response.json(self.supernode.register(request.json(), request.client[0], _proof(request)))
 
     def status(self, request: Request, tid: str) -> Response:
         return Response.json(self.supernode.task_status(tid))
 
     def schedule(self, request: Request, tid: str) -> Response:
-        return Response.json(self.supernode.schedule(tid, request.json()))
+        return Response.json(self.supernode.schedule(tid, request.json(), _proof(request)))
 
     def heartbeat(self, request: Request, tid: str, peer: str) -> Response:
-        return Response.json(self.supernode.heartbeat(tid, peer))
+        return Response.json(self.supernode.heartbeat(tid, peer, _proof(request)))
 
     def leave(self, request: Request, tid: str, peer: str) -> Response:
-        return Response.json(self.supernode.leave(tid, peer))
+        return Response.json(self.supernode.leave(tid, peer, _proof(request)))
 
     def piece(self, request: Request, tid: str, num: str) -> Response:
         peer = request.query.get("peer", [""])[0]   # who fetches it, when the peer says
-        return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0]),
+        return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0],
+                                                  _proof(request)),
                         {"Content-Type": "application/octet-stream"})
 
     def cluster(self, request: Request) -> Response:
@@ -83,3 +85,8 @@ class SupernodeApp:
     def replica_pushed(self, request: Request, tid: str) -> Response:
         return Response.json(self.supernode.replica_pushed(request.headers.get(CLUSTER_HEADER, ""),
                                                            tid, request.json()))
+
+
+def _proof(request: Request) -> str:
+    """The peer secret a call carries (docs/PROTOCOL.md, "Who a peer is")."""
+    return request.headers.get(PEER_SECRET_HEADER, "")

@@ -12,6 +12,7 @@ import functools
 import hmac
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -65,6 +66,8 @@ class Supernode:
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
+        # peer id -> [its secret, when it last proved it]: who registered an id owns it
+        self._peer_secrets: Dict[str, list] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._janitor_loop, name="supernode-janitor",
@@ -105,7 +108,9 @@ class Supernode:
         self.repairer.stop()
 
     # calls from peers ------------------------------------------------------------
-    def register(self, body: dict, client_host: str) -> dict:
+    def register(self, body: dict, client_host: str, proof: str = "") -> dict:
+        """`proof`: the peer's secret, if this supernode gave it one (a first
+        registration has none; its reply's `peer_secret` is then the one to send)."""
         req = messages.RegisterRequest.parse(body)
         why = self.source_policy.check_url(req.url)
         if why is not None:
@@ -120,6 +125,7 @@ class Supernode:
             owner = self.membership.owner(tid, now, serving_here=tid in self._active_ids())
             if owner != self.me:
                 return {"redirect": owner, "task_id": tid}
+        secret = self._admit(req.peer_id, proof, now)
         task = self._task_for(tid, req)
         with task.cond:
             if req.headers:   # the latest credentials: the first registrant's may have expired
@@ -130,12 +136,13 @@ class Supernode:
             # No wake-up: a peer joining holds nothing yet and frees no upload slot.
             reply = self._state(task)
         _touch(task.folder)
-        reply.update(task_id=tid, peer_id=req.peer_id)
+        reply.update(task_id=tid, peer_id=req.peer_id, peer_secret=secret)
         return reply
 
-    def schedule(self, tid: str, body: dict) -> dict:
+    def schedule(self, tid: str, body: dict, proof: str = "") -> dict:
         task = self._known_task(tid)
         req = messages.ScheduleRequest.parse(body)
+        self._check_proof(req.peer_id, proof)
         deadline = self.clock() + min(req.wait_s, MAX_WAIT_S)
         waited = 0.0
         with task.cond:
@@ -174,11 +181,12 @@ class Supernode:
             task.last_access = now
         return reply
 
-    def heartbeat(self, tid: str, peer_id: str) -> dict:
+    def heartbeat(self, tid: str, peer_id: str, proof: str = "") -> dict:
         """A seeding peer lives. The reply lists the pieces others discarded from it
         since (`check`, with their digests): it checks its copies and re-reports
         the good ones; until then they are not offered from it."""
         task = self._known_task(tid)
+        self._check_proof(peer_id, proof)
         with task.cond:
             if not task.scheduler.peer_seen(peer_id, self.clock()):
                 raise Gone("peer %s is not registered for task %s" % (peer_id, tid[:12]))
@@ -188,8 +196,9 @@ class Supernode:
             check = [{"num": n, "sha256": task.digests[n]} for n in suspects if n < len(task.digests)]
             return {"ok": True, "content_version": task.content_version, "check": check}
 
-    def leave(self, tid: str, peer_id: str) -> dict:
+    def leave(self, tid: str, peer_id: str, proof: str = "") -> dict:
         task = self._known_task(tid)
+        self._check_proof(peer_id, proof)
         with task.cond:
             task.scheduler.peer_left(peer_id)
             task.suspects.pop(peer_id, None)
@@ -197,11 +206,14 @@ class Supernode:
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
-    def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "") -> FileSlice:
-        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only from
-        the host that peer registered (else another client could free our upload
-        slot early in its name; the slot is then freed by the peer's report)."""
+    def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "",
+              proof: str = "") -> FileSlice:
+        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only with
+        that peer's secret and from the host it registered (else another client could
+        free our upload slot early in its name; the slot is then freed by the peer's report)."""
         task = self._known_task(tid)
+        if peer_id and not self._proves(peer_id, proof):
+            peer_id = ""
         with task.cond:
             if not task.is_cached(num):
                 raise NotFound("piece %d of task %s is not here" % (num, tid[:12]))
@@ -258,6 +270,47 @@ class Supernode:
             with task.cond:
                 out.append(task.summary())
         return out
+
+    # who a peer is -------------------------------------------------------------------
+    def _admit(self, peer_id: str, proof: str, now: float) -> str:
+        """The secret of `peer_id`: the one it holds (proved by `proof`), or a new one
+        when the id is free (never seen, or silent longer than a peer is remembered).
+        An id in use is not given to a caller without its secret."""
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+            if entry is not None and hmac.compare_digest(proof.encode(), entry[0].encode()):
+                entry[1] = now
+                return entry[0]
+            if entry is not None and now - entry[1] <= self.config.peer_ttl_s:
+                raise Forbidden("peer id %s is registered by another peer (or this peer lost "
+                                "its secret): choose another id" % peer_id)
+            secret = secrets.token_hex(16)
+            self._peer_secrets[peer_id] = [secret, now]
+            return secret
+
+    def _check_proof(self, peer_id: str, proof: str) -> None:
+        """A call in the name of `peer_id` must carry its secret: 403 otherwise (410
+        when we do not know the id: a restarted supernode; register again)."""
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+            if entry is None:
+                raise Gone("peer %s is not registered here" % peer_id)
+            if not hmac.compare_digest(proof.encode(), entry[0].encode()):
+                raise Forbidden("peer %s: missing or wrong peer secret" % peer_id)
+            entry[1] = self.clock()
+
+    def _proves(self, peer_id: str, proof: str) -> bool:
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+        return entry is not None and hmac.compare_digest(proof.encode(), entry[0].encode())
+
+    def _forget_secrets(self, now: float) -> None:
+        """Secrets unused for twice a peer's time to live: their peers are forgotten everywhere."""
+        with self._lock:
+            stale = [p for p, (_, used) in self._peer_secrets.items()
+                     if now - used > 2 * self.config.peer_ttl_s]
+            for peer_id in stale:
+                del self._peer_secrets[peer_id]
 
     # internals ---------------------------------------------------------------------
     def _task_for(self, tid: str, req) -> Task:
@@ -530,6 +583,7 @@ class Supernode:
                     task.offered(None)
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
+            self._forget_secrets(now)
 
     def _stalled(self, task: Task, now: float) -> bool:
         """The task's fetch got nothing for the source timeout (caller holds task.cond).
