@@ -33,6 +33,12 @@ class SupernodeConfig(TLSOptions):
                               "when every receiver is busy)")
     peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
+    assignment_start_timeout_s: float = option(
+        5.0, "a piece assigned from the supernode that the peer has not started fetching by "
+        "then is given to others", kind="duration", flag="--assignment-start-timeout",
+        metavar="DURATION")
+    max_assignments_per_peer: int = option(16, "pieces one peer may be fetching (assigned, "
+                                           "not reported) at once")
     allow_source: List[str] = option([], "sources the supernode may fetch: a scheme (https:), an "
                                      "address or CIDR (10.0.0.0/8), a host name (*.example.com); "
                                      "when given, only those", metavar="RULE")

@@ -60,7 +60,8 @@ class Supernode:
         self.scheduler_config = SchedulerConfig(
             max_uploads_per_peer=config.max_uploads_per_peer,
             max_uploads_supernode=config.max_uploads,
-            peer_ttl_s=config.peer_ttl_s)
+            peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
+            max_assignments_per_peer=config.max_assignments_per_peer)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source)
         self.sources_denied = 0   # a counter: /v1/tasks shows it
         self.bucket = (TokenBucket(config.source_rate_limit, clock())

@@ -235,7 +235,7 @@ def test_a_sent_piece_still_counts_as_on_its_way_so_it_leaves_the_supernode_once
 @pytest.mark.parametrize("settle", ["done", "failed", "left", "expired"])
 def test_a_sent_supernode_upload_is_not_released_twice(settle):
     s = scheduler(on_supernode=range(8), peers=["a", "b", "c"], max_uploads_supernode=2,
-                  assignment_timeout_s=10.0, peer_ttl_s=1000.0)
+                  assignment_timeout_s=10.0, start_timeout_s=10.0, peer_ttl_s=1000.0)
     [sent] = s.assign("a", 1, T0)
     [second] = s.assign("b", 1, T0 + 5)
     s.supernode_sent("a", sent.piece)
@@ -703,3 +703,50 @@ def test_a_peer_that_re_registers_under_the_other_family_moves_with_it():
     assert {a.holder for a in s.assign("v4a", 2, T0)} == {"v6a"}
     s.peer_left("v6a")
     assert {a.holder for a in s.assign("v4b", 2, T0)} == {SUPERNODE}
+
+
+# a requester that asks and never fetches ------------------------------------------------
+def test_supernode_pieces_a_requester_never_starts_fetching_are_released_after_start_timeout():
+    s = scheduler(on_supernode=range(8), peers=["hoarder", "honest"], max_uploads_supernode=4,
+                  start_timeout_s=5.0)
+    assert len(s.assign("hoarder", 64, T0)) == 4   # every slot of the supernode
+    assert s.assign("honest", 4, T0 + 1) == []
+    s.expire(T0 + 5.0)
+    assert s.assign("honest", 4, T0 + 5.0) == []   # not yet: a few seconds to start
+    s.expire(T0 + 5.1)
+    assert [a.holder for a in s.assign("honest", 4, T0 + 5.1)] == [SUPERNODE] * 4
+
+
+def test_a_started_supernode_fetch_keeps_its_slot_until_the_assignment_timeout():
+    s = scheduler(on_supernode=range(8), peers=["slow", "other"], max_uploads_supernode=1,
+                  start_timeout_s=5.0, assignment_timeout_s=60.0, peer_ttl_s=1000.0)
+    [a] = s.assign("slow", 1, T0)
+    s.supernode_started("slow", a.piece)
+    s.expire(T0 + 30)
+    assert s.assign("other", 1, T0 + 30) == []
+    s.expire(T0 + 60.1)
+    assert nums(s.assign("other", 1, T0 + 60.1)) != []
+
+
+def test_a_started_mark_for_a_piece_not_assigned_from_the_supernode_changes_nothing():
+    s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1, start_timeout_s=5.0)
+    s.supernode_started("a", 3)   # not given to a: no slot to keep
+    [got] = s.assign("a", 1, T0)
+    s.supernode_started("b", got.piece)
+    s.expire(T0 + 6)
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_a_requester_holds_at_most_max_assignments_per_peer():
+    s = scheduler(on_supernode=range(40), peers=["greedy"], max_uploads_supernode=100,
+                  max_assignments_per_peer=6)
+    assert len(s.assign("greedy", 64, T0)) == 6
+    assert s.assign("greedy", 64, T0) == []
+    s.piece_done("greedy", sorted(s.peers["greedy"].inflight)[0], T0)
+    assert len(s.assign("greedy", 64, T0)) == 1
+
+
+def test_the_defaults_release_an_unstarted_claim_within_seconds_not_a_minute():
+    config = SchedulerConfig()
+    assert config.start_timeout_s <= 10 < config.assignment_timeout_s
+    assert 4 <= config.max_assignments_per_peer <= 64
