@@ -35,6 +35,11 @@ class Gone(DflyError):
     http_status = 410
 
 
+class TooManyRequests(DflyError):
+    """The caller asked for more than a supernode gives one client (new tasks per minute)."""
+    http_status = 429
+
+
 class SourceError(DflyError):
     """The origin could not be read: unreachable, 4xx/5xx, cut short."""
     exit_code = 3

@@ -231,7 +231,7 @@ class SupernodeClient:
         if response.status >= 400:
             name = value.get("kind")
             kind = _KINDS.get(name, errors.DflyError) if isinstance(name, str) else errors.DflyError
-            if response.status == 503:
+            if response.status in (429, 503):   # busy: another supernode, or the source
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
         return value

@@ -44,6 +44,12 @@ class SupernodeConfig(TLSOptions):
                                      "when given, only those", metavar="RULE")
     deny_source: List[str] = option([], "sources the supernode must not fetch (same forms as "
                                     "--allow-source; link-local is denied anyway)", metavar="RULE")
+    max_new_tasks_per_client: int = option(240, "new tasks (source URLs) one client host may "
+                                           "register a minute; more get 429; 0 = no limit")
+    max_source_fetches: int = option(16, "sources fetched at once; more tasks wait their turn")
+    task_idle_ttl_s: float = option(600.0, "a task without peers this long leaves memory (an "
+                                    "unfinished one its folder too; a finished one stays cached)",
+                                    kind="duration", flag="--task-idle-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")
     log_level: str = option("info", "debug, info, warning or error")
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "

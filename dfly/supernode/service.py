@@ -12,6 +12,7 @@ import functools
 import hmac
 import logging
 import os
+import queue
 import secrets
 import shutil
 import threading
@@ -19,7 +20,16 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional
 
-from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, SourceDenied, TLSRefused
+from dfly.errors import (
+    BadRequest,
+    DflyError,
+    Forbidden,
+    Gone,
+    NotFound,
+    SourceDenied,
+    TLSRefused,
+    TooManyRequests,
+)
 from dfly.httpd import FileSlice
 from dfly.protocol import messages
 from dfly.protocol.address import format_address, parse_host
@@ -67,6 +77,13 @@ class Supernode:
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
+        self._trash = os.path.join(data_dir, "trash")   # pruned folders, removed outside the lock
+        # client host -> (new tasks it may register: a bucket, when it last did)
+        self._new_task_budget: Dict[str, TokenBucket] = {}
+        # Sources are fetched by at most max_source_fetches threads; more tasks queue.
+        self._fetch_queue: queue.Queue = queue.Queue()
+        self._fetchers: List[threading.Thread] = []
+        self._idle_fetchers = 0
         # peer id -> [its secret, when it last proved it]: who registered an id owns it
         self._peer_secrets: Dict[str, list] = {}
         self._lock = threading.Lock()
@@ -103,7 +120,11 @@ class Supernode:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
+        with self._lock:
+            fetchers = list(self._fetchers)
+        for _ in fetchers:
+            self._fetch_queue.put(None)
+        for thread in self._threads + fetchers:
             if thread.is_alive():
                 thread.join(5)
         self.repairer.stop()
@@ -127,15 +148,19 @@ class Supernode:
             if owner != self.me:
                 return {"redirect": owner, "task_id": tid}
         secret = self._admit(req.peer_id, proof, now)
-        task = self._task_for(tid, req)
-        with task.cond:
-            if req.headers:   # the latest credentials: the first registrant's may have expired
-                task.headers = req.headers
-            self._refresh(task, now)
-            task.last_access = now
-            task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
-            # No wake-up: a peer joining holds nothing yet and frees no upload slot.
-            reply = self._state(task)
+        while True:
+            task = self._task_for(tid, req, client_host, now)
+            with task.cond:
+                if task.pruned:   # the janitor dropped it between our two locks: again
+                    continue
+                if req.headers:   # the latest credentials: the first registrant's may have expired
+                    task.headers = req.headers
+                self._refresh(task, now)
+                task.last_access = now
+                task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
+                # No wake-up: a peer joining holds nothing yet and frees no upload slot.
+                reply = self._state(task)
+            break
         _touch(task.folder)
         reply.update(task_id=tid, peer_id=req.peer_id, peer_secret=secret)
         return reply
@@ -314,13 +339,15 @@ class Supernode:
                 del self._peer_secrets[peer_id]
 
     # internals ---------------------------------------------------------------------
-    def _task_for(self, tid: str, req) -> Task:
+    def _task_for(self, tid: str, req, client_host: str, now: float) -> Task:
         with self._lock:
             task = self._tasks.get(tid)
             if task is None:
+                self._charge_new_task(client_host, now)
                 task = Task(tid, req.url, req.headers, req.digest,
                             os.path.join(self.tasks_dir, tid), self.scheduler_config)
                 task.clock = self.clock
+                task.last_access = now
                 replica = self.replicas.get(tid) if self.membership is not None else None
                 if replica is not None and replica.get("url") == req.url and replica.get("length"):
                     task.adopt(replica, self.clock())
@@ -329,6 +356,21 @@ class Supernode:
                 self._tasks[tid] = task
                 log.info("task %s registered for %s", tid[:12], req.url)
             return task
+
+    def _charge_new_task(self, client_host: str, now: float) -> None:
+        """One of `client_host`'s new tasks a minute (each one a source fetch and a
+        folder here); 429 beyond. Called with self._lock held."""
+        limit = self.config.max_new_tasks_per_client
+        if limit <= 0 or not client_host:
+            return
+        budget = self._new_task_budget.get(client_host)
+        if budget is None:
+            budget = self._new_task_budget[client_host] = TokenBucket(limit / 60.0, now, burst=limit)
+        if not budget.take(1, now):
+            log.warning("client %s registered more than %d new tasks a minute: refused",
+                        client_host, limit)
+            raise TooManyRequests("more than %d new tasks a minute from %s: try again later"
+                                  % (limit, client_host))
 
     def _known_task(self, tid: str) -> Task:
         if not TASK_ID.match(tid):
@@ -358,13 +400,33 @@ class Supernode:
                       policy=self.source_policy,
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
-        threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
-                         name="fetch-" + task.task_id[:12]).start()
+        self._fetch_queue.put((task, fetch))
+        with self._lock:
+            if self._fetch_queue.qsize() > self._idle_fetchers \
+                    and len(self._fetchers) < max(1, self.config.max_source_fetches):
+                thread = threading.Thread(target=self._fetch_loop, daemon=True,
+                                          name="source-fetch-%d" % len(self._fetchers))
+                self._fetchers.append(thread)
+                thread.start()
+
+    def _fetch_loop(self) -> None:
+        """One of the pool's threads: run queued fetches, one at a time, until stopped."""
+        while not self._stop.is_set():
+            with self._lock:
+                self._idle_fetchers += 1
+            try:
+                job = self._fetch_queue.get()
+            finally:
+                with self._lock:
+                    self._idle_fetchers -= 1
+            if job is None:
+                return
+            self._fetch(*job)
 
     def _fetch(self, task: Task, fetch: Fetch) -> None:
         read_before = task.source_bytes
         try:
-            fetch.run()
+            fetch.run()   # whatever goes wrong fails the task there: the pool's thread goes on
         finally:
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
@@ -585,6 +647,44 @@ class Supernode:
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
             self._forget_secrets(now)
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Drop tasks nobody uses: a failed one once its failure is no longer
+        remembered, an unfinished one idle for --task-idle-ttl, each with its folder;
+        a finished one idle that long leaves memory only (its folder is the cache,
+        found again by the next registration, evicted by size)."""
+        with self._lock:
+            pruned = []
+            for tid, task in list(self._tasks.items()):
+                with task.cond:
+                    if task.scheduler.peers or task.fetching:
+                        continue
+                    failed = task.state == FAILED and now - task.failed_at > self.config.failure_ttl_s
+                    idle = now - task.last_access > self.config.task_idle_ttl_s
+                    if not (failed or idle):
+                        continue
+                    task.pruned = True
+                    del self._tasks[tid]
+                    if task.state != DONE:
+                        pruned.append(self._to_trash(task.folder))
+                log.info("task %s pruned (%s, no peers)", tid[:12], task.state)
+            for host in [h for h, b in self._new_task_budget.items() if b.full(now)]:
+                del self._new_task_budget[host]
+        for folder in pruned:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _to_trash(self, folder: str) -> str:
+        """Move `folder` out of tasks/ at once (a new task of the same id may start
+        there); the slow removal happens after, without the lock."""
+        try:
+            os.makedirs(self._trash, exist_ok=True)
+            target = os.path.join(self._trash, "%s.%s" % (os.path.basename(folder), secrets.token_hex(4)))
+            os.rename(folder, target)
+            return target
+        except OSError:
+            return ""
 
     def _stalled(self, task: Task, now: float) -> bool:
         """The task's fetch got nothing for the source timeout (caller holds task.cond).
