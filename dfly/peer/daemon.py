@@ -140,7 +140,8 @@ class RunningDaemon:
             raise ValueError("--tls-front needs --tls-cert and --tls-key")
         self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler,
-                                 tls=self.p2p.tls if config.tls_front else None)
+                                 tls=self.p2p.tls if config.tls_front else None,
+                                 max_connections_per_client=config.max_connections_per_client)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
