@@ -198,13 +198,16 @@ class TaskScheduler:
         if peer is None:
             return
         self._heard_from(peer, now)
-        if peer.inflight.get(num, ("", 0))[0] == holder:
+        assigned = peer.inflight.get(num, ("", 0))[0] == holder
+        if assigned:
             self._release(peer, num)
         peer.failures += 1
         if holder != SUPERNODE:
             peer.blacklist.add(holder)
             bad = self.peers.get(holder)
-            if bad is not None:
+            # Only a failure of a piece we told it to fetch from that holder counts
+            # against the holder for everyone: anyone can register and report.
+            if bad is not None and assigned:
                 bad.errors += 1
                 if bad.errors >= self.config.max_holder_errors:
                     self._bad.add(holder)

@@ -346,10 +346,12 @@ def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
     s = scheduler(on_supernode=[0], peers=["h", "r1", "r2", "r3", "before", "after"],
                   max_holder_errors=3)
     holding(s, "h", [0])
-    s.piece_failed("r1", 0, "h", T0)
-    s.piece_failed("r2", 0, "h", T0)
-    s.peer_seen("h", T0)   # alive: no longer suspect, but it has errors
+    for reporter in ("r1", "r2"):
+        assert s.assign(reporter, 1, T0) == [Assignment(0, "h")]
+        s.piece_failed(reporter, 0, "h", T0)
+        s.peer_seen("h", T0)   # alive: no longer suspect, but it has errors
     assert s.assign("before", 1, T0) == [Assignment(0, "h")]
+    assert s.assign("r3", 1, T0) == [Assignment(0, "h")]
     s.piece_failed("r3", 0, "h", T0)
     assert s.peers["h"].errors == 3
     assert s.assign("after", 1, T0) == [Assignment(0, SUPERNODE)]
@@ -357,9 +359,12 @@ def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
 
 def test_a_peer_fetching_from_a_failing_holder_does_not_hold_back_the_supernode():
     s = scheduler(on_supernode=[0], peers=["bad", "r", "x"], max_holder_errors=1)
+    holding(s, "bad", [7])
+    s.piece_available(7)
     assert s.assign("bad", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.assign("x", 2, T0) == [Assignment(7, "bad")]   # 0 is on its way to bad: x waits
     s.piece_failed("x", 7, "bad", T0)    # someone else reports bad: it reaches max_holder_errors
-    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+    assert Assignment(0, SUPERNODE) in s.assign("r", 2, T0 + 1)
 
 
 def test_failures_against_the_supernode_blacklist_nobody():
@@ -750,3 +755,13 @@ def test_the_defaults_release_an_unstarted_claim_within_seconds_not_a_minute():
     config = SchedulerConfig()
     assert config.start_timeout_s <= 10 < config.assignment_timeout_s
     assert 4 <= config.max_assignments_per_peer <= 64
+
+
+def test_failure_reports_of_pieces_never_assigned_from_that_holder_do_not_count_against_it():
+    s = scheduler(on_supernode=[0], peers=["h", "liar", "honest"], max_holder_errors=2)
+    holding(s, "h", [0])
+    for _ in range(10):   # anyone can register and report: only its own list changes
+        s.piece_failed("liar", 0, "h", T0)
+    assert s.peers["h"].errors == 0
+    assert s.peers["liar"].blacklist == {"h"}
+    assert s.assign("honest", 1, T0) == [Assignment(0, "h")]
