@@ -92,7 +92,9 @@ class SimulatedPeer:
             host = self.config.advertise or self.supernode.local_host()
             self.listener = Listener("bench-peer-%d" % self.record.index,
                                      upload_address(self.config.upload_listen, host), self.uploader,
-                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls).start()
+                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls,
+                                     # every simulated peer is one client host: no per-host share
+                                     max_connections_per_client=0).start()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
                                       peer_port=self.listener.address[1], peer_host=host)
             self.storage = storage = PieceFile(self.path)
