@@ -726,7 +726,7 @@ def test_a_started_supernode_fetch_keeps_its_slot_until_the_assignment_timeout()
     s = scheduler(on_supernode=range(8), peers=["slow", "other"], max_uploads_supernode=1,
                   start_timeout_s=5.0, assignment_timeout_s=60.0, peer_ttl_s=1000.0)
     [a] = s.assign("slow", 1, T0)
-    s.supernode_started("slow", a.piece)
+    s.supernode_started("slow", a.piece, T0)
     s.expire(T0 + 30)
     assert s.assign("other", 1, T0 + 30) == []
     s.expire(T0 + 60.1)
@@ -735,9 +735,9 @@ def test_a_started_supernode_fetch_keeps_its_slot_until_the_assignment_timeout()
 
 def test_a_started_mark_for_a_piece_not_assigned_from_the_supernode_changes_nothing():
     s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1, start_timeout_s=5.0)
-    s.supernode_started("a", 3)   # not given to a: no slot to keep
+    s.supernode_started("a", 3, T0)   # not given to a: no slot to keep
     [got] = s.assign("a", 1, T0)
-    s.supernode_started("b", got.piece)
+    s.supernode_started("b", got.piece, T0)
     s.expire(T0 + 6)
     assert s.upload_load(SUPERNODE) == 0
 
