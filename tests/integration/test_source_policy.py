@@ -11,7 +11,7 @@ from helpers import MiB, content, sha256_file, wait_until
 from origin import Origin
 
 from dfly import errors
-from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 
 
@@ -141,3 +141,40 @@ def test_a_closed_port_and_a_non_http_port_fail_alike_without_saying_which(
     for text in errors_seen:
         assert "refused" not in text.lower() and "errno" not in text.lower() and "ssh" not in text.lower()
     assert errors_seen[0].split("/x", 1)[1] == errors_seen[1].split("/x", 1)[1]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_not_a_byte_reaches_a_denied_address_not_even_a_tls_hello(scheme, supernode_factory, sn_client):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    received, stop = [], threading.Event()
+
+    def record():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    received.append(conn.recv(100))
+                except OSError:
+                    received.append(b"")
+    thread = threading.Thread(target=record, name="recorder", daemon=True)
+    thread.start()
+    supernode = supernode_factory(deny_source=["127.0.0.0/8", "::1"])
+    client = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        url = "%s://localhost:%d/x" % (scheme, listener.getsockname()[1])
+        tid, _ = client.register(RegisterRequest(url=url, peer_id="p", peer_port=9))
+        wait_until(lambda: client.task(tid)["state"] == "failed", message="denied")
+        assert client.schedule(tid, ScheduleRequest("p", want=0)).error_kind == "SourceDenied"
+    finally:
+        client.close()
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert all(data == b"" for data in received), received   # connected, judged, closed
