@@ -47,6 +47,8 @@ class SupernodeConfig(TLSOptions):
     max_new_tasks_per_client: int = option(240, "new tasks (source URLs) one client host may "
                                            "register a minute; more get 429; 0 = no limit")
     max_source_fetches: int = option(16, "sources fetched at once; more tasks wait their turn")
+    max_source_fetches_per_client: int = option(8, "of those, how many for the tasks one client "
+                                                "host registered (its others wait; 0 = no share)")
     task_idle_ttl_s: float = option(600.0, "a task without peers this long leaves memory (an "
                                     "unfinished one its folder too; a finished one stays cached)",
                                     kind="duration", flag="--task-idle-ttl", metavar="DURATION")

@@ -12,7 +12,6 @@ import functools
 import hmac
 import logging
 import os
-import queue
 import secrets
 import shutil
 import threading
@@ -45,6 +44,7 @@ from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore, cluster_token
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
+from dfly.supernode.fetchpool import FetchPool
 from dfly.supernode.repair import Repairer
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
 from dfly.supernode.scrub import Scrubber
@@ -56,7 +56,7 @@ log = logging.getLogger("dfly.supernode")
 MAX_WAIT_S = 5.0
 # Failures that are the source's: remembered for --failure-ttl. The supernode's own
 # (LocalIOError: its disk; InternalError) are not: the next registration retries.
-SOURCE_FAULTS = ("SourceError", "DigestMismatch")
+SOURCE_FAULTS = ("SourceError", "DigestMismatch", "SourceDenied")
 
 
 class Supernode:
@@ -80,10 +80,9 @@ class Supernode:
         self._trash = os.path.join(data_dir, "trash")   # pruned folders, removed outside the lock
         # client host -> (new tasks it may register: a bucket, when it last did)
         self._new_task_budget: Dict[str, TokenBucket] = {}
-        # Sources are fetched by at most max_source_fetches threads; more tasks queue.
-        self._fetch_queue: queue.Queue = queue.Queue()
-        self._fetchers: List[threading.Thread] = []
-        self._idle_fetchers = 0
+        # Sources are fetched by at most max_source_fetches threads, shared fairly
+        # between the client hosts that asked for them; more tasks queue.
+        self._fetch_pool = FetchPool(config.max_source_fetches, config.max_source_fetches_per_client)
         # peer id -> [its secret, when it last proved it]: who registered an id owns it
         self._peer_secrets: Dict[str, list] = {}
         self._lock = threading.Lock()
@@ -120,11 +119,8 @@ class Supernode:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._lock:
-            fetchers = list(self._fetchers)
-        for _ in fetchers:
-            self._fetch_queue.put(None)
-        for thread in self._threads + fetchers:
+        self._fetch_pool.close()
+        for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
         self.repairer.stop()
@@ -155,7 +151,7 @@ class Supernode:
                     continue
                 if req.headers:   # the latest credentials: the first registrant's may have expired
                     task.headers = req.headers
-                self._refresh(task, now)
+                self._refresh(task, now, client_host)
                 task.last_access = now
                 task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
                 # No wake-up: a peer joining holds nothing yet and frees no upload slot.
@@ -381,7 +377,7 @@ class Supernode:
             raise NotFound("no task %s" % tid[:12])
         return task
 
-    def _refresh(self, task: Task, now: float) -> None:
+    def _refresh(self, task: Task, now: float, client_host: str) -> None:
         """Start a fetch when the task needs one (new, failed long enough ago or through
         no fault of the source's, stale)."""
         if (task.state == FAILED and task.error_kind in SOURCE_FAULTS
@@ -400,34 +396,16 @@ class Supernode:
                       policy=self.source_policy,
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
-        self._fetch_queue.put((task, fetch))
-        with self._lock:
-            if self._fetch_queue.qsize() > self._idle_fetchers \
-                    and len(self._fetchers) < max(1, self.config.max_source_fetches):
-                thread = threading.Thread(target=self._fetch_loop, daemon=True,
-                                          name="source-fetch-%d" % len(self._fetchers))
-                self._fetchers.append(thread)
-                thread.start()
-
-    def _fetch_loop(self) -> None:
-        """One of the pool's threads: run queued fetches, one at a time, until stopped."""
-        while not self._stop.is_set():
-            with self._lock:
-                self._idle_fetchers += 1
-            try:
-                job = self._fetch_queue.get()
-            finally:
-                with self._lock:
-                    self._idle_fetchers -= 1
-            if job is None:
-                return
-            self._fetch(*job)
+        self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch))
 
     def _fetch(self, task: Task, fetch: Fetch) -> None:
         read_before = task.source_bytes
+        thread = threading.current_thread()
+        idle_name, thread.name = thread.name, "fetch-" + task.task_id[:12]   # whose fetch it runs
         try:
             fetch.run()   # whatever goes wrong fails the task there: the pool's thread goes on
         finally:
+            thread.name = idle_name
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
                     task.fetching = False

@@ -143,3 +143,25 @@ def test_an_idle_finished_task_leaves_memory_but_stays_cached(origin, supernode_
         assert origin.requests("kept.bin") == requests + 1
     finally:
         client.close()
+
+
+@pytest.mark.time_limit(30)
+def test_a_client_with_slow_sources_fills_only_its_share_of_the_fetch_pool(origin, supernode_factory):
+    supernode = supernode_factory(max_source_fetches=3, max_source_fetches_per_client=2)
+    hold = threading.Event()
+    for i in range(4):
+        origin.add("slow%d" % i, content(1000, seed=i))
+        origin.fault("slow%d" % i, hold=hold)   # a source that does not answer for now
+    quick = origin.add("quick", content(1000, seed=9))
+    greedy = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        slow = [greedy.register(RegisterRequest(url=origin.url("slow%d" % i), peer_id="g",
+                                                peer_port=9))[0] for i in range(4)]
+        status, reply = _register_from(supernode, "127.0.0.2", quick.url)
+        assert status == 200, reply
+        wait_until(lambda: greedy.task(reply["task_id"])["state"] == "done", timeout=10,
+                   message="another client's source fetched while the greedy one's hang")
+        assert [greedy.task(t)["state"] for t in slow].count("pending") >= 2   # waiting their turn
+    finally:
+        hold.set()
+        greedy.close()
