@@ -250,7 +250,6 @@ def main() -> int:
 def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     """Serve the spec's tasks on `sock` until idle; `ready` once accepting."""
     app = UploaderApp()
-    spec["peer_secrets"] = PeerSecrets(spec.get("secrets"))   # what proves our peer id
     for t in spec["tasks"]:
         app.publish(t["task_id"], FinishedFile(t["path"], t["length"], t["piece_size"]))
     tls = TLS(TLSOptions(**spec["tls"])) if spec.get("tls") else None
@@ -263,7 +262,7 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     finally:
         listener.stop()
         for t in spec["tasks"]:
-            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls, spec["peer_secrets"])
+            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls, _secrets(spec))
             if t["owned"]:
                 _remove(t["path"])
     return 0
@@ -289,7 +288,7 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
     """Tell the task's supernode we still serve it (and check the pieces it says
     others discarded); when it is gone or forgot us, announce ourselves to the
     others. False when no supernode will have us."""
-    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls, secrets=spec["peer_secrets"])
+    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls, secrets=_secrets(spec))
     held = task.get("content_version") or ""
     try:
         reply = client.heartbeat(task["task_id"], spec["peer_id"])
@@ -302,11 +301,11 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
     if current is not None:
         if not stale(held, current):
             if reply.checks and pieces is not None:
-                _recheck(task, spec["peer_id"], pieces, reply.checks, tls, spec["peer_secrets"])
+                _recheck(task, spec["peer_id"], pieces, reply.checks, tls, _secrets(spec))
             return True
         log.info("task %s: the source changed (content version %s, now %s); its pieces are "
                  "no longer offered", task["task_id"][:12], held, current)
-        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"], tls, spec["peer_secrets"])
+        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"], tls, _secrets(spec))
         return False
     if task.get("register") is None:
         return down   # nothing to announce with: keep serving while the supernode may return
@@ -316,7 +315,7 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
         address = announce_holder(others, RegisterRequest.parse(task["register"]), count,
                                   content_version=held,
                                   held=sorted(pieces.held) if pieces is not None else None, tls=tls,
-                                  secrets=spec["peer_secrets"])
+                                  secrets=_secrets(spec))
     except errors.SourceChanged as e:
         log.info("task %s: %s; its pieces are no longer offered", task["task_id"][:12], e)
         return False
@@ -352,6 +351,13 @@ def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck],
         log.warning("cannot report task %s pieces good again: %s", task_id[:12], e)
     finally:
         client.close()
+
+
+def _secrets(spec: dict) -> PeerSecrets:
+    """What proves our peer id to each supernode (get's, handed over in the spec)."""
+    if "peer_secrets" not in spec:
+        spec["peer_secrets"] = PeerSecrets(spec.get("secrets"))
+    return spec["peer_secrets"]
 
 
 def _remove(path: str) -> None:
