@@ -78,7 +78,7 @@ class Supernode:
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
         self._trash = os.path.join(data_dir, "trash")   # pruned folders, removed outside the lock
-        # client host -> (new tasks it may register: a bucket, when it last did)
+        # client host -> the new tasks it may still register (a bucket refilling per minute)
         self._new_task_budget: Dict[str, TokenBucket] = {}
         # Sources are fetched by at most max_source_fetches threads, shared fairly
         # between the client hosts that asked for them; more tasks queue.
