@@ -175,8 +175,12 @@ class Fetch:
                               % (task.url, _kind_of_failure(reason)))
         except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
             log.info("task %s origin for %s: %s", task.task_id[:12], task.url, _describe(e))
-            # Not what it sent: the banner of whatever listens there is not the client's to read.
-            raise SourceError("%s for %s (the supernode's log says how)" % (_failed_how(e), task.url))
+            if isinstance(e, http.client.InvalidURL):
+                raise SourceError("%s for %s" % (_failed_how(e), task.url))
+            # Not what it sent, nor that it was not HTTP: the same words as for a closed
+            # port, or a client could map which ports only the supernode reaches are open.
+            raise SourceError("cannot reach origin for %s (%s; the supernode's log says why)"
+                              % (task.url, NO_HTTP_ANSWER))
 
     def _restore(self, meta: dict) -> None:
         """The origin says our complete copy is current: serve it as is."""
@@ -438,14 +442,18 @@ def _version_in(meta: dict, task: Task) -> str:
             or content_version_for(meta.get("etag", ""), meta["length"], meta["piece_size"]))
 
 
+NO_HTTP_ANSWER = "no HTTP answer: refused, reset, or the origin broke the HTTP protocol"
+
+
 def _kind_of_failure(reason) -> str:
     """What a client may learn of a failed connection: whether the name resolved
-    and whether time ran out, as any client could find out itself; no more."""
+    and whether time ran out (its timing says so anyway); not whether anything
+    listens there."""
     if isinstance(reason, socket.gaierror):
         return "host name not found"
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return "timed out"
-    return "connection failed"
+    return NO_HTTP_ANSWER
 
 
 def _content_length(response) -> Optional[int]:
