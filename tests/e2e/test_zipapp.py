@@ -147,7 +147,7 @@ def test_get_fetches_a_pasted_url_refuses_a_hopeless_one_and_names_a_broken_orig
     assert not list(tmp_path.glob(".*dfly-part"))
 
 
-def test_get_of_a_source_the_supernode_denies_exits_8_without_fetching_it(pyz, origin, tmp_path):
+def test_get_of_a_source_the_supernode_denies_exits_9_without_fetching_it(pyz, origin, tmp_path):
     python = sys.executable
     write_random_file(str(origin.root / "f.bin"), 1024)
     supernode = SupernodeProcess(python, pyz, str(tmp_path / "sn"), "--deny-source", "127.0.0.0/8")
@@ -156,7 +156,7 @@ def test_get_of_a_source_the_supernode_denies_exits_8_without_fetching_it(pyz, o
                       "--supernode", supernode.address)
     finally:
         supernode.stop()
-    assert denied.returncode == 8, denied.stderr
+    assert denied.returncode == 9, denied.stderr
     assert "source policy" in denied.stderr and "Traceback" not in denied.stderr
     assert not (tmp_path / "f.bin").exists() and not list(tmp_path.glob(".*dfly-part"))
 
