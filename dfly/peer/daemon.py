@@ -356,7 +356,7 @@ class RunningDaemon:
             self.cache_damaged(key, bad, "pieces peers discarded that do not match their "
                                "digests: %s" % ", ".join(map(str, bad)))
             return
-        client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
+        client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls, secrets=self.p2p.secrets)
         try:
             client.schedule(tid, ScheduleRequest(self.p2p.peer_id, done=good, want=0,
                                                  content_version=self.p2p.content_version_of(tid) or None))

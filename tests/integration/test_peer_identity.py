@@ -10,7 +10,9 @@ from helpers import MiB, content, wait_until
 
 from dfly import errors
 from dfly.httpd import parse_hostport
-from dfly.protocol.messages import PEER_SECRET_HEADER, RegisterRequest, ScheduleRequest
+from dfly.peer import seeder as detached
+from dfly.peer.storage import FinishedFile
+from dfly.protocol.messages import PEER_SECRET_HEADER, Failure, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 
 
@@ -113,3 +115,34 @@ def test_a_restarted_supernode_gives_a_known_peer_a_new_secret(origin, supernode
         client.heartbeat(tid, "p")
     finally:
         client.close()
+
+
+def test_a_seeder_rechecking_a_piece_a_peer_discarded_offers_it_again_in_its_own_name(
+        origin, supernode, client_factory, downloads):
+    """The seeder's re-report (after its heartbeat named a piece to check) carries its
+    secret: without it the supernode would refuse it and the piece stay withdrawn."""
+    src = origin.add("seeded.bin", content(2 * MiB, seed=8))
+    seeder = client_factory([supernode.address], seed_for_s=30)
+    path = str(downloads / "seeded.bin")
+    tid = seeder.download(src.url, path).task_id
+    liar = SupernodeClient(supernode.address, timeout_s=10)
+    asker = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        liar.register(RegisterRequest(url=src.url, peer_id="liar", peer_port=9, peer_host="127.0.0.2"))
+        [piece] = liar.schedule(tid, ScheduleRequest("liar", want=1)).pieces
+        assert piece.holder == seeder.peer_id
+        liar.schedule(tid, ScheduleRequest("liar", want=0, failed=[
+            Failure(piece.num, seeder.peer_id, "digest mismatch (a lie)")]))
+        task = {"task_id": tid, "supernode": supernode.address, "length": src.size,
+                "piece_size": MiB, "register": seeder.registration(tid).to_json(),
+                "content_version": seeder.content_version_of(tid)}
+        spec = {"peer_id": seeder.peer_id, "supernodes": [supernode.address],
+                "secrets": seeder.secrets.to_json()}
+        assert detached._heartbeat(task, spec, FinishedFile(path, src.size, MiB))
+        asker.register(RegisterRequest(url=src.url, peer_id="asker", peer_port=9,
+                                       peer_host="127.0.0.3"))
+        got = asker.schedule(tid, ScheduleRequest("asker", want=2)).pieces
+        assert {p.holder for p in got} == {seeder.peer_id}   # both pieces from the seeder again
+    finally:
+        liar.close()
+        asker.close()
