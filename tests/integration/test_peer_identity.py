@@ -9,16 +9,16 @@ import pytest
 from helpers import MiB, content, wait_until
 
 from dfly import errors
-from dfly.httpd import parse_hostport
 from dfly.peer import seeder as detached
 from dfly.peer.storage import FinishedFile
+from dfly.protocol.address import parse_address
 from dfly.protocol.messages import PEER_SECRET_HEADER, Failure, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
 
 
 def _call(supernode, method, path, body=None, secret=None, source="127.0.0.2"):
     """One request from another host (`source`), with or without a peer secret."""
-    host, port = parse_hostport(supernode.address, 0)
+    host, port = parse_address(supernode.address, 0)
     conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
     headers = {"Content-Type": "application/json"}
     if secret is not None:

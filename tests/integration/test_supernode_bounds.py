@@ -10,7 +10,7 @@ import time
 import pytest
 from helpers import MiB, content, wait_until
 
-from dfly.httpd import parse_hostport
+from dfly.protocol.address import parse_address
 from dfly.protocol.messages import SUPERNODE, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient, SupernodeDown
 
@@ -69,7 +69,7 @@ def test_new_tasks_from_one_client_are_limited_per_minute_and_others_still_regis
 
 
 def _register_from(supernode, source, url):
-    host, port = parse_hostport(supernode.address, 0)
+    host, port = parse_address(supernode.address, 0)
     conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
     try:
         body = {"url": url, "peer": {"id": "other", "port": 9}}
