@@ -19,6 +19,7 @@ PROBE_TIMEOUT_S = 1.0
 DEFAULT_ADDRESS = "127.0.0.1:65001"
 
 _KINDS = {"BadRequest": errors.BadRequest, "SourceError": errors.SourceError,
+          "SourceDenied": errors.SourceDenied,
           "DigestMismatch": errors.DigestMismatch, "DownloadTimeout": errors.DownloadTimeout,
           "LocalIOError": errors.LocalIOError, "P2PUnavailable": errors.P2PUnavailable,
           "Forbidden": errors.Forbidden, "UpstreamDown": errors.SourceError}
