@@ -93,8 +93,8 @@ def test_a_seeder_announcing_while_a_stale_task_is_revalidated_keeps_its_pieces_
     src = origin.add("seeded.bin", content(4 * PIECE, seed=98))
     seeder = client_factory([supernode.address], seed_for_s=60)
     tid = seeder.download(src.url, str(downloads / "seeder.bin")).task_id
-    leave_quietly(supernode.address, tid, seeder.peer_id, seeder.secrets)   # still serving, but unknown:
-    # as after a restart
+    # still serving, but unknown: as after a restart
+    leave_quietly(supernode.address, tid, seeder.peer_id, secrets=seeder.secrets)
     hold = origin.fault("seeded.bin", Fault(hold=threading.Event()))
     later = client_factory([supernode.address])
 
@@ -125,7 +125,7 @@ def test_a_seeder_of_a_changed_source_is_told_its_pieces_are_stale(
     seeder = client_factory([supernode.address], seed_for_s=60)
     tid = seeder.download(src.url, str(downloads / "seeder.bin")).task_id
     version = seeder.content_version_of(tid)
-    leave_quietly(supernode.address, tid, seeder.peer_id, seeder.secrets)
+    leave_quietly(supernode.address, tid, seeder.peer_id, secrets=seeder.secrets)
     origin.add("old.bin", content(2 * PIECE, seed=100))
     later = client_factory([supernode.address])
     later.download(src.url, str(downloads / "later.bin"))   # the supernode cuts the new content
