@@ -198,7 +198,7 @@ def run_get(args) -> int:
             detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
                    supernodes=config.supernode,
                    registrations={t: client.registration(t) for t in tasks}, spare=spare,
-                   tls=client.tls)
+                   tls=client.tls, secrets=client.secrets)
             spare = None
     finally:
         client.close()

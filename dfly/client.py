@@ -34,7 +34,7 @@ from dfly.protocol.pieces import piece_count
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.protocol.urls import normalize_url
-from dfly.supernode.client import SupernodeClient, SupernodeDown, leave_quietly
+from dfly.supernode.client import PeerSecrets, SupernodeClient, SupernodeDown, leave_quietly
 from dfly.tls import TLS
 
 log = logging.getLogger("dfly.client")
@@ -97,6 +97,7 @@ class Client:
         self.tls = TLS.from_config(config)   # ValueError: settings or files that do not load
         self.data_dir = os.path.abspath(config.data_dir or default_data_dir(os.environ))
         self.peer_id = _random_hex(16)
+        self.secrets = PeerSecrets()   # what proves peer_id to each supernode
         self.clock = time.monotonic
         self._uploader: Optional[UploaderApp] = None
         self._listener: Optional[Listener] = None
@@ -192,7 +193,7 @@ class Client:
             seeded, self._seeded = dict(self._seeded), {}
             listener, self._listener = self._listener, None
         for task_id, address in seeded.items():
-            leave_quietly(address, task_id, self.peer_id, self.tls)
+            leave_quietly(address, task_id, self.peer_id, self.tls, secrets=self.secrets)
         if listener is not None:
             listener.stop()
         while self._temp_files:
@@ -224,7 +225,7 @@ class Client:
         if self._uploader is not None:
             self._uploader.withdraw(task_id)
         if address:
-            leave_quietly(address, task_id, self.peer_id, self.tls)
+            leave_quietly(address, task_id, self.peer_id, self.tls, secrets=self.secrets)
 
     def content_version_of(self, task_id: str) -> str:
         """The content version of the pieces this client serves for `task_id` ("" unknown)."""
@@ -251,7 +252,7 @@ class Client:
         except OSError as e:
             raise errors.LocalIOError("cannot read %s: %s" % (path, e.strerror or e))
         for address in self.config.supernode:
-            supernode = SupernodeClient(address, timeout_s=10, tls=self.tls)
+            supernode = SupernodeClient(address, timeout_s=10, tls=self.tls, secrets=self.secrets)
             try:
                 host = self.config.advertise or supernode.local_host()
                 uploader = self._ensure_uploader(host)
@@ -262,12 +263,12 @@ class Client:
                                           identifier=identifier)
                 task_id, state = supernode.register(request)
                 if stale(content_version, state.content_version):
-                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls)
+                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls, secrets=self.secrets)
                     raise errors.SourceChanged("the source of %s changed since %s was downloaded"
                                                % (url[:200], path))
                 if state.state != "done" or (state.length, state.piece_size) != (pieces.length,
                                                                                 piece_size):
-                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls)
+                    leave_quietly(supernode.address, task_id, self.peer_id, self.tls, secrets=self.secrets)
                     return None
                 uploader.publish(task_id, pieces)
                 supernode.schedule(task_id, ScheduleRequest(self.peer_id, sorted(pieces.held), want=0,
@@ -380,7 +381,7 @@ class Client:
                     if isinstance(e, SupernodeFailed):
                         job.failed = e
                     if isinstance(e, (SwarmStuck, SupernodeFailed)):   # alive, but cannot deliver
-                        leave_quietly(download.supernode.address, download.task_id, self.peer_id, self.tls)
+                        download.supernode.leave_quietly(download.task_id, self.peer_id)
                     elif download is not None and give_up_at is None and (
                             download.task_id or download.supernode.address != address):
                         # A supernode answered (even if only to redirect us to a member
@@ -390,7 +391,7 @@ class Client:
                 except BaseException:
                     # Leave, so the supernode stops offering us as holder of a file we delete.
                     if download is not None and download.task_id:
-                        leave_quietly(download.supernode.address, download.task_id, self.peer_id, self.tls)
+                        download.supernode.leave_quietly(download.task_id, self.peer_id)
                     raise
                 finally:
                     if download is not None:
@@ -412,7 +413,7 @@ class Client:
         return CLUSTER_FAILOVER_S if clustered else 0.0
 
     def _p2p(self, address: str, job: "_Job") -> P2PDownload:
-        supernode = SupernodeClient(address, tls=self.tls)
+        supernode = SupernodeClient(address, tls=self.tls, secrets=self.secrets)
         try:
             host = self.config.advertise or supernode.local_host()
             uploader = self._ensure_uploader(host)
@@ -484,7 +485,7 @@ class Client:
             if self._uploader is not None:
                 self._uploader.withdraw(task_id)
             if address:
-                leave_quietly(address, task_id, self.peer_id, self.tls)
+                leave_quietly(address, task_id, self.peer_id, self.tls, secrets=self.secrets)
 
     def _discard(self, storage: PieceFile) -> None:
         if self._uploader is not None:

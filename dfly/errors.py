@@ -35,6 +35,11 @@ class Gone(DflyError):
     http_status = 410
 
 
+class TooManyRequests(DflyError):
+    """The caller asked for more than a supernode gives one client (new tasks per minute)."""
+    http_status = 429
+
+
 class SourceError(DflyError):
     """The origin could not be read: unreachable, 4xx/5xx, cut short."""
     exit_code = 3
@@ -43,6 +48,17 @@ class SourceError(DflyError):
 
 class SourceChanged(SourceError):
     """The source's content changed under a download (or under pieces held to seed)."""
+
+
+class SourceDenied(DflyError):
+    """The supernode's source policy forbids this source (--allow-source / --deny-source).
+    `detail` is for the supernode's log: it may name addresses the client must not learn."""
+    exit_code = 9
+    http_status = 403
+
+    def __init__(self, message: str = "", detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class DigestMismatch(DflyError):
@@ -90,6 +106,7 @@ EXIT_CODES = {
     6: "local I/O error (unwritable path, disk full)",
     7: "no supernode reachable and --no-back-source given",
     8: "dfly scrub found damage (and repaired what it could)",
+    9: "source denied by the supernode's source policy",
     10: "TLS handshake with a supernode refused (certificate missing, expired or of another "
         "CA, name or TLS version)",
 }

@@ -8,9 +8,11 @@ CannotListen, never a traceback.
 
 A listener is an `app` with a `route(Request) -> Response` method; this module
 does the socket side only: bounded request bodies, a per-connection socket
-timeout (slow clients cannot pin a thread forever), a cap on connections served
-at once, typed errors mapped to statuses here and nowhere else, and file bodies
-sent with socket.sendfile so piece data never passes through Python.
+timeout, a whole-request deadline for the request's head and body (a client
+trickling header lines cannot pin a thread forever), a cap on connections
+served at once and on those of one client host, typed errors mapped to
+statuses here and nowhere else (as JSON, also for requests that are not HTTP),
+and file bodies sent with socket.sendfile so piece data never passes through Python.
 
 With a `tls` (dfly/tls.py) every connection is TLS: the handshake is done in the
 connection's thread, not the accept loop, and file bodies are read and sent
@@ -18,6 +20,7 @@ connection's thread, not the accept loop, and file bodies are read and sent
 fetching many pieces pays for one handshake, not one per piece.
 """
 import errno
+import io
 import json
 import logging
 import os
@@ -39,6 +42,44 @@ from dfly.protocol.address import format_address, is_ipv6, plain_ip
 log = logging.getLogger("dfly.httpd")
 
 MAX_BODY_BYTES = 1 << 20
+REQUEST_DEADLINE_S = 60.0   # from a request's first byte until its head and body are read
+MAX_CONNECTIONS_PER_CLIENT = 128
+
+
+class _DeadlineReads(socket.SocketIO):
+    """A connection's reads. While armed (a request's head, or its small body, is
+    being read) each read may wait only what is left until the request's deadline,
+    counted from the request's first byte; otherwise reads are left alone (a
+    proxied upload or a CONNECT tunnel streams as long as it streams)."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float, timeout_s: float):
+        super().__init__(sock, "rb")
+        self.deadline_s, self.timeout_s = deadline_s, timeout_s
+        self.deadline: Optional[float] = None
+        self.armed = False
+
+    def arm(self) -> None:
+        """A new request: its deadline starts with its first byte."""
+        self.deadline, self.armed = None, True
+
+    def resume(self) -> None:
+        self.armed = True
+
+    def disarm(self) -> None:
+        if self.armed:
+            self.armed = False
+            self._sock.settimeout(self.timeout_s)
+
+    def readinto(self, b) -> Optional[int]:
+        if self.armed and self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("request not complete within %.0f s" % self.deadline_s)
+            self._sock.settimeout(min(left, self.timeout_s))
+        n = super().readinto(b)
+        if self.armed and self.deadline is None and n:
+            self.deadline = time.monotonic() + self.deadline_s
+        return n
 
 
 @dataclass(frozen=True)
@@ -107,10 +148,23 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30   # seconds a connection may sit idle or trickle bytes
     _began = 0.0   # when this request's line was read
 
+    def setup(self):
+        super().setup()
+        self.rfile.close()   # the plain one: reads go through the deadline instead
+        self._reads = _DeadlineReads(self.connection, self.server.request_deadline_s, self.timeout)
+        self.rfile = io.BufferedReader(self._reads, io.DEFAULT_BUFFER_SIZE)
+
+    def handle_one_request(self):
+        self._reads.arm()
+        super().handle_one_request()
+
     def parse_request(self):
         self._began = time.monotonic()
-        if not super().parse_request():
-            return False
+        try:
+            if not super().parse_request():   # reads the header lines
+                return False
+        finally:
+            self._reads.disarm()
         if self.request_version == "HTTP/0.9":   # "GET /path": a reply without status or headers
             self.send_error(400, "HTTP/0.9 requests are not accepted")
             return False
@@ -165,7 +219,11 @@ class Handler(BaseHTTPRequestHandler):
         if n > MAX_BODY_BYTES:
             self.close_connection = True
             raise BadRequest("request body over %d bytes" % MAX_BODY_BYTES)
-        return self.rfile.read(n)
+        self._reads.resume()   # the body is part of the request: same deadline
+        try:
+            return self.rfile.read(n)
+        finally:
+            self._reads.disarm()
 
     def _write(self, method: str, response: Response) -> None:
         body, source = response.body, None
@@ -428,11 +486,16 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: Tuple[str, int], app, max_connections: int = 512,
-                 sock: Optional[socket.socket] = None, handler=Handler, tls=None):
+                 sock: Optional[socket.socket] = None, handler=Handler, tls=None,
+                 max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+                 request_deadline_s: float = REQUEST_DEADLINE_S):
         self.app = app
         self.tls = tls if tls is not None and tls.serves else None   # dfly.tls.TLS
         self.handshakes = 0          # TLS handshakes done, and refused (or not TLS at all)
         self.refused_handshakes = 0
+        self.request_deadline_s = request_deadline_s
+        self.max_connections_per_client = max_connections_per_client
+        self._per_client: Dict[str, int] = {}   # client host -> its connections open now
         self._slots = threading.BoundedSemaphore(max_connections)
         self._busy = threading.Condition()
         self._requests = 0        # requests being answered right now (not idle keep-alives)
@@ -464,20 +527,46 @@ class Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         client_address = (plain_ip(client_address[0]), client_address[1])
+        if not self._client_slot(client_address[0]):
+            self._refuse(request)
+            return
         if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
+            self._client_done(client_address[0])
+            self._refuse(request)
             return
         super().process_request(request, client_address)
+
+    def _refuse(self, request) -> None:
+        try:
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n")
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def _client_slot(self, host: str) -> bool:
+        """Count a connection of `host`; False when it has its share open already."""
+        with self._busy:
+            count = self._per_client.get(host, 0)
+            if self.max_connections_per_client > 0 and count >= self.max_connections_per_client:
+                log.warning("client %s has %d connections open: refused another", host, count)
+                return False
+            self._per_client[host] = count + 1
+            return True
+
+    def _client_done(self, host: str) -> None:
+        with self._busy:
+            count = self._per_client.get(host, 0) - 1
+            if count > 0:
+                self._per_client[host] = count
+            else:
+                self._per_client.pop(host, None)
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self._client_done(client_address[0])
             self._slots.release()
 
     def finish_request(self, request, client_address):
@@ -524,12 +613,15 @@ class Listener:
 
     def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
                  sock: Optional[socket.socket] = None, handler=Handler,
-                 poll_interval_s: float = 0.02, tls=None):
+                 poll_interval_s: float = 0.02, tls=None,
+                 max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+                 request_deadline_s: float = REQUEST_DEADLINE_S):
         # poll_interval_s: how often the accept loop wakes to see whether it should
         # stop, so at most how long stop() waits for it. A process with a thousand
         # listeners (dfly bench) wants it long: each wake-up costs CPU.
         # tls: a dfly.tls.TLS, whose certificate every connection is served with.
-        self.server = Server(address, app, max_connections, sock, handler, tls)
+        self.server = Server(address, app, max_connections, sock, handler, tls,
+                             max_connections_per_client, request_deadline_s)
         self.name = name
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
                                         kwargs={"poll_interval": poll_interval_s}, daemon=True)

@@ -28,7 +28,7 @@ from dfly.peer.storage import PieceFile
 from dfly.peer.uploader import UploaderApp
 from dfly.protocol.address import upload_address
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, TaskState
-from dfly.supernode.client import SupernodeClient
+from dfly.supernode.client import PeerSecrets, SupernodeClient
 from dfly.tls import TLS
 
 THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
@@ -43,8 +43,8 @@ class TimedSupernodeClient(SupernodeClient):
     """A SupernodeClient that records how long each register and schedule call took."""
 
     def __init__(self, address: str, record: PeerRecord, clock: Callable[[], float],
-                 tls: Optional[TLS] = None):
-        super().__init__(address, tls=tls)
+                 tls: Optional[TLS] = None, secrets: Optional[PeerSecrets] = None):
+        super().__init__(address, tls=tls, secrets=secrets)
         self.record = record
         self.clock = clock
 
@@ -57,7 +57,7 @@ class TimedSupernodeClient(SupernodeClient):
 
     def clone(self) -> "TimedSupernodeClient":
         """The download's reporter connection: its calls are timed into the same record."""
-        return TimedSupernodeClient(self.address, self.record, self.clock, self.tls)
+        return TimedSupernodeClient(self.address, self.record, self.clock, self.tls, self.secrets)
 
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         began = self.clock()
@@ -92,7 +92,9 @@ class SimulatedPeer:
             host = self.config.advertise or self.supernode.local_host()
             self.listener = Listener("bench-peer-%d" % self.record.index,
                                      upload_address(self.config.upload_listen, host), self.uploader,
-                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls).start()
+                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls,
+                                     # every simulated peer is one client host: no per-host share
+                                     max_connections_per_client=0).start()
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
                                       peer_port=self.listener.address[1], peer_host=host)
             self.storage = storage = PieceFile(self.path)

@@ -154,7 +154,8 @@ class RunningDaemon:
         self.handoff_token_path = os.path.join(data_dir, handoff.TOKEN_FILE)
         self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler,
-                                 tls=self.p2p.tls if config.tls_front else None)
+                                 tls=self.p2p.tls if config.tls_front else None,
+                                 max_connections_per_client=config.max_connections_per_client)
         self.proxy.own_port = self.listener.address[1]
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
@@ -374,7 +375,7 @@ class RunningDaemon:
             self.cache_damaged(key, bad, "pieces peers discarded that do not match their "
                                "digests: %s" % ", ".join(map(str, bad)))
             return
-        client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
+        client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls, secrets=self.p2p.secrets)
         try:
             client.schedule(tid, ScheduleRequest(self.p2p.peer_id, done=good, want=0,
                                                  content_version=self.p2p.content_version_of(tid) or None))
@@ -417,7 +418,7 @@ class RunningDaemon:
         with self._lock:
             key_of = {tid: key for key, tid in self._task_of.items()}
         for tid, address in self.p2p.seeding.items():
-            client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls)
+            client = SupernodeClient(address, timeout_s=5, tls=self.p2p.tls, secrets=self.p2p.secrets)
             try:
                 reply = client.heartbeat(tid, self.p2p.peer_id)
                 if stale(self.p2p.content_version_of(tid), reply.content_version):

@@ -28,7 +28,7 @@ ABSENT, UNPROVEN, PROVEN = "absent", "unproven", "proven"
 
 _KINDS = {"BadOutput": errors.LocalIOError, "Unauthorized": errors.Forbidden,
           "UnsupportedMediaType": errors.BadRequest, "BadRequest": errors.BadRequest,
-          "SourceError": errors.SourceError,
+          "SourceError": errors.SourceError, "SourceDenied": errors.SourceDenied,
           "DigestMismatch": errors.DigestMismatch, "DownloadTimeout": errors.DownloadTimeout,
           "LocalIOError": errors.LocalIOError, "P2PUnavailable": errors.P2PUnavailable,
           "Forbidden": errors.Forbidden, "UpstreamDown": errors.SourceError}

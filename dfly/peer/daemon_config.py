@@ -60,4 +60,6 @@ class DaemonConfig(TLSOptions):
     max_connections: int = option(512, "connections served at once; more get 503")
     tls_front: bool = option(False, "serve --listen (mirror, proxy, API) with TLS too, with "
                              "--tls-cert; local container runtimes usually speak plain HTTP to it")
+    max_connections_per_client: int = option(128, "connections one client host may have open; "
+                                             "more get 503 (0 = no limit)")
     log_level: str = option("info", "debug, info, warning or error")

@@ -88,7 +88,8 @@ class ByteSplit:
         self.by_peer.clear()
 
 
-_ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch}
+_ERROR_KINDS = {"SourceError": errors.SourceError, "DigestMismatch": errors.DigestMismatch,
+                "SourceDenied": errors.SourceDenied}
 SUPERNODE_FAULTS = ("LocalIOError", "InternalError")
 
 
@@ -384,7 +385,8 @@ class P2PDownload:
 
     def _work(self) -> None:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id,
-                               connect_timeout_s=self.connect_timeout_s, tls=self.supernode.tls)
+                               connect_timeout_s=self.connect_timeout_s, tls=self.supernode.tls,
+                               proof=lambda: self.supernode.peer_secret)
         try:
             while True:
                 order = self._jobs.get()

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional
 from urllib.parse import urlencode
 
 from dfly.protocol.address import loopback_for, parse_address
-from dfly.protocol.messages import SUPERNODE, PieceOrder
+from dfly.protocol.messages import PEER_SECRET_HEADER, SUPERNODE, PieceOrder
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.tls import TLS, http_connection, refusal
 
@@ -49,14 +49,17 @@ class PieceFetcher:
 
     def __init__(self, timeout_s: float, bucket: Optional[TokenBucket] = None,
                  clock: Callable[[], float] = time.monotonic, peer_id: str = "",
-                 connect_timeout_s: float = 0.0, tls: Optional[TLS] = None):
-        """`peer_id`: ours, told to the supernode with each piece it serves us.
+                 connect_timeout_s: float = 0.0, tls: Optional[TLS] = None,
+                 proof: Callable[[], str] = lambda: ""):
+        """`peer_id`: ours, told to the supernode with each piece it serves us, with
+        `proof()`, the secret it gave us (sent to the supernode only, never to a peer).
         `connect_timeout_s`: for the connection and for the first byte (0: timeout_s).
         `tls`: dial holders with TLS (the cluster's setting)."""
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
         self.tls = tls
         self.peer_id = peer_id
+        self.proof = proof
         self.bucket = bucket
         self.clock = clock
         self.received = 0   # bytes of the last fetch's body that arrived (a failed one's too)
@@ -66,15 +69,19 @@ class PieceFetcher:
         """Fetch `order` from `addr`, calling write(offset, bytes) as data arrives."""
         self.received = 0
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
+        headers = {}
         if order.holder == SUPERNODE and self.peer_id:   # it frees our slot there when sent
             path += "?" + urlencode({"peer": self.peer_id})
+            secret = self.proof()
+            if secret:
+                headers[PEER_SECRET_HEADER] = secret
         for attempt in (1, 2):   # a pooled connection the holder closed gets one retry
             reused = addr in self._conns and self._conns[addr].sock is not None
             conn = self._conn(addr)
             try:
                 sock = conn.sock   # getresponse() drops it from conn on "Connection: close"
                 sock.settimeout(self.connect_timeout_s)   # the first byte comes at once, or never
-                conn.request("GET", path)
+                conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
                 break
             except socket.timeout as e:   # a holder that stopped: no second wait for it

@@ -36,7 +36,7 @@ from dfly.peer.uploader import UploaderApp
 from dfly.protocol.messages import PieceCheck, RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
 from dfly.scrub import piece_is_good
-from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
+from dfly.supernode.client import PeerSecrets, SupernodeClient, announce_holder, leave_quietly
 from dfly.tls import TLS, TLSOptions
 
 log = logging.getLogger("dfly.seeder")
@@ -174,7 +174,8 @@ def _receive_fd(sock: socket.socket):
 def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
            seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
            registrations: Optional[Dict[str, RegisterRequest]] = None,
-           spare: Optional[Spare] = None, tls: Optional[TLS] = None) -> int:
+           spare: Optional[Spare] = None, tls: Optional[TLS] = None,
+           secrets: Optional[PeerSecrets] = None) -> int:
     """Hand the listener to a seeder (`spare`, else a new process); returns its pid
     (0 if it failed). With `supernodes` and `registrations`, it announces itself
     again to another supernode when the one it used dies or forgets it. With
@@ -183,7 +184,8 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
     os.makedirs(seeds, exist_ok=True)
     spec = {"fd": listener.fileno(), "peer_id": peer_id, "seed_for_s": seed_for_s, "tasks": [],
             "supernodes": list(supernodes),
-            "tls": vars(tls.options) if tls is not None else None}
+            "tls": vars(tls.options) if tls is not None else None,
+            "secrets": secrets.to_json() if secrets is not None else {}}
     registrations = registrations or {}
     for task_id, supernode in tasks.items():
         pieces = uploader.served(task_id)
@@ -260,7 +262,7 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     finally:
         listener.stop()
         for t in spec["tasks"]:
-            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls)
+            leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls, _secrets(spec))
             if t["owned"]:
                 _remove(t["path"])
     return 0
@@ -286,7 +288,7 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
     """Tell the task's supernode we still serve it (and check the pieces it says
     others discarded); when it is gone or forgot us, announce ourselves to the
     others. False when no supernode will have us."""
-    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls)
+    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls, secrets=_secrets(spec))
     held = task.get("content_version") or ""
     try:
         reply = client.heartbeat(task["task_id"], spec["peer_id"])
@@ -299,11 +301,11 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
     if current is not None:
         if not stale(held, current):
             if reply.checks and pieces is not None:
-                _recheck(task, spec["peer_id"], pieces, reply.checks, tls)
+                _recheck(task, spec["peer_id"], pieces, reply.checks, tls, _secrets(spec))
             return True
         log.info("task %s: the source changed (content version %s, now %s); its pieces are "
                  "no longer offered", task["task_id"][:12], held, current)
-        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"], tls)
+        leave_quietly(task["supernode"], task["task_id"], spec["peer_id"], tls, _secrets(spec))
         return False
     if task.get("register") is None:
         return down   # nothing to announce with: keep serving while the supernode may return
@@ -312,7 +314,8 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
     try:
         address = announce_holder(others, RegisterRequest.parse(task["register"]), count,
                                   content_version=held,
-                                  held=sorted(pieces.held) if pieces is not None else None, tls=tls)
+                                  held=sorted(pieces.held) if pieces is not None else None, tls=tls,
+                                  secrets=_secrets(spec))
     except errors.SourceChanged as e:
         log.info("task %s: %s; its pieces are no longer offered", task["task_id"][:12], e)
         return False
@@ -324,7 +327,7 @@ def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -
 
 
 def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck],
-             tls: Optional[TLS] = None) -> None:
+             tls: Optional[TLS] = None, secrets: Optional[PeerSecrets] = None) -> None:
     """Read back the pieces peers discarded from us: stop serving the bad ones,
     report the good ones done again (the supernode withdrew them meanwhile)."""
     task_id, good = task["task_id"], []
@@ -340,7 +343,7 @@ def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck],
                         pieces.path)
     if not good:
         return
-    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls)
+    client = SupernodeClient(task["supernode"], timeout_s=5, tls=tls, secrets=secrets)
     try:
         client.schedule(task_id, ScheduleRequest(peer_id, done=good, want=0,
                                                  content_version=task.get("content_version") or None))
@@ -348,6 +351,13 @@ def _recheck(task: dict, peer_id: str, pieces, checks: List[PieceCheck],
         log.warning("cannot report task %s pieces good again: %s", task_id[:12], e)
     finally:
         client.close()
+
+
+def _secrets(spec: dict) -> PeerSecrets:
+    """What proves our peer id to each supernode (get's, handed over in the spec)."""
+    if "peer_secrets" not in spec:
+        spec["peer_secrets"] = PeerSecrets(spec.get("secrets"))
+    return spec["peer_secrets"]
 
 
 def _remove(path: str) -> None:

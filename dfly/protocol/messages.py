@@ -23,6 +23,7 @@ SUPERNODE = "supernode"   # the holder name of pieces the supernode serves itsel
 # gone: the piece came whole and did not match, or came short of its length.
 DIGEST_MISMATCH = "digest mismatch"
 SHORT_PIECE = "short piece"
+PEER_SECRET_HEADER = "X-Dfly-Peer-Secret"   # proves a peer id: the secret its registration returned
 
 
 def copy_suspect(reason: str) -> bool:

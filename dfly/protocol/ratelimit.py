@@ -5,9 +5,12 @@ import threading
 
 
 class TokenBucket:
-    def __init__(self, rate_bytes_per_s: float, now: float):
+    def __init__(self, rate_bytes_per_s: float, now: float, burst: float = 0.0):
+        """`burst`: tokens it can hold (default: one second's worth). Counting
+        things, not bytes, works the same: a rate of 2 per second, burst 120."""
         self.rate_bytes_per_s = float(rate_bytes_per_s)
-        self._tokens = self.rate_bytes_per_s
+        self.burst = float(burst) or self.rate_bytes_per_s
+        self._tokens = self.burst
         self._stamp = now
         self._lock = threading.Lock()
 
@@ -18,8 +21,24 @@ class TokenBucket:
         with self._lock:
             elapsed = max(0.0, now - self._stamp)
             self._stamp = max(self._stamp, now)   # a thread with a stale `now` earns nothing twice
-            self._tokens = min(self.rate_bytes_per_s, self._tokens + elapsed * self.rate_bytes_per_s)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_bytes_per_s)
             self._tokens -= nbytes
             if self._tokens >= 0:
                 return 0.0
             return -self._tokens / self.rate_bytes_per_s
+
+    def take(self, count: int, now: float) -> bool:
+        """Take `count` tokens if there are that many now; False (taking none) otherwise."""
+        with self._lock:
+            elapsed = max(0.0, now - self._stamp)
+            self._stamp = max(self._stamp, now)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_bytes_per_s)
+            if self._tokens < count:
+                return False
+            self._tokens -= count
+            return True
+
+    def full(self, now: float) -> bool:
+        """Would it be full at `now` (so forgetting it changes nothing)?"""
+        with self._lock:
+            return self._tokens + max(0.0, now - self._stamp) * self.rate_bytes_per_s >= self.burst

@@ -1,13 +1,23 @@
-"""Following a source's redirects without leaking credentials.
+"""Following a source's redirects without leaking credentials, under a source policy.
 
 urllib copies every request header onto a redirected request, wherever it
 points. Registries redirect blob downloads to storage on other hosts (S3 and
 the like), which must not receive the client's Authorization or Cookie (and
 reject requests that carry both a header and a signed URL). So a redirect to
-another host drops them; a redirect within the same host keeps them.
+another host drops them; a redirect within the same host keeps them. A
+redirect goes to http or https only (urllib would also follow one to ftp://).
+
+With a SourcePolicy (the supernode's), every URL, the first and each
+redirect's, is judged before it is opened, and every connection is judged by
+the address it reached (after DNS) before anything is sent on it.
 """
+import urllib.error
 import urllib.request
+from typing import Optional
 from urllib.parse import urlsplit
+
+from dfly.errors import SourceDenied
+from dfly.protocol.sourcepolicy import FETCHED_SCHEMES, SourcePolicy
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 
@@ -18,7 +28,14 @@ def _origin(url: str):
 
 
 class SameHostCredentials(urllib.request.HTTPRedirectHandler):
+    policy: Optional[SourcePolicy] = None
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if self.policy is not None:
+            _check_url(self.policy, newurl, "a redirect to")
+        if urlsplit(newurl).scheme.lower() not in FETCHED_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, "redirect to a scheme dfly does not fetch",
+                                         headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and _origin(newurl) != _origin(req.full_url):
             for name in CREDENTIAL_HEADERS:
@@ -27,9 +44,84 @@ class SameHostCredentials(urllib.request.HTTPRedirectHandler):
         return new
 
 
+class _Checked:
+    """Mixin for urllib's HTTP(S)Handler: each connection it makes is judged by the
+    peer address it reached, before the request (or a TLS hello) is sent."""
+    policy: SourcePolicy
+
+    def do_open(self, http_class, req, **kwargs):
+        policy = self.policy
+
+        def connection(host, **conn_kwargs):
+            conn = http_class(host, **conn_kwargs)
+            connect = conn._create_connection   # socket.create_connection, in 3.8..3.13
+
+            def checked(address, *args, **more):
+                sock = connect(address, *args, **more)
+                try:
+                    peer = sock.getpeername()[0]
+                except OSError:
+                    sock.close()
+                    raise
+                why = policy.check_address(str(address[0]), peer)
+                if why is not None:
+                    sock.close()
+                    # The client is not told which address: that would map internal DNS.
+                    raise SourceDenied("source %s denied by the supernode's source policy"
+                                       % shown_url(req.full_url), detail=why)
+                return sock
+            conn._create_connection = checked
+            return conn
+        return super().do_open(connection, req, **kwargs)
+
+
+class _CheckedHTTP(_Checked, urllib.request.HTTPHandler):
+    pass
+
+
+class _CheckedHTTPS(_Checked, urllib.request.HTTPSHandler):
+    pass
+
+
+def _check_url(policy: SourcePolicy, url: str, what: str = "") -> None:
+    why = policy.check_url(url)
+    if why is not None:
+        # Judged on what the client sent alone: the reason may be shown.
+        raise SourceDenied("%ssource %s denied by the supernode's source policy: %s"
+                           % (what + " " if what else "", shown_url(url), why), detail=why)
+
+
+def shown_url(url: str) -> str:
+    """The URL as errors show it: no query (signed-URL tokens), no user info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    return "%s://%s%s%s" % (parts.scheme, host, ":%d" % parts.port if _port(parts) else "",
+                            parts.path[:200])
+
+
+def _port(parts) -> Optional[int]:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 _OPENER = urllib.request.build_opener(SameHostCredentials)
 
 
-def urlopen(request: urllib.request.Request, timeout: float):
-    """urllib.request.urlopen, but credentials never follow a redirect to another host."""
-    return _OPENER.open(request, timeout=timeout)
+def _opener(policy: SourcePolicy):
+    redirect, http, https = SameHostCredentials(), _CheckedHTTP(), _CheckedHTTPS()
+    redirect.policy = http.policy = https.policy = policy
+    # Through a proxy (http_proxy), the address judged is the proxy's (README says so).
+    return urllib.request.build_opener(redirect, http, https)
+
+
+def urlopen(request: urllib.request.Request, timeout: float, policy: Optional[SourcePolicy] = None):
+    """urllib.request.urlopen, but credentials never follow a redirect to another host;
+    with `policy`, every URL and every connection is judged by it (SourceDenied)."""
+    if policy is None:
+        return _OPENER.open(request, timeout=timeout)
+    _check_url(policy, request.full_url)
+    return _opener(policy).open(request, timeout=timeout)

@@ -21,7 +21,8 @@ class RunningSupernode:
         self.service = Supernode(config, data_dir)
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
                                  SupernodeApp(self.service), config.max_connections,
-                                 tls=self.service.tls)
+                                 tls=self.service.tls,
+                                 max_connections_per_client=config.max_connections_per_client)
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.listener.start()
 

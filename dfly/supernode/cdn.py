@@ -30,17 +30,17 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Optional
 
 from dfly import __version__
-from dfly.errors import DigestMismatch, SourceError
+from dfly.errors import DigestMismatch, SourceDenied, SourceError
 from dfly.protocol import redirects
 from dfly.protocol.digest import new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
 
 CHUNK = 1 << 20
-SOURCE_SCHEMES = ("http", "https")
 
 
 class _Abandoned(Exception):
@@ -53,8 +53,12 @@ class Fetch:
     def __init__(self, task: Task, timeout_s: float, bucket: Optional[TokenBucket],
                  clock: Callable[[], float] = time.monotonic, orphan_grace_s: float = 2.0,
                  stop: Optional[threading.Event] = None,
-                 before_offer: Callable[[Task, int, str], None] = lambda task, num, sha: None):
+                 before_offer: Callable[[Task, int, str], None] = lambda task, num, sha: None,
+                 policy: SourcePolicy = SourcePolicy(),
+                 on_denied: Callable[[Task, SourceDenied], None] = lambda task, e: None):
         self.task = task
+        self.policy = policy          # which sources and addresses may be fetched
+        self.on_denied = on_denied    # counts and logs a denial
         self.before_offer = before_offer   # e.g. copy the digest to the other cluster members
         self.adopting = task.adopted_at is not None   # taking over from a dead member
         self.orphan_grace_s = orphan_grace_s
@@ -74,6 +78,9 @@ class Fetch:
             self._run()
         except _Abandoned:
             log.info("task %s: the fetch the watchdog gave up on ended", task.task_id[:12])
+        except SourceDenied as e:
+            if self._fail("SourceDenied", str(e)):
+                self.on_denied(task, e)
         except (SourceError, DigestMismatch) as e:
             if self._fail(type(e).__name__, str(e)):
                 log.warning("task %s source failed: %s", task.task_id[:12], e)
@@ -150,7 +157,7 @@ class Fetch:
         headers.setdefault("User-Agent", "dfly-supernode/" + __version__)
         request = urllib.request.Request(task.url, headers=headers)
         try:
-            return redirects.urlopen(request, timeout=self.timeout_s)
+            return redirects.urlopen(request, timeout=self.timeout_s, policy=self.policy)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 304 and meta:
@@ -161,9 +168,19 @@ class Fetch:
             raise SourceError("origin answered %d %s for %s" % (e.code, e.reason, task.url))
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            raise SourceError("cannot reach origin for %s: %s" % (task.url, reason))
+            log.info("task %s cannot reach origin for %s: %s", task.task_id[:12], task.url, reason)
+            # Not the reason: "refused", "reset" or what answered would tell any client
+            # which ports are open on hosts only the supernode reaches. The log has it.
+            raise SourceError("cannot reach origin for %s (%s; the supernode's log says why)"
+                              % (task.url, _kind_of_failure(reason)))
         except http.client.HTTPException as e:   # a garbage status line, over 100 headers...
-            raise SourceError("%s for %s: %s" % (_failed_how(e), task.url, _describe(e)))
+            log.info("task %s origin for %s: %s", task.task_id[:12], task.url, _describe(e))
+            if isinstance(e, http.client.InvalidURL):
+                raise SourceError("%s for %s" % (_failed_how(e), task.url))
+            # Not what it sent, nor that it was not HTTP: the same words as for a closed
+            # port, or a client could map which ports only the supernode reaches are open.
+            raise SourceError("cannot reach origin for %s (%s; the supernode's log says why)"
+                              % (task.url, NO_HTTP_ANSWER))
 
     def _restore(self, meta: dict) -> None:
         """The origin says our complete copy is current: serve it as is."""
@@ -423,6 +440,20 @@ def _version_in(meta: dict, task: Task) -> str:
     written before versions existed gets one now."""
     return (meta.get("content_version") or task.content_version
             or content_version_for(meta.get("etag", ""), meta["length"], meta["piece_size"]))
+
+
+NO_HTTP_ANSWER = "no HTTP answer: refused, reset, or the origin broke the HTTP protocol"
+
+
+def _kind_of_failure(reason) -> str:
+    """What a client may learn of a failed connection: whether the name resolved
+    and whether time ran out (its timing says so anyway); not whether anything
+    listens there."""
+    if isinstance(reason, socket.gaierror):
+        return "host name not found"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    return NO_HTTP_ANSWER
 
 
 def _content_length(response) -> Optional[int]:

@@ -10,11 +10,19 @@ import http.client
 import json
 import socket
 import ssl
-from typing import Callable, List, Optional, Tuple
+import threading
+from typing import Callable, Dict, List, Optional, Tuple
 
 from dfly import errors
 from dfly.protocol.address import loopback_for, parse_address
-from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState, stale
+from dfly.protocol.messages import (
+    PEER_SECRET_HEADER,
+    HeartbeatReply,
+    RegisterRequest,
+    ScheduleRequest,
+    TaskState,
+    stale,
+)
 from dfly.protocol.signing import HEADER as CLUSTER_HEADER
 from dfly.protocol.task import TASK_ID
 from dfly.tls import TLS, http_connection, refusal
@@ -31,29 +39,61 @@ class SupernodeDown(errors.DflyError):
 
 _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
           "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
-          "SourceError": errors.SourceError,
+          "SourceError": errors.SourceError, "SourceDenied": errors.SourceDenied,
           "DigestMismatch": errors.DigestMismatch, "TLSRequired": errors.TLSRefused}
 
 
+class PeerSecrets:
+    """The secrets supernodes gave one peer id (supernode address -> secret), shared
+    by every client object of that peer and handed to its seeder: each later call
+    in the peer's name carries the secret of the supernode it goes to."""
+
+    def __init__(self, known: Optional[Dict[str, str]] = None):
+        self._by_address: Dict[str, str] = dict(known or {})
+        # Held by a first registration at a supernode, so that two downloads of the
+        # same peer do not both register without a secret (the second is refused).
+        self.first_registration = threading.Lock()
+
+    def get(self, address: str) -> str:
+        return self._by_address.get(address, "")
+
+    def put(self, address: str, secret: str) -> None:
+        self._by_address[address] = secret
+
+    def to_json(self) -> Dict[str, str]:
+        return dict(self._by_address)
+
+
 class SupernodeClient:
-    def __init__(self, address: str, timeout_s: float = 15.0, tls: Optional[TLS] = None):
+    def __init__(self, address: str, timeout_s: float = 15.0, tls: Optional[TLS] = None,
+                 secrets: Optional[PeerSecrets] = None):
         self.address = address
         self.tls = tls
         self.host, self.port = _host_port(address)
         self.timeout_s = timeout_s
+        self.secrets = secrets if secrets is not None else PeerSecrets()
         self._conn: Optional[http.client.HTTPConnection] = None
         self.server_timing: Optional[str] = None   # the last reply's Server-Timing header
 
     def clone(self) -> "SupernodeClient":
         """Another client (its own connection) to the supernode this one talks to now."""
-        return SupernodeClient(self.address, self.timeout_s, self.tls)
+        return SupernodeClient(self.address, self.timeout_s, self.tls, self.secrets)
+
+    @property
+    def peer_secret(self) -> str:
+        """What proves our peer id to the supernode this client talks to now ("" before registering)."""
+        return self.secrets.get(self.address)
 
     # calls -------------------------------------------------------------------------
     def register(self, request: RegisterRequest) -> Tuple[str, TaskState]:
         """Register for a URL; returns (task id, state). In a cluster, the member
         asked may name the task's owner instead: this client then moves there."""
         for _ in range(MAX_REDIRECTS):
-            body = self._call("POST", "/v1/tasks", request.to_json())
+            if self.peer_secret:
+                body = self._register_once(request)
+            else:
+                with self.secrets.first_registration:
+                    body = self._register_once(request)
             if not body.get("redirect"):
                 task_id = body.get("task_id")
                 if not isinstance(task_id, str) or not TASK_ID.match(task_id):
@@ -64,10 +104,16 @@ class SupernodeClient:
             self.host, self.port = _host_port(self.address)
         raise SupernodeDown("supernodes kept redirecting (last to %s)" % self.address)
 
+    def _register_once(self, request: RegisterRequest) -> dict:
+        body = self._call("POST", "/v1/tasks", request.to_json(), headers=self._proof())
+        if isinstance(body.get("peer_secret"), str) and body["peer_secret"]:
+            self.secrets.put(self.address, body["peer_secret"])
+        return body
+
     def schedule(self, task_id: str, request: ScheduleRequest) -> TaskState:
         timeout = self.timeout_s + request.wait_s
         return self._state(self._call("POST", "/v1/tasks/%s/schedule" % task_id,
-                                      request.to_json(), timeout))
+                                      request.to_json(), timeout, headers=self._proof()))
 
     def _state(self, body: dict) -> TaskState:
         try:
@@ -79,10 +125,18 @@ class SupernodeClient:
         """The peer still serves `task_id`; the reply has the task's content version ("" unknown)
         and the pieces others discarded from this peer, for it to check."""
         return HeartbeatReply.parse(self._call("POST", "/v1/tasks/%s/peers/%s/heartbeat"
-                                               % (task_id, peer_id), {}))
+                                               % (task_id, peer_id), {}, headers=self._proof()))
 
     def leave(self, task_id: str, peer_id: str) -> None:
-        self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id))
+        self._call("DELETE", "/v1/tasks/%s/peers/%s" % (task_id, peer_id), headers=self._proof())
+
+    def leave_quietly(self, task_id: str, peer_id: str) -> None:
+        """leave_quietly() below, to the supernode this client talks to now."""
+        leave_quietly(self.address, task_id, peer_id, self.tls, self.secrets)
+
+    def _proof(self) -> Dict[str, str]:
+        secret = self.peer_secret
+        return {PEER_SECRET_HEADER: secret} if secret else {}
 
     # between cluster members -----------------------------------------------------------
     def ping(self, me: str, active: List[str], sign: Signer) -> dict:
@@ -101,7 +155,11 @@ class SupernodeClient:
         return self._call("GET", "/v1/cluster")
 
     def tasks(self) -> List[dict]:
-        return self._call("GET", "/v1/tasks")["tasks"]
+        return self.listing()["tasks"]
+
+    def listing(self) -> dict:
+        """GET /v1/tasks whole: the tasks and the supernode's counters."""
+        return self._call("GET", "/v1/tasks")
 
     def task(self, task_id: str) -> dict:
         return self._call("GET", "/v1/tasks/%s" % task_id)
@@ -177,7 +235,7 @@ class SupernodeClient:
         if response.status >= 400:
             name = value.get("kind")
             kind = _KINDS.get(name, errors.DflyError) if isinstance(name, str) else errors.DflyError
-            if response.status == 503:
+            if response.status in (429, 503):   # busy: another supernode, or the source
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
         return value
@@ -195,14 +253,15 @@ def _host_port(address: str):
 
 def announce_holder(addresses: List[str], request: RegisterRequest, piece_count: int,
                     timeout_s: float = 5.0, content_version: str = "",
-                    held: Optional[List[int]] = None, tls: Optional[TLS] = None) -> Optional[str]:
+                    held: Optional[List[int]] = None, tls: Optional[TLS] = None,
+                    secrets: Optional[PeerSecrets] = None) -> Optional[str]:
     """Register as holder of every piece of a finished task (or of `held`) at the
     first supernode that takes it (after a restart, or when the one we used died);
     returns the address that did (the task's owner, after redirects), or None.
     SourceChanged when the task's content is no longer `content_version` (the
     pieces are stale)."""
     for address in addresses:
-        client = SupernodeClient(address, timeout_s, tls)
+        client = SupernodeClient(address, timeout_s, tls, secrets)
         try:
             task_id, state = client.register(request)
             if not stale(content_version, state.content_version):
@@ -224,9 +283,10 @@ def announce_holder(addresses: List[str], request: RegisterRequest, piece_count:
     return None
 
 
-def leave_quietly(address: str, task_id: str, peer_id: str, tls: Optional[TLS] = None) -> None:
+def leave_quietly(address: str, task_id: str, peer_id: str, tls: Optional[TLS] = None,
+                  secrets: Optional[PeerSecrets] = None) -> None:
     """Tell the supernode at `address` this peer left `task_id`; best effort."""
-    client = SupernodeClient(address, timeout_s=5, tls=tls)
+    client = SupernodeClient(address, timeout_s=5, tls=tls, secrets=secrets)
     try:
         client.leave(task_id, peer_id)
     except errors.DflyError:

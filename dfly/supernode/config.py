@@ -33,7 +33,28 @@ class SupernodeConfig(TLSOptions):
                               "when every receiver is busy)")
     peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
+    assignment_start_timeout_s: float = option(
+        5.0, "a piece assigned from the supernode that the peer has not started fetching by "
+        "then is given to others", kind="duration", flag="--assignment-start-timeout",
+        metavar="DURATION")
+    max_assignments_per_peer: int = option(16, "pieces one peer may be fetching (assigned, "
+                                           "not reported) at once")
+    allow_source: List[str] = option([], "sources the supernode may fetch: a scheme (https:), an "
+                                     "address or CIDR (10.0.0.0/8), a host name (*.example.com); "
+                                     "when given, only those", metavar="RULE")
+    deny_source: List[str] = option([], "sources the supernode must not fetch (same forms as "
+                                    "--allow-source; link-local is denied anyway)", metavar="RULE")
+    max_new_tasks_per_client: int = option(240, "new tasks (source URLs) one client host may "
+                                           "register a minute; more get 429; 0 = no limit")
+    max_source_fetches: int = option(16, "sources fetched at once; more tasks wait their turn")
+    max_source_fetches_per_client: int = option(8, "of those, how many for the tasks one client "
+                                                "host registered (its others wait; 0 = no share)")
+    task_idle_ttl_s: float = option(600.0, "a task without peers this long leaves memory (an "
+                                    "unfinished one its folder too; a finished one stays cached)",
+                                    kind="duration", flag="--task-idle-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")
+    max_connections_per_client: int = option(256, "connections one client host may have open; "
+                                             "more get 503 (0 = no limit)")
     log_level: str = option("info", "debug, info, warning or error")
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "
                                 "(HOST:PORT,[IPV6]:PORT,... or repeated)", kind="address",

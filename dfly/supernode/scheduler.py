@@ -45,7 +45,8 @@ copy of the file):
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
   others are fetching from them stay theirs until reported: the fetch is still
   running there); an assignment not reported within assignment_timeout_s is
-  released.
+  released. A requester holds at most max_assignments_per_peer unreported
+  assignments (one that asks for many and never fetches holds few slots).
 
 No sockets, threads or clocks: every call that depends on time takes `now`.
 """
@@ -68,6 +69,7 @@ class SchedulerConfig:
     max_holder_errors: int = 5
     max_peer_failures: int = 5
     assignment_timeout_s: float = 60.0
+    max_assignments_per_peer: int = 16
     peer_ttl_s: float = 30.0
     piece_stall_s: float = 15.0
     start_timeout_s: float = 5.0   # a fetch from the supernode not begun by then frees its slot
@@ -196,13 +198,16 @@ class TaskScheduler:
         if peer is None:
             return
         self._heard_from(peer, now)
-        if peer.inflight.get(num, ("", 0))[0] == holder:
+        assigned = peer.inflight.get(num, ("", 0))[0] == holder
+        if assigned:
             self._release(peer, num)
         peer.failures += 1
         if holder != SUPERNODE:
             peer.blacklist.add(holder)
             bad = self.peers.get(holder)
-            if bad is not None:
+            # Only a failure of a piece we told it to fetch from that holder counts
+            # against the holder for everyone: anyone can register and report.
+            if bad is not None and assigned:
                 bad.errors += 1
                 if bad.errors >= self.config.max_holder_errors:
                     self._bad.add(holder)
@@ -264,6 +269,7 @@ class TaskScheduler:
                sequential: bool = False) -> List[Assignment]:
         """Up to `want` pieces for `peer_id`, each with the holder to fetch it from."""
         peer = self.peers.get(peer_id)
+        want = min(want, self.config.max_assignments_per_peer - len(peer.inflight)) if peer else 0
         if peer is None or want <= 0:
             return []
         self._heard_from(peer, now)

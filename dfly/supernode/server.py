@@ -16,6 +16,7 @@ Routes (docs/PROTOCOL.md):
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import signing
+from dfly.protocol.messages import PEER_SECRET_HEADER
 from dfly.protocol.signing import SignedCall
 from dfly.supernode.service import Supernode
 
@@ -48,26 +49,28 @@ class SupernodeApp:
         return Response.text("ok\n")
 
     def list_tasks(self, request: Request) -> Response:
-        return Response.json({"tasks": self.supernode.task_list()})
+        return Response.json({"tasks": self.supernode.task_list(),
+                              "sources_denied": self.supernode.sources_denied})
 
     def register(self, request: Request) -> Response:
-        return Response.json(self.supernode.register(request.json(), request.client[0]))
+        return Response.json(self.supernode.register(request.json(), request.client[0], _proof(request)))
 
     def status(self, request: Request, tid: str) -> Response:
         return Response.json(self.supernode.task_status(tid))
 
     def schedule(self, request: Request, tid: str) -> Response:
-        return Response.json(self.supernode.schedule(tid, request.json()))
+        return Response.json(self.supernode.schedule(tid, request.json(), _proof(request)))
 
     def heartbeat(self, request: Request, tid: str, peer: str) -> Response:
-        return Response.json(self.supernode.heartbeat(tid, peer))
+        return Response.json(self.supernode.heartbeat(tid, peer, _proof(request)))
 
     def leave(self, request: Request, tid: str, peer: str) -> Response:
-        return Response.json(self.supernode.leave(tid, peer))
+        return Response.json(self.supernode.leave(tid, peer, _proof(request)))
 
     def piece(self, request: Request, tid: str, num: str) -> Response:
         peer = request.query.get("peer", [""])[0]   # who fetches it, when the peer says
-        return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0]),
+        return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0],
+                                                  _proof(request)),
                         {"Content-Type": "application/octet-stream"})
 
     def cluster(self, request: Request) -> Response:
@@ -85,3 +88,8 @@ class SupernodeApp:
 
 def _signed(request: Request) -> SignedCall:
     return SignedCall(request.headers.get(signing.HEADER), request.method, request.path, request.body)
+
+
+def _proof(request: Request) -> str:
+    """The peer secret a call carries (docs/PROTOCOL.md, "Who a peer is")."""
+    return request.headers.get(PEER_SECRET_HEADER, "")

@@ -9,6 +9,7 @@ concern (task.py says how), and the reply says how long the call waited on
 purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
 import functools
+import hmac
 import logging
 import os
 import secrets
@@ -18,7 +19,16 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional
 
-from dfly.errors import BadRequest, DflyError, Forbidden, Gone, NotFound, TLSRefused
+from dfly.errors import (
+    BadRequest,
+    DflyError,
+    Forbidden,
+    Gone,
+    NotFound,
+    SourceDenied,
+    TLSRefused,
+    TooManyRequests,
+)
 from dfly.httpd import FileSlice
 from dfly.protocol import messages, signing
 from dfly.protocol.address import format_address, parse_host
@@ -26,13 +36,16 @@ from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.redact import redact_text, redact_url
+from dfly.protocol.redirects import shown_url
+from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
-from dfly.supernode.cdn import SOURCE_SCHEMES, Fetch
+from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.eviction import CacheEntry, choose_evictions
+from dfly.supernode.fetchpool import FetchPool
 from dfly.supernode.repair import Repairer
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
 from dfly.supernode.scrub import Scrubber
@@ -44,7 +57,7 @@ log = logging.getLogger("dfly.supernode")
 MAX_WAIT_S = 5.0
 # Failures that are the source's: remembered for --failure-ttl. The supernode's own
 # (LocalIOError: its disk; InternalError) are not: the next registration retries.
-SOURCE_FAULTS = ("SourceError", "DigestMismatch")
+SOURCE_FAULTS = ("SourceError", "DigestMismatch", "SourceDenied")
 
 
 class Supernode:
@@ -58,10 +71,21 @@ class Supernode:
         self.scheduler_config = SchedulerConfig(
             max_uploads_per_peer=config.max_uploads_per_peer,
             max_uploads_supernode=config.max_uploads,
-            peer_ttl_s=config.peer_ttl_s)
+            peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
+            max_assignments_per_peer=config.max_assignments_per_peer)
+        self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source)
+        self.sources_denied = 0   # a counter: /v1/tasks shows it
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
+        self._trash = os.path.join(data_dir, "trash")   # pruned folders, removed outside the lock
+        # client host -> the new tasks it may still register (a bucket refilling per minute)
+        self._new_task_budget: Dict[str, TokenBucket] = {}
+        # Sources are fetched by at most max_source_fetches threads, shared fairly
+        # between the client hosts that asked for them; more tasks queue.
+        self._fetch_pool = FetchPool(config.max_source_fetches, config.max_source_fetches_per_client)
+        # peer id -> [its secret, when it last proved it]: who registered an id owns it
+        self._peer_secrets: Dict[str, list] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._janitor_loop, name="supernode-janitor",
@@ -104,16 +128,23 @@ class Supernode:
 
     def stop(self) -> None:
         self._stop.set()
+        self._fetch_pool.close()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
         self.repairer.stop()
 
     # calls from peers ------------------------------------------------------------
-    def register(self, body: dict, client_host: str) -> dict:
+    def register(self, body: dict, client_host: str, proof: str = "") -> dict:
+        """`proof`: the peer's secret, if this supernode gave it one (a first
+        registration has none; its reply's `peer_secret` is then the one to send)."""
         req = messages.RegisterRequest.parse(body)
-        if req.url.split(":", 1)[0].lower() not in SOURCE_SCHEMES:
-            raise BadRequest("source URL must be http or https: %r" % req.url[:200])
+        why = self.source_policy.check_url(req.url)
+        if why is not None:
+            error = SourceDenied("source %s denied by the supernode's source policy: %s"
+                                 % (shown_url(req.url), why), detail=why)
+            self._source_denied(client_host, req.url, error)
+            raise error
         host = _peer_host(req.peer_host) if req.peer_host else client_host
         tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
         now = self.clock()
@@ -121,23 +152,29 @@ class Supernode:
             owner = self.membership.owner(tid, now, serving_here=tid in self._active_ids())
             if owner != self.me:
                 return {"redirect": owner, "task_id": tid}
-        task = self._task_for(tid, req)
-        with task.cond:
-            task.source_offered(req.url, req.headers)
-            if task.state == FAILED and req.url != task.url and req.url not in task.failed_urls:
-                task.use_source(req.url, req.headers)   # a URL not tried yet: no need to wait
-            self._refresh(task, now)
-            task.last_access = now
-            task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
-            # No wake-up: a peer joining holds nothing yet and frees no upload slot.
-            reply = self._state(task)
+        secret = self._admit(req.peer_id, proof, now)
+        while True:
+            task = self._task_for(tid, req, client_host, now)
+            with task.cond:
+                if task.pruned:   # the janitor dropped it between our two locks: again
+                    continue
+                task.source_offered(req.url, req.headers)
+                if task.state == FAILED and req.url != task.url and req.url not in task.failed_urls:
+                    task.use_source(req.url, req.headers)   # a URL not tried yet: no need to wait
+                self._refresh(task, now, client_host)
+                task.last_access = now
+                task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
+                # No wake-up: a peer joining holds nothing yet and frees no upload slot.
+                reply = self._state(task)
+            break
         _touch(task.folder)
-        reply.update(task_id=tid, peer_id=req.peer_id)
+        reply.update(task_id=tid, peer_id=req.peer_id, peer_secret=secret)
         return reply
 
-    def schedule(self, tid: str, body: dict) -> dict:
+    def schedule(self, tid: str, body: dict, proof: str = "") -> dict:
         task = self._known_task(tid)
         req = messages.ScheduleRequest.parse(body)
+        self._check_proof(req.peer_id, proof)
         deadline = self.clock() + min(req.wait_s, MAX_WAIT_S)
         waited = 0.0
         with task.cond:
@@ -176,11 +213,12 @@ class Supernode:
             task.last_access = now
         return reply
 
-    def heartbeat(self, tid: str, peer_id: str) -> dict:
+    def heartbeat(self, tid: str, peer_id: str, proof: str = "") -> dict:
         """A seeding peer lives. The reply lists the pieces others discarded from it
         since (`check`, with their digests): it checks its copies and re-reports
         the good ones; until then they are not offered from it."""
         task = self._known_task(tid)
+        self._check_proof(peer_id, proof)
         with task.cond:
             if not task.scheduler.peer_seen(peer_id, self.clock()):
                 raise Gone("peer %s is not registered for task %s" % (peer_id, tid[:12]))
@@ -190,8 +228,9 @@ class Supernode:
             check = [{"num": n, "sha256": task.digests[n]} for n in suspects if n < len(task.digests)]
             return {"ok": True, "content_version": task.content_version, "check": check}
 
-    def leave(self, tid: str, peer_id: str) -> dict:
+    def leave(self, tid: str, peer_id: str, proof: str = "") -> dict:
         task = self._known_task(tid)
+        self._check_proof(peer_id, proof)
         with task.cond:
             task.scheduler.peer_left(peer_id)
             task.suspects.pop(peer_id, None)
@@ -199,11 +238,14 @@ class Supernode:
             task.offered(None)   # its upload slots elsewhere are free; what it held, others serve
         return {"ok": True}
 
-    def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "") -> FileSlice:
-        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only from
-        the host that peer registered (else another client could free our upload
-        slot early in its name; the slot is then freed by the peer's report)."""
+    def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "",
+              proof: str = "") -> FileSlice:
+        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only with
+        that peer's secret and from the host it registered (else another client could
+        free our upload slot early in its name; the slot is then freed by the peer's report)."""
         task = self._known_task(tid)
+        if peer_id and not self._proves(peer_id, proof):
+            peer_id = ""
         with task.cond:
             if not task.is_cached(num):
                 raise NotFound("piece %d of task %s is not here" % (num, tid[:12]))
@@ -261,14 +303,57 @@ class Supernode:
                 out.append(_shown(task.summary(), task.url))
         return out
 
+    # who a peer is -------------------------------------------------------------------
+    def _admit(self, peer_id: str, proof: str, now: float) -> str:
+        """The secret of `peer_id`: the one it holds (proved by `proof`), or a new one
+        when the id is free (never seen, or silent longer than a peer is remembered).
+        An id in use is not given to a caller without its secret."""
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+            if entry is not None and hmac.compare_digest(proof.encode(), entry[0].encode()):
+                entry[1] = now
+                return entry[0]
+            if entry is not None and now - entry[1] <= self.config.peer_ttl_s:
+                raise Forbidden("peer id %s is registered by another peer (or this peer lost "
+                                "its secret): choose another id" % peer_id)
+            secret = secrets.token_hex(16)
+            self._peer_secrets[peer_id] = [secret, now]
+            return secret
+
+    def _check_proof(self, peer_id: str, proof: str) -> None:
+        """A call in the name of `peer_id` must carry its secret: 403 otherwise (410
+        when we do not know the id: a restarted supernode; register again)."""
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+            if entry is None:
+                raise Gone("peer %s is not registered here" % peer_id)
+            if not hmac.compare_digest(proof.encode(), entry[0].encode()):
+                raise Forbidden("peer %s: missing or wrong peer secret" % peer_id)
+            entry[1] = self.clock()
+
+    def _proves(self, peer_id: str, proof: str) -> bool:
+        with self._lock:
+            entry = self._peer_secrets.get(peer_id)
+        return entry is not None and hmac.compare_digest(proof.encode(), entry[0].encode())
+
+    def _forget_secrets(self, now: float) -> None:
+        """Secrets unused for twice a peer's time to live: their peers are forgotten everywhere."""
+        with self._lock:
+            stale = [p for p, (_, used) in self._peer_secrets.items()
+                     if now - used > 2 * self.config.peer_ttl_s]
+            for peer_id in stale:
+                del self._peer_secrets[peer_id]
+
     # internals ---------------------------------------------------------------------
-    def _task_for(self, tid: str, req) -> Task:
+    def _task_for(self, tid: str, req, client_host: str, now: float) -> Task:
         with self._lock:
             task = self._tasks.get(tid)
             if task is None:
+                self._charge_new_task(client_host, now)
                 task = Task(tid, req.url, req.headers, req.digest,
                             os.path.join(self.tasks_dir, tid), self.scheduler_config)
                 task.clock = self.clock
+                task.last_access = now
                 replica = self.replicas.get(tid) if self.membership is not None else None
                 if replica is not None and replica.get("url") == req.url and replica.get("length"):
                     task.adopt(replica, self.clock())
@@ -277,6 +362,21 @@ class Supernode:
                 self._tasks[tid] = task
                 log.info("task %s registered for %s", tid[:12], redact_url(req.url))
             return task
+
+    def _charge_new_task(self, client_host: str, now: float) -> None:
+        """One of `client_host`'s new tasks a minute (each one a source fetch and a
+        folder here); 429 beyond. Called with self._lock held."""
+        limit = self.config.max_new_tasks_per_client
+        if limit <= 0 or not client_host:
+            return
+        budget = self._new_task_budget.get(client_host)
+        if budget is None:
+            budget = self._new_task_budget[client_host] = TokenBucket(limit / 60.0, now, burst=limit)
+        if not budget.take(1, now):
+            log.warning("client %s registered more than %d new tasks a minute: refused",
+                        client_host, limit)
+            raise TooManyRequests("more than %d new tasks a minute from %s: try again later"
+                                  % (limit, client_host))
 
     def _known_task(self, tid: str) -> Task:
         if not TASK_ID.match(tid):
@@ -287,7 +387,7 @@ class Supernode:
             raise NotFound("no task %s" % tid[:12])
         return task
 
-    def _refresh(self, task: Task, now: float) -> None:
+    def _refresh(self, task: Task, now: float, client_host: str) -> None:
         """Start a fetch when the task needs one (new, failed long enough ago or through
         no fault of the source's, stale)."""
         if (task.state == FAILED and task.error_kind in SOURCE_FAULTS
@@ -305,15 +405,19 @@ class Supernode:
         task.fetch_gen += 1
         fetch = Fetch(task, self.config.source_timeout_s, self.bucket, self.clock,
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
+                      policy=self.source_policy,
+                      on_denied=lambda task, e: self._source_denied("", task.url, e),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
-        threading.Thread(target=self._fetch, args=(task, fetch), daemon=True,
-                         name="fetch-" + task.task_id[:12]).start()
+        self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch))
 
     def _fetch(self, task: Task, fetch: Fetch) -> None:
         read_before = task.source_bytes
+        thread = threading.current_thread()
+        idle_name, thread.name = thread.name, "fetch-" + task.task_id[:12]   # whose fetch it runs
         try:
-            fetch.run()
+            fetch.run()   # whatever goes wrong fails the task there: the pool's thread goes on
         finally:
+            thread.name = idle_name
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
                     task.fetching = False
@@ -329,6 +433,13 @@ class Supernode:
                         self._refresh(task, self.clock())
             if task.state == DONE:
                 self._evict()
+
+    def _source_denied(self, client_host: str, url: str, error: SourceDenied) -> None:
+        with self._lock:
+            self.sources_denied += 1
+            count = self.sources_denied
+        log.warning("source denied (%d so far)%s: %s: %s", count,
+                    " for client %s" % client_host if client_host else "", url[:200], error.detail)
 
     def _has_all(self, task: Task, peer_id: str) -> bool:
         return task.state == DONE and len(task.scheduler.peers[peer_id].held) >= task.piece_count
@@ -541,6 +652,45 @@ class Supernode:
                     task.offered(None)
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
+            self._forget_secrets(now)
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Drop tasks nobody uses: a failed one once its failure is no longer
+        remembered, an unfinished one idle for --task-idle-ttl, each with its folder;
+        a finished one idle that long leaves memory only (its folder is the cache,
+        found again by the next registration, evicted by size)."""
+        with self._lock:
+            pruned = []
+            for tid, task in list(self._tasks.items()):
+                with task.cond:
+                    if task.scheduler.peers or task.fetching:
+                        continue
+                    failed = task.state == FAILED and now - task.failed_at > self.config.failure_ttl_s
+                    idle = now - task.last_access > self.config.task_idle_ttl_s
+                    if not (failed or idle):
+                        continue
+                    task.pruned = True
+                    del self._tasks[tid]
+                    if task.state != DONE:
+                        pruned.append(self._to_trash(task.folder))
+                log.info("task %s pruned (%s, no peers)", tid[:12], task.state)
+            for host in [h for h, b in self._new_task_budget.items() if b.full(now)]:
+                del self._new_task_budget[host]
+        for folder in pruned:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _to_trash(self, folder: str) -> str:
+        """Move `folder` out of tasks/ at once (a new task of the same id may start
+        there); the slow removal happens after, without the lock."""
+        try:
+            os.makedirs(self._trash, exist_ok=True)
+            target = os.path.join(self._trash, "%s.%s" % (os.path.basename(folder), secrets.token_hex(4)))
+            os.rename(folder, target)
+            return target
+        except OSError:
+            return ""
 
     def _stalled(self, task: Task, now: float) -> bool:
         """The task's fetch got nothing for the source timeout (caller holds task.cond).

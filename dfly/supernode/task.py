@@ -95,6 +95,7 @@ class Task:
         self.fetching = False
         self.fetch_gen = 0          # which fetch is the task's own; moved on when one is abandoned
         self.progress_at = 0.0      # when that fetch last got bytes (or began running): the watchdog
+        self.pruned = False   # dropped by the janitor: a caller holding it must look it up again
         self.adopted_at: Optional[float] = None
         self.geometry_known = False   # piece size decided (the source answered, or a copy told us)
         # Repair (repair.py): pieces whose cached bytes failed a check, withdrawn until

@@ -40,9 +40,10 @@ def origin(tmp_path):
 class SupernodeProcess:
     """`python dfly.pyz supernode` on 127.0.0.1:0; the port is read from its log."""
 
-    def __init__(self, python, pyz, data_dir):
+    def __init__(self, python, pyz, data_dir, *extra):
         self.proc = subprocess.Popen([python, pyz, "supernode", "--listen", "127.0.0.1:0",
-                                      "--data-dir", data_dir], stderr=subprocess.PIPE, text=True)
+                                      "--data-dir", data_dir] + list(extra),
+                                     stderr=subprocess.PIPE, text=True)
         self.address = None
         found = threading.Event()
 
@@ -144,6 +145,20 @@ def test_get_fetches_a_pasted_url_refuses_a_hopeless_one_and_names_a_broken_orig
         origin.stop()
     assert not (tmp_path / "h").exists() and not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".*dfly-part"))
+
+
+def test_get_of_a_source_the_supernode_denies_exits_9_without_fetching_it(pyz, origin, tmp_path):
+    python = sys.executable
+    write_random_file(str(origin.root / "f.bin"), 1024)
+    supernode = SupernodeProcess(python, pyz, str(tmp_path / "sn"), "--deny-source", "127.0.0.0/8")
+    try:
+        denied = _get(python, pyz, origin.url("f.bin"), str(tmp_path / "f.bin"), str(tmp_path),
+                      "--supernode", supernode.address)
+    finally:
+        supernode.stop()
+    assert denied.returncode == 9, denied.stderr
+    assert "source policy" in denied.stderr and "Traceback" not in denied.stderr
+    assert not (tmp_path / "f.bin").exists() and not list(tmp_path.glob(".*dfly-part"))
 
 
 def test_get_streams_to_stdout_in_order(pyz, origin, tmp_path):

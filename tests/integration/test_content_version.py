@@ -92,7 +92,8 @@ def test_a_seeder_announcing_while_a_stale_task_is_revalidated_keeps_its_pieces_
     src = origin.add("seeded.bin", content(4 * PIECE, seed=98))
     seeder = client_factory([supernode.address], seed_for_s=60)
     tid = seeder.download(src.url, str(downloads / "seeder.bin")).task_id
-    leave_quietly(supernode.address, tid, seeder.peer_id)   # still serving, but unknown: as after a restart
+    # still serving, but unknown: as after a restart
+    leave_quietly(supernode.address, tid, seeder.peer_id, secrets=seeder.secrets)
     hold = origin.fault("seeded.bin", Fault(hold=threading.Event()))
     later = client_factory([supernode.address])
 
@@ -100,7 +101,8 @@ def test_a_seeder_announcing_while_a_stale_task_is_revalidated_keeps_its_pieces_
         wait_until(lambda: _task(supernode.address).get("state") == "running", timeout=10,
                    message="the revalidation under way")
         address = announce_holder([supernode.address], seeder.registration(tid), 4,
-                                  content_version=seeder.content_version_of(tid))
+                                  content_version=seeder.content_version_of(tid),
+                                  secrets=seeder.secrets)
         hold.hold.set()
         return address
 
@@ -122,12 +124,13 @@ def test_a_seeder_of_a_changed_source_is_told_its_pieces_are_stale(
     seeder = client_factory([supernode.address], seed_for_s=60)
     tid = seeder.download(src.url, str(downloads / "seeder.bin")).task_id
     version = seeder.content_version_of(tid)
-    leave_quietly(supernode.address, tid, seeder.peer_id)
+    leave_quietly(supernode.address, tid, seeder.peer_id, secrets=seeder.secrets)
     origin.add("old.bin", content(2 * PIECE, seed=100))
     later = client_factory([supernode.address])
     later.download(src.url, str(downloads / "later.bin"))   # the supernode cuts the new content
     with pytest.raises(SourceChanged):
-        announce_holder([supernode.address], seeder.registration(tid), 2, content_version=version)
+        announce_holder([supernode.address], seeder.registration(tid), 2, content_version=version,
+                        secrets=seeder.secrets)
 
 
 @pytest.mark.time_limit(45)
@@ -158,7 +161,8 @@ def test_a_detached_seeder_whose_pieces_are_of_another_version_leaves_the_task(
     task = {"task_id": tid, "supernode": supernode.address, "length": src.size, "piece_size": PIECE,
             "register": first.registration(tid).to_json(),
             "content_version": first.content_version_of(tid)}
-    spec = {"peer_id": first.peer_id, "supernodes": [supernode.address]}
+    spec = {"peer_id": first.peer_id, "supernodes": [supernode.address],
+            "secrets": first.secrets.to_json()}
     assert detached._heartbeat(dict(task), spec)   # its pieces are the task's: it stays
     assert _task(supernode.address)["peers"] == 1
     assert not detached._heartbeat(dict(task, content_version="0123456789abcdef"), spec)

@@ -64,6 +64,16 @@ def test_handed_off_failures_keep_their_exit_codes_and_leave_nothing(origin, sup
 
 
 @pytest.mark.time_limit(30)
+def test_a_handed_off_get_of_a_source_the_supernode_denies_exits_9(origin, supernode_factory, daemons,
+                                                                   downloads):
+    src = origin.add("denied.bin", content(MiB, seed=34))
+    supernode = supernode_factory(deny_source=["127.0.0.0/8"])
+    running = daemons.start(supernode=[supernode.address])
+    assert _get(src.url, "-o", str(downloads / "d.bin"), "--daemon", running.address) == 9
+    assert os.listdir(str(downloads)) == [] and origin.requests("denied.bin") == 0
+
+
+@pytest.mark.time_limit(30)
 def test_the_cache_stays_under_its_size_limit_and_stops_seeding_what_it_deletes(
         origin, supernode, daemons, downloads):
     running = daemons.start(supernode=[supernode.address], cache_size=10 * MiB)

@@ -214,32 +214,33 @@ def test_a_peer_reporting_its_last_piece_on_another_connection_ends_its_own_long
     runs without its janitor thread, whose once-a-second baton would hide a miss."""
     src = origin.add("one.bin", content(MiB, seed=7))
     service = Supernode(SupernodeConfig(), str(tmp_path / "sn"))   # not start()ed
-    tid = service.register(RegisterRequest(url=src.url, peer_id="a", peer_port=9,
-                                           peer_host="127.0.0.1").to_json(), "127.0.0.1")["task_id"]
-    first = service.schedule(tid, ScheduleRequest("a", want=1, wait_s=LONG_POLL_S).to_json())
+    registered = service.register(RegisterRequest(url=src.url, peer_id="a", peer_port=9,
+                                                  peer_host="127.0.0.1").to_json(), "127.0.0.1")
+    tid, secret = registered["task_id"], registered["peer_secret"]
+    first = service.schedule(tid, ScheduleRequest("a", want=1, wait_s=LONG_POLL_S).to_json(), secret)
     assert [p["num"] for p in first["pieces"]] == [0]
     wait_until(lambda: service.task_status(tid)["state"] == "done", message="the source cut")
 
     reply = {}
     poll = threading.Thread(target=lambda: reply.update(service.schedule(
-        tid, ScheduleRequest("a", want=4, wait_s=LONG_POLL_S).to_json())), daemon=True)
+        tid, ScheduleRequest("a", want=4, wait_s=LONG_POLL_S).to_json(), secret)), daemon=True)
     poll.start()   # piece 0 is in flight to "a" itself: nothing to give, so it waits
     wait_until(lambda: service.task_status(tid)["waiting"] == 1, message="the long-poll")
-    service.schedule(tid, ScheduleRequest("a", done=[0], want=0).to_json())   # the reporter
+    service.schedule(tid, ScheduleRequest("a", done=[0], want=0).to_json(), secret)   # the reporter
 
     poll.join(LONG_POLL_S + 5)
     assert reply["pieces"] == []
     assert reply["waited_s"] < LONG_POLL_S - 1   # woken by its own report, not its deadline
 
 
-def _fetch_from_supernode(supernode, tid: str, piece, peer_id: str) -> bytes:
+def _fetch_from_supernode(supernode, tid: str, piece, peer_id: str, secret: str = "") -> bytes:
     """Fetch `piece` (a PieceOrder naming the supernode) as the piece workers do."""
     got = bytearray(piece.size)
 
     def write(offset, data):
         got[offset - piece.start:offset - piece.start + len(data)] = data
 
-    fetcher = PieceFetcher(10, peer_id=peer_id)
+    fetcher = PieceFetcher(10, peer_id=peer_id, proof=lambda: secret)
     try:
         fetcher.fetch(supernode.address, tid, piece, write)
     finally:
@@ -262,7 +263,7 @@ def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(super
         waiting(observer, tid, 1)
         order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
 
-        assert _fetch_from_supernode(supernode, tid, order, "a") == data[:MiB]   # a reports nothing
+        assert _fetch_from_supernode(supernode, tid, order, "a", a.peer_secret) == data[:MiB]   # no report
 
         assert [(p.num, p.holder) for p in call.result().pieces] == [(1, SUPERNODE)]
     finally:
@@ -273,6 +274,12 @@ def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(super
 def _fetch_anonymously(supernode, tid: str, data: bytes) -> bytes:
     order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
     return _fetch_from_supernode(supernode, tid, order, "")
+
+
+def _fetch_as_a_without_its_secret(supernode, tid: str, data: bytes) -> bytes:
+    """Naming peer "a" from the host it registered from, without a's secret."""
+    order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
+    return _fetch_from_supernode(supernode, tid, order, "a", "not-the-secret")
 
 
 def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
@@ -287,7 +294,8 @@ def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
 
 
 @pytest.mark.time_limit(30)
-@pytest.mark.parametrize("fetch", [_fetch_anonymously, _fetch_as_a_from_another_host])
+@pytest.mark.parametrize("fetch", [_fetch_anonymously, _fetch_as_a_from_another_host,
+                                   _fetch_as_a_without_its_secret])
 def test_a_fetch_the_supernode_cannot_tie_to_its_peer_holds_the_slot_until_reported(
         supernode_factory, origin, fetch):
     """Without `?peer=`, or naming a peer from another host than it registered from

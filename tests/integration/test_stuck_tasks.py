@@ -1,6 +1,7 @@
 """No task is ever stuck: whatever a supernode's fetch meets (a URL as users paste
 it, an origin that breaks HTTP, one that drips its headers forever, a bug) ends
 in a download or in a typed error for every waiter, promptly."""
+import itertools
 import logging
 import threading
 import time
@@ -161,6 +162,9 @@ def quick_supernode(origin, supernode_factory):
     return supernode_factory(source_timeout_s=1.0)
 
 
+_EXAMPLES = itertools.count()   # each example registers as a peer of its own
+
+
 @pytest.mark.time_limit(120)
 @settings(max_examples=80, deadline=10000, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -175,11 +179,12 @@ def test_any_url_registered_either_downloads_or_fails_typed_within_the_source_ti
         with refused_address() as (_, refused):
             port_text = {"ORIGIN": str(origin.address[1]), "REFUSED": str(refused)}.get(port, port)
             url = "%s://127.0.0.1:%s/%s" % (scheme, port_text, path)
+            peer_id = "prop%d" % next(_EXAMPLES)
             try:
-                tid, _ = sn.register(RegisterRequest(url=url, peer_id="prop", peer_port=1))
+                tid, _ = sn.register(RegisterRequest(url=url, peer_id=peer_id, peer_port=1))
             except BadRequest:
                 return
-            ask = ScheduleRequest("prop", want=0, wait_s=0.2)
+            ask = ScheduleRequest(peer_id, want=0, wait_s=0.2)
             state = wait_until(lambda: _settled(sn.schedule(tid, ask)), timeout=1.0 + 5.0,
                                message="%r settles within the source timeout" % url)
         assert state.state == "done" or state.error_kind in ("SourceError", "DigestMismatch"), state

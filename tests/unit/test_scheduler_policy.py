@@ -235,7 +235,7 @@ def test_a_sent_piece_still_counts_as_on_its_way_so_it_leaves_the_supernode_once
 @pytest.mark.parametrize("settle", ["done", "failed", "left", "expired"])
 def test_a_sent_supernode_upload_is_not_released_twice(settle):
     s = scheduler(on_supernode=range(8), peers=["a", "b", "c"], max_uploads_supernode=2,
-                  assignment_timeout_s=10.0, peer_ttl_s=1000.0)
+                  assignment_timeout_s=10.0, start_timeout_s=10.0, peer_ttl_s=1000.0)
     [sent] = s.assign("a", 1, T0)
     [second] = s.assign("b", 1, T0 + 5)
     s.supernode_sent("a", sent.piece)
@@ -346,10 +346,12 @@ def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
     s = scheduler(on_supernode=[0], peers=["h", "r1", "r2", "r3", "before", "after"],
                   max_holder_errors=3)
     holding(s, "h", [0])
-    s.piece_failed("r1", 0, "h", T0)
-    s.piece_failed("r2", 0, "h", T0)
-    s.peer_seen("h", T0)   # alive: no longer suspect, but it has errors
+    for reporter in ("r1", "r2"):
+        assert s.assign(reporter, 1, T0) == [Assignment(0, "h")]
+        s.piece_failed(reporter, 0, "h", T0)
+        s.peer_seen("h", T0)   # alive: no longer suspect, but it has errors
     assert s.assign("before", 1, T0) == [Assignment(0, "h")]
+    assert s.assign("r3", 1, T0) == [Assignment(0, "h")]
     s.piece_failed("r3", 0, "h", T0)
     assert s.peers["h"].errors == 3
     assert s.assign("after", 1, T0) == [Assignment(0, SUPERNODE)]
@@ -357,9 +359,12 @@ def test_a_holder_with_max_holder_errors_reports_is_skipped_by_everyone():
 
 def test_a_peer_fetching_from_a_failing_holder_does_not_hold_back_the_supernode():
     s = scheduler(on_supernode=[0], peers=["bad", "r", "x"], max_holder_errors=1)
+    holding(s, "bad", [7])
+    s.piece_available(7)
     assert s.assign("bad", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.assign("x", 2, T0) == [Assignment(7, "bad")]   # 0 is on its way to bad: x waits
     s.piece_failed("x", 7, "bad", T0)    # someone else reports bad: it reaches max_holder_errors
-    assert s.assign("r", 1, T0 + 1) == [Assignment(0, SUPERNODE)]
+    assert Assignment(0, SUPERNODE) in s.assign("r", 2, T0 + 1)
 
 
 def test_failures_against_the_supernode_blacklist_nobody():
@@ -703,3 +708,60 @@ def test_a_peer_that_re_registers_under_the_other_family_moves_with_it():
     assert {a.holder for a in s.assign("v4a", 2, T0)} == {"v6a"}
     s.peer_left("v6a")
     assert {a.holder for a in s.assign("v4b", 2, T0)} == {SUPERNODE}
+
+
+# a requester that asks and never fetches ------------------------------------------------
+def test_supernode_pieces_a_requester_never_starts_fetching_are_released_after_start_timeout():
+    s = scheduler(on_supernode=range(8), peers=["hoarder", "honest"], max_uploads_supernode=4,
+                  start_timeout_s=5.0)
+    assert len(s.assign("hoarder", 64, T0)) == 4   # every slot of the supernode
+    assert s.assign("honest", 4, T0 + 1) == []
+    s.expire(T0 + 5.0)
+    assert s.assign("honest", 4, T0 + 5.0) == []   # not yet: a few seconds to start
+    s.expire(T0 + 5.1)
+    assert [a.holder for a in s.assign("honest", 4, T0 + 5.1)] == [SUPERNODE] * 4
+
+
+def test_a_started_supernode_fetch_keeps_its_slot_until_the_assignment_timeout():
+    s = scheduler(on_supernode=range(8), peers=["slow", "other"], max_uploads_supernode=1,
+                  start_timeout_s=5.0, assignment_timeout_s=60.0, peer_ttl_s=1000.0)
+    [a] = s.assign("slow", 1, T0)
+    s.supernode_started("slow", a.piece, T0)
+    s.expire(T0 + 30)
+    assert s.assign("other", 1, T0 + 30) == []
+    s.expire(T0 + 60.1)
+    assert nums(s.assign("other", 1, T0 + 60.1)) != []
+
+
+def test_a_started_mark_for_a_piece_not_assigned_from_the_supernode_changes_nothing():
+    s = scheduler(on_supernode=range(8), peers=["a", "b"], max_uploads_supernode=1, start_timeout_s=5.0)
+    s.supernode_started("a", 3, T0)   # not given to a: no slot to keep
+    [got] = s.assign("a", 1, T0)
+    s.supernode_started("b", got.piece, T0)
+    s.expire(T0 + 6)
+    assert s.upload_load(SUPERNODE) == 0
+
+
+def test_a_requester_holds_at_most_max_assignments_per_peer():
+    s = scheduler(on_supernode=range(40), peers=["greedy"], max_uploads_supernode=100,
+                  max_assignments_per_peer=6)
+    assert len(s.assign("greedy", 64, T0)) == 6
+    assert s.assign("greedy", 64, T0) == []
+    s.piece_done("greedy", sorted(s.peers["greedy"].inflight)[0], T0)
+    assert len(s.assign("greedy", 64, T0)) == 1
+
+
+def test_the_defaults_release_an_unstarted_claim_within_seconds_not_a_minute():
+    config = SchedulerConfig()
+    assert config.start_timeout_s <= 10 < config.assignment_timeout_s
+    assert 4 <= config.max_assignments_per_peer <= 64
+
+
+def test_failure_reports_of_pieces_never_assigned_from_that_holder_do_not_count_against_it():
+    s = scheduler(on_supernode=[0], peers=["h", "liar", "honest"], max_holder_errors=2)
+    holding(s, "h", [0])
+    for _ in range(10):   # anyone can register and report: only its own list changes
+        s.piece_failed("liar", 0, "h", T0)
+    assert s.peers["h"].errors == 0
+    assert s.peers["liar"].blacklist == {"h"}
+    assert s.assign("honest", 1, T0) == [Assignment(0, "h")]

@@ -64,3 +64,10 @@ def test_a_stale_now_from_a_slower_thread_earns_no_extra_tokens():
     assert bucket.reserve(100, now=10.0) == 0.0      # empty at t=10
     bucket.reserve(0, now=5.0)                       # a thread that read the clock earlier
     assert bucket.reserve(100, now=10.0) == pytest.approx(1.0)
+
+
+def test_a_counting_bucket_gives_its_burst_then_its_rate():
+    bucket = TokenBucket(2.0, 0.0, burst=5)   # 2 a second, 5 at once
+    assert [bucket.take(1, 0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(1, 0.5) and not bucket.take(1, 0.5)
+    assert not bucket.full(0.5) and bucket.full(3.0)

@@ -1,0 +1,106 @@
+"""The supernode's source policy, judged on values only (no traffic anywhere:
+the link-local defaults are proven here and only here)."""
+import pytest
+
+from dfly.protocol.sourcepolicy import SourcePolicy, parse_rule
+
+DEFAULT = SourcePolicy()
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254",
+                                     "::ffff:169.254.169.254", "fe80::1%eth0"])
+def test_link_local_addresses_are_denied_by_default(address):
+    assert DEFAULT.check_address("metadata.internal", address) is not None
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
+                                 "http://[fd00:ec2::254]/latest/", "http://[fe80::1]:8080/x"])
+def test_a_link_local_literal_url_is_denied_before_any_connection(url):
+    assert DEFAULT.check_url(url) is not None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1", "10.1.2.3", "192.168.0.9",
+                                     "172.16.0.1", "fd00::1", "93.184.216.34"])
+def test_loopback_private_and_public_addresses_are_allowed_by_default(address):
+    assert DEFAULT.check_address("origin", address) is None
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://h/",
+                                 "data:text/plain,hi", "//example.com/x", "http:///nohost"])
+def test_schemes_dfly_does_not_fetch_and_hostless_urls_are_denied(url):
+    assert DEFAULT.check_url(url) is not None
+
+
+def test_http_and_https_urls_pass_the_url_stage_by_default():
+    assert DEFAULT.check_url("http://origin.local:8080/a?b=c") is None
+    assert DEFAULT.check_url("https://registry.example.com/v2/") is None
+
+
+def test_a_denied_cidr_denies_the_address_connected_to_whatever_the_name():
+    policy = SourcePolicy.parse(deny=["127.0.0.2/32"])
+    assert policy.check_address("innocent.example.com", "127.0.0.2") is not None
+    assert policy.check_address("innocent.example.com", "127.0.0.1") is None
+    assert policy.check_url("http://127.0.0.2:8080/x") is not None
+    assert policy.check_url("http://innocent.example.com/x") is None   # judged once connected
+
+
+def test_a_denied_host_pattern_denies_the_name_and_its_subdomains_only():
+    policy = SourcePolicy.parse(deny=["*.internal.corp", "admin.corp"])
+    assert policy.check_url("http://db.internal.corp/x") is not None
+    assert policy.check_url("http://A.B.Internal.Corp./x") is not None
+    assert policy.check_url("http://internal.corp/x") is None
+    assert policy.check_url("http://admin.corp/x") is not None
+    assert policy.check_url("http://notadmin.corp/x") is None
+
+
+def test_allow_rules_admit_only_what_they_name_by_name_or_by_address():
+    policy = SourcePolicy.parse(allow=["registry.example.com", "10.0.0.0/8"])
+    assert policy.check_address("registry.example.com", "93.184.216.34") is None
+    assert policy.check_address("other.example.com", "10.9.9.9") is None
+    assert policy.check_address("other.example.com", "93.184.216.34") is not None
+    assert policy.check_address("127.0.0.1", "127.0.0.1") is not None
+
+
+def test_allowed_names_alone_are_judged_at_the_url_stage():
+    policy = SourcePolicy.parse(allow=["*.example.com"])
+    assert policy.check_url("http://a.example.com/x") is None
+    assert policy.check_url("http://evil.com/x") is not None
+    assert policy.check_url("http://127.0.0.1/x") is not None
+
+
+def test_a_rebinding_name_allowed_by_name_still_meets_the_address_deny_rules():
+    policy = SourcePolicy.parse(allow=["*.example.com"], deny=["10.0.0.0/8"])
+    assert policy.check_url("http://rebind.example.com/x") is None
+    assert policy.check_address("rebind.example.com", "10.0.0.5") is not None
+    assert policy.check_address("rebind.example.com", "169.254.169.254") is not None
+
+
+def test_scheme_rules_restrict_schemes():
+    policy = SourcePolicy.parse(allow=["https:"])
+    assert policy.check_url("https://a.example.com/") is None
+    assert policy.check_url("http://a.example.com/") is not None
+    assert SourcePolicy.parse(deny=["http://"]).check_url("http://a/") is not None
+
+
+def test_an_address_allow_rule_may_open_a_link_local_address_on_purpose():
+    policy = SourcePolicy.parse(allow=["169.254.10.0/24"])
+    assert policy.check_address("cache", "169.254.10.7") is None
+    assert policy.check_address("cache", "169.254.169.254") is not None
+
+
+def test_a_mapped_ipv6_form_meets_the_ipv4_deny_rule():
+    policy = SourcePolicy.parse(deny=["127.0.0.2"])
+    assert policy.check_address("h", "::ffff:127.0.0.2") is not None
+
+
+def test_rules_may_be_comma_separated_in_one_value():
+    policy = SourcePolicy.parse(deny=["10.0.0.0/8, *.corp"])
+    assert policy.check_address("x", "10.1.1.1") is not None
+    assert policy.check_url("http://db.corp/") is not None
+
+
+@pytest.mark.parametrize("rule", ["", "not a rule", "*", "a..b", "10.0.0.0/33", "*.*.com", "http://x",
+                                  "-bad.com", "ex ample.com"])
+def test_a_bad_rule_is_refused_with_a_message(rule):
+    with pytest.raises(ValueError, match="not a source rule"):
+        parse_rule(rule)
