@@ -69,7 +69,7 @@ def test_a_handed_off_get_of_a_source_the_supernode_denies_exits_9(origin, super
     src = origin.add("denied.bin", content(MiB, seed=34))
     supernode = supernode_factory(deny_source=["127.0.0.0/8"])
     running = daemons.start(supernode=[supernode.address])
-    assert _get(src.url, "-o", str(downloads / "d.bin"), "--daemon", running.address) == 9
+    assert _get(src.url, "-o", str(downloads / "d.bin"), *_handed(running)) == 9
     assert os.listdir(str(downloads)) == [] and origin.requests("denied.bin") == 0
 
 
