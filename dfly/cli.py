@@ -156,12 +156,15 @@ def parse_header(text: str):
 
 def run_get(args) -> int:
     from dfly.client import Client
+    from dfly.peer import output
     from dfly.peer.config import PeerConfig
     from dfly.peer.progress import ProgressBar
     from dfly.peer.seeder import Spare, detach
     from dfly.protocol.urls import normalize_url
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
+    if args.output != "-":
+        output.resolve(args.output)   # a directory: one line, nothing started
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional
 from dfly import errors, options
 from dfly.datadir import default_data_dir
 from dfly.httpd import Listener
+from dfly.peer import output
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
@@ -120,8 +121,11 @@ class Client:
         _check_digest(digest)
         url = normalize_url(url)
         path = os.path.abspath(path)
-        temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
-                                                                         _random_hex(8)))
+        target, in_order = output.resolve(path)
+        if in_order:   # a device or FIFO: written to as a stream, never replaced
+            return self._download_in_order(url, target, path, digest=digest, headers=headers,
+                                           filters=filters, identifier=identifier, progress=progress)
+        temp = output.temp_name(target, _random_hex(8))
         storage = PieceFile(temp)
         try:
             if on_storage is not None:
@@ -130,10 +134,10 @@ class Client:
                                  progress, sequential=sequential, cancel=cancel,
                                  restartable=on_storage is None)
             try:
-                os.replace(temp, path)
+                os.replace(temp, target)
             except OSError as e:
                 raise errors.LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
-            storage.path = path
+            storage.path = target
         except BaseException:
             self._discard(storage)
             raise
@@ -142,6 +146,21 @@ class Client:
         result.path = path
         self._after_download(result.task_id, storage)
         self.last_result = result
+        return result
+
+    def _download_in_order(self, url: str, target: str, path: str, **kwargs) -> DownloadResult:
+        out = output.open_in_order(target, path)
+        stream = self.stream(url, **kwargs)
+        try:
+            for chunk in stream:
+                output.write(out, chunk, path)
+        except BaseException:
+            stream.close()
+            output.close(out, path, quietly=True)
+            raise
+        output.close(out, path)
+        result = self.last_result
+        result.path = path
         return result
 
     def stream(self, url: str, digest: Optional[str] = None, headers: Optional[Dict[str, str]] = None,
