@@ -4,15 +4,17 @@ Each command's flags come from its component's config dataclass (options.py);
 a --config FILE (JSON, or TOML on Python 3.11+) fills what the flags leave out.
 """
 import argparse
+import errno
 import gc
 import json
 import logging
 import os
+import socket
 import sys
 from typing import List, Optional
 
 from dfly import __version__, errors, options
-from dfly.datadir import default_data_dir
+from dfly.datadir import default_data_dir, make_data_dir
 from dfly.errors import EXIT_CODES
 
 log = logging.getLogger("dfly")
@@ -43,6 +45,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("dfly: interrupted\n")
         return 130
+    except OSError as e:   # what the host refused that no earlier check named: still one line
+        return _host_refused(e)
+
+
+def _host_refused(e: OSError) -> int:
+    """A listen address taken or not this host's is a usage error (exit 2); any other
+    refusal of the host (a file, a disk) a local I/O error (exit 6)."""
+    listen = e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL) or isinstance(e, socket.gaierror)
+    what = "cannot listen there" if listen else "the host refused"
+    where = " %s" % e.filename if e.filename else ""
+    sys.stderr.write("dfly: error: %s%s: %s\n" % (what, where, e.strerror or e))
+    return 2 if listen else errors.LocalIOError.exit_code
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
@@ -144,7 +158,7 @@ def run_supernode(args) -> int:
 
     config = options.build(SupernodeConfig, _file_values(args), args)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
-    return app.run(config, os.path.abspath(data_dir))
+    return app.run(config, make_data_dir(data_dir))
 
 
 def parse_header(text: str):
@@ -172,6 +186,8 @@ def run_get(args) -> int:
     headers = dict(parse_header(h) for h in args.header)
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     to_stdout = args.output == "-"
+    if config.supernode or to_stdout:   # where pieces are kept to seed, or streamed through
+        make_data_dir(data_dir)
     bar = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
@@ -254,8 +270,20 @@ def _stream_to_stdout(client, url: str, kwargs: dict):
             out.write(chunk)
         out.flush()
     except BrokenPipeError:
+        _drop_stdout()
         raise errors.LocalIOError("stdout closed before the download finished")
+    except OSError as e:   # a full disk under a redirect
+        _drop_stdout()
+        raise errors.LocalIOError("cannot write to stdout: %s" % (e.strerror or e))
     return client.last_result
+
+
+def _drop_stdout() -> None:
+    """After stdout failed, point it at /dev/null so the interpreter's own flush at exit
+    does not print a second error about the bytes still buffered."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run_daemon(args) -> int:
@@ -264,13 +292,14 @@ def run_daemon(args) -> int:
 
     config = options.build(DaemonConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
-    return daemon.run(config, os.path.abspath(data_dir))
+    return daemon.run(config, make_data_dir(data_dir))
 
 
 def run_demo(args) -> int:
     from dfly.demo import run
 
-    return run(peers=args.peers, size=options.parse_size(args.size), data_dir=args.data_dir,
+    data_dir = make_data_dir(args.data_dir) if args.data_dir else None
+    return run(peers=args.peers, size=options.parse_size(args.size), data_dir=data_dir,
                out=sys.stdout)
 
 

@@ -1,13 +1,16 @@
 """The command line as a new user meets it (issue 16), driven through the built
 zipapp: `-o` never breaks what is at the path, ordinary mistakes are one line."""
+import marshal
 import os
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import zipfile
 
 import pytest
-from helpers import MiB, content, leftovers
+from helpers import MiB, content, leftovers, refused_address
 
 TIMEOUT_S = 60
 
@@ -104,3 +107,76 @@ def test_get_into_a_directory_is_one_line_and_fetches_nothing(pyz, origin, tmp_p
     line = one_line_error(get(pyz, src.url, folder, tmp_path), 6)
     assert "is a directory" in line
     assert os.listdir(str(folder)) == [] and origin.requests("f.bin") == 0
+
+
+# ordinary mistakes: one line, the documented exit code, never a traceback --------------
+
+@pytest.fixture()
+def held_port():
+    """A port another socket listens on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield "127.0.0.1:%d" % sock.getsockname()[1]
+    sock.close()
+
+
+def _mistakes(tmp_path, held: str, refused: str):
+    """(name, argv, exit code) for each ordinary mistake at each command's start."""
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    bad_dir = str(blocker / "data")   # under a regular file: cannot be created
+    missing = str(tmp_path / "missing.json")
+    url = "http://127.0.0.1:9/f.bin"   # never reached: each mistake is caught before
+    quick = ["--no-daemon", "--seed-for", "0", "--data-dir", str(tmp_path / "g")]
+    yield "supernode port in use", ["supernode", "--listen", held, "--data-dir", tmp_path / "s"], 2
+    yield "daemon port in use", ["daemon", "--listen", held, "--data-dir", tmp_path / "d"], 2
+    yield "get upload port in use", ["get", url, "-o", tmp_path / "o", "--supernode", refused,
+                                     "--upload-listen", held] + quick, 2
+    yield "supernode address not ours", ["supernode", "--listen", "192.0.2.1:0",
+                                         "--data-dir", tmp_path / "s"], 2
+    yield "daemon address not ours", ["daemon", "--listen", "192.0.2.1:0",
+                                      "--data-dir", tmp_path / "d"], 2
+    yield "supernode data dir", ["supernode", "--listen", "127.0.0.1:0", "--data-dir", bad_dir], 6
+    yield "daemon data dir", ["daemon", "--listen", "127.0.0.1:0", "--data-dir", bad_dir], 6
+    yield "demo data dir", ["demo", "--size", "1M", "--data-dir", bad_dir], 6
+    yield "get data dir", ["get", url, "-o", tmp_path / "o", "--supernode", refused, "--no-daemon",
+                           "--data-dir", bad_dir], 6
+    for command in ("supernode", "daemon", "bench"):
+        extra = [url, "--supernode", refused] if command == "bench" else []
+        yield "%s config" % command, [command] + extra + ["--config", missing], 2
+    yield "get config", ["get", url, "-o", tmp_path / "o", "--config", missing] + quick, 2
+
+
+def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_path, held_port):
+    with refused_address() as (host, port):
+        refused = "%s:%d" % (host, port)
+        for name, argv, code in _mistakes(tmp_path, held_port, refused):
+            proc = dfly(pyz, *argv, timeout=30)
+            assert proc.returncode == code and "Traceback" not in proc.stderr, (name, proc.stderr)
+            last = proc.stderr.strip().splitlines()[-1]
+            assert last.startswith("dfly: error: "), (name, proc.stderr)
+
+
+def test_get_to_stdout_on_a_full_disk_is_one_line_exit_6(pyz, origin, tmp_path):
+    src = origin.add("f.bin", content(2 * MiB, seed=6))
+    full = tmp_path / "full"
+    _char_device(full, 7)
+    with open(str(full), "wb") as stdout:
+        proc = subprocess.run([sys.executable, pyz, "get", src.url, "-o", "-", "--no-daemon",
+                               "--seed-for", "0", "--data-dir", str(tmp_path / "data")],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT_S)
+    line = one_line_error(proc, 6)
+    assert "stdout" in line and "No space left" in line
+
+
+def test_the_zipapp_code_names_its_files_as_inside_the_archive(pyz):
+    """A traceback in a bug report points at dfly.pyz/dfly/..., not a temporary build folder."""
+    with zipfile.ZipFile(pyz) as archive:
+        bundle = archive.read("__bytecode__/" + sys.implementation.cache_tag)
+        legacy = archive.read("dfly/cli.pyc")
+    _, _, modules = marshal.loads(bundle)
+    names = {name: marshal.loads(code).co_filename for name, (_, code) in modules.items()}
+    assert names["dfly.cli"] == "dfly.pyz/dfly/cli.py"
+    assert all(f.startswith("dfly.pyz/dfly/") for f in names.values()), names
+    assert marshal.loads(legacy[16:]).co_filename == "dfly.pyz/dfly/cli.py"
