@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from typing import List, Optional
 
 from dfly import __version__, errors, options
@@ -191,19 +192,24 @@ def run_get(args) -> int:
     bar = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
+    deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
     handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
     if handed is not None:
+        if deadline:
+            deadline.met()
         return _summary(args, handed, to_stdout)
     spare = Spare.fork(data_dir) if config.seed_for_s > 0 else None
     client = Client(config=config)
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
-                      identifier=args.identifier, progress=bar.update if bar else None)
+                      identifier=args.identifier, progress=_progress(bar, deadline, client))
         if to_stdout:
             result = _stream_to_stdout(client, args.url, kwargs)
             result.path = "-"
         else:
             result = client.download(args.url, args.output, **kwargs)
+        if deadline:
+            deadline.met()
         if bar:
             bar.finish()
         handoff = client.detach_listener() if config.seed_for_s > 0 else None
@@ -228,6 +234,59 @@ def _check_daemon_address(args) -> None:
         parse_address(args.daemon, 65001)
     except ValueError as e:
         raise ValueError("bad value for --daemon: %s" % e)
+
+
+class _Deadline:
+    """--timeout bounds the whole command: past the limit, and a moment's grace for the
+    download's own timeout to end it cleanly, the process exits 5 whatever it still waits
+    on (a slow piece in flight, a supernode, the daemon), its partial files removed first."""
+    GRACE_S = 0.3
+
+    def __init__(self, limit_s: float, bar) -> None:
+        self.limit_s, self.bar = limit_s, bar
+        self.client = None
+        self.done, self.total = 0, None
+        self._lock = threading.Lock()
+        self._met = False
+        self._timer = threading.Timer(limit_s + self.GRACE_S, self._expired)
+        self._timer.name, self._timer.daemon = "get-deadline", True
+        self._timer.start()
+
+    def progress(self, done: int, total: Optional[int]) -> None:
+        self.done, self.total = done, total
+
+    def met(self) -> None:
+        """The download ended in time: nothing to cut short."""
+        with self._lock:
+            self._met = True
+        self._timer.cancel()
+
+    def _expired(self) -> None:
+        from dfly.peer.progress import human_duration, received
+        with self._lock:
+            if self._met:
+                return
+            if self.client is not None:
+                self.client.abandon()
+            sys.stderr.write("%sdfly: error: download timed out (--timeout %s) after %s\n" % (
+                "\n" if self.bar else "", human_duration(self.limit_s), received(self.done, self.total)))
+            sys.stderr.flush()
+            os._exit(errors.DownloadTimeout.exit_code)
+
+
+def _progress(bar, deadline: Optional[_Deadline], client):
+    """The one progress callback: the bar draws it, the deadline remembers it."""
+    if deadline is not None:
+        deadline.client = client
+    if bar is None and deadline is None:
+        return None
+
+    def report(done: int, total: Optional[int], split) -> None:
+        if deadline is not None:
+            deadline.progress(done, total)
+        if bar is not None:
+            bar.update(done, total, split)
+    return report
 
 
 def _hand_off(args, config, headers):

@@ -24,6 +24,7 @@ from dfly.peer import output
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
+from dfly.peer.progress import received
 from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -104,6 +105,7 @@ class Client:
         self._seeded: Dict[str, str] = {}      # task id -> supernode address
         self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
         self._temp_files = []                  # streamed downloads still being seeded
+        self._partial = set()                  # files of downloads under way (see abandon)
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
         self.download_bucket = download_bucket
@@ -127,6 +129,7 @@ class Client:
                                            filters=filters, identifier=identifier, progress=progress)
         temp = output.temp_name(target, _random_hex(8))
         storage = PieceFile(temp)
+        self._partial.add(temp)
         try:
             if on_storage is not None:
                 on_storage(storage)
@@ -142,6 +145,7 @@ class Client:
             self._discard(storage)
             raise
         finally:
+            self._partial.discard(temp)
             storage.close()
         result.path = path
         self._after_download(result.task_id, storage)
@@ -173,6 +177,7 @@ class Client:
         tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
         _makedirs(tmp_dir)
         storage = PieceFile(os.path.join(tmp_dir, _random_hex(32) + ".part"))
+        self._partial.add(storage.path)
         outcome: Dict[str, object] = {}
         cancel = threading.Event()
 
@@ -196,6 +201,7 @@ class Client:
         finally:   # also when the caller stops reading early (GeneratorExit)
             cancel.set()
             worker.join()
+            self._partial.discard(storage.path)
             storage.close()
             if complete:
                 self.last_result = outcome["result"]
@@ -216,6 +222,12 @@ class Client:
             listener.stop()
         while self._temp_files:
             _remove(self._temp_files.pop())
+
+    def abandon(self) -> None:
+        """Remove the files of downloads still under way, at once, without waiting for
+        them to stop: for a process about to exit (`dfly get` past its --timeout)."""
+        for path in list(self._partial):
+            _remove(path)
 
     def __enter__(self) -> "Client":
         return self
@@ -459,7 +471,8 @@ class Client:
         def counted(n: int) -> None:
             split.source += n
             if job.deadline is not None and self.clock() > job.deadline:
-                raise errors.DownloadTimeout("download timed out after %d bytes" % split.source)
+                total = job.storage.length or job.storage.expected_length
+                raise errors.DownloadTimeout("download timed out after %s" % received(split.total, total))
             if job.cancel.is_set():
                 raise errors.Cancelled("download cancelled")
             job.report(split)
@@ -522,7 +535,7 @@ def _check_digest(digest: Optional[str]) -> None:
 def _progress_reporter(storage: PieceFile, progress: Optional[Progress]):
     def report(split: ByteSplit) -> None:
         if progress is not None:
-            progress(split.total, storage.length, split)
+            progress(split.total, storage.length or storage.expected_length, split)
     return report
 
 

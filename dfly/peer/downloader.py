@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.peer.progress import received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
 from dfly.protocol import messages
@@ -314,8 +315,8 @@ class P2PDownload:
         if self.cancel.is_set():
             raise errors.Cancelled("download cancelled")
         if self.deadline is not None and self.clock() > self.deadline:
-            raise errors.DownloadTimeout("download timed out with %d pieces held"
-                                         % len(self.storage.held))
+            raise errors.DownloadTimeout("download timed out after %s"
+                                         % received(self.split.total, self.storage.length))
 
     # the reporter -------------------------------------------------------------------
     def _start_reporter(self) -> None:

@@ -1,9 +1,10 @@
 """The progress bar `dfly get` draws on a terminal: percent, rate, ETA, and
 where the bytes came from. Redrawn at most ten times a second."""
 import time
-from typing import Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, Optional, TextIO
 
-from dfly.peer.downloader import ByteSplit
+if TYPE_CHECKING:   # the downloader reports in these units too: no import cycle at run time
+    from dfly.peer.downloader import ByteSplit
 
 
 def human_bytes(n: float) -> str:
@@ -22,7 +23,7 @@ class ProgressBar:
         self.started = clock()
         self._drawn_at = 0.0
 
-    def update(self, done: int, total: Optional[int], split: ByteSplit) -> None:
+    def update(self, done: int, total: Optional[int], split: "ByteSplit") -> None:
         now = self.clock()
         if now - self._drawn_at < 0.1 and (total is None or done < total):
             return
@@ -42,3 +43,16 @@ class ProgressBar:
     def finish(self) -> None:
         self.out.write("\n")
         self.out.flush()
+
+
+def received(done: int, total: Optional[int]) -> str:
+    """How far a download got, for messages: "4.0 MiB of 64.0 MiB" (or "4.0 MiB")."""
+    return "%s of %s" % (human_bytes(done), human_bytes(total)) if total else human_bytes(done)
+
+
+def human_duration(seconds: float) -> str:
+    """"2s", "1.5s", "5m", "2h", "250ms": as --timeout and the other duration flags take it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and (seconds / size == int(seconds / size) or unit == "s"):
+            return "%g%s" % (round(seconds / size, 2), unit)
+    return "%gms" % round(seconds * 1000, 3) if seconds else "0s"

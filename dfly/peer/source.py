@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from dfly import __version__
 from dfly.errors import DownloadTimeout, SourceError
+from dfly.peer.progress import received
 from dfly.peer.storage import PieceFile
 from dfly.protocol.pieces import piece_count, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
@@ -185,7 +186,7 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
 def _whole(reader: _Reader, response, out: PieceFile) -> int:
     """Read a 200 answer from its first byte into `out`; the byte count."""
     length = response.headers.get("Content-Length")
-    expected = int(length) if length and length.isdigit() else None
+    expected = out.expected_length = int(length) if length and length.isdigit() else None
     out.forget()
     offset = 0
     while True:
@@ -219,4 +220,4 @@ def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optiona
 
 def _check_deadline(deadline: Optional[float], clock, offset: int) -> None:
     if deadline is not None and clock() >= deadline - 0.05:
-        raise DownloadTimeout("download timed out after %d bytes from the source" % offset)
+        raise DownloadTimeout("download timed out after %s from the source" % received(offset, None))

@@ -24,6 +24,7 @@ class PieceFile:
         except OSError as e:
             raise LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
         self.length: Optional[int] = None
+        self.expected_length: Optional[int] = None   # the source's Content-Length, for progress
         self.piece_size = 0
         self.held: Set[int] = set()
         self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against

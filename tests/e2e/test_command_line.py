@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 
 import pytest
@@ -180,3 +181,68 @@ def test_the_zipapp_code_names_its_files_as_inside_the_archive(pyz):
     assert names["dfly.cli"] == "dfly.pyz/dfly/cli.py"
     assert all(f.startswith("dfly.pyz/dfly/") for f in names.values()), names
     assert marshal.loads(legacy[16:]).co_filename == "dfly.pyz/dfly/cli.py"
+
+
+# --timeout is a bound ----------------------------------------------------------------
+
+class Supernode:
+    """`dfly supernode` on 127.0.0.1:0, its address read from its log."""
+
+    def __init__(self, pyz, data_dir):
+        self.proc = subprocess.Popen([sys.executable, pyz, "supernode", "--listen", "127.0.0.1:0",
+                                      "--data-dir", str(data_dir)], stderr=subprocess.PIPE, text=True)
+        self.address = None
+        found = threading.Event()
+
+        def watch():
+            for line in self.proc.stderr:
+                if self.address is None and "listening on " in line:
+                    self.address = line.split("listening on ")[1].split(",")[0].split(" ")[0]
+                    found.set()
+        threading.Thread(target=watch, name="supernode-log", daemon=True).start()
+        if not found.wait(30):
+            self.stop()
+            raise AssertionError("the supernode reported no address")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+@pytest.fixture()
+def supernode(pyz, tmp_path):
+    running = Supernode(pyz, tmp_path / "supernode")
+    yield running
+    running.stop()
+
+
+LIMIT_S = 2.0
+SLACK_S = 1.2   # the interpreter's start, on a loaded machine, and the "fraction of a second"
+
+
+def _timed_get(pyz, url, output, tmp_path, *more):
+    started = time.monotonic()
+    proc = get(pyz, url, output, tmp_path, "--timeout", "%gs" % LIMIT_S, *more)
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.time_limit(60)
+def test_timeout_through_a_supernode_ends_the_process_at_the_limit(pyz, origin, supernode, tmp_path):
+    src = origin.add("f.bin", content(8 * MiB, seed=7))
+    # a piece at this rate takes longer than the limit: without the bound, get waits for it
+    proc, elapsed = _timed_get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--supernode",
+                               supernode.address, "--rate-limit", "500K")
+    line = one_line_error(proc, 5)
+    assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
+    assert "2s" in line and "MiB of 8.0 MiB" in line, line
+    assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
+
+
+@pytest.mark.time_limit(60)
+def test_timeout_from_the_source_ends_the_process_at_the_limit(pyz, origin, tmp_path):
+    src = origin.add("f.bin", content(8 * MiB, seed=8))
+    proc, elapsed = _timed_get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--rate-limit", "100K")
+    line = one_line_error(proc, 5)
+    assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
+    assert "MiB of 8.0 MiB" in line and "bytes" not in line, line
+    assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
