@@ -197,6 +197,9 @@ def run_get(args) -> int:
     if handed is not None:
         if deadline:
             deadline.met()
+        if bar:   # the daemon did the work: its outcome, where the bytes came from
+            bar.update(handed.length, handed.length, _split_of(handed), cache=handed.bytes_from_cache)
+            bar.finish()
         return _summary(args, handed, to_stdout)
     spare = Spare.fork(data_dir) if config.seed_for_s > 0 else None
     client = Client(config=config)
@@ -289,6 +292,12 @@ def _progress(bar, deadline: Optional[_Deadline], client):
     return report
 
 
+def _split_of(result):
+    from dfly.peer.downloader import ByteSplit
+    return ByteSplit(source=result.bytes_from_source, supernode=result.bytes_from_supernode,
+                     peers=result.bytes_from_peers)
+
+
 def _hand_off(args, config, headers):
     """The result of the running daemon's download, or None when no daemon answers."""
     from dfly.peer.daemon_client import DaemonClient
@@ -311,13 +320,15 @@ def _summary(args, result, to_stdout: bool) -> int:
         (sys.stderr if to_stdout else sys.stdout).write(json.dumps(result.to_json()) + "\n")
     elif not args.quiet:
         discarded = result.bytes_discarded
-        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers%s\n" % (
-            human_bytes(result.length), result.elapsed_s,
-            human_bytes(result.length / max(result.elapsed_s, 1e-6)),
-            human_bytes(result.bytes_from_source), human_bytes(result.bytes_from_supernode),
-            human_bytes(result.bytes_from_peers),
-            "; %s discarded (failed checks, replaced copies)" % human_bytes(discarded)
-            if discarded else ""))
+        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers, "
+                         "%s from local cache%s\n" % (
+                             human_bytes(result.length), result.elapsed_s,
+                             human_bytes(result.length / max(result.elapsed_s, 1e-6)),
+                             human_bytes(result.bytes_from_source),
+                             human_bytes(result.bytes_from_supernode),
+                             human_bytes(result.bytes_from_peers), human_bytes(result.bytes_from_cache),
+                             "; %s discarded (failed checks, replaced copies)" % human_bytes(discarded)
+                             if discarded else ""))
     return 0
 
 

@@ -79,6 +79,7 @@ class DownloadResult:
     bytes_from_peers: int
     via: str   # "p2p", or "source" when the source gave some (or all) of it
     bytes_discarded: int = 0   # received but not in the file: failed checks, replaced copies
+    bytes_from_cache: int = 0   # copied from the daemon's cache: a hand-off it already had
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -237,8 +237,9 @@ class RunningDaemon:
         if result is None:   # another request's download, or the cache
             with self._lock:
                 tid = self._task_of.get(key, "")
-            result = DownloadResult(req.url, path, os.path.getsize(path), tid, 0.0, 0, 0, 0,
-                                    "daemon-cache")
+            size = os.path.getsize(path)
+            result = DownloadResult(req.url, path, size, tid, 0.0, 0, 0, 0, "daemon-cache",
+                                    bytes_from_cache=size)
         out = result.to_json()
         out.update(path=req.output, elapsed_s=time.monotonic() - started)
         return out

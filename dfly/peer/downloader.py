@@ -225,7 +225,10 @@ class P2PDownload:
             raise kind(state.error or "the supernode gave up on this task")
         self._check_version(state.content_version)
         if state.piece_size is not None:   # None until the supernode has decided it
+            learnt = self.storage.length is None and state.length is not None
             self.storage.set_geometry(state.length, state.piece_size)
+            if learnt:   # the bar and --timeout's message say the size from now on
+                self.on_progress(self.split)
         if state.validator:
             self.fill.validator = state.validator
 

@@ -23,7 +23,8 @@ class ProgressBar:
         self.started = clock()
         self._drawn_at = 0.0
 
-    def update(self, done: int, total: Optional[int], split: "ByteSplit") -> None:
+    def update(self, done: int, total: Optional[int], split: "ByteSplit", cache: int = 0) -> None:
+        """`cache`: bytes copied from the daemon's cache (a hand-off it already had)."""
         now = self.clock()
         if now - self._drawn_at < 0.1 and (total is None or done < total):
             return
@@ -35,9 +36,9 @@ class ProgressBar:
             eta = " ETA %ds" % ((total - done) / rate) if rate > 0 and done < total else ""
         else:
             bar, eta = "[%s]" % human_bytes(done), ""
-        self.out.write("\r%s %s/s%s  peers %s, supernode %s, source %s " % (
+        self.out.write("\r%s %s/s%s  peers %s, supernode %s, source %s%s " % (
             bar, human_bytes(rate), eta, human_bytes(split.peers), human_bytes(split.supernode),
-            human_bytes(split.source)))
+            human_bytes(split.source), ", local cache %s" % human_bytes(cache) if cache else ""))
         self.out.flush()
 
     def finish(self) -> None:

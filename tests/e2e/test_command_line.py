@@ -1,7 +1,10 @@
 """The command line as a new user meets it (issue 16), driven through the built
 zipapp: `-o` never breaks what is at the path, ordinary mistakes are one line."""
+import json
 import marshal
 import os
+import pty
+import re
 import socket
 import stat
 import subprocess
@@ -185,12 +188,13 @@ def test_the_zipapp_code_names_its_files_as_inside_the_archive(pyz):
 
 # --timeout is a bound ----------------------------------------------------------------
 
-class Supernode:
-    """`dfly supernode` on 127.0.0.1:0, its address read from its log."""
+class Running:
+    """A long-running dfly command on 127.0.0.1:0, its address read from its log."""
 
-    def __init__(self, pyz, data_dir):
-        self.proc = subprocess.Popen([sys.executable, pyz, "supernode", "--listen", "127.0.0.1:0",
-                                      "--data-dir", str(data_dir)], stderr=subprocess.PIPE, text=True)
+    def __init__(self, pyz, command, data_dir, *more):
+        self.proc = subprocess.Popen([sys.executable, pyz, command, "--listen", "127.0.0.1:0",
+                                      "--data-dir", str(data_dir)] + list(more),
+                                     stderr=subprocess.PIPE, text=True)
         self.address = None
         found = threading.Event()
 
@@ -199,10 +203,10 @@ class Supernode:
                 if self.address is None and "listening on " in line:
                     self.address = line.split("listening on ")[1].split(",")[0].split(" ")[0]
                     found.set()
-        threading.Thread(target=watch, name="supernode-log", daemon=True).start()
+        threading.Thread(target=watch, name=command + "-log", daemon=True).start()
         if not found.wait(30):
             self.stop()
-            raise AssertionError("the supernode reported no address")
+            raise AssertionError("%s reported no address" % command)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -211,7 +215,7 @@ class Supernode:
 
 @pytest.fixture()
 def supernode(pyz, tmp_path):
-    running = Supernode(pyz, tmp_path / "supernode")
+    running = Running(pyz, "supernode", tmp_path / "supernode")
     yield running
     running.stop()
 
@@ -231,10 +235,10 @@ def test_timeout_through_a_supernode_ends_the_process_at_the_limit(pyz, origin, 
     src = origin.add("f.bin", content(8 * MiB, seed=7))
     # a piece at this rate takes longer than the limit: without the bound, get waits for it
     proc, elapsed = _timed_get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--supernode",
-                               supernode.address, "--rate-limit", "500K")
+                               supernode.address, "--rate-limit", "1M")
     line = one_line_error(proc, 5)
     assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
-    assert "2s" in line and "MiB of 8.0 MiB" in line, line
+    assert "2s" in line and " of 8.0 MiB" in line, line
     assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
 
 
@@ -246,3 +250,73 @@ def test_timeout_from_the_source_ends_the_process_at_the_limit(pyz, origin, tmp_
     assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
     assert "MiB of 8.0 MiB" in line and "bytes" not in line, line
     assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
+
+
+# output that adds up ------------------------------------------------------------------
+
+def _on_a_terminal(argv, timeout=TIMEOUT_S) -> (int, str):
+    """Run with stderr on a pseudo-terminal, as a user at a shell sees it: (exit code, what
+    the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable] + [str(a) for a in argv], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    shown = bytearray()
+    while True:   # until the process closes its end (EIO on Linux, b"" elsewhere)
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    return proc.wait(timeout), shown.decode("utf-8", "replace")
+
+
+def test_the_progress_bar_from_the_source_shows_percent_and_eta(pyz, origin, tmp_path):
+    src = origin.add("f.bin", content(4 * MiB, seed=9))
+    code, shown = _on_a_terminal([pyz, "get", src.url, "-o", tmp_path / "f.bin", "--no-daemon",
+                                  "--seed-for", "0", "--rate-limit", "4M",
+                                  "--data-dir", tmp_path / "data"])
+    assert code == 0, shown
+    assert "100%" in shown and re.search(r"ETA \d+s", shown), shown
+    assert "4.0 MiB from source" in shown and "from local cache" in shown
+
+
+@pytest.mark.time_limit(60)
+def test_a_rate_limit_holds_from_the_first_second(pyz, origin, tmp_path):
+    src = origin.add("f.bin", content(3 * MiB, seed=10))
+    proc = get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--rate-limit", "2M", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    rate = result["length"] / result["elapsed_s"]
+    assert rate <= 2 * MiB * 1.1, "--rate-limit 2M averaged %.1f MiB/s" % (rate / MiB)
+
+
+@pytest.fixture()
+def daemon(pyz, tmp_path):
+    # no supernode: it fetches from the source into its cache
+    running = Running(pyz, "daemon", tmp_path / "daemon", "--upload-listen", "127.0.0.1:0")
+    yield running
+    running.stop()
+
+
+def _handed(pyz, daemon, url, output, *more):
+    return dfly(pyz, "get", url, "-o", output, "--daemon", daemon.address, *more)
+
+
+@pytest.mark.time_limit(60)
+def test_a_hand_off_the_daemon_had_cached_names_the_local_cache(pyz, origin, daemon, tmp_path):
+    src = origin.add("f.bin", content(2 * MiB, seed=11))
+    first = _handed(pyz, daemon, src.url, tmp_path / "a.bin")
+    assert first.returncode == 0 and "2.0 MiB from source" in first.stderr, first.stderr
+    again = _handed(pyz, daemon, src.url, tmp_path / "b.bin", "--json")
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["bytes_from_cache"] == 2 * MiB and result["bytes_from_source"] == 0
+    code, shown = _on_a_terminal([pyz, "get", src.url, "-o", tmp_path / "c.bin", "--daemon",
+                                  daemon.address])
+    assert code == 0, shown
+    assert "2.0 MiB from local cache" in shown and "local cache 2.0 MiB" in shown, shown
+    assert origin.requests("f.bin") == 1
