@@ -162,6 +162,20 @@ def run_supernode(args) -> int:
     return app.run(config, make_data_dir(data_dir))
 
 
+def check_supernodes(addresses) -> None:
+    """Every --supernode is HOST:PORT (protocol/address.py), checked before any work: a
+    typo must not quietly send every download to the source (ValueError: exit 2)."""
+    from dfly.protocol.address import WILDCARDS_V4, parse_address
+    for text in addresses:
+        try:
+            host, port = parse_address(text)   # no default port: it must be written
+        except ValueError as e:
+            raise ValueError("bad value for --supernode: %s" % e)
+        if host in WILDCARDS_V4 or host == "::" or not port:
+            raise ValueError("bad value for --supernode: %r is not HOST:PORT of a supernode "
+                             "(as in 10.0.0.5:8002)" % text)
+
+
 def parse_header(text: str):
     name, sep, value = text.partition(":")
     if not sep or not name.strip() or any(c in text for c in "\r\n"):
@@ -184,6 +198,7 @@ def run_get(args) -> int:
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
     _check_daemon_address(args)
+    check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     to_stdout = args.output == "-"
@@ -361,6 +376,7 @@ def run_daemon(args) -> int:
     from dfly.peer.daemon_config import DaemonConfig
 
     config = options.build(DaemonConfig, _file_values(args), args)
+    check_supernodes(config.supernode)
     data_dir = config.data_dir or default_data_dir(os.environ)
     return daemon.run(config, make_data_dir(data_dir))
 
@@ -379,6 +395,7 @@ def run_bench(args) -> int:
     from dfly.bench.report import render
 
     config = options.build(BenchConfig, _file_values(args), args)
+    check_supernodes([config.supernode] if config.supernode else [])
     logging.basicConfig(level=logging.ERROR, format="dfly: %(message)s")
     summary = app.run(config, args.url)
     if args.json:

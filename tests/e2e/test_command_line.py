@@ -320,3 +320,25 @@ def test_a_hand_off_the_daemon_had_cached_names_the_local_cache(pyz, origin, dae
     assert code == 0, shown
     assert "2.0 MiB from local cache" in shown and "local cache 2.0 MiB" in shown, shown
     assert origin.requests("f.bin") == 1
+
+
+# one set of rules for URLs and addresses -----------------------------------------------
+
+@pytest.mark.time_limit(90)
+def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, supernode, daemon, tmp_path):
+    src = origin.add("f.bin", content(1 * MiB, seed=12))
+    paths = {"alone": ["--no-daemon", "--seed-for", "0"],
+             "supernode": ["--no-daemon", "--seed-for", "0", "--supernode", supernode.address],
+             "daemon": ["--daemon", daemon.address]}
+    bad = {"not a URL": ["notaurl"], "file URL": ["file://%s" % (tmp_path / "x")],
+           "ftp URL": ["ftp://127.0.0.1/f.bin"],
+           # (a name the hosts file resolves: a typo like it must not send a DNS query off the host)
+           "supernode without port": [src.url, "--supernode", "localhost"],
+           "supernode without host": [src.url, "--supernode", ":8002"]}
+    (tmp_path / "x").write_bytes(b"a local file")
+    for path, flags in paths.items():
+        for mistake, argv in bad.items():
+            proc = dfly(pyz, "get", *argv, "-o", tmp_path / "out", "--data-dir", tmp_path / "g", *flags)
+            line = one_line_error(proc, 2)
+            assert not (tmp_path / "out").exists(), (path, mistake, line)
+    assert origin.requests("f.bin") == 0
