@@ -24,7 +24,8 @@ log = logging.getLogger("dfly")
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=named if named in COMMANDS else None)
+    with_file = any(a == "--config" or a.startswith("--config=") for a in argv)
+    parser = build_parser(only=named if named in COMMANDS else None, with_file=with_file)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -60,19 +61,28 @@ def _host_refused(e: OSError) -> int:
     return 2 if listen else errors.LocalIOError.exit_code
 
 
-def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None, with_file: bool = False) -> argparse.ArgumentParser:
     """Every command; with `only`, the others are listed without their options, so
-    a command imports no other command's settings (a short `get` starts sooner)."""
+    a command imports no other command's settings (a short `get` starts sooner).
+    `with_file`: a --config file may give what the flags must otherwise (checked later)."""
     parser = argparse.ArgumentParser(
         prog="dfly", description="Peer-to-peer file distribution: one origin fetch, many hosts.",
-        epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
+        epilog=_exit_codes(EXIT_CODES))
     parser.add_argument("--version", action="version", version="dfly " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, fill) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
+                                  + ".", epilog=_exit_codes(COMMAND_EXIT_CODES[name]))
         if only in (None, name):
             fill(sub)
+            for action in sub._actions if with_file else ():
+                if action.dest != "output":   # settings the file can give
+                    action.required = False
     return parser
+
+
+def _exit_codes(codes) -> str:
+    return "exit codes: " + "; ".join("%d %s" % kv for kv in codes.items())
 
 
 def _supernode_options(sn: argparse.ArgumentParser) -> None:
@@ -84,7 +94,6 @@ def _supernode_options(sn: argparse.ArgumentParser) -> None:
 
 def _get_options(get: argparse.ArgumentParser) -> None:
     from dfly.peer.config import PeerConfig
-    get.epilog = "exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items())
     get.add_argument("url", help="source URL (http or https)")
     get.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write; - for stdout")
     get.add_argument("--digest", metavar="sha256:HEX", help="expected digest of the whole file")
@@ -92,7 +101,8 @@ def _get_options(get: argparse.ArgumentParser) -> None:
                      help="header passed to the source (repeatable)")
     get.add_argument("--filter", action="append", default=[], metavar="NAME",
                      help="query parameter left out of the task identity (repeatable, or a&b)")
-    get.add_argument("--identifier", help="extra task identity, for URLs that serve different content")
+    get.add_argument("--identifier", metavar="TEXT",
+                     help="extra task identity, for URLs that serve different content")
     get.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     get.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     get.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
@@ -105,10 +115,22 @@ def _get_options(get: argparse.ArgumentParser) -> None:
 
 
 def _demo_options(demo: argparse.ArgumentParser) -> None:
-    demo.add_argument("--peers", type=int, default=5, help="how many peers (default: 5)")
-    demo.add_argument("--size", default="64M", help="file size (default: 64M)")
-    demo.add_argument("--data-dir", help="where the demo's files go (default: a temporary folder)")
+    demo.add_argument("--peers", type=_positive_int, default=5, metavar="N",
+                      help="how many peers, 1 or more (default: 5)")
+    demo.add_argument("--size", default="64M", metavar="SIZE", help="file size (default: 64M)")
+    demo.add_argument("--data-dir", metavar="DIR",
+                      help="where the demo's files go (default: a temporary folder)")
     demo.set_defaults(run=run_demo)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number, 1 or more: %r" % text)
+    return value
 
 
 def _daemon_options(daemon: argparse.ArgumentParser) -> None:
@@ -146,6 +168,19 @@ COMMANDS = {
               "waves", _bench_options),
     "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
               "what it can", _scrub_options),
+}
+
+
+_SERVER_EXIT_CODES = {0: "stopped by SIGINT or SIGTERM", 1: EXIT_CODES[1],
+                      2: "usage error, or a listen address this host cannot use",
+                      6: "the data dir cannot be created or written"}
+COMMAND_EXIT_CODES = {
+    "supernode": _SERVER_EXIT_CODES,
+    "get": EXIT_CODES,
+    "demo": {0: "success", 1: EXIT_CODES[1], 2: EXIT_CODES[2], 6: _SERVER_EXIT_CODES[6]},
+    "daemon": _SERVER_EXIT_CODES,
+    "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
+              2: EXIT_CODES[2]},
 }
 
 

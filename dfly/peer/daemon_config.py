@@ -60,4 +60,4 @@ class DaemonConfig(TLSOptions):
     max_connections: int = option(512, "connections served at once; more get 503")
     tls_front: bool = option(False, "serve --listen (mirror, proxy, API) with TLS too, with "
                              "--tls-cert; local container runtimes usually speak plain HTTP to it")
-    log_level: str = option("info", "debug, info, warning or error")
+    log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))

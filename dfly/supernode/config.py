@@ -34,7 +34,7 @@ class SupernodeConfig(TLSOptions):
     peer_ttl_s: float = option(30.0, "peers silent this long are forgotten",
                                kind="duration", flag="--peer-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")
-    log_level: str = option("info", "debug, info, warning or error")
+    log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "
                                 "(HOST:PORT,[IPV6]:PORT,... or repeated)", kind="address",
                                 metavar="MEMBERS")
