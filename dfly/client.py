@@ -129,7 +129,7 @@ class Client:
             return self._download_in_order(url, target, path, digest=digest, headers=headers,
                                            filters=filters, identifier=identifier, progress=progress)
         temp = output.temp_name(target, _random_hex(8))
-        storage = PieceFile(temp)
+        storage = PieceFile(temp, shown=path)
         self._partial.add(temp)
         try:
             if on_storage is not None:

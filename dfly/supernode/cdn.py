@@ -32,7 +32,7 @@ from typing import Callable, Optional
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceError
 from dfly.protocol import redirects
-from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.task import DONE, FAILED, RUNNING, Task
@@ -260,8 +260,7 @@ class Fetch:
             with task.cond:
                 self._check_live()
                 _remove(task.data_path)
-            raise DigestMismatch("source content does not match %s (got %s)"
-                                 % (task.digest, whole.hexdigest()))
+            raise DigestMismatch(mismatch(task.digest, "%s:%s" % (whole.name, whole.hexdigest())))
         with task.cond:
             self._check_live()
             task.state = DONE

@@ -5,6 +5,7 @@ import marshal
 import os
 import pty
 import re
+import resource
 import socket
 import stat
 import subprocess
@@ -342,3 +343,44 @@ def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, super
             line = one_line_error(proc, 2)
             assert not (tmp_path / "out").exists(), (path, mistake, line)
     assert origin.requests("f.bin") == 0
+
+
+# errors name the user's file; digests read the same on every path ----------------------
+
+def _file_size_limit(limit: int):
+    def apply():   # in the child: writes past `limit` fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.time_limit(60)
+def test_a_write_error_names_the_users_file_on_every_path(pyz, origin, supernode, tmp_path):
+    src = origin.add("f.bin", content(4 * MiB, seed=13))
+    for path, flags in {"alone": [], "supernode": ["--supernode", supernode.address]}.items():
+        target = tmp_path / ("%s.bin" % path)
+        proc = subprocess.run([sys.executable, pyz, "get", src.url, "-o", str(target), "--no-daemon",
+                               "--seed-for", "0", "--data-dir", str(tmp_path / "data")] + flags,
+                              capture_output=True, text=True, timeout=TIMEOUT_S,
+                              preexec_fn=_file_size_limit(MiB))
+        line = one_line_error(proc, 6)
+        assert re.match(r"dfly: error: cannot (write|size) %s: " % re.escape(str(target)), line), line
+        assert leftovers(str(tmp_path)) == [] and not target.exists()
+
+
+@pytest.mark.time_limit(60)
+def test_a_digest_mismatch_reads_the_same_on_every_path(pyz, origin, supernode, tmp_path):
+    src = origin.add("f.bin", content(1 * MiB, seed=14))
+    wrong = "sha256:" + "0" * 64
+    lines = {}
+    for path, flags in {"alone": [], "supernode": ["--supernode", supernode.address]}.items():
+        proc = get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--digest", wrong, *flags)
+        lines[path] = one_line_error(proc, 4)
+    expected = "dfly: error: content does not match the expected digest %s (got %s)" % (wrong, src.digest)
+    assert lines == {"alone": expected, "supernode": expected}
+    assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
+
+
+def test_demo_with_no_peers_is_a_usage_error(pyz, tmp_path):
+    proc = dfly(pyz, "demo", "--peers", "0", "--size", "1M", "--data-dir", tmp_path / "demo")
+    assert proc.returncode == 2 and "--peers" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "demo").exists()
