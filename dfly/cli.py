@@ -72,7 +72,7 @@ def build_parser(only: Optional[str] = None, with_file: bool = False) -> argpars
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, fill) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
-                                  + ".", epilog=_exit_codes(COMMAND_EXIT_CODES[name]))
+                                  + ".", epilog=_exit_codes(COMMAND_EXIT_CODES.get(name, {})))
         if only in (None, name):
             fill(sub)
             for action in sub._actions if with_file else ():
@@ -81,8 +81,9 @@ def build_parser(only: Optional[str] = None, with_file: bool = False) -> argpars
     return parser
 
 
-def _exit_codes(codes) -> str:
-    return "exit codes: " + "; ".join("%d %s" % kv for kv in codes.items())
+def _exit_codes(codes) -> Optional[str]:
+    """The epilog listing `codes`; None for a command that writes its own."""
+    return "exit codes: " + "; ".join("%d %s" % kv for kv in codes.items()) if codes else None
 
 
 def _supernode_options(sn: argparse.ArgumentParser) -> None:
