@@ -158,6 +158,15 @@ def _scrub_options(scrub: argparse.ArgumentParser) -> None:
     scrub.set_defaults(run=run_scrub)
 
 
+def _seeders_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", metavar="DIR",
+                     help="the data dir whose seeder to ask (default: per-user data dir)")
+    cmd.add_argument("--stop", action="store_true",
+                     help="stop it: it leaves its tasks and removes its copies")
+    cmd.add_argument("--json", action="store_true", help="print what it serves as JSON on stdout")
+    cmd.set_defaults(run=run_seeders)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -165,6 +174,8 @@ COMMANDS = {
              _demo_options),
     "daemon": ("run this host's long-lived peer: registry mirror, HTTP proxy and shared cache",
                _daemon_options),
+    "seeders": ("show what the detached seeder of `get` still serves to peers, or stop it",
+                _seeders_options),
     "bench": ("measure a running supernode: many simulated peers download a URL at once or in "
               "waves", _bench_options),
     "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
@@ -180,6 +191,7 @@ COMMAND_EXIT_CODES = {
     "get": EXIT_CODES,
     "demo": {0: "success", 1: EXIT_CODES[1], 2: EXIT_CODES[2], 6: _SERVER_EXIT_CODES[6]},
     "daemon": _SERVER_EXIT_CODES,
+    "seeders": {0: "success (also when none runs)", 2: EXIT_CODES[2]},
     "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
               2: EXIT_CODES[2]},
 }
@@ -221,10 +233,10 @@ def parse_header(text: str):
 
 def run_get(args) -> int:
     from dfly.client import Client
-    from dfly.peer import output
+    from dfly.peer import output, seeders
     from dfly.peer.config import PeerConfig
     from dfly.peer.progress import ProgressBar
-    from dfly.peer.seeder import Spare, detach
+    from dfly.peer.seeder import Spare, detach, hand_to_running
     from dfly.protocol.urls import normalize_url
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
@@ -252,7 +264,10 @@ def run_get(args) -> int:
             bar.update(handed.length, handed.length, _split_of(handed), cache=handed.bytes_from_cache)
             bar.finish()
         return _summary(args, handed, to_stdout)
-    spare = Spare.fork(data_dir) if config.seed_for_s > 0 else None
+    # No spare when a seeder runs for this data dir already: it takes our files over.
+    seeding = config.seed_for_s > 0 and bool(config.supernode)
+    spare = Spare.fork(data_dir) if seeding and not seeders.call(data_dir, {"op": "ping"}, 2.0) else None
+    seeder_pid = 0
     client = Client(config=config)
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
@@ -269,16 +284,25 @@ def run_get(args) -> int:
         handoff = client.detach_listener() if config.seed_for_s > 0 else None
         if handoff:
             listener, uploader, tasks = handoff
-            detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
-                   supernodes=config.supernode,
-                   registrations={t: client.registration(t) for t in tasks}, spare=spare,
-                   tls=client.tls)
-            spare = None
+            more = dict(supernodes=config.supernode,
+                        registrations={t: client.registration(t) for t in tasks}, tls=client.tls)
+            seeder_pid = hand_to_running(listener, uploader, tasks, client.peer_id, config.seed_for_s,
+                                         client.data_dir, **more)
+            if not seeder_pid:
+                seeder_pid = detach(listener, uploader, tasks, client.peer_id, config.seed_for_s,
+                                    client.data_dir, spare=spare, **more)
+                spare = None
     finally:
         client.close()
         if spare is not None:
             spare.close()
-    return _summary(args, result, to_stdout)
+    _summary(args, result, to_stdout)
+    if seeder_pid and not args.quiet and not args.json and sys.stderr.isatty():
+        from dfly.peer.progress import human_duration
+        sys.stderr.write("dfly: still serving to peers for %s; --seed-for 0 to stop (`dfly seeders` "
+                         "lists what is served, `dfly seeders --stop` ends it)\n"
+                         % human_duration(config.seed_for_s))
+    return 0
 
 
 def _check_daemon_address(args) -> None:
@@ -449,3 +473,28 @@ def run_scrub(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     return scrub.run(os.path.abspath(data_dir), config.scrub_rate, config.source_timeout_s,
                      sys.stdout)
+
+
+def run_seeders(args) -> int:
+    from dfly.peer import seeders
+    from dfly.peer.progress import human_bytes, human_duration
+
+    data_dir = os.path.abspath(args.data_dir or default_data_dir(os.environ))
+    listing = seeders.call(data_dir, {"op": "stop" if args.stop else "list"})
+    if args.json:
+        sys.stdout.write(json.dumps(listing) + "\n")
+    elif listing is None:
+        sys.stdout.write("no seeder runs for %s\n" % data_dir)
+    elif args.stop:
+        sys.stdout.write("stopped the seeder (pid %s) of %s\n" % (listing.get("pid"), data_dir))
+    else:
+        tasks = listing.get("tasks") or []
+        sys.stdout.write("seeder pid %s on port %s serves %d file%s until idle for %s (idle %ss):\n"
+                         % (listing.get("pid"), listing.get("port"), len(tasks),
+                            "" if len(tasks) == 1 else "s",
+                            human_duration(listing.get("seed_for_s") or 0), listing.get("idle_s")))
+        for task in tasks:
+            sys.stdout.write("  %s  %10s  %s\n" % (task.get("task_id", "")[:12],
+                                                    human_bytes(task.get("length") or 0),
+                                                    task.get("file", "")))
+    return 0

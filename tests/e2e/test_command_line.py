@@ -15,7 +15,7 @@ import time
 import zipfile
 
 import pytest
-from helpers import MiB, content, leftovers, refused_address
+from helpers import MiB, content, leftovers, refused_address, wait_until
 
 TIMEOUT_S = 60
 
@@ -384,3 +384,63 @@ def test_demo_with_no_peers_is_a_usage_error(pyz, tmp_path):
     proc = dfly(pyz, "demo", "--peers", "0", "--size", "1M", "--data-dir", tmp_path / "demo")
     assert proc.returncode == 2 and "--peers" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "demo").exists()
+
+
+# one detached seeder per user and data dir ----------------------------------------------
+
+def _processes_naming(text: str) -> list:
+    """Pids whose command line names `text` (a test's own data dir)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                pids.append(int(name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.time_limit(120)
+def test_gets_through_a_supernode_leave_one_seeder_that_can_be_listed_and_stopped(
+        pyz, origin, supernode, tmp_path):
+    files = [origin.add("f%d.bin" % i, content(2 * MiB, seed=20 + i)) for i in range(3)]
+    data = str(tmp_path / "data")
+    common = ["--supernode", supernode.address, "--no-daemon", "--upload-listen", "127.0.0.1:0",
+              "--data-dir", data]
+    try:
+        code, shown = _on_a_terminal([pyz, "get", files[0].url, "-o", tmp_path / "f0.bin"] + common)
+        assert code == 0, shown
+        assert "still serving to peers for 5m; --seed-for 0 to stop" in shown, shown
+        for i in (1, 2):
+            proc = dfly(pyz, "get", files[i].url, "-o", tmp_path / ("f%d.bin" % i), *common)
+            assert proc.returncode == 0, proc.stderr
+        listing = json.loads(dfly(pyz, "seeders", "--json", "--data-dir", data).stdout)
+        assert sorted(t["file"] for t in listing["tasks"]) == [str(tmp_path / ("f%d.bin" % i))
+                                                               for i in range(3)]
+        assert _processes_naming(data) == [listing["pid"]], "one seeder, and nothing else left"
+        # a file a later get handed over is served by the one seeder
+        again = dfly(pyz, "get", files[2].url, "-o", tmp_path / "again.bin", "--json", "--seed-for", "0",
+                     *common[:-1], str(tmp_path / "other"))
+        assert json.loads(again.stdout)["bytes_from_peers"] == 2 * MiB, again.stderr
+        shown = dfly(pyz, "seeders", "--data-dir", data).stdout
+        assert "serves 3 files" in shown and str(tmp_path / "f1.bin") in shown, shown
+        stopped = dfly(pyz, "seeders", "--stop", "--data-dir", data)
+        assert stopped.returncode == 0 and str(listing["pid"]) in stopped.stdout
+        wait_until(lambda: not _alive(listing["pid"]), 15, message="the seeder stopped")
+        assert "no seeder runs" in dfly(pyz, "seeders", "--data-dir", data).stdout
+        assert os.listdir(os.path.join(data, "peer", "seeds")) == []
+    finally:
+        dfly(pyz, "seeders", "--stop", "--data-dir", data)
+        for pid in _processes_naming(data):
+            os.kill(pid, 9)
