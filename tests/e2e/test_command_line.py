@@ -444,3 +444,32 @@ def test_gets_through_a_supernode_leave_one_seeder_that_can_be_listed_and_stoppe
         dfly(pyz, "seeders", "--stop", "--data-dir", data)
         for pid in _processes_naming(data):
             os.kill(pid, 9)
+
+
+@pytest.mark.time_limit(90)
+def test_the_daemons_hand_off_follows_the_same_rules_for_what_is_at_the_path(pyz, origin, daemon,
+                                                                             tmp_path):
+    data = content(2 * MiB, seed=30)
+    src = origin.add("f.bin", data)
+    null = tmp_path / "null"
+    _char_device(null, 3)
+    assert _handed(pyz, daemon, src.url, null).returncode == 0
+    assert stat.S_ISCHR(os.lstat(str(null)).st_mode), "the daemon replaced the device with a file"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(str(fifo))
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), name="fifo-reader",
+                              daemon=True)
+    reader.start()
+    assert _handed(pyz, daemon, src.url, fifo).returncode == 0
+    reader.join(TIMEOUT_S)
+    assert received == [data] and stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real" / "f.bin")
+    assert _handed(pyz, daemon, src.url, link).returncode == 0
+    assert os.path.islink(str(link)) and (tmp_path / "real" / "f.bin").read_bytes() == data
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert "is a directory" in one_line_error(_handed(pyz, daemon, src.url, folder), 6)
+    assert leftovers(str(tmp_path)) == [] and leftovers(str(tmp_path / "real")) == []
