@@ -383,7 +383,7 @@ def _hand_off(args, config, headers):
     if not daemon.running():
         return None
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
-                             args.filter, args.identifier)
+                             args.filter, args.identifier, config.timeout_s or None)
     wait_s = config.timeout_s + 30 if config.timeout_s > 0 else 24 * 3600.0
     return daemon.download(request, wait_s)
 

@@ -46,6 +46,7 @@ from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
+from dfly.peer.progress import human_duration
 from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
 from dfly.peer.scrub import CacheScrubber
@@ -230,8 +231,12 @@ class RunningDaemon:
                                           identifier=req.identifier, filters=req.filters,
                                           filling=filling, sequential=False)
 
-        path = self.cache.obtain(key, fill, self.config.fetch_timeout_s,
-                                 fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
+        wait_s = min(self.config.fetch_timeout_s, req.timeout_s or self.config.fetch_timeout_s)
+        try:
+            path = self.cache.obtain(key, fill, wait_s,
+                                     fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
+        except errors.DownloadTimeout:   # the fill goes on for the cache; the output stays untouched
+            raise errors.DownloadTimeout("download timed out after %s" % human_duration(wait_s))
         _copy_out(path, req.output)
         result = filled.get("result")
         if result is None:   # another request's download, or the cache

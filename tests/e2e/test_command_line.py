@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zipfile
 
 import pytest
@@ -473,3 +474,24 @@ def test_the_daemons_hand_off_follows_the_same_rules_for_what_is_at_the_path(pyz
     folder.mkdir()
     assert "is a directory" in one_line_error(_handed(pyz, daemon, src.url, folder), 6)
     assert leftovers(str(tmp_path)) == [] and leftovers(str(tmp_path / "real")) == []
+
+
+def _daemon_stats(daemon) -> dict:
+    with urllib.request.urlopen("http://%s/v1/stats" % daemon.address, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.time_limit(60)
+def test_timeout_through_the_daemon_ends_the_process_at_the_limit_and_writes_nothing_later(
+        pyz, origin, daemon, tmp_path):
+    src = origin.add("f.bin", content(2 * MiB, seed=31))
+    origin.fault("f.bin", chunk_delay_s=0.4)   # about 3 s for the whole file
+    target = tmp_path / "f.bin"
+    started = time.monotonic()
+    proc = _handed(pyz, daemon, src.url, target, "--timeout", "%gs" % LIMIT_S)
+    elapsed = time.monotonic() - started
+    one_line_error(proc, 5)
+    assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
+    # the daemon finishes the download for its cache, and leaves the output alone
+    wait_until(lambda: _daemon_stats(daemon)["downloads"] == 1, 30, message="the cache filled")
+    assert not target.exists() and leftovers(str(tmp_path)) == []
