@@ -17,6 +17,7 @@ from typing import List, Optional
 from dfly import __version__, errors, options
 from dfly.datadir import default_data_dir, make_data_dir
 from dfly.errors import EXIT_CODES
+from dfly.protocol.redact import redact_urls_in
 
 log = logging.getLogger("dfly")
 
@@ -38,11 +39,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     gc.set_threshold(10000, 20, 20)
     try:
         return args.run(args)
-    except errors.DflyError as e:
-        sys.stderr.write("dfly: error: %s\n" % e)
+    except errors.DflyError as e:   # the URL's secrets (a signed query) stay out of logs
+        sys.stderr.write("dfly: error: %s\n" % redact_urls_in(str(e)))
         return e.exit_code
     except ValueError as e:   # bad settings: options.build names the flag
-        sys.stderr.write("dfly: error: %s\n" % e)
+        sys.stderr.write("dfly: error: %s\n" % redact_urls_in(str(e)))
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("dfly: interrupted\n")
@@ -233,6 +234,7 @@ def parse_header(text: str):
 
 def run_get(args) -> int:
     from dfly.client import Client
+    from dfly.lifecycle import RedactUrls
     from dfly.peer import output, seeders
     from dfly.peer.config import PeerConfig
     from dfly.peer.progress import ProgressBar
@@ -249,6 +251,8 @@ def run_get(args) -> int:
     check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactUrls())
     to_stdout = args.output == "-"
     if config.supernode or to_stdout:   # where pieces are kept to seed, or streamed through
         make_data_dir(data_dir)

@@ -35,6 +35,7 @@ from dfly.protocol import redirects
 from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.redact import redact_url
 from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
@@ -115,7 +116,7 @@ class Fetch:
                 return
         else:   # also after a reset: what is on disk is revalidated or resumed, not refetched
             meta = task.load_meta()
-        if meta and meta.get("url") != task.url:
+        if meta and meta.get("url") != redact_url(task.url):   # a meta file keeps no secrets
             meta = None
         headers = dict(task.headers)
         resume_from = 0

@@ -495,3 +495,49 @@ def test_timeout_through_the_daemon_ends_the_process_at_the_limit_and_writes_not
     # the daemon finishes the download for its cache, and leaves the output alone
     wait_until(lambda: _daemon_stats(daemon)["downloads"] == 1, 30, message="the cache filled")
     assert not target.exists() and leftovers(str(tmp_path)) == []
+
+
+# secrets in URLs stay out of logs, errors and meta files --------------------------------
+
+SECRETS = ("SECRET-token-1", "SECRET-signature-2", "SECRET-sig-3")
+
+
+def _signed(url: str) -> str:
+    return "%s?token=%s&X-Amz-Signature=%s&sig=%s" % ((url,) + SECRETS)
+
+
+def _files_under(folder) -> dict:
+    out = {}
+    for dirpath, _, names in os.walk(str(folder)):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if name.endswith((".log", ".json")) and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    out[path] = f.read().decode("utf-8", "replace")
+    return out
+
+
+@pytest.mark.time_limit(90)
+def test_secrets_in_a_url_reach_no_log_line_error_or_meta_file(pyz, origin, supernode, daemon, tmp_path):
+    src = origin.add("f.bin", content(1 * MiB, seed=32))
+    missing = origin.url("missing.bin")
+    via = ["--supernode", supernode.address, "--no-daemon", "--seed-for", "0",
+           "--data-dir", tmp_path / "g"]
+    shown = []
+    ok = dfly(pyz, "get", _signed(src.url), "-o", tmp_path / "f.bin", *via)
+    assert ok.returncode == 0, ok.stderr
+    for flags in (via, ["--no-daemon", "--seed-for", "0"], ["--daemon", daemon.address]):
+        proc = dfly(pyz, "get", _signed(missing), "-o", tmp_path / "m.bin", *flags)
+        line = one_line_error(proc, 3)
+        assert "token=***" in line, line
+        shown.append(proc.stderr)
+    written = _files_under(tmp_path / "supernode")
+    written.update(_files_under(daemon_logs(tmp_path)))
+    assert any(name.endswith("meta.json") for name in written), sorted(written)
+    assert any("missing.bin" in text for text in written.values()), "the failure was logged"
+    for where, text in list(written.items()) + [("stderr", s) for s in shown]:
+        assert not any(secret in text for secret in SECRETS), (where, text[-2000:])
+
+
+def daemon_logs(tmp_path):
+    return tmp_path / "daemon" / "logs"
