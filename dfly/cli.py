@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import List, Optional
 
 from dfly import __version__, errors, options
@@ -260,7 +261,7 @@ def run_get(args) -> int:
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
     deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
-    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
+    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers, deadline)
     if handed is not None:
         if deadline:
             deadline.met()
@@ -271,6 +272,8 @@ def run_get(args) -> int:
     # No spare when a seeder runs for this data dir already: it takes our files over.
     seeding = config.seed_for_s > 0 and bool(config.supernode)
     spare = Spare.fork(data_dir) if seeding and not seeders.call(data_dir, {"op": "ping"}, 2.0) else None
+    if deadline:
+        deadline.arm()
     seeder_pid = 0
     client = Client(config=config)
     try:
@@ -326,13 +329,21 @@ class _Deadline:
 
     def __init__(self, limit_s: float, bar) -> None:
         self.limit_s, self.bar = limit_s, bar
+        self.started = time.monotonic()
         self.client = None
         self.done, self.total = 0, None
         self._lock = threading.Lock()
         self._met = False
-        self._timer = threading.Timer(limit_s + self.GRACE_S, self._expired)
-        self._timer.name, self._timer.daemon = "get-deadline", True
-        self._timer.start()
+        self._timer: Optional[threading.Timer] = None
+
+    def arm(self) -> None:
+        """Start watching (counted from the start all the same). Not at once: a thread
+        running would keep the seeder spare from being forked."""
+        if self._timer is None:
+            left = self.started + self.limit_s + self.GRACE_S - time.monotonic()
+            self._timer = threading.Timer(max(0.0, left), self._expired)
+            self._timer.name, self._timer.daemon = "get-deadline", True
+            self._timer.start()
 
     def progress(self, done: int, total: Optional[int]) -> None:
         self.done, self.total = done, total
@@ -341,7 +352,8 @@ class _Deadline:
         """The download ended in time: nothing to cut short."""
         with self._lock:
             self._met = True
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def _expired(self) -> None:
         from dfly.peer.progress import human_duration, received
@@ -377,7 +389,7 @@ def _split_of(result):
                      peers=result.bytes_from_peers)
 
 
-def _hand_off(args, config, headers):
+def _hand_off(args, config, headers, deadline: Optional[_Deadline]):
     """The result of the running daemon's download, or None when no daemon answers."""
     from dfly.peer.daemon_client import DaemonClient
     from dfly.protocol.handoff import HandoffRequest
@@ -389,6 +401,8 @@ def _hand_off(args, config, headers):
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
                              args.filter, args.identifier, config.timeout_s or None)
     wait_s = config.timeout_s + 30 if config.timeout_s > 0 else 24 * 3600.0
+    if deadline:
+        deadline.arm()
     return daemon.download(request, wait_s)
 
 

@@ -420,7 +420,9 @@ def test_gets_through_a_supernode_leave_one_seeder_that_can_be_listed_and_stoppe
     common = ["--supernode", supernode.address, "--no-daemon", "--upload-listen", "127.0.0.1:0",
               "--data-dir", data]
     try:
-        code, shown = _on_a_terminal([pyz, "get", files[0].url, "-o", tmp_path / "f0.bin"] + common)
+        # (--timeout too: its watch must not keep the seeder spare from being forked)
+        code, shown = _on_a_terminal([pyz, "get", files[0].url, "-o", tmp_path / "f0.bin",
+                                      "--timeout", "1m"] + common)
         assert code == 0, shown
         assert "still serving to peers for 5m; --seed-for 0 to stop" in shown, shown
         for i in (1, 2):
@@ -430,6 +432,8 @@ def test_gets_through_a_supernode_leave_one_seeder_that_can_be_listed_and_stoppe
         assert sorted(t["file"] for t in listing["tasks"]) == [str(tmp_path / ("f%d.bin" % i))
                                                                for i in range(3)]
         assert _processes_naming(data) == [listing["pid"]], "one seeder, and nothing else left"
+        with open("/proc/%d/cmdline" % listing["pid"], "rb") as f:
+            assert b"\0get\0" in f.read(), "the seeder is the forked spare, no second interpreter"
         # a file a later get handed over is served by the one seeder
         again = dfly(pyz, "get", files[2].url, "-o", tmp_path / "again.bin", "--json", "--seed-for", "0",
                      *common[:-1], str(tmp_path / "other"))
