@@ -1,5 +1,6 @@
 """The README's quick start works on a fresh machine: its test command installs
 what the suite imports, and it is the command CI runs."""
+import ast
 import importlib.util
 import os
 import re
@@ -26,7 +27,12 @@ def _top_level_imports(folder: str) -> set:
         for name in files:
             if name.endswith(".py"):
                 with open(os.path.join(dirpath, name)) as f:
-                    names.update(re.findall(r"^(?:import|from) (\w+)", f.read(), re.M))
+                    tree = ast.parse(f.read())
+                for node in tree.body:   # module level only: an import inside a try is optional
+                    if isinstance(node, ast.Import):
+                        names.update(alias.name.split(".")[0] for alias in node.names)
+                    elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                        names.add(node.module.split(".")[0])
     return names
 
 
