@@ -4,12 +4,10 @@ Each command's flags come from its component's config dataclass (options.py);
 a --config FILE (JSON, or TOML on Python 3.11+) fills what the flags leave out.
 """
 import argparse
-import errno
 import gc
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -54,13 +52,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _host_refused(e: OSError) -> int:
-    """A listen address taken or not this host's is a usage error (exit 2); any other
-    refusal of the host (a file, a disk) a local I/O error (exit 6)."""
-    listen = e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL) or isinstance(e, socket.gaierror)
-    what = "cannot listen there" if listen else "the host refused"
+    """What the host refused that no earlier check named (a listen address is checked by
+    httpd: CannotListen): one line, the local I/O error's exit code."""
     where = " %s" % e.filename if e.filename else ""
-    sys.stderr.write("dfly: error: %s%s: %s\n" % (what, where, e.strerror or e))
-    return 2 if listen else errors.LocalIOError.exit_code
+    sys.stderr.write("dfly: error: the host refused%s: %s\n" % (where, e.strerror or e))
+    return errors.LocalIOError.exit_code
 
 
 def build_parser(only: Optional[str] = None, with_file: bool = False) -> argparse.ArgumentParser:

@@ -214,10 +214,6 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
         if value is not None:
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [_flag(f) for f in known.values()
-               if f.metadata.get("required") and values.get(f.name) in (None, "")]
-    if missing:
-        raise ValueError("%s is required (or its key in the config file)" % ", ".join(missing))
     converted = {}
     for name, value in values.items():
         if name not in known:
@@ -226,6 +222,10 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
             converted[name] = _convert(known[name], value)
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError("bad value for %s: %s" % (_flag(known[name]), e))
+    missing = [_flag(f) for f in known.values()
+               if f.metadata.get("required") and converted.get(f.name) in (None, "")]
+    if missing:   # after the values given were checked: a bad one is named first
+        raise ValueError("%s is required (or its key in the config file)" % ", ".join(missing))
     return cls(**converted)
 
 
