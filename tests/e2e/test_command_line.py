@@ -127,7 +127,7 @@ def held_port():
     sock.close()
 
 
-def _mistakes(tmp_path, held: str, refused: str):
+def _mistakes(tmp_path, held: str, refused: str, supernode: str):
     """(name, argv, exit code) for each ordinary mistake at each command's start."""
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
@@ -137,7 +137,8 @@ def _mistakes(tmp_path, held: str, refused: str):
     quick = ["--no-daemon", "--seed-for", "0", "--data-dir", str(tmp_path / "g")]
     yield "supernode port in use", ["supernode", "--listen", held, "--data-dir", tmp_path / "s"], 2
     yield "daemon port in use", ["daemon", "--listen", held, "--data-dir", tmp_path / "d"], 2
-    yield "get upload port in use", ["get", url, "-o", tmp_path / "o", "--supernode", refused,
+    # (the uploader starts once the supernode answered: it listens on the family it advertises)
+    yield "get upload port in use", ["get", url, "-o", tmp_path / "o", "--supernode", supernode,
                                      "--upload-listen", held] + quick, 2
     yield "supernode address not ours", ["supernode", "--listen", "192.0.2.1:0",
                                          "--data-dir", tmp_path / "s"], 2
@@ -154,10 +155,11 @@ def _mistakes(tmp_path, held: str, refused: str):
     yield "get config", ["get", url, "-o", tmp_path / "o", "--config", missing] + quick, 2
 
 
-def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_path, held_port):
+def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_path, held_port,
+                                                                      supernode):
     with refused_address() as (host, port):
         refused = "%s:%d" % (host, port)
-        for name, argv, code in _mistakes(tmp_path, held_port, refused):
+        for name, argv, code in _mistakes(tmp_path, held_port, refused, supernode.address):
             proc = dfly(pyz, *argv, timeout=30)
             assert proc.returncode == code and "Traceback" not in proc.stderr, (name, proc.stderr)
             last = proc.stderr.strip().splitlines()[-1]
