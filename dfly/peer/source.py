@@ -78,7 +78,7 @@ class _Reader:
             chunk = response.read(size)
         except Exception as e:   # socket errors, IncompleteRead
             _check_deadline(self.deadline, self.clock, offset)
-            raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
+            raise SourceError("origin transfer broke after %s: %s" % (received(offset, None), e))
         if chunk:
             self.on_bytes(len(chunk))
             if self.bucket is not None:
@@ -196,7 +196,7 @@ def _whole(reader: _Reader, response, out: PieceFile) -> int:
         out.write(offset, chunk)
         offset += len(chunk)
     if expected is not None and offset != expected:
-        raise SourceError("origin sent %d of %d bytes for %s" % (offset, expected, reader.url))
+        raise SourceError("origin sent %s for %s" % (received(offset, expected), reader.url))
     size = piece_size_for(offset)
     out.set_geometry(offset, size)
     for num in range(piece_count(offset, size)):
