@@ -3,16 +3,10 @@ where the bytes came from. Redrawn at most ten times a second."""
 import time
 from typing import TYPE_CHECKING, Callable, Optional, TextIO
 
+from dfly.protocol.units import human_bytes, received  # noqa: F401  (shown here, and re-exported)
+
 if TYPE_CHECKING:   # the downloader reports in these units too: no import cycle at run time
     from dfly.peer.downloader import ByteSplit
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else "%.1f %s" % (n, unit)
-        n /= 1024.0
-    return "%d B" % n
 
 
 class ProgressBar:
@@ -44,11 +38,6 @@ class ProgressBar:
     def finish(self) -> None:
         self.out.write("\n")
         self.out.flush()
-
-
-def received(done: int, total: Optional[int]) -> str:
-    """How far a download got, for messages: "4.0 MiB of 64.0 MiB" (or "4.0 MiB")."""
-    return "%s of %s" % (human_bytes(done), human_bytes(total)) if total else human_bytes(done)
 
 
 def human_duration(seconds: float) -> str:

@@ -171,8 +171,8 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
         while got < size:
             chunk = reader.read(response, min(CHUNK, size - got), start + got)
             if not chunk:
-                raise SourceError("origin sent %d of %d bytes of piece %d for %s"
-                                  % (got, size, num, reader.url))
+                raise SourceError("origin sent %s of piece %d for %s"
+                                  % (received(got, size), num, reader.url))
             hasher.update(chunk)
             out.write(start + got, chunk)
             got += len(chunk)

@@ -549,8 +549,9 @@ def daemon_logs(tmp_path):
     return tmp_path / "daemon" / "logs"
 
 
-def test_a_source_cut_short_is_told_in_human_units(pyz, origin, tmp_path):
+def test_a_source_cut_short_is_told_in_human_units_on_every_path(pyz, origin, supernode, tmp_path):
     src = origin.add("f.bin", content(2 * MiB, seed=33))
     origin.fault("f.bin", short_by=MiB // 2)   # Content-Length promises half a MiB more than sent
-    line = one_line_error(get(pyz, src.url, tmp_path / "f.bin", tmp_path), 3)
-    assert "2.0 MiB of 2.5 MiB" in line and "bytes" not in line, line
+    for flags in ([], ["--supernode", supernode.address]):
+        line = one_line_error(get(pyz, src.url, tmp_path / "f.bin", tmp_path, *flags), 3)
+        assert "2.0 MiB of 2.5 MiB" in line and "bytes" not in line, (flags, line)
