@@ -297,6 +297,9 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
         threading.Thread(target=_control_loop, args=(control, seeding), name="seeder-control",
                          daemon=True).start()
     ready()
+    if control is None and spec.get("data_dir") and _merged_into_running(spec):
+        listener.stop(drain_s=HANDOFF_DRAIN_S)   # the transfers under way still finish
+        return 0
     try:
         serve(app, spec, seeding)
     finally:
@@ -309,6 +312,24 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
             if t["owned"]:
                 _remove(t["path"])
     return 0
+
+
+def _merged_into_running(spec: dict) -> bool:
+    """Another seeder answers for this data dir (two gets finished at once): hand it our
+    tasks, as a later get would, and leave them. False when it did not take them all."""
+    tasks = spec["tasks"]
+    reply = seeders.call(spec["data_dir"], {"op": "adopt", "tasks": tasks,
+                                            "seed_for_s": spec["seed_for_s"],
+                                            "supernodes": spec["supernodes"]})
+    adopted = set(reply.get("adopted") or []) if reply else set()
+    if not tasks or adopted != {t["task_id"] for t in tasks}:
+        for t in tasks:   # we serve them all ourselves; a link the other took stays its own
+            t["owned"] = t["owned"] and t["task_id"] not in adopted
+        return False
+    for t in tasks:   # its links are the other seeder's to remove now
+        leave_quietly(t["supernode"], t["task_id"], spec["peer_id"])
+    log.info("handed %d task(s) to the seeder already running for %s", len(tasks), spec["data_dir"])
+    return True
 
 
 class _Seeding:
