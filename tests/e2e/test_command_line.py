@@ -196,6 +196,7 @@ class Running:
     """A long-running dfly command on 127.0.0.1:0, its address read from its log."""
 
     def __init__(self, pyz, command, data_dir, *more):
+        self.data_dir = data_dir
         self.proc = subprocess.Popen([sys.executable, pyz, command, "--listen", "127.0.0.1:0",
                                       "--data-dir", str(data_dir)] + list(more),
                                      stderr=subprocess.PIPE, text=True)
@@ -306,8 +307,14 @@ def daemon(pyz, tmp_path):
     running.stop()
 
 
+def _via_daemon(daemon) -> list:
+    """The flags a get needs to hand its download to `daemon` (its token, when it has one)."""
+    token = os.path.join(str(daemon.data_dir), "daemon", "handoff.token")
+    return ["--daemon", daemon.address] + (["--daemon-token", token] if os.path.exists(token) else [])
+
+
 def _handed(pyz, daemon, url, output, *more):
-    return dfly(pyz, "get", url, "-o", output, "--daemon", daemon.address, *more)
+    return dfly(pyz, "get", url, "-o", output, *_via_daemon(daemon), *more)
 
 
 @pytest.mark.time_limit(60)
@@ -319,8 +326,7 @@ def test_a_hand_off_the_daemon_had_cached_names_the_local_cache(pyz, origin, dae
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert result["bytes_from_cache"] == 2 * MiB and result["bytes_from_source"] == 0
-    code, shown = _on_a_terminal([pyz, "get", src.url, "-o", tmp_path / "c.bin", "--daemon",
-                                  daemon.address])
+    code, shown = _on_a_terminal([pyz, "get", src.url, "-o", tmp_path / "c.bin"] + _via_daemon(daemon))
     assert code == 0, shown
     assert "2.0 MiB from local cache" in shown and "local cache 2.0 MiB" in shown, shown
     assert origin.requests("f.bin") == 1
@@ -333,7 +339,7 @@ def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, super
     src = origin.add("f.bin", content(1 * MiB, seed=12))
     paths = {"alone": ["--no-daemon", "--seed-for", "0"],
              "supernode": ["--no-daemon", "--seed-for", "0", "--supernode", supernode.address],
-             "daemon": ["--daemon", daemon.address]}
+             "daemon": _via_daemon(daemon)}
     bad = {"not a URL": ["notaurl"], "file URL": ["file://%s" % (tmp_path / "x")],
            "ftp URL": ["ftp://127.0.0.1/f.bin"],
            # (a name the hosts file resolves: a typo like it must not send a DNS query off the host)
@@ -532,7 +538,7 @@ def test_secrets_in_a_url_reach_no_log_line_error_or_meta_file(pyz, origin, supe
     shown = []
     ok = dfly(pyz, "get", _signed(src.url), "-o", tmp_path / "f.bin", *via)
     assert ok.returncode == 0, ok.stderr
-    for flags in (via, ["--no-daemon", "--seed-for", "0"], ["--daemon", daemon.address]):
+    for flags in (via, ["--no-daemon", "--seed-for", "0"], _via_daemon(daemon)):
         proc = dfly(pyz, "get", _signed(missing), "-o", tmp_path / "m.bin", *flags)
         line = one_line_error(proc, 3)
         assert "token=***" in line, line
