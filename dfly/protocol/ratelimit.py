@@ -13,10 +13,13 @@ BURST_S = 0.1
 
 
 class TokenBucket:
-    def __init__(self, rate_bytes_per_s: float, now: float):
+    def __init__(self, rate_bytes_per_s: float, now: float, burst: float = 0.0):
+        """`burst`: tokens it holds, there from the start (counting things rather than
+        bytes: a rate of 2 per second, burst 120). Without one (a byte rate), it holds
+        BURST_S worth and starts empty."""
         self.rate_bytes_per_s = float(rate_bytes_per_s)
-        self._capacity = self.rate_bytes_per_s * BURST_S
-        self._tokens = 0.0
+        self.burst = float(burst) or self.rate_bytes_per_s * BURST_S
+        self._tokens = float(burst)
         self._stamp = now
         self._lock = threading.Lock()
 
@@ -27,7 +30,7 @@ class TokenBucket:
         with self._lock:
             elapsed = max(0.0, now - self._stamp)
             self._stamp = max(self._stamp, now)   # a thread with a stale `now` earns nothing twice
-            self._tokens = min(self._capacity, self._tokens + elapsed * self.rate_bytes_per_s)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_bytes_per_s)
             self._tokens -= nbytes
             if self._tokens >= 0:
                 return 0.0

@@ -80,3 +80,9 @@ def test_a_stale_now_from_a_slower_thread_earns_no_extra_tokens():
     assert bucket.reserve(10, now=10.5) == pytest.approx(0.0)   # empty at t=10.5
     bucket.reserve(0, now=5.0)                       # a thread that read the clock earlier
     assert bucket.reserve(100, now=10.5) == pytest.approx(1.0)
+
+
+def test_a_bucket_given_a_burst_holds_that_many_from_the_start():
+    bucket = TokenBucket(2.0, 0.0, burst=5)   # counting things: 2 a second, 5 at once
+    assert [bucket.reserve(1, 0.0) for _ in range(5)] == [0.0] * 5
+    assert bucket.reserve(1, 0.0) == pytest.approx(0.5)
