@@ -297,7 +297,7 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
         threading.Thread(target=_control_loop, args=(control, seeding), name="seeder-control",
                          daemon=True).start()
     ready()
-    if control is None and spec.get("data_dir") and _merged_into_running(spec):
+    if control is None and spec.get("data_dir") and _merged_into_running(spec, tls):
         listener.stop(drain_s=HANDOFF_DRAIN_S)   # the transfers under way still finish
         return 0
     try:
@@ -314,7 +314,7 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     return 0
 
 
-def _merged_into_running(spec: dict) -> bool:
+def _merged_into_running(spec: dict, tls: Optional[TLS] = None) -> bool:
     """Another seeder answers for this data dir (two gets finished at once): hand it our
     tasks, as a later get would, and leave them. False when it did not take them all."""
     tasks = spec["tasks"]
@@ -327,7 +327,7 @@ def _merged_into_running(spec: dict) -> bool:
             t["owned"] = t["owned"] and t["task_id"] not in adopted
         return False
     for t in tasks:   # its links are the other seeder's to remove now
-        leave_quietly(t["supernode"], t["task_id"], spec["peer_id"])
+        leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls)
     log.info("handed %d task(s) to the seeder already running for %s", len(tasks), spec["data_dir"])
     return True
 
