@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()
     """One flag per field of `cls`; defaults stay None so the file can fill gaps.
     Fields `cls` inherits (the TLS options every program shares) come after its own. The
     help shows defaults in the flag's units, choices, and (repeatable) for list settings;
-    required settings are listed as required (build() checks them once the file is read)."""
+    required settings are listed as required (with --config, the program checks them)."""
     own = vars(cls).get("__annotations__", {})
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if f.name in skip:
@@ -222,10 +222,6 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
             converted[name] = _convert(known[name], value)
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError("bad value for %s: %s" % (_flag(known[name]), e))
-    missing = [_flag(f) for f in known.values()
-               if f.metadata.get("required") and converted.get(f.name) in (None, "")]
-    if missing:   # after the values given were checked: a bad one is named first
-        raise ValueError("%s is required (or its key in the config file)" % ", ".join(missing))
     return cls(**converted)
 
 
