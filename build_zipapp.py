@@ -22,9 +22,12 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Run by each interpreter: its cache tag, after compiling the tree into __pycache__.
+# Code objects name their files as inside the archive (dfly.pyz/dfly/cli.py), not the
+# temporary build folder, so a traceback in a bug report points at the source.
+ARCHIVE_NAME = "dfly.pyz"
 COMPILE = ("import compileall, sys\n"
            "if sys.version_info < (3, 8) or sys.implementation.cache_tag is None: sys.exit(3)\n"
-           "ok = compileall.compile_dir(sys.argv[1], quiet=1)\n"
+           "ok = compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=1)\n"
            "print(sys.implementation.cache_tag)\n"
            "sys.exit(0 if ok else 1)\n")
 COMPILE_TIMEOUT_S = 120
@@ -46,7 +49,8 @@ def compile_for(pythons: List[str], tree: str) -> Tuple[Dict[str, str], List[str
     runs, failed = [], []
     for python in pythons:
         try:
-            runs.append((python, subprocess.Popen([python, "-S", "-c", COMPILE, tree],
+            runs.append((python, subprocess.Popen([python, "-S", "-c", COMPILE, tree,
+                                                   ARCHIVE_NAME + "/" + os.path.basename(tree)],
                                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)))
         except OSError:
             failed.append(python)
@@ -126,7 +130,7 @@ def build(target: str, pythons: Optional[List[str]] = None) -> str:
         # foo.pyc beside foo.py is what zipimport itself reads: for `import dfly` from
         # the archive on sys.path (the SDK), where zipmain's finder is not installed,
         # and __main__.pyc for the archive's start itself, both for this Python.
-        compileall.compile_dir(staging, legacy=True, quiet=1)
+        compileall.compile_dir(staging, ddir=ARCHIVE_NAME, legacy=True, quiet=1)
         write_archive(staging, target)
     return target
 

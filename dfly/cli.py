@@ -9,11 +9,14 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from typing import List, Optional
 
 from dfly import __version__, errors, options
-from dfly.datadir import default_data_dir
+from dfly.datadir import default_data_dir, make_data_dir
 from dfly.errors import EXIT_CODES
+from dfly.protocol.redact import redact_urls_in
 
 log = logging.getLogger("dfly")
 
@@ -21,7 +24,8 @@ log = logging.getLogger("dfly")
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=named if named in COMMANDS else None)
+    with_file = any(a == "--config" or a.startswith("--config=") for a in argv)
+    parser = build_parser(only=named if named in COMMANDS else None, with_file=with_file)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -34,30 +38,50 @@ def main(argv: Optional[List[str]] = None) -> int:
     gc.set_threshold(10000, 20, 20)
     try:
         return args.run(args)
-    except errors.DflyError as e:
-        sys.stderr.write("dfly: error: %s\n" % e)
+    except errors.DflyError as e:   # the URL's secrets (a signed query) stay out of logs
+        sys.stderr.write("dfly: error: %s\n" % redact_urls_in(str(e)))
         return e.exit_code
     except ValueError as e:   # bad settings: options.build names the flag
-        sys.stderr.write("dfly: error: %s\n" % e)
+        sys.stderr.write("dfly: error: %s\n" % redact_urls_in(str(e)))
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("dfly: interrupted\n")
         return 130
+    except OSError as e:   # what the host refused that no earlier check named: still one line
+        return _host_refused(e)
 
 
-def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+def _host_refused(e: OSError) -> int:
+    """What the host refused that no earlier check named (a listen address is checked by
+    httpd: CannotListen): one line, the local I/O error's exit code."""
+    where = " %s" % e.filename if e.filename else ""
+    sys.stderr.write("dfly: error: the host refused%s: %s\n" % (where, e.strerror or e))
+    return errors.LocalIOError.exit_code
+
+
+def build_parser(only: Optional[str] = None, with_file: bool = False) -> argparse.ArgumentParser:
     """Every command; with `only`, the others are listed without their options, so
-    a command imports no other command's settings (a short `get` starts sooner)."""
+    a command imports no other command's settings (a short `get` starts sooner).
+    `with_file`: a --config file may give what the flags must otherwise (checked later)."""
     parser = argparse.ArgumentParser(
         prog="dfly", description="Peer-to-peer file distribution: one origin fetch, many hosts.",
-        epilog="exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items()))
+        epilog=_exit_codes(EXIT_CODES))
     parser.add_argument("--version", action="version", version="dfly " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, fill) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
+                                  + ".", epilog=_exit_codes(COMMAND_EXIT_CODES.get(name, {})))
         if only in (None, name):
             fill(sub)
+            for action in sub._actions if with_file else ():
+                if action.dest != "output":   # settings the file can give
+                    action.required = False
     return parser
+
+
+def _exit_codes(codes) -> Optional[str]:
+    """The epilog listing `codes`; None for a command that writes its own."""
+    return "exit codes: " + "; ".join("%d %s" % kv for kv in codes.items()) if codes else None
 
 
 def _supernode_options(sn: argparse.ArgumentParser) -> None:
@@ -69,7 +93,6 @@ def _supernode_options(sn: argparse.ArgumentParser) -> None:
 
 def _get_options(get: argparse.ArgumentParser) -> None:
     from dfly.peer.config import PeerConfig
-    get.epilog = "exit codes: " + "; ".join("%d %s" % kv for kv in EXIT_CODES.items())
     get.add_argument("url", help="source URL (http or https)")
     get.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write; - for stdout")
     get.add_argument("--digest", metavar="sha256:HEX", help="expected digest of the whole file")
@@ -77,7 +100,8 @@ def _get_options(get: argparse.ArgumentParser) -> None:
                      help="header passed to the source (repeatable)")
     get.add_argument("--filter", action="append", default=[], metavar="NAME",
                      help="query parameter left out of the task identity (repeatable, or a&b)")
-    get.add_argument("--identifier", help="extra task identity, for URLs that serve different content")
+    get.add_argument("--identifier", metavar="TEXT",
+                     help="extra task identity, for URLs that serve different content")
     get.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     get.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     get.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
@@ -93,10 +117,22 @@ def _get_options(get: argparse.ArgumentParser) -> None:
 
 
 def _demo_options(demo: argparse.ArgumentParser) -> None:
-    demo.add_argument("--peers", type=int, default=5, help="how many peers (default: 5)")
-    demo.add_argument("--size", default="64M", help="file size (default: 64M)")
-    demo.add_argument("--data-dir", help="where the demo's files go (default: a temporary folder)")
+    demo.add_argument("--peers", type=_positive_int, default=5, metavar="N",
+                      help="how many peers, 1 or more (default: 5)")
+    demo.add_argument("--size", default="64M", metavar="SIZE", help="file size (default: 64M)")
+    demo.add_argument("--data-dir", metavar="DIR",
+                      help="where the demo's files go (default: a temporary folder)")
     demo.set_defaults(run=run_demo)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number, 1 or more: %r" % text)
+    return value
 
 
 def _daemon_options(daemon: argparse.ArgumentParser) -> None:
@@ -123,6 +159,15 @@ def _scrub_options(scrub: argparse.ArgumentParser) -> None:
     scrub.set_defaults(run=run_scrub)
 
 
+def _seeders_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", metavar="DIR",
+                     help="the data dir whose seeder to ask (default: per-user data dir)")
+    cmd.add_argument("--stop", action="store_true",
+                     help="stop it: it leaves its tasks and removes its copies")
+    cmd.add_argument("--json", action="store_true", help="print what it serves as JSON on stdout")
+    cmd.set_defaults(run=run_seeders)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -130,10 +175,26 @@ COMMANDS = {
              _demo_options),
     "daemon": ("run this host's long-lived peer: registry mirror, HTTP proxy and shared cache",
                _daemon_options),
+    "seeders": ("show what the detached seeder of `get` still serves to peers, or stop it",
+                _seeders_options),
     "bench": ("measure a running supernode: many simulated peers download a URL at once or in "
               "waves", _bench_options),
     "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
               "what it can", _scrub_options),
+}
+
+
+_SERVER_EXIT_CODES = {0: "stopped by SIGINT or SIGTERM", 1: EXIT_CODES[1],
+                      2: "usage error, or a listen address this host cannot use",
+                      6: "the data dir cannot be created or written"}
+COMMAND_EXIT_CODES = {
+    "supernode": _SERVER_EXIT_CODES,
+    "get": EXIT_CODES,
+    "demo": {0: "success", 1: EXIT_CODES[1], 2: EXIT_CODES[2], 6: _SERVER_EXIT_CODES[6]},
+    "daemon": _SERVER_EXIT_CODES,
+    "seeders": {0: "success (also when none runs)", 2: EXIT_CODES[2]},
+    "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
+              2: EXIT_CODES[2]},
 }
 
 
@@ -147,7 +208,21 @@ def run_supernode(args) -> int:
 
     config = options.build(SupernodeConfig, _file_values(args), args)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
-    return app.run(config, os.path.abspath(data_dir))
+    return app.run(config, make_data_dir(data_dir))
+
+
+def check_supernodes(addresses) -> None:
+    """Every --supernode is HOST:PORT (protocol/address.py), checked before any work: a
+    typo must not quietly send every download to the source (ValueError: exit 2)."""
+    from dfly.protocol.address import WILDCARDS_V4, parse_address
+    for text in addresses:
+        try:
+            host, port = parse_address(text)   # no default port: it must be written
+        except ValueError as e:
+            raise ValueError("bad value for --supernode: %s" % e)
+        if host in WILDCARDS_V4 or host == "::" or not port:
+            raise ValueError("bad value for --supernode: %r is not HOST:PORT of a supernode "
+                             "(as in 10.0.0.5:8002)" % text)
 
 
 def parse_header(text: str):
@@ -159,52 +234,84 @@ def parse_header(text: str):
 
 def run_get(args) -> int:
     from dfly.client import Client
+    from dfly.lifecycle import RedactUrls
+    from dfly.peer import output, seeders
     from dfly.peer.config import PeerConfig
     from dfly.peer.progress import ProgressBar
-    from dfly.peer.seeder import Spare, detach
+    from dfly.peer.seeder import Spare, detach, hand_to_running
     from dfly.protocol.urls import normalize_url
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
+    if args.output != "-":
+        output.resolve(args.output)   # a directory: one line, nothing started
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
     _check_daemon_address(args)
+    check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactUrls())
     to_stdout = args.output == "-"
+    if config.supernode or to_stdout:   # where pieces are kept to seed, or streamed through
+        make_data_dir(data_dir)
     bar = None
     if not args.quiet and not args.json and sys.stderr.isatty():
         bar = ProgressBar(sys.stderr)
     if not to_stdout:
         _check_output(os.path.abspath(args.output))
-    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers)
+    deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
+    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers, deadline)
     if handed is not None:
+        if deadline:
+            deadline.met()
+        if bar:   # the daemon did the work: its outcome, where the bytes came from
+            bar.update(handed.length, handed.length, _split_of(handed), cache=handed.bytes_from_cache)
+            bar.finish()
         return _summary(args, handed, to_stdout)
-    spare = Spare.fork(data_dir) if config.seed_for_s > 0 else None
+    # No spare when a seeder runs for this data dir already: it takes our files over.
+    seeding = config.seed_for_s > 0 and bool(config.supernode)
+    spare = Spare.fork(data_dir) if seeding and not seeders.call(data_dir, {"op": "ping"}, 2.0) else None
+    if deadline:
+        deadline.arm()
+    seeder_pid = 0
     client = Client(config=config)
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
-                      identifier=args.identifier, progress=bar.update if bar else None)
+                      identifier=args.identifier, progress=_progress(bar, deadline, client))
         if to_stdout:
             result = _stream_to_stdout(client, args.url, kwargs)
             result.path = "-"
         else:
             result = client.download(args.url, args.output, **kwargs)
+        if deadline:
+            deadline.met()
         if bar:
             bar.finish()
         handoff = client.detach_listener() if config.seed_for_s > 0 else None
         if handoff:
             listener, uploader, tasks = handoff
-            detach(listener, uploader, tasks, client.peer_id, config.seed_for_s, client.data_dir,
-                   supernodes=config.supernode,
-                   registrations={t: client.registration(t) for t in tasks}, spare=spare,
-                   tls=client.tls, secrets=client.secrets)
-            spare = None
+            more = dict(supernodes=config.supernode,
+                        registrations={t: client.registration(t) for t in tasks}, tls=client.tls,
+                        secrets=client.secrets)
+            seeder_pid = hand_to_running(listener, uploader, tasks, client.peer_id, config.seed_for_s,
+                                         client.data_dir, **more)
+            if not seeder_pid:
+                seeder_pid = detach(listener, uploader, tasks, client.peer_id, config.seed_for_s,
+                                    client.data_dir, spare=spare, **more)
+                spare = None
     finally:
         client.close()
         if spare is not None:
             spare.close()
-    return _summary(args, result, to_stdout)
+    _summary(args, result, to_stdout)
+    if seeder_pid and not args.quiet and not args.json and sys.stderr.isatty():
+        from dfly.peer.progress import human_duration
+        sys.stderr.write("dfly: still serving to peers for %s; --seed-for 0 to stop (`dfly seeders` "
+                         "lists what is served, `dfly seeders --stop` ends it)\n"
+                         % human_duration(config.seed_for_s))
+    return 0
 
 
 def _check_daemon_address(args) -> None:
@@ -226,7 +333,75 @@ def _check_output(output: str) -> None:
         raise errors.LocalIOError("output %s is a directory" % output)
 
 
-def _hand_off(args, config, headers):
+class _Deadline:
+    """--timeout bounds the whole command: past the limit, and a moment's grace for the
+    download's own timeout to end it cleanly, the process exits 5 whatever it still waits
+    on (a slow piece in flight, a supernode, the daemon), its partial files removed first."""
+    GRACE_S = 0.3
+
+    def __init__(self, limit_s: float, bar) -> None:
+        self.limit_s, self.bar = limit_s, bar
+        self.started = time.monotonic()
+        self.client = None
+        self.done, self.total = 0, None
+        self._lock = threading.Lock()
+        self._met = False
+        self._timer: Optional[threading.Timer] = None
+
+    def arm(self) -> None:
+        """Start watching (counted from the start all the same). Not at once: a thread
+        running would keep the seeder spare from being forked."""
+        if self._timer is None:
+            left = self.started + self.limit_s + self.GRACE_S - time.monotonic()
+            self._timer = threading.Timer(max(0.0, left), self._expired)
+            self._timer.name, self._timer.daemon = "get-deadline", True
+            self._timer.start()
+
+    def progress(self, done: int, total: Optional[int]) -> None:
+        self.done, self.total = done, total
+
+    def met(self) -> None:
+        """The download ended in time: nothing to cut short."""
+        with self._lock:
+            self._met = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expired(self) -> None:
+        from dfly.peer.progress import human_duration, received
+        with self._lock:
+            if self._met:
+                return
+            if self.client is not None:
+                self.client.abandon()
+            sys.stderr.write("%sdfly: error: download timed out (--timeout %s) after %s\n" % (
+                "\n" if self.bar else "", human_duration(self.limit_s), received(self.done, self.total)))
+            sys.stderr.flush()
+            os._exit(errors.DownloadTimeout.exit_code)
+
+
+def _progress(bar, deadline: Optional[_Deadline], client):
+    """The one progress callback: the bar draws it, the deadline remembers it."""
+    if deadline is not None:
+        deadline.client = client
+    if bar is None and deadline is None:
+        return None
+
+    def report(done: int, total: Optional[int], split) -> None:
+        if deadline is not None:
+            deadline.progress(done, total)
+        if bar is not None:
+            bar.update(done, total, split)
+    return report
+
+
+def _split_of(result):
+    from dfly.peer.downloader import ByteSplit
+    return ByteSplit(source=result.bytes_from_source, supernode=result.bytes_from_supernode,
+                     peers=result.bytes_from_peers)
+
+
+def _hand_off(args, config, headers, deadline: Optional[_Deadline]):
     """The result of the running daemon's download, or None when no daemon answers
     (or one answers that cannot prove it knows the token we read)."""
     from dfly.peer import daemon_client
@@ -246,8 +421,10 @@ def _hand_off(args, config, headers):
                 else "its token file %s cannot be read here" % token_file))
         return None
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
-                             args.filter, args.identifier)
+                             args.filter, args.identifier, config.timeout_s or None)
     wait_s = config.timeout_s + 30 if config.timeout_s > 0 else 24 * 3600.0
+    if deadline:
+        deadline.arm()
     return daemon.download(request, wait_s)
 
 
@@ -258,13 +435,15 @@ def _summary(args, result, to_stdout: bool) -> int:
         (sys.stderr if to_stdout else sys.stdout).write(json.dumps(result.to_json()) + "\n")
     elif not args.quiet:
         discarded = result.bytes_discarded
-        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers%s\n" % (
-            human_bytes(result.length), result.elapsed_s,
-            human_bytes(result.length / max(result.elapsed_s, 1e-6)),
-            human_bytes(result.bytes_from_source), human_bytes(result.bytes_from_supernode),
-            human_bytes(result.bytes_from_peers),
-            "; %s discarded (failed checks, replaced copies)" % human_bytes(discarded)
-            if discarded else ""))
+        sys.stderr.write("dfly: %s in %.2fs (%s/s): %s from source, %s from supernode, %s from peers, "
+                         "%s from local cache%s\n" % (
+                             human_bytes(result.length), result.elapsed_s,
+                             human_bytes(result.length / max(result.elapsed_s, 1e-6)),
+                             human_bytes(result.bytes_from_source),
+                             human_bytes(result.bytes_from_supernode),
+                             human_bytes(result.bytes_from_peers), human_bytes(result.bytes_from_cache),
+                             "; %s discarded (failed checks, replaced copies)" % human_bytes(discarded)
+                             if discarded else ""))
     return 0
 
 
@@ -276,8 +455,20 @@ def _stream_to_stdout(client, url: str, kwargs: dict):
             out.write(chunk)
         out.flush()
     except BrokenPipeError:
+        _drop_stdout()
         raise errors.LocalIOError("stdout closed before the download finished")
+    except OSError as e:   # a full disk under a redirect
+        _drop_stdout()
+        raise errors.LocalIOError("cannot write to stdout: %s" % (e.strerror or e))
     return client.last_result
+
+
+def _drop_stdout() -> None:
+    """After stdout failed, point it at /dev/null so the interpreter's own flush at exit
+    does not print a second error about the bytes still buffered."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run_daemon(args) -> int:
@@ -285,14 +476,16 @@ def run_daemon(args) -> int:
     from dfly.peer.daemon_config import DaemonConfig
 
     config = options.build(DaemonConfig, _file_values(args), args)
+    check_supernodes(config.supernode)
     data_dir = config.data_dir or default_data_dir(os.environ)
-    return daemon.run(config, os.path.abspath(data_dir))
+    return daemon.run(config, make_data_dir(data_dir))
 
 
 def run_demo(args) -> int:
     from dfly.demo import run
 
-    return run(peers=args.peers, size=options.parse_size(args.size), data_dir=args.data_dir,
+    data_dir = make_data_dir(args.data_dir) if args.data_dir else None
+    return run(peers=args.peers, size=options.parse_size(args.size), data_dir=data_dir,
                out=sys.stdout)
 
 
@@ -302,6 +495,7 @@ def run_bench(args) -> int:
     from dfly.bench.report import render
 
     config = options.build(BenchConfig, _file_values(args), args)
+    check_supernodes([config.supernode] if config.supernode else [])
     logging.basicConfig(level=logging.ERROR, format="dfly: %(message)s")
     summary = app.run(config, args.url)
     if args.json:
@@ -319,3 +513,28 @@ def run_scrub(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     return scrub.run(os.path.abspath(data_dir), config.scrub_rate, config.source_timeout_s,
                      sys.stdout)
+
+
+def run_seeders(args) -> int:
+    from dfly.peer import seeders
+    from dfly.peer.progress import human_bytes, human_duration
+
+    data_dir = os.path.abspath(args.data_dir or default_data_dir(os.environ))
+    listing = seeders.call(data_dir, {"op": "stop" if args.stop else "list"})
+    if args.json:
+        sys.stdout.write(json.dumps(listing) + "\n")
+    elif listing is None:
+        sys.stdout.write("no seeder runs for %s\n" % data_dir)
+    elif args.stop:
+        sys.stdout.write("stopped the seeder (pid %s) of %s\n" % (listing.get("pid"), data_dir))
+    else:
+        tasks = listing.get("tasks") or []
+        sys.stdout.write("seeder pid %s on port %s serves %d file%s until idle for %s (idle %ss):\n"
+                         % (listing.get("pid"), listing.get("port"), len(tasks),
+                            "" if len(tasks) == 1 else "s",
+                            human_duration(listing.get("seed_for_s") or 0), listing.get("idle_s")))
+        for task in tasks:
+            sys.stdout.write("  %s  %10s  %s\n" % (task.get("task_id", "")[:12],
+                                                    human_bytes(task.get("length") or 0),
+                                                    task.get("file", "")))
+    return 0

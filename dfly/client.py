@@ -20,9 +20,11 @@ from typing import Callable, Dict, Iterable, Iterator, Optional
 from dfly import errors, options
 from dfly.datadir import default_data_dir
 from dfly.httpd import Listener
+from dfly.peer import output
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
+from dfly.peer.progress import received
 from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -77,6 +79,7 @@ class DownloadResult:
     bytes_from_peers: int
     via: str   # "p2p", or "source" when the source gave some (or all) of it
     bytes_discarded: int = 0   # received but not in the file: failed checks, replaced copies
+    bytes_from_cache: int = 0   # copied from the daemon's cache: a hand-off it already had
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,6 +107,7 @@ class Client:
         self._seeded: Dict[str, str] = {}      # task id -> supernode address
         self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
         self._temp_files = []                  # streamed downloads still being seeded
+        self._partial = set()                  # files of downloads under way (see abandon)
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
         self.download_bucket = download_bucket
@@ -121,9 +125,13 @@ class Client:
         _check_digest(digest)
         url = normalize_url(url)
         path = os.path.abspath(path)
-        temp = os.path.join(os.path.dirname(path), ".%s.%s.dfly-part" % (os.path.basename(path),
-                                                                         _random_hex(8)))
-        storage = PieceFile(temp)
+        target, in_order = output.resolve(path)
+        if in_order:   # a device or FIFO: written to as a stream, never replaced
+            return self._download_in_order(url, target, path, digest=digest, headers=headers,
+                                           filters=filters, identifier=identifier, progress=progress)
+        temp = output.temp_name(target, _random_hex(8))
+        storage = PieceFile(temp, shown=path)
+        self._partial.add(temp)
         try:
             if on_storage is not None:
                 on_storage(storage)
@@ -131,18 +139,34 @@ class Client:
                                  progress, sequential=sequential, cancel=cancel,
                                  restartable=on_storage is None)
             try:
-                os.replace(temp, path)
+                os.replace(temp, target)
             except OSError as e:
                 raise errors.LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
-            storage.path = path
+            storage.path = target
         except BaseException:
             self._discard(storage)
             raise
         finally:
+            self._partial.discard(temp)
             storage.close()
         result.path = path
         self._after_download(result.task_id, storage)
         self.last_result = result
+        return result
+
+    def _download_in_order(self, url: str, target: str, path: str, **kwargs) -> DownloadResult:
+        out = output.open_in_order(target, path)
+        stream = self.stream(url, **kwargs)
+        try:
+            for chunk in stream:
+                output.write(out, chunk, path)
+        except BaseException:
+            stream.close()
+            output.close(out, path, quietly=True)
+            raise
+        output.close(out, path)
+        result = self.last_result
+        result.path = path
         return result
 
     def stream(self, url: str, digest: Optional[str] = None, headers: Optional[Dict[str, str]] = None,
@@ -155,6 +179,7 @@ class Client:
         tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
         _makedirs(tmp_dir)
         storage = PieceFile(os.path.join(tmp_dir, _random_hex(32) + ".part"))
+        self._partial.add(storage.path)
         outcome: Dict[str, object] = {}
         cancel = threading.Event()
 
@@ -178,6 +203,7 @@ class Client:
         finally:   # also when the caller stops reading early (GeneratorExit)
             cancel.set()
             worker.join()
+            self._partial.discard(storage.path)
             storage.close()
             if complete:
                 self.last_result = outcome["result"]
@@ -198,6 +224,12 @@ class Client:
             listener.stop()
         while self._temp_files:
             _remove(self._temp_files.pop())
+
+    def abandon(self) -> None:
+        """Remove the files of downloads still under way, at once, without waiting for
+        them to stop: for a process about to exit (`dfly get` past its --timeout)."""
+        for path in list(self._partial):
+            _remove(path)
 
     def __enter__(self) -> "Client":
         return self
@@ -441,7 +473,8 @@ class Client:
         def counted(n: int) -> None:
             split.source += n
             if job.deadline is not None and self.clock() > job.deadline:
-                raise errors.DownloadTimeout("download timed out after %d bytes" % split.source)
+                total = job.storage.length or job.storage.expected_length
+                raise errors.DownloadTimeout("download timed out after %s" % received(split.total, total))
             if job.cancel.is_set():
                 raise errors.Cancelled("download cancelled")
             job.report(split)
@@ -504,7 +537,7 @@ def _check_digest(digest: Optional[str]) -> None:
 def _progress_reporter(storage: PieceFile, progress: Optional[Progress]):
     def report(split: ByteSplit) -> None:
         if progress is not None:
-            progress(split.total, storage.length, split)
+            progress(split.total, storage.length or storage.expected_length, split)
     return report
 
 

@@ -19,7 +19,21 @@ def log_to(data_dir: str, level: str, name: str) -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(logs, name + ".log"))):
         handler.setFormatter(fmt)
+        handler.addFilter(RedactUrls())
         root.addHandler(handler)
+
+
+class RedactUrls(logging.Filter):
+    """Log lines show URLs without their secrets (a signed URL's query, userinfo):
+    logs are read by more people than the URLs were meant for (protocol/redact.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from dfly.protocol.redact import redact_urls_in
+        message = record.getMessage()
+        shown = redact_urls_in(message)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        return True
 
 
 def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None) -> int:

@@ -55,9 +55,31 @@ def parse_duration(text) -> float:
     return _finite(text, float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()])
 
 
-def option(default, help: str, kind: str = "", flag: str = "", metavar: str = ""):
-    """A config field: its default, one line of help, and how to parse it."""
-    meta = {"help": help, "kind": kind, "flag": flag, "metavar": metavar}
+def format_size(n: int) -> str:
+    """A size as the flags take it: 21474836480 -> "20G", 4096 -> "4K", 1000 -> "1000"."""
+    for unit in ("T", "G", "M", "K"):
+        if n and n % _SIZE_UNITS[unit.lower()] == 0:
+            return "%d%s" % (n // _SIZE_UNITS[unit.lower()], unit)
+    return str(n)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as the flags take it: 300.0 -> "5m", 604800 -> "7d", 1.5 -> "1.5s", 0 -> "0"."""
+    if not seconds:
+        return "0"
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _DURATION_UNITS[unit]
+        if count == int(count):
+            return "%d%s" % (count, unit)
+    return "%gs" % seconds if seconds >= 1 else "%gms" % (seconds * 1000)
+
+
+def option(default, help: str, kind: str = "", flag: str = "", metavar: str = "",
+           choices: Iterable[str] = (), required: bool = False):
+    """A config field: its default, one line of help, and how to parse it. `choices`: the
+    values allowed; `required`: the flag (or its config key) must be given."""
+    meta = {"help": help, "kind": kind, "flag": flag, "metavar": metavar,
+            "choices": tuple(choices), "required": required}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -92,6 +114,11 @@ def _flag(f: dataclasses.Field) -> str:
 
 def _convert(f: dataclasses.Field, value):
     kind = f.metadata.get("kind", "")
+    choices = f.metadata.get("choices")
+    if choices:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError("%r is not one of %s" % (value, ", ".join(choices)))
+        return value.lower()
     if kind == "address" and f.default is dataclasses.MISSING:   # a list of addresses
         return parse_addresses(value)
     if value == "" and f.default == "":   # an optional setting left unset
@@ -113,26 +140,62 @@ def _convert(f: dataclasses.Field, value):
     return str(value)
 
 
+def shown_default(f: dataclasses.Field) -> str:
+    """The default as a user would type it ("" when there is none to show)."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kind = f.metadata.get("kind", "")
+    if default in ("", [], None) or isinstance(default, bool):
+        return ""
+    if isinstance(default, list):
+        return ", ".join(str(v) for v in default)
+    if kind == "size":
+        return format_size(default)
+    if kind == "duration":
+        return format_duration(default)
+    return str(default)
+
+
+def _metavar(f: dataclasses.Field) -> Optional[str]:
+    """What the flag takes, in the help: the field's own, else by its kind or type."""
+    kind = f.metadata.get("kind", "")
+    if f.metadata.get("metavar"):
+        return f.metadata["metavar"]
+    if kind in ("size", "duration"):
+        return kind.upper()
+    if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+        return "N"
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()) -> None:
     """One flag per field of `cls`; defaults stay None so the file can fill gaps.
-    Fields `cls` inherits (the TLS options every program shares) come after its own."""
+    Fields `cls` inherits (the TLS options every program shares) come after its own. The
+    help shows defaults in the flag's units, choices, and (repeatable) for list settings;
+    required settings are listed as required (with --config, the program checks them)."""
     own = vars(cls).get("__annotations__", {})
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if f.name in skip:
             continue
         helptext = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = "%s (default: %s)" % (helptext, default) if default not in ("", [], None) else helptext
-        metavar = f.metadata.get("metavar") or None
+        default = shown_default(f)
+        choices = f.metadata.get("choices") or None
+        if choices:
+            helptext = "%s: %s" % (helptext, ", ".join(choices)) if helptext else ", ".join(choices)
+        if default:
+            helptext += " (default: %s)" % default
+        required = f.metadata.get("required", False)
+        if required:
+            helptext += " (required)"
+        kwargs = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
         if isinstance(f.default, bool):
-            parser.add_argument(_flag(f), dest=f.name, action="store_true", default=None,
-                                help=helptext)
-        elif isinstance(default, list):
-            parser.add_argument(_flag(f), dest=f.name, action="append", default=None,
-                                metavar=metavar, help=shown + " (repeatable)")
+            parser.add_argument(_flag(f), action="store_true", **kwargs)
+        elif f.default is dataclasses.MISSING:   # a list
+            if "repeat" not in helptext:
+                kwargs["help"] += " (repeatable)"
+            parser.add_argument(_flag(f), action="append", metavar=_metavar(f), **kwargs)
         else:
-            parser.add_argument(_flag(f), dest=f.name, default=None, metavar=metavar,
-                                help=shown.replace("%", "%%"))
+            parser.add_argument(_flag(f), metavar=_metavar(f) or (None if choices else "VALUE"),
+                                choices=choices, required=required, **kwargs)
 
 
 def build(cls, file_values: Optional[Dict[str, Any]] = None,

@@ -7,8 +7,8 @@ from dfly.tls import TLSOptions
 
 @dataclass(frozen=True)
 class BenchConfig(TLSOptions):
-    supernode: str = option("", "the supernode to measure (required)", kind="address",
-                            metavar="HOST:PORT")
+    supernode: str = option("", "the supernode to measure", kind="address", metavar="HOST:PORT",
+                            required=True)
     peers: int = option(10, "simulated peers, each with its own uploader port")
     waves: int = option(1, "start the peers in this many equal waves")
     wave_interval_s: float = option(1.0, "time between the starts of two waves",

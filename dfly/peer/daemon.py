@@ -43,11 +43,13 @@ from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
 from dfly.httpd import Listener, Response
 from dfly.lifecycle import log_to, serve_until_signalled
+from dfly.peer import output as out_rules
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
+from dfly.peer.progress import human_duration
 from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
 from dfly.peer.scrub import CacheScrubber
@@ -249,15 +251,20 @@ class RunningDaemon:
                                           identifier=req.identifier, filters=req.filters,
                                           filling=filling, sequential=False)
 
-        path = self.cache.obtain(key, fill, self.config.fetch_timeout_s,
-                                 fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
+        wait_s = min(self.config.fetch_timeout_s, req.timeout_s or self.config.fetch_timeout_s)
+        try:
+            path = self.cache.obtain(key, fill, wait_s,
+                                     fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
+        except errors.DownloadTimeout:   # the fill goes on for the cache; the output stays untouched
+            raise errors.DownloadTimeout("download timed out after %s" % human_duration(wait_s))
         _copy_out(path, req.output)
         result = filled.get("result")
         if result is None:   # another request's download, or the cache
             with self._lock:
                 tid = self._task_of.get(key, "")
-            result = DownloadResult(req.url, path, os.path.getsize(req.output), tid, 0.0, 0, 0, 0,
-                                    "daemon-cache")
+            size = os.path.getsize(path)
+            result = DownloadResult(req.url, path, size, tid, 0.0, 0, 0, 0, "daemon-cache",
+                                    bytes_from_cache=size)
         out = result.to_json()
         out.update(path=req.output, elapsed_s=time.monotonic() - started)
         return out
@@ -560,13 +567,25 @@ def write_secret(path: str, secret: str) -> None:
 
 
 def _copy_out(path: str, output: str) -> None:
-    """Copy the cached file to `output` via a temporary name beside it (a copy, not a
-    link: a user editing the output in place must not change what peers are served)."""
-    temp = os.path.join(os.path.dirname(output), ".%s.%s.dfly-part" % (os.path.basename(output),
-                                                                      uuid.uuid4().hex[:8]))
+    """Copy the cached file to `output` as `dfly get` would write it (peer/output.py): via a
+    temporary name beside the file (a symlink's target), or in order into a device or FIFO.
+    A copy, not a link: a user editing the output in place must not change what peers get."""
+    target, in_order = out_rules.resolve(output)
+    if in_order:
+        out = out_rules.open_in_order(target, output)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    out_rules.write(out, block, output)
+        except BaseException:
+            out_rules.close(out, output, quietly=True)
+            raise
+        out_rules.close(out, output)
+        return
+    temp = out_rules.temp_name(target, uuid.uuid4().hex[:8])
     try:
         shutil.copyfile(path, temp)
-        os.replace(temp, output)
+        os.replace(temp, target)
     except OSError as e:
         try:
             os.remove(temp)

@@ -62,4 +62,4 @@ class DaemonConfig(TLSOptions):
                              "--tls-cert; local container runtimes usually speak plain HTTP to it")
     max_connections_per_client: int = option(128, "connections one client host may have open; "
                                              "more get 503 (0 = no limit)")
-    log_level: str = option("info", "debug, info, warning or error")
+    log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))

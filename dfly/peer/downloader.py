@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.peer.progress import received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
 from dfly.protocol import messages
@@ -225,7 +226,10 @@ class P2PDownload:
             raise kind(state.error or "the supernode gave up on this task")
         self._check_version(state.content_version)
         if state.piece_size is not None:   # None until the supernode has decided it
+            learnt = self.storage.length is None and state.length is not None
             self.storage.set_geometry(state.length, state.piece_size)
+            if learnt:   # the bar and --timeout's message say the size from now on
+                self.on_progress(self.split)
         if state.validator:
             self.fill.validator = state.validator
 
@@ -315,8 +319,8 @@ class P2PDownload:
         if self.cancel.is_set():
             raise errors.Cancelled("download cancelled")
         if self.deadline is not None and self.clock() > self.deadline:
-            raise errors.DownloadTimeout("download timed out with %d pieces held"
-                                         % len(self.storage.held))
+            raise errors.DownloadTimeout("download timed out after %s"
+                                         % received(self.split.total, self.storage.length))
 
     # the reporter -------------------------------------------------------------------
     def _start_reporter(self) -> None:

@@ -18,6 +18,7 @@ on a busy host, time other downloads lose. Without fork (or with threads
 already running) a fresh interpreter is started instead, spec on its stdin.
 """
 import array
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from dfly import errors
 from dfly.httpd import Listener
+from dfly.peer import seeders
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
 from dfly.protocol.messages import PieceCheck, RegisterRequest, ScheduleRequest, stale
@@ -171,6 +173,33 @@ def _receive_fd(sock: socket.socket):
     return data, list(fds)
 
 
+def task_specs(uploader: UploaderApp, tasks: Dict[str, str], peer_id: str, data_dir: str,
+               registrations: Optional[Dict[str, RegisterRequest]] = None) -> List[dict]:
+    """What a seeder needs to serve each finished task of `uploader`: its file (hard
+    linked under DATA_DIR/peer/seeds, so it survives the user deleting or moving it),
+    geometry, content version and how it was registered."""
+    seeds = os.path.join(data_dir, "peer", "seeds")
+    os.makedirs(seeds, exist_ok=True)
+    registrations = registrations or {}
+    out = []
+    for task_id, supernode in tasks.items():
+        pieces = uploader.served(task_id)
+        if pieces is None or pieces.length is None:
+            continue
+        link = os.path.join(seeds, "%s.%s" % (task_id, peer_id))
+        try:
+            os.link(pieces.path, link)
+            owned = True
+        except OSError:
+            link, owned = pieces.path, False
+        request = registrations.get(task_id)
+        out.append({"task_id": task_id, "supernode": supernode, "path": link, "owned": owned,
+                    "file": pieces.path, "length": pieces.length, "piece_size": pieces.piece_size,
+                    "content_version": getattr(pieces, "content_version", ""),
+                    "register": request.to_json() if request is not None else None})
+    return out
+
+
 def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
            seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
            registrations: Optional[Dict[str, RegisterRequest]] = None,
@@ -178,31 +207,14 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
            secrets: Optional[PeerSecrets] = None) -> int:
     """Hand the listener to a seeder (`spare`, else a new process); returns its pid
     (0 if it failed). With `supernodes` and `registrations`, it announces itself
-    again to another supernode when the one it used dies or forgets it. With
-    `tls`, the seeder loads the same certificate files (and follows their changes)."""
-    seeds = os.path.join(data_dir, "peer", "seeds")
-    os.makedirs(seeds, exist_ok=True)
-    spec = {"fd": listener.fileno(), "peer_id": peer_id, "seed_for_s": seed_for_s, "tasks": [],
-            "supernodes": list(supernodes),
+    again to another supernode when the one it used dies or forgets it. It serves
+    later gets' files too (hand_to_running). With `tls`, the seeder loads the same
+    certificate files (and follows their changes)."""
+    spec = {"fd": listener.fileno(), "peer_id": peer_id, "seed_for_s": seed_for_s,
+            "tasks": task_specs(uploader, tasks, peer_id, data_dir, registrations),
+            "supernodes": list(supernodes), "data_dir": data_dir,
             "tls": vars(tls.options) if tls is not None else None,
             "secrets": secrets.to_json() if secrets is not None else {}}
-    registrations = registrations or {}
-    for task_id, supernode in tasks.items():
-        pieces = uploader.served(task_id)
-        if pieces is None or pieces.length is None:
-            continue
-        link = os.path.join(seeds, "%s.%s" % (task_id, peer_id))
-        try:   # a hard link survives the user deleting or moving the file
-            os.link(pieces.path, link)
-            owned = True
-        except OSError:
-            link, owned = pieces.path, False
-        request = registrations.get(task_id)
-        spec["tasks"].append({"task_id": task_id, "supernode": supernode, "path": link,
-                              "owned": owned, "length": pieces.length,
-                              "piece_size": pieces.piece_size,
-                              "content_version": getattr(pieces, "content_version", ""),
-                              "register": request.to_json() if request is not None else None})
     pid = 0
     if spare is not None:
         if spare.hand_over(spec, spec["fd"]):
@@ -215,6 +227,30 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
     # (the peer fetching one would blacklist this host and go to the supernode).
     listener.stop(drain_s=HANDOFF_DRAIN_S)
     return pid
+
+
+def hand_to_running(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], peer_id: str,
+                    seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
+                    registrations: Optional[Dict[str, RegisterRequest]] = None,
+                    tls: Optional[TLS] = None, secrets: Optional[PeerSecrets] = None) -> int:
+    """Give the finished tasks to the seeder already running for `data_dir`: it announces
+    itself as their holder, then we leave them. Its pid; 0 when none runs or it took
+    none (then detach)."""
+    if seeders.call(data_dir, {"op": "ping"}, timeout_s=2.0) is None:
+        return 0
+    specs = task_specs(uploader, tasks, peer_id, data_dir, registrations)
+    reply = seeders.call(data_dir, {"op": "adopt", "tasks": specs, "seed_for_s": seed_for_s,
+                                    "supernodes": list(supernodes)})
+    adopted = set(reply.get("adopted") or []) if reply else set()
+    for spec in specs:
+        if spec["task_id"] not in adopted and spec["owned"]:
+            _remove(spec["path"])
+    if not adopted or adopted != {spec["task_id"] for spec in specs}:
+        return 0   # detach serves them all (a task the seeder took is then served twice, briefly)
+    for task_id, supernode in tasks.items():
+        leave_quietly(supernode, task_id, peer_id, tls, secrets)   # no new assignments to this process
+    listener.stop(drain_s=HANDOFF_DRAIN_S)   # the transfers under way still finish
+    return int(reply.get("pid") or 0)
 
 
 def _start_process(spec: dict, data_dir: str) -> int:
@@ -248,7 +284,8 @@ def main() -> int:
 
 
 def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
-    """Serve the spec's tasks on `sock` until idle; `ready` once accepting."""
+    """Serve the spec's tasks on `sock` until idle (or told to stop); `ready` once
+    accepting. Later gets hand their tasks over through the control socket."""
     app = UploaderApp()
     for t in spec["tasks"]:
         app.publish(t["task_id"], FinishedFile(t["path"], t["length"], t["piece_size"]))
@@ -256,32 +293,158 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     if tls is not None:
         signal.signal(signal.SIGHUP, lambda *_: tls.reload())
     listener = Listener("seeder", None, app, sock=sock, tls=tls).start()
+    seeding = _Seeding(app, spec, listener.address[1], tls)
+    control = seeders.listen(spec["data_dir"]) if spec.get("data_dir") else None
+    if control is not None:
+        threading.Thread(target=_control_loop, args=(control, seeding), name="seeder-control",
+                         daemon=True).start()
     ready()
+    if control is None and spec.get("data_dir") and _merged_into_running(spec, tls):
+        listener.stop(drain_s=HANDOFF_DRAIN_S)   # the transfers under way still finish
+        return 0
     try:
-        serve(app, spec, tls)
+        serve(app, spec, seeding)
     finally:
+        if control is not None:
+            control.close()
+            _remove(seeders.socket_path(spec["data_dir"]))
         listener.stop()
-        for t in spec["tasks"]:
+        for t in seeding.all_tasks():
             leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls, _secrets(spec))
             if t["owned"]:
                 _remove(t["path"])
     return 0
 
 
-def serve(app: UploaderApp, spec: dict, tls: Optional[TLS] = None) -> None:
-    """Heartbeat until idle for seed_for_s or no supernode wants us any more."""
-    tasks = {t["task_id"]: t for t in spec["tasks"]}
-    while tasks:
+def _merged_into_running(spec: dict, tls: Optional[TLS] = None) -> bool:
+    """Another seeder answers for this data dir (two gets finished at once): hand it our
+    tasks, as a later get would, and leave them. False when it did not take them all."""
+    tasks = spec["tasks"]
+    reply = seeders.call(spec["data_dir"], {"op": "adopt", "tasks": tasks,
+                                            "seed_for_s": spec["seed_for_s"],
+                                            "supernodes": spec["supernodes"]})
+    adopted = set(reply.get("adopted") or []) if reply else set()
+    if not tasks or adopted != {t["task_id"] for t in tasks}:
+        for t in tasks:   # we serve them all ourselves; a link the other took stays its own
+            t["owned"] = t["owned"] and t["task_id"] not in adopted
+        return False
+    for t in tasks:   # its links are the other seeder's to remove now
+        leave_quietly(t["supernode"], t["task_id"], spec["peer_id"], tls, _secrets(spec))
+    log.info("handed %d task(s) to the seeder already running for %s", len(tasks), spec["data_dir"])
+    return True
+
+
+class _Seeding:
+    """The tasks a seeder serves, shared by its heartbeat loop and its control thread."""
+
+    def __init__(self, app: UploaderApp, spec: dict, port: int, tls: Optional[TLS] = None):
+        self.app, self.spec, self.port, self.tls = app, spec, port, tls
+        self.lock = threading.Lock()
+        self.tasks = {t["task_id"]: t for t in spec["tasks"]}
+        self.ended: List[dict] = []   # no longer served: left at exit all the same
+        self.stopped = threading.Event()
+
+    def all_tasks(self) -> List[dict]:
+        with self.lock:
+            return list(self.tasks.values()) + self.ended
+
+    def drop(self, task_id: str) -> None:
+        self.app.withdraw(task_id)
+        with self.lock:
+            task = self.tasks.pop(task_id, None)
+            if task is not None:
+                self.ended.append(task)
+
+    def adopt(self, request: dict) -> List[str]:
+        """Serve another get's finished tasks: announce ourselves as their holder."""
+        adopted = []
+        supernodes = [s for s in request.get("supernodes") or [] if isinstance(s, str)]
+        for task in request.get("tasks") or []:
+            try:
+                task_id = self._adopt_one(task, supernodes)
+            except (errors.DflyError, KeyError, TypeError, ValueError) as e:
+                log.warning("could not take over a task: %s", e)
+                continue
+            if task_id:
+                adopted.append(task_id)
+        with self.lock:
+            self.spec["seed_for_s"] = max(self.spec["seed_for_s"], float(request.get("seed_for_s") or 0))
+            self.spec["supernodes"] = list(dict.fromkeys(self.spec["supernodes"] + supernodes))
+        self.app.last_request = time.monotonic()   # a new file: a full --seed-for from now
+        return adopted
+
+    def _adopt_one(self, task: dict, supernodes: List[str]) -> str:
+        theirs = RegisterRequest.parse(task["register"])
+        ours = dataclasses.replace(theirs, peer_id=self.spec["peer_id"], peer_port=self.port)
+        task_id = task["task_id"]
+        pieces = FinishedFile(task["path"], task["length"], task["piece_size"])
+        self.app.publish(task_id, pieces)
+        others = [task["supernode"]] + [s for s in supernodes if s != task["supernode"]]
+        address = announce_holder(others, ours, piece_count(task["length"], task["piece_size"]),
+                                  content_version=task.get("content_version") or "", tls=self.tls,
+                                  secrets=_secrets(self.spec))
+        if address is None:
+            self.app.withdraw(task_id)
+            return ""
+        with self.lock:
+            self.tasks[task_id] = dict(task, supernode=address, register=ours.to_json())
+        log.info("task %s taken over from another get (%s)", task_id[:12], task.get("file", ""))
+        return task_id
+
+    def listing(self) -> dict:
+        with self.lock:
+            tasks = [{"task_id": t["task_id"], "file": t.get("file", ""), "length": t["length"]}
+                     for t in self.tasks.values()]
+            seed_for_s = self.spec["seed_for_s"]
+        return {"pid": os.getpid(), "port": self.port, "seed_for_s": seed_for_s,
+                "idle_s": round(time.monotonic() - self.app.last_request, 1), "tasks": tasks}
+
+
+def _control_loop(control: socket.socket, seeding: _Seeding) -> None:
+    """Answer `get` and `dfly seeders` on the control socket, one request at a time."""
+    while not seeding.stopped.is_set():
+        try:
+            conn, _ = control.accept()
+        except OSError:   # closed: the seeder is stopping
+            return
+        with conn:
+            conn.settimeout(seeders.CALL_TIMEOUT_S)
+            try:
+                if not seeders.same_user(conn):
+                    continue
+                request = seeders.read_request(conn)
+            except (OSError, errors.DflyError):
+                continue
+            op = request.get("op")
+            if op == "adopt":
+                seeders.answer(conn, {"pid": os.getpid(), "adopted": seeding.adopt(request)})
+            elif op == "list":
+                seeders.answer(conn, seeding.listing())
+            elif op == "stop":
+                log.info("told to stop by dfly seeders --stop")
+                seeding.stopped.set()
+                seeders.answer(conn, {"pid": os.getpid()})
+            else:
+                seeders.answer(conn, {"pid": os.getpid()})
+
+
+def serve(app: UploaderApp, spec: dict, seeding: Optional[_Seeding] = None) -> None:
+    """Heartbeat until idle for seed_for_s, told to stop, or no supernode wants us any more."""
+    seeding = seeding or _Seeding(app, spec, 0)
+    while True:
+        with seeding.lock:
+            tasks = dict(seeding.tasks)
+        if not tasks or seeding.stopped.is_set():
+            return
         idle = time.monotonic() - app.last_request
         if idle >= spec["seed_for_s"]:
             log.info("idle for %.0fs, stopping", idle)
             return
-        for task_id, task in list(tasks.items()):
-            if not _heartbeat(task, spec, app.served(task_id), tls):
+        for task_id, task in tasks.items():
+            if not _heartbeat(task, spec, app.served(task_id), seeding.tls):
                 log.info("task %s no longer wanted by any supernode", task_id[:12])
-                app.withdraw(task_id)
-                del tasks[task_id]
-        time.sleep(min(HEARTBEAT_S, max(0.1, spec["seed_for_s"] - idle)))
+                seeding.drop(task_id)
+        seeding.stopped.wait(min(HEARTBEAT_S, max(0.1, spec["seed_for_s"] - idle)))
 
 
 def _heartbeat(task: dict, spec: dict, pieces=None, tls: Optional[TLS] = None) -> bool:

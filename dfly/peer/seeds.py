@@ -7,6 +7,9 @@ the content version the file is of (the supernode ignores pieces of another
 version, and the daemon stops offering them). Credentials are never written:
 after a restart the daemon announces without them, which is enough while the
 supernode still holds the task (it keeps the headers its registrants gave it).
+The URL is kept whole (its query is part of the task's identity, unless
+filtered), so a record is readable by the daemon's user only (0600), as its
+hand-off token is.
 
     seeds/<key>.json   {"url": ..., "digest": ..., "identifier": ..., "filters": [...], "piece_size": N,
                         "content_version": "...", "digests": ["<sha256 hex of piece 0>", ...]}
@@ -52,7 +55,7 @@ class SeedBook:
         path = self._path(key)
         temp = path + ".tmp"
         try:
-            with open(temp, "w") as f:
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 json.dump(asdict(seed), f)
             os.replace(temp, path)
         except OSError as e:   # a full disk costs the re-announce after a restart, nothing else

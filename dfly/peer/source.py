@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from dfly import __version__
 from dfly.errors import DownloadTimeout, SourceError
+from dfly.peer.progress import received
 from dfly.peer.storage import PieceFile
 from dfly.protocol.pieces import piece_count, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
@@ -77,7 +78,7 @@ class _Reader:
             chunk = response.read(size)
         except Exception as e:   # socket errors, IncompleteRead
             _check_deadline(self.deadline, self.clock, offset)
-            raise SourceError("origin transfer broke after %d bytes: %s" % (offset, e))
+            raise SourceError("origin transfer broke after %s: %s" % (received(offset, None), e))
         if chunk:
             self.on_bytes(len(chunk))
             if self.bucket is not None:
@@ -170,8 +171,8 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
         while got < size:
             chunk = reader.read(response, min(CHUNK, size - got), start + got)
             if not chunk:
-                raise SourceError("origin sent %d of %d bytes of piece %d for %s"
-                                  % (got, size, num, reader.url))
+                raise SourceError("origin sent %s of piece %d for %s"
+                                  % (received(got, size), num, reader.url))
             hasher.update(chunk)
             out.write(start + got, chunk)
             got += len(chunk)
@@ -185,7 +186,7 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
 def _whole(reader: _Reader, response, out: PieceFile) -> int:
     """Read a 200 answer from its first byte into `out`; the byte count."""
     length = response.headers.get("Content-Length")
-    expected = int(length) if length and length.isdigit() else None
+    expected = out.expected_length = int(length) if length and length.isdigit() else None
     out.forget()
     offset = 0
     while True:
@@ -195,7 +196,7 @@ def _whole(reader: _Reader, response, out: PieceFile) -> int:
         out.write(offset, chunk)
         offset += len(chunk)
     if expected is not None and offset != expected:
-        raise SourceError("origin sent %d of %d bytes for %s" % (offset, expected, reader.url))
+        raise SourceError("origin sent %s for %s" % (received(offset, expected), reader.url))
     size = piece_size_for(offset)
     out.set_geometry(offset, size)
     for num in range(piece_count(offset, size)):
@@ -219,4 +220,4 @@ def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optiona
 
 def _check_deadline(deadline: Optional[float], clock, offset: int) -> None:
     if deadline is not None and clock() >= deadline - 0.05:
-        raise DownloadTimeout("download timed out after %d bytes from the source" % offset)
+        raise DownloadTimeout("download timed out after %s from the source" % received(offset, None))

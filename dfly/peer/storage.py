@@ -17,13 +17,16 @@ from dfly.protocol.pieces import piece_count, piece_range
 
 
 class PieceFile:
-    def __init__(self, path: str, truncate: bool = True):
+    def __init__(self, path: str, truncate: bool = True, shown: str = ""):
+        """`shown`: the name errors give (the user's file, not its temporary name)."""
         self.path = path
+        self.shown = shown or path
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
         except OSError as e:
-            raise LocalIOError("cannot write %s: %s" % (path, e.strerror or e))
+            raise LocalIOError("cannot write %s: %s" % (self.shown, e.strerror or e))
         self.length: Optional[int] = None
+        self.expected_length: Optional[int] = None   # the source's Content-Length, for progress
         self.piece_size = 0
         self.held: Set[int] = set()
         self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against
@@ -63,7 +66,7 @@ class PieceFile:
                 try:
                     os.ftruncate(self.fd, length)
                 except OSError as e:
-                    raise LocalIOError("cannot size %s: %s" % (self.path, e.strerror or e))
+                    raise LocalIOError("cannot size %s: %s" % (self.shown, e.strerror or e))
 
     def forget(self) -> None:
         """Hold nothing and know no geometry: the whole file is about to be rewritten
@@ -78,7 +81,7 @@ class PieceFile:
                 n = os.pwrite(self.fd, data, offset)
                 data, offset = data[n:], offset + n
         except OSError as e:
-            raise LocalIOError("cannot write %s: %s" % (self.path, e.strerror or e))
+            raise LocalIOError("cannot write %s: %s" % (self.shown, e.strerror or e))
 
     def mark_held(self, num: int, sha256_hex: str = "") -> None:
         with self.cond:

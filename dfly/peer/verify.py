@@ -13,7 +13,7 @@ from typing import Optional
 
 from dfly import errors
 from dfly.peer.storage import PieceFile
-from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 
 BLOCK = 1 << 20
 
@@ -54,7 +54,8 @@ class RunningDigest:
         """After every piece is held: hash what is left, then compare."""
         self.stop()
         if self._error is not None:
-            raise errors.LocalIOError("cannot read %s back: %s" % (self.storage.path, self._error))
+            raise errors.LocalIOError("cannot read %s back: %s" % (getattr(self.storage, "shown", None)
+                                                                   or self.storage.path, self._error))
         with open(self.storage.path, "rb", buffering=0) as f:
             f.seek(self.hashed)
             self.hashed += _hash_to_end(f, self.hasher, self._view)
@@ -99,5 +100,4 @@ def _hash_to_end(f, hasher, view: memoryview, limit: Optional[int] = None) -> in
 
 def _compare(hasher, digest: str) -> None:
     if hasher.hexdigest() != parse_digest(digest)[1]:
-        raise errors.DigestMismatch("downloaded content does not match %s (got %s:%s)"
-                                    % (digest, hasher.name, hasher.hexdigest()))
+        raise errors.DigestMismatch(mismatch(digest, "%s:%s" % (hasher.name, hasher.hexdigest())))

@@ -23,3 +23,9 @@ def new_hasher(digest: str) -> "hashlib._Hash":
 
 def format_digest(algorithm: str, hexdigest: str) -> str:
     return "%s:%s" % (algorithm, hexdigest)
+
+
+def mismatch(expected: str, got: str) -> str:
+    """The one digest-mismatch message, whoever found it (a peer or the supernode), so a
+    user reads the same whichever path the download took."""
+    return "content does not match the expected digest %s (got %s)" % (expected, got)

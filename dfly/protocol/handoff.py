@@ -1,7 +1,8 @@
 """`dfly get` handing its download to the daemon on the same host (docs/PROTOCOL.md).
 
     POST /v1/downloads  {"url": ..., "output": "/abs/path", "digest": "sha256:..." | null,
-                         "headers": {...}, "filters": [...], "identifier": null}
+                         "headers": {...}, "filters": [...], "identifier": null,
+                         "timeout_s": 10.0 | null}
       Authorization: Bearer <token>; Content-Type: application/json
     200 -> the DownloadResult as JSON; errors as {"error", "kind"} with the kind's status.
 
@@ -53,6 +54,7 @@ class HandoffRequest:
     headers: Dict[str, str] = field(default_factory=dict)
     filters: List[str] = field(default_factory=list)
     identifier: Optional[str] = None
+    timeout_s: Optional[float] = None   # get's --timeout: past it, nothing is written to output
 
     @classmethod
     def parse(cls, body: dict) -> "HandoffRequest":
@@ -68,11 +70,20 @@ class HandoffRequest:
                 raise BadRequest(str(e))
         return cls(url, os.path.normpath(output), digest.lower() if digest else None,
                    _headers(body.get("headers")), _names(body.get("filters"), "filters"),
-                   _str(body, "identifier"))
+                   _str(body, "identifier"), _timeout(body.get("timeout_s")))
 
     def to_json(self) -> dict:
         return {"url": self.url, "output": self.output, "digest": self.digest,
-                "headers": self.headers, "filters": self.filters, "identifier": self.identifier}
+                "headers": self.headers, "filters": self.filters, "identifier": self.identifier,
+                "timeout_s": self.timeout_s}
+
+
+def _timeout(value) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise BadRequest("timeout_s must be a positive number of seconds")
+    return float(value)
 
 
 def check_handoff(headers, token: str) -> None:

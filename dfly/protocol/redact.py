@@ -7,6 +7,7 @@ general, so every query value goes: `name=value` shows as `name=***`, a bare
 item as `***`, userinfo as `***@`, and the fragment is dropped. Scheme, host,
 port and path stay, which is what an operator needs to tell tasks apart.
 """
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 HIDDEN = "***"
@@ -30,3 +31,18 @@ def redact_url(url: str) -> str:
 def redact_text(text: str, url: str) -> str:
     """`text` (an error message, say) with `url` in it shown redacted."""
     return text.replace(url, redact_url(url)) if url and text else text
+
+
+_URL_WITH_SECRETS = re.compile(r"""[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'"<>]*[?@#][^\s'"<>]*""")
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` (a log line, an error) with every URL in it that has a query, userinfo or
+    fragment shown redacted: for lines that do not know which URL they carry."""
+    if "://" not in text:
+        return text
+    def one(match) -> str:
+        url = match.group(0)
+        tail = len(url) - len(url.rstrip(".,;:)]"))   # the sentence's punctuation, not the URL's
+        return redact_url(url[:len(url) - tail]) + url[len(url) - tail:]
+    return _URL_WITH_SECRETS.sub(one, text)

@@ -32,10 +32,12 @@ from typing import Callable, Optional
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceDenied, SourceError
 from dfly.protocol import redirects
-from dfly.protocol.digest import new_hasher, parse_digest
+from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.redact import redact_url
 from dfly.protocol.sourcepolicy import SourcePolicy
+from dfly.protocol.units import received
 from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
@@ -122,7 +124,7 @@ class Fetch:
                 return
         else:   # also after a reset: what is on disk is revalidated or resumed, not refetched
             meta = task.load_meta()
-        if meta and meta.get("url") != task.url:
+        if meta and meta.get("url") != redact_url(task.url):   # a meta file keeps no secrets
             meta = None
         headers = dict(task.headers)
         resume_from = 0
@@ -267,7 +269,7 @@ class Fetch:
                     whole.update(chunk)
                 offset = self._cut_pieces(chunk, offset, piece_size)
             if task.length is not None and offset != task.length:
-                raise SourceError("origin sent %d of %d bytes for %s" % (offset, task.length, task.url))
+                raise SourceError("origin sent %s for %s" % (received(offset, task.length), task.url))
             with task.cond:
                 self._check_live()
                 task.length = offset   # known only now for a chunked source; before the last piece
@@ -277,8 +279,7 @@ class Fetch:
             with task.cond:
                 self._check_live()
                 _remove(task.data_path)
-            raise DigestMismatch("source content does not match %s (got %s)"
-                                 % (task.digest, whole.hexdigest()))
+            raise DigestMismatch(mismatch(task.digest, "%s:%s" % (whole.name, whole.hexdigest())))
         with task.cond:
             self._check_live()
             task.state = DONE
@@ -347,7 +348,7 @@ class Fetch:
             data = self._read_exactly(response, size + 1 if status == 206 else size, start)
         task.source_bytes += len(data)
         if len(data) != size:
-            raise SourceError("origin sent %d of %d bytes of piece %d" % (len(data), size, num))
+            raise SourceError("origin sent %s of piece %d" % (received(len(data), size), num))
         if hashlib.sha256(data).hexdigest() != task.digests[num]:
             raise DigestMismatch("the origin's piece %d no longer matches the digest recorded "
                                  "for it" % num)
@@ -367,9 +368,9 @@ class Fetch:
             try:
                 block = response.read(min(CHUNK, nbytes - got))
             except (OSError, ValueError) as e:
-                raise SourceError("origin connection failed after %d bytes: %s" % (offset + got, e))
+                raise SourceError("origin connection failed after %s: %s" % (received(offset + got, None), e))
             except Exception as e:   # http.client.IncompleteRead and friends
-                raise SourceError("origin transfer broke after %d bytes: %s" % (offset + got, e))
+                raise SourceError("origin transfer broke after %s: %s" % (received(offset + got, None), e))
             if not block:
                 break
             parts.append(block)
@@ -410,9 +411,10 @@ class Fetch:
                 got += len(part)
                 self._progressed()
         except (OSError, socket.timeout, ValueError) as e:
-            raise SourceError("origin connection failed after %d bytes: %s" % (offset + got, e))
+            raise SourceError("origin connection failed after %s: %s" % (received(offset + got, None), e))
         except Exception as e:   # http.client.IncompleteRead and friends
-            raise SourceError("origin transfer broke after %d bytes: %s" % (offset + got, _describe(e)))
+            raise SourceError("origin transfer broke after %s: %s"
+                              % (received(offset + got, None), _describe(e)))
         return b"".join(parts)
 
     def _throttle(self, nbytes: int) -> None:

@@ -55,7 +55,7 @@ class SupernodeConfig(TLSOptions):
     max_connections: int = option(1024, "connections served at once; more get 503")
     max_connections_per_client: int = option(256, "connections one client host may have open; "
                                              "more get 503 (0 = no limit)")
-    log_level: str = option("info", "debug, info, warning or error")
+    log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))
     cluster: List[str] = option([], "every member of this supernode cluster, this one included "
                                 "(HOST:PORT,[IPV6]:PORT,... or repeated)", kind="address",
                                 metavar="MEMBERS")

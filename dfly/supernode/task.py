@@ -34,6 +34,7 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Set
 
 from dfly.protocol.pieces import piece_count, piece_size_for
+from dfly.protocol.redact import redact_url
 from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -323,7 +324,7 @@ class Task:
 
     # persistence ----------------------------------------------------------------
     def save_meta(self) -> None:
-        meta = {"url": self.url, "length": self.length, "piece_size": self.piece_size,
+        meta = {"url": redact_url(self.url), "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified,
                 "content_version": self.content_version,
                 "complete": self.state == DONE and self._all_cached(), "digests": self.digests,

@@ -146,3 +146,34 @@ def test_a_failed_get_leaves_no_spare_behind(origin, tmp_path):
     wait_until(lambda: not _pids_mentioning(data_dir), timeout=10,
                message="the unused spare exits with its get")
     assert not os.path.exists(str(tmp_path / "x.bin"))
+
+
+@pytest.mark.time_limit(90)
+def test_two_gets_finishing_at_once_leave_one_seeder(origin, supernode, client_factory, downloads,
+                                                      tmp_path):
+    """Both found no seeder running and started one: the second hands its task to the
+    first (over the data dir's control socket) and exits; the first serves both."""
+    from dfly.peer import seeders
+    data_dir = str(tmp_path / "seeder-data")
+    files = [origin.add("f%d.bin" % i, content(2 * MiB, seed=40 + i)) for i in range(2)]
+    pids = []
+    try:
+        for i, src in enumerate(files):
+            client = client_factory([supernode.address], seed_for_s=60)
+            client.download(src.url, str(downloads / ("got%d.bin" % i)))
+            listener, uploader, tasks = client.detach_listener()
+            pids.append(detach(listener, uploader, tasks, client.peer_id, 60, data_dir,
+                               supernodes=[supernode.address],
+                               registrations={t: client.registration(t) for t in tasks}))
+            client.close()
+        assert all(pids)
+        wait_until(lambda: _gone(pids[1]), timeout=20, message="the second seeder handed over and left")
+        listing = seeders.call(data_dir, {"op": "list"})
+        assert listing["pid"] == pids[0] and len(listing["tasks"]) == 2
+        result = client_factory([supernode.address]).download(files[1].url, str(downloads / "again.bin"))
+        assert result.bytes_from_peers == files[1].size   # from the first seeder, the only holder left
+    finally:
+        seeders.call(data_dir, {"op": "stop"})
+        for pid in pids:
+            if pid and not _gone(pid):
+                os.kill(pid, 9)

@@ -202,6 +202,6 @@ def test_help_shows_the_defaults_and_survives_percent_signs():
     add_arguments(parser, Settings)
     text = parser.format_help()
     assert "share of 100% bandwidth (default: 50%)" in text
-    assert "cache size limit (default: 20971520)" in text
+    assert "cache size limit (default: 20M)" in text
     assert "(repeatable)" in text
 
