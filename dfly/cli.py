@@ -108,7 +108,7 @@ def _get_options(get: argparse.ArgumentParser) -> None:
     get.add_argument("--daemon", default="127.0.0.1:65001", metavar="HOST:PORT",
                      help="hand the download to the dfly daemon here when one runs (default: %(default)s)")
     get.add_argument("--daemon-token", metavar="FILE", help="the daemon's hand-off token file "
-                     "(default: DATA_DIR/daemon/handoff.token); a daemon whose token cannot be "
+                     "(default: daemon/handoff.token in the data dir); a daemon whose token cannot be "
                      "read here is not used")
     get.add_argument("--no-daemon", action="store_true", help="download in this process even if a "
                      "daemon runs")

@@ -164,7 +164,8 @@ def test_two_gets_finishing_at_once_leave_one_seeder(origin, supernode, client_f
             listener, uploader, tasks = client.detach_listener()
             pids.append(detach(listener, uploader, tasks, client.peer_id, 60, data_dir,
                                supernodes=[supernode.address],
-                               registrations={t: client.registration(t) for t in tasks}))
+                               registrations={t: client.registration(t) for t in tasks},
+                               secrets=client.secrets))
             client.close()
         assert all(pids)
         wait_until(lambda: _gone(pids[1]), timeout=20, message="the second seeder handed over and left")
