@@ -6,10 +6,8 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 from helpers import MiB, content, run_all
@@ -17,6 +15,7 @@ from origin import Origin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from processes import Process  # noqa: E402
 from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push  # noqa: E402
 
 TIMEOUT_S = 60
@@ -33,32 +32,6 @@ def _has_ipv6_loopback() -> bool:
 
 
 needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
-
-
-class Process:
-    """A dfly command whose address is read from its 'listening on' log line."""
-
-    def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable] + list(args), stderr=subprocess.PIPE, text=True)
-        self.address = None
-        self.lines = []
-        found = threading.Event()
-
-        def watch():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if self.address is None and "listening on " in line:
-                    self.address = line.split("listening on ")[1].split(",")[0].split(" ")[0]
-                    found.set()
-        self._watch = threading.Thread(target=watch, daemon=True, name="dfly-log")
-        self._watch.start()
-        assert found.wait(30), "no address reported:\n" + "".join(self.lines)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(15)
-        self._watch.join(10)
-        return code
 
 
 def _stats(address: str) -> dict:
