@@ -7,6 +7,8 @@ import signal
 import threading
 from typing import Optional
 
+SIGNAL_POLL_S = 0.5
+
 log = logging.getLogger("dfly")
 
 
@@ -50,7 +52,9 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
     if ready is not None:
         ready.set()
     while not signalled & {signal.SIGINT, signal.SIGTERM}:
-        wake.wait(3600)
+        # A signal the kernel hands to another thread trips Python's flag but does not
+        # interrupt this wait: wake now and then so its handler runs here promptly.
+        wake.wait(SIGNAL_POLL_S)
         wake.clear()
         if signal.SIGHUP in signalled:
             signalled.discard(signal.SIGHUP)

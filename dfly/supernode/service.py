@@ -408,9 +408,9 @@ class Supernode:
                       policy=self.source_policy,
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
-        self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch))
+        self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch, client_host))
 
-    def _fetch(self, task: Task, fetch: Fetch) -> None:
+    def _fetch(self, task: Task, fetch: Fetch, client_host: str) -> None:
         read_before = task.source_bytes
         thread = threading.current_thread()
         idle_name, thread.name = thread.name, "fetch-" + task.task_id[:12]   # whose fetch it runs
@@ -430,7 +430,7 @@ class Supernode:
                         # a registration switched it meanwhile: fetch that one now.
                         log.info("task %s: its source failed; fetching %s instead",
                                  task.task_id[:12], redact_url(task.url))
-                        self._refresh(task, self.clock())
+                        self._refresh(task, self.clock(), client_host)   # same client's share
             if task.state == DONE:
                 self._evict()
 

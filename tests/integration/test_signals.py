@@ -1,0 +1,54 @@
+"""A long-running program acts on SIGHUP and SIGTERM even when the kernel hands the
+signal to one of its other threads (it picks any thread that does not block it)."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Main blocks the signals after starting one thread that does not: the kernel can only
+# deliver them there, as it may in a busy supernode or daemon.
+PROGRAM = r"""
+import signal, sys, threading
+sys.path.insert(0, %r)
+from dfly.lifecycle import serve_until_signalled
+
+class Running:
+    def hangup(self):
+        print("hangup", flush=True)
+    def stop(self):
+        print("stopped", flush=True)
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM})
+ready = threading.Event()
+threading.Thread(target=lambda: (ready.wait(), print("ready", flush=True)), daemon=True).start()
+sys.exit(serve_until_signalled(Running(), "test", ready))
+""" % REPO
+
+
+def _lines(proc):
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in proc.stdout], daemon=True).start()
+    return lines
+
+
+@pytest.mark.time_limit(40)
+def test_signals_delivered_to_another_thread_are_acted_on():
+    proc = subprocess.Popen([sys.executable, "-c", PROGRAM], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = _lines(proc)
+        assert lines.get(timeout=10) == "ready"
+        proc.send_signal(signal.SIGHUP)
+        assert lines.get(timeout=10) == "hangup"
+        proc.send_signal(signal.SIGTERM)
+        assert lines.get(timeout=10) == "stopped"
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
