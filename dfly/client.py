@@ -503,7 +503,7 @@ class Client:
         this peer advertises, so the peers it is offered to can reach it."""
         with self._lock:
             if self._listener is None:
-                self._uploader = UploaderApp(throttle=self.upload_bucket)
+                self._uploader = UploaderApp(throttle=self.upload_bucket, secrets=self.secrets)
                 address = upload_address(self.config.upload_listen, advertised_host)
                 self._listener = Listener("uploader-" + self.peer_id, address, self._uploader,
                                           tls=self.tls).start()

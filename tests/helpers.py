@@ -178,7 +178,7 @@ class FakePeer:
 
             def do_GET(self):
                 self.close_connection = True
-                parts = self.path.strip("/").split("/")
+                parts = self.path.split("?")[0].strip("/").split("/")   # ?peer= names the requester
                 if len(parts) != 5 or parts[0] != "v1" or parts[3] != "pieces" or not parts[4].isdigit():
                     self.send_error(404)
                     return
@@ -221,3 +221,18 @@ class FakePeer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(10)
+
+
+def piece_access(secret, task_id: str, requester: str = "tester") -> Tuple[str, Dict[str, str]]:
+    """The query and header a scheduled `requester` reads `task_id`'s pieces with, from
+    a holder whose key is `secret` (a peer's secret, str; or a supernode's piece_key, bytes):
+    what a schedule reply would have given it (protocol/piecetoken.py)."""
+    from dfly.protocol import piecetoken
+    key = secret if isinstance(secret, bytes) else piecetoken.key_of(secret)
+    token = piecetoken.mint(key, task_id, requester, time.time())
+    return "?peer=" + requester, {piecetoken.HEADER: token}
+
+
+def peer_secret_of(client) -> str:
+    """The secret a dfly.Client's peer got from its (one) supernode."""
+    return next(iter(client.secrets.to_json().values()))

@@ -89,6 +89,7 @@ class SimulatedPeer:
         try:
             self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock,
                                                   self.tls)
+            self.uploader.secrets = self.supernode.secrets   # checks the tokens others bring
             host = self.config.advertise or self.supernode.local_host()
             self.listener = Listener("bench-peer-%d" % self.record.index,
                                      upload_address(self.config.upload_listen, host), self.uploader,

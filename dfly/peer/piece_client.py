@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import PEER_SECRET_HEADER, SUPERNODE, PieceOrder
+from dfly.protocol.piecetoken import HEADER as PIECE_TOKEN_HEADER
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.tls import TLS, http_connection, refusal
 
@@ -70,8 +71,11 @@ class PieceFetcher:
         self.received = 0
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
         headers = {}
-        if order.holder == SUPERNODE and self.peer_id:   # it frees our slot there when sent
+        if self.peer_id:   # who the piece token was minted for
             path += "?" + urlencode({"peer": self.peer_id})
+        if order.token:
+            headers[PIECE_TOKEN_HEADER] = order.token
+        if order.holder == SUPERNODE and self.peer_id:   # it frees our slot there when sent
             secret = self.proof()
             if secret:
                 headers[PEER_SECRET_HEADER] = secret

@@ -286,7 +286,7 @@ def main() -> int:
 def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     """Serve the spec's tasks on `sock` until idle (or told to stop); `ready` once
     accepting. Later gets hand their tasks over through the control socket."""
-    app = UploaderApp()
+    app = UploaderApp(secrets=_secrets(spec))
     for t in spec["tasks"]:
         app.publish(t["task_id"], FinishedFile(t["path"], t["length"], t["piece_size"]))
     tls = TLS(TLSOptions(**spec["tls"])) if spec.get("tls") else None

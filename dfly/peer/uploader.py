@@ -4,13 +4,18 @@ Serves only pieces marked held (verified), from the file the download writes
 or, after it finished, the finished file; bodies go out with sendfile. Ids from
 the wire are validated before any lookup, so no request can name a path.
 Routes: GET /healthz, GET /v1/tasks/{id}/pieces/{n}.
+
+A piece goes only to a requester the supernode scheduled for the task: the
+request carries a piece token (protocol/piecetoken.py) minted with one of our
+peer secrets (`secrets`, the PeerSecrets of our peer id), else 403.
 """
 import threading
 import time
 from typing import Callable, Dict, Optional
 
-from dfly.errors import BadRequest, NotFound
+from dfly.errors import BadRequest, Forbidden, NotFound
 from dfly.httpd import FileSlice, Request, Response, compile_routes, match_route, piece_number
+from dfly.protocol import piecetoken
 from dfly.protocol.task import TASK_ID
 
 ROUTES = compile_routes([
@@ -20,10 +25,15 @@ ROUTES = compile_routes([
 
 
 class UploaderApp:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, throttle=None):
-        """`throttle`: a TokenBucket shared by every upload of this host, or None."""
+    def __init__(self, clock: Callable[[], float] = time.monotonic, throttle=None, secrets=None,
+                 wall_clock: Callable[[], float] = time.time):
+        """`throttle`: a TokenBucket shared by every upload of this host, or None.
+        `secrets`: our peer id's PeerSecrets (its keys() check piece tokens); None
+        refuses every piece request (nobody could have been scheduled to us)."""
         self.clock = clock
+        self.wall_clock = wall_clock   # token expiries are wall-clock times (minted elsewhere)
         self.throttle = throttle
+        self.secrets = secrets
         self._files: Dict[str, object] = {}   # task id -> PieceFile-like (path, held, piece_slice)
         self._lock = threading.Lock()
         self.last_request = clock()
@@ -64,6 +74,11 @@ class UploaderApp:
         if not TASK_ID.match(tid):
             raise BadRequest("malformed task id")
         n = piece_number(num)
+        keys = self.secrets.keys() if self.secrets is not None else []
+        why = piecetoken.refusal(request.headers.get(piecetoken.HEADER), keys, tid,
+                                 request.query.get("peer", [""])[0], self.wall_clock())
+        if why is not None:
+            raise Forbidden(why)
         with self._lock:
             pieces = self._files.get(tid)
         where: Optional[tuple] = pieces.piece_slice(n) if pieces is not None else None

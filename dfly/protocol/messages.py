@@ -222,6 +222,7 @@ class PieceOrder:
     holder: str
     addr: Optional[str] = None
     content_version: str = ""
+    token: str = ""   # the piece-access token for this holder ("": an older supernode)
 
     @classmethod
     def parse(cls, item: dict, content_version: str = "") -> "PieceOrder":
@@ -232,7 +233,8 @@ class PieceOrder:
                    size=_int(item.get("size"), "size", 0, 1 << 40),
                    sha256=_str(item, "sha256", required=True, limit=128),
                    holder=_str(item, "holder", required=True, limit=64),
-                   addr=_str(item, "addr", limit=300), content_version=content_version)
+                   addr=_str(item, "addr", limit=300), content_version=content_version,
+                   token=_str(item, "token", limit=128) or "")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
 from dfly import errors
+from dfly.protocol import piecetoken
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import (
     PEER_SECRET_HEADER,
@@ -62,6 +63,10 @@ class PeerSecrets:
 
     def to_json(self) -> Dict[str, str]:
         return dict(self._by_address)
+
+    def keys(self) -> List[bytes]:
+        """The keys piece tokens for this peer are minted with (one per supernode)."""
+        return [piecetoken.key_of(s) for s in list(self._by_address.values())]
 
 
 class SupernodeClient:

@@ -21,6 +21,8 @@ import threading
 from typing import Callable, Optional, Tuple
 
 from dfly.errors import DflyError, DigestMismatch, LocalIOError, SourceError
+from dfly.protocol import piecetoken
+from dfly.protocol.messages import SUPERNODE
 from dfly.scrub import piece_is_good
 from dfly.supernode.cdn import Fetch, piece_bounds, store_piece
 from dfly.supernode.task import FAILED, Task
@@ -38,8 +40,9 @@ class Repairer:
     """One thread that checks suspect pieces and fetches bad ones again."""
 
     def __init__(self, fetch_for: Callable[[Task], Fetch], clock: Callable[[], float],
-                 tls: Optional[TLS] = None):
+                 tls: Optional[TLS] = None, token_for: Callable[[str, str], str] = lambda t, h: ""):
         self.fetch_for = fetch_for   # a Fetch to read single pieces from a task's source
+        self.token_for = token_for   # (task id, holder) -> a piece token for us at that holder
         self.clock = clock
         self.tls = tls   # peers are dialled with TLS
         self._queue: queue.Queue[Optional[tuple]] = queue.Queue()
@@ -128,9 +131,11 @@ class Repairer:
 
     def _refetch(self, task: Task, generation: int, num: int, sha256_hex: str, size: int) -> None:
         with task.cond:
-            holders = [task.scheduler.addr_of(h) for h in sorted(task.scheduler.holders_of(num))]
-        data, origin, error = _from_peers(task.task_id, num, size, sha256_hex,
-                                          [a for a in holders if a][:PEERS_TRIED], self.tls), "a peer", None
+            holders = [(task.scheduler.addr_of(h), self.token_for(task.task_id, h))
+                       for h in sorted(task.scheduler.holders_of(num))]
+        reachable = [h for h in holders if h[0]][:PEERS_TRIED]
+        data, origin, error = _from_peers(task.task_id, num, size, sha256_hex, reachable,
+                                          self.tls), "a peer", None
         if data is None:
             origin = "the source by Range"
             try:
@@ -168,19 +173,21 @@ class Repairer:
 
 def _from_peers(task_id: str, num: int, size: int, sha256_hex: str,
                 addrs, tls: Optional[TLS] = None) -> Optional[bytes]:
-    """Piece `num` from the first of `addrs` (peer uploaders) that sends it intact."""
-    for addr in addrs:
-        data = _get_piece(addr, task_id, num, size, tls)
+    """Piece `num` from the first of `addrs` ((address, piece token) of peer uploaders)
+    that sends it intact."""
+    for addr, token in addrs:
+        data = _get_piece(addr, task_id, num, size, tls, token)
         if data is not None and hashlib.sha256(data).hexdigest() == sha256_hex:
             return data
     return None
 
 
 def _get_piece(addr: Tuple[str, int], task_id: str, num: int, size: int,
-               tls: Optional[TLS] = None) -> Optional[bytes]:
+               tls: Optional[TLS] = None, token: str = "") -> Optional[bytes]:
     conn = http_connection(tls, addr[0], addr[1], PEER_TIMEOUT_S)
     try:
-        conn.request("GET", "/v1/tasks/%s/pieces/%d" % (task_id, num))
+        conn.request("GET", "/v1/tasks/%s/pieces/%d?peer=%s" % (task_id, num, SUPERNODE),
+                     headers={piecetoken.HEADER: token} if token else {})
         response = conn.getresponse()
         if response.status != 200 or response.length != size:
             return None

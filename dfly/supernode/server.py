@@ -15,7 +15,7 @@ Routes (docs/PROTOCOL.md):
   PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
 """
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
-from dfly.protocol import signing
+from dfly.protocol import piecetoken, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
 from dfly.protocol.signing import SignedCall
 from dfly.supernode.service import Supernode
@@ -70,7 +70,8 @@ class SupernodeApp:
     def piece(self, request: Request, tid: str, num: str) -> Response:
         peer = request.query.get("peer", [""])[0]   # who fetches it, when the peer says
         return Response(200, self.supernode.piece(tid, piece_number(num), peer, request.client[0],
-                                                  _proof(request)),
+                                                  _proof(request),
+                                                  request.headers.get(piecetoken.HEADER, "")),
                         {"Content-Type": "application/octet-stream"})
 
     def cluster(self, request: Request) -> Response:

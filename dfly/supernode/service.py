@@ -30,7 +30,7 @@ from dfly.errors import (
     TooManyRequests,
 )
 from dfly.httpd import FileSlice
-from dfly.protocol import messages, signing
+from dfly.protocol import messages, piecetoken, signing
 from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
@@ -86,6 +86,7 @@ class Supernode:
         self._fetch_pool = FetchPool(config.max_source_fetches, config.max_source_fetches_per_client)
         # peer id -> [its secret, when it last proved it]: who registered an id owns it
         self._peer_secrets: Dict[str, list] = {}
+        self.piece_key = secrets.token_bytes(32)   # mints the tokens for our own pieces
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._janitor_loop, name="supernode-janitor",
@@ -98,7 +99,7 @@ class Supernode:
         self.cluster_key = signing.cluster_key(config.cluster_secret, members)
         self.verifier = signing.Verifier(self.cluster_key, members)
         self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
-        self.repairer = Repairer(self._piece_fetch, self.clock, self.tls)
+        self.repairer = Repairer(self._piece_fetch, self.clock, self.tls, self._repair_token)
         self.scrubber = Scrubber(self, config.scrub_rate, self._stop)
         self._threads.append(threading.Thread(target=self.scrubber.run, name="supernode-scrub",
                                               daemon=True))
@@ -208,7 +209,8 @@ class Supernode:
                 if waiter is not None:
                     task.stop_waiting(waiter)
             reply = self._state(task)
-            reply["pieces"] = [self._describe(task, a) for a in assignments]
+            wall = self.wall_clock()
+            reply["pieces"] = [self._describe(task, a, req.peer_id, wall) for a in assignments]
             reply["waited_s"] = round(waited, 6)
             task.last_access = now
         return reply
@@ -239,11 +241,15 @@ class Supernode:
         return {"ok": True}
 
     def piece(self, tid: str, num: int, peer_id: str = "", client_host: str = "",
-              proof: str = "") -> FileSlice:
-        """Piece `num`'s bytes. `peer_id`: who the caller says it is, believed only with
-        that peer's secret and from the host it registered (else another client could
-        free our upload slot early in its name; the slot is then freed by the peer's report)."""
+              proof: str = "", token: str = "") -> FileSlice:
+        """Piece `num`'s bytes, for a `token` we minted for `peer_id` (403 otherwise).
+        `peer_id` frees its upload slot only with that peer's secret and from the host
+        it registered (else another client could free our upload slot early in its
+        name; the slot is then freed by the peer's report)."""
         task = self._known_task(tid)
+        why = piecetoken.refusal(token, [self.piece_key], tid, peer_id, self.wall_clock())
+        if why is not None:
+            raise Forbidden(why)
         if peer_id and not self._proves(peer_id, proof):
             peer_id = ""
         with task.cond:
@@ -330,6 +336,20 @@ class Supernode:
             if not hmac.compare_digest(proof.encode(), entry[0].encode()):
                 raise Forbidden("peer %s: missing or wrong peer secret" % peer_id)
             entry[1] = self.clock()
+
+    def _holder_key(self, holder: str) -> bytes:
+        """The key piece tokens for `holder` are minted with: its peer secret, ours
+        for our own pieces. Read without self._lock (the caller holds a task's
+        lock; one dict read is atomic)."""
+        if holder == SUPERNODE:
+            return self.piece_key
+        entry = self._peer_secrets.get(holder)
+        return piecetoken.key_of(entry[0]) if entry else b""
+
+    def _repair_token(self, task_id: str, holder: str) -> str:
+        """A token for our repairer (requester "supernode") to read `holder`'s pieces."""
+        key = self._holder_key(holder)
+        return piecetoken.mint(key, task_id, SUPERNODE, self.wall_clock()) if key else ""
 
     def _proves(self, peer_id: str, proof: str) -> bool:
         with self._lock:
@@ -510,7 +530,7 @@ class Supernode:
                 "error": redact_text(task.error, task.url), "error_kind": task.error_kind,
                 "validator": _validator(task.etag, task.last_modified)}
 
-    def _describe(self, task: Task, assignment) -> dict:
+    def _describe(self, task: Task, assignment, requester: str, wall_now: float) -> dict:
         num = assignment.piece
         start = num * task.piece_size
         size = task.piece_size
@@ -523,6 +543,9 @@ class Supernode:
             piece["addr"] = format_address(host, port)
         elif self.config.advertise:   # peers reach us under another address than they called
             piece["addr"] = self.config.advertise
+        key = self._holder_key(assignment.holder)
+        if key:
+            piece["token"] = piecetoken.mint(key, task.task_id, requester, wall_now)
         return piece
 
     # the cluster ---------------------------------------------------------------------

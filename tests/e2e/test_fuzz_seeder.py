@@ -21,7 +21,7 @@ from fuzz import (
     traversals,
     why_no_private_network,
 )
-from helpers import MiB, content, wait_until
+from helpers import MiB, content, piece_access, wait_until
 from origin import Origin
 
 from dfly.supernode import app
@@ -72,8 +72,12 @@ def test_a_fuzzed_detached_seeder_stays_up_leaks_nothing_and_serves_pieces(pyz, 
         address = ("127.0.0.1", port)
         wait_until(lambda: status_of(exchange(address, request("GET", "/healthz"), 2.0)) == 200)
 
+        # what a schedule reply naming the seeder would carry: a token under its peer secret
+        holder = next(iter(supernode.service.loaded_task(tid).scheduler.peers))
+        query, token = piece_access(supernode.service._holder_key(holder), tid)
         seeds = [
             request("GET", "/healthz"), request("GET", "/v1/tasks/%s/pieces/0" % tid),
+            request("GET", "/v1/tasks/%s/pieces/1%s" % (tid, query), list(token.items())),
             request("GET", "/v1/tasks/%s/pieces/2?peer=x" % tid, [("Range", "bytes=1-5")]),
             request("HEAD", "/v1/tasks/%s/pieces/1" % tid),
         ] + traversals(str(canary_path), data_dir, ["/v1/tasks/{}/pieces/0",
@@ -86,8 +90,8 @@ def test_a_fuzzed_detached_seeder_stays_up_leaks_nothing_and_serves_pieces(pyz, 
                    message="seeder threads back to %d" % threads)
         wait_until(lambda: open_fds(pid) <= fds, timeout=20, message="seeder files back to %d" % fds)
 
-        reply = exchange(address, request("GET", "/v1/tasks/%s/pieces/2" % tid,
-                                          [("Connection", "close")]), 5.0)
+        reply = exchange(address, request("GET", "/v1/tasks/%s/pieces/2%s" % (tid, query),
+                                          [("Connection", "close")] + list(token.items())), 5.0)
         assert status_of(reply) == 200 and reply.partition(b"\r\n\r\n")[2] == src.data[2 * MiB:]
     finally:
         if pid:

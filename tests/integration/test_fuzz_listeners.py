@@ -23,7 +23,7 @@ from fuzz import (
     traversals,
     why_no_private_network,
 )
-from helpers import MiB, content, wait_until
+from helpers import MiB, content, peer_secret_of, piece_access, wait_until
 
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.supernode.client import CLUSTER_HEADER, SupernodeClient
@@ -75,9 +75,10 @@ def _fuzz(address, seeds, canary, rng_seed, pid=None):
     return report
 
 
-def _piece(address, tid, num=0):
-    reply = exchange(address, request("GET", "/v1/tasks/%s/pieces/%d" % (tid, num),
-                                      [("Connection", "close")]), 5.0)
+def _piece(address, tid, num, key):
+    query, token = piece_access(key, tid)
+    reply = exchange(address, request("GET", "/v1/tasks/%s/pieces/%d%s" % (tid, num, query),
+                                      [("Connection", "close")] + list(token.items())), 5.0)
     head, _, body = reply.partition(b"\r\n\r\n")
     return status_of(reply), body
 
@@ -103,6 +104,7 @@ def test_a_fuzzed_cluster_supernode_stays_up_leaks_nothing_and_serves_pieces(
     failed = json.dumps({"peer_id": "fz", "failed": [{"num": 1, "holder": "fuzz"}], "want": 1}).encode()
     ping = json.dumps({"member": dead, "active": [tid]}).encode()
     wrong = [(CLUSTER_HEADER, "not-the-token"), ("Content-Type", "application/json")]
+    tokened = piece_access(supernode.service.piece_key, tid)
     seeds = [
         request("GET", "/healthz"), request("GET", "/v1/tasks"), request("GET", "/v1/tasks/" + tid),
         request("POST", "/v1/tasks", [("Content-Type", "application/json")], register),
@@ -112,6 +114,8 @@ def test_a_fuzzed_cluster_supernode_stays_up_leaks_nothing_and_serves_pieces(
         request("DELETE", "/v1/tasks/%s/peers/fz" % tid),
         request("GET", "/v1/tasks/%s/pieces/1?peer=fz" % tid, [("Range", "bytes=0-99")]),
         request("HEAD", "/v1/tasks/%s/pieces/2" % tid),
+        # with a good token, so mutants reach past its check
+        request("GET", "/v1/tasks/%s/pieces/1%s" % (tid, tokened[0]), list(tokened[1].items())),
         request("GET", "/v1/cluster"),
         request("POST", "/v1/cluster/ping", wrong, ping),
         request("GET", "/v1/cluster/tasks/" + tid, wrong),
@@ -122,7 +126,7 @@ def test_a_fuzzed_cluster_supernode_stays_up_leaks_nothing_and_serves_pieces(
 
     _fuzz(address, seeds, canary, rng_seed=1)
 
-    status, body = _piece(address, tid, 2)
+    status, body = _piece(address, tid, 2, supernode.service.piece_key)
     assert status == 200 and body == src.data[2 * MiB:]
 
 
@@ -134,9 +138,13 @@ def test_a_fuzzed_uploader_stays_up_leaks_nothing_and_serves_pieces(
     result = seeder.download(src.url, str(downloads / "seeded.bin"))
     address = seeder.uploader_address
     tid = result.task_id
+    query, token = piece_access(peer_secret_of(seeder), tid)
     seeds = [
         request("GET", "/healthz"),
         request("GET", "/v1/tasks/%s/pieces/0" % tid),
+        request("GET", "/v1/tasks/%s/pieces/0%s" % (tid, query), list(token.items())),
+        request("GET", "/v1/tasks/%s/pieces/2%s" % (tid, query), [("Range", "bytes=1-5")]
+                + list(token.items())),
         request("GET", "/v1/tasks/%s/pieces/2?peer=x" % tid, [("Range", "bytes=1-5")]),
         request("HEAD", "/v1/tasks/%s/pieces/1" % tid),
         request("GET", "/v1/tasks/%s/pieces/1" % tid, [("Connection", "keep-alive")])
@@ -146,7 +154,7 @@ def test_a_fuzzed_uploader_stays_up_leaks_nothing_and_serves_pieces(
 
     _fuzz(address, seeds, canary, rng_seed=2)
 
-    status, body = _piece(address, tid, 1)
+    status, body = _piece(address, tid, 1, peer_secret_of(seeder))
     assert status == 200 and body == src.data[MiB:2 * MiB]
 
 

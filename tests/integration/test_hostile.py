@@ -4,7 +4,17 @@ a 4xx (or, for bytes that are not HTTP, a closed connection), nothing gets a
 import json
 
 import pytest
-from helpers import MiB, content, healthy, http_status, raw_exchange, sha256_file, status_of
+from helpers import (
+    MiB,
+    content,
+    healthy,
+    http_status,
+    peer_secret_of,
+    piece_access,
+    raw_exchange,
+    sha256_file,
+    status_of,
+)
 
 from dfly.errors import BadRequest
 from dfly.httpd import MAX_BODY_BYTES
@@ -155,10 +165,13 @@ def test_uploader_answers_hostile_requests_with_4xx_and_still_serves_pieces(
 
     wrong = _check_all(address, result.task_id)
     assert wrong == [], "\n".join(wrong)
-    assert http_status(address, "GET", "/v1/tasks/%s/pieces/0" % result.task_id) == 200
+    query, token = piece_access(peer_secret_of(seeder), result.task_id)
+    assert http_status(address, "GET", "/v1/tasks/%s/pieces/0%s" % (result.task_id, query), b"", token) == 200
     pieces = piece_count(result.length, piece_size_for(result.length))
-    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d" % (result.task_id, pieces - 1)) == 200
-    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d" % (result.task_id, pieces)) == 404
+    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d%s" % (result.task_id, pieces - 1, query),
+                       b"", token) == 200
+    assert http_status(address, "GET", "/v1/tasks/%s/pieces/%d%s" % (result.task_id, pieces, query),
+                       b"", token) == 404
 
 
 @pytest.mark.time_limit(30)

@@ -211,7 +211,7 @@ def test_a_detached_seeder_keeps_serving_on_ipv6(supernode_factory, client_facto
     assert listener.address[0] == "::"     # it advertised ::1: its uploader is on IPv6 too
     pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
                  supernodes=[supernode.address],
-                 registrations={t: first.registration(t) for t in tasks})
+                 registrations={t: first.registration(t) for t in tasks}, secrets=first.secrets)
     first.close()
     assert pid > 0 and pid != os.getpid()
     try:

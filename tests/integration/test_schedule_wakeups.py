@@ -6,14 +6,17 @@ that reached its deadline would find the same holder still busy or the same
 copy still fresh, and return empty. So "it got a piece" is the proof of a wake,
 with no clock in the assertion.
 """
+import dataclasses
 import hashlib
 import http.client
 import threading
+import time
 
 import pytest
 from helpers import MiB, content, wait_until
 
 from dfly.peer.piece_client import PieceFetcher
+from dfly.protocol import piecetoken
 from dfly.protocol.address import parse_address
 from dfly.protocol.messages import SUPERNODE, PieceOrder, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient
@@ -240,6 +243,9 @@ def _fetch_from_supernode(supernode, tid: str, piece, peer_id: str, secret: str 
     def write(offset, data):
         got[offset - piece.start:offset - piece.start + len(data)] = data
 
+    # the token a schedule reply would carry (the test built the order itself)
+    piece = dataclasses.replace(piece, token=piecetoken.mint(supernode.service.piece_key, tid,
+                                                             peer_id, time.time()))
     fetcher = PieceFetcher(10, peer_id=peer_id, proof=lambda: secret)
     try:
         fetcher.fetch(supernode.address, tid, piece, write)
@@ -272,8 +278,9 @@ def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(super
 
 
 def _fetch_anonymously(supernode, tid: str, data: bytes) -> bytes:
+    """As a requester the supernode does not know as a peer (with a token for it)."""
     order = PieceOrder(0, 0, MiB, hashlib.sha256(data[:MiB]).hexdigest(), SUPERNODE)
-    return _fetch_from_supernode(supernode, tid, order, "")
+    return _fetch_from_supernode(supernode, tid, order, "stranger")
 
 
 def _fetch_as_a_without_its_secret(supernode, tid: str, data: bytes) -> bytes:
@@ -287,7 +294,8 @@ def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
     host, port = parse_address(supernode.address, 0)
     elsewhere = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
     try:
-        elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid)
+        elsewhere.request("GET", "/v1/tasks/%s/pieces/0?peer=a" % tid, headers={
+            piecetoken.HEADER: piecetoken.mint(supernode.service.piece_key, tid, "a", time.time())})
         return elsewhere.getresponse().read()
     finally:
         elsewhere.close()

@@ -45,7 +45,7 @@ def test_with_threads_running_the_seeder_is_a_fresh_process_that_serves(
     listener, uploader, tasks = first.detach_listener()
     pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
                  supernodes=[supernode.address],
-                 registrations={t: first.registration(t) for t in tasks})
+                 registrations={t: first.registration(t) for t in tasks}, secrets=first.secrets)
     first.close()
     assert pid > 0 and pid != os.getpid()   # (os.kill(0, ...) would signal our whole group)
     try:
@@ -86,7 +86,7 @@ def test_a_spare_that_does_not_take_over_is_replaced_by_a_fresh_seeder(
     try:
         pid = detach(listener, uploader, tasks, first.peer_id, 30, str(tmp_path / "seeder-data"),
                      supernodes=[supernode.address], spare=spare,
-                     registrations={t: first.registration(t) for t in tasks})
+                     registrations={t: first.registration(t) for t in tasks}, secrets=first.secrets)
     finally:
         first.close()
         if held_end is not None:

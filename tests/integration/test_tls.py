@@ -10,7 +10,16 @@ import subprocess
 
 import pytest
 from certs import Certs, served_certificate
-from helpers import MiB, content, leftovers, run_all, sha256_file, wait_until
+from helpers import (
+    MiB,
+    content,
+    leftovers,
+    peer_secret_of,
+    piece_access,
+    run_all,
+    sha256_file,
+    wait_until,
+)
 
 from dfly import errors
 from dfly.bench import app as bench
@@ -244,8 +253,12 @@ def test_curl_without_a_client_certificate_cannot_read_a_piece_from_an_uploader(
     assert anonymous.returncode != 0
     assert not os.path.exists(piece) or os.path.getsize(piece) == 0
     member = certs.host("member")
-    allowed = subprocess.run([curl, "-sS", "--cacert", certs.ca, "--cert", member["tls_cert"],
-                              "--key", member["tls_key"], "-o", piece, "-w", "%{http_code}", url],
+    with_cert = [curl, "-sS", "--cacert", certs.ca, "--cert", member["tls_cert"],
+                 "--key", member["tls_key"], "-o", piece, "-w", "%{http_code}"]
+    untokened = subprocess.run(with_cert + [url], capture_output=True, text=True, timeout=20)
+    assert untokened.stdout == "403", untokened.stderr   # a certificate is not a schedule
+    query, token = piece_access(peer_secret_of(seeder), result.task_id)
+    allowed = subprocess.run(with_cert + ["-H", "%s: %s" % next(iter(token.items())), url + query],
                              capture_output=True, text=True, timeout=20)
     assert allowed.stdout == "200", allowed.stderr
     with open(piece, "rb") as f:
