@@ -66,6 +66,10 @@ class SupernodeConfig(TLSOptions):
     adopt_grace_s: float = option(2.0, "after taking over a task, how long peers get to re-announce "
                                   "their pieces before the missing ones are fetched from the source",
                                   kind="duration", flag="--adopt-grace", metavar="DURATION")
+    trust_peer_hosts: bool = option(False, "hand a peer out at the host it advertises (get/daemon "
+                                    "--advertise: NAT, several interfaces); by default at the "
+                                    "address its registration came from, so no peer can send "
+                                    "others to a third host")
     scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "
                              "check the cache against its digests, 0 = off (copies left mid-write "
                              "by a crash are still checked at start-up)", kind="size", metavar="RATE")

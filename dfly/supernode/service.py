@@ -10,6 +10,7 @@ purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
 import functools
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -146,7 +147,7 @@ class Supernode:
                                  % (shown_url(req.url), why), detail=why)
             self._source_denied(client_host, req.url, error)
             raise error
-        host = _peer_host(req.peer_host) if req.peer_host else client_host
+        host = self._holder_host(req.peer_host, client_host)
         tid = make_task_id(req.url, req.filters, req.digest, req.identifier)
         now = self.clock()
         if self.membership is not None:
@@ -336,6 +337,20 @@ class Supernode:
             if not hmac.compare_digest(proof.encode(), entry[0].encode()):
                 raise Forbidden("peer %s: missing or wrong peer secret" % peer_id)
             entry[1] = self.clock()
+
+    def _holder_host(self, advertised: Optional[str], client_host: str) -> str:
+        """Where other peers are sent to reach a registering peer: the address its
+        request came from, unless it advertises that very address or we were told to
+        trust what peers advertise (else anyone could make us send peers, and their
+        piece requests, to any host of its choice)."""
+        if not advertised:
+            return client_host
+        host = _peer_host(advertised)   # checked either way: a bad one is the caller's error
+        if self.config.trust_peer_hosts or _same_ip(host, client_host):
+            return host
+        log.info("peer advertised %s but registered from %s: handed out at %s "
+                 "(--trust-peer-hosts to believe peers)", host, client_host, client_host)
+        return client_host
 
     def _holder_key(self, holder: str) -> bytes:
         """The key piece tokens for `holder` are minted with: its peer secret, ours
@@ -791,6 +806,13 @@ def _peer_host(text: str) -> str:
         return parse_host(text)
     except ValueError as e:
         raise BadRequest("peer host: %s" % e)
+
+
+def _same_ip(host: str, client_host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(client_host)
+    except ValueError:   # a host name: not an address we saw
+        return False
 
 
 def _touch(folder: str) -> None:

@@ -146,3 +146,18 @@ def test_a_seeder_rechecking_a_piece_a_peer_discarded_offers_it_again_in_its_own
     finally:
         liar.close()
         asker.close()
+
+
+def test_a_peer_cannot_make_the_supernode_hand_out_a_third_host_as_a_holder(origin, supernode):
+    """It registers from 127.0.0.1 and claims to be reached at 127.0.0.9: others are sent
+    to 127.0.0.1 (where it is), never to a host it chose (--trust-peer-hosts is off)."""
+    src = origin.add("third.bin", content(MiB, seed=9))
+    liar = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        tid, _ = liar.register(RegisterRequest(url=src.url, peer_id="claims", peer_port=7009,
+                                               peer_host="127.0.0.9"))
+        task = supernode.service.loaded_task(tid)
+        with task.cond:
+            assert task.scheduler.addr_of("claims") == ("127.0.0.1", 7009)
+    finally:
+        liar.close()

@@ -39,10 +39,14 @@ def test_headers_given_to_get_reach_the_source_through_the_supernode(
     assert seen.get("X-Team") == "infra"
 
 
-@pytest.mark.parametrize("advertised, from_peers", [("127.0.0.1", True), ("127.0.0.2", False)])
-def test_a_peer_is_offered_to_others_at_the_address_it_advertises(
-        origin, supernode, client_factory, downloads, advertised, from_peers):
+@pytest.mark.parametrize("advertised, trusted, from_peers", [
+    ("127.0.0.1", False, True), ("127.0.0.2", True, False),
+    ("127.0.0.2", False, True),   # not believed: offered where it registered from
+])
+def test_a_peer_is_offered_to_others_at_the_address_it_advertises_when_the_supernode_trusts_it(
+        origin, supernode_factory, client_factory, downloads, advertised, trusted, from_peers):
     # The uploader listens on 127.0.0.1 only: advertised as 127.0.0.2 it cannot be reached.
+    supernode = supernode_factory(trust_peer_hosts=trusted)
     src = origin.add("f.bin", content(9 * MiB, seed=34))
     seed = client_factory([supernode.address], advertise=advertised, seed_for_s=60)
     seed.download(src.url, str(downloads / "seed"), digest=src.digest)
@@ -59,6 +63,8 @@ def test_a_supernode_advertising_another_address_sends_peers_there(
     real = supernode_factory(data_dir=tmp_path / "real")
     # A second supernode whose clients are told to fetch pieces from the first one.
     front = supernode_factory(data_dir=tmp_path / "front", advertise=real.address)
+    # as if `real` were `front` under another address: its piece tokens open `real`'s pieces
+    front.service.piece_key = real.service.piece_key
     client_factory([real.address]).download(src.url, str(downloads / "warm"), digest=src.digest)
     result = client_factory([front.address]).download(src.url, str(downloads / "x"),
                                                       digest=src.digest)
