@@ -29,7 +29,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -60,8 +60,12 @@ class Fuzzer:
     """fuzz(address) sends mutants of `seeds`; `canary` is bytes no reply may hold."""
 
     def __init__(self, seeds: Sequence[bytes], canary: bytes, rng_seed: int = 0,
-                 max_requests: int = 300, max_seconds: float = 8.0, reply_timeout_s: float = 3.0):
+                 max_requests: int = 300, max_seconds: float = 8.0, reply_timeout_s: float = 3.0,
+                 finish: Optional[Callable[[bytes], bytes]] = None):
+        """`finish`: applied to every mutant before it is sent (e.g. signs it afresh, so
+        mutants reach past a signature check)."""
         assert seeds
+        self.finish = finish
         self.seeds = list(seeds)
         self.canary = canary
         self.rng = random.Random(rng_seed)
@@ -74,6 +78,8 @@ class Fuzzer:
         began = time.monotonic()
         while report.sent < self.max_requests and time.monotonic() - began < self.max_seconds:
             payload = self.mutant()
+            if self.finish is not None:
+                payload = self.finish(payload)
             reset = self.rng.random() < 0.05   # hang up at once, with a RST: the reply has nowhere to go
             reply = exchange(address, payload, self.reply_timeout_s, reset=reset)
             report.sent += 1

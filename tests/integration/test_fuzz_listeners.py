@@ -9,6 +9,8 @@ import json
 import os
 import secrets
 import threading
+import time
+from urllib.parse import urlsplit
 
 import pytest
 from fuzz import (
@@ -25,6 +27,7 @@ from fuzz import (
 )
 from helpers import MiB, content, peer_secret_of, piece_access, wait_until
 
+from dfly.protocol import signing
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.supernode.client import CLUSTER_HEADER, SupernodeClient
 
@@ -128,6 +131,73 @@ def test_a_fuzzed_cluster_supernode_stays_up_leaks_nothing_and_serves_pieces(
 
     status, body = _piece(address, tid, 2, supernode.service.piece_key)
     assert status == 200 and body == src.data[2 * MiB:]
+
+
+def _signed_as(key: bytes, member: str):
+    """A Fuzzer `finish`: the mutant signed afresh as `member` over the method, path and
+    body the supernode will read from it, so it gets past the signature check."""
+    def finish(payload: bytes) -> bytes:
+        head, _, body = payload.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        first = lines[0].split(b" ")
+        if len(first) != 3:
+            return payload
+        method, target = first[0].decode("latin-1"), first[1].decode("latin-1")
+        kept = [line for line in lines[1:] if not line.lower().startswith(
+            (b"content-length:", CLUSTER_HEADER.lower().encode() + b":"))]
+        length = len(body) if body or method in ("POST", "PUT") else None
+        header = signing.sign(key, member, method, urlsplit(target).path, body, time.time(),
+                              secrets.token_hex(16))
+        kept.append(("%s: %s" % (CLUSTER_HEADER, header)).encode("latin-1"))
+        if length is not None:
+            kept.append(b"Content-Length: %d" % length)
+        return b"\r\n".join([lines[0]] + kept) + b"\r\n\r\n" + body
+    return finish
+
+
+@pytest.mark.time_limit(60)
+def test_cluster_endpoints_fuzzed_with_valid_signatures_stay_up_and_leak_nothing(
+        origin, supernode_factory, canary, tmp_path):
+    me, other = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
+    supernode = supernode_factory(listen=me, cluster=[me, other], cluster_secret="s3cret-of-the-fuzz",
+                                  member_dead_after_s=0.5)
+    address = _address(supernode.address)
+    src = origin.add("member.bin", content(MiB + 3, seed=15))
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    wait_until(lambda: sum(m["alive"] for m in client.cluster()["members"]) == 1, timeout=10)
+    tid, _ = client.register(RegisterRequest(url=src.url, peer_id="fuzz", peer_port=9,
+                                             peer_host="127.0.0.1"))
+    wait_until(lambda: client.task(tid)["state"] == "done", timeout=15)
+    client.close()
+    json_type = [("Content-Type", "application/json")]
+    digests = json.dumps({"url": src.url, "length": MiB + 3, "piece_size": MiB,
+                          "digests": ["a" * 64, "b" * 64], "content_version": "v"}).encode()
+    pings = [json.dumps({"member": other, "active": active}).encode() for active in ([tid], [])]
+    seeds = [
+        request("POST", "/v1/cluster/ping", json_type, pings[0]),
+        request("POST", "/v1/cluster/ping", json_type, pings[1]),
+        request("GET", "/v1/cluster/tasks/" + tid),
+        request("GET", "/v1/cluster/tasks/" + "0" * 64),
+        request("PUT", "/v1/cluster/tasks/" + tid, json_type, digests),
+        request("PUT", "/v1/cluster/tasks/" + "1" * 64, json_type, digests),
+        request("GET", "/v1/cluster"),
+    ] + traversals(canary[0], str(tmp_path / "supernode"), ["/v1/cluster/tasks/{}"])
+    key = signing.cluster_key("s3cret-of-the-fuzz", [me, other])
+    threads, fds = thread_count(), open_fds()
+    report = Fuzzer(seeds, canary[1], 5 + RNG_OFFSET, MAX_REQUESTS, MAX_SECONDS,
+                    finish=_signed_as(key, other)).fuzz(address)
+    assert report.sent >= 50, report
+    assert report.findings == [], "\n".join(report.findings[:10])
+    # most mutants got past the signature: answered, not refused as strangers
+    assert sum(n for status, n in report.statuses.items() if status in (200, 400, 404)) \
+        > report.sent // 4, report.statuses
+    wait_until(lambda: thread_count() <= threads, timeout=SETTLE_S, message="threads back")
+    wait_until(lambda: open_fds() <= fds, timeout=SETTLE_S, message="open files back")
+    check = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        assert check.task(tid)["state"] == "done"
+    finally:
+        check.close()
 
 
 @pytest.mark.time_limit(60)
