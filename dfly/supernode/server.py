@@ -14,6 +14,8 @@ Routes (docs/PROTOCOL.md):
   GET  /v1/cluster/tasks/{id}               -> member to member: a task's metadata
   PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
 """
+import ipaddress
+
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import piecetoken, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
@@ -49,14 +51,15 @@ class SupernodeApp:
         return Response.text("ok\n")
 
     def list_tasks(self, request: Request) -> Response:
-        return Response.json({"tasks": self.supernode.task_list(),
+        return Response.json({"tasks": self.supernode.task_list(_local(request)),
                               "sources_denied": self.supernode.sources_denied})
 
     def register(self, request: Request) -> Response:
         return Response.json(self.supernode.register(request.json(), request.client[0], _proof(request)))
 
     def status(self, request: Request, tid: str) -> Response:
-        return Response.json(self.supernode.task_status(tid))
+        peer = request.query.get("peer", [""])[0]   # a peer of the task may see its URL
+        return Response.json(self.supernode.task_status(tid, _local(request), peer, _proof(request)))
 
     def schedule(self, request: Request, tid: str) -> Response:
         return Response.json(self.supernode.schedule(tid, request.json(), _proof(request)))
@@ -89,6 +92,14 @@ class SupernodeApp:
 
 def _signed(request: Request) -> SignedCall:
     return SignedCall(request.headers.get(signing.HEADER), request.method, request.path, request.body)
+
+
+def _local(request: Request) -> bool:
+    """Is the caller on the supernode's own host (its operator)? Task URLs are shown to it."""
+    try:
+        return ipaddress.ip_address(request.client[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _proof(request: Request) -> str:

@@ -285,10 +285,16 @@ class Supernode:
             if task.scheduler.supernode_send_failed(peer_id, num):
                 task.offered(task.scheduler.pieces_of(SUPERNODE))
 
-    def task_status(self, tid: str) -> dict:
+    def task_status(self, tid: str, authorised: bool = True, peer_id: str = "",
+                    proof: str = "") -> dict:
+        """`authorised`: the caller may see task URLs (else only a peer of the task,
+        `peer_id` proved by `proof`, sees this one's)."""
         task = self._known_task(tid)
+        if not authorised and peer_id and self._proves(peer_id, proof):
+            with task.cond:
+                authorised = peer_id in task.scheduler.peers
         with task.cond:
-            return _shown(task.summary(), task.url)
+            return _shown(task.summary(), task.url, authorised)
 
     def loaded_task(self, tid: str) -> Optional[Task]:
         with self._lock:
@@ -301,13 +307,14 @@ class Supernode:
         with self._lock:
             yield self._tasks
 
-    def task_list(self) -> List[dict]:
+    def task_list(self, authorised: bool = True) -> List[dict]:
+        """`authorised`: the caller may see task URLs (redacted all the same)."""
         with self._lock:
             tasks = list(self._tasks.values())
         out = []
         for task in tasks:
             with task.cond:
-                out.append(_shown(task.summary(), task.url))
+                out.append(_shown(task.summary(), task.url, authorised))
         return out
 
     # who a peer is -------------------------------------------------------------------
@@ -775,8 +782,13 @@ def _validator(etag: str, last_modified: str) -> Optional[str]:
     return last_modified or None
 
 
-def _shown(summary: dict, url: str) -> dict:
-    """A task summary for anyone who asks: no credentials from its URL (redact.py)."""
+def _shown(summary: dict, url: str, authorised: bool = True) -> dict:
+    """A task summary: no credentials from its URL (redact.py); to a caller not
+    `authorised`, no URL at all (nor the error, which names it)."""
+    if not authorised:
+        summary["url"] = None
+        summary["error"] = "failed" if summary.get("error") else ""
+        return summary
     summary["url"] = redact_url(url)
     if summary.get("error"):
         summary["error"] = redact_text(summary["error"], url)
