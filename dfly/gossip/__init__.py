@@ -1,0 +1,1 @@
+"""Decentralized mode: gossip membership (SWIM + Lifeguard) and its wire format."""
