@@ -1,0 +1,244 @@
+"""The gossip member on real sockets: a thin adapter around the pure core.
+
+One UDP socket and one TCP listener on the same address and port. One thread
+(selectors) reads UDP packets and runs the core's timers; each TCP exchange
+(a full-state push-pull: one framed packet each way) runs in a short thread of
+its own, at most MAX_TCP at once, so a slow or silent peer never stalls the
+probes. Every core call happens under one lock; packets are sealed and opened
+by dfly/gossip/wire.py (dropped packets are only counted: a forger learns
+nothing). TCP frames: 4-byte big-endian length, then the sealed packet.
+"""
+import logging
+import random
+import selectors
+import socket
+import struct
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from dfly.gossip.swim import Send, Swim, SwimConfig
+from dfly.gossip.wire import MAX_PACKET_BYTES, Dropped, Keyring, Opener, Sealer
+from dfly.protocol.address import format_address
+
+log = logging.getLogger("dfly.gossip")
+
+MAX_TCP = 8
+TCP_TIMEOUT_S = 5.0
+UDP_MAX_BYTES = 65507
+FRAME = struct.Struct(">I")
+
+
+class GossipNode:
+    def __init__(self, name: str, bind: Tuple[str, int], advertise_host: str, meta: Dict,
+                 config: SwimConfig, keyring: Keyring, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, tls_client=None, tls_server=None):
+        self.clock, self.wall = clock, wall
+        self._udp, self._tcp = _bind_pair(bind)
+        port = self._udp.getsockname()[1]
+        self.address = (advertise_host or self._udp.getsockname()[0], port)
+        self._lock = threading.Lock()
+        self.swim = Swim(name, self.address, meta, config, random.Random(), clock())
+        self._sealer = Sealer(keyring, wall())
+        self.opener = Opener(keyring)
+        self._tls_client, self._tls_server = tls_client, tls_server
+        self._tcp_slots = threading.BoundedSemaphore(MAX_TCP)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gossip", daemon=True)
+        self.counters: Dict[str, int] = {}
+
+    # lifecycle ----------------------------------------------------------------------
+    def start(self, join: List[Tuple[str, int]]) -> "GossipNode":
+        self._thread.start()
+        with self._lock:
+            sends = self.swim.join(join, self.clock())
+        self._dispatch(sends)
+        return self
+
+    def stop(self, leave: bool = True) -> None:
+        if leave and self._thread.is_alive():
+            with self._lock:
+                sends = self.swim.leave(self.clock())
+            self._dispatch([s for s in sends if not s.reliable])
+        self._stop.set()
+        self._poke()
+        self._thread.join(5)
+        for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
+            s.close()
+
+    def members(self) -> List[Dict]:
+        with self._lock:
+            view = self.swim.view()
+        for m in view:
+            m["addr"] = format_address(*m["addr"])
+        return view
+
+    def stats(self) -> Dict[str, int]:
+        with self._lock:
+            counters = dict(self.swim.counters)
+        counters.update({"dropped_" + k: v for k, v in self.opener.dropped.items()})
+        counters.update(self.counters)
+        return counters
+
+    # the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._udp, selectors.EVENT_READ, "udp")
+        sel.register(self._tcp, selectors.EVENT_READ, "tcp")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    wait = max(0.0, min(self.swim.next_wakeup() - self.clock(), 1.0))
+                for key, _ in sel.select(wait):
+                    if key.data == "udp":
+                        self._read_udp()
+                    elif key.data == "tcp":
+                        self._accept()
+                    else:
+                        self._wake_r.recv(512)
+                with self._lock:
+                    sends = self.swim.tick(self.clock())
+                self._dispatch(sends)
+        except Exception:   # never silently: a dead gossip thread means a member others will call dead
+            log.exception("gossip loop failed")
+            raise
+        finally:
+            sel.close()
+
+    def _read_udp(self) -> None:
+        try:
+            data, src = self._udp.recvfrom(UDP_MAX_BYTES)
+        except OSError:
+            return
+        self._take(data, (src[0], src[1]))
+
+    def _take(self, data: bytes, src: Tuple[str, int]) -> List[Send]:
+        try:
+            msg = self.opener.open(data, self.wall())
+        except Dropped as e:
+            log.debug("gossip packet from %s dropped: %s", format_address(*src), e.reason)
+            return []
+        with self._lock:
+            sends = self.swim.receive(msg, src, self.clock())
+        back = [s for s in sends if s.reliable and tuple(s.addr) == src]
+        self._dispatch([s for s in sends if s not in back])
+        return back
+
+    def _poke(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    # sending --------------------------------------------------------------------------
+    def _dispatch(self, sends: List[Send]) -> None:
+        for send in sends:
+            if send.reliable:
+                self._tcp_exchange(send)
+                continue
+            try:
+                self._udp.sendto(self._sealer.seal(send.msg, self.wall()), send.addr)
+            except OSError as e:   # unreachable, too big: the protocol copes with loss
+                self._count("udp_send_failed")
+                log.debug("gossip send to %s failed: %s", format_address(*send.addr), e)
+        if sends:
+            self._poke()   # the core's next wakeup may be sooner now
+
+    def _tcp_exchange(self, send: Send) -> None:
+        if not self._tcp_slots.acquire(blocking=False):
+            self._count("tcp_busy")
+            return
+        packet = self._sealer.seal(send.msg, self.wall())
+
+        def run():
+            try:
+                with socket.create_connection(send.addr, timeout=TCP_TIMEOUT_S) as raw:
+                    conn = self._wrap_client(raw, send.addr[0])
+                    conn.sendall(FRAME.pack(len(packet)) + packet)
+                    reply = _read_frame(conn)
+                if reply:
+                    self._dispatch(self._take(reply, tuple(send.addr)))
+            except (OSError, ValueError) as e:
+                self._count("tcp_failed")
+                log.debug("gossip push-pull with %s failed: %s", format_address(*send.addr), e)
+            finally:
+                self._tcp_slots.release()
+        threading.Thread(target=run, name="gossip-sync", daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            conn, src = self._tcp.accept()
+        except OSError:
+            return
+        if not self._tcp_slots.acquire(blocking=False):
+            self._count("tcp_busy")
+            conn.close()
+            return
+
+        def run():
+            try:
+                conn.settimeout(TCP_TIMEOUT_S)
+                wrapped = self._wrap_server(conn)
+                data = _read_frame(wrapped)
+                for send in self._take(data, (src[0], src[1])) if data else []:
+                    reply = self._sealer.seal(send.msg, self.wall())
+                    wrapped.sendall(FRAME.pack(len(reply)) + reply)
+            except (OSError, ValueError) as e:
+                self._count("tcp_failed")
+                log.debug("gossip push-pull from %s failed: %s", src[0], e)
+            finally:
+                conn.close()
+                self._tcp_slots.release()
+        threading.Thread(target=run, name="gossip-sync-in", daemon=True).start()
+
+    def _wrap_client(self, raw, host):
+        return self._tls_client.wrap_socket(raw, server_hostname=host) if self._tls_client else raw
+
+    def _wrap_server(self, conn):
+        return self._tls_server.wrap_socket(conn, server_side=True) if self._tls_server else conn
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+def _read_frame(conn) -> bytes:
+    head = _read_exactly(conn, FRAME.size)
+    (size,) = FRAME.unpack(head)
+    if size > MAX_PACKET_BYTES:
+        raise ValueError("frame of %d bytes" % size)
+    return _read_exactly(conn, size)
+
+
+def _read_exactly(conn, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = conn.recv(min(left, 65536))
+        if not chunk:
+            raise ValueError("connection closed mid-frame")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _bind_pair(bind: Tuple[str, int]):
+    """A UDP socket and a TCP listener on one address and port (port 0: a free one)."""
+    host, port = bind
+    family, _, _, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
+                                               flags=socket.AI_PASSIVE)[0]
+    for _ in range(20 if port == 0 else 1):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            udp.bind(addr)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((addr[0], udp.getsockname()[1]) + tuple(addr[2:]))
+            tcp.listen(64)
+            return udp, tcp
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port != 0:
+                raise
+    raise OSError("no port free for both UDP and TCP on %s" % host)

@@ -1,0 +1,71 @@
+"""Gossip members on real UDP and TCP sockets on loopback (dfly/gossip/node.py)."""
+import socket
+
+import pytest
+
+from dfly.gossip.node import GossipNode
+from dfly.gossip.swim import ALIVE, DEAD, LEFT, SwimConfig
+from dfly.gossip.wire import Keyring
+from tests.helpers import wait_until
+
+QUICK = SwimConfig(probe_interval_s=0.2, probe_timeout_s=0.1, suspicion_mult=3, gossip_interval_s=0.05,
+                   push_pull_interval_s=2.0, gossip_to_dead_s=5.0)
+KEY = Keyring([b"cluster key one".ljust(32, b"!")])
+OTHER = Keyring([b"another cluster".ljust(32, b"?")])
+
+
+@pytest.fixture
+def start():
+    nodes = []
+
+    def make(name, join=None, keyring=KEY):
+        node = GossipNode(name, ("127.0.0.1", 0), "127.0.0.1", {"v": 1}, QUICK, keyring)
+        nodes.append(node)
+        return node.start([join.address] if join is not None else [])
+    yield make
+    for node in nodes:
+        if not node._stop.is_set():
+            node.stop(leave=False)
+
+
+def _states(node):
+    return {m["name"]: m["state"] for m in node.members()}
+
+
+def test_members_joining_one_seed_see_each_other_and_a_stopped_one_dies(start):
+    seed = start("n0")
+    nodes = [seed] + [start("n%d" % i, join=seed) for i in range(1, 5)]
+    wait_until(lambda: all(_states(n) == {"n%d" % i: ALIVE for i in range(5)} for n in nodes),
+               timeout=20, message="everyone alive everywhere")
+    nodes[3].stop(leave=False)   # as if killed: no goodbye
+    wait_until(lambda: all(_states(n)["n3"] == DEAD for n in nodes if n is not nodes[3]),
+               timeout=20, message="the silent member is dead everywhere")
+    nodes[4].stop(leave=True)
+    wait_until(lambda: all(_states(n)["n4"] == LEFT for n in nodes[:3]), timeout=20,
+               message="the leaver is marked left")
+
+
+def test_members_with_another_key_never_see_each_other(start):
+    seed = start("a0")
+    stranger = start("b0", join=seed, keyring=OTHER)
+    friend = start("a1", join=seed)
+    wait_until(lambda: _states(seed).get("a1") == ALIVE and _states(friend).get("a0") == ALIVE, timeout=20,
+               message="the friend joined")
+    wait_until(lambda: seed.stats().get("dropped_unknown_key", 0) > 0, timeout=20,
+               message="the stranger's join was dropped")
+    assert set(_states(seed)) == {"a0", "a1"} and set(_states(friend)) == {"a0", "a1"}
+    assert set(_states(stranger)) == {"b0"}
+
+
+def test_junk_and_forged_packets_are_counted_and_change_nothing(start):
+    seed = start("n0")
+    other = start("n1", join=seed)
+    wait_until(lambda: _states(seed).get("n1") == ALIVE, timeout=20, message="joined")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for junk in (b"", b"DG1", b"\xff" * 2000, b"DG1" + b"\0" * 100):
+            s.sendto(junk, seed.address)
+    with socket.create_connection(seed.address, timeout=5) as s:   # a TCP frame that claims 2 GiB
+        s.sendall(b"\x80\0\0\0")
+    wait_until(lambda: seed.stats().get("dropped_malformed", 0) >= 3, timeout=10, message="junk counted")
+    assert _states(seed) == {"n0": ALIVE, "n1": ALIVE} and seed._thread.is_alive()
+    assert _states(other)["n0"] == ALIVE
