@@ -76,8 +76,8 @@ def main():
     for profile in ("lan", "fast"):
         for n in sizes:
             p50, p99, join = detection(profile, n, kills=3 if n > 100 else 5)
-            print("detection %-4s N=%-3d  dead everywhere p50 %.1f s  p99 %.1f s   join known by 99%% in %.2f s"
-                  % (profile, n, p50, p99, join), flush=True)
+            print("detection %-4s N=%-3d  dead everywhere p50 %.1f s  p99 %.1f s" % (profile, n, p50, p99)
+                  + "   join known by 99%% in %.2f s" % join, flush=True)
     for n in sizes:
         median, worst = traffic("lan", n)
         print("traffic   lan  N=%-3d  %.0f B/s per member (median), %.0f B/s (max)" % (n, median, worst),
@@ -86,8 +86,9 @@ def main():
         print("false deaths, %d min, 2%% loss, m7 frozen 2 s a minute, lifeguard %-5s: %d"
               % (minutes, lifeguard, false_deaths(lifeguard, minutes)), flush=True)
     for lifeguard in (True, False):
+        count = false_deaths(lifeguard, min(minutes, 10), slow_s=8.0)
         print("false deaths of healthy members, %d min, 2%% loss, m7 8 s late, lifeguard %-5s: %d"
-              % (min(minutes, 10), lifeguard, false_deaths(lifeguard, min(minutes, 10), slow_s=8.0)), flush=True)
+              % (min(minutes, 10), lifeguard, count), flush=True)
     print("(%.0f s of CPU)" % (time.time() - started))
 
 

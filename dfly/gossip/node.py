@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from dfly.gossip.swim import Send, Swim, SwimConfig
 from dfly.gossip.wire import MAX_PACKET_BYTES, Dropped, Keyring, Opener, Sealer
@@ -66,6 +66,11 @@ class GossipNode:
         self._thread.join(5)
         for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
             s.close()
+
+    def rename(self, name: str) -> None:
+        """Before start: the name others know this member by (its address by default)."""
+        self.swim.name = self.swim.me.name = name
+        self.swim.members = {name: self.swim.me}
 
     def members(self) -> List[Dict]:
         with self._lock:
@@ -242,3 +247,58 @@ def _bind_pair(bind: Tuple[str, int]):
             if port != 0:
                 raise
     raise OSError("no port free for both UDP and TCP on %s" % host)
+
+
+DEFAULT_PORT = 7946
+
+
+def read_keyring(path: str) -> Keyring:
+    """The key file: one key a line (blank lines and #-comments skipped). ValueError
+    naming the file when it is missing, empty or holds a short key."""
+    if not path:
+        raise ValueError("--gossip needs --gossip-key-file (the cluster's shared key)")
+    try:
+        with open(path, "rb") as f:
+            lines = f.read(1 << 16).splitlines()
+    except OSError as e:
+        raise ValueError("--gossip-key-file %s: %s" % (path, e.strerror or e))
+    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith(b"#")]
+    if not keys or any(len(k) < 16 for k in keys):
+        raise ValueError("--gossip-key-file %s: each key must be at least 16 characters" % path)
+    return Keyring(keys)
+
+
+def resolve_joins(joins: List[str]) -> List[Tuple[str, int]]:
+    """Every address each `--join` name resolves to (a DNS name of several members
+    joins them all); one that does not resolve is skipped with a warning."""
+    from dfly.protocol.address import parse_address
+    out = []
+    for text in joins:
+        host, port = parse_address(text, DEFAULT_PORT)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            log.warning("gossip: --join %s does not resolve: %s", text, e)
+            continue
+        for info in infos:
+            if (info[4][0], info[4][1]) not in out:
+                out.append((info[4][0], info[4][1]))
+    return out
+
+
+def member_from_config(config, listen: Tuple[str, int], meta: Dict, tls=None) -> "GossipNode":
+    """The daemon's (or supernode's) gossip member, bound but not started. ValueError
+    (exit 2) for settings that cannot work."""
+    from dfly.gossip.swim import PROFILES
+    from dfly.protocol.address import WILDCARDS_V4, parse_address, parse_host
+    keyring = read_keyring(config.gossip_key_file)
+    bind = (parse_address(config.gossip_listen, DEFAULT_PORT) if config.gossip_listen
+            else (listen[0], DEFAULT_PORT))
+    host = parse_host(config.advertise) if config.advertise else bind[0]
+    if host in WILDCARDS_V4 or host == "::":
+        raise ValueError("--gossip on every address needs --advertise: the address other members reach")
+    node = GossipNode("", bind, host, meta, PROFILES[config.gossip_profile], keyring,
+                      tls_client=tls.client_context() if tls is not None else None,
+                      tls_server=tls.server_context() if tls is not None and tls.serves else None)
+    node.rename(format_address(*node.address))
+    return node

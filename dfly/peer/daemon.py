@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Tuple
 from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
+from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
 from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.peer import output as out_rules
@@ -100,6 +101,11 @@ class DaemonApp:
                 response.headers[handoff.PROOF_HEADER] = handoff.proof(self.daemon.handoff_token,
                                                                        challenge)
             return response
+        if path == "/v1/members" and request.method in ("GET", "HEAD"):
+            if self.daemon.gossip is None:
+                raise NotFound("this daemon is not in gossip mode (--gossip)")
+            return Response.json({"me": self.daemon.gossip.swim.name,
+                                  "members": self.daemon.gossip.members()})
         if path == "/v1/downloads":
             if request.method != "POST":
                 raise BadRequest("POST a download to /v1/downloads")
@@ -159,6 +165,10 @@ class RunningDaemon:
                                  tls=self.p2p.tls if config.tls_front else None,
                                  max_connections_per_client=config.max_connections_per_client)
         self.proxy.own_port = self.listener.address[1]
+        self.gossip = (member_from_config(config, self.listener.address,
+                                          {"api": self.address, "v": __version__},
+                                          self.p2p.tls if config.tls_cert else None)
+                       if config.gossip else None)
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
@@ -166,6 +176,8 @@ class RunningDaemon:
     def start(self) -> "RunningDaemon":
         write_secret(self.handoff_token_path, self.handoff_token)
         self.listener.start()
+        if self.gossip is not None:
+            self.gossip.start(resolve_joins(self.config.join))
         self._janitor.start()
         self._scrub_thread.start()
         return self
@@ -183,6 +195,8 @@ class RunningDaemon:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.gossip is not None:
+            self.gossip.stop()   # a goodbye: the others mark us left at once, not dead later
         self.cache.close()
         self.listener.stop()
         try:   # a token nobody answers to must not linger
