@@ -37,8 +37,10 @@ class GossipNode:
         self._udp, self._tcp = _bind_pair(bind)
         port = self._udp.getsockname()[1]
         self.address = (advertise_host or self._udp.getsockname()[0], port)
+        self.bind_host = self._udp.getsockname()[0]
         self._lock = threading.Lock()
         self.swim = Swim(name, self.address, meta, config, random.Random(), clock())
+        self.keyring = keyring
         self._sealer = Sealer(keyring, wall())
         self.opener = Opener(keyring)
         self._tls_client, self._tls_server = tls_client, tls_server

@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Tuple
 from dfly import __version__, errors
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
+from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
 from dfly.lifecycle import log_to, serve_until_signalled
@@ -66,8 +67,10 @@ from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
 from dfly.scrub import piece_is_good
+from dfly.supernode.app import RunningSupernode
 from dfly.supernode.client import SupernodeClient, SupernodeDown
-from dfly.tls import options_of
+from dfly.supernode.config import SupernodeConfig
+from dfly.tls import TLS, options_of
 
 log = logging.getLogger("dfly.daemon")
 
@@ -128,7 +131,9 @@ class RunningDaemon:
                                 if config.total_rate_limit > 0 else None)
         self.upload_bucket = (TokenBucket(config.upload_rate_limit, now)
                               if config.upload_rate_limit > 0 else None)
-        peer_config = PeerConfig(supernode=list(config.supernode), data_dir=data_dir,
+        self.gossip, self.scheduler = self._gossip_mode(config, data_dir) if config.gossip else (None, None)
+        supernodes = [self.scheduler.service.me] if self.scheduler else list(config.supernode)
+        peer_config = PeerConfig(supernode=supernodes, data_dir=data_dir,
                                  seed_for_s=max(config.heartbeat_s, 1.0), advertise=config.advertise,
                                  upload_listen=config.upload_listen, parallel=config.parallel,
                                  piece_timeout_s=config.piece_timeout_s,
@@ -165,13 +170,24 @@ class RunningDaemon:
                                  tls=self.p2p.tls if config.tls_front else None,
                                  max_connections_per_client=config.max_connections_per_client)
         self.proxy.own_port = self.listener.address[1]
-        self.gossip = (member_from_config(config, self.listener.address,
-                                          {"api": self.address, "v": __version__},
-                                          self.p2p.tls if config.tls_cert else None)
-                       if config.gossip else None)
+        if self.gossip is not None:
+            self.gossip.swim.me.meta["api"] = self.address
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
+
+    def _gossip_mode(self, config: DaemonConfig, data_dir: str):
+        """No supernode: a gossip member, and a scheduler in this process that the
+        other members' schedulers form a cluster with (dfly/gossip/cluster.py)."""
+        node = member_from_config(config, parse_address(config.listen, DEFAULT_PORT), {"v": __version__},
+                                  TLS.from_config(config))
+        scheduler_config = SupernodeConfig(listen=format_address(node.bind_host, 0),
+                                           cluster_secret=cluster_secret(node.keyring),
+                                           member_dead_after_s=8.0, **options_of(config))
+        scheduler = RunningSupernode(scheduler_config, os.path.join(data_dir, "scheduler"), cluster_for=(
+            lambda port: GossipMembership(format_address(node.address[0], port), node, time.monotonic())))
+        node.swim.me.meta["sn"] = scheduler.service.me
+        return node, scheduler
 
     def start(self) -> "RunningDaemon":
         write_secret(self.handoff_token_path, self.handoff_token)
@@ -197,6 +213,7 @@ class RunningDaemon:
         self.stopping.set()
         if self.gossip is not None:
             self.gossip.stop()   # a goodbye: the others mark us left at once, not dead later
+            self.scheduler.stop()
         self.cache.close()
         self.listener.stop()
         try:   # a token nobody answers to must not linger

@@ -2,11 +2,12 @@
 import logging
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from dfly.httpd import Listener
 from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.protocol.address import format_address, loopback_for, parse_address
+from dfly.supernode.cluster import Membership
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
@@ -17,12 +18,15 @@ log = logging.getLogger("dfly.supernode")
 class RunningSupernode:
     """A started supernode; `address` is where it listens (port 0 resolved)."""
 
-    def __init__(self, config: SupernodeConfig, data_dir: str):
+    def __init__(self, config: SupernodeConfig, data_dir: str,
+                 cluster_for: Optional[Callable[[int], Membership]] = None):
         self.service = Supernode(config, data_dir)
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
                                  SupernodeApp(self.service), config.max_connections,
                                  tls=self.service.tls,
                                  max_connections_per_client=config.max_connections_per_client)
+        if cluster_for is not None:   # gossip mode: our member name needs the port just bound
+            self.service.use_membership(cluster_for(self.listener.address[1]))
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.listener.start()
 

@@ -57,6 +57,15 @@ class Membership:
     def others(self) -> List[str]:
         return [m for m in self.members if m != self.me]
 
+    def replica_targets(self, task_id: str, now: float) -> List[str]:
+        """Who gets a task's piece digests before a peer is offered the piece: every
+        live member (a static cluster is small)."""
+        return [m for m in self.alive(now) if m != self.me]
+
+    def keeps_replica(self, task_id: str, now: float) -> bool:
+        """Does this member copy the metadata of another member's task? Every one does."""
+        return True
+
     def status(self, now: float) -> List[dict]:
         alive = set(self.alive(now))
         return [{"member": m, "self": m == self.me, "alive": m in alive,

@@ -598,7 +598,7 @@ class Supernode:
         with task.cond:
             replica = task.replica()
         replica["digests"] = replica["digests"][:num] + [sha256_hex]
-        for member in self.membership.alive(self.clock()):
+        for member in self.membership.replica_targets(task.task_id, self.clock()):
             if member == self.me:
                 continue
             client = SupernodeClient(member, timeout_s=1.0, tls=self.tls)
@@ -647,13 +647,25 @@ class Supernode:
             tasks = list(self._tasks.values())
         return {t.task_id: len(t.digests) for t in tasks if t.state != FAILED and t.length}
 
+    def use_membership(self, membership: Membership) -> None:
+        """Before start: a cluster whose members come and go (gossip mode) instead of
+        the static --cluster list; signed calls are taken from its live members."""
+        self.me = membership.me
+        self.membership = membership
+        self.verifier.members = membership   # answers `in` with the members live now
+        self._threads.append(threading.Thread(target=self._sync_loop, name="supernode-sync",
+                                              daemon=True))
+
     def _sync_loop(self) -> None:
         """Ping every other member; copy the metadata of the tasks they serve."""
         interval = max(0.2, self.config.member_dead_after_s / 4)
-        clients = {m: SupernodeClient(m, timeout_s=interval * 2, tls=self.tls)
-                   for m in self.membership.others()}
+        clients: Dict[str, SupernodeClient] = {}
         while not self._stop.wait(interval):
-            for member, client in clients.items():
+            for member in self.membership.others():   # the list may change (gossip)
+                client = clients.get(member)
+                if client is None:
+                    client = clients[member] = SupernodeClient(member, timeout_s=interval * 2,
+                                                               tls=self.tls)
                 try:
                     reply = client.ping(self.me, self._active_ids(), self._sign)
                     self.membership.heard_from(member, reply.get("active", []), self.clock())
@@ -671,8 +683,11 @@ class Supernode:
     def _copy_replicas(self, client: SupernodeClient, counts: dict) -> None:
         with self._lock:
             mine = set(self._tasks)
+        now = self.clock()
         for tid, count in counts.items():
             if tid in mine or not TASK_ID.match(tid) or not isinstance(count, int):
+                continue
+            if not self.membership.keeps_replica(tid, now):
                 continue
             if self.replicas.count(tid) < count:
                 replica = client.replica(tid, self._sign)
