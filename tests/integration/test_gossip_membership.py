@@ -167,3 +167,15 @@ def test_malformed_messages_never_crash_a_member(msg):
     node.receive(msg, ("sim", 2), 1.0)
     node.tick(node.next_wakeup())
     assert node.me.state == ALIVE
+
+
+@pytest.mark.time_limit(60)
+def test_a_dead_member_is_forgotten_after_the_reclaim_time_without_spinning():
+    # The reclaim check and the next wakeup once differed by a float rounding: the
+    # member was never forgotten and the wakeup stayed in the past (a busy loop).
+    net = SimNet(LAN, seed=13)
+    net.cluster(10, settle_s=10)
+    net.crash("m1")
+    net.run(LAN.dead_reclaim_s + 60)
+    assert all("m1" not in net.nodes[o].members for o in net.live())
+    assert all(net.nodes[o].next_wakeup() > net.now - 1 for o in net.live())
