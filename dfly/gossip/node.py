@@ -96,8 +96,8 @@ class GossipNode:
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
             while not self._stop.is_set():
-                with self._lock:
-                    wait = max(0.0, min(self.swim.next_wakeup() - self.clock(), 1.0))
+                with self._lock:   # a floor: a wakeup stuck in the past must not spin a core
+                    wait = max(0.002, min(self.swim.next_wakeup() - self.clock(), 1.0))
                 for key, _ in sel.select(wait):
                     if key.data == "udp":
                         self._read_udp()
@@ -288,15 +288,24 @@ def resolve_joins(joins: List[str]) -> List[Tuple[str, int]]:
     return out
 
 
+def _advertised_host(text: str) -> str:
+    """--advertise is a host for the daemon and HOST:PORT for the supernode."""
+    from dfly.protocol.address import parse_address, parse_host
+    try:
+        return parse_host(text)
+    except ValueError:
+        return parse_address(text)[0]
+
+
 def member_from_config(config, listen: Tuple[str, int], meta: Dict, tls=None) -> "GossipNode":
     """The daemon's (or supernode's) gossip member, bound but not started. ValueError
     (exit 2) for settings that cannot work."""
     from dfly.gossip.swim import PROFILES
-    from dfly.protocol.address import WILDCARDS_V4, parse_address, parse_host
+    from dfly.protocol.address import WILDCARDS_V4, parse_address
     keyring = read_keyring(config.gossip_key_file)
     bind = (parse_address(config.gossip_listen, DEFAULT_PORT) if config.gossip_listen
             else (listen[0], DEFAULT_PORT))
-    host = parse_host(config.advertise) if config.advertise else bind[0]
+    host = _advertised_host(config.advertise) if config.advertise else bind[0]
     if host in WILDCARDS_V4 or host == "::":
         raise ValueError("--gossip on every address needs --advertise: the address other members reach")
     node = GossipNode("", bind, host, meta, PROFILES[config.gossip_profile], keyring,

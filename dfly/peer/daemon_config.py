@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from typing import List
 
+from dfly.gossip.options import GossipOptions
 from dfly.options import option
 from dfly.peer.config import (
     advertise_option,
@@ -16,7 +17,7 @@ from dfly.tls import TLSOptions
 
 
 @dataclass(frozen=True)
-class DaemonConfig(TLSOptions):
+class DaemonConfig(TLSOptions, GossipOptions):
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks "
                                   "(none: everything comes straight from the source)",
                                   kind="address", metavar="HOST:PORT")
@@ -63,16 +64,4 @@ class DaemonConfig(TLSOptions):
     max_connections_per_client: int = option(128, "connections one client host may have open; "
                                              "more get 503 (0 = no limit)")
     log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))
-    gossip: bool = option(False, "decentralized mode: find the other daemons by gossip (SWIM) "
-                          "through --join; needs --gossip-key-file")
-    join: List[str] = option([], "gossip address of a member to join; repeat or separate with "
-                             "commas; a name joins every address it resolves to",
-                             kind="address", metavar="HOST:PORT")
-    gossip_listen: str = option("", "UDP and TCP address of the gossip protocol (default: port "
-                                "7946 on the --listen host)", metavar="HOST:PORT")
-    gossip_key_file: str = option("", "gossip keys, one a line, each at least 16 characters: the "
-                                  "first signs, every one verifies (roll keys without downtime)",
-                                  metavar="FILE")
-    gossip_profile: str = option("lan", "gossip timings: lan (memberlist's defaults) or fast "
-                                 "(deaths known in about a third of the time, more traffic)",
-                                 choices=("lan", "fast"))
+

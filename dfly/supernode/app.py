@@ -2,8 +2,13 @@
 import logging
 import os
 import threading
+import time
+from dataclasses import replace
 from typing import Callable, Optional
 
+from dfly import __version__
+from dfly.gossip.cluster import GossipMembership, cluster_secret
+from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener
 from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.protocol.address import format_address, loopback_for, parse_address
@@ -11,6 +16,7 @@ from dfly.supernode.cluster import Membership
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
+from dfly.tls import TLS
 
 log = logging.getLogger("dfly.supernode")
 
@@ -20,6 +26,9 @@ class RunningSupernode:
 
     def __init__(self, config: SupernodeConfig, data_dir: str,
                  cluster_for: Optional[Callable[[int], Membership]] = None):
+        self.gossip = None
+        if config.gossip and cluster_for is None:
+            config, cluster_for = self._gossip_mode(config)
         self.service = Supernode(config, data_dir)
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
                                  SupernodeApp(self.service), config.max_connections,
@@ -29,6 +38,21 @@ class RunningSupernode:
             self.service.use_membership(cluster_for(self.listener.address[1]))
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.listener.start()
+        if self.gossip is not None:
+            self.gossip.swim.me.meta["sn"] = self.service.me
+            self.gossip.start(resolve_joins(config.join))
+
+    def _gossip_mode(self, config: SupernodeConfig):
+        """--gossip: the cluster's members come from gossip, not --cluster."""
+        if config.cluster:
+            raise ValueError("--gossip finds the members itself: leave out --cluster")
+        self.gossip = member_from_config(config, parse_address(config.listen, 8002), {"v": __version__},
+                                         TLS.from_config(config))
+        if not config.cluster_secret:   # one key file configures both
+            config = replace(config, cluster_secret=cluster_secret(self.gossip.keyring))
+        host = self.gossip.address[0]
+        return config, lambda port: GossipMembership(config.advertise or format_address(host, port),
+                                                     self.gossip, time.monotonic())
 
     @property
     def address(self) -> str:
@@ -36,6 +60,8 @@ class RunningSupernode:
         return format_address(loopback_for(host), port)
 
     def stop(self) -> None:
+        if self.gossip is not None:
+            self.gossip.stop()
         self.listener.stop()
         self.service.stop()
 

@@ -1,0 +1,56 @@
+"""`dfly supernode --gossip`: supernodes find each other by gossip instead of a
+fixed --cluster list, agree on who owns a task, and a download through any of
+them is fetched from the source once."""
+import hashlib
+
+import pytest
+from helpers import MiB, content, sha256_file, wait_until
+
+from dfly.client import Client
+from dfly.gossip.cluster import homes
+from dfly.protocol.task import task_id
+
+
+@pytest.fixture
+def gossip_supernodes(supernode_factory, tmp_path):
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+
+    def start(count):
+        started = []
+        for i in range(count):
+            host = "127.0.0.%d" % (40 + i)
+            join = [started[0].gossip.address[0] + ":%d" % started[0].gossip.address[1]] if started else []
+            started.append(supernode_factory(data_dir=tmp_path / ("sn%d" % i), listen=host + ":0",
+                                             gossip=True, gossip_key_file=str(key),
+                                             gossip_listen=host + ":0", gossip_profile="fast", join=join))
+        return started
+    return start
+
+
+def _alive(sn):
+    return sorted(m["member"] for m in sn.service.cluster_status()["members"] if m["alive"])
+
+
+def test_supernodes_joining_by_gossip_agree_on_the_members_and_the_owner(gossip_supernodes, origin, tmp_path):
+    sns = gossip_supernodes(3)
+    everyone = sorted(sn.service.me for sn in sns)
+    wait_until(lambda: all(_alive(sn) == everyone for sn in sns), timeout=20, message="all members alive")
+    data = content(4 * MiB, seed=7)
+    origin.add("f.bin", data)
+    # Through the member that does not own the task: redirected to the owner, one source fetch.
+    owner = homes(task_id(origin.url("f.bin")), everyone)[0]
+    entry = next(sn for sn in sns if sn.service.me != owner)
+    with Client([entry.address]) as client:
+        client.download(origin.url("f.bin"), str(tmp_path / "out.bin"))
+    assert sha256_file(str(tmp_path / "out.bin")) == hashlib.sha256(data).hexdigest()
+    assert origin.requests("f.bin") == 1
+    assert [sn.service.me for sn in sns if sn.service.task_list()] == [owner]
+
+
+def test_a_supernode_with_both_gossip_and_a_cluster_list_is_refused(supernode_factory, tmp_path):
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    with pytest.raises(ValueError, match="leave out --cluster"):
+        supernode_factory(gossip=True, gossip_key_file=str(key), gossip_listen="127.0.0.1:0",
+                          cluster=["127.0.0.1:1"], cluster_secret="x" * 32)
