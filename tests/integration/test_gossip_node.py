@@ -69,3 +69,21 @@ def test_junk_and_forged_packets_are_counted_and_change_nothing(start):
     wait_until(lambda: seed.stats().get("dropped_malformed", 0) >= 3, timeout=10, message="junk counted")
     assert _states(seed) == {"n0": ALIVE, "n1": ALIVE} and seed._thread.is_alive()
     assert _states(other)["n0"] == ALIVE
+
+
+def test_a_join_address_that_does_not_answer_leaves_the_member_alone_and_running(start):
+    with socket.socket() as unused:   # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        nowhere = unused.getsockname()
+    lonely = GossipNode("n0", ("127.0.0.1", 0), "127.0.0.1", {}, QUICK, KEY).start([nowhere])
+    try:
+        wait_until(lambda: lonely.stats().get("tcp_failed", 0) >= 1, timeout=10, message="the join failed")
+        assert _states(lonely) == {"n0": ALIVE} and lonely._thread.is_alive()
+    finally:
+        lonely.stop()
+
+
+def test_a_join_name_joins_every_address_it_resolves_to():
+    from dfly.gossip.node import resolve_joins
+    found = resolve_joins(["localhost:7999", "127.0.0.1:7999"])
+    assert ("127.0.0.1", 7999) in found and len(found) == len(set(found))
