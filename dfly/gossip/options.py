@@ -14,7 +14,7 @@ class GossipOptions:
                              "commas; a name joins every address it resolves to",
                              kind="address", metavar="HOST:PORT")
     gossip_listen: str = option("", "UDP and TCP address of the gossip protocol (default: port "
-                                "7946 on the --listen host)", metavar="HOST:PORT")
+                                "7946 on the --listen host)", kind="address", metavar="HOST:PORT")
     gossip_key_file: str = option("", "gossip keys, one a line, each at least 16 characters: the "
                                   "first signs, every one verifies (roll keys without downtime)",
                                   metavar="FILE")

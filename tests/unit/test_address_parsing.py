@@ -176,7 +176,9 @@ def test_every_address_setting_is_declared_as_one():
                      ("DaemonConfig", "supernode"), ("DaemonConfig", "listen"),
                      ("DaemonConfig", "advertise"), ("DaemonConfig", "upload_listen"),
                      ("DaemonConfig", "registry_mirror"), ("BenchConfig", "supernode"),
-                     ("BenchConfig", "advertise"), ("BenchConfig", "upload_listen")}
+                     ("BenchConfig", "advertise"), ("BenchConfig", "upload_listen"),
+                     ("SupernodeConfig", "join"), ("SupernodeConfig", "gossip_listen"),
+                     ("DaemonConfig", "join"), ("DaemonConfig", "gossip_listen")}
 
 
 @pytest.mark.parametrize("cls, f", ADDRESS_FIELDS,
