@@ -77,7 +77,7 @@ def _digest(path):
 def _finish(procs):
     results = []
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
         results.append(json.loads(stdout))
     return results
@@ -102,7 +102,7 @@ def test_ten_daemons_distribute_without_a_supernode_and_survive_losing_the_home(
         procs.append(stranger)
         cluster = procs[:MEMBERS]
         names = [_api(p, "/v1/members")["me"] for p in cluster]
-        wait_until(lambda: all(_members(p) == {n: "alive" for n in names} for p in cluster), timeout=30,
+        wait_until(lambda: all(_members(p) == {n: "alive" for n in names} for p in cluster), timeout=60,
                    message="every member alive in every member's view")
 
         # A cold start: every member asks at once; only the task's home reads the source.
