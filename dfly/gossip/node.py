@@ -73,6 +73,7 @@ class GossipNode:
         """Before start: the name others know this member by (its address by default)."""
         self.swim.name = self.swim.me.name = name
         self.swim.members = {name: self.swim.me}
+        self.swim._by_addr = {self.swim.me.addr: name}
 
     def members(self) -> List[Dict]:
         with self._lock:

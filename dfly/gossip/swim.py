@@ -112,29 +112,49 @@ class _Relay:
 
 class _Broadcasts:
     """Updates waiting to be piggybacked; the least-sent first, each at most
-    `limit` times; a newer update about a member replaces the older one."""
+    `limit` times; a newer update about a member replaces the older one. Kept in
+    buckets by times sent, so a packet touches only the updates it takes (a
+    joiner of a big cluster queues one per member)."""
 
     def __init__(self):
-        self._items: Dict[str, List] = {}   # member name -> [update, transmits]
+        self._sent: Dict[str, int] = {}            # member name -> times its update was sent
+        self._buckets: List[Dict[str, Tuple[Dict, int]]] = []  # times sent -> {name: (update, size)}
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._sent)
 
     def add(self, update: Dict) -> None:
-        self._items[update["n"]] = [update, 0]
+        name = update["n"]
+        if name in self._sent:
+            del self._buckets[self._sent[name]][name]
+        self._sent[name] = 0
+        self._bucket(0)[name] = (update, _size(update))
 
     def take(self, limit: int, budget_bytes: int) -> List[Dict]:
-        chosen, used = [], 0
-        for name, item in sorted(self._items.items(), key=lambda kv: kv[1][1]):
-            size = _size(item[0])
-            if used + size > budget_bytes:
-                continue
-            chosen.append(item[0])
-            used += size
-            item[1] += 1
-            if item[1] >= limit:
-                del self._items[name]
+        chosen, used, moves = [], 0, []
+        for count, bucket in enumerate(self._buckets):
+            for name, item in bucket.items():
+                update, size = item
+                if used + size > budget_bytes:
+                    break
+                chosen.append(update)
+                used += size
+                moves.append((name, item, count))
+            if used >= budget_bytes - 40:
+                break
+        for name, item, count in moves:
+            del self._buckets[count][name]
+            if count + 1 >= limit:
+                del self._sent[name]
+            else:
+                self._sent[name] = count + 1
+                self._bucket(count + 1)[name] = item
         return chosen
+
+    def _bucket(self, count: int) -> Dict[str, Tuple[Dict, int]]:
+        while len(self._buckets) <= count:
+            self._buckets.append({})
+        return self._buckets[count]
 
 
 def _size(update: Dict) -> int:
@@ -157,6 +177,10 @@ class Swim:
         self._seq = 0
         self._round: List[str] = []
         self._recheck = False
+        self._live: Optional[int] = None
+        self._targets: Optional[List[Member]] = None
+        self._by_addr: Dict[Address, str] = {tuple(addr): name}   # the last member to claim an address
+        self._reclaim_at: Optional[float] = None
         self._probe: Optional[_Probe] = None
         self._relays: Dict[int, _Relay] = {}
         self._suspicions: Dict[str, _Suspicion] = {}
@@ -174,7 +198,9 @@ class Swim:
                  "meta": m.meta} for m in sorted(self.members.values(), key=lambda m: m.name)]
 
     def live_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.state in (ALIVE, SUSPECT))
+        if self._live is None:   # kept until a member changes state: asked for on every packet
+            self._live = sum(1 for m in self.members.values() if m.state in (ALIVE, SUSPECT))
+        return self._live
 
     def next_wakeup(self) -> float:
         times = [self._next_probe, self._next_push_pull]
@@ -184,9 +210,10 @@ class Swim:
             times.append(self._next_gossip)
         times.extend(r.nack_at for r in self._relays.values())
         times.extend(s.deadline() for s in self._suspicions.values())
-        if any(m.state in (DEAD, LEFT) for m in self.members.values()):
-            times.append(min(m.since for m in self.members.values() if m.state in (DEAD, LEFT))
-                         + self.config.dead_reclaim_s)
+        if self._reclaim_at is None:
+            gone = [m.since for m in self.members.values() if m.state in (DEAD, LEFT)]
+            self._reclaim_at = min(gone) + self.config.dead_reclaim_s if gone else float("inf")
+        times.append(self._reclaim_at)
         return min(times)
 
     # commands ------------------------------------------------------------------------
@@ -348,9 +375,11 @@ class Swim:
     def _gossip(self, now: float, fanout: int = 0) -> List[Send]:
         if not self._broadcasts:
             return []
-        horizon = now - self.config.gossip_to_dead_s
-        targets = [m for m in self.members.values() if m.name != self.name
-                   and (m.state in (ALIVE, SUSPECT) or m.since >= horizon)]
+        if self._targets is None:   # kept until a member changes state: this runs 5 times a second
+            horizon = now - self.config.gossip_to_dead_s
+            self._targets = [m for m in self.members.values() if m.name != self.name
+                             and (m.state in (ALIVE, SUSPECT) or m.since >= horizon)]
+        targets = self._targets
         out = []
         for m in self.rng.sample(targets, min(fanout or self.config.gossip_nodes, len(targets))):
             msg = self._msg("gossip")
@@ -446,6 +475,7 @@ class Swim:
             m = Member(name, addr, meta, inc, ALIVE, now)
             self._lost.pop(name, None)
             self.members[name] = m
+            self._by_addr[addr] = name
             self._broadcasts.add(self._alive_update(m))
             self._event(now, name, ALIVE)
             return []
@@ -458,6 +488,7 @@ class Swim:
                 return []
         back = m.state != ALIVE
         m.addr, m.meta, m.incarnation, m.state = addr, meta, inc, ALIVE
+        self._by_addr[addr] = name
         self._lost.pop(name, None)
         if back:
             m.since = now
@@ -467,10 +498,8 @@ class Swim:
         return []
 
     def _holder_of(self, addr: Address) -> Optional[Member]:
-        for m in self.members.values():
-            if m.addr == addr and m.state in (ALIVE, SUSPECT):
-                return m
-        return None
+        m = self.members.get(self._by_addr.get(addr, ""))
+        return m if m is not None and m.addr == addr and m.state in (ALIVE, SUSPECT) else None
 
     def _suspect(self, m: Member, accuser: str, now: float, inc: Optional[int] = None) -> List[Send]:
         inc = m.incarnation if inc is None else inc
@@ -539,10 +568,16 @@ class Swim:
         return []
 
     def _reclaim(self, now: float) -> None:
+        if self._reclaim_at is not None and self._reclaim_at > now:
+            return
         gone = [n for n, m in self.members.items()   # the same sum as next_wakeup's: no float gap
                 if m.state in (DEAD, LEFT) and m.since + self.config.dead_reclaim_s <= now]
         for name in gone:
+            if self._by_addr.get(self.members[name].addr) == name:
+                del self._by_addr[self.members[name].addr]
             del self.members[name]
+        if gone:
+            self._reclaim_at = None
 
     def _alive_update(self, m: Member) -> Dict:
         return {"k": ALIVE, "n": m.name, "i": m.incarnation, "a": list(m.addr), "m": m.meta}
@@ -551,6 +586,7 @@ class Swim:
         return {"k": SUSPECT, "n": m.name, "i": m.incarnation, "by": accuser}
 
     def _event(self, now: float, name: str, state: str) -> None:
+        self._live = self._reclaim_at = self._targets = None   # every change of state comes here
         self.events.append((now, name, state))
         if len(self.events) > 1024:
             del self.events[:512]
