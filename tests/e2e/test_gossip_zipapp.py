@@ -24,8 +24,8 @@ def _daemon(pyz, tmp_path, i, key, join):
     host = "127.0.0.%d" % (20 + i)
     return Process(pyz, "daemon", "--listen", host + ":0", "--data-dir", str(tmp_path / ("d%d" % i)),
                    "--registry-mirror", "", "--gossip", "--gossip-key-file", str(key),
-                   "--gossip-listen", host + ":0", "--gossip-profile", "fast", "--advertise", host,
-                   "--upload-listen", host + ":0", "--total-rate-limit", "12M",
+                   "--gossip-listen", host + ":0", "--gossip-profile", "fast",
+                   "--upload-listen", "127.0.0.1:0", "--total-rate-limit", "12M",
                    *(["--join", join] if join else []))
 
 
