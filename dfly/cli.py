@@ -208,7 +208,7 @@ def run_supernode(args) -> int:
 
     config = options.build(SupernodeConfig, _file_values(args), args)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
-    return app.run(config, make_data_dir(data_dir))
+    return app.run(config, make_data_dir(data_dir), notifier=_notifier())
 
 
 def check_supernodes(addresses) -> None:
@@ -478,7 +478,17 @@ def run_daemon(args) -> int:
     config = options.build(DaemonConfig, _file_values(args), args)
     check_supernodes(config.supernode)
     data_dir = config.data_dir or default_data_dir(os.environ)
-    return daemon.run(config, make_data_dir(data_dir))
+    return daemon.run(config, make_data_dir(data_dir), notifier=_notifier())
+
+
+def _notifier():
+    """systemd's $NOTIFY_SOCKET (and $WATCHDOG_USEC), read here: the one reader of the
+    environment. Taken out of it so no process this one starts reports as this one."""
+    from dfly.notify import Notifier
+    notifier = Notifier.from_environ(os.environ)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+    return notifier
 
 
 def run_demo(args) -> int:
