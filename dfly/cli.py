@@ -168,6 +168,21 @@ def _seeders_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_seeders)
 
 
+def _setup_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.setup.app import RUNTIMES
+    cmd.add_argument("runtime", choices=RUNTIMES, help="the container runtime to point at the daemon")
+    cmd.add_argument("--registry", default="docker.io", metavar="HOST",
+                     help="the registry whose pulls go through the daemon: HOST[:PORT], or "
+                          "http://HOST[:PORT] for a plain-HTTP one (default: %(default)s)")
+    cmd.add_argument("--daemon", default="127.0.0.1:65001", metavar="HOST:PORT",
+                     help="the daemon's --listen address (default: %(default)s)")
+    cmd.add_argument("--root", default="/", metavar="DIR",
+                     help="edit the files below DIR instead of / (default: %(default)s)")
+    cmd.add_argument("--undo", action="store_true",
+                     help="put back the files as they were before dfly setup changed them")
+    cmd.set_defaults(run=run_setup)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -181,6 +196,8 @@ COMMANDS = {
               "waves", _bench_options),
     "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
               "what it can", _scrub_options),
+    "setup": ("point containerd, Docker or podman at this host's daemon (backups kept; --undo)",
+              _setup_options),
 }
 
 
@@ -195,6 +212,9 @@ COMMAND_EXIT_CODES = {
     "seeders": {0: "success (also when none runs)", 2: EXIT_CODES[2]},
     "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
               2: EXIT_CODES[2]},
+    "setup": {0: "done, or nothing to change", 2: "usage error, or a file it cannot edit safely "
+              "(named with its line; nothing changed)", 6: "a file cannot be written (nothing "
+              "changed)"},
 }
 
 
@@ -523,6 +543,18 @@ def run_scrub(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     return scrub.run(os.path.abspath(data_dir), config.scrub_rate, config.source_timeout_s,
                      sys.stdout)
+
+
+def run_setup(args) -> int:
+    from dfly.setup import app, runtimes
+
+    registry = runtimes.parse_registry(args.registry)
+    daemon = runtimes.check_daemon_address(args.daemon)
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise ValueError("--root %s is not a folder" % args.root)
+    act = app.undo if args.undo else app.setup
+    return act(args.runtime, root, registry, daemon, sys.stdout)
 
 
 def run_seeders(args) -> int:
