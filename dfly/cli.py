@@ -180,6 +180,9 @@ def _setup_options(cmd: argparse.ArgumentParser) -> None:
                      help="edit the files below DIR instead of / (default: %(default)s)")
     cmd.add_argument("--undo", action="store_true",
                      help="put back the files as they were before dfly setup changed them")
+    cmd.add_argument("--hosts-only", action="store_true",
+                     help="containerd: write only certs.d/HOST/hosts.toml, never config.toml "
+                          "(for a pod that cannot restart containerd)")
     cmd.set_defaults(run=run_setup)
 
 
@@ -553,8 +556,10 @@ def run_setup(args) -> int:
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise ValueError("--root %s is not a folder" % args.root)
+    if args.hosts_only and args.runtime != "containerd":
+        raise ValueError("--hosts-only is for containerd only")
     act = app.undo if args.undo else app.setup
-    return act(args.runtime, root, registry, daemon, sys.stdout)
+    return act(args.runtime, root, registry, daemon, sys.stdout, hosts_only=args.hosts_only)
 
 
 def run_seeders(args) -> int:

@@ -24,13 +24,17 @@ def under(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def targets(runtime: str, root: str, registry: runtimes.Registry, daemon: str) -> List[Target]:
+def targets(runtime: str, root: str, registry: runtimes.Registry, daemon: str,
+            hosts_only: bool = False) -> List[Target]:
+    """The files to change. `hosts_only` (containerd): the hosts.toml only, never
+    config.toml (a pod cannot restart the node's containerd after changing it)."""
     if runtime == "containerd":
         config = under(root, "/etc/containerd/config.toml")
         _, hosts_dir = runtimes.containerd_hosts_dir(_text(config))
         hosts = under(root, os.path.join(hosts_dir, registry.host, "hosts.toml"))
-        return [Target(config, lambda text: runtimes.containerd_hosts_dir(text)[0]),
-                Target(hosts, lambda text: _unless_same(text, runtimes.hosts_toml(registry, daemon)))]
+        config_target = Target(config, lambda text: runtimes.containerd_hosts_dir(text)[0])
+        return ([] if hosts_only else [config_target]) + [
+            Target(hosts, lambda text: _unless_same(text, runtimes.hosts_toml(registry, daemon)))]
     if runtime == "docker":
         return [Target(under(root, "/etc/docker/daemon.json"),
                        lambda text: runtimes.docker_daemon_json(text, registry, daemon))]
@@ -67,9 +71,16 @@ def restart_advice(runtime: str, changed: List[str]) -> str:
             "(CRI-O: systemctl reload crio)")
 
 
-def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO) -> int:
+def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+          hosts_only: bool = False) -> int:
     changes = []
-    for target in targets(runtime, root, registry, daemon):
+    if hosts_only and runtime == "containerd":
+        config = under(root, "/etc/containerd/config.toml")
+        if runtimes.containerd_hosts_dir(_text(config))[0] is not None:
+            out.write("note: %s does not set the CRI registry's config_path: containerd 1.x "
+                      "ignores certs.d until it does (dfly setup containerd without "
+                      "--hosts-only sets it; then restart containerd)\n" % config)
+    for target in targets(runtime, root, registry, daemon, hosts_only):
         before = writer.read(target.path)
         after = target.transform(_decode(target.path, before))
         if after is None:
@@ -83,14 +94,17 @@ def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out
         out.write("wrote %s (%s)\n" % (change.path, kept))
     if changes:
         out.write(restart_advice(runtime, [c.path for c in changes]) + "\n")
-        out.write("undo with: dfly setup %s --undo%s\n" % (runtime, _same_flags(root, registry)))
+        out.write("undo with: dfly setup %s --undo%s%s\n" % (runtime, " --hosts-only" if hosts_only else "",
+                                                             _same_flags(root, registry)))
     else:
         out.write("nothing changed\n")
     return 0
 
 
-def undo(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO) -> int:
-    restores = [writer.Restore(t.path, _expected(t)) for t in targets(runtime, root, registry, daemon)]
+def undo(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+         hosts_only: bool = False) -> int:
+    restores = [writer.Restore(t.path, _expected(t))
+                for t in targets(runtime, root, registry, daemon, hosts_only)]
     paths = writer.plan_undo(restores)
     for line in writer.undo(paths):
         out.write(line + "\n")

@@ -45,9 +45,11 @@ class Containerd:
         self.log = open(os.path.join(self.dir, "log"), "wb")
         self.process = subprocess.Popen([CONTAINERD, "--config", config], stdout=self.log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.process.poll() is not None or self.ctr("version", check=False).returncode == 0,
-                   timeout=30, interval=0.2, message="containerd answering")
+        wait_until(self._answers, timeout=30, interval=0.2, message="containerd answering")
         assert self.process.poll() is None, open(os.path.join(self.dir, "log")).read()
+
+    def _answers(self) -> bool:
+        return self.process.poll() is not None or self.ctr("version", check=False).returncode == 0
 
     def ctr(self, *args, check=True) -> subprocess.CompletedProcess:
         out = subprocess.run([CTR, "--address", self.socket, "--namespace", "dfly-test"] + list(args),

@@ -128,7 +128,8 @@ def _setup_with_read_only(root, read_only, *args):
         os.chmod(str(read_only), 0o755)
 
 
-needs_read_only = pytest.mark.skipif(IS_ROOT and not UNSHARE, reason="root needs unshare for a read-only mount")
+needs_read_only = pytest.mark.skipif(IS_ROOT and not UNSHARE,
+                                     reason="root needs unshare for a read-only mount")
 
 
 @needs_read_only
@@ -163,3 +164,17 @@ def test_bad_flags_are_usage_errors(tmp_path, capsys):
     code, _, err = setup(capsys, "podman", "--root", str(tmp_path), "--daemon", "127.0.0.1")
     assert code == 2 and "--daemon" in err
     assert tree(tmp_path) == {}
+
+
+def test_hosts_only_writes_the_hosts_file_alone_and_says_when_containerd_would_ignore_it(tmp_path, capsys):
+    place(tmp_path, "/etc/containerd/config.toml", "containerd-1.6-default.toml")
+    original = tree(tmp_path)
+    code, out, _ = setup(capsys, "containerd", "--hosts-only", "--root", str(tmp_path))
+    assert code == 0 and "does not set the CRI registry's config_path" in out
+    written = {k for k, v in tree(tmp_path).items() if original.get(k, b"?") != v and v is not None}
+    assert written == {"etc/containerd/certs.d/docker.io/hosts.toml",
+                       "etc/containerd/certs.d/docker.io/hosts.toml.dfly-created"}
+    assert "undo with: dfly setup containerd --undo --hosts-only --root" in out
+    assert setup(capsys, "containerd", "--hosts-only", "--undo", "--root", str(tmp_path))[0] == 0
+    assert tree(tmp_path) == original
+    assert setup(capsys, "docker", "--hosts-only", "--root", str(tmp_path))[0] == 2
