@@ -603,6 +603,8 @@ def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = 
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "daemon")
+    if notifier is not None:
+        notifier.status("daemon starting (data in %s)" % data_dir)
     running = start(config, data_dir)
     log.info("daemon listening on %s (mirror of %s), data in %s", running.address,
              config.registry_mirror or "nothing", data_dir)

@@ -50,6 +50,8 @@ def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event]
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "supernode")
+    if notifier is not None:
+        notifier.status("supernode starting (data in %s)" % data_dir)
     running = start(config, data_dir)
     listening = format_address(*running.listener.address)
     log.info("supernode listening on %s, data in %s", listening, data_dir)
