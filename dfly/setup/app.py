@@ -81,6 +81,9 @@ def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out
                       "ignores certs.d until it does (dfly setup containerd without "
                       "--hosts-only sets it; then restart containerd)\n" % config)
     for target in targets(runtime, root, registry, daemon, hosts_only):
+        if os.path.islink(target.path):   # a rename would replace the link, and undo not restore it
+            raise ValueError("%s is a symbolic link (to %s): not edited; change its target by hand"
+                             % (target.path, os.readlink(target.path)))
         before = writer.read(target.path)
         after = target.transform(_decode(target.path, before))
         if after is None:

@@ -178,3 +178,13 @@ def test_hosts_only_writes_the_hosts_file_alone_and_says_when_containerd_would_i
     assert setup(capsys, "containerd", "--hosts-only", "--undo", "--root", str(tmp_path))[0] == 0
     assert tree(tmp_path) == original
     assert setup(capsys, "docker", "--hosts-only", "--root", str(tmp_path))[0] == 2
+
+
+def test_a_symbolic_link_is_refused_not_replaced_by_a_file(tmp_path, capsys):
+    place(tmp_path, "/usr/share/containers/registries.conf", "registries-with-others.conf")
+    (tmp_path / "etc/containers").mkdir(parents=True)
+    os.symlink("../../usr/share/containers/registries.conf", str(tmp_path / "etc/containers/registries.conf"))
+    before = tree(tmp_path)
+    code, _, err = setup(capsys, "podman", "--root", str(tmp_path))
+    assert code == 2 and "is a symbolic link" in err
+    assert tree(tmp_path) == before and os.path.islink(str(tmp_path / "etc/containers/registries.conf"))
