@@ -203,3 +203,29 @@ def test_the_metrics_overlay_scrapes_the_supernodes_metrics_path(rendered):
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in service["spec"]["ports"]]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def _mount_for(c: dict, path: str) -> dict:
+    """The volume mount of container `c` that holds `path` (the longest mountPath prefix)."""
+    found = [m for m in c.get("volumeMounts", []) if path == m["mountPath"]
+             or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert found, "%s: nothing mounted at %s" % (c["name"], path)
+    return max(found, key=lambda m: len(m["mountPath"]))
+
+
+@pytest.mark.parametrize("overlay", ["overlays/plain", "overlays/tls"])
+def test_validate_sees_every_file_and_folder_the_settings_name_as_the_program_does(rendered, overlay):
+    """dfly validate checks the data dir (writable, free space for cache_size) and the
+    TLS files: in its init container they must be the same volumes, the data dir writable."""
+    docs = rendered[overlay]
+    for workload, name, cls in ((one(docs, "StatefulSet"), "supernode", SupernodeConfig),
+                                (one(docs, "DaemonSet"), "daemon", DaemonConfig)):
+        config = built_config(docs, workload, name, cls)
+        program, validate = container(workload, name), container(workload, "validate", init=True)
+        paths = [config.data_dir] + [p for p in (config.tls_cert, config.tls_key, config.tls_ca) if p]
+        assert config.data_dir == "/var/lib/dfly" and len(paths) == (4 if overlay.endswith("tls") else 1)
+        for path in paths:
+            assert _mount_for(validate, path)["name"] == _mount_for(program, path)["name"]
+        assert not _mount_for(validate, config.data_dir).get("readOnly")
+    names = [c["name"] for c in one(docs, "DaemonSet")["spec"]["template"]["spec"]["initContainers"]]
+    assert names == ["cache-owner", "validate", "containerd-hosts"]   # the folder is the daemon's first
