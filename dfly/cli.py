@@ -169,12 +169,12 @@ def _seeders_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def _setup_options(cmd: argparse.ArgumentParser) -> None:
-    from dfly.setup.app import RUNTIMES
+    from dfly.setup.app import DEFAULT_DAEMON, RUNTIMES
     cmd.add_argument("runtime", choices=RUNTIMES, help="the container runtime to point at the daemon")
     cmd.add_argument("--registry", default="docker.io", metavar="HOST",
                      help="the registry whose pulls go through the daemon: HOST[:PORT], or "
                           "http://HOST[:PORT] for a plain-HTTP one (default: %(default)s)")
-    cmd.add_argument("--daemon", default="127.0.0.1:65001", metavar="HOST:PORT",
+    cmd.add_argument("--daemon", default=DEFAULT_DAEMON, metavar="HOST:PORT",
                      help="the daemon's --listen address (default: %(default)s)")
     cmd.add_argument("--root", default="/", metavar="DIR",
                      help="edit the files below DIR instead of / (default: %(default)s)")

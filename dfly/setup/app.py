@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, TextIO
 from dfly.setup import runtimes, writer
 
 RUNTIMES = ("containerd", "docker", "podman")
+DEFAULT_DAEMON = "127.0.0.1:65001"   # the daemon's default --listen
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out
     if changes:
         out.write(restart_advice(runtime, [c.path for c in changes]) + "\n")
         out.write("undo with: dfly setup %s --undo%s%s\n" % (runtime, " --hosts-only" if hosts_only else "",
-                                                             _same_flags(root, registry)))
+                                                             _same_flags(root, registry, daemon)))
     else:
         out.write("nothing changed\n")
     return 0
@@ -126,7 +127,9 @@ def _expected(target: Target) -> Callable[[Optional[bytes]], bytes]:
     return expected
 
 
-def _same_flags(root: str, registry: runtimes.Registry) -> str:
+def _same_flags(root: str, registry: runtimes.Registry, daemon: str) -> str:
+    """The flags undo needs to recognise what setup wrote (those not at their defaults)."""
     shown = registry.server if registry.server.startswith("http:") else registry.host
     flags = "" if registry.host == runtimes.DOCKER_HUB else " --registry %s" % shown
+    flags += "" if daemon == DEFAULT_DAEMON else " --daemon %s" % daemon
     return flags + ("" if root == "/" else " --root %s" % root)

@@ -188,3 +188,13 @@ def test_a_symbolic_link_is_refused_not_replaced_by_a_file(tmp_path, capsys):
     code, _, err = setup(capsys, "podman", "--root", str(tmp_path))
     assert code == 2 and "is a symbolic link" in err
     assert tree(tmp_path) == before and os.path.islink(str(tmp_path / "etc/containers/registries.conf"))
+
+
+def test_the_undo_line_it_prints_undoes_what_it_did(tmp_path, capsys):
+    code, out, _ = setup(capsys, "containerd", "--hosts-only", "--root", str(tmp_path), "--daemon",
+                         "127.0.0.1:7000", "--registry", "http://127.0.0.1:5000")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("undo with: dfly "))
+    code, out, err = setup(capsys, *line[len("undo with: dfly setup "):].split())
+    assert (code, err) == (0, "") and "removed " in out
+    assert tree(tmp_path) == {}
