@@ -168,6 +168,24 @@ def _seeders_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_seeders)
 
 
+def _setup_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.setup.app import DEFAULT_DAEMON, RUNTIMES
+    cmd.add_argument("runtime", choices=RUNTIMES, help="the container runtime to point at the daemon")
+    cmd.add_argument("--registry", default="docker.io", metavar="HOST",
+                     help="the registry whose pulls go through the daemon: HOST[:PORT], or "
+                          "http://HOST[:PORT] for a plain-HTTP one (default: %(default)s)")
+    cmd.add_argument("--daemon", default=DEFAULT_DAEMON, metavar="HOST:PORT",
+                     help="the daemon's --listen address (default: %(default)s)")
+    cmd.add_argument("--root", default="/", metavar="DIR",
+                     help="edit the files below DIR instead of / (default: %(default)s)")
+    cmd.add_argument("--undo", action="store_true",
+                     help="put back the files as they were before dfly setup changed them")
+    cmd.add_argument("--hosts-only", action="store_true",
+                     help="containerd: write only certs.d/HOST/hosts.toml, never config.toml "
+                          "(for a pod that cannot restart containerd)")
+    cmd.set_defaults(run=run_setup)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -181,6 +199,8 @@ COMMANDS = {
               "waves", _bench_options),
     "scrub": ("check a stopped supernode's or daemon's cache against its digests once, repairing "
               "what it can", _scrub_options),
+    "setup": ("point containerd, Docker or podman at this host's daemon (backups kept; --undo)",
+              _setup_options),
 }
 
 
@@ -195,6 +215,9 @@ COMMAND_EXIT_CODES = {
     "seeders": {0: "success (also when none runs)", 2: EXIT_CODES[2]},
     "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
               2: EXIT_CODES[2]},
+    "setup": {0: "done, or nothing to change", 2: "usage error, or a file it cannot edit safely "
+              "(named with its line; nothing changed)", 6: "a file cannot be written (nothing "
+              "changed)"},
 }
 
 
@@ -208,7 +231,7 @@ def run_supernode(args) -> int:
 
     config = options.build(SupernodeConfig, _file_values(args), args)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
-    return app.run(config, make_data_dir(data_dir))
+    return app.run(config, make_data_dir(data_dir), notifier=_notifier())
 
 
 def check_supernodes(addresses) -> None:
@@ -478,7 +501,17 @@ def run_daemon(args) -> int:
     config = options.build(DaemonConfig, _file_values(args), args)
     check_supernodes(config.supernode)
     data_dir = config.data_dir or default_data_dir(os.environ)
-    return daemon.run(config, make_data_dir(data_dir))
+    return daemon.run(config, make_data_dir(data_dir), notifier=_notifier())
+
+
+def _notifier():
+    """systemd's $NOTIFY_SOCKET (and $WATCHDOG_USEC), read here: the one reader of the
+    environment. Taken out of it so no process this one starts reports as this one."""
+    from dfly.notify import Notifier
+    notifier = Notifier.from_environ(os.environ)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+    return notifier
 
 
 def run_demo(args) -> int:
@@ -513,6 +546,20 @@ def run_scrub(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
     return scrub.run(os.path.abspath(data_dir), config.scrub_rate, config.source_timeout_s,
                      sys.stdout)
+
+
+def run_setup(args) -> int:
+    from dfly.setup import app, runtimes
+
+    registry = runtimes.parse_registry(args.registry)
+    daemon = runtimes.check_daemon_address(args.daemon)
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise ValueError("--root %s is not a folder" % args.root)
+    if args.hosts_only and args.runtime != "containerd":
+        raise ValueError("--hosts-only is for containerd only")
+    act = app.undo if args.undo else app.setup
+    return act(args.runtime, root, registry, daemon, sys.stdout, hosts_only=args.hosts_only)
 
 
 def run_seeders(args) -> int:

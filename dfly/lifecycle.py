@@ -5,6 +5,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Optional
 
 SIGNAL_POLL_S = 0.5
@@ -38,9 +39,14 @@ class RedactUrls(logging.Filter):
         return True
 
 
-def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None) -> int:
+def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None,
+                          notifier=None, status: str = "") -> int:
     """Block until SIGINT or SIGTERM, then `running.stop()`; the exit code. On
-    SIGHUP, `running.hangup()` runs here, in this thread, not in the handler."""
+    SIGHUP, `running.hangup()` runs here, in this thread, not in the handler.
+    `notifier` (notify.Notifier) tells systemd: READY=1 now that the listeners
+    accept, WATCHDOG=1 from this loop (a wedged loop stops the pings), STOPPING=1."""
+    from dfly.notify import Notifier
+    notifier = notifier or Notifier()
     wake = threading.Event()
     signalled = set()
 
@@ -51,14 +57,23 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
         signal.signal(sig, note)
     if ready is not None:
         ready.set()
+    notifier.ready(status or "%s running" % name)
+    ping_every_s = notifier.ping_every_s
+    next_ping = time.monotonic()
     while not signalled & {signal.SIGINT, signal.SIGTERM}:
+        if ping_every_s and time.monotonic() >= next_ping:
+            notifier.watchdog()
+            next_ping = time.monotonic() + ping_every_s
         # A signal the kernel hands to another thread trips Python's flag but does not
         # interrupt this wait: wake now and then so its handler runs here promptly.
-        wake.wait(SIGNAL_POLL_S)
+        wake.wait(min(SIGNAL_POLL_S, ping_every_s or SIGNAL_POLL_S))
         wake.clear()
         if signal.SIGHUP in signalled:
             signalled.discard(signal.SIGHUP)
+            notifier.status("SIGHUP: loading TLS certificates again")
             getattr(running, "hangup", lambda: None)()
+            notifier.status(status or "%s running" % name)
     log.info("%s stopping", name)
+    notifier.stopping("%s stopping" % name)
     running.stop()
     return 0

@@ -630,11 +630,16 @@ def start(config: DaemonConfig, data_dir: str) -> RunningDaemon:
     return RunningDaemon(config, data_dir).start()
 
 
-def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = None) -> int:
-    """Serve until SIGINT or SIGTERM."""
+def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = None,
+        notifier=None) -> int:
+    """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "daemon")
+    if notifier is not None:
+        notifier.status("daemon starting (data in %s)" % data_dir)
     running = start(config, data_dir)
     log.info("daemon listening on %s (mirror of %s), data in %s", running.address,
              config.registry_mirror or "nothing", data_dir)
-    return serve_until_signalled(running, "daemon", ready)
+    return serve_until_signalled(running, "daemon", ready, notifier,
+                                 "daemon serving on %s (mirror of %s)"
+                                 % (running.address, config.registry_mirror or "nothing"))
 

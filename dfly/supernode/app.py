@@ -76,10 +76,14 @@ def start(config: SupernodeConfig, data_dir: str) -> RunningSupernode:
     return RunningSupernode(config, data_dir)
 
 
-def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event] = None) -> int:
-    """Serve until SIGINT or SIGTERM."""
+def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event] = None,
+        notifier=None) -> int:
+    """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "supernode")
+    if notifier is not None:
+        notifier.status("supernode starting (data in %s)" % data_dir)
     running = start(config, data_dir)
-    log.info("supernode listening on %s, data in %s", format_address(*running.listener.address),
-             data_dir)
-    return serve_until_signalled(running, "supernode", ready)
+    listening = format_address(*running.listener.address)
+    log.info("supernode listening on %s, data in %s", listening, data_dir)
+    return serve_until_signalled(running, "supernode", ready, notifier,
+                                 "supernode serving on %s" % listening)

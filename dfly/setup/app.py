@@ -1,0 +1,135 @@
+"""`dfly setup containerd|docker|podman`: which files, what each should hold, what to restart.
+
+Every path is the host's own path below --root (default /), so a test (or an
+image build) can run it on a tree of its own. The steps: read the files, work
+out their new text (runtimes.py, pure), then write them all or none
+(writer.py), and say what changed and what must be restarted.
+"""
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, TextIO
+
+from dfly.setup import runtimes, writer
+
+RUNTIMES = ("containerd", "docker", "podman")
+DEFAULT_DAEMON = "127.0.0.1:65001"   # the daemon's default --listen
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str   # below root
+    transform: Callable[[Optional[str]], Optional[str]]   # text now -> text wanted (None: as is)
+
+
+def under(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def targets(runtime: str, root: str, registry: runtimes.Registry, daemon: str,
+            hosts_only: bool = False) -> List[Target]:
+    """The files to change. `hosts_only` (containerd): the hosts.toml only, never
+    config.toml (a pod cannot restart the node's containerd after changing it)."""
+    if runtime == "containerd":
+        config = under(root, "/etc/containerd/config.toml")
+        _, hosts_dir = runtimes.containerd_hosts_dir(_text(config))
+        hosts = under(root, os.path.join(hosts_dir, registry.host, "hosts.toml"))
+        config_target = Target(config, lambda text: runtimes.containerd_hosts_dir(text)[0])
+        return ([] if hosts_only else [config_target]) + [
+            Target(hosts, lambda text: _unless_same(text, runtimes.hosts_toml(registry, daemon)))]
+    if runtime == "docker":
+        return [Target(under(root, "/etc/docker/daemon.json"),
+                       lambda text: runtimes.docker_daemon_json(text, registry, daemon))]
+    return [Target(under(root, "/etc/containers/registries.conf"),
+                   lambda text: runtimes.registries_conf(text, registry, daemon))]
+
+
+def _unless_same(text: Optional[str], wanted: str) -> Optional[str]:
+    return None if text == wanted else wanted
+
+
+def _text(path: str) -> Optional[str]:
+    return _decode(path, writer.read(path))
+
+
+def _decode(path: str, data: Optional[bytes]) -> Optional[str]:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError("%s line %d: not UTF-8 text" % (path, line))
+
+
+def restart_advice(runtime: str, changed: List[str]) -> str:
+    if runtime == "containerd":
+        if any(p.endswith("config.toml") for p in changed):
+            return "restart containerd (config.toml changed): systemctl restart containerd"
+        return "containerd reads hosts.toml at each pull: nothing to restart"
+    if runtime == "docker":
+        return "reload Docker (it rereads registry-mirrors on SIGHUP): systemctl reload docker"
+    return ("podman and skopeo read registries.conf at each run: nothing to restart "
+            "(CRI-O: systemctl reload crio)")
+
+
+def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+          hosts_only: bool = False) -> int:
+    changes = []
+    if hosts_only and runtime == "containerd":
+        config = under(root, "/etc/containerd/config.toml")
+        if runtimes.containerd_hosts_dir(_text(config))[0] is not None:
+            out.write("note: %s does not set the CRI registry's config_path: containerd 1.x "
+                      "ignores certs.d until it does (dfly setup containerd without "
+                      "--hosts-only sets it; then restart containerd)\n" % config)
+    for target in targets(runtime, root, registry, daemon, hosts_only):
+        if os.path.islink(target.path):   # a rename would replace the link, and undo not restore it
+            raise ValueError("%s is a symbolic link (to %s): not edited; change its target by hand"
+                             % (target.path, os.readlink(target.path)))
+        before = writer.read(target.path)
+        after = target.transform(_decode(target.path, before))
+        if after is None:
+            out.write("unchanged %s (already set up for %s)\n" % (target.path, daemon))
+        else:
+            changes.append(writer.Change(target.path, before, after.encode("utf-8")))
+    writer.apply(changes)
+    for change in changes:
+        kept = ("backup %s" % (change.path + writer.BACKUP) if change.before is not None
+                else "it did not exist")
+        out.write("wrote %s (%s)\n" % (change.path, kept))
+    if changes:
+        out.write(restart_advice(runtime, [c.path for c in changes]) + "\n")
+        out.write("undo with: dfly setup %s --undo%s%s\n" % (runtime, " --hosts-only" if hosts_only else "",
+                                                             _same_flags(root, registry, daemon)))
+    else:
+        out.write("nothing changed\n")
+    return 0
+
+
+def undo(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+         hosts_only: bool = False) -> int:
+    restores = [writer.Restore(t.path, _expected(t))
+                for t in targets(runtime, root, registry, daemon, hosts_only)]
+    paths = writer.plan_undo(restores)
+    for line in writer.undo(paths):
+        out.write(line + "\n")
+    if paths:
+        out.write(restart_advice(runtime, paths) + "\n")
+    else:
+        out.write("nothing to undo: dfly setup %s changed nothing here\n" % runtime)
+    return 0
+
+
+def _expected(target: Target) -> Callable[[Optional[bytes]], bytes]:
+    def expected(original: Optional[bytes]) -> bytes:
+        text = _decode(target.path, original)
+        after = target.transform(text)
+        return (after if after is not None else text or "").encode("utf-8")
+    return expected
+
+
+def _same_flags(root: str, registry: runtimes.Registry, daemon: str) -> str:
+    """The flags undo needs to recognise what setup wrote (those not at their defaults)."""
+    shown = registry.server if registry.server.startswith("http:") else registry.host
+    flags = "" if registry.host == runtimes.DOCKER_HUB else " --registry %s" % shown
+    flags += "" if daemon == DEFAULT_DAEMON else " --daemon %s" % daemon
+    return flags + ("" if root == "/" else " --root %s" % root)
