@@ -49,11 +49,18 @@ class Response:
         self._sent = 0
 
     def read(self, size: int = -1) -> bytes:
+        return self._read(size, self._body.read)
+
+    def read1(self, size: int = -1) -> bytes:
+        """What is at hand, at most `size` (one read of the body, as http's read1)."""
+        return self._read(size, getattr(self._body, "read1", self._body.read))
+
+    def _read(self, size: int, read) -> bytes:
         if self._left is not None and self._cut:
             size = self._left if size < 0 else min(size, self._left)
             if size == 0:
                 return b""
-        chunk = self._body.read(size)
+        chunk = read(size)
         self._sent += len(chunk)
         if self._left is not None:
             self._left -= len(chunk)
