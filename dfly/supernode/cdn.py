@@ -127,7 +127,9 @@ class Fetch:
                 return
         else:   # also after a reset: what is on disk is revalidated or resumed, not refetched
             meta = task.load_meta()
-        if meta and meta.get("url") != redact_url(task.url):   # a meta file keeps no secrets
+        # A meta file keeps no secrets, a replica keeps the URL whole: both compared redacted
+        # (else a task whose URL has a query or user:password@ was never resumed, only refetched).
+        if meta and redact_url(meta.get("url") or "") != redact_url(task.url):
             meta = None
         headers = dict(task.headers)
         resume_from = 0
