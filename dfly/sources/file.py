@@ -46,17 +46,18 @@ def resolve(url: str, roots: Sequence[str]) -> str:
         raise SourceDenied("file:// sources are refused: no --source-file-root is configured")
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise SourceDenied("file:// URL names a host (%s): only local paths are read" % parts.netloc[:80])
+        raise SourceDenied("file:// source refused: the URL names a host (%s); only local "
+                           "paths are read" % parts.netloc[:80])
     path = unquote(parts.path)
     if not path.startswith("/") or ".." in path.split("/") or "\0" in path:
-        raise SourceDenied("file:// path must be absolute, without '..'")
+        raise SourceDenied("file:// source refused: the path must be absolute, without '..'")
     real = os.path.realpath(path)
     for root in roots:
         base = os.path.realpath(root)
         if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
             return real
-    raise SourceDenied("file:// path is outside every --source-file-root (symlinks are "
-                       "followed before this is judged)")
+    raise SourceDenied("file:// source refused: the path is outside every --source-file-root "
+                       "(symlinks are followed before this is judged)")
 
 
 def _os_error(url: str, e: OSError):
