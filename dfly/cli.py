@@ -207,8 +207,15 @@ def run_supernode(args) -> int:
     from dfly.supernode.config import SupernodeConfig
 
     config = options.build(SupernodeConfig, _file_values(args), args)
+    check_sources(config)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
     return app.run(config, make_data_dir(data_dir))
+
+
+def check_sources(config) -> None:
+    """Source settings that cannot work (a --source-cert without its key...): exit 2."""
+    from dfly.sources.config import check
+    check(config)
 
 
 def check_supernodes(addresses) -> None:
@@ -247,6 +254,7 @@ def run_get(args) -> int:
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
+    check_sources(config)
     _check_daemon_address(args)
     check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
