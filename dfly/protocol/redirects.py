@@ -34,6 +34,10 @@ class SameHostCredentials(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if self.policy is not None:
+            if urlsplit(newurl).scheme.lower() not in REDIRECT_SCHEMES:
+                why = "a redirect leads to http or https only"
+                raise SourceDenied("a redirect to source %s denied by the supernode's source "
+                                   "policy: %s" % (shown_url(newurl), why), detail=why)
             _check_url(self.policy, newurl, "a redirect to")
         if urlsplit(newurl).scheme.lower() not in REDIRECT_SCHEMES:
             raise urllib.error.HTTPError(newurl, code, "redirect to a scheme dfly does not fetch",
