@@ -55,7 +55,7 @@ def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
             raise _failed(shown, e)
         conn.settimeout(timeout_s)
         return _Data(ftp, conn)
-    return answer(url, stat, headers, open_at, lambda: _close(ftp))
+    return answer(shown, stat, headers, open_at, lambda: _close(ftp))
 
 
 def credentials(parts, netrc_file: str) -> Tuple[str, str]:
