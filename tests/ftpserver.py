@@ -6,7 +6,7 @@ caught midway. The server runs in one named thread; stop() ends it."""
 import logging
 import os
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -17,7 +17,8 @@ USER, PASSWORD = "fetcher", "s3cr3t-pw"
 
 
 class FtpOrigin:
-    def __init__(self, root: str, rate_bytes_per_s: int = 0):
+    def __init__(self, root: str, rate_bytes_per_s: int = 0, tls: Optional[Tuple[str, str]] = None):
+        """`tls`: (certificate, key) files: explicit FTPS (AUTH TLS), required on both channels."""
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.rests: List[int] = []        # REST offsets, in order
@@ -29,7 +30,12 @@ class FtpOrigin:
         authorizer.add_user(USER, PASSWORD, root, perm="elr")
         origin = self
 
-        class Data(ThrottledDTPHandler):
+        data_base, control_base = ThrottledDTPHandler, FTPHandler
+        if tls is not None:   # pyftpdlib's TLS needs pyOpenSSL (PyPI), only for these
+            from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+            data_base, control_base = TLS_DTPHandler, TLS_FTPHandler
+
+        class Data(data_base):
             read_limit = rate_bytes_per_s
 
             def close(self):
@@ -38,7 +44,7 @@ class FtpOrigin:
                         origin.sent.append(self.tot_bytes_sent)
                 super().close()
 
-        class Handler(FTPHandler):
+        class Handler(control_base):
             dtp_handler = Data
             banner = "dfly test ftp"
 
@@ -68,6 +74,10 @@ class FtpOrigin:
         Handler.authorizer = authorizer
         Handler.timeout = 30
         Handler.auth_failed_timeout = 0.1   # a wrong password is answered at once
+        if tls is not None:
+            Handler.certfile, Handler.keyfile = tls
+            Handler.tls_control_required = Handler.tls_data_required = True
+        self.scheme = "ftps" if tls else "ftp"
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
         self.server = FTPServer(("127.0.0.1", 0), Handler)
         self.server.max_cons = 64
@@ -90,7 +100,7 @@ class FtpOrigin:
 
     def url(self, name: str, user: Optional[str] = USER, password: str = PASSWORD) -> str:
         who = "" if user is None else "%s:%s@" % (quote(user, safe=""), quote(password, safe=""))
-        return "ftp://%s127.0.0.1:%d/%s" % (who, self.port, name)
+        return "%s://%s127.0.0.1:%d/%s" % (self.scheme, who, self.port, name)
 
     def body_bytes(self) -> int:
         with self._lock:

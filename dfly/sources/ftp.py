@@ -16,6 +16,7 @@ import ftplib
 import netrc
 import os
 import socket
+import ssl
 import time
 from calendar import timegm
 from email.utils import formatdate
@@ -76,7 +77,6 @@ def credentials(parts, netrc_file: str) -> Tuple[str, str]:
 def _connect(parts, timeout_s: float, policy, options: SourceOptions, shown: str) -> ftplib.FTP:
     secure = parts.scheme.lower() == "ftps"
     if secure:
-        import ssl
 
         from dfly.sources.http import tls_context
         ftp = ftplib.FTP_TLS(context=tls_context(options) or ssl.create_default_context(),
@@ -98,6 +98,9 @@ def _connect(parts, timeout_s: float, policy, options: SourceOptions, shown: str
         return ftp
     except BaseException as e:
         _close(ftp)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            from dfly.sources.http import untrusted
+            raise untrusted(shown, e)
         if isinstance(e, ftplib.all_errors):
             raise _failed(shown, e)
         raise

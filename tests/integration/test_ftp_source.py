@@ -95,3 +95,24 @@ def test_ftp_credentials_are_never_shown_and_a_wrong_password_is_a_denial(
 def sha256_file_of(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.time_limit(30)
+def test_an_ftps_source_is_read_over_tls_checked_against_the_source_ca(
+        tmp_path, supernode_factory, client_factory, downloads):
+    pytest.importorskip("OpenSSL")   # pyftpdlib's TLS side needs pyOpenSSL
+    from certs import Certs
+    certs = Certs(str(tmp_path / "certs"))
+    host = certs.host("ftp-origin")
+    server = FtpOrigin(str(tmp_path / "ftps"), tls=(host["tls_cert"], host["tls_key"]))
+    try:
+        data = content(PIECE + 1234, seed=45)
+        url = server.add("tls.bin", data)
+        with pytest.raises(SourceError) as untrusted:
+            client_factory([]).download(url, str(downloads / "no.bin"))
+        assert "is not trusted" in str(untrusted.value), untrusted.value
+        supernode = supernode_factory(source_ca_file=certs.ca)
+        client_factory([supernode.address]).download(url, str(downloads / "yes.bin"))
+        assert sha256_file(str(downloads / "yes.bin")) == sha256_file_of(data)
+    finally:
+        server.stop()

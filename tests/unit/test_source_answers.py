@@ -88,3 +88,15 @@ def test_s3_objects_are_virtual_hosted_at_aws_and_path_style_at_an_endpoint():
 def test_a_scheme_no_source_reads_is_refused_in_one_sentence():
     with pytest.raises(SourceError, match="scheme 'gopher' is not a source dfly reads"):
         open_source("gopher://h/x")
+
+
+def test_ftp_credentials_come_from_the_url_else_netrc_else_anonymous(tmp_path):
+    from urllib.parse import urlsplit
+
+    from dfly.sources.ftp import credentials
+    rc = tmp_path / "netrc"
+    rc.write_text("machine ftp.example.com login mirror password from-netrc\n")
+    rc.chmod(0o600)
+    assert credentials(urlsplit("ftp://u:p%40ss@ftp.example.com/x"), str(rc)) == ("u", "p@ss")
+    assert credentials(urlsplit("ftp://ftp.example.com/x"), str(rc)) == ("mirror", "from-netrc")
+    assert credentials(urlsplit("ftp://other.example.com/x"), str(rc)) == ("anonymous", "anonymous@")
