@@ -7,6 +7,7 @@ the check points nowhere new. The validator is mtime and size.
 """
 import errno
 import os
+import stat
 from email.utils import formatdate
 from typing import Dict, Sequence
 from urllib.parse import unquote, urlsplit
@@ -26,18 +27,18 @@ def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
     handle = os.fdopen(fd, "rb")
     try:
         st = os.fstat(handle.fileno())
-        if not os.path.stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             raise _error(url, 404, "Not Found (not a regular file)", {})
     except BaseException:
         handle.close()
         raise
-    stat = Stat(st.st_size, '"%x-%x"' % (st.st_mtime_ns, st.st_size),
-                formatdate(st.st_mtime, usegmt=True))
+    found = Stat(st.st_size, '"%x-%x"' % (st.st_mtime_ns, st.st_size),
+                 formatdate(st.st_mtime, usegmt=True))
 
     def open_at(offset: int):
         handle.seek(offset)
         return handle
-    return answer(url, stat, headers, open_at, handle.close)
+    return answer(url, found, headers, open_at, handle.close)
 
 
 def resolve(url: str, roots: Sequence[str]) -> str:
