@@ -94,3 +94,74 @@ def _serve() -> None:
 
 if __name__ == "__main__":
     _serve()
+
+
+class CuttingProxy:
+    """A TCP relay on 127.0.0.1:0 in front of the S3 server: counts the bytes the
+    server sends back, and can cut the next connection after `cut_after` of them
+    (a transfer broken midway, which moto itself cannot be made to do)."""
+
+    def __init__(self, target: str):
+        import socket
+        import threading
+        host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.sent_back = 0
+        self.cut_after: Optional[int] = None
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.endpoint = "http://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, name="s3-proxy", daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                cut, self.cut_after = self.cut_after, None
+            server = socket.create_connection(self.target, timeout=10)
+            for args in ((client, server, None, False), (server, client, cut, True)):
+                thread = threading.Thread(target=self._pump, args=args, name="s3-proxy-pump",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, src, dst, cut: Optional[int], counted: bool) -> None:
+        """Copy src to dst; with `cut`, only that many bytes; `counted`: server to client."""
+        left = cut
+        try:
+            while True:
+                block = src.recv(65536 if left is None else min(65536, left))
+                if not block:
+                    break
+                dst.sendall(block)
+                if counted:
+                    with self._lock:
+                        self.sent_back += len(block)
+                if left is not None:
+                    left -= len(block)
+                    if left <= 0:
+                        break
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+            sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)

@@ -100,3 +100,45 @@ def test_pieces_fetched_by_range_complete_a_file_and_a_changed_object_is_never_m
     part.close()
     assert replaced and replaced[0][1] is True, replaced
     assert "changed" in replaced[0][0]
+
+
+@pytest.fixture
+def cutting(s3):
+    from s3server import CuttingProxy
+    proxy = CuttingProxy(s3.endpoint)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.time_limit(60)
+def test_an_s3_fetch_cut_midway_resumes_with_a_ranged_get(
+        s3, cutting, supernode_factory, client_factory, downloads, caplog):
+    data = content(3 * PIECE, seed=55)
+    s3.put("resume.bin", data)
+    supernode = supernode_factory(failure_ttl_s=0, **dict(s3.settings(), s3_endpoint=cutting.endpoint))
+    cutting.cut_after = PIECE + PIECE // 2
+    with pytest.raises(SourceError):
+        client_factory([supernode.address]).download(URL + "resume.bin", str(downloads / "cut.bin"))
+    first = cutting.sent_back
+    caplog.set_level("INFO", logger="dfly.supernode")
+    client_factory([supernode.address]).download(URL + "resume.bin", str(downloads / "whole.bin"))
+    assert sha256_file(str(downloads / "whole.bin")) == hashlib.sha256(data).hexdigest()
+    assert "resuming source at byte %d" % PIECE in caplog.text
+    assert cutting.sent_back - first < len(data) - PIECE + 64 * 1024   # the rest, plus headers
+
+
+@pytest.mark.time_limit(60)
+def test_an_s3_object_changed_before_the_resume_is_read_whole_never_mixed(
+        s3, cutting, supernode_factory, client_factory, downloads, caplog):
+    s3.put("changing.bin", content(3 * PIECE, seed=56))
+    supernode = supernode_factory(failure_ttl_s=0, **dict(s3.settings(), s3_endpoint=cutting.endpoint))
+    cutting.cut_after = PIECE + PIECE // 2
+    with pytest.raises(SourceError):
+        client_factory([supernode.address]).download(URL + "changing.bin", str(downloads / "cut.bin"))
+    new = content(3 * PIECE, seed=57)
+    s3.put("changing.bin", new)
+    caplog.set_level("INFO", logger="dfly.supernode")
+    client_factory([supernode.address]).download(URL + "changing.bin", str(downloads / "new.bin"))
+    assert sha256_file(str(downloads / "new.bin")) == hashlib.sha256(new).hexdigest()
+    assert "resuming source" not in caplog.text
+    assert "source changed" in caplog.text and "cut afresh" in caplog.text
