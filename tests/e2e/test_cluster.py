@@ -414,10 +414,14 @@ def test_an_ftp_download_survives_the_owner_killed_mid_fetch_and_resumes_with_re
         assert [e for _, e in outcomes if e is not None] == []
         want = sha256_file_of(data)
         assert all(sha256_file(str(tmp_path / ("out%d" % i))) == want for i in range(4))
-        # The member that took over asked the server to REST past what was cut
-        # before the kill, and the server sent the file about once in all.
-        assert ftp.rests and all(r >= 4 * MiB for r in ftp.rests), (ftp.rests, ftp.sent)
-        assert ftp.body_bytes() <= size + 2 * 4 * MiB, ftp.body_bytes()
+        # Every transfer after the killed one began with REST at a piece boundary past
+        # zero (the member that took over, and a single piece no peer held), and the
+        # server sent the file about once in all: a bounded range over FTP ends by
+        # closing the data connection, so what the server had pushed into the socket
+        # buffers by then is sent too (a few MiB on loopback).
+        assert ftp.rests and len(ftp.sent) == 1 + len(ftp.rests), (ftp.rests, ftp.sent)
+        assert all(r > 0 and r % MiB == 0 for r in ftp.rests), ftp.rests
+        assert ftp.body_bytes() <= size + 3 * 4 * MiB, (ftp.body_bytes(), ftp.sent)
     finally:
         ftp.stop()
 
