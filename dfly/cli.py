@@ -247,6 +247,7 @@ def run_get(args) -> int:
     from dfly.peer.progress import ProgressBar
     from dfly.peer.seeder import Spare, detach, hand_to_running
     from dfly.protocol.urls import normalize_url
+    from dfly.sources.config import SourceOptions, source_options_of
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
     if args.output != "-":
@@ -270,7 +271,10 @@ def run_get(args) -> int:
     if not to_stdout:
         _check_output(os.path.abspath(args.output))
     deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
-    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers, deadline)
+    # Source settings on this command line are this process's: a daemon reads sources its own way.
+    own_sources = source_options_of(config) != SourceOptions()
+    handed = (None if to_stdout or args.no_daemon or own_sources
+              else _hand_off(args, config, headers, deadline))
     if handed is not None:
         if deadline:
             deadline.met()

@@ -359,6 +359,20 @@ def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, super
     assert origin.requests("f.bin") == 0
 
 
+@pytest.mark.time_limit(60)
+def test_a_get_given_source_settings_reads_the_source_itself_rather_than_hand_off(
+        pyz, daemon, tmp_path):
+    # The daemon has source settings of its own (none here): handed there, a file://
+    # URL would be refused though this command line names its root.
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / "f.bin").write_bytes(content(300_000, seed=14))
+    proc = _handed(pyz, daemon, "file://%s" % (root / "f.bin"), tmp_path / "out.bin",
+                   "--source-file-root", root, "--seed-for", "0", "--data-dir", tmp_path / "g")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.bin").read_bytes() == (root / "f.bin").read_bytes()
+
+
 # errors name the user's file; digests read the same on every path ----------------------
 
 def _file_size_limit(limit: int):
