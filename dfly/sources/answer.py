@@ -95,11 +95,11 @@ def answer(url: str, stat: Stat, headers: Dict[str, str], open_at: Callable[[int
     same = {"ETag": stat.etag, "Last-Modified": stat.last_modified}
     if _not_modified(got, stat):
         on_close()
-        raise _error(url, 304, "Not Modified", same)
+        raise http_error(url, 304, "Not Modified", same)
     start, end = _range(got, stat)
     if start is not None and start >= max(stat.size, 1):
         on_close()
-        raise _error(url, 416, "Range Not Satisfiable", {"Content-Range": "bytes */%d" % stat.size})
+        raise http_error(url, 416, "Range Not Satisfiable", {"Content-Range": "bytes */%d" % stat.size})
     fields = {k: v for k, v in same.items() if v}
     if start is None:
         status, length, cut = 200, stat.size, False
@@ -139,7 +139,7 @@ def _range(got: Dict[str, str], stat: Stat):
     return int(m.group(1)), int(m.group(2)) if m.group(2) else None
 
 
-def _error(url: str, code: int, reason: str, fields: Dict[str, str]) -> urllib.error.HTTPError:
+def http_error(url: str, code: int, reason: str, fields: Dict[str, str]) -> urllib.error.HTTPError:
     hdrs = email.message.Message()
     for name, value in fields.items():
         if value:

@@ -13,7 +13,7 @@ from typing import Dict, Sequence
 from urllib.parse import unquote, urlsplit
 
 from dfly.errors import SourceDenied
-from dfly.sources.answer import Stat, _error, answer
+from dfly.sources.answer import Stat, answer, http_error
 from dfly.sources.config import SourceOptions
 
 
@@ -28,7 +28,7 @@ def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
     try:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise _error(url, 404, "Not Found (not a regular file)", {})
+            raise http_error(url, 404, "Not Found (not a regular file)", {})
     except BaseException:
         handle.close()
         raise
@@ -63,7 +63,7 @@ def resolve(url: str, roots: Sequence[str]) -> str:
 
 def _os_error(url: str, e: OSError):
     if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        return _error(url, 404, "Not Found", {})
+        return http_error(url, 404, "Not Found", {})
     if e.errno in (errno.EACCES, errno.EPERM):
-        return _error(url, 403, "Forbidden (denied: the supernode may not read it)", {})
+        return http_error(url, 403, "Forbidden (denied: the supernode may not read it)", {})
     return e

@@ -24,7 +24,7 @@ from typing import Dict, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from dfly.errors import SourceDenied, SourceError
-from dfly.sources.answer import Stat, _error, answer
+from dfly.sources.answer import Stat, answer, http_error
 from dfly.sources.config import SourceOptions
 
 
@@ -133,9 +133,9 @@ def _failed(shown: str, e: Exception):
     """ftplib's failure as http's: 530 denied, 550 not found, else unreachable."""
     text = str(e).strip()[:160]
     if text.startswith("530") or text.startswith("532"):
-        return _error(shown, 403, "Forbidden (denied: the ftp server refused the login)", {})
+        return http_error(shown, 403, "Forbidden (denied: the ftp server refused the login)", {})
     if text.startswith("550"):
-        return _error(shown, 404, "Not Found", {})
+        return http_error(shown, 404, "Not Found", {})
     if isinstance(e, (socket.timeout, OSError)):
         return e
     return SourceError("ftp server failed for %s: %s" % (shown, text or type(e).__name__))
