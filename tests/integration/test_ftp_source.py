@@ -116,3 +116,19 @@ def test_an_ftps_source_is_read_over_tls_checked_against_the_source_ca(
         assert sha256_file(str(downloads / "yes.bin")) == sha256_file_of(data)
     finally:
         server.stop()
+
+
+def test_ftp_and_s3_sources_are_judged_by_the_source_policy_like_http_ones(
+        ftp, supernode_factory, client_factory, downloads):
+    from dfly.errors import SourceDenied
+    url = ftp.add("policy.bin", content(5000, seed=46))
+    denied = {"ftp scheme": (url, {"deny_source": ["ftp:"]}),
+              "ftp host address": (url, {"deny_source": ["127.0.0.0/8"]}),
+              "s3 endpoint address": ("s3://bucket/key", {"deny_source": ["127.0.0.0/8"],
+                                                          "s3_endpoint": "http://127.0.0.1:9"})}
+    for what, (source, settings) in denied.items():
+        supernode = supernode_factory(data_dir=downloads.parent / what.replace(" ", "-"), **settings)
+        with pytest.raises(SourceDenied) as refused:
+            client_factory([supernode.address]).download(source, str(downloads / "x"))
+        assert "source policy" in str(refused.value), (what, refused.value)
+    assert ftp.body_bytes() == 0
