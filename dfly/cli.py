@@ -230,8 +230,15 @@ def run_supernode(args) -> int:
     from dfly.supernode.config import SupernodeConfig
 
     config = options.build(SupernodeConfig, _file_values(args), args)
+    check_sources(config)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
     return app.run(config, make_data_dir(data_dir), notifier=_notifier())
+
+
+def check_sources(config) -> None:
+    """Source settings that cannot work (a --source-cert without its key...): exit 2."""
+    from dfly.sources.config import check
+    check(config)
 
 
 def check_supernodes(addresses) -> None:
@@ -263,6 +270,7 @@ def run_get(args) -> int:
     from dfly.peer.progress import ProgressBar
     from dfly.peer.seeder import Spare, detach, hand_to_running
     from dfly.protocol.urls import normalize_url
+    from dfly.sources.config import SourceOptions, source_options_of
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
     if args.output != "-":
@@ -270,6 +278,7 @@ def run_get(args) -> int:
     config = options.build(PeerConfig, _file_values(args), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
+    check_sources(config)
     _check_daemon_address(args)
     check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
@@ -285,7 +294,10 @@ def run_get(args) -> int:
     if not to_stdout:
         _check_output(os.path.abspath(args.output))
     deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
-    handed = None if to_stdout or args.no_daemon else _hand_off(args, config, headers, deadline)
+    # Source settings on this command line are this process's: a daemon reads sources its own way.
+    own_sources = source_options_of(config) != SourceOptions()
+    handed = (None if to_stdout or args.no_daemon or own_sources
+              else _hand_off(args, config, headers, deadline))
     if handed is not None:
         if deadline:
             deadline.met()

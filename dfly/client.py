@@ -36,6 +36,7 @@ from dfly.protocol.pieces import piece_count
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.protocol.urls import normalize_url
+from dfly.sources.config import source_options_of
 from dfly.supernode.client import PeerSecrets, SupernodeClient, SupernodeDown, leave_quietly
 from dfly.tls import TLS
 
@@ -490,13 +491,15 @@ class Client:
             self._uploader.withdraw_file(storage)
         if storage.length is None or not storage.held:
             download_from_source(job.url, job.headers, storage, self.config.piece_timeout_s,
-                                 job.bucket, counted, self.clock, job.deadline)
+                                 job.bucket, counted, self.clock, job.deadline,
+                                 source_options_of(self.config))
             return
         runs = missing_runs(storage)
         log.warning("fetching the %d missing pieces from the source (%d pieces came through P2P)",
                     sum(last - first + 1 for first, last in runs), len(storage.held))
         fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
-                         job.bucket, counted, replaced, self.clock, job.deadline)
+                         job.bucket, counted, replaced, self.clock, job.deadline,
+                         source_options_of(self.config))
 
     def _ensure_uploader(self, advertised_host: str) -> UploaderApp:
         """The uploader, listening (from the first call on) on the family of the address

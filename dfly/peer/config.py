@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from dfly.options import option
+from dfly.sources.config import SourceOptions
 from dfly.tls import TLSOptions
 
 
@@ -40,7 +41,7 @@ CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
 
 
 @dataclass(frozen=True)
-class PeerConfig(TLSOptions):
+class PeerConfig(TLSOptions, SourceOptions):
     supernode: List[str] = option([], "supernode address; repeat to list fallbacks",
                                   kind="address", metavar="HOST:PORT")
     data_dir: str = option("", "where temporary files, seeds and logs go (default: per-user data dir)",

@@ -23,6 +23,7 @@ from dfly.peer.progress import received
 from dfly.peer.storage import PieceFile
 from dfly.protocol.pieces import piece_count, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.sources.config import SourceOptions
 
 CHUNK = 1 << 20
 
@@ -39,8 +40,9 @@ class _Reader:
 
     def __init__(self, url: str, headers: Dict[str, str], timeout_s: float,
                  bucket: Optional[TokenBucket], on_bytes: Callable[[int], None], clock,
-                 deadline: Optional[float]):
+                 deadline: Optional[float], options: SourceOptions = SourceOptions()):
         self.url = url
+        self.options = options
         self.headers = dict(headers)
         self.headers.setdefault("User-Agent", "dfly/" + __version__)
         self.timeout_s = timeout_s
@@ -59,7 +61,7 @@ class _Reader:
             timeout_s = max(0.01, min(timeout_s, self.deadline - self.clock()))
         try:
             return _open(self.url, dict(self.headers, **(extra or {})), timeout_s, self.deadline,
-                         self.clock)
+                         self.clock, self.options)
         except DownloadTimeout:
             raise
         except urllib.error.HTTPError as e:
@@ -92,10 +94,11 @@ def download_from_source(url: str, headers: Dict[str, str], out: PieceFile, time
                          bucket: Optional[TokenBucket] = None,
                          on_bytes: Callable[[int], None] = lambda n: None,
                          clock: Callable[[], float] = time.monotonic,
-                         deadline: Optional[float] = None) -> int:
+                         deadline: Optional[float] = None,
+                         options: SourceOptions = SourceOptions()) -> int:
     """Stream `url` into `out`; returns the byte count. SourceError on any origin
     failure, DownloadTimeout when `deadline` passes first (a stalled origin too)."""
-    reader = _Reader(url, headers, timeout_s, bucket, on_bytes, clock, deadline)
+    reader = _Reader(url, headers, timeout_s, bucket, on_bytes, clock, deadline, options)
     with reader.open() as response:
         return _whole(reader, response, out)
 
@@ -105,12 +108,13 @@ def fill_from_source(url: str, headers: Dict[str, str], out: PieceFile, fill: Fi
                      on_bytes: Callable[[int], None] = lambda n: None,
                      on_replace: Callable[[str, bool], None] = lambda reason, changed: None,
                      clock: Callable[[], float] = time.monotonic,
-                     deadline: Optional[float] = None) -> None:
+                     deadline: Optional[float] = None,
+                     options: SourceOptions = SourceOptions()) -> None:
     """Fetch the pieces `out` lacks (its geometry known) by Range. When the source
     cannot give them (no Range support, a changed file), `on_replace(reason,
     changed)` is called (it may raise) and the whole file is read instead,
     replacing every piece held."""
-    reader = _Reader(url, headers, timeout_s, bucket, on_bytes, clock, deadline)
+    reader = _Reader(url, headers, timeout_s, bucket, on_bytes, clock, deadline, options)
     extra = {"If-Range": fill.validator} if fill.validator else {}
     for first, last in missing_runs(out):
         start = first * out.piece_size
@@ -204,14 +208,14 @@ def _whole(reader: _Reader, response, out: PieceFile) -> int:
     return offset
 
 
-def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock):
+def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optional[float], clock,
+          options: SourceOptions):
     import http.client
     import urllib.error
-    import urllib.request
 
-    from dfly.protocol import redirects
+    from dfly.sources import open_source
     try:
-        return redirects.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+        return open_source(url, headers, timeout_s, None, options)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         if not isinstance(e, urllib.error.HTTPError):
             _check_deadline(deadline, clock, 0)

@@ -17,9 +17,11 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from dfly.errors import SourceDenied
-from dfly.protocol.sourcepolicy import FETCHED_SCHEMES, SourcePolicy
+from dfly.protocol.sourcepolicy import SourcePolicy
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+# Where a redirect may lead: never to ftp:// or file://, whatever else dfly reads.
+REDIRECT_SCHEMES = ("http", "https")
 
 
 def _origin(url: str):
@@ -32,8 +34,12 @@ class SameHostCredentials(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if self.policy is not None:
+            if urlsplit(newurl).scheme.lower() not in REDIRECT_SCHEMES:
+                why = "a redirect leads to http or https only"
+                raise SourceDenied("a redirect to source %s denied by the supernode's source "
+                                   "policy: %s" % (shown_url(newurl), why), detail=why)
             _check_url(self.policy, newurl, "a redirect to")
-        if urlsplit(newurl).scheme.lower() not in FETCHED_SCHEMES:
+        if urlsplit(newurl).scheme.lower() not in REDIRECT_SCHEMES:
             raise urllib.error.HTTPError(newurl, code, "redirect to a scheme dfly does not fetch",
                                          headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -111,17 +117,26 @@ def _port(parts) -> Optional[int]:
 _OPENER = urllib.request.build_opener(SameHostCredentials)
 
 
-def _opener(policy: SourcePolicy):
-    redirect, http, https = SameHostCredentials(), _CheckedHTTP(), _CheckedHTTPS()
-    redirect.policy = http.policy = https.policy = policy
+def _opener(policy: Optional[SourcePolicy], context=None):
+    redirect = SameHostCredentials()
+    handlers = [redirect]
+    if policy is not None:
+        http, https = _CheckedHTTP(), _CheckedHTTPS(context=context)
+        redirect.policy = http.policy = https.policy = policy
+        handlers += [http, https]
+    else:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
     # Through a proxy (http_proxy), the address judged is the proxy's (README says so).
-    return urllib.request.build_opener(redirect, http, https)
+    return urllib.request.build_opener(*handlers)
 
 
-def urlopen(request: urllib.request.Request, timeout: float, policy: Optional[SourcePolicy] = None):
+def urlopen(request: urllib.request.Request, timeout: float, policy: Optional[SourcePolicy] = None,
+            context=None):
     """urllib.request.urlopen, but credentials never follow a redirect to another host;
-    with `policy`, every URL and every connection is judged by it (SourceDenied)."""
-    if policy is None:
+    with `policy`, every URL and every connection is judged by it (SourceDenied);
+    `context`: the TLS context https sources are checked with (None: the system's)."""
+    if policy is None and context is None:
         return _OPENER.open(request, timeout=timeout)
-    _check_url(policy, request.full_url)
-    return _opener(policy).open(request, timeout=timeout)
+    if policy is not None:
+        _check_url(policy, request.full_url)
+    return _opener(policy, context).open(request, timeout=timeout)

@@ -9,7 +9,10 @@ rebound to one between the two looks) cannot slip through.
 A rule is a scheme (`https:`), an address or CIDR (`10.0.0.0/8`, `::1`) or a
 host name pattern (`origin.example.com`, `*.example.com`: any subdomain).
 Verdict, first match wins:
-1. a scheme dfly does not fetch (anything but http and https) is denied;
+1. a scheme dfly does not fetch (http, https, ftp, ftps, file, s3 are) is
+   denied; file:// is denied unless the operator listed roots it may be read
+   from (sources/file.py then keeps it under them); an s3:// URL's host is a
+   bucket, so its endpoint's URL is judged when the object is opened;
 2. a deny rule matching the scheme, the host name or the address denies;
 3. with allow rules of a kind, the source must match one: schemes among the
    scheme rules, and (when there are name or address rules) its name matches a
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
-FETCHED_SCHEMES = ("http", "https")
+FETCHED_SCHEMES = ("http", "https", "ftp", "ftps", "file", "s3")
 LINK_LOCAL = tuple(ipaddress.ip_network(n) for n in
                    ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
 _NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
@@ -74,10 +77,12 @@ def parse_rule(rule: str):
 class SourcePolicy:
     allow: Rules = Rules()
     deny: Rules = Rules()
+    files: bool = False   # file:// may be read (roots are configured)
 
     @classmethod
-    def parse(cls, allow: Sequence[str] = (), deny: Sequence[str] = ()) -> "SourcePolicy":
-        return cls(Rules.parse(allow), Rules.parse(deny))
+    def parse(cls, allow: Sequence[str] = (), deny: Sequence[str] = (),
+              files: bool = False) -> "SourcePolicy":
+        return cls(Rules.parse(allow), Rules.parse(deny), files)
 
     def check_url(self, url: str) -> Optional[str]:
         """Why `url` may not be fetched, judged before connecting (None: no objection
@@ -89,13 +94,17 @@ class SourcePolicy:
             return "the URL cannot be parsed"
         scheme = parts.scheme.lower()
         if scheme not in FETCHED_SCHEMES:
-            return "scheme %r is not fetched (only http and https)" % scheme
-        if not host:
-            return "the URL names no host"
+            return "scheme %r is not fetched (only %s)" % (scheme, ", ".join(FETCHED_SCHEMES))
         if scheme in self.deny.schemes:
             return "scheme %s is denied" % scheme
         if self.allow.schemes and scheme not in self.allow.schemes:
             return "scheme %s is not allowed" % scheme
+        if scheme == "file":
+            return None if self.files else "file:// is refused (no --source-file-root is configured)"
+        if scheme == "s3":
+            return None   # the host is a bucket: the endpoint is judged when opened
+        if not host:
+            return "the URL names no host"
         if any(_name_matches(p, host) for p in self.deny.names):
             return "host %s is denied" % host
         literal = _address(host)

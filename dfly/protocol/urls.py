@@ -12,7 +12,10 @@ is computed, and the same file typed two ways is one task. As curl does:
   lowercased, the scheme's default port is dropped, an empty path is '/';
 - the fragment is dropped (it is never sent).
 Unlike curl, a space in the query is '%20', not '+': every server reads it as
-a space. What cannot be made valid (not http or https, no host, a host no DNS
+a space. ftp, ftps, s3 and file URLs (sources/) are normalised the same way;
+ftp URLs may carry user:password@ (redact.py keeps it out of every listing
+and log), file URLs are file:///ABSOLUTE/PATH. What cannot be made valid (a
+scheme dfly does not read, no host, a host no DNS
 name or IP literal looks like, a bad port, credentials in the URL, which
 urllib cannot send) raises BadRequest. Idempotent: normalising twice changes
 nothing.
@@ -21,7 +24,8 @@ import re
 
 from dfly.errors import BadRequest
 
-SCHEMES = {"http": 80, "https": 443}
+SCHEMES = {"http": 80, "https": 443, "ftp": 21, "ftps": 21, "s3": None, "file": None}
+WITH_CREDENTIALS = ("ftp", "ftps")   # user:password@ is how ftp URLs carry them
 _URL = re.compile(r"\A([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?\Z", re.S)
 _HOST = re.compile(r"\A[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*\.?\Z")
 _HEX = "0123456789abcdefABCDEF"
@@ -37,10 +41,25 @@ def normalize_url(text: str) -> str:
     scheme, authority, path, query, _ = match.groups()
     scheme = scheme.lower()
     if scheme not in SCHEMES:
-        raise BadRequest("source URL must be http or https: %r" % text[:200])
+        raise BadRequest("source URL must be http, https, ftp, ftps, s3 or file: %r" % text[:200])
+    if scheme == "file":
+        return _file_url(authority, path, text)
+    userinfo = ""
+    if scheme in WITH_CREDENTIALS and "@" in authority:
+        userinfo, _, authority = authority.rpartition("@")
+        userinfo = _quote(userinfo, text) + "@"
     host, port = _split_authority(authority, text)
-    netloc = host if port in (None, SCHEMES[scheme]) else "%s:%d" % (host, port)
+    if scheme == "s3" and (port is not None or not path.strip("/")):
+        raise BadRequest("an s3 URL is s3://BUCKET/KEY: %r" % text[:200])
+    netloc = userinfo + (host if port in (None, SCHEMES[scheme]) else "%s:%d" % (host, port))
     return "%s://%s%s%s" % (scheme, netloc, _quote(path or "/", text), _quote(query or "", text))
+
+
+def _file_url(authority: str, path: str, text: str) -> str:
+    """file:///absolute/path (or file://localhost/...): a local path, no query."""
+    if authority not in ("", "localhost") or not path.startswith("/"):
+        raise BadRequest("a file URL is file:///ABSOLUTE/PATH: %r" % text[:200])
+    return "file://" + _quote(path, text)
 
 
 def _split_authority(authority: str, text: str):

@@ -31,13 +31,14 @@ from typing import Callable, Optional
 
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceDenied, SourceError
-from dfly.protocol import redirects
 from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.redact import redact_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.units import received
+from dfly.sources import open_source
+from dfly.sources.config import SourceOptions
 from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 
 log = logging.getLogger("dfly.supernode")
@@ -57,9 +58,11 @@ class Fetch:
                  stop: Optional[threading.Event] = None,
                  before_offer: Callable[[Task, int, str], None] = lambda task, num, sha: None,
                  policy: SourcePolicy = SourcePolicy(),
-                 on_denied: Callable[[Task, SourceDenied], None] = lambda task, e: None):
+                 on_denied: Callable[[Task, SourceDenied], None] = lambda task, e: None,
+                 sources: SourceOptions = SourceOptions()):
         self.task = task
         self.policy = policy          # which sources and addresses may be fetched
+        self.sources = sources        # how non-http sources and https certificates are read
         self.on_denied = on_denied    # counts and logs a denial
         self.before_offer = before_offer   # e.g. copy the digest to the other cluster members
         self.adopting = task.adopted_at is not None   # taking over from a dead member
@@ -124,7 +127,9 @@ class Fetch:
                 return
         else:   # also after a reset: what is on disk is revalidated or resumed, not refetched
             meta = task.load_meta()
-        if meta and meta.get("url") != redact_url(task.url):   # a meta file keeps no secrets
+        # A meta file keeps no secrets, a replica keeps the URL whole: both compared redacted
+        # (else a task whose URL has a query or user:password@ was never resumed, only refetched).
+        if meta and redact_url(meta.get("url") or "") != redact_url(task.url):
             meta = None
         headers = dict(task.headers)
         resume_from = 0
@@ -157,9 +162,8 @@ class Fetch:
     def _open(self, headers: dict, meta: Optional[dict]):
         task = self.task
         headers.setdefault("User-Agent", "dfly-supernode/" + __version__)
-        request = urllib.request.Request(task.url, headers=headers)
         try:
-            return redirects.urlopen(request, timeout=self.timeout_s, policy=self.policy)
+            return open_source(task.url, headers, self.timeout_s, self.policy, self.sources)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 304 and meta:

@@ -5,11 +5,12 @@ from typing import List
 from dfly.gossip.options import GossipOptions
 from dfly.options import option
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
+from dfly.sources.config import SourceOptions
 from dfly.tls import TLSOptions
 
 
 @dataclass(frozen=True)
-class SupernodeConfig(TLSOptions, GossipOptions):
+class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     listen: str = option("0.0.0.0:8002", "address to listen on ([::]:PORT: every IPv6 and IPv4 "
                          "address)", kind="address", metavar="HOST:PORT")
     advertise: str = option("", "address peers use to reach this supernode, if not --listen",

@@ -41,6 +41,7 @@ from dfly.protocol.redirects import shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
+from dfly.sources.config import source_options_of
 from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore
@@ -74,7 +75,9 @@ class Supernode:
             max_uploads_supernode=config.max_uploads,
             peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
             max_assignments_per_peer=config.max_assignments_per_peer)
-        self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source)
+        self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
+                                                files=bool(config.source_file_root))
+        self.source_options = source_options_of(config)   # https CAs, ftp, file roots, s3
         self.sources_denied = 0   # a counter: /v1/tasks shows it
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
@@ -449,6 +452,7 @@ class Supernode:
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
                       policy=self.source_policy,
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
+                      sources=self.source_options,
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
         self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch, client_host))
 
@@ -542,7 +546,8 @@ class Supernode:
 
     def _piece_fetch(self, task: Task) -> Fetch:
         """What the repairer reads single pieces from a task's source with."""
-        return Fetch(task, self.config.source_timeout_s, self.bucket, self.clock, stop=self._stop)
+        return Fetch(task, self.config.source_timeout_s, self.bucket, self.clock, stop=self._stop,
+                     sources=self.source_options)
 
     def _state(self, task: Task) -> dict:
         # No piece size until it is decided: a client must not cut its file by a guess.

@@ -340,8 +340,8 @@ def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, super
     paths = {"alone": ["--no-daemon", "--seed-for", "0"],
              "supernode": ["--no-daemon", "--seed-for", "0", "--supernode", supernode.address],
              "daemon": _via_daemon(daemon)}
-    bad = {"not a URL": ["notaurl"], "file URL": ["file://%s" % (tmp_path / "x")],
-           "ftp URL": ["ftp://127.0.0.1/f.bin"],
+    bad = {"not a URL": ["notaurl"], "file URL naming a host": ["file://h%s" % (tmp_path / "x")],
+           "a scheme dfly does not read": ["gopher://127.0.0.1/f.bin"],
            # (a name the hosts file resolves: a typo like it must not send a DNS query off the host)
            "supernode without port": [src.url, "--supernode", "localhost"],
            "supernode without host": [src.url, "--supernode", ":8002"]}
@@ -351,7 +351,26 @@ def test_urls_and_addresses_get_the_same_answer_on_every_path(pyz, origin, super
             proc = dfly(pyz, "get", *argv, "-o", tmp_path / "out", "--data-dir", tmp_path / "g", *flags)
             line = one_line_error(proc, 2)
             assert not (tmp_path / "out").exists(), (path, mistake, line)
+        # A file:// URL is valid, but read only under a --source-file-root: none here.
+        proc = dfly(pyz, "get", "file://%s" % (tmp_path / "x"), "-o", tmp_path / "out",
+                    "--data-dir", tmp_path / "g", *flags)
+        assert "source-file-root" in one_line_error(proc, 9), path
+        assert not (tmp_path / "out").exists(), path
     assert origin.requests("f.bin") == 0
+
+
+@pytest.mark.time_limit(60)
+def test_a_get_given_source_settings_reads_the_source_itself_rather_than_hand_off(
+        pyz, daemon, tmp_path):
+    # The daemon has source settings of its own (none here): handed there, a file://
+    # URL would be refused though this command line names its root.
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / "f.bin").write_bytes(content(300_000, seed=14))
+    proc = _handed(pyz, daemon, "file://%s" % (root / "f.bin"), tmp_path / "out.bin",
+                   "--source-file-root", root, "--seed-for", "0", "--data-dir", tmp_path / "g")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.bin").read_bytes() == (root / "f.bin").read_bytes()
 
 
 # errors name the user's file; digests read the same on every path ----------------------

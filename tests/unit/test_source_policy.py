@@ -25,7 +25,7 @@ def test_loopback_private_and_public_addresses_are_allowed_by_default(address):
     assert DEFAULT.check_address("origin", address) is None
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://h/",
+@pytest.mark.parametrize("url", ["ftp:///x", "file:///etc/passwd", "gopher://h/",
                                  "data:text/plain,hi", "//example.com/x", "http:///nohost"])
 def test_schemes_dfly_does_not_fetch_and_hostless_urls_are_denied(url):
     assert DEFAULT.check_url(url) is not None
@@ -104,3 +104,18 @@ def test_rules_may_be_comma_separated_in_one_value():
 def test_a_bad_rule_is_refused_with_a_message(rule):
     with pytest.raises(ValueError, match="not a source rule"):
         parse_rule(rule)
+
+
+def test_file_urls_are_judged_by_whether_roots_are_configured_and_by_scheme_rules():
+    assert "no --source-file-root" in DEFAULT.check_url("file:///srv/a")
+    with_roots = SourcePolicy.parse(files=True)
+    assert with_roots.check_url("file:///srv/a") is None
+    assert "denied" in SourcePolicy.parse(deny=["file:"], files=True).check_url("file:///srv/a")
+
+
+def test_ftp_hosts_are_judged_like_http_hosts_and_s3_leaves_its_endpoint_to_open():
+    policy = SourcePolicy.parse(deny=["10.0.0.0/8", "ftp:"])
+    assert "scheme ftp is denied" in policy.check_url("ftp://origin/x")
+    assert "denied" in SourcePolicy.parse(deny=["10.0.0.0/8"]).check_url("ftp://10.1.2.3/x")
+    assert DEFAULT.check_url("s3://bucket/key") is None
+    assert "not allowed" in SourcePolicy.parse(allow=["https:"]).check_url("s3://bucket/key")

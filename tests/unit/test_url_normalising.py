@@ -57,7 +57,7 @@ def test_scheme_host_port_fragment_and_surrounding_whitespace_are_normalised(typ
 
 
 @pytest.mark.parametrize("bad", [
-    "", "example.com/x", "ftp://example.com/x", "file:///etc/passwd", "http:/example.com/x",
+    "", "example.com/x", "gopher://example.com/x", "file://etc/passwd", "http:/example.com/x",
     "http:///x", "http://exa mple.com/x", "http://a..b/x", "http://h:99999/x", "http://h:0/x",
     "http://h:http/x", "http://h:8０/x", "http://[::1/x", "http://[nope]/x", "http://[fe80::1%25eth0]/x",
     "http://user:secret@h/x", "http://h/\ud800", "http://" + "a" * 64 + ".example/x",
@@ -101,3 +101,12 @@ def test_any_text_is_a_valid_url_or_a_bad_request(text):
     except BadRequest:
         return
     assert _SENDABLE.match(url) and normalize_url(url) == url
+
+
+def test_ftp_s3_and_file_urls_are_normalised_and_only_ftp_carries_credentials():
+    assert normalize_url("FTP://u:p@127.0.0.1:21/a b") == "ftp://u:p@127.0.0.1/a%20b"
+    assert normalize_url("s3://Bucket/key/x.bin") == "s3://bucket/key/x.bin"
+    assert normalize_url("file://localhost/srv/a b") == "file:///srv/a%20b"
+    for bad in ("s3://bucket", "s3://bucket:9000/k", "file://host/x", "https://u:p@h/x"):
+        with pytest.raises(BadRequest):
+            normalize_url(bad)

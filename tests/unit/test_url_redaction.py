@@ -1,7 +1,7 @@
 """What of a task URL anyone may see: no userinfo, no query value, no fragment."""
 import pytest
 
-from dfly.protocol.redact import redact_text, redact_url
+from dfly.protocol.redact import redact_text, redact_url, redact_urls_in
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -24,3 +24,11 @@ def test_an_error_text_shows_the_url_redacted():
     assert redact_text("origin answered 404 for %s" % url, url) == \
         "origin answered 404 for http://origin/f?token=***"
     assert redact_text("", url) == ""
+
+
+def test_ftp_and_s3_urls_lose_their_credentials_and_queries_too():
+    assert redact_url("ftp://mirror:s3cret@ftp.example.com:2121/pub/a.iso") == \
+        "ftp://***@ftp.example.com:2121/pub/a.iso"
+    assert redact_url("ftps://u@h/a") == "ftps://***@h/a"
+    assert redact_url("s3://bucket/key/a.bin?versionId=abc") == "s3://bucket/key/a.bin?versionId=***"
+    assert redact_urls_in("failed: ftp://u:pw@h/x.") == "failed: ftp://***@h/x."

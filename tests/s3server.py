@@ -1,0 +1,167 @@
+"""A real S3-compatible server for the source tests: moto (PyPI, moto[server])
+in its own process on 127.0.0.1:0, with signature checking switched on after
+setup, so a request signed with the wrong secret is refused as AWS would.
+
+Setup (an IAM user with an S3 policy and an access key, a bucket) runs while
+moto still accepts anything; then POST /moto-api/reset-auth 0 makes every
+later request need a valid SigV4 signature from a key it knows. The process
+gets proxy variables pointing at a closed loopback port, so anything in it
+that tried to reach beyond loopback would fail rather than leave the host.
+Run as a script, it serves until its stdin closes and prints its port.
+"""
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from typing import Optional
+
+REGION = "us-east-1"
+LOOPBACK_ONLY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+                 "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                 "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+                 "AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup",
+                 "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class S3Origin:
+    def __init__(self):
+        env = dict(os.environ, **LOOPBACK_ONLY)
+        self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        line = self.proc.stdout.readline().decode().strip()   # bounded by the test's time limit
+        if not line.isdigit():
+            self.stop()
+            raise RuntimeError("moto did not start: %r" % line)
+        self.endpoint = "http://127.0.0.1:%s" % line
+        self.access_key, self.secret_key = self._setup()
+
+    def _client(self, service: str, key: str = "setup", secret: str = "setup"):
+        import boto3
+        from botocore.config import Config
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=key, aws_secret_access_key=secret,
+                            config=Config(proxies={}, retries={"max_attempts": 1},
+                                          s3={"addressing_style": "path"}))
+
+    def _setup(self):
+        iam = self._client("iam")
+        iam.create_user(UserName="dfly")
+        iam.put_user_policy(UserName="dfly", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="dfly")["AccessKey"]
+        self._client("s3").create_bucket(Bucket="dfly-bucket")
+        request = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0",
+                                         headers={"Content-Type": "text/plain"},
+                                         method="POST")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(request, timeout=10).close()
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def put(self, key: str, data: bytes) -> str:
+        """Store `data` (signed with the real key: auth is on); the object's ETag."""
+        s3 = self._client("s3", self.access_key, self.secret_key)
+        return s3.put_object(Bucket="dfly-bucket", Key=key, Body=data)["ETag"]
+
+    def settings(self, secret: Optional[str] = None) -> dict:
+        """The dfly source settings that reach this server."""
+        return {"s3_endpoint": self.endpoint, "s3_access_key_id": self.access_key,
+                "s3_secret_access_key": secret or self.secret_key, "s3_region": REGION}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+def _serve() -> None:
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # one line per request otherwise
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    sys.stdout.write("%d\n" % server.get_host_and_port()[1])
+    sys.stdout.flush()
+    sys.stdin.read()   # until the test closes it
+    server.stop()
+
+
+if __name__ == "__main__":
+    _serve()
+
+
+class CuttingProxy:
+    """A TCP relay on 127.0.0.1:0 in front of the S3 server: counts the bytes the
+    server sends back, and can cut the next connection after `cut_after` of them
+    (a transfer broken midway, which moto itself cannot be made to do)."""
+
+    def __init__(self, target: str):
+        import socket
+        import threading
+        host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.sent_back = 0
+        self.cut_after: Optional[int] = None
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.endpoint = "http://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, name="s3-proxy", daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                cut, self.cut_after = self.cut_after, None
+            server = socket.create_connection(self.target, timeout=10)
+            for args in ((client, server, None, False), (server, client, cut, True)):
+                thread = threading.Thread(target=self._pump, args=args, name="s3-proxy-pump",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, src, dst, cut: Optional[int], counted: bool) -> None:
+        """Copy src to dst; with `cut`, only that many bytes; `counted`: server to client."""
+        left = cut
+        try:
+            while True:
+                block = src.recv(65536 if left is None else min(65536, left))
+                if not block:
+                    break
+                dst.sendall(block)
+                if counted:
+                    with self._lock:
+                        self.sent_back += len(block)
+                if left is not None:
+                    left -= len(block)
+                    if left <= 0:
+                        break
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+            sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
