@@ -94,6 +94,11 @@ class PeerState:
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
+    # For the dashboard (supernode/dashboard.py): where its bytes came from, and when.
+    joined_at: float = 0.0
+    bytes_from_supernode: int = 0
+    bytes_from_peers: int = 0
+    last_piece_at: float = 0.0
 
 
 class TaskScheduler:
@@ -144,7 +149,7 @@ class TaskScheduler:
     def peer_joined(self, peer_id: str, addr: Tuple[str, int], now: float) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
-            peer = self.peers[peer_id] = PeerState(peer_id, addr, now)
+            peer = self.peers[peer_id] = PeerState(peer_id, addr, now, joined_at=now)
         else:
             peer.addr = addr
             self._heard_from(peer, now)

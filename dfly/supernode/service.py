@@ -46,6 +46,7 @@ from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore
 from dfly.supernode.config import SupernodeConfig
+from dfly.supernode.dashboard import Events, count_received, piece_bytes
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.fetchpool import FetchPool
 from dfly.supernode.repair import Repairer
@@ -99,6 +100,7 @@ class Supernode:
         self.membership = self._membership(config)
         # Cluster requests are signed with wall-clock timestamps (they cross machines).
         self.wall_clock: Callable[[], float] = time.time
+        self.events = Events(lambda: self.wall_clock())   # what the dashboard lists
         members = self.membership.members if self.membership else []
         self.cluster_key = signing.cluster_key(config.cluster_secret, members)
         self.verifier = signing.Verifier(self.cluster_key, members)
@@ -398,10 +400,13 @@ class Supernode:
                 task = Task(tid, req.url, req.headers, req.digest,
                             os.path.join(self.tasks_dir, tid), self.scheduler_config)
                 task.clock = self.clock
+                task.events = self.events
                 task.last_access = now
                 replica = self.replicas.get(tid) if self.membership is not None else None
                 if replica is not None and replica.get("url") == req.url and replica.get("length"):
                     task.adopt(replica, self.clock())
+                    self.events.record("task_taken_over", "taken over from a replica with %d piece "
+                                       "digests" % len(replica["digests"]), tid)
                     log.info("task %s taken over with %d piece digests known", tid[:12],
                              len(replica["digests"]))
                 self._tasks[tid] = task
@@ -484,6 +489,7 @@ class Supernode:
         with self._lock:
             self.sources_denied += 1
             count = self.sources_denied
+        self.events.record("source_denied", "%s: %s" % (redact_url(url), error.detail))
         log.warning("source denied (%d so far)%s: %s: %s", count,
                     " for client %s" % client_host if client_host else "", url[:200], error.detail)
 
@@ -509,6 +515,8 @@ class Supernode:
                 offered.add(num)
                 if num in inflight:
                     freed.add(inflight[num][0])
+                    if peer is not None:
+                        count_received(peer, inflight[num][0], piece_bytes(task, num), now, SUPERNODE)
             elif req.content_version:   # believed once we cut it as the same version
                 task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:
@@ -519,6 +527,8 @@ class Supernode:
             if holder is not None and holder.errors == sched.config.max_holder_errors:
                 log.warning("task %s peer %s blacklisted after %d errors (last: %s)",
                             task.task_id[:12], failure.holder, holder.errors, failure.reason)
+                self.events.record("peer_blacklisted", "peer %s after %d errors (last: %s)"
+                                   % (failure.holder, holder.errors, failure.reason[:120]), task.task_id)
             if copy_suspect(failure.reason) and failure.num < len(task.digests) \
                     and not messages.stale(req.content_version, task.content_version):
                 self._copy_doubted(task, req.peer_id, failure)   # (else: checked against old digests)
@@ -665,7 +675,9 @@ class Supernode:
         """Ping every other member; copy the metadata of the tasks they serve."""
         interval = max(0.2, self.config.member_dead_after_s / 4)
         clients: Dict[str, SupernodeClient] = {}
+        alive = set(self.membership.alive(self.clock()))
         while not self._stop.wait(interval):
+            alive = self._members_changed(alive)
             for member in self.membership.others():   # the list may change (gossip)
                 client = clients.get(member)
                 if client is None:
@@ -684,6 +696,15 @@ class Supernode:
                     log.debug("member %s did not answer: %s", member, e)
         for client in clients.values():
             client.close()
+
+    def _members_changed(self, before: set) -> set:
+        """Members that went down or came back since `before`: events (failovers)."""
+        now_alive = set(self.membership.alive(self.clock()))
+        for member in sorted(before - now_alive):
+            self.events.record("member_down", "member %s stopped answering: its tasks move" % member)
+        for member in sorted(now_alive - before):
+            self.events.record("member_up", "member %s answers again" % member)
+        return now_alive
 
     def _copy_replicas(self, client: SupernodeClient, counts: dict) -> None:
         with self._lock:
@@ -717,6 +738,7 @@ class Supernode:
                     task.offered(None)
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
+                    self.events.record("peer_forgotten", "peer %s silent" % peer_id, task.task_id)
             self._forget_secrets(now)
             self._prune(now)
 

@@ -34,7 +34,7 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Set
 
 from dfly.protocol.pieces import piece_count, piece_size_for
-from dfly.protocol.redact import redact_url
+from dfly.protocol.redact import redact_text, redact_url
 from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -76,6 +76,7 @@ class Task:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.clock: Callable[[], float] = time.monotonic
+        self.events = None   # the supernode's dashboard.Events: a failure is one
         self._waiters: Dict[Waiter, None] = {}   # in the order they last began waiting
         self.scheduler = TaskScheduler(scheduler_config)
         self.state = PENDING
@@ -253,6 +254,9 @@ class Task:
             self.use_source(untried[-1], self.sources[untried[-1]])
             return
         self.state, self.error_kind, self.error, self.failed_at = FAILED, kind, message, now
+        if self.events is not None:
+            self.events.record("task_failed", "%s: %s" % (kind, redact_text(message, self.url)),
+                               self.task_id)
         self.changed()
 
     def source_offered(self, url: str, headers: dict) -> None:
