@@ -24,7 +24,7 @@ text-align:left;white-space:nowrap} th{background:#f0f0f0} tr.sel{background:#ee
 .bar>span{display:block;height:100%;background:#3a7bd5}
 .split{display:flex;width:480px;height:14px;background:#e4e4e4}
 .src{background:#d9822b}.sn{background:#7b5ea7}.p2p{background:#2e9e5b}
-.key span{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px}
+.key .sw{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px}
 canvas{vertical-align:middle;image-rendering:pixelated}
 #status{margin-left:8px} .bad{color:#b00} .ok{color:#080} button{margin-right:6px}
 .ev td{white-space:normal}
@@ -54,13 +54,13 @@ SUPERNODE_PAGE = """<!doctype html>
 at a time, slowest first; piece maps fold the pieces into at most 256 cells.</div>
 <h2>Tasks</h2>
 <table><thead><tr><th>task</th><th>URL</th><th>state</th><th>size</th><th>cached</th>
-<th>peers done</th><th>from source</th><th>from supernode</th><th>between peers</th></tr></thead>
+<th>peers done</th><th>from source</th><th>served by supernode</th><th>between peers</th></tr></thead>
 <tbody id="tasks"></tbody></table>
 <div id="detail">
 <h2>Task <span id="task-id"></span></h2>
 <div class="split" id="split"></div>
-<div class="key"><span class="src"></span>source (into the supernode)<span class="sn"></span>supernode
-to peers<span class="p2p"></span>peer to peer <span id="totals" class="muted"></span></div>
+<div class="key"><span class="sw src"></span>source (into the supernode)<span class="sw sn"></span>served
+by the supernode<span class="sw p2p"></span>peer to peer <span id="totals" class="muted"></span></div>
 <table><tbody id="maps"></tbody></table>
 <h2>Peers <span id="peer-range" class="muted"></span></h2>
 <div><button id="prev">&lt; slower</button><button id="next">faster &gt;</button></div>
@@ -76,13 +76,16 @@ to peers<span class="p2p"></span>peer to peer <span id="totals" class="muted"></
 <script>""" + _COMMON_JS + """
 let chosen=new URLSearchParams(location.search).get('task')||'', offset=0, limit=50, last=null;
 const COLOURS={'#':'#3a7bd5','~':'#e0a000','+':'#9bbbe8','.':'#e4e4e4'};
-function pieceMap(map){const c=el('canvas',{width:Math.max(1,map.length*2),height:10,'data-map':map});
+function cellWidth(n){return Math.max(2,Math.min(16,Math.floor(512/Math.max(1,n))));}
+function pieceMap(map){const w=cellWidth(map.length);
+ const c=el('canvas',{width:Math.max(1,map.length*w),height:10,'data-map':map});
  const g=c.getContext('2d');for(let i=0;i<map.length;i++){g.fillStyle=COLOURS[map[i]]||'#000';
- g.fillRect(i*2,0,2,10);}return c;}
-function rarestMap(counts){const c=el('canvas',{width:Math.max(1,counts.length*2),height:10});
+ g.fillRect(i*w,0,w-(w>4?1:0),10);}return c;}
+function rarestMap(counts){const w=cellWidth(counts.length);
+ const c=el('canvas',{width:Math.max(1,counts.length*w),height:10});
  const g=c.getContext('2d');const top=Math.max(1,...counts);for(let i=0;i<counts.length;i++){
  const v=counts[i]/top;g.fillStyle=counts[i]?'rgba(46,158,91,'+(0.2+0.8*v)+')':'#e4e4e4';
- g.fillRect(i*2,0,2,10);}return c;}
+ g.fillRect(i*w,0,w-(w>4?1:0),10);}return c;}
 function drawTasks(d){fill('tasks',d.tasks.map(t=>{const tr=el('tr',{'data-task':t.task_id},[
  td(t.task_id.substr(0,12)),td(t.url),td(t.state+(t.error?': '+t.error:'')),td(bytes(t.length),'num'),
  td(t.piece_count?t.pieces_cached+'/'+t.piece_count:'-','num'),td(t.peers_done+'/'+t.peers,'num'),
@@ -100,7 +103,8 @@ function drawTask(d){const t=d.task;document.getElementById('detail').style.disp
   title:bytes(v)});s.style.width=(100*v/all)+'%';return s;}));
  document.getElementById('totals').textContent=' '+t.totals.peers_done+' of '+t.totals.peers+
   ' peers done, '+t.totals.pieces_in_flight+' pieces in flight';
- fill('maps',[el('tr',{},[td('supernode '+t.supernode.name),el('td',{},[pieceMap(t.supernode.map)])]),
+ const name=t.supernode.name.endsWith(':0')?location.host:t.supernode.name;
+ fill('maps',[el('tr',{},[td('supernode '+name),el('td',{},[pieceMap(t.supernode.map)])]),
   el('tr',{},[td('in flight (any peer)'),el('td',{},[pieceMap(t.in_flight_map)])]),
   el('tr',{},[td('copies (rarest piece per cell)'),el('td',{},[rarestMap(t.rarest)])])]);
  document.getElementById('peer-range').textContent=t.totals.peers?(t.offset+1)+'-'+
@@ -110,14 +114,15 @@ function drawTask(d){const t=d.task;document.getElementById('detail').style.disp
   td(bytes(p.rate_bytes_per_s)+'/s','num'),td(bytes(p.bytes_from_supernode),'num'),
   td(bytes(p.bytes_from_peers),'num'),td(p.in_flight,'num'),el('td',{},[pieceMap(p.map)])])));}
 function drawCluster(d){const c=d.cluster;const owned={};for(const t of c.tasks)owned[t.owner]=
- (owned[t.owner]||0)+1;const members=c.members.length?c.members:[{member:c.me,self:true,alive:true,
+ (owned[t.owner]||0)+1;if(!c.members.length)owned[c.me]=d.tasks.length;
+ const members=c.members.length?c.members:[{member:c.me,self:true,alive:true,
  last_seen_s_ago:0,active_tasks:d.tasks.length}];
  fill('cluster',members.map(m=>el('tr',{},[td(m.member+(m.self?' (this one)':'')),
   el('td',{class:m.alive?'ok':'bad',text:m.alive?'up':'down'}),td(m.last_seen_s_ago+' s ago','num'),
   td(m.active_tasks,'num'),td(owned[m.member]||0,'num')])));}
 function drawEvents(d){fill('events',d.events.slice().reverse().map(e=>el('tr',{},[td(clock(e.at)),
  td(e.kind),td(e.task_id.substr(0,12)),td(e.text)])));}
-function draw(d){document.getElementById('me').textContent=d.me;drawTasks(d);drawTask(d);
+function draw(d){document.getElementById('me').textContent=location.host;drawTasks(d);drawTask(d);
  drawCluster(d);drawEvents(d);}
 async function poll(){try{const q='?task='+encodeURIComponent(chosen)+'&offset='+offset+'&limit='+limit;
  const r=await fetch('/v1/dashboard'+q,{cache:'no-store'});if(!r.ok)throw new Error('HTTP '+r.status);
