@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 from dfly.errors import BadRequest, Cancelled, DflyError, DownloadTimeout, LocalIOError
 from dfly.peer.filling import Filling
@@ -187,6 +187,11 @@ class Cache:
     def keys(self) -> List[str]:
         with self._lock:
             return sorted(self._size)
+
+    def entries(self) -> List[Tuple[str, int, float]]:
+        """(key, size, last used) of every cached file (for the dashboard)."""
+        with self._lock:
+            return [(key, size, self._used.get(key, 0.0)) for key, size in self._size.items()]
 
     def total_bytes(self) -> int:
         with self._lock:

@@ -38,13 +38,14 @@ import uuid
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from dfly import __version__, errors
+from dfly import __version__, dashboard_page, errors
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, NotFound
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
 from dfly.lifecycle import log_to, serve_until_signalled
+from dfly.peer import daemon_dashboard
 from dfly.peer import output as out_rules
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
@@ -87,14 +88,16 @@ class DaemonApp:
         self.stopping = daemon.stopping
 
     def proxy(self, request: FrontRequest, body: Optional[BodyReader]) -> Response:
-        return self.daemon.proxy.handle(request, body)
+        return self._counted("proxy", request, lambda: self.daemon.proxy.handle(request, body))
 
     def route(self, request: FrontRequest) -> Response:
         path = request.path
         if path == "/v2" or path.startswith("/v2/"):
             if self.daemon.mirror is None:
                 return oci_error(404, "UNSUPPORTED", "this daemon mirrors no registry")
-            return self.daemon.mirror.handle(request)
+            return self._counted("mirror", request, lambda: self.daemon.mirror.handle(request))
+        if path in ("/dashboard", "/v1/dashboard") and request.method in ("GET", "HEAD"):
+            return self.dashboard(request)
         if path == "/healthz" and request.method in ("GET", "HEAD"):
             return Response.text("ok\n")
         if path == "/v1/stats" and request.method in ("GET", "HEAD"):
@@ -117,6 +120,27 @@ class DaemonApp:
             handoff.check_handoff(request.headers, self.daemon.handoff_token)
             return Response.json(self.daemon.download_for(request.json()))
         raise NotFound("no such endpoint: %s" % path[:200])
+
+    def _counted(self, kind: str, request: FrontRequest, answer) -> Response:
+        """Mirror and proxy traffic, counted for the dashboard (target redacted there)."""
+        try:
+            response = answer()
+        except errors.DflyError as e:
+            self.daemon.traffic.answered(kind, request.method, request.target, e.http_status)
+            raise
+        self.daemon.traffic.answered(kind, request.method, request.target, response.status)
+        return response
+
+    def dashboard(self, request: FrontRequest) -> Response:
+        ops_view(request)   # read-only: the page, or its feed
+        if request.path == "/dashboard":
+            return Response(200, dashboard_page.DAEMON_PAGE.encode(), dict(dashboard_page.HEADERS))
+        return Response.json(daemon_dashboard.feed(self.daemon))
+
+
+def ops_view(request: FrontRequest) -> None:
+    """Who may see the daemon's operations views: the one place to check it. Open on
+    the plain listener today; --ops-token-file (the shared gate) is wired in here."""
 
 
 class RunningDaemon:
@@ -161,6 +185,7 @@ class RunningDaemon:
         self._totals = {"source": 0, "supernode": 0, "peers": 0, "downloads": 0, "fallbacks": 0,
                         "announced": 0, "damaged_pieces": 0, "repaired_pieces": 0, "refetched": 0}
         self._repairing = set()   # cache keys being fetched again after damage
+        self.traffic = daemon_dashboard.Traffic()   # mirror and proxy requests, for the dashboard
         if config.tls_front and not config.tls_cert:
             raise ValueError("--tls-front needs --tls-cert and --tls-key")
         self.handoff_token = secrets.token_hex(32)

@@ -92,3 +92,19 @@ def test_dashboard_shows_a_running_swarm_and_updates_without_a_reload(browser, p
                 get.kill()
                 get.wait(10)
         supernode.stop()
+
+
+@pytest.mark.time_limit(60)
+def test_daemon_dashboard_loads_and_updates_in_the_browser(browser, pyz, tmp_path):
+    daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                     "--registry-mirror", "", "--data-dir", str(tmp_path / "d"))
+    try:
+        browser.get("http://%s/dashboard" % daemon.address)
+        status = browser.find_element("id", "status")
+        first = wait_until(lambda: "updated" in status.text and status.text, timeout=30, interval=0.2,
+                           message="the daemon's page drew its feed")
+        assert "not updated" not in first
+        assert browser.find_element("id", "me").text   # its peer id
+        assert "0 B of" in browser.find_element("id", "cache-sum").text
+    finally:
+        daemon.stop()
