@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from typing import List, Optional
 
 from dfly import __version__, errors, options
@@ -19,6 +20,7 @@ from dfly.errors import EXIT_CODES
 from dfly.protocol.redact import redact_urls_in
 
 log = logging.getLogger("dfly")
+PROCESS_START = time.monotonic()   # (about) when this process started: `get --trace` counts from it
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -112,6 +114,9 @@ def _get_options(get: argparse.ArgumentParser) -> None:
                      "read here is not used")
     get.add_argument("--no-daemon", action="store_true", help="download in this process even if a "
                      "daemon runs")
+    get.add_argument("--trace", metavar="FILE", help="write a JSON record of the download to FILE "
+                     "(registration, every schedule call and piece, the digest check); downloads "
+                     "in this process, never through a daemon")
     options.add_arguments(get, PeerConfig)
     get.set_defaults(run=run_get)
 
@@ -293,11 +298,12 @@ def run_get(args) -> int:
         bar = ProgressBar(sys.stderr)
     if not to_stdout:
         _check_output(os.path.abspath(args.output))
+    trace = _trace_for(args, config)
     deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
     # Source settings on this command line are this process's: a daemon reads sources its own way.
     own_sources = source_options_of(config) != SourceOptions()
-    handed = (None if to_stdout or args.no_daemon or own_sources
-              else _hand_off(args, config, headers, deadline))
+    in_process = to_stdout or args.no_daemon or own_sources or trace is not None
+    handed = None if in_process else _hand_off(args, config, headers, deadline)
     if handed is not None:
         if deadline:
             deadline.met()
@@ -315,11 +321,21 @@ def run_get(args) -> int:
     try:
         kwargs = dict(digest=args.digest, headers=headers, filters=args.filter,
                       identifier=args.identifier, progress=_progress(bar, deadline, client))
-        if to_stdout:
-            result = _stream_to_stdout(client, args.url, kwargs)
-            result.path = "-"
-        else:
-            result = client.download(args.url, args.output, **kwargs)
+        if trace is not None:
+            kwargs["trace"] = trace
+            trace.described(url=args.url, output=args.output, peer_id=client.peer_id,
+                            supernodes=list(config.supernode))
+        with _traced(trace, args.trace):
+            if to_stdout:
+                result = _stream_to_stdout(client, args.url, kwargs)
+                result.path = "-"
+            else:
+                result = client.download(args.url, args.output, **kwargs)
+            if trace is not None:
+                trace.event("finished", via=result.via, task_id=result.task_id, length=result.length,
+                            bytes_from_source=result.bytes_from_source,
+                            bytes_from_supernode=result.bytes_from_supernode,
+                            bytes_from_peers=result.bytes_from_peers)
         if deadline:
             deadline.met()
         if bar:
@@ -347,6 +363,35 @@ def run_get(args) -> int:
                          "lists what is served, `dfly seeders --stop` ends it)\n"
                          % human_duration(config.seed_for_s))
     return 0
+
+
+def _trace_for(args, config):
+    """--trace FILE: its Trace, after checking FILE can be written (LocalIOError, exit 6,
+    before anything is downloaded); None without --trace."""
+    if not args.trace:
+        return None
+    from dfly.peer.trace import Trace, check_trace_path
+    args.trace = check_trace_path(args.trace)
+    return Trace(started=PROCESS_START)
+
+
+@contextmanager
+def _traced(trace, path: Optional[str]):
+    """Write the trace once the download ended, whether it succeeded or not."""
+    if trace is None:
+        yield
+        return
+    from dfly.peer.trace import write_trace
+    try:
+        yield
+    except BaseException as e:
+        trace.event("failed", error=type(e).__name__, message=redact_urls_in(str(e))[:300])
+        try:
+            write_trace(trace, path)
+        except errors.DflyError as unwritten:   # the download's own error is the one to report
+            sys.stderr.write("dfly: %s\n" % unwritten)
+        raise
+    write_trace(trace, path)
 
 
 def _check_daemon_address(args) -> None:

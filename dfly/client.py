@@ -27,6 +27,7 @@ from dfly.peer.filling import servable_end
 from dfly.peer.progress import received
 from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
 from dfly.peer.storage import FinishedFile, PieceFile
+from dfly.peer.trace import NO_TRACE
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
 from dfly.protocol.address import upload_address
@@ -66,6 +67,7 @@ class _Job:
     restartable: bool = True   # may start over if the source changes (no reader follows the bytes)
     failed: Optional[SupernodeFailed] = None   # the last supernode that failed the task itself
     fill: Fill = field(default_factory=Fill)   # what P2P learnt, for a fallback by piece
+    trace: object = NO_TRACE   # --trace's record (dfly/peer/trace.py)
 
 
 @dataclass
@@ -119,17 +121,19 @@ class Client:
                  headers: Optional[Dict[str, str]] = None, filters: Iterable[str] = (),
                  identifier: Optional[str] = None, progress: Optional[Progress] = None,
                  sequential: bool = False, on_storage: Optional[Callable[[PieceFile], None]] = None,
-                 cancel: Optional[threading.Event] = None) -> DownloadResult:
+                 cancel: Optional[threading.Event] = None, trace=NO_TRACE) -> DownloadResult:
         """Download `url` to `path` (via a temporary name, renamed once complete and verified).
         `sequential`: pieces in file order; `on_storage(piece_file)` is called before the first
-        piece, so a caller can read verified pieces while they arrive; `cancel` stops it."""
+        piece, so a caller can read verified pieces while they arrive; `cancel` stops it;
+        `trace`: a dfly.peer.trace.Trace that records the download's steps."""
         _check_digest(digest)
         url = normalize_url(url)
         path = os.path.abspath(path)
         target, in_order = output.resolve(path)
         if in_order:   # a device or FIFO: written to as a stream, never replaced
             return self._download_in_order(url, target, path, digest=digest, headers=headers,
-                                           filters=filters, identifier=identifier, progress=progress)
+                                           filters=filters, identifier=identifier, progress=progress,
+                                           trace=trace)
         temp = output.temp_name(target, _random_hex(8))
         storage = PieceFile(temp, shown=path)
         self._partial.add(temp)
@@ -138,7 +142,7 @@ class Client:
                 on_storage(storage)
             result = self._fetch(url, storage, digest, headers or {}, list(filters), identifier,
                                  progress, sequential=sequential, cancel=cancel,
-                                 restartable=on_storage is None)
+                                 restartable=on_storage is None, trace=trace)
             try:
                 os.replace(temp, target)
             except OSError as e:
@@ -172,7 +176,7 @@ class Client:
 
     def stream(self, url: str, digest: Optional[str] = None, headers: Optional[Dict[str, str]] = None,
                filters: Iterable[str] = (), identifier: Optional[str] = None,
-               progress: Optional[Progress] = None) -> Iterator[bytes]:
+               progress: Optional[Progress] = None, trace=NO_TRACE) -> Iterator[bytes]:
         """Yield the content of `url` in order, while pieces are still arriving.
         The whole-file digest (if given) is checked before the last chunk is yielded."""
         _check_digest(digest)
@@ -188,7 +192,7 @@ class Client:
             try:
                 outcome["result"] = self._fetch(url, storage, digest, headers or {}, list(filters),
                                                 identifier, progress, sequential=True, cancel=cancel,
-                                                restartable=False)
+                                                restartable=False, trace=trace)
             except BaseException as e:
                 outcome["error"] = e
             with storage.cond:
@@ -363,7 +367,7 @@ class Client:
     # wiring ---------------------------------------------------------------------------
     def _fetch(self, url, storage, digest, headers, filters, identifier, progress,
                sequential, cancel: Optional[threading.Event] = None,
-               restartable: bool = True) -> DownloadResult:
+               restartable: bool = True, trace=NO_TRACE) -> DownloadResult:
         started = self.clock()
         deadline = started + self.config.timeout_s if self.config.timeout_s > 0 else None
         bucket = self.download_bucket
@@ -371,7 +375,7 @@ class Client:
             bucket = TokenBucket(self.config.rate_limit, started)
         job = _Job(url, storage, digest, headers, filters, identifier, deadline, bucket, sequential,
                    _progress_reporter(storage, progress), ByteSplit(), cancel or threading.Event(),
-                   restartable)
+                   restartable, trace=trace)
         running = RunningDigest(storage, digest).start() if digest else None
         try:
             task_id, via = self._via_supernodes(job), "p2p"
@@ -387,10 +391,20 @@ class Client:
                                             % (", ".join(self.config.supernode) or "none configured"))
             task_id, via = "", "source"
             self._from_source(job)
-        if running is not None and via == "p2p" and not storage.restarts:
-            running.finish()
-        elif digest:   # the source, or new content after a restart, wrote (some of) the file: check all
-            check_file(storage.path, digest)
+        began = self.clock()
+        try:
+            if running is not None and via == "p2p" and not storage.restarts:
+                running.finish()
+            elif digest:   # the source, or new content after a restart, wrote (some of) the file: check all
+                check_file(storage.path, digest)
+        except errors.DflyError as e:
+            trace.event("digest_check", seconds=round(self.clock() - began, 6), ok=False, error=str(e)[:200])
+            raise
+        if digest:
+            trace.event("digest_check", seconds=round(self.clock() - began, 6), ok=True,
+                        streamed=running is not None and via == "p2p" and not storage.restarts)
+        else:   # each piece was still checked against the supernode's digest
+            trace.event("digest_check", ok=None, skipped="no --digest given")
         split = job.split
         return DownloadResult(url, storage.path, storage.length or 0, task_id,
                               self.clock() - started, split.source, split.supernode, split.peers, via,
@@ -464,7 +478,7 @@ class Client:
                            on_progress=job.report, on_registered=lambda tid: uploader.publish(tid, storage),
                            clock=self.clock, split=job.split, cancel=job.cancel,
                            restartable=job.restartable, fill=job.fill,
-                           connect_timeout_s=self.config.connect_timeout_s)
+                           connect_timeout_s=self.config.connect_timeout_s, trace=job.trace)
 
     def _from_source(self, job: "_Job") -> None:
         """The whole file from the source; or, when P2P delivered part of it, only
@@ -489,6 +503,7 @@ class Client:
 
         if self._uploader is not None:   # no supernode sends anyone to it any more
             self._uploader.withdraw_file(storage)
+        job.trace.event("source_fallback", pieces_held=len(storage.held))
         if storage.length is None or not storage.held:
             download_from_source(job.url, job.headers, storage, self.config.piece_timeout_s,
                                  job.bucket, counted, self.clock, job.deadline,

@@ -33,6 +33,7 @@ from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.progress import received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
+from dfly.peer.trace import NO_TRACE
 from dfly.protocol import messages
 from dfly.protocol.messages import SUPERNODE, Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ratelimit import TokenBucket
@@ -104,7 +105,7 @@ class P2PDownload:
                  on_registered: Callable[[str], None] = lambda task_id: None,
                  clock: Callable[[], float] = time.monotonic, split: Optional[ByteSplit] = None,
                  cancel: Optional[threading.Event] = None, restartable: bool = True,
-                 fill: Optional[Fill] = None, connect_timeout_s: float = 0.0):
+                 fill: Optional[Fill] = None, connect_timeout_s: float = 0.0, trace=NO_TRACE):
         self.supernode = supernode
         self.register_request = register
         self.storage = storage
@@ -121,6 +122,7 @@ class P2PDownload:
         self.restartable = restartable   # False while a reader follows the file's bytes
         self.fill = fill if fill is not None else Fill()   # what a fallback to the source needs
         self.connect_timeout_s = connect_timeout_s
+        self.trace = trace   # dfly/peer/trace.py: --trace's record, or NO_TRACE
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._workers: List[threading.Thread] = []
@@ -162,7 +164,10 @@ class P2PDownload:
 
     # rounds -------------------------------------------------------------------------
     def _register(self) -> TaskState:
+        began = self.clock()
         self.task_id, state = self.supernode.register(self.register_request)
+        self.trace.event("registered", supernode=self.supernode.address, task_id=self.task_id,
+                         latency_s=round(self.clock() - began, 6))
         self.on_registered(self.task_id)
         with self._lock:   # re-announce what we hold after a re-register
             self._done = sorted(set(self._done) | self.storage.held)
@@ -189,6 +194,7 @@ class P2PDownload:
             self._last_call = self.clock()
         request = ScheduleRequest(self.peer_id, done, failed, want, self.sequential,
                                   self._wait_s() if want else 0.0, version)
+        began = self.clock()
         try:
             state = self.supernode.schedule(self.task_id, request)
         except errors.Gone:
@@ -196,6 +202,7 @@ class P2PDownload:
         finally:
             with self._lock:
                 self._in_call = False
+        self.trace.schedule(began, self.clock(), state.waited_s, want, len(state.pieces), len(done))
         self._apply(state)
         with self._lock:
             for order in state.pieces:
@@ -345,8 +352,10 @@ class P2PDownload:
                         client.close()
                     client = self.supernode.clone()
                 try:
-                    client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0,
-                                                                  content_version=version))
+                    began = self.clock()
+                    reply = client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0,
+                                                                          content_version=version))
+                    self.trace.schedule(began, self.clock(), reply.waited_s, 0, 0, len(done), reporter=True)
                 except errors.Gone:
                     pass   # the coordinator registers again and re-announces all we hold
                 except Exception as e:   # SupernodeDown above all: the coordinator fails over
@@ -397,11 +406,18 @@ class P2PDownload:
                 if order is None:
                     return
                 addr = order.addr or self.supernode.address
+                began = self.clock()
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write)
+                    arrived = self.clock()
                     self._settle(order)
+                    self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,
+                                     self.clock())
                 except PieceFailed as e:
+                    arrived = self.clock()
                     self._settle(order, error=str(e), discarded=fetcher.received)
+                    self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,
+                                     arrived, error=str(e))
                 except Exception as e:   # LocalIOError, or a bug: end the download with it,
                     self._settle(order, fatal=e)   # not wait for this piece forever
         finally:
