@@ -580,3 +580,24 @@ def test_a_source_cut_short_is_told_in_human_units_on_every_path(pyz, origin, su
     for flags in ([], ["--supernode", supernode.address]):
         line = one_line_error(get(pyz, src.url, tmp_path / "f.bin", tmp_path, *flags), 3)
         assert "2.0 MiB of 2.5 MiB" in line and "bytes" not in line, (flags, line)
+
+
+# get --trace -------------------------------------------------------------------------
+def test_get_trace_writes_the_downloads_record(pyz, origin, tmp_path):
+    src = origin.add("traced.bin", content(3 * MiB, seed=9))
+    proc = get(pyz, src.url, tmp_path / "out.bin", tmp_path, "--digest", src.digest,
+               "--trace", tmp_path / "trace.json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "trace.json").read_text())
+    kinds = [e["kind"] for e in record["events"]]
+    assert kinds == ["process_start", "source_fallback", "digest_check", "finished"]
+    assert record["events"][2]["ok"] is True and record["url"] == src.url
+    assert sorted(os.listdir(str(tmp_path))) == ["origin", "out.bin", "trace.json"]   # no temp left
+
+
+def test_get_trace_to_a_bad_path_is_one_line_exit_6_before_downloading(pyz, origin, tmp_path):
+    src = origin.add("untraced.bin", content(MiB, seed=9))
+    for bad in (tmp_path / "missing" / "t.json", tmp_path):
+        proc = get(pyz, src.url, tmp_path / "out.bin", tmp_path, "--trace", bad)
+        assert "trace file" in one_line_error(proc, 6)
+    assert origin.requests("untraced.bin") == 0 and not (tmp_path / "out.bin").exists()

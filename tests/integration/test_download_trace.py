@@ -1,0 +1,50 @@
+"""`get --trace`'s record (dfly/peer/trace.py) of real downloads in a small swarm:
+every piece, in order in time, each from a real holder."""
+import pytest
+from helpers import MiB, content, run_all
+
+from dfly.peer.trace import Trace
+from dfly.supernode.scheduler import SUPERNODE
+
+
+def _check_times_ordered(record: dict) -> None:
+    times = [e["t"] for e in record["events"]]
+    assert times == sorted(times) and times[0] == 0.0
+    starts = [s["t"] for s in record["schedules"] if not s.get("reporter")]
+    assert starts == sorted(starts)
+    for call in record["schedules"]:
+        assert call["latency_s"] >= 0 and (call["waited_s"] or 0) <= call["latency_s"] + 0.01
+    for piece in record["pieces"]:
+        assert 0 < piece["start_s"] <= piece["end_s"] and piece["verify_s"] >= 0
+
+
+@pytest.mark.time_limit(60)
+def test_trace_of_a_swarm_download_has_every_piece_from_real_holders(
+        origin, supernode, client_factory, downloads):
+    src = origin.add("traced.bin", content(10 * MiB, seed=11))   # ten 1 MiB pieces
+    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
+    traces = [Trace() for _ in clients]
+    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("t%d" % i)),
+                                                           digest=src.digest, trace=t)
+                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
+    assert all(e is None for _, e in outcomes), outcomes
+    peers = {c.peer_id for c in clients}
+    holders = set()
+    for client, trace in zip(clients, traces):
+        record = trace.record()
+        kinds = [e["kind"] for e in record["events"]]
+        assert kinds[:2] == ["process_start", "registered"] and kinds[-1] == "digest_check"
+        assert record["events"][-1]["ok"] is True
+        assert record["events"][1]["supernode"] == supernode.address
+        good = [p for p in record["pieces"] if p["ok"]]
+        assert sorted(p["num"] for p in good) == list(range(10))
+        assert sum(p["bytes"] for p in good) == src.size
+        registered = record["events"][1]["t"]
+        assert all(p["start_s"] >= registered for p in record["pieces"])
+        assert record["schedules"] and all(s["t"] >= registered for s in record["schedules"])
+        for piece in good:
+            assert piece["holder"] == SUPERNODE or piece["holder"] in peers - {client.peer_id}
+            holders.add(piece["holder"])
+        _check_times_ordered(record)
+    assert SUPERNODE in holders
+
