@@ -5,6 +5,7 @@
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly,ideal --repeat 5   # medians
     sudo python3 bench/testbed.py --family ipv6        # IPv6-only hosts (no IPv4 address)
     sudo python3 bench/testbed.py --family dual        # IPv4-only and IPv6-only hosts, one swarm
+    sudo python3 bench/testbed.py --counts 8 --trace-dir /tmp/tr   # + bench/timeline.py /tmp/tr/n8-run1
 
 Strategy: every host is a network namespace with one veth to a bridge that
 lives in a namespace of its own, so nothing is added to the machine's own
@@ -283,7 +284,7 @@ class OriginHost:
 # --- scenarios ---------------------------------------------------------------------------
 def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenario: str, n: int,
                  size: int, digest: str, timeout_s: float, seed_for: str, get_extra: List[str],
-                 www: str = "") -> dict:
+                 www: str = "", trace_dir: str = "") -> dict:
     hosts = bed.clients[:n]
     outs = {}
     procs = []
@@ -313,6 +314,8 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
                     "--json", "--timeout", "%ds" % timeout_s] + get_extra
             if bed.family == "dual":   # one task, though each family has its own URL
                 argv += ["--identifier", "sha256:" + digest]
+            if trace_dir:   # bench/timeline.py draws them
+                argv += ["--trace", os.path.join(trace_dir, ns + ".json")]
         procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns),
                                    gnu_time=True))
     started = min(t.started for t in procs)
@@ -508,6 +511,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=os.path.join(harness.HERE, "results", "testbed.json"))
     p.add_argument("--svg", default=os.path.join(harness.HERE, "results", "testbed.svg"))
     p.add_argument("--keep", action="store_true", help="keep the workspace")
+    p.add_argument("--trace-dir", help="keep each dfly host's `get --trace` in DIR/n<hosts>-run<run>/ "
+                   "(draw one with bench/timeline.py)")
     p.add_argument("--cleanup", action="store_true", help="only remove namespaces (and their "
                    "processes) a killed run left behind, then exit")
     args = p.parse_args(argv)
@@ -555,8 +560,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for scenario in scenarios:
                     if scenario == "baseline" and run > 1:
                         continue
+                    traces = ""
+                    if args.trace_dir and scenario == "dfly":
+                        traces = os.path.join(os.path.abspath(args.trace_dir), "n%d-run%d" % (n, run))
+                        os.makedirs(traces, exist_ok=True)
                     row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
-                                       args.seed_for, args.get_arg, www)
+                                       args.seed_for, args.get_arg, www, trace_dir=traces)
                     row["run"] = run
                     row["vs_lower_bound"] = round(row["last_s"] / lower_bound, 3)
                     rows.append(row)

@@ -1,10 +1,16 @@
 """`get --trace`'s record (dfly/peer/trace.py) of real downloads in a small swarm:
 every piece, in order in time, each from a real holder."""
+from collections import Counter
+from xml.etree import ElementTree
+
 import pytest
 from helpers import MiB, content, run_all
 
-from dfly.peer.trace import Trace
+from bench import timeline
+from dfly.peer.trace import Trace, write_trace
 from dfly.supernode.scheduler import SUPERNODE
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _check_times_ordered(record: dict) -> None:
@@ -48,3 +54,33 @@ def test_trace_of_a_swarm_download_has_every_piece_from_real_holders(
         _check_times_ordered(record)
     assert SUPERNODE in holders
 
+
+
+@pytest.mark.time_limit(60)
+def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, client_factory,
+                                                            downloads, tmp_path):
+    src = origin.add("drawn.bin", content(6 * MiB, seed=12))
+    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
+    traces = [Trace() for _ in clients]
+    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("t%d" % i)), trace=t)
+                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
+    assert all(e is None for _, e in outcomes), outcomes
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    for i, trace in enumerate(traces):
+        write_trace(trace, str(folder / ("host%d.json" % i)))
+    out = str(tmp_path / "timeline.svg")
+    assert timeline.main([str(folder), "-o", out]) == 0
+
+    drawn = ElementTree.parse(out).getroot()
+    texts = [t.text for t in drawn.iter(SVG + "text")]
+    assert {"host0", "host1", "host2"} <= set(texts)
+    bars = [r for r in drawn.iter(SVG + "rect") if "piece" in r.get("class", "")]
+    records = [t.record() for t in traces]
+    pieces = [p for r in records for p in r["pieces"]]
+    assert len(bars) == len(pieces) and len(pieces) >= 18
+    by_kind = Counter(r.get("class").split()[1] for r in bars)
+    assert by_kind["supernode"] == sum(1 for p in pieces if p["holder"] == SUPERNODE and p["ok"])
+    assert by_kind["peer"] == sum(1 for p in pieces if p["holder"] != SUPERNODE and p["ok"])
+    assert all(float(r.get("x")) >= timeline.LEFT and float(r.get("width")) > 0 for r in bars)
+    assert len(list(drawn.iter(SVG + "line"))) >= 3 * 2   # each host: registered, complete
