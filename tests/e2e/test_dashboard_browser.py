@@ -7,10 +7,12 @@ except 127.0.0.1, and its background services (updates, sync, translation,
 ...) are off. One browser serves the module. DFLY_DASHBOARD_SCREENSHOT=PATH
 saves a screenshot of the running swarm there (docs/dashboard.png is made so).
 """
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from helpers import MiB, content, wait_until
@@ -108,3 +110,17 @@ def test_daemon_dashboard_loads_and_updates_in_the_browser(browser, pyz, tmp_pat
         assert "0 B of" in browser.find_element("id", "cache-sum").text
     finally:
         daemon.stop()
+
+
+def test_zipapp_serves_the_dashboard_page_and_feed(pyz, tmp_path):
+    """Without a browser too: the page is packed in the archive and served from it."""
+    supernode = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "sn"))
+    try:
+        base = "http://%s" % supernode.address
+        with urllib.request.urlopen(base + "/dashboard", timeout=10) as reply:
+            page = reply.read().decode()
+        assert reply.headers["Content-Type"].startswith("text/html") and "/v1/dashboard" in page
+        with urllib.request.urlopen(base + "/v1/dashboard", timeout=10) as reply:
+            assert json.loads(reply.read())["tasks"] == []
+    finally:
+        supernode.stop()

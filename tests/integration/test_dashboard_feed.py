@@ -3,8 +3,10 @@ import json
 import urllib.request
 
 import pytest
-from helpers import MiB, content, run_all
+from helpers import MiB, content, reserve_ports, run_all, wait_until
 
+from dfly.protocol.messages import Failure, RegisterRequest, ScheduleRequest
+from dfly.supernode.client import SupernodeClient
 from dfly.supernode.dashboard import HELD
 
 
@@ -70,3 +72,62 @@ def test_dashboard_is_read_only(supernode):
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 405
+
+
+def _events(address: str, kind: str) -> list:
+    return [e for e in _feed(address)["events"] if e["kind"] == kind]
+
+
+@pytest.mark.time_limit(30)
+def test_events_name_a_failed_task_without_its_secret(origin, supernode, sn_client):
+    url = origin.url("missing.bin") + "?sig=s3cr3t"
+    tid, _ = sn_client.register(RegisterRequest(url=url, peer_id="asker", peer_port=9,
+                                                peer_host="127.0.0.1"))
+    [event] = wait_until(lambda: _events(supernode.address, "task_failed"), timeout=20,
+                         message="the failure is an event")
+    assert event["task_id"] == tid and "SourceError" in event["text"]
+    assert "s3cr3t" not in json.dumps(_feed(supernode.address))
+
+
+@pytest.mark.time_limit(30)
+def test_events_name_a_peer_blacklisted_after_failing_five_askers(origin, supernode, sn_client):
+    src = origin.add("shared.bin", content(2 * MiB, seed=8))
+    holder = SupernodeClient(supernode.address, timeout_s=5)
+    askers = [SupernodeClient(supernode.address, timeout_s=5) for _ in range(5)]
+    try:
+        tid, _ = holder.register(RegisterRequest(url=src.url, peer_id="holder", peer_port=9,
+                                                 peer_host="127.0.0.1"))
+        wait_until(lambda: sn_client.task(tid)["state"] == "done", timeout=20)
+        for i, asker in enumerate(askers):
+            holder.schedule(tid, ScheduleRequest("holder", done=[0, 1], want=0))   # it lives
+            asker.register(RegisterRequest(url=src.url, peer_id="asker%d" % i, peer_port=9,
+                                           peer_host="127.0.0.1"))
+            got = asker.schedule(tid, ScheduleRequest("asker%d" % i, want=1))
+            [order] = got.pieces
+            assert order.holder == "holder"
+            asker.schedule(tid, ScheduleRequest("asker%d" % i, want=0,
+                                                failed=[Failure(order.num, "holder", "digest mismatch")]))
+        [event] = _events(supernode.address, "peer_blacklisted")
+        assert event["task_id"] == tid and "holder" in event["text"]
+    finally:
+        for client in [holder] + askers:
+            client.close()
+
+
+@pytest.mark.time_limit(30)
+def test_events_name_a_member_lost_and_back(supernode_factory, tmp_path):
+    first, second = reserve_ports(2)
+    members = [first, second]
+
+    def start(address):
+        return supernode_factory(data_dir=tmp_path / address.replace(":", "_"), listen=address,
+                                 cluster=[",".join(members)], cluster_secret="s3cret-for-the-test",
+                                 member_dead_after_s=1.0)
+    start(first)
+    [lost] = wait_until(lambda: _events(first, "member_down"), timeout=10, message="member lost")
+    assert second in lost["text"]
+    start(second)
+    [back] = wait_until(lambda: _events(first, "member_up"), timeout=10, message="member back")
+    assert second in back["text"]
+    members_shown = {m["member"]: m["alive"] for m in _feed(first)["cluster"]["members"]}
+    assert members_shown == {first: True, second: True}
