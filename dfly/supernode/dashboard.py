@@ -22,6 +22,7 @@ import time
 from collections import deque
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from dfly.protocol.address import format_address
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.redact import redact_text, redact_url
 
@@ -123,7 +124,7 @@ def peer_row(peer, piece_count: Optional[int], now: float) -> dict:
     held = len(peer.held)
     received = peer.bytes_from_supernode + peer.bytes_from_peers
     done = bool(piece_count) and held >= piece_count
-    return {"peer_id": peer.peer_id, "addr": "%s:%d" % tuple(peer.addr[:2]), "held": held,
+    return {"peer_id": peer.peer_id, "addr": format_address(peer.addr[0], peer.addr[1]), "held": held,
             "in_flight": len(peer.inflight),
             "progress": round(held / piece_count, 4) if piece_count else 0.0,
             "bytes_from_supernode": peer.bytes_from_supernode,
@@ -174,12 +175,15 @@ def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAG
     with supernode.loading() as loaded:
         tasks = list(loaded.values())
     tasks.sort(key=lambda t: -t.last_access)
-    rows, chosen, most = [], None, -1
+    rows, named, busiest, most = [], None, None, -1
     for task in tasks[:MAX_TASKS]:
         with task.cond:
             rows.append(task_row(task))
-        if task.task_id == task_id or (not task_id and rows[-1]["peers"] > most):
-            chosen, most = task, rows[-1]["peers"]
+        if task.task_id == task_id:
+            named = task
+        if rows[-1]["peers"] > most:
+            busiest, most = task, rows[-1]["peers"]
+    chosen = named or busiest   # a task named but gone: the busiest instead
     detail = None
     if chosen is not None:
         with chosen.cond:
