@@ -79,12 +79,16 @@ def piece_cells(piece_count: int, held: Set[int], inflight: Iterable[int],
                 cells: int = MAP_CELLS) -> str:
     """A peer's piece map: one character a cell (HELD, IN_FLIGHT, PART, NONE)."""
     coming = set(inflight)
+    bounds = cell_bounds(piece_count, cells)
+    if len(bounds) == piece_count:   # a cell a piece
+        return "".join(HELD if n in held else IN_FLIGHT if n in coming else NONE
+                       for n in range(piece_count))
     out = []
-    for lo, hi in cell_bounds(piece_count, cells):
-        have = sum(1 for n in range(lo, hi) if n in held)
+    for lo, hi in bounds:   # set operations over a range run in C: this is per feed, per peer
+        have = len(held.intersection(range(lo, hi)))
         if have == hi - lo:
             out.append(HELD)
-        elif any(n in coming for n in range(lo, hi)):
+        elif not coming.isdisjoint(range(lo, hi)):
             out.append(IN_FLIGHT)
         else:
             out.append(PART if have else NONE)
@@ -121,10 +125,12 @@ def totals_of(rows: List[dict], piece_count: Optional[int]) -> dict:
 
 # reading the service ----------------------------------------------------------------
 def peer_row(peer, piece_count: Optional[int], now: float) -> dict:
+    """A peer's figures, copied out (caller holds the task's lock; `addr` as a tuple
+    until the page is chosen: formatting a thousand is not worth the lock)."""
     held = len(peer.held)
     received = peer.bytes_from_supernode + peer.bytes_from_peers
     done = bool(piece_count) and held >= piece_count
-    return {"peer_id": peer.peer_id, "addr": format_address(peer.addr[0], peer.addr[1]), "held": held,
+    return {"peer_id": peer.peer_id, "addr": peer.addr, "held": held,
             "in_flight": len(peer.inflight),
             "progress": round(held / piece_count, 4) if piece_count else 0.0,
             "bytes_from_supernode": peer.bytes_from_supernode,
@@ -146,26 +152,44 @@ def task_row(task) -> dict:
             "error": redact_text(task.error, task.url) if task.error else ""}
 
 
+def task_snapshot(task, now: float, offset: int, limit: int) -> dict:
+    """What the detail needs, copied out under the task's lock: every peer's figures,
+    one page's piece sets, the supernode's pieces, what is in flight, copies per piece."""
+    with task.cond:
+        sched = task.scheduler
+        count = task.piece_count or 0
+        rows = [peer_row(p, count, now) for p in sched.peers.values()]
+        page = page_of(rows, offset, limit)
+        sets = {row["peer_id"]: (set(sched.peers[row["peer_id"]].held),
+                                 set(sched.peers[row["peer_id"]].inflight)) for row in page}
+        coming: Set[int] = set()
+        for peer in sched.peers.values():
+            coming.update(peer.inflight)
+        return {"task_id": task.task_id, "piece_count": count, "piece_size": task.piece_size,
+                "rows": rows, "page": page, "sets": sets, "coming": coming,
+                "supernode_pieces": set(sched.supernode_pieces),
+                "copies": [sched.holder_count(n) for n in range(count)]}
+
+
 def task_detail(task, now: float, offset: int, limit: int, supernode_name: str) -> dict:
     """The chosen task: totals, one page of peers with their piece maps, the
-    supernode's own map and the rarest copy per cell (caller holds task.cond)."""
-    sched = task.scheduler
-    count = task.piece_count or 0
-    rows = [peer_row(p, count, now) for p in sched.peers.values()]
-    page = page_of(rows, offset, limit)
+    supernode's own map and the rarest copy per cell. The lock is held only to copy
+    (task_snapshot); maps and totals are made from the copies."""
+    snap = task_snapshot(task, now, offset, limit)
+    count = snap["piece_count"]
+    page = snap["page"]
     for row in page:
-        peer = sched.peers[row["peer_id"]]
-        row["map"] = piece_cells(count, peer.held, peer.inflight) if count else ""
-    coming: Set[int] = set()
-    for peer in sched.peers.values():
-        coming.update(peer.inflight)
-    return {"task_id": task.task_id, "piece_count": count,
-            "piece_size": task.piece_size, "cells": len(cell_bounds(count)) if count else 0,
-            "offset": max(0, offset), "limit": min(limit, MAX_PAGE), "totals": totals_of(rows, count),
-            "supernode": {"name": supernode_name, "map": piece_cells(count, sched.supernode_pieces, ())
-                          if count else ""},
-            "in_flight_map": piece_cells(count, set(), coming) if count else "",
-            "rarest": rarest_per_cell([len(sched.holders_of(n)) for n in range(count)]) if count else [],
+        held, inflight = snap["sets"][row["peer_id"]]
+        row["map"] = piece_cells(count, held, inflight) if count else ""
+        row["addr"] = format_address(row["addr"][0], row["addr"][1])
+    return {"task_id": snap["task_id"], "piece_count": count,
+            "piece_size": snap["piece_size"], "cells": len(cell_bounds(count)) if count else 0,
+            "offset": max(0, offset), "limit": min(limit, MAX_PAGE),
+            "totals": totals_of(snap["rows"], count),
+            "supernode": {"name": supernode_name,
+                          "map": piece_cells(count, snap["supernode_pieces"], ()) if count else ""},
+            "in_flight_map": piece_cells(count, set(), snap["coming"]) if count else "",
+            "rarest": rarest_per_cell(snap["copies"]) if count else [],
             "peers": page}
 
 
@@ -184,10 +208,7 @@ def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAG
         if rows[-1]["peers"] > most:
             busiest, most = task, rows[-1]["peers"]
     chosen = named or busiest   # a task named but gone: the busiest instead
-    detail = None
-    if chosen is not None:
-        with chosen.cond:
-            detail = task_detail(chosen, now, offset, limit, supernode.me)
+    detail = task_detail(chosen, now, offset, limit, supernode.me) if chosen is not None else None
     return {"me": supernode.me, "at": round(supernode.wall_clock(), 3), "tasks": rows,
             "tasks_total": len(tasks), "task": detail, "cluster": supernode.cluster_status(),
             "events": supernode.events.last()}

@@ -324,6 +324,10 @@ class TaskScheduler:
     def holders_of(self, num: int) -> Set[str]:
         return set(self._holders.get(num, ()))
 
+    def holder_count(self, num: int) -> int:
+        """How many peers hold piece `num` (no copy of the set: the dashboard asks per piece)."""
+        return len(self._holders.get(num, ()))
+
     def addr_of(self, holder: str) -> Optional[Tuple[str, int]]:
         peer = self.peers.get(holder)
         return peer.addr if peer else None
