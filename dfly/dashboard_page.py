@@ -124,10 +124,12 @@ function drawEvents(d){fill('events',d.events.slice().reverse().map(e=>el('tr',{
  td(e.kind),td(e.task_id.substr(0,12)),td(e.text)])));}
 function draw(d){document.getElementById('me').textContent=location.host;drawTasks(d);drawTask(d);
  drawCluster(d);drawEvents(d);}
-async function poll(){try{const q='?task='+encodeURIComponent(chosen)+'&offset='+offset+'&limit='+limit;
+let busy=false;   // one request at a time: a slow answer is not piled on
+async function poll(){if(busy)return;busy=true;
+ try{const q='?task='+encodeURIComponent(chosen)+'&offset='+offset+'&limit='+limit;
  const r=await fetch('/v1/dashboard'+q,{cache:'no-store'});if(!r.ok)throw new Error('HTTP '+r.status);
  last=await r.json();draw(last);status(true,' updated '+clock(last.at));}
- catch(e){status(false,' not updated: '+e.message);}}
+ catch(e){status(false,' not updated: '+e.message);}finally{busy=false;}}
 document.getElementById('prev').onclick=()=>{offset=Math.max(0,offset-limit);poll();};
 document.getElementById('next').onclick=()=>{if(last&&last.task&&offset+limit<last.task.totals.peers)
  {offset+=limit;poll();}};
@@ -165,9 +167,10 @@ function draw(d){document.getElementById('me').textContent=d.peer_id;const s=d.s
  fill('traffic',d.traffic.counts.map(e=>el('tr',{},[td(e.kind),td(e.outcome),td(e.requests,'num')])));
  fill('recent',d.traffic.recent.slice().reverse().map(e=>el('tr',{},[td(clock(e.at)),td(e.kind),
   td(e.method),td(e.status,'num'),td(e.target)])));}
-async function poll(){try{const r=await fetch('/v1/dashboard',{cache:'no-store'});
+let busy=false;
+async function poll(){if(busy)return;busy=true;try{const r=await fetch('/v1/dashboard',{cache:'no-store'});
  if(!r.ok)throw new Error('HTTP '+r.status);const d=await r.json();draw(d);status(true,' updated '+
- clock(d.at));}catch(e){status(false,' not updated: '+e.message);}}
+ clock(d.at));}catch(e){status(false,' not updated: '+e.message);}finally{busy=false;}}
 poll();setInterval(poll,1000);
 </script></body></html>
 """
