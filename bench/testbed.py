@@ -315,7 +315,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
             if bed.family == "dual":   # one task, though each family has its own URL
                 argv += ["--identifier", "sha256:" + digest]
             if trace_dir:   # bench/timeline.py draws them
-                argv += ["--trace", os.path.join(trace_dir, ns + ".json")]
+                argv += ["--trace", os.path.join(trace_dir, ns[len(bed.tag):] + ".json")]   # h1.json
         procs.append(harness.Timed(ws, bed.exec_argv(ns, argv), "%s-n%d-%s" % (scenario, n, ns),
                                    gnu_time=True))
     started = min(t.started for t in procs)

@@ -37,7 +37,8 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
 
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "3",
                            "--size", "4M", "--seed-for", "10s", "--scenarios", "baseline,dfly,ideal",
-                           "--repeat", "2", "--out", str(out), "--svg", str(svg)],
+                           "--repeat", "2", "--out", str(out), "--svg", str(svg),
+                           "--trace-dir", str(tmp_path / "traces")],
                           capture_output=True, text=True, timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,6 +65,14 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     assert result["hosts_python"] == sys.executable   # --python's default: the one running it
     assert svg.read_text().startswith("<svg")
     assert _namespaces() == before                               # nothing left behind
+    # Each dfly host's get --trace, one folder per run, drawn by bench/timeline.py.
+    assert sorted(os.listdir(str(tmp_path / "traces"))) == ["n3-run1", "n3-run2"]
+    run = tmp_path / "traces" / "n3-run1"
+    assert len(os.listdir(str(run))) == 3
+    drawn = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "timeline.py"), str(run),
+                            "-o", str(tmp_path / "timeline.svg")], capture_output=True, text=True, timeout=30)
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "timeline.svg").read_text().count('class="piece ') >= 3 * 4   # 4 pieces a host
 
 
 def test_testbed_refuses_clearly_without_root_or_tools():
