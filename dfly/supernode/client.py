@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlencode
 
 from dfly import errors
 from dfly.protocol import piecetoken
@@ -168,6 +169,11 @@ class SupernodeClient:
 
     def task(self, task_id: str) -> dict:
         return self._call("GET", "/v1/tasks/%s" % task_id)
+
+    def dashboard(self, task_id: str = "", offset: int = 0, limit: int = 50) -> dict:
+        """GET /v1/dashboard: the dashboard's feed (one task's peers a page at a time)."""
+        return self._call("GET", "/v1/dashboard?%s" % urlencode({"task": task_id, "offset": offset,
+                                                                  "limit": limit}))
 
     def local_host(self) -> Optional[str]:
         """The local address this host used to reach the supernode (what peers can reach)."""
