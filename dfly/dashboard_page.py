@@ -87,7 +87,8 @@ function rarestMap(counts){const w=cellWidth(counts.length);
  const v=counts[i]/top;g.fillStyle=counts[i]?'rgba(46,158,91,'+(0.2+0.8*v)+')':'#e4e4e4';
  g.fillRect(i*w,0,w-(w>4?1:0),10);}return c;}
 function drawTasks(d){fill('tasks',d.tasks.map(t=>{const tr=el('tr',{'data-task':t.task_id},[
- td(t.task_id.substr(0,12)),td(t.url),td(t.state+(t.error?': '+t.error:'')),td(bytes(t.length),'num'),
+ td(t.task_id.substr(0,12)),td(t.url===null?'(shown on its host only)':t.url),
+ td(t.state+(t.error?': '+t.error:'')),td(bytes(t.length),'num'),
  td(t.piece_count?t.pieces_cached+'/'+t.piece_count:'-','num'),td(t.peers_done+'/'+t.peers,'num'),
  td(bytes(t.bytes_from_source),'num'),td(bytes(t.bytes_from_supernode),'num'),
  td(bytes(t.bytes_from_peers),'num')]);
@@ -166,7 +167,7 @@ function draw(d){document.getElementById('me').textContent=d.peer_id;const s=d.s
  fill('seeding',d.seeding.map(e=>el('tr',{},[td(e.task_id.substr(0,12)),td(e.path)])));
  fill('traffic',d.traffic.counts.map(e=>el('tr',{},[td(e.kind),td(e.outcome),td(e.requests,'num')])));
  fill('recent',d.traffic.recent.slice().reverse().map(e=>el('tr',{},[td(clock(e.at)),td(e.kind),
-  td(e.method),td(e.status,'num'),td(e.target)])));}
+  td(e.method),td(e.status,'num'),td(e.target===null?'(shown on its host only)':e.target)])));}
 let busy=false;
 async function poll(){if(busy)return;busy=true;try{const r=await fetch('/v1/dashboard',{cache:'no-store'});
  if(!r.ok)throw new Error('HTTP '+r.status);const d=await r.json();draw(d);status(true,' updated '+

@@ -135,7 +135,7 @@ class DaemonApp:
         ops_view(request)   # read-only: the page, or its feed
         if request.path == "/dashboard":
             return Response(200, dashboard_page.DAEMON_PAGE.encode(), dict(dashboard_page.HEADERS))
-        return Response.json(daemon_dashboard.feed(self.daemon))
+        return Response.json(daemon_dashboard.feed(self.daemon, authorised=_loopback(request.client[0])))
 
 
 def ops_view(request: FrontRequest) -> None:

@@ -5,7 +5,8 @@ and proxy traffic.
 (dfly/dashboard_page.py) polling `GET /v1/dashboard`. Traffic is counted per
 (kind, outcome) and the last RECENT requests kept in a bounded ring, each as
 its method, status and target with every query value redacted (redact.py); no
-header is kept. The cache list is its largest CACHE_SHOWN entries, so a cache
+header is kept, and the targets go only to callers on the daemon's own host.
+The cache list is its largest CACHE_SHOWN entries, so a cache
 of a million files still makes a small reply.
 """
 import threading
@@ -59,8 +60,9 @@ def cache_shown(entries: List[Tuple[str, int, float]], task_of: Dict[str, str], 
              "task_id": task_of.get(key, "")} for key, size, used in largest]
 
 
-def feed(daemon) -> dict:
-    """GET /v1/dashboard on a daemon."""
+def feed(daemon, authorised: bool = True) -> dict:
+    """GET /v1/dashboard on a daemon. `authorised` (a caller on this host) also sees the
+    targets of the last requests (redacted all the same), as the supernode shows task URLs."""
     now = time.time()
     cache = daemon.cache
     entries = cache.entries()
@@ -72,4 +74,10 @@ def feed(daemon) -> dict:
                       "files": len(entries), "entries": cache_shown(entries, task_of, now)},
             "seeding": [{"task_id": tid, "path": seeded.get(tid, ""), "supernode": supernode}
                         for tid, supernode in sorted(daemon.p2p.seeding.items())],
-            "traffic": daemon.traffic.shown()}
+            "traffic": traffic_for(daemon.traffic.shown(), authorised)}
+
+
+def traffic_for(traffic: dict, authorised: bool) -> dict:
+    if not authorised:
+        traffic["recent"] = [dict(r, target=None) for r in traffic["recent"]]
+    return traffic

@@ -33,6 +33,9 @@ MAX_TASKS = 100        # tasks listed (the most recently used)
 EVENTS_KEPT = 200      # the ring buffer of events
 EVENTS_SHOWN = 50
 
+# What an event says to a caller that may not see task URLs (events that name one).
+URL_FREE = {"task_failed": "the task failed", "source_denied": "a source was denied"}
+
 # Piece map cells: every piece of the cell held, some on their way, some held, none.
 HELD, IN_FLIGHT, PART, NONE = "#", "~", "+", "."
 
@@ -139,17 +142,19 @@ def peer_row(peer, piece_count: Optional[int], now: float) -> dict:
             "last_seen_s_ago": round(max(0.0, now - peer.last_seen), 1), "errors": peer.errors}
 
 
-def task_row(task) -> dict:
-    """One task's line in the list (caller holds task.cond)."""
+def task_row(task, authorised: bool = True) -> dict:
+    """One task's line in the list (caller holds task.cond); its URL (redacted) and
+    error only to an `authorised` caller, as in GET /v1/tasks."""
     peers = task.scheduler.peers.values()
     count = task.piece_count
-    return {"task_id": task.task_id, "url": redact_url(task.url), "state": task.state,
+    error = (redact_text(task.error, task.url) if authorised else "failed") if task.error else ""
+    return {"task_id": task.task_id, "url": redact_url(task.url) if authorised else None,
+            "state": task.state,
             "length": task.length, "piece_count": count, "pieces_cached": len(task.digests),
             "peers": len(task.scheduler.peers),
             "peers_done": sum(1 for p in peers if count and len(p.held) >= count),
             "bytes_from_source": task.source_bytes, "bytes_from_supernode": task.served_bytes,
-            "bytes_from_peers": sum(p.bytes_from_peers for p in peers),
-            "error": redact_text(task.error, task.url) if task.error else ""}
+            "bytes_from_peers": sum(p.bytes_from_peers for p in peers), "error": error}
 
 
 def task_snapshot(task, now: float, offset: int, limit: int) -> dict:
@@ -193,8 +198,17 @@ def task_detail(task, now: float, offset: int, limit: int, supernode_name: str) 
             "peers": page}
 
 
-def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAGE) -> dict:
-    """GET /v1/dashboard: every task (aggregates), one task in detail, the cluster, events."""
+def events_shown(events: List[dict], authorised: bool) -> List[dict]:
+    """Events as a caller may see them: to one not authorised, none names a URL."""
+    if authorised:
+        return events
+    return [dict(e, text=URL_FREE[e["kind"]]) if e["kind"] in URL_FREE else e for e in events]
+
+
+def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAGE,
+         authorised: bool = True) -> dict:
+    """GET /v1/dashboard: every task (aggregates), one task in detail, the cluster, events.
+    `authorised`: the caller may see task URLs (redacted all the same), as in GET /v1/tasks."""
     now = supernode.clock()
     with supernode.loading() as loaded:
         tasks = list(loaded.values())
@@ -202,7 +216,7 @@ def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAG
     rows, named, busiest, most = [], None, None, -1
     for task in tasks[:MAX_TASKS]:
         with task.cond:
-            rows.append(task_row(task))
+            rows.append(task_row(task, authorised))
         if task.task_id == task_id:
             named = task
         if rows[-1]["peers"] > most:
@@ -211,7 +225,7 @@ def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAG
     detail = task_detail(chosen, now, offset, limit, supernode.me) if chosen is not None else None
     return {"me": supernode.me, "at": round(supernode.wall_clock(), 3), "tasks": rows,
             "tasks_total": len(tasks), "task": detail, "cluster": supernode.cluster_status(),
-            "events": supernode.events.last()}
+            "events": events_shown(supernode.events.last(), authorised)}
 
 
 def piece_bytes(task, num: int) -> int:

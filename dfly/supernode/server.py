@@ -105,7 +105,8 @@ class SupernodeApp:
         q = request.query
         return Response.json(dashboard.feed(self.supernode, (q.get("task") or [""])[0][:64],
                                             dashboard.query_int(q, "offset", 0),
-                                            dashboard.query_int(q, "limit", dashboard.DEFAULT_PAGE)))
+                                            dashboard.query_int(q, "limit", dashboard.DEFAULT_PAGE),
+                                            authorised=_local(request)))
 
 
 def ops_view(request: Request) -> None:

@@ -61,3 +61,24 @@ def test_task_urls_are_shown_to_the_supernodes_host_and_the_tasks_peers_only(
         assert shown["url"] == src.url + "?token=***"
     finally:
         remote.close()
+
+
+@pytest.mark.time_limit(30)
+def test_dashboard_feed_shows_task_urls_and_failures_to_the_supernodes_host_only(
+        origin, supernode_factory):
+    supernode = supernode_factory(listen="0.0.0.0:0")
+    port = supernode.listener.address[1]
+    url = origin.url("gone.bin") + "?token=abc"   # a 404: a failed task, an event naming it
+    local = SupernodeClient("127.0.0.1:%d" % port, timeout_s=10)
+    try:
+        tid, _ = local.register(RegisterRequest(url=url, peer_id="here", peer_port=9))
+        wait_until(lambda: local.task(tid)["state"] == "failed", timeout=10)
+        mine = local.dashboard()
+        assert [t["url"] for t in mine["tasks"]] == [origin.url("gone.bin") + "?token=***"]
+        assert "gone.bin" in mine["events"][-1]["text"]
+    finally:
+        local.close()
+
+    theirs = _get(port, "/v1/dashboard")   # a caller from elsewhere
+    assert [(t["url"], t["error"]) for t in theirs["tasks"]] == [(None, "failed")]
+    assert "gone.bin" not in json.dumps(theirs) and theirs["events"][-1]["kind"] == "task_failed"

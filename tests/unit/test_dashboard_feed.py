@@ -2,6 +2,7 @@
 and a task of a thousand peers staying a small reply."""
 import json
 
+from dfly.peer.daemon_dashboard import Traffic, traffic_for
 from dfly.supernode.dashboard import (
     HELD,
     IN_FLIGHT,
@@ -11,6 +12,7 @@ from dfly.supernode.dashboard import (
     PART,
     Events,
     cell_bounds,
+    events_shown,
     page_of,
     piece_cells,
     rarest_per_cell,
@@ -96,3 +98,22 @@ def test_task_row_shows_no_secret(tmp_path):
     row = task_row(task)
     assert "secret" not in json.dumps(row) and "Authorization" not in json.dumps(row)
     assert row["peers"] == 2 and row["piece_count"] == 4
+
+
+def test_daemon_traffic_targets_go_only_to_its_own_host():
+    traffic = Traffic(clock=lambda: 1.0)
+    traffic.answered("proxy", "GET", "http://origin/f?sig=abc", 200)
+    traffic.answered("mirror", "GET", "/v2/x/blobs/sha256:00", 404)
+    shown = traffic.shown()
+    assert [r["target"] for r in shown["recent"]] == ["http://origin/f?sig=***", "/v2/x/blobs/sha256:00"]
+    assert {(c["kind"], c["outcome"]) for c in shown["counts"]} == {("proxy", "ok"),
+                                                                     ("mirror", "client_error")}
+    assert [r["target"] for r in traffic_for(traffic.shown(), authorised=False)["recent"]] == [None, None]
+
+
+def test_events_naming_a_url_say_only_their_kind_to_others():
+    events = [{"kind": "task_failed", "text": "SourceError: http://o/f"},
+              {"kind": "peer_blacklisted", "text": "peer p after 5 errors"}]
+    assert [e["text"] for e in events_shown(events, authorised=False)] == ["the task failed",
+                                                                            "peer p after 5 errors"]
+    assert events_shown(events, authorised=True) == events
