@@ -110,7 +110,7 @@ function drawTask(d){const t=d.task;document.getElementById('detail').style.disp
   el('tr',{},[td('copies (rarest piece per cell)'),el('td',{},[rarestMap(t.rarest)])])]);
  document.getElementById('peer-range').textContent=t.totals.peers?(t.offset+1)+'-'+
   (t.offset+t.peers.length)+' of '+t.totals.peers:'none';
- fill('peers',t.peers.map(p=>el('tr',{'data-peer':p.peer_id},[td(p.peer_id),td(p.addr),
+ fill('peers',t.peers.map(p=>el('tr',{'data-peer':p.peer_id},[td(p.peer_id),td(p.addr===null?'':p.addr),
   el('td',{},[bar(p.progress)]),el('td',{class:'num progress',text:pct(p.progress)}),
   td(bytes(p.rate_bytes_per_s)+'/s','num'),td(bytes(p.bytes_from_supernode),'num'),
   td(bytes(p.bytes_from_peers),'num'),td(p.in_flight,'num'),el('td',{},[pieceMap(p.map)])])));}

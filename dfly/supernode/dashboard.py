@@ -176,17 +176,19 @@ def task_snapshot(task, now: float, offset: int, limit: int) -> dict:
                 "copies": [sched.holder_count(n) for n in range(count)]}
 
 
-def task_detail(task, now: float, offset: int, limit: int, supernode_name: str) -> dict:
+def task_detail(task, now: float, offset: int, limit: int, supernode_name: str,
+                authorised: bool = True) -> dict:
     """The chosen task: totals, one page of peers with their piece maps, the
     supernode's own map and the rarest copy per cell. The lock is held only to copy
-    (task_snapshot); maps and totals are made from the copies."""
+    (task_snapshot); maps and totals are made from the copies. Peer addresses only to
+    an `authorised` caller (as GET /v1/tasks shows no holder addresses to others)."""
     snap = task_snapshot(task, now, offset, limit)
     count = snap["piece_count"]
     page = snap["page"]
     for row in page:
         held, inflight = snap["sets"][row["peer_id"]]
         row["map"] = piece_cells(count, held, inflight) if count else ""
-        row["addr"] = format_address(row["addr"][0], row["addr"][1])
+        row["addr"] = format_address(row["addr"][0], row["addr"][1]) if authorised else None
     return {"task_id": snap["task_id"], "piece_count": count,
             "piece_size": snap["piece_size"], "cells": len(cell_bounds(count)) if count else 0,
             "offset": max(0, offset), "limit": min(limit, MAX_PAGE),
@@ -222,7 +224,8 @@ def feed(supernode, task_id: str = "", offset: int = 0, limit: int = DEFAULT_PAG
         if rows[-1]["peers"] > most:
             busiest, most = task, rows[-1]["peers"]
     chosen = named or busiest   # a task named but gone: the busiest instead
-    detail = task_detail(chosen, now, offset, limit, supernode.me) if chosen is not None else None
+    detail = (task_detail(chosen, now, offset, limit, supernode.me, authorised)
+              if chosen is not None else None)
     return {"me": supernode.me, "at": round(supernode.wall_clock(), 3), "tasks": rows,
             "tasks_total": len(tasks), "task": detail, "cluster": supernode.cluster_status(),
             "events": events_shown(supernode.events.last(), authorised)}

@@ -82,3 +82,5 @@ def test_dashboard_feed_shows_task_urls_and_failures_to_the_supernodes_host_only
     theirs = _get(port, "/v1/dashboard")   # a caller from elsewhere
     assert [(t["url"], t["error"]) for t in theirs["tasks"]] == [(None, "failed")]
     assert "gone.bin" not in json.dumps(theirs) and theirs["events"][-1]["kind"] == "task_failed"
+    assert [p["addr"] for p in theirs["task"]["peers"]] == [None]   # no holder addresses either
+    assert [p["peer_id"] for p in theirs["task"]["peers"]] == ["here"]
