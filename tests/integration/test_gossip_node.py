@@ -87,3 +87,29 @@ def test_a_join_name_joins_every_address_it_resolves_to():
     from dfly.gossip.node import resolve_joins
     found = resolve_joins(["localhost:7999", "127.0.0.1:7999"])
     assert ("127.0.0.1", 7999) in found and len(found) == len(set(found))
+
+
+def test_push_pull_runs_over_tls_and_a_plain_member_cannot_join_a_tls_one(start, tmp_path):
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(client)
+    nodes = [GossipNode(name, ("127.0.0.1", 0), "127.0.0.1", {}, QUICK, KEY, tls_client=client,
+                        tls_server=server) for name in ("t0", "t1")]
+    plain = GossipNode("p0", ("127.0.0.1", 0), "127.0.0.1", {}, QUICK, KEY)
+    try:
+        nodes[0].start([])
+        nodes[1].start([nodes[0].address])
+        wait_until(lambda: _states(nodes[0]).get("t1") == ALIVE and _states(nodes[1]).get("t0") == ALIVE,
+                   timeout=20, message="joined over TLS")
+        plain.start([nodes[0].address])
+        wait_until(lambda: plain.stats().get("tcp_failed", 0) >= 1, timeout=10, message="plain join failed")
+        assert "p0" not in _states(nodes[0]) and set(_states(plain)) == {"p0"}
+    finally:
+        for node in nodes + [plain]:
+            node.stop(leave=False)
