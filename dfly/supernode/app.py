@@ -12,8 +12,10 @@ from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener
 from dfly.lifecycle import log_to, serve_until_signalled
 from dfly.protocol.address import format_address, loopback_for, parse_address
+from dfly.protocol.preheat import Limits
 from dfly.supernode.cluster import Membership
 from dfly.supernode.config import SupernodeConfig
+from dfly.supernode.preheat import Preheater, read_token
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
 from dfly.tls import TLS
@@ -30,13 +32,17 @@ class RunningSupernode:
         if config.gossip and cluster_for is None:
             config, cluster_for = self._gossip_mode(config)
         self.service = Supernode(config, data_dir)
+        self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
+                                   config.max_preheats, config.preheat_timeout_s,
+                                   Limits(max_per_client=config.max_preheats_per_client))
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
-                                 SupernodeApp(self.service), config.max_connections,
+                                 SupernodeApp(self.service, self.preheater), config.max_connections,
                                  tls=self.service.tls,
                                  max_connections_per_client=config.max_connections_per_client)
         if cluster_for is not None:   # gossip mode: our member name needs the port just bound
             self.service.use_membership(cluster_for(self.listener.address[1]))
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
+        self.preheater.start()
         self.listener.start()
         if self.gossip is not None:
             self.gossip.swim.me.meta["sn"] = self.service.me
@@ -63,6 +69,7 @@ class RunningSupernode:
         if self.gossip is not None:
             self.gossip.stop()
         self.listener.stop()
+        self.preheater.stop()
         self.service.stop()
 
     def hangup(self) -> None:

@@ -75,3 +75,11 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "
                              "check the cache against its digests, 0 = off (copies left mid-write "
                              "by a crash are still checked at start-up)", kind="size", metavar="RATE")
+    preheat_token_file: str = option("", "file holding the token preheat callers (Harbor) send as "
+                                     "'Authorization: Bearer TOKEN'; without it preheat is off",
+                                     metavar="FILE")
+    max_preheats: int = option(2, "preheat jobs run at once (more wait their turn)")
+    max_preheats_per_client: int = option(4, "preheat jobs one client host may have waiting or "
+                                          "running; more get 429")
+    preheat_timeout_s: float = option(1800.0, "a preheat job not finished by then fails",
+                                      kind="duration", flag="--preheat-timeout", metavar="DURATION")

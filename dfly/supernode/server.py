@@ -15,15 +15,24 @@ Routes (docs/PROTOCOL.md):
   PUT  /v1/cluster/tasks/{id}               -> member to member: here is a task's metadata
   GET  /dashboard                           -> the live dashboard page (read-only)
   GET  /v1/dashboard?task=&offset=&limit=   -> its JSON feed (supernode/dashboard.py)
+Preheat (supernode/preheat.py; Bearer --preheat-token-file), as Harbor calls it:
+  GET  /_ping, /api/v1/_ping                -> Dragonfly 1.x health check
+  POST /preheats, /api/v1/preheats          -> {"ID"} (208: already preheated)
+  GET  /preheats/{id}, /api/v1/preheats/{id} -> {"ID", "status", "startTime", ...}
+  GET  /healthy                             -> Dragonfly 2 manager health check
+  POST /oapi/v1/jobs                        -> the job, "id" an integer
+  GET  /oapi/v1/jobs/{id}                   -> the job: "state", "result"
 """
 import ipaddress
+from typing import Optional
 
 from dfly import dashboard_page
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
-from dfly.protocol import piecetoken, signing
+from dfly.protocol import piecetoken, preheat, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
 from dfly.protocol.signing import SignedCall
 from dfly.supernode import dashboard
+from dfly.supernode.preheat import Preheater
 from dfly.supernode.service import Supernode
 
 _ROUTES = [
@@ -41,13 +50,20 @@ _ROUTES = [
     ("PUT", r"/v1/cluster/tasks/(?P<tid>[^/]+)", "replica_pushed"),
     ("GET", r"/dashboard", "dashboard_page"),
     ("GET", r"/v1/dashboard", "dashboard_feed"),
+    ("GET", r"(?:/api/v1)?/_ping", "healthz"),
+    ("GET", r"/healthy", "healthz"),
+    ("POST", r"(?:/api/v1)?/preheats", "preheat_v1"),
+    ("GET", r"(?:/api/v1)?/preheats/(?P<job>[^/]+)", "preheat_v1_status"),
+    ("POST", r"/oapi/v1/jobs", "preheat_v2"),
+    ("GET", r"/oapi/v1/jobs/(?P<job>[^/]+)", "preheat_v2_status"),
 ]
 ROUTES = compile_routes(_ROUTES)
 
 
 class SupernodeApp:
-    def __init__(self, supernode: Supernode):
+    def __init__(self, supernode: Supernode, preheater: Optional[Preheater] = None):
         self.supernode = supernode
+        self.preheater = preheater or Preheater(supernode, "")
 
     def route(self, request: Request) -> Response:
         name, params = match_route(ROUTES, request)
@@ -107,6 +123,25 @@ class SupernodeApp:
                                             dashboard.query_int(q, "offset", 0),
                                             dashboard.query_int(q, "limit", dashboard.DEFAULT_PAGE),
                                             authorised=_local(request)))
+
+    def preheat_v1(self, request: Request) -> Response:
+        self.preheater.check_auth(request.headers.get("Authorization", ""))
+        views, new = self.preheater.submit(preheat.parse_v1(request.json()), request.client[0])
+        done = not new and views["state"] == preheat.SUCCESS
+        return Response.json({"ID": views["v1"]["ID"]}, 208 if done else 200)
+
+    def preheat_v1_status(self, request: Request, job: str) -> Response:
+        self.preheater.check_auth(request.headers.get("Authorization", ""))
+        return Response.json(self.preheater.view(preheat.parse_job_id(job))["v1"])
+
+    def preheat_v2(self, request: Request) -> Response:
+        self.preheater.check_auth(request.headers.get("Authorization", ""))
+        views, _ = self.preheater.submit(preheat.parse_v2(request.json()), request.client[0])
+        return Response.json(views["v2"])
+
+    def preheat_v2_status(self, request: Request, job: str) -> Response:
+        self.preheater.check_auth(request.headers.get("Authorization", ""))
+        return Response.json(self.preheater.view(preheat.parse_job_id(job))["v2"])
 
 
 def ops_view(request: Request) -> None:

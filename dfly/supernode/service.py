@@ -290,6 +290,46 @@ class Supernode:
             if task.scheduler.supernode_send_failed(peer_id, num):
                 task.offered(task.scheduler.pieces_of(SUPERNODE))
 
+    def warm(self, url: str, headers: dict, digest: Optional[str] = None,
+             identifier: Optional[str] = None, filters=(), client_host: str = "") -> str:
+        """Fetch `url` into the cache as the task a peer asking for it would register,
+        with no peer (preheat.py); its id. OwnedElsewhere in a cluster when another
+        member owns that task: the caller registers there."""
+        why = self.source_policy.check_url(url)
+        if why is not None:
+            error = SourceDenied("source %s denied by the supernode's source policy: %s"
+                                 % (shown_url(url), why), detail=why)
+            self._source_denied(client_host, url, error)
+            raise error
+        tid = make_task_id(url, filters, digest, identifier)
+        now = self.clock()
+        if self.membership is not None:
+            owner = self.membership.owner(tid, now, serving_here=tid in self._active_ids())
+            if owner != self.me:
+                raise OwnedElsewhere(owner, tid)
+        wanted = messages.RegisterRequest(url=url, peer_id="preheat", peer_port=1,
+                                          headers=dict(headers), digest=digest)
+        while True:
+            task = self._task_for(tid, wanted, client_host, now)
+            with task.cond:
+                if task.pruned:
+                    continue
+                task.source_offered(url, wanted.headers)
+                if task.state == FAILED and url != task.url and url not in task.failed_urls:
+                    task.use_source(url, wanted.headers)
+                self._refresh(task, now, client_host)
+                task.last_access = now
+            return tid
+
+    def task_outcome(self, tid: str) -> tuple:
+        """(state, error) of a loaded task; ("gone", "") when it is not loaded."""
+        with self._lock:
+            task = self._tasks.get(tid)
+        if task is None:
+            return "gone", ""
+        with task.cond:
+            return task.state, redact_text(task.error, task.url)
+
     def task_status(self, tid: str, authorised: bool = True, peer_id: str = "",
                     proof: str = "") -> dict:
         """`authorised`: the caller may see task URLs (else only a peer of the task,
@@ -814,6 +854,15 @@ class Supernode:
                 self._tasks.pop(name, None)
             shutil.rmtree(os.path.join(self.tasks_dir, name), ignore_errors=True)
             log.info("task %s evicted from cache", name[:12])
+
+
+class OwnedElsewhere(Exception):
+    """Another cluster member owns the task: `owner` is where to register it."""
+
+    def __init__(self, owner: str, task_id: str):
+        super().__init__(owner)
+        self.owner = owner
+        self.task_id = task_id
 
 
 def _validator(etag: str, last_modified: str) -> Optional[str]:
