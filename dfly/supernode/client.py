@@ -189,6 +189,13 @@ class SupernodeClient:
             self.close()
             raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
 
+    def preheat(self, body: dict, token: str) -> dict:
+        """Start a preheat job (Dragonfly 2's job API, as Harbor 2.12+ calls it): the job."""
+        return self._call("POST", "/oapi/v1/jobs", body, headers=_bearer(token))
+
+    def preheat_job(self, job_id: int, token: str) -> dict:
+        return self._call("GET", "/oapi/v1/jobs/%d" % job_id, headers=_bearer(token))
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -250,6 +257,10 @@ class SupernodeClient:
                 kind = SupernodeDown
             raise kind("supernode: %s" % value.get("error", response.status))
         return value
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": "Bearer " + token}
 
 
 def _host_port(address: str):
