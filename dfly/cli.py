@@ -191,6 +191,28 @@ def _setup_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_setup)
 
 
+def _preheat_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.preheat import EXIT_CODES as PREHEAT_EXIT_CODES
+    cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
+                     "or its manifest URL; any other http(s) URL is preheated as a file")
+    cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
+                     help="the supernode (any cluster member) that runs the job")
+    cmd.add_argument("--token-file", metavar="FILE", required=True,
+                     help="the supernode's preheat token (its --preheat-token-file)")
+    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'",
+                     help="header sent to the registry or origin, e.g. its Authorization (repeatable)")
+    cmd.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
+                     help="only this platform of a multi-platform image (repeatable; default: all)")
+    cmd.add_argument("--scope", default="", choices=("", "single_seed_peer", "all_seed_peers", "all_peers"),
+                     help="Dragonfly 2's scope; today every scope fills the supernode cluster's cache")
+    cmd.add_argument("--plain-http", action="store_true", help="the registry of IMAGE speaks http")
+    cmd.add_argument("--timeout", default="30m", metavar="DURATION",
+                     help="stop waiting after this long (default: %(default)s)")
+    cmd.add_argument("--json", action="store_true", help="print the finished job as JSON on stdout")
+    cmd.epilog = _exit_codes(PREHEAT_EXIT_CODES)
+    cmd.set_defaults(run=run_preheat)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -206,6 +228,8 @@ COMMANDS = {
               "what it can", _scrub_options),
     "setup": ("point containerd, Docker or podman at this host's daemon (backups kept; --undo)",
               _setup_options),
+    "preheat": ("fill the supernode cluster's cache with an image's blobs or a file before it is "
+                "needed", _preheat_options),
 }
 
 
@@ -641,4 +665,24 @@ def run_seeders(args) -> int:
             sys.stdout.write("  %s  %10s  %s\n" % (task.get("task_id", "")[:12],
                                                     human_bytes(task.get("length") or 0),
                                                     task.get("file", "")))
+    return 0
+
+
+def run_preheat(args) -> int:
+    from dfly import preheat
+    from dfly.options import parse_duration
+    from dfly.supernode.client import SupernodeClient
+
+    check_supernodes([args.supernode])
+    token = preheat.read_token(args.token_file)
+    body = preheat.job_body(args.target, dict(parse_header(h) for h in args.header),
+                            args.platform, args.scope, args.plain_http)
+    timeout_s = parse_duration(args.timeout)
+    client = SupernodeClient(args.supernode, timeout_s=30)
+    try:
+        job = preheat.run(client, body, token, timeout_s, sys.stderr, tty=sys.stderr.isatty())
+    finally:
+        client.close()
+    if args.json:
+        sys.stdout.write(json.dumps(job) + "\n")
     return 0

@@ -435,3 +435,38 @@ def parse_job_id(text: str) -> int:
     if not re.match(r"\A[0-9]{1,12}\Z", text):
         raise BadRequest("a preheat id is a number, got %r" % text[:40])
     return int(text)
+
+
+# the command line ------------------------------------------------------------------------
+
+DOCKER_HUB = "registry-1.docker.io"
+
+
+def target_url(text: str, plain_http: bool = False) -> Tuple[str, str]:
+    """("image" or "file", URL) for `dfly preheat TARGET`: an http(s) URL as given (an image
+    when it names a manifest), else an image reference REGISTRY/REPOSITORY[:TAG][@DIGEST]
+    (no registry: Docker Hub) made its manifest URL, https unless `plain_http`."""
+    if re.match(r"\Ahttps?://", text, re.I):
+        try:
+            image_ref(text)
+            return "image", text
+        except BadRequest:
+            return "file", _url(text, "URL")
+    name, reference = text, "latest"
+    if "@" in name:
+        name, reference = name.split("@", 1)
+    elif ":" in name.rsplit("/", 1)[-1]:
+        name, reference = name.rsplit(":", 1)
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = DOCKER_HUB, name if "/" in name else "library/" + name
+    url = "%s://%s/v2/%s/manifests/%s" % ("http" if plain_http else "https", registry, repository,
+                                          reference)
+    try:
+        image_ref(url, "IMAGE")
+    except BadRequest:
+        raise BadRequest("not an image reference (REGISTRY/REPOSITORY[:TAG][@DIGEST]) nor an "
+                         "http(s) URL: %r" % text[:200])
+    return "image", url

@@ -190,3 +190,21 @@ def test_all_peers_scope_succeeds_into_the_cluster_and_says_peers_are_not_reache
     job.started(0.0)
     job.finished(1.0)
     assert job.state == "SUCCESS" and "not available yet" in job.v1()["note"]
+
+
+@pytest.mark.parametrize("text, plain, expected", [
+    ("127.0.0.1:5000/team/app:v1", True, ("image", "http://127.0.0.1:5000/v2/team/app/manifests/v1")),
+    ("reg.test/team/app@" + D1, False, ("image", "https://reg.test/v2/team/app/manifests/" + D1)),
+    ("alpine", False, ("image", "https://registry-1.docker.io/v2/library/alpine/manifests/latest")),
+    ("org/app:2", False, ("image", "https://registry-1.docker.io/v2/org/app/manifests/2")),
+    (URL, False, ("image", URL)),
+    ("http://127.0.0.1:8080/big.iso", False, ("file", "http://127.0.0.1:8080/big.iso")),
+])
+def test_the_command_line_target_becomes_a_manifest_or_file_url(text, plain, expected):
+    assert preheat.target_url(text, plain) == expected
+
+
+@pytest.mark.parametrize("text", ["Upper/Case:v1", "reg.test/app:bad tag", "ftp://x/y"])
+def test_a_target_that_is_neither_image_nor_url_is_refused(text):
+    with pytest.raises(BadRequest):
+        preheat.target_url(text)
