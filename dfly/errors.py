@@ -3,6 +3,8 @@
 Servers map them to HTTP statuses in one place (httpd.py); the CLI maps them to
 exit codes in one place (cli.py). Messages are written for the operator.
 """
+import errno
+import socket
 
 
 class DflyError(Exception):
@@ -94,6 +96,16 @@ class P2PUnavailable(DflyError):
     """No supernode answered and going back to the source was not allowed."""
     exit_code = 7
     http_status = 503
+
+
+_NO_ROUTE = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Could no connection be made at all (refused, timed out, no route, name unknown)?
+    Outage mode serves cached content then; never when a source answered, however badly."""
+    return (isinstance(error, (ConnectionRefusedError, socket.timeout, TimeoutError, socket.gaierror))
+            or (isinstance(error, OSError) and error.errno in _NO_ROUTE))
 
 
 EXIT_CODES = {

@@ -61,6 +61,7 @@ from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol import handoff
 from dfly.protocol.address import format_address, loopback_for, parse_address
+from dfly.protocol.grants import Grants
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count, piece_range
@@ -172,7 +173,8 @@ class RunningDaemon:
         self.upstream = Upstream(config.upstream_timeout_s, config.insecure_upstream)
         self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
                                       config.fetch_timeout_s,
-                                      BearerTokens(self.upstream, config.registry_mirror.startswith("http:")))
+                                      BearerTokens(self.upstream, config.registry_mirror.startswith("http:")),
+                                      Grants(config.outage_access_ttl_s))
                        if config.registry_mirror else None)
         self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
                                functools.partial(self.fetch, fallback=False),

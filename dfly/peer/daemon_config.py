@@ -64,4 +64,9 @@ class DaemonConfig(TLSOptions, GossipOptions):
     max_connections_per_client: int = option(128, "connections one client host may have open; "
                                              "more get 503 (0 = no limit)")
     log_level: str = option("info", "how much to log", choices=("debug", "info", "warning", "error"))
+    outage_access_ttl_s: float = option(3600.0, "while the registry cannot be reached, a cached "
+                                        "blob is served to a client the registry let read it "
+                                        "this recently (same credentials, same repository), to "
+                                        "no one else; 0 = never", kind="duration",
+                                        flag="--outage-access-ttl", metavar="DURATION")
 

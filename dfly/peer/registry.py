@@ -13,13 +13,24 @@ and token challenge, and picks its platform from the index.
 Access: a cached blob is never served on trust. Before serving, the daemon asks
 the upstream (HEAD, with the client's own Authorization) whether this client
 may read this blob in this repository; anything but yes is passed back as the
-upstream said it. The client's Authorization also goes with the P2P task, so
+upstream said it (outage mode, below, is the one exception). The client's
+Authorization also goes with the P2P task, so
 the supernode fetches a private blob with credentials that can read it. A
 client sending Basic credentials to a registry that answers with a Bearer
 challenge gets a token fetched with them (tokens.py), and the task carries it.
+
+Outage mode: every yes is remembered (protocol/grants.py: a keyed hash of the
+repository, digest and the client's Authorization, for --outage-access-ttl).
+When the registry cannot be reached at all (refused, timed out, no route), a
+client the registry said yes to for that blob within the window is served as
+if it had said yes again: from the cache, or through the cluster (whose
+supernode serves its finished copy while the registry is unreachable). Anyone
+else gets the 502 as before. A registry that answers (401, 404, 500) is
+always believed.
 """
 import logging
 import os
+import time
 from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -32,6 +43,7 @@ from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream, UpstreamDown, UpstreamResponse
 from dfly.protocol import oci
 from dfly.protocol.bearer import parse_challenge
+from dfly.protocol.grants import Grants
 from dfly.protocol.ranges import RangeNotSatisfiable, content_range, parse_range
 
 log = logging.getLogger("dfly.daemon")
@@ -53,7 +65,8 @@ _FAILURES = {errors.DigestMismatch: (502, "DIGEST_INVALID"), errors.DownloadTime
 
 class RegistryMirror:
     def __init__(self, upstream_url: str, upstream: Upstream, cache: Cache, fetch: Fetch,
-                 fetch_timeout_s: float, tokens: Optional[BearerTokens] = None):
+                 fetch_timeout_s: float, tokens: Optional[BearerTokens] = None,
+                 grants: Optional[Grants] = None, clock: Callable[[], float] = time.monotonic):
         parts = urlsplit(upstream_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("--registry-mirror must be an http(s) URL, got %r" % upstream_url)
@@ -67,6 +80,8 @@ class RegistryMirror:
         self.fetch = fetch
         self.fetch_timeout_s = fetch_timeout_s
         self.tokens = tokens
+        self.grants = grants   # outage mode: who the registry let read what, recently
+        self.clock = clock
 
     def handle(self, request: FrontRequest) -> Response:
         if request.method not in READ_METHODS:
@@ -112,7 +127,10 @@ class RegistryMirror:
 
     # blobs -------------------------------------------------------------------------------
     def _blob(self, request: FrontRequest, name: str, digest: str) -> Response:
-        credentials = self._may_read(request, name, digest)
+        try:
+            credentials = self._may_read(request, name, digest)
+        except UpstreamDown as e:
+            credentials = self._outage_credentials(request, name, digest, e)
         if credentials is None:
             return self._pass(request)   # the upstream's own answer: 401 and its challenge, 404...
         url = "%s/v2/%s/blobs/%s" % (self.base_url, name, digest)
@@ -135,7 +153,22 @@ class RegistryMirror:
         with reply:
             if not (200 <= reply.status < 300 or reply.status in REDIRECTS):
                 return None
+        if self.grants is not None:
+            self.grants.granted(name, digest, request.headers.get("Authorization") or "", self.clock())
         return {k: v for k, v in used if k.lower() == "authorization"}
+
+    def _outage_credentials(self, request: FrontRequest, name: str, digest: str,
+                            down: UpstreamDown) -> Dict[str, str]:
+        """Outage mode: the registry cannot be reached at all, and within the grant window
+        it let these very credentials read this blob in this repository: go on as it
+        would (the cache, else the P2P cluster). Anything else: the 502 it was."""
+        authorization = request.headers.get("Authorization") or ""
+        if not (down.unreachable and self.grants is not None
+                and self.grants.allowed(name, digest, authorization, self.clock())):
+            raise down
+        log.warning("registry unreachable (%s): blob %s of %s served to a client it let read it "
+                    "within %gs", down, digest[:19], name, self.grants.ttl_s)
+        return {"Authorization": authorization} if authorization else {}
 
 
 def blob_key(digest: str) -> str:

@@ -12,7 +12,7 @@ import ssl
 from typing import Iterable, List, Optional, Tuple
 
 from dfly import __version__
-from dfly.errors import DflyError
+from dfly.errors import DflyError, unreachable
 from dfly.protocol.address import format_address, format_host
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -20,8 +20,14 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 
 class UpstreamDown(DflyError):
-    """The upstream could not be reached or broke before answering."""
+    """The upstream could not be reached or broke before answering. `unreachable`: no
+    connection could be made at all (refused, timed out, no route, name unknown), as
+    against one that broke or answered garbage (outage mode trusts only the former)."""
     http_status = 502
+
+    def __init__(self, message: str = "", unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def end_to_end(headers: Iterable[Tuple[str, str]], drop: Iterable[str] = ()) -> List[Tuple[str, str]]:
@@ -110,7 +116,8 @@ class Upstream:
         except (http.client.HTTPException, OSError, ValueError) as e:
             conn.close()
             reason = "timed out" if isinstance(e, socket.timeout) else str(e) or type(e).__name__
-            raise UpstreamDown("upstream %s unreachable: %s" % (format_address(host, port), reason))
+            raise UpstreamDown("upstream %s unreachable: %s" % (format_address(host, port), reason),
+                               unreachable=unreachable(e))
         return UpstreamResponse(conn, response)
 
 

@@ -4,7 +4,9 @@ Bytes are written in order while a sha256 runs per piece; each piece is
 announced to the task (and so to waiting peers) the moment its last byte is on
 disk (every write checked: a short write is retried, never counted as done). A
 complete cache is revalidated with If-None-Match / If-Modified-Since (also when
-a finished task went stale while running); a partial one is resumed with
+a finished task went stale while running), and served as it is while its
+origin cannot be reached at all (outage mode; an origin that answers is
+believed: 404 fails the task, a new version is fetched); a partial one is resumed with
 Range + If-Range, from the last whole piece. Both keep the task's content
 version; a full answer (200) starts a new one, so that no peer ever mixes the
 pieces it holds with pieces of the new content (task.py). Any failure
@@ -30,7 +32,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Optional
 
 from dfly import __version__
-from dfly.errors import DigestMismatch, SourceDenied, SourceError
+from dfly.errors import DigestMismatch, SourceDenied, SourceError, unreachable
 from dfly.protocol.digest import mismatch, new_hasher, parse_digest
 from dfly.protocol.pieces import piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
@@ -175,6 +177,15 @@ class Fetch:
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             log.info("task %s cannot reach origin for %s: %s", task.task_id[:12], task.url, reason)
+            if _complete(meta) and isinstance(reason, BaseException) and unreachable(reason):
+                # Outage mode: an origin that cannot be reached says nothing about our copy
+                # (one that answers 404 or a new version does, and is believed).
+                log.warning("task %s origin unreachable: its finished copy is served as it is "
+                            "until the origin answers again", task.task_id[:12])
+                with task.cond:
+                    self._check_live()
+                    self._restore(meta)
+                return None
             # Not the reason: "refused", "reset" or what answered would tell any client
             # which ports are open on hosts only the supernode reaches. The log has it.
             raise SourceError("cannot reach origin for %s (%s; the supernode's log says why)"
@@ -460,6 +471,12 @@ def _kind_of_failure(reason) -> str:
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return "timed out"
     return NO_HTTP_ANSWER
+
+
+def _complete(meta: Optional[dict]) -> bool:
+    """Is the cached copy `meta` describes whole (every piece cut, digests recorded)?"""
+    return bool(meta and meta.get("complete") and meta.get("length") is not None
+                and meta.get("data_size") == meta.get("length"))
 
 
 def _content_length(response) -> Optional[int]:

@@ -1,0 +1,41 @@
+"""The outage-mode grant table: keyed by repository, digest and credentials,
+forgotten after its window, bounded in size, holding no credential."""
+from dfly.protocol.grants import Grants
+
+D = "sha256:" + "a" * 64
+
+
+def test_only_the_same_credentials_for_the_same_blob_and_repository_are_allowed():
+    grants = Grants(ttl_s=60)
+    grants.granted("team/app", D, "Basic dXNlcjpwdw==", 100.0)
+    assert grants.allowed("team/app", D, "Basic dXNlcjpwdw==", 150.0)
+    assert not grants.allowed("team/app", D, "Basic b3RoZXI6cHc=", 150.0)
+    assert not grants.allowed("team/app", D, "", 150.0)
+    assert not grants.allowed("other/app", D, "Basic dXNlcjpwdw==", 150.0)
+    assert not grants.allowed("team/app", "sha256:" + "b" * 64, "Basic dXNlcjpwdw==", 150.0)
+
+
+def test_a_grant_is_forgotten_after_its_window_and_renewed_by_a_new_yes():
+    grants = Grants(ttl_s=60)
+    grants.granted("r", D, "", 0.0)
+    assert not grants.allowed("r", D, "", 61.0) and len(grants) == 0
+    grants.granted("r", D, "", 100.0)
+    grants.granted("r", D, "", 150.0)
+    assert grants.allowed("r", D, "", 200.0)
+
+
+def test_the_table_is_bounded_oldest_first():
+    grants = Grants(ttl_s=3600, max_entries=3)
+    for i in range(5):
+        grants.granted("r%d" % i, D, "", float(i))
+    assert len(grants) == 3
+    assert not grants.allowed("r0", D, "", 5.0) and grants.allowed("r4", D, "", 5.0)
+
+
+def test_no_credential_is_kept_and_a_zero_window_keeps_nothing():
+    grants = Grants(ttl_s=60)
+    grants.granted("r", D, "Bearer very-secret-token", 0.0)
+    assert b"very-secret-token" not in b"".join(grants._granted)
+    off = Grants(ttl_s=0)
+    off.granted("r", D, "", 0.0)
+    assert len(off) == 0 and not off.allowed("r", D, "", 0.0)
