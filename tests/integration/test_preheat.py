@@ -5,14 +5,17 @@ sends no blob byte after the preheat."""
 import http.client
 import json
 import os
+import threading
 
 import pytest
-from helpers import refused_address, run_all, wait_until
+from helpers import MiB, content, refused_address, reserve_ports, run_all, sha256_file, wait_until
 from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push
 from tokens import HAVE_SIGNER, TokenServer
 
 from dfly.errors import DflyError
+from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
+from dfly.supernode.cluster import rendezvous_owner
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 
@@ -260,3 +263,51 @@ def test_a_file_preheat_caches_the_file_and_says_peers_are_not_reached_yet(
     assert [t["url"] for t in _cached_tasks(supernode)] == [origin.url("f.bin")]
     with pytest.raises(DflyError):
         client.preheat_job(done["id"], "wrong")
+
+
+@pytest.mark.time_limit(60)
+def test_a_preheat_joins_a_download_already_fetching_the_same_file(
+        tmp_path, preheating, origin, client_factory, downloads):
+    supernode, client = preheating
+    hold = threading.Event()
+    src = origin.add("shared.bin", content(2 * MiB, seed=91))
+    origin.fault("shared.bin", hold=hold)
+    peer = client_factory([supernode.address])
+    outcome = run_all([lambda: peer.download(src.url, str(downloads / "peer.bin")),
+                       lambda: _preheat_when_fetching(supernode, client, origin, hold, src)], timeout=40)
+    assert [e for _, e in outcome] == [None, None]
+    assert outcome[1][0]["state"] == "SUCCESS"
+    assert origin.requests("shared.bin") == 1
+    assert sha256_file(str(downloads / "peer.bin")) == src.sha256
+
+
+def _preheat_when_fetching(supernode, client, origin, hold, src):
+    wait_until(lambda: origin.arrived("shared.bin") == 1, timeout=20)
+    job = client.preheat({"type": "preheat", "args": {"type": "file", "url": src.url}}, TOKEN)
+    wait_until(lambda: client.preheat_job(job["id"], TOKEN)["progress"]["total"] == 1, timeout=20)
+    hold.set()
+    return _finished_v2(client, job["id"])
+
+
+@pytest.mark.time_limit(60)
+def test_in_a_cluster_each_file_is_preheated_at_the_member_owning_its_task(tmp_path, supernode_factory,
+                                                                          origin):
+    members = reserve_ports(2)
+    path = tmp_path / "preheat.token"
+    path.write_text(TOKEN)
+    running = [supernode_factory(data_dir=tmp_path / ("m%d" % i), listen=address,
+                                 cluster=[",".join(members)], cluster_secret="s3cret-s3cret-s3cret",
+                                 preheat_token_file=str(path)) for i, address in enumerate(members)]
+    other = next(n for n in ("f%d.bin" % i for i in range(100))
+                 if rendezvous_owner(task_id(origin.url(n)), members) == members[1])
+    src = origin.add(other, content(300_000, seed=92))
+    client = SupernodeClient(members[0], timeout_s=10)
+    try:
+        done = _finished_v2(client, client.preheat(
+            {"type": "preheat", "args": {"type": "file", "url": src.url}}, TOKEN)["id"])
+    finally:
+        client.close()
+    assert done["state"] == "SUCCESS", done
+    assert [t["url"] for t in _cached_tasks(running[1])] == [src.url]
+    assert _cached_tasks(running[0]) == []
+    assert origin.requests(other) == 1
