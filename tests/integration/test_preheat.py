@@ -311,3 +311,16 @@ def test_in_a_cluster_each_file_is_preheated_at_the_member_owning_its_task(tmp_p
     assert [t["url"] for t in _cached_tasks(running[1])] == [src.url]
     assert _cached_tasks(running[0]) == []
     assert origin.requests(other) == 1
+
+
+@pytest.mark.time_limit(60)
+def test_a_preheat_of_one_platform_fetches_only_that_platforms_blobs(
+        registry, token_server, image, preheating):
+    supernode, client = preheating
+    body = _harbor_212_body(_manifest_url(registry), _pull_token(token_server))
+    body["args"]["platform"] = "linux/arm64"
+    done = _finished_v2(client, client.preheat(body, TOKEN)["id"])
+    assert done["state"] == "SUCCESS", done
+    fetched = {a.path.rsplit("/", 1)[1] for a in registry.blob_gets()}
+    assert set(image.layers["arm64"]) <= fetched
+    assert not fetched & set(image.layers["amd64"])

@@ -208,3 +208,10 @@ def test_the_command_line_target_becomes_a_manifest_or_file_url(text, plain, exp
 def test_a_target_that_is_neither_image_nor_url_is_refused(text):
     with pytest.raises(BadRequest):
         preheat.target_url(text)
+
+
+def test_the_smaller_body_of_harbor_2_12_0_parses_too():
+    body = {"type": "preheat", "args": {"type": "image", "url": URL,
+                                        "headers": {"Authorization": "Bearer t"}, "scope": ""},
+            "scheduler_cluster_ids": None}
+    assert preheat.parse_v2(body) == PreheatRequest("image", URL, {"Authorization": "Bearer t"})
