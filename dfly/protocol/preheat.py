@@ -24,6 +24,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from dfly.errors import BadRequest
 from dfly.protocol import oci
 from dfly.protocol.messages import HOP_HEADERS, MAX_URL_LEN
+from dfly.protocol.urls import normalize_url
 
 KINDS = ("image", "file")
 # Dragonfly 2's scopes. Every one preheats into the supernode cluster; "all_peers"
@@ -159,11 +160,12 @@ def _choice(body: dict, name: str, choices, where: str) -> str:
 def _url(value, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest("field %r: missing (the URL to preheat)" % where)
-    if len(value) > MAX_URL_LEN or any(c in value for c in "\r\n\0 "):
-        raise BadRequest("field %r: not a usable URL" % where)
-    if not re.match(r"\Ahttps?://[^/?#]+", value, re.I):
-        raise BadRequest("field %r: must be an http or https URL, got %r" % (where, value[:200]))
-    return value
+    if len(value) > MAX_URL_LEN:
+        raise BadRequest("field %r: over %d characters" % (where, MAX_URL_LEN))
+    try:   # as every request parser does: one file typed two ways is one task
+        return normalize_url(value)
+    except BadRequest as e:
+        raise BadRequest("field %r: %s" % (where, e))
 
 
 def _headers(value, where: str) -> Dict[str, str]:

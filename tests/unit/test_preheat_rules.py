@@ -215,3 +215,8 @@ def test_the_smaller_body_of_harbor_2_12_0_parses_too():
                                         "headers": {"Authorization": "Bearer t"}, "scope": ""},
             "scheduler_cluster_ids": None}
     assert preheat.parse_v2(body) == PreheatRequest("image", URL, {"Authorization": "Bearer t"})
+
+
+def test_a_file_url_is_normalised_as_a_peer_registering_it_would_be():
+    req = preheat.parse_v1({"type": "file", "url": "HTTP://Origin.Test:80/dir with space/f.bin#x"})
+    assert req.url == "http://origin.test/dir%20with%20space/f.bin"
