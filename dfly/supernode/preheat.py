@@ -17,6 +17,7 @@ Delivery to daemons (`"scope": "all_peers"`) needs publish/subscribe, which is
 not built yet: `deliver_to_peers` is the hook, and the job says so in its note.
 """
 import hmac
+import http.client
 import json
 import logging
 import queue
@@ -28,8 +29,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from dfly import __version__
 from dfly.errors import DflyError, Forbidden, NotFound, SourceDenied, TooManyRequests
+from dfly.protocol import oci, redirects
 from dfly.protocol import preheat as rules
-from dfly.protocol import redirects
 from dfly.protocol.digest import new_hasher
 from dfly.protocol.messages import RegisterRequest
 from dfly.protocol.preheat import Job, PreheatRequest
@@ -196,9 +197,9 @@ class Preheater:
                             % (e.code, e.reason, url, _registry_reason(e)))
         except SourceDenied as e:
             raise JobFailed(str(e))
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
             raise JobFailed("cannot reach the registry for %s: %s" % (url, getattr(e, "reason", e)))
-        if reference.startswith("sha"):
+        if oci.DIGEST.match(reference):
             hasher = new_hasher(reference)
             hasher.update(body)
             if "%s:%s" % (hasher.name, hasher.hexdigest()) != reference:
