@@ -39,3 +39,15 @@ def test_no_credential_is_kept_and_a_zero_window_keeps_nothing():
     off = Grants(ttl_s=0)
     off.granted("r", D, "", 0.0)
     assert len(off) == 0 and not off.allowed("r", D, "", 0.0)
+
+
+def test_only_a_connection_never_made_counts_as_unreachable():
+    import errno
+    import http.client
+    import socket
+
+    from dfly.errors import unreachable
+    assert unreachable(ConnectionRefusedError()) and unreachable(socket.timeout())
+    assert unreachable(socket.gaierror()) and unreachable(OSError(errno.EHOSTUNREACH, "no route"))
+    assert not unreachable(ConnectionResetError()) and not unreachable(http.client.RemoteDisconnected())
+    assert not unreachable(OSError(errno.ENOSPC, "full")) and not unreachable(ValueError())
