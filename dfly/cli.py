@@ -193,6 +193,7 @@ def _setup_options(cmd: argparse.ArgumentParser) -> None:
 
 def _preheat_options(cmd: argparse.ArgumentParser) -> None:
     from dfly.preheat import EXIT_CODES as PREHEAT_EXIT_CODES
+    from dfly.tls import TLSOptions
     cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
                      "or its manifest URL; any other http(s) URL is preheated as a file")
     cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
@@ -209,6 +210,7 @@ def _preheat_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--timeout", default="30m", metavar="DURATION",
                      help="stop waiting after this long (default: %(default)s)")
     cmd.add_argument("--json", action="store_true", help="print the finished job as JSON on stdout")
+    options.add_arguments(cmd, TLSOptions)   # a supernode speaking TLS is dialled with it
     cmd.epilog = _exit_codes(PREHEAT_EXIT_CODES)
     cmd.set_defaults(run=run_preheat)
 
@@ -672,13 +674,15 @@ def run_preheat(args) -> int:
     from dfly import preheat
     from dfly.options import parse_duration
     from dfly.supernode.client import SupernodeClient
+    from dfly.tls import TLS, TLSOptions
 
     check_supernodes([args.supernode])
     token = preheat.read_token(args.token_file)
     body = preheat.job_body(args.target, dict(parse_header(h) for h in args.header),
                             args.platform, args.scope, args.plain_http)
     timeout_s = parse_duration(args.timeout)
-    client = SupernodeClient(args.supernode, timeout_s=30)
+    client = SupernodeClient(args.supernode, timeout_s=30,
+                             tls=TLS.from_config(options.build(TLSOptions, None, args)))
     try:
         job = preheat.run(client, body, token, timeout_s, sys.stderr, tty=sys.stderr.isatty())
     finally:

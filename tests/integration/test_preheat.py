@@ -324,3 +324,22 @@ def test_a_preheat_of_one_platform_fetches_only_that_platforms_blobs(
     fetched = {a.path.rsplit("/", 1)[1] for a in registry.blob_gets()}
     assert set(image.layers["arm64"]) <= fetched
     assert not fetched & set(image.layers["amd64"])
+
+
+def test_dfly_preheat_reaches_a_supernode_speaking_mutual_tls(tmp_path, supernode_factory, origin,
+                                                              capsys):
+    from certs import Certs
+
+    from dfly import cli
+    certs = Certs(str(tmp_path / "certs"))
+    path = tmp_path / "preheat.token"
+    path.write_text(TOKEN)
+    running = supernode_factory(preheat_token_file=str(path), **certs.mtls("supernode"))
+    src = origin.add("tls.bin", content(200_000, seed=93))
+    mine = certs.host("operator")
+    code = cli.main(["preheat", src.url, "--supernode", running.address, "--token-file", str(path),
+                     "--tls-ca", certs.ca, "--tls-cert", mine["tls_cert"], "--tls-key", mine["tls_key"],
+                     "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["state"] == "SUCCESS"
+    assert [t["url"] for t in _cached_tasks(running)] == [src.url]
