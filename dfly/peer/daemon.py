@@ -52,6 +52,7 @@ from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
+from dfly.peer.outage import OutageMemory
 from dfly.peer.progress import human_duration
 from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
@@ -61,7 +62,6 @@ from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol import handoff
 from dfly.protocol.address import format_address, loopback_for, parse_address
-from dfly.protocol.grants import Grants
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count, piece_range
@@ -174,7 +174,7 @@ class RunningDaemon:
         self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
                                       config.fetch_timeout_s,
                                       BearerTokens(self.upstream, config.registry_mirror.startswith("http:")),
-                                      Grants(config.outage_access_ttl_s))
+                                      OutageMemory(config.outage_access_ttl_s))
                        if config.registry_mirror else None)
         self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
                                functools.partial(self.fetch, fallback=False),

@@ -19,18 +19,17 @@ the supernode fetches a private blob with credentials that can read it. A
 client sending Basic credentials to a registry that answers with a Bearer
 challenge gets a token fetched with them (tokens.py), and the task carries it.
 
-Outage mode: every yes is remembered (protocol/grants.py: a keyed hash of the
-repository, digest and the client's Authorization, for --outage-access-ttl).
-When the registry cannot be reached at all (refused, timed out, no route), a
-client the registry said yes to for that blob within the window is served as
-if it had said yes again: from the cache, or through the cluster (whose
-supernode serves its finished copy while the registry is unreachable). Anyone
-else gets the 502 as before. A registry that answers (401, 404, 500) is
-always believed.
+Outage mode (outage.py): every yes is remembered (a keyed hash of the
+repository, digest and the client's Authorization, for --outage-access-ttl),
+and so are manifests and the base's challenge. When the registry cannot be
+reached at all (refused, timed out, no route), a client the registry said yes
+to for that blob or manifest within the window is served as if it had said
+yes again: blobs from the cache, or through the cluster (whose supernode
+serves its finished copy while the registry is unreachable). Anyone else gets
+the 502 as before. A registry that answers (401, 404, 500) is always believed.
 """
 import logging
 import os
-import time
 from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -39,11 +38,11 @@ from dfly.httpd import FileSlice, Response
 from dfly.peer.cache import Cache
 from dfly.peer.filling import Filling, FillReader
 from dfly.peer.front import FrontRequest, Spans, Streamed, allowed_pairs, header_pairs
+from dfly.peer.outage import MAX_ONE_MANIFEST, OutageMemory
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream, UpstreamDown, UpstreamResponse
 from dfly.protocol import oci
 from dfly.protocol.bearer import parse_challenge
-from dfly.protocol.grants import Grants
 from dfly.protocol.ranges import RangeNotSatisfiable, content_range, parse_range
 
 log = logging.getLogger("dfly.daemon")
@@ -66,7 +65,7 @@ _FAILURES = {errors.DigestMismatch: (502, "DIGEST_INVALID"), errors.DownloadTime
 class RegistryMirror:
     def __init__(self, upstream_url: str, upstream: Upstream, cache: Cache, fetch: Fetch,
                  fetch_timeout_s: float, tokens: Optional[BearerTokens] = None,
-                 grants: Optional[Grants] = None, clock: Callable[[], float] = time.monotonic):
+                 outage: Optional[OutageMemory] = None):
         parts = urlsplit(upstream_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("--registry-mirror must be an http(s) URL, got %r" % upstream_url)
@@ -80,8 +79,7 @@ class RegistryMirror:
         self.fetch = fetch
         self.fetch_timeout_s = fetch_timeout_s
         self.tokens = tokens
-        self.grants = grants   # outage mode: who the registry let read what, recently
-        self.clock = clock
+        self.outage = outage   # what may still be served while the registry is unreachable
 
     def handle(self, request: FrontRequest) -> Response:
         if request.method not in READ_METHODS:
@@ -95,6 +93,8 @@ class RegistryMirror:
         try:
             if where.kind == "blob" and request.method == "GET":
                 return self._blob(request, where.name, where.reference)
+            if where.kind in ("manifest", "base") and self.outage is not None and self.outage.on:
+                return self._remembering(request, where)
             return self._pass(request)
         except tuple(_FAILURES) as e:
             status, code = next(v for k, v in _FAILURES.items() if isinstance(e, k))
@@ -106,6 +106,40 @@ class RegistryMirror:
         target = self.base_path + request.target
         reply, _ = self._open(request.method, target, header_pairs(request.headers.items()))
         return Response(reply.status, Streamed(reply, reply.length), reply.headers)
+
+    def _remembering(self, request: FrontRequest, where: oci.RegistryPath) -> Response:
+        """Pass a manifest or base request through, remembering what outage mode may
+        answer later; while the registry is unreachable, answer that (or the 502)."""
+        authorization = request.headers.get("Authorization") or ""
+        accept = request.headers.get("Accept") or ""
+        try:
+            reply, _ = self._open(request.method, self.base_path + request.target,
+                                  header_pairs(request.headers.items()))
+        except UpstreamDown as down:
+            kept = None
+            if down.unreachable and where.kind == "manifest":
+                kept = self.outage.manifest(where.name, where.reference, accept, authorization)
+            elif down.unreachable:
+                kept = self.outage.base(authorization)
+            if kept is None:
+                raise
+            log.warning("registry unreachable (%s): %s answered as remembered", down,
+                        request.path[:200])
+            return Response(kept.status, kept.body, kept.headers)
+        small = reply.length is not None and reply.length <= MAX_ONE_MANIFEST
+        keep = request.method == "GET" and small and (
+            (where.kind == "manifest" and reply.status == 200)
+            or (where.kind == "base" and not authorization))
+        if not keep:
+            return Response(reply.status, Streamed(reply, reply.length), reply.headers)
+        with reply:
+            body = reply.read_all(MAX_ONE_MANIFEST)
+        if where.kind == "manifest":
+            self.outage.manifest_answered(where.name, where.reference, accept, authorization,
+                                          reply.headers, body)
+        else:
+            self.outage.base_answered(reply.status, reply.headers, body)
+        return Response(reply.status, body, reply.headers)
 
     def _open(self, method: str, target: str, pairs) -> Tuple[UpstreamResponse, list]:
         """One upstream request, and the headers it finally went with. Refused with a Bearer
@@ -153,8 +187,8 @@ class RegistryMirror:
         with reply:
             if not (200 <= reply.status < 300 or reply.status in REDIRECTS):
                 return None
-        if self.grants is not None:
-            self.grants.granted(name, digest, request.headers.get("Authorization") or "", self.clock())
+        if self.outage is not None:
+            self.outage.blob_granted(name, digest, request.headers.get("Authorization") or "")
         return {k: v for k, v in used if k.lower() == "authorization"}
 
     def _outage_credentials(self, request: FrontRequest, name: str, digest: str,
@@ -163,11 +197,11 @@ class RegistryMirror:
         it let these very credentials read this blob in this repository: go on as it
         would (the cache, else the P2P cluster). Anything else: the 502 it was."""
         authorization = request.headers.get("Authorization") or ""
-        if not (down.unreachable and self.grants is not None
-                and self.grants.allowed(name, digest, authorization, self.clock())):
+        if not (down.unreachable and self.outage is not None
+                and self.outage.blob_allowed(name, digest, authorization)):
             raise down
         log.warning("registry unreachable (%s): blob %s of %s served to a client it let read it "
-                    "within %gs", down, digest[:19], name, self.grants.ttl_s)
+                    "within %gs", down, digest[:19], name, self.outage.ttl_s)
         return {"Authorization": authorization} if authorization else {}
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from daemons import fetch
 from helpers import MiB, content, sha256_file
-from registry import MISSING, PASSWORD, USER, Registry, build_image, push
+from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
 
 from dfly.errors import DflyError
 
@@ -71,3 +71,27 @@ def test_a_cached_blob_is_served_in_an_outage_only_to_credentials_granted_it(
         assert status == 502 and b"unreachable" in body
     other_repo = "/v2/other/app/blobs/" + layer   # granted in secret/app, not there
     assert fetch(running.address, "GET", other_repo, allowed)[0] == 502
+
+
+@pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
+@pytest.mark.time_limit(90)
+def test_a_client_pulls_again_through_the_mirror_while_the_registry_is_down_and_a_stranger_cannot(
+        tmp_path, supernode, daemons):
+    registry = Registry(str(tmp_path / "registry"), auth=True)
+    creds = "%s:%s" % (USER, PASSWORD)
+    try:
+        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(512 << 10, 128 << 10),
+                            arches=("amd64",))
+        push(image, registry, "secret/app", creds=creds)
+        running = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
+        conf = mirror_conf(str(tmp_path / "r.conf"), registry, running.address)
+        pull(conf, registry, "secret/app", "v1", str(tmp_path / "before"), creds=creds)
+    finally:
+        registry.stop()   # nothing listens on its port now
+
+    pull(conf, registry, "secret/app", "v1", str(tmp_path / "during"), creds=creds)
+    assert dir_layers(str(tmp_path / "during")) == image.layers["amd64"]
+    stranger = pull(conf, registry, "secret/app", "v1", str(tmp_path / "stranger"),
+                    creds=USER + ":guess", check=False)
+    assert stranger.returncode != 0
+    assert not os.path.exists(str(tmp_path / "stranger" / "manifest.json"))
