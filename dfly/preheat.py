@@ -59,8 +59,9 @@ def run(client: SupernodeClient, body: dict, token: str, timeout_s: float, out: 
 
 def _line(out: TextIO, tty: bool, job: dict, end: bool = False) -> None:
     progress = job.get("progress") or {}
-    text = "preheat %s: %s, %d of %d blobs cached" % (job["id"], job["state"],
-                                                     progress.get("done", 0), progress.get("total", 0))
+    what = "blobs" if (job.get("args") or {}).get("type") == "image" else "files"
+    text = "preheat %s: %s, %d of %d %s cached" % (job["id"], job["state"], progress.get("done", 0),
+                                                  progress.get("total", 0), what)
     if tty:
         out.write("\r" + text + ("\n" if end else " "))
     elif end:

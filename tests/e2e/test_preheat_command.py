@@ -31,7 +31,7 @@ def test_dfly_preheat_caches_a_file_and_exits_with_the_documented_codes(pyz, ori
         assert done.returncode == 0, done.stderr
         job = json.loads(done.stdout)
         assert job["state"] == "SUCCESS" and job["progress"] == {"done": 1, "total": 1}
-        assert "SUCCESS, 1 of 1 blobs cached" in done.stderr
+        assert "SUCCESS, 1 of 1 files cached" in done.stderr
         assert origin.requests("big.iso") == 1
 
         missing = _preheat(pyz, origin.url("nothing.iso"), "--supernode", supernode.address,
