@@ -195,7 +195,7 @@ def _preheat_options(cmd: argparse.ArgumentParser) -> None:
     from dfly.preheat import EXIT_CODES as PREHEAT_EXIT_CODES
     from dfly.tls import TLSOptions
     cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
-                     "or its manifest URL; any other http(s) URL is preheated as a file")
+                     "or its manifest URL; any other URL is preheated as a file")
     cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
                      help="the supernode (any cluster member) that runs the job")
     cmd.add_argument("--token-file", metavar="FILE", required=True,

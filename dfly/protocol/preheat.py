@@ -137,7 +137,7 @@ def image_ref(url: str, where: str = "url") -> ImageRef:
     slash = rest.find("/")
     path = rest[slash:] if slash >= 0 else ""
     at = path.find("/v2/")
-    if not sep or at < 0:
+    if not sep or at < 0 or scheme.lower() not in ("http", "https"):
         raise BadRequest("field %r: an image preheat needs a manifest URL "
                          "(http(s)://REGISTRY/v2/REPOSITORY/manifests/TAG), got %r" % (where, url[:200]))
     try:
@@ -445,15 +445,17 @@ DOCKER_HUB = "registry-1.docker.io"
 
 
 def target_url(text: str, plain_http: bool = False) -> Tuple[str, str]:
-    """("image" or "file", URL) for `dfly preheat TARGET`: an http(s) URL as given (an image
-    when it names a manifest), else an image reference REGISTRY/REPOSITORY[:TAG][@DIGEST]
-    (no registry: Docker Hub) made its manifest URL, https unless `plain_http`."""
-    if re.match(r"\Ahttps?://", text, re.I):
+    """("image" or "file", URL) for `dfly preheat TARGET`: a URL (an image when it is an
+    http(s) manifest URL; else a file, of any source kind dfly reads), else an image
+    reference REGISTRY/REPOSITORY[:TAG][@DIGEST] (no registry: Docker Hub) made its
+    manifest URL, https unless `plain_http`."""
+    if re.match(r"\A[a-z][a-z0-9+.-]*://", text, re.I):   # a URL: of any source kind
+        url = _url(text, "URL")
         try:
-            image_ref(text)
-            return "image", text
+            image_ref(url)
+            return "image", url
         except BadRequest:
-            return "file", _url(text, "URL")
+            return "file", url
     name, reference = text, "latest"
     if "@" in name:
         name, reference = name.split("@", 1)

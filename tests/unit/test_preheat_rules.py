@@ -199,12 +199,13 @@ def test_all_peers_scope_succeeds_into_the_cluster_and_says_peers_are_not_reache
     ("org/app:2", False, ("image", "https://registry-1.docker.io/v2/org/app/manifests/2")),
     (URL, False, ("image", URL)),
     ("http://127.0.0.1:8080/big.iso", False, ("file", "http://127.0.0.1:8080/big.iso")),
+    ("ftp://127.0.0.1:2121/v2/a/manifests/b", False, ("file", "ftp://127.0.0.1:2121/v2/a/manifests/b")),
 ])
 def test_the_command_line_target_becomes_a_manifest_or_file_url(text, plain, expected):
     assert preheat.target_url(text, plain) == expected
 
 
-@pytest.mark.parametrize("text", ["Upper/Case:v1", "reg.test/app:bad tag", "ftp://x/y"])
+@pytest.mark.parametrize("text", ["Upper/Case:v1", "reg.test/app:bad tag", "gopher://x/y"])
 def test_a_target_that_is_neither_image_nor_url_is_refused(text):
     with pytest.raises(BadRequest):
         preheat.target_url(text)
