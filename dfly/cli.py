@@ -215,6 +215,16 @@ def _preheat_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_preheat)
 
 
+def _validate_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("files", nargs="+", metavar="FILE", help="settings file (JSON; TOML on "
+                     "Python 3.11+) as --config takes it")
+    cmd.add_argument("--kind", choices=("supernode", "daemon", "get"),
+                     help="the program the files are for (default: told by their keys or names)")
+    cmd.add_argument("--live", action="store_true", help="also bind each listen address and ask "
+                     "each supernode's /healthz and the upstream registry's /v2/")
+    cmd.set_defaults(run=run_validate)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -232,6 +242,8 @@ COMMANDS = {
               _setup_options),
     "preheat": ("fill the supernode cluster's cache with an image's blobs or a file before it is "
                 "needed", _preheat_options),
+    "validate": ("check settings files before a rollout: one line per problem, as a compiler "
+                 "prints them", _validate_options),
 }
 
 
@@ -249,18 +261,25 @@ COMMAND_EXIT_CODES = {
     "setup": {0: "done, or nothing to change", 2: "usage error, or a file it cannot edit safely "
               "(named with its line; nothing changed)", 6: "a file cannot be written (nothing "
               "changed)"},
+    "validate": {0: "no errors (warnings only)", 1: "an error in a file", 2: EXIT_CODES[2]},
 }
 
 
-def _file_values(args) -> dict:
-    return options.load_file(args.config) if getattr(args, "config", None) else {}
+def _file_values(args, kind: str = "") -> dict:
+    """The --config file's settings; for `kind` checked first as `dfly validate` does."""
+    if not getattr(args, "config", None):
+        return {}
+    if kind:
+        from dfly import validate
+        return validate.at_start(args.config, kind, args)
+    return options.load_file(args.config)
 
 
 def run_supernode(args) -> int:
     from dfly.supernode import app
     from dfly.supernode.config import SupernodeConfig
 
-    config = options.build(SupernodeConfig, _file_values(args), args)
+    config = options.build(SupernodeConfig, _file_values(args, "supernode"), args)
     check_sources(config)
     data_dir = config.data_dir or os.path.join(default_data_dir(os.environ), "supernode")
     return app.run(config, make_data_dir(data_dir), notifier=_notifier())
@@ -306,7 +325,7 @@ def run_get(args) -> int:
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
     if args.output != "-":
         output.resolve(args.output)   # a directory: one line, nothing started
-    config = options.build(PeerConfig, _file_values(args), args)
+    config = options.build(PeerConfig, _file_values(args, "get"), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
     check_sources(config)
@@ -581,7 +600,7 @@ def run_daemon(args) -> int:
     from dfly.peer import daemon
     from dfly.peer.daemon_config import DaemonConfig
 
-    config = options.build(DaemonConfig, _file_values(args), args)
+    config = options.build(DaemonConfig, _file_values(args, "daemon"), args)
     check_supernodes(config.supernode)
     data_dir = config.data_dir or default_data_dir(os.environ)
     return daemon.run(config, make_data_dir(data_dir), notifier=_notifier())
@@ -643,6 +662,11 @@ def run_setup(args) -> int:
         raise ValueError("--hosts-only is for containerd only")
     act = app.undo if args.undo else app.setup
     return act(args.runtime, root, registry, daemon, sys.stdout, hosts_only=args.hosts_only)
+
+
+def run_validate(args) -> int:
+    from dfly import validate
+    return validate.run(args.files, args.kind, args.live, sys.stdout)
 
 
 def run_seeders(args) -> int:

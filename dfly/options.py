@@ -140,6 +140,12 @@ def _convert(f: dataclasses.Field, value):
     return str(value)
 
 
+def convert_setting(f: dataclasses.Field, value):
+    """`value` (from a file or a flag) as field `f` holds it; ValueError (or TypeError,
+    OverflowError) saying why not. What build does per setting, for configcheck.py."""
+    return _convert(f, value)
+
+
 def shown_default(f: dataclasses.Field) -> str:
     """The default as a user would type it ("" when there is none to show)."""
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
