@@ -391,10 +391,9 @@ def _rates(s: _Settings) -> None:
     if not (_has(s, "upload_rate_limit") and _has(s, "total_rate_limit")):
         return
     up, total = s.get("upload_rate_limit"), s.get("total_rate_limit")
-    if total and (up == 0 or up > total):
+    if total and up > total:
         s.error("--upload-rate-limit %s is above --total-rate-limit %s: the total caps every "
-                "byte this host moves" % (options.format_size(up) if up else "0 (none)",
-                                          options.format_size(total)),
+                "byte this host moves" % (options.format_size(up), options.format_size(total)),
                 "upload_rate_limit", "total_rate_limit")
 
 
