@@ -90,7 +90,7 @@ def test_toml_without_a_reader_is_one_clear_error():
     (b"", "empty"), (b"  \n", "empty"), (b"[1, 2]", "must be a JSON object"),
     (b'"text"', "must be a JSON object"), (b"\xff\xfe\x00junk", "not UTF-8"),
     (b"[" * 100000, "nested too deeply"), (b" " * (configcheck.MAX_FILE_BYTES + 1), "too large"),
-])
+], ids=["empty", "blank", "list", "text", "binary", "deep", "huge"])
 def test_a_file_that_is_no_settings_at_all_is_one_error(raw, says):
     (finding,) = parse(raw).findings
     assert finding.level == "error" and says in finding.message
@@ -323,15 +323,29 @@ def test_the_program_is_told_by_the_keys_else_by_the_file_name(values, name, kin
 
 # never a crash -----------------------------------------------------------------------------
 
+NASTY = [None, True, False, 0, -1, 1.5, -0.0, float("inf"), float("-inf"), float("nan"), 10 ** 400,
+         1e308, "", " ", "-1", "nan", "inf", "1e999", "9" * 400, "\x00", "[::1", "::1:80",
+         "http://[::1", "p2p (", "p2p .*", [], [None], [1, "a"], [[]], {}, {"a": {"b": []}}]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_nasty_value_at_every_key_is_a_finding_never_a_crash(kind):
+    for f in dataclasses.fields(KINDS[kind]):
+        for value in NASTY:
+            text = json.dumps({f.name: value})
+            for finding in findings(KINDS[kind], text, dirs=facts("/d"), readable={}):
+                assert finding.line == 1 and finding.level in ("error", "warning"), (text, finding)
+
+
 _FIELDS = sorted({f.name for cls in KINDS.values() for f in dataclasses.fields(cls)})
 _LEAVES = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
            | st.sampled_from(["1G", "-1", "5m", "nan", "inf", "1e999", "9" * 400, "0", "[::1]:0",
                               "http://[::1", "p2p (", "p2p .*", ":8002", "0.0.0.0:0", "a,b"]))
-_VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3)
-                       | st.dictionaries(st.text(max_size=4), inner, max_size=2), max_leaves=6)
+_VALUES = _LEAVES | st.lists(_LEAVES, max_size=3) | st.dictionaries(st.text(max_size=4), _LEAVES,
+                                                                    max_size=2)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=6), _VALUES, max_size=8),
        st.sampled_from(sorted(KINDS)), st.sampled_from([None, 1, "\t"]))
 def test_wrong_types_at_every_key_are_findings_never_a_crash(values, kind, indent):
@@ -344,7 +358,7 @@ def test_wrong_types_at_every_key_are_findings_never_a_crash(values, kind, inden
         assert set(parsed.lines) == set(values)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode), st.booleans(),
        st.sampled_from(sorted(KINDS)))
 def test_any_bytes_are_findings_never_a_crash(raw, is_toml, kind):
