@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import pythons
+from processes import Process
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "README.md")
@@ -85,3 +86,15 @@ def test_a_flag_beside_the_config_is_checked_with_it(pyz, tmp_path):
     assert out.stderr == ("dfly: error: %s:3: --listen 127.0.0.1:7000 and --upload-listen "
                           "127.0.0.1:7000 are one port: only one can listen there\n" % config)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_config_with_warnings_only_starts_and_says_them(pyz, tmp_path):
+    config = tmp_path / "supernode.json"
+    config.write_text('{\n  "listen": "127.0.0.1:0",\n  "advertise": "127.0.0.1:8002",\n'
+                      '  "data_dir": "%s"\n}\n' % (tmp_path / "data"))
+    running = Process(pyz, "supernode", "--config", str(config))
+    try:
+        assert running.lines[0] == ("dfly: %s:3: warning: --advertise 127.0.0.1:8002 is a loopback "
+                                    "address: no other host can reach this one there\n" % config)
+    finally:
+        assert running.stop() == 0
