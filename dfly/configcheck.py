@@ -113,6 +113,10 @@ def _parse_json(text: str) -> Parsed:
         return _failed(error(e.lineno, "not valid JSON: %s" % e.msg, e.colno))
     except RecursionError:
         return _failed(error(1, "not valid settings: nested too deeply"))
+    except ValueError as e:   # a number Python will not read (over 4300 digits, 3.11+)
+        long_number = re.search(r"\d{4301}", text)
+        where = long_number.start() if long_number else 0
+        return _failed(_at_offset(text, where, "not valid JSON: %s" % str(e).split(";")[0]))
     if not isinstance(value, dict):
         return _failed(error(1, "settings must be a JSON object ({\"key\": value, ...}), not %s"
                              % _type_name(value)))

@@ -97,6 +97,12 @@ def test_a_file_that_is_no_settings_at_all_is_one_error(raw, says):
     assert parse(raw).values is None
 
 
+def test_a_number_too_long_to_read_is_placed_on_its_line_and_column():
+    (finding,) = parse(b'{"parallel": 2,\n "cache_size": ' + b"7" * 5000 + b"}").findings
+    assert (finding.line, finding.column, finding.level) == (2, 16, "error")
+    assert finding.message.startswith("not valid JSON")
+
+
 def test_bytes_that_are_not_utf8_are_placed_on_their_line_and_column():
     (finding,) = parse(b'{\n  "a": "x\xff"}').findings
     assert (finding.line, finding.column) == (2, 10)
