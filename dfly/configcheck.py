@@ -172,6 +172,7 @@ def _item_lines(text, pos, decoder, space, line_at) -> Tuple[List[int], int]:
 
 
 _TOML_KEY = re.compile(r"""^[ \t]*(?:"([^"\\]*)"|'([^']*)'|([A-Za-z0-9_-]+))[ \t]*=""")
+_TOML_TABLE = re.compile(r"""^[ \t]*\[\[?[ \t]*(?:"([^"\\]*)"|'([^']*)'|([A-Za-z0-9_-]+))""")
 _TOML_WHERE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -188,10 +189,11 @@ def _parse_toml(text: str, toml_loads: Callable[[str], Any]) -> Parsed:
                                  int(where.group(2))))
         return _failed(error(1, "not valid TOML: %s" % message))
     lines: Dict[str, int] = {}
+    in_table = False   # keys after a [table] header are the table's, not settings
     for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("["):
-            break   # a table: its keys are not top-level settings
-        m = _TOML_KEY.match(line)
+        header = _TOML_TABLE.match(line)
+        in_table = in_table or bool(header)
+        m = header or (None if in_table else _TOML_KEY.match(line))
         if m:
             lines.setdefault(m.group(1) or m.group(2) or m.group(3), number)
     return Parsed(value, lines, {}, [])
@@ -493,6 +495,9 @@ def _warnings(s: _Settings) -> None:
     if _has(s, "registry_mirror") and not s.get("supernode"):
         s.warn("no --supernode: seeding is off and every download comes straight from the "
                "source", "supernode")
+    if s.given.get("data_dir") and not os.path.isabs(s.given["data_dir"]):
+        s.warn("--data-dir %s is relative: where it is depends on the folder the program "
+               "starts in" % s.given["data_dir"], "data_dir")
     if _has(s, "insecure_upstream") and s.get("insecure_upstream"):
         s.warn("--insecure-upstream: upstream certificates are not checked", "insecure_upstream")
     if _has(s, "no_back_source") and s.get("no_back_source") and not s.get("supernode"):

@@ -95,13 +95,16 @@ def findings_of(path: str, kind: Optional[str], live: bool = False,
 def show(path: str, finding: Finding, level: bool = True) -> str:
     """One compiler-style line: FILE:LINE[:COL]: LEVEL: MESSAGE (without LEVEL: when
     the caller says it)."""
-    where = "%s:%d" % (path, finding.line) if finding.line else path
-    if finding.column:
-        where += ":%d" % finding.column
     message = redact_urls_in(" ".join(finding.message.split()))
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
-    return "%s: %s%s" % (where, finding.level + ": " if level else "", message)
+    shown = "%s%s" % (finding.level + ": " if level else "", message)
+    if not finding.line:   # about a flag given beside the file, not in it
+        return shown
+    where = "%s:%d" % (path, finding.line)
+    if finding.column:
+        where += ":%d" % finding.column
+    return "%s: %s" % (where, shown)
 
 
 def run(paths: List[str], kind: Optional[str], live: bool, out: IO[str]) -> int:
@@ -192,10 +195,17 @@ def _cannot_bind(address: Optional[str], advertise: str, name: str) -> str:
 
 
 def _probe(config, address: str, path: str, ok) -> str:
+    """A supernode asked as every dfly client dials one (TLS with the config's CA, its
+    --tls-server-name), so a certificate it would refuse is reported too."""
+    from dfly import tls
     from dfly.protocol.address import parse_address
     host, port = parse_address(address, 8002)
-    scheme = "https" if config.tls_cert or config.tls_ca else "http"
-    return _ask(config, scheme, host, port, path, ok)
+    try:
+        context = tls.TLS.from_config(config)
+    except (ValueError, OSError) as e:   # the TLS files do not load
+        return "cannot use the TLS settings: %s" % e
+    return _ask(lambda: tls.http_connection(context, host, port, LIVE_TIMEOUT_S), path, ok,
+                lambda e: tls.refusal(e, context))
 
 
 def _probe_url(config, url: str) -> str:
@@ -204,35 +214,36 @@ def _probe_url(config, url: str) -> str:
         scheme, host, port, path = split_target(url)
     except ValueError as e:
         return str(e)
-    return _ask(config, scheme, host, port, path, ok=lambda status: status < 500,
-                insecure=getattr(config, "insecure_upstream", False))
+    insecure = getattr(config, "insecure_upstream", False)
 
-
-def _ask(config, scheme: str, host: str, port: int, path: str, ok, insecure: bool = False) -> str:
-    """"" when `scheme://host:port/path` answers as `ok` says, else what happened."""
-    try:
+    def connect() -> http.client.HTTPConnection:
         if scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=LIVE_TIMEOUT_S, context=_client_context(config, insecure))
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT_S)
+            return http.client.HTTPSConnection(host, port, timeout=LIVE_TIMEOUT_S,
+                                               context=_client_context(insecure))
+        return http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT_S)
+    return _ask(connect, path, lambda status: status < 500)
+
+
+def _ask(connect, path: str, ok, refusal=lambda e: None) -> str:
+    """"" when GET `path` on connect()'s connection answers as `ok` says, else what happened."""
+    try:
+        conn = connect()
         try:
             conn.request("GET", path)
             status = conn.getresponse().status
         finally:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError) as e:
-        return "did not answer %s: %s" % (path, getattr(e, "strerror", None) or e or type(e).__name__)
+        why = refusal(e) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return "did not answer %s: %s" % (path, why)
     return "" if ok(status) else "answered %s with status %d" % (path, status)
 
 
-def _client_context(config, insecure: bool):
+def _client_context(insecure: bool):
+    """As the daemon's upstream client checks a registry: the system's CAs, or nothing
+    with --insecure-upstream."""
     import ssl
-
-    from dfly.tls import TLS
+    context = ssl.create_default_context()
     if insecure:
-        context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        return context
-    tls = TLS.from_config(config)
-    return tls.client_context() if tls else ssl.create_default_context()
+    return context

@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from certs import Certs
 from helpers import refused_address
 
 from dfly import cli
@@ -233,3 +234,17 @@ def test_live_is_not_tried_on_a_file_with_errors(tmp_path, capsys, silent_port):
     errors = [line for line in out if ": error: " in line]
     assert code == 1 and len(errors) == 1 and "--parallel" in errors[0]
 
+
+
+def test_live_asks_a_tls_supernode_as_a_client_of_the_cluster_would(tmp_path, capsys, supernode_factory):
+    certs = Certs(str(tmp_path / "certs"))
+    secure = supernode_factory(tls_ca=certs.ca, **certs.host("sn"))
+    trusting = settings_file(tmp_path / "a.json", listen="127.0.0.1:0", supernode=[secure.address],
+                             registry_mirror="http://127.0.0.1:9", tls_ca=certs.ca)
+    plain = settings_file(tmp_path / "b.json", listen="127.0.0.1:0", supernode=[secure.address],
+                          registry_mirror="http://127.0.0.1:9")
+    code, out = run(capsys, "--live", "--kind", "daemon", trusting, plain)
+    assert code == 1
+    supernode_lines = [line for line in out if "/healthz" in line]
+    assert supernode_lines == [plain + ":3: error: supernode %s: answered /healthz with status 400"
+                               % secure.address]

@@ -75,10 +75,24 @@ def test_a_toml_syntax_error_says_line_and_column():
 
 
 @pytest.mark.skipif(tomllib is None, reason="TOML needs Python 3.11+")
-def test_toml_keys_before_the_first_table_are_found_on_their_lines():
+def test_toml_keys_and_table_headers_are_found_on_their_lines():
     text = b'# c\nlisten = ":8002"\n\n"cache_size"="1G"\n[table]\nparallel = 2\n'
     parsed = parse(text, tomllib.loads, is_toml=True)
-    assert parsed.lines == {"listen": 2, "cache_size": 4}
+    assert parsed.lines == {"listen": 2, "cache_size": 4, "table": 5}
+
+
+@pytest.mark.skipif(tomllib is None, reason="TOML needs Python 3.11+")
+def test_a_toml_table_is_an_unknown_setting_on_its_header_line():
+    text = b'listen = ":8002"\n\n[tls]\ncert = "c.pem"\n[[cluster]]\nx = 1\n'
+    found = configcheck.check(SupernodeConfig, parse(text, tomllib.loads, is_toml=True))
+    assert [(f.line, f.message.split(" (")[0]) for f in found] == [
+        (3, "unknown setting 'tls'"),
+        (5, "bad value for --cluster: expected text or a list of text, got an object")]
+
+
+def test_a_relative_data_dir_is_a_warning():
+    found = findings(DaemonConfig, json_lines(data_dir="cache/dfly", supernode=["a:1"]))
+    assert [(f.level, f.line) for f in found] == [("warning", 2)] and "relative" in found[0].message
 
 
 def test_toml_without_a_reader_is_one_clear_error():
