@@ -87,7 +87,9 @@ def findings_of(path: str, kind: Optional[str], live: bool = False,
     dirs = {configcheck.data_dir_of(cls, parsed.values, default): dir_facts(data_dir)}
     readable = {f: os.access(f, os.R_OK) for f in configcheck.files_of(parsed.values)}
     found = configcheck.check(cls, parsed, dirs, readable, default)
-    if live and not any(f.level == "error" for f in found):
+    if live and any(f.level == "error" for f in found):
+        found.append(configcheck.warning(1, "--live checks not tried: the file has errors"))
+    elif live:
         found = sorted(found + live_findings(kind, cls, parsed), key=lambda f: f.line)
     return kind, found
 

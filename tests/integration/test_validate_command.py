@@ -233,6 +233,7 @@ def test_live_is_not_tried_on_a_file_with_errors(tmp_path, capsys, silent_port):
     code, out = run(capsys, "--live", path)
     errors = [line for line in out if ": error: " in line]
     assert code == 1 and len(errors) == 1 and "--parallel" in errors[0]
+    assert out[-1] == path + ":1: warning: --live checks not tried: the file has errors"
 
 
 
