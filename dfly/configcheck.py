@@ -79,8 +79,8 @@ def parse(raw: bytes, toml_loads: Optional[Callable[[str], Any]] = None, is_toml
     """The settings in `raw`, with positions. `is_toml` with no `toml_loads`: this Python
     has no TOML reader (3.11+ has tomllib)."""
     if len(raw) > MAX_FILE_BYTES:
-        return _failed(error(1, "%d bytes is too large for a settings file (at most %d)"
-                             % (len(raw), MAX_FILE_BYTES)))
+        return _failed(error(1, "too large for a settings file: over %s" % options.format_size(
+            MAX_FILE_BYTES)))
     if is_toml and toml_loads is None:
         return _failed(error(1, "a TOML settings file needs Python 3.11+ (tomllib); use JSON here"))
     try:

@@ -385,3 +385,8 @@ def test_any_bytes_are_findings_never_a_crash(raw, is_toml, kind):
     parsed = parse(raw, tomllib.loads if tomllib else None, is_toml=is_toml)
     configcheck.check(KINDS[kind], parsed, facts("/d"), {}, "/d")
 
+
+
+def test_every_bound_names_a_setting_of_some_program():
+    names = {f.name for cls in KINDS.values() for f in dataclasses.fields(cls)}
+    assert set(configcheck.RANGES) | set(configcheck.POSITIVE_DURATIONS) <= names
