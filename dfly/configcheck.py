@@ -27,6 +27,7 @@ MAX_FILE_BYTES = 4 << 20     # a settings file is a few KiB; a bigger one is a m
 MAX_DURATION_S = 10 * 365 * 86400.0   # longer overflows some waits (threading.TIMEOUT_MAX)
 MAX_SIZE = 1 << 60
 MAX_COUNT = 10 ** 9
+MAX_UNKNOWN_LISTED = 50   # more unknown keys than that is another file: one line counts them
 
 # Bounds of the counts and durations that 0 (or less) would break; field name -> (min, max).
 RANGES = {
@@ -210,7 +211,8 @@ def guess_kind(values: Mapping[str, Any], kinds: Mapping[str, type], file_name: 
     """The one program whose settings cover the file's keys best; else the one its file
     name says; else None (the caller asks for --kind)."""
     names = [k.replace("-", "_") for k in values]
-    known = {kind: sum(n in field_names(cls) for n in names) for kind, cls in kinds.items()}
+    fields = {kind: field_names(cls) for kind, cls in kinds.items()}
+    known = {kind: sum(n in fields[kind] for n in names) for kind in kinds}
     best = max(known.values()) if known else 0
     top = [kind for kind, count in known.items() if count == best]
     if len(top) == 1 and best:
@@ -267,6 +269,14 @@ def check(cls, parsed: Parsed, dirs: Optional[Mapping[str, DirFacts]] = None,
         return list(parsed.findings)
     s = _Settings(cls, parsed)
     s.findings.extend(parsed.findings)
+    unknown = [key for key in parsed.values if key.replace("-", "_") not in s.fields]
+    for key in unknown[:MAX_UNKNOWN_LISTED]:
+        s.findings.append(error(s.lines.get(key.replace("-", "_"), 1), "unknown setting %r%s"
+                                % (key, _did_you_mean(key.replace("-", "_"), s.fields))))
+    if len(unknown) > MAX_UNKNOWN_LISTED:
+        s.findings.append(error(s.lines.get(unknown[MAX_UNKNOWN_LISTED].replace("-", "_"), 1),
+                                "%d more unknown settings (is this the file of another program?)"
+                                % (len(unknown) - MAX_UNKNOWN_LISTED)))
     for key, value in parsed.values.items():
         _check_key(s, key, value)
     for rule in _RULES:
@@ -282,8 +292,7 @@ def _check_key(s: _Settings, key: str, value) -> None:
     name = key.replace("-", "_")
     line = s.lines.get(name, 1)
     f = s.fields.get(name)
-    if f is None:
-        s.findings.append(error(line, "unknown setting %r%s" % (key, _did_you_mean(name, s.fields))))
+    if f is None:   # listed by check
         return
     wrong = _wrong_type(f, value)
     if wrong:

@@ -137,6 +137,15 @@ def test_an_unknown_key_far_from_any_says_no_guess():
     assert lines(SupernodeConfig, json_lines(zzzzqqq=1)) == {2: "unknown setting 'zzzzqqq'"}
 
 
+def test_many_unknown_keys_are_listed_up_to_a_bound_then_counted():
+    text = json.dumps({"key%d" % i: i for i in range(5000)}, indent=0)
+    found = lines(SupernodeConfig, text)
+    assert len(found) == configcheck.MAX_UNKNOWN_LISTED + 1
+    assert found[configcheck.MAX_UNKNOWN_LISTED + 2] == (
+        "%d more unknown settings (is this the file of another program?)"
+        % (5000 - configcheck.MAX_UNKNOWN_LISTED))
+
+
 def test_keys_with_dashes_are_the_same_settings():
     assert lines(SupernodeConfig, json_lines(**{"cache-size": "1G", "max-uploads": 2})) == {}
 
