@@ -27,6 +27,8 @@ MAX_FILE_BYTES = 4 << 20     # a settings file is a few KiB; a bigger one is a m
 MAX_DURATION_S = 10 * 365 * 86400.0   # longer overflows some waits (threading.TIMEOUT_MAX)
 MAX_SIZE = 1 << 60
 MAX_COUNT = 10 ** 9
+MAX_RULES = 10000         # every proxied URL is tried against each rule in turn
+MAX_RULE_CHARS = 4096     # a longer regex is no rule a person wrote (and compiling one costs GBs)
 MAX_UNKNOWN_LISTED = 50   # more unknown keys than that is another file: one line counts them
 
 # Bounds of the counts and durations that 0 (or less) would break; field name -> (min, max).
@@ -425,10 +427,17 @@ def _proxy_rules(s: _Settings) -> None:
     if "proxy_rule" not in s.given:
         return
     from dfly.protocol.proxyrules import parse_rules
+    if len(s.get("proxy_rule")) > MAX_RULES:
+        return s.error("%d proxy rules: at most %d (every proxied URL is tried against each in "
+                       "turn)" % (len(s.get("proxy_rule")), MAX_RULES), "proxy_rule")
     seen: Dict[str, int] = {}
     match_all = None
     for index, text in enumerate(s.get("proxy_rule")):
         line = s.item_line("proxy_rule", index)
+        if len(text) > MAX_RULE_CHARS:
+            s.findings.append(error(line, "proxy rule %d is %d characters long: at most %d"
+                                    % (index + 1, len(text), MAX_RULE_CHARS)))
+            continue
         try:
             rule = parse_rules([text])[0]
         except ValueError as e:

@@ -237,6 +237,15 @@ def test_a_proxy_rule_an_earlier_rule_provably_shadows_is_an_error(rules, shadow
     assert sorted(line - 2 for line, message in found.items() if "never used" in message) == shadowed
 
 
+def test_proxy_rules_beyond_what_a_person_writes_are_refused_without_compiling_them():
+    many = json.dumps({"proxy_rule": ["p2p a%d" % i for i in range(configcheck.MAX_RULES + 1)]})
+    assert lines(DaemonConfig, many) == {1: "%d proxy rules: at most %d (every proxied URL is tried "
+                                            "against each in turn)" % (configcheck.MAX_RULES + 1,
+                                                                       configcheck.MAX_RULES)}
+    long_one = json.dumps({"proxy_rule": ["p2p x", "p2p " + "(a|b)*" * 10000]})
+    assert lines(DaemonConfig, long_one)[1].startswith("proxy rule 2 is 60004 characters long")
+
+
 @pytest.mark.parametrize("url, bad", [
     ("https://registry.example:5000", False), ("http://[::1]:5000", False),
     ("registry.example:5000", True), ("ftp://registry.example", True), ("https://", True),
