@@ -51,8 +51,8 @@ def read(path: str) -> Parsed:
         with open(path, "rb") as f:
             raw = f.read(configcheck.MAX_FILE_BYTES + 1)
     except OSError as e:
-        return Parsed(None, {}, {}, [configcheck.error(1, "cannot read config file %s: %s"
-                                                       % (path, e.strerror or e))])
+        return Parsed(None, {}, {}, [configcheck.error(1, "cannot read config file: %s"
+                                                       % (e.strerror or e))])
     return configcheck.parse(raw, _toml_loads(), is_toml=path.endswith(".toml"))
 
 
@@ -120,7 +120,7 @@ def run(paths: List[str], kind: Optional[str], live: bool, out: IO[str]) -> int:
     return 1 if failed else 0
 
 
-def at_start(path: str, kind: str, args: Any, err: IO[str] = sys.stderr) -> Dict[str, Any]:
+def at_start(path: str, kind: str, args: Any, err: Optional[IO[str]] = None) -> Dict[str, Any]:
     """The settings of --config FILE for a program starting, checked with the flags given
     over them as the program will see them: ValueError (one line, exit 2) at the first
     error. Warnings of a long-running program are written to `err`. The data dir is
@@ -129,14 +129,14 @@ def at_start(path: str, kind: str, args: Any, err: IO[str] = sys.stderr) -> Dict
     if parsed.values is None:
         raise ValueError(show(path, parsed.findings[0], level=False))
     cls = config_class(kind)
-    values, lines = dict(parsed.values), dict(parsed.lines)
-    for name in configcheck.field_names(cls):
-        given = getattr(args, name, None)
-        if given is not None:   # the flag wins; it has no line in the file
-            for key in [k for k in values if k.replace("-", "_") == name]:
-                del values[key]
-            values[name], lines[name] = given, 0
-    found = configcheck.check(cls, Parsed(values, lines, parsed.items, parsed.findings))
+    flags = {name: getattr(args, name) for name in configcheck.field_names(cls)
+             if getattr(args, name, None) is not None}   # each wins over the file's key
+    values = {k: v for k, v in parsed.values.items() if k.replace("-", "_") not in flags}
+    lines = {k: n for k, n in parsed.lines.items() if k.replace("-", "_") not in flags}
+    items = {k: n for k, n in parsed.items.items() if k.replace("-", "_") not in flags}
+    values.update(flags)
+    lines.update(dict.fromkeys(flags, 0))   # no line in the file
+    found = configcheck.check(cls, Parsed(values, lines, items, parsed.findings))
     errors = [f for f in found if f.level == "error"]
     if errors:
         more = " (and %d more: `dfly validate %s` lists them)" % (len(errors) - 1, path) \
@@ -144,7 +144,7 @@ def at_start(path: str, kind: str, args: Any, err: IO[str] = sys.stderr) -> Dict
         raise ValueError(show(path, errors[0], level=False) + more)
     if kind != "get":   # a get's warnings would follow every download
         for finding in found:
-            err.write("dfly: %s\n" % show(path, finding))
+            (err or sys.stderr).write("dfly: %s\n" % show(path, finding))
     return parsed.values
 
 

@@ -249,3 +249,33 @@ def test_live_asks_a_tls_supernode_as_a_client_of_the_cluster_would(tmp_path, ca
     supernode_lines = [line for line in out if "/healthz" in line]
     assert supernode_lines == [plain + ":3: error: supernode %s: answered /healthz with status 400"
                                % secure.address]
+
+
+# at start ----------------------------------------------------------------------------------
+
+def _start_args(command, config, *flags):
+    from dfly.cli import build_parser
+    extra = ["http://127.0.0.1:9/x", "-o", "out"] if command == "get" else []
+    return build_parser(only=command, with_file=True).parse_args(
+        [command] + extra + ["--config", str(config)] + list(flags))
+
+
+def test_at_start_a_flag_replaces_the_files_key_and_its_line(tmp_path):
+    import io
+
+    from dfly import validate
+    config = settings_file(tmp_path / "daemon.json", supernode=["127.0.0.1"], parallel=0)
+    with pytest.raises(ValueError) as refused:
+        validate.at_start(config, "daemon", _start_args("daemon", config, "--parallel", "2"))
+    assert str(refused.value) == (config + ":2: bad value for --supernode: '127.0.0.1' is not "
+                                  "HOST:PORT of a supernode (as in 10.0.0.5:8002)")
+    args = _start_args("daemon", config, "--parallel", "2", "--supernode", "127.0.0.1:0:1")
+    with pytest.raises(ValueError) as refused:
+        validate.at_start(config, "daemon", args)
+    assert str(refused.value).startswith("bad value for --supernode: '127.0.0.1:0:1'")
+    err = io.StringIO()
+    args = _start_args("daemon", config, "--parallel", "2", "--supernode", "127.0.0.1:8002",
+                       "--advertise", "127.0.0.1")
+    assert validate.at_start(config, "daemon", args, err) == json.loads(open(config).read())
+    assert err.getvalue() == ("dfly: warning: --advertise 127.0.0.1 is a loopback address: no other "
+                              "host can reach this one there\n")
