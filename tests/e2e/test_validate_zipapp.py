@@ -5,6 +5,7 @@ created."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -99,3 +100,22 @@ def test_a_config_with_warnings_only_starts_and_says_them(pyz, tmp_path):
         assert running.proc.poll() is None   # it runs
     finally:
         running.stop()   # (a SIGTERM right after "listening on" may come before its handler)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare (util-linux) for a read-only mount of its own")
+def test_a_data_dir_on_a_read_only_disk_is_an_error_even_for_root(pyz, tmp_path):
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+    inside = tmp_path / "inside.json"
+    inside.write_text('{\n  "cluster": [],\n  "data_dir": "%s"\n}\n' % (mounted / "dfly"))
+    itself = tmp_path / "itself.json"
+    itself.write_text('{\n  "cluster": [],\n  "data_dir": "%s"\n}\n' % mounted)
+    script = "mount -t tmpfs -o ro tmpfs %s && exec %s %s validate %s %s" % (
+        mounted, sys.executable, pyz, inside, itself)
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout.splitlines() == [
+        "%s:3: error: data dir %s does not exist and cannot be created" % (inside, mounted / "dfly"),
+        "%s:3: error: data dir %s is not writable" % (itself, mounted)]
