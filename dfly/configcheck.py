@@ -266,7 +266,7 @@ def check(cls, parsed: Parsed, dirs: Optional[Mapping[str, DirFacts]] = None,
           readable: Optional[Mapping[str, bool]] = None, default_data_dir: str = "") -> List[Finding]:
     """Everything wrong with `parsed` as settings of `cls` (SupernodeConfig, DaemonConfig,
     PeerConfig), in line order. `dirs`: facts about the data dir (see data_dir_of);
-    `readable`: whether each TLS file named can be read."""
+    `readable`: whether each file named (TLS, gossip key) can be read."""
     if parsed.values is None:
         return list(parsed.findings)
     s = _Settings(cls, parsed)
@@ -394,14 +394,36 @@ def _overlap(a: str, b: str) -> bool:
     return bool(wild) and ":" not in other
 
 
+GOSSIP_PORT = 7946   # gossip/node.py's DEFAULT_PORT: --gossip-listen's port when none is given
+
+
 def _listeners(s: _Settings) -> None:
-    names = [n for n in ("listen", "upload_listen") if _has(s, n)]
-    if len(names) < 2:
+    """Each pair of TCP listeners of one program that would take the same port."""
+    found = [(n, s.get(n), _addr(s.get(n), 0)) for n in ("listen", "upload_listen") if _has(s, n)]
+    if _has(s, "gossip") and s.get("gossip"):
+        listen = _addr(s.get("listen"), 0)
+        gossip = _addr(s.get("gossip_listen"), GOSSIP_PORT) if s.get("gossip_listen") else \
+            (listen[0], GOSSIP_PORT) if listen else None
+        found.append(("gossip_listen", s.get("gossip_listen") or "(default) port %d" % GOSSIP_PORT,
+                      gossip))
+    for i, (name, text, a) in enumerate(found):
+        for other, other_text, b in found[i + 1:]:
+            if a and b and a[1] and a[1] == b[1] and _overlap(a[0], b[0]):
+                s.error("--%s %s and --%s %s are one port: only one can listen there"
+                        % (name.replace("_", "-"), text, other.replace("_", "-"), other_text),
+                        other, name)
+
+
+def _gossip(s: _Settings) -> None:
+    if not (_has(s, "gossip") and s.get("gossip")):
         return
-    a, b = (_addr(s.get(n), 0) for n in names)
-    if a and b and a[1] and a[1] == b[1] and _overlap(a[0], b[0]):
-        s.error("--listen %s and --upload-listen %s are one port: only one can listen there"
-                % (s.get("listen"), s.get("upload_listen")), "upload_listen", "listen")
+    if not s.get("gossip_key_file"):
+        s.error("--gossip needs --gossip-key-file (the cluster's shared key)", "gossip")
+    host = (_addr(s.get("gossip_listen"), GOSSIP_PORT) or ("x",))[0] if s.get("gossip_listen") \
+        else (_addr(s.get("listen"), 0) or ("x",))[0]
+    if (host in WILDCARDS_V4 or host == "::") and not s.get("advertise"):
+        s.error("--gossip on every address needs --advertise: the address other members reach",
+                "gossip_listen", "listen", "gossip")
 
 
 def _rates(s: _Settings) -> None:
@@ -510,7 +532,7 @@ def _warnings(s: _Settings) -> None:
     if _has(s, "seed_for_s") and s.get("seed_for_s") == 0:
         s.warn("--seed-for 0: seeding is off, so what this host downloads is never served to "
                "other peers", "seed_for_s")
-    if _has(s, "registry_mirror") and not s.get("supernode"):
+    if _has(s, "registry_mirror") and not s.get("supernode") and not s.get("gossip"):
         s.warn("no --supernode: seeding is off and every download comes straight from the "
                "source", "supernode")
     if s.given.get("data_dir") and not os.path.isabs(s.given["data_dir"]):
@@ -536,7 +558,8 @@ def _tls(s: _Settings) -> None:
         s.error("--tls-front needs --tls-cert and --tls-key", "tls_front")
 
 
-_RULES = (_listeners, _rates, _shares, _proxy_rules, _mirror, _cluster, _supernodes, _warnings, _tls)
+_RULES = (_listeners, _rates, _shares, _proxy_rules, _mirror, _cluster, _supernodes, _warnings, _tls,
+          _gossip)
 
 
 # Facts of the host ----------------------------------------------------------------------
@@ -551,10 +574,13 @@ def data_dir_of(cls, values: Mapping[str, Any], default_data_dir: str) -> str:
     return default_data_dir
 
 
+_FILES = ("tls_cert", "tls_key", "tls_ca", "gossip_key_file")
+
+
 def files_of(values: Mapping[str, Any]) -> List[str]:
-    """The TLS files the settings name (to be checked readable)."""
+    """The files the settings name (TLS, gossip key) (to be checked readable)."""
     return [v for k, v in values.items()
-            if k.replace("-", "_") in ("tls_cert", "tls_key", "tls_ca") and isinstance(v, str) and v]
+            if k.replace("-", "_") in _FILES and isinstance(v, str) and v]
 
 
 def _check_data_dir(s: _Settings, dirs: Mapping[str, DirFacts], default: str) -> None:
@@ -579,7 +605,7 @@ def _check_data_dir(s: _Settings, dirs: Mapping[str, DirFacts], default: str) ->
 
 
 def _check_files(s: _Settings, readable: Mapping[str, bool]) -> None:
-    for name in ("tls_cert", "tls_key", "tls_ca"):
+    for name in _FILES:
         path = s.given.get(name) if _has(s, name) else ""
         if path and not readable.get(path, True):
             s.error("--%s %s cannot be read" % (name.replace("_", "-"), path), name)

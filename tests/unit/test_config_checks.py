@@ -202,6 +202,33 @@ def test_two_listeners_on_one_port_are_an_error(listen, upload, clash):
     assert (3 in found and "are one port" in found[3]) == clash, found
 
 
+@pytest.mark.parametrize("values, clash", [
+    (dict(listen="127.0.0.1:7946"), "--listen 127.0.0.1:7946 and --gossip-listen (default) port 7946"),
+    (dict(listen="127.0.0.1:7000", gossip_listen="0.0.0.0:7000", advertise="127.0.0.1"),
+     "--listen 127.0.0.1:7000 and --gossip-listen 0.0.0.0:7000"),
+    (dict(listen="127.0.0.1:7000"), ""), (dict(listen="127.0.0.1:7946", gossip=False), ""),
+])
+def test_the_gossip_port_is_a_listener_too(values, clash):
+    values = dict(dict(gossip=True, gossip_key_file="/k"), **values)
+    errors = [f.message for f in findings(DaemonConfig, json_lines(**values)) if f.level == "error"]
+    assert [m for m in errors if "one port" in m] == ([clash + " are one port: only one can "
+                                                       "listen there"] if clash else [])
+
+
+def test_gossip_needs_a_key_file_and_an_address_the_others_reach():
+    found = lines(DaemonConfig, json_lines(gossip=True, listen="0.0.0.0:65001"))
+    assert found == {2: "--gossip needs --gossip-key-file (the cluster's shared key)",
+                     3: "--gossip on every address needs --advertise: the address other members reach"}
+    assert lines(DaemonConfig, json_lines(gossip=True, gossip_key_file="/k", listen="0.0.0.0:65001",
+                                          advertise="127.0.0.1")) == {}
+    assert "--gossip-key-file /k cannot be read" in lines(
+        SupernodeConfig, json_lines(gossip=True, gossip_key_file="/k"), readable={"/k": False})[3]
+
+
+def test_a_gossip_daemon_without_a_supernode_is_no_warning():
+    assert findings(DaemonConfig, json_lines(gossip=True, gossip_key_file="/k")) == []
+
+
 def test_an_upload_limit_above_the_total_contradicts_it():
     text = json_lines(total_rate_limit="10M", upload_rate_limit="20M")
     assert "--upload-rate-limit 20M is above --total-rate-limit 10M" in lines(DaemonConfig, text)[3]
