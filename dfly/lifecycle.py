@@ -39,6 +39,25 @@ class RedactUrls(logging.Filter):
         return True
 
 
+_signalled = set()
+_wake = threading.Event()
+
+
+def _note(sig, frame) -> None:
+    _signalled.add(sig)
+    _wake.set()
+
+
+def catch_signals() -> None:
+    """Take SIGINT, SIGTERM and SIGHUP from now on (a program calls this before it
+    starts its listeners): one that comes before the serving loop waits for it,
+    instead of killing the process with the default action."""
+    _signalled.clear()
+    _wake.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _note)
+
+
 def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None,
                           notifier=None, status: str = "") -> int:
     """Block until SIGINT or SIGTERM, then `running.stop()`; the exit code. On
@@ -47,14 +66,9 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
     accept, WATCHDOG=1 from this loop (a wedged loop stops the pings), STOPPING=1."""
     from dfly.notify import Notifier
     notifier = notifier or Notifier()
-    wake = threading.Event()
-    signalled = set()
-
-    def note(sig, frame):
-        signalled.add(sig)
-        wake.set()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, note)
+    if signal.getsignal(signal.SIGTERM) is not _note:
+        catch_signals()
+    wake, signalled = _wake, _signalled
     if ready is not None:
         ready.set()
     notifier.ready(status or "%s running" % name)

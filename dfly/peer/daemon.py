@@ -44,7 +44,7 @@ from dfly.errors import BadRequest, NotFound
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
-from dfly.lifecycle import log_to, serve_until_signalled
+from dfly.lifecycle import catch_signals, log_to, serve_until_signalled
 from dfly.peer import daemon_dashboard
 from dfly.peer import output as out_rules
 from dfly.peer.cache import Cache
@@ -661,6 +661,7 @@ def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = 
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "daemon")
+    catch_signals()   # before "listening on": a stop sent on seeing it must not be lost
     if notifier is not None:
         notifier.status("daemon starting (data in %s)" % data_dir)
     running = start(config, data_dir)

@@ -10,7 +10,7 @@ from dfly import __version__
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener
-from dfly.lifecycle import log_to, serve_until_signalled
+from dfly.lifecycle import catch_signals, log_to, serve_until_signalled
 from dfly.protocol.address import format_address, loopback_for, parse_address
 from dfly.protocol.preheat import Limits
 from dfly.supernode.cluster import Membership
@@ -87,6 +87,7 @@ def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event]
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
     log_to(data_dir, config.log_level, "supernode")
+    catch_signals()   # before "listening on": a stop sent on seeing it must not be lost
     if notifier is not None:
         notifier.status("supernode starting (data in %s)" % data_dir)
     running = start(config, data_dir)

@@ -108,7 +108,8 @@ def test_the_supernode_serves_a_rotated_certificate_after_sighup(pyz, tmp_path, 
     supernode.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: served_certificate(supernode.address, certs.ca, me) != before, timeout=10,
                message="the rotated certificate is served")
-    assert any("reloaded" in line for line in supernode.lines)
+    wait_until(lambda: any("reloaded" in line for line in supernode.lines), timeout=10,
+               message="the reload logged")   # the log is read by another thread
     assert supernode.proc.poll() is None
 
 

@@ -52,3 +52,24 @@ def test_signals_delivered_to_another_thread_are_acted_on():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.time_limit(20)
+def test_a_stop_that_comes_before_the_serving_loop_is_kept_for_it():
+    # A supernode logs "listening on" before it serves; whoever reads that line may
+    # stop it at once. The handlers are installed first, so the signal waits.
+    from dfly.lifecycle import catch_signals, serve_until_signalled
+    stopped = []
+
+    class Running:
+        def stop(self):
+            stopped.append(True)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        catch_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert serve_until_signalled(Running(), "test") == 0
+        assert stopped == [True]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
