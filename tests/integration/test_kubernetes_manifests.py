@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -229,3 +230,12 @@ def test_validate_sees_every_file_and_folder_the_settings_name_as_the_program_do
         assert not _mount_for(validate, config.data_dir).get("readOnly")
     names = [c["name"] for c in one(docs, "DaemonSet")["spec"]["template"]["spec"]["initContainers"]]
     assert names == ["cache-owner", "validate", "containerd-hosts"]   # the folder is the daemon's first
+
+
+@pytest.mark.parametrize("kind", ["daemon", "supernode"])
+def test_the_shipped_settings_pass_dfly_validate_as_the_init_container_runs_it(kind):
+    path = os.path.join(ROOT, "deploy", "kubernetes", "base", kind + ".json")
+    proc = subprocess.run([sys.executable, "-m", "dfly", "validate", "--kind", kind, path], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "error" not in proc.stdout + proc.stderr
