@@ -28,7 +28,11 @@ copy of the file):
   is never sent to one registered with an IPv6 address, nor the other way
   round (an IPv4-only host cannot connect to an IPv6-only one; a dual-stack
   supernode serves both, and each family trades within itself; a peer known
-  by a host name may be either). The least loaded such peer wins.
+  by a host name may be either). The least loaded such peer wins; but first,
+  when peers gave their location (region/zone/rack), the one sharing the
+  longest prefix of it with the requester: a piece enters a rack or zone about
+  once and spreads inside it. A far holder with a free slot still serves when
+  every near one is busy (locality orders the eligible, never adds a wait).
 - The supernode serves a piece only when no peer has it or is fetching it, so
   each piece leaves the supernode about once; peers spread it from there. Its
   upload slot is free again once the piece is sent (`supernode_sent`: out on
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
 from dfly.protocol.address import address_family
+from dfly.protocol.location import Location, shared_prefix
 from dfly.protocol.messages import SUPERNODE
 
 TIE_WINDOW = 8   # pieces; see "rarest first" above
@@ -74,6 +79,7 @@ class SchedulerConfig:
     piece_stall_s: float = 15.0
     start_timeout_s: float = 5.0   # a fetch from the supernode not begun by then frees its slot
     sent_grace_s: float = 2.0      # a piece sent whole yet unreported by then: its reader is slow
+    prefer_near: bool = True       # among free holders, the one sharing most of the requester's location
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class PeerState:
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
+    location: Location = ()        # ('region', 'zone', 'rack'), () when not given
     # For the dashboard (supernode/dashboard.py): where its bytes came from, and when.
     joined_at: float = 0.0
     bytes_from_supernode: int = 0
@@ -146,7 +153,8 @@ class TaskScheduler:
                 self._peer_held.discard(num)
         self._file_by_load(peer)
 
-    def peer_joined(self, peer_id: str, addr: Tuple[str, int], now: float) -> None:
+    def peer_joined(self, peer_id: str, addr: Tuple[str, int], now: float,
+                    location: Location = ()) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
             peer = self.peers[peer_id] = PeerState(peer_id, addr, now, joined_at=now)
@@ -154,6 +162,7 @@ class TaskScheduler:
             peer.addr = addr
             self._heard_from(peer, now)
             self._family.get(peer.family, set()).discard(peer_id)
+        peer.location = location
         peer.family = address_family(addr[0])
         self._family.get(peer.family, set()).add(peer_id)
 
@@ -353,19 +362,38 @@ class TaskScheduler:
             unreachable = self._unreachable(peer)
             if unreachable:
                 skip = skip | unreachable
-            for load in sorted(self._free):   # the least loaded usable holder (ties by id)
-                bucket = self._free[load]
-                found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
-                found.discard(peer.peer_id)
-                found -= skip
-                if found:
-                    return min(found)
+            near = self._nearest_free(peer, holders, skip)
+            if near is not None:
+                return near
             if any(h != peer.peer_id and h not in skip for h in holders) \
                     or self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer has it or soon will: wait rather than load the supernode
         if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
             return SUPERNODE
         return None
+
+    def _nearest_free(self, peer: PeerState, holders: AbstractSet[str],
+                      skip: AbstractSet[str]) -> Optional[str]:
+        """The usable holder with a free slot sharing most of `peer`'s location, then
+        the least loaded (ties by id); None when every usable holder is busy."""
+        here = peer.location if self.config.prefer_near else ()
+        best: Optional[Tuple[int, int, str]] = None
+        for load in sorted(self._free):
+            bucket = self._free[load]
+            found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
+            found.discard(peer.peer_id)
+            found -= skip
+            if not found:
+                continue
+            if not here:
+                return min(found)
+            for holder_id in found:
+                key = (-shared_prefix(here, self.peers[holder_id].location), load, holder_id)
+                if best is None or key < best:
+                    best = key
+            if best[0] == -len(here):
+                break   # as near as can be: the later buckets are only more loaded
+        return best[2] if best is not None else None
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
         """Is another healthy peer `peer` can reach fetching `num` from the supernode right now?"""

@@ -1,0 +1,118 @@
+"""The scheduler's locality rule: among holders that may serve a piece, the one
+sharing the longest location prefix with the requester wins, without changing who
+is eligible (load limits, blacklists, address families, supernode slots)."""
+import pytest
+
+from dfly.protocol.location import parse_location, same_zone, shared_prefix
+from dfly.supernode.scheduler import SUPERNODE, Assignment, SchedulerConfig, TaskScheduler
+
+T0 = 1000.0
+ZONE_A = ("eu", "a", "r1")
+ZONE_A_OTHER_RACK = ("eu", "a", "r2")
+ZONE_B = ("eu", "b", "r1")
+
+
+def swarm(locations, **config) -> TaskScheduler:
+    """Peers named after their list position, with these locations; piece 0 on the supernode."""
+    s = TaskScheduler(SchedulerConfig(**config))
+    s.piece_available(0)
+    for i, (peer_id, location) in enumerate(locations.items()):
+        s.peer_joined(peer_id, ("10.0.0.%d" % (i + 1), 9000 + i), T0, location=location)
+    return s
+
+
+def test_a_requester_in_zone_a_fetches_from_the_holder_in_zone_a_over_one_in_zone_b():
+    # "a-holder" sorts after "0-b-holder": without locality the zone-b holder (equal load) wins.
+    s = swarm({"req": ZONE_A, "0-b-holder": ZONE_B, "a-holder": ZONE_A})
+    s.piece_done("0-b-holder", 0, T0)
+    s.piece_done("a-holder", 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "a-holder")]
+
+
+def test_the_same_rack_wins_over_the_same_zone():
+    s = swarm({"req": ZONE_A, "0-other-rack": ZONE_A_OTHER_RACK, "same-rack": ZONE_A})
+    s.piece_done("0-other-rack", 0, T0)
+    s.piece_done("same-rack", 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "same-rack")]
+
+
+def test_a_near_holder_wins_even_when_a_far_one_is_less_loaded():
+    s = swarm({"req": ZONE_A, "busy-near": ZONE_A, "idle-far": ZONE_B, "other": ZONE_A})
+    s.piece_available(1)
+    for holder in ("busy-near", "idle-far"):
+        s.piece_done(holder, 0, T0)
+    s.piece_done("busy-near", 1, T0)
+    assert s.assign("other", 1, T0) == [Assignment(1, "busy-near")]   # the rarer piece
+    assert (s.upload_load("busy-near"), s.upload_load("idle-far")) == (1, 0)
+    assert s.assign("req", 1, T0, sequential=True) == [Assignment(0, "busy-near")]
+
+
+def test_a_requester_falls_back_across_zones_when_no_near_holder_has_a_free_slot():
+    s = swarm({"req": ZONE_A, "near": ZONE_A, "far": ZONE_B, "x1": ZONE_A},
+              max_uploads_per_peer=1)
+    for holder in ("near", "far"):
+        s.piece_done(holder, 0, T0)
+        s.piece_done(holder, 1, T0)
+    assert s.assign("x1", 1, T0, sequential=True) == [Assignment(0, "near")]   # near is now full
+    assert s.assign("req", 1, T0, sequential=True) == [Assignment(0, "far")]
+
+
+def test_locality_never_picks_a_blacklisted_or_bad_holder():
+    s = swarm({"req": ZONE_A, "near": ZONE_A, "far": ZONE_B})
+    s.piece_done("near", 0, T0)
+    s.piece_done("far", 0, T0)
+    s.piece_failed("req", 5, "near", T0)   # a report the scheduler never asked for: only a blacklist
+    assert s.assign("req", 1, T0) == [Assignment(0, "far")]
+
+
+def test_locality_never_sends_a_requester_to_the_supernode_while_a_far_peer_is_free():
+    s = swarm({"req": ZONE_A, "far": ZONE_B})
+    s.piece_done("far", 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "far")]
+
+
+def test_without_locations_or_with_the_rule_off_the_least_loaded_holder_wins_as_before():
+    for locations, config in (({"req": (), "0-b-holder": ZONE_B, "a-holder": ZONE_A}, {}),
+                              ({"req": ZONE_A, "0-b-holder": ZONE_B, "a-holder": ZONE_A},
+                               {"prefer_near": False})):
+        s = swarm(locations, **config)
+        s.piece_done("0-b-holder", 0, T0)
+        s.piece_done("a-holder", 0, T0)
+        assert s.assign("req", 1, T0) == [Assignment(0, "0-b-holder")]
+
+
+def test_a_peer_that_registers_again_takes_its_new_location():
+    s = swarm({"req": ZONE_A, "holder": ZONE_B, "0-other": ZONE_A_OTHER_RACK})
+    s.peer_joined("holder", ("10.0.0.2", 9001), T0, location=ZONE_A)
+    s.piece_done("holder", 0, T0)
+    s.piece_done("0-other", 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "holder")]
+
+
+def test_the_supernode_still_serves_a_piece_no_peer_holds():
+    s = swarm({"req": ZONE_A})
+    assert s.assign("req", 1, T0) == [Assignment(0, SUPERNODE)]
+
+
+# the labels ------------------------------------------------------------------------------
+
+def test_a_location_parses_into_labels_widest_first():
+    assert parse_location("eu-west/zone-a/rack.7") == ("eu-west", "zone-a", "rack.7")
+    assert parse_location("") == ()
+    assert parse_location(None) == ()
+
+
+@pytest.mark.parametrize("text", ["a//b", "/a", "a/", "a b", "a/b/c/d/e", "x" * 33, "a/../b",
+                                  ".", "é", "a\nb"])
+def test_a_malformed_location_is_refused_with_the_rule(text):
+    with pytest.raises(ValueError, match="labels joined by '/'"):
+        parse_location(text)
+
+
+def test_shared_prefix_and_zone():
+    assert shared_prefix(ZONE_A, ZONE_A_OTHER_RACK) == 2
+    assert shared_prefix(ZONE_A, ZONE_B) == 1
+    assert shared_prefix((), ZONE_A) == 0
+    assert same_zone(ZONE_A, ZONE_A_OTHER_RACK) is True
+    assert same_zone(ZONE_A, ZONE_B) is False
+    assert same_zone((), ZONE_B) is None
