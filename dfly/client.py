@@ -297,7 +297,7 @@ class Client:
                                           peer_port=self._listener.address[1], peer_host=host,
                                           headers=headers or {}, filters=split_filters(filters),
                                           digest=digest.lower() if digest else None,
-                                          identifier=identifier)
+                                          identifier=identifier, location=self.config.location)
                 task_id, state = supernode.register(request)
                 if stale(content_version, state.content_version):
                     leave_quietly(supernode.address, task_id, self.peer_id, self.tls, secrets=self.secrets)
@@ -471,7 +471,7 @@ class Client:
                                   peer_port=self._listener.address[1], peer_host=host,
                                   headers=job.headers, filters=split_filters(job.filters),
                                   digest=job.digest.lower() if job.digest else None,
-                                  identifier=job.identifier)
+                                  identifier=job.identifier, location=self.config.location)
         storage = job.storage
         return P2PDownload(supernode, request, storage, self.config.parallel,
                            self.config.piece_timeout_s, job.deadline, job.bucket, job.sequential,

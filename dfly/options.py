@@ -14,6 +14,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional
 
 from dfly.protocol.address import canonical_address, check_url, parse_host
+from dfly.protocol.location import format_location, parse_location
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
@@ -104,8 +105,16 @@ def parse_addresses(value) -> List[str]:
     return out
 
 
+def parse_location_text(text) -> str:
+    """A peer's `region/zone/rack`, checked; ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("a location must be text, got %r" % (text,))
+    return format_location(parse_location(text.strip()))
+
+
 _PARSERS = {"size": parse_size, "duration": parse_duration, "address": canonical_address,
             "host": parse_host, "url": parse_url}
+_PARSERS["location"] = parse_location_text
 
 
 def _flag(f: dataclasses.Field) -> str:

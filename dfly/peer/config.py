@@ -37,6 +37,13 @@ def connect_timeout_option():
                   "--piece-timeout)", kind="duration", flag="--connect-timeout", metavar="DURATION")
 
 
+def location_option():
+    return option("", "where this host runs, widest first: up to 4 labels of [A-Za-z0-9._-] "
+                  "joined by '/' (e.g. eu-west/zone-a/rack-7); the supernode sends it to "
+                  "peers sharing the longest prefix", kind="location",
+                  metavar="REGION/ZONE/RACK")
+
+
 CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
 
 
@@ -64,3 +71,4 @@ class PeerConfig(TLSOptions, SourceOptions):
                                          kind="duration", flag="--failover", metavar="DURATION")
     piece_timeout_s: float = piece_timeout_option()
     connect_timeout_s: float = connect_timeout_option()
+    location: str = location_option()

@@ -163,6 +163,7 @@ class RunningDaemon:
                                  upload_listen=config.upload_listen, parallel=config.parallel,
                                  piece_timeout_s=config.piece_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
+                                 location=config.location,
                                  timeout_s=config.fetch_timeout_s, **options_of(config))
         self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
                           upload_bucket=self.upload_bucket)

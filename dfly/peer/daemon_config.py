@@ -7,6 +7,7 @@ from dfly.options import option
 from dfly.peer.config import (
     advertise_option,
     connect_timeout_option,
+    location_option,
     parallel_option,
     piece_timeout_option,
     upload_listen_option,
@@ -53,6 +54,7 @@ class DaemonConfig(TLSOptions, GossipOptions):
     parallel: int = parallel_option("pieces fetched at once per download")
     piece_timeout_s: float = piece_timeout_option()
     connect_timeout_s: float = connect_timeout_option()
+    location: str = location_option()
     heartbeat_s: float = option(10.0, "how often the supernodes hear that this peer still serves",
                                 kind="duration", flag="--heartbeat", metavar="DURATION")
     scrub_rate: int = option(DEFAULT_SCRUB_RATE, "bytes per second the background scrub reads to "

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 from dfly.errors import BadRequest
 from dfly.protocol.digest import format_digest, parse_digest
+from dfly.protocol.location import parse_location
 from dfly.protocol.task import PEER_ID
 from dfly.protocol.urls import normalize_url
 
@@ -99,6 +100,7 @@ class RegisterRequest:
     filters: List[str] = field(default_factory=list)
     digest: Optional[str] = None
     identifier: Optional[str] = None
+    location: str = ""   # region/zone/rack (protocol/location.py); "" when not given
 
     @classmethod
     def parse(cls, body: dict) -> "RegisterRequest":
@@ -114,15 +116,26 @@ class RegisterRequest:
             raise BadRequest("missing object 'peer'")
         peer_id = _str(peer, "id", required=True, limit=64)
         _check_peer_id(peer_id)
+        location = _str(peer, "location", limit=200) or ""
+        try:
+            parse_location(location)
+        except ValueError as e:
+            raise BadRequest("field 'peer.location': %s" % e)
         return cls(url=url, peer_id=peer_id, peer_port=_int(peer.get("port"), "peer.port", 1, 65535),
                    peer_host=_str(peer, "host", limit=255), headers=_headers(body.get("headers")),
                    filters=_names(body.get("filters"), "filters"), digest=digest,
-                   identifier=_str(body, "identifier"))
+                   identifier=_str(body, "identifier"), location=location)
 
     def to_json(self) -> dict:
         return {"version": PROTOCOL_VERSION, "url": self.url, "headers": self.headers,
                 "filters": self.filters, "digest": self.digest, "identifier": self.identifier,
-                "peer": {"id": self.peer_id, "host": self.peer_host, "port": self.peer_port}}
+                "peer": self._peer_json()}
+
+    def _peer_json(self) -> dict:
+        peer = {"id": self.peer_id, "host": self.peer_host, "port": self.peer_port}
+        if self.location:   # optional: older supernodes never see it
+            peer["location"] = self.location
+        return peer
 
 
 @dataclass(frozen=True)

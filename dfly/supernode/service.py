@@ -33,6 +33,7 @@ from dfly.errors import (
 from dfly.httpd import FileSlice
 from dfly.protocol import messages, piecetoken, signing
 from dfly.protocol.address import format_address, parse_host
+from dfly.protocol.location import parse_location
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
@@ -170,7 +171,8 @@ class Supernode:
                     task.use_source(req.url, req.headers)   # a URL not tried yet: no need to wait
                 self._refresh(task, now, client_host)
                 task.last_access = now
-                task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now)
+                task.scheduler.peer_joined(req.peer_id, (host, req.peer_port), now,
+                                           location=parse_location(req.location))
                 # No wake-up: a peer joining holds nothing yet and frees no upload slot.
                 reply = self._state(task)
             break

@@ -219,7 +219,7 @@ class Task:
         old = self.scheduler
         self.scheduler = TaskScheduler(old.config)
         for peer in old.peers.values():
-            self.scheduler.peer_joined(peer.peer_id, peer.addr, peer.last_seen)
+            self.scheduler.peer_joined(peer.peer_id, peer.addr, peer.last_seen, location=peer.location)
         same = content_version == self.content_version
         self._early = {num: {p: v for p, v in by.items() if v == content_version}
                        for num, by in self._early.items()}
