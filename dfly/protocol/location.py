@@ -44,9 +44,3 @@ def shared_prefix(a: Location, b: Location) -> int:
         n += 1
     return n
 
-
-def same_zone(a: Location, b: Location) -> Optional[bool]:
-    """Are `a` and `b` in one zone? None when either location is unknown."""
-    if not a or not b:
-        return None
-    return a[:ZONE_LABELS] == b[:ZONE_LABELS]

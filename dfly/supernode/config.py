@@ -83,3 +83,5 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                           "running; more get 429")
     preheat_timeout_s: float = option(1800.0, "a preheat job not finished by then fails",
                                       kind="duration", flag="--preheat-timeout", metavar="DURATION")
+    ignore_locations: bool = option(False, "schedule as if no peer gave a --location (the bytes "
+                                    "moved within and across zones are still counted)")

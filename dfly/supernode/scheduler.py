@@ -32,7 +32,10 @@ copy of the file):
   when peers gave their location (region/zone/rack), the one sharing the
   longest prefix of it with the requester: a piece enters a rack or zone about
   once and spreads inside it. A far holder with a free slot still serves when
-  every near one is busy (locality orders the eligible, never adds a wait).
+  every near one is busy; but not while a copy is on its way to a peer of the
+  requester's own zone (begun within piece_stall_s): that copy will serve it,
+  so a piece crosses into a zone about once even when the whole file is in
+  flight at the start of a swarm.
 - The supernode serves a piece only when no peer has it or is fetching it, so
   each piece leaves the supernode about once; peers spread it from there. Its
   upload slot is free again once the piece is sent (`supernode_sent`: out on
@@ -60,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
 from dfly.protocol.address import address_family
-from dfly.protocol.location import Location, shared_prefix
+from dfly.protocol.location import ZONE_LABELS, Location, shared_prefix
 from dfly.protocol.messages import SUPERNODE
 
 TIE_WINDOW = 8   # pieces; see "rarest first" above
@@ -129,6 +132,11 @@ class TaskScheduler:
         self._load_of: Dict[str, int] = {}   # the _free key each peer is filed under
         self._bad: Set[str] = set()    # peers at max_holder_errors: no longer asked to serve
         self._family: Dict[int, Set[str]] = {4: set(), 6: set()}   # peers by address family
+        # (zone, piece) -> {peer: since}: copies on their way to a peer of that zone
+        self._coming: Dict[Tuple[Location, int], Dict[str, float]] = {}
+        self._coming_key: Dict[Tuple[str, int], Tuple[Location, int]] = {}   # (peer, piece) -> its key
+        # (peer, piece) -> is it fetched within its zone? (both located; a holder may leave first)
+        self._within_zone: Dict[Tuple[str, int], bool] = {}
 
     # events -----------------------------------------------------------------
     def piece_available(self, num: int) -> None:
@@ -330,6 +338,11 @@ class TaskScheduler:
                 out.append(Assignment(num, holder))
         return out
 
+    def fetched_within_zone(self, peer_id: str, num: int) -> Optional[bool]:
+        """Is `peer_id`'s assigned fetch of `num` from a peer of its own zone? None when
+        from the supernode, unassigned, or either end gave no location."""
+        return self._within_zone.get((peer_id, num))
+
     def holders_of(self, num: int) -> Set[str]:
         return set(self._holders.get(num, ()))
 
@@ -363,8 +376,10 @@ class TaskScheduler:
             if unreachable:
                 skip = skip | unreachable
             near = self._nearest_free(peer, holders, skip)
-            if near is not None:
+            if near is not None and not self._coming_to_zone_instead(peer, near, num, now):
                 return near
+            if near is not None:
+                return None   # a copy is on its way into the requester's zone: wait for it
             if any(h != peer.peer_id and h not in skip for h in holders) \
                     or self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer has it or soon will: wait rather than load the supernode
@@ -394,6 +409,16 @@ class TaskScheduler:
             if best[0] == -len(here):
                 break   # as near as can be: the later buckets are only more loaded
         return best[2] if best is not None else None
+
+    def _coming_to_zone_instead(self, peer: PeerState, holder_id: str, num: int, now: float) -> bool:
+        """Is `holder_id` outside `peer`'s zone while a fresh copy of `num` is coming
+        to another peer of that zone?"""
+        zone = peer.location[:ZONE_LABELS]
+        if not zone or not self.config.prefer_near or self.peers[holder_id].location[:ZONE_LABELS] == zone:
+            return False
+        coming = self._coming.get((zone, num))
+        return bool(coming) and any(now - since <= self.config.piece_stall_s
+                                    for other, since in coming.items() if other != peer.peer_id)
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
         """Is another healthy peer `peer` can reach fetching `num` from the supernode right now?"""
@@ -427,18 +452,33 @@ class TaskScheduler:
     def _start(self, peer: PeerState, num: int, holder: str, now: float) -> None:
         peer.inflight[num] = (holder, now)
         self._incoming[num] = self._incoming.get(num, 0) + 1
+        if peer.location:
+            key = (peer.location[:ZONE_LABELS], num)
+            self._coming.setdefault(key, {})[peer.peer_id] = now
+            self._coming_key[(peer.peer_id, num)] = key
         if holder == SUPERNODE:
             self.supernode_uploads += 1
             self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
             self._file_by_load(self.peers[holder])
+            there = self.peers[holder].location
+            if peer.location and there:
+                self._within_zone[(peer.peer_id, num)] = \
+                    peer.location[:ZONE_LABELS] == there[:ZONE_LABELS]
 
     def _release(self, peer: PeerState, num: int) -> None:
         holder, _ = peer.inflight.pop(num, (None, 0))
         if holder is None:
             return
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
+        self._within_zone.pop((peer.peer_id, num), None)
+        coming_key = self._coming_key.pop((peer.peer_id, num), None)
+        if coming_key is not None:
+            coming = self._coming[coming_key]
+            coming.pop(peer.peer_id, None)
+            if not coming:
+                del self._coming[coming_key]
         if holder == SUPERNODE:
             key = (peer.peer_id, num)
             self._started.discard(key)

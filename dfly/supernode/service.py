@@ -76,7 +76,8 @@ class Supernode:
             max_uploads_per_peer=config.max_uploads_per_peer,
             max_uploads_supernode=config.max_uploads,
             peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
-            max_assignments_per_peer=config.max_assignments_per_peer)
+            max_assignments_per_peer=config.max_assignments_per_peer,
+            prefer_near=not config.ignore_locations)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
                                                 files=bool(config.source_file_root))
         self.source_options = source_options_of(config)   # https CAs, ftp, file roots, s3
@@ -553,12 +554,15 @@ class Supernode:
             done = []
         for num in done:
             if num < len(task.digests):   # a peer can only hold a piece we have cut
+                in_one_zone = sched.fetched_within_zone(req.peer_id, num)   # (forgotten once done)
                 sched.piece_done(req.peer_id, num, now)
                 offered.add(num)
                 if num in inflight:
                     freed.add(inflight[num][0])
                     if peer is not None:
-                        count_received(peer, inflight[num][0], piece_bytes(task, num), now, SUPERNODE)
+                        size = piece_bytes(task, num)
+                        count_received(peer, inflight[num][0], size, now, SUPERNODE)
+                        task.moved_between_peers(in_one_zone, size)
             elif req.content_version:   # believed once we cut it as the same version
                 task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:

@@ -114,6 +114,10 @@ class Task:
         # The others are kept, so a dead or wrong first URL cannot hold the task hostage.
         self.sources: Dict[str, dict] = {}       # URL -> its headers, newest last
         self.failed_urls: Dict[str, None] = {}   # URLs that failed since the task last worked
+        # Bytes peers fetched from peers, by whether both ends are in one zone (region/zone
+        # of their --location); pairs where either end gave none are in neither.
+        self.bytes_within_zone = 0
+        self.bytes_across_zones = 0
 
     @property
     def data_path(self) -> str:
@@ -243,6 +247,14 @@ class Task:
             return
         self._early.setdefault(num, {})[peer_id] = content_version
 
+    def moved_between_peers(self, in_one_zone: Optional[bool], size: int) -> None:
+        """A peer reported `size` bytes fetched from another peer; `in_one_zone` as the
+        scheduler's fetched_within_zone says (None: a location unknown, not counted)."""
+        if in_one_zone is True:
+            self.bytes_within_zone += size
+        elif in_one_zone is False:
+            self.bytes_across_zones += size
+
     def fail(self, kind: str, message: str, now: float) -> None:
         """The fetch failed; if it failed before cutting any piece (so no peer holds one)
         and another registrant named the task by another URL, that URL is tried instead."""
@@ -363,7 +375,9 @@ class Task:
                 "served_bytes": self.served_bytes, "content_version": self.content_version,
                 "error": self.error,
                 "waiting": len(self._waiters), "repaired_pieces": self.repaired_pieces,
-                "damaged_pieces": len(self.damaged), "discarded": dict(self.discarded)}
+                "damaged_pieces": len(self.damaged), "discarded": dict(self.discarded),
+                "bytes_within_zone": self.bytes_within_zone,
+                "bytes_across_zones": self.bytes_across_zones}
 
 
 def normalise_damaged(meta: dict) -> dict:

@@ -3,7 +3,7 @@ sharing the longest location prefix with the requester wins, without changing wh
 is eligible (load limits, blacklists, address families, supernode slots)."""
 import pytest
 
-from dfly.protocol.location import parse_location, same_zone, shared_prefix
+from dfly.protocol.location import parse_location, shared_prefix
 from dfly.supernode.scheduler import SUPERNODE, Assignment, SchedulerConfig, TaskScheduler
 
 T0 = 1000.0
@@ -48,13 +48,52 @@ def test_a_near_holder_wins_even_when_a_far_one_is_less_loaded():
 
 
 def test_a_requester_falls_back_across_zones_when_no_near_holder_has_a_free_slot():
-    s = swarm({"req": ZONE_A, "near": ZONE_A, "far": ZONE_B, "x1": ZONE_A},
+    s = swarm({"req": ZONE_A, "a-near": ZONE_A, "b-far": ZONE_B, "x1": ()},
               max_uploads_per_peer=1)
-    for holder in ("near", "far"):
+    for holder in ("a-near", "b-far"):
         s.piece_done(holder, 0, T0)
-        s.piece_done(holder, 1, T0)
-    assert s.assign("x1", 1, T0, sequential=True) == [Assignment(0, "near")]   # near is now full
-    assert s.assign("req", 1, T0, sequential=True) == [Assignment(0, "far")]
+    assert s.assign("x1", 1, T0) == [Assignment(0, "a-near")]   # a-near is now full
+    assert s.assign("req", 1, T0) == [Assignment(0, "b-far")]
+
+
+def test_a_requester_waits_for_a_copy_coming_into_its_zone_rather_than_fetch_across():
+    s = swarm({"req": ZONE_A, "near": ZONE_A_OTHER_RACK, "far": ZONE_B})
+    s.piece_done("far", 0, T0)
+    assert s.assign("near", 1, T0) == [Assignment(0, "far")]   # the one crossing
+    assert s.assign("req", 1, T0 + 1) == []
+    s.piece_done("near", 0, T0 + 2)
+    assert s.assign("req", 1, T0 + 2) == [Assignment(0, "near")]
+
+
+def test_a_copy_coming_into_the_zone_that_stalled_is_not_waited_for():
+    s = swarm({"req": ZONE_A, "near": ZONE_A, "far": ZONE_B}, piece_stall_s=15.0)
+    s.piece_done("far", 0, T0)
+    assert s.assign("near", 1, T0) == [Assignment(0, "far")]
+    assert s.assign("req", 1, T0 + 16) == [Assignment(0, "far")]
+
+
+def test_the_supernode_copy_coming_into_the_zone_is_waited_for_too():
+    s = swarm({"near": ZONE_A, "req": ZONE_A, "far": ZONE_B})
+    assert s.assign("near", 1, T0) == [Assignment(0, SUPERNODE)]
+    s.piece_done("far", 0, T0)   # (it got its copy elsewhere)
+    assert s.assign("req", 1, T0 + 1) == []
+
+
+def test_bytes_are_counted_within_or_across_zones_by_the_ends_of_each_fetch():
+    s = swarm({"req": ZONE_A, "far": ZONE_B, "near": ZONE_A_OTHER_RACK, "anon": ()})
+    s.piece_available(1)
+    s.piece_done("far", 0, T0)
+    s.piece_done("near", 1, T0)
+    got = s.assign("req", 2, T0, sequential=True)
+    assert got == [Assignment(0, "far"), Assignment(1, "near")]
+    s.peer_left("far")   # a holder gone before the report: its zone is still known
+    assert (s.fetched_within_zone("req", 0), s.fetched_within_zone("req", 1)) == (False, True)
+    s.piece_done("req", 0, T0)
+    assert s.fetched_within_zone("req", 0) is None   # done: forgotten
+    s2 = swarm({"anon": (), "near": ZONE_A})
+    s2.piece_done("near", 0, T0)
+    assert s2.assign("anon", 1, T0) == [Assignment(0, "near")]
+    assert s2.fetched_within_zone("anon", 0) is None   # no location: in neither count
 
 
 def test_locality_never_picks_a_blacklisted_or_bad_holder():
@@ -113,6 +152,3 @@ def test_shared_prefix_and_zone():
     assert shared_prefix(ZONE_A, ZONE_A_OTHER_RACK) == 2
     assert shared_prefix(ZONE_A, ZONE_B) == 1
     assert shared_prefix((), ZONE_A) == 0
-    assert same_zone(ZONE_A, ZONE_A_OTHER_RACK) is True
-    assert same_zone(ZONE_A, ZONE_B) is False
-    assert same_zone((), ZONE_B) is None
