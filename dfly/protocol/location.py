@@ -34,13 +34,3 @@ def parse_location(text: Optional[str]) -> Location:
 def format_location(location: Location) -> str:
     return "/".join(location)
 
-
-def shared_prefix(a: Location, b: Location) -> int:
-    """How many leading labels `a` and `b` share (0 when either is unknown)."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
 from dfly.protocol.address import address_family
-from dfly.protocol.location import ZONE_LABELS, Location, shared_prefix
+from dfly.protocol.location import ZONE_LABELS, Location
 from dfly.protocol.messages import SUPERNODE
 
 TIE_WINDOW = 8   # pieces; see "rarest first" above
@@ -132,6 +132,7 @@ class TaskScheduler:
         self._load_of: Dict[str, int] = {}   # the _free key each peer is filed under
         self._bad: Set[str] = set()    # peers at max_holder_errors: no longer asked to serve
         self._family: Dict[int, Set[str]] = {4: set(), 6: set()}   # peers by address family
+        self._located: Dict[Location, Set[str]] = {}   # every prefix of a location -> its peers
         # (zone, piece) -> {peer: since}: copies on their way to a peer of that zone
         self._coming: Dict[Tuple[Location, int], Dict[str, float]] = {}
         self._coming_key: Dict[Tuple[str, int], Tuple[Location, int]] = {}   # (peer, piece) -> its key
@@ -170,7 +171,10 @@ class TaskScheduler:
             peer.addr = addr
             self._heard_from(peer, now)
             self._family.get(peer.family, set()).discard(peer_id)
+        self._unlocate(peer)
         peer.location = location
+        for depth in range(1, len(location) + 1):
+            self._located.setdefault(location[:depth], set()).add(peer_id)
         peer.family = address_family(addr[0])
         self._family.get(peer.family, set()).add(peer_id)
 
@@ -190,6 +194,7 @@ class TaskScheduler:
         self._bad.discard(peer_id)
         self._suspect.discard(peer_id)
         self._family.get(peer.family, set()).discard(peer_id)
+        self._unlocate(peer)
         for num in list(peer.inflight):
             self._release(peer, num)
         for num in peer.held:
@@ -390,25 +395,30 @@ class TaskScheduler:
     def _nearest_free(self, peer: PeerState, holders: AbstractSet[str],
                       skip: AbstractSet[str]) -> Optional[str]:
         """The usable holder with a free slot sharing most of `peer`'s location, then
-        the least loaded (ties by id); None when every usable holder is busy."""
+        the least loaded (ties by id); None when every usable holder is busy. Peers
+        are indexed by each prefix of their location: a set intersection per label,
+        not a comparison per holder."""
         here = peer.location if self.config.prefer_near else ()
-        best: Optional[Tuple[int, int, str]] = None
-        for load in sorted(self._free):
+        for depth in range(len(here), 0, -1):
+            group = self._located.get(here[:depth], _NOBODY)
+            near = (group & holders) if len(group) < len(holders) else (holders & group)
+            near.discard(peer.peer_id)
+            if near:
+                found = self._least_loaded(peer, near, skip)
+                if found is not None:
+                    return found
+        return self._least_loaded(peer, holders, skip)
+
+    def _least_loaded(self, peer: PeerState, holders: AbstractSet[str],
+                      skip: AbstractSet[str]) -> Optional[str]:
+        for load in sorted(self._free):   # the least loaded usable holder (ties by id)
             bucket = self._free[load]
             found = (bucket & holders) if len(bucket) < len(holders) else (holders & bucket)
             found.discard(peer.peer_id)
             found -= skip
-            if not found:
-                continue
-            if not here:
+            if found:
                 return min(found)
-            for holder_id in found:
-                key = (-shared_prefix(here, self.peers[holder_id].location), load, holder_id)
-                if best is None or key < best:
-                    best = key
-            if best[0] == -len(here):
-                break   # as near as can be: the later buckets are only more loaded
-        return best[2] if best is not None else None
+        return None
 
     def _coming_to_zone_instead(self, peer: PeerState, holder_id: str, num: int, now: float) -> bool:
         """Is `holder_id` outside `peer`'s zone while a fresh copy of `num` is coming
@@ -496,6 +506,14 @@ class TaskScheduler:
         elif holder in self.peers:
             self.peers[holder].uploads = max(0, self.peers[holder].uploads - 1)
             self._file_by_load(self.peers[holder])
+
+    def _unlocate(self, peer: PeerState) -> None:
+        for depth in range(1, len(peer.location) + 1):
+            group = self._located.get(peer.location[:depth])
+            if group is not None:
+                group.discard(peer.peer_id)
+                if not group:
+                    del self._located[peer.location[:depth]]
 
     def _heard_from(self, peer: PeerState, now: float) -> None:
         """A sign of life from `peer` itself: it is no longer suspect."""

@@ -3,7 +3,7 @@ sharing the longest location prefix with the requester wins, without changing wh
 is eligible (load limits, blacklists, address families, supernode slots)."""
 import pytest
 
-from dfly.protocol.location import parse_location, shared_prefix
+from dfly.protocol.location import parse_location
 from dfly.supernode.scheduler import SUPERNODE, Assignment, SchedulerConfig, TaskScheduler
 
 T0 = 1000.0
@@ -147,8 +147,3 @@ def test_a_malformed_location_is_refused_with_the_rule(text):
     with pytest.raises(ValueError, match="labels joined by '/'"):
         parse_location(text)
 
-
-def test_shared_prefix_and_zone():
-    assert shared_prefix(ZONE_A, ZONE_A_OTHER_RACK) == 2
-    assert shared_prefix(ZONE_A, ZONE_B) == 1
-    assert shared_prefix((), ZONE_A) == 0
