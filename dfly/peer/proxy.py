@@ -10,15 +10,22 @@ kept and seeded to other peers) and streamed to the client while its pieces
 arrive, with the origin's Content-Type, -Disposition, -Encoding and -Language,
 Range honoured. The copy is reused for `fresh_for_s`; after that the next
 request asks the supernode again, which revalidates with the origin.
+
+The HEAD is asked once per task, not once per client (descriptions.py): clients
+without credentials share one answer, kept with its validators for `fresh_for_s`.
+A request with Authorization or Cookie gets a HEAD of its own, since the origin
+may answer each client differently.
 """
 import ipaddress
 import logging
 import socket
+import time
 from typing import List, Optional
 
 from dfly import errors
 from dfly.httpd import Response
 from dfly.peer.cache import Cache
+from dfly.peer.descriptions import Description, Descriptions
 from dfly.peer.front import BodyReader, FrontRequest, Streamed, Tunnel, allowed_pairs, header_pairs
 from dfly.peer.registry import Fetch, serve_entry
 from dfly.peer.upstream import Upstream, UpstreamDown
@@ -38,7 +45,10 @@ P2P_DROP = ("range", "if-range", "if-none-match", "if-modified-since", "if-match
 # the cached copy may be older than the HEAD, and a client must not store it under them.
 CONTENT_HEADERS = ("content-type", "content-disposition", "content-encoding", "content-language")
 HEAD_UNSUPPORTED = (405, 501)
+VALIDATORS = ("etag", "last-modified")   # kept beside the description, to revalidate it
 VIA = ("Via", "1.1 dfly")
+# A request carrying these gets its own HEAD: the origin may refuse one client and not another.
+CREDENTIALS = ("authorization", "cookie")
 
 
 class _Refused(Exception):
@@ -62,6 +72,7 @@ class HttpProxy:
         # The daemon's own front port: a request sent there through the proxy would reach
         # the daemon's API from loopback, as if from this host (set once it is bound).
         self.own_port = 0
+        self.descriptions = Descriptions(fresh_for_s, time.monotonic, wait_s=2 * connect_timeout_s)
 
     def handle(self, request: FrontRequest, body: Optional[BodyReader]) -> Response:
         if request.method == "CONNECT":
@@ -102,22 +113,33 @@ class HttpProxy:
                            self.fetch_timeout_s)
 
     def _describe(self, url: str, headers) -> list:
-        """The origin's content headers for `url` (a HEAD with the client's own headers, so
-        also its say on whether this client may read it: a refusal raises _Refused).
+        """The origin's content headers for `url`: a HEAD with the client's own headers, so
+        also its say on whether this client may read it (a refusal raises _Refused)."""
+        if any(k.lower() in CREDENTIALS for k in headers):
+            return self._ask(url, headers, None).headers
+        return self.descriptions.get(url, lambda previous: self._ask(url, headers, previous)).headers
+
+    def _ask(self, url: str, headers, previous: Optional[Description]) -> Description:
+        """One HEAD (conditional on `previous`'s validators if given).
         application/octet-stream when the origin cannot say."""
         scheme, host, port, target = split_target(url)
+        conditions = previous.conditions() if previous is not None else []
         try:
-            with self.upstream.open("HEAD", scheme, host, port, target, list(headers.items())) as reply:
+            with self.upstream.open("HEAD", scheme, host, port, target,
+                                    list(headers.items()) + conditions) as reply:
                 status, pairs = reply.status, reply.headers
         except UpstreamDown as e:   # the supernode may still reach it
             log.info("proxy: HEAD %s failed (%s)", url[:200], e)
-            return [("Content-Type", "application/octet-stream")]
+            return Description([("Content-Type", "application/octet-stream")])
+        if status == 304 and previous is not None:
+            return previous
         if status >= 400 and status not in HEAD_UNSUPPORTED:
             raise _Refused(status)
         kept = [(k, v) for k, v in pairs if k.lower() in CONTENT_HEADERS] if status < 300 else []
         if not any(k.lower() == "content-type" for k, _ in kept):
             kept.append(("Content-Type", "application/octet-stream"))
-        return kept
+        validators = [(k, v) for k, v in pairs if k.lower() in VALIDATORS] if status < 300 else []
+        return Description(kept, validators, keep=status < 300 or status in HEAD_UNSUPPORTED)
 
     def _connect(self, authority: str) -> Response:
         try:
