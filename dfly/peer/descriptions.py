@@ -38,6 +38,7 @@ class _Flight:
         self.done = threading.Event()
         self.result: Optional[Description] = None
         self.error: Optional[BaseException] = None
+        self.waiters = 0
 
 
 class Descriptions:
@@ -61,6 +62,8 @@ class Descriptions:
             leader = flight is None
             if leader:
                 flight = self._flights[url] = _Flight()
+            else:
+                flight.waiters += 1
         if leader:
             return self._fly(url, flight, ask, kept[1] if kept is not None else None)
         if not flight.done.wait(self.wait_s):
@@ -68,6 +71,12 @@ class Descriptions:
         if flight.error is not None:
             raise flight.error
         return flight.result
+
+    def waiting(self, url: str) -> int:
+        """How many requests wait for the HEAD in flight for `url`."""
+        with self._lock:
+            flight = self._flights.get(url)
+            return flight.waiters if flight is not None else 0
 
     def _fly(self, url: str, flight: _Flight, ask: Ask, previous: Optional[Description]) -> Description:
         try:
