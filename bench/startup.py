@@ -7,6 +7,12 @@ medians of the child's CPU time (user + system) and wall time, and their ratio.
 
     python3 bench/startup.py            # 21 runs per interpreter and archive
     python3 bench/startup.py --quick    # 5
+    python3 bench/startup.py --quick --real-get   # a whole `get` of a 1 KiB file:// source
+
+`get --help` stops after the parser: since `dfly` imports its client on first
+use, it no longer loads the download's modules. `--real-get` times a whole
+`get --no-daemon` of a local 1 KiB file (a file:// source, no supernode, no
+network), which makes every import a download does.
 """
 import compileall
 import os
@@ -54,6 +60,14 @@ def old_layout(target):
     return target
 
 
+def get_command(ws):
+    """A whole `get` that touches no network: a file:// source, no supernode, no daemon."""
+    www = ws.dir("www")
+    harness.write_file(os.path.join(www, "small.bin"), 1024)
+    return ["get", "file://" + os.path.join(www, "small.bin"), "-o", ws.path("got.bin"), "--no-daemon",
+            "--source-file-root", www, "--data-dir", ws.dir("client")]
+
+
 def versions(pythons):
     """{"3.N": interpreter} for the distinct CPython 3.8+ versions among `pythons`."""
     found = {}
@@ -71,6 +85,7 @@ def versions(pythons):
 
 def main() -> int:
     p = harness.base_parser(NAME, __doc__)
+    p.add_argument("--real-get", action="store_true", help="time a whole get of a local 1 KiB file")
     args = p.parse_args()
     runs = args.runs or (5 if args.quick else 21)
     sys.path.insert(0, harness.REPO)
@@ -80,14 +95,16 @@ def main() -> int:
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
         now = ws.pyz   # built from the working tree (or --pyz): bytecode for each Python found
         before = old_layout(ws.path("before", "dfly.pyz"))
-        print("%d runs each of `python3 -S dfly.pyz get --help`; medians" % runs)
+        command = get_command(ws) if args.real_get else ["get", "--help"]
+        print("%d runs each of `python3 -S dfly.pyz %s`; medians" % (runs, " ".join(command)))
         print("%-7s %28s %28s %7s" % ("python", "CPU ms: before / now", "wall ms: before / now", "CPU x"))
         for version, python in pythons.items():
             got = {"before": [], "now": []}
             for run in range(runs):
                 pair = (("before", before), ("now", now))
                 for name, pyz in pair if run % 2 else reversed(pair):   # neither always first
-                    got[name].append(measure([python, "-S", pyz, "get", "--help"]))
+                    got[name].append(measure([python, "-S", pyz] + command))
+                    harness.remove(ws.path("got.bin"))
             row = {"python": version, "interpreter": python}
             for name in got:
                 row[name + "_cpu_ms"] = round(1000 * harness.median([c for c, _ in got[name]]), 1)
@@ -97,7 +114,8 @@ def main() -> int:
             print("%-7s %13.1f / %-12.1f %13.1f / %-12.1f %7.2f" % (
                 version, row["before_cpu_ms"], row["now_cpu_ms"], row["before_wall_ms"], row["now_wall_ms"],
                 row["cpu_ratio"]))
-    harness.save(args, NAME, {"runs": runs, "build_python": "%d.%d" % sys.version_info[:2], "rows": rows})
+    harness.save(args, NAME, {"command": command, "runs": runs,
+                              "build_python": "%d.%d" % sys.version_info[:2], "rows": rows})
     return 0
 
 
