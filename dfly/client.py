@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional
 
 from dfly import errors, options
 from dfly.datadir import default_data_dir
-from dfly.httpd import Listener
+from dfly.httpd import Listener, check_can_listen
 from dfly.peer import output
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
@@ -30,7 +30,7 @@ from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.trace import NO_TRACE
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
-from dfly.protocol.address import upload_address
+from dfly.protocol.address import WILDCARDS_V4, parse_address, upload_address
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
@@ -229,6 +229,19 @@ class Client:
             listener.stop()
         while self._temp_files:
             _remove(self._temp_files.pop())
+
+    def claim_upload_address(self) -> None:
+        """For a long-running program (the daemon): an upload address that cannot be
+        listened on (a port taken, not this host's address) is an error now, not at the
+        first download. With a host given, or --advertise, the family is known and the
+        uploader starts now; a wildcard's family follows the address this host reaches a
+        supernode from, known only then, so the IPv4 wildcard it would bind is tried (it
+        fails too where the port is taken on 127.0.0.1 or by a dual-stack listener)."""
+        host, port = parse_address(self.config.upload_listen, 0)
+        if host not in WILDCARDS_V4 or self.config.advertise:
+            self._ensure_uploader(self.config.advertise or "")
+        elif port != 0:
+            check_can_listen(upload_address(self.config.upload_listen, ""))
 
     def abandon(self) -> None:
         """Remove the files of downloads still under way, at once, without waiting for

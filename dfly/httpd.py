@@ -651,6 +651,12 @@ class Listener:
         return self.server.socket.fileno()
 
 
+def check_can_listen(address: Tuple[str, int]) -> None:
+    """CannotListen now when `address` cannot be listened on (taken, not this host's),
+    for a listener that starts later; the port is let go again at once."""
+    Server(address, None).server_close()
+
+
 def compile_routes(routes):
     """[(method, path regex, handler name)] -> the same with the regex compiled, anchored."""
     return [(m, re.compile(p + r"/?\Z"), name) for m, p, name in routes]

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dfly import __version__, dashboard_page, errors
 from dfly.client import Client, DownloadResult
-from dfly.errors import BadRequest, NotFound
+from dfly.errors import BadRequest, CannotListen, NotFound
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
@@ -218,6 +218,11 @@ class RunningDaemon:
         return node, scheduler
 
     def start(self) -> "RunningDaemon":
+        try:   # a taken --upload-listen port is a start-up error, as a taken --listen is
+            self.p2p.claim_upload_address()
+        except CannotListen:
+            self.listener.stop()
+            raise
         write_secret(self.handoff_token_path, self.handoff_token)
         self.listener.start()
         if self.gossip is not None:

@@ -137,6 +137,10 @@ def _mistakes(tmp_path, held: str, refused: str, supernode: str):
     quick = ["--no-daemon", "--seed-for", "0", "--data-dir", str(tmp_path / "g")]
     yield "supernode port in use", ["supernode", "--listen", held, "--data-dir", tmp_path / "s"], 2
     yield "daemon port in use", ["daemon", "--listen", held, "--data-dir", tmp_path / "d"], 2
+    yield "daemon upload port in use", ["daemon", "--listen", "127.0.0.1:0", "--upload-listen", held,
+                                        "--data-dir", tmp_path / "d"], 2
+    yield "daemon upload address not ours", ["daemon", "--listen", "127.0.0.1:0", "--upload-listen",
+                                             "192.0.2.1:0", "--data-dir", tmp_path / "d"], 2
     # (the uploader starts once the supernode answered: it listens on the family it advertises)
     yield "get upload port in use", ["get", url, "-o", tmp_path / "o", "--supernode", supernode,
                                      "--upload-listen", held] + quick, 2
