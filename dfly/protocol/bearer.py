@@ -6,6 +6,7 @@ challenge, build the token request, read the token service's answer. Pure.
     200 {"token": "...", "access_token": "...", "expires_in": 300}
 """
 import json
+import math
 import re
 from typing import Dict, NamedTuple, Optional
 from urllib.parse import urlencode, urlsplit
@@ -71,6 +72,7 @@ def parse_token_reply(body: bytes) -> Optional[tuple]:
     if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
         return None
     expires = value.get("expires_in")
-    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires <= 0:
+    if (isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires <= 0
+            or not math.isfinite(expires)):   # json.loads takes NaN and Infinity
         expires = DEFAULT_EXPIRES_IN_S
     return token, float(expires)

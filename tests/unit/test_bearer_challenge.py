@@ -40,6 +40,13 @@ def test_a_token_answer_gives_the_token_and_its_lifetime():
     assert parse_token_reply(b'{"token": "abc", "expires_in": true}') == ("abc", DEFAULT_EXPIRES_IN_S)
 
 
+def test_a_lifetime_that_is_not_a_finite_number_is_the_default():
+    """json.loads takes NaN and Infinity: a token kept forever, or compared with NaN."""
+    for lifetime in (b"NaN", b"Infinity", b"-Infinity"):
+        reply = parse_token_reply(b'{"token": "abc", "expires_in": %s}' % lifetime)
+        assert reply == ("abc", DEFAULT_EXPIRES_IN_S), lifetime
+
+
 def test_answers_without_a_usable_token_are_none():
     for body in (b"", b"[]", b"not json", b'{"token": 5}', b'{"token": ""}',
                  b'{"token": "a\\r\\nX-Injected: 1"}', b'{"token": "' + b"a" * 70000 + b'"}'):

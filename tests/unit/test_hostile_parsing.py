@@ -225,6 +225,8 @@ def test_a_bearer_challenge_is_a_challenge_or_none(prefix, params):
 @FAST
 @given(st.one_of(st.binary(max_size=80), near({"token": "t", "access_token": "a", "expires_in": 30}).map(
     lambda d: json.dumps(d).encode())))
+@example(b'{"token": "t", "expires_in": NaN}')        # found by a mutation run's clean pass
+@example(b'{"token": "t", "expires_in": Infinity}')
 def test_a_token_reply_is_a_token_or_none(body):
     reply = only_typed(lambda: bearer.parse_token_reply(body))
     if reply is not None:
