@@ -214,10 +214,10 @@ def _handler_for(origin: Origin):
                 entry = origin._lookup(name)[0]   # what the origin has once released
             headers = {k: v for k, v in self.headers.items()}
             record = Served(self.command, 0, headers, 0)
-            try:
-                self._answer(entry, fault or Fault(), head, record)
-            finally:
-                origin._record(name, record)
+            # Recorded before the answer (its status and byte count filled in as it goes),
+            # so a client that has the answer always finds the request in served().
+            origin._record(name, record)
+            self._answer(entry, fault or Fault(), head, record)
 
         def _answer(self, entry, fault: Fault, head: bool, record: Served) -> None:
             if fault.hold is not None:
@@ -340,12 +340,13 @@ def _handler_for(origin: Origin):
                 block = body[sent:sent + want]
                 if not block:
                     break
+                record.body_bytes = sent + len(block)   # counted before a client can have it
                 try:
                     self.wfile.write(block)
                 except OSError:
+                    record.body_bytes = sent
                     break
                 sent += len(block)
-                record.body_bytes = sent
                 if fault.chunk_delay_s and origin.stopped.wait(fault.chunk_delay_s):
                     break
             if fault.die_after is not None and sent < end - start:
