@@ -41,16 +41,23 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
 
 
+# What the unit tier reads besides dfly/ and tests/ (test_quick_start.py checks the
+# README's test command against .ci/run, requirements-test.txt and bench/'s imports).
+ALSO_COPY = ("bench", ".ci", "README.md", "requirements-test.txt")
+
+
 def copy_checkout(target: str, module: str) -> None:
-    for name in ("dfly", "tests"):
+    for name in ("dfly", "tests", "bench", ".ci"):
         shutil.copytree(os.path.join(ROOT, name), os.path.join(target, name),
                         ignore=shutil.ignore_patterns("__pycache__", "mutants"))
-    shutil.copy(os.path.join(ROOT, "pyproject.toml"), target)
+    for name in ("pyproject.toml", "README.md", "requirements-test.txt"):
+        shutil.copy(os.path.join(ROOT, name), target)
     with open(os.path.join(ROOT, "setup.cfg")) as f:
         setup = f.read()
     with open(os.path.join(target, "setup.cfg"), "w") as f:
         f.write(setup + "\n[mutmut]\nsource_paths = dfly\nonly_mutate = %s\n"
-                "pytest_add_cli_args_test_selection = tests/unit\n" % module)
+                "pytest_add_cli_args_test_selection = tests/unit\nalso_copy =\n%s\n"
+                % (module, "".join("    %s\n" % name for name in ALSO_COPY)))
 
 
 def run_module(module: str, names: Optional[str], work: str, mutmut: str, timeout_s: float) -> dict:

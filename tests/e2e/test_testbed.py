@@ -24,22 +24,33 @@ def _why_not() -> str:
     return ""
 
 
-def _namespaces():
+def _left_by(pid: int):
+    """Namespaces the bench run `pid` made and left (each is named dflytb-PID-...): only
+    its own, since other testbeds may run on this machine at the same time."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("dflytb-")}
+    return {line.split()[0] for line in out.splitlines() if line.startswith("dflytb-%d-" % pid)}
+
+
+def _bench(script: str, *args, timeout: float):
+    """(CompletedProcess, pid) of one bench script run to the end."""
+    with subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", script)] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
 
 
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 @pytest.mark.time_limit(90)
 def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about_once(tmp_path):
-    before = _namespaces()
     out, svg = tmp_path / "testbed.json", tmp_path / "testbed.svg"
 
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "3",
-                           "--size", "4M", "--seed-for", "10s", "--scenarios", "baseline,dfly,ideal",
-                           "--repeat", "2", "--out", str(out), "--svg", str(svg),
-                           "--trace-dir", str(tmp_path / "traces")],
-                          capture_output=True, text=True, timeout=80)
+    proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "10s",
+                       "--scenarios", "baseline,dfly,ideal", "--repeat", "2", "--out", str(out),
+                       "--svg", str(svg), "--trace-dir", str(tmp_path / "traces"), timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -64,7 +75,7 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     assert result["clean_after"]
     assert result["hosts_python"] == sys.executable   # --python's default: the one running it
     assert svg.read_text().startswith("<svg")
-    assert _namespaces() == before                               # nothing left behind
+    assert _left_by(pid) == set()                                # nothing left behind
     # Each dfly host's get --trace, one folder per run, drawn by bench/timeline.py.
     assert sorted(os.listdir(str(tmp_path / "traces"))) == ["n3-run1", "n3-run2"]
     run = tmp_path / "traces" / "n3-run1"
@@ -86,23 +97,19 @@ def test_testbed_refuses_clearly_without_root_or_tools():
 
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 def test_testbed_refuses_a_queue_of_fewer_than_two_packets_before_making_anything():
-    before = _namespaces()
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "testbed.py"), "--counts", "2",
-                           "--queue", "1"], capture_output=True, text=True, timeout=30)
+    proc, pid = _bench("testbed.py", "--counts", "2", "--queue", "1", timeout=30)
     assert proc.returncode == 2
     assert "--queue must be at least 2 packets" in proc.stderr
-    assert _namespaces() == before
+    assert _left_by(pid) == set()
 
 
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 @pytest.mark.time_limit(90)
 def test_tcp_mesh_reference_runs_at_smoke_size_and_leaves_nothing(tmp_path):
-    before = _namespaces()
     out = tmp_path / "mesh.json"
 
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tcp_mesh.py"), "--hosts", "3",
-                           "--ks", "1,2", "--size", "4M", "--runs", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=80)
+    proc, pid = _bench("tcp_mesh.py", "--hosts", "3", "--ks", "1,2", "--size", "4M", "--runs", "1",
+                       "--out", str(out), timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -110,7 +117,7 @@ def test_tcp_mesh_reference_runs_at_smoke_size_and_leaves_nothing(tmp_path):
     for row in result["rounds"]:   # a range of 4 MiB / k takes that long at 100 Mbit/s, at least
         fastest = 4 * 2 ** 20 / row["k"] * 8 / 100e6
         assert 0.9 * fastest < row["first_s"] <= row["median_s"] <= row["all_in_s"]
-    assert result["clean_after"] and _namespaces() == before
+    assert result["clean_after"] and _left_by(pid) == set()
 
 
 def _testbed(tmp_path, name, *args):
