@@ -113,16 +113,22 @@ def raw_exchange(address: Tuple[str, int], payload: bytes, timeout: float = 5.0)
             sock.shutdown(socket.SHUT_WR)
         except OSError:   # the server may hang up before reading everything
             pass
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything `sock` receives until the server closes (a reset or the socket's
+    timeout ends it too)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def status_of(reply: bytes) -> Optional[int]:

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from helpers import raw_exchange, status_of, wait_until
+from helpers import raw_exchange, read_until_closed, status_of, wait_until
 
 from dfly.httpd import Listener, Response, compile_routes, match_route
 
@@ -43,20 +43,7 @@ def _connect(listener, source="127.0.0.1"):
 def _get(listener, source="127.0.0.1"):
     with _connect(listener, source) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        return status_of(_read_all(sock))
-
-
-def _read_all(sock):
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return status_of(read_until_closed(sock))
 
 
 @pytest.mark.time_limit(30)
