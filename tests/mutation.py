@@ -68,7 +68,8 @@ def run_module(module: str, names: Optional[str], work: str, mutmut: str, timeou
     cmd = ["nice", "-n", "19", mutmut, "run", "--max-children", "1"] + ([names] if names else [])
     with open(os.path.join(target, "mutmut.log"), "w") as log:
         try:
-            subprocess.run(cmd, cwd=target, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+            subprocess.run(cmd, cwd=target, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                           env=dict(os.environ, DFLY_TEST_TIME_SCALE="10"))   # tests/conftest.py
         except subprocess.TimeoutExpired:
             pass   # report what was checked before the bound
     results = read_results(target, module)
