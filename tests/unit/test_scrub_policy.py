@@ -18,6 +18,29 @@ def test_files_never_checked_go_before_ones_checked_long_ago():
     assert next_to_scrub(candidates, now=10 * DAY) == "a"
 
 
+def test_a_never_checked_file_goes_before_a_due_one_whatever_their_names():
+    candidates = [ScrubCandidate("a-old", checked_at=0.0), ScrubCandidate("z-never")]
+    assert next_to_scrub(candidates, now=10 * DAY) == "z-never"
+
+
+def test_among_equals_the_first_name_goes_first():
+    torn = [ScrubCandidate("b", unclean=True), ScrubCandidate("a", unclean=True, checked_at=5.0)]
+    assert next_to_scrub(torn, now=10 * DAY) == "a"
+    due = [ScrubCandidate("d", checked_at=3.0), ScrubCandidate("c", checked_at=3.0)]
+    assert next_to_scrub(due, now=10 * DAY) == "c"
+
+
+def test_an_unclean_file_goes_first_even_when_it_was_checked_just_now():
+    candidates = [ScrubCandidate("never"), ScrubCandidate("torn", unclean=True, checked_at=100.0)]
+    assert next_to_scrub(candidates, now=100.0) == "torn"
+
+
+def test_the_wait_before_a_check_again_can_be_given():
+    candidates = [ScrubCandidate("x", checked_at=100.0)]
+    assert next_to_scrub(candidates, now=160.0, again_after_s=60.0) == "x"
+    assert next_to_scrub(candidates, now=159.0, again_after_s=60.0) is None
+
+
 def test_the_file_checked_longest_ago_goes_first_once_it_is_due():
     candidates = [ScrubCandidate("x", checked_at=5.0), ScrubCandidate("y", checked_at=1.0)]
     assert next_to_scrub(candidates, now=DAY + 10) == "y"
