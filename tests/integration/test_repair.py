@@ -38,6 +38,23 @@ def cached_data(supernode, task_id: str) -> str:
     return os.path.join(supernode.service.tasks_dir, task_id, "data")
 
 
+def cached_once(origin, supernode, client_factory, downloads, seed: int):
+    """The test file at the origin, and the first get through `supernode` (which caches it)."""
+    f = origin.add("big.bin", content(SIZE, seed=seed))
+    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    return f, first
+
+
+def mirroring_daemon(origin, supernode, daemons, data: bytes, **settings):
+    """A daemon mirroring the origin's registry, `data` fetched as a blob through it once
+    (so it is in its cache): (daemon, blob name at the origin, path, digest)."""
+    name, path, digest = registry_blob(origin, data)
+    holder = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
+                           scrub_rate=0, **settings)
+    assert fetch(holder.address, "GET", path)[2] == data
+    return holder, name, path, digest
+
+
 def damage_lines(caplog, what: str = "damaged"):
     return [r.getMessage() for r in caplog.records if what in r.getMessage()]
 
@@ -47,8 +64,7 @@ def test_a_flipped_byte_in_the_supernode_cache_is_repaired_by_one_range_request(
         origin, supernode_factory, client_factory, downloads, caplog):
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=25))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=25)
     assert first.bytes_from_source == 0 and origin.body_bytes("big.bin") == SIZE
     flip_byte(cached_data(supernode, first.task_id), 12345)   # piece 0
 
@@ -81,8 +97,7 @@ def test_damage_done_while_the_supernode_was_down_is_found_at_start_up_and_repai
     caplog.set_level(logging.INFO, logger="dfly")
     data_dir = tmp_path / "sn"
     supernode = supernode_factory(data_dir=data_dir, scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=26))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=26)
     supernode.stop()
     flip_byte(cached_data(supernode, first.task_id), 3 * PIECE + 7)   # piece 3
     before = origin.body_bytes("big.bin")
@@ -108,8 +123,7 @@ def test_the_scrub_of_a_served_task_repairs_a_bad_piece_before_any_peer_meets_it
         origin, supernode_factory, client_factory, downloads, caplog):
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=27))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=27)
     flip_byte(cached_data(supernode, first.task_id), 5 * PIECE)
 
     wait_until(lambda: supernode.service.scrubber.scrub(first.task_id, Pace(0)), 10,
@@ -127,8 +141,7 @@ def test_the_scrub_of_a_served_task_repairs_a_bad_piece_before_any_peer_meets_it
 def test_a_piece_bad_in_the_cache_and_at_the_source_fails_the_task_with_a_digest_mismatch(
         origin, supernode_factory, client_factory, downloads):
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=28))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=28)
     flip_byte(cached_data(supernode, first.task_id), 2 * PIECE)
     changed = bytearray(f.data)
     changed[2 * PIECE] ^= 0xFF
@@ -146,8 +159,7 @@ def test_an_origin_without_range_support_repairs_a_piece_by_reading_up_to_it(
         origin, supernode_factory, client_factory, downloads, caplog):
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=29))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=29)
     flip_byte(cached_data(supernode, first.task_id), PIECE + 1)
     origin.no_ranges = True
 
@@ -164,10 +176,7 @@ def test_a_flipped_byte_in_a_daemon_cache_is_found_and_the_piece_fetched_again_t
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
     data = content(SIZE, seed=30)
-    name, path, digest = registry_blob(origin, data)
-    holder = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
-                           heartbeat_s=0.2, scrub_rate=0)
-    assert fetch(holder.address, "GET", path)[2] == data
+    holder, name, path, digest = mirroring_daemon(origin, supernode, daemons, data, heartbeat_s=0.2)
     flip_byte(os.path.join(holder.cache.root, blob_key(digest)), 4 * PIECE + 3)
 
     def get(i):
@@ -197,8 +206,7 @@ def test_a_piece_the_supernode_cannot_read_is_withdrawn_and_fetched_again_while_
         origin, supernode_factory, client_factory, downloads, caplog):
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=31))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=31)
     os.truncate(cached_data(supernode, first.task_id), SIZE - PIECE // 2)   # the last piece is gone
 
     second = client_factory([supernode.address]).download(f.url, str(downloads / "second.bin"))
@@ -215,10 +223,7 @@ def test_the_daemon_scrub_finds_a_damaged_blob_and_fetches_it_again_through_p2p(
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
     data = content(SIZE, seed=32)
-    name, path, digest = registry_blob(origin, data)
-    holder = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
-                           scrub_rate=0)
-    assert fetch(holder.address, "GET", path)[2] == data
+    holder, name, path, digest = mirroring_daemon(origin, supernode, daemons, data)
     flip_byte(os.path.join(holder.cache.root, blob_key(digest)), 7 * PIECE)
 
     assert holder.scrubber.scrub(blob_key(digest), Pace(0)) == [7]
@@ -236,10 +241,7 @@ def test_a_damaged_blob_without_piece_digests_is_fetched_again_whole_through_p2p
     caplog.set_level(logging.INFO, logger="dfly")
     supernode = supernode_factory(scrub_rate=0)
     data = content(SIZE, seed=35)
-    name, path, digest = registry_blob(origin, data)
-    holder = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
-                           scrub_rate=0)
-    assert fetch(holder.address, "GET", path)[2] == data
+    holder, name, path, digest = mirroring_daemon(origin, supernode, daemons, data)
     seed = holder.seeds.get(blob_key(digest))
     holder.seeds.put(blob_key(digest), Seed(seed.url, seed.piece_size, seed.digest, seed.identifier))
     flip_byte(os.path.join(holder.cache.root, blob_key(digest)), 3)
@@ -257,11 +259,8 @@ def test_dfly_scrub_removes_a_damaged_file_from_a_stopped_daemon_cache(
         origin, supernode_factory, daemons, tmp_path):
     supernode = supernode_factory(scrub_rate=0)
     data = content(2 * PIECE, seed=33)
-    name, path, digest = registry_blob(origin, data)
     data_dir = str(tmp_path / "holder")
-    holder = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
-                           data_dir=data_dir, scrub_rate=0)
-    assert fetch(holder.address, "GET", path)[2] == data
+    holder, name, path, digest = mirroring_daemon(origin, supernode, daemons, data, data_dir=data_dir)
     daemons.stop(holder)
     cached = os.path.join(data_dir, "daemon", "cache", blob_key(digest))
     seed = os.path.join(data_dir, "daemon", "seeds", blob_key(digest) + ".json")
@@ -282,8 +281,7 @@ def test_a_copy_left_mid_write_is_checked_at_start_up_and_resumed_from_its_first
     caplog.set_level(logging.INFO, logger="dfly")
     data_dir = tmp_path / "sn"
     supernode = supernode_factory(data_dir=data_dir, scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=34))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=34)
     supernode.stop()
     meta_path = os.path.join(supernode.service.tasks_dir, first.task_id, "meta.json")
     with open(meta_path) as meta_file:
@@ -309,8 +307,7 @@ def test_false_reports_cost_one_read_of_a_good_piece_and_count_only_holders_that
         origin, supernode_factory, client_factory, downloads, caplog):
     caplog.set_level(logging.DEBUG, logger="dfly.supernode")
     supernode = supernode_factory(scrub_rate=0)
-    f = origin.add("big.bin", content(SIZE, seed=36))
-    first = client_factory([supernode.address]).download(f.url, str(downloads / "first.bin"))
+    f, first = cached_once(origin, supernode, client_factory, downloads, seed=36)
     liar = SupernodeClient(supernode.address, timeout_s=5)
     try:
         tid, _ = liar.register(RegisterRequest(url=f.url, peer_id="liar", peer_port=1,
