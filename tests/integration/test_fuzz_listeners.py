@@ -243,7 +243,7 @@ def test_a_fuzzed_daemon_front_stays_up_leaks_nothing_and_serves_the_mirror(
     assert _get_body(address, blob_path) == blob   # warm: the blob is cached and seeded
 
     upstream = "127.0.0.1:%d" % origin.address[1]
-    handoff = json.dumps({"url": "http://127.0.0.1:1/missing", "output": str(tmp_path / "handoff.out")})
+    handoff = json.dumps({"url": "http://%s/missing" % upstream, "output": str(tmp_path / "handoff.out")})
     seeds = [
         request("GET", "/healthz"), request("GET", "/v1/stats"),
         request("POST", "/v1/downloads", [("Content-Type", "application/json")], handoff.encode()),
