@@ -37,3 +37,24 @@ def test_a_connect_target_with_credentials_is_refused():
     with pytest.raises(ValueError):
         split_authority("user@example.com:443")
     assert split_authority("example.com:1") == ("example.com", 1)
+
+
+def test_a_rule_regex_may_hold_spaces():
+    [rule] = parse_rules(["direct  a b  "])
+    assert (rule.action, rule.pattern.pattern, str(rule)) == ("direct", "a b", "direct a b")
+
+
+@pytest.mark.parametrize("call, arg, says", [
+    (parse_rules, ["fetch /x"], "proxy rule must be 'ACTION REGEX' with ACTION one of p2p/p2p+https/direct"),
+    (parse_rules, ["p2p ("], "proxy rule 'p2p (': bad regex"),
+    (split_target, "ftp://h/x", "not an absolute http URL: 'ftp://h/x'"),
+    (split_target, "http://:80/x", "no host in ':80'"),
+    (split_target, "http://h:0/x", "bad port in 'h:0'"),
+    (split_authority, "h/x:443", "CONNECT target must be host:port, got 'h/x:443'"),
+    (split_authority, "h", "CONNECT target must name a port, got 'h'"),
+])
+def test_each_refusal_says_what_is_wrong(call, arg, says):
+    """The proxy answers these words in its 400s."""
+    with pytest.raises(ValueError) as refused:
+        call(arg)
+    assert says in str(refused.value)
