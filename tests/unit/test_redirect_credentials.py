@@ -1,6 +1,8 @@
 import urllib.request
 
-from dfly.protocol.redirects import SameHostCredentials
+import pytest
+
+from dfly.protocol.redirects import SameHostCredentials, shown_url
 
 
 def follow(url, newurl):
@@ -32,3 +34,23 @@ def test_proxy_credentials_are_dropped_on_a_redirect_to_another_host_too():
     new = SameHostCredentials().redirect_request(req, None, 302, "Found", {}, "https://cdn.example/b")
     assert new.get_header("Proxy-authorization") is None
     assert not any(name.lower() == "proxy-authorization" for name, _ in new.header_items())
+
+
+def test_the_same_host_written_in_other_case_keeps_the_credentials():
+    new = follow("HTTPS://Reg.Example/v2/a", "https://reg.example/v2/b")
+    assert new.get_header("Authorization") == "Bearer t"
+
+
+def test_the_default_port_written_out_is_another_origin_as_curl_sees_it():
+    assert follow("https://reg.example/a", "https://reg.example:443/b").get_header("Authorization") is None
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://user:pw@h.example:8443/a/b?X-Amz-Signature=s#frag", "https://h.example:8443/a/b"),
+    ("http://[::1]:8080/x?token=t", "http://[::1]:8080/x"),
+    ("http://h.example/x", "http://h.example/x"),
+    ("http://h.example:99999/x", "http://h.example/x"),
+    ("http://h.example/" + "p" * 300, "http://h.example/" + "p" * 199),
+])
+def test_errors_show_a_url_without_its_query_or_credentials(url, shown):
+    assert shown_url(url) == shown
