@@ -202,3 +202,44 @@ def test_address_settings_are_kept_in_one_written_form():
     assert peer.advertise == "2001:db8::2"
     assert peer.supernode == ["[::1]:8002"]
     assert options.build(PeerConfig, advertise="").advertise == ""
+
+
+@pytest.mark.parametrize("call, text, says", [
+    (addr.parse_address, "[::1", "'[::1': missing ']' after the IPv6 address"),
+    (addr.parse_address, "::1:8002", "'::1:8002': an IPv6 address needs brackets, as in [::1]:8002"),
+    (addr.parse_address, "::1:65535", "as in [::1]:65535"),
+    (addr.parse_address, "2001:db8::1", "as in [2001:db8::1]:PORT"),
+    (addr.parse_address, "a:b:c", "as in [ADDR]:PORT"),
+    (addr.parse_address, "host", "'host': no port (write HOST:PORT)"),
+    (addr.parse_address, "[zz]:80", "'[zz]:80': 'zz' is not an IPv6 address"),
+    (addr.parse_address, "a b:80", "'a b:80': 'a b' is not a host name or address"),
+    (addr.parse_address, "h:99999", "'h:99999': port out of range"),
+    (addr.parse_address, "h:000080", "'h:000080': bad port"),
+    (addr.parse_host, "[zz]", "'[zz]': 'zz' is not an IPv6 address"),
+    (addr.parse_host, "h:80", "'h:80': a host without a port is wanted here"),
+    (addr.parse_host, "fe80::1%eth0", "zone ids (%eth0) are not supported"),
+    (addr.parse_host, "a b", "'a b': 'a b' is not a host name"),
+    (addr.parse_host, 5, "a host must be text, got 5"),
+    (addr.parse_host, "", "empty host"),
+])
+def test_each_refusal_quotes_what_was_typed_and_says_what_is_wrong(call, text, says):
+    """README quotes these words; a flag's error repeats them after its name."""
+    with pytest.raises(ValueError) as refused:
+        call(text)
+    assert says in str(refused.value)
+
+
+def test_a_port_of_zero_is_kept_when_written():
+    assert addr.canonical_address("h:0") == "h:0"
+    assert addr.canonical_address("[::1]:0") == "[::1]:0"
+
+
+def test_an_upload_address_without_a_port_picks_a_free_one():
+    assert addr.upload_address("0.0.0.0", "") == ("0.0.0.0", 0)
+    assert addr.upload_address("127.0.0.1", "::1") == ("127.0.0.1", 0)
+
+
+def test_only_an_ipv6_address_without_a_zone_is_ipv6():
+    assert addr.is_ipv6("::1") and addr.is_ipv6("2001:db8::1")
+    assert not addr.is_ipv6("127.0.0.1") and not addr.is_ipv6("host")
+    assert not addr.is_ipv6("fe80::1%eth0")
