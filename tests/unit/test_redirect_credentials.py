@@ -1,8 +1,11 @@
+import urllib.error
 import urllib.request
 
 import pytest
 
-from dfly.protocol.redirects import SameHostCredentials, shown_url
+from dfly.errors import SourceDenied
+from dfly.protocol.redirects import SameHostCredentials, _check_url, shown_url
+from dfly.protocol.sourcepolicy import SourcePolicy
 
 
 def follow(url, newurl):
@@ -50,7 +53,40 @@ def test_the_default_port_written_out_is_another_origin_as_curl_sees_it():
     ("http://[::1]:8080/x?token=t", "http://[::1]:8080/x"),
     ("http://h.example/x", "http://h.example/x"),
     ("http://h.example:99999/x", "http://h.example/x"),
+    ("http:///x", "http:///x"),
     ("http://h.example/" + "p" * 300, "http://h.example/" + "p" * 199),
 ])
 def test_errors_show_a_url_without_its_query_or_credentials(url, shown):
     assert shown_url(url) == shown
+
+
+def test_with_a_source_policy_a_redirect_to_a_denied_host_is_refused_saying_so():
+    handler = SameHostCredentials()
+    handler.policy = SourcePolicy.parse(deny=["admin.corp"])
+    req = urllib.request.Request("https://reg.example/v2/a", headers={"Authorization": "Bearer t"})
+    with pytest.raises(SourceDenied) as denied:
+        handler.redirect_request(req, None, 302, "Found", {}, "http://admin.corp/x?sig=s")
+    assert str(denied.value) == ("a redirect to source http://admin.corp/x denied by the "
+                                 "supernode's source policy: host admin.corp is denied")
+    allowed = handler.redirect_request(req, None, 302, "Found", {}, "https://cdn.example/b")
+    assert allowed.full_url == "https://cdn.example/b"
+
+
+def test_a_redirect_to_a_scheme_dfly_does_not_fetch_is_an_http_error_naming_it():
+    req = urllib.request.Request("https://reg.example/v2/a")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        SameHostCredentials().redirect_request(req, None, 302, "Found", {"X": "1"}, "ftp://h/x")
+    error = refused.value
+    assert (error.url, error.code) == ("ftp://h/x", 302)
+    assert error.msg == "redirect to a scheme dfly does not fetch"
+    assert error.hdrs == {"X": "1"}
+
+
+def test_the_source_policy_check_names_what_was_denied_and_why():
+    policy = SourcePolicy.parse(deny=["admin.corp"])
+    _check_url(policy, "https://ok.example/x")
+    with pytest.raises(SourceDenied) as denied:
+        _check_url(policy, "http://u:p@admin.corp/x?token=t")
+    assert str(denied.value) == ("source http://admin.corp/x denied by the supernode's source "
+                                 "policy: host admin.corp is denied")
+    assert denied.value.detail == "host admin.corp is denied"
