@@ -140,3 +140,20 @@ def test_the_longest_output_path_and_timeout_allowed_are_taken():
     request = HandoffRequest.parse(dict(FULL, output="/" + "a" * 4095, timeout_s=1e9 - 1))
     assert len(request.output) == 4096 and request.timeout_s == 1e9 - 1
     assert HandoffRequest.parse(dict(FULL, timeout_s=0.001)).timeout_s == 0.001
+
+
+def test_a_long_url_within_the_wire_limit_is_taken():
+    url = "http://h/" + "a" * 4000
+    assert HandoffRequest.parse(dict(FULL, url=url)).url == url
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"output": "out.bin"}, "output must be an absolute path"),
+    ({"digest": "md5:00"}, "md5"),
+    ({"filters": "sig"}, "field 'filters' must be a list of strings"),
+    ({"timeout_s": 0}, "timeout_s must be a positive number of seconds"),
+])
+def test_a_bad_hand_off_says_which_field_is_wrong(change, says):
+    with pytest.raises(BadRequest) as refused:
+        HandoffRequest.parse(dict(FULL, **change))
+    assert says in str(refused.value)
