@@ -1,3 +1,4 @@
+import io
 import urllib.error
 import urllib.request
 
@@ -73,10 +74,11 @@ def test_with_a_source_policy_a_redirect_to_a_denied_host_is_refused_saying_so()
 
 
 def test_a_redirect_to_a_scheme_dfly_does_not_fetch_is_an_http_error_naming_it():
-    req = urllib.request.Request("https://reg.example/v2/a")
+    req, body = urllib.request.Request("https://reg.example/v2/a"), io.BytesIO(b"moved")
     with pytest.raises(urllib.error.HTTPError) as refused:
-        SameHostCredentials().redirect_request(req, None, 302, "Found", {"X": "1"}, "ftp://h/x")
+        SameHostCredentials().redirect_request(req, body, 302, "Found", {"X": "1"}, "ftp://h/x")
     error = refused.value
+    assert error.read() == b"moved"
     assert (error.url, error.code) == ("ftp://h/x", 302)
     assert error.msg == "redirect to a scheme dfly does not fetch"
     assert error.hdrs == {"X": "1"}
@@ -90,3 +92,14 @@ def test_the_source_policy_check_names_what_was_denied_and_why():
     assert str(denied.value) == ("source http://admin.corp/x denied by the supernode's source "
                                  "policy: host admin.corp is denied")
     assert denied.value.detail == "host admin.corp is denied"
+
+
+def test_with_a_source_policy_a_redirect_to_another_scheme_is_denied_saying_so():
+    handler = SameHostCredentials()
+    handler.policy = SourcePolicy.parse()
+    req = urllib.request.Request("https://reg.example/v2/a")
+    with pytest.raises(SourceDenied) as denied:
+        handler.redirect_request(req, None, 302, "Found", {}, "file:///etc/passwd")
+    assert str(denied.value) == ("a redirect to source file:///etc/passwd denied by the supernode's "
+                                 "source policy: a redirect leads to http or https only")
+    assert denied.value.detail == "a redirect leads to http or https only"

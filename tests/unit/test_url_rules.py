@@ -43,3 +43,25 @@ def test_each_refusal_names_the_fault_and_quotes_the_url(url, says):
     with pytest.raises(BadRequest) as refused:
         normalize_url(url)
     assert says in str(refused.value)
+
+
+def test_control_characters_a_paste_leaves_around_a_url_are_stripped():
+    assert normalize_url("\x00\x1f http://h/x\x0b") == "http://h/x"
+
+
+def test_ftp_credentials_end_at_the_last_at_sign():
+    assert normalize_url("ftp://u@x:p@h/f") == "ftp://u@x:p@h/f"
+
+
+@pytest.mark.parametrize("url, says", [
+    ("s3://bucket//", "an s3 URL is s3://BUCKET/KEY: 's3://bucket//'"),
+    ("s3://bucket:9000/k", "an s3 URL is s3://BUCKET/KEY"),
+    ("file://host/etc/x", "a file URL is file:///ABSOLUTE/PATH: 'file://host/etc/x'"),
+    ("file:///a\ud800", "URL is not valid text: 'file:///a\\ud800'"),
+    ("ftp://\ud800@h/f", "URL is not valid text: 'ftp://\\ud800@h/f'"),
+    ("http://[::1/x", "bad IPv6 address in URL: 'http://[::1/x'"),
+])
+def test_each_source_scheme_refusal_names_the_fault_and_quotes_the_url(url, says):
+    with pytest.raises(BadRequest) as refused:
+        normalize_url(url)
+    assert says in str(refused.value)
