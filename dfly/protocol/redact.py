@@ -6,8 +6,11 @@ id but not out of the URL. Which parameters are secret cannot be told in
 general, so every query value goes: `name=value` shows as `name=***`, a bare
 item as `***`, userinfo as `***@`, and the fragment is dropped. Scheme, host,
 port and path stay, which is what an operator needs to tell tasks apart.
+Errors show less (shown_url): no query at all, no user info, the path cut
+at 200 characters.
 """
 import re
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 HIDDEN = "***"
@@ -46,3 +49,20 @@ def redact_urls_in(text: str) -> str:
         tail = len(url) - len(url.rstrip(".,;:)]"))   # the sentence's punctuation, not the URL's
         return redact_url(url[:len(url) - tail]) + url[len(url) - tail:]
     return _URL_WITH_SECRETS.sub(one, text)
+
+
+def shown_url(url: str) -> str:
+    """The URL as errors show it: no query (signed-URL tokens), no user info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    return "%s://%s%s%s" % (parts.scheme, host, ":%d" % parts.port if _port(parts) else "",
+                            parts.path[:200])
+
+
+def _port(parts) -> Optional[int]:
+    try:
+        return parts.port
+    except ValueError:
+        return None

@@ -17,6 +17,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from dfly.errors import SourceDenied
+from dfly.protocol.redact import shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
@@ -95,23 +96,6 @@ def _check_url(policy: SourcePolicy, url: str, what: str = "") -> None:
         # Judged on what the client sent alone: the reason may be shown.
         raise SourceDenied("%ssource %s denied by the supernode's source policy: %s"
                            % (what + " " if what else "", shown_url(url), why), detail=why)
-
-
-def shown_url(url: str) -> str:
-    """The URL as errors show it: no query (signed-URL tokens), no user info."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = "[%s]" % host
-    return "%s://%s%s%s" % (parts.scheme, host, ":%d" % parts.port if _port(parts) else "",
-                            parts.path[:200])
-
-
-def _port(parts) -> Optional[int]:
-    try:
-        return parts.port
-    except ValueError:
-        return None
 
 
 _OPENER = urllib.request.build_opener(SameHostCredentials)

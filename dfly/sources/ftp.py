@@ -30,7 +30,7 @@ from dfly.sources.config import SourceOptions
 
 def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
              options: SourceOptions):
-    from dfly.protocol.redirects import shown_url
+    from dfly.protocol.redact import shown_url
     parts = urlsplit(url)
     shown = shown_url(url)
     if policy is not None:

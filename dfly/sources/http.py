@@ -47,7 +47,7 @@ def tls_context(options: SourceOptions) -> Optional[ssl.SSLContext]:
 
 
 def untrusted(url: str, error) -> SourceError:
-    from dfly.protocol.redirects import shown_url
+    from dfly.protocol.redact import shown_url
     why = getattr(error, "verify_message", "") or str(error)
     return SourceError("the certificate of %s is not trusted (%s): give its CA with "
                        "--source-ca-file (or, knowingly, --source-insecure)"

@@ -37,8 +37,7 @@ from dfly.protocol.location import parse_location
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import piece_range
 from dfly.protocol.ratelimit import TokenBucket
-from dfly.protocol.redact import redact_text, redact_url
-from dfly.protocol.redirects import shown_url
+from dfly.protocol.redact import redact_text, redact_url, shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id

@@ -5,7 +5,8 @@ import urllib.request
 import pytest
 
 from dfly.errors import SourceDenied
-from dfly.protocol.redirects import SameHostCredentials, _check_url, shown_url
+from dfly.protocol.redact import shown_url
+from dfly.protocol.redirects import SameHostCredentials, _check_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 
 
