@@ -395,7 +395,8 @@ def run_get(args) -> int:
                                          client.data_dir, **more)
             if not seeder_pid:
                 seeder_pid = detach(listener, uploader, tasks, client.peer_id, config.seed_for_s,
-                                    client.data_dir, spare=spare, **more)
+                                    client.data_dir, spare=spare, log_format=config.log_format,
+                                    **more)
                 spare = None
     finally:
         client.close()

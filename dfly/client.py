@@ -268,6 +268,12 @@ class Client:
     def uploaded_bytes(self) -> int:
         return self._uploader.uploaded_bytes if self._uploader is not None else 0
 
+    @property
+    def uploads_in_progress(self) -> int:
+        """Pieces this client's uploader is sending right now (its upload slots in use)."""
+        listener = self._listener   # (handed over to a seeder meanwhile: None)
+        return listener.server.requests_in_progress if listener is not None else 0
+
     def release(self, task_id: str) -> None:
         """Stop serving `task_id` and tell its supernode; the downloaded file stays."""
         with self._lock:

@@ -593,6 +593,11 @@ class Server(ThreadingHTTPServer):
             self._requests -= 1
             self._busy.notify_all()
 
+    @property
+    def requests_in_progress(self) -> int:
+        """Requests being answered now (idle kept-alive connections not counted)."""
+        return self._requests
+
     def drain(self, timeout_s: float) -> bool:
         """Let the requests being answered finish (each closes its connection after);
         True when none is left within timeout_s."""

@@ -1,6 +1,11 @@
 """How a long-running dfly program runs: logs under its data dir, serving until
 SIGINT or SIGTERM, then a clean stop; SIGHUP calls `running.hangup()` (TLS
-certificates loaded again). The supernode and the daemon share it."""
+certificates loaded again). The supernode and the daemon share it.
+
+Log lines are text for people, or with `--log-format json` one JSON object a
+line (time, level, logger, message, and any `extra` fields) for a log shipper.
+"""
+import json
 import logging
 import os
 import signal
@@ -8,22 +13,61 @@ import threading
 import time
 from typing import Optional
 
+from dfly.options import option
+
 SIGNAL_POLL_S = 0.5
 
 log = logging.getLogger("dfly")
 
 
-def log_to(data_dir: str, level: str, name: str) -> None:
+LOG_FORMATS = ("text", "json")
+
+
+def log_format_option(what: str = "log lines"):
+    """The config field every long-running program has."""
+    return option("text", "%s as text, or as one JSON object a line (time, level, logger, "
+                  "message, extra fields)" % what, choices=LOG_FORMATS)
+
+
+def log_to(data_dir: str, level: str, name: str, log_format: str = "text") -> None:
     """Log to stderr and to DATA_DIR/logs/NAME.log."""
     logs = os.path.join(data_dir, "logs")
     os.makedirs(logs, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = formatter(log_format, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger("dfly")
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(logs, name + ".log"))):
         handler.setFormatter(fmt)
         handler.addFilter(RedactUrls())
         root.addHandler(handler)
+
+
+def formatter(log_format: str, text_format: str) -> logging.Formatter:
+    return JsonLines() if log_format == "json" else logging.Formatter(text_format)
+
+
+# What every LogRecord has: anything else on a record came as `extra=` and is shown.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time (UTC, RFC 3339), level, logger, message,
+    the process, then the record's extra fields; a traceback as `exc_info`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": _utc(record.created), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage(), "pid": record.process}
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_") and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _utc(created: float) -> str:
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)),
+                         int(created * 1000) % 1000)
 
 
 class RedactUrls(logging.Filter):

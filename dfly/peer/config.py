@@ -3,6 +3,7 @@ file and the keyword arguments of dfly.Client."""
 from dataclasses import dataclass
 from typing import List, Optional
 
+from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.sources.config import SourceOptions
 from dfly.tls import TLSOptions
@@ -72,3 +73,4 @@ class PeerConfig(TLSOptions, SourceOptions):
     piece_timeout_s: float = piece_timeout_option()
     connect_timeout_s: float = connect_timeout_option()
     location: str = location_option()
+    log_format: str = log_format_option("the detached seeder's log lines")

@@ -39,17 +39,20 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from dfly import __version__, dashboard_page, errors
+from dfly.auth import check_ops_access, read_ops_token
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, CannotListen, NotFound
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener, Response
 from dfly.lifecycle import catch_signals, log_to, serve_until_signalled
+from dfly.metrics import http_response
 from dfly.peer import daemon_dashboard
 from dfly.peer import output as out_rules
 from dfly.peer.cache import Cache
 from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
+from dfly.peer.daemon_metrics import DaemonMetrics, counted
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
 from dfly.peer.outage import OutageMemory
@@ -89,16 +92,24 @@ class DaemonApp:
         self.stopping = daemon.stopping
 
     def proxy(self, request: FrontRequest, body: Optional[BodyReader]) -> Response:
-        return self._counted("proxy", request, lambda: self.daemon.proxy.handle(request, body))
+        counts = self.daemon.metrics
+        return self._counted("proxy", request, lambda: counts.served(
+            counts.proxy_requests, (counts.proxy_action(self.daemon.proxy.rules, request),),
+            lambda: self.daemon.proxy.handle(request, body)))
 
     def route(self, request: FrontRequest) -> Response:
         path = request.path
         if path == "/v2" or path.startswith("/v2/"):
             if self.daemon.mirror is None:
                 return oci_error(404, "UNSUPPORTED", "this daemon mirrors no registry")
-            return self._counted("mirror", request, lambda: self.daemon.mirror.handle(request))
+            counts = self.daemon.metrics
+            return self._counted("mirror", request, lambda: counts.served(
+                counts.mirror_requests, (), lambda: self.daemon.mirror.handle(request)))
         if path in ("/dashboard", "/v1/dashboard") and request.method in ("GET", "HEAD"):
             return self.dashboard(request)
+        if path == "/metrics" and request.method in ("GET", "HEAD"):
+            ops_view(request, self.daemon.ops_token)
+            return http_response(self.daemon.metrics.registry)
         if path == "/healthz" and request.method in ("GET", "HEAD"):
             return Response.text("ok\n")
         if path == "/v1/stats" and request.method in ("GET", "HEAD"):
@@ -133,15 +144,16 @@ class DaemonApp:
         return response
 
     def dashboard(self, request: FrontRequest) -> Response:
-        ops_view(request)   # read-only: the page, or its feed
+        ops_view(request, self.daemon.ops_token)   # read-only: the page, or its feed
         if request.path == "/dashboard":
             return Response(200, dashboard_page.DAEMON_PAGE.encode(), dict(dashboard_page.HEADERS))
         return Response.json(daemon_dashboard.feed(self.daemon, authorised=_loopback(request.client[0])))
 
 
-def ops_view(request: FrontRequest) -> None:
-    """Who may see the daemon's operations views: the one place to check it. Open on
-    the plain listener today; --ops-token-file (the shared gate) is wired in here."""
+def ops_view(request: FrontRequest, ops_token: str) -> None:
+    """Who may see the daemon's operations views (dashboard, metrics): the one place to
+    check it. Open on the plain listener unless --ops-token-file (dfly/auth.py)."""
+    check_ops_access(request.headers, ops_token)
 
 
 class RunningDaemon:
@@ -151,6 +163,8 @@ class RunningDaemon:
         self.config = config
         self.data_dir = data_dir
         self.stopping = threading.Event()
+        self.ops_token = read_ops_token(config.ops_token_file)   # ValueError: exit 2
+        self.metrics = DaemonMetrics()   # GET /metrics
         now = time.monotonic()
         self.download_bucket = (TokenBucket(config.total_rate_limit, now)
                                 if config.total_rate_limit > 0 else None)
@@ -189,6 +203,7 @@ class RunningDaemon:
                         "announced": 0, "damaged_pieces": 0, "repaired_pieces": 0, "refetched": 0}
         self._repairing = set()   # cache keys being fetched again after damage
         self.traffic = daemon_dashboard.Traffic()   # mirror and proxy requests, for the dashboard
+        self.metrics.watch(self)
         if config.tls_front and not config.tls_cert:
             raise ValueError("--tls-front needs --tls-cert and --tls-key")
         self.handoff_token = secrets.token_hex(32)
@@ -261,6 +276,7 @@ class RunningDaemon:
         self.direct.close()
 
     # downloads ---------------------------------------------------------------------------
+    @counted
     def fetch(self, url: str, path: str, digest: Optional[str] = None,
               headers: Optional[Dict[str, str]] = None, identifier: Optional[str] = None,
               filters=(), fallback: bool = True, filling: Optional[Filling] = None,
@@ -666,7 +682,7 @@ def start(config: DaemonConfig, data_dir: str) -> RunningDaemon:
 def run(config: DaemonConfig, data_dir: str, ready: Optional[threading.Event] = None,
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
-    log_to(data_dir, config.log_level, "daemon")
+    log_to(data_dir, config.log_level, "daemon", config.log_format)
     catch_signals()   # before "listening on": a stop sent on seeing it must not be lost
     if notifier is not None:
         notifier.status("daemon starting (data in %s)" % data_dir)

@@ -2,7 +2,9 @@
 from dataclasses import dataclass
 from typing import List
 
+from dfly.auth import ops_token_file_option
 from dfly.gossip.options import GossipOptions
+from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.peer.config import (
     advertise_option,
@@ -71,4 +73,5 @@ class DaemonConfig(TLSOptions, GossipOptions):
                                         "this recently (same credentials, same repository), to "
                                         "no one else; 0 = never", kind="duration",
                                         flag="--outage-access-ttl", metavar="DURATION")
-
+    log_format: str = log_format_option()
+    ops_token_file: str = ops_token_file_option()

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from dfly import errors
 from dfly.httpd import Listener
+from dfly.lifecycle import formatter
 from dfly.peer import seeders
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
@@ -128,7 +129,7 @@ def _spare_main(sock: socket.socket, log_path: str) -> int:
         return 0
     with sock.makefile("rb") as f:
         spec = json.loads(f.read())
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+    log_as(spec, force=True)
     return run(spec, socket.socket(fileno=fds[0]), lambda: sock.sendall(b"ready\n"))
 
 
@@ -204,7 +205,7 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
            seed_for_s: float, data_dir: str, supernodes: Sequence[str] = (),
            registrations: Optional[Dict[str, RegisterRequest]] = None,
            spare: Optional[Spare] = None, tls: Optional[TLS] = None,
-           secrets: Optional[PeerSecrets] = None) -> int:
+           secrets: Optional[PeerSecrets] = None, log_format: str = "text") -> int:
     """Hand the listener to a seeder (`spare`, else a new process); returns its pid
     (0 if it failed). With `supernodes` and `registrations`, it announces itself
     again to another supernode when the one it used dies or forgets it. It serves
@@ -214,7 +215,8 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
             "tasks": task_specs(uploader, tasks, peer_id, data_dir, registrations),
             "supernodes": list(supernodes), "data_dir": data_dir,
             "tls": vars(tls.options) if tls is not None else None,
-            "secrets": secrets.to_json() if secrets is not None else {}}
+            "secrets": secrets.to_json() if secrets is not None else {},
+            "log_format": log_format}
     pid = 0
     if spare is not None:
         if spare.hand_over(spec, spec["fd"]):
@@ -272,10 +274,17 @@ def _start_process(spec: dict, data_dir: str) -> int:
 LOG_FORMAT = "%(asctime)s seeder %(process)d: %(message)s"
 
 
+def log_as(spec: dict, force: bool = False) -> None:
+    """Log to stderr (the seeder's log file) as text, or as JSON lines (`log_format`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(spec.get("log_format", "text"), LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=force)
+
+
 def main() -> int:
     """The seeder as a fresh process: spec on stdin, "ready" on stdout."""
     spec = json.loads(sys.stdin.read())
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    log_as(spec)
 
     def ready():
         sys.stdout.write("ready\n")

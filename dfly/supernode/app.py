@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from dfly import __version__
+from dfly.auth import read_ops_token
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
 from dfly.httpd import Listener
@@ -28,6 +29,7 @@ class RunningSupernode:
 
     def __init__(self, config: SupernodeConfig, data_dir: str,
                  cluster_for: Optional[Callable[[int], Membership]] = None):
+        ops_token = read_ops_token(config.ops_token_file)   # ValueError: a clear line, exit 2
         self.gossip = None
         if config.gossip and cluster_for is None:
             config, cluster_for = self._gossip_mode(config)
@@ -36,7 +38,8 @@ class RunningSupernode:
                                    config.max_preheats, config.preheat_timeout_s,
                                    Limits(max_per_client=config.max_preheats_per_client))
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
-                                 SupernodeApp(self.service, self.preheater), config.max_connections,
+                                 SupernodeApp(self.service, self.preheater, ops_token),
+                                 config.max_connections,
                                  tls=self.service.tls,
                                  max_connections_per_client=config.max_connections_per_client)
         if cluster_for is not None:   # gossip mode: our member name needs the port just bound
@@ -86,7 +89,7 @@ def start(config: SupernodeConfig, data_dir: str) -> RunningSupernode:
 def run(config: SupernodeConfig, data_dir: str, ready: Optional[threading.Event] = None,
         notifier=None) -> int:
     """Serve until SIGINT or SIGTERM; `notifier` (notify.Notifier) tells systemd."""
-    log_to(data_dir, config.log_level, "supernode")
+    log_to(data_dir, config.log_level, "supernode", config.log_format)
     catch_signals()   # before "listening on": a stop sent on seeing it must not be lost
     if notifier is not None:
         notifier.status("supernode starting (data in %s)" % data_dir)

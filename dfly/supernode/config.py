@@ -2,7 +2,9 @@
 from dataclasses import dataclass
 from typing import List
 
+from dfly.auth import ops_token_file_option
 from dfly.gossip.options import GossipOptions
+from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 from dfly.sources.config import SourceOptions
@@ -85,3 +87,5 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                       kind="duration", flag="--preheat-timeout", metavar="DURATION")
     ignore_locations: bool = option(False, "schedule as if no peer gave a --location (the bytes "
                                     "moved within and across zones are still counted)")
+    log_format: str = log_format_option()
+    ops_token_file: str = ops_token_file_option()

@@ -22,11 +22,13 @@ Preheat (supernode/preheat.py; Bearer --preheat-token-file), as Harbor calls it:
   GET  /healthy                             -> Dragonfly 2 manager health check
   POST /oapi/v1/jobs                        -> the job, "id" an integer
   GET  /oapi/v1/jobs/{id}                   -> the job: "state", "result"
+  GET  /metrics                             -> Prometheus text (docs/METRICS.md)
 """
 import ipaddress
 from typing import Optional
 
-from dfly import dashboard_page
+from dfly import dashboard_page, metrics
+from dfly.auth import check_ops_access
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import piecetoken, preheat, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
@@ -56,14 +58,17 @@ _ROUTES = [
     ("GET", r"(?:/api/v1)?/preheats/(?P<job>[^/]+)", "preheat_v1_status"),
     ("POST", r"/oapi/v1/jobs", "preheat_v2"),
     ("GET", r"/oapi/v1/jobs/(?P<job>[^/]+)", "preheat_v2_status"),
+    ("GET", r"/metrics", "metrics"),
 ]
 ROUTES = compile_routes(_ROUTES)
 
 
 class SupernodeApp:
-    def __init__(self, supernode: Supernode, preheater: Optional[Preheater] = None):
+    def __init__(self, supernode: Supernode, preheater: Optional[Preheater] = None,
+                 ops_token: str = ""):
         self.supernode = supernode
         self.preheater = preheater or Preheater(supernode, "")
+        self.ops_token = ops_token   # "" : the operations pages are open (dfly/auth.py)
 
     def route(self, request: Request) -> Response:
         name, params = match_route(ROUTES, request)
@@ -112,12 +117,16 @@ class SupernodeApp:
         return Response.json(self.supernode.replica_pushed(_signed(request), tid, request.json()))
 
     # operations views: read-only ------------------------------------------------------
+    def metrics(self, request: Request) -> Response:
+        ops_view(request, self.ops_token)
+        return metrics.http_response(self.supernode.metrics.registry)
+
     def dashboard_page(self, request: Request) -> Response:
-        ops_view(request)
+        ops_view(request, self.ops_token)
         return Response(200, dashboard_page.SUPERNODE_PAGE.encode(), dict(dashboard_page.HEADERS))
 
     def dashboard_feed(self, request: Request) -> Response:
-        ops_view(request)
+        ops_view(request, self.ops_token)
         q = request.query
         return Response.json(dashboard.feed(self.supernode, (q.get("task") or [""])[0][:64],
                                             dashboard.query_int(q, "offset", 0),
@@ -144,10 +153,11 @@ class SupernodeApp:
         return Response.json(self.preheater.view(preheat.parse_job_id(job))["v2"])
 
 
-def ops_view(request: Request) -> None:
-    """Who may see the operations views (dashboard): the one place to check it.
-    Open on the plain listener today, as the issue asks; --ops-token-file
-    (the shared gate) is wired in here."""
+def ops_view(request: Request, ops_token: str) -> None:
+    """Who may see the operations views (dashboard, metrics): the one place to check
+    it. Open on the plain listener, as the issue asks, unless --ops-token-file
+    (dfly/auth.py)."""
+    check_ops_access(request.headers, ops_token)
 
 
 def _signed(request: Request) -> SignedCall:

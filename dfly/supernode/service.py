@@ -49,6 +49,7 @@ from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.dashboard import Events, count_received, piece_bytes
 from dfly.supernode.eviction import CacheEntry, choose_evictions
 from dfly.supernode.fetchpool import FetchPool
+from dfly.supernode.metrics import SupernodeMetrics
 from dfly.supernode.repair import Repairer
 from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig
 from dfly.supernode.scrub import Scrubber
@@ -81,6 +82,8 @@ class Supernode:
                                                 files=bool(config.source_file_root))
         self.source_options = source_options_of(config)   # https CAs, ftp, file roots, s3
         self.sources_denied = 0   # a counter: /v1/tasks shows it
+        self.metrics = SupernodeMetrics()   # GET /metrics
+        self.metrics.watch(self)
         self.bucket = (TokenBucket(config.source_rate_limit, clock())
                        if config.source_rate_limit > 0 else None)
         self._tasks: Dict[str, Task] = {}
@@ -186,6 +189,7 @@ class Supernode:
         self._check_proof(req.peer_id, proof)
         deadline = self.clock() + min(req.wait_s, MAX_WAIT_S)
         waited = 0.0
+        began = time.monotonic()
         with task.cond:
             now = self.clock()
             if not task.scheduler.peer_seen(req.peer_id, now):
@@ -221,6 +225,7 @@ class Supernode:
             reply["pieces"] = [self._describe(task, a, req.peer_id, wall) for a in assignments]
             reply["waited_s"] = round(waited, 6)
             task.last_access = now
+        self.metrics.schedule_seconds.observe(max(0.0, time.monotonic() - began - waited))
         return reply
 
     def heartbeat(self, tid: str, peer_id: str, proof: str = "") -> dict:
@@ -266,6 +271,7 @@ class Supernode:
             start, size = piece_range(num, task.length if task.length is not None
                                       else (num + 1) * task.piece_size, task.piece_size)
             task.served_bytes += size
+            self.metrics.piece_served(size)
             addr = task.scheduler.addr_of(peer_id) if peer_id else None
             vouched = addr is not None and addr[0] == client_host
             if vouched:
@@ -452,6 +458,7 @@ class Supernode:
                     log.info("task %s taken over with %d piece digests known", tid[:12],
                              len(replica["digests"]))
                 self._tasks[tid] = task
+                self.metrics.tasks_registered.inc()
                 log.info("task %s registered for %s", tid[:12], redact_url(req.url))
             return task
 
@@ -504,13 +511,15 @@ class Supernode:
         self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch, client_host))
 
     def _fetch(self, task: Task, fetch: Fetch, client_host: str) -> None:
-        read_before = task.source_bytes
+        read_before, began = task.source_bytes, time.monotonic()
         thread = threading.current_thread()
         idle_name, thread.name = thread.name, "fetch-" + task.task_id[:12]   # whose fetch it runs
         try:
             fetch.run()   # whatever goes wrong fails the task there: the pool's thread goes on
         finally:
             thread.name = idle_name
+            self.metrics.fetch_ended(task.state if task.fetch_gen == fetch.gen else "abandoned",
+                                     task.error_kind, task.source_bytes - read_before, began)
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
                     task.fetching = False
@@ -565,11 +574,15 @@ class Supernode:
             elif req.content_version:   # believed once we cut it as the same version
                 task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:
+            errors_before = getattr(sched.peers.get(failure.holder), "errors", 0)
             sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
+            self.metrics.piece_failed(failure.reason)
             if inflight.get(failure.num, ("", 0))[0] == failure.holder:
                 freed.add(failure.holder)   # and, blacklisted, maybe no longer usable: others serve
             holder = sched.peers.get(failure.holder)
             if holder is not None and holder.errors == sched.config.max_holder_errors:
+                if errors_before < holder.errors:   # reached with this report: counted once
+                    self.metrics.peers_blacklisted.inc()
                 log.warning("task %s peer %s blacklisted after %d errors (last: %s)",
                             task.task_id[:12], failure.holder, holder.errors, failure.reason)
                 self.events.record("peer_blacklisted", "peer %s after %d errors (last: %s)"
@@ -781,6 +794,7 @@ class Supernode:
                     # Also the fallback for changes no event reports (an assignment
                     # released as stale, a supernode copy stalled): one baton a second.
                     task.offered(None)
+                self.metrics.peers_forgotten.inc(len(gone))
                 for peer_id in gone:
                     log.info("task %s peer %s forgotten (silent)", task.task_id[:12], peer_id)
                     self.events.record("peer_forgotten", "peer %s silent" % peer_id, task.task_id)
@@ -838,6 +852,7 @@ class Supernode:
         task.fetching = False
         message = "the source sent nothing for %gs (--source-timeout)" % self.config.source_timeout_s
         task.fail("SourceError", message, now)
+        self.metrics.tasks_failed.labels("Timeout").inc()   # its thread, stuck, is not counted
         try:   # its writes go to this inode, never to a later fetch's file
             os.remove(task.data_path)
         except OSError:
