@@ -7,6 +7,7 @@ import time
 from typing import Callable, Optional
 
 from dfly import errors
+from dfly.gossip import metrics as gossip_metrics
 from dfly.httpd import FileSlice, Response
 from dfly.metrics import Registry
 from dfly.peer.front import Spans
@@ -38,6 +39,7 @@ class DaemonMetrics:
     def watch(self, daemon) -> None:
         """Families read from `daemon` (a RunningDaemon) at scrape time."""
         r = self.registry
+        gossip_metrics.watch(r, lambda: daemon.gossip)
 
         def totals():
             with daemon._lock:

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Dict
 
+from dfly.gossip import metrics as gossip_metrics
 from dfly.metrics import Registry
 from dfly.protocol.messages import DIGEST_MISMATCH, SHORT_PIECE
 
@@ -81,6 +82,11 @@ class SupernodeMetrics:
         r.gauge("dfly_supernode_cluster_member_tasks",
                 "Tasks each cluster member serves, as this supernode last heard", ("member",),
                 read=lambda: _members(service, "active_tasks"))
+        gossip_metrics.watch(r, lambda: getattr(service.membership, "node", None))   # --gossip
+        r.counter("dfly_supernode_peer_bytes_by_zone_total",
+                  "Bytes peers fetched from peers in their own zone (within) or another "
+                  "(across), by the --location labels both gave; tasks in memory",
+                  ("zone",), read=lambda: _zone_bytes(service))
         r.gauge("dfly_supernode_cluster_tasks_owned",
                 "Tasks known here (served or replicated) that each cluster member owns now",
                 ("member",), read=lambda: _owners(service))
@@ -101,6 +107,12 @@ class SupernodeMetrics:
             self.tasks_succeeded.inc()
         elif state == "failed":
             self.tasks_failed.labels(error_kind or "unknown").inc()
+
+
+def _zone_bytes(service) -> Dict[tuple, int]:
+    tasks = _tasks(service)
+    return {("within",): sum(t.bytes_within_zone for t in tasks),
+            ("across",): sum(t.bytes_across_zones for t in tasks)}
 
 
 def _tasks(service) -> list:

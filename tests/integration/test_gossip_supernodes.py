@@ -54,3 +54,20 @@ def test_a_supernode_with_both_gossip_and_a_cluster_list_is_refused(supernode_fa
     with pytest.raises(ValueError, match="leave out --cluster"):
         supernode_factory(gossip=True, gossip_key_file=str(key), gossip_listen="127.0.0.1:0",
                           cluster=["127.0.0.1:1"], cluster_secret="x" * 32)
+
+
+def test_metrics_show_the_gossip_view_and_its_events(gossip_supernodes):
+    import urllib.request
+    sns = gossip_supernodes(2)
+    everyone = sorted(sn.service.me for sn in sns)
+    wait_until(lambda: all(_alive(sn) == everyone for sn in sns), timeout=20, message="both alive")
+
+    def scrape_once_probed():
+        with urllib.request.urlopen("http://%s/metrics" % sns[0].address, timeout=5) as r:
+            text = r.read().decode()
+        return text if 'dfly_gossip_events_total{event="probes"}' in text else None
+    text = wait_until(scrape_once_probed, timeout=20, message="a probe counted")
+    assert 'dfly_gossip_members{state="alive"} 2' in text
+    assert 'dfly_gossip_members{state="dead"} 0' in text
+    assert 'dfly_gossip_events_total{event="probes"}' in text
+    assert 'dfly_supernode_peer_bytes_by_zone_total{zone="across"} 0' in text
