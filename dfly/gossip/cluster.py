@@ -12,6 +12,7 @@ then only carry which tasks a member is serving (ownership stays sticky).
 """
 import hashlib
 import hmac
+import random
 from collections import defaultdict
 from typing import List
 
@@ -19,6 +20,7 @@ from dfly.gossip.swim import ALIVE, SUSPECT
 from dfly.supernode.cluster import Membership, rendezvous_owner
 
 HOME_SIZE = 3
+SYNC_FANOUT = 3
 
 
 def cluster_secret(keyring) -> str:
@@ -62,6 +64,13 @@ class GossipMembership(Membership):
 
     def heard_from(self, member: str, active_tasks, now: float) -> None:
         self._active[member] = set(active_tasks)
+
+    def sync_targets(self) -> List[str]:
+        """A few members a round, not all: liveness is gossip's, digests are pushed to
+        the home sets, so the pings only spread who serves what (N - 1 requests every
+        round per member would not scale to hundreds)."""
+        others = self.others()
+        return random.sample(others, min(SYNC_FANOUT, len(others)))
 
     def replica_targets(self, task_id: str, now: float) -> List[str]:
         return [m for m in homes(task_id, self.alive(now)) if m != self.me]

@@ -57,6 +57,10 @@ class Membership:
     def others(self) -> List[str]:
         return [m for m in self.members if m != self.me]
 
+    def sync_targets(self) -> List[str]:
+        """Whom to ping this round: every other member (a static cluster is small)."""
+        return self.others()
+
     def replica_targets(self, task_id: str, now: float) -> List[str]:
         """Who gets a task's piece digests before a peer is offered the piece: every
         live member (a static cluster is small)."""

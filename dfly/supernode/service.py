@@ -736,7 +736,7 @@ class Supernode:
         alive = set(self.membership.alive(self.clock()))
         while not self._stop.wait(interval):
             alive = self._members_changed(alive)
-            for member in self.membership.others():   # the list may change (gossip)
+            for member in self.membership.sync_targets():   # the list may change (gossip)
                 client = clients.get(member)
                 if client is None:
                     client = clients[member] = SupernodeClient(member, timeout_s=interval * 2,

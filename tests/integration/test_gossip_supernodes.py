@@ -71,3 +71,17 @@ def test_metrics_show_the_gossip_view_and_its_events(gossip_supernodes):
     assert 'dfly_gossip_members{state="dead"} 0' in text
     assert 'dfly_gossip_events_total{event="probes"}' in text
     assert 'dfly_supernode_peer_bytes_by_zone_total{zone="across"} 0' in text
+
+
+def test_a_gossip_scheduler_pings_a_few_members_a_round_not_all():
+    from dfly.gossip.cluster import SYNC_FANOUT, GossipMembership
+
+    class View:   # the gossip view of 50 schedulers
+        def members(self):
+            return [{"name": "g%d" % i, "state": "alive", "meta": {"sn": "10.0.0.%d:8002" % i}}
+                    for i in range(50)]
+    membership = GossipMembership("10.0.0.0:8002", View(), 0.0)
+    assert len(membership.others()) == 49
+    rounds = [membership.sync_targets() for _ in range(20)]
+    assert all(len(r) == SYNC_FANOUT and "10.0.0.0:8002" not in r for r in rounds)
+    assert len({m for r in rounds for m in r}) > SYNC_FANOUT   # a different few each round
