@@ -8,6 +8,7 @@ line (time, level, logger, message, and any `extra` fields) for a log shipper.
 import json
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -84,12 +85,14 @@ class RedactUrls(logging.Filter):
 
 
 _signalled = set()
-_wake = threading.Event()
+_wake_fds = []   # (read end, write end) of the pipe signal.set_wakeup_fd writes to
 
 
 def _note(sig, frame) -> None:
+    # Only a set: a handler that takes a lock (Event.set does) deadlocks when a second
+    # signal interrupts it, or interrupts this thread inside that Event's own code (a
+    # daemon was seen stuck so, ignoring SIGTERM). The wakeup fd does the waking.
     _signalled.add(sig)
-    _wake.set()
 
 
 def catch_signals() -> None:
@@ -97,9 +100,32 @@ def catch_signals() -> None:
     starts its listeners): one that comes before the serving loop waits for it,
     instead of killing the process with the default action."""
     _signalled.clear()
-    _wake.clear()
+    if not _wake_fds:
+        _wake_fds.extend(os.pipe())
+        for fd in _wake_fds:
+            os.set_blocking(fd, False)
+    _drain()
+    # Whichever thread the kernel hands a signal to, C writes its number here at once,
+    # which wakes the loop's select, so the Python handler runs here promptly.
+    signal.set_wakeup_fd(_wake_fds[1])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _note)
+
+
+def _drain() -> None:
+    try:
+        while os.read(_wake_fds[0], 4096):
+            pass
+    except OSError:   # empty (BlockingIOError): all read
+        pass
+
+
+def _wait_for_signal(timeout_s: float) -> None:
+    try:
+        select.select([_wake_fds[0]], [], [], timeout_s)
+    except (OSError, ValueError):
+        pass
+    _drain()
 
 
 def serve_until_signalled(running, name: str, ready: Optional[threading.Event] = None,
@@ -112,7 +138,7 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
     notifier = notifier or Notifier()
     if signal.getsignal(signal.SIGTERM) is not _note:
         catch_signals()
-    wake, signalled = _wake, _signalled
+    signalled = _signalled
     if ready is not None:
         ready.set()
     notifier.ready(status or "%s running" % name)
@@ -122,10 +148,9 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
         if ping_every_s and time.monotonic() >= next_ping:
             notifier.watchdog()
             next_ping = time.monotonic() + ping_every_s
-        # A signal the kernel hands to another thread trips Python's flag but does not
-        # interrupt this wait: wake now and then so its handler runs here promptly.
-        wake.wait(min(SIGNAL_POLL_S, ping_every_s or SIGNAL_POLL_S))
-        wake.clear()
+        # The wakeup fd ends this wait at once, whichever thread got the signal; the
+        # timeout is a second line (and the watchdog's beat).
+        _wait_for_signal(min(SIGNAL_POLL_S, ping_every_s or SIGNAL_POLL_S))
         if signal.SIGHUP in signalled:
             signalled.discard(signal.SIGHUP)
             notifier.status("SIGHUP: loading TLS certificates again")

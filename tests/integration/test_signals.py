@@ -16,7 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROGRAM = r"""
 import signal, sys, threading
 sys.path.insert(0, %r)
+import dfly.lifecycle as lifecycle
 from dfly.lifecycle import serve_until_signalled
+lifecycle.SIGNAL_POLL_S = 60.0   # only the wakeup fd can make the loop act within the test's bounds
 
 class Running:
     def hangup(self):
@@ -71,5 +73,6 @@ def test_a_stop_that_comes_before_the_serving_loop_is_kept_for_it():
         assert serve_until_signalled(Running(), "test") == 0
         assert stopped == [True]
     finally:
+        signal.set_wakeup_fd(-1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
