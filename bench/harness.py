@@ -468,6 +468,33 @@ class Supernode:
         self._log.close()
 
 
+class Daemon:
+    """`dfly daemon` on 127.0.0.1 port 0 with a supernode and the given extra flags
+    (a registry to mirror, proxy rules); its address read from its log."""
+
+    def __init__(self, ws: Workspace, name: str, supernode: str, *flags: str):
+        self.ws = ws
+        self.data_dir = ws.dir(name)
+        self.log_path = os.path.join(self.data_dir, "stderr.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = ws.popen([sys.executable, ws.pyz, "daemon", "--listen", "127.0.0.1:0",
+                              "--upload-listen", "127.0.0.1:0", "--supernode", supernode,
+                              "--data-dir", self.data_dir] + list(flags),
+                             stdout=subprocess.DEVNULL, stderr=self._log)
+        self.address = wait_until(self._listening, 20, "the daemon's listening line")
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("daemon exited with %s; see %s" % (self.proc.returncode, self.log_path))
+        with open(self.log_path, "rb") as f:
+            m = re.search(rb"daemon listening on ([0-9.]+:\d+)", f.read())
+        return m.group(1).decode() if m else None
+
+    def stop(self) -> None:
+        self.ws.stop(self.proc)
+        self._log.close()
+
+
 def get_argv(ws: Workspace, url: str, out: str, supernode: str, data_dir: str,
              seed_for: str = "0", extra: List[str] = ()) -> List[str]:
     return [sys.executable, ws.pyz, "get", url, "-o", out, "--supernode", supernode,

@@ -18,7 +18,7 @@ import time
 
 import harness
 from harness import MiB
-from registry_pull import REPO_NAME, Daemon, _pull_all
+from registry_pull import REPO_NAME, _pull_all
 
 sys.path.insert(0, os.path.join(harness.REPO, "tests"))
 from registry import MISSING, Registry, build_image, mirror_conf, push  # noqa: E402
@@ -92,7 +92,8 @@ def run(ws, registry, image, hosts, tag, preheat):
                            check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             preheat_s = time.perf_counter() - started
             preheat_egress = registry.blob_bytes() - before
-        daemons = [Daemon(ws, "%s-host%d" % (tag, i), supernode.address, registry) for i in range(hosts)]
+        daemons = [harness.Daemon(ws, "%s-host%d" % (tag, i), supernode.address,
+                                  "--registry-mirror", registry.url) for i in range(hosts)]
         confs = [mirror_conf(ws.path("%s-host%d.conf" % (tag, i)), registry, d.address)
                  for i, d in enumerate(daemons)]
         pulled = _pull_all(ws, registry, image, confs, tag)

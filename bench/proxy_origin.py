@@ -23,32 +23,6 @@ import harness
 NAME = "proxy_origin"
 
 
-class Daemon:
-    """`dfly daemon` on 127.0.0.1 port 0 proxying /big/ through P2P; address read from its log."""
-
-    def __init__(self, ws: harness.Workspace, supernode: str):
-        self.ws = ws
-        self.data_dir = ws.dir("daemon")
-        self.log_path = os.path.join(self.data_dir, "stderr.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = ws.popen([sys.executable, ws.pyz, "daemon", "--listen", "127.0.0.1:0",
-                              "--upload-listen", "127.0.0.1:0", "--supernode", supernode,
-                              "--proxy-rule", "p2p /big/", "--data-dir", self.data_dir],
-                             stdout=subprocess.DEVNULL, stderr=self._log)
-        self.address = harness.wait_until(self._listening, 20, "the daemon's listening line")
-
-    def _listening(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError("daemon exited with %s; see %s" % (self.proc.returncode, self.log_path))
-        with open(self.log_path, "rb") as f:
-            m = re.search(rb"daemon listening on ([0-9.]+:\d+)", f.read())
-        return m.group(1).decode() if m else None
-
-    def stop(self) -> None:
-        self.ws.stop(self.proc)
-        self._log.close()
-
-
 class PythonOrigin:
     """`python3 -m http.server` on a loopback port; its stderr is the access log."""
 
@@ -109,7 +83,7 @@ def main() -> int:
         os.makedirs(os.path.join(www, "big"))
         origin = harness.Nginx(ws, www) if args.origin == "nginx" else PythonOrigin(ws, www)
         supernode = harness.Supernode(ws)
-        daemon = Daemon(ws, supernode.address)
+        daemon = harness.Daemon(ws, "daemon", supernode.address, "--proxy-rule", "p2p /big/")
         try:
             for r in range(runs):
                 name = "big/cold-%d.bin" % r

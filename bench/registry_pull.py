@@ -13,9 +13,7 @@ not far off the direct pull.
     python3 bench/registry_pull.py --quick    # 4 hosts, 4 layers x 8 MiB, 1 run
 """
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,32 +26,6 @@ from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pu
 
 NAME = "registry_pull"
 REPO_NAME = "bench/app"
-
-
-class Daemon:
-    """`dfly daemon` on 127.0.0.1 port 0 mirroring `registry`; address read from its log."""
-
-    def __init__(self, ws: harness.Workspace, name: str, supernode: str, registry: Registry):
-        self.ws = ws
-        self.data_dir = ws.dir(name)
-        self.log_path = os.path.join(self.data_dir, "stderr.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = ws.popen([sys.executable, ws.pyz, "daemon", "--listen", "127.0.0.1:0",
-                              "--upload-listen", "127.0.0.1:0", "--supernode", supernode,
-                              "--registry-mirror", registry.url, "--data-dir", self.data_dir],
-                             stdout=subprocess.DEVNULL, stderr=self._log)
-        self.address = harness.wait_until(self._listening, 20, "the daemon's listening line")
-
-    def _listening(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError("daemon exited with %s; see %s" % (self.proc.returncode, self.log_path))
-        with open(self.log_path, "rb") as f:
-            m = re.search(rb"daemon listening on ([0-9.]+:\d+)", f.read())
-        return m.group(1).decode() if m else None
-
-    def stop(self) -> None:
-        self.ws.stop(self.proc)
-        self._log.close()
 
 
 def main() -> int:
@@ -116,7 +88,8 @@ def _pull_all(ws, registry, image, confs, tag):
 
 def run_mirrored(ws, registry, image, hosts, r):
     supernode = harness.Supernode(ws, "supernode-%d" % r)
-    daemons = [Daemon(ws, "r%d-host%d" % (r, i), supernode.address, registry) for i in range(hosts)]
+    daemons = [harness.Daemon(ws, "r%d-host%d" % (r, i), supernode.address, "--registry-mirror", registry.url)
+               for i in range(hosts)]
     try:
         confs = [mirror_conf(ws.path("r%d-host%d.conf" % (r, i)), registry, d.address)
                  for i, d in enumerate(daemons)]

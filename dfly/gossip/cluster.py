@@ -85,8 +85,8 @@ class GossipMembership(Membership):
 
     def _schedulers(self, live_only: bool) -> List[str]:
         out = []
-        for m in self.node.members():
-            sn = m["meta"].get("sn") if isinstance(m.get("meta"), dict) else None
-            if isinstance(sn, str) and (not live_only or m["state"] in (ALIVE, SUSPECT)):
+        for state, meta in self.node.metas():
+            sn = meta.get("sn") if isinstance(meta, dict) else None
+            if isinstance(sn, str) and (not live_only or state in (ALIVE, SUSPECT)):
                 out.append(sn)
         return out

@@ -82,6 +82,12 @@ class GossipNode:
             m["addr"] = format_address(*m["addr"])
         return view
 
+    def metas(self) -> List[Tuple[str, Dict]]:
+        """(state, metadata) of every member: what the scheduler cluster asks on each
+        registration, without building the formatted view."""
+        with self._lock:
+            return [(m.state, m.meta) for m in self.swim.members.values()]
+
     def stats(self) -> Dict[str, int]:
         with self._lock:
             counters = dict(self.swim.counters)

@@ -2,7 +2,6 @@
 members on distinct loopback addresses fetch a new file at once with one source
 fetch, finish a second one when the task's home is SIGKILLed mid-transfer, learn
 that a killed member is dead, and never see a member under another key."""
-import hashlib
 import json
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import urllib.request
 import pytest
 
 from dfly.demo import CountingOrigin, write_random_file
-from tests.helpers import wait_until
+from tests.helpers import sha256_file, wait_until
 from tests.processes import Process
 
 MEMBERS = 10
@@ -67,11 +66,7 @@ def _gets(pyz, tmp_path, daemons, url, tag):
 
 
 def _digest(path):
-    h = hashlib.sha256()
-    with open(str(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + sha256_file(str(path))
 
 
 def _finish(procs):

@@ -77,9 +77,8 @@ def test_a_gossip_scheduler_pings_a_few_members_a_round_not_all():
     from dfly.gossip.cluster import SYNC_FANOUT, GossipMembership
 
     class View:   # the gossip view of 50 schedulers
-        def members(self):
-            return [{"name": "g%d" % i, "state": "alive", "meta": {"sn": "10.0.0.%d:8002" % i}}
-                    for i in range(50)]
+        def metas(self):
+            return [("alive", {"sn": "10.0.0.%d:8002" % i}) for i in range(50)]
     membership = GossipMembership("10.0.0.0:8002", View(), 0.0)
     assert len(membership.others()) == 49
     rounds = [membership.sync_targets() for _ in range(20)]
