@@ -76,3 +76,25 @@ def daemons(tmp_path):
     factory = DaemonFactory(str(tmp_path / "daemons"))
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    """A registry token server (as Docker Hub's and Harbor's) for USER:PASSWORD."""
+    from registry import PASSWORD, USER
+    from tokens import HAVE_SIGNER, TokenServer
+    if not HAVE_SIGNER:
+        pytest.skip("the token server signs with the cryptography package or the openssl command")
+    server = TokenServer(str(tmp_path / "token-signer.pem"), USER, PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_registry(tmp_path, token_server):
+    """Debian's docker-registry asking for the token server's bearer tokens."""
+    from registry import Registry
+    running = Registry(str(tmp_path / "token-registry"), token_realm=token_server.realm,
+                       token_cert=token_server.cert_path)
+    yield running
+    running.stop()

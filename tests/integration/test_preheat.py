@@ -9,8 +9,7 @@ import threading
 
 import pytest
 from helpers import MiB, content, refused_address, reserve_ports, run_all, sha256_file, wait_until
-from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push
-from tokens import HAVE_SIGNER, TokenServer
+from registry import MISSING, PASSWORD, USER, build_image, dir_layers, mirror_conf, pull, push
 
 from dfly.errors import DflyError
 from dfly.protocol.task import task_id
@@ -19,27 +18,14 @@ from dfly.supernode.cluster import rendezvous_owner
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 
-USER, PASSWORD = "puller", "s3cret"
 CREDS = "%s:%s" % (USER, PASSWORD)
 TOKEN = "preheat-token-for-tests"
 REPO = "team/app"
 
 
 @pytest.fixture
-def token_server(tmp_path):
-    if not HAVE_SIGNER:
-        pytest.skip("the token server signs with the cryptography package or the openssl command")
-    server = TokenServer(str(tmp_path / "token-signer.pem"), USER, PASSWORD)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def registry(tmp_path, token_server):
-    running = Registry(str(tmp_path / "registry"), token_realm=token_server.realm,
-                       token_cert=token_server.cert_path)
-    yield running
-    running.stop()
+def registry(token_registry):
+    return token_registry
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import pytest
 from daemons import fetch, stats
 from registry import MISSING, PASSWORD, USER, Registry, build_image, dir_layers, mirror_conf, pull, push
-from tokens import HAVE_SIGNER, TokenServer
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 CREDS = "%s:%s" % (USER, PASSWORD)
@@ -19,23 +18,6 @@ CREDS = "%s:%s" % (USER, PASSWORD)
 @pytest.fixture
 def private(tmp_path):
     running = Registry(str(tmp_path / "registry"), auth=True)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def token_server(tmp_path):
-    if not HAVE_SIGNER:
-        pytest.skip("the token server signs with the cryptography package or the openssl command")
-    server = TokenServer(str(tmp_path / "token-signer.pem"), USER, PASSWORD)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def token_registry(tmp_path, token_server):
-    running = Registry(str(tmp_path / "token-registry"), token_realm=token_server.realm,
-                       token_cert=token_server.cert_path)
     yield running
     running.stop()
 
