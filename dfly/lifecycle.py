@@ -81,6 +81,9 @@ class RedactUrls(logging.Filter):
         shown = redact_urls_in(message)
         if shown != message:
             record.msg, record.args = shown, ()
+        for key, value in list(vars(record).items()):   # `extra=` fields go out as JSON too
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact_urls_in(value))
         return True
 
 

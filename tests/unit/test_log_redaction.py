@@ -16,3 +16,19 @@ def test_userinfo_and_several_urls_in_one_line():
 def test_a_line_without_secrets_is_unchanged():
     for line in ("plain http://h:8002/v1/tasks and more", "no url here", ""):
         assert redact_urls_in(line) == line
+
+
+def test_a_json_log_line_hides_secrets_in_its_extra_fields_too():
+    import json
+    import logging
+
+    from dfly.lifecycle import JsonLines, RedactUrls
+    record = logging.LogRecord("dfly", logging.INFO, __file__, 1, "fetching %s", ("http://u:pw@h/m?sig=1",),
+                               None)
+    record.source = "https://b.s3.example/k?X-Amz-Signature=abc"   # as `extra=` sets it
+    record.bytes = 7
+    RedactUrls().filter(record)
+    entry = json.loads(JsonLines().format(record))
+    assert entry["message"] == "fetching http://***@h/m?sig=***"
+    assert entry["source"] == "https://b.s3.example/k?X-Amz-Signature=***"
+    assert entry["bytes"] == 7
