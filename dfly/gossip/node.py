@@ -65,7 +65,8 @@ class GossipNode:
             self._dispatch([s for s in sends if not s.reliable])
         self._stop.set()
         self._poke()
-        self._thread.join(5)
+        if self._thread.ident is not None:   # stopped before it started: a failed start-up
+            self._thread.join(5)
         for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
             s.close()
 

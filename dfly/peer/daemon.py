@@ -171,6 +171,13 @@ class RunningDaemon:
         self.upload_bucket = (TokenBucket(config.upload_rate_limit, now)
                               if config.upload_rate_limit > 0 else None)
         self.gossip, self.scheduler = self._gossip_mode(config, data_dir) if config.gossip else (None, None)
+        try:
+            self._wire(config, data_dir)
+        except BaseException:   # a taken --listen, say: the gossip sockets must not linger
+            self._stop_gossip()
+            raise
+
+    def _wire(self, config: DaemonConfig, data_dir: str) -> None:
         supernodes = [self.scheduler.service.me] if self.scheduler else list(config.supernode)
         peer_config = PeerConfig(supernode=supernodes, data_dir=data_dir,
                                  seed_for_s=max(config.heartbeat_s, 1.0), advertise=config.advertise,
@@ -232,11 +239,17 @@ class RunningDaemon:
         node.swim.me.meta["sn"] = scheduler.service.me
         return node, scheduler
 
+    def _stop_gossip(self) -> None:
+        if self.gossip is not None:
+            self.gossip.stop()   # a goodbye: the others mark us left at once, not dead later
+            self.scheduler.stop()
+
     def start(self) -> "RunningDaemon":
         try:   # a taken --upload-listen port is a start-up error, as a taken --listen is
             self.p2p.claim_upload_address()
         except CannotListen:
             self.listener.stop()
+            self._stop_gossip()
             raise
         write_secret(self.handoff_token_path, self.handoff_token)
         self.listener.start()
@@ -259,9 +272,7 @@ class RunningDaemon:
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.gossip is not None:
-            self.gossip.stop()   # a goodbye: the others mark us left at once, not dead later
-            self.scheduler.stop()
+        self._stop_gossip()
         self.cache.close()
         self.listener.stop()
         try:   # a token nobody answers to must not linger

@@ -33,6 +33,15 @@ class RunningSupernode:
         self.gossip = None
         if config.gossip and cluster_for is None:
             config, cluster_for = self._gossip_mode(config)
+        try:
+            self._wire(config, data_dir, ops_token, cluster_for)
+        except BaseException:   # a taken --listen, say: the gossip sockets must not linger
+            if self.gossip is not None:
+                self.gossip.stop(leave=False)
+            raise
+
+    def _wire(self, config: SupernodeConfig, data_dir: str, ops_token,
+              cluster_for: Optional[Callable[[int], Membership]]) -> None:
         self.service = Supernode(config, data_dir)
         self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
                                    config.max_preheats, config.preheat_timeout_s,

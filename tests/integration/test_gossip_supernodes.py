@@ -84,3 +84,40 @@ def test_a_gossip_scheduler_pings_a_few_members_a_round_not_all():
     rounds = [membership.sync_targets() for _ in range(20)]
     assert all(len(r) == SYNC_FANOUT and "10.0.0.0:8002" not in r for r in rounds)
     assert len({m for r in rounds for m in r}) > SYNC_FANOUT   # a different few each round
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _gossip_port_is_free(port: int) -> bool:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        try:
+            udp.bind(("127.0.0.1", port))
+            tcp.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("program", ["supernode", "daemon"])
+def test_a_gossip_member_that_cannot_take_its_listen_port_lets_its_gossip_port_go(
+        program, supernode_factory, daemons, tmp_path):
+    import socket
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    gossip_port = _free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        listen = "127.0.0.1:%d" % taken.getsockname()[1]
+        start = supernode_factory if program == "supernode" else daemons.start
+        with pytest.raises(Exception) as failed:
+            start(listen=listen, gossip=True, gossip_key_file=str(key),
+                  gossip_listen="127.0.0.1:%d" % gossip_port)
+        # While the failed program's frames are still referenced (as a caller's would be).
+        assert failed.value is not None and _gossip_port_is_free(gossip_port)
