@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Set, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
@@ -499,6 +499,7 @@ class Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._busy = threading.Condition()
         self._requests = 0        # requests being answered right now (not idle keep-alives)
+        self._open: Set[socket.socket] = set()   # connections open now, cut when it closes
         self.draining = False
         if sock is None:
             self.address_family, bind_to = _bind_address(address)
@@ -534,6 +535,8 @@ class Server(ThreadingHTTPServer):
             self._client_done(client_address[0])
             self._refuse(request)
             return
+        with self._busy:
+            self._open.add(request)
         super().process_request(request, client_address)
 
     def _refuse(self, request) -> None:
@@ -566,8 +569,22 @@ class Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._busy:
+                self._open.discard(request)
             self._client_done(client_address[0])
             self._slots.release()
+
+    def server_close(self):
+        """Stop listening and cut every connection still open: a stopped server
+        must not go on answering over kept-alive connections."""
+        super().server_close()
+        with self._busy:
+            still_open = list(self._open)
+        for conn in still_open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass   # it closed meanwhile
 
     def finish_request(self, request, client_address):
         if self.tls is None:

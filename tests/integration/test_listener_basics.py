@@ -114,3 +114,20 @@ def test_every_reply_carries_the_date_it_was_sent():
     finally:
         listener.stop()
     assert all(d.endswith(" GMT") for d in dates)
+
+
+@pytest.mark.time_limit(10)
+def test_a_stopped_listener_answers_no_more_over_a_kept_alive_connection():
+    listener = Listener("test-listener", ("127.0.0.1", 0), Hello()).start()
+    conn = http.client.HTTPConnection(*listener.address, timeout=5)
+    try:
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"hello"
+        listener.stop()
+        # The same connection (http.client does not reconnect on its own): cut, not served.
+        with pytest.raises((http.client.HTTPException, OSError)):
+            conn.request("GET", "/")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+        listener.stop()
