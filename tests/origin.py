@@ -51,6 +51,7 @@ class Fault:
     drip_s: float = 0.0             # send a status line, then one header byte this often until
                                     # released or stopped (no read ever times out; none ends)
     no_ranges: bool = False         # ignore Range (always 200, whole body) and say no Accept-Ranges
+    require: Optional[Tuple[str, str]] = None   # (header, value) a request must carry, else 403
 
 
 @dataclass
@@ -225,8 +226,9 @@ def _handler_for(origin: Origin):
             if fault.status_line is not None or fault.drip_s:
                 self._break_protocol(fault, record)
                 return
-            if entry is None or fault.status:
-                status = fault.status or 404
+            refused = fault.require is not None and self.headers.get(fault.require[0]) != fault.require[1]
+            if entry is None or fault.status or refused:
+                status = fault.status or (403 if refused else 404)
                 record.status = status
                 body = b"origin says %d\n" % status
                 self.send_response(status)

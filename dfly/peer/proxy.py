@@ -12,10 +12,14 @@ Range honoured. The copy is reused for `fresh_for_s`; after that the next
 request asks the supernode again, which revalidates with the origin.
 
 The HEAD is asked once per task, not once per client (descriptions.py): clients
-without credentials share one answer, kept with its validators for `fresh_for_s`.
+that send the same headers share one answer, kept with its validators for
+`fresh_for_s`. Headers that cannot say who asks (User-Agent, Accept, ...) are
+left out of that comparison; any other (an API key in a header of its own, as
+GitLab's PRIVATE-TOKEN) keeps the answer to clients that send the same value.
 A request with Authorization or Cookie gets a HEAD of its own, since the origin
-may answer each client differently.
+may answer each client differently and a session may end at any time.
 """
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -49,6 +53,20 @@ VALIDATORS = ("etag", "last-modified")   # kept beside the description, to reval
 VIA = ("Via", "1.1 dfly")
 # A request carrying these gets its own HEAD: the origin may refuse one client and not another.
 CREDENTIALS = ("authorization", "cookie")
+# Headers that do not tell one client from another: requests that differ only in these
+# share the origin's answer. Every other header may be a key of the origin's own.
+ANONYMOUS = ("user-agent", "accept", "accept-language", "accept-charset", "via", "pragma",
+             "cache-control", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+             "x-real-ip", "forwarded", "dnt", "referer", "origin")
+
+
+def _shared_by(url: str, headers) -> str:
+    """Which clients may share the origin's answer about `url`: those that send the same
+    values of every header that may identify them (hashed: the key is kept in memory)."""
+    identity = sorted((k.lower(), v) for k, v in headers.items() if k.lower() not in ANONYMOUS)
+    if not identity:
+        return url
+    return url + " " + hashlib.sha256(repr(identity).encode("utf-8", "replace")).hexdigest()
 
 
 class _Refused(Exception):
@@ -117,7 +135,8 @@ class HttpProxy:
         also its say on whether this client may read it (a refusal raises _Refused)."""
         if any(k.lower() in CREDENTIALS for k in headers):
             return self._ask(url, headers, None).headers
-        return self.descriptions.get(url, lambda previous: self._ask(url, headers, previous)).headers
+        return self.descriptions.get(_shared_by(url, headers),
+                                     lambda previous: self._ask(url, headers, previous)).headers
 
     def _ask(self, url: str, headers, previous: Optional[Description]) -> Description:
         """One HEAD (conditional on `previous`'s validators if given).

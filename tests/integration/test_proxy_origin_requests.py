@@ -67,6 +67,21 @@ def test_clients_with_credentials_each_get_their_own_head(origin, supernode, dae
 
 
 @pytest.mark.time_limit(60)
+def test_an_answer_given_to_a_client_with_an_api_key_header_is_not_shared_with_one_without(
+        origin, supernode, daemons):
+    # Many origins (GitLab's PRIVATE-TOKEN, Artifactory's X-JFrog-Art-Api) take a key in a
+    # header of their own, not in Authorization or Cookie.
+    big = _cold_file(origin, "big/keyed.bin", seed=43)
+    origin.fault("big/keyed.bin", require=("X-Api-Key", "k1"))
+    running = daemons.start(supernode=[supernode.address], proxy_rule=RULES)
+    assert _get(running.address, big.url, {"X-Api-Key": "k1"})[2] == big.data   # HEAD and GET, keyed
+    status, _, body = _get(running.address, big.url)
+    assert status == 403 and body != big.data
+    assert _get(running.address, big.url, {"X-Api-Key": "wrong"})[0] == 403
+    assert _get(running.address, big.url, {"X-Api-Key": "k1"})[2] == big.data   # its answer is kept
+
+
+@pytest.mark.time_limit(60)
 def test_an_expired_description_is_revalidated_with_its_validators(origin, supernode, daemons):
     big = _cold_file(origin, "big/revalidated.bin", seed=43)
     running = daemons.start(supernode=[supernode.address], proxy_rule=RULES, proxy_fresh_for_s=0.0)
