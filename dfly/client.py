@@ -37,7 +37,7 @@ from dfly.protocol.pieces import piece_count
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters
 from dfly.protocol.urls import normalize_url
-from dfly.sources.config import source_options_of
+from dfly.sources.config import SourceCredentials, source_access
 from dfly.supernode.client import PeerSecrets, SupernodeClient, SupernodeDown, leave_quietly
 from dfly.tls import TLS
 
@@ -91,10 +91,13 @@ class DownloadResult:
 class Client:
     def __init__(self, supernodes: Iterable[str] = (), data_dir: Optional[str] = None,
                  config: Optional[PeerConfig] = None, download_bucket: Optional[TokenBucket] = None,
-                 upload_bucket: Optional[TokenBucket] = None, **settings):
+                 upload_bucket: Optional[TokenBucket] = None,
+                 source_credentials: Optional[SourceCredentials] = None, **settings):
         """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ...
         `download_bucket` / `upload_bucket`: host-wide limits shared with other clients
-        (a download_bucket replaces the per-download rate_limit)."""
+        (a download_bucket replaces the per-download rate_limit). `source_credentials`:
+        for s3 and ftp sources (default: gathered from the environment and the usual
+        files when a source is first read, sources/credentials.py)."""
         if config is None:
             settings.setdefault("seed_for_s", 0)   # a library seeds only when asked
             config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
@@ -110,6 +113,7 @@ class Client:
         self._seeded: Dict[str, str] = {}      # task id -> supernode address
         self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
         self._temp_files = []                  # streamed downloads still being seeded
+        self._source_credentials = source_credentials
         self._partial = set()                  # files of downloads under way (see abandon)
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
@@ -526,14 +530,22 @@ class Client:
         if storage.length is None or not storage.held:
             download_from_source(job.url, job.headers, storage, self.config.piece_timeout_s,
                                  job.bucket, counted, self.clock, job.deadline,
-                                 source_options_of(self.config))
+                                 self._source_access())
             return
         runs = missing_runs(storage)
         log.warning("fetching the %d missing pieces from the source (%d pieces came through P2P)",
                     sum(last - first + 1 for first, last in runs), len(storage.held))
         fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
                          job.bucket, counted, replaced, self.clock, job.deadline,
-                         source_options_of(self.config))
+                         self._source_access())
+
+    def _source_access(self):
+        """The source settings with their credentials, gathered from the environment and
+        the usual files on first need (this Client is where a download is wired)."""
+        if self._source_credentials is None:
+            from dfly.sources.credentials import gather
+            self._source_credentials = gather(self.config, os.environ)
+        return source_access(self.config, self._source_credentials)
 
     def _ensure_uploader(self, advertised_host: str) -> UploaderApp:
         """The uploader, listening (from the first call on) on the family of the address

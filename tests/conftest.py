@@ -20,6 +20,16 @@ if ROOT not in sys.path:   # `pytest` as well as `python -m pytest` from the che
 
 from origin import Origin  # noqa: E402
 
+# No test may ask a cloud's metadata services (the network rule: loopback only): the
+# instance provider is switched off, and were it not, its endpoint is a closed loopback
+# port; no container endpoint is inherited. Processes the tests start inherit this.
+# Tests of those providers pass their own environment (a loopback server's address).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = "http://127.0.0.1:9"
+for _name in ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"):
+    os.environ.pop(_name, None)
+
 DEFAULT_TIME_LIMIT_S = 30.0
 # Every limit times this: tests/mutation.py sets it, since mutmut's tracing on a machine
 # under load makes the unit tier many times slower, and a clean run must not time out.

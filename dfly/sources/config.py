@@ -1,8 +1,10 @@
 """The settings every program that reads sources shares (the supernode and
 `get`): each config dataclass inherits these fields, as it does TLSOptions, so
-each has the same flags and config keys."""
-from dataclasses import dataclass, fields
-from typing import List
+each has the same flags and config keys. SourceAccess is what a source opens
+with: those settings plus the credentials the program's wiring gathered from
+the environment and files (credentials.py), handed over as data."""
+from dataclasses import dataclass, field, fields
+from typing import List, Optional, Tuple
 
 from dfly.options import option
 
@@ -23,7 +25,9 @@ class SourceOptions:
                                "carries none (default: ~/.netrc when it exists)", metavar="FILE")
     s3_endpoint: str = option("", "S3-compatible endpoint URL for s3:// sources (path-style "
                               "addressing; default: AWS, virtual-hosted)", metavar="URL")
-    s3_region: str = option("us-east-1", "region s3:// requests are signed for")
+    s3_region: str = option("", "region s3:// requests are signed for (default: $AWS_REGION, "
+                            "$AWS_DEFAULT_REGION, the profile's in ~/.aws/config, else the "
+                            "bucket's own, asked of S3)", metavar="REGION")
     s3_profile: str = option("", "profile in ~/.aws/credentials (default: $AWS_PROFILE, "
                              "else 'default')", metavar="NAME")
     s3_access_key_id: str = option("", "S3 access key id (default: $AWS_ACCESS_KEY_ID, then "
@@ -31,6 +35,37 @@ class SourceOptions:
     s3_secret_access_key: str = option("", "S3 secret key (better in the environment or the "
                                        "credentials file than on a command line)",
                                        metavar="SECRET")
+
+
+@dataclass(frozen=True)
+class SourceCredentials:
+    """Credentials gathered by the wiring (credentials.py); the sources never look for more."""
+    s3: Optional[object] = None   # s3auth.Chain; None: only the s3_* settings' keys
+    s3_region: str = ""           # the environment's or the config file's region; "": unknown
+    netrc: Tuple[Tuple[str, str, str], ...] = ()   # (host or "default", login, password)
+    netrc_error: str = ""         # a netrc file that did not parse: told when ftp needs it
+    s3_regions: dict = field(default_factory=dict, compare=False)   # bucket -> region found
+
+
+@dataclass(frozen=True)
+class SourceAccess(SourceOptions):
+    """The settings plus the gathered credentials: what open_source is given."""
+    credentials: SourceCredentials = field(default_factory=SourceCredentials)
+
+
+def credentials_of(options: SourceOptions) -> SourceCredentials:
+    """The credentials a source was given (none for plain settings)."""
+    return getattr(options, "credentials", None) or NO_CREDENTIALS
+
+
+NO_CREDENTIALS = SourceCredentials()
+
+
+def source_access(config, credentials: Optional[SourceCredentials] = None) -> SourceAccess:
+    """The source fields of any config dataclass with `credentials` (none: only the settings')."""
+    return SourceAccess(credentials=credentials or SourceCredentials(),
+                        **{f.name: getattr(config, f.name) for f in fields(SourceOptions)
+                           if hasattr(config, f.name)})
 
 
 def source_options_of(config) -> SourceOptions:

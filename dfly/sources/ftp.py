@@ -6,15 +6,14 @@ explicit TLS (AUTH TLS, then a protected data channel), checked with the
 source TLS options.
 
 Credentials come from the URL (ftp://user:password@host/path) or, when it has
-none, from a netrc file (--source-netrc, else ~/.netrc), else anonymous. They
+none, from the netrc entries the wiring read (--source-netrc, else ~/.netrc:
+credentials.py), else anonymous. They
 go to the server and nowhere else: every message here names the URL without
 them. The address the control connection reached is judged by the source
 policy before logging in; the data connection goes to that same host (ftplib
 ignores the address a PASV reply names).
 """
 import ftplib
-import netrc
-import os
 import socket
 import ssl
 import time
@@ -25,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from dfly.errors import SourceDenied, SourceError
 from dfly.sources.answer import Stat, answer, http_error
-from dfly.sources.config import SourceOptions
+from dfly.sources.config import SourceCredentials, SourceOptions, credentials_of
 
 
 def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
@@ -59,18 +58,17 @@ def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
     return answer(shown, stat, headers, open_at, lambda: _close(ftp))
 
 
-def credentials(parts, netrc_file: str) -> Tuple[str, str]:
-    """(user, password): the URL's own, else the netrc file's for the host, else anonymous."""
+def credentials(parts, known: SourceCredentials) -> Tuple[str, str]:
+    """(user, password): the URL's own, else the netrc entry for the host (or its
+    default entry), else anonymous."""
     if parts.username is not None:
         return unquote(parts.username), unquote(parts.password or "")
-    path = netrc_file or os.path.join(os.path.expanduser("~"), ".netrc")
-    if os.path.exists(path):
-        try:
-            found = netrc.netrc(path).authenticators(parts.hostname or "")
-        except (netrc.NetrcParseError, OSError) as e:
-            raise SourceError("cannot read the netrc file %s: %s" % (path, getattr(e, "msg", e)))
-        if found:
-            return found[0], found[2] or ""
+    if known.netrc_error:
+        raise SourceError(known.netrc_error)
+    entries = {host: (login, password) for host, login, password in known.netrc}
+    found = entries.get(parts.hostname or "") or entries.get("default")
+    if found:
+        return found
     return "anonymous", "anonymous@"
 
 
@@ -90,7 +88,7 @@ def _connect(parts, timeout_s: float, policy, options: SourceOptions, shown: str
             if why is not None:
                 raise SourceDenied("source %s denied by the supernode's source policy" % shown,
                                    detail=why)
-        user, password = credentials(parts, options.source_netrc)
+        user, password = credentials(parts, credentials_of(options))
         ftp.login(user, password)
         if secure:
             ftp.prot_p()

@@ -8,82 +8,87 @@ honour If-Range, so a resume asks for the range with If-Match: an object
 changed since (412) is fetched whole instead, which is what If-Range would
 have answered, so the fetchers start a new content version and never mix two.
 
-Credentials: --s3-access-key-id/--s3-secret-access-key, else
-AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), else the
-shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials,
-profile --s3-profile or AWS_PROFILE or "default"); none: unsigned (a public
-bucket). A 403 is told as a denial, with S3's error code, never the secret.
+Credentials come as data (config.SourceCredentials): the provider chain the
+wiring built (credentials.py, s3auth.py: settings, environment, credentials
+file, container endpoint, instance role), asked at each open so temporary keys
+are refreshed before they expire; given plain settings, only their keys. None:
+unsigned (a public bucket). A 403 is told as a denial, with S3's error code,
+never the secret.
+
+The region: --s3-region, else the one the wiring found (environment, config
+file), else the one learnt for the bucket, else S3 is asked: the request goes
+to the global endpoint signed for us-east-1, and a bucket elsewhere answers 301
+(or 400 AuthorizationHeaderMalformed) naming its region in x-amz-bucket-region
+(or the error's <Region>; else a HEAD of the bucket says it): the request is
+signed again for that region, once, and the region kept for the bucket.
 """
-import configparser
 import datetime
-import os
 import re
 import urllib.error
-from typing import Dict, Mapping, NamedTuple, Optional
+import urllib.request
+from typing import Dict, Optional
 from urllib.parse import quote, unquote, urlsplit
 
 from dfly.errors import SourceError
 from dfly.protocol.sigv4 import EMPTY_SHA256, authorization
 from dfly.sources import http
-from dfly.sources.config import SourceOptions
+from dfly.sources.config import SourceOptions, credentials_of
+from dfly.sources.s3auth import Credentials
+
+GUESSED_REGION = "us-east-1"   # what the global endpoint signs for
+_REGION = re.compile(r"^[a-z0-9-]{1,40}$")
 
 
-class Credentials(NamedTuple):
-    access_key: str
-    secret_key: str
-    token: str = ""
+class WrongRegion(Exception):
+    def __init__(self, region: str):
+        super().__init__(region)
+        self.region = region
 
 
 def open_url(url: str, headers: Dict[str, str], timeout_s: float, policy,
-             options: SourceOptions, environ: Optional[Mapping[str, str]] = None,
-             now: Optional[datetime.datetime] = None):
+             options: SourceOptions, now: Optional[datetime.datetime] = None):
     parts = urlsplit(url)
     bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
     if not bucket or not key:
         raise SourceError("an s3 URL is s3://BUCKET/KEY: %s" % url[:200])
-    target = object_url(bucket, key, options)
     asked = dict(headers)
     match = asked.pop("If-Range", None)
     if match is not None and "Range" in asked:
         asked["If-Match"] = match
-    creds = find_credentials(options, os.environ if environ is None else environ)
+    when = now or datetime.datetime.now(datetime.timezone.utc)
+    creds = find_credentials(options, when)
     try:
-        return _get(url, target, asked, timeout_s, policy, options, creds, now)
+        return _get_in_region(url, bucket, key, asked, timeout_s, policy, options, creds, when)
     except urllib.error.HTTPError as e:
         if e.code != 412 or "If-Match" not in asked:
             raise
         e.close()   # changed since the range's version: the whole object, as If-Range would
         del asked["If-Match"], asked["Range"]
-        return _get(url, target, asked, timeout_s, policy, options, creds, now)
+        return _get_in_region(url, bucket, key, asked, timeout_s, policy, options, creds, when)
 
 
-def object_url(bucket: str, key: str, options: SourceOptions) -> str:
+def object_url(bucket: str, key: str, options: SourceOptions, region: str = "") -> str:
     path = quote(key, safe="/~")
     if options.s3_endpoint:
         return "%s/%s/%s" % (options.s3_endpoint.rstrip("/"), bucket, path)
-    return "https://%s.s3.%s.amazonaws.com/%s" % (bucket, options.s3_region, path)
+    if not region:
+        return "https://%s.s3.amazonaws.com/%s" % (bucket, path)
+    return "https://%s.s3.%s.amazonaws.com/%s" % (bucket, region, path)
 
 
-def find_credentials(options: SourceOptions, environ: Mapping[str, str]) -> Optional[Credentials]:
+def find_credentials(options: SourceOptions, now: datetime.datetime) -> Optional[Credentials]:
+    """The keys to sign with now: the given chain's, else the settings' own."""
+    chain = credentials_of(options).s3
+    if chain is not None:
+        return chain.get(now.timestamp())
     if options.s3_access_key_id and options.s3_secret_access_key:
         return Credentials(options.s3_access_key_id, options.s3_secret_access_key)
-    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(environ["AWS_ACCESS_KEY_ID"], environ["AWS_SECRET_ACCESS_KEY"],
-                           environ.get("AWS_SESSION_TOKEN", ""))
-    path = environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".aws", "credentials")
-    profile = options.s3_profile or environ.get("AWS_PROFILE") or "default"
-    parser = configparser.RawConfigParser()
-    try:
-        parser.read(path)
-    except (configparser.Error, OSError, UnicodeDecodeError) as e:
-        raise SourceError("cannot read the AWS credentials file %s: %s" % (path, type(e).__name__))
-    if parser.has_option(profile, "aws_access_key_id") and \
-            parser.has_option(profile, "aws_secret_access_key"):
-        return Credentials(parser.get(profile, "aws_access_key_id").strip(),
-                           parser.get(profile, "aws_secret_access_key").strip(),
-                           parser.get(profile, "aws_session_token", fallback="").strip())
     return None
+
+
+def known_region(options: SourceOptions, bucket: str) -> str:
+    known = credentials_of(options)
+    return options.s3_region or known.s3_region or known.s3_regions.get(bucket, "")
 
 
 def signed_headers(target: str, headers: Dict[str, str], creds: Optional[Credentials],
@@ -106,19 +111,74 @@ def signed_headers(target: str, headers: Dict[str, str], creds: Optional[Credent
     return out
 
 
-def _get(url: str, target: str, headers: Dict[str, str], timeout_s: float, policy,
-         options: SourceOptions, creds: Optional[Credentials], now):
-    when = now or datetime.datetime.now(datetime.timezone.utc)
+def _get_in_region(url: str, bucket: str, key: str, headers: Dict[str, str], timeout_s: float,
+                   policy, options: SourceOptions, creds: Optional[Credentials], when):
+    region = known_region(options, bucket)
     try:
-        return http.open_url(target, signed_headers(target, headers, creds, options.s3_region, when),
+        return _get(url, object_url(bucket, key, options, region), headers, timeout_s, policy,
+                    options, creds, region or GUESSED_REGION, when)
+    except WrongRegion as e:
+        if e.region == region:
+            raise SourceError("S3 refused %s signed for its own region %s"
+                              % (url.split("?")[0], region))
+        credentials_of(options).s3_regions[bucket] = e.region
+        return _get(url, object_url(bucket, key, options, e.region), headers, timeout_s, policy,
+                    options, creds, e.region, when)
+
+
+def _get(url: str, target: str, headers: Dict[str, str], timeout_s: float, policy,
+         options: SourceOptions, creds: Optional[Credentials], region: str, when):
+    try:
+        return http.open_url(target, signed_headers(target, headers, creds, region, when),
                              timeout_s, policy, options)
     except urllib.error.HTTPError as e:
+        if e.code in (301, 307, 400):
+            found = _region_of(e, urlsplit(url).netloc, timeout_s, policy, options)
+            if found:
+                raise WrongRegion(found)
         if e.code != 403:
             raise
         code = _error_code(e)
         e.close()
         raise SourceError("S3 denied access to %s (%s): check the credentials and the "
                           "bucket's policy" % (url.split("?")[0], code or "403 Forbidden"))
+
+
+def _region_of(e: urllib.error.HTTPError, bucket: str, timeout_s: float, policy,
+               options: SourceOptions) -> str:
+    """The bucket's region a wrong-region reply names ("" when it names none: then
+    the error stands). Its body is read, so the error is closed here."""
+    region = (e.headers.get("x-amz-bucket-region") or "").strip() if e.headers else ""
+    if not region:
+        try:
+            body = e.read(4096).decode("utf-8", "replace")
+        except Exception:   # the body is only for the region
+            body = ""
+        m = re.search(r"<Region>([^<]{1,40})</Region>", body)
+        region = m.group(1).strip() if m else ""
+    if not region and e.code == 301:
+        region = _head_bucket_region(object_url(bucket, "", options), timeout_s, policy, options)
+    if not _REGION.match(region):
+        return ""
+    e.close()
+    return region
+
+
+def _head_bucket_region(bucket_url: str, timeout_s: float, policy, options: SourceOptions) -> str:
+    """x-amz-bucket-region from a HEAD of the bucket (S3 names it even when it refuses)."""
+    from dfly.protocol import redirects
+    request = urllib.request.Request(bucket_url, method="HEAD")
+    try:
+        reply = redirects.urlopen(request, timeout=timeout_s, policy=policy,
+                                  context=http.tls_context(options))
+    except urllib.error.HTTPError as e:
+        reply = e
+    except OSError:
+        return ""
+    try:
+        return (reply.headers.get("x-amz-bucket-region") or "").strip()
+    finally:
+        reply.close()
 
 
 def _error_code(e: urllib.error.HTTPError) -> str:

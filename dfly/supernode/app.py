@@ -42,7 +42,7 @@ class RunningSupernode:
 
     def _wire(self, config: SupernodeConfig, data_dir: str, ops_token,
               cluster_for: Optional[Callable[[int], Membership]]) -> None:
-        self.service = Supernode(config, data_dir)
+        self.service = Supernode(config, data_dir, source_credentials=gather_credentials(config))
         self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
                                    config.max_preheats, config.preheat_timeout_s,
                                    Limits(max_per_client=config.max_preheats_per_client))
@@ -88,6 +88,14 @@ class RunningSupernode:
         """SIGHUP: load the TLS certificate and key again (for new connections)."""
         if self.service.tls is not None:
             self.service.tls.reload()
+
+
+def gather_credentials(config: SupernodeConfig):
+    """Source credentials from the environment and the usual files (sources/credentials.py):
+    read here, where the supernode is wired, never by the sources themselves."""
+    from dfly.sources.config import source_options_of
+    from dfly.sources.credentials import gather
+    return gather(source_options_of(config), os.environ)
 
 
 def start(config: SupernodeConfig, data_dir: str) -> RunningSupernode:

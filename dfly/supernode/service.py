@@ -41,7 +41,7 @@ from dfly.protocol.redact import redact_text, redact_url, shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
-from dfly.sources.config import source_options_of
+from dfly.sources.config import SourceCredentials, source_access
 from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import Membership, ReplicaStore
@@ -66,7 +66,8 @@ SOURCE_FAULTS = ("SourceError", "DigestMismatch", "SourceDenied")
 
 class Supernode:
     def __init__(self, config: SupernodeConfig, data_dir: str,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 source_credentials: Optional[SourceCredentials] = None):
         self.config = config
         self.clock = clock
         self.tls = TLS.from_config(config)   # members and peers are dialled with it
@@ -80,7 +81,8 @@ class Supernode:
             prefer_near=not config.ignore_locations)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
                                                 files=bool(config.source_file_root))
-        self.source_options = source_options_of(config)   # https CAs, ftp, file roots, s3
+        # https CAs, ftp, file roots, s3; the credentials the wiring gathered (app.py)
+        self.source_options = source_access(config, source_credentials)
         self.sources_denied = 0   # a counter: /v1/tasks shows it
         self.metrics = SupernodeMetrics()   # GET /metrics
         self.metrics.watch(self)

@@ -48,7 +48,7 @@ def test_every_scheme_has_an_example_and_each_parses_into_a_config():
             schemes.add(normalize_url(args.url).split(":", 1)[0])
         else:
             assert config.source_file_root or config.source_ca_file or config.s3_endpoint \
-                or config.s3_region != "us-east-1", argv
+                or config.s3_region, argv
     assert schemes == {"https", "ftp", "file", "s3"}
 
 
