@@ -17,6 +17,7 @@ import urllib.request
 from typing import Optional
 
 REGION = "us-east-1"
+ROLE = "dfly-s3-reader"
 LOOPBACK_ONLY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
                  "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
                  "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
@@ -49,8 +50,16 @@ class S3Origin:
         iam.create_user(UserName="dfly")
         iam.put_user_policy(UserName="dfly", PolicyName="s3", PolicyDocument=json.dumps(
             {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+             "Statement": [{"Effect": "Allow", "Action": ["s3:*", "sts:AssumeRole"],
+                            "Resource": "*"}]}))
         key = iam.create_access_key(UserName="dfly")["AccessKey"]
+        # A role whose temporary keys read S3: what an instance or a container is given.
+        iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"AWS": "*"}}]}))
+        iam.put_role_policy(RoleName=ROLE, PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
         self._client("s3").create_bucket(Bucket="dfly-bucket")
         request = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0",
                                          headers={"Content-Type": "text/plain"},
@@ -59,10 +68,22 @@ class S3Origin:
         opener.open(request, timeout=10).close()
         return key["AccessKeyId"], key["SecretAccessKey"]
 
-    def put(self, key: str, data: bytes) -> str:
+    def temporary_credentials(self, duration_s: int = 900) -> dict:
+        """Fresh keys of the S3 role (STS AssumeRole, as EC2 and ECS hand out): moto's
+        Credentials dict (AccessKeyId, SecretAccessKey, SessionToken, Expiration)."""
+        sts = self._client("sts", self.access_key, self.secret_key)
+        return sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/" + ROLE,
+                               RoleSessionName="dfly-test", DurationSeconds=duration_s)["Credentials"]
+
+    def put(self, key: str, data: bytes, bucket: str = "dfly-bucket") -> str:
         """Store `data` (signed with the real key: auth is on); the object's ETag."""
         s3 = self._client("s3", self.access_key, self.secret_key)
-        return s3.put_object(Bucket="dfly-bucket", Key=key, Body=data)["ETag"]
+        return s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"]
+
+    def add_bucket(self, name: str, region: str) -> None:
+        """A bucket in another region (moto notes it and names it in HEAD's x-amz-bucket-region)."""
+        s3 = self._client("s3", self.access_key, self.secret_key)
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
 
     def settings(self, secret: Optional[str] = None) -> dict:
         """The dfly source settings that reach this server."""
@@ -165,3 +186,100 @@ class CuttingProxy:
         self._listener.close()
         for thread in self._threads:
             thread.join(5)
+
+
+class RegionalFront:
+    """An HTTP relay on 127.0.0.1:0 in front of the S3 server that answers as AWS's
+    regional endpoints do for buckets in `regions` (bucket -> region): a request
+    signed for another region is refused naming the bucket's region, in one of
+    AWS's ways (`mode`): "400" (AuthorizationHeaderMalformed, <Region> in the
+    body), "301" (PermanentRedirect, x-amz-bucket-region header) or "301-bare"
+    (neither: a HEAD of the bucket tells it, even unsigned). Everything else is
+    passed to the server unchanged (Host too, so signatures still check).
+    `signed_for` lists each GET's signing region."""
+
+    def __init__(self, target: str, regions: dict, mode: str = "400"):
+        import http.client
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
+        self.regions = regions
+        self.mode = mode
+        self.signed_for = []
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                bucket = self.path.lstrip("/").split("/")[0].split("?")[0]
+                if bucket in front.regions:
+                    self.send_response(403)
+                    self.send_header("x-amz-bucket-region", front.regions[bucket])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._relay()
+
+            def do_GET(self):
+                m = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/s3/", self.headers.get("Authorization", ""))
+                signed = m.group(1) if m else ""
+                front.signed_for.append(signed)
+                bucket = self.path.lstrip("/").split("/")[0]
+                wanted = front.regions.get(bucket)
+                if wanted is None or signed == wanted:
+                    return self._relay()
+                if front.mode == "400":
+                    body = ("<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region "
+                            "'%s' is wrong; expecting '%s'</Message><Region>%s</Region></Error>"
+                            % (signed, wanted, wanted)).encode()
+                    self._send(400, body, {})
+                elif front.mode == "301":
+                    self._send(301, b"<Error><Code>PermanentRedirect</Code></Error>",
+                               {"x-amz-bucket-region": wanted})
+                else:
+                    self._send(301, b"<Error><Code>PermanentRedirect</Code></Error>", {})
+
+            def _send(self, status, body, headers):
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _relay(self):
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                try:
+                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    for name, value in self.headers.items():
+                        conn.putheader(name, value)
+                    conn.endheaders()
+                    reply = conn.getresponse()
+                    body = reply.read()
+                    self.send_response(reply.status)
+                    for name, value in reply.getheaders():
+                        if name.lower() not in ("connection", "transfer-encoding", "content-length",
+                                                "server", "date"):
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                finally:
+                    conn.close()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.endpoint = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="s3-regional-front",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)

@@ -188,7 +188,7 @@ def _ask(base: str, method: str, path: str, headers: dict, timeout_s: float) -> 
     else:
         raise ValueError("not an http(s) endpoint: %s" % base[:100])
     try:
-        conn.request(method, path, headers=headers)
+        conn.request(method, parts.path.rstrip("/") + path, headers=headers)
         reply = conn.getresponse()
         return reply.status, reply.read(MAX_REPLY)
     finally:
