@@ -291,6 +291,25 @@ def check_sources(config) -> None:
     check(config)
 
 
+KUBERNETES_TIMEOUT_S = 10.0
+
+
+def located(config, environ):
+    """`config` with --location from the Kubernetes node's labels when
+    --location-from-kubernetes asks (nodelocation.py); ValueError (exit 2) when the
+    node cannot be read. The pod's environment and service account are read here."""
+    if not config.location_from_kubernetes:
+        return config
+    if config.location:
+        raise ValueError("--location and --location-from-kubernetes contradict each other")
+    from dataclasses import replace
+
+    from dfly import nodelocation
+    api = nodelocation.in_cluster(environ, config.kubernetes_account_dir)
+    return replace(config, location=nodelocation.node_location(api, config.kubernetes_rack_label,
+                                                              KUBERNETES_TIMEOUT_S))
+
+
 def check_supernodes(addresses) -> None:
     """Every --supernode is HOST:PORT (protocol/address.py), checked before any work: a
     typo must not quietly send every download to the source (ValueError: exit 2)."""
@@ -329,6 +348,7 @@ def run_get(args) -> int:
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
     check_sources(config)
+    config = located(config, os.environ)
     _check_daemon_address(args)
     check_supernodes(config.supernode)
     headers = dict(parse_header(h) for h in args.header)
@@ -603,6 +623,7 @@ def run_daemon(args) -> int:
 
     config = options.build(DaemonConfig, _file_values(args, "daemon"), args)
     check_supernodes(config.supernode)
+    config = located(config, os.environ)
     data_dir = config.data_dir or default_data_dir(os.environ)
     return daemon.run(config, make_data_dir(data_dir), notifier=_notifier())
 

@@ -45,6 +45,22 @@ def location_option():
                   metavar="REGION/ZONE/RACK")
 
 
+def location_from_kubernetes_option():
+    return option(False, "take --location from this node's labels in the Kubernetes API "
+                  "(topology.kubernetes.io/region, /zone, and --kubernetes-rack-label), as "
+                  "NODE_NAME with the pod's service account (which needs get on nodes)")
+
+
+def kubernetes_rack_label_option():
+    return option("", "node label whose value is the rack, third in the location (none: "
+                  "region/zone only)", metavar="LABEL")
+
+
+def kubernetes_account_dir_option():
+    return option("/var/run/secrets/kubernetes.io/serviceaccount", "where the pod's service "
+                  "account token and ca.crt are, for --location-from-kubernetes", metavar="DIR")
+
+
 CLUSTER_FAILOVER_S = 15.0   # --failover's default with several supernodes
 
 
@@ -74,3 +90,6 @@ class PeerConfig(TLSOptions, SourceOptions):
     connect_timeout_s: float = connect_timeout_option()
     location: str = location_option()
     log_format: str = log_format_option("the detached seeder's log lines")
+    location_from_kubernetes: bool = location_from_kubernetes_option()
+    kubernetes_rack_label: str = kubernetes_rack_label_option()
+    kubernetes_account_dir: str = kubernetes_account_dir_option()

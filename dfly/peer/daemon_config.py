@@ -9,6 +9,9 @@ from dfly.options import option
 from dfly.peer.config import (
     advertise_option,
     connect_timeout_option,
+    kubernetes_account_dir_option,
+    kubernetes_rack_label_option,
+    location_from_kubernetes_option,
     location_option,
     parallel_option,
     piece_timeout_option,
@@ -75,3 +78,6 @@ class DaemonConfig(TLSOptions, GossipOptions):
                                         flag="--outage-access-ttl", metavar="DURATION")
     log_format: str = log_format_option()
     ops_token_file: str = ops_token_file_option()
+    location_from_kubernetes: bool = location_from_kubernetes_option()
+    kubernetes_rack_label: str = kubernetes_rack_label_option()
+    kubernetes_account_dir: str = kubernetes_account_dir_option()
