@@ -244,3 +244,28 @@ def test_the_shipped_settings_pass_dfly_validate_as_the_init_container_runs_it(k
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "error" not in proc.stdout + proc.stderr
+
+
+def test_the_daemon_reads_its_nodes_labels_with_an_account_that_may_only_get_nodes(rendered):
+    docs = rendered["overlays/plain"]
+    ds = one(docs, "DaemonSet", "dfly-daemon")
+    pod = ds["spec"]["template"]["spec"]
+    config = built_config(docs, ds, "daemon", DaemonConfig)
+    assert config.location_from_kubernetes and not config.location
+    env = {e["name"]: e for e in container(ds, "daemon")["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    account = one(docs, "ServiceAccount", pod["serviceAccountName"])
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+    role = one(docs, "ClusterRole", binding["roleRef"]["name"])
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    # The token and CA only in the daemon container, where --kubernetes-account-dir looks.
+    assert pod["automountServiceAccountToken"] is False
+    mount = _mount_for(container(ds, "daemon"), config.kubernetes_account_dir + "/token")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    paths = [s["serviceAccountToken"]["path"] if "serviceAccountToken" in s
+             else s["configMap"]["items"][0]["path"] for s in volume["projected"]["sources"]]
+    assert sorted(paths) == ["ca.crt", "token"]
+    for init in pod["initContainers"]:
+        assert all(m["name"] != mount["name"] for m in init.get("volumeMounts", []))
