@@ -42,7 +42,8 @@ class SourceCredentials:
     """Credentials gathered by the wiring (credentials.py); the sources never look for more."""
     s3: Optional[object] = None   # s3auth.Chain; None: only the s3_* settings' keys
     s3_region: str = ""           # the environment's or the config file's region; "": unknown
-    netrc: Tuple[Tuple[str, str, str], ...] = ()   # (host or "default", login, password)
+    # (host or "default", login, password); never in a repr, so never in a log
+    netrc: Tuple[Tuple[str, str, str], ...] = field(default=(), repr=False)
     netrc_error: str = ""         # a netrc file that did not parse: told when ftp needs it
     s3_regions: dict = field(default_factory=dict, compare=False)   # bucket -> region found
 

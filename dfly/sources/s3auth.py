@@ -24,6 +24,7 @@ import datetime
 import http.client
 import json
 import logging
+import re
 import threading
 from typing import Callable, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
@@ -166,11 +167,8 @@ def parse_credentials(body: bytes) -> Credentials:
 
 def parse_expiration(text: str) -> float:
     """'2026-12-07T06:00:00Z' (or with +00:00, or fractions) -> seconds since the epoch."""
-    value = str(text).strip().replace("Z", "+00:00")
-    if "." in value:   # Python 3.8's fromisoformat takes 3 or 6 digits only
-        head, _, tail = value.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        value = head + tail[len(digits):]
+    # Fractions dropped: Python 3.8's fromisoformat takes 3 or 6 digits only, and no "Z".
+    value = re.sub(r"\.\d+", "", str(text).strip()).replace("Z", "+00:00")
     when = datetime.datetime.fromisoformat(value)
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
