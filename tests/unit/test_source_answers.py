@@ -106,11 +106,12 @@ def test_ftp_credentials_come_from_the_url_else_netrc_else_anonymous(tmp_path):
     rc = tmp_path / "netrc"
     rc.write_text("machine ftp.example.com login mirror password from-netrc\n")
     rc.chmod(0o600)
-    known = gather(SourceOptions(source_netrc=str(rc)), {"HOME": str(tmp_path)})
+    off = {"AWS_EC2_METADATA_DISABLED": "true"}   # no test may ask a metadata service
+    known = gather(SourceOptions(source_netrc=str(rc)), dict(off, HOME=str(tmp_path)))
     assert credentials(urlsplit("ftp://u:p%40ss@ftp.example.com/x"), known) == ("u", "p@ss")
     assert credentials(urlsplit("ftp://ftp.example.com/x"), known) == ("mirror", "from-netrc")
     assert credentials(urlsplit("ftp://other.example.com/x"), known) == ("anonymous", "anonymous@")
     (tmp_path / ".netrc").write_text("default login any password from-home\n")
     (tmp_path / ".netrc").chmod(0o600)
-    home = gather(SourceOptions(), {"HOME": str(tmp_path)})   # ~/.netrc, from the given HOME
+    home = gather(SourceOptions(), dict(off, HOME=str(tmp_path)))   # ~/.netrc, from the given HOME
     assert credentials(urlsplit("ftp://other.example.com/x"), home) == ("any", "from-home")

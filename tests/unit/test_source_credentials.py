@@ -89,13 +89,14 @@ def test_a_credentials_file_that_does_not_parse_is_told_only_when_s3_keys_are_ne
 
 def test_the_region_comes_from_the_environment_then_the_profiles_config(tmp_path):
     (tmp_path / "config").write_text("[default]\nregion = eu-north-1\n[profile ci]\nregion = ap-south-1\n")
-    env = {"AWS_CONFIG_FILE": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    env = {"AWS_CONFIG_FILE": str(tmp_path / "config"), "HOME": str(tmp_path),
+           "AWS_EC2_METADATA_DISABLED": "true"}
     assert gather(SourceOptions(), env).s3_region == "eu-north-1"
     assert gather(SourceOptions(s3_profile="ci"), env).s3_region == "ap-south-1"
     assert gather(SourceOptions(), dict(env, AWS_DEFAULT_REGION="us-west-2")).s3_region == "us-west-2"
     assert gather(SourceOptions(), dict(env, AWS_REGION="sa-east-1",
                                         AWS_DEFAULT_REGION="us-west-2")).s3_region == "sa-east-1"
-    assert gather(SourceOptions(), {"HOME": str(tmp_path / "none")}).s3_region == ""
+    assert gather(SourceOptions(), dict(env, AWS_CONFIG_FILE=str(tmp_path / "none"))).s3_region == ""
 
 
 def test_the_instance_provider_is_in_the_chain_unless_disabled_and_asks_only_its_endpoint():
