@@ -15,8 +15,8 @@ are refreshed before they expire; given plain settings, only their keys. None:
 unsigned (a public bucket). A 403 is told as a denial, with S3's error code,
 never the secret.
 
-The region: --s3-region, else the one the wiring found (environment, config
-file), else the one learnt for the bucket, else S3 is asked: the request goes
+The region: the one S3 named for the bucket before, else --s3-region, else the
+one the wiring found (environment, config file), else S3 is asked: the request goes
 to the global endpoint signed for us-east-1, and a bucket elsewhere answers 301
 (or 400 AuthorizationHeaderMalformed) naming its region in x-amz-bucket-region
 (or the error's <Region>; else a HEAD of the bucket says it): the request is
@@ -87,8 +87,10 @@ def find_credentials(options: SourceOptions, now: datetime.datetime) -> Optional
 
 
 def known_region(options: SourceOptions, bucket: str) -> str:
+    """The region to sign for first: the bucket's own once S3 named it (it overrules a
+    setting that was wrong), else the setting's, else the environment's ("": unknown)."""
     known = credentials_of(options)
-    return options.s3_region or known.s3_region or known.s3_regions.get(bucket, "")
+    return known.s3_regions.get(bucket) or options.s3_region or known.s3_region
 
 
 def signed_headers(target: str, headers: Dict[str, str], creds: Optional[Credentials],
@@ -118,23 +120,26 @@ def _get_in_region(url: str, bucket: str, key: str, headers: Dict[str, str], tim
         return _get(url, object_url(bucket, key, options, region), headers, timeout_s, policy,
                     options, creds, region or GUESSED_REGION, when)
     except WrongRegion as e:
-        if e.region == region:
-            raise SourceError("S3 refused %s signed for its own region %s"
-                              % (url.split("?")[0], region))
-        credentials_of(options).s3_regions[bucket] = e.region
-        return _get(url, object_url(bucket, key, options, e.region), headers, timeout_s, policy,
-                    options, creds, e.region, when)
+        found = e.region
+    credentials_of(options).s3_regions[bucket] = found
+    try:
+        return _get(url, object_url(bucket, key, options, found), headers, timeout_s, policy,
+                    options, creds, found, when)
+    except WrongRegion as e:   # sent on once already: S3 contradicts itself
+        raise SourceError("S3 named region %s for %s, then %s" % (found, url.split("?")[0], e.region))
 
 
 def _get(url: str, target: str, headers: Dict[str, str], timeout_s: float, policy,
          options: SourceOptions, creds: Optional[Credentials], region: str, when):
+    """The object at `target` signed for `region`; WrongRegion when S3 names another."""
     try:
         return http.open_url(target, signed_headers(target, headers, creds, region, when),
                              timeout_s, policy, options)
     except urllib.error.HTTPError as e:
         if e.code in (301, 307, 400):
             found = _region_of(e, urlsplit(url).netloc, timeout_s, policy, options)
-            if found:
+            if found and found != region:
+                e.close()
                 raise WrongRegion(found)
         if e.code != 403:
             raise
@@ -147,7 +152,7 @@ def _get(url: str, target: str, headers: Dict[str, str], timeout_s: float, polic
 def _region_of(e: urllib.error.HTTPError, bucket: str, timeout_s: float, policy,
                options: SourceOptions) -> str:
     """The bucket's region a wrong-region reply names ("" when it names none: then
-    the error stands). Its body is read, so the error is closed here."""
+    the error stands, its body perhaps read)."""
     region = (e.headers.get("x-amz-bucket-region") or "").strip() if e.headers else ""
     if not region:
         try:
@@ -158,10 +163,7 @@ def _region_of(e: urllib.error.HTTPError, bucket: str, timeout_s: float, policy,
         region = m.group(1).strip() if m else ""
     if not region and e.code == 301:
         region = _head_bucket_region(object_url(bucket, "", options), timeout_s, policy, options)
-    if not _REGION.match(region):
-        return ""
-    e.close()
-    return region
+    return region if _REGION.match(region) else ""
 
 
 def _head_bucket_region(bucket_url: str, timeout_s: float, policy, options: SourceOptions) -> str:

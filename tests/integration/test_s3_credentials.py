@@ -154,6 +154,10 @@ def test_a_bucket_in_another_region_is_found_from_s3s_reply_and_signed_for_again
         configured = access(front.endpoint, dict(env, AWS_REGION="eu-west-1"))
         read(eu_bucket, configured)
         assert front.signed_for[3:] == ["eu-west-1"]
+        wrong = access(front.endpoint, env, s3_region="ap-south-1")   # a setting S3 overrules
+        read(eu_bucket, wrong)
+        read(eu_bucket, wrong)
+        assert front.signed_for[4:] == ["ap-south-1", "eu-west-1", "eu-west-1"]
     finally:
         front.stop()
 
