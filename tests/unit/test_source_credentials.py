@@ -116,3 +116,12 @@ def test_the_endpoints_json_becomes_keys_and_anything_else_is_refused():
     for bad in (b"<html>", b'{"Code": "Failure"}', b'{"AccessKeyId": "A"}', b"[1]"):
         with pytest.raises(ValueError):
             parse_credentials(bad)
+
+
+def test_this_test_session_never_asks_a_real_metadata_service():
+    """tests/conftest.py switches the instance provider off for every test and every
+    process they start (and points it at a closed loopback port besides)."""
+    chain = gather(SourceOptions(), os.environ).s3
+    assert not any(isinstance(p, Refreshing) for p in chain.providers)
+    assert os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"].startswith("http://127.0.0.1:")
+    assert not any(name.startswith("AWS_CONTAINER_") for name in os.environ)
