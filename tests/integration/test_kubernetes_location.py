@@ -163,15 +163,21 @@ def test_location_and_location_from_kubernetes_together_are_refused(account, api
         cli.located(config(PeerConfig, account, location="a/b"), pod_env(api))
 
 
+@pytest.mark.parametrize("command", [
+    ["get", "http://127.0.0.1:9/x", "-o", "{out}", "--no-daemon"],
+    ["daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0"],
+])
 @pytest.mark.time_limit(60)
-def test_get_with_an_unreadable_node_exits_2_in_one_line_and_writes_nothing(api, account, tmp_path):
+def test_get_and_daemon_with_an_unreadable_node_exit_2_in_one_line_before_any_work(
+        api, account, tmp_path, command):
     api.forbidden = True
     env = dict(os.environ, **pod_env(api))
     out = tmp_path / "out.bin"
-    proc = subprocess.run([sys.executable, "-m", "dfly", "get", "http://127.0.0.1:9/x", "-o", str(out),
-                           "--no-daemon", "--location-from-kubernetes",
-                           "--kubernetes-account-dir", account, "--data-dir", str(tmp_path / "d")],
+    argv = [a.replace("{out}", str(out)) for a in command]
+    proc = subprocess.run([sys.executable, "-m", "dfly"] + argv +
+                          ["--location-from-kubernetes", "--kubernetes-account-dir", account,
+                           "--data-dir", str(tmp_path / "d")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "needs a ClusterRole with get on nodes" in proc.stderr
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "d").exists()
