@@ -7,7 +7,8 @@ plain values; nothing here reads either.
 Temporary credentials (container, instance) carry an Expiration: a provider
 fetches again when fewer than REFRESH_AHEAD_S are left, so a long-running
 supernode signs with fresh keys and a request is never signed with keys that
-expire in flight. Fetching is lazy: nothing is asked until an s3:// source is
+expire in flight; a refresh that fails meanwhile keeps the keys in hand until
+they expire (tried again every RETRY_REFRESH_S). Fetching is lazy: nothing is asked until an s3:// source is
 opened with no earlier provider having credentials, so a host that never reads
 S3 never calls a metadata endpoint. An instance endpoint that does not answer
 means "not on EC2" (no credentials: requests go unsigned, as for a public
@@ -35,6 +36,7 @@ log = logging.getLogger("dfly.sources")
 
 REFRESH_AHEAD_S = 300.0   # fetch anew this long before the keys expire
 RETRY_AFTER_S = 300.0     # an instance endpoint that did not answer is not asked again sooner
+RETRY_REFRESH_S = 30.0    # a refresh that failed while the keys in hand still work: again this soon
 IMDS_TOKEN_TTL_S = 21600
 METADATA_TIMEOUT_S = 2.0  # the SDKs' default is 1 s; a loaded host gets a little more
 MAX_REPLY = 64 * 1024     # a credentials reply is a few hundred bytes
@@ -73,27 +75,38 @@ class Refreshing:
         self._lock = threading.Lock()
         self._credentials: Optional[Credentials] = None
         self._failed_at: Optional[float] = None
+        self._retry_s = RETRY_AFTER_S
         self.fetches = 0   # how often it asked (for tests and the log)
 
     def get(self, now: float) -> Optional[Credentials]:
         with self._lock:   # one fetch at a time: many pieces start together
             if self._fresh(now):
                 return self._credentials
-            if self._failed_at is not None and now - self._failed_at < RETRY_AFTER_S:
-                return None
-            self.fetches += 1
-            try:
-                self._credentials = self.fetch()
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                self._credentials = None
-                if not self.optional:
-                    raise SourceError("cannot get S3 credentials from the %s: %s"
-                                      % (self.name, str(e)[:200] or type(e).__name__))
-                self._failed_at = now
-                log.info("no S3 credentials from the %s (%s)", self.name, str(e)[:200])
-                return None
+            if self._failed_at is None or now - self._failed_at >= self._retry_s:
+                self._fetch(now)
+            return self._usable(now)
+
+    def _fetch(self, now: float) -> None:
+        self.fetches += 1
+        try:
+            self._credentials = self.fetch()
             self._failed_at = None
-            return self._credentials
+            return
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            why = str(e)[:200] or type(e).__name__
+        if self._usable(now) is not None:   # the keys in hand still work: keep them a while
+            log.warning("cannot refresh S3 credentials from the %s (%s): using the current "
+                        "ones until they expire", self.name, why)
+            self._failed_at, self._retry_s = now, RETRY_REFRESH_S
+        elif not self.optional:
+            raise SourceError("cannot get S3 credentials from the %s: %s" % (self.name, why))
+        else:
+            log.info("no S3 credentials from the %s (%s)", self.name, why)
+            self._failed_at, self._retry_s = now, RETRY_AFTER_S
+
+    def _usable(self, now: float) -> Optional[Credentials]:
+        c = self._credentials
+        return c if c is not None and (c.expires_at is None or now < c.expires_at) else None
 
     def _fresh(self, now: float) -> bool:
         c = self._credentials

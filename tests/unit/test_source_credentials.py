@@ -125,3 +125,22 @@ def test_this_test_session_never_asks_a_real_metadata_service():
     assert not any(isinstance(p, Refreshing) for p in chain.providers)
     assert os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"].startswith("http://127.0.0.1:")
     assert not any(name.startswith("AWS_CONTAINER_") for name in os.environ)
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_a_refresh_that_fails_keeps_the_keys_in_hand_until_they_expire(optional):
+    clock = [0.0]
+    issuer = Issuer(clock, lifetime_s=1000.0)
+    provider = Refreshing(issuer, "endpoint", optional=optional)
+    assert provider.get(0.0).access_key == "ASIA1"
+    issuer.fail = True
+    window = 1000.0 - s3auth.REFRESH_AHEAD_S
+    assert provider.get(window).access_key == "ASIA1"          # refresh failed: still good
+    assert provider.get(window + 1).access_key == "ASIA1" and provider.fetches == 2   # resting
+    assert provider.get(window + s3auth.RETRY_REFRESH_S).access_key == "ASIA1"
+    assert provider.fetches == 3
+    if optional:
+        assert provider.get(1000.0) is None                     # expired: none, never stale keys
+    else:
+        with pytest.raises(SourceError, match="cannot get S3 credentials"):
+            provider.get(1000.0)
