@@ -7,9 +7,8 @@ source TLS options.
 
 Credentials come from the URL (ftp://user:password@host/path) or, when it has
 none, from the netrc entries the wiring read (--source-netrc, else ~/.netrc:
-credentials.py), else anonymous. They
-go to the server and nowhere else: every message here names the URL without
-them. The address the control connection reached is judged by the source
+credentials.py), else anonymous. They go to the server and nowhere else: every
+message here names the URL without them. The address the control connection reached is judged by the source
 policy before logging in; the data connection goes to that same host (ftplib
 ignores the address a PASV reply names).
 """
