@@ -4,6 +4,7 @@ ideal-swarm reference, dfly and ideal twice (--repeat)."""
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -61,7 +62,9 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     for scenario in ("dfly", "ideal"):   # of two runs, the table shows the faster
         times = [r["last_s"] for r in result["rows"] if r["scenario"] == scenario]
         assert rows[scenario]["runs_last_s"] == times and rows[scenario]["last_s"] == min(times)
-    assert 0 < rows["dfly"]["startup_s"] < min(rows["dfly"]["host_s"])
+    # A median over hosts of (host time - get's own time): below the hosts' median time
+    # (not their minimum: the fastest host need not be the one that started fastest).
+    assert 0 < rows["dfly"]["startup_s"] <= statistics.median(rows["dfly"]["host_s"])
     assert "medians of 2 runs:" in proc.stdout
     assert rows["ideal"]["origin_egress_x"] < 0.05               # hosts served each other
     assert rows["baseline"]["origin_egress_x"] >= 2.9            # three copies from nginx
