@@ -225,6 +225,39 @@ def _validate_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_validate)
 
 
+def _export_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.export import EXIT_CODES as EXPORT_EXIT_CODES
+    from dfly.peer.config import PeerConfig
+    cmd.add_argument("targets", nargs="+", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY"
+                     "[:TAG][@DIGEST]) or its manifest URL; any other URL is exported as a file")
+    cmd.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the archive (with --part-size: FILE.000, FILE.001, ...)")
+    cmd.add_argument("--part-size", default="0", metavar="SIZE",
+                     help="cut the archive into parts of this many bytes (e.g. 4G; default: one file)")
+    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'",
+                     help="header sent to the registry or origin, e.g. its Authorization (repeatable)")
+    cmd.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
+                     help="only this platform of a multi-platform image (repeatable; default: all)")
+    cmd.add_argument("--plain-http", action="store_true", help="the registry of IMAGE speaks http")
+    cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    options.add_arguments(cmd, PeerConfig)
+    cmd.epilog = _exit_codes(EXPORT_EXIT_CODES)
+    cmd.set_defaults(run=run_export)
+
+
+def _import_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.importer import EXIT_CODES as IMPORT_EXIT_CODES
+    cmd.add_argument("archive", metavar="FILE", help="the archive `dfly export` wrote (or its "
+                     "first part, FILE.000: the others are read after it)")
+    cmd.add_argument("--data-dir", required=True, metavar="DIR",
+                     help="the stopped daemon's or supernode's --data-dir")
+    cmd.add_argument("--into", choices=("daemon", "supernode"), default="",
+                     help="whose cache DIR is (default: told by what DIR holds)")
+    cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    cmd.epilog = _exit_codes(IMPORT_EXIT_CODES)
+    cmd.set_defaults(run=run_import)
+
+
 COMMANDS = {
     "supernode": ("run a supernode: tracker, scheduler and CDN", _supernode_options),
     "get": ("download a URL through the P2P network", _get_options),
@@ -244,6 +277,10 @@ COMMANDS = {
                 "needed", _preheat_options),
     "validate": ("check settings files before a rollout: one line per problem, as a compiler "
                  "prints them", _validate_options),
+    "export": ("write images and files to one archive (an OCI image layout in a tar) for an "
+               "air-gapped site", _export_options),
+    "import": ("seed a stopped daemon's or supernode's cache from an export archive, every digest "
+               "checked", _import_options),
 }
 
 
@@ -735,4 +772,36 @@ def run_preheat(args) -> int:
         client.close()
     if args.json:
         sys.stdout.write(json.dumps(job) + "\n")
+    return 0
+
+
+def run_export(args) -> int:
+    from dfly import export
+    from dfly.client import Client
+    from dfly.options import parse_size
+    from dfly.peer.config import PeerConfig
+
+    part_size = parse_size(args.part_size)
+    config = options.build(PeerConfig, None, args)
+    data_dir = config.data_dir or default_data_dir(os.environ)
+    config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir,
+                                                           seed_for_s=0))
+    check_sources(config)
+    check_supernodes(config.supernode)
+    headers = dict(parse_header(h) for h in args.header)
+    logging.basicConfig(level=logging.WARNING, format="dfly: %(message)s")
+    make_data_dir(data_dir)
+    log = None if args.quiet else sys.stderr
+    with Client(config=config) as client:
+        summary = export.export(args.targets, args.output, client, part_size, headers,
+                                args.platform, args.plain_http, log)
+    if log is not None:
+        log.write(export.describe(summary) + "\n")
+    return 0
+
+
+def run_import(args) -> int:
+    from dfly import importer
+    importer.import_archive(args.archive, args.data_dir, args.into,
+                            None if args.quiet else sys.stderr)
     return 0

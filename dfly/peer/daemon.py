@@ -55,6 +55,7 @@ from dfly.peer.daemon_config import DaemonConfig
 from dfly.peer.daemon_metrics import DaemonMetrics, counted
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
+from dfly.peer.imported import ImportedImages
 from dfly.peer.outage import OutageMemory
 from dfly.peer.progress import human_duration
 from dfly.peer.proxy import HttpProxy
@@ -196,7 +197,8 @@ class RunningDaemon:
         self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
                                       config.fetch_timeout_s,
                                       BearerTokens(self.upstream, config.registry_mirror.startswith("http:")),
-                                      OutageMemory(config.outage_access_ttl_s))
+                                      OutageMemory(config.outage_access_ttl_s),
+                                      ImportedImages.in_data_dir(data_dir))
                        if config.registry_mirror else None)
         self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
                                functools.partial(self.fetch, fallback=False),

@@ -38,7 +38,8 @@ from dfly.httpd import FileSlice, Response
 from dfly.peer.cache import Cache
 from dfly.peer.filling import Filling, FillReader
 from dfly.peer.front import FrontRequest, Spans, Streamed, allowed_pairs, header_pairs
-from dfly.peer.outage import MAX_ONE_MANIFEST, OutageMemory
+from dfly.peer.imported import ImportedImages
+from dfly.peer.outage import API_HEADERS, MAX_ONE_MANIFEST, OutageMemory
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream, UpstreamDown, UpstreamResponse
 from dfly.protocol import oci
@@ -65,7 +66,7 @@ _FAILURES = {errors.DigestMismatch: (502, "DIGEST_INVALID"), errors.DownloadTime
 class RegistryMirror:
     def __init__(self, upstream_url: str, upstream: Upstream, cache: Cache, fetch: Fetch,
                  fetch_timeout_s: float, tokens: Optional[BearerTokens] = None,
-                 outage: Optional[OutageMemory] = None):
+                 outage: Optional[OutageMemory] = None, imported: Optional[ImportedImages] = None):
         parts = urlsplit(upstream_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("--registry-mirror must be an http(s) URL, got %r" % upstream_url)
@@ -80,6 +81,7 @@ class RegistryMirror:
         self.fetch_timeout_s = fetch_timeout_s
         self.tokens = tokens
         self.outage = outage   # what may still be served while the registry is unreachable
+        self.imported = imported   # what `dfly import` put here: served while it is unreachable
 
     def handle(self, request: FrontRequest) -> Response:
         if request.method not in READ_METHODS:
@@ -97,9 +99,39 @@ class RegistryMirror:
                 return self._remembering(request, where)
             return self._pass(request)
         except tuple(_FAILURES) as e:
+            answer = self._imported(request, where, e)
+            if answer is not None:
+                return answer
             status, code = next(v for k, v in _FAILURES.items() if isinstance(e, k))
             log.warning("%s %s: %s", request.method, request.path[:200], e)
             return oci_error(status, code, str(e))
+
+    def _imported(self, request: FrontRequest, where: oci.RegistryPath,
+                  error: Exception) -> Optional[Response]:
+        """While the registry cannot be reached at all, what `dfly import` put here
+        (peer/imported.py) is served, to any client: the operator chose to import it."""
+        if not (isinstance(error, UpstreamDown) and error.unreachable and self.imported is not None):
+            return None
+        if where.kind == "base" and self.imported.any():
+            return Response(200, b"{}", API_HEADERS)
+        if where.kind == "manifest":
+            kept = self.imported.manifest(where.name, where.reference)
+            if kept is None:
+                return None
+            headers = [("Content-Type", kept.media_type), ("Docker-Content-Digest", kept.digest),
+                       ("ETag", '"%s"' % kept.digest)]
+            return serve_file(kept.path, None, headers)   # (a HEAD: its length, no body)
+        if where.kind == "blob" and self.imported.any():
+            path = self.cache.lookup(blob_key(where.reference))
+            if path is None:
+                return None
+            log.warning("registry unreachable (%s): imported blob %s served", error,
+                        where.reference[:19])
+            return serve_file(path, request.headers.get("Range"),
+                              [("Content-Type", "application/octet-stream"),
+                               ("Docker-Content-Digest", where.reference),
+                               ("ETag", '"%s"' % where.reference)])
+        return None
 
     # pass-through ------------------------------------------------------------------------
     def _pass(self, request: FrontRequest) -> Response:
