@@ -253,6 +253,9 @@ def _import_options(cmd: argparse.ArgumentParser) -> None:
                      help="the stopped daemon's or supernode's --data-dir")
     cmd.add_argument("--into", choices=("daemon", "supernode"), default="",
                      help="whose cache DIR is (default: told by what DIR holds)")
+    cmd.add_argument("--manifests-only", action="store_true",
+                     help="a daemon: keep only the images' manifests (their blobs were imported "
+                          "into the supernode, and come through the cluster); files are skipped")
     cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     cmd.epilog = _exit_codes(IMPORT_EXIT_CODES)
     cmd.set_defaults(run=run_import)
@@ -803,5 +806,5 @@ def run_export(args) -> int:
 def run_import(args) -> int:
     from dfly import importer
     importer.import_archive(args.archive, args.data_dir, args.into,
-                            None if args.quiet else sys.stderr)
+                            None if args.quiet else sys.stderr, args.manifests_only)
     return 0

@@ -20,14 +20,17 @@ Where content goes:
 - supernode: config and layer blobs, and files, as finished tasks in
   DATA_DIR/tasks/<task id> (data and meta.json, as supernode/task.py writes
   them: every piece's sha256), keyed as the mirror's and `get`'s tasks are.
-  A supernode keeps no manifests: import the archive into the daemons too.
+  A supernode keeps no manifests: import the archive into the daemons too,
+  with --manifests-only (each daemon keeps the manifests and the list of the
+  images' blobs; while the registry cannot be reached its mirror fetches
+  those blobs through the cluster, from the supernode's imported tasks).
 Stop the daemon or supernode first: each reads its cache folder when it starts.
 """
 import hashlib
 import json
 import os
 import shutil
-from typing import Dict, List, NamedTuple, Optional, TextIO
+from typing import Callable, Dict, List, NamedTuple, Optional, TextIO
 
 from dfly import errors
 from dfly.archive import PartReader
@@ -84,8 +87,14 @@ def kind_of(data_dir: str, into: str = "") -> str:
                             "with --into daemon or --into supernode" % data_dir)
 
 
-def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextIO] = None) -> Summary:
+def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextIO] = None,
+                   manifests_only: bool = False) -> Summary:
+    """`manifests_only` (a daemon): keep the images' manifests, not their blobs (they are
+    imported into the supernode, and fetched through the cluster); every digest is still
+    checked."""
     kind = kind_of(data_dir, into)
+    if manifests_only and kind != "daemon":
+        raise errors.BadRequest("--manifests-only is for a daemon's data dir")
     try:
         os.makedirs(data_dir, exist_ok=True)
         staging = os.path.join(data_dir, ".import-" + os.urandom(4).hex())
@@ -95,12 +104,14 @@ def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextI
     try:
         reader = PartReader(path)
         try:
-            staged, documents = read_archive(reader, staging, with_pieces=kind == "supernode")
+            keep = (lambda size: size <= rules.MAX_MANIFEST_BYTES) if manifests_only else None
+            staged, documents = read_archive(reader, staging, with_pieces=kind == "supernode",
+                                             keep=keep)
         finally:
             reader.close()
         images, files = check(staged, documents)
         if kind == "daemon":
-            summary = _commit_daemon(data_dir, staged, images, files)
+            summary = _commit_daemon(data_dir, staged, images, files, manifests_only)
         else:
             summary = _commit_supernode(data_dir, staged, images, files, log)
     finally:
@@ -114,8 +125,10 @@ def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextI
 
 # reading --------------------------------------------------------------------------------
 
-def read_archive(reader, staging: str, with_pieces: bool = False):
-    """Every blob staged and checked against its name; ({digest: Staged}, {name: bytes})."""
+def read_archive(reader, staging: str, with_pieces: bool = False,
+                 keep: Optional[Callable[[int], bool]] = None):
+    """Every blob checked against its name and staged (with `keep`, only those of the sizes
+    it keeps; the others' path is ""); ({digest: Staged}, {name: bytes})."""
     staged: Dict[str, Staged] = {}
     documents: Dict[str, bytes] = {}
     after = "the start of the archive"
@@ -131,7 +144,9 @@ def read_archive(reader, staging: str, with_pieces: bool = False):
             raise DamagedArchive("entry %s: not a regular file (tar type %r)" % (name, header.kind))
         digest = ocilayout.digest_of_name(name) if header.kind == b"0" else None
         if digest is not None:
-            staged[digest] = _stage(reader, name, digest, header.size, staging, with_pieces)
+            staged[digest] = _stage(reader, name, digest, header.size,
+                                    staging if keep is None or keep(header.size) else "",
+                                    with_pieces)
         elif header.kind == b"0" and name in (ocilayout.LAYOUT_NAME, ocilayout.INDEX_NAME,
                                               ocilayout.FILES_NAME):
             if header.size > ocilayout.MAX_DOCUMENT_BYTES:
@@ -153,10 +168,10 @@ def _stage(reader, name: str, digest: str, size: int, staging: str, with_pieces:
     algorithm, _, hexdigest = digest.partition(":")
     whole = hashlib.new(algorithm)
     pieces = PieceDigests(piece_size_for(size)) if with_pieces else None
-    path = os.path.join(staging, "%s-%s" % (algorithm, hexdigest))
+    path = os.path.join(staging, "%s-%s" % (algorithm, hexdigest)) if staging else ""
     left = size
     try:
-        with open(path, "wb") as out:
+        with open(path, "wb") if path else _Nowhere() as out:
             while left:
                 block = reader.read(min(CHUNK, left))
                 if not block:
@@ -173,6 +188,19 @@ def _stage(reader, name: str, digest: str, size: int, staging: str, with_pieces:
         raise DamagedArchive("entry %s does not match its digest (got %s:%s)"
                              % (name, algorithm, whole.hexdigest()))
     return Staged(path, size, pieces.finish() if pieces is not None else [])
+
+
+class _Nowhere:
+    """Where a blob that is checked but not kept is written."""
+
+    def __enter__(self) -> "_Nowhere":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 class PieceDigests:
@@ -290,7 +318,7 @@ def _need(staged: Dict[str, Staged], digest: str, size: int, what: str) -> None:
 # committing -----------------------------------------------------------------------------
 
 def _commit_daemon(data_dir: str, staged: Dict[str, Staged], images: List[ImageContent],
-                   files: List[ocilayout.File]) -> Summary:
+                   files: List[ocilayout.File], manifests_only: bool) -> Summary:
     cache = os.path.join(data_dir, "daemon", "cache")
     store = imported.ImportedImages.in_data_dir(data_dir)
     moved, total = set(), 0
@@ -299,24 +327,26 @@ def _commit_daemon(data_dir: str, staged: Dict[str, Staged], images: List[ImageC
         os.makedirs(os.path.join(store.root, "manifests"), exist_ok=True)
         tags: Dict[str, Dict[str, str]] = {}
         types: Dict[str, str] = {}
+        blobs: Dict[str, int] = {}
         for content in images:
             for digest, media_type in content.manifests.items():
                 _place(staged[digest].path, store.manifest_path(digest))
                 types[digest] = media_type
             tags.setdefault(content.image.repository, {})[content.image.reference] = content.image.digest
             for digest in content.blobs:
-                if digest not in moved:
+                blobs[digest] = staged[digest].size
+                if digest not in moved and not manifests_only:
                     total += staged[digest].size
                     _place(staged[digest].path, os.path.join(cache, blob_key(digest)))
                     moved.add(digest)
-        for f in files:
+        for f in files if not manifests_only else ():
             url = normalize_url(f.url)
             _place(staged[f.digest].path, os.path.join(cache, "task-" + task_id(url, (), f.digest)))
             total += f.size
-        imported.write_index(store.root, imported.add_manifests(store.root, store.index(), tags, types))
+        imported.write_index(store.root, imported.add_images(store.index(), tags, types, blobs))
     except OSError as e:
         raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))
-    return Summary("daemon", len(images), len(moved), len(files), total)
+    return Summary("daemon", len(images), len(moved), 0 if manifests_only else len(files), total)
 
 
 def _commit_supernode(data_dir: str, staged: Dict[str, Staged], images: List[ImageContent],
@@ -343,7 +373,7 @@ def _commit_supernode(data_dir: str, staged: Dict[str, Staged], images: List[Ima
         raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))
     if images and log is not None:
         log.write("import: a supernode keeps no manifests: import this archive into the daemons "
-                  "too (or keep the registry) for pulls of its images\n")
+                  "too (--into daemon --manifests-only) for pulls of its images\n")
     return Summary("supernode", len(images), len(done), len(files), total)
 
 

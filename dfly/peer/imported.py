@@ -4,7 +4,10 @@ under the keys the registry mirror uses: registry.blob_key.)
 
 On disk, under DATA_DIR/daemon/imported/: `images.json`
 ({"tags": {repository: {tag or digest: digest}}, "types": {digest: media
-type}}) and `manifests/<algorithm>-<hex>`, each manifest's bytes. The
+type}, "blobs": {digest: size}}) and `manifests/<algorithm>-<hex>`, each
+manifest's bytes. The blobs the images name are served from the daemon's
+cache, or (imported into the supernode instead: `--manifests-only`) fetched
+through the cluster as the mirror fetches any blob. The
 registry mirror answers from here only while the registry cannot be reached
 at all (outage mode's rule: a registry that answers is believed), so a site
 whose registry is not there (air-gapped) pulls what was imported. The index
@@ -19,6 +22,7 @@ from dfly.protocol import oci
 
 FOLDER = os.path.join("daemon", "imported")
 INDEX = "images.json"
+PARTS = ("tags", "types", "blobs")
 
 
 class Kept(NamedTuple):
@@ -32,7 +36,7 @@ class ImportedImages:
         self.root = root
         self._lock = threading.Lock()
         self._seen = None   # (mtime_ns, size) of the index last read
-        self._doc: dict = {"tags": {}, "types": {}}
+        self._doc: dict = {name: {} for name in PARTS}
 
     @classmethod
     def in_data_dir(cls, data_dir: str) -> "ImportedImages":
@@ -50,6 +54,9 @@ class ImportedImages:
     def any(self) -> bool:
         return bool(self._load()["types"])
 
+    def has_blob(self, digest: str) -> bool:
+        return digest in self._load()["blobs"]
+
     def manifest_path(self, digest: str) -> str:
         return os.path.join(self.root, "manifests", digest.replace(":", "-"))
 
@@ -61,7 +68,7 @@ class ImportedImages:
         try:
             st = os.stat(path)
         except OSError:
-            return {"tags": {}, "types": {}}
+            return {name: {} for name in PARTS}
         with self._lock:
             if self._seen != (st.st_mtime_ns, st.st_size):
                 try:
@@ -69,18 +76,19 @@ class ImportedImages:
                         doc = json.load(f)
                 except (OSError, ValueError):
                     doc = {}
-                self._doc = {"tags": doc.get("tags") if isinstance(doc.get("tags"), dict) else {},
-                             "types": doc.get("types") if isinstance(doc.get("types"), dict) else {}}
+                self._doc = {name: doc.get(name) if isinstance(doc.get(name), dict) else {}
+                             for name in PARTS}
                 self._seen = (st.st_mtime_ns, st.st_size)
             return self._doc
 
 
-def add_manifests(root: str, index: dict, tags: Dict[str, Dict[str, str]],
-                  types: Dict[str, str]) -> dict:
-    """`index` (as ImportedImages.index gives it) with these tags and manifest types added."""
+def add_images(index: dict, tags: Dict[str, Dict[str, str]], types: Dict[str, str],
+               blobs: Dict[str, int]) -> dict:
+    """`index` (as ImportedImages.index gives it) with these tags, manifests and blobs added."""
     for name, refs in tags.items():
         index["tags"].setdefault(name, {}).update(refs)
     index["types"].update(types)
+    index["blobs"].update(blobs)
     return index
 
 

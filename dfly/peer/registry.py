@@ -108,8 +108,9 @@ class RegistryMirror:
 
     def _imported(self, request: FrontRequest, where: oci.RegistryPath,
                   error: Exception) -> Optional[Response]:
-        """While the registry cannot be reached at all, what `dfly import` put here
-        (peer/imported.py) is served, to any client: the operator chose to import it."""
+        """While the registry cannot be reached at all, the manifests `dfly import` put here
+        (peer/imported.py) are served, to any client: the operator chose to import them.
+        (Their blobs: _outage_credentials.)"""
         if not (isinstance(error, UpstreamDown) and error.unreachable and self.imported is not None):
             return None
         if where.kind == "base" and self.imported.any():
@@ -121,16 +122,6 @@ class RegistryMirror:
             headers = [("Content-Type", kept.media_type), ("Docker-Content-Digest", kept.digest),
                        ("ETag", '"%s"' % kept.digest)]
             return serve_file(kept.path, None, headers)   # (a HEAD: its length, no body)
-        if where.kind == "blob" and self.imported.any():
-            path = self.cache.lookup(blob_key(where.reference))
-            if path is None:
-                return None
-            log.warning("registry unreachable (%s): imported blob %s served", error,
-                        where.reference[:19])
-            return serve_file(path, request.headers.get("Range"),
-                              [("Content-Type", "application/octet-stream"),
-                               ("Docker-Content-Digest", where.reference),
-                               ("ETag", '"%s"' % where.reference)])
         return None
 
     # pass-through ------------------------------------------------------------------------
@@ -229,6 +220,9 @@ class RegistryMirror:
         it let these very credentials read this blob in this repository: go on as it
         would (the cache, else the P2P cluster). Anything else: the 502 it was."""
         authorization = request.headers.get("Authorization") or ""
+        if down.unreachable and self.imported is not None and self.imported.has_blob(digest):
+            log.warning("registry unreachable (%s): imported blob %s served", down, digest[:19])
+            return {}   # from the cache, else the cluster's (imported) task
         if not (down.unreachable and self.outage is not None
                 and self.outage.blob_allowed(name, digest, authorization)):
             raise down

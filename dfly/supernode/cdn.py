@@ -131,8 +131,9 @@ class Fetch:
             meta = task.load_meta()
         # A meta file keeps no secrets, a replica keeps the URL whole: both compared redacted
         # (else a task whose URL has a query or user:password@ was never resumed, only refetched).
-        if meta and redact_url(meta.get("url") or "") != redact_url(task.url):
-            meta = None
+        if meta and redact_url(meta.get("url") or "") != redact_url(task.url) \
+                and not (task.digest and meta.get("digest") == task.digest):
+            meta = None   # (a content-addressed copy is the digest's bytes, from any URL)
         headers = dict(task.headers)
         resume_from = 0
         if meta and meta.get("complete") and meta["data_size"] == meta.get("length"):

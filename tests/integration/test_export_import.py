@@ -12,15 +12,15 @@ import os
 import tarfile
 
 import pytest
-from daemons import fetch
+from daemons import fetch, stats
 from helpers import MiB, content, sha256_file
 from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push, skopeo
 
 from dfly import errors
 from dfly.export import export
 from dfly.importer import DamagedArchive, import_archive
-from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol import ocilayout
+from dfly.protocol.handoff import HandoffRequest
 
 needs_registry = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 REPO = "team/app"
@@ -92,6 +92,30 @@ def test_an_image_exported_from_the_cluster_is_read_by_skopeo_and_pulled_with_th
         pull(mirror_conf(str(tmp_path / "registries.conf"), registry, running.address),
              registry, REPO, "v1", dest, arch=arch)
         assert dir_layers(dest) == image.layers[arch]
+
+
+@needs_registry
+@pytest.mark.time_limit(120)
+def test_an_image_imported_into_a_fresh_supernode_is_pulled_through_a_daemon_with_the_registry_stopped(
+        tmp_path, registry, image, supernode_factory, client_factory, daemons):
+    archive = str(tmp_path / "site.tar")
+    export(["%s/%s:v1" % (registry.host, REPO)], archive, client_factory(), plain_http=True)
+    sn_dir, daemon_dir = tmp_path / "airgapped-supernode", tmp_path / "airgapped-daemon"
+    assert import_archive(archive, str(sn_dir), into="supernode").blobs == len(image.blob_sizes)
+    kept = import_archive(archive, str(daemon_dir), into="daemon", manifests_only=True)
+    assert kept.blobs == 0 and not os.listdir(str(daemon_dir / "daemon" / "cache"))
+    registry.stop()
+
+    # The site's registry has another name than the one exported from: blob tasks are
+    # keyed by digest alone, and the supernode's imported copy is theirs from any URL.
+    supernode = supernode_factory(data_dir=str(sn_dir))
+    running = daemons.start(data_dir=str(daemon_dir), supernode=[supernode.address],
+                            registry_mirror="http://localhost:%d" % registry.address[1])
+    dest = str(tmp_path / "pulled")
+    pull(mirror_conf(str(tmp_path / "registries.conf"), registry, running.address),
+         registry, REPO, "v1", dest, arch="amd64")
+    assert dir_layers(dest) == image.layers["amd64"]
+    assert stats(running)["bytes_from_source"] == 0
 
 
 @needs_registry
