@@ -262,9 +262,14 @@ def check(staged: Dict[str, Staged], documents: Dict[str, bytes]):
     except ocilayout.BadArchive as e:
         raise DamagedArchive(str(e))
     contents = [_image_content(image, staged) for image in images]
-    for f in files:
+    checked = []
+    for i, f in enumerate(files):
+        try:
+            checked.append(f._replace(url=normalize_url(f.url)))
+        except errors.BadRequest as e:
+            raise DamagedArchive("%s: files[%d]: %s" % (ocilayout.FILES_NAME, i, e))
         _need(staged, f.digest, f.size, "file %s" % f.url)
-    return contents, files
+    return contents, checked
 
 
 def _image_content(image: ocilayout.Image, staged: Dict[str, Staged]) -> ImageContent:
@@ -340,8 +345,7 @@ def _commit_daemon(data_dir: str, staged: Dict[str, Staged], images: List[ImageC
                     _place(staged[digest].path, os.path.join(cache, blob_key(digest)))
                     moved.add(digest)
         for f in files if not manifests_only else ():
-            url = normalize_url(f.url)
-            _place(staged[f.digest].path, os.path.join(cache, "task-" + task_id(url, (), f.digest)))
+            _place(staged[f.digest].path, os.path.join(cache, "task-" + task_id(f.url, (), f.digest)))
             total += f.size
         imported.write_index(store.root, imported.add_images(store.index(), tags, types, blobs))
     except OSError as e:
@@ -366,8 +370,7 @@ def _commit_supernode(data_dir: str, staged: Dict[str, Staged], images: List[Ima
                 done.add(digest)
                 total += staged[digest].size
         for f in files:
-            url = normalize_url(f.url)
-            _task(tasks, task_id(url), url, None, staged[f.digest], "")
+            _task(tasks, task_id(f.url), f.url, None, staged[f.digest], "")
             total += f.size
     except OSError as e:
         raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))

@@ -119,6 +119,25 @@ def test_an_image_imported_into_a_fresh_supernode_is_pulled_through_a_daemon_wit
 
 
 @needs_registry
+@pytest.mark.time_limit(120)
+def test_blobs_imported_into_a_supernode_cost_the_registry_no_blob_bytes_while_it_answers(
+        tmp_path, registry, image, supernode_factory, client_factory, daemons):
+    archive = str(tmp_path / "site.tar")
+    export(["%s/%s:v1" % (registry.host, REPO)], archive, client_factory(), plain_http=True)
+    sent = registry.blob_bytes()
+    sn_dir = tmp_path / "supernode"
+    import_archive(archive, str(sn_dir), into="supernode")
+    supernode = supernode_factory(data_dir=str(sn_dir))
+    running = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
+    dest = str(tmp_path / "pulled")
+    pull(mirror_conf(str(tmp_path / "registries.conf"), registry, running.address),
+         registry, REPO, "v1", dest, arch="arm64")
+    assert dir_layers(dest) == image.layers["arm64"]
+    # The supernode revalidated each imported blob with its digest as ETag: 304, no body.
+    assert registry.blob_bytes() == sent
+
+
+@needs_registry
 @pytest.mark.time_limit(60)
 def test_the_mirror_serves_imported_content_only_while_the_registry_is_unreachable(
         tmp_path, registry, image, client_factory, daemons):
@@ -243,22 +262,29 @@ def test_a_truncated_archive_is_refused_naming_where_and_nothing_is_imported(
     _check_refused(path, data_dir, match)
 
 
-def test_an_archive_whose_index_names_a_missing_blob_is_refused(tmp_path, files_archive):
+MISSING_BLOB = "sha256:" + hashlib.sha256(b"not here").hexdigest()
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("digest", MISSING_BLOB, r"entry %s missing" % ocilayout.blob_name(MISSING_BLOB)),
+    ("size", 5, r"file .*two.bin: entry blobs/sha256/\w+ is 307200 bytes where 5 are stated"),
+    ("url", "http://[::1", r"dfly-files.json: files\[1\]: .*URL")])
+def test_an_archive_whose_file_index_does_not_match_its_blobs_is_refused(
+        tmp_path, files_archive, field, value, words):
     path, digest = files_archive
-    missing = "sha256:" + hashlib.sha256(b"not here").hexdigest()
     out = str(tmp_path / "edited.tar")
     with tarfile.open(path) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
         for member in src.getmembers():
             data = src.extractfile(member).read()
             if member.name == ocilayout.FILES_NAME:
                 doc = json.loads(data)
-                doc["files"][1]["digest"] = missing
+                doc["files"][1][field] = value
                 data = json.dumps(doc).encode()
                 member.size = len(data)
             dst.addfile(member, io.BytesIO(data))
     data_dir = tmp_path / "sn"
     (data_dir / "tasks").mkdir(parents=True)
-    _check_refused(out, data_dir, "entry %s missing" % ocilayout.blob_name(missing))
+    _check_refused(out, data_dir, words)
 
 
 def test_a_failed_export_leaves_nothing_at_the_target_names(tmp_path, origin, client_factory):
@@ -270,3 +296,24 @@ def test_a_failed_export_leaves_nothing_at_the_target_names(tmp_path, origin, cl
         export([good.url, bad.url], target, client_factory(), part_size=MiB)
     assert os.listdir(str(tmp_path)) == [n for n in os.listdir(str(tmp_path))
                                          if not n.startswith("out.tar")]
+
+
+@needs_registry
+@pytest.mark.time_limit(60)
+def test_an_image_archive_missing_a_layer_is_refused_naming_the_layer(
+        tmp_path, registry, image, client_factory):
+    archive = str(tmp_path / "site.tar")
+    export(["%s/%s:v1" % (registry.host, REPO)], archive, client_factory(), plain_http=True)
+    layer = image.layers["arm64"][1]
+    out = str(tmp_path / "edited.tar")
+    with tarfile.open(archive) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
+        for member in src.getmembers():
+            if member.name != ocilayout.blob_name(layer):
+                dst.addfile(member, src.extractfile(member))
+    data_dir = tmp_path / "daemon"
+    (data_dir / "daemon").mkdir(parents=True)
+    before = _tree(data_dir)
+    with pytest.raises(DamagedArchive, match=r"image .*team/app:v1 \(manifest %s\) blob: %s is not in "
+                       r"the archive" % (image.manifests["arm64"], layer)):
+        import_archive(out, str(data_dir))
+    assert _tree(data_dir) == before
