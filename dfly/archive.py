@@ -11,7 +11,7 @@ at the target names; parts left there by an earlier, longer export of the
 same name are removed then, so no stale part follows the new last one.
 """
 import os
-from typing import BinaryIO, List, Optional
+from typing import BinaryIO, List, Optional, Sequence
 
 from dfly import errors
 from dfly.peer import output
@@ -106,16 +106,19 @@ class PartWriter:
 
 class PartReader:
     """Reads an archive given as FILE, FILE.000 or FILE (when only its parts exist):
-    the parts one after the other, until the next one is missing."""
+    the parts one after the other, until the next one is missing. Given several
+    paths (every part, as a shell lists FILE.*), those, in that order."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, more: Sequence[str] = ()):
         self.shown = path
         base = ocilayout.first_part(path)
         if base is None and not os.path.exists(path) and os.path.exists(ocilayout.part_name(path, 0)):
             base = path
-        self.base = base
+        self.base = base if not more else None
+        self.listed = list(more)
         self.number = 0
-        self._file: Optional[BinaryIO] = self._open(ocilayout.part_name(base, 0) if base else path)
+        first = ocilayout.part_name(base, 0) if base and not more else path
+        self._file: Optional[BinaryIO] = self._open(first)
 
     def read(self, size: int) -> bytes:
         """Up to `size` bytes; fewer only at the end of the last part."""
@@ -128,7 +131,9 @@ class PartReader:
                 continue
             self._file.close()
             self._file = None
-            if self.base is not None:
+            if self.listed:
+                self._file = self._open(self.listed.pop(0))
+            elif self.base is not None:
                 following = ocilayout.part_name(self.base, self.number + 1)
                 if os.path.exists(following):
                     self.number += 1

@@ -247,8 +247,9 @@ def _export_options(cmd: argparse.ArgumentParser) -> None:
 
 def _import_options(cmd: argparse.ArgumentParser) -> None:
     from dfly.importer import EXIT_CODES as IMPORT_EXIT_CODES
-    cmd.add_argument("archive", metavar="FILE", help="the archive `dfly export` wrote (or its "
-                     "first part, FILE.000: the others are read after it)")
+    cmd.add_argument("archive", nargs="+", metavar="FILE", help="the archive `dfly export` wrote, "
+                     "or its first part FILE.000 (the others are read after it), or every part "
+                     "in order")
     cmd.add_argument("--data-dir", required=True, metavar="DIR",
                      help="the stopped daemon's or supernode's --data-dir")
     cmd.add_argument("--into", choices=("daemon", "supernode"), default="",
@@ -805,6 +806,7 @@ def run_export(args) -> int:
 
 def run_import(args) -> int:
     from dfly import importer
-    importer.import_archive(args.archive, args.data_dir, args.into,
-                            None if args.quiet else sys.stderr, args.manifests_only)
+    importer.import_archive(args.archive[0], args.data_dir, args.into,
+                            None if args.quiet else sys.stderr, args.manifests_only,
+                            args.archive[1:])
     return 0

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Callable, Dict, List, NamedTuple, Optional, TextIO
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, TextIO
 
 from dfly import errors
 from dfly.archive import PartReader
@@ -88,7 +88,7 @@ def kind_of(data_dir: str, into: str = "") -> str:
 
 
 def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextIO] = None,
-                   manifests_only: bool = False) -> Summary:
+                   manifests_only: bool = False, more_parts: Sequence[str] = ()) -> Summary:
     """`manifests_only` (a daemon): keep the images' manifests, not their blobs (they are
     imported into the supernode, and fetched through the cluster); every digest is still
     checked."""
@@ -102,7 +102,7 @@ def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextI
     except OSError as e:
         raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))
     try:
-        reader = PartReader(path)
+        reader = PartReader(path, more_parts)
         try:
             keep = (lambda size: size <= rules.MAX_MANIFEST_BYTES) if manifests_only else None
             staged, documents = read_archive(reader, staging, with_pieces=kind == "supernode",

@@ -11,7 +11,8 @@ through the cluster as the mirror fetches any blob. The
 registry mirror answers from here only while the registry cannot be reached
 at all (outage mode's rule: a registry that answers is believed), so a site
 whose registry is not there (air-gapped) pulls what was imported. The index
-is read again when its file changes, so an import is seen without a restart.
+is read again when its file changes (the cache's files, though, are read only
+when the daemon starts: import into a stopped daemon).
 """
 import json
 import os

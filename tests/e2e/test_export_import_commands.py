@@ -57,7 +57,8 @@ def test_export_and_import_commands_carry_files_and_exit_with_the_documented_cod
 
     done = _dfly(pyz, "import", archive + ".000", "--data-dir", fresh)   # told: not yet; --into
     assert done.returncode == 2
-    done = _dfly(pyz, "import", archive + ".000", "--data-dir", fresh, "--into", "supernode")
+    done = _dfly(pyz, "import", *[str(tmp_path / n) for n in parts], "--data-dir", fresh,
+                 "--into", "supernode")   # as `dfly import site.tar.* ...` lists them
     assert done.returncode == 0, done.stderr
     origin.stop()
     served = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", fresh)

@@ -33,8 +33,8 @@ def test_bytes_written_and_patched_across_parts_read_back_whole(tmp_path, part_s
     assert names == ([str(tmp_path / "a.tar")] if not part_size else
                      [str(tmp_path / ("a.tar.%03d" % n)) for n in range(-(-5000 // part_size))])
     assert sorted(os.listdir(str(tmp_path))) == sorted(os.path.basename(n) for n in names)
-    for start in (names[0], str(tmp_path / "a.tar")):
-        reader = PartReader(start)
+    for start, more in ((names[0], ()), (str(tmp_path / "a.tar"), ()), (names[0], names[1:])):
+        reader = PartReader(start, more)
         assert _read_all(reader, 600) == bytes(data)
         reader.close()
 
@@ -60,3 +60,10 @@ def test_an_archive_that_is_not_there_or_not_writable_is_a_local_error(tmp_path)
         PartWriter(str(tmp_path / "no" / "a.tar"))
     with pytest.raises(errors.LocalIOError, match="directory"):
         PartWriter(str(tmp_path))
+
+
+def test_parts_listed_are_read_in_the_order_given_and_no_others(tmp_path):
+    writer = PartWriter(str(tmp_path / "a.tar"), 4)
+    writer.write(b"0123456789")
+    names = writer.commit()
+    assert _read_all(PartReader(names[0], [names[2]]), 3) == b"012389"
