@@ -172,7 +172,7 @@ def _name_of(notes: Dict[str, str], where: str):
         found = oci.parse_path("/v2/%s/manifests/%s" % (repository, reference))
     except oci.BadName as e:
         raise BadArchive("%s: bad image name %r: %s" % (where, repository, e))
-    if found is None:
+    if found is None or found.kind != "manifest" or (found.name, found.reference) != (repository, reference):
         raise BadArchive("%s: no image name (annotation %s or %s)" % (where, REPOSITORY, REF_NAME))
     return found.name, found.reference
 

@@ -6,6 +6,8 @@ import json
 import tarfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dfly.protocol import ocilayout
 
@@ -92,7 +94,11 @@ def test_a_full_name_splits_into_repository_and_reference(name, split):
     ({"mediaType": "text/plain"}, "manifests[0]: media type 'text/plain'"),
     ({"annotations": {}}, "manifests[0]: no image name"),
     ({"annotations": {"io.dfly.repository": "Team/App", "io.dfly.reference": "v1"}},
-     "manifests[0]: bad image name")])
+     "manifests[0]: bad image name"),
+    ({"annotations": {"io.dfly.repository": "team", "io.dfly.reference": "app/manifests/v1"}},
+     "manifests[0]: no image name"),
+    ({"annotations": {"io.dfly.repository": "team", "io.dfly.reference": "x/blobs/" + DIGEST}},
+     "manifests[0]: no image name")])
 def test_a_bad_layout_index_names_the_entry(change, words):
     entry = json.loads(ocilayout.layout_index([_image()]))["manifests"][0]
     entry.update(change)
@@ -118,3 +124,56 @@ def test_part_names_and_the_first_part():
     assert ocilayout.first_part("/x/site.tar.000") == "/x/site.tar"
     assert ocilayout.first_part("/x/site.tar.001") is None
     assert ocilayout.first_part("/x/site.tar") is None
+
+
+# hostile archives: each parser returns a value or raises BadArchive, nothing else -------
+
+FAST = settings(max_examples=80, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner,
+                                                                         max_size=3)), max_leaves=10)
+VALID_ENTRY = json.loads(ocilayout.layout_index([_image()]))["manifests"][0]
+
+
+@FAST
+@given(st.binary(min_size=0, max_size=600),
+       st.integers(min_value=0, max_value=511), st.binary(min_size=1, max_size=8))
+def test_any_header_block_is_a_header_the_end_or_bad_archive(junk, at, patch):
+    good = bytearray(ocilayout.tar_header("oci-layout", 31))
+    good[at:at + len(patch)] = patch
+    for block in (junk, bytes(good[:512])):
+        try:
+            header = ocilayout.parse_header(block, "x")
+        except ocilayout.BadArchive:
+            continue
+        assert header is None or (isinstance(header.name, str) and header.size >= 0)
+
+
+@FAST
+@given(st.fixed_dictionaries({}, optional={k: st.one_of(st.just(v), json_values)
+                                           for k, v in VALID_ENTRY.items()}),
+       st.one_of(st.just(None), json_values))
+def test_any_layout_index_is_images_or_bad_archive(entry, notes):
+    if notes is not None:
+        entry["annotations"] = notes
+    for body in (json.dumps({"manifests": [entry]}).encode(), json.dumps(entry).encode()):
+        try:
+            images = ocilayout.parse_layout_index(body)
+        except ocilayout.BadArchive:
+            continue
+        assert all(isinstance(i.repository, str) and i.size >= 0 for i in images)
+
+
+@FAST
+@given(st.one_of(json_values, st.fixed_dictionaries({"dfly_files": st.just(1), "files": st.lists(
+    st.fixed_dictionaries({}, optional={"url": json_values, "digest": st.one_of(st.just(DIGEST),
+                                                                                json_values),
+                                        "size": json_values}), max_size=3)})))
+def test_any_files_index_is_files_or_bad_archive(doc):
+    try:
+        files = ocilayout.parse_files_index(json.dumps(doc).encode())
+    except ocilayout.BadArchive:
+        return
+    assert all(isinstance(f.url, str) and f.size >= 0 for f in files)
