@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 from daemons import fetch, stats
-from helpers import MiB, content, sha256_file
+from helpers import MiB, content, reserve_ports, sha256_file
 from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push, skopeo
 
 from dfly import errors
@@ -21,6 +21,8 @@ from dfly.export import export
 from dfly.importer import DamagedArchive, import_archive
 from dfly.protocol import ocilayout
 from dfly.protocol.handoff import HandoffRequest
+from dfly.protocol.task import task_id
+from dfly.supernode.cluster import rendezvous_owner
 
 needs_registry = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ok")
 REPO = "team/app"
@@ -185,6 +187,29 @@ def test_files_exported_in_parts_are_served_by_a_fresh_supernode_with_their_orig
             src.url, str(downloads / name))
         assert sha256_file(str(downloads / name)) == src.sha256
         assert result.bytes_from_source == 0 and result.via == "p2p"
+
+
+@pytest.mark.time_limit(60)
+def test_files_imported_into_every_cluster_member_are_served_by_their_owners_with_the_origin_stopped(
+        tmp_path, origin, supernode_factory, client_factory, downloads):
+    members = reserve_ports(2)
+    names = ["c%d.bin" % i for i in range(100)]
+    owned = [next(n for n in names if rendezvous_owner(task_id(origin.url(n)), members) == m)
+             for m in members]   # one file owned by each member
+    sources = [origin.add(name, content(MiB + i, seed=80 + i)) for i, name in enumerate(owned)]
+    archive = str(tmp_path / "files.tar")
+    export([src.url for src in sources], archive, client_factory())
+    for i in range(2):
+        import_archive(archive, str(tmp_path / ("m%d" % i)), into="supernode")
+    origin.stop()
+    for i, address in enumerate(members):
+        supernode_factory(data_dir=tmp_path / ("m%d" % i), listen=address, cluster=[",".join(members)],
+                          cluster_secret="s3cret-s3cret-s3cret")
+    for i, src in enumerate(sources):   # asked of the member that does not own it: redirected
+        out = str(downloads / ("c%d.bin" % i))
+        result = client_factory([members[1 - members.index(rendezvous_owner(
+            task_id(src.url), members))]], no_back_source=True).download(src.url, out)
+        assert sha256_file(out) == src.sha256 and result.bytes_from_source == 0
 
 
 @pytest.mark.time_limit(60)
