@@ -70,3 +70,27 @@ def test_export_and_import_commands_carry_files_and_exit_with_the_documented_cod
         assert served.stop() == 0
     assert got.returncode == 0, got.stderr
     assert sha256_file(str(tmp_path / "got.iso")) == src.sha256
+
+
+@pytest.mark.time_limit(90)
+def test_export_and_import_commands_carry_an_image(pyz, tmp_path):
+    from registry import MISSING, Registry, build_image, push
+    if MISSING:
+        pytest.skip(MISSING)
+    registry = Registry(str(tmp_path / "registry"))
+    try:
+        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(300 << 10,), arches=("amd64",))
+        push(image, registry, "team/app")
+        archive = str(tmp_path / "app.tar")
+        done = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http", "-o", archive,
+                     "--data-dir", str(tmp_path / "exporter"))
+    finally:
+        registry.stop()
+    assert done.returncode == 0, done.stderr
+    assert "exported 1 images (2 blobs) and 0 files" in done.stderr
+    daemon_dir = str(tmp_path / "daemon")
+    done = _dfly(pyz, "import", archive, "--data-dir", daemon_dir, "--into", "daemon")
+    assert done.returncode == 0, done.stderr
+    assert "import: 1 images (2 blobs) and 0 files" in done.stderr
+    cached = os.listdir(os.path.join(daemon_dir, "daemon", "cache"))
+    assert sorted(cached) == sorted(d.replace(":", "-") for d in image.blob_sizes)
