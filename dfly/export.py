@@ -13,21 +13,20 @@ last bytes), so memory stays flat at any size; the archive is complete and
 renamed to its name only at the end (dfly/archive.py).
 """
 import hashlib
-import http.client
 import json
 import os
 import time
-import urllib.error
-import urllib.request
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO, Tuple
 
 from dfly import __version__, errors
 from dfly.archive import PartWriter
-from dfly.client import Client
-from dfly.protocol import oci, ocilayout, redirects
+from dfly.protocol import oci, ocilayout
 from dfly.protocol import preheat as rules
 from dfly.protocol.digest import new_hasher
 from dfly.protocol.units import human_bytes
+
+if TYPE_CHECKING:   # (the CLI builds its parser from EXIT_CODES: this module loads light)
+    from dfly.client import Client
 
 EXIT_CODES = {0: "the archive is written", 1: "other error",
               2: "usage error (a bad target or flag)",
@@ -93,6 +92,11 @@ def _walk(manifest: Manifest, platforms: Tuple[str, ...]) -> rules.Walked:
 
 
 def _manifest(url: str, reference: str, headers: Dict[str, str], timeout_s: float) -> Manifest:
+    import http.client  # here, not at the top: `dfly --help` must not load urllib.request
+    import urllib.error
+    import urllib.request
+
+    from dfly.protocol import redirects
     sent = dict(headers, Accept=rules.ACCEPT)
     sent.setdefault("User-Agent", "dfly-export/" + __version__)
     try:
@@ -163,7 +167,7 @@ class TarWriter:
         self.out.write(ocilayout.END)
 
 
-def export(targets: List[str], path: str, client: Client, part_size: int = 0,
+def export(targets: List[str], path: str, client: "Client", part_size: int = 0,
            headers: Optional[Dict[str, str]] = None, platforms: Iterable[str] = (),
            plain_http: bool = False, log: Optional[TextIO] = None) -> Summary:
     """Write the archive of `targets` (images and URLs) to `path` (or its parts)."""
@@ -220,7 +224,7 @@ def export(targets: List[str], path: str, client: Client, part_size: int = 0,
     return Summary(parts, total, len(images), blobs, len(files), source, time.monotonic() - started)
 
 
-def _from_source(client: Client) -> int:
+def _from_source(client: "Client") -> int:
     result = client.last_result
     return result.bytes_from_source if result is not None else 0
 

@@ -35,7 +35,6 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, TextIO
 from dfly import errors
 from dfly.archive import PartReader
 from dfly.peer import imported
-from dfly.peer.registry import blob_key
 from dfly.protocol import ocilayout
 from dfly.protocol import preheat as rules
 from dfly.protocol.pieces import piece_size_for
@@ -324,6 +323,7 @@ def _need(staged: Dict[str, Staged], digest: str, size: int, what: str) -> None:
 
 def _commit_daemon(data_dir: str, staged: Dict[str, Staged], images: List[ImageContent],
                    files: List[ocilayout.File], manifests_only: bool) -> Summary:
+    from dfly.peer.registry import blob_key  # here: the CLI's parser loads this module light
     cache = os.path.join(data_dir, "daemon", "cache")
     store = imported.ImportedImages.in_data_dir(data_dir)
     moved, total = set(), 0

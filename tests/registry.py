@@ -113,6 +113,12 @@ class Registry:
             return [a for a in self.accesses if a.method == "GET" and "/blobs/" in a.path
                     and a.status in (200, 206) and (digest is None or a.path.endswith(digest))]
 
+    def blob_not_modified(self) -> List[Access]:
+        """Conditional GETs of blobs the registry answered 304 (a revalidated copy)."""
+        with self._lock:
+            return [a for a in self.accesses if a.method == "GET" and "/blobs/" in a.path
+                    and a.status == 304]
+
     def blob_bytes(self) -> int:
         return sum(a.body_bytes for a in self.blob_gets())
 
