@@ -148,13 +148,16 @@ class TarWriter:
         self.out.write(ocilayout.tar_header(name or ocilayout.blob_name("sha256:" + "0" * 64), size or 0))
         hasher = hashlib.sha256() if name is None else None
         written = 0
-        for chunk in chunks:
-            written += len(chunk)
-            if size is not None and written > size:
-                raise errors.SourceError("%s: more than the %d bytes its manifest says" % (what, size))
-            if hasher is not None:
-                hasher.update(chunk)
-            self.out.write(chunk)
+        try:
+            for chunk in chunks:
+                written += len(chunk)
+                if size is not None and written > size:
+                    raise errors.SourceError("%s: more than the %d bytes its manifest says" % (what, size))
+                if hasher is not None:
+                    hasher.update(chunk)
+                self.out.write(chunk)
+        finally:   # a download stopped early (this archive failed) ends now, not at collection
+            getattr(chunks, "close", lambda: None)()
         if size is not None and written != size:
             raise errors.SourceError("%s: %d bytes where its manifest says %d" % (what, written, size))
         self.out.write(b"\0" * ocilayout.padding(written))
@@ -184,34 +187,11 @@ def export(targets: List[str], path: str, client: "Client", part_size: int = 0,
         else:
             urls.append(url)
     writer = PartWriter(path, part_size)
-    source = 0
     try:
         tar = TarWriter(writer)
         tar.add(ocilayout.LAYOUT_NAME, ocilayout.LAYOUT_BODY)
-        done = set()
-        blobs = 0
-        for planned in images:
-            for manifest in planned.manifests:
-                if manifest.digest not in done:
-                    done.add(manifest.digest)
-                    tar.add(ocilayout.blob_name(manifest.digest), manifest.body)
-            for blob in planned.blobs:
-                if blob.digest in done:
-                    continue
-                done.add(blob.digest)
-                chunks = client.stream(planned.ref.blob_url(blob.digest), digest=blob.digest,
-                                       identifier=blob.digest, headers=headers)
-                tar.add_stream(chunks, blob.size, ocilayout.blob_name(blob.digest), "blob " + blob.digest)
-                source += _from_source(client)
-                blobs += 1
-                _say(log, "blob %s: %s" % (blob.digest, human_bytes(blob.size)))
-        files = []
-        for url in urls:
-            name, size = tar.add_stream(client.stream(url, headers=headers), None, None, url)
-            source += _from_source(client)
-            digest = ocilayout.digest_of_name(name)
-            files.append(ocilayout.File(url, digest, size))
-            _say(log, "file %s: %s, %s" % (url, human_bytes(size), digest))
+        blobs, from_images = _write_images(tar, images, client, headers, log)
+        files, from_files = _write_files(tar, urls, client, headers, log)
         tar.add(ocilayout.INDEX_NAME, ocilayout.layout_index([p.image for p in images]))
         if files:
             tar.add(ocilayout.FILES_NAME, ocilayout.files_index(files))
@@ -221,7 +201,44 @@ def export(targets: List[str], path: str, client: "Client", part_size: int = 0,
     except BaseException:
         writer.abort()
         raise
-    return Summary(parts, total, len(images), blobs, len(files), source, time.monotonic() - started)
+    return Summary(parts, total, len(images), blobs, len(files), from_images + from_files,
+                   time.monotonic() - started)
+
+
+def _write_images(tar: TarWriter, images: List[Planned], client: "Client", headers: Dict[str, str],
+                  log: Optional[TextIO]) -> Tuple[int, int]:
+    """Every manifest, then every config and layer blob, each once: (blobs, bytes from the
+    source). A blob is the mirror's task: keyed by its digest, checked against it."""
+    done, blobs, source = set(), 0, 0
+    for planned in images:
+        for manifest in planned.manifests:
+            if manifest.digest not in done:
+                done.add(manifest.digest)
+                tar.add(ocilayout.blob_name(manifest.digest), manifest.body)
+        for blob in planned.blobs:
+            if blob.digest in done:
+                continue
+            done.add(blob.digest)
+            chunks = client.stream(planned.ref.blob_url(blob.digest), digest=blob.digest,
+                                   identifier=blob.digest, headers=headers)
+            tar.add_stream(chunks, blob.size, ocilayout.blob_name(blob.digest), "blob " + blob.digest)
+            source += _from_source(client)
+            blobs += 1
+            _say(log, "blob %s: %s" % (blob.digest, human_bytes(blob.size)))
+    return blobs, source
+
+
+def _write_files(tar: TarWriter, urls: List[str], client: "Client", headers: Dict[str, str],
+                 log: Optional[TextIO]) -> Tuple[List[ocilayout.File], int]:
+    """Each file, named by the digest of its bytes: (the files, bytes from the source)."""
+    files, source = [], 0
+    for url in urls:
+        name, size = tar.add_stream(client.stream(url, headers=headers), None, None, url)
+        source += _from_source(client)
+        digest = ocilayout.digest_of_name(name)
+        files.append(ocilayout.File(url, digest, size))
+        _say(log, "file %s: %s, %s" % (url, human_bytes(size), digest))
+    return files, source
 
 
 def _from_source(client: "Client") -> int:
