@@ -64,7 +64,7 @@ def test_export_and_import_commands_carry_files_and_exit_with_the_documented_cod
     served = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", fresh)
     try:
         got = _dfly(pyz, "get", src.url, "-o", str(tmp_path / "got.iso"), "--supernode",
-                    served.address, "--no-back-source", "--no-daemon",
+                    served.address, "--no-back-source", "--no-daemon", "--seed-for", "0",
                     "--data-dir", str(tmp_path / "getter"))
     finally:
         assert served.stop() == 0
