@@ -61,8 +61,9 @@ class Fetch:
                  before_offer: Callable[[Task, int, str], None] = lambda task, num, sha: None,
                  policy: SourcePolicy = SourcePolicy(),
                  on_denied: Callable[[Task, SourceDenied], None] = lambda task, e: None,
-                 sources: SourceOptions = SourceOptions()):
+                 sources: SourceOptions = SourceOptions(), opener: Callable = open_source):
         self.task = task
+        self.opener = opener          # open_source, or the upstream cluster's (upstream.py)
         self.policy = policy          # which sources and addresses may be fetched
         self.sources = sources        # how non-http sources and https certificates are read
         self.on_denied = on_denied    # counts and logs a denial
@@ -166,7 +167,7 @@ class Fetch:
         task = self.task
         headers.setdefault("User-Agent", "dfly-supernode/" + __version__)
         try:
-            return open_source(task.url, headers, self.timeout_s, self.policy, self.sources)
+            return self.opener(task.url, headers, self.timeout_s, self.policy, self.sources)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 304 and meta:

@@ -7,6 +7,7 @@ from dfly.gossip.options import GossipOptions
 from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
+from dfly.protocol.tiers import DEFAULT_MAX_HOPS
 from dfly.sources.config import SourceOptions
 from dfly.tls import TLSOptions
 
@@ -89,3 +90,13 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                     "moved within and across zones are still counted)")
     log_format: str = log_format_option()
     ops_token_file: str = ops_token_file_option()
+    upstream_supernode: List[str] = option([], "a member of the upstream supernode cluster (tiers): "
+                                           "tasks this cluster lacks are fetched from there as "
+                                           "its peer, not from the origin (repeat for each "
+                                           "member); the origin only when none answers",
+                                           kind="address", metavar="HOST:PORT")
+    upstream_max_hops: int = option(DEFAULT_MAX_HOPS, "supernodes a registration may pass "
+                                    "through tiers before one refuses it (508)")
+    upstream_upload_listen: str = option("0.0.0.0:0", "address this supernode's uploader "
+                                         "listens on while it is a peer of its upstream cluster",
+                                         kind="address", metavar="HOST:PORT")

@@ -31,7 +31,7 @@ from dfly.errors import (
     TooManyRequests,
 )
 from dfly.httpd import FileSlice
-from dfly.protocol import messages, piecetoken, signing
+from dfly.protocol import messages, piecetoken, signing, tiers
 from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.location import parse_location
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
@@ -41,6 +41,7 @@ from dfly.protocol.redact import redact_text, redact_url, shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 from dfly.protocol.task import TASK_ID
 from dfly.protocol.task import task_id as make_task_id
+from dfly.sources import open_source
 from dfly.sources.config import SourceCredentials, source_access
 from dfly.supernode.cdn import Fetch
 from dfly.supernode.client import SupernodeClient
@@ -118,6 +119,8 @@ class Supernode:
         if self.membership is not None:
             self._threads.append(threading.Thread(target=self._sync_loop, name="supernode-sync",
                                                   daemon=True))
+        self.node_id = secrets.token_hex(8)   # this process in X-Dfly-Via chains (tiers)
+        self.upstream = self._upstream(config, data_dir)
 
     def _membership(self, config: SupernodeConfig) -> Optional[Membership]:
         members = [m.strip() for value in config.cluster for m in value.split(",") if m.strip()]
@@ -133,6 +136,22 @@ class Supernode:
                         "use 32 random bytes (openssl rand -hex 32)")
         return Membership(self.me, members, config.member_dead_after_s, self.clock())
 
+    def _upstream(self, config: SupernodeConfig, data_dir: str):
+        """The upstream cluster's source (--upstream-supernode), or None."""
+        if not config.upstream_supernode:
+            return None
+        own = [config.listen, config.advertise] + (self.membership.members if self.membership else [])
+        tiers.check_upstreams(config.upstream_supernode, own)   # ValueError: exit 2
+        from dfly.supernode.upstream import UpstreamSource
+        return UpstreamSource(config.upstream_supernode, self.node_id, data_dir, config,
+                              config.upstream_upload_listen)
+
+    def _opener(self, task: Task):
+        """Where a task's fetch reads its source: the upstream cluster, else the origin."""
+        if self.upstream is None:
+            return open_source
+        return self.upstream.opener(task.via, task.digest)
+
     def start(self) -> "Supernode":
         self.repairer.start()
         for thread in self._threads:
@@ -146,12 +165,16 @@ class Supernode:
             if thread.is_alive():
                 thread.join(5)
         self.repairer.stop()
+        if self.upstream is not None:
+            self.upstream.close()
 
     # calls from peers ------------------------------------------------------------
     def register(self, body: dict, client_host: str, proof: str = "") -> dict:
         """`proof`: the peer's secret, if this supernode gave it one (a first
         registration has none; its reply's `peer_secret` is then the one to send)."""
         req = messages.RegisterRequest.parse(body)
+        via = tiers.take_via(req.headers)   # never sent to a source
+        tiers.check_via(via, self.node_id, self.config.upstream_max_hops)   # UpstreamLoop: 508
         why = self.source_policy.check_url(req.url)
         if why is not None:
             error = SourceDenied("source %s denied by the supernode's source policy: %s"
@@ -172,6 +195,7 @@ class Supernode:
                 if task.pruned:   # the janitor dropped it between our two locks: again
                     continue
                 task.source_offered(req.url, req.headers)
+                task.via = task.via or via
                 if task.state == FAILED and req.url != task.url and req.url not in task.failed_urls:
                     task.use_source(req.url, req.headers)   # a URL not tried yet: no need to wait
                 self._refresh(task, now, client_host)
@@ -508,7 +532,7 @@ class Supernode:
                       orphan_grace_s=self.config.adopt_grace_s, stop=self._stop,
                       policy=self.source_policy,
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
-                      sources=self.source_options,
+                      sources=self.source_options, opener=self._opener(task),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
         self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch, client_host))
 

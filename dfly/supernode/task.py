@@ -118,6 +118,7 @@ class Task:
         # of their --location); pairs where either end gave none are in neither.
         self.bytes_within_zone = 0
         self.bytes_across_zones = 0
+        self.via: tuple = ()   # the supernodes its first registration passed (protocol/tiers.py)
 
     @property
     def data_path(self) -> str:

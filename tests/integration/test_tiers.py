@@ -1,0 +1,113 @@
+"""Supernode tiers: a downstream cluster fetches what it lacks from its upstream
+cluster as a P2P peer of it, so the file crosses the link between regions
+once; the region keeps serving its cache when the link is down; loops are refused."""
+import pytest
+from helpers import MiB, content, run_all, sha256_file
+
+from dfly.errors import DflyError
+from dfly.supernode.client import SupernodeClient
+
+SIZE = 9 * MiB   # a few pieces: the downstream offers the first while the rest arrives
+
+
+def _tasks(supernode):
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        return client.tasks()
+    finally:
+        client.close()
+
+
+def _two_regions(supernode_factory, tmp_path, **downstream):
+    upstream = supernode_factory(data_dir=tmp_path / "region-a")
+    below = supernode_factory(data_dir=tmp_path / "region-b",
+                              upstream_supernode=[upstream.address],
+                              upstream_upload_listen="127.0.0.1:0", **downstream)
+    return upstream, below
+
+
+@pytest.mark.time_limit(60)
+def test_four_gets_in_the_downstream_region_take_the_file_once_over_the_link(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path)
+    src = origin.add("image.bin", content(SIZE, seed=1901))
+
+    def get(i):
+        client = client_factory([below.address], no_back_source=True)
+        return client.download(src.url, str(downloads / ("get%d.bin" % i)), digest=src.digest)
+
+    outcomes = run_all([lambda i=i: get(i) for i in range(4)], timeout=45)
+    assert [error for _, error in outcomes] == [None] * 4
+    for i in range(4):
+        assert sha256_file(str(downloads / ("get%d.bin" % i))) == src.sha256
+    assert origin.body_bytes("image.bin") == src.size   # the origin served it once
+    up_task, = _tasks(upstream)
+    assert up_task["served_bytes"] == src.size          # one copy crossed the link
+    assert up_task["source_bytes"] == src.size
+    down_task, = _tasks(below)
+    assert down_task["source_bytes"] == src.size        # read from the upstream, once
+    assert below.service.upstream.fallbacks == 0
+
+
+@pytest.mark.time_limit(60)
+def test_the_downstream_region_serves_its_cache_while_the_upstream_and_origin_are_down(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path, revalidate_after_s=0)
+    src = origin.add("kept.bin", content(3 * MiB, seed=1902))
+    client_factory([below.address]).download(src.url, str(downloads / "one.bin"))
+    upstream.stop()
+    origin.stop()   # the link is down: nothing of region A answers
+
+    result = client_factory([below.address], no_back_source=True).download(
+        src.url, str(downloads / "two.bin"))
+    assert sha256_file(str(downloads / "two.bin")) == src.sha256
+    assert result.via == "p2p" and result.bytes_from_supernode == src.size
+
+
+@pytest.mark.time_limit(60)
+def test_a_finished_copy_is_revalidated_against_the_upstream_without_moving_it_again(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path, revalidate_after_s=0)
+    src = origin.add("same.bin", content(3 * MiB, seed=1903))
+    client_factory([below.address]).download(src.url, str(downloads / "one.bin"))
+    client_factory([below.address]).download(src.url, str(downloads / "two.bin"))
+    assert sha256_file(str(downloads / "two.bin")) == src.sha256
+    assert _tasks(below)[0]["source_bytes"] == src.size   # the second get: a 304, no bytes
+
+
+@pytest.mark.time_limit(60)
+def test_an_unreachable_upstream_falls_back_to_the_origin(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    from helpers import refused_address
+    with refused_address() as (host, port):
+        below = supernode_factory(data_dir=tmp_path / "region-b",
+                                  upstream_supernode=["%s:%d" % (host, port)],
+                                  upstream_upload_listen="127.0.0.1:0")
+        src = origin.add("direct.bin", content(2 * MiB, seed=1904))
+        client_factory([below.address], no_back_source=True).download(
+            src.url, str(downloads / "one.bin"))
+    assert sha256_file(str(downloads / "one.bin")) == src.sha256
+    assert origin.body_bytes("direct.bin") == src.size
+    assert below.service.upstream.fallbacks == 1
+
+
+@pytest.mark.time_limit(60)
+def test_an_upstream_loop_is_refused_at_the_first_request(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    from helpers import reserve_ports
+    a_address, b_address = reserve_ports(2)
+    supernode_factory(data_dir=tmp_path / "a", listen=a_address, upstream_supernode=[b_address],
+                      upstream_upload_listen="127.0.0.1:0")
+    supernode_factory(data_dir=tmp_path / "b", listen=b_address, upstream_supernode=[a_address],
+                      upstream_upload_listen="127.0.0.1:0")
+    src = origin.add("loop.bin", content(1 * MiB, seed=1905))
+    with pytest.raises(DflyError, match="upstream loop"):
+        client_factory([a_address], no_back_source=True).download(src.url, str(downloads / "x.bin"))
+    assert origin.requests("loop.bin") == 0
+
+
+def test_a_supernode_that_is_its_own_upstream_does_not_start(supernode_factory, tmp_path):
+    from helpers import reserve_ports
+    address, = reserve_ports(1)
+    with pytest.raises(ValueError, match="its own upstream"):
+        supernode_factory(listen=address, upstream_supernode=[address])
