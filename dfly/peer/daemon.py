@@ -56,6 +56,7 @@ from dfly.peer.daemon_metrics import DaemonMetrics, counted
 from dfly.peer.filling import Filling
 from dfly.peer.front import BodyReader, FrontHandler, FrontRequest
 from dfly.peer.imported import ImportedImages
+from dfly.peer.mirrors import Mirrors, parse_mirror_registry
 from dfly.peer.outage import OutageMemory
 from dfly.peer.progress import human_duration
 from dfly.peer.proxy import HttpProxy
@@ -101,11 +102,14 @@ class DaemonApp:
     def route(self, request: FrontRequest) -> Response:
         path = request.path
         if path == "/v2" or path.startswith("/v2/"):
-            if self.daemon.mirror is None:
-                return oci_error(404, "UNSUPPORTED", "this daemon mirrors no registry")
+            mirror, request, name = self.daemon.mirrors.pick(request)
+            if mirror is None:
+                return oci_error(404, "UNSUPPORTED", "this daemon mirrors no registry named %s "
+                                 "(--mirror-registry)" % name[:200] if name
+                                 else "this daemon mirrors no registry")
             counts = self.daemon.metrics
             return self._counted("mirror", request, lambda: counts.served(
-                counts.mirror_requests, (), lambda: self.daemon.mirror.handle(request)))
+                counts.mirror_requests, (), lambda: mirror.handle(request)))
         if path in ("/dashboard", "/v1/dashboard") and request.method in ("GET", "HEAD"):
             return self.dashboard(request)
         if path == "/metrics" and request.method in ("GET", "HEAD"):
@@ -200,6 +204,9 @@ class RunningDaemon:
                                       OutageMemory(config.outage_access_ttl_s),
                                       ImportedImages.in_data_dir(data_dir))
                        if config.registry_mirror else None)
+        self.mirrors = Mirrors(self.mirror, config.registry_mirror,
+                               {name: self._mirror_of(url) for name, url
+                                in map(parse_mirror_registry, config.mirror_registry)})
         self.proxy = HttpProxy(parse_rules(config.proxy_rule), self.upstream, self.cache,
                                functools.partial(self.fetch, fallback=False),
                                config.fetch_timeout_s, config.proxy_fresh_for_s,
@@ -361,6 +368,12 @@ class RunningDaemon:
         out = result.to_json()
         out.update(path=req.output, elapsed_s=time.monotonic() - started)
         return out
+
+    def _mirror_of(self, url: str) -> RegistryMirror:
+        """One more registry's mirror (--mirror-registry): its own tokens and outage memory."""
+        return RegistryMirror(url, self.upstream, self.cache, self.fetch, self.config.fetch_timeout_s,
+                              BearerTokens(self.upstream, url.startswith("http:")),
+                              OutageMemory(self.config.outage_access_ttl_s))
 
     def stats(self) -> dict:
         with self._lock:

@@ -81,3 +81,7 @@ class DaemonConfig(TLSOptions, GossipOptions):
     location_from_kubernetes: bool = location_from_kubernetes_option()
     kubernetes_rack_label: str = kubernetes_rack_label_option()
     kubernetes_account_dir: str = kubernetes_account_dir_option()
+    mirror_registry: List[str] = option([], "one more registry to mirror, as NAME=URL (NAME as "
+                                        "image names spell it; containerd's hosts.toml sends it "
+                                        "as ?ns=NAME) or URL; repeat for each: each keeps its "
+                                        "own credentials and tokens", metavar="NAME=URL")
