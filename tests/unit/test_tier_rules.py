@@ -1,0 +1,81 @@
+"""The pure rules of supernode tiers (protocol/tiers.py) and of a daemon
+mirroring several registries (peer/mirrors.py)."""
+import pytest
+
+from dfly.httpd import Request
+from dfly.peer.front import FrontRequest
+from dfly.peer.mirrors import Mirrors, parse_mirror_registry, registry_name
+from dfly.protocol.tiers import UpstreamLoop, check_upstreams, check_via, take_via
+
+
+def test_the_chain_is_taken_out_of_the_source_headers_whatever_its_case():
+    headers = {"Authorization": "Bearer x", "x-dfly-via": "aa, bb"}
+    assert take_via(headers) == ("aa", "bb")
+    assert headers == {"Authorization": "Bearer x"}
+
+
+def test_a_chain_that_is_not_one_is_refused():
+    with pytest.raises(UpstreamLoop, match="bad X-Dfly-Via"):
+        take_via({"X-Dfly-Via": "a b"})
+    with pytest.raises(UpstreamLoop):
+        take_via({"X-Dfly-Via": ",".join("n%d" % i for i in range(40))})
+
+
+def test_a_supernode_finding_itself_in_the_chain_refuses_it():
+    check_via(("a", "b"), "c", 4)
+    with pytest.raises(UpstreamLoop, match="upstream loop"):
+        check_via(("a", "c"), "c", 4)
+
+
+def test_a_chain_as_long_as_the_hop_limit_is_refused():
+    check_via(("a", "b", "c"), "d", 4)
+    with pytest.raises(UpstreamLoop, match="too many supernode tiers"):
+        check_via(("a", "b", "c", "e"), "d", 4)
+
+
+@pytest.mark.parametrize("upstream, own", [
+    ("127.0.0.1:8002", ["127.0.0.1:8002"]),
+    ("127.0.0.1:8002", ["0.0.0.0:8002"]),
+    ("localhost:9000", [":9000"]),
+    ("[::1]:8002", ["[::]:8002"]),
+    ("10.0.0.2:8002", ["10.0.0.1:8002", "10.0.0.2:8002"]),   # a member of its own cluster
+])
+def test_a_supernode_cannot_be_its_own_upstream(upstream, own):
+    with pytest.raises(ValueError, match="its own upstream"):
+        check_upstreams([upstream], own)
+
+
+def test_another_host_or_port_is_an_upstream():
+    check_upstreams(["10.0.0.9:8002", "127.0.0.1:8003"], ["0.0.0.0:8002", "10.0.0.1:8002"])
+
+
+def test_a_mirrored_registry_is_named_as_image_references_name_it():
+    assert parse_mirror_registry("http://127.0.0.1:5000") == ("127.0.0.1:5000", "http://127.0.0.1:5000")
+    assert parse_mirror_registry("Quay.io=https://quay.io") == ("quay.io", "https://quay.io")
+    assert registry_name("https://registry-1.docker.io") == "docker.io"
+    for bad in ("ftp://x", "name=", "a/b=https://x"):
+        with pytest.raises(ValueError, match="--mirror-registry"):
+            parse_mirror_registry(bad)
+
+
+def _request(target: str) -> FrontRequest:
+    path, _, query = target.partition("?")
+    from urllib.parse import parse_qs
+    return FrontRequest("GET", path, parse_qs(query), {}, b"", ("127.0.0.1", 1), target=target)
+
+
+def test_requests_go_to_the_registry_their_ns_names_and_lose_the_ns():
+    mirrors = Mirrors("hub", "https://registry-1.docker.io", {"quay.io": "quay"})
+    mirror, request, _ = mirrors.pick(_request("/v2/a/manifests/v1?ns=quay.io&n=1"))
+    assert mirror == "quay" and request.target == "/v2/a/manifests/v1?n=1"
+    assert "ns" not in request.query
+    assert mirrors.pick(_request("/v2/a/manifests/v1?ns=docker.io"))[0] == "hub"
+    assert mirrors.pick(_request("/v2/a/manifests/v1"))[0] == "hub"
+    assert mirrors.pick(_request("/v2/?ns=ghcr.io"))[:3:2] == (None, "ghcr.io")
+
+
+def test_with_one_registry_ns_is_ignored_as_before():
+    mirrors = Mirrors("only", "http://127.0.0.1:5000", {})
+    mirror, request, _ = mirrors.pick(_request("/v2/a/blobs/x?ns=docker.io"))
+    assert mirror == "only" and request.target == "/v2/a/blobs/x"
+    assert isinstance(request, Request)
