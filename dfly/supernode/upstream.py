@@ -176,7 +176,9 @@ class _Pull:
 
     def _described(self) -> bool:
         storage = self.storage
-        return bool(storage is not None and storage.piece_size and storage.content_version)
+        # An upstream too old to name a content version: its first piece says enough.
+        return bool(storage is not None and storage.piece_size
+                    and (storage.content_version or storage.held))
 
     def read(self, size: int = -1) -> bytes:
         return self.read1(size)

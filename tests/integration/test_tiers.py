@@ -1,8 +1,10 @@
 """Supernode tiers: a downstream cluster fetches what it lacks from its upstream
 cluster as a P2P peer of it, so the file crosses the link between regions
 once; the region keeps serving its cache when the link is down; loops are refused."""
+import threading
+
 import pytest
-from helpers import MiB, content, run_all, sha256_file
+from helpers import MiB, content, refused_address, reserve_ports, run_all, sha256_file, wait_until
 
 from dfly.errors import DflyError
 from dfly.supernode.client import SupernodeClient
@@ -78,7 +80,6 @@ def test_a_finished_copy_is_revalidated_against_the_upstream_without_moving_it_a
 @pytest.mark.time_limit(60)
 def test_an_unreachable_upstream_falls_back_to_the_origin(
         origin, supernode_factory, client_factory, downloads, tmp_path):
-    from helpers import refused_address
     with refused_address() as (host, port):
         below = supernode_factory(data_dir=tmp_path / "region-b",
                                   upstream_supernode=["%s:%d" % (host, port)],
@@ -94,7 +95,6 @@ def test_an_unreachable_upstream_falls_back_to_the_origin(
 @pytest.mark.time_limit(60)
 def test_an_upstream_loop_is_refused_at_the_first_request(
         origin, supernode_factory, client_factory, downloads, tmp_path):
-    from helpers import reserve_ports
     a_address, b_address = reserve_ports(2)
     supernode_factory(data_dir=tmp_path / "a", listen=a_address, upstream_supernode=[b_address],
                       upstream_upload_listen="127.0.0.1:0")
@@ -107,7 +107,37 @@ def test_an_upstream_loop_is_refused_at_the_first_request(
 
 
 def test_a_supernode_that_is_its_own_upstream_does_not_start(supernode_factory, tmp_path):
-    from helpers import reserve_ports
     address, = reserve_ports(1)
     with pytest.raises(ValueError, match="its own upstream"):
         supernode_factory(listen=address, upstream_supernode=[address])
+
+
+@pytest.mark.time_limit(60)
+def test_downstream_peers_get_pieces_while_the_upstream_is_still_fetching_the_file(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path)
+    src = origin.add("slow.bin", content(8 * MiB, seed=1906))
+    origin.fault("slow.bin", stall_after=3 * MiB)   # held there until released
+    got = []
+    client = client_factory([below.address], no_back_source=True)
+    outcome = {}
+
+    def get():
+        try:
+            outcome["result"] = client.download(
+                src.url, str(downloads / "slow.bin"),
+                progress=lambda done, total, split: got.append(done))
+        except BaseException as e:   # handed to the test
+            outcome["error"] = e
+
+    worker = threading.Thread(target=get, name="test-slow-get", daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: got and got[-1] >= 1 * MiB, timeout=30,
+                   message="no piece reached the downstream peer while the origin was stalled")
+        assert origin.body_bytes("slow.bin") < src.size
+    finally:
+        origin.release()
+        worker.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    assert sha256_file(str(downloads / "slow.bin")) == src.sha256
