@@ -69,13 +69,19 @@ def check_upstreams(upstreams: Iterable[str], own: Iterable[str]) -> None:
     mine = [parse_address(a, 8002) for a in own if a]
     for address in upstreams:
         host, port = parse_address(address, 8002)
-        if any(port == p and (host.lower() == h.lower() or (h in WILDCARDS and _loopback(host)))
-               for h, p in mine):
+        if any(port == p and _same_host(host.lower(), h.lower()) for h, p in mine):
             raise ValueError("--upstream-supernode %s is this supernode or a member of its own "
                              "cluster: a supernode cannot be its own upstream" % address)
 
 
 WILDCARDS = ("", "0.0.0.0", "::")
+THIS_HOST = ("localhost", "127.0.0.1", "::1")
+
+
+def _same_host(upstream: str, listen: str) -> bool:
+    if upstream == listen or (upstream in THIS_HOST and listen in THIS_HOST):
+        return True
+    return listen in WILDCARDS and _loopback(upstream)
 
 
 def _loopback(host: str) -> bool:

@@ -79,3 +79,9 @@ def test_with_one_registry_ns_is_ignored_as_before():
     mirror, request, _ = mirrors.pick(_request("/v2/a/blobs/x?ns=docker.io"))
     assert mirror == "only" and request.target == "/v2/a/blobs/x"
     assert isinstance(request, Request)
+
+
+def test_localhost_is_this_host_whichever_loopback_the_supernode_listens_on():
+    with pytest.raises(ValueError, match="its own upstream"):
+        check_upstreams(["localhost:8002"], ["127.0.0.1:8002"])
+    check_upstreams(["localhost:8002"], ["10.0.0.1:8002"])
