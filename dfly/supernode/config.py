@@ -97,6 +97,13 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                            kind="address", metavar="HOST:PORT")
     upstream_max_hops: int = option(DEFAULT_MAX_HOPS, "supernodes a registration may pass "
                                     "through tiers before one refuses it (508)")
+    upstream_tls_ca: str = option("", "CA certificates (PEM) the upstream cluster's certificates "
+                                  "chain to, when not this cluster's --tls-ca (with it, or the "
+                                  "two below, the upstream is dialled with these instead of "
+                                  "this supernode's own --tls-* files)", metavar="FILE")
+    upstream_tls_cert: str = option("", "client certificate (PEM) shown to the upstream cluster "
+                                    "(its --tls-client-auth)", metavar="FILE")
+    upstream_tls_key: str = option("", "private key of --upstream-tls-cert (PEM)", metavar="FILE")
     upstream_upload_listen: str = option("0.0.0.0:0", "address this supernode's uploader "
                                          "listens on while it is a peer of its upstream cluster",
                                          kind="address", metavar="HOST:PORT")

@@ -142,9 +142,9 @@ class Supernode:
             return None
         own = [config.listen, config.advertise] + (self.membership.members if self.membership else [])
         tiers.check_upstreams(config.upstream_supernode, own)   # ValueError: exit 2
-        from dfly.supernode.upstream import UpstreamSource
-        return UpstreamSource(config.upstream_supernode, self.node_id, data_dir, config,
-                              config.upstream_upload_listen)
+        from dfly.supernode.upstream import UpstreamSource, upstream_tls
+        return UpstreamSource(config.upstream_supernode, self.node_id, data_dir,
+                              upstream_tls(config), config.upstream_upload_listen)
 
     def _opener(self, task: Task):
         """Where a task's fetch reads its source: the upstream cluster, else the origin."""

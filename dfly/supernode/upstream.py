@@ -55,13 +55,12 @@ class UpstreamSource:
     """This supernode as a peer of its upstream cluster; `opener(...)` is the
     per-task `open_source` the CDN's fetch uses."""
 
-    def __init__(self, addresses: Sequence[str], node_id: str, data_dir: str, tls_config,
+    def __init__(self, addresses: Sequence[str], node_id: str, data_dir: str, tls: Dict[str, str],
                  upload_listen: str = "0.0.0.0:0"):
         self.addresses = list(addresses)
         self.node_id = node_id
         self.folder = os.path.join(data_dir, "upstream")
         os.makedirs(self.folder, exist_ok=True)
-        tls = {f.name: getattr(tls_config, f.name) for f in fields(TLSOptions)}
         config = options.build(PeerConfig, None, None, supernode=self.addresses,
                                data_dir=self.folder, seed_for_s=0, no_back_source=True,
                                upload_listen=upload_listen, **tls)
@@ -106,6 +105,20 @@ class UpstreamSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+def upstream_tls(config) -> Dict[str, str]:
+    """The TLS settings the upstream is dialled with: the supernode's own, or, with
+    any --upstream-tls-* given, those (the other region's CA, a certificate it
+    accepts), the versions and ciphers kept. ValueError for a cert without a key."""
+    tls = {f.name: getattr(config, f.name) for f in fields(TLSOptions)}
+    if not (config.upstream_tls_ca or config.upstream_tls_cert or config.upstream_tls_key):
+        return tls
+    if bool(config.upstream_tls_cert) != bool(config.upstream_tls_key):
+        raise ValueError("--upstream-tls-cert and --upstream-tls-key go together")
+    tls.update(tls_ca=config.upstream_tls_ca, tls_cert=config.upstream_tls_cert,
+               tls_key=config.upstream_tls_key, tls_client_auth="none", tls_server_name="")
+    return tls
 
 
 class _Pull:

@@ -141,3 +141,32 @@ def test_downstream_peers_get_pieces_while_the_upstream_is_still_fetching_the_fi
         worker.join(30)
     assert "error" not in outcome, outcome.get("error")
     assert sha256_file(str(downloads / "slow.bin")) == src.sha256
+
+
+@pytest.mark.time_limit(60)
+def test_a_plain_region_reaches_an_mtls_upstream_with_credentials_of_the_upstreams_ca(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    from certs import Certs
+
+    from dfly.errors import TLSRefused
+    certs = Certs(str(tmp_path / "certs"))
+    upstream = supernode_factory(data_dir=tmp_path / "region-a", **certs.mtls("region-a"))
+    entry = certs.host("region-b-entry")
+    below = supernode_factory(data_dir=tmp_path / "region-b", upstream_supernode=[upstream.address],
+                              upstream_upload_listen="127.0.0.1:0", upstream_tls_ca=certs.ca,
+                              upstream_tls_cert=entry["tls_cert"], upstream_tls_key=entry["tls_key"])
+    src = origin.add("private.bin", content(2 * MiB, seed=1908))
+    client_factory([below.address], no_back_source=True).download(
+        src.url, str(downloads / "one.bin"), digest=src.digest)
+    assert sha256_file(str(downloads / "one.bin")) == src.sha256
+
+    # Only the CA, no certificate the upstream accepts: refused, said so, and the origin is
+    # not used behind the upstream's back (a refusal is not an outage).
+    stranger = supernode_factory(data_dir=tmp_path / "region-c", upstream_supernode=[upstream.address],
+                                 upstream_upload_listen="127.0.0.1:0", upstream_tls_ca=certs.ca)
+    other = origin.add("other.bin", content(1 * MiB, seed=1909))
+    with pytest.raises(DflyError, match="TLS") as caught:
+        client_factory([stranger.address], no_back_source=True).download(
+            other.url, str(downloads / "two.bin"))
+    assert not isinstance(caught.value, TLSRefused)   # the downstream's own link is fine
+    assert origin.requests("other.bin") == 0
