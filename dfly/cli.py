@@ -176,9 +176,10 @@ def _seeders_options(cmd: argparse.ArgumentParser) -> None:
 def _setup_options(cmd: argparse.ArgumentParser) -> None:
     from dfly.setup.app import DEFAULT_DAEMON, RUNTIMES
     cmd.add_argument("runtime", choices=RUNTIMES, help="the container runtime to point at the daemon")
-    cmd.add_argument("--registry", default="docker.io", metavar="HOST",
+    cmd.add_argument("--registry", action="append", metavar="HOST",
                      help="the registry whose pulls go through the daemon: HOST[:PORT], or "
-                          "http://HOST[:PORT] for a plain-HTTP one (default: %(default)s)")
+                          "http://HOST[:PORT] for a plain-HTTP one; repeat for several (the "
+                          "daemon's --mirror-registry) (default: docker.io)")
     cmd.add_argument("--daemon", default=DEFAULT_DAEMON, metavar="HOST:PORT",
                      help="the daemon's --listen address (default: %(default)s)")
     cmd.add_argument("--root", default="/", metavar="DIR",
@@ -716,7 +717,7 @@ def run_scrub(args) -> int:
 def run_setup(args) -> int:
     from dfly.setup import app, runtimes
 
-    registry = runtimes.parse_registry(args.registry)
+    registry = [runtimes.parse_registry(r) for r in args.registry or ["docker.io"]]
     daemon = runtimes.check_daemon_address(args.daemon)
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):

@@ -7,7 +7,7 @@ out their new text (runtimes.py, pure), then write them all or none
 """
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, TextIO
+from typing import Callable, List, Optional, Sequence, TextIO, Union
 
 from dfly.setup import runtimes, writer
 
@@ -25,22 +25,46 @@ def under(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def targets(runtime: str, root: str, registry: runtimes.Registry, daemon: str,
+Registries = Union[runtimes.Registry, Sequence[runtimes.Registry]]
+
+
+def targets(runtime: str, root: str, registry: Registries, daemon: str,
             hosts_only: bool = False) -> List[Target]:
-    """The files to change. `hosts_only` (containerd): the hosts.toml only, never
-    config.toml (a pod cannot restart the node's containerd after changing it)."""
+    """The files to change, for one registry or several (the daemon mirrors each:
+    its --mirror-registry). `hosts_only` (containerd): the hosts.toml files only,
+    never config.toml (a pod cannot restart the node's containerd after changing it)."""
+    registries = _listed(registry)
     if runtime == "containerd":
         config = under(root, "/etc/containerd/config.toml")
         _, hosts_dir = runtimes.containerd_hosts_dir(_text(config))
-        hosts = under(root, os.path.join(hosts_dir, registry.host, "hosts.toml"))
         config_target = Target(config, lambda text: runtimes.containerd_hosts_dir(text)[0])
         return ([] if hosts_only else [config_target]) + [
-            Target(hosts, lambda text: _unless_same(text, runtimes.hosts_toml(registry, daemon)))]
+            Target(under(root, os.path.join(hosts_dir, r.host, "hosts.toml")),
+                   lambda text, r=r: _unless_same(text, runtimes.hosts_toml(r, daemon)))
+            for r in registries]
     if runtime == "docker":
+        if len(registries) != 1:
+            raise ValueError("Docker sends only Docker Hub pulls to registry-mirrors: one "
+                             "--registry for docker, not %d" % len(registries))
+        hub = registries[0]
         return [Target(under(root, "/etc/docker/daemon.json"),
-                       lambda text: runtimes.docker_daemon_json(text, registry, daemon))]
+                       lambda text: runtimes.docker_daemon_json(text, hub, daemon))]
     return [Target(under(root, "/etc/containers/registries.conf"),
-                   lambda text: runtimes.registries_conf(text, registry, daemon))]
+                   lambda text: _each(text, registries, daemon))]
+
+
+def _listed(registry: Registries) -> List[runtimes.Registry]:
+    return [registry] if isinstance(registry, runtimes.Registry) else list(registry)
+
+
+def _each(text: Optional[str], registries: List[runtimes.Registry], daemon: str) -> Optional[str]:
+    """registries.conf with every registry's mirror block (None: all there already)."""
+    changed = False
+    for registry in registries:
+        after = runtimes.registries_conf(text, registry, daemon)
+        if after is not None:
+            text, changed = after, True
+    return text if changed else None
 
 
 def _unless_same(text: Optional[str], wanted: str) -> Optional[str]:
@@ -72,7 +96,7 @@ def restart_advice(runtime: str, changed: List[str]) -> str:
             "(CRI-O: systemctl reload crio)")
 
 
-def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+def setup(runtime: str, root: str, registry: Registries, daemon: str, out: TextIO,
           hosts_only: bool = False) -> int:
     changes = []
     if hosts_only and runtime == "containerd":
@@ -105,7 +129,7 @@ def setup(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out
     return 0
 
 
-def undo(runtime: str, root: str, registry: runtimes.Registry, daemon: str, out: TextIO,
+def undo(runtime: str, root: str, registry: Registries, daemon: str, out: TextIO,
          hosts_only: bool = False) -> int:
     restores = [writer.Restore(t.path, _expected(t))
                 for t in targets(runtime, root, registry, daemon, hosts_only)]
@@ -127,9 +151,12 @@ def _expected(target: Target) -> Callable[[Optional[bytes]], bytes]:
     return expected
 
 
-def _same_flags(root: str, registry: runtimes.Registry, daemon: str) -> str:
+def _same_flags(root: str, registry: Registries, daemon: str) -> str:
     """The flags undo needs to recognise what setup wrote (those not at their defaults)."""
-    shown = registry.server if registry.server.startswith("http:") else registry.host
-    flags = "" if registry.host == runtimes.DOCKER_HUB else " --registry %s" % shown
+    registries = _listed(registry)
+    flags = ""
+    if [r.host for r in registries] != [runtimes.DOCKER_HUB]:
+        flags = "".join(" --registry %s" % (r.server if r.server.startswith("http:") else r.host)
+                        for r in registries)
     flags += "" if daemon == DEFAULT_DAEMON else " --daemon %s" % daemon
     return flags + ("" if root == "/" else " --root %s" % root)
