@@ -3,6 +3,7 @@
 block per registry for podman, refused for Docker (Docker Hub only); the undo
 line it prints puts every byte back."""
 import pytest
+
 from tests.integration.test_setup_files import place, setup, tree
 
 
