@@ -8,8 +8,8 @@ in the registration's `headers` (the headers a supernode sends to the source)
 under VIA, a comma-separated list of supernode ids, oldest first; every
 supernode takes it out before anything else sees those headers, so it never
 reaches an origin. A supernode that finds its own id in the chain refuses the
-registration (a loop: the task would wait on itself), as does one asked
-through more than `max_hops` supernodes.
+registration (a loop: the task would wait on itself), as does one that
+passed more than `max_hops` supernodes.
 """
 import ipaddress
 import re
@@ -51,14 +51,14 @@ def format_via(chain: Sequence[str]) -> str:
 
 
 def check_via(chain: Sequence[str], me: str, max_hops: int) -> None:
-    """UpstreamLoop when `chain` already passed `me`, or is `max_hops` long."""
+    """UpstreamLoop when `chain` already passed `me`, or is longer than `max_hops`."""
     if me in chain:
         raise UpstreamLoop("upstream loop: this registration already passed this supernode "
                            "(%s: %s); check --upstream-supernode on each tier"
                            % (VIA, format_via(chain)))
-    if len(chain) >= max_hops:
+    if len(chain) > max_hops:
         raise UpstreamLoop("too many supernode tiers: the registration passed %d supernodes "
-                           "(%s), the limit is %d (--upstream-max-hops)"
+                           "(%s), more than --upstream-max-hops %d"
                            % (len(chain), format_via(chain), max_hops))
 
 

@@ -95,8 +95,8 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                            "its peer, not from the origin (repeat for each "
                                            "member); the origin only when none answers",
                                            kind="address", metavar="HOST:PORT")
-    upstream_max_hops: int = option(DEFAULT_MAX_HOPS, "supernodes a registration may pass "
-                                    "through tiers before one refuses it (508)")
+    upstream_max_hops: int = option(DEFAULT_MAX_HOPS, "supernodes a registration may have "
+                                    "passed through tiers; one that passed more is refused (508)")
     upstream_tls_ca: str = option("", "CA certificates (PEM) the upstream cluster's certificates "
                                   "chain to, when not this cluster's --tls-ca (with it, or the "
                                   "two below, the upstream is dialled with these instead of "

@@ -170,3 +170,53 @@ def test_a_plain_region_reaches_an_mtls_upstream_with_credentials_of_the_upstrea
             other.url, str(downloads / "two.bin"))
     assert not isinstance(caught.value, TLSRefused)   # the downstream's own link is fine
     assert origin.requests("other.bin") == 0
+
+
+@pytest.mark.time_limit(60)
+def test_three_tiers_pass_the_file_down_once_each_and_a_hop_limit_refuses_a_longer_chain(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    top = supernode_factory(data_dir=tmp_path / "a", upstream_max_hops=2)
+    middle = supernode_factory(data_dir=tmp_path / "b", upstream_supernode=[top.address],
+                               upstream_upload_listen="127.0.0.1:0")
+    bottom = supernode_factory(data_dir=tmp_path / "c", upstream_supernode=[middle.address],
+                               upstream_upload_listen="127.0.0.1:0")
+    src = origin.add("deep.bin", content(3 * MiB, seed=1910))
+    client_factory([bottom.address], no_back_source=True).download(
+        src.url, str(downloads / "deep.bin"), digest=src.digest)
+    assert sha256_file(str(downloads / "deep.bin")) == src.sha256
+    assert origin.body_bytes("deep.bin") == src.size
+    assert [t["served_bytes"] for t in _tasks(top) + _tasks(middle)] == [src.size] * 2
+
+    deeper = supernode_factory(data_dir=tmp_path / "d", upstream_supernode=[bottom.address],
+                               upstream_upload_listen="127.0.0.1:0")
+    other = origin.add("deeper.bin", content(1 * MiB, seed=1911))
+    with pytest.raises(DflyError, match="too many supernode tiers"):
+        client_factory([deeper.address], no_back_source=True).download(
+            other.url, str(downloads / "deeper.bin"))
+    assert origin.requests("deeper.bin") == 0
+
+
+@pytest.mark.time_limit(90)
+def test_a_downstream_cluster_of_two_members_takes_the_file_once_over_the_link(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream = supernode_factory(data_dir=tmp_path / "region-a")
+    members = reserve_ports(2)
+    below = [supernode_factory(data_dir=tmp_path / ("region-b%d" % i), listen=address,
+                               cluster=members, cluster_secret="tiers-test-secret-0123456789",
+                               upstream_supernode=[upstream.address],
+                               upstream_upload_listen="127.0.0.1:0")
+             for i, address in enumerate(members)]
+    src = origin.add("cluster.bin", content(6 * MiB, seed=1912))
+
+    def get(i):
+        client = client_factory(members[i % 2:] + members[:i % 2], no_back_source=True)
+        return client.download(src.url, str(downloads / ("c%d.bin" % i)), digest=src.digest)
+
+    outcomes = run_all([lambda i=i: get(i) for i in range(4)], timeout=60)
+    assert [error for _, error in outcomes] == [None] * 4
+    for i in range(4):
+        assert sha256_file(str(downloads / ("c%d.bin" % i))) == src.sha256
+    assert origin.body_bytes("cluster.bin") == src.size
+    up_task, = _tasks(upstream)
+    assert up_task["served_bytes"] == src.size
+    assert sum(m.service.upstream.fallbacks for m in below) == 0

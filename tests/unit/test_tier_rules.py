@@ -27,10 +27,10 @@ def test_a_supernode_finding_itself_in_the_chain_refuses_it():
         check_via(("a", "c"), "c", 4)
 
 
-def test_a_chain_as_long_as_the_hop_limit_is_refused():
-    check_via(("a", "b", "c"), "d", 4)
+def test_a_chain_longer_than_the_hop_limit_is_refused():
+    check_via(("a", "b", "c", "e"), "d", 4)
     with pytest.raises(UpstreamLoop, match="too many supernode tiers"):
-        check_via(("a", "b", "c", "e"), "d", 4)
+        check_via(("a", "b", "c", "e", "f"), "d", 4)
 
 
 @pytest.mark.parametrize("upstream, own", [
