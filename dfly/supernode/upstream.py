@@ -14,9 +14,12 @@ response hands out the verified prefix as it grows. The client never goes to
 the origin itself (no_back_source) and seeds nothing once done.
 
 The task's validator towards the CDN is the upstream's content version (an
-ETag `"dfly-cv-<version>"`), so a finished copy is revalidated (304) without
-moving its bytes again; Range requests are not served (a resume starts over:
-the CDN handles a source that ignores Range).
+ETag `"dfly-cv-<version>"`). A finished copy is revalidated by registering
+upstream without fetching a piece (which makes the upstream revalidate its
+own copy against the origin, as any registration does), reading the content
+version and leaving: the same one is a 304, and no byte crosses the link.
+Range requests are not served (a resume starts over: the CDN handles a
+source that ignores Range).
 
 Failures: no upstream member reachable (nothing listens, timed out) falls
 back to the origin, as Dragonfly goes back to source (logged); if the origin
@@ -36,10 +39,13 @@ from typing import Callable, Dict, Optional, Sequence
 from dfly import errors, options
 from dfly.peer.config import PeerConfig
 from dfly.peer.storage import PieceFile
+from dfly.protocol.messages import RegisterRequest, TaskState
 from dfly.protocol.redact import shown_url
 from dfly.protocol.tiers import VIA, format_via
+from dfly.protocol.urls import normalize_url
 from dfly.sources import open_source
 from dfly.sources.answer import http_error
+from dfly.supernode.client import SupernodeClient, SupernodeDown
 from dfly.tls import TLSOptions
 
 log = logging.getLogger("dfly.supernode")
@@ -66,6 +72,7 @@ class UpstreamSource:
                                upload_listen=upload_listen, **tls)
         from dfly.client import Client  # the SDK: loaded only where tiers are used
         self.client = Client(config=config)
+        self.client.claim_upload_address()   # a bad --upstream-upload-listen: exit 2 at start
         self.fetched_bytes = 0   # what came over the link (a counter for tests and logs)
         self.fallbacks = 0       # times no upstream answered and the origin was used
 
@@ -82,6 +89,12 @@ class UpstreamSource:
              chain: Sequence[str], digest: Optional[str]):
         upstream_headers = {k: v for k, v in headers.items() if k.lower() not in LOCAL_HEADERS}
         upstream_headers[VIA] = format_via(chain)
+        ours = _header(headers, "If-None-Match")
+        if ours.startswith(ETAG_PREFIX):   # a revalidation: ask before moving any byte
+            version = self._upstream_version(url, upstream_headers, digest, timeout_s)
+            if version is not None and ours == ETAG_PREFIX + version + '"':
+                raise http_error(url, 304, "Not Modified (the upstream holds the same content)",
+                                 {"ETag": ours})
         pull = _Pull(self, url, upstream_headers, digest, timeout_s)
         try:
             etag = pull.wait_for_content()
@@ -102,6 +115,44 @@ class UpstreamSource:
             raise http_error(url, 304, "Not Modified (the upstream holds the same content)",
                              {"ETag": etag})
         return pull
+
+    def _upstream_version(self, url: str, headers: Dict[str, str], digest: Optional[str],
+                          timeout_s: float) -> Optional[str]:
+        """The upstream task's content version, learnt by registering without fetching a
+        piece (the upstream revalidates its own copy, as for any registration) and
+        leaving again; None when it cannot be learnt so (the pull then decides)."""
+        uploader = self.client.uploader_address
+        if uploader is None:   # a wildcard upload address starts the uploader at the first pull
+            return None
+        request = RegisterRequest(url=normalize_url(url), peer_id=self.client.peer_id,
+                                  peer_port=uploader[1], headers=dict(headers), digest=digest)
+        for address in self.addresses:
+            supernode = SupernodeClient(address, timeout_s=min(timeout_s, 15.0),
+                                        tls=self.client.tls, secrets=self.client.secrets)
+            try:
+                task_id, state = supernode.register(request)
+                try:
+                    return self._await_version(supernode, task_id, state, timeout_s)
+                finally:
+                    supernode.leave_quietly(task_id, self.client.peer_id)
+            except SupernodeDown:
+                continue
+            except errors.DflyError:
+                return None
+            finally:
+                supernode.close()
+        return None
+
+    def _await_version(self, supernode: SupernodeClient, task_id: str, state: TaskState,
+                       timeout_s: float) -> Optional[str]:
+        deadline = time.monotonic() + timeout_s
+        pause = threading.Event()
+        while not state.content_version and state.state != "failed":
+            if time.monotonic() >= deadline:
+                return None
+            pause.wait(WAIT_STEP_S)
+            state = TaskState.parse(supernode.task(task_id))
+        return state.content_version or None
 
     def close(self) -> None:
         self.client.close()

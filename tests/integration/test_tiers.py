@@ -75,6 +75,7 @@ def test_a_finished_copy_is_revalidated_against_the_upstream_without_moving_it_a
     client_factory([below.address]).download(src.url, str(downloads / "two.bin"))
     assert sha256_file(str(downloads / "two.bin")) == src.sha256
     assert _tasks(below)[0]["source_bytes"] == src.size   # the second get: a 304, no bytes
+    assert _tasks(upstream)[0]["served_bytes"] == src.size   # none crossed the link either
 
 
 @pytest.mark.time_limit(60)
@@ -220,3 +221,18 @@ def test_a_downstream_cluster_of_two_members_takes_the_file_once_over_the_link(
     up_task, = _tasks(upstream)
     assert up_task["served_bytes"] == src.size
     assert sum(m.service.upstream.fallbacks for m in below) == 0
+
+
+@pytest.mark.time_limit(60)
+def test_a_file_changed_at_the_origin_reaches_the_downstream_region_at_its_next_revalidation(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream = supernode_factory(data_dir=tmp_path / "region-a", revalidate_after_s=0)
+    below = supernode_factory(data_dir=tmp_path / "region-b", upstream_supernode=[upstream.address],
+                              upstream_upload_listen="127.0.0.1:0", revalidate_after_s=0)
+    old = origin.add("moving.bin", content(2 * MiB, seed=1913))
+    client_factory([below.address]).download(old.url, str(downloads / "old.bin"))
+    new = origin.add("moving.bin", content(2 * MiB, seed=1914))   # new bytes, ETag and date
+
+    client_factory([below.address], no_back_source=True).download(
+        new.url, str(downloads / "new.bin"), digest=new.digest)
+    assert sha256_file(str(downloads / "new.bin")) == new.sha256
