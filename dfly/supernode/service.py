@@ -121,6 +121,8 @@ class Supernode:
                                                   daemon=True))
         self.node_id = secrets.token_hex(8)   # this process in X-Dfly-Via chains (tiers)
         self.upstream = self._upstream(config, data_dir)
+        if self.upstream is not None:
+            self.upstream.watch(self.metrics.registry)
 
     def _membership(self, config: SupernodeConfig) -> Optional[Membership]:
         members = [m.strip() for value in config.cluster for m in value.split(",") if m.strip()]

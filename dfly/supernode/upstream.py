@@ -75,6 +75,20 @@ class UpstreamSource:
         self.client.claim_upload_address()   # a bad --upstream-upload-listen: exit 2 at start
         self.fetched_bytes = 0   # what came over the link (a counter for tests and logs)
         self.fallbacks = 0       # times no upstream answered and the origin was used
+        self._lock = threading.Lock()
+
+    def watch(self, registry) -> None:
+        """Its counters in the supernode's metrics (docs/METRICS.md), read at scrape time."""
+        registry.counter("dfly_supernode_upstream_bytes_total",
+                         "Bytes fetched from the upstream supernode cluster (--upstream-supernode)",
+                         read=lambda: {(): self.fetched_bytes})
+        registry.counter("dfly_supernode_upstream_fallbacks_total",
+                         "Fetches that went to the origin because no upstream supernode answered",
+                         read=lambda: {(): self.fallbacks})
+
+    def counted(self, nbytes: int) -> None:
+        with self._lock:
+            self.fetched_bytes += nbytes
 
     def opener(self, via: Sequence[str], digest: Optional[str]) -> Callable:
         """The source opener for one task registered through `via` (the chain it came with)."""
@@ -100,7 +114,8 @@ class UpstreamSource:
             etag = pull.wait_for_content()
         except errors.P2PUnavailable as e:
             pull.close()
-            self.fallbacks += 1
+            with self._lock:
+                self.fallbacks += 1
             log.warning("no upstream supernode answered for %s (%s): fetching from the origin",
                         shown_url(url), e)
             kwargs = {"policy": policy}
@@ -264,7 +279,7 @@ class _Pull:
                 self.reader.seek(self.sent)
                 block = self.reader.read(want)
                 self.sent += len(block)
-                self.upstream.fetched_bytes += len(block)
+                self.upstream.counted(len(block))
                 return block
             if done:
                 return b""

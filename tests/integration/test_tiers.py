@@ -49,6 +49,9 @@ def test_four_gets_in_the_downstream_region_take_the_file_once_over_the_link(
     down_task, = _tasks(below)
     assert down_task["source_bytes"] == src.size        # read from the upstream, once
     assert below.service.upstream.fallbacks == 0
+    metrics = below.service.metrics.registry.exposition()
+    assert "dfly_supernode_upstream_bytes_total %d" % src.size in metrics
+    assert "dfly_supernode_upstream_fallbacks_total 0" in metrics
 
 
 @pytest.mark.time_limit(60)
