@@ -67,6 +67,8 @@ class UpstreamSource:
         self.node_id = node_id
         self.folder = os.path.join(data_dir, "upstream")
         os.makedirs(self.folder, exist_ok=True)
+        for name in os.listdir(self.folder):   # pulls cut short by a crash: nobody reads them
+            _remove(os.path.join(self.folder, name))
         config = options.build(PeerConfig, None, None, supernode=self.addresses,
                                data_dir=self.folder, seed_for_s=0, no_back_source=True,
                                upload_listen=upload_listen, **tls)
@@ -121,7 +123,11 @@ class UpstreamSource:
             kwargs = {"policy": policy}
             if source_options is not None:
                 kwargs["options"] = source_options
-            return open_source(url, headers, timeout_s, **kwargs)
+            # Our validators are the upstream's content version: the origin knows none of
+            # them, so it is asked for the whole file.
+            plain = {k: v for k, v in headers.items() if ETAG_PREFIX not in v
+                     and k.lower() not in ("range", "if-range", "if-modified-since")}
+            return open_source(url, plain, timeout_s, **kwargs)
         except BaseException:
             pull.close()
             raise
