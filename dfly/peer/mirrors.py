@@ -37,8 +37,12 @@ def parse_mirror_registry(text: str) -> Tuple[str, str]:
     if not sep:
         name, url = "", text
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:   # a bad IPv6 literal or port
+        good = False
+    if not good:
         raise ValueError("bad value for --mirror-registry: %r is not [NAME=]http(s)://HOST[:PORT]"
                          % text[:200])
     name = (name.strip() or registry_name(url)).lower()

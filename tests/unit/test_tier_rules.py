@@ -1,11 +1,13 @@
 """The pure rules of supernode tiers (protocol/tiers.py) and of a daemon
 mirroring several registries (peer/mirrors.py)."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dfly.httpd import Request
 from dfly.peer.front import FrontRequest
 from dfly.peer.mirrors import Mirrors, parse_mirror_registry, registry_name
-from dfly.protocol.tiers import UpstreamLoop, check_upstreams, check_via, take_via
+from dfly.protocol.tiers import NODE_ID, UpstreamLoop, check_upstreams, check_via, take_via
 
 
 def test_the_chain_is_taken_out_of_the_source_headers_whatever_its_case():
@@ -53,7 +55,7 @@ def test_a_mirrored_registry_is_named_as_image_references_name_it():
     assert parse_mirror_registry("http://127.0.0.1:5000") == ("127.0.0.1:5000", "http://127.0.0.1:5000")
     assert parse_mirror_registry("Quay.io=https://quay.io") == ("quay.io", "https://quay.io")
     assert registry_name("https://registry-1.docker.io") == "docker.io"
-    for bad in ("ftp://x", "name=", "a/b=https://x"):
+    for bad in ("ftp://x", "name=", "a/b=https://x", "http://[::1", "http://h:99999"):
         with pytest.raises(ValueError, match="--mirror-registry"):
             parse_mirror_registry(bad)
 
@@ -85,3 +87,25 @@ def test_localhost_is_this_host_whichever_loopback_the_supernode_listens_on():
     with pytest.raises(ValueError, match="its own upstream"):
         check_upstreams(["localhost:8002"], ["127.0.0.1:8002"])
     check_upstreams(["localhost:8002"], ["10.0.0.1:8002"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_via_header_gives_a_chain_or_a_refusal_never_a_crash(value):
+    headers = {"X-Dfly-Via": value}
+    try:
+        chain = take_via(headers)
+    except UpstreamLoop:
+        return
+    assert headers == {} and all(NODE_ID.match(i) for i in chain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_mirror_registry_value_parses_or_is_a_value_error(text):
+    try:
+        name, url = parse_mirror_registry(text)
+    except ValueError as e:
+        assert "--mirror-registry" in str(e)
+        return
+    assert name and url.startswith(("http://", "https://"))
