@@ -558,8 +558,33 @@ def _tls(s: _Settings) -> None:
         s.error("--tls-front needs --tls-cert and --tls-key", "tls_front")
 
 
+def _tiers(s: _Settings) -> None:
+    """--upstream-supernode that is this supernode; --mirror-registry that is no registry URL."""
+    from dfly.peer.mirrors import parse_mirror_registry
+    from dfly.protocol.tiers import check_upstreams
+    upstreams = _texts(s, "upstream_supernode")
+    if upstreams:
+        own = [s.get("listen"), s.get("advertise")] + _texts(s, "cluster")
+        try:
+            check_upstreams([a for a in upstreams if _addr(a, 8002)],
+                            [a for a in own if isinstance(a, str) and _addr(a, 8002)])
+        except ValueError as e:
+            s.error(str(e), "upstream_supernode")
+    for index, text in enumerate(_texts(s, "mirror_registry")):
+        try:
+            parse_mirror_registry(text)
+        except ValueError as e:
+            s.findings.append(error(s.item_line("mirror_registry", index), str(e)))
+
+
+def _texts(s: _Settings, name: str) -> List[str]:
+    """A list setting's values when it is a list of strings (else its type error is reported)."""
+    value = s.get(name) if _has(s, name) else []
+    return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
+
+
 _RULES = (_listeners, _rates, _shares, _proxy_rules, _mirror, _cluster, _supernodes, _warnings, _tls,
-          _gossip)
+          _gossip, _tiers)
 
 
 # Facts of the host ----------------------------------------------------------------------

@@ -109,3 +109,18 @@ def test_any_mirror_registry_value_parses_or_is_a_value_error(text):
         assert "--mirror-registry" in str(e)
         return
     assert name and url.startswith(("http://", "https://"))
+
+
+def test_validate_names_the_line_of_an_upstream_that_is_this_supernode_and_of_a_bad_mirror():
+    from dfly import configcheck
+    from dfly.peer.daemon_config import DaemonConfig
+    from dfly.supernode.config import SupernodeConfig
+    text = b'{\n "listen": "0.0.0.0:8002",\n "upstream_supernode": ["127.0.0.1:8002"]\n}\n'
+    found = configcheck.check(SupernodeConfig, configcheck.parse(text))
+    assert [(f.line, f.level) for f in found if "own upstream" in f.message] == [(3, "error")]
+    text = b'{\n "mirror_registry": [\n  "quay.io=https://quay.io",\n  "ftp://x"\n ]\n}\n'
+    found = configcheck.check(DaemonConfig, configcheck.parse(text))
+    assert [(f.line, f.level) for f in found if "--mirror-registry" in f.message] == [(4, "error")]
+    for bad in (b'{"upstream_supernode": "x"}', b'{"mirror_registry": [1]}'):
+        configcheck.check(SupernodeConfig if b"upstream" in bad else DaemonConfig,
+                          configcheck.parse(bad))   # a type error, reported, not a crash
