@@ -292,8 +292,19 @@ class _Pull:
             if time.monotonic() >= deadline:
                 raise socket.timeout("no piece came from the upstream supernode in %.0fs"
                                      % self.timeout_s)
-            with storage.cond if storage is not None else self.ready:
-                (storage.cond if storage is not None else self.ready).wait(WAIT_STEP_S)
+            self._wait_for_more(storage)
+
+    def _wait_for_more(self, storage: Optional[PieceFile]) -> None:
+        """Until a piece is held past what was read (storage.cond is notified then), or
+        a while: the download's end notifies `ready`, not the storage."""
+        if storage is None:
+            with self.ready:
+                if not self.finished:
+                    self.ready.wait(WAIT_STEP_S)
+            return
+        with storage.cond:
+            if storage.contiguous_bytes() <= self.sent and not self.finished:
+                storage.cond.wait(WAIT_STEP_S)
 
     def getcode(self) -> int:
         return self.status
