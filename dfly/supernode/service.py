@@ -155,6 +155,8 @@ class Supernode:
         return self.upstream.opener(task.via, task.digest)
 
     def start(self) -> "Supernode":
+        if self.upstream is not None:
+            self.upstream.start()
         self.repairer.start()
         for thread in self._threads:
             thread.start()

@@ -74,10 +74,14 @@ class UpstreamSource:
                                upload_listen=upload_listen, **tls)
         from dfly.client import Client  # the SDK: loaded only where tiers are used
         self.client = Client(config=config)
-        self.client.claim_upload_address()   # a bad --upstream-upload-listen: exit 2 at start
         self.fetched_bytes = 0   # what came over the link (a counter for tests and logs)
         self.fallbacks = 0       # times no upstream answered and the origin was used
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Listen for the upstream's peers now when the upload address names a host (a
+        bad --upstream-upload-listen is an error at start, not at the first pull)."""
+        self.client.claim_upload_address()
 
     def watch(self, registry) -> None:
         """Its counters in the supernode's metrics (docs/METRICS.md), read at scrape time."""
