@@ -144,7 +144,8 @@ def test_init_containers_validate_the_config_and_point_containerd_at_the_daemon(
     hosts = container(ds, "containerd-hosts", init=True)["command"]
     setup = cli.build_parser(only="setup").parse_args(hosts[2:])
     assert (setup.runtime, setup.hosts_only, setup.root, setup.undo) == ("containerd", True, "/host", False)
-    parse_registry(setup.registry)
+    for registry in setup.registry or ["docker.io"]:   # --registry is repeatable
+        parse_registry(registry)
     assert setup.daemon == built_config(docs, ds, "daemon", DaemonConfig).listen
     mount = next(m for m in container(ds, "containerd-hosts", init=True)["volumeMounts"])
     volume = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
