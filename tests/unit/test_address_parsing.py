@@ -178,7 +178,9 @@ def test_every_address_setting_is_declared_as_one():
                      ("DaemonConfig", "registry_mirror"), ("BenchConfig", "supernode"),
                      ("BenchConfig", "advertise"), ("BenchConfig", "upload_listen"),
                      ("SupernodeConfig", "join"), ("SupernodeConfig", "gossip_listen"),
-                     ("DaemonConfig", "join"), ("DaemonConfig", "gossip_listen")}
+                     ("DaemonConfig", "join"), ("DaemonConfig", "gossip_listen"),
+                     ("SupernodeConfig", "upstream_supernode"),
+                     ("SupernodeConfig", "upstream_upload_listen")}
 
 
 @pytest.mark.parametrize("cls, f", ADDRESS_FIELDS,
