@@ -67,3 +67,33 @@ def test_one_daemon_mirrors_two_registries_each_request_reaching_only_the_one_it
     assert status == 404 and b"no registry named other.example" in body
     assert (len(private.accesses), len(public.accesses)) == seen
     assert all("ns=" not in a.path for a in private.accesses + public.accesses)
+
+
+@pytest.mark.time_limit(90)
+def test_each_mirrored_registry_keeps_its_own_tokens_even_from_one_token_server(
+        tmp_path, token_server, supernode, daemons):
+    first = Registry(str(tmp_path / "first"), token_realm=token_server.realm,
+                     token_cert=token_server.cert_path)
+    second = Registry(str(tmp_path / "second"), token_realm=token_server.realm,
+                      token_cert=token_server.cert_path)
+    try:
+        images = [build_image(str(tmp_path / name), "v1", layer_sizes=(256 << 10,), arches=("amd64",))
+                  for name in ("a", "b")]
+        for image, registry in zip(images, (first, second)):
+            push(image, registry, "team/app", creds="%s:%s" % (USER, PASSWORD))
+        running = daemons.start(supernode=[supernode.address], registry_mirror=first.url,
+                                mirror_registry=[second.url])
+        creds = _basic(USER, PASSWORD)
+        before = len(token_server.requests)
+        for _ in range(2):   # the second round: every token from its registry's cache
+            for image, registry in zip(images, (first, second)):
+                layer = image.layers["amd64"][0]
+                status, _, body = fetch(running.address, "GET", "/v2/team/app/blobs/%s?ns=%s"
+                                        % (layer, registry.host), creds)
+                assert status == 200 and _sha(body) == layer
+        asked = token_server.requests[before:]
+        # Same realm, service, scope and credentials, but two registries: two tokens, once each.
+        assert len(asked) == 2 and all(r.granted for r in asked)
+    finally:
+        second.stop()
+        first.stop()
