@@ -22,12 +22,14 @@ Range requests are not served (a resume starts over: the CDN handles a
 source that ignores Range).
 
 Failures: no upstream member reachable (nothing listens, timed out) falls
-back to the origin, as Dragonfly goes back to source (logged); if the origin
-cannot be reached either, the CDN's outage mode serves a finished copy. An
+back to the origin, as Dragonfly goes back to source (logged), for a task
+this region does not hold whole; one it holds whole is served as it is (the
+CDN's outage mode), as when an origin cannot be reached. An
 upstream that answered is believed: its source errors (404, denied, digest)
 fail the task as an origin's would, and a refusal (a loop, `UpstreamLoop`)
 fails it with the upstream's sentence.
 """
+import errno
 import logging
 import os
 import socket
@@ -120,6 +122,12 @@ class UpstreamSource:
             etag = pull.wait_for_content()
         except errors.P2PUnavailable as e:
             pull.close()
+            if ours.startswith(ETAG_PREFIX):
+                # A finished copy from the upstream, which cannot be reached: served as it
+                # is (the CDN's outage mode), as for an origin that cannot be reached; the
+                # origin would cost a copy over the link that is likely down anyway.
+                raise ConnectionRefusedError(errno.ECONNREFUSED, "no upstream supernode "
+                                             "answered (%s)" % e)
             with self._lock:
                 self.fallbacks += 1
             log.warning("no upstream supernode answered for %s (%s): fetching from the origin",

@@ -70,6 +70,22 @@ def test_the_downstream_region_serves_its_cache_while_the_upstream_and_origin_ar
 
 
 @pytest.mark.time_limit(60)
+def test_the_downstream_region_serves_its_cache_while_only_the_upstream_is_down(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path, revalidate_after_s=0)
+    src = origin.add("cached.bin", content(3 * MiB, seed=1915))
+    client_factory([below.address]).download(src.url, str(downloads / "one.bin"))
+    upstream.stop()
+
+    result = client_factory([below.address], no_back_source=True).download(
+        src.url, str(downloads / "two.bin"))
+    assert sha256_file(str(downloads / "two.bin")) == src.sha256
+    assert result.bytes_from_supernode == src.size
+    assert origin.requests("cached.bin") == 1   # the cache, not a copy from the origin
+    assert below.service.upstream.fallbacks == 0
+
+
+@pytest.mark.time_limit(60)
 def test_a_finished_copy_is_revalidated_against_the_upstream_without_moving_it_again(
         origin, supernode_factory, client_factory, downloads, tmp_path):
     upstream, below = _two_regions(supernode_factory, tmp_path, revalidate_after_s=0)
