@@ -153,14 +153,18 @@ class UpstreamSource:
                           timeout_s: float) -> Optional[str]:
         """The upstream task's content version, learnt by registering without fetching a
         piece (the upstream revalidates its own copy, as for any registration) and
-        leaving again; None when it cannot be learnt so (the pull then decides)."""
+        leaving again; None when it cannot be learnt so (the pull then decides);
+        ConnectionRefusedError (unreachable) when no member answers."""
         uploader = self.client.uploader_address
         if uploader is None:   # a wildcard upload address starts the uploader at the first pull
             return None
         request = RegisterRequest(url=normalize_url(url), peer_id=self.client.peer_id,
                                   peer_port=uploader[1], headers=dict(headers), digest=digest)
+        # Within the CDN's watchdog (timeout_s without progress), every member tried.
+        each_s = min(15.0, max(1.0, timeout_s / (2 * len(self.addresses))))
+        down = []
         for address in self.addresses:
-            supernode = SupernodeClient(address, timeout_s=min(timeout_s, 15.0),
+            supernode = SupernodeClient(address, timeout_s=each_s,
                                         tls=self.client.tls, secrets=self.client.secrets)
             try:
                 task_id, state = supernode.register(request)
@@ -168,13 +172,15 @@ class UpstreamSource:
                     return self._await_version(supernode, task_id, state, timeout_s)
                 finally:
                     supernode.leave_quietly(task_id, self.client.peer_id)
-            except SupernodeDown:
-                continue
+            except SupernodeDown as e:
+                down.append(str(e))
             except errors.DflyError:
                 return None
             finally:
                 supernode.close()
-        return None
+        # No member answered: the CDN serves the finished copy as it is (outage mode).
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "no upstream supernode answered (%s)"
+                                     % "; ".join(down)[:500])
 
     def _await_version(self, supernode: SupernodeClient, task_id: str, state: TaskState,
                        timeout_s: float) -> Optional[str]:

@@ -1,6 +1,7 @@
 """Supernode tiers: a downstream cluster fetches what it lacks from its upstream
 cluster as a P2P peer of it, so the file crosses the link between regions
 once; the region keeps serving its cache when the link is down; loops are refused."""
+import socket
 import threading
 
 import pytest
@@ -83,6 +84,28 @@ def test_the_downstream_region_serves_its_cache_while_only_the_upstream_is_down(
     assert result.bytes_from_supernode == src.size
     assert origin.requests("cached.bin") == 1   # the cache, not a copy from the origin
     assert below.service.upstream.fallbacks == 0
+
+
+@pytest.mark.time_limit(60)
+def test_a_restarted_region_serves_its_cache_while_its_upstream_hangs_without_answering(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    upstream, below = _two_regions(supernode_factory, tmp_path)
+    src = origin.add("hung.bin", content(2 * MiB, seed=1916))
+    client_factory([below.address]).download(src.url, str(downloads / "one.bin"))
+    below.stop()
+    hung = socket.socket()   # accepts connections (the kernel does), never answers: a dead link
+    try:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        again = supernode_factory(data_dir=tmp_path / "region-b", source_timeout_s=4.0,
+                                  upstream_supernode=["127.0.0.1:%d" % hung.getsockname()[1]],
+                                  upstream_upload_listen="127.0.0.1:0")
+        result = client_factory([again.address], no_back_source=True).download(
+            src.url, str(downloads / "two.bin"))
+    finally:
+        hung.close()
+    assert sha256_file(str(downloads / "two.bin")) == src.sha256
+    assert result.bytes_from_supernode == src.size and origin.requests("hung.bin") == 1
 
 
 @pytest.mark.time_limit(60)
