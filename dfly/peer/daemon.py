@@ -507,7 +507,9 @@ class RunningDaemon:
             self.p2p.release(tid)
 
     def _janitor_loop(self) -> None:
-        if self.config.supernode:   # what the cache held before a restart is offered again
+        # What the cache held before a restart is offered again (to the own scheduler in
+        # gossip mode, which sends the offer on to the task's owner).
+        if self.config.supernode or self.scheduler is not None:
             cached = set(self.cache.keys())
             with self._lock:
                 for key in self.seeds.keys():
