@@ -24,9 +24,17 @@ SYNC_FANOUT = 3
 
 
 def cluster_secret(keyring) -> str:
-    """The scheduler cluster's signing secret, derived from the gossip key: one key
-    file configures both."""
-    return hmac.new(keyring.primary, b"dfly scheduler cluster", hashlib.sha256).hexdigest()
+    """The scheduler cluster's signing secret, derived from the gossip key that signs
+    (the first of the ring): one key file configures both."""
+    return cluster_secrets(keyring)[0]
+
+
+def cluster_secrets(keyring) -> List[str]:
+    """One secret per key of the ring, the signing one first. A scheduler takes a call
+    signed with any of them, as the gossip layer takes a packet under any key of the
+    ring: members mid-roll (some signing with the new key, some with the old one)
+    keep scheduling together."""
+    return [hmac.new(key, b"dfly scheduler cluster", hashlib.sha256).hexdigest() for key in keyring.keys]
 
 
 def homes(task_id: str, members: List[str], size: int = HOME_SIZE) -> List[str]:
@@ -64,6 +72,9 @@ class GossipMembership(Membership):
 
     def heard_from(self, member: str, active_tasks, now: float) -> None:
         self._active[member] = set(active_tasks)
+
+    def signing_secrets(self) -> List[str]:
+        return cluster_secrets(self.node.keyring)
 
     def sync_targets(self) -> List[str]:
         """A few members a round, not all: liveness is gossip's, digests are pushed to

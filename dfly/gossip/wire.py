@@ -43,6 +43,7 @@ class Keyring:
         if not keys or any(len(k) < 16 for k in keys):
             raise ValueError("a gossip key must be at least 16 bytes")
         self.primary = keys[0]
+        self.keys = list(keys)   # the first signs; every one verifies
         self._by_id = {key_id(k): k for k in keys}
 
     def key(self, kid: bytes) -> Optional[bytes]:

@@ -60,7 +60,7 @@ class Verifier:
 
     def __init__(self, key: bytes, members: Iterable[str], window_s: float = WINDOW_S,
                  max_nonces: int = MAX_NONCES):
-        self.key = key
+        self.keys = [key]   # a signature under any of these is taken (a key roll)
         self.members = set(members)
         self.window_s = window_s
         self.max_nonces = max_nonces
@@ -74,8 +74,9 @@ class Verifier:
         if not found:
             raise Forbidden("not a member of this supernode cluster (no valid signature)")
         member, ts, nonce, sig = found.groups()
-        expected = signature(self.key, method, path, body, ts, nonce, member)
-        if not hmac.compare_digest(expected, sig) or member not in self.members:
+        signed = any(hmac.compare_digest(signature(key, method, path, body, ts, nonce, member), sig)
+                     for key in self.keys)
+        if not signed or member not in self.members:
             raise Forbidden("not a member of this supernode cluster (bad signature)")
         if abs(now - float(ts)) > self.window_s:
             raise Forbidden("cluster request signed %.0fs away from this member's clock "

@@ -57,6 +57,11 @@ class Membership:
     def others(self) -> List[str]:
         return [m for m in self.members if m != self.me]
 
+    def signing_secrets(self) -> List[str]:
+        """Every secret a member may sign with besides --cluster-secret (gossip mode:
+        one per key of the gossip key ring, so a key roll does not split the cluster)."""
+        return []
+
     def sync_targets(self) -> List[str]:
         """Whom to ping this round: every other member (a static cluster is small)."""
         return self.others()

@@ -756,6 +756,9 @@ class Supernode:
         self.me = membership.me
         self.membership = membership
         self.verifier.members = membership   # answers `in` with the members live now
+        secrets = membership.signing_secrets()
+        if self.config.cluster_secret in secrets:   # derived from the gossip keys: take any of them
+            self.verifier.keys = [signing.cluster_key(s, []) for s in secrets]
         self._threads.append(threading.Thread(target=self._sync_loop, name="supernode-sync",
                                               daemon=True))
 
