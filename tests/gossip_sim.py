@@ -1,11 +1,19 @@
 """A simulated network for the pure SWIM core (dfly/gossip/swim.py): hundreds of
 members in accelerated time, deterministic from a seed, with packet loss, delay,
-partitions, crashed members and frozen ones (a frozen member does nothing until
-it thaws; then its timers run first, then the packets that waited for it, as a
-process stopped by the scheduler or a long GC pause would do).
+partitions, crashed members, frozen ones and stalled ones:
+
+- frozen: nothing of it runs (a stopped process, a long GC pause, a paused VM).
+  Packets sent to it wait in its socket buffer (a bounded one: the kernel drops
+  what does not fit); when it thaws its overdue timers run first, then the
+  packets that waited (dfly's loop reads one packet, then runs the timers).
+- stalled: its packet handling stops while its timers keep running (a blocked
+  receive loop; the Lifeguard paper's "slow message processing"): its probes
+  go out and time out, the acks wait in its buffer with everything else, its
+  suspicions run out before it reads the refutations.
 
 Used by tests/unit/test_gossip_*.py (short runs) and bench/gossip_sim.py (the
 long ones the issue's targets name)."""
+import dataclasses
 import heapq
 import json
 import random
@@ -14,6 +22,8 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from dfly.gossip.swim import ALIVE, DEAD, LEFT, Send, Swim, SwimConfig
 
 WIRE_OVERHEAD_BYTES = 28 + 8 + 8 + 32 + 3   # IP/UDP headers, timestamp, sequence, tag, magic
+RCVBUF_BYTES = 212992      # Linux's default socket receive buffer (net.core.rmem_default)
+DATAGRAM_COST_BYTES = 768  # about what the kernel charges a queued datagram beyond its payload
 
 
 class SimNet:
@@ -30,6 +40,9 @@ class SimNet:
         self.name_at: Dict[Tuple[str, int], str] = {}
         self.crashed: Set[str] = set()
         self.frozen_until: Dict[str, float] = {}
+        self.stalled_until: Dict[str, float] = {}
+        self.buffered: Dict[str, int] = {}   # member -> bytes waiting in its socket buffer
+        self.overflowed = 0                  # packets dropped on a full socket buffer
         self.slow_s: Dict[str, float] = {}   # member -> how late it handles each packet
         self.blocked: Optional[Callable[[str, str], bool]] = None   # a partition: (from, to) -> dropped
         self.bytes_sent: Dict[str, int] = {}
@@ -62,7 +75,12 @@ class SimNet:
         self.crashed.add(name)
 
     def freeze(self, name: str, duration_s: float) -> None:
+        """Nothing of it runs for duration_s; packets wait in its socket buffer."""
         self.frozen_until[name] = self.now + duration_s
+
+    def stall(self, name: str, duration_s: float) -> None:
+        """Its timers run, but it reads no packet for duration_s (they wait in its buffer)."""
+        self.stalled_until[name] = self.now + duration_s
 
     def slow_down(self, name: str, lag_s: float) -> None:
         """Its timers run on time, but every packet is handled lag_s late (a starved CPU)."""
@@ -74,16 +92,7 @@ class SimNet:
         while self._queue and self._queue[0][0] <= end:
             when, _, kind, name, payload = heapq.heappop(self._queue)
             self.now = when
-            if name in self.crashed:
-                continue
-            thaw = self.frozen_until.get(name, 0.0)
-            if thaw > when:   # frozen: this waits until it thaws (timers first, then packets)
-                if kind == "tick":
-                    if self._scheduled.get(name) == when:
-                        self._scheduled[name] = thaw
-                        self._push(thaw, kind, name, payload)
-                else:
-                    self._push(thaw + 1e-6, kind, name, payload)
+            if name in self.crashed or self._held_back(when, kind, name, payload):
                 continue
             node = self.nodes[name]
             if kind == "tick":
@@ -93,6 +102,8 @@ class SimNet:
                 sends = node.tick(when)
             else:
                 msg, src = payload
+                if kind == "held":
+                    self.buffered[name] -= _datagram_cost(msg)
                 sends = node.receive(msg, src, when)
             self._note_events(name, node)
             self._route(name, sends)
@@ -120,6 +131,29 @@ class SimNet:
         return all(self.state_of(o, m) == ALIVE for o in live for m in live)
 
     # internals ------------------------------------------------------------------------
+    def _held_back(self, when: float, kind: str, name: str, payload) -> bool:
+        """Whether this event waits (a frozen member's timers and packets, a stalled
+        member's packets) or is lost (a packet its full socket buffer drops)."""
+        thaw = self.frozen_until.get(name, 0.0)
+        if kind == "tick":
+            if thaw <= when:
+                return False
+            if self._scheduled.get(name) == when:   # its timers run first when it thaws
+                self._scheduled[name] = thaw
+                self._push(thaw, kind, name, payload)
+            return True
+        deaf_until = max(thaw, self.stalled_until.get(name, 0.0))
+        if deaf_until <= when:
+            return False
+        if kind == "deliver":   # into its socket buffer, if there is room
+            cost = _datagram_cost(payload[0])
+            if self.buffered.get(name, 0) + cost > RCVBUF_BYTES:
+                self.overflowed += 1
+                return True
+            self.buffered[name] = self.buffered.get(name, 0) + cost
+        self._push(deaf_until + 1e-6, "held", name, payload)
+        return True
+
     def _push(self, when: float, kind: str, name: str, payload) -> None:
         self._order += 1
         heapq.heappush(self._queue, (when, self._order, kind, name, payload))
@@ -157,6 +191,18 @@ class SimNet:
             elif state == ALIVE:
                 self.alive_seen.setdefault(member, {}).setdefault(observer, when)
         node.events.clear()
+
+
+def scaled(config: SwimConfig, factor: float) -> SwimConfig:
+    """Every timing of `config` times `factor`: the same protocol, faster or slower (a
+    2 s pause under lan timings / 5 is a 10 s pause under lan's own)."""
+    return dataclasses.replace(config, **{name: getattr(config, name) * factor for name in (
+        "probe_interval_s", "probe_timeout_s", "gossip_interval_s", "push_pull_interval_s",
+        "gossip_to_dead_s", "dead_reclaim_s")})
+
+
+def _datagram_cost(msg: Dict) -> int:
+    return len(json.dumps(msg, separators=(",", ":"))) + WIRE_OVERHEAD_BYTES + DATAGRAM_COST_BYTES
 
 
 def percentile(values: List[float], p: float) -> float:

@@ -15,7 +15,10 @@ min as other members independently suspect the same member (a lone slow
 accuser cannot kill anyone quickly); a member's own health score ("awareness",
 0..awareness_max-1) grows with missed nacks and refuted suspicions of itself
 and stretches its probe interval and timeout, so a member that is the slow one
-accuses less.
+accuses less; a probe of a member one suspects carries the suspicion, and every
+other probe goes to such a member (the buddy system: the suspect hears of it
+and refutes even when the gossip was lost). Off, it is plain SWIM with a fixed
+suspicion timeout (the minimum), as the simulations compare.
 
 Pure: no sockets, no clock, no threads. `receive(msg, now)` and `tick(now)`
 return the messages to send (`Send`); `next_wakeup()` says when to call `tick`.
@@ -275,14 +278,14 @@ class Swim:
         self._probe = _Probe(target.name, self._seq, now + timeout, self._next_probe)
         self._count("probes")
         msg = self._msg("ping", seq=self._seq, to=target.name)
-        if target.state == SUSPECT:   # tell it, so it can refute even if gossip missed it
+        if target.state == SUSPECT and self.config.lifeguard:   # tell it (Lifeguard's buddy system)
             msg["u"] = [self._suspect_update(target, self.name)] + msg["u"]
         return [Send(target.addr, msg)]
 
     def _next_target(self) -> Optional[Member]:
-        # Every other probe goes to a member we suspect ourselves, with the news: it can
-        # refute even when the gossip that carried the suspicion was lost.
-        self._recheck = not self._recheck
+        # With Lifeguard, every other probe goes to a member we suspect ourselves, with the
+        # news: it can refute even when the gossip that carried the suspicion was lost.
+        self._recheck = not self._recheck and self.config.lifeguard
         mine = [n for n, s in self._suspicions.items() if s.accuser == self.name]
         if self._recheck and mine:
             return self.members[self.rng.choice(sorted(mine))]

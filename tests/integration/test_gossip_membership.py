@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dfly.gossip.swim import ALIVE, DEAD, LEFT, PROFILES, SUSPECT, Swim
-from tests.gossip_sim import SimNet, percentile
+from tests.gossip_sim import SimNet, percentile, scaled
 
 LAN, FAST = PROFILES["lan"], PROFILES["fast"]
 
@@ -91,13 +91,41 @@ def test_a_partition_heals_by_push_pull_after_both_sides_declared_the_other_dead
         (o, m, net.state_of(o, m)) for o in net.live() for m in net.live() if net.state_of(o, m) != ALIVE][:5]
 
 
-def test_no_false_deaths_at_2_percent_loss_with_a_member_frozen_2_s_every_minute():
-    net = SimNet(LAN, seed=8, loss=0.02)
+@pytest.mark.parametrize("fault", ["freeze", "stall"])
+@pytest.mark.parametrize("lifeguard", [True, False])
+def test_no_false_deaths_at_2_percent_loss_with_a_member_frozen_2_s_every_minute(fault, lifeguard):
+    # At lan timings a 2 s pause is far below the 6.8 s minimum suspicion: SWIM's
+    # suspicion alone covers it, with or without Lifeguard (bench/gossip_sim.py: an hour).
+    net = SimNet(dataclasses.replace(LAN, lifeguard=lifeguard), seed=8, loss=0.02)
     net.cluster(50, settle_s=20)
     for _ in range(5):
-        net.freeze("m7", 2.0)
+        getattr(net, fault)("m7", 2.0)
         net.run(60)
     assert not net.false_deaths
+
+
+@pytest.mark.parametrize("lifeguard", [True, False])
+def test_lifeguard_keeps_a_member_stalled_2_s_every_minute_from_killing_healthy_ones(lifeguard):
+    # lan timings / 5 (probe every 0.2 s, 1.2 s minimum suspicion at N = 20): the 2 s
+    # stall outlasts a suspicion, as a 10 s stall would at lan timings. The stalled
+    # member's probes time out while the acks and refutations wait in its socket
+    # buffer. Without Lifeguard its lone accusations run out first and it declares
+    # healthy members dead; with it they start at 6 x the minimum and its own probing
+    # slows down. (The stalled member itself is declared dead either way: silent for
+    # longer than the minimum, with many independent accusers, it is what a
+    # suspicion is for.)
+    net = SimNet(dataclasses.replace(scaled(LAN, 0.2), lifeguard=lifeguard), seed=14, loss=0.02)
+    net.cluster(20, settle_s=20)
+    net.false_deaths.clear()
+    for _ in range(10):
+        net.stall("m7", 2.0)
+        net.run(60)
+    healthy_deaths = [d for d in net.false_deaths if d[2] != "m7"]
+    if lifeguard:
+        assert not healthy_deaths
+    else:
+        assert healthy_deaths   # the run proves the refinements matter
+        assert any(observer == "m7" for _, observer, _ in healthy_deaths)   # its own accusations
 
 
 @pytest.mark.parametrize("lifeguard", [True, False])
@@ -179,3 +207,21 @@ def test_a_dead_member_is_forgotten_after_the_reclaim_time_without_spinning():
     net.run(LAN.dead_reclaim_s + 60)
     assert all("m1" not in net.nodes[o].members for o in net.live())
     assert all(net.nodes[o].next_wakeup() > net.now - 1 for o in net.live())
+
+
+@pytest.mark.parametrize("lifeguard", [True, False])
+def test_a_probe_of_a_suspect_carries_the_suspicion_only_with_lifeguards_buddy_system(lifeguard):
+    # Lifeguard's third part: a member pinging one it suspects puts the suspicion
+    # first, so the suspect can refute even if the gossip about it was lost. Off, it
+    # is plain SWIM: the suspect hears of it only by gossip.
+    node = Swim("m0", ("sim", 1), {}, dataclasses.replace(LAN, lifeguard=lifeguard), random.Random(1), 0.0)
+    news = [{"k": ALIVE, "n": "m1", "i": 0, "a": ["sim", 2], "m": {}},
+            {"k": SUSPECT, "n": "m1", "i": 0, "by": "m2"}]
+    node.receive({"t": "gossip", "from": "m1", "u": news}, ("sim", 2), 0.0)
+    pings, now = [], 0.0
+    while not pings and now < 30:
+        now = node.next_wakeup()
+        pings = [s.msg for s in node.tick(now) if s.msg["t"] == "ping"]
+    assert pings, "no probe of m1"
+    buddy = {"k": SUSPECT, "n": "m1", "i": 0, "by": "m0"}
+    assert (pings[0]["u"][:1] == [buddy]) is lifeguard
