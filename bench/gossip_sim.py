@@ -6,9 +6,12 @@ of protocol time runs in a minute or so:
   over all observers of several kills), N = 50 and 500, `lan` and `fast`;
 - join: time until 99 % of the members know a new one;
 - steady-state traffic per member (bytes a second, wire overhead included);
-- false deaths in one hour at 2 % loss with one member frozen 2 s every minute,
-  Lifeguard on and off; and the run that separates them (one member handling
-  every packet 8 s late: a starved CPU), on and off.
+- false deaths in one hour at 2 % loss with one member paused 2 s every minute,
+  Lifeguard on and off, counted apart for the healthy members and the paused
+  one: frozen (nothing of it runs) or stalled (its timers run, its packets wait
+  in its socket buffer), at lan timings and at lan timings / 5 (where the 2 s
+  pause outlasts the 1.4 s minimum suspicion, as a 10 s pause would at lan's);
+  and one member handling every packet 8 s late (a starved CPU), on and off.
 
     python3 bench/gossip_sim.py            # everything (several minutes of CPU)
     python3 bench/gossip_sim.py --quick    # N = 50 only, 10 minutes instead of an hour
@@ -20,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dfly.gossip.swim import PROFILES  # noqa: E402
-from tests.gossip_sim import SimNet, percentile  # noqa: E402
+from tests.gossip_sim import SimNet, percentile, scaled  # noqa: E402
 
 
 def detection(profile, n, kills, seed=1):
@@ -54,17 +57,20 @@ def traffic(profile, n, seed=2):
     return rates[len(rates) // 2], rates[-1]
 
 
-def false_deaths(lifeguard, minutes, slow_s=0.0, seed=3):
-    net = SimNet(dataclasses.replace(PROFILES["lan"], lifeguard=lifeguard), seed=seed, loss=0.02)
+def false_deaths(lifeguard, minutes, fault="freeze", speed=1.0, seed=3):
+    """(deaths of healthy members, deaths of m7), each counted once per observer."""
+    config = dataclasses.replace(scaled(PROFILES["lan"], 1.0 / speed), lifeguard=lifeguard)
+    net = SimNet(config, seed=seed, loss=0.02)
     net.cluster(50, settle_s=30)
     net.false_deaths.clear()
-    if slow_s:
-        net.slow_down("m7", slow_s)
+    if fault == "starve":
+        net.slow_down("m7", 8.0)
     for _ in range(minutes):
-        if not slow_s:
-            net.freeze("m7", 2.0)
+        if fault != "starve":
+            getattr(net, fault)("m7", 2.0)
         net.run(60)
-    return len([d for d in net.false_deaths if not slow_s or d[2] != "m7"])
+    paused = len([d for d in net.false_deaths if d[2] == "m7"])
+    return len(net.false_deaths) - paused, paused
 
 
 def main():
@@ -82,13 +88,18 @@ def main():
         median, worst = traffic("lan", n)
         print("traffic   lan  N=%-3d  %.0f B/s per member (median), %.0f B/s (max)" % (n, median, worst),
               flush=True)
+    print("false deaths (healthy members / m7 itself, once per observer), N=50, 2% loss:", flush=True)
+    for speed in (1, 5):
+        for fault in ("freeze", "stall"):
+            for lifeguard in (True, False):
+                healthy, paused = false_deaths(lifeguard, minutes, fault, speed)
+                timings = "lan timings / %d" % speed if speed > 1 else "lan timings"
+                print("  %d min, m7 %-7s 2 s a minute, %-16s lifeguard %-5s: %d / %d"
+                      % (minutes, fault + "s", timings, lifeguard, healthy, paused), flush=True)
     for lifeguard in (True, False):
-        print("false deaths, %d min, 2%% loss, m7 frozen 2 s a minute, lifeguard %-5s: %d"
-              % (minutes, lifeguard, false_deaths(lifeguard, minutes)), flush=True)
-    for lifeguard in (True, False):
-        count = false_deaths(lifeguard, min(minutes, 10), slow_s=8.0)
-        print("false deaths of healthy members, %d min, 2%% loss, m7 8 s late, lifeguard %-5s: %d"
-              % (min(minutes, 10), lifeguard, count), flush=True)
+        healthy, _ = false_deaths(lifeguard, min(minutes, 10), "starve")
+        print("  %d min, m7 handling every packet 8 s late, lan timings, lifeguard %-5s: %d healthy"
+              % (min(minutes, 10), lifeguard, healthy), flush=True)
     print("(%.0f s of CPU)" % (time.time() - started))
 
 
