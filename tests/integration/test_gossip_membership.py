@@ -92,11 +92,11 @@ def test_a_partition_heals_by_push_pull_after_both_sides_declared_the_other_dead
 
 
 @pytest.mark.parametrize("fault", ["freeze", "stall"])
-@pytest.mark.parametrize("lifeguard", [True, False])
-def test_no_false_deaths_at_2_percent_loss_with_a_member_frozen_2_s_every_minute(fault, lifeguard):
+def test_no_false_deaths_at_2_percent_loss_with_a_member_frozen_2_s_every_minute(fault):
     # At lan timings a 2 s pause is far below the 6.8 s minimum suspicion: SWIM's
-    # suspicion alone covers it, with or without Lifeguard (bench/gossip_sim.py: an hour).
-    net = SimNet(dataclasses.replace(LAN, lifeguard=lifeguard), seed=8, loss=0.02)
+    # suspicion alone nearly covers it (bench/gossip_sim.py, an hour without Lifeguard:
+    # one false death when stalled, none when frozen).
+    net = SimNet(LAN, seed=8, loss=0.02)
     net.cluster(50, settle_s=20)
     for _ in range(5):
         getattr(net, fault)("m7", 2.0)
