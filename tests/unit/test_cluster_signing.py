@@ -62,3 +62,19 @@ def test_nonces_are_forgotten_once_their_time_is_out_and_never_exceed_the_bound(
     later = 1000.0 + WINDOW_S + 1
     verifier.verify(_header(now=later, nonce="%016x" % 9), "POST", "/v1/cluster/ping", BODY, later)
     assert len(verifier._seen) == 1
+
+
+def test_a_verifier_holding_several_keys_takes_a_signature_under_any_and_no_other():
+    # The gossip key ring's schedulers: one secret per key, so a key roll never splits them.
+    from dfly.gossip.cluster import cluster_secret, cluster_secrets
+    from dfly.gossip.wire import Keyring
+    ring = Keyring([b"n" * 32, b"o" * 32])
+    assert cluster_secrets(ring)[0] == cluster_secret(ring) != cluster_secrets(ring)[1]
+    verifier = Verifier(cluster_key(cluster_secret(Keyring([b"o" * 32])), []), MEMBERS)
+    verifier.keys = [cluster_key(s, []) for s in cluster_secrets(ring)]
+    for i, secret in enumerate(cluster_secrets(ring)):
+        header = _header(nonce="%02d" % i * 8, key=cluster_key(secret, []))
+        assert verifier.verify(header, "POST", "/v1/cluster/ping", BODY, 1000.0) == MEMBERS[1]
+    stranger = _header(nonce="cd" * 8, key=cluster_key("x" * 32, []))
+    with pytest.raises(Forbidden, match="bad signature"):
+        verifier.verify(stranger, "POST", "/v1/cluster/ping", BODY, 1000.0)
