@@ -86,10 +86,15 @@ def test_a_gossip_scheduler_pings_a_few_members_a_round_not_all():
     assert len({m for r in rounds for m in r}) > SYNC_FANOUT   # a different few each round
 
 
+# An address of its own: another process's connections from 127.0.0.1 may take any
+# ephemeral port there between the probe and the start, but not one on this address.
+GOSSIP_HOST = "127.0.0.93"
+
+
 def _free_port() -> int:
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((GOSSIP_HOST, 0))
         return probe.getsockname()[1]
 
 
@@ -97,8 +102,8 @@ def _gossip_port_is_free(port: int) -> bool:
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
         try:
-            udp.bind(("127.0.0.1", port))
-            tcp.bind(("127.0.0.1", port))
+            udp.bind((GOSSIP_HOST, port))
+            tcp.bind((GOSSIP_HOST, port))
         except OSError:
             return False
     return True
@@ -118,6 +123,6 @@ def test_a_gossip_member_that_cannot_take_its_listen_port_lets_its_gossip_port_g
         start = supernode_factory if program == "supernode" else daemons.start
         with pytest.raises(Exception) as failed:
             start(listen=listen, gossip=True, gossip_key_file=str(key),
-                  gossip_listen="127.0.0.1:%d" % gossip_port)
+                  gossip_listen="%s:%d" % (GOSSIP_HOST, gossip_port))
         # While the failed program's frames are still referenced (as a caller's would be).
         assert failed.value is not None and _gossip_port_is_free(gossip_port)
