@@ -63,6 +63,7 @@ from dfly.peer.proxy import HttpProxy
 from dfly.peer.registry import RegistryMirror, oci_error
 from dfly.peer.scrub import CacheScrubber
 from dfly.peer.seeds import Seed, SeedBook
+from dfly.peer.subscriber import Subscriber
 from dfly.peer.tokens import BearerTokens
 from dfly.peer.upstream import Upstream
 from dfly.protocol import handoff
@@ -234,6 +235,7 @@ class RunningDaemon:
         self._janitor = threading.Thread(target=self._janitor_loop, name="daemon-janitor", daemon=True)
         self.scrubber = CacheScrubber(self, config.scrub_rate, self.stopping)
         self._scrub_thread = threading.Thread(target=self.scrubber.run, name="daemon-scrub", daemon=True)
+        self.subscriber = self._subscriber(config)
 
     def _gossip_mode(self, config: DaemonConfig, data_dir: str):
         """No supernode: a gossip member, and a scheduler in this process that the
@@ -253,6 +255,22 @@ class RunningDaemon:
             self.gossip.stop()   # a goodbye: the others mark us left at once, not dead later
             self.scheduler.stop()
 
+    def _subscriber(self, config: DaemonConfig) -> Optional[Subscriber]:
+        """--subscribe: fetch what is published on those topics (subscriber.py)."""
+        if not config.subscribe:
+            return None
+        try:   # a start-up error (exit 2): the listener bound already is let go
+            if not config.supernode:
+                raise ValueError("--subscribe needs --supernode: publications come from the supernodes")
+            try:
+                return Subscriber(self, config.subscribe, config.subscribe_concurrency,
+                                  config.subscribe_jitter_s, config.subscribe_poll_s)
+            except BadRequest as e:
+                raise ValueError("--subscribe: %s" % e)
+        except ValueError:
+            self.listener.stop()
+            raise
+
     def start(self) -> "RunningDaemon":
         try:   # a taken --upload-listen port is a start-up error, as a taken --listen is
             self.p2p.claim_upload_address()
@@ -266,6 +284,8 @@ class RunningDaemon:
             self.gossip.start(resolve_joins(self.config.join))
         self._janitor.start()
         self._scrub_thread.start()
+        if self.subscriber is not None:
+            self.subscriber.start()
         return self
 
     @property
@@ -282,6 +302,8 @@ class RunningDaemon:
     def stop(self) -> None:
         self.stopping.set()
         self._stop_gossip()
+        if self.subscriber is not None:
+            self.subscriber.stop()
         self.cache.close()
         self.listener.stop()
         try:   # a token nobody answers to must not linger
@@ -386,7 +408,8 @@ class RunningDaemon:
                 "cache_files": len(self.cache.keys()), "seeding": len(self.p2p.seeding),
                 "uploaded_bytes": self.p2p.uploaded_bytes,
                 "damaged_pieces": totals["damaged_pieces"], "repaired_pieces": totals["repaired_pieces"],
-                "refetched": totals["refetched"]}
+                "refetched": totals["refetched"],
+                "subscription": self.subscriber.view() if self.subscriber is not None else None}
 
     # damage --------------------------------------------------------------------------------
     def cache_damaged(self, key: str, bad: List[int], what: str) -> None:

@@ -85,3 +85,15 @@ class DaemonConfig(TLSOptions, GossipOptions):
                                         "image names spell it; containerd's hosts.toml sends it "
                                         "as ?ns=NAME) or URL; repeat for each: each keeps its "
                                         "own credentials and tokens", metavar="NAME=URL")
+    subscribe: List[str] = option([], "fetch into the cache what the supernodes publish on this "
+                                  "topic (dfly publish, preheats with scope all_peers): an image "
+                                  "name with * wildcards (registry:5000/library/*), or a URL "
+                                  "prefix (https://files.example.com/models/); repeatable",
+                                  metavar="PATTERN")
+    subscribe_concurrency: int = option(2, "items of publications fetched at once")
+    subscribe_jitter_s: float = option(5.0, "a delivery starts after a random wait of up to this "
+                                       "long, so hosts do not all start at the same moment",
+                                       kind="duration", flag="--subscribe-jitter", metavar="DURATION")
+    subscribe_poll_s: float = option(20.0, "how long one poll for publications waits at the "
+                                     "supernode before it is sent again", kind="duration",
+                                     flag="--subscribe-poll", metavar="DURATION")

@@ -28,7 +28,7 @@ from dfly.protocol.urls import normalize_url
 
 KINDS = ("image", "file")
 # Dragonfly 2's scopes. Every one preheats into the supernode cluster; "all_peers"
-# would also deliver to subscribed daemons (publish/subscribe, not built yet).
+# also publishes it to the subscribed daemons (protocol/publications.py).
 SCOPES = ("single_seed_peer", "all_seed_peers", "all_peers")
 SCOPE_ALL_PEERS = "all_peers"
 PLATFORM = re.compile(r"\A[a-z0-9_.-]{1,32}/[a-z0-9_.-]{1,32}(?:/[a-z0-9_.-]{1,32})?\Z")
@@ -47,8 +47,8 @@ MAX_BLOBS = 4096          # blobs one image may name
 # Job states, and how each API says them.
 WAITING, RUNNING, SUCCESS, FAILED = "WAITING", "RUNNING", "SUCCESS", "FAILED"
 V2_STATES = {WAITING: "PENDING", RUNNING: "PENDING", SUCCESS: "SUCCESS", FAILED: "FAILURE"}
-PEERS_NOT_YET = ("scope all_peers: delivered to the supernode cluster's cache only; delivery "
-                 "to subscribed daemons is not available yet")
+PEERS_NOT_YET = ("scope all_peers: delivered to the supernode cluster's cache only; this "
+                 "supernode keeps no publish log")
 
 
 class PreheatRequest(NamedTuple):
@@ -62,7 +62,8 @@ class PreheatRequest(NamedTuple):
     def key(self) -> str:
         """What makes two preheats the same job (the credentials do not)."""
         return "\n".join([self.kind, self.url, ",".join(sorted(self.platforms)),
-                          ",".join(sorted(self.filters))])
+                          ",".join(sorted(self.filters))]
+                         + (["published"] if self.scope == SCOPE_ALL_PEERS else []))
 
 
 class ImageRef(NamedTuple):
@@ -318,6 +319,8 @@ class Job:
     error: str = ""
     note: str = ""
     tasks: Dict[str, TaskResult] = field(default_factory=dict)
+    blobs: List[Blob] = field(default_factory=list)   # what an image resolved to
+    publication: Optional[int] = None   # its seq in the publish log (scope all_peers)
 
     def started(self, now: float) -> None:
         self.state, self.started_at = RUNNING, now
@@ -338,7 +341,7 @@ class Job:
             self.failed(failed[0].description or "not finished", now)
             return
         self.state, self.finished_at = SUCCESS, now
-        if self.request.scope == SCOPE_ALL_PEERS:
+        if self.request.scope == SCOPE_ALL_PEERS and self.publication is None:
             self.note = PEERS_NOT_YET
 
     def failed(self, why: str, now: float) -> None:

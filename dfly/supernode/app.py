@@ -14,9 +14,11 @@ from dfly.httpd import Listener
 from dfly.lifecycle import catch_signals, log_to, serve_until_signalled
 from dfly.protocol.address import format_address, loopback_for, parse_address
 from dfly.protocol.preheat import Limits
+from dfly.protocol.publications import Retention
 from dfly.supernode.cluster import Membership
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.preheat import Preheater, read_token
+from dfly.supernode.publications import MemberCopier, PublicationLog, PubSub
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
 from dfly.tls import TLS
@@ -46,15 +48,23 @@ class RunningSupernode:
         self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
                                    config.max_preheats, config.preheat_timeout_s,
                                    Limits(max_per_client=config.max_preheats_per_client))
+        self.publications = PublicationLog(os.path.join(data_dir, "publications"), self.service.me,
+                                           Retention(config.publication_keep_s,
+                                                     config.publication_keep_count))
+        self.preheater.publications = self.publications   # scope all_peers: published
+        pubsub = PubSub(self.publications, self.service, self.preheater)
         self.listener = Listener("supernode-http", parse_address(config.listen, 8002),
-                                 SupernodeApp(self.service, self.preheater, ops_token),
+                                 SupernodeApp(self.service, self.preheater, ops_token, pubsub),
                                  config.max_connections,
                                  tls=self.service.tls,
                                  max_connections_per_client=config.max_connections_per_client)
         if cluster_for is not None:   # gossip mode: our member name needs the port just bound
             self.service.use_membership(cluster_for(self.listener.address[1]))
+        self.publications.me = self.service.me   # gossip mode: named after the port just bound
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.preheater.start()
+        self.copier = MemberCopier(self.publications, self.service, self.service._sign,
+                                   max(0.2, config.member_dead_after_s / 4)).start()
         self.listener.start()
         if self.gossip is not None:
             self.gossip.swim.me.meta["sn"] = self.service.me
@@ -80,7 +90,9 @@ class RunningSupernode:
     def stop(self) -> None:
         if self.gossip is not None:
             self.gossip.stop()
+        self.publications.stop()   # waiting polls answer now
         self.listener.stop()
+        self.copier.stop()
         self.preheater.stop()
         self.service.stop()
 

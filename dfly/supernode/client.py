@@ -196,6 +196,44 @@ class SupernodeClient:
     def preheat_job(self, job_id: int, token: str) -> dict:
         return self._call("GET", "/oapi/v1/jobs/%d" % job_id, headers=_bearer(token))
 
+    # publish/subscribe (protocol/publications.py) -------------------------------------
+    def publish(self, body: dict, token: str) -> dict:
+        """Publish an image or a file to the subscribed daemons (the preheat token): its job."""
+        return self._call("POST", "/v1/publications", body, headers=_bearer(token))
+
+    def publications(self, subscriber: str, after: int, patterns: List[str], wait_s: float) -> dict:
+        """Long-poll for the publications after `after` that `patterns` take; the peer
+        secret proves `subscriber` (a first poll gets one, as a first registration does)."""
+        query = urlencode({"subscriber": subscriber, "after": after, "topics": ",".join(patterns),
+                           "wait": "%.1f" % wait_s})
+        if self.peer_secret:
+            body = self._call("GET", "/v1/publications?" + query, None, self.timeout_s + wait_s,
+                              headers=self._proof())
+        else:
+            with self.secrets.first_registration:
+                body = self._call("GET", "/v1/publications?" + query, None, self.timeout_s + wait_s,
+                                  headers=self._proof())
+        if isinstance(body.get("peer_secret"), str) and body["peer_secret"]:
+            self.secrets.put(self.address, body["peer_secret"])
+        return body
+
+    def subscriptions(self, token: str = "") -> dict:
+        return self._call("GET", "/v1/subscriptions", headers=_bearer(token) if token else None)
+
+    def member_publications(self, after: int, sign: Signer) -> dict:
+        """Member to member: this member's publications after `after` (signed)."""
+        return self._call("POST", "/v1/cluster/publications", {"after": after}, sign=sign)
+
+    def interrupt(self) -> None:
+        """From another thread: end the call in flight now (a long poll, at shutdown)."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

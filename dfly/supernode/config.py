@@ -107,3 +107,9 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     upstream_upload_listen: str = option("0.0.0.0:0", "address this supernode's uploader "
                                          "listens on while it is a peer of its upstream cluster",
                                          kind="address", metavar="HOST:PORT")
+    publication_keep_s: float = option(7 * 86400.0, "publications (dfly publish, preheats with scope "
+                                       "all_peers) older than this leave the log: a daemon down "
+                                       "longer misses them", kind="duration",
+                                       flag="--publication-keep", metavar="DURATION")
+    publication_keep_count: int = option(1000, "at most this many publications are kept (the "
+                                         "oldest leave first)")

@@ -13,8 +13,11 @@ and waits for each to finish or fail. In a cluster, a task another member
 owns is registered there, as a peer would (a short-lived pseudo-peer that
 leaves at once), and watched there.
 
-Delivery to daemons (`"scope": "all_peers"`) needs publish/subscribe, which is
-not built yet: `deliver_to_peers` is the hook, and the job says so in its note.
+Delivery to daemons (`"scope": "all_peers"`, and `dfly publish`, which is such
+a preheat): once every task of the job is cached, `deliver_to_peers` appends a
+publication to the publish log (supernode/publications.py), with the blobs the
+image resolved to; subscribed daemons poll for it and fetch each blob through
+P2P. A job that failed publishes nothing.
 """
 import hmac
 import http.client
@@ -34,6 +37,7 @@ from dfly.protocol import preheat as rules
 from dfly.protocol.digest import new_hasher
 from dfly.protocol.messages import RegisterRequest
 from dfly.protocol.preheat import Job, PreheatRequest
+from dfly.protocol.publications import image_names
 from dfly.protocol.redact import redact_text, redact_url
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.service import OwnedElsewhere, Supernode
@@ -62,6 +66,7 @@ class Preheater:
         self.timeout_s = timeout_s
         self.wall_clock = wall_clock
         self.jobs = rules.Jobs(limits)
+        self.publications = None   # the publish log (PublicationLog), when wired
         self._lock = threading.Lock()
         self._queue = queue.Queue()   # of Job
         self._stop = threading.Event()
@@ -114,6 +119,7 @@ class Preheater:
         done, total = job.progress()
         v2 = job.v2(self.supernode.me, self.supernode.me.rpartition(":")[0].strip("[]"))
         v2["progress"] = {"done": done, "total": total}
+        v2["publication"] = job.publication   # its seq in the publish log, once published
         return {"v1": job.v1(), "v2": v2, "state": job.state}
 
     # running -------------------------------------------------------------------------
@@ -147,8 +153,21 @@ class Preheater:
         log.info("preheat %d %s%s", job.id, job.state, ": " + job.error if job.error else "")
 
     def deliver_to_peers(self, job: Job) -> None:
-        """The hook for `"scope": "all_peers"`: publish the job's tasks to subscribed daemons
-        (issue 18, publish/subscribe). Not built yet: the job's note says so."""
+        """`"scope": "all_peers"`: publish what the job cached to the subscribed daemons,
+        when all of it is cached (a failed job publishes nothing)."""
+        req = job.request
+        if req.scope != rules.SCOPE_ALL_PEERS or self.publications is None:
+            return
+        with self._lock:
+            whole = bool(job.tasks) and all(t.state == rules.SUCCESS for t in job.tasks.values())
+        if not whole:
+            return
+        names = image_names(req.url) if req.kind == "image" else ()
+        pub = self.publications.publish(req.kind, req.url, names, req.filters,
+                                        [(b.digest, b.size) for b in job.blobs])
+        with self._lock:
+            job.publication = pub.seq
+            job.note = "published to subscribed daemons as publication %d" % pub.seq
 
     def _file(self, job: Job, deadline: float) -> None:
         req = job.request
@@ -158,6 +177,7 @@ class Preheater:
         req = job.request
         ref = rules.image_ref(req.url)
         blobs = self._blobs_of(ref, req, deadline)
+        job.blobs = blobs
         self._warm_all(job, [(b.digest, ref.blob_url(b.digest), b.digest) for b in blobs], deadline)
 
     def _blobs_of(self, ref: rules.ImageRef, req: PreheatRequest, deadline: float) -> List[rules.Blob]:

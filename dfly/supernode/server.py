@@ -23,18 +23,25 @@ Preheat (supernode/preheat.py; Bearer --preheat-token-file), as Harbor calls it:
   POST /oapi/v1/jobs                        -> the job, "id" an integer
   GET  /oapi/v1/jobs/{id}                   -> the job: "state", "result"
   GET  /metrics                             -> Prometheus text (docs/METRICS.md)
+Publish/subscribe (supernode/publications.py):
+  POST /v1/publications                     -> publish an image or file (Bearer preheat token)
+  GET  /v1/publications?subscriber=&after=&topics=&wait= -> a daemon's long-poll
+  GET  /v1/subscriptions                    -> who subscribed to what, how far each has caught up
+  POST /v1/cluster/publications             -> member to member: publications after a seq
 """
 import ipaddress
 from typing import Optional
 
 from dfly import dashboard_page, metrics
 from dfly.auth import check_ops_access
+from dfly.errors import NotFound
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import piecetoken, preheat, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
 from dfly.protocol.signing import SignedCall
 from dfly.supernode import dashboard
 from dfly.supernode.preheat import Preheater
+from dfly.supernode.publications import PubSub
 from dfly.supernode.service import Supernode
 
 _ROUTES = [
@@ -59,16 +66,21 @@ _ROUTES = [
     ("POST", r"/oapi/v1/jobs", "preheat_v2"),
     ("GET", r"/oapi/v1/jobs/(?P<job>[^/]+)", "preheat_v2_status"),
     ("GET", r"/metrics", "metrics"),
+    ("POST", r"/v1/publications", "publish"),
+    ("GET", r"/v1/publications", "publications"),
+    ("GET", r"/v1/subscriptions", "subscriptions"),
+    ("POST", r"/v1/cluster/publications", "member_publications"),
 ]
 ROUTES = compile_routes(_ROUTES)
 
 
 class SupernodeApp:
     def __init__(self, supernode: Supernode, preheater: Optional[Preheater] = None,
-                 ops_token: str = ""):
+                 ops_token: str = "", pubsub: Optional[PubSub] = None):
         self.supernode = supernode
         self.preheater = preheater or Preheater(supernode, "")
         self.ops_token = ops_token   # "" : the operations pages are open (dfly/auth.py)
+        self.pubsub = pubsub
 
     def route(self, request: Request) -> Response:
         name, params = match_route(ROUTES, request)
@@ -151,6 +163,27 @@ class SupernodeApp:
     def preheat_v2_status(self, request: Request, job: str) -> Response:
         self.preheater.check_auth(request.headers.get("Authorization", ""))
         return Response.json(self.preheater.view(preheat.parse_job_id(job))["v2"])
+
+
+    # publish/subscribe ----------------------------------------------------------------
+    def publish(self, request: Request) -> Response:
+        return Response.json(self._pubsub().publish(request.json(), request.headers.get("Authorization", ""),
+                                                    request.client[0]))
+
+    def publications(self, request: Request) -> Response:
+        return Response.json(self._pubsub().poll(request.query, request.client[0], _proof(request)))
+
+    def subscriptions(self, request: Request) -> Response:
+        ops_view(request, self.ops_token)   # read-only; closed with the other ops views
+        return Response.json(self._pubsub().subscriptions())
+
+    def member_publications(self, request: Request) -> Response:
+        return Response.json(self._pubsub().member_publications(_signed(request), request.json()))
+
+    def _pubsub(self) -> PubSub:
+        if self.pubsub is None:
+            raise NotFound("publish/subscribe is not wired on this listener")
+        return self.pubsub
 
 
 def ops_view(request: Request, ops_token: str) -> None:

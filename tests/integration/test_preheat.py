@@ -238,14 +238,15 @@ def test_a_denied_source_fails_the_preheat_without_fetching(tmp_path, supernode_
     assert origin.requests("f.bin") == 0
 
 
-def test_a_file_preheat_caches_the_file_and_says_peers_are_not_reached_yet(
+def test_a_file_preheat_with_scope_all_peers_caches_the_file_and_publishes_it(
         tmp_path, preheating, origin):
     supernode, client = preheating
     origin.add("f.bin", os.urandom(300_000))
     body = {"type": "preheat", "args": {"type": "file", "url": origin.url("f.bin"), "scope": "all_peers"}}
     done = _finished_v2(client, client.preheat(body, TOKEN)["id"])
     assert done["state"] == "SUCCESS"
-    assert "not available yet" in done["result"]["job_states"][0]["note"]
+    assert "published to subscribed daemons as publication 1" in done["result"]["job_states"][0]["note"]
+    assert done["publication"] == 1
     assert [t["url"] for t in _cached_tasks(supernode)] == [origin.url("f.bin")]
     with pytest.raises(DflyError):
         client.preheat_job(done["id"], "wrong")

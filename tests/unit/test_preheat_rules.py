@@ -185,11 +185,17 @@ def test_a_v2_job_always_has_dates_go_can_parse():
     assert v2["created_at"] == v2["updated_at"] == "2023-11-14T22:13:20Z"
 
 
-def test_all_peers_scope_succeeds_into_the_cluster_and_says_peers_are_not_reached():
+def test_all_peers_scope_without_a_publish_log_succeeds_into_the_cluster_and_says_so():
     job = preheat.Job(1, PreheatRequest("file", "http://o/f", {}, scope="all_peers"), "h", 0.0)
     job.started(0.0)
     job.finished(1.0)
-    assert job.state == "SUCCESS" and "not available yet" in job.v1()["note"]
+    assert job.state == "SUCCESS" and "keeps no publish log" in job.v1()["note"]
+
+
+def test_all_peers_scope_is_another_job_than_the_same_preheat_without_it():
+    plain = PreheatRequest("file", "http://o/f", {})
+    assert plain.key() != plain._replace(scope="all_peers").key()
+    assert plain.key() == plain._replace(scope="all_seed_peers").key()
 
 
 @pytest.mark.parametrize("text, plain, expected", [
