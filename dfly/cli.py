@@ -216,6 +216,29 @@ def _preheat_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_preheat)
 
 
+def _publish_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.publish import EXIT_CODES as PUBLISH_EXIT_CODES
+    from dfly.tls import TLSOptions
+    cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
+                     "or its manifest URL; any other URL is published as a file")
+    cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
+                     help="the supernode (any cluster member) to publish on")
+    cmd.add_argument("--token-file", metavar="FILE", required=True,
+                     help="the supernode's preheat token (its --preheat-token-file)")
+    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'",
+                     help="header sent to the registry or origin by the supernode (not logged, not "
+                     "sent to the daemons; repeatable)")
+    cmd.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
+                     help="only this platform of a multi-platform image (repeatable; default: all)")
+    cmd.add_argument("--plain-http", action="store_true", help="the registry of IMAGE speaks http")
+    cmd.add_argument("--timeout", default="30m", metavar="DURATION",
+                     help="stop waiting after this long (default: %(default)s)")
+    cmd.add_argument("--json", action="store_true", help="print the finished job as JSON on stdout")
+    options.add_arguments(cmd, TLSOptions)
+    cmd.epilog = _exit_codes(PUBLISH_EXIT_CODES)
+    cmd.set_defaults(run=run_publish)
+
+
 def _validate_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("files", nargs="+", metavar="FILE", help="settings file (JSON; TOML on "
                      "Python 3.11+) as --config takes it")
@@ -286,6 +309,8 @@ COMMANDS = {
                "air-gapped site", _export_options),
     "import": ("seed a stopped daemon's or supernode's cache from an export archive, every digest "
                "checked", _import_options),
+    "publish": ("deliver an image or a file to every daemon subscribed to it (--subscribe)",
+                _publish_options),
 }
 
 
@@ -810,4 +835,26 @@ def run_import(args) -> int:
     importer.import_archive(args.archive[0], args.data_dir, args.into,
                             None if args.quiet else sys.stderr, args.manifests_only,
                             args.archive[1:])
+    return 0
+
+
+def run_publish(args) -> int:
+    from dfly import preheat, publish
+    from dfly.options import parse_duration
+    from dfly.supernode.client import SupernodeClient
+    from dfly.tls import TLS, TLSOptions
+
+    check_supernodes([args.supernode])
+    token = preheat.read_token(args.token_file)
+    body = publish.publish_body(args.target, dict(parse_header(h) for h in args.header),
+                                args.platform, args.plain_http)
+    timeout_s = parse_duration(args.timeout)
+    client = SupernodeClient(args.supernode, timeout_s=30,
+                             tls=TLS.from_config(options.build(TLSOptions, None, args)))
+    try:
+        job = publish.run(client, body, token, timeout_s, sys.stderr, tty=sys.stderr.isatty())
+    finally:
+        client.close()
+    if args.json:
+        sys.stdout.write(json.dumps(job) + "\n")
     return 0

@@ -39,6 +39,13 @@ def run(client: SupernodeClient, body: dict, token: str, timeout_s: float, out: 
     failed, DownloadTimeout when it is not over by `timeout_s`."""
     job = client.preheat(body, token)
     out.write("preheat %d started on %s: %s\n" % (job["id"], client.address, body["args"]["url"]))
+    return follow(client, job, token, timeout_s, out, tty, clock, sleep)
+
+
+def follow(client: SupernodeClient, job: dict, token: str, timeout_s: float, out: TextIO,
+           tty: bool = False, clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Wait for a started job's end (`dfly publish` starts one too); as run."""
     deadline = clock() + timeout_s if timeout_s > 0 else None
     while job.get("state") == "PENDING":
         if deadline is not None and clock() >= deadline:
