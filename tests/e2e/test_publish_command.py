@@ -54,7 +54,8 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
         missing = _dfly(pyz, "publish", origin.url("releases/none.tar"), "--supernode", supernode.address,
                         "--token-file", str(token))
         refused = _dfly(pyz, "publish", src.url, "--supernode", supernode.address, "--token-file", str(wrong))
-        bad = _dfly(pyz, "publish", "Not An Image", "--supernode", supernode.address, "--token-file", str(token))
+        bad = _dfly(pyz, "publish", "Not An Image", "--supernode", supernode.address,
+                    "--token-file", str(token))
         bad_topic = _dfly(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
                           "--supernode", supernode.address, "--data-dir", str(tmp_path / "bad"),
                           "--subscribe", "a" + "*a" * 40)
