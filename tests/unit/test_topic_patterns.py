@@ -8,6 +8,8 @@ from dfly.protocol import topics
 from dfly.protocol.publications import image_names
 
 
+# Only `*` is special: `?`, `[...]` and regex characters are literal (fnmatch and a
+# regex would read them otherwise).
 @pytest.mark.parametrize("pattern, text, expected", [
     ("abc", "abc", True), ("abc", "abcd", False), ("*", "", True), ("*", "anything/at/all", True),
     ("a*", "a", True), ("*a", "ba", True), ("*a", "ab", False), ("a*c", "abbbc", True),
@@ -17,6 +19,8 @@ from dfly.protocol.publications import image_names
     ("registry:5000/library/*", "registry:5000/team/app", False),
     ("*/debian", "registry:5000/library/debian", True),
     ("*a*a*a*b", "aaab", True), ("*a*a*a*b", "aab", False),
+    ("a?c", "abc", False), ("a?c", "a?c", True), ("r/[ab]", "r/a", False), ("r/[ab]", "r/[ab]", True),
+    ("a.c", "abc", False), ("*.io/x", "docker.io/x", True),
 ])
 def test_a_glob_matches_the_whole_text(pattern, text, expected):
     assert topics.glob_match(pattern, text) is expected
