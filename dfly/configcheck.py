@@ -488,6 +488,25 @@ def _mirror(s: _Settings) -> None:
                 "registry" % url, "registry_mirror")
 
 
+def _subscribe(s: _Settings) -> None:
+    """A daemon's topics (peer/subscriber.py): each pattern as the daemon checks it at start."""
+    if "subscribe" not in s.given:
+        return
+    from dfly.errors import BadRequest
+    from dfly.protocol import topics
+    patterns = s.get("subscribe")
+    if len(patterns) > topics.MAX_PATTERNS:
+        return s.error("%d --subscribe patterns: at most %d" % (len(patterns), topics.MAX_PATTERNS),
+                       "subscribe")
+    for index, text in enumerate(patterns):
+        try:
+            topics.parse_pattern(text)
+        except BadRequest as e:
+            s.findings.append(error(s.item_line("subscribe", index), "--subscribe: %s" % e))
+    if patterns and not s.get("supernode"):
+        s.error("--subscribe needs --supernode: publications come from the supernodes", "subscribe")
+
+
 def _cluster(s: _Settings) -> None:
     if not _has(s, "cluster") or not s.get("cluster"):
         return
@@ -584,7 +603,7 @@ def _texts(s: _Settings, name: str) -> List[str]:
 
 
 _RULES = (_listeners, _rates, _shares, _proxy_rules, _mirror, _cluster, _supernodes, _warnings, _tls,
-          _gossip, _tiers)
+          _gossip, _tiers, _subscribe)
 
 
 # Facts of the host ----------------------------------------------------------------------

@@ -435,3 +435,12 @@ def test_any_bytes_are_findings_never_a_crash(raw, is_toml, kind):
 def test_every_bound_names_a_setting_of_some_program():
     names = {f.name for cls in KINDS.values() for f in dataclasses.fields(cls)}
     assert set(configcheck.RANGES) | set(configcheck.POSITIVE_DURATIONS) <= names
+
+
+def test_a_bad_subscribe_pattern_is_an_error_on_its_line_and_needs_a_supernode():
+    text = '{"supernode": ["127.0.0.1:8002"], "subscribe": [\n "r:5000/library/*",\n "a b",\n "' \
+           + "*a" * 17 + '"]}'
+    found = lines(DaemonConfig, text)
+    assert "no spaces" in found[3] and "at most 16" in found[4] and 2 not in found
+    alone = lines(DaemonConfig, '{"subscribe": ["r/*"]}')
+    assert any("needs --supernode" in m for m in alone.values())
