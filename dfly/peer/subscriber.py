@@ -54,6 +54,7 @@ class Subscriber:
         self.jitter_s = max(0.0, jitter_s)
         self.poll_s = max(0.1, poll_s)
         self.rng = rng
+        self.retry_pause_s = RETRY_PAUSE_S
         self.supernodes = list(daemon.config.supernode)
         self.state_path = os.path.join(daemon.data_dir, "daemon", STATE_FILE)
         state = _read_state(self.state_path)
@@ -137,7 +138,7 @@ class Subscriber:
         if self._stop.is_set():
             return   # not acknowledged: asked again after a restart
         if failed:   # not acknowledged: asked again after a pause (the fetched ones are skipped)
-            self._stop.wait(RETRY_PAUSE_S)
+            self._stop.wait(self.retry_pause_s)
             return
         nxt = reply.get("next")
         with self._lock:

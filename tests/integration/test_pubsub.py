@@ -3,13 +3,18 @@ tmp_path, daemons subscribed on 127.0.0.1:0, a real origin; each publish must
 end in every subscribed daemon's cache, through P2P (the origin sends the file
 once), and survive a daemon's and the supernode's restarts."""
 import os
+import threading
+from types import SimpleNamespace
 
 import pytest
 from helpers import MiB, content, wait_until
 
-from dfly.errors import BadRequest, DflyError
+from dfly.errors import BadRequest, DflyError, P2PUnavailable
+from dfly.peer import subscriber as subscriber_module
+from dfly.peer.daemon_config import DaemonConfig
+from dfly.peer.subscriber import Subscriber
 from dfly.protocol.task import task_id
-from dfly.supernode.client import SupernodeClient
+from dfly.supernode.client import PeerSecrets, SupernodeClient
 
 TOKEN = "publish-token-for-tests"
 
@@ -167,3 +172,42 @@ def test_the_log_drops_a_line_cut_short_by_a_crash(publishing, origin, tmp_path)
     assert [p["seq"] for p in reply["publications"]] == [1]
     with open(log_path, "rb") as f:
         assert f.read().count(b"\n") == 1
+
+
+class _Cache:
+    """A daemon cache that cannot get `bad` (as when the cluster cannot deliver it)."""
+
+    def __init__(self, bad: str):
+        self.bad = bad
+        self.asked = []
+
+    def obtain(self, key, fill, timeout_s):
+        self.asked.append(key)
+        if key == self.bad:
+            raise P2PUnavailable("no supernode could deliver it")
+        return "/cached/" + key
+
+
+@pytest.mark.time_limit(60)
+def test_a_publication_that_keeps_failing_is_given_up_and_does_not_hold_back_the_next(
+        origin, publishing, tmp_path):
+    supernode, client = publishing()
+    for name in ("d/bad.bin", "d/good.bin"):
+        origin.add(name, content(1000, seed=7))
+        _publish(client, origin.url(name))
+    bad = "task-" + task_id(origin.url("d/bad.bin"))
+    daemon = SimpleNamespace(config=DaemonConfig(supernode=[supernode.address], fetch_timeout_s=5.0),
+                             data_dir=str(tmp_path / "fake"), stopping=threading.Event(),
+                             p2p=SimpleNamespace(peer_id="fake-daemon", tls=None, secrets=PeerSecrets()),
+                             cache=_Cache(bad))
+    subscriber = Subscriber(daemon, [origin.url("d/")], concurrency=1, jitter_s=0.0, poll_s=1.0)
+    subscriber.retry_pause_s = 0.05
+    subscriber.start()
+    try:
+        wait_until(lambda: subscriber.view()["positions"].get(supernode.address) == 2, timeout=20)
+    finally:
+        daemon.stopping.set()
+        subscriber.stop()
+    view = subscriber.view()
+    assert (view["delivered"], view["given_up"]) == (1, 1), view
+    assert daemon.cache.asked.count(bad) == subscriber_module.MAX_ATTEMPTS
