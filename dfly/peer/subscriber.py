@@ -33,8 +33,8 @@ from dfly.peer.registry import blob_key
 from dfly.protocol import publications as rules
 from dfly.protocol import topics
 from dfly.protocol.publications import Publication
-from dfly.protocol.task import task_id
-from dfly.supernode.client import SupernodeClient
+from dfly.protocol.task import PEER_ID, task_id
+from dfly.supernode.client import PeerSecrets, SupernodeClient
 
 log = logging.getLogger("dfly.daemon")
 
@@ -58,6 +58,10 @@ class Subscriber:
         self.supernodes = list(daemon.config.supernode)
         self.state_path = os.path.join(daemon.data_dir, "daemon", STATE_FILE)
         state = _read_state(self.state_path)
+        # One id across restarts (its row in /v1/subscriptions stays one row), proved to
+        # each supernode with the secret that supernode gave it, kept beside it.
+        self.subscriber_id: str = state["subscriber"] or "sub-" + uuid.uuid4().hex[:24]
+        self.secrets = PeerSecrets(state["secrets"])
         self.positions: Dict[str, int] = state["positions"]
         self.done: List[str] = state["done"]
         self._attempts: Dict[str, int] = {}
@@ -102,18 +106,23 @@ class Subscriber:
             self._handle(address, reply)
 
     def _poll(self, address: str) -> dict:
-        client = SupernodeClient(address, timeout_s=10.0, tls=self.daemon.p2p.tls,
-                                 secrets=self.daemon.p2p.secrets)
+        client = SupernodeClient(address, timeout_s=10.0, tls=self.daemon.p2p.tls, secrets=self.secrets)
         with self._lock:
             self._client = client
             after = self.positions.get(address, 0)
+            secret = self.secrets.get(address)
         try:
             if self._stop.is_set():
                 raise errors.Cancelled("stopping")
-            return client.publications(self.daemon.p2p.peer_id, after, self.patterns, self.poll_s)
+            return client.publications(self.subscriber_id, after, self.patterns, self.poll_s)
+        except errors.Forbidden:   # our secret there is lost (a crash before it was saved)
+            self.secrets.put(address, "")
+            raise
         finally:
             with self._lock:
                 self._client = None
+                if self.secrets.get(address) != secret:
+                    self._save_locked()
             client.close()
 
     def _handle(self, address: str, reply: dict) -> None:
@@ -203,8 +212,10 @@ class Subscriber:
         os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
         temp = "%s.%s.tmp" % (self.state_path, uuid.uuid4().hex[:8])
         try:
-            with open(temp, "w") as f:
-                json.dump({"positions": self.positions, "done": self.done}, f)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # it holds secrets
+            with os.fdopen(fd, "w") as f:
+                json.dump({"subscriber": self.subscriber_id, "secrets": self.secrets.to_json(),
+                           "positions": self.positions, "done": self.done}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, self.state_path)
@@ -230,8 +241,13 @@ def _read_state(path: str) -> dict:
             doc = json.load(f)
     except (OSError, ValueError):
         doc = {}
-    positions = doc.get("positions") if isinstance(doc, dict) else None
-    done = doc.get("done") if isinstance(doc, dict) else None
-    return {"positions": {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, int)
+    if not isinstance(doc, dict):
+        doc = {}
+    positions, done, secrets = doc.get("positions"), doc.get("done"), doc.get("secrets")
+    subscriber = doc.get("subscriber")
+    return {"subscriber": subscriber if isinstance(subscriber, str) and PEER_ID.match(subscriber) else "",
+            "secrets": {k: v for k, v in secrets.items() if isinstance(k, str) and isinstance(v, str)}
+            if isinstance(secrets, dict) else {},
+            "positions": {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, int)
                           and not isinstance(v, bool) and v >= 0} if isinstance(positions, dict) else {},
             "done": [d for d in done if isinstance(d, str)][-KEEP_IDS:] if isinstance(done, list) else []}

@@ -156,18 +156,18 @@ class PublicationLog:
 
     def subscriptions(self) -> dict:
         """Who subscribed to what, and how far each has caught up."""
-        with self._cond:
+        with self._cond:   # a copy: the counting below must not hold up the polls
             now = self.wall_clock()
             self._forget_locked(now)
-            rows = []
-            for row in sorted(self._subscribers.values(), key=lambda r: r["subscriber"]):
-                patterns = rules.topics.parse_patterns(row["topics"])
-                behind, _ = rules.matching(self._log, row["acknowledged"], patterns, limit=1 << 30)
-                rows.append(dict(row, head=self.head, behind=len(behind),
-                                 seconds_since_poll=round(now - row["last_poll"], 1)))
-            return {"head": self.head, "first": self._log[0].seq if self._log else self.head + 1,
-                    "retained": len(self._log), "keep_s": self.retention.keep_s,
-                    "keep_count": self.retention.keep_count, "subscriptions": rows}
+            log_now, head = list(self._log), self.head
+            rows = [dict(r) for r in sorted(self._subscribers.values(), key=lambda r: r["subscriber"])]
+        for row in rows:
+            patterns = rules.topics.parse_patterns(row["topics"])
+            behind, _ = rules.matching(log_now, row["acknowledged"], patterns, limit=len(log_now))
+            row.update(head=head, behind=len(behind), seconds_since_poll=round(now - row["last_poll"], 1))
+        return {"head": head, "first": log_now[0].seq if log_now else head + 1,
+                "retained": len(log_now), "keep_s": self.retention.keep_s,
+                "keep_count": self.retention.keep_count, "subscriptions": rows}
 
     def _forget_locked(self, now: float) -> None:
         for key in [k for k, r in self._subscribers.items()

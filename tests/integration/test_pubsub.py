@@ -57,6 +57,12 @@ def _publish(client, url) -> dict:
     return done
 
 
+def _row(client, daemon) -> dict:
+    """The daemon's row in GET /v1/subscriptions."""
+    return next(r for r in client.subscriptions()["subscriptions"]
+                if r["subscriber"] == daemon.subscriber.subscriber_id)
+
+
 def _cached(daemon, url) -> str:
     return daemon.cache.lookup("task-" + task_id(url)) or ""
 
@@ -89,7 +95,7 @@ def test_one_publish_reaches_every_subscribed_daemon_and_the_origin_sends_it_onc
     rows = {r["subscriber"]: r for r in client.subscriptions()["subscriptions"]}
     wait_until(lambda: all(r["acknowledged"] == r["head"] for r in
                            client.subscriptions()["subscriptions"]), timeout=10)
-    assert rows[subscribers[0].p2p.peer_id]["topics"] == [prefix]
+    assert rows[subscribers[0].subscriber.subscriber_id]["topics"] == [prefix]
 
 
 @pytest.mark.time_limit(90)
@@ -104,14 +110,21 @@ def test_a_daemon_down_during_a_publish_catches_up_when_it_is_back(origin, publi
     leaves = _subscribed(daemons, supernode, prefix, data_dir=folder)
     _publish(client, origin.url("a/first.bin"))
     wait_until(lambda: _holds(leaves, origin.url("a/first.bin"), first), timeout=30)
+    wait_until(lambda: _row(client, leaves)["acknowledged"] == 1, timeout=10)   # its next poll says so
     daemons.stop(leaves)
 
     _publish(client, origin.url("a/second.bin"))
     wait_until(lambda: _holds(stays, origin.url("a/second.bin"), second), timeout=30)
+    row = _row(client, leaves)
+    assert (row["acknowledged"], row["head"], row["behind"]) == (1, 2, 1)
     back = _subscribed(daemons, supernode, prefix, data_dir=folder)
     wait_until(lambda: _holds(back, origin.url("a/second.bin"), second), timeout=30)
     assert origin.body_bytes("a/second.bin") == len(second)
     assert back.subscriber.view()["delivered"] == 1, "the first publication was delivered again"
+    # the same subscriber as before its restart: one row, caught up
+    assert back.subscriber.subscriber_id == row["subscriber"]
+    wait_until(lambda: _row(client, back)["acknowledged"] == 2, timeout=10)
+    assert len(client.subscriptions()["subscriptions"]) == 2
 
 
 @pytest.mark.time_limit(90)
