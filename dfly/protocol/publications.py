@@ -5,8 +5,8 @@ A publication is one item the supernode cluster holds and delivers to every
 subscribed daemon whose topics match: an image (its config and layer blobs,
 resolved by the preheat that published it) or a file (one URL). It is
 numbered in the log of the member that keeps it (`seq`, from 1, never reused)
-and named cluster-wide by `id` (the member that first logged it, and its seq
-there): members copy each other's publications, each under a seq of its own,
+and named cluster-wide by `id` (the log that first took it, named at random
+when it was created, and its seq there): members copy each other's publications, each under a seq of its own,
 and a daemon that moves to another member skips the ids it already fetched.
 No credentials are kept: the headers a publish came with are not logged.
 

@@ -48,7 +48,7 @@ class RunningSupernode:
         self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
                                    config.max_preheats, config.preheat_timeout_s,
                                    Limits(max_per_client=config.max_preheats_per_client))
-        self.publications = PublicationLog(os.path.join(data_dir, "publications"), self.service.me,
+        self.publications = PublicationLog(os.path.join(data_dir, "publications"),
                                            Retention(config.publication_keep_s,
                                                      config.publication_keep_count))
         self.preheater.publications = self.publications   # scope all_peers: published
@@ -60,7 +60,6 @@ class RunningSupernode:
                                  max_connections_per_client=config.max_connections_per_client)
         if cluster_for is not None:   # gossip mode: our member name needs the port just bound
             self.service.use_membership(cluster_for(self.listener.address[1]))
-        self.publications.me = self.service.me   # gossip mode: named after the port just bound
         self.service.start()   # after the listener is bound: a bad --listen starts nothing
         self.preheater.start()
         self.copier = MemberCopier(self.publications, self.service, self.service._sign,

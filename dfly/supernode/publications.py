@@ -44,12 +44,11 @@ MAX_COPIED_PER_CALL = 256
 
 
 class PublicationLog:
-    def __init__(self, folder: str, me: str, retention: Retention = Retention(),
+    def __init__(self, folder: str, retention: Retention = Retention(),
                  wall_clock: Callable[[], float] = time.time):
         os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, "log.jsonl")
         self.head_path = os.path.join(folder, "head.json")
-        self.me = me
         self.retention = retention
         self.wall_clock = wall_clock
         self._cond = threading.Condition()
@@ -57,6 +56,10 @@ class PublicationLog:
         self._log: List[Publication] = self._load()
         self._ids = {p.id for p in self._log}
         state = _read_json(self.head_path)
+        # Names this log in publication ids ("<log>/<seq>"): unique across supernodes that
+        # are not one cluster too (fallbacks a daemon lists), and across a lost data dir.
+        self.log_id = state.get("log") if isinstance(state.get("log"), str) and state["log"] \
+            else uuid.uuid4().hex[:16]
         self.head = max([state.get("head", 0) if isinstance(state.get("head"), int) else 0]
                         + [p.seq for p in self._log[-1:]])
         pulled = state.get("pulled")
@@ -65,6 +68,8 @@ class PublicationLog:
         self._subscribers: Dict[str, dict] = {}
         with self._cond:
             self._expire_locked(self.wall_clock())
+            if state.get("log") != self.log_id:
+                self._save_head_locked()
 
     def stop(self) -> None:
         """Wake the polls waiting (they answer at once)."""
@@ -78,7 +83,7 @@ class PublicationLog:
         """Append a new publication (durable when this returns)."""
         with self._cond:
             seq = self.head + 1
-            pub = Publication(seq, "%s/%d" % (self.me, seq), self.wall_clock(), kind, url,
+            pub = Publication(seq, "%s/%d" % (self.log_id, seq), self.wall_clock(), kind, url,
                               tuple(names), tuple(filters), tuple(blobs))
             self._append_locked(pub)
         log.info("publication %d: %s %s (%d blobs)", pub.seq, kind, url[:200], len(blobs))
@@ -219,7 +224,7 @@ class PublicationLog:
     def _save_head_locked(self) -> None:
         temp = "%s.%s.tmp" % (self.head_path, uuid.uuid4().hex[:8])
         with open(temp, "w") as f:
-            json.dump({"head": self.head, "pulled": self.pulled}, f)
+            json.dump({"head": self.head, "log": self.log_id, "pulled": self.pulled}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, self.head_path)

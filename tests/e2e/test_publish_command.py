@@ -28,6 +28,7 @@ def _cached(data_dir: str, url: str) -> str:
 def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_codes(pyz, origin, tmp_path):
     data = content(2 * MiB, seed=91)
     src = origin.add("releases/app.tar", data)
+    later = origin.add("releases/app-2.tar", content(MiB, seed=92))
     token = tmp_path / "preheat.token"
     token.write_text(TOKEN + "\n")
     wrong = tmp_path / "wrong.token"
@@ -35,12 +36,15 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
     supernode = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "sn"),
                         "--preheat-token-file", str(token))
     daemons, dirs = [], [str(tmp_path / ("d%d" % i)) for i in range(2)]
+    def daemon(folder):
+        return Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                       "--registry-mirror", "", "--supernode", supernode.address,
+                       "--data-dir", folder, "--subscribe", origin.url("releases/"),
+                       "--subscribe-jitter", "0", "--subscribe-poll", "1s")
+
     try:
         for folder in dirs:
-            daemons.append(Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
-                                   "--registry-mirror", "", "--supernode", supernode.address,
-                                   "--data-dir", folder, "--subscribe", origin.url("releases/"),
-                                   "--subscribe-jitter", "0", "--subscribe-poll", "1s"))
+            daemons.append(daemon(folder))
         done = _dfly(pyz, "publish", src.url, "--supernode", supernode.address, "--token-file", str(token),
                      "--json")
         assert done.returncode == 0, done.stderr
@@ -50,6 +54,14 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
         with urllib.request.urlopen("http://%s/v1/subscriptions" % supernode.address, timeout=10) as r:
             rows = json.loads(r.read())["subscriptions"]
         assert len(rows) == 2 and all(row["topics"] == [origin.url("releases/")] for row in rows)
+
+        killed = daemons.pop()   # SIGKILL: no goodbye; publish while it is gone; it catches up
+        killed.proc.kill()
+        killed.proc.wait(10)
+        again = _dfly(pyz, "publish", later.url, "--supernode", supernode.address, "--token-file", str(token))
+        assert again.returncode == 0, again.stderr
+        daemons.append(daemon(dirs[1]))
+        wait_until(lambda: all(os.path.exists(_cached(d, later.url)) for d in dirs), timeout=60)
 
         missing = _dfly(pyz, "publish", origin.url("releases/none.tar"), "--supernode", supernode.address,
                         "--token-file", str(token))
@@ -63,6 +75,7 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
         for d in daemons:
             assert d.stop() == 0
         assert supernode.stop() == 0
+
     for folder in dirs:
         with open(_cached(folder, src.url), "rb") as f:
             assert f.read() == data

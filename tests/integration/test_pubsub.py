@@ -224,3 +224,20 @@ def test_a_publication_that_keeps_failing_is_given_up_and_does_not_hold_back_the
     view = subscriber.view()
     assert (view["delivered"], view["given_up"]) == (1, 1), view
     assert daemon.cache.asked.count(bad) == subscriber_module.MAX_ATTEMPTS
+
+
+@pytest.mark.time_limit(60)
+def test_two_supernodes_that_are_no_cluster_name_their_publications_apart(
+        origin, publishing, daemons, tmp_path):
+    """Fallback supernodes (not one cluster) each keep a log of their own; their
+    seq 1 are two publications, and a daemon moving from one to the other gets both."""
+    first, first_client = publishing(data_dir=tmp_path / "sn1")
+    second, second_client = publishing(data_dir=tmp_path / "sn2")
+    for name, client in (("e/one.bin", first_client), ("e/two.bin", second_client)):
+        origin.add(name, content(100_000, seed=len(name)))
+        assert _publish(client, origin.url(name))["publication"] == 1
+    daemon = daemons.start(supernode=[first.address, second.address], subscribe=[origin.url("e/")],
+                           subscribe_poll_s=1.0, subscribe_jitter_s=0.0)
+    wait_until(lambda: _cached(daemon, origin.url("e/one.bin")), timeout=20)
+    first.stop()
+    wait_until(lambda: _cached(daemon, origin.url("e/two.bin")), timeout=30)
