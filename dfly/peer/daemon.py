@@ -303,8 +303,10 @@ class RunningDaemon:
         self.stopping.set()
         self._stop_gossip()
         if self.subscriber is not None:
+            self.subscriber.interrupt()
+        self.cache.close()   # ends the subscription's fetches in flight too
+        if self.subscriber is not None:
             self.subscriber.stop()
-        self.cache.close()
         self.listener.stop()
         try:   # a token nobody answers to must not linger
             os.remove(self.handoff_token_path)

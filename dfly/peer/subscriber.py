@@ -75,12 +75,16 @@ class Subscriber:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """After daemon.stopping is set: wake the poll in flight, wait for the thread."""
+    def interrupt(self) -> None:
+        """After daemon.stopping is set: end the poll in flight now (closing the cache
+        ends the fetches in flight)."""
         with self._lock:
             client = self._client
         if client is not None:
             client.interrupt()
+
+    def stop(self) -> None:
+        self.interrupt()
         if self._thread.is_alive():
             self._thread.join(10)
 
