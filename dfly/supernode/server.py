@@ -164,7 +164,6 @@ class SupernodeApp:
         self.preheater.check_auth(request.headers.get("Authorization", ""))
         return Response.json(self.preheater.view(preheat.parse_job_id(job))["v2"])
 
-
     # publish/subscribe ----------------------------------------------------------------
     def publish(self, request: Request) -> Response:
         return Response.json(self._pubsub().publish(request.json(), request.headers.get("Authorization", ""),
