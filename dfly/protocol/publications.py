@@ -100,6 +100,17 @@ def image_names(url: str) -> Tuple[str, ...]:
     return (name, name + joiner + ref.reference)
 
 
+def file_names(url: str) -> Tuple[str, ...]:
+    """A file's name for name patterns: its URL without scheme, query or fragment
+    (`files.example/models/a.bin`), so `*` and `files.example/*` take it too."""
+    rest = url.split("://", 1)[-1]
+    return (rest.split("#", 1)[0].split("?", 1)[0],)
+
+
+def names_of(kind: str, url: str) -> Tuple[str, ...]:
+    return image_names(url) if kind == "image" else file_names(url)
+
+
 def parse_publish(body) -> rules.PreheatRequest:
     """`POST /v1/publications` {"type", "url", "headers", "platform", "filtered_query_params"}:
     a preheat with scope all_peers. A bad field is named."""

@@ -12,8 +12,9 @@ piece, with the piece count bounded below, whatever the pattern looks like.
 
 An image publication is matched by its name, `REGISTRY/REPOSITORY` (as its
 manifest URL names the registry host and port), and by that name with its tag
-or digest (`REGISTRY/REPOSITORY:TAG`); a URL pattern matches the start of the
-published URL (an image's is its manifest URL).
+or digest (`REGISTRY/REPOSITORY:TAG`); a file by its URL without scheme and
+query (`files.example/models/a.bin`), so `*` takes everything. A URL pattern
+matches the start of the published URL (an image's is its manifest URL).
 """
 from typing import List, NamedTuple, Sequence
 

@@ -37,7 +37,7 @@ from dfly.protocol import preheat as rules
 from dfly.protocol.digest import new_hasher
 from dfly.protocol.messages import RegisterRequest
 from dfly.protocol.preheat import Job, PreheatRequest
-from dfly.protocol.publications import image_names
+from dfly.protocol.publications import names_of
 from dfly.protocol.redact import redact_text, redact_url
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.service import OwnedElsewhere, Supernode
@@ -162,7 +162,7 @@ class Preheater:
             whole = bool(job.tasks) and all(t.state == rules.SUCCESS for t in job.tasks.values())
         if not whole:
             return
-        names = image_names(req.url) if req.kind == "image" else ()
+        names = names_of(req.kind, req.url)
         pub = self.publications.publish(req.kind, req.url, names, req.filters,
                                         [(b.digest, b.size) for b in job.blobs])
         with self._lock:

@@ -85,11 +85,13 @@ def test_one_publish_reaches_every_subscribed_daemon_and_the_origin_sends_it_onc
     prefix = origin.url("models/")
     subscribers = [_subscribed(daemons, supernode, prefix) for _ in range(3)]
     other = _subscribed(daemons, supernode, origin.url("elsewhere/"))
-    wait_until(lambda: len(client.subscriptions()["subscriptions"]) == 4, timeout=10)
+    by_name = _subscribed(daemons, supernode, "127.0.0.1:%d/models/*" % origin.address[1])
+    everything = _subscribed(daemons, supernode, "*")
+    wait_until(lambda: len(client.subscriptions()["subscriptions"]) == 6, timeout=10)
 
     job = _publish(client, url)
     assert isinstance(job["publication"], int)
-    wait_until(lambda: all(_holds(d, url, data) for d in subscribers), timeout=30)
+    wait_until(lambda: all(_holds(d, url, data) for d in subscribers + [by_name, everything]), timeout=30)
     assert _cached(other, url) == "", "a daemon got an item its topics do not take"
     assert origin.body_bytes("models/one.bin") == len(data), "the origin sent the file more than once"
     rows = {r["subscriber"]: r for r in client.subscriptions()["subscriptions"]}

@@ -5,7 +5,7 @@ import pytest
 
 from dfly.errors import BadRequest
 from dfly.protocol import topics
-from dfly.protocol.publications import image_names
+from dfly.protocol.publications import file_names, image_names
 
 
 # Only `*` is special: `?`, `[...]` and regex characters are literal (fnmatch and a
@@ -69,3 +69,11 @@ def test_a_url_pattern_is_a_prefix_and_an_image_pattern_a_name():
 def test_an_image_by_digest_is_named_with_an_at():
     digest = "sha256:" + "a" * 64
     assert image_names("https://r.example/v2/x/y/manifests/" + digest)[1] == "r.example/x/y@" + digest
+
+
+def test_a_file_is_named_by_its_url_without_scheme_and_query_so_star_takes_everything():
+    url = "https://files.example:8443/models/a.bin?sig=x#frag"
+    assert file_names(url) == ("files.example:8443/models/a.bin",)
+    for text in ("*", "files.example:8443/models/*", "*/a.bin"):
+        assert topics.matches(topics.parse_pattern(text), url, file_names(url)), text
+    assert not topics.matches(topics.parse_pattern("files.example:8443/other/*"), url, file_names(url))
