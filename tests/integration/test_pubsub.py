@@ -243,3 +243,17 @@ def test_two_supernodes_that_are_no_cluster_name_their_publications_apart(
     wait_until(lambda: _cached(daemon, origin.url("e/one.bin")), timeout=20)
     first.stop()
     wait_until(lambda: _cached(daemon, origin.url("e/two.bin")), timeout=30)
+
+
+@pytest.mark.time_limit(60)
+def test_publications_past_the_retention_window_are_missed_and_said_so(origin, publishing, daemons):
+    supernode, client = publishing(publication_keep_count=1)
+    for name in ("f/old.bin", "f/new.bin"):
+        origin.add(name, content(50_000, seed=len(name)))
+        _publish(client, origin.url(name))
+    view = client.subscriptions()
+    assert (view["head"], view["first"], view["retained"]) == (2, 2, 1)
+    late = _subscribed(daemons, supernode, origin.url("f/"))
+    wait_until(lambda: _cached(late, origin.url("f/new.bin")), timeout=20)
+    assert late.subscriber.view()["missed"] == 1
+    assert not _cached(late, origin.url("f/old.bin"))
