@@ -100,6 +100,8 @@ class Subscriber:
             try:
                 reply = self._poll(address)
             except errors.DflyError as e:
+                if self._stop.is_set():   # our own interrupt, at shutdown
+                    return
                 log.warning("subscription: polling %s failed: %s", address, e)
                 turn += 1   # the next supernode; around the list, pausing longer each time
                 if self._stop.wait(backoff):
