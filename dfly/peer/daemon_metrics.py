@@ -67,6 +67,10 @@ class DaemonMetrics:
                 read=lambda: {(): len(daemon.p2p.seeding)})
         r.gauge("dfly_daemon_upload_slots_in_use", "Pieces the daemon is sending to peers now",
                 read=lambda: {(): daemon.p2p.uploads_in_progress})
+        r.counter("dfly_daemon_publications_total",
+                  "Publications its --subscribe topics took, by outcome (delivered: in the cache; "
+                  "given_up: an item kept failing; missed: some had left the log's retention "
+                  "window before it came for them)", ("outcome",), read=lambda: _publications(daemon))
 
     def download_ended(self, began: float, error: Optional[BaseException]) -> None:
         result = "success" if error is None else "failure"
@@ -128,3 +132,11 @@ def _outcome(response: Response) -> str:
     if isinstance(response.body, Spans):   # followed as it is filled: a download under way
         return "p2p"
     return "upstream"
+
+
+def _publications(daemon) -> dict:
+    subscriber = getattr(daemon, "subscriber", None)
+    if subscriber is None:
+        return {}
+    view = subscriber.view()
+    return {(outcome,): view[outcome] for outcome in ("delivered", "given_up", "missed")}

@@ -7,6 +7,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from daemons import fetch
 from helpers import MiB, content, wait_until
 
 from dfly.errors import BadRequest, DflyError, P2PUnavailable
@@ -98,6 +99,8 @@ def test_one_publish_reaches_every_subscribed_daemon_and_the_origin_sends_it_onc
     wait_until(lambda: all(r["acknowledged"] == r["head"] for r in
                            client.subscriptions()["subscriptions"]), timeout=10)
     assert rows[subscribers[0].subscriber.subscriber_id]["topics"] == [prefix]
+    status, _, body = fetch(subscribers[0].address, "GET", "/metrics")
+    assert status == 200 and 'dfly_daemon_publications_total{outcome="delivered"} 1' in body.decode()
 
 
 @pytest.mark.time_limit(90)
