@@ -157,9 +157,9 @@ class Subscriber:
             return
         nxt = reply.get("next")
         with self._lock:
-            if isinstance(nxt, int) and nxt >= 0:
+            if isinstance(nxt, int) and nxt >= 0 and nxt != self.positions.get(address):
                 self.positions[address] = nxt
-            self._save_locked()
+                self._save_locked()
 
     def _deliver(self, pubs: List[Publication]) -> bool:
         """Fetch every item of `pubs`; whether any publication must be tried again."""

@@ -142,8 +142,11 @@ class PublicationLog:
             self._expire_locked(self.wall_clock())
             found, resume = rules.matching(self._log, after, poll.patterns)
             first = self._log[0].seq if self._log else self.head + 1
+            missed = after + 1 < first and after < self.head
+            if missed and not found:   # past what left the log, said once
+                resume = max(resume, first - 1)
             return {"head": self.head, "first": first, "next": resume,
-                    "missed": after + 1 < first and after < self.head,
+                    "missed": missed,
                     "restarted": after != poll.after,
                     "publications": [p.to_json() for p in found]}
 

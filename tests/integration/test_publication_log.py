@@ -27,6 +27,8 @@ def test_publications_older_than_the_window_leave_and_their_seqs_are_not_reused(
     clock.now += 61
     reply = log.poll(_poll("s1"), "127.0.0.1", deadline=0.0)
     assert (reply["head"], reply["first"], reply["publications"], reply["missed"]) == (2, 3, [], True)
+    assert reply["next"] == 2   # past what left: the next poll is not told again
+    assert log.poll(_poll("s1", after=2), "127.0.0.1", deadline=0.0)["missed"] is False
     again = PublicationLog(str(tmp_path), Retention(keep_s=60.0, keep_count=100), wall_clock=clock)
     assert again.publish("file", "http://o/c", ("o/c",), (), ()).seq == 3
     assert again.log_id == log.log_id
