@@ -262,3 +262,15 @@ def test_publications_past_the_retention_window_are_missed_and_said_so(origin, p
     wait_until(lambda: _cached(late, origin.url("f/new.bin")), timeout=20)
     assert late.subscriber.view()["missed"] == 1
     assert not _cached(late, origin.url("f/old.bin"))
+
+
+@pytest.mark.time_limit(60)
+def test_a_daemon_with_a_damaged_subscription_file_starts_afresh(origin, publishing, daemons, tmp_path):
+    supernode, client = publishing()
+    origin.add("g/x.bin", content(10_000, seed=8))
+    _publish(client, origin.url("g/x.bin"))
+    folder = tmp_path / "damaged"
+    (folder / "daemon").mkdir(parents=True)
+    (folder / "daemon" / "subscriptions.json").write_text('{"positions": {"a": "x"}, "done": 5, "subscr')
+    daemon = _subscribed(daemons, supernode, origin.url("g/"), data_dir=str(folder))
+    wait_until(lambda: _cached(daemon, origin.url("g/x.bin")), timeout=20)
