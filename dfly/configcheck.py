@@ -490,10 +490,15 @@ def _mirror(s: _Settings) -> None:
 
 def _subscribe(s: _Settings) -> None:
     """A daemon's topics (peer/subscriber.py): each pattern as the daemon checks it at start."""
+    from dfly.errors import BadRequest
+    from dfly.protocol import publications, topics
+    if "subscribe_platform" in s.given:
+        try:
+            publications.parse_platforms(s.get("subscribe_platform"))
+        except ValueError as e:
+            s.error(str(e), "subscribe_platform")
     if "subscribe" not in s.given:
         return
-    from dfly.errors import BadRequest
-    from dfly.protocol import topics
     patterns = s.get("subscribe")
     if len(patterns) > topics.MAX_PATTERNS:
         return s.error("%d --subscribe patterns: at most %d" % (len(patterns), topics.MAX_PATTERNS),

@@ -264,7 +264,8 @@ class RunningDaemon:
                 raise ValueError("--subscribe needs --supernode: publications come from the supernodes")
             try:
                 return Subscriber(self, config.subscribe, config.subscribe_concurrency,
-                                  config.subscribe_jitter_s, config.subscribe_poll_s)
+                                  config.subscribe_jitter_s, config.subscribe_poll_s,
+                                  platforms=config.subscribe_platform)
             except BadRequest as e:
                 raise ValueError("--subscribe: %s" % e)
         except ValueError:

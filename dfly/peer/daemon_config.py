@@ -90,6 +90,9 @@ class DaemonConfig(TLSOptions, GossipOptions):
                                   "name with * wildcards (registry:5000/library/*), or a URL "
                                   "prefix (https://files.example.com/models/); repeatable",
                                   metavar="PATTERN")
+    subscribe_platform: List[str] = option([], "of a published multi-platform image, fetch only "
+                                           "the blobs of this platform (repeatable; default: all "
+                                           "it was published with)", metavar="OS/ARCH")
     subscribe_concurrency: int = option(2, "items of publications fetched at once")
     subscribe_jitter_s: float = option(5.0, "a delivery starts after a random wait of up to this "
                                        "long, so hosts do not all start at the same moment",

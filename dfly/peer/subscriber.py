@@ -47,9 +47,11 @@ STATE_FILE = "subscriptions.json"
 
 class Subscriber:
     def __init__(self, daemon, patterns: Sequence[str], concurrency: int, jitter_s: float,
-                 poll_s: float, rng: Callable[[], float] = random.random):
+                 poll_s: float, rng: Callable[[], float] = random.random,
+                 platforms: Sequence[str] = ()):
         self.daemon = daemon
-        self.patterns = [p.text for p in topics.parse_patterns(list(patterns))]   # ValueError: exit 2
+        self.patterns = [p.text for p in topics.parse_patterns(list(patterns))]   # BadRequest: exit 2
+        self.platforms = rules.parse_platforms(platforms)   # ValueError: exit 2
         self.concurrency = max(1, concurrency)
         self.jitter_s = max(0.0, jitter_s)
         self.poll_s = max(0.1, poll_s)
@@ -165,7 +167,7 @@ class Subscriber:
         """Fetch every item of `pubs`; whether any publication must be tried again."""
         if not pubs:
             return False
-        items = [(pub, item) for pub in pubs for item in _items(pub)]
+        items = [(pub, item) for pub in pubs for item in _items(pub, self.platforms)]
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="daemon-subscribed-fetch") as pool:
             outcomes = list(pool.map(lambda pi: self._fetch(*pi), items))
@@ -233,11 +235,12 @@ class Subscriber:
                 pass
 
 
-def _items(pub: Publication) -> List[Tuple[str, str, Optional[str]]]:
+def _items(pub: Publication, platforms: Sequence[str] = ()) -> List[Tuple[str, str, Optional[str]]]:
     """(cache key, URL, digest) of each thing a publication puts in the cache: an image's
-    blobs as the registry mirror keys them, a file as the proxy does."""
+    blobs (of `platforms`, if given) as the registry mirror keys them, a file as the proxy does."""
     if pub.kind == "image":
-        return [(blob_key(digest), pub.blob_url(digest), digest) for digest, _ in pub.blobs]
+        return [(blob_key(b[0]), pub.blob_url(b[0]), b[0]) for b in pub.blobs
+                if rules.platform_wanted(b[2], platforms)]
     return [("task-" + task_id(pub.url, pub.filters), pub.url, None)]
 
 

@@ -272,6 +272,20 @@ def _platform_manifests(doc: dict, platforms: Tuple[str, ...]) -> List[str]:
     return out
 
 
+def manifest_platforms(body: bytes) -> Dict[str, str]:
+    """An index's per-platform manifest digests -> "os/arch[/variant]" (empty for a
+    manifest, or an entry that names no platform): which platform each blob is for."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    return {e["digest"]: _platform_of(e) for e in entries[:MAX_MANIFESTS]
+            if isinstance(e, dict) and isinstance(e.get("digest"), str) and _platform_of(e)}
+
+
 def _platform_of(entry: dict, variant: bool = True) -> str:
     p = entry.get("platform")
     if not isinstance(p, dict):
@@ -320,6 +334,7 @@ class Job:
     note: str = ""
     tasks: Dict[str, TaskResult] = field(default_factory=dict)
     blobs: List[Blob] = field(default_factory=list)   # what an image resolved to
+    platforms: Dict[str, List[str]] = field(default_factory=dict)   # blob digest -> its platforms
     publication: Optional[int] = None   # its seq in the publish log (scope all_peers)
 
     def started(self, now: float) -> None:

@@ -11,7 +11,8 @@ and a daemon that moves to another member skips the ids it already fetched.
 No credentials are kept: the headers a publish came with are not logged.
 
 Log line (one JSON object per line, appended):
-  {"seq", "id", "at" (unix s), "kind": "image"|"file", "url", "names", "filters", "blobs": [[digest, size]]}
+  {"seq", "id", "at" (unix s), "kind": "image"|"file", "url", "names", "filters",
+   "blobs": [[digest, size] or [digest, size, [platform, ...]] (from an image index)]}
 
 Poll: GET /v1/publications?subscriber=ID&after=SEQ&topics=P1,P2&wait=S
   -> {"head", "first", "next", "missed", "publications": [...]}: the matching
@@ -41,12 +42,12 @@ class Publication(NamedTuple):
     url: str                      # the manifest URL or the file's URL (no credentials)
     names: Tuple[str, ...]        # an image's REGISTRY/REPOSITORY and REGISTRY/REPOSITORY:TAG
     filters: Tuple[str, ...]      # a file task's filtered query parameters
-    blobs: Tuple[Tuple[str, int], ...]   # an image's (digest, size)
+    blobs: Tuple[tuple, ...]      # an image's (digest, size, platforms: ("linux/amd64", ...) or ())
 
     def to_json(self) -> dict:
         return {"seq": self.seq, "id": self.id, "at": self.at, "kind": self.kind, "url": self.url,
                 "names": list(self.names), "filters": list(self.filters),
-                "blobs": [list(b) for b in self.blobs]}
+                "blobs": [[b[0], b[1], list(b[2])] if b[2] else [b[0], b[1]] for b in self.blobs]}
 
     def line(self) -> bytes:
         return (json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode()
@@ -58,7 +59,7 @@ class Publication(NamedTuple):
         return rules.image_ref(self.url).blob_url(digest)
 
     def size(self) -> int:
-        return sum(size for _, size in self.blobs)
+        return sum(b[1] for b in self.blobs)
 
 
 class BadRecord(ValueError):
@@ -74,14 +75,15 @@ def parse(doc) -> Publication:
               and isinstance(at, (int, float)) and kind in rules.KINDS and isinstance(url, str)
               and 0 < len(url) <= 8192 and _strings(names) and _strings(filters)
               and isinstance(blobs, list) and len(blobs) <= rules.MAX_BLOBS
-              and all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], str)
-                      and oci.DIGEST.match(b[0]) and _is_int(b[1]) and b[1] >= 0 for b in blobs))
+              and all(isinstance(b, list) and len(b) in (2, 3) and isinstance(b[0], str)
+                      and oci.DIGEST.match(b[0]) and _is_int(b[1]) and b[1] >= 0
+                      and (len(b) == 2 or _strings(b[2])) for b in blobs))
     except (KeyError, TypeError):
         ok = False
     if not ok:
         raise BadRecord("not a publication")
     return Publication(seq, pid, float(at), kind, url, tuple(names), tuple(filters),
-                       tuple((b[0], b[1]) for b in blobs))
+                       tuple((b[0], b[1], tuple(b[2]) if len(b) == 3 else ()) for b in blobs))
 
 
 def parse_line(line: bytes) -> Publication:
@@ -138,6 +140,24 @@ def _is_manifest_url(value) -> bool:
         return True
     except BadRequest:
         return False
+
+
+def platform_wanted(platforms: Sequence[str], wanted: Sequence[str]) -> bool:
+    """Is a blob for `platforms` one a daemon wanting `wanted` fetches? Yes when either is
+    empty (an image of one platform; a daemon taking all), or when one of them is wanted
+    (`linux/arm64` takes `linux/arm64/v8` too)."""
+    if not platforms or not wanted:
+        return True
+    return any(p == w or p.startswith(w + "/") for p in platforms for w in wanted)
+
+
+def parse_platforms(values: Sequence[str]) -> Tuple[str, ...]:
+    """--subscribe-platform values, checked (ValueError naming the bad one)."""
+    for value in values:
+        if not rules.PLATFORM.match(value):
+            raise ValueError("--subscribe-platform %r: must be os/arch[/variant], as linux/amd64"
+                             % value[:80])
+    return tuple(values)
 
 
 class Poll(NamedTuple):

@@ -164,7 +164,8 @@ class Preheater:
             return
         names = names_of(req.kind, req.url)
         pub = self.publications.publish(req.kind, req.url, names, req.filters,
-                                        [(b.digest, b.size) for b in job.blobs])
+                                        [(b.digest, b.size, tuple(job.platforms.get(b.digest, ())))
+                                         for b in job.blobs])
         with self._lock:
             job.publication = pub.seq
             job.note = "published to subscribed daemons as publication %d" % pub.seq
@@ -176,19 +177,26 @@ class Preheater:
     def _image(self, job: Job, deadline: float) -> None:
         req = job.request
         ref = rules.image_ref(req.url)
-        blobs = self._blobs_of(ref, req, deadline)
+        platforms: Dict[str, set] = {}
+        blobs = self._blobs_of(ref, req, deadline, platforms)
         job.blobs = blobs
+        job.platforms = {d: sorted(p) for d, p in platforms.items()}
         self._warm_all(job, [(b.digest, ref.blob_url(b.digest), b.digest) for b in blobs], deadline)
 
-    def _blobs_of(self, ref: rules.ImageRef, req: PreheatRequest, deadline: float) -> List[rules.Blob]:
+    def _blobs_of(self, ref: rules.ImageRef, req: PreheatRequest, deadline: float,
+                  platforms: Optional[Dict[str, set]] = None) -> List[rules.Blob]:
+        """The image's blobs; `platforms` gets each blob's platforms (from an index)."""
         body, media_type = self._manifest(req.url, ref.reference, req.headers, deadline)
         walked = self._walk(body, media_type, req.platforms)
         blobs = list(walked.blobs)
+        platform_of = rules.manifest_platforms(body) if walked.manifests else {}
         for digest in walked.manifests:
             child, child_type = self._manifest(ref.manifest_url(digest), digest, req.headers, deadline)
             for blob in self._walk(child, child_type, ()).blobs:
                 if blob not in blobs:
                     blobs.append(blob)
+                if platforms is not None and platform_of.get(digest):
+                    platforms.setdefault(blob.digest, set()).add(platform_of[digest])
         if len(blobs) > rules.MAX_BLOBS:
             raise JobFailed("the image names more than %d blobs" % rules.MAX_BLOBS)
         return blobs

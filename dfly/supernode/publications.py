@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from dfly.errors import BadRequest, DflyError
 from dfly.protocol import publications as rules
@@ -80,12 +80,14 @@ class PublicationLog:
 
     # appending -------------------------------------------------------------------------
     def publish(self, kind: str, url: str, names: Sequence[str], filters: Sequence[str],
-                blobs: Sequence[Tuple[str, int]]) -> Publication:
+                blobs: Sequence[tuple]) -> Publication:
+        """`blobs`: an image's (digest, size, platforms)."""
         """Append a new publication (durable when this returns)."""
         with self._cond:
             seq = self.head + 1
             pub = Publication(seq, "%s/%d" % (self.log_id, seq), self.wall_clock(), kind, url,
-                              tuple(names), tuple(filters), tuple(blobs))
+                              tuple(names), tuple(filters),
+                              tuple((b[0], b[1], tuple(b[2]) if len(b) > 2 else ()) for b in blobs))
             self._append_locked(pub)
         log.info("publication %d: %s %s (%d blobs)", pub.seq, kind, url[:200], len(blobs))
         return pub

@@ -3,7 +3,8 @@
 to the repository's name pattern. One publish puts every blob of every
 platform in every subscribed daemon's cache, through P2P, without the daemons
 holding any registry credential; a skopeo pull through one of them then
-takes no blob byte from the registry."""
+takes no blob byte from the registry. A daemon subscribed for one platform
+fetches only that platform's blobs."""
 import pytest
 from helpers import wait_until
 from registry import MISSING, PASSWORD, USER, build_image, dir_layers, mirror_conf, pull, push
@@ -32,6 +33,9 @@ def test_one_image_publish_fills_every_subscribed_daemon_and_a_pull_then_takes_n
     started = [daemons.start(supernode=[supernode.address], registry_mirror=registry.url,
                              subscribe=[topic], subscribe_poll_s=1.0, subscribe_jitter_s=0.5)
                for _ in range(3)]
+    arm_only = daemons.start(supernode=[supernode.address], registry_mirror=registry.url,
+                             subscribe=[topic], subscribe_platform=["linux/arm64"], subscribe_poll_s=1.0,
+                             subscribe_jitter_s=0.0)
     bystander = daemons.start(supernode=[supernode.address], registry_mirror=registry.url,
                               subscribe=["%s/other/*" % registry.host], subscribe_poll_s=1.0,
                               subscribe_jitter_s=0.0)
@@ -52,6 +56,9 @@ def test_one_image_publish_fills_every_subscribed_daemon_and_a_pull_then_takes_n
         def all_cached():
             return all(d.cache.lookup(blob_key(b)) for d in started for b in blobs)
         wait_until(all_cached, timeout=60)
+        wait_until(lambda: arm_only.subscriber.view()["delivered"] == 1, timeout=30)
+        assert all(arm_only.cache.lookup(blob_key(b)) for b in image.layers["arm64"])
+        assert not any(arm_only.cache.lookup(blob_key(b)) for b in image.layers["amd64"])
         assert not any(bystander.cache.lookup(blob_key(b)) for b in blobs)
         sent = registry.blob_bytes()
         assert sent == sum(image.blob_sizes[b] for b in blobs), "the registry sent a blob twice"
@@ -60,6 +67,6 @@ def test_one_image_publish_fills_every_subscribed_daemon_and_a_pull_then_takes_n
         assert dir_layers(str(tmp_path / "out")) == image.layers["arm64"]
         assert registry.blob_bytes() == sent, "the pull fetched blob bytes from the registry"
         rows = client.subscriptions()["subscriptions"]
-        assert sorted(r["topics"][0] for r in rows) == sorted([topic] * 3 + ["%s/other/*" % registry.host])
+        assert sorted(r["topics"][0] for r in rows) == sorted([topic] * 4 + ["%s/other/*" % registry.host])
     finally:
         client.close()

@@ -444,3 +444,5 @@ def test_a_bad_subscribe_pattern_is_an_error_on_its_line_and_needs_a_supernode()
     assert "no spaces" in found[3] and "at most 16" in found[4] and 2 not in found
     alone = lines(DaemonConfig, '{"subscribe": ["r/*"]}')
     assert any("needs --supernode" in m for m in alone.values())
+    platform = lines(DaemonConfig, '{"supernode": ["127.0.0.1:8002"],\n "subscribe_platform": ["amd64"]}')
+    assert "os/arch" in platform[2]

@@ -227,3 +227,14 @@ def test_the_smaller_body_of_harbor_2_12_0_parses_too():
 def test_a_file_url_is_normalised_as_a_peer_registering_it_would_be():
     req = preheat.parse_v1({"type": "file", "url": "HTTP://Origin.Test:80/dir with space/f.bin#x"})
     assert req.url == "http://origin.test/dir%20with%20space/f.bin"
+
+
+def test_an_index_names_the_platform_of_each_manifest():
+    index = json.dumps({"manifests": [
+        {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "sha256:" + "b" * 64,
+         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": "sha256:" + "c" * 64}]}).encode()
+    assert preheat.manifest_platforms(index) == {"sha256:" + "a" * 64: "linux/amd64",
+                                                 "sha256:" + "b" * 64: "linux/arm64/v8"}
+    assert preheat.manifest_platforms(b'{"layers": []}') == {} == preheat.manifest_platforms(b"\xff")

@@ -35,8 +35,10 @@ def test_a_bad_publish_body_names_its_field(body, field):
 
 def test_a_publication_goes_through_its_log_line_unchanged():
     pub = Publication(3, "[::1]:8002/3", 1.5, "image", "http://r/v2/a/manifests/v1", ("r/a", "r/a:v1"),
-                      (), ((DIGEST, 10),))
+                      (), ((DIGEST, 10, ()), ("sha256:" + "c" * 64, 5, ("linux/amd64", "linux/arm64"))))
     assert rules.parse_line(pub.line()) == pub
+    assert b'["%s",10]' % DIGEST.encode() in pub.line(), "a blob of no platform is written as before"
+    assert pub.size() == 15
     assert pub.blob_url(DIGEST) == "http://r/v2/a/blobs/" + DIGEST
     assert pub.renumbered(9).seq == 9 and pub.renumbered(9).id == pub.id
 
@@ -87,3 +89,19 @@ def test_retention_drops_the_oldest_by_age_and_by_count():
     assert rules.expired(log, now=10.0, retention=Retention(keep_s=100.0, keep_count=4)) == 6
     assert rules.expired(log, now=10.0, retention=Retention(keep_s=5.0, keep_count=20)) == 4
     assert rules.expired(log, now=1000.0, retention=Retention(keep_s=5.0, keep_count=20)) == 10
+
+
+@pytest.mark.parametrize("platforms, wanted, expected", [
+    ((), ("linux/amd64",), True), (("linux/amd64",), (), True),
+    (("linux/amd64",), ("linux/amd64",), True), (("linux/arm64/v8",), ("linux/arm64",), True),
+    (("linux/amd64", "linux/arm64"), ("linux/arm64",), True), (("linux/amd64",), ("linux/arm64",), False),
+    (("linux/arm64",), ("linux/arm64/v8",), False), (("linux/arm",), ("linux/arm64",), False),
+])
+def test_a_daemon_fetches_the_blobs_of_its_platforms(platforms, wanted, expected):
+    assert rules.platform_wanted(platforms, wanted) is expected
+
+
+def test_a_bad_subscribe_platform_is_named():
+    assert rules.parse_platforms(["linux/amd64", "linux/arm/v7"]) == ("linux/amd64", "linux/arm/v7")
+    with pytest.raises(ValueError, match="'amd64'"):
+        rules.parse_platforms(["amd64"])
