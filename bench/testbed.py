@@ -6,6 +6,8 @@
     sudo python3 bench/testbed.py --family ipv6        # IPv6-only hosts (no IPv4 address)
     sudo python3 bench/testbed.py --family dual        # IPv4-only and IPv6-only hosts, one swarm
     sudo python3 bench/testbed.py --counts 8 --trace-dir /tmp/tr   # + bench/timeline.py /tmp/tr/n8-run1
+    sudo python3 bench/testbed.py --counts 16 --scenarios dfly --burst 4k   # a strict policer's bucket
+    sudo python3 bench/testbed.py --counts 16 --scenarios dfly --shaper tbf --burst 4k --no-offload
 
 Strategy: every host is a network namespace with one veth to a bridge that
 lives in a namespace of its own, so nothing is added to the machine's own
@@ -51,6 +53,8 @@ SCENARIOS = ("baseline", "dfly", "ideal")
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
+SHAPERS = ("htb", "tbf")
+TBF_DEFAULT_BURST = 50_000   # bytes: a roomy bucket, when --shaper tbf is given no --burst
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
@@ -102,7 +106,8 @@ class Testbed:
     """A switch namespace with a bridge, an origin host and `hosts` client hosts."""
 
     def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
-                 family: str = "ipv4", subnet6: str = "fd77::"):
+                 family: str = "ipv4", subnet6: str = "fd77::", burst_bytes: int = 0,
+                 shaper: str = "htb", offload: bool = True):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -121,6 +126,9 @@ class Testbed:
         self.addr = {ns: self.addr4.get(ns) or self.addr6[ns] for ns in self.namespaces}
         self.rate_mbit = rate_mbit
         self.queue_packets = queue_packets
+        self.burst_bytes = burst_bytes   # the token bucket's size; 0: tc's default for the rate
+        self.shaper = shaper             # htb (a shaping class over a FIFO) or tbf
+        self.offload = offload           # False: no GSO/TSO/GRO on the veths (ethtool -K)
         self.made: List[str] = []
 
     @property
@@ -141,6 +149,9 @@ class Testbed:
             self._address(ns)
             self._ip(ns, "link", "set", "eth0", "up")
             self._ip(ns, "link", "set", "lo", "up")
+            if not self.offload:   # every packet at most one MTU: none bigger than a small bucket
+                self._no_offload(ns, "eth0")
+                self._no_offload(self.switch, port)
             self._shape(ns, "eth0")            # the host's upload
             self._shape(self.switch, port)     # the host's download
         return self
@@ -169,12 +180,21 @@ class Testbed:
     def _ip(self, ns: str, *args: str) -> None:
         run(["ip", "-n", ns] + list(args))
 
+    def _no_offload(self, ns: str, dev: str) -> None:
+        run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"])
+
     def _shape(self, ns: str, dev: str) -> None:
         rate = "%gmbit" % self.rate_mbit
         tc = ["ip", "netns", "exec", ns, "tc"]
+        if self.shaper == "tbf":   # one token bucket; its queue in bytes, as deep as the FIFO's
+            burst = self.burst_bytes or TBF_DEFAULT_BURST
+            run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
+                      "burst", str(burst), "limit", str(self.queue_packets * 1514)])
+            return
+        bucket = ["burst", str(self.burst_bytes), "cburst", str(self.burst_bytes)] if self.burst_bytes else []
         run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"])
         run(tc + ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
-                  "rate", rate, "ceil", rate])
+                  "rate", rate, "ceil", rate] + bucket)
         # A plain FIFO leaf (fq_codel and netem are often not built into CI kernels),
         # as deep as a switch port's buffer rather than a host's 1000-packet txqueue.
         run(tc + ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo",
@@ -489,6 +509,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "directions (default: %(default)s)")
     p.add_argument("--queue", type=int, default=100, help="packets each link's FIFO holds "
                    "(default: %(default)s, 12 ms at 100 Mbit/s)")
+    p.add_argument("--burst", type=harness.parse_size, default=0, help="each link's token bucket, "
+                   "bytes (e.g. 4k: a strict policer's; 50k: a roomy one) (default: tc's own for "
+                   "the rate with htb, %d with tbf)" % TBF_DEFAULT_BURST)
+    p.add_argument("--shaper", default="htb", choices=SHAPERS, help="htb: a shaping class over "
+                   "the FIFO; tbf: a plain token bucket filter (default: %(default)s)")
+    p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
+                   "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
                    "with no software overhead would) (default: %(default)s)")
@@ -544,7 +571,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--repeat must be at least 1")
     if args.family == "dual" and "ideal" in scenarios:
         p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
-    bed = Testbed(max(counts), args.rate, args.queue, family=args.family)
+    if not args.offload and shutil.which("ethtool") is None:
+        p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
+    bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,
+                  shaper=args.shaper, offload=args.offload)
     ws = None
     rows: List[dict] = []
     try:
@@ -554,6 +584,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         harness.write_file(os.path.join(www, "file.bin"), args.size)
         digest = harness.sha256_file(os.path.join(www, "file.bin"))
         bed.build()
+        print("links: %g Mbit/s, %s, bucket %s, queue %d packets, offloads %s; load average %.2f"
+              % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
+                 args.queue, "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
         for n in counts:
             for run in range(1, args.repeat + 1):
@@ -581,6 +614,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for row in table:
             print(_line(row) + "  (runs: %s s)" % ", ".join("%.2f" % t for t in row["runs_last_s"]))
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
+              "shaper": args.shaper, "burst_bytes": args.burst, "offload": args.offload,
+              "loadavg_at_start": harness.LOADAVG_AT_START,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
               "family": args.family,
               "hosts": {ns[len(bed.tag):]: [a for a in (bed.addr4.get(ns), bed.addr6.get(ns)) if a]
