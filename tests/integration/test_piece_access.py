@@ -68,7 +68,7 @@ def test_a_scheduled_peer_reads_with_the_token_of_its_schedule_reply_and_not_wit
         for order in orders:
             addr = order.addr or sn_client.address
             got = {}
-            fetcher.fetch(addr, tid, order, got.__setitem__)   # offset -> bytes
+            fetcher.fetch(addr, tid, order, lambda at, data, got=got: got.__setitem__(at, bytes(data)))
             assert b"".join(got[k] for k in sorted(got)) == src.data[order.start:order.start + order.size]
             with pytest.raises(PieceFailed, match="403"):
                 fetcher.fetch(addr, tid, dataclasses.replace(order, token=""), lambda at, data: None)
