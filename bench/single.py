@@ -17,6 +17,7 @@ origin -> supernode -> client path is timed whole; runs alternate with curl.
     python3 bench/single.py            # 1 GiB, 3 runs each
     python3 bench/single.py --quick    # 128 MiB, 1 run each
     python3 bench/single.py --cold     # 1 GiB through a fresh supernode each run, vs curl
+    python3 bench/single.py --cold --against OLD.pyz   # and an older tree's, alternating
 """
 import os
 import shutil
@@ -38,6 +39,8 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=600, help="bound on one download, seconds")
     p.add_argument("--cold", action="store_true",
                    help="time the cold path: a fresh supernode (empty cache) for every get")
+    p.add_argument("--against", metavar="OLD.pyz", help="with --cold: also time this zipapp's "
+                   "cold gets, alternating with the measured one's (an A/B of two trees)")
     args = p.parse_args()
     if args.cold:
         return cold_main(args)
@@ -117,30 +120,23 @@ def cold_main(args) -> int:
         nginx = harness.Nginx(ws, www)
         url = nginx.url("file.bin")
         out = ws.path("out", "file.bin")
-        colds, curls = [], []
+        colds, olds, curls = [], [], []
         for r in range(runs):
-            supernode = harness.Supernode(ws, name="supernode-%d" % r)
-            harness.settle()
-            sn_cpu = harness.process_cpu_s(supernode.proc.pid) or 0.0
-            got = harness.run_timed(ws, harness.get_argv(ws, url, out, supernode.address,
-                                                         ws.dir("client-%d" % r), "0", extra),
-                                    "dfly-cold-%d" % r, args.timeout, gnu_time=True)
-            sn_cpu = (harness.process_cpu_s(supernode.proc.pid) or 0.0) - sn_cpu
-            supernode.stop()
-            shutil.rmtree(supernode.data_dir, ignore_errors=True)   # 1 GiB of cache per run
-            colds.append({"wall_s": got["wall_s"], "elapsed_s": got["json"]["elapsed_s"],
-                          "client_cpu_s": got.get("cpu_s"), "supernode_cpu_s": round(sn_cpu, 2),
-                          "verified": harness.sha256_file(out) == want})
-            harness.remove(out)
+            builds = [(colds, ws.pyz, "")] + ([(olds, args.against, "-against")] if args.against else [])
+            for into, pyz, tag in (builds if r % 2 == 0 else builds[::-1]):   # neither always first
+                into.append(_cold_get(ws, pyz, url, out, want, "%d%s" % (r, tag), extra, args.timeout))
             harness.settle()
             c = harness.run_timed(ws, harness.curl_argv(url, out), "curl-%d" % r, args.timeout,
                                   gnu_time=True)
             curls.append({"wall_s": c["wall_s"], "cpu_s": c.get("cpu_s"),
                           "verified": os.path.getsize(out) == size})
             harness.remove(out)
-            print("run %d: dfly cold %.2fs (elapsed %.2fs; CPU client %.2fs, supernode %.2fs)   "
-                  "curl %.2fs" % (r, colds[-1]["wall_s"], colds[-1]["elapsed_s"],
-                                  colds[-1]["client_cpu_s"] or 0, sn_cpu, curls[-1]["wall_s"]))
+            for into, name in ((colds, "dfly cold"), (olds, "--against")):
+                if into:
+                    print("run %d: %s %.2fs (elapsed %.2fs; CPU client %.2fs, supernode %.2fs)" % (
+                        r, name, into[-1]["wall_s"], into[-1]["elapsed_s"],
+                        into[-1]["client_cpu_s"] or 0, into[-1]["supernode_cpu_s"]))
+            print("run %d: curl %.2fs" % (r, curls[-1]["wall_s"]))
         origin = nginx.body_bytes()
         nginx.stop()
     med = harness.median
@@ -152,9 +148,15 @@ def cold_main(args) -> int:
                "cold_supernode_cpu_s": med([d["supernode_cpu_s"] for d in colds]),
                "curl_cpu_s": med([c["cpu_s"] or 0 for c in curls]),
                "origin_body_bytes": origin["bytes"], "target_ratio": TARGET_RATIO,
-               "all_verified": all(d["verified"] for d in colds + curls),
+               "all_verified": all(d["verified"] for d in colds + olds + curls),
                "loadavg_at_start": harness.LOADAVG_AT_START}
     summary["target_met"] = summary["ratio_cold"] >= TARGET_RATIO
+    if olds:
+        old_s = med([d["wall_s"] for d in olds])
+        summary.update(against=os.path.abspath(args.against), against_wall_s=old_s,
+                       against_ratio_cold=curl_s / old_s,
+                       against_client_cpu_s=med([d["client_cpu_s"] or 0 for d in olds]),
+                       against_supernode_cpu_s=med([d["supernode_cpu_s"] for d in olds]))
     print("\nsingle --cold: %s, median of %d (load average at start %.2f)"
           % (harness.human(size), runs, harness.LOADAVG_AT_START))
     print("  curl from nginx:                 %6.2fs  %7.0f MB/s  CPU %.2fs" % (
@@ -164,9 +166,36 @@ def cold_main(args) -> int:
              "MET" if summary["target_met"] else "MISSED"))
     print("  CPU: client %.2fs, supernode %.2fs" % (summary["cold_client_cpu_s"],
                                                     summary["cold_supernode_cpu_s"]))
+    if olds:
+        print("  --against %s: %.2fs  ratio %.2f  CPU: client %.2fs, supernode %.2fs" % (
+            args.against, summary["against_wall_s"], summary["against_ratio_cold"],
+            summary["against_client_cpu_s"], summary["against_supernode_cpu_s"]))
     harness.save(args, NAME + "_cold", {"size": size, "runs": runs, "parallel": args.parallel,
-                                        "summary": summary, "cold": colds, "curl": curls})
+                                        "summary": summary, "cold": colds, "against": olds,
+                                        "curl": curls})
     return 0 if summary["all_verified"] else 1
+
+
+def _cold_get(ws, pyz: str, url: str, out: str, want: str, tag: str, extra, timeout_s: float) -> dict:
+    """One get of `url` through a fresh supernode (both from `pyz`), checked and timed."""
+    ws.pyz, mine = pyz, ws.pyz
+    try:
+        supernode = harness.Supernode(ws, name="supernode-%s" % tag)
+        harness.settle()
+        sn_cpu = harness.process_cpu_s(supernode.proc.pid) or 0.0
+        got = harness.run_timed(ws, harness.get_argv(ws, url, out, supernode.address,
+                                                     ws.dir("client-%s" % tag), "0", extra),
+                                "dfly-cold-%s" % tag, timeout_s, gnu_time=True)
+        sn_cpu = (harness.process_cpu_s(supernode.proc.pid) or 0.0) - sn_cpu
+        supernode.stop()
+        shutil.rmtree(supernode.data_dir, ignore_errors=True)   # 1 GiB of cache per run
+    finally:
+        ws.pyz = mine
+    cold = {"wall_s": got["wall_s"], "elapsed_s": got["json"]["elapsed_s"],
+            "client_cpu_s": got.get("cpu_s"), "supernode_cpu_s": round(sn_cpu, 2),
+            "verified": harness.sha256_file(out) == want}
+    harness.remove(out)
+    return cold
 
 
 def summarize(size, from_supernode, from_peer, curls, warm) -> dict:
