@@ -1,6 +1,7 @@
 """The multi-host testbed (bench/testbed.py) at smoke size, so it cannot rot:
-3 hosts in network namespaces at 100 Mbit/s, a 4 MiB file, curl, dfly and the
-ideal-swarm reference, dfly and ideal twice (--repeat)."""
+3 hosts in network namespaces at 100 Mbit/s (a token bucket filter with a
+4 KB bucket), a 4 MiB file, curl, dfly and the ideal-swarm reference, dfly and
+ideal twice (--repeat)."""
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
 
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "10s",
                        "--scenarios", "baseline,dfly,ideal", "--repeat", "2", "--out", str(out),
+                       "--shaper", "tbf", "--burst", "4k",   # a strict policer's bucket
                        "--svg", str(svg), "--trace-dir", str(tmp_path / "traces"), timeout=80)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -80,6 +82,7 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
         assert 0 <= row["cpu"]["steal_cpu_s"] <= row["cpu"]["busy_cpu_s"]
     assert rows["dfly"]["host_cpu_s"] > 0.05 and rows["dfly"]["supernode_cpu_s"] > 0   # curl's may round to 0
     assert result["clean_after"]
+    assert (result["shaper"], result["burst_bytes"], result["offload"]) == ("tbf", 4096, True)
     assert result["hosts_python"] == sys.executable   # --python's default: the one running it
     assert svg.read_text().startswith("<svg")
     assert _left_by(pid) == set()                                # nothing left behind
