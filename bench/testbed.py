@@ -54,6 +54,7 @@ NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
 SHAPERS = ("htb", "tbf")
+CPU_BOUND = 0.95             # a run with the machine this busy is marked: it measured the CPU
 TBF_DEFAULT_BURST = 50_000   # bytes: a roomy bucket, when --shaper tbf is given no --burst
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
@@ -658,6 +659,8 @@ def _line(row: dict) -> str:
     if row["cpu"].get("busy_fraction") is not None:   # every host shares this machine's cores
         text += "  CPU %.0f%% busy (%.1f CPU-s stolen), downloads %.1f CPU-s" % (
             100 * row["cpu"]["busy_fraction"], row["cpu"].get("steal_cpu_s", 0.0), row["host_cpu_s"])
+        if row["cpu"]["busy_fraction"] >= CPU_BOUND:   # then the time measures the CPU, not the links
+            text += "  [CPU-bound]"
     return text
 
 
