@@ -72,9 +72,11 @@ def test_testbed_smoke_three_hosts_get_the_file_with_the_origin_sending_it_about
     assert rows["baseline"]["origin_egress_x"] >= 2.9            # three copies from nginx
     # One copy from the supernode, in the better of the two runs: with 4 pieces one
     # duplicate is +25 %, and a loaded CI host once made one run send a piece twice.
+    # Counted on the wire: headers, and what TCP sends again after the 4 KB bucket
+    # drops it, come to a few % (1.051 seen), far below a duplicate piece.
     egress = {r["run"]: r["origin_egress_x"] for r in result["rows"] if r["scenario"] == "dfly"}
     best = min((r for r in result["rows"] if r["scenario"] == "dfly"), key=lambda r: r["origin_egress_x"])
-    assert best["origin_egress_x"] <= 1.05, (egress, _supernode_pieces(tmp_path / "traces"))
+    assert best["origin_egress_x"] <= 1.10, (egress, _supernode_pieces(tmp_path / "traces"))
     assert best["bytes_from_peers"] >= 2 * result["size"] * 0.9
     assert rows["dfly"]["nginx_body_bytes"] == result["size"]
     for row in rows.values():   # CPU is accounted: every host shares this machine's cores
