@@ -46,7 +46,6 @@ from dfly.supernode.task import DONE, FAILED, RUNNING, Task
 log = logging.getLogger("dfly.supernode")
 
 CHUNK = 1 << 20
-META_EVERY_S = 1.0   # meta.json rewritten at most this often while pieces are cut
 
 
 class _Abandoned(Exception):
@@ -76,7 +75,6 @@ class Fetch:
         self.bucket = bucket
         self.clock = clock
         self.gen = task.fetch_gen   # this fetch's turn; the watchdog moves it on
-        self._meta_saved_at: Optional[float] = None   # when a cut piece last rewrote meta.json
 
     def run(self) -> None:
         """Fetch; whatever goes wrong fails the task (one log line), never leaves it running."""
@@ -415,14 +413,7 @@ class Fetch:
         with task.cond:
             self._check_live()
             task.piece_written(hexdigest)
-            # Not after every piece: the write (create, rename) took ~3.5 ms under the
-            # cache's own writes, with the task's lock held, so serving pieces and
-            # schedule calls waited on it. A crash loses at most META_EVERY_S of
-            # pieces, fetched again by Range (the end of the fetch saves it whole).
-            now = self.clock()
-            if self._meta_saved_at is None or now - self._meta_saved_at >= META_EVERY_S:
-                task.save_meta()
-                self._meta_saved_at = now
+            task.save_meta()
 
     def _read(self, response, offset: int) -> bytes:
         """Up to CHUNK bytes (b"" at the end). Read as they arrive, so a slow source

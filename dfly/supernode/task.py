@@ -19,8 +19,7 @@ On disk a task is a folder named by its id: `data` (the source's bytes, written
 in order) and `meta.json` (URL, validators, content version, length, piece
 size, one sha256 per finished piece, whether the source is complete, pieces
 found damaged and not yet fetched again). The meta is rewritten atomically
-at most once a second while pieces are cut (cdn.py), and when the source is
-done, so a crash loses at most the last second's pieces, fetched again.
+after every piece, so a crash loses at most the piece being cut.
 
 A task's pieces are of one content version: an opaque id of the bytes, made
 whenever the source is cut from byte 0 (from a strong ETag and the length, else
