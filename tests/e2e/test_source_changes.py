@@ -125,7 +125,9 @@ def test_a_get_whose_supernode_restarts_on_a_changed_source_writes_only_the_new_
     assert sha256_file(out) == new.sha256
     assert "changed during the download: starting over" in stderr
     first, resume = origin.served("f.bin")   # the new content was read once
-    assert first.status == 200 and first.body_bytes < old.size
+    # The old content's fetch was cut by the kill; its origin may still have put the
+    # rest into loopback's socket buffers by then (seen on CI: all 16 MiB).
+    assert first.status == 200 and first.body_bytes <= old.size
     assert resume.headers.get("If-Range") == old.etag and resume.headers.get("Range")
     assert resume.status == 200 and resume.body_bytes == new.size
     assert leftovers(os.path.dirname(out)) == []
