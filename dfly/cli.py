@@ -192,49 +192,42 @@ def _setup_options(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(run=run_setup)
 
 
-def _preheat_options(cmd: argparse.ArgumentParser) -> None:
-    from dfly.preheat import EXIT_CODES as PREHEAT_EXIT_CODES
+def _job_options(cmd: argparse.ArgumentParser, verb: str, where: str, header_help: str) -> None:
+    """What `preheat` and `publish` share: a preheat job run on a supernode (a publish is
+    one with scope all_peers)."""
     from dfly.tls import TLSOptions
     cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
-                     "or its manifest URL; any other URL is preheated as a file")
+                     "or its manifest URL; any other URL is %s as a file" % verb)
     cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
-                     help="the supernode (any cluster member) that runs the job")
+                     help="the supernode (any cluster member) %s" % where)
     cmd.add_argument("--token-file", metavar="FILE", required=True,
                      help="the supernode's preheat token (its --preheat-token-file)")
-    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'",
-                     help="header sent to the registry or origin, e.g. its Authorization (repeatable)")
+    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'", help=header_help)
     cmd.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
                      help="only this platform of a multi-platform image (repeatable; default: all)")
-    cmd.add_argument("--scope", default="", choices=("", "single_seed_peer", "all_seed_peers", "all_peers"),
-                     help="Dragonfly 2's scope; today every scope fills the supernode cluster's cache")
     cmd.add_argument("--plain-http", action="store_true", help="the registry of IMAGE speaks http")
     cmd.add_argument("--timeout", default="30m", metavar="DURATION",
                      help="stop waiting after this long (default: %(default)s)")
     cmd.add_argument("--json", action="store_true", help="print the finished job as JSON on stdout")
     options.add_arguments(cmd, TLSOptions)   # a supernode speaking TLS is dialled with it
+
+
+def _preheat_options(cmd: argparse.ArgumentParser) -> None:
+    from dfly.preheat import EXIT_CODES as PREHEAT_EXIT_CODES
+    _job_options(cmd, "preheated", "that runs the job",
+                 "header sent to the registry or origin, e.g. its Authorization (repeatable)")
+    cmd.add_argument("--scope", default="", choices=("", "single_seed_peer", "all_seed_peers", "all_peers"),
+                     help="Dragonfly 2's scope: every scope fills the supernode cluster's cache; "
+                          "all_peers also publishes to the subscribed daemons (as dfly publish)")
     cmd.epilog = _exit_codes(PREHEAT_EXIT_CODES)
     cmd.set_defaults(run=run_preheat)
 
 
 def _publish_options(cmd: argparse.ArgumentParser) -> None:
     from dfly.publish import EXIT_CODES as PUBLISH_EXIT_CODES
-    from dfly.tls import TLSOptions
-    cmd.add_argument("target", metavar="IMAGE|URL", help="an image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) "
-                     "or its manifest URL; any other URL is published as a file")
-    cmd.add_argument("--supernode", required=True, metavar="HOST:PORT",
-                     help="the supernode (any cluster member) to publish on")
-    cmd.add_argument("--token-file", metavar="FILE", required=True,
-                     help="the supernode's preheat token (its --preheat-token-file)")
-    cmd.add_argument("--header", action="append", default=[], metavar="'K: V'",
-                     help="header sent to the registry or origin by the supernode (not logged, not "
-                     "sent to the daemons; repeatable)")
-    cmd.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
-                     help="only this platform of a multi-platform image (repeatable; default: all)")
-    cmd.add_argument("--plain-http", action="store_true", help="the registry of IMAGE speaks http")
-    cmd.add_argument("--timeout", default="30m", metavar="DURATION",
-                     help="stop waiting after this long (default: %(default)s)")
-    cmd.add_argument("--json", action="store_true", help="print the finished job as JSON on stdout")
-    options.add_arguments(cmd, TLSOptions)
+    _job_options(cmd, "published", "to publish on",
+                 "header sent to the registry or origin by the supernode (not logged, not "
+                 "sent to the daemons; repeatable)")
     cmd.epilog = _exit_codes(PUBLISH_EXIT_CODES)
     cmd.set_defaults(run=run_publish)
 
