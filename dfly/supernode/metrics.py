@@ -74,8 +74,8 @@ class SupernodeMetrics:
                 read=lambda: {(): _cache_bytes(service.tasks_dir)})
         r.gauge("dfly_supernode_cache_limit_bytes", "The cache size limit (--cache-size)",
                 read=lambda: {(): service.config.cache_size})
-        r.gauge("dfly_supernode_sources_denied", "Source fetches the source policy denied so far",
-                read=lambda: {(): service.sources_denied})
+        r.counter("dfly_supernode_sources_denied_total", "Sources the source policy denied",
+                  read=lambda: {(): service.sources_denied})
         r.gauge("dfly_supernode_cluster_member_up",
                 "1 for each cluster member this supernode sees alive, 0 for each it sees down",
                 ("member",), read=lambda: _members(service, "alive"))

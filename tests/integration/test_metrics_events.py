@@ -1,0 +1,173 @@
+"""Every family /metrics shows is in docs/METRICS.md with its type, and the families
+the other metrics tests do not reach count real events: pieces served, upload
+slots, cache size and limit, a digest mismatch and a source timeout on the
+supernode; a fallback to the source, a failed download, seeding, bytes uploaded
+and the cache on the daemon; denied sources as a counter."""
+import http.client
+import os
+import re
+import time
+
+import pytest
+from daemons import fetch, registry_blob
+from helpers import MiB, content, wait_until
+
+from dfly import __version__
+from dfly.errors import DigestMismatch, SourceDenied, SourceError
+from dfly.protocol import piecetoken
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.supernode.client import SupernodeClient
+
+METRICS_MD = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "METRICS.md")
+TYPE_LINE = re.compile(r"^# TYPE (\S+) (counter|gauge|histogram)$", re.M)
+DOC_ROW = re.compile(r"^\| `(dfly_[a-z_]+)` \| (counter|gauge|histogram) \|", re.M)
+
+
+def scrape(address: str) -> dict:
+    status, _, body = fetch(address, "GET", "/metrics")
+    assert status == 200
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def family_types(address: str) -> dict:
+    return dict(TYPE_LINE.findall(fetch(address, "GET", "/metrics")[2].decode()))
+
+
+def test_every_family_on_metrics_is_documented_with_its_type(supernode, daemons):
+    daemon = daemons.start(supernode=[supernode.address])
+    with open(METRICS_MD, encoding="utf-8") as f:
+        documented = dict(DOC_ROW.findall(f.read()))
+    for running in (supernode, daemon):
+        shown = family_types(running.address)
+        assert shown, running.address
+        assert {name: kind for name, kind in shown.items() if documented.get(name) != kind} == {}
+
+
+@pytest.mark.time_limit(60)
+def test_supernode_counts_pieces_served_its_cache_and_the_upload_slots_in_use(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(cache_size=300 * MiB)
+    src = origin.add("served.bin", content(4 * MiB, seed=21))
+    result = client_factory([supernode.address]).download(src.url, str(downloads / "a"))
+    samples = scrape(supernode.address)
+    peer = SupernodeClient(supernode.address, timeout_s=5)
+    pieces = peer.task(result.task_id)["piece_count"]
+    assert pieces > 1
+    assert samples["dfly_supernode_upload_bytes_total"] == result.bytes_from_supernode == src.size
+    assert samples["dfly_supernode_pieces_served_total"] == pieces
+    assert samples["dfly_supernode_cache_bytes"] >= src.size
+    assert samples["dfly_supernode_cache_limit_bytes"] == 300 * MiB
+    assert samples["dfly_supernode_upload_slots_in_use"] == 0
+    # A peer sent to the supernode for two pieces holds two of its upload slots until it reports.
+    try:
+        tid, _ = peer.register(RegisterRequest(url=src.url, peer_id="peer-slots", peer_port=5,
+                                               peer_host="127.0.0.1"))
+        state = peer.schedule(tid, ScheduleRequest("peer-slots", want=2))
+        taken = [p.num for p in state.pieces]
+        assert len(taken) == 2, state
+        assert scrape(supernode.address)["dfly_supernode_upload_slots_in_use"] == 2
+        peer.schedule(tid, ScheduleRequest("peer-slots", done=taken, want=0))
+        assert scrape(supernode.address)["dfly_supernode_upload_slots_in_use"] == 0
+    finally:
+        peer.close()
+
+
+@pytest.mark.time_limit(60)
+def test_supernode_counts_a_digest_mismatch_and_a_source_timeout_by_reason(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(source_timeout_s=1.0)
+    src = origin.add("wrong.bin", content(MiB, seed=22))
+    with pytest.raises(DigestMismatch):
+        client_factory([supernode.address], no_back_source=True).download(
+            src.url, str(downloads / "w"), digest="sha256:" + "1" * 64)
+    drip = origin.add("drip.bin", content(MiB, seed=23))
+    origin.fault("drip.bin", drip_s=0.1)   # a header byte now and then: only the watchdog ends it
+    try:
+        with pytest.raises(SourceError):
+            client_factory([supernode.address], no_back_source=True, timeout_s=15).download(
+                drip.url, str(downloads / "d"))
+    finally:
+        origin.release()
+    samples = scrape(supernode.address)
+    assert samples['dfly_supernode_tasks_failed_total{reason="DigestMismatch"}'] == 1
+    assert samples['dfly_supernode_tasks_failed_total{reason="Timeout"}'] == 1
+    assert samples["dfly_supernode_tasks_succeeded_total"] == 0
+
+
+def test_supernode_counts_denied_sources_as_a_counter(supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(deny_source=["127.0.0.2/32"])
+    with pytest.raises(SourceDenied):   # refused at registration: nothing is sent to 127.0.0.2
+        client_factory([supernode.address], no_back_source=True).download(
+            "http://127.0.0.2:9/blob", str(downloads / "x"))
+    assert family_types(supernode.address)["dfly_supernode_sources_denied_total"] == "counter"
+    assert scrape(supernode.address)["dfly_supernode_sources_denied_total"] == 1
+
+
+@pytest.mark.time_limit(60)
+def test_daemon_counts_a_fallback_a_failure_its_cache_seeding_and_bytes_uploaded(
+        origin, supernode, daemons):
+    refused = content(3 * MiB, seed=24)   # the origin refuses the supernode (403) but not the daemon
+    name, refused_path, _ = registry_blob(origin, refused, repo="team/refused")
+    origin.fault(name, require=("User-Agent", "dfly/" + __version__))
+    shared = content(3 * MiB, seed=25)
+    _, shared_path, _ = registry_blob(origin, shared, repo="team/shared")
+    os.makedirs(os.path.join(origin.root, "big"), exist_ok=True)
+    proxied = origin.add("big/refused.bin", content(MiB, seed=26))
+    origin.fault("big/refused.bin", require=("User-Agent", "dfly/" + __version__))
+    running = daemons.start(supernode=[supernode.address], registry_mirror=origin.url("").rstrip("/"),
+                            proxy_rule=["p2p /big/"], cache_size=200 * MiB)
+    assert fetch(running.address, "GET", refused_path)[2] == refused
+    assert fetch(running.address, "GET", shared_path)[2] == shared
+    # The proxy's P2P download fails (the supernode was refused); it passes the request on.
+    assert _proxied_get(running.address, proxied.url) == proxied.data
+    samples = scrape(running.address)
+    assert samples["dfly_daemon_source_fallbacks_total"] == 1
+    assert samples['dfly_daemon_download_bytes_total{source="source"}'] == len(refused)
+    assert samples['dfly_daemon_downloads_total{result="success",reason=""}'] == 2
+    assert samples['dfly_daemon_download_seconds_count{result="success"}'] == 2
+    assert samples['dfly_daemon_downloads_total{result="failure",reason="SourceError"}'] == 1
+    assert samples['dfly_daemon_download_seconds_count{result="failure"}'] == 1
+    assert samples['dfly_daemon_proxy_requests_total{action="p2p",outcome="upstream"}'] == 1
+    assert samples["dfly_daemon_cache_bytes"] == len(refused) + len(shared)
+    assert samples["dfly_daemon_cache_limit_bytes"] == 200 * MiB
+    assert samples["dfly_daemon_seeding_tasks"] == 1   # the P2P one; the fallback has no task
+    assert samples["dfly_daemon_upload_bytes_total"] == 0
+    assert samples["dfly_daemon_cache_served_bytes_total"] == 0
+    assert fetch(running.address, "GET", shared_path)[2] == shared   # from the cache
+    assert scrape(running.address)["dfly_daemon_cache_served_bytes_total"] == len(shared)
+    # A peer takes piece 0 of the seeded task: what it read is what the daemon counts.
+    (tid,) = running.p2p.seeding
+    body = _piece(running, tid, 0)
+    assert 0 < len(body) <= len(shared) and shared.startswith(body)
+    wait_until(lambda: scrape(running.address)["dfly_daemon_upload_bytes_total"] == len(body),
+               timeout=10, message="the piece counted as uploaded")
+
+
+def _proxied_get(proxy_address: str, url: str) -> bytes:
+    host, port = proxy_address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", url)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def _piece(running, tid: str, num: int) -> bytes:
+    host, port = running.p2p.uploader_address[:2]
+    token = piecetoken.mint(running.p2p.secrets.keys()[0], tid, "reader", time.time())
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", "/v1/tasks/%s/pieces/%d?peer=reader" % (tid, num),
+                     headers={piecetoken.HEADER: token})
+        response = conn.getresponse()
+        assert response.status == 200
+        return response.read()
+    finally:
+        conn.close()
+
