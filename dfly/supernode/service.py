@@ -734,9 +734,14 @@ class Supernode:
         now = self.clock()
         if self.membership is None:
             return {"me": self.me, "members": [], "tasks": []}
-        tasks = [{"task_id": tid, "owner": self.membership.owner(tid, now, tid in self._active_ids())}
+        active = set(self._active_ids())
+        tasks = [{"task_id": tid, "owner": self.membership.owner(tid, now, tid in active)}
                  for tid in sorted(set(self._served_counts()) | set(self.replicas.ids()))]
-        return {"me": self.me, "members": self.membership.status(now), "tasks": tasks}
+        members = self.membership.status(now)
+        for member in members:
+            if member["self"]:   # the others' counts are as they told us; ours is counted here
+                member["active_tasks"] = len(active)
+        return {"me": self.me, "members": members, "tasks": tasks}
 
     def _active_ids(self) -> List[str]:
         """Tasks this member is in the middle of serving: ownership sticks to it."""

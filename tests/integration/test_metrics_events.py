@@ -10,13 +10,15 @@ import time
 
 import pytest
 from daemons import fetch, registry_blob
-from helpers import MiB, content, wait_until
+from helpers import MiB, content, reserve_ports, wait_until
 
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceDenied, SourceError
 from dfly.protocol import piecetoken
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
+from dfly.supernode.cluster import rendezvous_owner
 
 METRICS_MD = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "METRICS.md")
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (counter|gauge|histogram)$", re.M)
@@ -171,3 +173,24 @@ def _piece(running, tid: str, num: int) -> bytes:
     finally:
         conn.close()
 
+
+
+@pytest.mark.time_limit(60)
+def test_each_cluster_member_counts_the_tasks_it_serves_itself_too(origin, supernode_factory, tmp_path,
+                                                                    client_factory, downloads):
+    members = reserve_ports(2)
+    settings = dict(cluster=[",".join(members)], cluster_secret="s3cret", member_dead_after_s=5.0)
+    first = supernode_factory(data_dir=tmp_path / "a", listen=members[0], **settings)
+    second = supernode_factory(data_dir=tmp_path / "b", listen=members[1], **settings)
+    served = 'dfly_supernode_cluster_member_tasks{member="%s"}'
+    for running, peer in ((first, members[1]), (second, members[0])):
+        wait_until(lambda r=running, p=peer: scrape(r.address).get(served % p) == 0, timeout=10,
+                   message="each member sees the other")
+    src = origin.add("served.bin", content(2 * MiB, seed=27))
+    client_factory([first.address], seed_for_s=60).download(src.url, str(downloads / "s.bin"))
+    owner = rendezvous_owner(task_id(src.url), members)   # it serves the task; its seeder stays
+    other = members[1 - members.index(owner)]
+    assert scrape(owner)[served % owner] == 1
+    assert scrape(owner)[served % other] == 0
+    wait_until(lambda: scrape(other).get(served % owner) == 1, timeout=10,
+               message="the other member heard it from the owner")
