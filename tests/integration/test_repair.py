@@ -199,6 +199,8 @@ def test_a_flipped_byte_in_a_daemon_cache_is_found_and_the_piece_fetched_again_t
     assert origin.body_bytes(name) == SIZE   # the origin served it once: the repair was P2P
     assert stats(holder)["damaged_pieces"] == 1
     assert len(damage_lines(caplog)) == 1
+    metrics = fetch(holder.address, "GET", "/metrics")[2].decode().splitlines()
+    assert {"dfly_daemon_damaged_pieces_total 1", "dfly_daemon_repaired_pieces_total 1"} <= set(metrics)
 
 
 @pytest.mark.time_limit(60)
