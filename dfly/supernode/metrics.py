@@ -56,6 +56,12 @@ class SupernodeMetrics:
         self.schedule_seconds = r.histogram(
             "dfly_supernode_schedule_reply_seconds",
             "Time the supernode took to answer a schedule call, long-poll waits left out")
+        self.zone_bytes = r.counter(
+            "dfly_supernode_peer_zone_bytes_total",
+            "Bytes peers fetched from peers in their own zone (within) or another (across), "
+            "by the --location labels both gave", ("zone",))
+        for zone in ("within", "across"):
+            self.zone_bytes.labels(zone)   # shown as 0 before any is counted
         self.source_fetch_seconds = r.histogram(
             "dfly_supernode_source_fetch_seconds",
             "Duration of a task's source fetch, by result", ("result",))
@@ -83,10 +89,6 @@ class SupernodeMetrics:
                 "Tasks each cluster member serves, as this supernode last heard", ("member",),
                 read=lambda: _members(service, "active_tasks"))
         gossip_metrics.watch(r, lambda: getattr(service.membership, "node", None))   # --gossip
-        r.counter("dfly_supernode_peer_bytes_by_zone_total",
-                  "Bytes peers fetched from peers in their own zone (within) or another "
-                  "(across), by the --location labels both gave; tasks in memory",
-                  ("zone",), read=lambda: _zone_bytes(service))
         r.gauge("dfly_supernode_cluster_tasks_owned",
                 "Tasks known here (served or replicated) that each cluster member owns now",
                 ("member",), read=lambda: _owners(service))
@@ -94,6 +96,11 @@ class SupernodeMetrics:
     def piece_served(self, size: int) -> None:
         self.pieces_served.inc()
         self.uploaded_bytes.inc(size)
+
+    def moved_between_peers(self, in_one_zone, size: int) -> None:
+        """As Task.moved_between_peers, but kept when the task leaves memory: a counter."""
+        if in_one_zone is not None:
+            self.zone_bytes.labels("within" if in_one_zone else "across").inc(size)
 
     def piece_failed(self, reason: str) -> None:
         self.piece_failures.labels(piece_failure_reason(reason)).inc()
@@ -107,12 +114,6 @@ class SupernodeMetrics:
             self.tasks_succeeded.inc()
         elif state == "failed":
             self.tasks_failed.labels(error_kind or "unknown").inc()
-
-
-def _zone_bytes(service) -> Dict[tuple, int]:
-    tasks = _tasks(service)
-    return {("within",): sum(t.bytes_within_zone for t in tasks),
-            ("across",): sum(t.bytes_across_zones for t in tasks)}
 
 
 def _tasks(service) -> list:

@@ -601,6 +601,7 @@ class Supernode:
                         size = piece_bytes(task, num)
                         count_received(peer, inflight[num][0], size, now, SUPERNODE)
                         task.moved_between_peers(in_one_zone, size)
+                        self.metrics.moved_between_peers(in_one_zone, size)
             elif req.content_version:   # believed once we cut it as the same version
                 task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:

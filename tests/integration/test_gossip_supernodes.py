@@ -70,7 +70,7 @@ def test_metrics_show_the_gossip_view_and_its_events(gossip_supernodes):
     assert 'dfly_gossip_members{state="alive"} 2' in text
     assert 'dfly_gossip_members{state="dead"} 0' in text
     assert 'dfly_gossip_events_total{event="probes"}' in text
-    assert 'dfly_supernode_peer_bytes_by_zone_total{zone="across"} 0' in text
+    assert 'dfly_supernode_peer_zone_bytes_total{zone="across"} 0' in text
 
 
 def test_a_gossip_scheduler_pings_a_few_members_a_round_not_all():

@@ -50,6 +50,46 @@ def test_every_family_on_metrics_is_documented_with_its_type(supernode, daemons)
         assert {name: kind for name, kind in shown.items() if documented.get(name) != kind} == {}
 
 
+def test_every_family_is_named_as_prometheus_asks(supernode, daemons):
+    """Counters end in _total; a size's name ends in its unit, _bytes (then _total)."""
+    daemon = daemons.start(supernode=[supernode.address])
+    for running in (supernode, daemon):
+        for name, kind in family_types(running.address).items():
+            base = name[:-len("_total")] if kind == "counter" else name
+            assert kind != "counter" or name.endswith("_total"), name
+            assert "bytes" not in base or base.endswith("_bytes"), name
+            assert "seconds" not in base or base.endswith("_seconds"), name
+
+
+@pytest.mark.time_limit(60)
+def test_zone_bytes_are_a_counter_that_a_task_leaving_memory_takes_nothing_from(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory(cache_size=MiB + MiB // 2)   # room for one finished 1 MiB file
+    first = origin.add("first.bin", content(MiB, seed=28))   # one piece
+    client_factory([supernode.address], seed_for_s=0).download(first.url, str(downloads / "1"))
+    across = 'dfly_supernode_peer_zone_bytes_total{zone="across"}'
+    assert scrape(supernode.address)[across] == 0
+    peers = {name: SupernodeClient(supernode.address, timeout_s=5) for name in ("peer-a", "peer-b")}
+    try:
+        for (name, client), zone in zip(peers.items(), ("eu/zone-a", "eu/zone-b")):
+            tid, _ = client.register(RegisterRequest(url=first.url, peer_id=name, peer_port=6,
+                                                     peer_host="127.0.0.1", location=zone))
+        peers["peer-a"].schedule(tid, ScheduleRequest("peer-a", done=[0], want=0))
+        order = peers["peer-b"].schedule(tid, ScheduleRequest("peer-b", want=1)).pieces
+        assert [(p.num, p.holder) for p in order] == [(0, "peer-a")]
+        peers["peer-b"].schedule(tid, ScheduleRequest("peer-b", done=[0], want=0))
+        assert scrape(supernode.address)[across] == MiB
+        for name, client in peers.items():
+            client.leave(tid, name)
+    finally:
+        for client in peers.values():
+            client.close()
+    second = origin.add("second.bin", content(MiB, seed=29))   # evicts the first from the cache
+    client_factory([supernode.address], seed_for_s=0).download(second.url, str(downloads / "2"))
+    wait_until(lambda: tid not in _task_ids(supernode), timeout=10, message="the first task evicted")
+    assert scrape(supernode.address)[across] == MiB
+
+
 @pytest.mark.time_limit(60)
 def test_supernode_counts_pieces_served_its_cache_and_the_upload_slots_in_use(
         origin, supernode_factory, client_factory, downloads):
@@ -148,6 +188,14 @@ def test_daemon_counts_a_fallback_a_failure_its_cache_seeding_and_bytes_uploaded
     assert 0 < len(body) <= len(shared) and shared.startswith(body)
     wait_until(lambda: scrape(running.address)["dfly_daemon_upload_bytes_total"] == len(body),
                timeout=10, message="the piece counted as uploaded")
+
+
+def _task_ids(supernode) -> list:
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        return [t["task_id"] for t in client.tasks()]
+    finally:
+        client.close()
 
 
 def _proxied_get(proxy_address: str, url: str) -> bytes:
