@@ -6,7 +6,9 @@ import pytest
 from helpers import MiB, content, reserve_ports, run_all, wait_until
 
 from dfly.protocol.messages import Failure, RegisterRequest, ScheduleRequest
+from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
+from dfly.supernode.cluster import rendezvous_owner
 from dfly.supernode.dashboard import HELD
 
 
@@ -138,3 +140,26 @@ def test_events_name_a_member_lost_and_back(supernode_factory, tmp_path):
     assert second in back["text"]
     members_shown = {m["member"]: m["alive"] for m in _feed(first)["cluster"]["members"]}
     assert members_shown == {first: True, second: True}
+
+
+@pytest.mark.time_limit(60)
+def test_events_name_a_task_taken_over_from_a_lost_member(origin, supernode_factory, client_factory,
+                                                          tmp_path, downloads):
+    members = reserve_ports(2)
+
+    def start(address):
+        return supernode_factory(data_dir=tmp_path / address.replace(":", "_"), listen=address,
+                                 cluster=[",".join(members)], cluster_secret="s3cret-for-the-test",
+                                 member_dead_after_s=1.0)
+    first, second = start(members[0]), start(members[1])
+    name = next(n for n in ("f%d.bin" % i for i in range(100))
+                if rendezvous_owner(task_id(origin.url(n)), members) == members[0])
+    src = origin.add(name, content(2 * MiB, seed=31))
+    client_factory([first.address], seed_for_s=0).download(src.url, str(downloads / "a"))
+    tid = task_id(src.url)
+    wait_until(lambda: tid in second.service.replicas.ids(), timeout=10, message="the replica pushed")
+    first.stop()
+    wait_until(lambda: _events(second.address, "member_down"), timeout=10, message="the owner lost")
+    client_factory([second.address], seed_for_s=0).download(src.url, str(downloads / "b"))
+    [taken] = _events(second.address, "task_taken_over")
+    assert taken["task_id"] == tid and "replica" in taken["text"]
