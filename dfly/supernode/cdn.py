@@ -75,6 +75,7 @@ class Fetch:
         self.bucket = bucket
         self.clock = clock
         self.gen = task.fetch_gen   # this fetch's turn; the watchdog moves it on
+        self.timed_out = False      # it failed as the source sent nothing for timeout_s (metrics)
 
     def run(self) -> None:
         """Fetch; whatever goes wrong fails the task (one log line), never leaves it running."""
@@ -90,6 +91,7 @@ class Fetch:
             if self._fail("SourceDenied", str(e)):
                 self.on_denied(task, e)
         except (SourceError, DigestMismatch) as e:
+            self.timed_out = _timed_out(e)
             if self._fail(type(e).__name__, str(e)):
                 log.warning("task %s source failed: %s", task.task_id[:12], e)
         except OSError as e:   # our own disk: full, unwritable. Not the source's fault.
@@ -473,6 +475,13 @@ def _kind_of_failure(reason) -> str:
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return "timed out"
     return NO_HTTP_ANSWER
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Was `error` raised for a socket timeout (connecting, or waiting for bytes)? Its
+    kind stays SourceError for clients; the metrics count it as a timeout."""
+    cause = error.__cause__ or error.__context__
+    return isinstance(getattr(cause, "reason", cause), (socket.timeout, TimeoutError))
 
 
 def _complete(meta: Optional[dict]) -> bool:

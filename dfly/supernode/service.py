@@ -549,7 +549,8 @@ class Supernode:
         finally:
             thread.name = idle_name
             self.metrics.fetch_ended(task.state if task.fetch_gen == fetch.gen else "abandoned",
-                                     task.error_kind, task.source_bytes - read_before, began)
+                                     "Timeout" if fetch.timed_out else task.error_kind,
+                                     task.source_bytes - read_before, began)
             with task.cond:
                 if task.fetch_gen == fetch.gen:   # else the watchdog let another one start
                     task.fetching = False

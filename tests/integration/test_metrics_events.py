@@ -6,6 +6,7 @@ and the cache on the daemon; denied sources as a counter."""
 import http.client
 import os
 import re
+import socket
 import time
 
 import pytest
@@ -129,15 +130,24 @@ def test_supernode_counts_a_digest_mismatch_and_a_source_timeout_by_reason(
             src.url, str(downloads / "w"), digest="sha256:" + "1" * 64)
     drip = origin.add("drip.bin", content(MiB, seed=23))
     origin.fault("drip.bin", drip_s=0.1)   # a header byte now and then: only the watchdog ends it
+    stall = origin.add("stall.bin", content(2 * MiB, seed=30))
+    origin.fault("stall.bin", stall_after=MiB // 2)   # then nothing: the socket times out
+    silent = socket.socket()   # accepts connections (the kernel does) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    urls = [drip.url, stall.url, "http://127.0.0.1:%d/silent.bin" % silent.getsockname()[1]]
     try:
-        with pytest.raises(SourceError):
-            client_factory([supernode.address], no_back_source=True, timeout_s=15).download(
-                drip.url, str(downloads / "d"))
+        for i, url in enumerate(urls):
+            with pytest.raises(SourceError):
+                client_factory([supernode.address], no_back_source=True, timeout_s=15).download(
+                    url, str(downloads / ("t%d" % i)))
     finally:
         origin.release()
+        silent.close()
     samples = scrape(supernode.address)
     assert samples['dfly_supernode_tasks_failed_total{reason="DigestMismatch"}'] == 1
-    assert samples['dfly_supernode_tasks_failed_total{reason="Timeout"}'] == 1
+    assert samples['dfly_supernode_tasks_failed_total{reason="Timeout"}'] == len(urls)
+    assert 'dfly_supernode_tasks_failed_total{reason="SourceError"}' not in samples
     assert samples["dfly_supernode_tasks_succeeded_total"] == 0
 
 
