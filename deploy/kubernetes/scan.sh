@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# checkov on every rendered overlay, offline (a developer's check, not CI's: checkov
-# and its dependencies are large, so it lives in its own virtualenv). Findings and
+# checkov on every rendered overlay, offline (checkov and its dependencies are large,
+# so it lives in its own virtualenv; .ci/run makes one). Findings and
 # why each one stays are in docs/DEPLOY.md ("checkov findings").
 #   python3 -m venv /tmp/checkov && /tmp/checkov/bin/pip install checkov
 #   CHECKOV=/tmp/checkov/bin/checkov deploy/kubernetes/scan.sh
+# Arguments replace the output options (default --compact --quiet), e.g. `-o json`:
+# tests/integration/test_checkov_findings.py reads that, and CI runs it.
 # No network: --skip-download and BC_SKIP_MAPPING (no guidelines, mappings or policies
 # fetched), CKV_SKIP_PACKAGE_UPDATE_CHECK (no version check), no API key (nothing
 # uploaded); as root it also runs in an empty network namespace, and
@@ -21,4 +23,7 @@ isolate=()
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
     isolate=(unshare --net)
 fi
-"${isolate[@]}" "$checkov" --skip-download --framework kubernetes -d "$out" --compact --quiet
+if [ "$#" = 0 ]; then
+    set -- --compact --quiet
+fi
+"${isolate[@]}" "$checkov" --skip-download --framework kubernetes -d "$out" "$@"

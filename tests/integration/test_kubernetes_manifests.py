@@ -3,7 +3,7 @@ Kubernetes schemas (kubernetes-validate, offline: it ships them), and says what
 docs/DEPLOY.md promises: the daemon on every node's host network, the cluster
 list built from the StatefulSet's own DNS names, args that are real dfly flags,
 probes on paths a real supernode and daemon answer, a config change that rolls
-the pods. (checkov runs outside CI: deploy/kubernetes/scan.sh, docs/DEPLOY.md.)"""
+the pods. (checkov: test_checkov_findings.py, deploy/kubernetes/scan.sh.)"""
 import json
 import os
 import shutil
