@@ -179,7 +179,8 @@ def _setup_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--registry", action="append", metavar="HOST",
                      help="the registry whose pulls go through the daemon: HOST[:PORT], or "
                           "http://HOST[:PORT] for a plain-HTTP one; repeat for several (the "
-                          "daemon's --mirror-registry) (default: docker.io)")
+                          "daemon's --mirror-registry); containerd: _default for every registry "
+                          "without a hosts.toml of its own (default: docker.io)")
     cmd.add_argument("--daemon", default=DEFAULT_DAEMON, metavar="HOST:PORT",
                      help="the daemon's --listen address (default: %(default)s)")
     cmd.add_argument("--root", default="/", metavar="DIR",

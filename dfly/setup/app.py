@@ -13,6 +13,10 @@ from dfly.setup import runtimes, writer
 
 RUNTIMES = ("containerd", "docker", "podman")
 DEFAULT_DAEMON = "127.0.0.1:65001"   # the daemon's default --listen
+DEFAULT_NOTE = ("note: _default sends every registry without a hosts.toml of its own to the "
+                "daemon first: name each registry it should serve with its --mirror-registry "
+                "(it answers 404 for the rest, and containerd then asks the registry itself); "
+                "a daemon with only --registry-mirror serves every registry's pulls from that one")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ def targets(runtime: str, root: str, registry: Registries, daemon: str,
     its --mirror-registry). `hosts_only` (containerd): the hosts.toml files only,
     never config.toml (a pod cannot restart the node's containerd after changing it)."""
     registries = _listed(registry)
+    if runtime != "containerd" and any(r.host == runtimes.DEFAULT_HOSTS for r in registries):
+        raise ValueError("--registry %s is containerd's (certs.d/%s): for %s name each registry"
+                         % ((runtimes.DEFAULT_HOSTS,) * 2 + (runtime,)))
     if runtime == "containerd":
         config = under(root, "/etc/containerd/config.toml")
         _, hosts_dir = runtimes.containerd_hosts_dir(_text(config))
@@ -120,6 +127,8 @@ def setup(runtime: str, root: str, registry: Registries, daemon: str, out: TextI
         kept = ("backup %s" % (change.path + writer.BACKUP) if change.before is not None
                 else "it did not exist")
         out.write("wrote %s (%s)\n" % (change.path, kept))
+    if any(r.host == runtimes.DEFAULT_HOSTS for r in _listed(registry)) and runtime == "containerd":
+        out.write(DEFAULT_NOTE + "\n")
     if changes:
         out.write(restart_advice(runtime, [c.path for c in changes]) + "\n")
         out.write("undo with: dfly setup %s --undo%s%s\n" % (runtime, " --hosts-only" if hosts_only else "",

@@ -17,6 +17,8 @@ from typing import List, Optional, Tuple
 from dfly.setup.tomlscan import Entry, Header, TomlError, basic_string, scan, string_value
 
 DOCKER_HUB = "docker.io"
+# containerd's certs.d/_default/hosts.toml: for every registry without a folder of its own
+DEFAULT_HOSTS = "_default"
 CERTS_D = "/etc/containerd/certs.d"
 MARK = "# added by dfly setup"
 # containerd's CRI registry settings live under a plugin whose name changed with the
@@ -32,7 +34,10 @@ class Registry:
 
 
 def parse_registry(text: str) -> Registry:
-    """HOST[:PORT] (https), or http://HOST[:PORT] for a plain-HTTP registry."""
+    """HOST[:PORT] (https), or http://HOST[:PORT] for a plain-HTTP registry; or
+    _default (containerd: every registry without a hosts.toml of its own)."""
+    if text == DEFAULT_HOSTS:
+        return Registry(DEFAULT_HOSTS, "")   # containerd falls back to each registry itself
     scheme, sep, rest = text.partition("://")
     host = rest if sep else text
     scheme = scheme.lower() if sep else "https"
@@ -53,6 +58,15 @@ def check_daemon_address(text: str) -> str:
 
 def hosts_toml(registry: Registry, daemon: str) -> str:
     """certs.d/HOST/hosts.toml: pulls go to the daemon first, the registry itself after."""
+    if registry.host == DEFAULT_HOSTS:
+        # no `server`: after the daemon, containerd asks the registry the image names
+        return ("%s: pulls from registries without a hosts.toml of their own go to the\n"
+                "# local dfly daemon first (it answers 404 for those it does not mirror), then\n"
+                "# to the registry itself.\n"
+                "# Remove with: dfly setup containerd --undo --registry _default\n\n"
+                "[host.%s]\n"
+                "  capabilities = [\"pull\", \"resolve\"]\n"
+                % (MARK, basic_string("http://" + daemon)))
     return ("%s: pulls of %s go to the local dfly daemon first, to %s when it is down.\n"
             "# Remove with: dfly setup containerd --undo\n"
             "server = %s\n\n"

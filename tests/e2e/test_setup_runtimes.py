@@ -125,3 +125,62 @@ def test_containerd_and_skopeo_pull_through_the_daemon_with_the_files_setup_wrot
         if daemon is not None:
             daemon.stop()
         registry.stop()
+
+
+def fetch(containerd: Containerd, hosts_dir: str, reference: str) -> None:
+    containerd.ctr("content", "fetch", "--hosts-dir", hosts_dir, "--platform", "linux/amd64", reference)
+
+
+@pytest.mark.skipif(bool(MISSING), reason=MISSING)
+@pytest.mark.skipif(not (CONTAINERD and CTR), reason="needs containerd (apt-get install containerd)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root")
+@pytest.mark.time_limit(180)
+def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daemon_or_past_it(pyz, tmp_path):
+    """certs.d/_default (dfly setup --registry _default) with a daemon that mirrors
+    registry `mine` only: `mine`'s pulls come through the daemon, `other`'s straight from
+    `other` (the daemon's 404 sends containerd on), and while the daemon is down every
+    pull goes to the registry itself: the node keeps pulling."""
+    mine, other = Registry(str(tmp_path / "mine")), Registry(str(tmp_path / "other"))
+    daemon = containerd = None
+    try:
+        v1, v2, theirs = (build_image(str(tmp_path / name), tag, layer_sizes=(1 << 19,), arches=("amd64",),
+                                      seed=seed)
+                          for name, tag, seed in (("v1", "v1", 1), ("v2", "v2", 2), ("theirs", "v1", 3)))
+        push(v1, mine, "team/app")
+        push(v2, mine, "team/app")
+        push(theirs, other, "team/theirs")
+        daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                         "--data-dir", str(tmp_path / "d"), "--registry-mirror", mine.url,
+                         "--mirror-registry", "%s=%s" % (mine.host, mine.url))
+        root = tmp_path / "host"
+        root.mkdir()
+        said = dfly_setup(pyz, "containerd", "--hosts-only", "--registry", "_default",
+                          "--root", str(root), "--daemon", daemon.address)
+        assert "--mirror-registry" in said
+        hosts_dir = str(root / "etc/containerd/certs.d")
+        assert os.listdir(hosts_dir) == ["_default"]
+        containerd = Containerd()
+
+        fetch(containerd, hosts_dir, "%s/team/app:v1" % mine.host)
+        through = daemon_stats(daemon.address)["bytes_from_source"]
+        assert through >= v1.size_of("amd64")
+
+        fetch(containerd, hosts_dir, "%s/team/theirs:v1" % other.host)
+        assert daemon_stats(daemon.address)["bytes_from_source"] == through   # not via the daemon
+        for layer in theirs.layers["amd64"]:
+            assert len(other.blob_gets(layer)) == 1
+
+        daemon.stop()
+        daemon = None
+        fetch(containerd, hosts_dir, "%s/team/app:v2" % mine.host)
+        listed = containerd.ctr("content", "ls", "-q").stdout.split()
+        assert set(v2.layers["amd64"]) <= set(listed)
+        for layer in v2.layers["amd64"]:
+            assert len(mine.blob_gets(layer)) == 1   # from the registry itself
+    finally:
+        if containerd is not None:
+            containerd.stop()
+        if daemon is not None:
+            daemon.stop()
+        mine.stop()
+        other.stop()

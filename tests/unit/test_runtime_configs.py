@@ -143,6 +143,16 @@ def test_hosts_toml_sends_pulls_to_the_daemon_first_and_names_the_real_registry(
     assert entries(runtimes.hosts_toml(HUB, DAEMON))[("server",)] == '"https://registry-1.docker.io"'
 
 
+def test_default_hosts_toml_names_the_daemon_and_no_server_so_containerd_falls_back_to_each_registry():
+    default = parse_registry("_default")
+    found = entries(runtimes.hosts_toml(default, DAEMON))
+    assert found == {("host", "http://127.0.0.1:65001", "capabilities"): '["pull", "resolve"]'}
+    if sys.version_info >= (3, 11):
+        import tomllib
+        assert tomllib.loads(runtimes.hosts_toml(default, DAEMON)) == {
+            "host": {"http://127.0.0.1:65001": {"capabilities": ["pull", "resolve"]}}}
+
+
 # Docker -----------------------------------------------------------------------------------
 
 def test_docker_daemon_json_gets_the_daemon_first_among_mirrors_and_keeps_every_other_key():
