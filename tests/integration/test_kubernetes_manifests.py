@@ -270,3 +270,31 @@ def test_the_daemon_reads_its_nodes_labels_with_an_account_that_may_only_get_nod
     assert sorted(paths) == ["ca.crt", "token"]
     for init in pod["initContainers"]:
         assert all(m["name"] != mount["name"] for m in init.get("volumeMounts", []))
+
+
+def _containers(workload: dict) -> list:
+    spec = workload["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_the_image_the_dockerfile_builds_is_the_one_every_container_runs_as_it_expects(rendered):
+    """deploy/Dockerfile: a stock Python, dfly.pyz where the commands look for it, the
+    user the pods run as; every container names the kustomization's one image."""
+    with open(os.path.join(ROOT, "deploy", "Dockerfile")) as f:
+        lines = [line.split() for line in f if line.strip() and not line.startswith("#")]
+    steps = {words[0]: words[1:] for words in lines}
+    assert steps["FROM"] == ["python:${PYTHON}"] and steps["ARG"][0].startswith("PYTHON=3.")
+    assert steps["COPY"] == ["dfly.pyz", "/opt/dfly/dfly.pyz"]
+    user = int(steps["USER"][0].split(":")[0])
+    with open(os.path.join(KUSTOMIZE, "base", "kustomization.yaml")) as f:
+        image = yaml.safe_load(f)["images"][0]
+    for name, docs in rendered.items():
+        for workload in (d for d in docs if d["kind"] in ("StatefulSet", "DaemonSet")):
+            pod = workload["spec"]["template"]["spec"].get("securityContext", {})
+            for c in _containers(workload):
+                assert c["image"] == "%s:%s" % (image["newName"], image["newTag"]), (name, c["name"])
+                assert c["command"][0] == "python3"
+                if c["command"][1:2] != ["-c"]:
+                    assert c["command"][1] == "/opt/dfly/dfly.pyz", (name, c["name"])
+                uid = c.get("securityContext", {}).get("runAsUser", pod.get("runAsUser", user))
+                assert uid in (0, user), (name, c["name"])   # root only to own a host folder
