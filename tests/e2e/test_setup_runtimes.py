@@ -139,13 +139,15 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
     """certs.d/_default (dfly setup --registry _default) with a daemon that mirrors
     registry `mine` only: `mine`'s pulls come through the daemon, `other`'s straight from
     `other` (the daemon's 404 sends containerd on), and while the daemon is down every
-    pull goes to the registry itself: the node keeps pulling."""
+    pull, containerd's and skopeo's (dfly setup podman), goes to the registry itself."""
     mine, other = Registry(str(tmp_path / "mine")), Registry(str(tmp_path / "other"))
     daemon = containerd = None
     try:
-        v1, v2, theirs = (build_image(str(tmp_path / name), tag, layer_sizes=(1 << 19,), arches=("amd64",),
+        v1, v2, theirs = (build_image(str(tmp_path / name), tag, layer_sizes=(1 << 19,), arches=arches,
                                       seed=seed)
-                          for name, tag, seed in (("v1", "v1", 1), ("v2", "v2", 2), ("theirs", "v1", 3)))
+                          for name, tag, seed, arches in (("v1", "v1", 1, ("amd64",)),
+                                                          ("v2", "v2", 2, ("amd64", "arm64")),
+                                                          ("theirs", "v1", 3, ("amd64",))))
         push(v1, mine, "team/app")
         push(v2, mine, "team/app")
         push(theirs, other, "team/theirs")
@@ -159,6 +161,7 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
         assert "--mirror-registry" in said
         hosts_dir = str(root / "etc/containerd/certs.d")
         assert os.listdir(hosts_dir) == ["_default"]
+        dfly_setup(pyz, "podman", "--registry", mine.host, "--root", str(root), "--daemon", daemon.address)
         containerd = Containerd()
 
         fetch(containerd, hosts_dir, "%s/team/app:v1" % mine.host)
@@ -175,7 +178,10 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
         fetch(containerd, hosts_dir, "%s/team/app:v2" % mine.host)
         listed = containerd.ctr("content", "ls", "-q").stdout.split()
         assert set(v2.layers["amd64"]) <= set(listed)
-        for layer in v2.layers["amd64"]:
+        conf = str(root / "etc/containers/registries.conf")
+        pull(conf, mine, "team/app", "v2", str(tmp_path / "pulled"), arch="arm64")
+        assert dir_layers(str(tmp_path / "pulled")) == v2.layers["arm64"]
+        for layer in v2.layers["amd64"] + v2.layers["arm64"]:
             assert len(mine.blob_gets(layer)) == 1   # from the registry itself
     finally:
         if containerd is not None:
