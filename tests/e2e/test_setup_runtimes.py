@@ -20,6 +20,8 @@ from helpers import wait_until  # noqa: E402
 from processes import Process  # noqa: E402
 from registry import MISSING, Registry, build_image, dir_layers, pull, push  # noqa: E402
 
+from dfly.setup.tomlscan import Entry, scan, string_value  # noqa: E402
+
 DATA = os.path.join(ROOT, "tests", "data", "runtimes")
 CONTAINERD, CTR = shutil.which("containerd"), shutil.which("ctr")
 TIMEOUT_S = 60
@@ -190,3 +192,23 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
             daemon.stop()
         mine.stop()
         other.stop()
+
+
+@pytest.mark.skipif(not CONTAINERD, reason="needs containerd (apt-get install containerd)")
+@pytest.mark.parametrize("config", ["containerd-1.6-default.toml", "containerd-no-registry.toml",
+                                    "containerd-config-path-set.toml", None])
+def test_containerd_reads_the_config_path_setup_wrote_into_its_config_toml(pyz, config, tmp_path):
+    """Debian's containerd loads each config.toml dfly setup left (`containerd config
+    dump`: parsed and merged, nothing started) and its CRI registry reads certs.d."""
+    target = tmp_path / "etc/containerd/config.toml"
+    if config:
+        target.parent.mkdir(parents=True)
+        shutil.copy(os.path.join(DATA, config), str(target))
+    dfly_setup(pyz, "containerd", "--root", str(tmp_path))
+    dump = subprocess.run([CONTAINERD, "--config", str(target), "config", "dump"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert dump.returncode == 0, dump.stderr
+    found = [string_value(i) for i in scan(dump.stdout) if isinstance(i, Entry)
+             and i.table + i.key == ("plugins", "io.containerd.grpc.v1.cri", "registry", "config_path")]
+    assert len(found) == 1 and "/etc/containerd/certs.d" in found[0].split(":"), found
+    assert (tmp_path / "etc/containerd/certs.d/docker.io/hosts.toml").is_file()
