@@ -298,3 +298,40 @@ def test_the_image_the_dockerfile_builds_is_the_one_every_container_runs_as_it_e
                     assert c["command"][1] == "/opt/dfly/dfly.pyz", (name, c["name"])
                 uid = c.get("securityContext", {}).get("runAsUser", pod.get("runAsUser", user))
                 assert uid in (0, user), (name, c["name"])   # root only to own a host folder
+
+
+SETPRIV = shutil.which("setpriv")
+
+
+def _run_in_pod(command: list, host_root: str) -> subprocess.CompletedProcess:
+    """An init container's `python3 /opt/dfly/dfly.pyz ...` as its securityContext runs it:
+    root with no capabilities at all, no new privileges; the node's files under host_root."""
+    argv = [sys.executable, "-m", "dfly"] + [host_root if a == "/host" else a for a in command[2:]]
+    return subprocess.run([SETPRIV, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"] + argv,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not SETPRIV, reason="needs root and setpriv (util-linux)")
+def test_the_containerd_init_container_and_its_cleanup_need_no_capability(rendered, tmp_path):
+    ds = one(rendered["overlays/plain"], "DaemonSet", "dfly-daemon")
+    hosts = container(ds, "containerd-hosts", init=True)
+    assert hosts["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    node = tmp_path / "node"
+    certs = node / "etc/containerd/certs.d/docker.io"
+    certs.mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "tests/data/runtimes/containerd-1.6-default.toml"),
+                str(node / "etc/containerd/config.toml"))
+    (certs / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
+    os.chmod(str(certs / "hosts.toml"), 0o600)   # root's own, unreadable to anyone else
+    before = {p: p.read_bytes() for p in node.rglob("*") if p.is_file()}
+
+    first = _run_in_pod(hosts["command"], str(node))
+    assert first.returncode == 0, first.stderr
+    assert "127.0.0.1:65001" in (certs / "hosts.toml").read_text()
+    again = _run_in_pod(hosts["command"], str(node))   # the pod restarted
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stderr
+    undo = container(one(rendered["cleanup"], "DaemonSet"), "containerd-undo", init=True)
+    done = _run_in_pod(undo["command"], str(node))
+    assert done.returncode == 0, done.stderr
+    assert {p: p.read_bytes() for p in node.rglob("*") if p.is_file()} == before
+    assert os.stat(str(certs / "hosts.toml")).st_mode & 0o777 == 0o600
