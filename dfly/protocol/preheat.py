@@ -486,6 +486,11 @@ def target_url(text: str, plain_http: bool = False) -> Tuple[str, str]:
         registry, repository = DOCKER_HUB, name if "/" in name else "library/" + name
     url = "%s://%s/v2/%s/manifests/%s" % ("http" if plain_http else "https", registry, repository,
                                           reference)
+    try:   # the registry checked as any URL's host: IPv6 in brackets, no zone id
+        url = normalize_url(url)
+    except BadRequest as e:
+        raise BadRequest("bad registry in image reference %r: %s (an IPv6 registry is written "
+                         "[ADDR]:PORT/REPOSITORY)" % (text[:200], e))
     try:
         image_ref(url, "IMAGE")
     except BadRequest:

@@ -238,3 +238,21 @@ def test_an_index_names_the_platform_of_each_manifest():
     assert preheat.manifest_platforms(index) == {"sha256:" + "a" * 64: "linux/amd64",
                                                  "sha256:" + "b" * 64: "linux/arm64/v8"}
     assert preheat.manifest_platforms(b'{"layers": []}') == {} == preheat.manifest_platforms(b"\xff")
+
+
+def test_an_image_on_an_ipv6_registry_is_written_in_brackets():
+    assert preheat.target_url("[::1]:5000/team/app:v1", True) == \
+        ("image", "http://[::1]:5000/v2/team/app/manifests/v1")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("::1:5000/team/app:v1", "bad host name"),
+    ("[fe80::1%eth0]:5000/team/app:v1", "zone ids"),
+    ("[::1/team/app:v1", "bad IPv6 address"),
+])
+def test_an_image_reference_with_a_malformed_ipv6_registry_is_refused_before_any_connection(
+        text, says):
+    # export, preheat and publish all read their targets here: a usage error (exit 2),
+    # where export connected to the broken host and ended in a source error (exit 3).
+    with pytest.raises(BadRequest, match=says):
+        preheat.target_url(text)
