@@ -24,7 +24,7 @@ class SourceOptions:
     source_netrc: str = option("", "netrc file with ftp credentials for hosts whose URL "
                                "carries none (default: ~/.netrc when it exists)", metavar="FILE")
     s3_endpoint: str = option("", "S3-compatible endpoint URL for s3:// sources (path-style "
-                              "addressing; default: AWS, virtual-hosted)", metavar="URL")
+                              "addressing; default: AWS, virtual-hosted)", kind="url", metavar="URL")
     s3_region: str = option("", "region s3:// requests are signed for (default: $AWS_REGION, "
                             "$AWS_DEFAULT_REGION, the profile's in ~/.aws/config, else the "
                             "bucket's own, asked of S3)", metavar="REGION")

@@ -180,7 +180,8 @@ def test_every_address_setting_is_declared_as_one():
                      ("SupernodeConfig", "join"), ("SupernodeConfig", "gossip_listen"),
                      ("DaemonConfig", "join"), ("DaemonConfig", "gossip_listen"),
                      ("SupernodeConfig", "upstream_supernode"),
-                     ("SupernodeConfig", "upstream_upload_listen")}
+                     ("SupernodeConfig", "upstream_upload_listen"),
+                     ("SupernodeConfig", "s3_endpoint"), ("PeerConfig", "s3_endpoint")}
 
 
 @pytest.mark.parametrize("cls, f", ADDRESS_FIELDS,
@@ -248,3 +249,13 @@ def test_only_an_ipv6_address_without_a_zone_is_ipv6():
     assert addr.is_ipv6("::1") and addr.is_ipv6("2001:db8::1")
     assert not addr.is_ipv6("127.0.0.1") and not addr.is_ipv6("host")
     assert not addr.is_ipv6("fe80::1%eth0")
+
+
+@pytest.mark.parametrize("cls, needed", [(PeerConfig, {"supernode": ["[::1]:1"]}),
+                                         (SupernodeConfig, {})])
+def test_the_s3_endpoint_takes_an_ipv6_url_and_refuses_a_malformed_one(cls, needed):
+    config = options.build(cls, None, None, s3_endpoint="http://[::1]:9000", **needed)
+    assert config.s3_endpoint == "http://[::1]:9000"
+    for bad in ("http://::1:9000", "http://[fe80::1%25eth0]:9000", "http://[::1:9000"):
+        with pytest.raises(ValueError, match="bad value for --s3-endpoint: "):
+            options.build(cls, None, None, s3_endpoint=bad, **needed)
