@@ -728,6 +728,11 @@ def _bind_address(address: Tuple[str, int]) -> Tuple[int, Tuple[str, int]]:
     return family, sockaddr[:2]
 
 
+def cannot_listen(address: Tuple[str, int], family: int, error: OSError) -> str:
+    """The one line every listener (HTTP, gossip) gives for an address it cannot bind."""
+    return _cannot_listen(address, family, error)
+
+
 def _cannot_listen(address: Tuple[str, int], family: int, error: OSError) -> str:
     line = "cannot listen on %s: %s" % (format_address(address[0] or "0.0.0.0", address[1]),
                                         error.strerror or error)

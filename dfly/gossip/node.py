@@ -8,6 +8,7 @@ probes. Every core call happens under one lock; packets are sealed and opened
 by dfly/gossip/wire.py (dropped packets are only counted: a forger learns
 nothing). TCP frames: 4-byte big-endian length, then the sealed packet.
 """
+import errno
 import logging
 import random
 import selectors
@@ -17,9 +18,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Tuple
 
+from dfly.errors import CannotListen
 from dfly.gossip.swim import Send, Swim, SwimConfig
 from dfly.gossip.wire import MAX_PACKET_BYTES, Dropped, Keyring, Opener, Sealer
-from dfly.protocol.address import format_address
+from dfly.protocol.address import address_family, format_address, plain_ip
 
 log = logging.getLogger("dfly.gossip")
 
@@ -127,7 +129,7 @@ class GossipNode:
             data, src = self._udp.recvfrom(UDP_MAX_BYTES)
         except OSError:
             return
-        self._take(data, (src[0], src[1]))
+        self._take(data, (plain_ip(src[0]), src[1]))
 
     def _take(self, data: bytes, src: Tuple[str, int]) -> List[Send]:
         try:
@@ -154,12 +156,19 @@ class GossipNode:
                 self._tcp_exchange(send)
                 continue
             try:
-                self._udp.sendto(self._sealer.seal(send.msg, self.wall()), send.addr)
+                self._udp.sendto(self._sealer.seal(send.msg, self.wall()), self._udp_target(send.addr))
             except OSError as e:   # unreachable, too big: the protocol copes with loss
                 self._count("udp_send_failed")
                 log.debug("gossip send to %s failed: %s", format_address(*send.addr), e)
         if sends:
             self._poke()   # the core's next wakeup may be sooner now
+
+    def _udp_target(self, addr):
+        """A dual-stack member (bound to `::`) reaches IPv4 members at their IPv4-mapped
+        address: an AF_INET6 socket takes no IPv4 address as it is."""
+        if self._udp.family == socket.AF_INET6 and address_family(addr[0]) == 4:
+            return ("::ffff:" + addr[0], addr[1])
+        return addr
 
     def _tcp_exchange(self, send: Send) -> None:
         if not self._tcp_slots.acquire(blocking=False):
@@ -197,12 +206,12 @@ class GossipNode:
                 conn.settimeout(TCP_TIMEOUT_S)
                 wrapped = self._wrap_server(conn)
                 data = _read_frame(wrapped)
-                for send in self._take(data, (src[0], src[1])) if data else []:
+                for send in self._take(data, (plain_ip(src[0]), src[1])) if data else []:
                     reply = self._sealer.seal(send.msg, self.wall())
                     wrapped.sendall(FRAME.pack(len(reply)) + reply)
             except (OSError, ValueError) as e:
                 self._count("tcp_failed")
-                log.debug("gossip push-pull from %s failed: %s", src[0], e)
+                log.debug("gossip push-pull from %s failed: %s", format_address(*src[:2]), e)
             finally:
                 conn.close()
                 self._tcp_slots.release()
@@ -238,25 +247,46 @@ def _read_exactly(conn, size: int) -> bytes:
 
 
 def _bind_pair(bind: Tuple[str, int]):
-    """A UDP socket and a TCP listener on one address and port (port 0: a free one)."""
+    """A UDP socket and a TCP listener on one address and port (port 0: a free one).
+    CannotListen (exit 2, as every listener says it) when the host cannot use it."""
     host, port = bind
-    family, _, _, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
-                                               flags=socket.AI_PASSIVE)[0]
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+    except (OSError, IndexError) as e:
+        raise CannotListen("cannot listen on %s: the name does not resolve (%s)"
+                           % (format_address(host, port), e))
     for _ in range(20 if port == 0 else 1):
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
         try:
-            udp.bind(addr)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((addr[0], udp.getsockname()[1]) + tuple(addr[2:]))
-            tcp.listen(64)
-            return udp, tcp
-        except OSError:
-            udp.close()
-            tcp.close()
-            if port != 0:
-                raise
-    raise OSError("no port free for both UDP and TCP on %s" % host)
+            return _bind_once(family, addr)
+        except OSError as e:   # port 0: the UDP port's TCP twin may be taken; try another
+            if port != 0 or e.errno != errno.EADDRINUSE:
+                from dfly.httpd import cannot_listen
+                raise CannotListen(cannot_listen((host, port), family, e))
+    raise CannotListen("cannot listen on %s: no port free for both UDP and TCP"
+                       % format_address(host or "0.0.0.0", port))
+
+
+def _bind_once(family: int, addr):
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        udp.close()
+        raise
+    try:
+        if family == socket.AF_INET6 and addr[0] == "::":   # dual stack, as httpd's listeners
+            for sock in (udp, tcp):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        udp.bind(addr)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((addr[0], udp.getsockname()[1]) + tuple(addr[2:]))
+        tcp.listen(64)
+        return udp, tcp
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
 
 
 DEFAULT_PORT = 7946

@@ -263,3 +263,57 @@ def test_a_listener_takes_a_host_name_and_binds_what_it_resolves_to():
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         listener.stop()
+
+
+# gossip (dfly/gossip/node.py): its own UDP and TCP sockets, not httpd's listeners ---------
+
+def _gossip_member(name, bind, advertise):
+    from dfly.gossip.node import GossipNode
+    from dfly.gossip.swim import SwimConfig
+    from dfly.gossip.wire import Keyring
+    quick = SwimConfig(probe_interval_s=0.2, probe_timeout_s=0.2, suspicion_mult=3,
+                       gossip_interval_s=0.05, push_pull_interval_s=2.0, gossip_to_dead_s=5.0)
+    return GossipNode(name, bind, advertise, {}, quick, Keyring([b"cluster key one".ljust(32, b"!")]))
+
+
+def _gossip_states(node):
+    return {m["name"]: (m["state"], m["addr"]) for m in node.members()}
+
+
+def test_gossip_members_on_ipv6_loopback_see_each_other_at_bracketed_addresses():
+    seed = _gossip_member("a", ("::1", 0), "::1").start([])
+    other = _gossip_member("b", ("::1", 0), "::1").start([seed.address])
+    try:
+        wait_until(lambda: _gossip_states(seed).get("b", ("",))[0] == "alive"
+                   and _gossip_states(other).get("a", ("",))[0] == "alive",
+                   timeout=20, message="both alive in both views")
+        assert _gossip_states(other)["a"] == ("alive", "[::1]:%d" % seed.address[1])
+    finally:
+        other.stop(leave=False)
+        seed.stop(leave=False)
+
+
+def test_a_dual_stack_gossip_member_probes_an_ipv4_member():
+    # Bound to `::` it must reach 127.0.0.1 at ::ffff:127.0.0.1: an AF_INET6 socket's
+    # sendto refuses a plain IPv4 address, and every probe of the IPv4 member failed.
+    seed = _gossip_member("dual", ("::", 0), "::1").start([])
+    v4 = _gossip_member("v4", ("127.0.0.1", 0), "127.0.0.1").start([("127.0.0.1", seed.address[1])])
+    try:
+        wait_until(lambda: seed.stats().get("probes_acked", 0) >= 5, timeout=20,
+                   message="the dual-stack member's probes of the IPv4 one answered")
+        assert _gossip_states(seed)["v4"][0] == "alive"
+        assert seed.stats().get("udp_send_failed", 0) == 0, seed.stats()
+    finally:
+        v4.stop(leave=False)
+        seed.stop(leave=False)
+
+
+def test_a_gossip_address_the_host_cannot_use_is_the_listeners_one_line():
+    taken = _gossip_member("a", ("::1", 0), "::1")
+    try:
+        with pytest.raises(CannotListen, match=r"cannot listen on \[::1\]:%d: " % taken.address[1]):
+            _gossip_member("b", ("::1", taken.address[1]), "::1")
+        with pytest.raises(CannotListen, match=r"cannot listen on \[2001:db8::1\]:7946: .*IPv6"):
+            _gossip_member("b", ("2001:db8::1", 7946), "2001:db8::1")   # not this host's
+    finally:
+        taken.stop(leave=False)
