@@ -317,3 +317,39 @@ def test_a_gossip_address_the_host_cannot_use_is_the_listeners_one_line():
             _gossip_member("b", ("2001:db8::1", 7946), "2001:db8::1")   # not this host's
     finally:
         taken.stop(leave=False)
+
+
+_DUAL_STACK_CHECK = r"""
+import socket, sys
+from dfly.gossip.node import _bind_pair
+from dfly.httpd import Listener
+listener = Listener("dual", ("::", 0), None)
+udp, tcp = _bind_pair(("::", 0))
+for port in (listener.address[1], tcp.getsockname()[1]):
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+print("both took IPv4")
+"""
+
+
+def _namespace_tools() -> str:
+    import shutil
+    if os.geteuid() != 0:
+        return "needs root (a network namespace of its own)"
+    if not shutil.which("unshare") or not shutil.which("sysctl") or not shutil.which("ip"):
+        return "needs unshare, sysctl and ip"
+    return ""
+
+
+@pytest.mark.skipif(bool(_namespace_tools()), reason=_namespace_tools() or "-")
+def test_listeners_on_every_address_take_ipv4_where_the_host_default_is_ipv6_only():
+    # A namespace of our own with net.ipv6.bindv6only=1 (the BSDs' and Windows' default):
+    # a listener on `::` is dual-stack only if it switches IPV6_V6ONLY off itself.
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = ("sysctl -q -w net.ipv6.bindv6only=1 && ip link set lo up && exec \"$@\"")
+    done = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-c",
+                           _DUAL_STACK_CHECK], capture_output=True, text=True, timeout=60,
+                          cwd=root, env=dict(os.environ, PYTHONPATH=root))
+    assert done.returncode == 0 and "both took IPv4" in done.stdout, done.stderr[-2000:]
