@@ -156,6 +156,12 @@ BAD_ADDRESSES = [
     ("get", "--advertise", "[::1]:80"),
     ("get", "--daemon", "::1:65001"),
     ("bench", "--supernode", "fe80::1%lo"),
+    ("daemon", "--gossip-listen", "::1:7946"),
+    ("supernode", "--join", "[::1"),
+    ("supernode", "--upstream-supernode", "::1:8002"),
+    ("supernode", "--upstream-upload-listen", "[fe80::1%lo]:0"),
+    ("supernode", "--s3-endpoint", "http://::1:9000"),
+    ("get", "--s3-endpoint", "http://[fe80::1%25lo]:9000"),
 ]
 
 
@@ -171,6 +177,31 @@ def test_every_address_flag_refuses_a_malformed_address_with_one_line(pyz, tmp_p
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("dfly: error: bad value for %s: " % flag), done.stderr
     assert not (tmp_path / "out").exists()
+
+
+OTHER_COMMANDS = [
+    (["preheat", "app:1", "--token-file", "TOKEN", "--supernode", "::1:8002"], "--supernode"),
+    (["publish", "app:1", "--token-file", "TOKEN", "--supernode", "[::1"], "--supernode"),
+    (["setup", "containerd", "--root", ".", "--daemon", "::1:65001"], "--daemon"),
+    (["setup", "containerd", "--root", ".", "--registry", "fe80::1%lo"], "--registry"),
+    (["export", "::1:5000/app:1", "-o", "out"], "registry in image reference"),
+    (["preheat", "[fe80::1%lo]:5000/app:1", "--token-file", "TOKEN", "--supernode", "[::1]:1"],
+     "registry in image reference"),
+    (["publish", "[::1/app:1", "--token-file", "TOKEN", "--supernode", "[::1]:1"],
+     "registry in image reference"),
+]
+
+
+@pytest.mark.parametrize("argv, names", OTHER_COMMANDS,
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_the_other_commands_refuse_a_malformed_address_with_one_line(pyz, tmp_path, argv, names):
+    (tmp_path / "TOKEN").write_text("t0k3n\n")
+    done = subprocess.run([sys.executable, pyz] + argv, capture_output=True, text=True, timeout=30,
+                          cwd=str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("dfly: error: ") and names in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "etc").exists()
 
 
 def test_a_scoped_address_in_a_url_is_a_usage_error(pyz, tmp_path):
@@ -190,14 +221,20 @@ def _can_make_namespaces() -> str:
 
 
 @pytest.mark.skipif(bool(_can_make_namespaces()), reason=_can_make_namespaces() or "-")
-def test_listening_on_ipv6_where_ipv6_is_off_is_one_line_and_exit_2(pyz, tmp_path):
+@pytest.mark.parametrize("flags, where", [
+    (["--listen", "[::1]:8002"], "[::1]:8002"),
+    (["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:8002", "--gossip", "--gossip-key-file",
+      "KEY", "--gossip-listen", "[::1]:7946"], "[::1]:7946"),
+], ids=["listen", "gossip-listen"])
+def test_listening_on_ipv6_where_ipv6_is_off_is_one_line_and_exit_2(pyz, tmp_path, flags, where):
+    (tmp_path / "KEY").write_text("a cluster key of enough length\n")
     # A fresh network namespace (gone when the command ends) with IPv6 switched off.
     script = ("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
               " net.ipv6.conf.lo.disable_ipv6=1 && ip link set lo up && exec \"$@\"")
     done = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", sys.executable, pyz,
-                           "supernode", "--listen", "[::1]:8002", "--data-dir", str(tmp_path / "sn")],
+                           "supernode", "--data-dir", str(tmp_path / "sn")] + flags,
                           capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines == ["dfly: error: cannot listen on [::1]:8002: Cannot assign requested address "
-                     "(not an address of this host, or IPv6 is off here)"], done.stderr
+    assert lines == ["dfly: error: cannot listen on %s: Cannot assign requested address "
+                     "(not an address of this host, or IPv6 is off here)" % where], done.stderr
