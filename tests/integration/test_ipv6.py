@@ -353,3 +353,36 @@ def test_listeners_on_every_address_take_ipv4_where_the_host_default_is_ipv6_onl
                            _DUAL_STACK_CHECK], capture_output=True, text=True, timeout=60,
                           cwd=root, env=dict(os.environ, PYTHONPATH=root))
     assert done.returncode == 0 and "both took IPv4" in done.stdout, done.stderr[-2000:]
+
+
+def test_per_client_connection_limits_count_ipv6_clients_and_ipv4_ones_of_a_dual_stack_listener():
+    from helpers import read_until_closed, status_of
+    listener = Listener("test-dual", ("::", 0), _Hello(), max_connections_per_client=2).start()
+    port = listener.address[1]
+
+    def connect(source):
+        return socket.create_connection(("::1" if ":" in source else "127.0.0.1", port),
+                                        timeout=10, source_address=(source, 0))
+
+    def get(source):
+        with connect(source) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = read_until_closed(sock)
+        return status_of(reply), reply
+
+    held = []
+    try:
+        for source in ("::1", "::1", "127.0.0.2", "127.0.0.2"):
+            held.append(connect(source))
+            held[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held[-1].recv(4096).startswith(b"HTTP/1.1 200")
+        assert get("::1")[0] == 503
+        assert get("127.0.0.2")[0] == 503   # ::ffff:127.0.0.2 is the same client
+        status, reply = get("127.0.0.1")
+        assert status == 200 and reply.endswith(b"hello 127.0.0.1\n")
+        held.pop(0).close()
+        wait_until(lambda: get("::1")[0] == 200, message="a slot of ::1 freed")
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()
