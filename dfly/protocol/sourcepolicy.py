@@ -148,8 +148,14 @@ def _address(text: str) -> Optional[Address]:
         return None
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")   # RFC 6052's well-known prefix
+
+
 def _unmapped(addr: Address) -> Address:
-    """::ffff:169.254.169.254 is 169.254.169.254 to the kernel: judge it as that."""
+    """::ffff:169.254.169.254 is 169.254.169.254 to the kernel: judge it as that. So is
+    64:ff9b::169.254.169.254 behind a NAT64 gateway (IPv6-only clusters reach IPv4 so)."""
     if addr.version == 6 and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
+    if addr.version == 6 and addr in NAT64:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return addr

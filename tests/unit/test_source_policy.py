@@ -8,7 +8,8 @@ DEFAULT = SourcePolicy()
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254",
-                                     "::ffff:169.254.169.254", "fe80::1%eth0"])
+                                     "::ffff:169.254.169.254", "fe80::1%eth0",
+                                     "64:ff9b::169.254.169.254", "64:ff9b::a9fe:1"])
 def test_link_local_addresses_are_denied_by_default(address):
     assert DEFAULT.check_address("metadata.internal", address) is not None
 
@@ -91,6 +92,14 @@ def test_an_address_allow_rule_may_open_a_link_local_address_on_purpose():
 def test_a_mapped_ipv6_form_meets_the_ipv4_deny_rule():
     policy = SourcePolicy.parse(deny=["127.0.0.2"])
     assert policy.check_address("h", "::ffff:127.0.0.2") is not None
+
+
+def test_an_ipv4_address_behind_the_nat64_prefix_meets_the_ipv4_rules():
+    # An IPv6-only host reaches IPv4 origins through NAT64 at 64:ff9b::a.b.c.d.
+    policy = SourcePolicy.parse(deny=["10.0.0.0/8"])
+    assert policy.check_address("h", "64:ff9b::10.1.2.3") is not None
+    assert policy.check_url("http://[64:ff9b::a01:203]/x") is not None
+    assert policy.check_address("h", "64:ff9b::192.168.0.9") is None
 
 
 def test_rules_may_be_comma_separated_in_one_value():
