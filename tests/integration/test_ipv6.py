@@ -18,6 +18,7 @@ from dfly.peer.seeder import detach
 from dfly.protocol.address import parse_address
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import PieceOrder, RegisterRequest, ScheduleRequest
+from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
 
 
@@ -386,3 +387,58 @@ def test_per_client_connection_limits_count_ipv6_clients_and_ipv4_ones_of_a_dual
         for sock in held:
             sock.close()
         listener.stop()
+
+
+@pytest.mark.time_limit(60)
+def test_supernode_tiers_on_ipv6_pass_the_file_down_once(supernode_factory, client_factory,
+                                                         origin6, downloads, tmp_path):
+    upstream = supernode_factory(data_dir=tmp_path / "region-a", listen="[::1]:0")
+    # The downstream's uploader is left on its wildcard default: it reaches the upstream
+    # over IPv6, so it must listen (and be offered) on IPv6.
+    below = supernode_factory(data_dir=tmp_path / "region-b", listen="[::1]:0",
+                              upstream_supernode=[upstream.address])
+    src = origin6.add("f.bin", content(9 * MiB, seed=67))
+    results = [client_factory([below.address], upload_listen="[::1]:0", no_back_source=True,
+                              seed_for_s=30).download(src.url, str(downloads / ("g%d" % i)),
+                                                      digest=src.digest) for i in range(2)]
+    assert results[1].bytes_from_peers > 0
+    assert origin6.body_bytes("f.bin") == src.size
+    client = SupernodeClient(upstream.address, timeout_s=5)
+    try:
+        task, = client.tasks()
+        assert task["served_bytes"] == src.size   # one copy crossed the link, over IPv6
+    finally:
+        client.close()
+    assert below.service.upstream.fallbacks == 0
+
+
+@pytest.mark.time_limit(60)
+def test_a_publish_reaches_daemons_subscribed_over_ipv6_by_a_bracketed_topic(
+        supernode_factory, daemons, origin6, tmp_path):
+    token = tmp_path / "publish.token"
+    token.write_text("publish-token-for-tests\n")
+    supernode = supernode_factory(listen="[::1]:0", preheat_token_file=str(token))
+    src = origin6.add("models/one.bin", content(3 * MiB, seed=68))
+    topic = "[::1]:%d/models/*" % origin6.address[1]   # a file's name: its URL without scheme
+    subscribed = [daemons.start(listen="[::1]:0", upload_listen="0.0.0.0:0",
+                                supernode=[supernode.address], subscribe=[topic],
+                                subscribe_poll_s=1.0, subscribe_jitter_s=0.0) for _ in range(2)]
+    client = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        wait_until(lambda: len(client.subscriptions()["subscriptions"]) == 2, timeout=10,
+                   message="both daemons subscribed")
+        job = client.publish({"url": src.url}, "publish-token-for-tests")
+        wait_until(lambda: client.preheat_job(job["id"], "publish-token-for-tests")["state"]
+                   == "SUCCESS", timeout=30, message="the publish job succeeded")
+    finally:
+        client.close()
+
+    def holds(daemon):
+        path = daemon.cache.lookup("task-" + task_id(src.url))
+        if not path:
+            return False
+        with open(path, "rb") as f:
+            return f.read() == src.data
+    wait_until(lambda: all(holds(d) for d in subscribed), timeout=30,
+               message="every subscribed daemon holds the file")
+    assert origin6.body_bytes("models/one.bin") == src.size
