@@ -442,3 +442,40 @@ def test_a_publish_reaches_daemons_subscribed_over_ipv6_by_a_bracketed_topic(
     wait_until(lambda: all(holds(d) for d in subscribed), timeout=30,
                message="every subscribed daemon holds the file")
     assert origin6.body_bytes("models/one.bin") == src.size
+
+
+@pytest.mark.time_limit(60)
+def test_supernodes_gossiping_on_ipv6_agree_and_show_bracketed_members(
+        supernode_factory, client_factory, origin6, downloads, tmp_path):
+    import json
+    import urllib.request
+
+    from dfly.gossip.cluster import homes
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    sns = []
+    for i in range(2):
+        join = ["[::1]:%d" % sns[0].gossip.address[1]] if sns else []
+        sns.append(supernode_factory(data_dir=tmp_path / ("sn%d" % i), listen="[::1]:0", gossip=True,
+                                     gossip_key_file=str(key), gossip_listen="[::1]:0",
+                                     gossip_profile="fast", join=join))
+    everyone = sorted(sn.service.me for sn in sns)
+    assert all(me.startswith("[::1]:") for me in everyone)
+
+    def alive(sn):
+        return sorted(m["member"] for m in sn.service.cluster_status()["members"] if m["alive"])
+    wait_until(lambda: all(alive(sn) == everyone for sn in sns), timeout=20, message="both alive")
+    src = origin6.add("f.bin", content(3 * MiB, seed=69))
+    owner = homes(task_id(src.url), everyone)[0]
+    entry = next(sn for sn in sns if sn.service.me != owner)   # redirected to the owner
+    client_factory([entry.address], upload_listen="[::1]:0").download(
+        src.url, str(downloads / "f"), digest=src.digest)
+    assert origin6.requests("f.bin") == 1
+    with urllib.request.urlopen("http://%s/v1/cluster" % entry.address, timeout=5) as r:
+        cluster = json.loads(r.read())
+    assert sorted(m["member"] for m in cluster["members"]) == everyone
+    with urllib.request.urlopen("http://%s/metrics" % entry.address, timeout=5) as r:
+        assert 'dfly_gossip_members{state="alive"} 2' in r.read().decode()
+    with urllib.request.urlopen("http://%s/v1/dashboard" % owner, timeout=5) as r:
+        feed = json.loads(r.read())
+    assert feed["me"] == owner and sorted(m["member"] for m in feed["cluster"]["members"]) == everyone
