@@ -479,3 +479,36 @@ def test_supernodes_gossiping_on_ipv6_agree_and_show_bracketed_members(
     with urllib.request.urlopen("http://%s/v1/dashboard" % owner, timeout=5) as r:
         feed = json.loads(r.read())
     assert feed["me"] == owner and sorted(m["member"] for m in feed["cluster"]["members"]) == everyone
+
+
+@pytest.mark.time_limit(90)
+def test_the_proxy_of_two_daemons_gossiping_on_ipv6_takes_a_file_from_the_origin_once(
+        daemons, origin6, tmp_path):
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    os.makedirs(os.path.join(origin6.root, "big"), exist_ok=True)
+    big = origin6.add("big/file.bin", content(4 * MiB, seed=70))
+    started = []
+    for _ in range(2):
+        join = ["[::1]:%d" % started[0].gossip.address[1]] if started else []
+        started.append(daemons.start(listen="[::1]:0", upload_listen="[::1]:0", gossip=True,
+                                     gossip_key_file=str(key), gossip_listen="[::1]:0",
+                                     gossip_profile="fast", join=join, heartbeat_s=0.5,
+                                     proxy_rule=["p2p /big/"]))
+
+    def alive(running):
+        return [m["member"] for m in running.scheduler.service.cluster_status()["members"]
+                if m["alive"]]
+    wait_until(lambda: all(len(alive(d)) == 2 for d in started), timeout=30,
+               message="each scheduler sees the other alive")
+    assert all(m.startswith("[::1]:") for m in alive(started[0]))
+    for running in started:
+        host, port = parse_address(running.address)
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        try:
+            conn.request("GET", big.url)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == big.data
+        finally:
+            conn.close()
+    assert len([s for s in origin6.served("big/file.bin") if s.method == "GET"]) == 1
