@@ -17,9 +17,11 @@ USER, PASSWORD = "fetcher", "s3cr3t-pw"
 
 
 class FtpOrigin:
-    def __init__(self, root: str, rate_bytes_per_s: int = 0, tls: Optional[Tuple[str, str]] = None):
-        """`tls`: (certificate, key) files: explicit FTPS (AUTH TLS), required on both channels."""
-        self.root = root
+    def __init__(self, root: str, rate_bytes_per_s: int = 0, tls: Optional[Tuple[str, str]] = None,
+                 host: str = "127.0.0.1"):
+        """`tls`: (certificate, key) files: explicit FTPS (AUTH TLS), required on both channels.
+        `host`: 127.0.0.1, or ::1 for the IPv6 tests."""
+        self.root, self.host = root, host
         os.makedirs(root, exist_ok=True)
         self.rests: List[int] = []        # REST offsets, in order
         self.sent: List[int] = []         # bytes each finished or cut transfer sent
@@ -79,7 +81,7 @@ class FtpOrigin:
             Handler.tls_control_required = Handler.tls_data_required = True
         self.scheme = "ftps" if tls else "ftp"
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
-        self.server = FTPServer(("127.0.0.1", 0), Handler)
+        self.server = FTPServer((host, 0), Handler)
         self.server.max_cons = 64
         self.port = self.server.socket.getsockname()[1]
         self._stop = threading.Event()
@@ -100,7 +102,8 @@ class FtpOrigin:
 
     def url(self, name: str, user: Optional[str] = USER, password: str = PASSWORD) -> str:
         who = "" if user is None else "%s:%s@" % (quote(user, safe=""), quote(password, safe=""))
-        return "%s://%s127.0.0.1:%d/%s" % (self.scheme, who, self.port, name)
+        shown = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s%s:%d/%s" % (self.scheme, who, shown, self.port, name)
 
     def body_bytes(self) -> int:
         with self._lock:

@@ -512,3 +512,25 @@ def test_the_proxy_of_two_daemons_gossiping_on_ipv6_takes_a_file_from_the_origin
         finally:
             conn.close()
     assert len([s for s in origin6.served("big/file.bin") if s.method == "GET"]) == 1
+
+
+@pytest.mark.time_limit(60)
+def test_an_ftp_source_on_ipv6_is_read_once_for_a_swarm(supernode_factory, client_factory,
+                                                         downloads, tmp_path):
+    from ftpserver import FtpOrigin
+    # ftplib speaks EPSV on IPv6 (PASV names IPv4 addresses only)
+    ftp = FtpOrigin(str(tmp_path / "ftp"), host="::1")
+    try:
+        data = content(3 * MiB, seed=71)
+        url = ftp.add("f.bin", data)
+        assert "@[::1]:" in url
+        supernode = supernode_factory(listen="[::1]:0")
+        first = client_factory([supernode.address], upload_listen="[::1]:0", seed_for_s=30)
+        first.download(url, str(downloads / "a"))
+        second = client_factory([supernode.address], upload_listen="[::1]:0")
+        result = second.download(url, str(downloads / "b"))
+        assert result.via == "p2p" and result.bytes_from_peers > 0
+        assert (downloads / "b").read_bytes() == data
+        assert ftp.body_bytes() == len(data)
+    finally:
+        ftp.stop()
