@@ -122,17 +122,21 @@ class CuttingProxy:
     server sends back, and can cut the next connection after `cut_after` of them
     (a transfer broken midway, which moto itself cannot be made to do)."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, host: str = "127.0.0.1"):
+        """`host`: where the relay listens (::1: an IPv6 endpoint in front of moto)."""
         import socket
         import threading
+        listen_host = host
         host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
         self.target = (host, int(port))
         self.sent_back = 0
         self.cut_after: Optional[int] = None
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+        self._listener = socket.create_server((listen_host, 0), family=family)
         self._listener.settimeout(0.2)
-        self.endpoint = "http://127.0.0.1:%d" % self._listener.getsockname()[1]
+        shown = "[%s]" % listen_host if ":" in listen_host else listen_host
+        self.endpoint = "http://%s:%d" % (shown, self._listener.getsockname()[1])
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, name="s3-proxy", daemon=True)]
         self._threads[0].start()
