@@ -5,6 +5,7 @@ tmp_path as the kubelet would mount it. The wiring (cli.located) is driven with
 an explicit environment, and `dfly get` as a subprocess for the exit code."""
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,7 +30,7 @@ class ApiServer:
     """GET /api/v1/nodes/NAME for the nodes in `nodes` (name -> labels), only with
     `Authorization: Bearer TOKEN`; `forbidden`: answer 403 as RBAC would."""
 
-    def __init__(self, certs: Certs, nodes: dict):
+    def __init__(self, certs: Certs, nodes: dict, host: str = "127.0.0.1"):
         self.nodes = nodes
         self.forbidden = False
         self.asked = []
@@ -62,7 +63,11 @@ class ApiServer:
         files = certs.host("apiserver")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(files["tls_cert"], files["tls_key"])
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host:   # the API server of an IPv6-only cluster (KUBERNETES_SERVICE_HOST=fd00::1)
+            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,),
+                                {"address_family": socket.AF_INET6})
+        self.httpd = server_class((host, 0), Handler)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -181,3 +186,18 @@ def test_get_and_daemon_with_an_unreadable_node_exit_2_in_one_line_before_any_wo
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "needs a ClusterRole with get on nodes" in proc.stderr
     assert not out.exists() and not (tmp_path / "d").exists()
+
+
+def test_the_api_server_of_an_ipv6_only_cluster_is_reached_at_its_unbracketed_service_host(
+        certs, account):
+    # Kubernetes sets KUBERNETES_SERVICE_HOST to the bare address (fd00:10:96::1) there.
+    server = ApiServer(certs, {"node-a": LABELS}, host="::1")
+    try:
+        env = {"NODE_NAME": "node-a", "KUBERNETES_SERVICE_HOST": "::1",
+               "KUBERNETES_SERVICE_PORT": str(server.port)}
+        assert cli.located(config(DaemonConfig, account), env).location == "eu-west-1/eu-west-1a"
+        assert server.asked == ["/api/v1/nodes/node-a"]
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match=r"cannot read https://\[::1\]:%d/api/v1/nodes/node-a" % server.port):
+        cli.located(config(DaemonConfig, account), env)   # stopped: the error names it bracketed
