@@ -160,6 +160,9 @@ def live_findings(kind: str, cls, parsed: Parsed) -> List[Finding]:
         problem = _cannot_bind(getattr(config, name, None), getattr(config, "advertise", ""), name)
         if problem:
             found.append(configcheck.error(line.get(name, 1), problem))
+    problem = _cannot_bind_gossip(config)
+    if problem:
+        found.append(configcheck.error(line.get("gossip_listen", line.get("gossip", 1)), problem))
     for name, address in _supernodes(kind, config):
         problem = _probe(config, address, "/healthz", ok=lambda status: status == 200)
         if problem:
@@ -191,6 +194,24 @@ def _cannot_bind(address: Optional[str], advertise: str, name: str) -> str:
         host_port = parse_address(address, 0)
     try:
         Server(host_port, None).server_close()
+    except errors.CannotListen as e:
+        return str(e)
+    return ""
+
+
+def _cannot_bind_gossip(config) -> str:
+    """The gossip member's UDP and TCP address (--gossip-listen, else port 7946 on the
+    --listen host), tried as the member binds it."""
+    if not getattr(config, "gossip", False):
+        return ""
+    from dfly import errors
+    from dfly.gossip.node import DEFAULT_PORT, _bind_pair
+    from dfly.protocol.address import parse_address
+    bind = (parse_address(config.gossip_listen, DEFAULT_PORT) if config.gossip_listen
+            else (parse_address(config.listen, 0)[0], DEFAULT_PORT))
+    try:
+        for sock in _bind_pair(bind):
+            sock.close()
     except errors.CannotListen as e:
         return str(e)
     return ""

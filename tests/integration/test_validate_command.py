@@ -279,3 +279,22 @@ def test_at_start_a_flag_replaces_the_files_key_and_its_line(tmp_path):
     assert validate.at_start(config, "daemon", args, err) == json.loads(open(config).read())
     assert err.getvalue() == ("dfly: warning: --advertise 127.0.0.1 is a loopback address: no other "
                               "host can reach this one there\n")
+
+
+def test_live_binds_the_gossip_address_as_the_member_would(tmp_path, capsys):
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    taken.bind(("::1", 0))
+    try:
+        port = taken.getsockname()[1]
+        path = settings_file(tmp_path / "sn.json", listen="[::1]:0", gossip=True,
+                             gossip_key_file=str(key), gossip_listen="[::1]:%d" % port,
+                             advertise="[::1]:8002", data_dir=str(tmp_path / "d"))
+        code, out = run(capsys, "--live", "--kind", "supernode", path)
+    finally:
+        taken.close()
+    errors = [line for line in out if ": error: " in line]
+    assert code == 1 and len(errors) == 1, out
+    assert errors[0].startswith(path + ":5: error: cannot listen on [::1]:%d: " % port), out
+    assert run(capsys, "--live", "--kind", "supernode", path)[0] == 0   # free again
