@@ -20,6 +20,8 @@ from dataclasses import replace
 from typing import Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from dfly.protocol.address import check_url
+
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
 
@@ -40,6 +42,7 @@ def parse_mirror_registry(text: str) -> Tuple[str, str]:
     try:
         parts = urlsplit(url)
         good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        check_url(url)   # no zone id: as every URL setting (protocol/address.py)
     except ValueError:   # a bad IPv6 literal or port
         good = False
     if not good:

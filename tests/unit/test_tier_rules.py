@@ -55,7 +55,9 @@ def test_a_mirrored_registry_is_named_as_image_references_name_it():
     assert parse_mirror_registry("http://127.0.0.1:5000") == ("127.0.0.1:5000", "http://127.0.0.1:5000")
     assert parse_mirror_registry("Quay.io=https://quay.io") == ("quay.io", "https://quay.io")
     assert registry_name("https://registry-1.docker.io") == "docker.io"
-    for bad in ("ftp://x", "name=", "a/b=https://x", "http://[::1", "http://h:99999"):
+    assert parse_mirror_registry("http://[::1]:5000") == ("[::1]:5000", "http://[::1]:5000")
+    for bad in ("ftp://x", "name=", "a/b=https://x", "http://[::1", "http://h:99999",
+                "x=http://[fe80::1%25eth0]:5000", "x=http://::1:5000"):
         with pytest.raises(ValueError, match="--mirror-registry"):
             parse_mirror_registry(bad)
 
