@@ -52,14 +52,16 @@ class Access:
 class Registry:
     """A docker-registry process; stop() at teardown."""
 
-    def __init__(self, root: str, auth: bool = False, token_realm: str = "", token_cert: str = ""):
+    def __init__(self, root: str, auth: bool = False, token_realm: str = "", token_cert: str = "",
+                 listen: str = "127.0.0.1:0"):
         """auth: htpasswd basic auth; token_realm/token_cert: bearer tokens from that realm,
-        signed by the key of that certificate (see tokens.py)."""
+        signed by the key of that certificate (see tokens.py). listen: [::]:0 for a
+        dual-stack registry (pushed to over 127.0.0.1, reachable at [::1] too)."""
         os.makedirs(root, exist_ok=True)
         config = ["version: 0.1", "log:", "  level: info", "  accesslog:", "    disabled: false",
                   "storage:", "  filesystem:", "    rootdirectory: %s" % os.path.join(root, "data"),
                   "  delete:", "    enabled: true",
-                  "http:", "  addr: 127.0.0.1:0", "  secret: dfly-test-secret"]
+                  "http:", "  addr: \"%s\"" % listen, "  secret: dfly-test-secret"]
         if token_realm:
             config += ["auth:", "  token:", "    realm: %s" % token_realm,
                        "    service: %s" % TOKEN_SERVICE, "    issuer: %s" % TOKEN_ISSUER,
@@ -101,6 +103,8 @@ class Registry:
 
     @property
     def host(self) -> str:
+        if self.address[0] in ("[::]", "", "0.0.0.0"):   # every address: skopeo dials IPv4
+            return "127.0.0.1:%d" % self.address[1]
         return "%s:%d" % self.address
 
     @property

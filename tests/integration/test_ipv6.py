@@ -3,6 +3,7 @@ both families), peers that reach the supernode over IPv6 and so advertise IPv6, 
 and IPv6 peers in one swarm, and addresses the host cannot listen on."""
 import errno
 import http.client
+import json
 import os
 import socket
 
@@ -534,3 +535,37 @@ def test_an_ftp_source_on_ipv6_is_read_once_for_a_swarm(supernode_factory, clien
         assert ftp.body_bytes() == len(data)
     finally:
         ftp.stop()
+
+
+@pytest.mark.time_limit(90)
+def test_the_registry_mirror_reaches_an_upstream_registry_on_ipv6(supernode_factory, daemons,
+                                                                   tmp_path):
+    from registry import MISSING, Registry, build_image, dir_layers, mirror_conf, pull, push
+    if MISSING:
+        pytest.skip(MISSING)
+    registry = Registry(str(tmp_path / "registry"), listen="[::]:0")
+    try:
+        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 * MiB, MiB))
+        push(image, registry, "team/app")   # over 127.0.0.1: skopeo takes no IPv6 literal
+        upstream = "http://[::1]:%d" % registry.address[1]
+        supernode = supernode_factory(listen="[::1]:0")
+        # Dual stack: skopeo reaches the daemon over IPv4; the daemon, the supernode and
+        # the registry talk over IPv6.
+        running = daemons.start(listen="[::]:0", upload_listen="[::1]:0",
+                                supernode=[supernode.address], registry_mirror=upstream)
+        conf = mirror_conf(str(tmp_path / "registries.conf"), registry,
+                           "127.0.0.1:%d" % _port(running.address))
+        pull(conf, registry, "team/app", "v1", str(tmp_path / "pulled"))
+        assert dir_layers(str(tmp_path / "pulled")) == image.layers["amd64"]
+        for layer in image.layers["amd64"]:   # fetched by the supernode, from [::1], once
+            assert len(registry.blob_gets(layer)) == 1
+        # ...through the daemon (skopeo goes to the registry itself when the mirror fails)
+        conn = http.client.HTTPConnection("::1", _port(running.address), timeout=10)
+        try:
+            conn.request("GET", "/v1/stats")
+            stats = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        assert stats["downloads"] >= 2 and stats["bytes_from_supernode"] >= 3 * MiB, stats
+    finally:
+        registry.stop()
