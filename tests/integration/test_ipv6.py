@@ -569,3 +569,51 @@ def test_the_registry_mirror_reaches_an_upstream_registry_on_ipv6(supernode_fact
         assert stats["downloads"] >= 2 and stats["bytes_from_supernode"] >= 3 * MiB, stats
     finally:
         registry.stop()
+
+
+_NAMED_SWARM = r"""
+import json, sys
+from helpers import content
+from origin import Origin
+from dfly.client import Client
+from dfly.supernode import app
+from dfly.supernode.config import SupernodeConfig
+tmp = sys.argv[1]
+origin = Origin(tmp + "/origin", host="::1")
+src = origin.add("f.bin", content(3 << 20, seed=72))
+supernode = app.start(SupernodeConfig(listen="127.0.0.1:0"), tmp + "/sn")
+at = "both.test:%d" % supernode.listener.address[1]
+url = "http://v6only.test:%d/f.bin" % origin.address[1]
+first = Client([at], data_dir=tmp + "/p0", seed_for_s=30)
+results = [first.download(url, tmp + "/a", digest=src.digest)]
+with Client([at], data_dir=tmp + "/p1") as second:
+    results.append(second.download(url, tmp + "/b", digest=src.digest))
+first.close()
+supernode.stop()
+print(json.dumps({"via": [r.via for r in results], "from_peers": results[1].bytes_from_peers,
+                  "origin": origin.body_bytes("f.bin"), "size": src.size}))
+origin.stop()
+"""
+
+
+@pytest.mark.skipif(bool(_namespace_tools()), reason=_namespace_tools() or "-")
+@pytest.mark.time_limit(60)
+def test_names_are_dialled_at_the_addresses_the_resolver_gives_in_its_order(tmp_path):
+    # A hosts file of our own (a private mount namespace): the origin's name has only an
+    # IPv6 address; the supernode's has ::1 first, where nothing listens (the supernode
+    # is on 127.0.0.1), then 127.0.0.1: clients go on to the next address, as
+    # socket.create_connection does.
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 v6only.test\n::1 both.test\n127.0.0.1 both.test\n")
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script, str(hosts), sys.executable,
+                           "-c", _NAMED_SWARM, str(tmp_path)], capture_output=True, text=True,
+                          timeout=50, cwd=root,
+                          env=dict(os.environ, PYTHONPATH=root + os.pathsep + os.path.join(root, "tests")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["via"] == ["p2p", "p2p"] and result["from_peers"] > 0, result
+    assert result["origin"] == result["size"]
