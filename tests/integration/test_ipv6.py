@@ -617,3 +617,19 @@ def test_names_are_dialled_at_the_addresses_the_resolver_gives_in_its_order(tmp_
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["via"] == ["p2p", "p2p"] and result["from_peers"] > 0, result
     assert result["origin"] == result["size"]
+
+
+@pytest.mark.time_limit(60)
+def test_bench_against_an_ipv6_supernode_runs_its_peers_on_ipv6(supernode_factory, origin6):
+    from dfly import options
+    from dfly.bench import app as bench
+    from dfly.bench.config import BenchConfig
+    supernode = supernode_factory(listen="[::1]:0")
+    src = origin6.add("bench.bin", content(6 * MiB, seed=73))
+    # The uploaders are left on the wildcard default: they follow the family the
+    # simulated peers reached the supernode over.
+    config = options.build(BenchConfig, None, None, supernode=supernode.address, peers=4, waves=2,
+                           wave_interval_s=0.2)
+    summary = bench.run(config, src.url)
+    assert summary["succeeded"] == 4 and summary["bytes"]["peers"] > 0, summary
+    assert origin6.body_bytes("bench.bin") == src.size
