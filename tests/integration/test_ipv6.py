@@ -633,3 +633,27 @@ def test_bench_against_an_ipv6_supernode_runs_its_peers_on_ipv6(supernode_factor
     summary = bench.run(config, src.url)
     assert summary["succeeded"] == 4 and summary["bytes"]["peers"] > 0, summary
     assert origin6.body_bytes("bench.bin") == src.size
+
+
+def test_new_task_limits_of_a_dual_stack_supernode_count_each_client_once_whatever_its_family(
+        supernode_factory, origin6):
+    from dfly.supernode.client import SupernodeDown
+    supernode = supernode_factory(listen="[::]:0", max_new_tasks_per_client=2)
+    port = _port(supernode.address)
+    for i in range(6):
+        origin6.add("t%d" % i, content(1000, seed=i))
+
+    def register(at, i):
+        client = SupernodeClient(at, timeout_s=10)
+        try:
+            client.register(RegisterRequest(url=origin6.url("t%d" % i), peer_id="p%d" % i, peer_port=9))
+        finally:
+            client.close()
+    for i in range(2):
+        register("[::1]:%d" % port, i)
+    with pytest.raises(SupernodeDown, match="new tasks a minute"):
+        register("[::1]:%d" % port, 2)
+    register("127.0.0.1:%d" % port, 3)   # an IPv4 client has a budget of its own...
+    register("[::ffff:127.0.0.1]:%d" % port, 4)   # ...spent the same through its mapped form
+    with pytest.raises(SupernodeDown, match="new tasks a minute"):
+        register("127.0.0.1:%d" % port, 5)
