@@ -63,6 +63,11 @@ def parse_rule(rule: str):
     text = rule.strip().lower()
     if text.endswith("://") or text.endswith(":") and re.match(r"^[a-z][a-z0-9+.-]*:$", text):
         return "scheme", text.split(":", 1)[0]
+    if "%" in text or text.startswith("[") != text.endswith("]"):
+        # a zone id means another link on every host (and Python 3.9+ would keep it in
+        # the network, 3.8 not); a lone bracket is a typo, not an address
+        raise ValueError("not a source rule: %r (an IPv6 address or CIDR is written without "
+                         "a zone id, in brackets or not: fe80::/10, [2001:db8::5])" % rule)
     try:
         return "network", ipaddress.ip_network(text.strip("[]"), strict=False)
     except ValueError:

@@ -1,5 +1,7 @@
 """The supernode's source policy, judged on values only (no traffic anywhere:
 the link-local defaults are proven here and only here)."""
+import ipaddress
+
 import pytest
 
 from dfly.protocol.sourcepolicy import SourcePolicy, parse_rule
@@ -102,6 +104,12 @@ def test_an_ipv4_address_behind_the_nat64_prefix_meets_the_ipv4_rules():
     assert policy.check_address("h", "64:ff9b::192.168.0.9") is None
 
 
+@pytest.mark.parametrize("rule, network", [("::1", "::1/128"), ("[::1]", "::1/128"),
+                                           ("fe80::/10", "fe80::/10"), ("[fe80::/10]", "fe80::/10")])
+def test_ipv6_rules_are_written_with_or_without_brackets(rule, network):
+    assert parse_rule(rule) == ("network", ipaddress.ip_network(network))
+
+
 def test_rules_may_be_comma_separated_in_one_value():
     policy = SourcePolicy.parse(deny=["10.0.0.0/8, *.corp"])
     assert policy.check_address("x", "10.1.1.1") is not None
@@ -109,7 +117,8 @@ def test_rules_may_be_comma_separated_in_one_value():
 
 
 @pytest.mark.parametrize("rule", ["", "not a rule", "*", "a..b", "10.0.0.0/33", "*.*.com", "http://x",
-                                  "-bad.com", "ex ample.com"])
+                                  "-bad.com", "ex ample.com", "fe80::1%eth0", "[fe80::1%eth0]",
+                                  "fe80::/10%eth0", "[::1", "::1]", "[10.0.0.0/8"])
 def test_a_bad_rule_is_refused_with_a_message(rule):
     with pytest.raises(ValueError, match="not a source rule"):
         parse_rule(rule)
