@@ -105,6 +105,14 @@ def parse_addresses(value) -> List[str]:
     return out
 
 
+def parse_source_rules(value) -> List[str]:
+    """Source policy rules from a list and/or comma-separated text, each checked."""
+    from dfly.protocol.sourcepolicy import Rules
+    items = [str(v) for v in (value if isinstance(value, list) else [value])]
+    Rules.parse(items)
+    return items
+
+
 def parse_location_text(text) -> str:
     """A peer's `region/zone/rack`, checked; ValueError otherwise."""
     if not isinstance(text, str):
@@ -130,6 +138,8 @@ def _convert(f: dataclasses.Field, value):
         return value.lower()
     if kind == "address" and f.default is dataclasses.MISSING:   # a list of addresses
         return parse_addresses(value)
+    if kind == "source_rule":   # --allow-source / --deny-source: checked here, kept as typed
+        return parse_source_rules(value)
     if value == "" and f.default == "":   # an optional setting left unset
         return value
     if kind in _PARSERS:

@@ -46,9 +46,10 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                            "not reported) at once")
     allow_source: List[str] = option([], "sources the supernode may fetch: a scheme (https:), an "
                                      "address or CIDR (10.0.0.0/8), a host name (*.example.com); "
-                                     "when given, only those", metavar="RULE")
+                                     "when given, only those", kind="source_rule", metavar="RULE")
     deny_source: List[str] = option([], "sources the supernode must not fetch (same forms as "
-                                    "--allow-source; link-local is denied anyway)", metavar="RULE")
+                                    "--allow-source; link-local is denied anyway)", kind="source_rule",
+                                    metavar="RULE")
     max_new_tasks_per_client: int = option(240, "new tasks (source URLs) one client host may "
                                            "register a minute; more get 429; 0 = no limit")
     max_source_fetches: int = option(16, "sources fetched at once; more tasks wait their turn")

@@ -162,6 +162,8 @@ BAD_ADDRESSES = [
     ("supernode", "--upstream-upload-listen", "[fe80::1%lo]:0"),
     ("supernode", "--s3-endpoint", "http://::1:9000"),
     ("get", "--s3-endpoint", "http://[fe80::1%25lo]:9000"),
+    ("supernode", "--allow-source", "fe80::1%lo"),
+    ("supernode", "--deny-source", "[::1"),
 ]
 
 

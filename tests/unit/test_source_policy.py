@@ -137,3 +137,19 @@ def test_ftp_hosts_are_judged_like_http_hosts_and_s3_leaves_its_endpoint_to_open
     assert "denied" in SourcePolicy.parse(deny=["10.0.0.0/8"]).check_url("ftp://10.1.2.3/x")
     assert DEFAULT.check_url("s3://bucket/key") is None
     assert "not allowed" in SourcePolicy.parse(allow=["https:"]).check_url("s3://bucket/key")
+
+
+@pytest.mark.parametrize("name", ["allow_source", "deny_source"])
+def test_a_bad_rule_in_a_flag_or_config_key_is_refused_naming_it(name):
+    # Checked where every setting is (so `dfly validate` sees it too), not when the
+    # supernode first builds its policy.
+    from dfly import options
+    from dfly.supernode.config import SupernodeConfig
+    flag = "--" + name.replace("_", "-")
+    for bad in ("fe80::1%eth0", "[::1", "10.0.0.0/33"):
+        with pytest.raises(ValueError, match="bad value for %s: not a source rule" % flag):
+            options.build(SupernodeConfig, {name.replace("_", "-"): [bad]})
+        with pytest.raises(ValueError, match="bad value for %s: not a source rule" % flag):
+            options.build(SupernodeConfig, None, None, **{name: [bad]})
+    good = options.build(SupernodeConfig, None, None, **{name: ["https:, ::1", "[fe80::/10]"]})
+    assert getattr(good, name) == ["https:, ::1", "[fe80::/10]"]   # kept as typed
