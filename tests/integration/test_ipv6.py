@@ -657,3 +657,32 @@ def test_new_task_limits_of_a_dual_stack_supernode_count_each_client_once_whatev
     register("[::ffff:127.0.0.1]:%d" % port, 4)   # ...spent the same through its mapped form
     with pytest.raises(SupernodeDown, match="new tasks a minute"):
         register("127.0.0.1:%d" % port, 5)
+
+
+@pytest.mark.time_limit(90)
+def test_an_image_on_an_ipv6_registry_is_preheated_and_exported_by_its_bracketed_name(
+        supernode_factory, tmp_path):
+    from registry import MISSING, Registry, build_image, push
+
+    from dfly.cli import main
+    if MISSING:
+        pytest.skip(MISSING)
+    registry = Registry(str(tmp_path / "registry"), listen="[::]:0")
+    try:
+        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(2 * MiB, MiB))
+        push(image, registry, "team/app")
+        token = tmp_path / "preheat.token"
+        token.write_text("preheat-token-for-tests\n")
+        supernode = supernode_factory(listen="[::1]:0", preheat_token_file=str(token))
+        name = "[::1]:%d/team/app:v1" % registry.address[1]
+        assert main(["preheat", name, "--plain-http", "--platform", "linux/amd64", "--supernode",
+                     supernode.address, "--token-file", str(token), "--timeout", "60s"]) == 0
+        archive = tmp_path / "app.tar"
+        assert main(["export", name, "--plain-http", "--platform", "linux/amd64", "-o", str(archive),
+                     "--supernode", supernode.address, "--upload-listen", "[::1]:0",
+                     "--data-dir", str(tmp_path / "export"), "-q"]) == 0
+        assert archive.stat().st_size > 3 * MiB
+        for layer in image.layers["amd64"]:   # preheated once; the export read the cache
+            assert len(registry.blob_gets(layer)) == 1
+    finally:
+        registry.stop()
