@@ -51,6 +51,8 @@ class Fault:
     drip_s: float = 0.0             # send a status line, then one header byte this often until
                                     # released or stopped (no read ever times out; none ends)
     no_ranges: bool = False         # ignore Range (always 200, whole body) and say no Accept-Ranges
+    no_etag: bool = False           # send no ETag (Last-Modified only, as `python3 -m http.server`)
+    no_last_modified: bool = False  # send no Last-Modified (with no_etag: no validator at all)
     require: Optional[Tuple[str, str]] = None   # (header, value) a request must carry, else 403
 
 
@@ -241,7 +243,8 @@ def _handler_for(origin: Origin):
             if self._not_modified(entry):
                 record.status = 304
                 self.send_response(304)
-                self.send_header("ETag", entry.etag)
+                if not fault.no_etag:
+                    self.send_header("ETag", entry.etag)
                 self.send_header("Last-Modified", entry.last_modified)
                 self.send_header("Connection", "close")
                 self.end_headers()
@@ -259,8 +262,10 @@ def _handler_for(origin: Origin):
             for header, value in entry.content_headers.items():
                 self.send_header(header, value)
             self.send_header("Content-Length", str(end - start + fault.short_by))
-            self.send_header("ETag", entry.etag)
-            self.send_header("Last-Modified", entry.last_modified)
+            if not fault.no_etag:
+                self.send_header("ETag", entry.etag)
+            if not fault.no_last_modified:
+                self.send_header("Last-Modified", entry.last_modified)
             if not fault.no_ranges:
                 self.send_header("Accept-Ranges", "bytes")
             for i in range(fault.extra_headers):

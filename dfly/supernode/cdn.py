@@ -256,7 +256,11 @@ class Fetch:
             task.geometry_known = True
             task.etag = response.headers.get("ETag", "") or ""
             task.last_modified = _valid_date(response.headers.get("Last-Modified", ""))
-            task.new_version(content_version_for(task.etag, total, task.piece_size))
+            known = _digests_to_match(meta, task.etag, total, task.piece_size)
+            if known:   # only the digests can tell these bytes from others: piece_cut compares
+                task.new_version(meta["content_version"], known)
+            else:
+                task.new_version(content_version_for(task.etag, total, task.piece_size))
             # Before the data file is cut short: a crash must not leave old digests beside new bytes.
             task.save_meta()
         if meta and meta.get("content_version") and meta["content_version"] != task.content_version:
@@ -411,6 +415,11 @@ class Fetch:
 
     def _piece_done(self, hexdigest: str) -> None:
         task = self.task
+        with task.cond:
+            self._check_live()
+            if task.piece_cut(hexdigest):
+                log.info("task %s source changed: piece %d differs from the copy before; cut as "
+                         "content version %s", task.task_id[:12], len(task.digests), task.content_version)
         self.before_offer(task, len(task.digests), hexdigest)
         with task.cond:
             self._check_live()
@@ -454,6 +463,21 @@ def content_version_for(etag: str, length: Optional[int], piece_size: int) -> st
         return os.urandom(8).hex()
     key = "%s\n%s\n%d" % (etag, length, piece_size)
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _digests_to_match(meta: Optional[dict], etag: str, length: Optional[int], piece_size: int) -> list:
+    """The piece digests of the copy a cut from byte 0 replaces, when nothing but
+    they can say whether the bytes are the same: no strong ETag, and the same length
+    and piece size. Then the cut keeps that copy's version while it matches them
+    (Task.piece_cut), so peers keep what they hold across a restart or a takeover
+    on an origin that resumes nothing; [] when the cut is a version by itself."""
+    if (etag and not etag.startswith("W/")) or not meta or not meta.get("content_version"):
+        return []
+    if length is None or meta.get("length") != length or meta.get("piece_size") != piece_size:
+        return []
+    lists = [d for d in (meta.get("digests"), meta.get("confirming"))
+             if isinstance(d, list) and all(isinstance(x, str) for x in d)]
+    return list(max(lists, key=len)) if lists else []
 
 
 def _version_in(meta: dict, task: Task) -> str:

@@ -584,6 +584,13 @@ class Supernode:
         inflight = dict(peer.inflight) if peer is not None else {}
         offered, freed = set(), set()   # pieces now servable; holders with a slot free again
         done = req.done
+        doubted = [n for n in done if n < len(task.digests) and not task.vouches_for(n, n in inflight)]
+        if doubted and not messages.stale(req.content_version, task.content_version):
+            task.content_differs()   # the peer is told its pieces are stale; it starts over
+            log.warning("task %s peer %s holds piece %d of content version %s, cut before its "
+                        "digest was known here: the cut is a version of its own (%s)",
+                        task.task_id[:12], req.peer_id, doubted[0], req.content_version,
+                        task.content_version)
         if messages.stale(req.content_version, task.content_version):
             # Pieces of other bytes (the source changed): never offered. The reply's
             # content_version tells the peer to discard them.

@@ -25,7 +25,10 @@ A task's pieces are of one content version: an opaque id of the bytes, made
 whenever the source is cut from byte 0 (from a strong ETag and the length, else
 at random: cdn.py), kept while the source is resumed (Range + If-Range) or
 revalidated (304), and carried to the member that takes the task over. A new
-version forgets every piece peers hold: they are of other bytes.
+version forgets every piece peers hold: they are of other bytes. With no strong
+ETag a cut from byte 0 keeps the version of the copy it replaces while its
+pieces match that copy's digests (piece_cut), so a restart or takeover on an
+origin that resumes nothing costs peers nothing when the bytes are the same.
 """
 import json
 import os
@@ -87,6 +90,9 @@ class Task:
         self.last_modified = ""
         self.content_version = ""   # "" until the source answered (or a copy told us)
         self._early: Dict[int, Dict[str, str]] = {}   # piece -> {peer: version}: reported, not cut yet
+        # A cut from byte 0 that no strong ETag names keeps the version of the copy it
+        # replaces while it matches these digests, that copy's (cdn.py); None: nothing to match.
+        self.confirming: Optional[List[str]] = None
         self.error = ""
         self.error_kind = ""
         self.source_bytes = 0
@@ -216,11 +222,12 @@ class Task:
         self.error = self.error_kind = ""
         self.changed()
 
-    def new_version(self, content_version: str) -> None:
+    def new_version(self, content_version: str, confirming: Optional[List[str]] = None) -> None:
         """The source is being cut from byte 0. Peers stay registered, holding
         nothing as far as offers go; what they hold is kept as early reports when
         the bytes are the same version (a restarted cut), else forgotten: it is of
-        other bytes, and their next reply names the new version."""
+        other bytes, and their next reply names the new version. `confirming`: the
+        digests the cut must match to stay `content_version` (see piece_cut)."""
         old = self.scheduler
         self.scheduler = TaskScheduler(old.config)
         for peer in old.peers.values():
@@ -233,10 +240,38 @@ class Task:
                 for num in peer.held:
                     self.report_early(peer.peer_id, num, content_version)
         self.content_version = content_version
+        self.confirming = list(confirming) if confirming else None
         self.digests = []
         self.damaged, self.checking, self.suspects, self.good_at = set(), set(), {}, {}
         self.generation += 1   # a repair in flight is of the bytes cut before
         self.changed()
+
+    def piece_cut(self, sha256_hex: str) -> bool:
+        """The source's next piece was cut as `sha256_hex`, not offered yet. A cut
+        keeping the version of the copy it replaces (no strong ETag names the bytes)
+        keeps it while each piece matches that copy's digest and no peer claims a
+        piece of it whose digest was never known here; else the bytes are a version
+        of their own from here on (the pieces cut so far stay: they matched), before
+        this piece is offered. True when the version changed."""
+        known, num = self.confirming, len(self.digests)
+        if known is None or (known[num] == sha256_hex if num < len(known) else not self._early.get(num)):
+            return False
+        self.content_differs()
+        return True
+
+    def vouches_for(self, num: int, assigned: bool) -> bool:
+        """May a peer's report of holding cut piece `num` of our version be believed?
+        Not one of a kept version's pieces past the copy's known digests that was not
+        fetched under an assignment of ours: it may be of other bytes."""
+        return assigned or self.confirming is None or num < len(self.confirming)
+
+    def content_differs(self) -> None:
+        """The bytes are not those of the version this cut kept: a new version (as an
+        unnamed cut gets: random), keeping the pieces cut so far."""
+        cut = self.digests
+        self.new_version(os.urandom(8).hex())
+        for sha256_hex in cut:
+            self.piece_written(sha256_hex)
 
     def report_early(self, peer_id: str, num: int, content_version: str) -> None:
         """`peer_id` holds piece `num` of `content_version`, which we have not cut (yet):
@@ -346,6 +381,9 @@ class Task:
                 "content_version": self.content_version,
                 "complete": self.state == DONE and self._all_cached(), "digests": self.digests,
                 "digest": self.digest, "damaged": sorted(self.damaged)}
+        if self.confirming and len(self.confirming) > len(self.digests):
+            # A crash mid-cut: the next cut is still matched against the whole earlier copy.
+            meta["confirming"] = self.confirming
         tmp = self.meta_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(meta, f)

@@ -429,3 +429,49 @@ def test_an_ftp_download_survives_the_owner_killed_mid_fetch_and_resumes_with_re
 def sha256_file_of(data):
     import hashlib
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.time_limit(120)
+def test_two_takeovers_on_an_origin_without_etag_or_ranges_keep_what_clients_hold(
+        cluster, origin, tmp_path):
+    """`python3 -m http.server` names no version and resumes nothing: each member
+    taking over reads the file from byte 0. The piece digests it was given say the
+    bytes are the same, so clients keep their pieces (no start over, no "source
+    changed" after the second takeover) and every file is whole."""
+    addresses = _start_all(cluster)
+    size = 32 * MiB
+    src = origin.add("plain.bin", content(size, seed=18))
+    origin.fault("plain.bin", chunk_delay_s=0.04, no_etag=True, no_ranges=True)   # ~6 MB/s
+    tid = task_id(src.url)
+    clients = []
+    for i in range(3):
+        os.makedirs(str(tmp_path / ("p%d" % i)), exist_ok=True)
+        clients.append(Client(addresses[i:] + addresses[:i], data_dir=str(tmp_path / ("p%d" % i)),
+                              upload_listen="127.0.0.1:0", piece_timeout_s=5, failover_s=30))
+
+    def kill_two_owners():
+        alive = list(addresses)
+        for _ in range(2):
+            owner_addr = rendezvous_owner(tid, alive)
+            watcher = SupernodeClient(owner_addr, timeout_s=2)
+            try:
+                wait_until(lambda w=watcher: any(t["task_id"] == tid and t["served_bytes"] >= 4 * MiB
+                                                 for t in w.tasks()), timeout=40)
+            finally:
+                watcher.close()
+            next(m for m in cluster if m.address == owner_addr).kill()
+            alive.remove(owner_addr)
+        return alive
+
+    try:
+        outcomes = run_all([lambda c=c, i=i: c.download(src.url, str(tmp_path / ("out%d" % i)))
+                            for i, c in enumerate(clients)] + [kill_two_owners], timeout=110)
+    finally:
+        for c in clients:
+            c.close()
+    assert [e for _, e in outcomes if e is not None] == []
+    for i in range(3):
+        assert sha256_file(str(tmp_path / ("out%d" % i))) == src.sha256
+    assert all(r.bytes_discarded == 0 for r, _ in outcomes[:-1]), [r for r, _ in outcomes[:-1]]
+    gets = [s for s in origin.served("plain.bin") if s.method == "GET"]
+    assert len(gets) == 3 and all(s.status == 200 for s in gets)   # one whole read per owner

@@ -174,3 +174,32 @@ def test_a_get_whose_source_changes_twice_exits_3_and_writes_nothing(pyz, supern
     assert "changed during the download" in stderr and "once before" in stderr
     assert "Traceback" not in stderr
     assert os.listdir(os.path.dirname(out)) == []
+
+
+@pytest.mark.time_limit(120)
+def test_a_get_whose_supernode_restarts_twice_on_an_unchanged_source_without_etag_or_ranges_keeps_its_pieces(
+        pyz, supernodes, origin, tmp_path):
+    """No strong ETag names the bytes and no Range resumes them (`python3 -m
+    http.server`): each restart reads the file from byte 0, and the digests of
+    the copy it replaces, not a new random version, say the bytes are the same."""
+    src = origin.add("f.bin", content(16 * MiB, seed=127))
+    origin.fault("f.bin", no_etag=True, no_ranges=True)
+    supernode = supernodes("--source-rate-limit", "4M").start()
+    out = str(tmp_path / "out" / "f.bin")
+    os.makedirs(os.path.dirname(out))
+    get = _get(pyz, src.url, out, [supernode], str(tmp_path / "peer"))
+    try:
+        for served in (3, 2):   # pieces the get is sent by each supernode process before its kill
+            wait_until(_served_pieces(supernode, served), timeout=30, message="the get holds pieces")
+            supernode.kill()
+            supernode.start()   # the same data dir: a whole GET (If-Range is ignored), cut afresh
+    except BaseException:
+        _end(get)
+        raise
+    _, stderr = _finish(get)
+    assert get.returncode == 0, stderr
+    assert sha256_file(out) == src.sha256
+    assert "changed" not in stderr and "starting over" not in stderr
+    gets = [s for s in origin.served("f.bin") if s.method == "GET"]
+    assert len(gets) == 3 and all(s.status == 200 and "ETag" not in s.headers for s in gets)
+    assert leftovers(os.path.dirname(out)) == []

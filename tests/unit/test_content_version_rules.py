@@ -81,3 +81,44 @@ def test_early_reports_are_bounded_by_the_piece_count_once_known():
     task.report_early("a", 5, "v1")
     task.report_early("a", 1, "v1")
     assert sorted(task._early) == [1]
+
+
+def test_a_cut_keeping_an_earlier_copys_version_keeps_it_while_its_pieces_match_that_copy():
+    task = task_with(["a"])
+    task.report_early("a", 0, "v1")
+    task.report_early("a", 1, "v1")
+    with task.cond:
+        task.new_version("v1", ["d0", "d1", "d2"])   # no strong ETag: only the digests can tell
+        assert not task.piece_cut("d0")
+        task.piece_written("d0")
+        assert not task.piece_cut("d1")
+        task.piece_written("d1")
+    assert task.content_version == "v1" and task.scheduler.holders_of(1) == {"a"}
+
+    with task.cond:
+        assert task.piece_cut("x2")   # other bytes from piece 2 on
+    assert task.content_version not in ("v1", "") and task.confirming is None
+    assert task.digests == ["d0", "d1"] and task.scheduler.holders_of(0) == set()
+    assert task.is_cached(0) and task.is_cached(1)
+
+
+def test_a_kept_version_doubts_a_held_piece_past_the_earlier_copys_digests():
+    task = task_with(["a"])
+    with task.cond:
+        task.new_version("v1", ["d0"])
+        task.piece_written("d0")
+        task.report_early("a", 1, "v1")   # held, but its digest was never known here
+        assert task.piece_cut("d1")
+    assert task.content_version != "v1"
+
+    task = task_with(["a"])
+    with task.cond:
+        task.new_version("v1", ["d0"])
+        for sha in ("d0", "d1"):
+            assert not task.piece_cut(sha)
+            task.piece_written(sha)
+    assert task.vouches_for(0, assigned=False) and task.vouches_for(1, assigned=True)
+    assert not task.vouches_for(1, assigned=False)
+    with task.cond:
+        task.new_version("v2")
+    assert task.vouches_for(1, assigned=False)   # a version of its own: nothing to doubt
