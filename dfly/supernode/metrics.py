@@ -62,6 +62,16 @@ class SupernodeMetrics:
             "by the --location labels both gave", ("zone",))
         for zone in ("within", "across"):
             self.zone_bytes.labels(zone)   # shown as 0 before any is counted
+        self.damaged_pieces = r.counter(
+            "dfly_supernode_damaged_pieces_total",
+            "Pieces of the supernode's cache found damaged (a check after peers' reports, the scrub)")
+        self.repaired_pieces = r.counter(
+            "dfly_supernode_repaired_pieces_total",
+            "Damaged pieces of the supernode's cache fetched again, checked and offered again")
+        self.pieces_discarded = r.counter(
+            "dfly_supernode_pieces_discarded_total",
+            "Pieces peers discarded after a failed digest check, by holder (supernode, peer)",
+            ("holder",))
         self.source_fetch_seconds = r.histogram(
             "dfly_supernode_source_fetch_seconds",
             "Duration of a task's source fetch, by result", ("result",))

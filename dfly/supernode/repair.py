@@ -40,8 +40,12 @@ class Repairer:
     """One thread that checks suspect pieces and fetches bad ones again."""
 
     def __init__(self, fetch_for: Callable[[Task], Fetch], clock: Callable[[], float],
-                 tls: Optional[TLS] = None, token_for: Callable[[str, str], str] = lambda t, h: ""):
+                 tls: Optional[TLS] = None, token_for: Callable[[str, str], str] = lambda t, h: "",
+                 piece_damaged: Callable[[int], None] = lambda count: None,
+                 piece_repaired: Callable[[int], None] = lambda count: None):
         self.fetch_for = fetch_for   # a Fetch to read single pieces from a task's source
+        self.piece_damaged = piece_damaged     # counted (metrics): pieces found bad in the cache
+        self.piece_repaired = piece_repaired   # ... and pieces fetched again and offered again
         self.token_for = token_for   # (task id, holder) -> a piece token for us at that holder
         self.clock = clock
         self.tls = tls   # peers are dialled with TLS
@@ -125,6 +129,7 @@ class Repairer:
 
     def _damaged(self, task: Task, num: int, why: str) -> None:
         task.piece_damaged(num)
+        self.piece_damaged(1)
         _save_meta(task)
         log.warning("task %s piece %d damaged in the supernode's cache (%s): withdrawn, "
                     "fetching it again", task.task_id[:12], num, why)
@@ -153,6 +158,7 @@ class Repairer:
             if data is not None:
                 task.piece_cached(num)
                 task.repaired_pieces += 1
+                self.piece_repaired(1)
                 _save_meta(task)
                 log.info("task %s piece %d repaired from %s", task.task_id[:12], num, origin)
                 return

@@ -88,6 +88,7 @@ class Scrubber:
             task = loaded.get(tid)
             if task is None:
                 record_damage(folder, meta, bad)
+                self.service.repairer.piece_damaged(len(bad))
                 for num in bad:
                     log.warning("task %s piece %d damaged in the supernode's cache (found by the "
                                 "scrub): %s", tid[:12], num, "recorded, fetched again when next "

@@ -112,7 +112,9 @@ class Supernode:
         self.cluster_key = signing.cluster_key(config.cluster_secret, members)
         self.verifier = signing.Verifier(self.cluster_key, members)
         self.replicas = ReplicaStore(os.path.join(data_dir, "replicas"))
-        self.repairer = Repairer(self._piece_fetch, self.clock, self.tls, self._repair_token)
+        self.repairer = Repairer(self._piece_fetch, self.clock, self.tls, self._repair_token,
+                                 piece_damaged=self.metrics.damaged_pieces.inc,
+                                 piece_repaired=self.metrics.repaired_pieces.inc)
         self.scrubber = Scrubber(self, config.scrub_rate, self._stop)
         self._threads.append(threading.Thread(target=self.scrubber.run, name="supernode-scrub",
                                               daemon=True))
@@ -644,6 +646,8 @@ class Supernode:
         known = failure.holder == SUPERNODE or failure.holder in task.scheduler.peers
         if failure.reason.startswith(DIGEST_MISMATCH) and known:   # (any name may be reported)
             task.discarded[failure.holder] = task.discarded.get(failure.holder, 0) + 1
+            self.metrics.pieces_discarded.labels("supernode" if failure.holder == SUPERNODE
+                                                 else "peer").inc()
         why = "%s, reported by peer %s" % (failure.reason[:80], reporter)
         if failure.holder == SUPERNODE:
             self.repairer.suspect(task, failure.num, why)

@@ -59,6 +59,19 @@ def damage_lines(caplog, what: str = "damaged"):
     return [r.getMessage() for r in caplog.records if what in r.getMessage()]
 
 
+def repair_counts(supernode) -> dict:
+    """The supernode's repair counters, as /metrics shows them to an operator."""
+    status, _, body = fetch(supernode.address, "GET", "/metrics")
+    assert status == 200
+    names = ("dfly_supernode_damaged_pieces_total", "dfly_supernode_repaired_pieces_total",
+             'dfly_supernode_pieces_discarded_total{holder="supernode"}',
+             'dfly_supernode_pieces_discarded_total{holder="peer"}')
+    samples = dict(line.rsplit(" ", 1) for line in body.decode().splitlines()
+                   if line and not line.startswith("#"))
+    return {name.split("_total")[0].split("dfly_supernode_")[1] + name.split("_total")[1]:
+            float(samples.get(name, 0)) for name in names}
+
+
 @pytest.mark.time_limit(60)
 def test_a_flipped_byte_in_the_supernode_cache_is_repaired_by_one_range_request(
         origin, supernode_factory, client_factory, downloads, caplog):
@@ -82,6 +95,9 @@ def test_a_flipped_byte_in_the_supernode_cache_is_repaired_by_one_range_request(
     task = supernode.service.task_status(first.task_id)
     assert task["repaired_pieces"] == 1
     assert task["discarded"] == {"supernode": 1}
+    assert repair_counts(supernode) == {"damaged_pieces": 1, "repaired_pieces": 1,
+                                        'pieces_discarded{holder="supernode"}': 1,
+                                        'pieces_discarded{holder="peer"}': 0}
     with open(cached_data(supernode, first.task_id), "rb") as cached:
         assert hashlib.sha256(cached.read()).hexdigest() == f.sha256
 
@@ -116,6 +132,8 @@ def test_damage_done_while_the_supernode_was_down_is_found_at_start_up_and_repai
     assert len(damage_lines(caplog)) == 1
     task = supernode.service.task_status(first.task_id)
     assert task["repaired_pieces"] == 1 and task["discarded"] == {}
+    counts = repair_counts(supernode)
+    assert counts["damaged_pieces"] == 1 and counts["repaired_pieces"] == 1
 
 
 @pytest.mark.time_limit(60)
@@ -201,6 +219,9 @@ def test_a_flipped_byte_in_a_daemon_cache_is_found_and_the_piece_fetched_again_t
     assert len(damage_lines(caplog)) == 1
     metrics = fetch(holder.address, "GET", "/metrics")[2].decode().splitlines()
     assert {"dfly_daemon_damaged_pieces_total 1", "dfly_daemon_repaired_pieces_total 1"} <= set(metrics)
+    assert repair_counts(supernode) == {"damaged_pieces": 0, "repaired_pieces": 0,
+                                        'pieces_discarded{holder="supernode"}': 0,
+                                        'pieces_discarded{holder="peer"}': 1}
 
 
 @pytest.mark.time_limit(60)
