@@ -1,6 +1,7 @@
 """Bad bytes in a cache, end to end with the built dfly.pyz: the issue's
-reproduction (one byte flipped in a supernode's cached 8 MiB file), a seeding
-peer's copy, the supernode's cache damaged while it was down, and `dfly scrub`.
+reproduction (one byte flipped in a supernode's cached 8 MiB file), a daemon's
+cached blob, a seeding peer's copy, the supernode's cache damaged while it was
+down, and `dfly scrub`.
 
 In each: every get's file is correct, the origin (tests/origin.py, counting
 bytes and Range requests) serves at most one extra piece per bad piece, the
@@ -188,3 +189,60 @@ def test_dfly_scrub_repairs_a_stopped_supernode_cache_and_exits_8_when_it_found_
                              capture_output=True, text=True, timeout=TIMEOUT_S)
     assert nothing.returncode == 2 and "no supernode or daemon cache" in nothing.stderr
     assert "Traceback" not in nothing.stderr
+
+
+@pytest.mark.time_limit(120)
+def test_a_flipped_byte_in_a_daemon_cache_is_repaired_through_p2p_not_from_the_origin(
+        pyz, origin, supernodes, tmp_path):
+    from daemons import registry_blob
+    from processes import Process
+
+    data = content(SIZE, seed=44)
+    name, path, digest = registry_blob(origin, data)
+    supernode = supernodes(pyz, str(tmp_path / "sn"), "--scrub-rate", "0")
+    daemon_dir = str(tmp_path / "d")
+    daemon = Process(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
+                     "--supernode", supernode.address, "--data-dir", daemon_dir, "--scrub-rate", "0",
+                     "--heartbeat", "0.2s", "--registry-mirror", origin.url("").rstrip("/"))
+    try:
+        assert _daemon_get(daemon, path) == data   # through the daemon's mirror: now in its cache
+        flip_byte(os.path.join(daemon_dir, "daemon", "cache", "sha256-" + digest.split(":")[1]),
+                  4 * PIECE + 3)
+
+        results = [get(pyz, origin.url(name), str(tmp_path / ("%d.bin" % i)), str(tmp_path / ("p%d" % i)),
+                       supernode, "--seed-for", "0", "--digest", digest, "--identifier", digest)
+                   for i in (1, 2)]
+        for i, result in enumerate(results, 1):
+            assert sha256_file(str(tmp_path / ("%d.bin" % i))) == digest.split(":")[1]
+            assert result["bytes_from_source"] == 0
+
+        def damage_logged():
+            return [line for line in daemon.lines if "damaged" in line]
+        wait_until(lambda: [line for line in daemon.lines if "repaired" in line], 20,
+                   message="the daemon repaired its copy")
+        assert len(damage_logged()) == 1
+        discarded = [t for t in supernode.tasks() if t["task_id"] == results[0]["task_id"]][0]["discarded"]
+        assert list(discarded.values()) == [1]
+
+        last = get(pyz, origin.url(name), str(tmp_path / "3.bin"), str(tmp_path / "p3"), supernode,
+                   "--seed-for", "0", "--digest", digest, "--identifier", digest)
+        assert sha256_file(str(tmp_path / "3.bin")) == digest.split(":")[1] and last["bytes_from_peers"] > 0
+        task = [t for t in supernode.tasks() if t["task_id"] == results[0]["task_id"]][0]
+        assert task["discarded"] == discarded   # no failure since the repair
+        assert _daemon_get(daemon, path) == data
+        assert origin.body_bytes(name) == SIZE   # the repair came through P2P
+        assert len(damage_logged()) == 1
+    finally:
+        assert daemon.stop() == 0
+
+
+def _daemon_get(daemon, path: str) -> bytes:
+    host, port = daemon.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200, response.status
+        return response.read()
+    finally:
+        conn.close()
