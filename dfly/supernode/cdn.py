@@ -80,9 +80,6 @@ class Fetch:
     def run(self) -> None:
         """Fetch; whatever goes wrong fails the task (one log line), never leaves it running."""
         task = self.task
-        if self.adopting:
-            threading.Thread(target=self._fill_orphans, daemon=True,
-                             name="orphans-" + task.task_id[:12]).start()
         try:
             self._run()
         except _Abandoned:
@@ -125,7 +122,9 @@ class Fetch:
     def _run(self) -> None:
         task = self.task
         os.makedirs(task.folder, exist_ok=True)
-        if self.adopting:
+        if self.adopting:   # (after the folder is made: else its first pieces fail to be written)
+            threading.Thread(target=self._fill_orphans, daemon=True,
+                             name="orphans-" + task.task_id[:12]).start()
             meta = dict(task.replica(), data_size=len(task.digests) * task.piece_size)
             if meta["length"] is not None and meta["data_size"] >= meta["length"]:
                 self._adopted_complete()
