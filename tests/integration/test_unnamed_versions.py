@@ -112,3 +112,19 @@ def test_a_late_report_of_a_piece_past_the_earlier_copys_digests_makes_the_cut_a
     later = client_factory([supernode.address]).download(src.url, str(downloads / "later.bin"))
     assert sha256_file(str(downloads / "later.bin")) == src.sha256
     assert later.bytes_from_peers == 0   # the late holder's pieces were never offered
+
+
+def test_the_digests_a_cut_is_matched_against_outlive_a_crash_until_it_has_passed_them(tmp_path):
+    from dfly.supernode.scheduler import SchedulerConfig
+    from dfly.supernode.task import Task
+    task = Task("0" * 64, "http://origin/f", {}, None, str(tmp_path), SchedulerConfig())
+    with task.cond:
+        task.new_version("v1", ["a", "b"])
+        task.piece_written("a")
+        task.save_meta()
+        with open(task.meta_path) as f:
+            assert json.load(f)["confirming"] == ["a", "b"]   # what the next cut is matched against
+        task.piece_written("b")
+        task.save_meta()
+        with open(task.meta_path) as f:
+            assert "confirming" not in json.load(f)   # the digests say it all now

@@ -122,3 +122,17 @@ def test_a_kept_version_doubts_a_held_piece_past_the_earlier_copys_digests():
     with task.cond:
         task.new_version("v2")
     assert task.vouches_for(1, assigned=False)   # a version of its own: nothing to doubt
+
+
+def test_only_a_cut_no_strong_etag_names_of_the_same_length_and_piece_size_is_matched_by_digests():
+    from dfly.supernode.cdn import _digests_to_match
+    meta = {"content_version": "v1", "length": 10, "piece_size": 4, "digests": ["a", "b"]}
+    assert _digests_to_match(meta, "", 10, 4) == ["a", "b"]
+    assert _digests_to_match(meta, 'W/"e"', 10, 4) == ["a", "b"]   # a weak ETag names no bytes
+    assert _digests_to_match(meta, '"e"', 10, 4) == []   # a strong one does: its own version
+    assert _digests_to_match(meta, "", 11, 4) == [] and _digests_to_match(meta, "", None, 4) == []
+    assert _digests_to_match(meta, "", 10, 8) == [] and _digests_to_match(None, "", 10, 4) == []
+    assert _digests_to_match(dict(meta, content_version=""), "", 10, 4) == []
+    # A crash mid-cut: the copy before it is still what the next cut is matched against.
+    assert _digests_to_match(dict(meta, confirming=["a", "b", "c"]), "", 10, 4) == ["a", "b", "c"]
+    assert _digests_to_match(dict(meta, confirming="junk"), "", 10, 4) == ["a", "b"]
