@@ -72,6 +72,8 @@ class SupernodeMetrics:
             "dfly_supernode_pieces_discarded_total",
             "Pieces peers discarded after a failed digest check, by holder (supernode, peer)",
             ("holder",))
+        for holder in ("supernode", "peer"):
+            self.pieces_discarded.labels(holder)   # shown as 0 before any is counted
         self.source_fetch_seconds = r.histogram(
             "dfly_supernode_source_fetch_seconds",
             "Duration of a task's source fetch, by result", ("result",))
