@@ -76,7 +76,10 @@ def test_dashboard_shows_a_running_swarm_and_updates_without_a_reload(browser, p
                           timeout=60, interval=0.2, message="the page lists the four peers")
         rows = browser.execute_script("return document.querySelectorAll('#tasks tr').length")
         assert rows == 1
-        assert browser.find_element("css selector", "#tasks tr td:nth-child(2)").text == src.url
+        # Read in one script: the page redraws the table each update, so an element found
+        # first and read after may already be gone (Selenium's stale element).
+        assert browser.execute_script(
+            "return document.querySelector('#tasks tr td:nth-child(2)').textContent") == src.url
         wait_until(lambda: _peer_progress(browser) != seen and not all(
             v == "100%" for v in _peer_progress(browser).values()), timeout=60, interval=0.2,
             message="the peers' progress moves on the page")
