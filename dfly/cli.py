@@ -318,7 +318,7 @@ COMMAND_EXIT_CODES = {
     "daemon": _SERVER_EXIT_CODES,
     "seeders": {0: "success (also when none runs)", 2: EXIT_CODES[2]},
     "bench": {0: "every simulated peer finished", 1: "some did not, or another error",
-              2: EXIT_CODES[2]},
+              2: EXIT_CODES[2], 6: "--data-dir cannot be created or written"},
     "setup": {0: "done, or nothing to change", 2: "usage error, or a file it cannot edit safely "
               "(named with its line; nothing changed)", 6: "a file cannot be written (nothing "
               "changed)"},
@@ -714,6 +714,7 @@ def run_bench(args) -> int:
 
     config = options.build(BenchConfig, _file_values(args), args)
     check_supernodes([config.supernode] if config.supernode else [])
+    _check_bench_start(config)
     logging.basicConfig(level=logging.ERROR, format="dfly: %(message)s")
     summary = app.run(config, args.url)
     if args.json:
@@ -721,6 +722,18 @@ def run_bench(args) -> int:
     else:
         sys.stdout.write(render(summary, args.url))
     return 0 if summary["failed"] == 0 else 1
+
+
+def _check_bench_start(config) -> None:
+    """A data dir that cannot be made (exit 6) or an upload address this host cannot
+    listen on (exit 2) is one line before any simulated peer starts, not a failure
+    counted against the supernode for each of them."""
+    from dfly.httpd import check_can_listen
+    from dfly.protocol.address import upload_address
+
+    if config.data_dir:
+        make_data_dir(config.data_dir)
+    check_can_listen(upload_address(config.upload_listen, ""))
 
 
 def run_scrub(args) -> int:

@@ -157,6 +157,29 @@ def _mistakes(tmp_path, held: str, refused: str, supernode: str):
         extra = [url, "--supernode", refused] if command == "bench" else []
         yield "%s config" % command, [command] + extra + ["--config", missing], 2
     yield "get config", ["get", url, "-o", tmp_path / "o", "--config", missing] + quick, 2
+    # the gossip listener is a listener like the others (it said "the host refused", exit 6)
+    gossip = ["--listen", "127.0.0.1:0", "--gossip", "--gossip-key-file", _gossip_key(tmp_path)]
+    yield "supernode gossip port in use", ["supernode", "--gossip-listen", held,
+                                           "--data-dir", tmp_path / "s"] + gossip, 2
+    yield "daemon gossip port in use", ["daemon", "--gossip-listen", held, "--join", refused,
+                                        "--data-dir", tmp_path / "d"] + gossip, 2
+    yield "supernode gossip address not ours", ["supernode", "--gossip-listen", "192.0.2.1:0",
+                                                "--data-dir", tmp_path / "s"] + gossip, 2
+    # bench: before any simulated peer starts, not one failure per peer (exit 1)
+    yield "bench data dir", ["bench", url, "--supernode", supernode, "--data-dir", bad_dir], 6
+    yield "bench upload port in use", ["bench", url, "--supernode", supernode, "--upload-listen", held], 2
+    yield "export data dir", ["export", url, "-o", tmp_path / "x.tar", "--supernode", supernode,
+                              "--data-dir", bad_dir], 6
+    yield "export upload port in use", ["export", url, "-o", tmp_path / "x.tar", "--supernode",
+                                        supernode, "--upload-listen", held,
+                                        "--data-dir", tmp_path / "e"], 2
+
+
+def _gossip_key(tmp_path) -> str:
+    path = tmp_path / "gossip.key"
+    path.write_text("k" * 32 + "\n")
+    path.chmod(0o600)
+    return str(path)
 
 
 def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_path, held_port,
