@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import resource
+import shutil
 import socket
 import stat
 import subprocess
@@ -191,6 +192,36 @@ def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_pa
             assert proc.returncode == code and "Traceback" not in proc.stderr, (name, proc.stderr)
             last = proc.stderr.strip().splitlines()[-1]
             assert last.startswith("dfly: error: "), (name, proc.stderr)
+
+
+def _why_no_private_network() -> str:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "needs root (a network namespace of its own)"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_why_no_private_network()), reason=_why_no_private_network() or "runs")
+@pytest.mark.time_limit(90)
+def test_a_listen_name_that_does_not_resolve_is_one_line_exit_2(pyz, tmp_path):
+    # In a network namespace of its own (no interface up, no route), so the lookup of a
+    # name no hosts file knows fails at once and no query can leave this host.
+    name = "no-such-host.invalid:0"
+    gossip = ["--listen", "127.0.0.1:0", "--gossip", "--gossip-key-file", _gossip_key(tmp_path)]
+    cases = {"supernode": ["supernode", "--listen", name, "--data-dir", tmp_path / "s"],
+             "daemon": ["daemon", "--listen", name, "--data-dir", tmp_path / "d"],
+             "daemon upload": ["daemon", "--listen", "127.0.0.1:0", "--upload-listen", name,
+                               "--data-dir", tmp_path / "d"],
+             "supernode gossip": ["supernode", "--gossip-listen", name, "--data-dir", tmp_path / "s"]
+             + gossip,
+             "bench upload": ["bench", "http://127.0.0.1:9/f.bin", "--supernode", "127.0.0.1:9",
+                              "--upload-listen", name]}
+    for case, argv in cases.items():
+        proc = subprocess.run(["unshare", "--net", sys.executable, pyz] + [str(a) for a in argv],
+                              capture_output=True, text=True, timeout=30)
+        line = one_line_error(proc, 2)
+        assert "no-such-host.invalid" in line and "does not resolve" in line, (case, line)
 
 
 def test_get_to_stdout_on_a_full_disk_is_one_line_exit_6(pyz, origin, tmp_path):
