@@ -439,7 +439,9 @@ def run_get(args) -> int:
         return _summary(args, handed, to_stdout)
     # No spare when a seeder runs for this data dir already: it takes our files over.
     seeding = config.seed_for_s > 0 and bool(config.supernode)
-    spare = Spare.fork(data_dir) if seeding and not seeders.call(data_dir, {"op": "ping"}, 2.0) else None
+    spare = None
+    if seeding and not seeders.call(data_dir, {"op": "ping"}, _within(deadline, 2.0)):
+        spare = Spare.fork(data_dir)
     if deadline:
         deadline.arm()
     seeder_pid = 0
@@ -548,7 +550,7 @@ class _Deadline:
 
     def __init__(self, limit_s: float, bar) -> None:
         self.limit_s, self.bar = limit_s, bar
-        self.started = time.monotonic()
+        self.started = PROCESS_START   # the user counts from the command, not from here
         self.client = None
         self.done, self.total = 0, None
         self._lock = threading.Lock()
@@ -563,6 +565,9 @@ class _Deadline:
             self._timer = threading.Timer(max(0.0, left), self._expired)
             self._timer.name, self._timer.daemon = "get-deadline", True
             self._timer.start()
+
+    def left_s(self) -> float:
+        return self.started + self.limit_s - time.monotonic()
 
     def progress(self, done: int, total: Optional[int]) -> None:
         self.done, self.total = done, total
@@ -585,6 +590,14 @@ class _Deadline:
                 "\n" if self.bar else "", human_duration(self.limit_s), received(self.done, self.total)))
             sys.stderr.flush()
             os._exit(errors.DownloadTimeout.exit_code)
+
+
+def _within(deadline: Optional[_Deadline], wait_s: float) -> float:
+    """`wait_s`, or less when --timeout ends sooner: a wait before the deadline is armed
+    (a daemon or seeder that accepts and never answers) must not outlast it."""
+    if deadline is None:
+        return wait_s
+    return min(wait_s, max(0.01, deadline.left_s()))
 
 
 def _progress(bar, deadline: Optional[_Deadline], client):
@@ -618,7 +631,7 @@ def _hand_off(args, config, headers, deadline: Optional[_Deadline]):
     token_file = args.daemon_token or os.path.join(config.data_dir, TOKEN_FILE)
     daemon = daemon_client.DaemonClient(args.daemon, TLS.from_config(config),
                                         daemon_client.read_token(token_file))
-    found = daemon.probe()
+    found = daemon.probe(_within(deadline, daemon_client.PROBE_TIMEOUT_S))
     if found == daemon_client.ABSENT:
         return None
     if found == daemon_client.UNPROVEN:

@@ -57,12 +57,12 @@ class DaemonClient:
         """Does something answer like a dfly daemon at this address (quickly)?"""
         return self.probe() != ABSENT
 
-    def probe(self) -> str:
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> str:
         """ABSENT (nothing answers like a daemon), UNPROVEN (something does, but cannot show
         it knows our token: another user's daemon, or a squatter) or PROVEN."""
         challenge = secrets.token_hex(16)
         try:
-            status, body, answer = self._call("GET", "/v1/stats", None, PROBE_TIMEOUT_S,
+            status, body, answer = self._call("GET", "/v1/stats", None, timeout_s,
                                               {handoff.CHALLENGE_HEADER: challenge})
         except (OSError, http.client.HTTPException):
             return ABSENT

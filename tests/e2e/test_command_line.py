@@ -315,6 +315,32 @@ def test_timeout_from_the_source_ends_the_process_at_the_limit(pyz, origin, tmp_
     assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
 
 
+@pytest.mark.time_limit(60)
+def test_timeout_bounds_the_waits_for_a_daemon_and_a_seeder_that_never_answer(
+        pyz, origin, supernode, tmp_path, held_port):
+    # Something accepts at the daemon's address and at the data dir's seeder socket
+    # and never answers (a hung daemon, a stopped seeder): get asks both before its
+    # deadline is armed, and waited 1 s and 2 s for them whatever --timeout said.
+    src = origin.add("f.bin", content(8 * MiB, seed=15))
+    data = tmp_path / "data"
+    (data / "peer").mkdir(parents=True)
+    seeder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    seeder.bind(str(data / "peer" / "seeder.sock"))
+    seeder.listen(4)
+    limit_s = 0.3
+    try:
+        started = time.monotonic()
+        proc = dfly(pyz, "get", src.url, "-o", tmp_path / "f.bin", "--daemon", held_port,
+                    "--supernode", supernode.address, "--rate-limit", "1M", "--data-dir", data,
+                    "--timeout", "%gs" % limit_s)
+        elapsed = time.monotonic() - started
+    finally:
+        seeder.close()
+    one_line_error(proc, 5)
+    assert elapsed < limit_s + SLACK_S, "--timeout %gs took %.1fs" % (limit_s, elapsed)
+    assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
+
+
 # output that adds up ------------------------------------------------------------------
 
 def _on_a_terminal(argv, timeout=TIMEOUT_S) -> (int, str):
