@@ -393,6 +393,22 @@ def parse_header(text: str):
 
 
 def run_get(args) -> int:
+    try:
+        return _get(args)
+    except errors.DownloadTimeout as e:   # one wording on every path, naming the limit
+        raise errors.DownloadTimeout(_naming_the_limit(str(e), getattr(args, "limit_s", 0.0)))
+
+
+def _naming_the_limit(text: str, limit_s: float) -> str:
+    """"download timed out after X" -> "download timed out (--timeout 2s) after X"."""
+    from dfly.peer.progress import human_duration
+    if not limit_s or "(--timeout " in text:
+        return text
+    return text.replace("download timed out", "download timed out (--timeout %s)"
+                        % human_duration(limit_s), 1)
+
+
+def _get(args) -> int:
     from dfly.client import Client
     from dfly.lifecycle import RedactUrls
     from dfly.peer import output, seeders
@@ -408,6 +424,7 @@ def run_get(args) -> int:
     config = options.build(PeerConfig, _file_values(args, "get"), args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir))
+    args.limit_s = config.timeout_s
     check_sources(config)
     config = located(config, os.environ)
     _check_daemon_address(args)
@@ -640,8 +657,10 @@ def _hand_off(args, config, headers, deadline: Optional[_Deadline]):
                 args.daemon, "it does not know the token in %s" % token_file if daemon.token
                 else "its token file %s cannot be read here" % token_file))
         return None
+    # What is left of --timeout: the daemon answers (saying how far it got) before our
+    # own deadline ends the process.
     request = HandoffRequest(args.url, os.path.abspath(args.output), args.digest, headers,
-                             args.filter, args.identifier, config.timeout_s or None)
+                             args.filter, args.identifier, _within(deadline, config.timeout_s) or None)
     wait_s = config.timeout_s + 30 if config.timeout_s > 0 else 24 * 3600.0
     if deadline:
         deadline.arm()

@@ -93,6 +93,11 @@ class Cache:
             raise entry.error
         return self.lookup(key) or entry.path
 
+    def filling(self, key: str) -> Optional[Filling]:
+        """The fill in flight for `key`, if one is."""
+        with self._lock:
+            return self._fills.get(key)
+
     def begin(self, key: str, fill: Fill, fresh_for_s: float = 0.0) -> Union[str, Filling]:
         """The path of `key` when cached; else the fill in flight for it, started on a thread
         of its own (fill(path, filling)) unless another request started it already."""

@@ -74,6 +74,7 @@ from dfly.protocol.pieces import piece_count, piece_range
 from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.task import split_filters, task_id
+from dfly.protocol.units import received
 from dfly.scrub import piece_is_good
 from dfly.supernode.app import RunningSupernode
 from dfly.supernode.client import SupernodeClient, SupernodeDown
@@ -338,7 +339,7 @@ class RunningDaemon:
 
         follow = {"on_storage": on_storage}
         if filling is not None:
-            follow.update(sequential=sequential, cancel=filling.cancel)
+            follow.update(sequential=sequential, cancel=filling.cancel, progress=filling.progressed)
         try:
             result = self.p2p.download(url, path, digest=digest, headers=headers, filters=filters,
                                        identifier=identifier, **follow)
@@ -381,7 +382,9 @@ class RunningDaemon:
             path = self.cache.obtain(key, fill, wait_s,
                                      fresh_for_s=0.0 if req.digest else self.config.proxy_fresh_for_s)
         except errors.DownloadTimeout:   # the fill goes on for the cache; the output stays untouched
-            raise errors.DownloadTimeout("download timed out after %s" % human_duration(wait_s))
+            flight = self.cache.filling(key)
+            raise errors.DownloadTimeout("download timed out after %s" % (
+                received(*flight.received) if flight else human_duration(wait_s)))
         _copy_out(path, req.output)
         result = filled.get("result")
         if result is None:   # another request's download, or the cache

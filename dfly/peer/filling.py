@@ -46,6 +46,11 @@ class Filling:
         self.storage = None       # the PieceFile being written (path, length, piece_size, held, cond)
         self.done = False
         self.error: Optional[BaseException] = None
+        self.received: Tuple[int, Optional[int]] = (0, None)   # (bytes so far, of how many)
+
+    def progressed(self, done: int, total: Optional[int], split=None) -> None:
+        """The filler's progress callback: how far it got, for a waiter that gives up."""
+        self.received = (done, total)
 
     def publish(self, storage) -> None:
         """The filler writes `storage` now (a first file, or a new one after a failure)."""

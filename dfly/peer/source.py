@@ -50,6 +50,7 @@ class _Reader:
         self.on_bytes = on_bytes
         self.clock = clock
         self.deadline = deadline
+        self.total: Optional[int] = None   # the file's length, once known: for a timeout's words
 
     def open(self, extra: Optional[Dict[str, str]] = None):
         # Imported here, not at the top: a get through a supernode never needs
@@ -79,7 +80,7 @@ class _Reader:
         try:
             chunk = response.read(size)
         except Exception as e:   # socket errors, IncompleteRead
-            _check_deadline(self.deadline, self.clock, offset)
+            _check_deadline(self.deadline, self.clock, offset, self.total)
             raise SourceError("origin transfer broke after %s: %s" % (received(offset, None), e))
         if chunk:
             self.on_bytes(len(chunk))
@@ -169,6 +170,7 @@ def _pieces(reader: _Reader, response, out: PieceFile, first: int, last: int,
             digests: Dict[int, str]) -> Optional[Tuple[str, bool]]:
     """Read pieces first..last from a 206 body into `out`, each checked against its
     digest where known; None when all were good, else why not."""
+    reader.total = out.length
     for num in range(first, last + 1):
         start, size = piece_range(num, out.length, out.piece_size)
         hasher, got = hashlib.sha256(), 0
@@ -191,6 +193,7 @@ def _whole(reader: _Reader, response, out: PieceFile) -> int:
     """Read a 200 answer from its first byte into `out`; the byte count."""
     length = response.headers.get("Content-Length")
     expected = out.expected_length = int(length) if length and length.isdigit() else None
+    reader.total = expected
     out.forget()
     offset = 0
     while True:
@@ -222,6 +225,6 @@ def _open(url: str, headers: Dict[str, str], timeout_s: float, deadline: Optiona
         raise
 
 
-def _check_deadline(deadline: Optional[float], clock, offset: int) -> None:
+def _check_deadline(deadline: Optional[float], clock, offset: int, total: Optional[int] = None) -> None:
     if deadline is not None and clock() >= deadline - 0.05:
-        raise DownloadTimeout("download timed out after %s from the source" % received(offset, None))
+        raise DownloadTimeout("download timed out after %s" % received(offset, total))

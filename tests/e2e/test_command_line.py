@@ -311,7 +311,7 @@ def test_timeout_from_the_source_ends_the_process_at_the_limit(pyz, origin, tmp_
     proc, elapsed = _timed_get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--rate-limit", "100K")
     line = one_line_error(proc, 5)
     assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
-    assert "MiB of 8.0 MiB" in line and "bytes" not in line, line
+    assert "(--timeout 2s) after " in line and "MiB of 8.0 MiB" in line and "bytes" not in line, line
     assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
 
 
@@ -605,7 +605,10 @@ def test_timeout_through_the_daemon_ends_the_process_at_the_limit_and_writes_not
     started = time.monotonic()
     proc = _handed(pyz, daemon, src.url, target, "--timeout", "%gs" % LIMIT_S)
     elapsed = time.monotonic() - started
-    one_line_error(proc, 5)
+    line = one_line_error(proc, 5)
+    # the daemon says how far its download got, in the words of every other path
+    assert re.search(r"download timed out \(--timeout 2s\) after [\d.]+ (B|KiB|MiB) of 2\.0 MiB$",
+                     line), line
     assert elapsed < LIMIT_S + SLACK_S, "--timeout 2s took %.1fs" % elapsed
     # the daemon finishes the download for its cache, and leaves the output alone
     wait_until(lambda: _daemon_stats(daemon)["downloads"] == 1, 30, message="the cache filled")
