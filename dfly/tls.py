@@ -58,8 +58,10 @@ class TLSOptions:
                          "makes is TLS (default with --tls-cert only: the system's CAs)",
                          metavar="FILE")
     tls_client_auth: str = option("none", "whether listeners ask clients for a certificate "
-                                  "(mutual TLS): none, optional (checked if shown) or require")
-    tls_min_version: str = option("1.2", "oldest TLS version accepted and offered: 1.2 or 1.3")
+                                  "(mutual TLS; optional: checked if shown)",
+                                  choices=("none", "optional", "require"))
+    tls_min_version: str = option("1.2", "oldest TLS version accepted and offered",
+                                  choices=("1.2", "1.3"))
     tls_ciphers: str = option("", "OpenSSL cipher string for TLS 1.2 (TLS 1.3 keeps OpenSSL's "
                               "suites: Python cannot set them)", metavar="CIPHERS")
     tls_server_name: str = option("", "name every supernode and peer certificate carries; checked "

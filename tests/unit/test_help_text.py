@@ -44,7 +44,8 @@ def test_each_command_help_has_a_description_exit_codes_and_plain_metavars(comma
     text = _help(command)
     assert cli.COMMANDS[command][0][1:] in " ".join(text.split())
     assert "exit codes: 0 " in text
-    for word in ("MAX_CONNECTIONS", "PARALLEL", "DATA_DIR", "PEERS", "WAVES", "IDENTIFIER", "LOG_LEVEL"):
+    for word in ("MAX_CONNECTIONS", "PARALLEL", "DATA_DIR", "PEERS", "WAVES", "IDENTIFIER", "LOG_LEVEL",
+                 " VALUE"):
         assert word not in text, (command, word)
     assert "['" not in text and "21474836480" not in text and "300.0" not in text, text
     for line in text.splitlines():
@@ -56,6 +57,7 @@ def test_defaults_choices_and_required_read_as_a_user_types_them():
     assert "(default: 20G)" in supernode and "(default: 20G)" in daemon
     assert "(default: 5m)" in get.replace("\n", " ")
     assert "{debug,info,warning,error}" in supernode and "{debug,info,warning,error}" in daemon
+    assert "--tls-client-auth {none,optional,require}" in get and "--tls-min-version {1.2,1.3}" in get
     usage = bench.split("\n\n")[0]
     assert "--supernode HOST:PORT" in usage and "[--supernode" not in usage
     assert "(default: p2p /blobs/sha256:[0-9a-f]{64})" in " ".join(daemon.split())
