@@ -419,6 +419,8 @@ def _get(args) -> int:
     from dfly.sources.config import SourceOptions, source_options_of
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
+    if output.descriptor_of(args.output) == 1:   # -o /dev/stdout is -o -: the pipe, not a file
+        args.output = "-"
     if args.output != "-":
         output.resolve(args.output)   # a directory: one line, nothing started
     config = options.build(PeerConfig, _file_values(args, "get"), args)
@@ -445,7 +447,9 @@ def _get(args) -> int:
     deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
     # Source settings on this command line are this process's: a daemon reads sources its own way.
     own_sources = source_options_of(config) != SourceOptions()
-    in_process = to_stdout or args.no_daemon or own_sources or trace is not None
+    # (a descriptor named by its path, /dev/fd/63, is ours: the daemon has its own)
+    in_process = (to_stdout or args.no_daemon or own_sources or trace is not None
+                  or output.descriptor_of(args.output) is not None)
     handed = None if in_process else _hand_off(args, config, headers, deadline)
     if handed is not None:
         if deadline:

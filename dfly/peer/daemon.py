@@ -676,6 +676,9 @@ class BadOutput(errors.LocalIOError):
 def check_output(output: str) -> None:
     """Before any download: the output's folder must exist and be writable by the daemon,
     which is the caller's user (it read the token); the daemon creates no folder."""
+    if out_rules.descriptor_of(output) is not None:
+        raise BadOutput("output %s names a descriptor of the caller's process, which the daemon "
+                        "cannot write: download in that process" % output)
     folder = os.path.dirname(output)
     if not os.path.isdir(folder):
         raise BadOutput("output directory %s does not exist" % folder)

@@ -6,18 +6,37 @@ it points to is replaced (atomically, there) and the link stays a link. A
 character or block device, a FIFO or a socket is written to in order, as `-o -`
 writes stdout, and never replaced: `-o /dev/null` must not turn the host's
 /dev/null into a regular file. A directory is an error before anything starts.
+A path naming one of this process's descriptors (/dev/stdout, /dev/fd/63 from a
+shell's `>(...)`, /proc/self/fd/N) is written through that descriptor, as it is
+open (a pipe, a file opened for appending), never looked up and replaced.
 Used by `dfly get` in its own process and by the daemon's hand-off.
 """
 import os
+import re
 import stat
-from typing import BinaryIO, Tuple
+from typing import BinaryIO, Optional, Tuple
 
 from dfly import errors
+
+_NAMED_DESCRIPTORS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_DESCRIPTOR_PATH = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d{1,6})")
+
+
+def descriptor_of(path: str) -> Optional[int]:
+    """The descriptor of this process that `path` names (/dev/stdout, /dev/fd/N,
+    /proc/self/fd/N), or None."""
+    path = os.path.abspath(path)
+    if path in _NAMED_DESCRIPTORS:
+        return _NAMED_DESCRIPTORS[path]
+    found = _DESCRIPTOR_PATH.fullmatch(path)
+    return int(found.group(1)) if found else None
 
 
 def resolve(path: str) -> Tuple[str, bool]:
     """(the path to write, True when it is written to in order rather than replaced).
     LocalIOError for a directory or a path that cannot be looked at."""
+    if descriptor_of(path) is not None:
+        return os.path.abspath(path), True
     target = os.path.realpath(os.path.abspath(path))
     try:
         mode = os.stat(target).st_mode
@@ -38,7 +57,10 @@ def temp_name(target: str, tag: str) -> str:
 def open_in_order(target: str, shown: str) -> BinaryIO:
     """`target` (a device, FIFO...) opened for writing: never created, never truncated.
     A FIFO waits here for its reader, as it does for curl."""
+    fd = descriptor_of(target)
     try:
+        if fd is not None:   # as it is open: its offset, its append mode
+            return os.fdopen(os.dup(fd), "wb")
         return os.fdopen(os.open(target, os.O_WRONLY), "wb")
     except OSError as e:
         raise errors.LocalIOError("cannot write %s: %s" % (shown, e.strerror or e))

@@ -116,6 +116,45 @@ def test_get_into_a_directory_is_one_line_and_fetches_nothing(pyz, origin, tmp_p
     assert os.listdir(str(folder)) == [] and origin.requests("f.bin") == 0
 
 
+@pytest.mark.time_limit(90)
+def test_get_into_dev_stdout_or_an_inherited_descriptor_writes_through_it(pyz, origin, daemon, tmp_path):
+    data = content(2 * MiB, seed=16)
+    src = origin.add("f.bin", data)
+    argv = [sys.executable, pyz, "get", src.url, "--no-daemon", "--seed-for", "0",
+            "--data-dir", str(tmp_path / "data"), "-o"]
+    piped = subprocess.run(argv + ["/dev/stdout"], capture_output=True, timeout=TIMEOUT_S)
+    assert piped.returncode == 0 and piped.stdout == data, piped.stderr
+    log = tmp_path / "log"   # `>> log`: what it held stays, the bytes come after
+    log.write_bytes(b"earlier lines\n")
+    with open(str(log), "ab") as appended:
+        proc = subprocess.run(argv + ["/dev/stdout"], stdout=appended, stderr=subprocess.PIPE,
+                              timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_bytes() == b"earlier lines\n" + data
+    # a shell's `-o >(sha256sum)`: /dev/fd/N of a pipe, even with a daemon running to hand to
+    for flags in (["--no-daemon"], _via_daemon(daemon)):
+        read_end, write_end = os.pipe()
+        received = []
+        reader = threading.Thread(target=_read_to_end, args=(read_end, received), name="fd-reader",
+                                  daemon=True)
+        reader.start()
+        try:
+            proc = subprocess.run([sys.executable, pyz, "get", src.url, "-o", "/dev/fd/%d" % write_end,
+                                   "--seed-for", "0", "--data-dir", str(tmp_path / "data")] + flags,
+                                  pass_fds=(write_end,), capture_output=True, timeout=TIMEOUT_S)
+        finally:
+            os.close(write_end)
+        reader.join(TIMEOUT_S)
+        assert proc.returncode == 0, (flags, proc.stderr)
+        assert received == [data], flags
+    assert leftovers(str(tmp_path)) == []
+
+
+def _read_to_end(fd: int, into: list) -> None:
+    with os.fdopen(fd, "rb") as f:
+        into.append(f.read())
+
+
 # ordinary mistakes: one line, the documented exit code, never a traceback --------------
 
 @pytest.fixture()

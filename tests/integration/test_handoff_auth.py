@@ -89,6 +89,19 @@ def test_a_missing_output_directory_is_a_clear_error_before_any_download(origin,
     assert not os.path.exists(str(downloads / "no"))
 
 
+@pytest.mark.time_limit(30)
+def test_a_handoff_naming_a_descriptor_of_the_caller_is_refused_before_any_download(
+        origin, daemons):
+    # /dev/stdout or a shell's /dev/fd/63 are the caller's: in the daemon they are its own
+    src = origin.add("fd.bin", content(MiB, seed=65))
+    running = daemons.start()
+    for named in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/2"):
+        with pytest.raises(errors.LocalIOError, match="names a descriptor"):
+            handoff_client(running).download(HandoffRequest(src.url, named), 10)
+        assert _post(running, named, src.url) == 400
+    assert origin.requests("fd.bin") == 0
+
+
 def test_the_token_file_is_for_the_daemons_user_only_and_goes_with_it(daemons):
     running = daemons.start()
     mode = stat.S_IMODE(os.stat(running.handoff_token_path).st_mode)
