@@ -32,6 +32,8 @@ _KINDS = {"BadOutput": errors.LocalIOError, "Unauthorized": errors.Forbidden,
           "DigestMismatch": errors.DigestMismatch, "DownloadTimeout": errors.DownloadTimeout,
           "LocalIOError": errors.LocalIOError, "P2PUnavailable": errors.P2PUnavailable,
           "Forbidden": errors.Forbidden, "UpstreamDown": errors.SourceError}
+_SAME_WORDS = {"BadOutput", "SourceError", "SourceDenied", "DigestMismatch", "DownloadTimeout",
+               "LocalIOError", "P2PUnavailable", "UpstreamDown"}
 
 
 def read_token(path: str) -> Optional[str]:
@@ -83,8 +85,12 @@ class DaemonClient:
         except ValueError:
             value = {"error": body[:200].decode("latin-1")}
         if status != 200 or not isinstance(value, dict):
-            kind = _KINDS.get(value.get("kind", "") if isinstance(value, dict) else "", errors.DflyError)
-            raise kind("daemon: %s" % (value.get("error") if isinstance(value, dict) else status))
+            name = value.get("kind", "") if isinstance(value, dict) else ""
+            kind = _KINDS.get(name, errors.DflyError)
+            text = value.get("error") if isinstance(value, dict) else status
+            # What went wrong with the download itself reads as it does when get downloads
+            # alone; the daemon's own refusals say they are the daemon's.
+            raise kind(("%s" if name in _SAME_WORDS and text else "daemon: %s") % (text,))
         fields = DownloadResult.__dataclass_fields__
         return DownloadResult(**{k: v for k, v in value.items() if k in fields})
 

@@ -519,15 +519,16 @@ def test_a_write_error_names_the_users_file_on_every_path(pyz, origin, supernode
 
 
 @pytest.mark.time_limit(60)
-def test_a_digest_mismatch_reads_the_same_on_every_path(pyz, origin, supernode, tmp_path):
+def test_a_digest_mismatch_reads_the_same_on_every_path(pyz, origin, supernode, daemon, tmp_path):
     src = origin.add("f.bin", content(1 * MiB, seed=14))
     wrong = "sha256:" + "0" * 64
     lines = {}
     for path, flags in {"alone": [], "supernode": ["--supernode", supernode.address]}.items():
         proc = get(pyz, src.url, tmp_path / "f.bin", tmp_path, "--digest", wrong, *flags)
         lines[path] = one_line_error(proc, 4)
+    lines["daemon"] = one_line_error(_handed(pyz, daemon, src.url, tmp_path / "f.bin", "--digest", wrong), 4)
     expected = "dfly: error: content does not match the expected digest %s (got %s)" % (wrong, src.digest)
-    assert lines == {"alone": expected, "supernode": expected}
+    assert lines == {"alone": expected, "supernode": expected, "daemon": expected}
     assert leftovers(str(tmp_path)) == [] and not (tmp_path / "f.bin").exists()
 
 
