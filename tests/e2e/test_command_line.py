@@ -289,6 +289,35 @@ def test_get_to_stdout_on_a_full_disk_is_one_line_exit_6(pyz, origin, tmp_path):
     assert "stdout" in line and "No space left" in line
 
 
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real filesystem with room for 1 MiB: a tmpfs mounted under tmp_path (root only)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, timeout=10)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % done.stderr.decode().strip())
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
+
+
+@pytest.mark.time_limit(60)
+def test_get_onto_a_full_filesystem_is_one_line_exit_6_and_leaves_nothing(pyz, origin, tmp_path,
+                                                                          tiny_disk):
+    src = origin.add("f.bin", content(3 * MiB, seed=17))
+    target = tiny_disk / "f.bin"
+    line = one_line_error(get(pyz, src.url, target, tmp_path), 6)
+    assert str(target) in line and "No space left" in line, line
+    assert os.listdir(str(tiny_disk)) == []
+    with open(str(tiny_disk / "out.bin"), "wb") as stdout:   # `-o - > FILE` on that disk
+        proc = subprocess.run([sys.executable, pyz, "get", src.url, "-o", "-", "--no-daemon",
+                               "--seed-for", "0", "--data-dir", str(tmp_path / "data")],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT_S)
+    line = one_line_error(proc, 6)
+    assert "stdout" in line and "No space left" in line, line
+
+
 def test_the_zipapp_code_names_its_files_as_inside_the_archive(pyz):
     """A traceback in a bug report points at dfly.pyz/dfly/..., not a temporary build folder."""
     with zipfile.ZipFile(pyz) as archive:
