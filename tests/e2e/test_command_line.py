@@ -184,6 +184,8 @@ def _mistakes(tmp_path, held: str, refused: str, supernode: str):
     # (the uploader starts once the supernode answered: it listens on the family it advertises)
     yield "get upload port in use", ["get", url, "-o", tmp_path / "o", "--supernode", supernode,
                                      "--upload-listen", held] + quick, 2
+    yield "get upload address not ours", ["get", url, "-o", tmp_path / "o", "--supernode", supernode,
+                                          "--upload-listen", "192.0.2.1:0"] + quick, 2
     yield "supernode address not ours", ["supernode", "--listen", "192.0.2.1:0",
                                          "--data-dir", tmp_path / "s"], 2
     yield "daemon address not ours", ["daemon", "--listen", "192.0.2.1:0",
