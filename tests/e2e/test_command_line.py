@@ -233,6 +233,7 @@ def _gossip_key(tmp_path) -> str:
     return str(path)
 
 
+@pytest.mark.time_limit(150)   # some 35 starts of the zipapp, one after another
 def test_every_command_start_refuses_an_ordinary_mistake_in_one_line(pyz, tmp_path, held_port,
                                                                       supernode):
     with refused_address() as (host, port):
