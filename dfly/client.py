@@ -24,8 +24,8 @@ from dfly.peer import output
 from dfly.peer.config import CLUSTER_FAILOVER_S, PeerConfig
 from dfly.peer.downloader import ByteSplit, P2PDownload, SupernodeFailed, SwarmStuck
 from dfly.peer.filling import servable_end
-from dfly.peer.progress import received
-from dfly.peer.source import Fill, download_from_source, fill_from_source, missing_runs
+from dfly.peer.progress import human_bytes, received
+from dfly.peer.source import Fill, download_from_source, fill_from_source
 from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.trace import NO_TRACE
 from dfly.peer.uploader import UploaderApp
@@ -532,9 +532,9 @@ class Client:
                                  job.bucket, counted, self.clock, job.deadline,
                                  self._source_access())
             return
-        runs = missing_runs(storage)
-        log.warning("fetching the %d missing pieces from the source (%d pieces came through P2P)",
-                    sum(last - first + 1 for first, last in runs), len(storage.held))
+        held = storage.held_bytes()
+        log.warning("fetching the missing %s of %s from the source (%s came through P2P)",
+                    human_bytes(storage.length - held), human_bytes(storage.length), human_bytes(held))
         fill_from_source(job.url, job.headers, storage, job.fill, self.config.piece_timeout_s,
                          job.bucket, counted, replaced, self.clock, job.deadline,
                          self._source_access())

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
-from dfly.peer.progress import received
+from dfly.peer.progress import human_bytes, received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
 from dfly.peer.trace import NO_TRACE
@@ -264,8 +264,8 @@ class P2PDownload:
                        "; it had changed once before" if storage.restarts else ""))
             with self._lock:
                 log.warning("the source of %s changed during the download: starting over on the "
-                            "new content (%d pieces held dropped)",
-                            self.register_request.url[:200], len(storage.held))
+                            "new content (%s held dropped)",
+                            self.register_request.url[:200], human_bytes(storage.held_bytes()))
                 storage.start_over(version)   # in-flight pieces of the old content now settle unused
                 self.split.replaced()   # what came of the old content is not in the file
                 self.fill.digests.clear()   # the new content's come with its assignments

@@ -102,6 +102,12 @@ class PieceFile:
             return None
         return piece_range(num, self.length, self.piece_size)
 
+    def held_bytes(self) -> int:
+        """How many bytes the held pieces add up to."""
+        if self.length is None or not self.piece_size:
+            return 0
+        return sum(piece_range(n, self.length, self.piece_size)[1] for n in self.held)
+
     def contiguous_bytes(self) -> int:
         """How many bytes from the start are held without a gap."""
         if not self.piece_size:

@@ -8,6 +8,7 @@ from the 13-60 s these faults used to cost, not fast from slow.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,7 +173,13 @@ def test_a_get_whose_only_supernode_dies_fetches_just_the_missing_pieces_from_th
     # a window's shuffled order) and the tail, never one per piece.
     held = summary["bytes_from_supernode"] // PIECE
     assert len(mine) <= 8 < SIZE // PIECE - held, (len(mine), held)
-    assert "missing pieces from the source" in err
+    # in human units, adding up: "fetching the missing 20.0 MiB of 32.0 MiB from the source
+    # (12.0 MiB came through P2P)"
+    said = re.search(r"fetching the missing ([\d.]+) MiB of ([\d.]+) MiB from the source "
+                     r"\(([\d.]+) MiB came through P2P\)", err)
+    assert said, err
+    missing, total, came = (float(n) for n in said.groups())
+    assert total == SIZE / MiB and abs(missing + came - total) < 0.1, said.group(0)
 
 
 @pytest.mark.time_limit(90)
