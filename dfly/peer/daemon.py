@@ -385,7 +385,7 @@ class RunningDaemon:
             flight = self.cache.filling(key)
             raise errors.DownloadTimeout("download timed out after %s" % (
                 received(*flight.received) if flight else human_duration(wait_s)))
-        _copy_out(path, req.output)
+        _copy_out(path, req.output, wait_s - (time.monotonic() - started))
         result = filled.get("result")
         if result is None:   # another request's download, or the cache
             with self._lock:
@@ -706,13 +706,14 @@ def write_secret(path: str, secret: str) -> None:
         raise
 
 
-def _copy_out(path: str, output: str) -> None:
+def _copy_out(path: str, output: str, wait_s: float) -> None:
     """Copy the cached file to `output` as `dfly get` would write it (peer/output.py): via a
-    temporary name beside the file (a symlink's target), or in order into a device or FIFO.
+    temporary name beside the file (a symlink's target), or in order into a device or FIFO
+    (whose reader is waited for `wait_s` at most: the get that asked has gone by then).
     A copy, not a link: a user editing the output in place must not change what peers get."""
     target, in_order = out_rules.resolve(output)
     if in_order:
-        out = out_rules.open_in_order(target, output)
+        out = out_rules.open_in_order(target, output, max(0.0, wait_s))
         try:
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):

@@ -11,12 +11,15 @@ shell's `>(...)`, /proc/self/fd/N) is written through that descriptor, as it is
 open (a pipe, a file opened for appending), never looked up and replaced.
 Used by `dfly get` in its own process and by the daemon's hand-off.
 """
+import errno
 import os
 import re
 import stat
+import time
 from typing import BinaryIO, Optional, Tuple
 
 from dfly import errors
+from dfly.peer.progress import human_duration
 
 _NAMED_DESCRIPTORS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 _DESCRIPTOR_PATH = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d{1,6})")
@@ -54,16 +57,42 @@ def temp_name(target: str, tag: str) -> str:
     return os.path.join(os.path.dirname(target), ".%s.%s.dfly-part" % (os.path.basename(target), tag))
 
 
-def open_in_order(target: str, shown: str) -> BinaryIO:
+def open_in_order(target: str, shown: str, wait_s: Optional[float] = None) -> BinaryIO:
     """`target` (a device, FIFO...) opened for writing: never created, never truncated.
-    A FIFO waits here for its reader, as it does for curl."""
+    A FIFO waits here for its reader, as it does for curl; with `wait_s`, that long at
+    most (DownloadTimeout then: the daemon, which must not hang on a reader that never
+    comes after the get that asked gave up)."""
     fd = descriptor_of(target)
     try:
         if fd is not None:   # as it is open: its offset, its append mode
             return os.fdopen(os.dup(fd), "wb")
+        if wait_s is not None and stat.S_ISFIFO(os.stat(target).st_mode):
+            return os.fdopen(_open_fifo_within(target, shown, wait_s), "wb")
         return os.fdopen(os.open(target, os.O_WRONLY), "wb")
     except OSError as e:
         raise errors.LocalIOError("cannot write %s: %s" % (shown, e.strerror or e))
+
+
+FIFO_POLL_S = 0.05
+
+
+def _open_fifo_within(target: str, shown: str, wait_s: float) -> int:
+    """The FIFO opened for writing once a reader has it open (a non-blocking open fails
+    with ENXIO until then), then made blocking again for the writes."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        if time.monotonic() >= deadline:
+            raise errors.DownloadTimeout("download timed out: nothing read from %s within %s"
+                                         % (shown, human_duration(wait_s)))
+        time.sleep(FIFO_POLL_S)   # no event says a reader came: poll, bounded by wait_s
+    os.set_blocking(fd, True)
+    return fd
 
 
 def write(out: BinaryIO, data: bytes, shown: str) -> None:

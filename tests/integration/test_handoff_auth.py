@@ -102,6 +102,24 @@ def test_a_handoff_naming_a_descriptor_of_the_caller_is_refused_before_any_downl
     assert origin.requests("fd.bin") == 0
 
 
+@pytest.mark.time_limit(30)
+def test_a_handoff_into_a_fifo_nobody_reads_gives_up_with_the_get_and_writes_nothing_later(
+        origin, daemons, downloads):
+    src = origin.add("fifo.bin", content(MiB, seed=66))
+    running = daemons.start()
+    fifo = str(downloads / "pipe")
+    os.mkfifo(fifo)
+    with pytest.raises(errors.DownloadTimeout, match="nothing read from %s" % fifo):
+        handoff_client(running).download(HandoffRequest(src.url, fifo, timeout_s=1.0), 10)
+    # The daemon stopped waiting for a reader: one coming now finds no writer (an empty
+    # read, at once), not a daemon thread still blocked in open() that writes the file.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(reader, 65536) == b""
+    finally:
+        os.close(reader)
+
+
 def test_the_token_file_is_for_the_daemons_user_only_and_goes_with_it(daemons):
     running = daemons.start()
     mode = stat.S_IMODE(os.stat(running.handoff_token_path).st_mode)
