@@ -95,7 +95,8 @@ def _supernode_options(sn: argparse.ArgumentParser) -> None:
 
 def _get_options(get: argparse.ArgumentParser) -> None:
     from dfly.peer.config import PeerConfig
-    get.add_argument("url", help="source URL (http or https)")
+    get.add_argument("url", metavar="URL", help="source URL: http, https, ftp, ftps, s3, or file "
+                     "(under a --source-file-root)")
     get.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write; - for stdout")
     get.add_argument("--digest", metavar="sha256:HEX", help="expected digest of the whole file")
     get.add_argument("--header", action="append", default=[], metavar="'K: V'",
@@ -149,7 +150,8 @@ def _daemon_options(daemon: argparse.ArgumentParser) -> None:
 
 def _bench_options(bench: argparse.ArgumentParser) -> None:
     from dfly.bench.config import BenchConfig
-    bench.add_argument("url", help="source URL (http or https) every simulated peer downloads")
+    bench.add_argument("url", metavar="URL", help="source URL every simulated peer downloads "
+                       "(any scheme the supernode reads)")
     bench.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     bench.add_argument("--config", metavar="FILE", help="settings file (JSON; TOML on Python 3.11+)")
     options.add_arguments(bench, BenchConfig)

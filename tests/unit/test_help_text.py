@@ -2,6 +2,7 @@
 lists, choices, metavars that say what a flag takes, required settings required."""
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_each_command_help_has_a_description_exit_codes_and_plain_metavars(comma
                  " VALUE"):
         assert word not in text, (command, word)
     assert "['" not in text and "21474836480" not in text and "300.0" not in text, text
+    assert "(http or https)" not in text, "ftp, s3 and file sources are read too"
+    assert not re.search(r"^  [a-z_]+  ", text, re.M), "positional arguments are named as metavars"
     for line in text.splitlines():
         assert line.count("(repeatable)") <= 1
 
