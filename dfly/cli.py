@@ -421,6 +421,8 @@ def _get(args) -> int:
     from dfly.sources.config import SourceOptions, source_options_of
 
     args.url = normalize_url(args.url)   # a URL that cannot be made valid: exit 2, nothing started
+    if not args.output:
+        raise ValueError("-o needs a file name, or - for stdout")
     if output.descriptor_of(args.output) == 1:   # -o /dev/stdout is -o -: the pipe, not a file
         args.output = "-"
     if args.output != "-":

@@ -40,6 +40,8 @@ def resolve(path: str) -> Tuple[str, bool]:
     LocalIOError for a directory or a path that cannot be looked at."""
     if descriptor_of(path) is not None:
         return os.path.abspath(path), True
+    if path.endswith(os.sep):   # abspath would drop the slash, and a file would be made there
+        raise errors.LocalIOError("%s is a directory; give -o a file name" % path)
     target = os.path.realpath(os.path.abspath(path))
     try:
         mode = os.stat(target).st_mode

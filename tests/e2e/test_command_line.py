@@ -113,6 +113,10 @@ def test_get_into_a_directory_is_one_line_and_fetches_nothing(pyz, origin, tmp_p
     folder.mkdir()
     line = one_line_error(get(pyz, src.url, folder, tmp_path), 6)
     assert "is a directory" in line
+    # a folder not there yet, named as one: not a file made under its name
+    line = one_line_error(get(pyz, src.url, str(tmp_path / "new") + "/", tmp_path), 6)
+    assert "is a directory" in line and not (tmp_path / "new").exists()
+    assert "-o needs a file name" in one_line_error(get(pyz, src.url, "", tmp_path), 2)
     assert os.listdir(str(folder)) == [] and origin.requests("f.bin") == 0
 
 
