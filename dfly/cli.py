@@ -24,11 +24,13 @@ PROCESS_START = time.monotonic()   # (about) when this process started: `get --t
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    started = time.monotonic()   # what `get --timeout` counts from
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)
     with_file = any(a == "--config" or a.startswith("--config=") for a in argv)
     parser = build_parser(only=named if named in COMMANDS else None, with_file=with_file)
     args = parser.parse_args(argv)
+    args.started = started
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -448,7 +450,7 @@ def _get(args) -> int:
     if not to_stdout:
         _check_output(os.path.abspath(args.output))
     trace = _trace_for(args, config)
-    deadline = _Deadline(config.timeout_s, bar) if config.timeout_s > 0 else None
+    deadline = _Deadline(config.timeout_s, bar, args.started) if config.timeout_s > 0 else None
     # Source settings on this command line are this process's: a daemon reads sources its own way.
     own_sources = source_options_of(config) != SourceOptions()
     # (a descriptor named by its path, /dev/fd/63, is ours: the daemon has its own)
@@ -573,9 +575,9 @@ class _Deadline:
     on (a slow piece in flight, a supernode, the daemon), its partial files removed first."""
     GRACE_S = 0.3
 
-    def __init__(self, limit_s: float, bar) -> None:
+    def __init__(self, limit_s: float, bar, started: float) -> None:
         self.limit_s, self.bar = limit_s, bar
-        self.started = PROCESS_START   # the user counts from the command, not from here
+        self.started = started   # the user counts from the command, not from here
         self.client = None
         self.done, self.total = 0, None
         self._lock = threading.Lock()
