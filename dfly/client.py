@@ -138,8 +138,9 @@ class Client:
             return self._download_in_order(url, target, path, digest=digest, headers=headers,
                                            filters=filters, identifier=identifier, progress=progress,
                                            trace=trace)
-        temp = output.temp_name(target, _random_hex(8))
-        storage = PieceFile(temp, shown=path)
+        output.remove_stale_parts(target)   # left by a killed get of the same file
+        temp, fd = output.create_part(target, _random_hex(8), path)
+        storage = PieceFile(temp, shown=path, fd=fd)
         self._partial.add(temp)
         try:
             if on_storage is not None:

@@ -723,8 +723,9 @@ def _copy_out(path: str, output: str, wait_s: float) -> None:
             raise
         out_rules.close(out, output)
         return
-    temp = out_rules.temp_name(target, uuid.uuid4().hex[:8])
-    try:
+    out_rules.remove_stale_parts(target)
+    temp, fd = out_rules.create_part(target, uuid.uuid4().hex[:8], output)
+    try:   # `fd` keeps the part locked (no sweep takes it) while copyfile writes it by name
         shutil.copyfile(path, temp)
         os.replace(temp, target)
     except OSError as e:
@@ -733,6 +734,8 @@ def _copy_out(path: str, output: str, wait_s: float) -> None:
         except OSError:
             pass
         raise errors.LocalIOError("cannot write %s: %s" % (output, e.strerror or e))
+    finally:
+        os.close(fd)
 
 
 def start(config: DaemonConfig, data_dir: str) -> RunningDaemon:

@@ -10,8 +10,14 @@ A path naming one of this process's descriptors (/dev/stdout, /dev/fd/63 from a
 shell's `>(...)`, /proc/self/fd/N) is written through that descriptor, as it is
 open (a pipe, a file opened for appending), never looked up and replaced.
 Used by `dfly get` in its own process and by the daemon's hand-off.
+
+A temporary file is locked (flock) by its writer from creation until it is
+closed, so the lock dies with a killed writer: before writing, the parts of
+the same target that nobody holds (left by a SIGKILLed get or a crash) are
+removed, and parts still being written are left alone.
 """
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -57,6 +63,68 @@ def resolve(path: str) -> Tuple[str, bool]:
 def temp_name(target: str, tag: str) -> str:
     """The temporary name beside `target` its bytes are written under until complete."""
     return os.path.join(os.path.dirname(target), ".%s.%s.dfly-part" % (os.path.basename(target), tag))
+
+
+PART_TAG = re.compile(r"[0-9a-f]{1,32}\Z")
+CREATE_TRIES = 8   # another try only when a sweep took the new file before its lock did
+
+
+def create_part(target: str, tag: str, shown: str) -> Tuple[str, int]:
+    """(path, fd) of a new temporary file beside `target`, locked for as long as `fd`
+    is open. `tag` (hex) makes the name; a retry adds to it."""
+    for attempt in range(CREATE_TRIES):
+        path = temp_name(target, tag + ("%x" % attempt if attempt else ""))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:
+            raise errors.LocalIOError("cannot write %s: %s" % (shown, e.strerror or e))
+        fcntl.flock(fd, fcntl.LOCK_EX)   # waits only while a sweep holds this very file
+        if _same_file(path, fd):
+            return path, fd
+        os.close(fd)   # a sweep took it between open and lock: it is gone, take another name
+    raise errors.LocalIOError("cannot write %s: its temporary files keep disappearing" % shown)
+
+
+def remove_stale_parts(target: str) -> int:
+    """Remove the temporary files of `target` whose writer is gone (nobody holds their
+    lock); the number removed. Never fails: a part it cannot judge is left."""
+    folder, base = os.path.split(target)
+    prefix, suffix = ".%s." % base, ".dfly-part"
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(suffix) \
+                and PART_TAG.match(name[len(prefix):-len(suffix)]):
+            removed += _remove_if_unheld(os.path.join(folder, name))
+    return removed
+
+
+def _remove_if_unheld(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not (_same_file(path, fd) and stat.S_ISREG(os.fstat(fd).st_mode)):
+            return 0
+        os.remove(path)
+        return 1
+    except OSError:   # held: a download under way; or already gone
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        there, held = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
 
 
 def open_in_order(target: str, shown: str, wait_s: Optional[float] = None) -> BinaryIO:

@@ -17,14 +17,18 @@ from dfly.protocol.pieces import piece_count, piece_range
 
 
 class PieceFile:
-    def __init__(self, path: str, truncate: bool = True, shown: str = ""):
-        """`shown`: the name errors give (the user's file, not its temporary name)."""
+    def __init__(self, path: str, truncate: bool = True, shown: str = "", fd: Optional[int] = None):
+        """`shown`: the name errors give (the user's file, not its temporary name);
+        `fd`: `path` already open (output.create_part's), taken over."""
         self.path = path
         self.shown = shown or path
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
-        except OSError as e:
-            raise LocalIOError("cannot write %s: %s" % (self.shown, e.strerror or e))
+        if fd is not None:
+            self.fd = fd
+        else:
+            try:
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
+            except OSError as e:
+                raise LocalIOError("cannot write %s: %s" % (self.shown, e.strerror or e))
         self.length: Optional[int] = None
         self.expected_length: Optional[int] = None   # the source's Content-Length, for progress
         self.piece_size = 0
