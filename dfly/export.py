@@ -124,7 +124,7 @@ def _media_type(body: bytes, sent: str) -> str:
     """The manifest's own mediaType, else what the registry said (as walk() decides)."""
     try:
         kind = json.loads(body.decode("utf-8")).get("mediaType")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         kind = None
     return kind if isinstance(kind, str) and kind else sent
 

@@ -213,7 +213,7 @@ def _load(body: bytes, name: str) -> dict:
         raise BadArchive("%s is over %d bytes" % (name, MAX_DOCUMENT_BYTES))
     try:
         doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):   # [[[[... nested past the stack
         raise BadArchive("%s is not JSON" % name)
     if not isinstance(doc, dict):
         raise BadArchive("%s is not a JSON object" % name)

@@ -240,7 +240,7 @@ def walk(body: bytes, media_type: str, platforms: Tuple[str, ...] = ()) -> Walke
         raise BadManifest("manifest over %d bytes" % MAX_MANIFEST_BYTES)
     try:
         doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):   # [[[[... nested past the stack
         raise BadManifest("the registry's manifest is not JSON")
     if not isinstance(doc, dict):
         raise BadManifest("the registry's manifest is not a JSON object")
