@@ -10,7 +10,7 @@ request's method, path and body, so a sniffed one cannot be reused for another
 call; its timestamp must be within WINDOW_S of the receiver's clock, and its
 nonce is remembered for as long as the timestamp is acceptable, so it cannot be
 replayed either. Replies are not signed: on a network where an attacker sits
-in the path, TLS (planned, issue 15) is the answer, for peers as well.
+in the path, TLS (dfly/tls.py) is the answer, for peers as well.
 """
 import hashlib
 import hmac
