@@ -269,3 +269,50 @@ def _get_body(address, path):
     reply = exchange(address, request("GET", path, [("Connection", "close")]), 15.0)
     assert status_of(reply) == 200, reply[:300]
     return reply.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.time_limit(120)
+def test_a_fuzzed_supernodes_preheat_publish_and_operations_endpoints_stay_up_and_leak_nothing(
+        origin, supernode_factory, canary, tmp_path):
+    """The endpoints behind a bearer token (Harbor's preheats, publish, the operations
+    views), fuzzed with the right token so mutants reach past it, and polls."""
+    tokens = {}
+    for name in ("preheat", "ops"):
+        tokens[name] = secrets.token_hex(16)
+        (tmp_path / name).write_text(tokens[name] + "\n")
+    supernode = supernode_factory(preheat_token_file=str(tmp_path / "preheat"),
+                                  ops_token_file=str(tmp_path / "ops"), source_timeout_s=2.0)
+    address = _address(supernode.address)
+    src = origin.add("published.bin", content(MiB + 11, seed=16))
+    json_type = ("Content-Type", "application/json")
+    harbor = [("Authorization", "Bearer " + tokens["preheat"]), json_type]
+    ops = [("Authorization", "Bearer " + tokens["ops"])]
+    v1 = json.dumps({"type": "file", "url": src.url, "headers": {"X-A": "b"}}).encode()
+    v2 = json.dumps({"type": "preheat", "args": {"type": "file", "url": src.url, "scope": "single_peer",
+                                                 "filtered_query_params": "sig"}}).encode()
+    manifest = "http://127.0.0.1:%d/v2/team/app/manifests/latest" % origin.address[1]
+    image = json.dumps({"type": "image", "url": manifest, "platform": "linux/amd64"}).encode()
+    publish = json.dumps({"url": src.url, "type": "file"}).encode()
+    seeds = [
+        request("GET", "/_ping"), request("GET", "/api/v1/_ping"), request("GET", "/healthy"),
+        request("POST", "/preheats", harbor, v1), request("POST", "/api/v1/preheats", harbor, image),
+        request("GET", "/preheats/1", harbor), request("POST", "/oapi/v1/jobs", harbor, v2),
+        request("GET", "/oapi/v1/jobs/2", harbor), request("POST", "/preheats", [json_type], v1),
+        request("POST", "/v1/publications", harbor, publish),
+        request("GET", "/v1/publications?subscriber=d-1&topics=*,%s&after=0&wait=0" % src.url),
+        request("GET", "/v1/publications?subscriber=d-2&topics=127.0.0.1*&after=1"),
+        request("GET", "/v1/subscriptions", ops), request("GET", "/metrics", ops),
+        request("GET", "/metrics"), request("GET", "/dashboard", ops), request("GET", "/v1/dashboard", ops),
+    ] + traversals(canary[0], str(tmp_path / "supernode"), ["/preheats/{}", "/oapi/v1/jobs/{}", "/{}"])
+    for seed in seeds:   # once as sent: workers and pools started before threads are counted
+        assert status_of(exchange(address, seed, 5.0)) is not None, seed
+    threads, fds = thread_count(), open_fds()
+    report = Fuzzer(seeds, canary[1], 6 + RNG_OFFSET, MAX_REQUESTS, MAX_SECONDS).fuzz(address)
+    assert report.sent >= 50, report
+    assert report.findings == [], "\n".join(report.findings[:10])
+    assert report.statuses.get(200, 0) + report.statuses.get(208, 0) > report.sent // 20, report.statuses
+    # a poll waits at most 30 s (a mutant may ask for that): its thread ends then
+    wait_until(lambda: thread_count() <= threads, timeout=SETTLE_S + 30, message="threads back")
+    wait_until(lambda: open_fds() <= fds, timeout=SETTLE_S, message="open files back")
+    reply = exchange(address, request("GET", "/metrics", ops + [("Connection", "close")]), 5.0)
+    assert status_of(reply) == 200 and b"Traceback" not in reply
