@@ -2,9 +2,12 @@
 daemon with cluster certificates (trustme) download one file correctly, partly
 from each other; gets without a certificate, with an expired one or with one of
 another CA are refused at the handshake (one line, exit 10); the supernode
-serves a rotated certificate after SIGHUP without a restart."""
+serves a rotated certificate after SIGHUP without a restart; real curl reads
+no piece from a get's uploader (its detached seeder) without a certificate or
+with one of another CA, and gets 403 with a cluster certificate but no token."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +128,40 @@ def test_a_detached_seeder_serves_its_pieces_over_mtls(pyz, tmp_path, cluster):
     stdout, stderr = second.communicate(timeout=TIMEOUT_S)
     assert second.returncode == 0, stderr
     assert json.loads(stdout)["bytes_from_peers"] > 0   # only the first get's seeder holds pieces
+
+
+def _curl(*args):
+    return subprocess.run([shutil.which("curl"), "-sS", "-o", os.devnull, "-w", "%{http_code}"]
+                          + list(args), capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.time_limit(120)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_reads_no_piece_from_a_zipapp_uploader_without_a_certificate_nor_without_a_token(
+        pyz, tmp_path, cluster):
+    origin, digest, certs, supernode = cluster
+    first = _get(pyz, tmp_path, "first.bin", origin.url("f.bin"), supernode.address, "--digest", digest,
+                 "--no-daemon", "--seed-for", "60s", tls=certs.mtls("first"))
+    stdout, stderr = first.communicate(timeout=TIMEOUT_S)
+    data = str(tmp_path / "data-first.bin")
+    try:
+        assert first.returncode == 0, stderr
+        task_id = json.loads(stdout)["task_id"]
+        listing = subprocess.run([sys.executable, pyz, "seeders", "--json", "--data-dir", data],
+                                 capture_output=True, text=True, timeout=30)
+        port = json.loads(listing.stdout)["port"]
+        piece = "https://127.0.0.1:%d/v1/tasks/%s/pieces/0" % (port, task_id)
+        member, stranger = certs.host("member"), certs.mtls("stranger", other_ca=True)
+
+        anonymous = _curl("--cacert", certs.ca, piece)
+        assert anonymous.returncode != 0 and anonymous.stdout == "000", anonymous   # the handshake
+        foreign = _curl("--cacert", certs.ca, "--cert", stranger["tls_cert"], "--key", stranger["tls_key"],
+                        piece)
+        assert foreign.returncode != 0 and foreign.stdout == "000", foreign
+        for url in (piece, piece + "?peer=someone"):   # a certificate is not a schedule
+            untokened = _curl("--cacert", certs.ca, "--cert", member["tls_cert"], "--key",
+                              member["tls_key"], url)
+            assert untokened.stdout == "403", untokened
+    finally:
+        subprocess.run([sys.executable, pyz, "seeders", "--stop", "--data-dir", data],
+                       capture_output=True, timeout=30)
