@@ -14,14 +14,21 @@ how many TLS handshakes it served; set against the pieces it served (one
 request each), that is the handshakes per piece (1.0 would be a connection per
 piece; kept-alive connections make it a few per get, whatever the file size).
 Client CPU (user + system, GNU time) and the supernode's CPU during each single
-get show what TLS costs on either end.
+get show what TLS costs on either end. Handshake cost: --handshakes fresh mutual
+TLS connections to the TLS supernode (a full handshake each: its listeners send
+no session tickets), wall time and the supernode's CPU per handshake, and what
+that adds per piece with the reuse measured above, against one handshake per
+piece.
 
     python3 bench/tls.py             # 1 GiB single and 8 x 256 MiB swarm, 3 runs each
     python3 bench/tls.py --quick     # 128 MiB single and 8 x 32 MiB swarm, 1 run each
+    python3 bench/tls.py --only-handshakes   # the handshake cost alone (seconds)
 """
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -72,7 +79,15 @@ def main() -> int:
     p.add_argument("--swarm-size", type=harness.parse_size, help="swarm's file (default 256M; quick 32M)")
     p.add_argument("--peers", type=int, default=8, help="concurrent gets in the swarm (default 8)")
     p.add_argument("--timeout", type=float, default=600, help="bound on one download, seconds")
+    p.add_argument("--handshakes", type=int, default=200, help="fresh handshakes timed (default 200)")
+    p.add_argument("--only-handshakes", action="store_true", help="time handshakes only, no gets")
     args = p.parse_args()
+    if args.only_handshakes:
+        with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
+            cost = handshake_cost(ws, make_certs(ws.dir("certs")), args.handshakes)
+        print_handshake_cost(cost, None)
+        harness.save(args, NAME, {"handshake_cost": cost})
+        return 0
     size = args.size or (128 * MiB if args.quick else 1 << 30)
     swarm_size = args.swarm_size or (32 * MiB if args.quick else 256 * MiB)
     runs = args.runs or (1 if args.quick else 3)
@@ -88,11 +103,14 @@ def main() -> int:
         swarm = run_swarm(ws, nginx, nginx.url("swarm.bin"), swarm_size, wants["swarm.bin"], tls,
                           runs, args)
         nginx.stop()
+        cost = handshake_cost(ws, tls, args.handshakes)
 
     summary = summarize(single, swarm, size, swarm_size, args.peers)
     print_summary(summary, size, swarm_size, args.peers, runs)
+    print_handshake_cost(cost, summary)
     harness.save(args, NAME, {"size": size, "swarm_size": swarm_size, "peers": args.peers,
-                              "runs": runs, "summary": summary, "single": single, "swarm": swarm})
+                              "runs": runs, "summary": summary, "single": single, "swarm": swarm,
+                              "handshake_cost": cost})
     return 0 if summary["all_verified"] else 1
 
 
@@ -201,6 +219,47 @@ def summarize(single, swarm, size, swarm_size, peers) -> dict:
     s["target_ratio"] = TARGET_RATIO
     s["target_met"] = min(s["single_ratio"], s["swarm_ratio"]) >= TARGET_RATIO
     return s
+
+
+def handshake_cost(ws, tls, count: int) -> dict:
+    """`count` fresh mutual TLS handshakes with a TLS supernode, one after another."""
+    supernode = harness.Supernode(ws, "handshakes", extra=flags(tls))
+    host, port = supernode.address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=tls["--tls-ca"])
+    context.load_cert_chain(tls["--tls-cert"], tls["--tls-key"])
+    harness.settle()
+    walls = []
+    server_cpu = harness.process_cpu_s(supernode.proc.pid)
+    client_cpu = time.thread_time()
+    for _ in range(count):
+        began = time.perf_counter()
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as conn:
+                version = conn.version()
+        walls.append(time.perf_counter() - began)
+    client_cpu = time.thread_time() - client_cpu
+    server_cpu = harness.process_cpu_s(supernode.proc.pid) - server_cpu
+    supernode.stop()
+    return {"count": count, "version": version, "wall_ms_median": harness.median(walls) * 1e3,
+            "client_cpu_ms": client_cpu / count * 1e3, "supernode_cpu_ms": server_cpu / count * 1e3}
+
+
+def print_handshake_cost(cost, s) -> None:
+    print("  handshake cost (%d fresh mutual %s handshakes, loopback): %.2f ms wall (median), "
+          "CPU %.2f ms client, %.2f ms supernode" % (cost["count"], cost["version"],
+                                                      cost["wall_ms_median"], cost["client_cpu_ms"],
+                                                      cost["supernode_cpu_ms"]))
+    if s and s["single_handshakes_per_piece"]:
+        gets = s["single_handshakes"] / s["single_handshakes_per_get"]
+        pieces = s["single_pieces_served"] / gets
+        cpu_ms = cost["client_cpu_ms"] + cost["supernode_cpu_ms"]
+        for label, count in (("connections reused (measured)", s["single_handshakes_per_get"]),
+                             ("one handshake a piece", pieces)):
+            print("  single get, %s: %.0f handshakes, %.1f ms of handshake wall (%.2f%% of the get's "
+                  "%.2f s), %.1f CPU-ms on both ends" % (
+                      label, count, count * cost["wall_ms_median"],
+                      100 * count * cost["wall_ms_median"] / 1e3 / s["single_tls_s"], s["single_tls_s"],
+                      count * cpu_ms))
 
 
 def print_summary(s, size, swarm_size, peers, runs) -> None:
