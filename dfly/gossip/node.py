@@ -3,8 +3,10 @@
 One UDP socket and one TCP listener on the same address and port. One thread
 (selectors) reads UDP packets and runs the core's timers; each TCP exchange
 (a full-state push-pull: one framed packet each way) runs in a short thread of
-its own, at most MAX_TCP at once, so a slow or silent peer never stalls the
-probes. Every core call happens under one lock; packets are sealed and opened
+its own, at most MAX_TCP at once and MAX_TCP_PER_HOST from one client host,
+each frame read within TCP_DEADLINE_S of its start (a peer trickling bytes
+cannot hold a slot for good), so a slow or silent peer never stalls the
+probes, nor one host every push-pull. Every core call happens under one lock; packets are sealed and opened
 by dfly/gossip/wire.py (dropped packets are only counted: a forger learns
 nothing). TCP frames: 4-byte big-endian length, then the sealed packet.
 """
@@ -26,12 +28,16 @@ from dfly.protocol.address import address_family, format_address, plain_ip
 log = logging.getLogger("dfly.gossip")
 
 MAX_TCP = 8
-TCP_TIMEOUT_S = 5.0
+MAX_TCP_PER_HOST = 2
+TCP_TIMEOUT_S = 5.0      # each read
+TCP_DEADLINE_S = 30.0    # a whole frame (1 MiB at most: ~35 KB/s at the least)
 UDP_MAX_BYTES = 65507
 FRAME = struct.Struct(">I")
 
 
 class GossipNode:
+    tcp_deadline_s = TCP_DEADLINE_S
+
     def __init__(self, name: str, bind: Tuple[str, int], advertise_host: str, meta: Dict,
                  config: SwimConfig, keyring: Keyring, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, tls_client=None, tls_server=None):
@@ -47,6 +53,8 @@ class GossipNode:
         self.opener = Opener(keyring)
         self._tls_client, self._tls_server = tls_client, tls_server
         self._tcp_slots = threading.BoundedSemaphore(MAX_TCP)
+        self._tcp_hosts: Dict[str, int] = {}   # client host -> push-pulls it has open here
+        self._hosts_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gossip", daemon=True)
@@ -181,7 +189,7 @@ class GossipNode:
                 with socket.create_connection(send.addr, timeout=TCP_TIMEOUT_S) as raw:
                     conn = self._wrap_client(raw, send.addr[0])
                     conn.sendall(FRAME.pack(len(packet)) + packet)
-                    reply = _read_frame(conn)
+                    reply = _read_frame(conn, time.monotonic() + self.tcp_deadline_s)
                 if reply:
                     self._dispatch(self._take(reply, tuple(send.addr)))
             except (OSError, ValueError) as e:
@@ -196,16 +204,17 @@ class GossipNode:
             conn, src = self._tcp.accept()
         except OSError:
             return
-        if not self._tcp_slots.acquire(blocking=False):
+        if not self._take_slot(src[0]):
             self._count("tcp_busy")
             conn.close()
             return
 
         def run():
             try:
+                deadline = time.monotonic() + self.tcp_deadline_s
                 conn.settimeout(TCP_TIMEOUT_S)
                 wrapped = self._wrap_server(conn)
-                data = _read_frame(wrapped)
+                data = _read_frame(wrapped, deadline)
                 for send in self._take(data, (plain_ip(src[0]), src[1])) if data else []:
                     reply = self._sealer.seal(send.msg, self.wall())
                     wrapped.sendall(FRAME.pack(len(reply)) + reply)
@@ -214,8 +223,24 @@ class GossipNode:
                 log.debug("gossip push-pull from %s failed: %s", format_address(*src[:2]), e)
             finally:
                 conn.close()
-                self._tcp_slots.release()
+                self._give_slot(src[0])
         threading.Thread(target=run, name="gossip-sync-in", daemon=True).start()
+
+    def _take_slot(self, host: str) -> bool:
+        with self._hosts_lock:
+            if self._tcp_hosts.get(host, 0) >= MAX_TCP_PER_HOST:
+                return False
+            if not self._tcp_slots.acquire(blocking=False):
+                return False
+            self._tcp_hosts[host] = self._tcp_hosts.get(host, 0) + 1
+            return True
+
+    def _give_slot(self, host: str) -> None:
+        with self._hosts_lock:
+            left = self._tcp_hosts.pop(host) - 1
+            if left:
+                self._tcp_hosts[host] = left
+            self._tcp_slots.release()
 
     def _wrap_client(self, raw, host):
         return self._tls_client.wrap_socket(raw, server_hostname=host) if self._tls_client else raw
@@ -227,17 +252,21 @@ class GossipNode:
         self.counters[name] = self.counters.get(name, 0) + 1
 
 
-def _read_frame(conn) -> bytes:
-    head = _read_exactly(conn, FRAME.size)
+def _read_frame(conn, deadline: float) -> bytes:
+    head = _read_exactly(conn, FRAME.size, deadline)
     (size,) = FRAME.unpack(head)
     if size > MAX_PACKET_BYTES:
         raise ValueError("frame of %d bytes" % size)
-    return _read_exactly(conn, size)
+    return _read_exactly(conn, size, deadline)
 
 
-def _read_exactly(conn, size: int) -> bytes:
+def _read_exactly(conn, size: int, deadline: float) -> bytes:
     chunks, left = [], size
     while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ValueError("frame not read within its deadline")
+        conn.settimeout(min(TCP_TIMEOUT_S, remaining))
         chunk = conn.recv(min(left, 65536))
         if not chunk:
             raise ValueError("connection closed mid-frame")

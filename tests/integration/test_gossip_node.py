@@ -1,9 +1,10 @@
 """Gossip members on real UDP and TCP sockets on loopback (dfly/gossip/node.py)."""
 import socket
+import threading
 
 import pytest
 
-from dfly.gossip.node import GossipNode
+from dfly.gossip.node import MAX_TCP, GossipNode
 from dfly.gossip.swim import ALIVE, DEAD, LEFT, SwimConfig
 from dfly.gossip.wire import Keyring
 from tests.helpers import wait_until
@@ -113,3 +114,42 @@ def test_push_pull_runs_over_tls_and_a_plain_member_cannot_join_a_tls_one(start,
     finally:
         for node in nodes + [plain]:
             node.stop(leave=False)
+
+
+def _trickler(address, stop, source="127.0.0.2"):
+    """A push-pull client from another loopback address that sends a frame header
+    claiming 1000 bytes, then one byte every 0.2 s until `stop` (or the member hangs up)."""
+    conn = socket.create_connection(address, timeout=5, source_address=(source, 0))
+    conn.sendall(b"\0\0\x03\xe8")
+    closed = threading.Event()
+
+    def run():
+        try:
+            while not stop.wait(0.2):
+                conn.sendall(b"x")
+        except OSError:   # the member hung up (a reset)
+            pass
+        closed.set()
+    threading.Thread(target=run, name="trickler", daemon=True).start()
+    return conn, closed
+
+
+@pytest.mark.time_limit(60)
+def test_one_host_trickling_push_pulls_neither_holds_every_slot_nor_any_for_good(start):
+    seed = GossipNode("n0", ("127.0.0.1", 0), "127.0.0.1", {"v": 1}, QUICK, KEY)
+    seed.tcp_deadline_s = 2.0
+    seed.start([])
+    stop = threading.Event()
+    held = []
+    try:
+        held = [_trickler(seed.address, stop) for _ in range(MAX_TCP)]
+        friend = start("n1", join=seed)   # its join is a push-pull from 127.0.0.1
+        wait_until(lambda: _states(seed).get("n1") == ALIVE and _states(friend).get("n0") == ALIVE,
+                   timeout=10, message="the friend joined while another host trickled")
+        wait_until(lambda: all(closed.is_set() for _, closed in held), timeout=15,
+                   message="every trickling push-pull cut off at its deadline")
+    finally:
+        stop.set()
+        for conn, _ in held:
+            conn.close()
+        seed.stop(leave=False)
