@@ -112,7 +112,7 @@ class Client:
         self._listener: Optional[Listener] = None
         self._seeded: Dict[str, str] = {}      # task id -> supernode address
         self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
-        self._temp_files = []                  # streamed downloads still being seeded
+        self._temp_files = []                  # streamed downloads still being seeded: (path, lock fd)
         self._source_credentials = source_credentials
         self._partial = set()                  # files of downloads under way (see abandon)
         self.last_result: Optional[DownloadResult] = None
@@ -188,7 +188,12 @@ class Client:
         url = normalize_url(url)
         tmp_dir = os.path.join(self.data_dir, "peer", "tmp")
         _makedirs(tmp_dir)
-        storage = PieceFile(os.path.join(tmp_dir, _random_hex(32) + ".part"))
+        output.remove_unheld(tmp_dir, ".part")   # left by a killed get -o -
+        tag = _random_hex(32)
+        path, fd = output.create_locked(
+            lambda attempt: os.path.join(tmp_dir, tag + ("%x" % attempt if attempt else "") + ".part"),
+            "a temporary file in %s" % tmp_dir)
+        storage = PieceFile(path, fd=fd)
         self._partial.add(storage.path)
         outcome: Dict[str, object] = {}
         cancel = threading.Event()
@@ -214,14 +219,16 @@ class Client:
             cancel.set()
             worker.join()
             self._partial.discard(storage.path)
+            lock = os.dup(storage.fd)   # the file stays locked (no sweep takes it) while kept
             storage.close()
             if complete:
                 self.last_result = outcome["result"]
                 self._after_download(self.last_result.task_id, storage)
             if complete and self.last_result.task_id in self._seeded:
-                self._temp_files.append(storage.path)
+                self._temp_files.append((storage.path, lock))
             else:
                 self._discard(storage)
+                os.close(lock)
 
     def close(self) -> None:
         """Stop serving pieces and tell the supernodes this peer is gone."""
@@ -233,7 +240,9 @@ class Client:
         if listener is not None:
             listener.stop()
         while self._temp_files:
-            _remove(self._temp_files.pop())
+            path, lock = self._temp_files.pop()
+            _remove(path)
+            os.close(lock)
 
     def claim_upload_address(self) -> None:
         """For a long-running program (the daemon): an upload address that cannot be

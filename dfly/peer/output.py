@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import time
-from typing import BinaryIO, Optional, Tuple
+from typing import BinaryIO, Callable, Optional, Tuple
 
 from dfly import errors
 from dfly.peer.progress import human_duration
@@ -72,8 +72,15 @@ CREATE_TRIES = 8   # another try only when a sweep took the new file before its 
 def create_part(target: str, tag: str, shown: str) -> Tuple[str, int]:
     """(path, fd) of a new temporary file beside `target`, locked for as long as `fd`
     is open. `tag` (hex) makes the name; a retry adds to it."""
+    return create_locked(lambda attempt: temp_name(target, tag + ("%x" % attempt if attempt else "")),
+                         shown)
+
+
+def create_locked(name_for: Callable[[int], str], shown: str) -> Tuple[str, int]:
+    """(path, fd) of a new file named `name_for(attempt)`, locked (flock) for as long as
+    `fd` (or a dup of it) is open. LocalIOError when it cannot be created."""
     for attempt in range(CREATE_TRIES):
-        path = temp_name(target, tag + ("%x" % attempt if attempt else ""))
+        path = name_for(attempt)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as e:
@@ -83,6 +90,16 @@ def create_part(target: str, tag: str, shown: str) -> Tuple[str, int]:
             return path, fd
         os.close(fd)   # a sweep took it between open and lock: it is gone, take another name
     raise errors.LocalIOError("cannot write %s: its temporary files keep disappearing" % shown)
+
+
+def remove_unheld(folder: str, suffix: str) -> int:
+    """Remove the files named *`suffix` in `folder` that nobody holds locked (temporary
+    files of writers that are gone); the number removed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    return sum(_remove_if_unheld(os.path.join(folder, n)) for n in names if n.endswith(suffix))
 
 
 def remove_stale_parts(target: str) -> int:

@@ -14,8 +14,7 @@ TIMEOUT_S = 60
 def _get(pyz, url, target, data_dir):
     return subprocess.Popen([sys.executable, pyz, "get", url, "-o", str(target), "--no-daemon",
                              "--data-dir", str(data_dir), "--seed-for", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(data_dir))
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(data_dir))
 
 
 def _stop(proc):
@@ -50,6 +49,44 @@ def test_a_part_left_by_a_killed_get_is_removed_by_the_next_get_of_that_file(pyz
         assert done.returncode == 0, done.stderr
         assert sha256_file(str(target)) == fine.sha256
         assert leftovers(str(out)) == [live_part]   # a part being written is not stale
+        assert writing.poll() is None
+    finally:
+        _stop(killed)
+        if writing is not None:
+            _stop(writing)
+
+
+def _stream_parts(data_dir):
+    folder = data_dir / "peer" / "tmp"
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part")) if folder.is_dir() else []
+
+
+@pytest.mark.time_limit(90)
+def test_a_stream_left_by_a_killed_get_to_stdout_is_removed_by_the_next_one(pyz, origin, tmp_path):
+    """`-o -` writes its pieces to a temporary file in the data dir first."""
+    stalled = origin.add("stalled.bin", content(4 * MiB, seed=63))
+    origin.fault("stalled.bin", stall_after=MiB + 5)
+    fine = origin.add("fine.bin", content(MiB + 9, seed=64))
+    data = tmp_path / "data"
+    data.mkdir()
+    killed = _get(pyz, stalled.url, "-", data)
+    writing = None
+    try:
+        wait_until(lambda: len(_stream_parts(data)) == 1 and origin.arrived("stalled.bin") == 1,
+                   timeout=30, message="the first stream's file")
+        killed.kill()
+        killed.wait(timeout=TIMEOUT_S)
+        (dead,) = _stream_parts(data)
+        writing = _get(pyz, stalled.url, "-", data)   # removes the dead file, stays alive
+        wait_until(lambda: _stream_parts(data) not in ([], [dead]), timeout=30,
+                   message="the dead file replaced by the second stream's")
+        (live,) = _stream_parts(data)
+        done = subprocess.run([sys.executable, pyz, "get", fine.url, "-o", "-", "--no-daemon",
+                               "--data-dir", str(data), "--seed-for", "0"],
+                              capture_output=True, timeout=TIMEOUT_S, cwd=str(data))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == fine.data
+        assert _stream_parts(data) == [live]   # a stream being written is not stale
         assert writing.poll() is None
     finally:
         _stop(killed)
