@@ -168,6 +168,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":   # "GET /path": a reply without status or headers
             self.send_error(400, "HTTP/0.9 requests are not accepted")
             return False
+        if malformed_headers(self.headers):
+            self.close_connection = True
+            self.send_error(400, "malformed header line (whitespace before ':', no ':', "
+                                 "not ASCII, or folded)")
+            return False
         return True
 
     def do_GET(self):
@@ -330,6 +335,15 @@ class Handler(BaseHTTPRequestHandler):
         if cached[0] != now:
             cached = Handler._date = (now, super().date_time_string(now))
         return cached[1]
+
+
+def malformed_headers(headers) -> bool:
+    """A header line HTTP forbids: the stdlib ends the header block at one it cannot
+    read (`Content-Length : 5`, a line without a colon, a non-ASCII name), dropping
+    every header after it, and keeps a folded line's CRLF in the value. Another proxy
+    reading them otherwise sees another request: RFC 9112 says refuse with 400."""
+    return bool(headers.defects) or any("\r" in v or "\n" in v for v in headers.values()
+                                        if isinstance(v, str))
 
 
 def content_length(headers) -> Optional[int]:

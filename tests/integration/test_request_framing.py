@@ -2,8 +2,9 @@
 reads where a request ends, and how it answers what is not HTTP at all.
 
 A Content-Length that Python's int() reads but HTTP does not ("1_0", "+5")
-or one given twice is how a request is smuggled past a proxy that reads
-it the other way: refused with 400. Errors the stdlib raises itself (a request
+or one given twice, and a header line HTTP forbids (whitespace before the
+colon, no colon, a folded line), are how a request is smuggled past a proxy
+that reads it the other way: refused with 400. Errors the stdlib raises itself (a request
 line that does not parse, an unknown method, HTTP/0.9) are answered like every
 other error: a status line and a JSON body, never bare HTML."""
 import json
@@ -52,6 +53,12 @@ BAD_LENGTHS = [
     ("twice, different", b"Content-Length: 10\r\nContent-Length: 0\r\n"),
     ("twice, the same", b"Content-Length: 10\r\nContent-Length: 10\r\n"),
     ("empty", b"Content-Length: \r\n"),
+    # a header line the stdlib cannot read ends its header block silently: the
+    # Content-Length after it was lost and the body read as the next request
+    ("space before the colon", b"Content-Length : 10\r\n"),
+    ("a line without a colon", b"X-Junk\r\nContent-Length: 10\r\n"),
+    ("a non-ASCII header name", b"X-\xc3\xa9: a\r\nContent-Length: 10\r\n"),
+    ("a folded line", b"X-A: b\r\n Transfer-Encoding: chunked\r\nContent-Length: 10\r\n"),
 ]
 
 
