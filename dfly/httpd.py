@@ -171,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         if malformed_headers(self.headers):
             self.close_connection = True
             self.send_error(400, "malformed header line (whitespace before ':', no ':', "
-                                 "not ASCII, or folded)")
+                                 "not ASCII, or folded) or two Host headers")
             return False
         return True
 
@@ -340,10 +340,11 @@ class Handler(BaseHTTPRequestHandler):
 def malformed_headers(headers) -> bool:
     """A header line HTTP forbids: the stdlib ends the header block at one it cannot
     read (`Content-Length : 5`, a line without a colon, a non-ASCII name), dropping
-    every header after it, and keeps a folded line's CRLF in the value. Another proxy
-    reading them otherwise sees another request: RFC 9112 says refuse with 400."""
-    return bool(headers.defects) or any("\r" in v or "\n" in v for v in headers.values()
-                                        if isinstance(v, str))
+    every header after it, and keeps a folded line's CRLF in the value; two Host
+    headers name two hosts. Another proxy reading them otherwise sees another
+    request: RFC 9112 says refuse with 400."""
+    return bool(headers.defects) or len(headers.get_all("Host") or ()) > 1 \
+        or any("\r" in v or "\n" in v for v in headers.values() if isinstance(v, str))
 
 
 def content_length(headers) -> Optional[int]:

@@ -59,6 +59,7 @@ BAD_LENGTHS = [
     ("a line without a colon", b"X-Junk\r\nContent-Length: 10\r\n"),
     ("a non-ASCII header name", b"X-\xc3\xa9: a\r\nContent-Length: 10\r\n"),
     ("a folded line", b"X-A: b\r\n Transfer-Encoding: chunked\r\nContent-Length: 10\r\n"),
+    ("two Host headers", b"Host: y\r\nContent-Length: 10\r\n"),   # which one routes, checks?
 ]
 
 
