@@ -10,6 +10,10 @@ redirect goes to http or https only (urllib would also follow one to ftp://).
 With a SourcePolicy (the supernode's), every URL, the first and each
 redirect's, is judged before it is opened, and every connection is judged by
 the address it reached (after DNS) before anything is sent on it.
+
+Every source request (and each redirect of it) carries SOURCE_FETCH_HEADER: a
+dfly listener trusts callers on its own host as its operator, and must not
+trust a dfly process that was merely told to fetch from it (SSRF read-back).
 """
 import urllib.error
 import urllib.request
@@ -21,6 +25,7 @@ from dfly.protocol.redact import shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+SOURCE_FETCH_HEADER = "X-Dfly-Source-Fetch"
 # Where a redirect may lead: never to ftp:// or file://, whatever else dfly reads.
 REDIRECT_SCHEMES = ("http", "https")
 
@@ -119,6 +124,7 @@ def urlopen(request: urllib.request.Request, timeout: float, policy: Optional[So
     """urllib.request.urlopen, but credentials never follow a redirect to another host;
     with `policy`, every URL and every connection is judged by it (SourceDenied);
     `context`: the TLS context https sources are checked with (None: the system's)."""
+    request.add_header(SOURCE_FETCH_HEADER, "1")   # last: no caller's header replaces it
     if policy is None and context is None:
         return _OPENER.open(request, timeout=timeout)
     if policy is not None:

@@ -38,6 +38,7 @@ from dfly.errors import NotFound
 from dfly.httpd import Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import piecetoken, preheat, signing
 from dfly.protocol.messages import PEER_SECRET_HEADER
+from dfly.protocol.redirects import SOURCE_FETCH_HEADER
 from dfly.protocol.signing import SignedCall
 from dfly.supernode import dashboard
 from dfly.supernode.preheat import Preheater
@@ -197,7 +198,11 @@ def _signed(request: Request) -> SignedCall:
 
 
 def _local(request: Request) -> bool:
-    """Is the caller on the supernode's own host (its operator)? Task URLs are shown to it."""
+    """Is the caller on the supernode's own host (its operator)? Task URLs are shown to it.
+    Not a dfly process fetching a source it was told to (this supernode, made to fetch its
+    own listing for a stranger)."""
+    if request.headers.get(SOURCE_FETCH_HEADER) is not None:
+        return False
     try:
         return ipaddress.ip_address(request.client[0]).is_loopback
     except ValueError:

@@ -1,0 +1,58 @@
+"""A supernode made to fetch its own API as a source (a registered URL, or a
+redirect to one) is a caller like any other there: the listing it gets shows no
+task URLs and the dashboard feed no URLs nor peer addresses. Its requests come
+from its own host, which the listings trust as the operator, so without the
+mark every source fetch carries, anyone who may register a URL read back what
+only the operator sees (found probing the listing as an attacker would)."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from helpers import MiB, content
+
+SECRET_NAME = "quarterly-report-unreleased.bin"
+
+
+@pytest.fixture
+def redirect_to():
+    """127.0.0.1:PORT/anything -> 302 to the URL set as .target."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", server.target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.time_limit(60)
+def test_a_supernode_fetching_its_own_listing_gets_what_a_stranger_gets(
+        origin, supernode_factory, client_factory, downloads, redirect_to):
+    supernode = supernode_factory()
+    src = origin.add(SECRET_NAME, content(MiB, seed=71))
+    operator = client_factory([supernode.address], seed_for_s=30)
+    operator.download(src.url + "?token=abc", str(downloads / "report.bin"))
+    attacker = client_factory([supernode.address])
+    api = "http://%s" % supernode.address
+    redirect_to.target = api + "/v1/dashboard"
+    fetched = {}
+    for name, url in (("listing", api + "/v1/tasks"), ("task", api + "/v1/tasks/%s"
+                                                        % operator.last_result.task_id),
+                      ("dashboard via a redirect", "http://127.0.0.1:%d/x" % redirect_to.server_address[1])):
+        result = attacker.download(url, str(downloads / "stolen"))
+        assert result.via == "p2p"   # the supernode fetched it, from its own host
+        fetched[name] = (downloads / "stolen").read_text()
+    for name, text in fetched.items():
+        assert SECRET_NAME not in text, (name, text[:500])
+    assert json.loads(fetched["listing"])["tasks"][0]["url"] is None
+    assert "127.0.0.1:%d" % operator.uploader_address[1] not in fetched["dashboard via a redirect"]
