@@ -85,7 +85,10 @@ def create_locked(name_for: Callable[[int], str], shown: str) -> Tuple[str, int]
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as e:
             raise errors.LocalIOError("cannot write %s: %s" % (shown, e.strerror or e))
-        fcntl.flock(fd, fcntl.LOCK_EX)   # waits only while a sweep holds this very file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)   # waits only while a sweep holds this very file
+        except OSError:   # a filesystem without locks: no sweep takes anything there either
+            return path, fd
         if _same_file(path, fd):
             return path, fd
         os.close(fd)   # a sweep took it between open and lock: it is gone, take another name
