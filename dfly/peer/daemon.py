@@ -73,6 +73,7 @@ from dfly.protocol.messages import ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count, piece_range
 from dfly.protocol.proxyrules import parse_rules
 from dfly.protocol.ratelimit import TokenBucket
+from dfly.protocol.redirects import SOURCE_FETCH_HEADER
 from dfly.protocol.task import split_filters, task_id
 from dfly.protocol.units import received
 from dfly.scrub import piece_is_good
@@ -154,7 +155,9 @@ class DaemonApp:
         ops_view(request, self.daemon.ops_token)   # read-only: the page, or its feed
         if request.path == "/dashboard":
             return Response(200, dashboard_page.DAEMON_PAGE.encode(), dict(dashboard_page.HEADERS))
-        return Response.json(daemon_dashboard.feed(self.daemon, authorised=_loopback(request.client[0])))
+        # a dfly program fetching a source (a supernode told to fetch this) is no operator
+        authorised = _loopback(request.client[0]) and request.headers.get(SOURCE_FETCH_HEADER) is None
+        return Response.json(daemon_dashboard.feed(self.daemon, authorised=authorised))
 
 
 def ops_view(request: FrontRequest, ops_token: str) -> None:

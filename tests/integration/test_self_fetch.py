@@ -4,6 +4,7 @@ task URLs and the dashboard feed no URLs nor peer addresses. Its requests come
 from its own host, which the listings trust as the operator, so without the
 mark every source fetch carries, anyone who may register a URL read back what
 only the operator sees (found probing the listing as an attacker would)."""
+import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,3 +57,23 @@ def test_a_supernode_fetching_its_own_listing_gets_what_a_stranger_gets(
         assert SECRET_NAME not in text, (name, text[:500])
     assert json.loads(fetched["listing"])["tasks"][0]["url"] is None
     assert "127.0.0.1:%d" % operator.uploader_address[1] not in fetched["dashboard via a redirect"]
+
+
+@pytest.mark.time_limit(60)
+def test_a_supernode_fetching_a_daemons_dashboard_on_its_host_gets_no_proxy_targets(
+        origin, supernode_factory, daemons, client_factory, downloads):
+    supernode = supernode_factory()
+    src = origin.add(SECRET_NAME, content(1000, seed=72))
+    daemon = daemons.start(supernode=[supernode.address])
+    host, port = daemon.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)   # a user's proxied request
+    try:
+        conn.request("GET", src.url)
+        assert conn.getresponse().read() == src.data
+    finally:
+        conn.close()
+    attacker = client_factory([supernode.address])
+    result = attacker.download("http://%s/v1/dashboard" % daemon.address, str(downloads / "stolen"))
+    assert result.via == "p2p"
+    feed = json.loads((downloads / "stolen").read_text())
+    assert feed["traffic"]["recent"] and SECRET_NAME not in json.dumps(feed)
