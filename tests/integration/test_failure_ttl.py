@@ -5,11 +5,13 @@ import threading
 import time
 
 import pytest
-from helpers import MiB, content, sha256_file
+from helpers import MiB, content, sha256_file, wait_until
 from origin import Fault
 
 from dfly.errors import SourceError
 from dfly.httpd import Listener
+from dfly.protocol.messages import RegisterRequest
+from dfly.supernode.client import SupernodeClient
 from dfly.supernode.config import SupernodeConfig
 from dfly.supernode.server import SupernodeApp
 from dfly.supernode.service import Supernode
@@ -62,7 +64,11 @@ def test_a_failed_source_is_not_fetched_again_within_the_failure_ttl(
     assert origin.requests("down.bin") == 1
 
     origin.heal("down.bin")          # the origin is fine again, but the failure is remembered
+    witness = silent_peer(supernode, origin.add("witness.bin", content(MiB, seed=42)).url)
     clock.advance(59.0)
+    wait_until(lambda: witness() == 0, timeout=10,
+               message="the janitor ran past the skew (it forgot a peer silent for 59 s)")
+    assert failed_tasks(supernode) == 1   # its pass 59 s after the failure kept it
     for name in ("second.bin", "third.bin"):
         with pytest.raises(SourceError):
             client_factory([supernode]).download(src.url, str(downloads / name))
@@ -73,3 +79,28 @@ def test_a_failed_source_is_not_fetched_again_within_the_failure_ttl(
     assert origin.requests("down.bin") == 2
     assert sha256_file(str(downloads / "later.bin")) == src.sha256
     assert result.via == "p2p" and result.bytes_from_source == 0
+
+
+def silent_peer(supernode, url):
+    """Register a peer on `url` that never speaks again; returns how many peers its
+    task has. The janitor forgets it after --peer-ttl (30 s): seeing it gone shows
+    that a janitor pass ran at the clock's new time."""
+    tid, _ = _ask(supernode, lambda c: c.register(RegisterRequest(url=url, peer_id="witness",
+                                                                  peer_port=9)))
+
+    def peers():
+        return sum(t["peers"] for t in _ask(supernode, SupernodeClient.tasks) if t["task_id"] == tid)
+    assert peers() == 1
+    return peers
+
+
+def failed_tasks(supernode):
+    return sum(t["state"] == "failed" for t in _ask(supernode, SupernodeClient.tasks))
+
+
+def _ask(supernode, call):
+    client = SupernodeClient(supernode, timeout_s=10)
+    try:
+        return call(client)
+    finally:
+        client.close()
