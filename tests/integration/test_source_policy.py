@@ -82,8 +82,11 @@ def test_the_same_origin_and_redirect_are_fetched_when_not_denied(
     src = inner_origin.add("blob", content(MiB, seed=2))
     redirector.target = "http://127.0.0.2:%d" % inner_origin.address[1]
     client = client_factory([supernode.address])
-    client.download("http://127.0.0.1:%d/blob" % redirector.server_address[1], str(tmp_path / "out"))
+    result = client.download("http://127.0.0.1:%d/blob" % redirector.server_address[1],
+                             str(tmp_path / "out"))
     assert sha256_file(str(tmp_path / "out")) == src.sha256
+    # The supernode followed the redirect under its policy: the client never went to the source.
+    assert (result.via, result.bytes_from_source, result.bytes_from_supernode) == ("p2p", 0, src.size)
 
 
 def test_a_name_resolving_to_a_denied_address_is_refused_after_dns_before_sending(
