@@ -94,3 +94,63 @@ def test_export_and_import_commands_carry_an_image(pyz, tmp_path):
     assert "import: 1 images (2 blobs) and 0 files" in done.stderr
     cached = os.listdir(os.path.join(daemon_dir, "daemon", "cache"))
     assert sorted(cached) == sorted(d.replace(":", "-") for d in image.blob_sizes)
+
+
+def _nothing_at(folder, name: str) -> None:
+    """No archive, part, or temporary file of `name` is left in `folder`."""
+    assert [n for n in os.listdir(str(folder)) if name in n] == []
+
+
+@pytest.mark.time_limit(120)
+def test_export_exits_2_5_6_7_and_9_as_users_meet_them_leaving_nothing(pyz, origin, tmp_path):
+    """README's other `dfly export` codes, from the zipapp: a bad flag, a stalled
+    origin outlasting --timeout, an archive that cannot be written, no supernode
+    with --no-back-source, a source the supernode's policy denies."""
+    from helpers import refused_address
+    src = origin.add("tools.iso", content(2 * MiB, seed=92))
+    slow = origin.add("slow.iso", content(4 * MiB, seed=93))
+    origin.fault("slow.iso", stall_after=MiB + 5)    # sends a little, then nothing until stopped
+    data = ["--data-dir", str(tmp_path / "exporter")]
+    out = str(tmp_path / "out.tar")
+
+    _refused(_dfly(pyz, "export", src.url, "-o", out, "--part-size", "lots", *data), 2, "not a size")
+    _refused(_dfly(pyz, "export", slow.url, "-o", out, "--timeout", "2s", *data), 5, "timed out")
+    assert origin.arrived("slow.iso") == 1
+    _refused(_dfly(pyz, "export", src.url, "-o", str(tmp_path / "no" / "dir" / "out.tar"), *data),
+             6, str(tmp_path / "no"))
+    assert not (tmp_path / "no").exists()
+    with refused_address() as (host, port):
+        _refused(_dfly(pyz, "export", src.url, "-o", out, "--supernode", "%s:%d" % (host, port),
+                       "--no-back-source", *data), 7, "no supernode reachable")
+    denying = Process(pyz, "supernode", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "sn"),
+                      "--deny-source", "127.0.0.0/8")
+    try:
+        denied = _dfly(pyz, "export", src.url, "-o", out, "--supernode", denying.address, *data)
+    finally:
+        assert denying.stop() == 0
+    _refused(denied, 9, "source policy")
+    assert origin.arrived("tools.iso") == 0
+    _nothing_at(tmp_path, "out.tar")
+
+
+@pytest.mark.time_limit(90)
+def test_export_exits_4_when_a_blob_the_registry_sends_does_not_match_its_digest(pyz, tmp_path):
+    from registry import MISSING, Registry, build_image, push
+    if MISSING:
+        pytest.skip(MISSING)
+    registry = Registry(str(tmp_path / "registry"))
+    try:
+        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(300 << 10,), arches=("amd64",))
+        push(image, registry, "team/app")
+        layer = image.layers["amd64"][0][len("sha256:"):]
+        stored = tmp_path / "registry" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" \
+            / layer[:2] / layer / "data"
+        data = bytearray(stored.read_bytes())
+        data[1000] ^= 0xFF   # one byte flipped on the registry's disk, the length kept
+        stored.write_bytes(bytes(data))
+        out = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http",
+                    "-o", str(tmp_path / "app.tar"), "--data-dir", str(tmp_path / "exporter"))
+    finally:
+        registry.stop()
+    _refused(out, 4, layer[:12])
+    _nothing_at(tmp_path, "app.tar")
