@@ -38,10 +38,15 @@ def test_dfly_preheat_caches_a_file_and_exits_with_the_documented_codes(pyz, ori
                            "--token-file", str(token))
         refused = _preheat(pyz, src.url, "--supernode", supernode.address, "--token-file", str(wrong))
         bad = _preheat(pyz, "Not An Image", "--supernode", supernode.address, "--token-file", str(token))
+        slow = origin.add("slow.iso", content(3 * MiB, seed=82))
+        origin.fault("slow.iso", stall_after=MiB + 5)   # sends a little, then nothing until stopped
+        stalled = _preheat(pyz, slow.url, "--supernode", supernode.address, "--token-file", str(token),
+                           "--timeout", "2s")
     finally:
         assert supernode.stop() == 0
     for out, code, words in ((missing, 3, "404"), (refused, 1, "preheat token"),
-                             (bad, 2, "not an image reference")):
+                             (bad, 2, "not an image reference"),
+                             (stalled, 5, "not finished within 2s")):
         assert out.returncode == code, (out.returncode, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr
         assert out.stderr.splitlines()[-1].startswith("dfly: error: ")

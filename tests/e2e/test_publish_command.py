@@ -68,6 +68,10 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
         refused = _dfly(pyz, "publish", src.url, "--supernode", supernode.address, "--token-file", str(wrong))
         bad = _dfly(pyz, "publish", "Not An Image", "--supernode", supernode.address,
                     "--token-file", str(token))
+        slow = origin.add("releases/slow.tar", content(3 * MiB, seed=93))
+        origin.fault("releases/slow.tar", stall_after=MiB + 5)   # a little, then nothing until stopped
+        stalled = _dfly(pyz, "publish", slow.url, "--supernode", supernode.address,
+                        "--token-file", str(token), "--timeout", "2s")
         bad_topic = _dfly(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
                           "--supernode", supernode.address, "--data-dir", str(tmp_path / "bad"),
                           "--subscribe", "a" + "*a" * 40)
@@ -81,7 +85,8 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
             assert f.read() == data
     assert origin.requests("releases/app.tar") == 1
     for out, code, words in ((missing, 3, "404"), (refused, 1, "preheat token"),
-                             (bad, 2, "not an image reference"), (bad_topic, 2, "--subscribe")):
+                             (bad, 2, "not an image reference"), (bad_topic, 2, "--subscribe"),
+                             (stalled, 5, "not finished within 2s")):
         assert out.returncode == code, (out.returncode, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr
         assert out.stderr.splitlines()[-1].startswith("dfly: error: ")
