@@ -91,6 +91,16 @@ def test_status_says_who_is_alive_when_last_heard_and_how_many_tasks_each_serves
         {"member": C, "self": False, "alive": False, "last_seen_s_ago": 3.5, "active_tasks": 0}]
 
 
+
+def test_a_static_cluster_pings_every_other_member_and_pushes_digests_to_the_live_ones():
+    ms = Membership(B, MEMBERS, dead_after_s=3.0, now=100.0)
+    ms.heard_from(C, [], now=102.0)
+    assert ms.sync_targets() == [A, C]             # the dead are pinged too: that is how they return
+    assert ms.replica_targets("t", 103.5) == [C]   # A silent since 100.0: no push to it
+    assert ms.keeps_replica("t", 103.5) is True    # every member copies every task's digests
+    assert ms.signing_secrets() == []              # --cluster-secret alone
+
+
 # Membership: ownership -------------------------------------------------------------------
 
 def test_the_owner_is_the_hash_owner_among_the_live_members():
