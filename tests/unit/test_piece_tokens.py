@@ -1,4 +1,7 @@
 """Piece-access tokens (protocol/piecetoken.py): what opens a holder's pieces and what not."""
+import hashlib
+import hmac
+
 from dfly.protocol import piecetoken
 
 KEY = piecetoken.key_of("0123456789abcdef0123456789abcdef")
@@ -47,3 +50,12 @@ def test_a_holder_with_several_supernodes_secrets_accepts_a_token_of_any():
     token = piecetoken.mint(other, TID, "peer-r", NOW)
     assert piecetoken.refusal(token, [KEY, b"", other], TID, "peer-r", NOW) is None
     assert "not valid" in piecetoken.refusal(token, [], TID, "peer-r", NOW)
+
+
+def test_a_token_is_the_one_protocol_md_documents():
+    """A holder and a supernode of two releases must agree on every byte:
+    v1.<expiry>.hex(HMAC-SHA256(key, "dfly-piece-v1\\n<task>\\n<requester>\\n<expiry>"))."""
+    expiry = int(NOW) + 300
+    message = "dfly-piece-v1\n%s\npeer-r\n%d" % (TID, expiry)
+    sig = hmac.new(KEY, message.encode(), hashlib.sha256).hexdigest()
+    assert piecetoken.mint(KEY, TID, "peer-r", NOW, ttl_s=300) == "v1.%d.%s" % (expiry, sig)
