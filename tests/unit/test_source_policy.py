@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from dfly.protocol.sourcepolicy import SourcePolicy, parse_rule
+from dfly.protocol.sourcepolicy import Rules, SourcePolicy, parse_rule
 
 DEFAULT = SourcePolicy()
 
@@ -153,3 +153,51 @@ def test_a_bad_rule_in_a_flag_or_config_key_is_refused_naming_it(name):
             options.build(SupernodeConfig, None, None, **{name: [bad]})
     good = options.build(SupernodeConfig, None, None, **{name: ["https:, ::1", "[fe80::/10]"]})
     assert getattr(good, name) == ["https:, ::1", "[fe80::/10]"]   # kept as typed
+
+
+# Edges a mutation run of protocol/sourcepolicy.py found untested --------------------------
+
+def test_a_rule_set_is_true_when_it_holds_a_rule_of_any_kind():
+    assert not Rules()
+    assert all(Rules.parse([rule]) for rule in ("https:", "*.example.com", "10.0.0.0/8"))
+
+
+@pytest.mark.parametrize("rule, parsed", [
+    ("10.1.2.3/8", ("network", ipaddress.ip_network("10.0.0.0/8"))),   # host bits set: the network
+    ("[::1]", ("network", ipaddress.ip_network("::1/128"))),            # as a URL writes it
+    ("Example.COM.", ("name", "example.com")),                          # a fully qualified name
+    ("S3://", ("scheme", "s3")),
+])
+def test_rules_are_read_as_an_operator_writes_them(rule, parsed):
+    assert parse_rule(rule) == parsed
+
+
+def test_a_host_name_rule_may_be_253_characters_and_no_more():
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])
+    assert len(longest) == 253 and parse_rule(longest) == ("name", longest)
+    with pytest.raises(ValueError, match="not a source rule"):
+        parse_rule(longest + "b")
+
+
+@pytest.mark.parametrize("rule", ["1abc:", "a b:"])
+def test_only_a_scheme_name_before_the_colon_makes_a_scheme_rule(rule):
+    with pytest.raises(ValueError, match="not a source rule"):
+        parse_rule(rule)
+
+
+def test_file_urls_are_refused_unless_roots_are_named_even_with_rules():
+    assert "no --source-file-root" in SourcePolicy.parse(deny=["10.0.0.0/8"]).check_url("file:///srv/a")
+
+
+def test_an_s3_url_is_not_judged_by_its_bucket_name():
+    assert SourcePolicy.parse(allow=["origin.example.com"]).check_url("s3://bucket/key") is None
+
+
+def test_a_connection_to_something_that_is_no_ip_address_is_refused_naming_it():
+    assert DEFAULT.check_address("h", "not-an-ip") == "address 'not-an-ip' is not an IP address"
+
+
+@pytest.mark.parametrize("host", ["unrelated-and-rather-long.org", "notinternal.corp", ".internal.corp"])
+def test_a_wildcard_name_rule_matches_subdomains_and_nothing_that_only_ends_alike(host):
+    policy = SourcePolicy.parse(deny=["*.internal.corp"])
+    assert policy.check_url("http://%s/x" % host) is None
