@@ -7,13 +7,38 @@ from hypothesis import strategies as st
 from dfly.httpd import Request
 from dfly.peer.front import FrontRequest
 from dfly.peer.mirrors import Mirrors, parse_mirror_registry, registry_name
-from dfly.protocol.tiers import NODE_ID, UpstreamLoop, check_upstreams, check_via, take_via
+from dfly.protocol.tiers import (
+    MAX_VIA,
+    NODE_ID,
+    UpstreamLoop,
+    check_upstreams,
+    check_via,
+    format_via,
+    parse_via,
+    take_via,
+)
 
 
 def test_the_chain_is_taken_out_of_the_source_headers_whatever_its_case():
     headers = {"Authorization": "Bearer x", "x-dfly-via": "aa, bb"}
     assert take_via(headers) == ("aa", "bb")
     assert headers == {"Authorization": "Bearer x"}
+
+
+def test_a_chain_sent_twice_under_two_spellings_is_read_whole():
+    headers = {"X-Dfly-Via": "aa", "x-dfly-via": "bb"}
+    assert take_via(headers) == ("aa", "bb") and headers == {}
+
+
+def test_a_chain_goes_on_the_wire_as_ids_joined_by_commas_and_reads_back():
+    assert format_via(("aa", "b.b", "c-c")) == "aa,b.b,c-c"
+    assert parse_via(format_via(("aa", "b.b"))) == ("aa", "b.b")
+
+
+def test_a_chain_may_carry_max_via_ids_and_no_more():
+    assert len(parse_via(",".join("n%d" % i for i in range(MAX_VIA)))) == MAX_VIA
+    with pytest.raises(UpstreamLoop, match="at most %d supernode ids" % MAX_VIA):
+        parse_via(",".join("n%d" % i for i in range(MAX_VIA + 1)))
 
 
 def test_a_chain_that_is_not_one_is_refused():
@@ -49,6 +74,15 @@ def test_a_supernode_cannot_be_its_own_upstream(upstream, own):
 
 def test_another_host_or_port_is_an_upstream():
     check_upstreams(["10.0.0.9:8002", "127.0.0.1:8003"], ["0.0.0.0:8002", "10.0.0.1:8002"])
+    check_upstreams(["upstream.example:8002"], ["0.0.0.0:8002"])   # a name is not this host
+
+
+@pytest.mark.parametrize("upstream, own", [("127.0.0.1", ["127.0.0.1:8002"]),
+                                           ("127.0.0.1:8002", ["127.0.0.1"]),
+                                           ("localhost:8002", ["LOCALHOST:8002"])])
+def test_an_address_without_a_port_is_on_8002_and_names_compare_in_any_case(upstream, own):
+    with pytest.raises(ValueError, match="its own upstream"):
+        check_upstreams([upstream], own)
 
 
 def test_a_mirrored_registry_is_named_as_image_references_name_it():
