@@ -21,6 +21,8 @@ from dfly.protocol.publications import file_names, image_names
     ("*a*a*a*b", "aaab", True), ("*a*a*a*b", "aab", False),
     ("a?c", "abc", False), ("a?c", "a?c", True), ("r/[ab]", "r/a", False), ("r/[ab]", "r/[ab]", True),
     ("a.c", "abc", False), ("*.io/x", "docker.io/x", True),
+    ("a*bc*c", "abc", False),     # a middle piece may not overlap the last one
+    ("a**b*c", "axc", False),     # an empty piece is skipped, the ones after it still count
 ])
 def test_a_glob_matches_the_whole_text(pattern, text, expected):
     assert topics.glob_match(pattern, text) is expected
@@ -77,3 +79,16 @@ def test_a_file_is_named_by_its_url_without_scheme_and_query_so_star_takes_every
     for text in ("*", "files.example:8443/models/*", "*/a.bin"):
         assert topics.matches(topics.parse_pattern(text), url, file_names(url)), text
     assert not topics.matches(topics.parse_pattern("files.example:8443/other/*"), url, file_names(url))
+
+
+def test_each_limit_is_inclusive():
+    assert topics.parse_pattern("x" * topics.MAX_PATTERN_LEN).text == "x" * topics.MAX_PATTERN_LEN
+    assert topics.parse_pattern("*a" * topics.MAX_STARS).text.count("*") == topics.MAX_STARS
+    assert len(topics.parse_patterns(["p%d" % i for i in range(topics.MAX_PATTERNS)])) == topics.MAX_PATTERNS
+
+
+def test_any_matches_judges_image_patterns_by_the_names():
+    url = "http://127.0.0.1:5000/v2/library/debian/manifests/12"
+    patterns = topics.parse_patterns(["files.example/*", "127.0.0.1:5000/library/*"])
+    assert topics.any_matches(patterns, url, image_names(url))
+    assert not topics.any_matches(patterns[:1], url, image_names(url))
