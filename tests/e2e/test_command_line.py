@@ -644,7 +644,10 @@ def test_gets_through_a_supernode_leave_one_seeder_that_can_be_listed_and_stoppe
         stopped = dfly(pyz, "seeders", "--stop", "--data-dir", data)
         assert stopped.returncode == 0 and str(listing["pid"]) in stopped.stdout
         wait_until(lambda: not _alive(listing["pid"]), 15, message="the seeder stopped")
-        assert "no seeder runs" in dfly(pyz, "seeders", "--data-dir", data).stdout
+        none = dfly(pyz, "seeders", "--data-dir", data)
+        assert none.returncode == 0 and "no seeder runs" in none.stdout   # README: 0 also when none runs
+        usage = dfly(pyz, "seeders", "--stop", "--nonsense", "--data-dir", data)
+        assert usage.returncode == 2 and "--nonsense" in usage.stderr and "Traceback" not in usage.stderr
         assert os.listdir(os.path.join(data, "peer", "seeds")) == []
     finally:
         dfly(pyz, "seeders", "--stop", "--data-dir", data)
