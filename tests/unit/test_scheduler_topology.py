@@ -147,3 +147,77 @@ def test_a_malformed_location_is_refused_with_the_rule(text):
     with pytest.raises(ValueError, match="labels joined by '/'"):
         parse_location(text)
 
+
+
+# Edges a mutation run of the scheduler's location index found untested --------------------
+
+def test_a_peer_that_moves_is_no_longer_near_its_old_place_at_any_depth():
+    # Neither holder is near req now: the first by id wins, unless "z-mover" is
+    # still indexed in req's region, zone or rack.
+    s = swarm({"req": ZONE_A, "z-mover": ZONE_A, "0-far": ("us", "b", "r1")})
+    s.peer_joined("z-mover", ("10.0.0.2", 9001), T0, location=("ap", "x", "r9"))
+    for holder in ("z-mover", "0-far"):
+        s.piece_done(holder, 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "0-far")]
+    s2 = swarm({"req": ZONE_A, "0-mover": ZONE_A, "z-near": ZONE_A, "far": ZONE_B})
+    s2.peer_joined("0-mover", ("10.0.0.2", 9001), T0, location=("ap", "x", "r9"))
+    for holder in ("0-mover", "z-near", "far"):
+        s2.piece_done(holder, 0, T0)
+    assert s2.assign("req", 1, T0) == [Assignment(0, "z-near")]   # its rack, kept when 0-mover left it
+
+
+def test_a_peer_that_left_and_came_back_elsewhere_is_judged_where_it_is_now():
+    s = swarm({"req": ZONE_A, "z-back": ZONE_A, "b-far": ("us", "b", "r1")})
+    s.peer_left("z-back")
+    s.peer_joined("z-back", ("10.0.0.2", 9001), T0, location=("ap", "x", "r9"))
+    s.piece_done("b-far", 0, T0)
+    s.piece_done("z-back", 0, T0)
+    # neither is near: equal load, the first by id, as without locations
+    assert s.assign("req", 1, T0) == [Assignment(0, "b-far")]
+
+
+def test_the_same_region_wins_over_another_region():
+    s = swarm({"req": ZONE_A, "0-other-region": ("us", "b", "r1"), "same-region": ZONE_B})
+    for holder in ("0-other-region", "same-region"):
+        s.piece_done(holder, 0, T0)
+    assert s.assign("req", 1, T0) == [Assignment(0, "same-region")]
+
+
+def test_a_holder_in_the_requesters_zone_is_used_even_while_another_copy_comes_into_it():
+    s = swarm({"req": ZONE_A, "x": ZONE_A, "far": ZONE_B, "h": ZONE_A_OTHER_RACK})
+    s.piece_done("far", 0, T0)
+    assert s.assign("x", 1, T0) == [Assignment(0, "far")]   # a copy coming into zone a
+    s.piece_done("h", 0, T0)                                # (h got its copy elsewhere)
+    assert s.assign("req", 1, T0 + 1) == [Assignment(0, "h")]
+
+
+def test_with_the_rule_off_no_copy_coming_into_the_zone_is_waited_for():
+    s = swarm({"req": ZONE_A, "x": ZONE_A, "far": ZONE_B}, prefer_near=False)
+    s.piece_done("far", 0, T0)
+    assert s.assign("x", 1, T0) == [Assignment(0, "far")]
+    assert s.assign("req", 1, T0 + 1) == [Assignment(0, "far")]
+
+
+def test_a_copy_coming_into_the_zone_is_waited_for_up_to_piece_stall_s_itself():
+    s = swarm({"req": ZONE_A, "near": ZONE_A, "far": ZONE_B}, piece_stall_s=15.0)
+    s.piece_done("far", 0, T0)
+    assert s.assign("near", 1, T0) == [Assignment(0, "far")]
+    assert s.assign("req", 1, T0 + 15) == []
+
+
+def test_a_copy_into_the_zone_whose_fetcher_left_is_not_waited_for():
+    s = swarm({"req": ZONE_A, "x1": ZONE_A, "far": ZONE_B})
+    s.piece_done("far", 0, T0)
+    assert s.assign("x1", 1, T0) == [Assignment(0, "far")]
+    s.peer_left("x1")                                       # its fetch ends with it: nothing comes
+    assert s.assign("req", 1, T0 + 1) == [Assignment(0, "far")]
+
+
+def test_a_piece_only_peers_hold_stays_offered_when_one_holders_copy_is_found_bad():
+    s = TaskScheduler(SchedulerConfig())   # the supernode does not have piece 0
+    for i, peer_id in enumerate(("a", "b", "c")):
+        s.peer_joined(peer_id, ("10.0.0.%d" % (i + 1), 9000), T0)
+    s.piece_done("a", 0, T0)
+    s.piece_done("b", 0, T0)
+    s.piece_lost("a", 0)
+    assert s.assign("c", 1, T0) == [Assignment(0, "b")]
