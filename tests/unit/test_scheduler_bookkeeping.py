@@ -201,3 +201,11 @@ def test_a_peer_known_by_name_can_register_again_and_leave():
     assert s.assign("a", 1, T0 + 1) == [Assignment(0, "n")]
     s.peer_left("n")
     assert s.addr_of("n") is None
+
+
+def test_a_peer_is_dated_from_its_first_registration_not_from_a_later_one():
+    # The dashboard's per-peer rate divides what it got by the time since it joined.
+    s = TaskScheduler(SchedulerConfig())
+    s.peer_joined("p", ("10.0.0.1", 9000), T0)
+    s.peer_joined("p", ("10.0.0.1", 9000), T0 + 30)
+    assert s.peers["p"].joined_at == T0 and s.peers["p"].last_seen == T0 + 30
