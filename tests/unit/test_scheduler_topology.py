@@ -139,6 +139,7 @@ def test_a_location_parses_into_labels_widest_first():
     assert parse_location("eu-west/zone-a/rack.7") == ("eu-west", "zone-a", "rack.7")
     assert parse_location("") == ()
     assert parse_location(None) == ()
+    assert parse_location("a/b/c/d") == ("a", "b", "c", "d")   # MAX_LABELS labels, inclusive
 
 
 @pytest.mark.parametrize("text", ["a//b", "/a", "a/", "a b", "a/b/c/d/e", "x" * 33, "a/../b",
