@@ -31,3 +31,24 @@ def test_a_changed_secret_changes_the_signature():
     two = authorization("GET", "/k", [], headers, EMPTY_SHA256, "A", "s2", "r", "s3",
                         "20150830T123600Z")
     assert one != two
+
+
+def test_signer_agrees_with_botocore_on_a_query_mixed_case_headers_and_a_tilde_in_the_path():
+    """botocore (moto's client library, in requirements-test.txt) signs the same
+    S3 GET; ours must match byte for byte: the query sorted and encoded, headers
+    sorted by their lower-case names, a path's `~` and `/` kept, a space encoded."""
+    import pytest
+    botocore = pytest.importorskip("botocore")
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    assert botocore
+    request = AWSRequest(method="GET", headers={"x-meta": "1", "X-Zeta": "  two   spaces "},
+                         url="https://bucket.s3.example.com/a~b/c%20d.bin?list-type=2&Prefix=x%2Fy")
+    S3SigV4Auth(Credentials("AKID", "SECRET"), "s3", "eu-west-1").add_auth(request)
+    headers = {k: v for k, v in request.headers.items() if k != "Authorization"}
+    headers["Host"] = "bucket.s3.example.com"
+    ours = authorization("GET", "/a~b/c d.bin", [("list-type", "2"), ("Prefix", "x/y")], headers,
+                         request.headers["X-Amz-Content-SHA256"], "AKID", "SECRET", "eu-west-1", "s3",
+                         request.headers["X-Amz-Date"])
+    assert ours == request.headers["Authorization"]
