@@ -51,3 +51,31 @@ def test_only_a_connection_never_made_counts_as_unreachable():
     assert unreachable(socket.gaierror()) and unreachable(OSError(errno.EHOSTUNREACH, "no route"))
     assert not unreachable(ConnectionResetError()) and not unreachable(http.client.RemoteDisconnected())
     assert not unreachable(OSError(errno.ENOSPC, "full")) and not unreachable(ValueError())
+
+
+def test_a_grant_holds_up_to_ttl_s_itself_and_a_renewed_one_is_not_dropped_as_old():
+    grants = Grants(ttl_s=60.0, max_entries=2)
+    grants.granted("team/app", "sha256:a", "Bearer t", now=0.0)
+    assert grants.allowed("team/app", "sha256:a", "Bearer t", now=60.0)       # the edge: still
+    assert not grants.allowed("team/app", "sha256:a", "Bearer t", now=60.5)
+    grants.granted("team/app", "sha256:a", "Bearer t", now=100.0)
+    grants.granted("team/app", "sha256:b", "Bearer t", now=101.0)
+    grants.granted("team/app", "sha256:a", "Bearer t", now=102.0)   # renewed: now the newest
+    grants.granted("team/app", "sha256:c", "Bearer t", now=103.0)   # the bound drops b, not a
+    assert grants.allowed("team/app", "sha256:a", "Bearer t", now=103.0)
+    assert not grants.allowed("team/app", "sha256:b", "Bearer t", now=103.0)
+    assert len(grants) == 2
+
+
+def test_one_grant_fits_in_a_table_of_one_and_a_window_of_a_second_keeps_it():
+    grants = Grants(ttl_s=1.0, max_entries=1)
+    grants.granted("r", "sha256:a", "", now=0.0)
+    assert grants.allowed("r", "sha256:a", "", now=1.0) and len(grants) == 1
+
+
+def test_expired_grants_are_dropped_past_a_fresh_one():
+    grants = Grants(ttl_s=10.0)
+    grants.granted("r", "sha256:old", "", now=0.0)
+    grants.granted("r", "sha256:new", "", now=9.0)
+    grants.granted("r", "sha256:newer", "", now=15.0)   # old expires here; new does not
+    assert len(grants) == 2
