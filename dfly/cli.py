@@ -860,7 +860,10 @@ def run_export(args) -> int:
     from dfly.options import parse_size
     from dfly.peer.config import PeerConfig
 
-    part_size = parse_size(args.part_size)
+    try:
+        part_size = parse_size(args.part_size)
+    except ValueError as e:   # named as every other flag's bad value is
+        raise ValueError("bad value for --part-size: %s" % e)
     config = options.build(PeerConfig, None, args)
     data_dir = config.data_dir or default_data_dir(os.environ)
     config = options.build(PeerConfig, None, None, **dict(vars(config), data_dir=data_dir,

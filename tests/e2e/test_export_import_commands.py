@@ -113,7 +113,8 @@ def test_export_exits_2_5_6_7_and_9_as_users_meet_them_leaving_nothing(pyz, orig
     data = ["--data-dir", str(tmp_path / "exporter")]
     out = str(tmp_path / "out.tar")
 
-    _refused(_dfly(pyz, "export", src.url, "-o", out, "--part-size", "lots", *data), 2, "not a size")
+    _refused(_dfly(pyz, "export", src.url, "-o", out, "--part-size", "lots", *data), 2,
+             "bad value for --part-size: not a size")
     _refused(_dfly(pyz, "export", slow.url, "-o", out, "--timeout", "2s", *data), 5, "timed out")
     assert origin.arrived("slow.iso") == 1
     _refused(_dfly(pyz, "export", src.url, "-o", str(tmp_path / "no" / "dir" / "out.tar"), *data),
