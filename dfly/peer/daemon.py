@@ -87,6 +87,7 @@ log = logging.getLogger("dfly.daemon")
 DEFAULT_PORT = 65001
 CLEANUP_EVERY_S = 60.0
 MAX_ANNOUNCE_BACKOFF_S = 600.0
+JOIN_WAIT_S = 5.0   # gossip mode: how long a restart's offers wait for the others' view
 
 
 class DaemonApp:
@@ -538,6 +539,19 @@ class RunningDaemon:
         if tid:
             self.p2p.release(tid)
 
+    def _wait_for_the_view(self) -> None:
+        """Gossip mode with members to join: the cache is offered once the join brought
+        their view (one push-pull carries all of it), or JOIN_WAIT_S passed. Offered
+        earlier, this scheduler, alone in its view, is every task's home and loads them
+        all, copies no one asks for and that stay when the view comes."""
+        if self.gossip is None or not self.config.join:
+            return
+        deadline = time.monotonic() + JOIN_WAIT_S
+        while not any(state in ("alive", "suspect") and meta.get("api") != self.address
+                      for state, meta in self.gossip.metas()):
+            if time.monotonic() >= deadline or self.stopping.wait(0.05):
+                return
+
     def _janitor_loop(self) -> None:
         # What the cache held before a restart is offered again (to the own scheduler in
         # gossip mode, which sends the offer on to the task's owner).
@@ -549,6 +563,7 @@ class RunningDaemon:
                         self._unannounced.setdefault(key, (0.0, self.config.heartbeat_s))
                     else:
                         self.seeds.remove(key)
+        self._wait_for_the_view()
         last_cleanup = time.monotonic()
         while True:
             self._announce_due()
