@@ -229,6 +229,41 @@ class FakePeer:
         self._thread.join(10)
 
 
+@contextmanager
+def redirector(keep_path: bool = True) -> Iterator[ThreadingHTTPServer]:
+    """127.0.0.1:PORT/PATH -> 302 to the URL set as .target (PATH appended when
+    `keep_path`)."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", server.target + (self.path if keep_path else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def first_task(address: str) -> dict:
+    """The first task a supernode lists, {} when it lists none."""
+    from dfly.supernode.client import SupernodeClient
+    client = SupernodeClient(address, timeout_s=5)
+    try:
+        tasks = client.tasks()
+        return tasks[0] if tasks else {}
+    finally:
+        client.close()
+
+
 def piece_access(secret, task_id: str, requester: str = "tester") -> Tuple[str, Dict[str, str]]:
     """The query and header a scheduled `requester` reads `task_id`'s pieces with, from
     a holder whose key is `secret` (a peer's secret, str; or a supernode's piece_key, bytes):

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 from daemons import handoff_client, stats
-from helpers import content, run_all, sha256_file, wait_until
+from helpers import content, first_task, run_all, sha256_file, wait_until
 from origin import Fault
 
 from dfly.errors import SourceChanged
@@ -19,18 +19,9 @@ from dfly.peer import seeder as detached
 from dfly.protocol.handoff import HandoffRequest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
 from dfly.protocol.pieces import MIN_PIECE_SIZE
-from dfly.supernode.client import SupernodeClient, announce_holder, leave_quietly
+from dfly.supernode.client import announce_holder, leave_quietly
 
 PIECE = MIN_PIECE_SIZE   # what files this small are cut into
-
-
-def _task(address: str) -> dict:
-    client = SupernodeClient(address, timeout_s=5)
-    try:
-        tasks = client.tasks()
-        return tasks[0] if tasks else {}
-    finally:
-        client.close()
 
 
 @pytest.mark.time_limit(30)
@@ -71,7 +62,7 @@ def test_a_stale_task_is_revalidated_with_its_validators_while_the_supernode_run
         result = client.download(src.url, str(downloads / ("%d.bin" % i)))
         assert sha256_file(str(downloads / ("%d.bin" % i))) == src.sha256
         assert result.bytes_from_supernode == src.size
-        versions.add(_task(supernode.address)["content_version"])
+        versions.add(first_task(supernode.address)["content_version"])
     served = origin.served("stale.bin")
     assert [s.status for s in served] == [200, 304, 304]
     assert [s.headers.get("If-None-Match") for s in served[1:]] == [src.etag, src.etag]
@@ -82,7 +73,7 @@ def test_a_stale_task_is_revalidated_with_its_validators_while_the_supernode_run
     client.download(src.url, str(downloads / "new.bin"))
     assert sha256_file(str(downloads / "new.bin")) == new.sha256
     assert origin.served("stale.bin")[-1].status == 200
-    assert _task(supernode.address)["content_version"] not in versions
+    assert first_task(supernode.address)["content_version"] not in versions
 
 
 @pytest.mark.time_limit(30)
@@ -98,7 +89,7 @@ def test_a_seeder_announcing_while_a_stale_task_is_revalidated_keeps_its_pieces_
     later = client_factory([supernode.address])
 
     def announce_during_revalidation():
-        wait_until(lambda: _task(supernode.address).get("state") == "running", timeout=10,
+        wait_until(lambda: first_task(supernode.address).get("state") == "running", timeout=10,
                    message="the revalidation under way")
         address = announce_holder([supernode.address], seeder.registration(tid), 4,
                                   content_version=seeder.content_version_of(tid),
@@ -155,7 +146,7 @@ def test_a_daemon_stops_offering_a_cached_file_whose_source_changed(
 
 
 @pytest.mark.time_limit(30)
-def test_a_detached_seeder_whose_pieces_are_of_another_version_leaves_the_task(
+def test_a_detached_seeder_whose_pieces_are_of_another_version_leaves_thefirst_task(
         origin, supernode, client_factory, downloads):
     src = origin.add("seed.bin", content(2 * PIECE, seed=103))
     first = client_factory([supernode.address], seed_for_s=30)
@@ -166,6 +157,6 @@ def test_a_detached_seeder_whose_pieces_are_of_another_version_leaves_the_task(
     spec = {"peer_id": first.peer_id, "supernodes": [supernode.address],
             "secrets": first.secrets.to_json()}
     assert detached._heartbeat(dict(task), spec)   # its pieces are the task's: it stays
-    assert _task(supernode.address)["peers"] == 1
+    assert first_task(supernode.address)["peers"] == 1
     assert not detached._heartbeat(dict(task, content_version="0123456789abcdef"), spec)
-    assert _task(supernode.address)["peers"] == 0
+    assert first_task(supernode.address)["peers"] == 0

@@ -6,34 +6,17 @@ mark every source fetch carries, anyone who may register a URL read back what
 only the operator sees (found probing the listing as an attacker would)."""
 import http.client
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import MiB, content
+from helpers import MiB, content, redirector
 
 SECRET_NAME = "quarterly-report-unreleased.bin"
 
 
 @pytest.fixture
 def redirect_to():
-    """127.0.0.1:PORT/anything -> 302 to the URL set as .target."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", server.target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with redirector(keep_path=False) as server:
+        yield server
 
 
 @pytest.mark.time_limit(60)

@@ -4,10 +4,10 @@ and through a name that only resolves to a denied address (judged after DNS);
 failures to reach an origin do not tell a client which ports are open."""
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from helpers import MiB, content, sha256_file, wait_until
+from helpers import redirector as redirecting
 from origin import Origin
 
 from dfly import errors
@@ -25,23 +25,8 @@ def inner_origin(tmp_path):
 
 @pytest.fixture
 def redirector():
-    """127.0.0.1:PORT/NAME -> 302 to TARGET/NAME."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", server.target + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with redirecting(keep_path=True) as server:
+        yield server
 
 
 def _denied_get(client, url, tmp_path):

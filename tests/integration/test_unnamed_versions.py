@@ -10,7 +10,7 @@ import os
 import threading
 
 import pytest
-from helpers import content, sha256_file, wait_until
+from helpers import content, first_task, sha256_file, wait_until
 from origin import Fault
 
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
@@ -19,15 +19,6 @@ from dfly.supernode.client import SupernodeClient
 
 PIECE = MIN_PIECE_SIZE   # what files this small are cut into
 UNNAMED = dict(no_etag=True, no_last_modified=True, no_ranges=True)
-
-
-def _task(address: str) -> dict:
-    client = SupernodeClient(address, timeout_s=5)
-    try:
-        tasks = client.tasks()
-        return tasks[0] if tasks else {}
-    finally:
-        client.close()
 
 
 @pytest.mark.time_limit(30)
@@ -41,7 +32,7 @@ def test_a_refetch_without_validators_keeps_the_version_of_the_same_bytes_and_no
     for i in range(3):
         client.download(src.url, str(downloads / ("%d.bin" % i)))
         assert sha256_file(str(downloads / ("%d.bin" % i))) == src.sha256
-        versions.append(_task(supernode.address)["content_version"])
+        versions.append(first_task(supernode.address)["content_version"])
     assert [s.status for s in origin.served("u.bin")] == [200, 200, 200]
     assert len(set(versions)) == 1, versions
 
@@ -50,7 +41,7 @@ def test_a_refetch_without_validators_keeps_the_version_of_the_same_bytes_and_no
     changed = origin.add("u.bin", bytes(data))
     client.download(src.url, str(downloads / "changed.bin"))
     assert sha256_file(str(downloads / "changed.bin")) == changed.sha256
-    assert _task(supernode.address)["content_version"] not in versions
+    assert first_task(supernode.address)["content_version"] not in versions
 
 
 def _partial_copy(origin, supernode_factory, client_factory, downloads, tmp_path):
@@ -62,7 +53,7 @@ def _partial_copy(origin, supernode_factory, client_factory, downloads, tmp_path
     data_dir = tmp_path / "sn"
     first = supernode_factory(data_dir=data_dir)
     client_factory([first.address]).download(src.url, str(downloads / "first.bin"))
-    version = _task(first.address)["content_version"]
+    version = first_task(first.address)["content_version"]
     first.stop()
     [folder] = os.listdir(str(data_dir / "tasks"))
     meta_path = str(data_dir / "tasks" / folder / "meta.json")
@@ -85,7 +76,7 @@ def test_a_piece_claimed_past_the_earlier_copys_digests_makes_the_cut_a_version_
                                              peer_host="127.0.0.1"))
         sn.schedule(tid, ScheduleRequest("old-holder", done=[0, 2], want=0, content_version=version))
         hold.hold.set()   # piece 0 matches the copy's digest; nothing here ever knew piece 2's
-        wait_until(lambda: _task(supernode.address).get("state") == "done", timeout=10)
+        wait_until(lambda: first_task(supernode.address).get("state") == "done", timeout=10)
         reply = sn.schedule(tid, ScheduleRequest("old-holder", want=0, content_version=version))
     finally:
         sn.close()
@@ -99,7 +90,7 @@ def test_a_late_report_of_a_piece_past_the_earlier_copys_digests_makes_the_cut_a
         origin, supernode_factory, client_factory, downloads, tmp_path):
     supernode, src, version = _partial_copy(origin, supernode_factory, client_factory, downloads, tmp_path)
     client_factory([supernode.address]).download(src.url, str(downloads / "again.bin"))
-    assert _task(supernode.address)["content_version"] == version   # the same bytes, cut again
+    assert first_task(supernode.address)["content_version"] == version   # the same bytes, cut again
     sn = SupernodeClient(supernode.address, timeout_s=5)
     try:
         tid, _ = sn.register(RegisterRequest(url=src.url, peer_id="late-holder", peer_port=9,
