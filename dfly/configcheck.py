@@ -24,23 +24,12 @@ from dfly import options
 from dfly.protocol.address import WILDCARDS_V4, parse_address
 
 MAX_FILE_BYTES = 4 << 20     # a settings file is a few KiB; a bigger one is a mistake
-MAX_DURATION_S = 10 * 365 * 86400.0   # longer overflows some waits (threading.TIMEOUT_MAX)
-MAX_SIZE = 1 << 60
-MAX_COUNT = 10 ** 9
+MAX_DURATION_S, MAX_SIZE, MAX_COUNT = options.MAX_DURATION_S, options.MAX_SIZE, options.MAX_COUNT
 MAX_RULES = 10000         # every proxied URL is tried against each rule in turn
 MAX_RULE_CHARS = 4096     # a longer regex is no rule a person wrote (and compiling one costs GBs)
 MAX_UNKNOWN_LISTED = 50   # more unknown keys than that is another file: one line counts them
 
-# Bounds of the counts and durations that 0 (or less) would break; field name -> (min, max).
-RANGES = {
-    "max_uploads_per_peer": (1, 10000), "max_uploads": (1, 10000),
-    "max_assignments_per_peer": (1, 100000), "max_source_fetches": (1, 100000),
-    "max_connections": (1, 10 ** 6), "parallel": (1, 1024),
-    "cache_size": (1, MAX_SIZE),
-}
-POSITIVE_DURATIONS = ("source_timeout_s", "peer_ttl_s", "assignment_start_timeout_s",
-                      "task_idle_ttl_s", "member_dead_after_s", "upstream_timeout_s",
-                      "fetch_timeout_s", "piece_timeout_s", "connect_timeout_s", "heartbeat_s")
+RANGES, POSITIVE_DURATIONS = options.RANGES, options.POSITIVE_DURATIONS   # (checked at start too)
 MATCH_ALL = ("^", "$", ".", ".*", ".+", "^.*", "^.+", ".*$", ".+$", "^.*$", "^.+$", "(.*)",
              "(?s).*", "(?s).+")
 
@@ -305,7 +294,7 @@ def _check_key(s: _Settings, key: str, value) -> None:
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         s.findings.append(error(line, "bad value for %s: %s" % (_flag(f), e)))
         return
-    problem = _out_of_range(f, converted)
+    problem = options.out_of_range(f, converted)
     if problem:
         s.findings.append(error(line, "bad value for %s: %s" % (_flag(f), problem)))
         return
@@ -354,22 +343,6 @@ def _expected(f: dataclasses.Field) -> str:
     if isinstance(f.default, (int, float)):
         return "a number"
     return "a list" if f.default is dataclasses.MISSING else "text"
-
-
-def _out_of_range(f: dataclasses.Field, value) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return ""
-    kind = f.metadata.get("kind", "")
-    low, high = RANGES.get(f.name, (0, MAX_SIZE if kind == "size" else
-                                    MAX_DURATION_S if kind == "duration" else MAX_COUNT))
-    if f.name in POSITIVE_DURATIONS and value <= 0:
-        return "must be above 0"
-    if value < low:
-        return "must be at least %s" % low
-    if value > high:
-        return "must be at most %s" % (options.format_size(high) if kind == "size" else
-                                       options.format_duration(high) if kind == "duration" else high)
-    return ""
 
 
 # Settings against each other ------------------------------------------------------------

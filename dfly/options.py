@@ -75,6 +75,39 @@ def format_duration(seconds: float) -> str:
     return "%gs" % seconds if seconds >= 1 else "%gms" % (seconds * 1000)
 
 
+MAX_DURATION_S = 10 * 365 * 86400.0   # longer overflows some waits (threading.TIMEOUT_MAX)
+MAX_SIZE = 1 << 60
+MAX_COUNT = 10 ** 9
+
+# Bounds of the counts and durations that 0 (or less) would break; field name -> (min, max).
+RANGES = {
+    "max_uploads_per_peer": (1, 10000), "max_uploads": (1, 10000),
+    "max_assignments_per_peer": (1, 100000), "max_source_fetches": (1, 100000),
+    "max_connections": (1, 10 ** 6), "parallel": (1, 1024),
+    "cache_size": (1, MAX_SIZE),
+}
+POSITIVE_DURATIONS = ("source_timeout_s", "peer_ttl_s", "assignment_start_timeout_s",
+                      "task_idle_ttl_s", "member_dead_after_s", "upstream_timeout_s",
+                      "fetch_timeout_s", "piece_timeout_s", "connect_timeout_s", "heartbeat_s")
+
+
+def out_of_range(f: dataclasses.Field, value) -> str:
+    """Why `value` is outside what field `f` can work with ("must be at least 1"), or ""."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    kind = f.metadata.get("kind", "")
+    low, high = RANGES.get(f.name, (0, MAX_SIZE if kind == "size" else
+                                    MAX_DURATION_S if kind == "duration" else MAX_COUNT))
+    if f.name in POSITIVE_DURATIONS and value <= 0:
+        return "must be above 0"
+    if value < low:
+        return "must be at least %s" % low
+    if value > high:
+        return "must be at most %s" % (format_size(high) if kind == "size" else
+                                       format_duration(high) if kind == "duration" else high)
+    return ""
+
+
 def option(default, help: str, kind: str = "", flag: str = "", metavar: str = "",
            choices: Iterable[str] = (), required: bool = False):
     """A config field: its default, one line of help, and how to parse it. `choices`: the
@@ -239,14 +272,19 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
         if value is not None:
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
+    given = set(values) - {k for k, v in overrides.items() if v is not None}   # by the user
     converted = {}
     for name, value in values.items():
         if name not in known:
             raise ValueError("unknown setting %r" % name)
         try:
             converted[name] = _convert(known[name], value)
+            # What `dfly validate` refuses is refused at start too (--parallel 0 fetched nothing).
+            problem = out_of_range(known[name], converted[name]) if name in given else ""
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError("bad value for %s: %s" % (_flag(known[name]), e))
+        if problem:
+            raise ValueError("bad value for %s: %s" % (_flag(known[name]), problem))
     return cls(**converted)
 
 
