@@ -1,11 +1,25 @@
 """Preheat jobs shown in Dragonfly's v2 form and preheat targets at their edges
 (survivors of a mutation run of protocol/preheat.py, docs/TESTING.md): the v2
 body is read by Dragonfly's own clients, so its every key and value is pinned."""
+import json
+
 import pytest
 
-from dfly.protocol.preheat import SCOPE_ALL_PEERS, Job, PreheatRequest, target_url
+from dfly.errors import BadRequest
+from dfly.protocol.preheat import (
+    INDEX_TYPES,
+    MAX_MANIFEST_BYTES,
+    SCOPE_ALL_PEERS,
+    BadManifest,
+    Job,
+    PreheatRequest,
+    parse_v2,
+    target_url,
+    walk,
+)
 
 MANIFEST = "https://reg.example/v2/team/app/manifests/v1"
+DIGEST = "sha256:" + "c" * 64
 
 
 def test_a_finished_job_in_v2_form_is_exactly_dragonflys_shape():
@@ -57,3 +71,47 @@ def test_the_same_preheat_is_one_job_whatever_its_platform_order_or_credentials(
     assert one.key() != one._replace(scope=SCOPE_ALL_PEERS).key()
     assert PreheatRequest("file", "http://o/f?a=1&b=2", {}, filters=("b", "a")).key() \
         == PreheatRequest("file", "http://o/f?a=1&b=2", {}, filters=("a", "b")).key()
+
+
+def job_body(**args) -> dict:
+    return {"type": "preheat", "args": dict({"type": "file", "url": "http://o/f"}, **args)}
+
+
+@pytest.mark.parametrize("headers, ok", [
+    ({"n" * 256: "v"}, True), ({"n" * 257: "v"}, False),
+    ({"n": "v" * 8192}, True), ({"n": "v" * 8193}, False),
+    ({"h%d" % i: "v" for i in range(64)}, True), ({"h%d" % i: "v" for i in range(65)}, False),
+])
+def test_preheat_headers_are_kept_up_to_their_limits(headers, ok):
+    if ok:
+        assert parse_v2(job_body(headers=headers)).headers == headers
+    else:
+        with pytest.raises(BadRequest, match="'args.headers'"):
+            parse_v2(job_body(headers=headers))
+
+
+def test_a_hop_by_hop_header_is_dropped_in_any_case():
+    assert parse_v2(job_body(headers={"Connection": "close", "X-A": "1"})).headers == {"X-A": "1"}
+
+
+def index_body(**fields) -> bytes:
+    doc = {"manifests": [{"digest": DIGEST, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    doc.update(fields)
+    return json.dumps(doc).encode()
+
+
+def test_a_manifest_is_known_by_its_own_media_type_before_the_content_type():
+    assert walk(index_body(mediaType=INDEX_TYPES[0]), "application/octet-stream").manifests == [DIGEST]
+    assert walk(index_body(), "").manifests == [DIGEST]
+
+
+def test_a_manifest_of_another_type_is_refused_whatever_it_lists():
+    with pytest.raises(BadManifest, match="unsupported manifest type 'application/x'"):
+        walk(index_body(mediaType="application/x", layers=[]), "")
+
+
+def test_a_manifest_of_exactly_the_size_limit_is_read_and_a_longer_one_refused():
+    body = index_body(mediaType=INDEX_TYPES[0]).ljust(MAX_MANIFEST_BYTES)
+    assert walk(body, "").manifests == [DIGEST]
+    with pytest.raises(BadManifest, match="^manifest over %d bytes$" % MAX_MANIFEST_BYTES):
+        walk(body + b" ", "")
