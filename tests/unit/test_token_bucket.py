@@ -93,3 +93,15 @@ def test_a_counting_bucket_gives_its_burst_then_its_rate():
     assert [bucket.take(1, 0.0) for _ in range(6)] == [True] * 5 + [False]
     assert bucket.take(1, 0.5) and not bucket.take(1, 0.5)
     assert not bucket.full(0.5) and bucket.full(3.0)
+
+
+def test_a_bucket_left_with_a_fraction_of_a_token_asks_no_wait():
+    bucket = TokenBucket(rate_bytes_per_s=10, now=0.0)   # holds 1 byte's worth
+    assert bucket.reserve(0, now=0.05) == 0.0   # half a token in hand: no wait, never a negative one
+
+
+def test_a_counting_bucket_is_full_only_once_refilled_to_its_burst():
+    bucket = TokenBucket(rate_bytes_per_s=2, now=100.0, burst=120)
+    assert bucket.take(1, now=100.0)
+    assert not bucket.full(100.0) and not bucket.full(100.4)
+    assert bucket.full(100.5)
