@@ -228,6 +228,10 @@ def _mistakes(tmp_path, held: str, refused: str, supernode: str):
         yield "%s token file" % command, [command, url, "--supernode", supernode,
                                           "--token-file", missing], 2
     yield "validate missing file", ["validate", missing], 1
+    # a value dfly validate refuses is refused at start too (0 workers fetched nothing)
+    yield "get parallel 0", ["get", url, "-o", tmp_path / "o", "--parallel", "0"] + quick, 2
+    yield "supernode max uploads 0", ["supernode", "--listen", "127.0.0.1:0", "--max-uploads", "0",
+                                      "--data-dir", tmp_path / "s0"], 2
 
 
 def _gossip_key(tmp_path) -> str:

@@ -205,3 +205,29 @@ def test_help_shows_the_defaults_and_survives_percent_signs():
     assert "cache size limit (default: 20M)" in text
     assert "(repeatable)" in text
 
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"max_peers": -1}, "bad value for --max-peers: must be at least 0"),
+    ({"timeout_s": "100000d"}, "bad value for --timeout: must be at most 3650d"),
+    ({"cache_size": 0}, "bad value for --cache-size: must be at least 1"),
+])
+def test_a_value_validate_refuses_is_refused_when_the_user_gives_it(values, says):
+    with pytest.raises(ValueError, match=says):
+        build(Settings, values)
+    with pytest.raises(ValueError, match=says):   # the same from the command line
+        flag, value = next(iter(values.items()))
+        build(Settings, None, parse_args([_flag_of(flag), str(value)]))
+
+
+def test_values_the_program_sets_itself_are_not_range_checked():
+    # Overrides come from the code (a get's seeder with seed_for 0, tests' tiny timeouts).
+    assert build(Settings, None, None, cache_size=0).cache_size == 0
+
+
+def _flag_of(name):
+    return {"timeout_s": "--timeout"}.get(name, "--" + name.replace("_", "-"))
+
+
+def test_zero_stays_a_count_where_no_range_says_otherwise():
+    assert build(Settings, {"max_peers": 0}).max_peers == 0
