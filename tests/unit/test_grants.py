@@ -1,5 +1,8 @@
 """The outage-mode grant table: keyed by repository, digest and credentials,
 forgotten after its window, bounded in size, holding no credential."""
+import hashlib
+import hmac
+
 from dfly.protocol.grants import Grants
 
 D = "sha256:" + "a" * 64
@@ -79,3 +82,38 @@ def test_expired_grants_are_dropped_past_a_fresh_one():
     grants.granted("r", "sha256:new", "", now=9.0)
     grants.granted("r", "sha256:newer", "", now=15.0)   # old expires here; new does not
     assert len(grants) == 2
+
+
+def test_by_default_a_grant_lasts_an_hour_and_not_a_moment_longer():
+    grants = Grants()
+    grants.granted("r", D, "a", 0.0)
+    assert grants.allowed("r", D, "a", 3600.0)
+    assert not grants.allowed("r", D, "a", 3600.001)
+
+
+def test_by_default_the_table_keeps_the_newest_65536_grants():
+    grants = Grants()
+    for n in range(65537):
+        grants.granted("r", D, str(n), 0.0)
+    assert len(grants) == 65536
+    assert not grants.allowed("r", D, "0", 0.0)
+    assert grants.allowed("r", D, "1", 0.0)
+
+
+def test_the_table_keeps_an_hmac_of_repository_digest_and_credentials_one_per_line():
+    # what one who reads the process's memory finds: a MAC under the table's key, no credential
+    grants = Grants(key=b"k" * 32)
+    grants.granted("team/app", D, "Basic dXNlcjpwdw==", 0.0)
+    text = ("team/app\n%s\nBasic dXNlcjpwdw==" % D).encode()
+    assert list(grants._granted) == [hmac.new(b"k" * 32, text, hashlib.sha256).digest()]
+
+
+def test_tables_made_without_a_key_each_draw_their_own():
+    # a fixed or empty key would let anyone holding a dump test guesses of the credentials
+    one, two = Grants(), Grants()
+    one.granted("r", D, "Basic dXNlcjpwdw==", 0.0)
+    two.granted("r", D, "Basic dXNlcjpwdw==", 0.0)
+    kept = list(one._granted) + list(two._granted)
+    assert kept[0] != kept[1]
+    unkeyed = hmac.new(b"", ("r\n%s\nBasic dXNlcjpwdw==" % D).encode(), hashlib.sha256).digest()
+    assert unkeyed not in kept

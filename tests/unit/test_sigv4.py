@@ -52,3 +52,13 @@ def test_signer_agrees_with_botocore_on_a_query_mixed_case_headers_and_a_tilde_i
                          request.headers["X-Amz-Content-SHA256"], "AKID", "SECRET", "eu-west-1", "s3",
                          request.headers["X-Amz-Date"])
     assert ours == request.headers["Authorization"]
+
+
+def test_an_empty_path_is_signed_as_the_root_get_vanilla():
+    # the AWS test suite's get-vanilla request with its path left empty: the same answer as "/"
+    headers = {"Host": "example.amazonaws.com", "X-Amz-Date": "20150830T123600Z"}
+    got = authorization("GET", "", [], headers, EMPTY_SHA256, "AKIDEXAMPLE",
+                        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1", "service",
+                        "20150830T123600Z")
+    assert got.endswith("SignedHeaders=host;x-amz-date, Signature="
+                        "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")

@@ -201,3 +201,55 @@ def test_a_connection_to_something_that_is_no_ip_address_is_refused_naming_it():
 def test_a_wildcard_name_rule_matches_subdomains_and_nothing_that_only_ends_alike(host):
     policy = SourcePolicy.parse(deny=["*.internal.corp"])
     assert policy.check_url("http://%s/x" % host) is None
+
+
+LINK_LOCAL_WHY = "is link-local (denied unless allowed by an address rule)"
+
+
+@pytest.mark.parametrize("policy, url, why", [
+    (DEFAULT, "http://[::1/x", "the URL cannot be parsed"),
+    (DEFAULT, "gopher://h/", "scheme 'gopher' is not fetched (only http, https, ftp, ftps, file, s3)"),
+    (SourcePolicy.parse(deny=["ftp:"]), "ftp://h/x", "scheme ftp is denied"),
+    (SourcePolicy.parse(allow=["https:"]), "http://h/x", "scheme http is not allowed"),
+    (DEFAULT, "file:///etc/passwd", "file:// is refused (no --source-file-root is configured)"),
+    (DEFAULT, "http:///nohost", "the URL names no host"),
+    (SourcePolicy.parse(deny=["*.corp"]), "http://a.corp/x", "host a.corp is denied"),
+    (SourcePolicy.parse(allow=["origin.example.com"]), "http://other.example.com/x",
+     "host other.example.com is not allowed"),
+])
+def test_a_refused_url_says_exactly_why(policy, url, why):
+    # these sentences reach the client in the supernode's error reply and the CLI's message
+    assert policy.check_url(url) == why
+
+
+@pytest.mark.parametrize("policy, address, why", [
+    (SourcePolicy.parse(deny=["10.0.0.0/8"]), "10.1.2.3", "address 10.1.2.3 is denied"),
+    (SourcePolicy.parse(allow=["origin.example.com"]), "10.1.2.3",
+     "host h (address 10.1.2.3) is not allowed"),
+    (DEFAULT, "169.254.169.254", "address 169.254.169.254 " + LINK_LOCAL_WHY),
+])
+def test_a_refused_connection_says_exactly_why(policy, address, why):
+    assert policy.check_address("h", address) == why
+
+
+@pytest.mark.parametrize("rule, why", [
+    ("fe80::1%eth0", "not a source rule: 'fe80::1%eth0' (an IPv6 address or CIDR is written "
+                     "without a zone id, in brackets or not: fe80::/10, [2001:db8::5])"),
+    ("not a rule", "not a source rule: 'not a rule' (a scheme like https:, an address or CIDR "
+                   "like 10.0.0.0/8, or a host name like *.example.com)"),
+])
+def test_a_bad_rule_says_exactly_what_a_rule_looks_like(rule, why):
+    with pytest.raises(ValueError) as refused:
+        parse_rule(rule)
+    assert str(refused.value) == why
+
+
+def test_a_link_local_url_with_a_zone_id_is_judged_by_its_address_without_the_zone():
+    # urlsplit keeps "%25eth0" in the host; on 3.8 an address with a zone is no address at
+    # all, so a policy that kept the zone would let the URL through as a host name
+    assert DEFAULT.check_url("http://[fe80::1%25eth0]/x") == "address fe80::1 " + LINK_LOCAL_WHY
+
+
+@pytest.mark.parametrize("address", ["fe80::1%a%b", "[fe80::1]", "[fe80::1%eth0]"])
+def test_a_connected_address_is_read_up_to_its_first_percent_sign_brackets_or_not(address):
+    assert DEFAULT.check_address("h", address) == "address fe80::1 " + LINK_LOCAL_WHY
