@@ -61,7 +61,7 @@ def parse_rule(rule: str):
     """("scheme", "https") / ("network", IPv4Network) / ("name", "*.example.com");
     ValueError for anything else."""
     text = rule.strip().lower()
-    if text.endswith("://") or text.endswith(":") and re.match(r"^[a-z][a-z0-9+.-]*:$", text):
+    if re.match(r"^[a-z][a-z0-9+.-]*:(//)?$", text):
         return "scheme", text.split(":", 1)[0]
     if "%" in text or text.startswith("[") != text.endswith("]"):
         # a zone id means another link on every host (and Python 3.9+ would keep it in

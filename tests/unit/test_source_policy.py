@@ -179,7 +179,7 @@ def test_a_host_name_rule_may_be_253_characters_and_no_more():
         parse_rule(longest + "b")
 
 
-@pytest.mark.parametrize("rule", ["1abc:", "a b:"])
+@pytest.mark.parametrize("rule", ["1abc:", "a b:", "1abc://", "a b://", "https:://", "http://x://"])
 def test_only_a_scheme_name_before_the_colon_makes_a_scheme_rule(rule):
     with pytest.raises(ValueError, match="not a source rule"):
         parse_rule(rule)
