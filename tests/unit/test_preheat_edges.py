@@ -8,11 +8,19 @@ import pytest
 from dfly.errors import BadRequest
 from dfly.protocol.preheat import (
     INDEX_TYPES,
+    MANIFEST_TYPES,
     MAX_MANIFEST_BYTES,
     SCOPE_ALL_PEERS,
     BadManifest,
+    Blob,
+    ImageRef,
     Job,
+    Jobs,
+    Limits,
     PreheatRequest,
+    TooMany,
+    image_ref,
+    parse_v1,
     parse_v2,
     target_url,
     walk,
@@ -115,3 +123,237 @@ def test_a_manifest_of_exactly_the_size_limit_is_read_and_a_longer_one_refused()
     assert walk(body, "").manifests == [DIGEST]
     with pytest.raises(BadManifest, match="^manifest over %d bytes$" % MAX_MANIFEST_BYTES):
         walk(body + b" ", "")
+
+
+# The second mutation run's survivors, function by function (docs/TESTING.md).
+
+def refused(parse, body, says):
+    with pytest.raises(BadRequest) as caught:
+        parse(body)
+    assert says in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("parse", [parse_v1, parse_v2])
+def test_a_body_that_is_not_an_object_is_refused_as_such(parse):
+    refused(parse, ["type"], "the body must be a JSON object")
+
+
+@pytest.mark.parametrize("name", ["image", "tag", "digest", "scope"])
+def test_each_optional_v1_field_must_be_a_short_string(name):
+    body = {"type": "file", "url": "http://o/f"}
+    refused(parse_v1, dict(body, **{name: 7}), "field %r: must be a string" % name)
+    refused(parse_v1, dict(body, **{name: "x" * 1025}), "field %r: must be a string" % name)
+    if name != "scope":
+        assert parse_v1(dict(body, **{name: "x" * 1024})).url == "http://o/f"
+
+
+@pytest.mark.parametrize("name", ["tag", "username", "password"])
+def test_each_optional_v2_argument_must_be_a_string(name):
+    refused(parse_v2, job_body(**{name: ["x"]}), "field 'args.%s': must be a string" % name)
+
+
+@pytest.mark.parametrize("name", ["concurrent_count", "timeout"])
+def test_a_v2_count_must_be_an_integer_and_not_a_boolean(name):
+    refused(parse_v2, job_body(**{name: True}), "field 'args.%s': must be an integer" % name)
+    assert parse_v2(job_body(**{name: 3})).kind == "file"
+
+
+def test_a_v2_body_of_another_type_is_refused_naming_what_it_got():
+    refused(parse_v2, {"type": "sync_peers", "args": {}},
+            "field 'type': only 'preheat' jobs are run here, got 'sync_peers'")
+    refused(parse_v2, {"type": "preheat", "args": []}, "field 'args': must be an object")
+
+
+def test_scheduler_cluster_ids_are_a_list_of_integers():
+    assert parse_v2(dict(job_body(), scheduler_cluster_ids=[1, 2])).kind == "file"
+    for ids in ([True], 1, [1, "2"]):
+        refused(parse_v2, dict(job_body(), scheduler_cluster_ids=ids),
+                "field 'scheduler_cluster_ids': must be a list of integers")
+
+
+def test_the_camel_case_spelling_of_the_filters_is_read_too():
+    assert parse_v2(job_body(filteredQueryParams="Expires")).filters == ("Expires",)
+    assert parse_v2(job_body(filtered_query_params="a", filteredQueryParams="b")).filters == ("a",)
+
+
+def test_filters_split_on_ampersands_and_commas_up_to_1024_characters():
+    assert parse_v2(job_body(filtered_query_params="a,b&&c")).filters == ("a", "b", "c")
+    assert len(parse_v2(job_body(filtered_query_params="a" * 1024)).filters) == 1
+    for value in ("a" * 1025, 7):
+        refused(parse_v2, job_body(filtered_query_params=value),
+                "field 'args.filtered_query_params': must be a string like 'Expires&Signature'")
+
+
+def test_platforms_are_a_comma_list_or_a_json_list_of_at_most_16():
+    assert parse_v2(job_body(platform=" linux/amd64 ,linux/arm/v7")).platforms \
+        == ("linux/amd64", "linux/arm/v7")
+    assert parse_v2(job_body(platform=["linux/amd64"])).platforms == ("linux/amd64",)
+    assert parse_v2(job_body(platform="")).platforms == ()
+    many = ["linux/a%d" % i for i in range(16)]
+    assert len(parse_v2(job_body(platform=many)).platforms) == 16
+    for value in (many + ["linux/x"], 5, ["linux/amd64", 5], "a" * 33 + "/amd64"):
+        refused(parse_v2, job_body(platform=value),
+                "field 'args.platform': must be os/arch[/variant] (as linux/amd64), or a list of them")
+
+
+def test_a_choice_and_a_scope_name_what_is_allowed_and_what_came():
+    refused(parse_v2, job_body(type="video"), "field 'args.type': must be one of image/file, got 'video'")
+    refused(parse_v1, {"type": None, "url": "http://o/f"}, "must be one of image/file, got None")
+    refused(parse_v1, {"type": 5, "url": "http://o/f"}, "must be one of image/file, got 'int'")
+    refused(parse_v2, job_body(scope="x"),
+            "field 'args.scope': must be one of single_seed_peer/all_seed_peers/all_peers, got 'x'")
+    assert parse_v1({"type": "file", "url": "http://o/f", "scope": "all_peers"}).scope == "all_peers"
+    assert parse_v2(job_body(scope=None)).scope == ""
+
+
+def test_a_long_value_is_shown_cut_to_64_characters():
+    with pytest.raises(BadRequest) as caught:
+        parse_v2(job_body(type="v" * 100))
+    assert str(caught.value).endswith("got '%s'" % ("v" * 64))
+
+
+@pytest.mark.parametrize("url", ["reg.example/v2/a/manifests/b", "ftp://reg.example/v2/a/manifests/b",
+                                 "https://reg.example", "https://reg.example/a/manifests/b"])
+def test_an_image_url_must_be_an_http_manifest_url(url):
+    with pytest.raises(BadRequest) as caught:
+        image_ref(url, "args.url")
+    assert str(caught.value) == ("field 'args.url': an image preheat needs a manifest URL "
+                                 "(http(s)://REGISTRY/v2/REPOSITORY/manifests/TAG), got %r" % url)
+
+
+def test_an_image_url_is_read_with_its_scheme_in_any_case_and_its_manifest_url_rebuilt():
+    ref = image_ref("HTTPS://reg.example/v2/team/app/manifests/v1")
+    assert ref == ImageRef("HTTPS://reg.example", "team/app", "v1")
+    assert ref.manifest_url(DIGEST) == "HTTPS://reg.example/v2/team/app/manifests/" + DIGEST
+
+
+def test_an_image_url_naming_a_blob_or_a_bad_name_is_refused_naming_the_field():
+    with pytest.raises(BadRequest, match=r"^field 'w': not a manifest URL \(\.\.\./v2/REPOSITORY/"
+                                         r"manifests/TAG\): 'http://r/v2/a/blobs/"):
+        image_ref("http://r/v2/a/blobs/" + DIGEST, "w")
+    with pytest.raises(BadRequest, match="^field 'w': "):
+        image_ref("http://r/v2/Bad/manifests/v1", "w")
+    with pytest.raises(BadRequest, match="^field 'url': "):
+        image_ref("http://r/v2/a/blobs/" + DIGEST)
+
+
+def entry(digest, **platform):
+    return {"digest": digest, "size": 1, "platform": platform}
+
+
+D = ["sha256:" + c * 64 for c in "0123456789"]
+
+
+def index(*entries) -> bytes:
+    return json.dumps({"mediaType": INDEX_TYPES[0], "manifests": list(entries)}).encode()
+
+
+def test_a_platform_asked_without_its_variant_takes_every_variant_and_with_it_only_that_one():
+    body = index(entry(D[0], os="linux", architecture="arm", variant="v7"),
+                 entry(D[1], os="linux", architecture="arm", variant="v6"),
+                 entry(D[2], os="linux", architecture="amd64"))
+    assert walk(body, "", ("linux/arm",)).manifests == [D[0], D[1]]
+    assert walk(body, "", ("linux/arm/v7",)).manifests == [D[0]]
+    assert walk(body, "", ("linux/amd64", "linux/arm/v6")).manifests == [D[1], D[2]]
+    assert walk(body, "").manifests == [D[0], D[1], D[2]]
+
+
+def test_a_platform_is_read_from_its_parts_and_a_missing_part_is_empty():
+    body = index(entry(D[0], architecture="amd64"), entry(D[1], os="linux", variant=7),
+                 {"digest": D[2], "platform": "linux/amd64"})
+    assert walk(body, "", ("/amd64",)).manifests == [D[0]]
+    assert walk(body, "", ("linux/",)).manifests == [D[1]]
+    with pytest.raises(BadManifest, match="^the index has no manifest for platform linux/amd64, x/y$"):
+        walk(body, "", ("linux/amd64", "x/y"))
+
+
+def test_an_index_lists_at_most_64_manifests_each_with_a_digest_once():
+    same = [entry(D[0], os="linux", architecture="amd64")] * 64
+    assert walk(index(*same), "").manifests == [D[0]]
+    with pytest.raises(BadManifest, match="^an index must list at most 64 manifests$"):
+        walk(index(*same + same[:1]), "")
+    for bad in ({"size": 1}, "x", {"digest": "sha256:x"}):
+        with pytest.raises(BadManifest, match="^an index entry has no valid digest$"):
+            walk(index(bad), "")
+    with pytest.raises(BadManifest, match="^an index must list at most 64 manifests$"):
+        walk(json.dumps({"mediaType": INDEX_TYPES[0], "manifests": {}}).encode(), "")
+
+
+def image(config, layers) -> bytes:
+    return json.dumps({"mediaType": MANIFEST_TYPES[0], "config": config, "layers": layers}).encode()
+
+
+def test_a_manifest_names_at_most_4096_layers_each_with_a_digest_and_a_size():
+    config = {"digest": D[0], "size": 0}
+    layers = [{"digest": D[1], "size": 5}] * 4096
+    assert walk(image(config, layers), "").blobs == [Blob(D[0], 0), Blob(D[1], 5)]
+    for cfg, lay in ((config, layers + layers[:1]), (None, []), (config, {})):
+        with pytest.raises(BadManifest, match="^a manifest must have a config and at most 4096 layers$"):
+            walk(image(cfg, lay), "")
+    for bad in ({"digest": D[1], "size": -1}, {"digest": D[1], "size": True}, {"digest": D[1]},
+                {"size": 1}, {"digest": "sha256:x", "size": 1}, "x"):
+        with pytest.raises(BadManifest, match="^a manifest entry has no valid digest and size$"):
+            walk(image(config, [bad]), "")
+
+
+def test_progress_counts_the_tasks_done_of_the_tasks_known():
+    job = Job(1, PreheatRequest("file", "http://o/f", {}), "c", created_at=0.0)
+    assert job.progress() == (0, 0)
+    for key in "abc":
+        job.task_added(key, "u" + key)
+    job.task_done("a")
+    job.task_failed("b", "x")
+    assert job.progress() == (1, 3)
+
+
+def test_dates_are_to_the_second_in_utc():
+    job = Job(1, PreheatRequest("file", "http://o/f", {}), "c", created_at=1_700_000_000.9)
+    job.started(1_700_003_661.0)
+    assert job.v1()["startTime"] == "2023-11-14T23:14:21Z" and job.v1()["finishTime"] == ""
+    assert job.v2("h", "ip")["created_at"] == "2023-11-14T22:13:20Z"
+
+
+def request(n) -> PreheatRequest:
+    return PreheatRequest("file", "http://o/f%d" % n, {})
+
+
+def test_a_success_is_fresh_strictly_within_fresh_s_and_a_failure_never():
+    jobs = Jobs(Limits(fresh_s=60))
+    job, _ = jobs.submit(request(0), "c", 0.0)
+    job.started(0.0)
+    job.finished(10.0)
+    assert jobs.submit(request(0), "c", 69.9) == (job, False)
+    again, new = jobs.submit(request(0), "c", 70.0)
+    assert new and again.id == 2
+    again.failed("x", 71.0)
+    third, new = jobs.submit(request(0), "c", 72.0)
+    assert new and third.id == 3
+
+
+def test_the_limits_are_reached_exactly_and_say_so():
+    jobs = Jobs(Limits(max_per_client=2, max_waiting=3))
+    jobs.submit(request(0), "c", 0.0)
+    jobs.submit(request(1), "c", 0.0)
+    with pytest.raises(TooMany, match="^c has 2 preheats waiting or running: try again later$"):
+        jobs.submit(request(2), "c", 0.0)
+    done, _ = jobs.submit(request(3), "d", 0.0)
+    with pytest.raises(TooMany, match="^3 preheats are waiting or running: try again later$"):
+        jobs.submit(request(4), "e", 0.0)
+    done.failed("x", 1.0)
+    assert jobs.submit(request(4), "e", 1.0)[1]
+
+
+def test_finished_jobs_are_kept_keep_s_inclusive_and_the_oldest_go_first_past_max_records():
+    jobs = Jobs(Limits(max_records=2, keep_s=100))
+    made = [jobs.submit(request(i), "c%d" % i, 0.0)[0] for i in range(4)]
+    for job, at in zip(made, (30.0, 10.0, 20.0, 40.0)):
+        job.failed("x", at)
+    jobs.prune(110.0)
+    assert [jobs.get(j.id) is j for j in made] == [True, False, False, True]
+    jobs.prune(130.0)
+    assert [jobs.get(j.id) is j for j in made] == [True, False, False, True]
+    jobs.prune(130.1)
+    assert [jobs.get(j.id) is j for j in made] == [False, False, False, True]
+    running = jobs.submit(request(9), "c", 131.0)[0]
+    jobs.prune(10 ** 6)
+    assert jobs.get(running.id) is running and len(jobs) == 1
