@@ -2,6 +2,7 @@
 (survivors of a mutation run of protocol/preheat.py, docs/TESTING.md): the v2
 body is read by Dragonfly's own clients, so its every key and value is pinned."""
 import json
+import re
 
 import pytest
 
@@ -20,6 +21,7 @@ from dfly.protocol.preheat import (
     PreheatRequest,
     TooMany,
     image_ref,
+    parse_job_id,
     parse_v1,
     parse_v2,
     target_url,
@@ -357,3 +359,59 @@ def test_finished_jobs_are_kept_keep_s_inclusive_and_the_oldest_go_first_past_ma
     running = jobs.submit(request(9), "c", 131.0)[0]
     jobs.prune(10 ** 6)
     assert jobs.get(running.id) is running and len(jobs) == 1
+
+
+def test_a_url_is_refused_naming_its_field_when_missing_or_over_8192_characters():
+    refused(parse_v2, job_body(url=""), "field 'args.url': missing (the URL to preheat)")
+    long = "http://o/" + "a" * (8192 - 9)
+    assert parse_v2(job_body(url=long)).url == long
+    with pytest.raises(BadRequest, match="^field 'URL': over 8192 characters$"):
+        target_url(long + "a")
+    with pytest.raises(BadRequest, match="^field 'args.url': "):
+        parse_v2(job_body(url="http://[::1"))
+
+
+@pytest.mark.parametrize("headers", [{"A": 5}, {"A": None}, {"A:B": "v"}, {"": "v"}])
+def test_a_header_that_is_not_a_name_and_a_string_is_refused(headers):
+    refused(parse_v2, job_body(headers=headers), "field 'args.headers': bad header")
+
+
+def test_a_manifest_is_known_by_a_content_type_with_parameters():
+    walked = walk(index_body(), INDEX_TYPES[0] + "; charset=utf-8")
+    assert walked.manifests == [DIGEST] and walked.blobs == []
+    with pytest.raises(BadManifest, match="^the registry's manifest is not a JSON object$"):
+        walk(b"[]", "")
+    with pytest.raises(BadManifest, match="^the registry's manifest is not JSON$"):
+        walk(b"{", "")
+
+
+def test_a_plain_job_that_succeeds_has_no_note_and_an_unfinished_task_fails_it():
+    job = Job(1, PreheatRequest("file", "http://o/f", {}), "c", created_at=0.0)
+    job.started(1.0)
+    job.finished(2.0)
+    assert job.v1() == {"ID": "1", "status": "SUCCESS", "startTime": "1970-01-01T00:00:01Z",
+                        "finishTime": "1970-01-01T00:00:02Z", "errorMsg": "", "note": ""}
+    job = Job(2, PreheatRequest("file", "http://o/f", {}), "c", created_at=0.0)
+    job.task_added("a", "u")
+    job.finished(3.0)
+    assert (job.state, job.error) == ("FAILED", "not finished")
+
+
+def test_a_preheat_id_is_one_to_twelve_digits():
+    assert parse_job_id("000000000012") == 12
+    for text in ("", "1" * 13, "1a", " 1"):
+        with pytest.raises(BadRequest, match="^a preheat id is a number, got %s$" % re.escape(repr(text))):
+            parse_job_id(text)
+
+
+def test_a_target_with_two_digests_or_no_image_says_what_it_should_be():
+    with pytest.raises(BadRequest, match="^not an image reference"):
+        target_url("reg.test/app@a@b")
+    with pytest.raises(BadRequest) as caught:
+        target_url("Upper/Case:v1")
+    assert str(caught.value) == ("not an image reference (REGISTRY/REPOSITORY[:TAG][@DIGEST]) nor an "
+                                 "http(s) URL: 'Upper/Case:v1'")
+    with pytest.raises(BadRequest) as caught:
+        target_url("[::1/app")
+    assert str(caught.value).startswith("bad registry in image reference '[::1/app': ")
+    assert str(caught.value).endswith(" (an IPv6 registry is written [ADDR]:PORT/REPOSITORY)")
