@@ -3,6 +3,7 @@
 body is read by Dragonfly's own clients, so its every key and value is pinned."""
 import json
 import re
+import time
 
 import pytest
 
@@ -415,3 +416,48 @@ def test_a_target_with_two_digests_or_no_image_says_what_it_should_be():
         target_url("[::1/app")
     assert str(caught.value).startswith("bad registry in image reference '[::1/app': ")
     assert str(caught.value).endswith(" (an IPv6 registry is written [ADDR]:PORT/REPOSITORY)")
+
+
+def test_a_bad_v1_scope_is_refused_naming_the_field():
+    refused(parse_v1, {"type": "file", "url": "http://o/f", "scope": "x"},
+            "field 'scope': must be one of single_seed_peer/all_seed_peers/all_peers, got 'x'")
+
+
+def test_the_first_v2_of_an_image_url_starts_the_repository():
+    assert image_ref("https://h/v2/x/v2/a/manifests/b") == ImageRef("https://h", "x/v2/a", "b")
+
+
+def test_dates_are_in_utc_whatever_the_local_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        job = Job(1, PreheatRequest("file", "http://o/f", {}), "c", created_at=0.0)
+        assert job.v2("h", "ip")["created_at"] == "1970-01-01T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_job_is_created_at_its_submission_and_one_finished_at_zero_is_the_oldest():
+    jobs = Jobs(Limits(max_records=1, keep_s=100))
+    first = jobs.submit(request(0), "c", 0.0)[0]
+    second = jobs.submit(request(1), "c", 0.0)[0]
+    assert first.created_at == 0.0 and jobs.submit(request(2), "c", 5.0)[0].created_at == 5.0
+    first.failed("x", 0.0)
+    second.failed("x", 0.5)
+    jobs.prune(50.0)
+    assert jobs.get(first.id) is None and jobs.get(second.id) is second
+    third = jobs.get(3)
+    third.failed("x", 0.0)
+    jobs.prune(100.2)
+    assert jobs.get(third.id) is None
+
+
+def test_a_job_finished_at_zero_is_forgotten_keep_s_later():
+    jobs = Jobs(Limits(keep_s=100))
+    job = jobs.submit(request(0), "c", 0.0)[0]
+    job.failed("x", 0.0)
+    jobs.prune(100.0)
+    assert jobs.get(job.id) is job
+    jobs.prune(100.5)
+    assert jobs.get(job.id) is None
