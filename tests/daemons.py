@@ -65,6 +65,18 @@ def fetch(address: str, method: str, path: str, headers=None, body=None):
         conn.close()
 
 
+def scrape(address: str) -> dict:
+    """Every sample of a program's /metrics (Prometheus text 0.0.4): "name{labels}" -> value."""
+    status, headers, body = fetch(address, "GET", "/metrics")
+    assert status == 200 and headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def registry_blob(origin, data: bytes, served: bytes = b"", repo: str = "team/app"):
     """Lay out the test origin as a registry holding the blob `data` (answering `served`
     instead, when given): (origin file name, request path, digest)."""

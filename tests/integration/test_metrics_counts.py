@@ -10,7 +10,7 @@ import time
 
 import pytest
 from certs import Certs
-from daemons import fetch, registry_blob
+from daemons import fetch, registry_blob, scrape
 from helpers import MiB, content, reserve_ports, wait_until
 
 from dfly.errors import SourceError
@@ -21,17 +21,6 @@ from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import rendezvous_owner
 from dfly.tls import TLS, TLSOptions, http_connection
-
-
-def scrape(address: str) -> dict:
-    status, headers, body = fetch(address, "GET", "/metrics")
-    assert status == 200 and headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    samples = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def proxied_get(proxy_address: str, url: str) -> bytes:

@@ -10,7 +10,7 @@ import socket
 import time
 
 import pytest
-from daemons import fetch, registry_blob
+from daemons import fetch, registry_blob, scrape
 from helpers import MiB, content, reserve_ports, wait_until
 
 from dfly import __version__
@@ -24,17 +24,6 @@ from dfly.supernode.cluster import rendezvous_owner
 METRICS_MD = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "METRICS.md")
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (counter|gauge|histogram)$", re.M)
 DOC_ROW = re.compile(r"^\| `(dfly_[a-z_]+)` \| (counter|gauge|histogram) \|", re.M)
-
-
-def scrape(address: str) -> dict:
-    status, _, body = fetch(address, "GET", "/metrics")
-    assert status == 200
-    samples = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def family_types(address: str) -> dict:
