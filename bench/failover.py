@@ -58,11 +58,8 @@ def main() -> int:
 
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
         api = DflyApi(ws.pyz)
-        www = ws.dir("www")
-        harness.write_file(os.path.join(www, "file.bin"), size)
-        want = harness.sha256_file(os.path.join(www, "file.bin"))
-        nginx = harness.Nginx(ws, www)
-        swarm = Swarm(ws, api, nginx, nginx.url("file.bin"), size, want, args)
+        nginx, url, want = harness.served_file(ws, size)
+        swarm = Swarm(ws, api, nginx, url, size, want, args)
         killed, baseline = [], []
         for r in range(runs):
             if args.baseline:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -493,6 +493,14 @@ class Daemon:
     def stop(self) -> None:
         self.ws.stop(self.proc)
         self._log.close()
+
+
+def served_file(ws: Workspace, size: int) -> Tuple[Nginx, str, str]:
+    """A file of `size` bytes served by nginx from the workspace: (nginx, its URL, sha256)."""
+    www = ws.dir("www")
+    write_file(os.path.join(www, "file.bin"), size)
+    nginx = Nginx(ws, www)
+    return nginx, nginx.url("file.bin"), sha256_file(os.path.join(www, "file.bin"))
 
 
 def get_argv(ws: Workspace, url: str, out: str, supernode: str, data_dir: str,

@@ -49,12 +49,8 @@ def main() -> int:
     extra = ["--parallel", str(args.parallel)] if args.parallel else []
 
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
-        www = ws.dir("www")
-        harness.write_file(os.path.join(www, "file.bin"), size)
-        want = harness.sha256_file(os.path.join(www, "file.bin"))
-        nginx = harness.Nginx(ws, www)
+        nginx, url, want = harness.served_file(ws, size)
         supernode = harness.Supernode(ws)
-        url = nginx.url("file.bin")
         out = ws.path("out", "file.bin")
 
         def dfly(name, seed_for="0", data_dir="client"):
@@ -114,11 +110,7 @@ def cold_main(args) -> int:
     runs = args.runs or (1 if args.quick else 3)
     extra = ["--parallel", str(args.parallel)] if args.parallel else []
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
-        www = ws.dir("www")
-        harness.write_file(os.path.join(www, "file.bin"), size)
-        want = harness.sha256_file(os.path.join(www, "file.bin"))
-        nginx = harness.Nginx(ws, www)
-        url = nginx.url("file.bin")
+        nginx, url, want = harness.served_file(ws, size)
         out = ws.path("out", "file.bin")
         colds, olds, curls = [], [], []
         for r in range(runs):

@@ -31,11 +31,7 @@ def main() -> int:
     runs = args.runs or (1 if args.quick else 3)
 
     with harness.Workspace(args.tmp, args.keep, args.pyz) as ws:
-        www = ws.dir("www")
-        harness.write_file(os.path.join(www, "file.bin"), size)
-        want = harness.sha256_file(os.path.join(www, "file.bin"))
-        nginx = harness.Nginx(ws, www)
-        url = nginx.url("file.bin")
+        nginx, url, want = harness.served_file(ws, size)
         dfly_runs, curl_runs = [], []
         for r in range(runs):
             dfly_runs.append(run_dfly(ws, nginx, url, size, want, args, r))
