@@ -24,12 +24,10 @@ from dfly import options
 from dfly.protocol.address import WILDCARDS_V4, parse_address
 
 MAX_FILE_BYTES = 4 << 20     # a settings file is a few KiB; a bigger one is a mistake
-MAX_DURATION_S, MAX_SIZE, MAX_COUNT = options.MAX_DURATION_S, options.MAX_SIZE, options.MAX_COUNT
 MAX_RULES = 10000         # every proxied URL is tried against each rule in turn
 MAX_RULE_CHARS = 4096     # a longer regex is no rule a person wrote (and compiling one costs GBs)
 MAX_UNKNOWN_LISTED = 50   # more unknown keys than that is another file: one line counts them
 
-RANGES, POSITIVE_DURATIONS = options.RANGES, options.POSITIVE_DURATIONS   # (checked at start too)
 MATCH_ALL = ("^", "$", ".", ".*", ".+", "^.*", "^.+", ".*$", ".+$", "^.*$", "^.+$", "(.*)",
              "(?s).*", "(?s).+")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dfly import configcheck
+from dfly import configcheck, options
 from dfly.configcheck import DirFacts, guess_kind, parse
 from dfly.peer.config import PeerConfig
 from dfly.peer.daemon_config import DaemonConfig
@@ -434,7 +434,7 @@ def test_any_bytes_are_findings_never_a_crash(raw, is_toml, kind):
 
 def test_every_bound_names_a_setting_of_some_program():
     names = {f.name for cls in KINDS.values() for f in dataclasses.fields(cls)}
-    assert set(configcheck.RANGES) | set(configcheck.POSITIVE_DURATIONS) <= names
+    assert set(options.RANGES) | set(options.POSITIVE_DURATIONS) <= names
 
 
 def test_a_bad_subscribe_pattern_is_an_error_on_its_line_and_needs_a_supernode():
