@@ -125,12 +125,13 @@ def test_a_daemon_down_during_a_publish_catches_up_when_it_is_back(origin, publi
     back = _subscribed(daemons, supernode, prefix, data_dir=folder)
     wait_until(lambda: _holds(back, origin.url("a/second.bin"), second), timeout=30)
     assert origin.body_bytes("a/second.bin") == len(second)
-    assert back.subscriber.view()["delivered"] == 1, "the first publication was delivered again"
     state = os.path.join(folder, "daemon", "subscriptions.json")
     assert os.stat(state).st_mode & 0o777 == 0o600, "the file holds the subscriber's secrets"
     # the same subscriber as before its restart: one row, caught up
     assert back.subscriber.subscriber_id == row["subscriber"]
     wait_until(lambda: _row(client, back)["acknowledged"] == 2, timeout=10)
+    # counted before it is acknowledged (the count moves just after the cache holds the file)
+    assert back.subscriber.view()["delivered"] == 1, "the first publication was delivered again"
     assert len(client.subscriptions()["subscriptions"]) == 2
 
 
