@@ -18,6 +18,11 @@ class BadRequest(DflyError):
     http_status = 400
 
 
+class VersionMismatch(BadRequest):
+    """The other side speaks another version of dfly's protocol (docs/PROTOCOL.md):
+    upgrade one of them. Never a download of pieces the two would read differently."""
+
+
 class CannotListen(DflyError):
     """A listen address this host cannot use: taken, not its own, or a family it lacks."""
     exit_code = 2

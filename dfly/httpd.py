@@ -91,13 +91,17 @@ class FileSlice:
     on_sent(slow=True), once it has been SLOW_SEND_S on its way (a client that reads
     slowly is not waited for);
     `on_failed` instead, when the body could not be sent whole: the connection broke,
-    or the client read nothing for STALLED_SEND_S (the body is then cut)."""
+    or the client read nothing for STALLED_SEND_S (the body is then cut).
+    `ready`, for a body still being written (a piece relayed as it arrives):
+    ready(sent) is how many of its first bytes may be sent now, waiting a bounded
+    time for more than `sent`; at most `sent` ends the body there, short."""
     path: str
     offset: int
     count: int
     throttle: Optional[object] = None
     on_sent: Optional[Callable[[], None]] = None
     on_failed: Optional[Callable[[], None]] = None
+    ready: Optional[Callable[[int], int]] = None
 
 
 @dataclass
@@ -455,6 +459,8 @@ def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
 def send_file_slice(sock: socket.socket, source, body: FileSlice, copy: bool = False) -> int:
     """sendfile `body` from the open file `source` (read and send it when `copy`:
     a TLS socket); the bytes sent."""
+    if body.ready is not None:
+        return _send_growing(sock, source, body, copy)
     if copy:
         return _copy_file_slice(sock, source, body)
     if body.throttle is None:
@@ -467,6 +473,21 @@ def send_file_slice(sock: socket.socket, source, body: FileSlice, copy: bool = F
         if not n:
             break
         sent += n
+    return sent
+
+
+def _send_growing(sock: socket.socket, source, body: FileSlice, copy: bool) -> int:
+    """Send a body as its bytes become ready (FileSlice.ready); the bytes sent."""
+    sent = 0
+    while sent < body.count:
+        end = min(body.ready(sent), body.count)
+        if end <= sent:
+            break   # no more is coming: the client sees a short body
+        part = FileSlice(body.path, body.offset + sent, end - sent, body.throttle)
+        n = send_file_slice(sock, source, part, copy)
+        sent += n
+        if n != part.count:
+            break
     return sent
 
 

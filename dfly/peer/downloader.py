@@ -14,6 +14,11 @@ Three kinds of threads, each with one job, so no piece waits on another's:
 A holder that fails or lies is reported, and the supernode re-plans that piece
 from someone else.
 
+A piece counts as arriving from the moment it is handed to a worker: the
+supernode may name us as its holder to others at once (cut-through), and the
+uploader serves its blocks as each verifies (storage.py), until it is held or
+its fetch failed.
+
 Every reply names the task's content version, and reports name the version of
 the pieces they report. When the version changes while we hold pieces of
 another (the source changed under a supernode that restarted or took the task
@@ -21,6 +26,7 @@ over), the held pieces are dropped and the download starts over on the new
 content, once; a second change, or a change while a reader follows the file,
 ends it with SourceChanged. A file is never made of two versions.
 """
+import functools
 import logging
 import queue
 import threading
@@ -216,6 +222,7 @@ class P2PDownload:
                     if order.sha256:
                         self.fill.digests[order.num] = order.sha256
                     self._inflight[order.num] = order
+                    self.storage.piece_begun(order.num)   # others may be sent to us for it now
                     self._jobs.put(order)
         return state
 
@@ -298,6 +305,8 @@ class P2PDownload:
         with self._lock:
             self._inflight.pop(order.num, None)
             self._lock.notify_all()
+            if error is not None or fatal is not None:
+                self.storage.piece_abandoned(order.num)   # whoever relays it from us stops
             self.split.discarded += discarded
             if fatal is None and messages.stale(order.content_version, self.storage.content_version):
                 if error is None:   # whole and good, but of the content before a restart
@@ -408,7 +417,8 @@ class P2PDownload:
                 addr = order.addr or self.supernode.address
                 began = self.clock()
                 try:
-                    fetcher.fetch(addr, self.task_id, order, self.storage.write)
+                    fetcher.fetch(addr, self.task_id, order, self.storage.write,
+                                  on_block=functools.partial(self.storage.block_verified, order.num))
                     arrived = self.clock()
                     self._settle(order)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,

@@ -5,6 +5,17 @@ piece is good only if the holder sent exactly `size` bytes whose sha256 is the
 one the supernode recorded; anything else raises PieceFailed with a reason
 the scheduler is told.
 
+When the order names the piece's block digests (protocol v2), each block is
+checked as soon as its last byte is in, and only then written: the file
+never holds a byte of the piece that did not verify, so `on_block` may tell
+the uploader at once that the piece's first N bytes are good to pass on
+(cut-through), and a bad block ends the fetch there ("digest mismatch in
+block K"), not a piece later. The whole piece is still checked against its
+own digest before it counts as held. A holder relaying a piece it still
+receives (`X-Dfly-Relay`) ends its body short when its own fetch fails or
+stalls RELAY_WAIT_S: that is "relay stopped" (its source's fault, not its
+copy's), and a relay silent for twice that is given up on as stalled.
+
 A holder gets `connect_timeout_s` to accept the connection and again to send
 the first byte of its answer (a live one does both in a round trip); only then
 does each read get the longer `timeout_s`. A stopped or overloaded holder
@@ -25,7 +36,14 @@ from typing import Callable, Dict, Optional
 from urllib.parse import urlencode
 
 from dfly.protocol.address import loopback_for, parse_address
-from dfly.protocol.messages import PEER_SECRET_HEADER, SUPERNODE, PieceOrder
+from dfly.protocol.messages import (
+    PEER_SECRET_HEADER,
+    RELAY_HEADER,
+    RELAY_STOPPED,
+    RELAY_WAIT_S,
+    SUPERNODE,
+    PieceOrder,
+)
 from dfly.protocol.piecetoken import HEADER as PIECE_TOKEN_HEADER
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.tls import TLS, http_connection, refusal
@@ -67,9 +85,12 @@ class PieceFetcher:
         self._conns: Dict[str, http.client.HTTPConnection] = {}
         self._step: Optional[memoryview] = None   # the plain body's read buffer, reused
 
-    def fetch(self, addr: str, task_id: str, order: PieceOrder, write) -> None:
-        """Fetch `order` from `addr`, calling write(offset, data) as data arrives;
-        `data` (a view of a buffer reused for the next read) is valid during the call."""
+    def fetch(self, addr: str, task_id: str, order: PieceOrder, write,
+              on_block: Optional[Callable[[int], None]] = None) -> None:
+        """Fetch `order` from `addr`, calling write(offset, data) as data arrives
+        (with block digests: as each block verified, then on_block(bytes of the
+        piece verified so far)); `data` (a view of a buffer reused for the next
+        read) is valid during the call."""
         self.received = 0
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
         headers = {}
@@ -97,23 +118,34 @@ class PieceFetcher:
                 self._drop(addr)
                 if attempt == 2 or not reused or refusal(e):
                     raise PieceFailed(_unreachable(e, self.tls))
+        relay = response.getheader(RELAY_HEADER) is not None
         try:
-            sock.settimeout(self.timeout_s)
-            self._receive(response, sock, order, write)
-        except PieceFailed:
+            # A relay ends its body within RELAY_WAIT_S of its source stopping: one
+            # silent for twice that has stalled itself.
+            sock.settimeout(min(self.timeout_s, 2 * RELAY_WAIT_S) if relay else self.timeout_s)
+            self._receive(response, sock, order, write, on_block)
+        except PieceFailed as e:
             self._drop(addr)
+            if relay and str(e).startswith("short piece"):
+                raise PieceFailed("%s: %s" % (RELAY_STOPPED, e))
             raise
         except (http.client.HTTPException, OSError) as e:
             self._drop(addr)
             raise PieceFailed("transfer broke: %s" % e)
 
-    def _receive(self, response, sock: socket.socket, order: PieceOrder, write) -> None:
+    def _receive(self, response, sock: socket.socket, order: PieceOrder, write, on_block) -> None:
         if response.status != 200:
             raise PieceFailed("holder answered %d" % response.status)
         if response.length != order.size:
             raise PieceFailed("holder offers %s bytes, piece has %d" % (response.length, order.size))
         hasher = hashlib.sha256()
-        if self.tls is not None:
+        if order.blocks:
+            blocks = _BlockCheck(order, write, hasher, on_block)
+            if self.tls is not None:
+                self._receive_tls(response, order, blocks.take, hasher=None, step=order.block_size)
+            else:
+                self._receive_plain(response, sock, order, blocks.take, hasher=None, step=order.block_size)
+        elif self.tls is not None:
             self._receive_tls(response, order, write, hasher)
         else:
             self._receive_plain(response, sock, order, write, hasher)
@@ -121,7 +153,11 @@ class PieceFetcher:
         if hasher.hexdigest() != order.sha256:
             raise PieceFailed("digest mismatch")
 
-    def _receive_plain(self, response, sock: socket.socket, order: PieceOrder, write, hasher) -> None:
+    def _receive_plain(self, response, sock: socket.socket, order: PieceOrder, write, hasher,
+                       step: int = 0) -> None:
+        """`step`: reads stop at multiples of it (block ends), so none spans two blocks,
+        and each lands at its place in its block: a block's bytes stay in the buffer,
+        one run, until it is complete (_BlockCheck writes it from there)."""
         got, lowat = 0, 1
         # First what came in with the headers; then one read at a time, each asking the
         # kernel to wait for no more than the body still has to bring (a partial read,
@@ -131,47 +167,58 @@ class PieceFetcher:
         # object per read, an allocation and ~60 page faults each time); http.client
         # is told the body is consumed once it is (its length: 0).
         buffered = len(response.peek()) if order.size else 0
-        body, buffer = response.fp, self._buffer()
+        body, buffer = response.fp, self._buffer(max(STEP_BYTES, step))
         while got < order.size:
-            want = min(buffered or STEP_BYTES, order.size - got)
+            want, at = min(buffered or STEP_BYTES, order.size - got), 0
+            if step:
+                at = got % step
+                want = min(want, step - at)
             if not buffered and want != lowat:
                 lowat = _set_lowat(sock, want)
             buffered = 0
-            n = body.readinto1(buffer[:want])
+            n = body.readinto1(buffer[at:at + want])
             if not n:
                 raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))
-            chunk = buffer[:n]
-            hasher.update(chunk)
-            write(order.start + got, chunk)
+            chunk = buffer[at:at + n]
+            if hasher is not None:
+                hasher.update(chunk)
             got += n
-            self.received = got
+            self.received = got   # before write: a bad block's bytes count as received
+            write(order.start + got - n, chunk)
             self._throttle(n)
         response.length = 0
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
 
-    def _receive_tls(self, response, order: PieceOrder, write, hasher) -> None:
+    def _receive_tls(self, response, order: PieceOrder, write, hasher, step: int = 0) -> None:
         # A TLS read returns one record (16 KiB) at most: read1 would allocate a whole
         # step per record, and hashing and writing each record is many more calls.
         # Steps are read into one buffer instead, the records decrypted straight into it.
         # No SO_RCVLOWAT here: poll would wait for bytes the receive window may never
         # let in while OpenSSL asks for one record (measured: a stall until the timeout).
-        buffer = memoryview(bytearray(min(STEP_BYTES, order.size)))
+        # With blocks (`step`), each read lands at its place in its block, as in
+        # _receive_plain.
+        buffer = memoryview(bytearray(min(step or STEP_BYTES, order.size)))
         got = 0
         while got < order.size:
-            view = buffer[:min(len(buffer), order.size - got)]
+            room, at = min(STEP_BYTES, order.size - got), 0
+            if step:
+                at = got % step
+                room = min(room, step - at)
+            view = buffer[at:at + room]
             n = response.readinto(view)
             if not n:
                 raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))
-            hasher.update(view[:n])
-            write(order.start + got, view[:n])
+            if hasher is not None:
+                hasher.update(view[:n])
             got += n
             self.received = got
+            write(order.start + got - n, view[:n])
             self._throttle(n)
 
-    def _buffer(self) -> memoryview:
-        if self._step is None:
-            self._step = memoryview(bytearray(STEP_BYTES))
+    def _buffer(self, size: int) -> memoryview:
+        if self._step is None or len(self._step) < size:   # larger blocks: a larger one
+            self._step = memoryview(bytearray(size))
         return self._step
 
     def _throttle(self, nbytes: int) -> None:
@@ -206,6 +253,43 @@ class PieceFetcher:
     def close(self) -> None:
         for addr in list(self._conns):
             self._drop(addr)
+
+
+class _BlockCheck:
+    """Takes a piece's bytes in order (no read spans two blocks; the reader keeps
+    each block's parts in place until the block is complete), checks each block
+    against its digest when its last byte is in, and only then writes it."""
+
+    def __init__(self, order: PieceOrder, write, piece_hasher, on_block):
+        self.order = order
+        self.write = write
+        self.piece_hasher = piece_hasher
+        self.on_block = on_block
+        self.block = hashlib.sha256()
+        self.parts = []      # the current block's bytes, not written yet
+        self.filled = 0      # bytes of the current block in
+        self.verified = 0    # bytes of the piece verified and written
+
+    def take(self, offset: int, chunk) -> None:
+        order = self.order
+        self.block.update(chunk)
+        self.piece_hasher.update(chunk)
+        self.parts.append(chunk)
+        self.filled += len(chunk)
+        if self.filled < min(order.block_size, order.size - self.verified):
+            return
+        index = self.verified // order.block_size
+        if self.block.hexdigest() != order.blocks[index]:
+            raise PieceFailed("digest mismatch in block %d (bytes %d-%d of the piece)"
+                              % (index, self.verified, self.verified + self.filled - 1))
+        at = order.start + self.verified
+        for part in self.parts:
+            self.write(at, part)
+            at += len(part)
+        self.verified += self.filled
+        self.block, self.parts, self.filled = hashlib.sha256(), [], 0
+        if self.on_block is not None:
+            self.on_block(self.verified)
 
 
 def _unreachable(error: Exception, tls: Optional[TLS] = None) -> str:

@@ -7,9 +7,16 @@ after it verified. The file keeps a temporary name until every piece is held.
 Every held piece is of one content version (the supernode's id of the source
 bytes the digests were cut from); when the source changed mid-download, the
 download starts over and the held pieces are forgotten.
+
+A piece still arriving with block digests is written only block by block as
+each verified (piece_client.py): `arriving` says how many of its first bytes
+are good, and the uploader passes those on at once (cut-through), waiting for
+more with `verified_end`. A fetch that fails drops the count: a relay of it
+stops there.
 """
 import os
 import threading
+import time
 from typing import Dict, Optional, Set
 
 from dfly.errors import LocalIOError
@@ -34,6 +41,7 @@ class PieceFile:
         self.piece_size = 0
         self.held: Set[int] = set()
         self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against
+        self.arriving: Dict[int, int] = {}  # piece -> its first bytes verified so far (fetch running)
         self.cond = threading.Condition()
         self.content_version = ""   # of the held pieces; "" until a supernode named one
         self.restarts = 0           # times held pieces were dropped for a new content version
@@ -44,6 +52,7 @@ class PieceFile:
         with self.cond:
             self.held.clear()
             self.digests.clear()
+            self.arriving.clear()
             self.length, self.piece_size = None, 0
             self.content_version = content_version
             self.restarts += 1
@@ -77,6 +86,7 @@ class PieceFile:
         (a source that serves no ranges, or another version of the file)."""
         with self.cond:
             self.held = set()
+            self.arriving.clear()
             self.length, self.piece_size = None, 0
 
     def write(self, offset: int, data) -> None:
@@ -87,8 +97,54 @@ class PieceFile:
         except OSError as e:
             raise LocalIOError("cannot write %s: %s" % (self.shown, e.strerror or e))
 
+    def piece_begun(self, num: int) -> None:
+        """A fetch of piece `num` begins: nothing of it is verified yet."""
+        with self.cond:
+            self.arriving[num] = 0
+            self.cond.notify_all()
+
+    def block_verified(self, num: int, verified: int) -> None:
+        """The first `verified` bytes of piece `num` are verified and written."""
+        with self.cond:
+            if num in self.arriving:
+                self.arriving[num] = verified
+                self.cond.notify_all()
+
+    def piece_abandoned(self, num: int) -> None:
+        """The fetch of piece `num` failed: what relays it stops."""
+        with self.cond:
+            if self.arriving.pop(num, None) is not None:
+                self.cond.notify_all()
+
+    def arriving_slice(self, num: int):
+        """(offset, size) of piece `num` while it arrives, or None."""
+        if num not in self.arriving or self.length is None or not self.piece_size:
+            return None
+        try:
+            return piece_range(num, self.length, self.piece_size)
+        except ValueError:
+            return None
+
+    def verified_end(self, num: int, sent: int, timeout_s: float) -> int:
+        """How many of piece `num`'s first bytes may be sent now: waits up to
+        `timeout_s` for more than `sent`. At most `sent` when no more will come in
+        time (the fetch failed, stalled, or the content changed)."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while True:
+                if num in self.held and self.length is not None:
+                    return piece_range(num, self.length, self.piece_size)[1]
+                got = self.arriving.get(num)
+                if got is None or got > sent:
+                    return sent if got is None else got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return got
+                self.cond.wait(left)
+
     def mark_held(self, num: int, sha256_hex: str = "") -> None:
         with self.cond:
+            self.arriving.pop(num, None)
             self.held.add(num)
             if sha256_hex:
                 self.digests[num] = sha256_hex

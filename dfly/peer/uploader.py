@@ -8,6 +8,14 @@ Routes: GET /healthz, GET /v1/tasks/{id}/pieces/{n}.
 A piece goes only to a requester the supernode scheduled for the task: the
 request carries a piece token (protocol/piecetoken.py) minted with one of our
 peer secrets (`secrets`, the PeerSecrets of our peer id), else 403.
+
+Cut-through: a piece this peer is still fetching (the supernode may name us
+for it as soon as we are given it) is served as it arrives. Its blocks are
+verified before they are written (piece_client.py), so only verified bytes go
+out; the answer says `X-Dfly-Relay: arriving`, and waits at most RELAY_WAIT_S
+for each next block. When our fetch fails or stalls that long, the body ends
+short: the requester sees a relay that stopped, not a bad copy, and is planned
+again (we pass on nothing we did not verify, so a bad block from us is ours).
 """
 import threading
 import time
@@ -16,6 +24,7 @@ from typing import Callable, Dict, Optional
 from dfly.errors import BadRequest, Forbidden, NotFound
 from dfly.httpd import FileSlice, Request, Response, compile_routes, match_route, piece_number
 from dfly.protocol import piecetoken
+from dfly.protocol.messages import RELAY_HEADER, RELAY_WAIT_S
 from dfly.protocol.task import TASK_ID
 
 ROUTES = compile_routes([
@@ -38,6 +47,8 @@ class UploaderApp:
         self._lock = threading.Lock()
         self.last_request = clock()
         self.uploaded_bytes = 0
+        self.relayed_pieces = 0   # pieces served while still arriving (cut-through)
+        self.relay_wait_s = RELAY_WAIT_S
 
     def publish(self, task_id: str, pieces) -> None:
         """Serve the held pieces of `pieces` (a PieceFile or SeedFile) for `task_id`."""
@@ -83,7 +94,20 @@ class UploaderApp:
             pieces = self._files.get(tid)
         where: Optional[tuple] = pieces.piece_slice(n) if pieces is not None else None
         if where is None:
-            raise NotFound("piece %d of task %s is not here" % (n, tid[:12]))
+            return self._relay(pieces, tid, n)
         self.uploaded_bytes += where[1]
         return Response(200, FileSlice(pieces.path, where[0], where[1], self.throttle),
                         {"Content-Type": "application/octet-stream"})
+
+    def _relay(self, pieces, tid: str, n: int) -> Response:
+        """Piece `n` while it arrives: its verified bytes as they land."""
+        arriving = getattr(pieces, "arriving_slice", None)   # (a finished file has none)
+        where = arriving(n) if arriving is not None else None
+        if where is None:
+            raise NotFound("piece %d of task %s is not here" % (n, tid[:12]))
+        self.uploaded_bytes += where[1]
+        self.relayed_pieces += 1
+        wait = self.relay_wait_s
+        body = FileSlice(pieces.path, where[0], where[1], self.throttle,
+                         ready=lambda sent: pieces.verified_end(n, sent, wait))
+        return Response(200, body, {"Content-Type": "application/octet-stream", RELAY_HEADER: "arriving"})

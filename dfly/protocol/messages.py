@@ -1,4 +1,4 @@
-"""The JSON messages between peers and the supernode (docs/PROTOCOL.md, v1).
+"""The JSON messages between peers and the supernode (docs/PROTOCOL.md, v2).
 
 Parsing is strict and total: anything a hostile or buggy client sends either
 becomes a well-typed request or a BadRequest naming the field, never a crash
@@ -8,13 +8,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from dfly.errors import BadRequest
+from dfly.errors import BadRequest, VersionMismatch
 from dfly.protocol.digest import format_digest, parse_digest
 from dfly.protocol.location import parse_location
 from dfly.protocol.task import PEER_ID
 from dfly.protocol.urls import normalize_url
 
-PROTOCOL_VERSION = 1
+# 2: pieces carry the digests of their blocks, and a holder may serve a piece it is
+# still receiving, block by block (cut-through). A version-1 peer would take such a
+# stream for a whole piece: the versions do not mix, each side refuses the other.
+PROTOCOL_VERSION = 2
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_REPORTS = 100000
 MAX_WANT = 64
@@ -25,11 +28,22 @@ SUPERNODE = "supernode"   # the holder name of pieces the supernode serves itsel
 DIGEST_MISMATCH = "digest mismatch"
 SHORT_PIECE = "short piece"
 PEER_SECRET_HEADER = "X-Dfly-Peer-Secret"   # proves a peer id: the secret its registration returned
+# Cut-through: a holder serving a piece it is still receiving says so, and waits at
+# most RELAY_WAIT_S for each next verified block before it ends the body short. A
+# failure of such a relay that is not a bad block is the relay's source's, not its own.
+RELAY_HEADER = "X-Dfly-Relay"
+RELAY_WAIT_S = 5.0
+RELAY_STOPPED = "relay stopped"
 
 
 def copy_suspect(reason: str) -> bool:
     """Does a `failed` report with this reason cast doubt on the holder's copy?"""
     return reason.startswith(DIGEST_MISMATCH) or reason.startswith(SHORT_PIECE)
+
+
+def bad_bytes(reason: str) -> bool:
+    """Does a `failed` report say the holder sent wrong bytes (not too few, or late)?"""
+    return reason.startswith(DIGEST_MISMATCH)
 # Headers a peer may not pass to the source: they would change what the
 # supernode fetches or how, not who it fetches as.
 HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",
@@ -104,6 +118,8 @@ class RegisterRequest:
 
     @classmethod
     def parse(cls, body: dict) -> "RegisterRequest":
+        if "version" in body:   # every dfly peer sends it; a hand-written call may not
+            check_version(body["version"], "the peer")
         url = normalize_url(_str(body, "url", required=True, limit=MAX_URL_LEN))
         digest = _str(body, "digest")
         if digest is not None:
@@ -136,6 +152,18 @@ class RegisterRequest:
         if self.location:   # optional: older supernodes never see it
             peer["location"] = self.location
         return peer
+
+
+def check_version(version, who: str) -> None:
+    """VersionMismatch unless `version` (a message's `version` field; None: 1, what
+    a supernode older than its replies' field speaks) is ours."""
+    if version is None:
+        version = 1
+    if version != PROTOCOL_VERSION:
+        raise VersionMismatch("%s speaks dfly protocol version %s, this %s speaks version %d: "
+                              "upgrade the older one" % (who, str(version)[:16],
+                                                         "supernode" if who == "the peer" else "peer",
+                                                         PROTOCOL_VERSION))
 
 
 @dataclass(frozen=True)
@@ -236,18 +264,47 @@ class PieceOrder:
     addr: Optional[str] = None
     content_version: str = ""
     token: str = ""   # the piece-access token for this holder ("": an older supernode)
+    block_size: int = 0   # the piece's blocks: each `block_size` bytes (the last shorter),
+    blocks: tuple = ()    # with these sha256s; 0 and (): checked only whole
 
     @classmethod
     def parse(cls, item: dict, content_version: str = "") -> "PieceOrder":
         if not isinstance(item, dict):
             raise BadRequest("each piece must be an object")
+        size = _int(item.get("size"), "size", 0, 1 << 40)
+        block_size, blocks = _blocks(item, size)
         return cls(num=_int(item.get("num"), "num", 0, 1 << 40),
                    start=_int(item.get("start"), "start", 0, 1 << 62),
-                   size=_int(item.get("size"), "size", 0, 1 << 40),
+                   size=size,
                    sha256=_str(item, "sha256", required=True, limit=128),
                    holder=_str(item, "holder", required=True, limit=64),
                    addr=_str(item, "addr", limit=300), content_version=content_version,
-                   token=_str(item, "token", limit=128) or "")
+                   token=_str(item, "token", limit=128) or "", block_size=block_size, blocks=blocks)
+
+    def to_json(self) -> dict:
+        """The order as a supernode sends it (tests build replies with it)."""
+        out = {"num": self.num, "start": self.start, "size": self.size, "sha256": self.sha256,
+               "holder": self.holder}
+        if self.addr:
+            out["addr"] = self.addr
+        if self.token:
+            out["token"] = self.token
+        if self.blocks:
+            out["block_size"], out["blocks"] = self.block_size, list(self.blocks)
+        return out
+
+
+def _blocks(item: dict, size: int):
+    """An order's (block_size, blocks): both absent, or a size and one sha256 per block."""
+    blocks = item.get("blocks")
+    if blocks is None:
+        return 0, ()
+    block_size = _int(item.get("block_size"), "block_size", 1, 1 << 40)
+    if not isinstance(blocks, list) or len(blocks) != -(-size // block_size) \
+            or not all(isinstance(b, str) and SHA256_HEX.match(b) for b in blocks):
+        raise BadRequest("field 'blocks' must hold one sha256 (hex) per %d bytes of the piece"
+                         % block_size)
+    return block_size, tuple(blocks)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The supernode's CDN: fetch a task's source once into its cache folder.
 
-Bytes are written in order while a sha256 runs per piece; each piece is
+Bytes are written in order while a sha256 runs per piece, and one per block
+of it (the block digests peers check a piece by as it arrives); each piece is
 announced to the task (and so to waiting peers) the moment its last byte is on
 disk (every write checked: a short write is retried, never counted as done). A
 complete cache is revalidated with If-None-Match / If-Modified-Since (also when
@@ -34,7 +35,7 @@ from typing import Callable, Optional
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceDenied, SourceError, unreachable
 from dfly.protocol.digest import mismatch, new_hasher, parse_digest
-from dfly.protocol.pieces import piece_range, piece_size_for
+from dfly.protocol.pieces import block_digests, block_size_for, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.redact import redact_url
 from dfly.protocol.sourcepolicy import SourcePolicy
@@ -211,8 +212,8 @@ class Fetch:
             task.etag, task.last_modified = meta.get("etag", ""), meta.get("last_modified", "")
             task.content_version = _version_in(meta, task)
             task.digests = []
-            for hexdigest in meta["digests"]:
-                task.piece_written(hexdigest)
+            for hexdigest, blocks in zip(meta["digests"], _blocks_in(meta)):
+                task.piece_written(hexdigest, blocks)
             for num in meta.get("damaged", ()):   # found bad while idle: fetched again alone
                 task.piece_damaged(num)
             task.state = DONE
@@ -240,8 +241,8 @@ class Fetch:
                         task.changed()
                     else:
                         task.digests = []
-                        for hexdigest in known:
-                            task.piece_written(hexdigest)
+                        for hexdigest, blocks in zip(known, _blocks_in(meta)):
+                            task.piece_written(hexdigest, blocks)
                 log.info("task %s resuming source at byte %d", task.task_id[:12], resume_from)
                 return resume_from
             raise SourceError("origin sent a range we did not ask for: %r" % crange)
@@ -262,6 +263,7 @@ class Fetch:
                 task.new_version(content_version_for(task.etag, total, task.piece_size))
             # Before the data file is cut short: a crash must not leave old digests beside new bytes.
             task.save_meta()
+            task.drop_blocks()
         if meta and meta.get("content_version") and meta["content_version"] != task.content_version:
             log.info("task %s source changed (200 to a conditional request): cut afresh as "
                      "content version %s", task.task_id[:12], task.content_version)
@@ -280,6 +282,8 @@ class Fetch:
             out.seek(start)
             offset = start
             self._piece = hashlib.sha256()
+            self._block, self._blocks = hashlib.sha256(), []
+            self._block_size = block_size_for(piece_size)
             while True:
                 chunk = self._read(response, offset)
                 if not chunk:
@@ -296,7 +300,9 @@ class Fetch:
                 self._check_live()
                 task.length = offset   # known only now for a chunked source; before the last piece
             if offset % piece_size:
-                self._piece_done(self._piece.hexdigest())
+                if offset % self._block_size:
+                    self._blocks.append(self._block.hexdigest())
+                self._piece_done(self._piece.hexdigest(), self._blocks)
         if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
             with task.cond:
                 self._check_live()
@@ -347,6 +353,9 @@ class Fetch:
         data = self.read_piece(num)
         with task.cond:
             store_piece(task, num, data)
+            if num not in task.blocks:   # (a replica of a member older than block digests)
+                task.blocks[num] = block_digests(data, block_size_for(task.piece_size))
+                task.record_blocks(num, task.blocks[num])
             task.piece_cached(num)
             task.save_meta()
         log.info("task %s piece %d refetched from the source (no peer held it)", task.task_id[:12], num)
@@ -400,29 +409,40 @@ class Fetch:
         return b"".join(parts)
 
     def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
-        """Feed `chunk` to the per-piece hash; announce each piece it completes."""
+        """Feed `chunk` to the per-piece and per-block hashes; announce each piece it
+        completes. (Blocks divide pieces: a block never spans two.)"""
         view = memoryview(chunk)
+        block_size = self._block_size
         while view:
-            room = piece_size - offset % piece_size
+            room = block_size - offset % block_size
             part, view = view[:room], view[room:]
             self._piece.update(part)
+            self._block.update(part)
             offset += len(part)
+            if offset % block_size == 0:
+                self._blocks.append(self._block.hexdigest())
+                self._block = hashlib.sha256()
             if offset % piece_size == 0:
-                self._piece_done(self._piece.hexdigest())
-                self._piece = hashlib.sha256()
+                self._piece_done(self._piece.hexdigest(), self._blocks)
+                self._piece, self._blocks = hashlib.sha256(), []
         return offset
 
-    def _piece_done(self, hexdigest: str) -> None:
+    def _piece_done(self, hexdigest: str, blocks: list) -> None:
         task = self.task
         with task.cond:
             self._check_live()
             if task.piece_cut(hexdigest):
                 log.info("task %s source changed: piece %d differs from the copy before; cut as "
                          "content version %s", task.task_id[:12], len(task.digests), task.content_version)
-        self.before_offer(task, len(task.digests), hexdigest)
+        num = len(task.digests)
         with task.cond:
             self._check_live()
-            task.piece_written(hexdigest)
+            task.blocks[num] = blocks   # what the copy to other members carries (not offered yet)
+            task.record_blocks(num, blocks)   # before the meta names the piece
+        self.before_offer(task, num, hexdigest)
+        with task.cond:
+            self._check_live()
+            task.piece_written(hexdigest, blocks)
             task.save_meta()
 
     def _read(self, response, offset: int) -> bytes:
@@ -451,6 +471,14 @@ class Fetch:
             if delay > 0:
                 self._progressed(ahead_s=delay)   # waiting on our own limit, not on the source
                 time.sleep(delay)
+
+
+def _blocks_in(meta: dict) -> list:
+    """The block digests of a meta's pieces, aligned with its digests (None: unknown)."""
+    blocks = meta.get("blocks")
+    blocks = list(blocks) if isinstance(blocks, list) else []
+    count = len(meta["digests"])
+    return (blocks + [None] * count)[:count]
 
 
 def content_version_for(etag: str, length: Optional[int], piece_size: int) -> str:

@@ -23,6 +23,7 @@ from dfly.protocol.messages import (
     RegisterRequest,
     ScheduleRequest,
     TaskState,
+    check_version,
     stale,
 )
 from dfly.protocol.signing import HEADER as CLUSTER_HEADER
@@ -42,7 +43,8 @@ class SupernodeDown(errors.DflyError):
 _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
           "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
           "SourceError": errors.SourceError, "SourceDenied": errors.SourceDenied,
-          "DigestMismatch": errors.DigestMismatch, "TLSRequired": errors.TLSRefused}
+          "DigestMismatch": errors.DigestMismatch, "TLSRequired": errors.TLSRefused,
+          "VersionMismatch": errors.VersionMismatch}
 
 
 class PeerSecrets:
@@ -101,6 +103,7 @@ class SupernodeClient:
                 with self.secrets.first_registration:
                     body = self._register_once(request)
             if not body.get("redirect"):
+                check_version(body.get("version"), "supernode %s" % self.address)
                 task_id = body.get("task_id")
                 if not isinstance(task_id, str) or not TASK_ID.match(task_id):
                     raise SupernodeDown("supernode %s sent no task id" % self.address)

@@ -35,7 +35,7 @@ from dfly.protocol import messages, piecetoken, signing, tiers
 from dfly.protocol.address import format_address, parse_host
 from dfly.protocol.location import parse_location
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
-from dfly.protocol.pieces import piece_range
+from dfly.protocol.pieces import block_size_for, piece_range
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.redact import redact_text, redact_url, shown_url
 from dfly.protocol.sourcepolicy import SourcePolicy
@@ -212,7 +212,8 @@ class Supernode:
                 reply = self._state(task)
             break
         _touch(task.folder)
-        reply.update(task_id=tid, peer_id=req.peer_id, peer_secret=secret)
+        reply.update(task_id=tid, peer_id=req.peer_id, peer_secret=secret,
+                     version=messages.PROTOCOL_VERSION)   # a peer of another version refuses us
         return reply
 
     def schedule(self, tid: str, body: dict, proof: str = "") -> dict:
@@ -676,6 +677,9 @@ class Supernode:
             size = piece_range(num, task.length, task.piece_size)[1]
         piece = {"num": num, "start": start, "size": size, "sha256": task.digests[num]
                  if num < len(task.digests) else "", "holder": assignment.holder}
+        blocks, block_size = task.blocks.get(num), block_size_for(task.piece_size)
+        if blocks and len(blocks) == -(-size // block_size):   # (none for a piece cut before
+            piece["block_size"], piece["blocks"] = block_size, blocks   # blocks had digests)
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
             piece["addr"] = format_address(host, port)
@@ -714,6 +718,7 @@ class Supernode:
         with task.cond:
             replica = task.replica()
         replica["digests"] = replica["digests"][:num] + [sha256_hex]
+        replica["blocks"] = replica["blocks"][:num] + [task.blocks.get(num)]
         for member in self.membership.replica_targets(task.task_id, self.clock()):
             if member == self.me:
                 continue

@@ -19,7 +19,10 @@ On disk a task is a folder named by its id: `data` (the source's bytes, written
 in order) and `meta.json` (URL, validators, content version, length, piece
 size, one sha256 per finished piece, whether the source is complete, pieces
 found damaged and not yet fetched again). The meta is rewritten atomically
-after every piece, so a crash loses at most the piece being cut.
+after every piece, so a crash loses at most the piece being cut. `blocks`
+holds each piece's block digests, one line per piece (`NUM HEX...`), appended
+before the meta names the piece (so no piece is named without them), read
+back last line first: the meta grows by 66 bytes a piece, not by 9 times that.
 
 A task's pieces are of one content version: an opaque id of the bytes, made
 whenever the source is cut from byte 0 (from a strong ETag and the length, else
@@ -32,6 +35,7 @@ origin that resumes nothing costs peers nothing when the bytes are the same.
 """
 import json
 import os
+import re
 import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Set
@@ -41,6 +45,7 @@ from dfly.protocol.redact import redact_text, redact_url
 from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+HEX_DIGESTS = re.compile(r"^(?:[0-9a-f]{64})+$")   # a `blocks` line's digests, run together
 BATON_MISSES = 1
 MAX_EARLY_PIECES = 1 << 17   # bounds what reports of pieces not cut yet may cost
 MAX_SOURCES = 8          # other registrants' URLs remembered per task
@@ -86,6 +91,7 @@ class Task:
         self.length: Optional[int] = None
         self.piece_size = piece_size_for(None)
         self.digests: List[str] = []
+        self.blocks: Dict[int, List[str]] = {}   # piece -> its block digests (cut-through)
         self.etag = ""
         self.last_modified = ""
         self.content_version = ""   # "" until the source answered (or a copy told us)
@@ -133,6 +139,10 @@ class Task:
     @property
     def meta_path(self) -> str:
         return os.path.join(self.folder, "meta.json")
+
+    @property
+    def blocks_path(self) -> str:
+        return os.path.join(self.folder, "blocks")
 
     @property
     def piece_count(self) -> Optional[int]:
@@ -215,6 +225,7 @@ class Task:
         version stays: the fetch may find the same bytes (a 304, a resumed Range)."""
         self.scheduler = TaskScheduler(self.scheduler.config)
         self.state, self.length, self.digests, self.adopted_at = PENDING, None, [], None
+        self.blocks = {}
         self.geometry_known = False
         self.damaged, self.checking, self.suspects, self.good_at = set(), set(), {}, {}
         self.generation += 1
@@ -242,6 +253,7 @@ class Task:
         self.content_version = content_version
         self.confirming = list(confirming) if confirming else None
         self.digests = []
+        self.blocks = {}
         self.damaged, self.checking, self.suspects, self.good_at = set(), set(), {}, {}
         self.generation += 1   # a repair in flight is of the bytes cut before
         self.changed()
@@ -268,10 +280,10 @@ class Task:
     def content_differs(self) -> None:
         """The bytes are not those of the version this cut kept: a new version (as an
         unnamed cut gets: random), keeping the pieces cut so far."""
-        cut = self.digests
+        cut, blocks = self.digests, self.blocks
         self.new_version(os.urandom(8).hex())
-        for sha256_hex in cut:
-            self.piece_written(sha256_hex)
+        for num, sha256_hex in enumerate(cut):
+            self.piece_written(sha256_hex, blocks.get(num))
 
     def report_early(self, peer_id: str, num: int, content_version: str) -> None:
         """`peer_id` holds piece `num` of `content_version`, which we have not cut (yet):
@@ -325,10 +337,15 @@ class Task:
         self.url, self.headers = url, headers
         self.reset()
 
-    def piece_written(self, sha256_hex: str) -> None:
-        """The next piece in order was cut from the source into the cache."""
+    def piece_written(self, sha256_hex: str, blocks: Optional[List[str]] = None) -> None:
+        """The next piece in order was cut from the source into the cache (with the
+        digests of its blocks, when known)."""
         self.digests.append(sha256_hex)
         num = len(self.digests) - 1
+        if blocks:
+            self.blocks[num] = blocks
+        else:
+            self.blocks.pop(num, None)
         for peer_id, version in self._early.pop(num, {}).items():
             if version == self.content_version and peer_id in self.scheduler.peers:
                 self.scheduler.piece_done(peer_id, num, self.clock())
@@ -363,6 +380,7 @@ class Task:
         self.etag, self.last_modified = replica.get("etag", ""), replica.get("last_modified", "")
         self.content_version = replica.get("content_version") or ""
         self.digests = list(replica["digests"])
+        self.blocks = blocks_of(replica)
         self.adopted_at = now
         self.geometry_known = True
 
@@ -372,6 +390,7 @@ class Task:
         return {"task_id": self.task_id, "url": self.url,
                 "digest": self.digest, "length": self.length, "piece_size": self.piece_size,
                 "etag": self.etag, "last_modified": self.last_modified, "digests": self.digests,
+                "blocks": [self.blocks.get(n) for n in range(len(self.digests))],
                 "state": self.state, "content_version": self.content_version}
 
     # persistence ----------------------------------------------------------------
@@ -404,7 +423,34 @@ class Task:
         if not isinstance(meta, dict) or not isinstance(meta.get("digests"), list):
             return None
         meta["data_size"] = size
+        meta["blocks"] = self._load_blocks(len(meta["digests"]))
         return normalise_damaged(meta)
+
+    def record_blocks(self, num: int, blocks: List[str]) -> None:
+        """Keep piece `num`'s block digests on disk (before the meta names the piece)."""
+        with open(self.blocks_path, "a") as f:
+            f.write("%d %s\n" % (num, "".join(blocks)))
+
+    def drop_blocks(self) -> None:
+        """The source is cut afresh: the block digests on disk are of other bytes."""
+        try:
+            os.remove(self.blocks_path)
+        except OSError:
+            pass
+
+    def _load_blocks(self, count: int) -> List[Optional[List[str]]]:
+        """The block digests of pieces 0..count-1 (None where unknown), aligned with
+        the meta's digests; the last line of a piece wins (it was cut again)."""
+        found: Dict[int, List[str]] = {}
+        try:
+            with open(self.blocks_path) as f:
+                for line in f:
+                    num, _, joined = line.strip().partition(" ")
+                    if num.isdigit() and int(num) < count and HEX_DIGESTS.match(joined):
+                        found[int(num)] = [joined[i:i + 64] for i in range(0, len(joined), 64)]
+        except (OSError, UnicodeDecodeError):
+            pass
+        return [found.get(n) for n in range(count)]
 
     def summary(self) -> dict:
         return {"task_id": self.task_id, "url": self.url, "state": self.state,
@@ -417,6 +463,19 @@ class Task:
                 "damaged_pieces": len(self.damaged), "discarded": dict(self.discarded),
                 "bytes_within_zone": self.bytes_within_zone,
                 "bytes_across_zones": self.bytes_across_zones}
+
+
+def blocks_of(copy: dict) -> Dict[int, List[str]]:
+    """The block digests a meta or replica carries (`blocks`: a list aligned with
+    `digests`, None where unknown), as piece -> list; what is malformed is left out
+    (those pieces are then checked whole)."""
+    listed = copy.get("blocks")
+    out: Dict[int, List[str]] = {}
+    for num, blocks in enumerate(listed if isinstance(listed, list) else ()):
+        if isinstance(blocks, list) and blocks and all(isinstance(b, str) and HEX_DIGESTS.match(b)
+                                                       and len(b) == 64 for b in blocks):
+            out[num] = list(blocks)
+    return out
 
 
 def normalise_damaged(meta: dict) -> dict:

@@ -16,6 +16,7 @@ import pytest
 from helpers import MiB, content, reserve_ports, run_all, sha256_file, wait_until
 from origin import Fault
 
+from dfly.protocol.pieces import block_digests, block_size_for
 from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import rendezvous_owner
@@ -32,6 +33,12 @@ def name_owned_by(origin, owner, members):
 
 def piece_digests(data, piece_size=MiB):
     return [hashlib.sha256(data[i:i + piece_size]).hexdigest() for i in range(0, len(data), piece_size)]
+
+
+def piece_blocks(data, piece_size=MiB):
+    """What a takeover needs for cut-through: each piece's block digests."""
+    return [block_digests(data[i:i + piece_size], block_size_for(piece_size))
+            for i in range(0, len(data), piece_size)]
 
 
 @pytest.fixture
@@ -147,6 +154,7 @@ def test_a_member_that_never_pings_gets_every_digest_by_the_push(
 
     assert tid in task_ids_at(owner) and tid not in task_ids_at(other)
     assert running[other].service.replicas.get(tid)["digests"] == piece_digests(data)
+    assert running[other].service.replicas.get(tid)["blocks"] == piece_blocks(data)
 
 
 def test_a_member_that_missed_the_pushes_pulls_the_digests_when_it_pings(
@@ -165,6 +173,7 @@ def test_a_member_that_missed_the_pushes_pulls_the_digests_when_it_pings(
     wait_until(lambda: joined.service.replicas.count(tid) == 4, timeout=10,
                message="the late member copied the task's digests")
     assert joined.service.replicas.get(tid)["digests"] == piece_digests(data)
+    assert joined.service.replicas.get(tid)["blocks"] == piece_blocks(data)
 
 
 @pytest.mark.time_limit(60)

@@ -71,7 +71,7 @@ def only_typed(call, *typed):
 
 VALID_PEER = {"id": "p-1", "port": 8001, "host": "127.0.0.1"}
 VALID_REGISTER = {"url": "http://127.0.0.1:1/f", "digest": "sha256:" + "a" * 64, "identifier": "x",
-                  "headers": {"X-A": "b"}, "filters": ["sig"], "version": 1}
+                  "headers": {"X-A": "b"}, "filters": ["sig"], "version": 2}
 
 
 @FAST

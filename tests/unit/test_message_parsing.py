@@ -21,7 +21,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def register_body(**changes) -> dict:
-    body = {"version": 1, "url": "http://origin.example/f.bin",
+    body = {"version": 2, "url": "http://origin.example/f.bin",
             "peer": {"id": "peer-1", "port": 8001}}
     body.update(changes)
     return body

@@ -1,0 +1,143 @@
+"""A piece fetched block by block (protocol v2), against scripted holders on real
+sockets: a bad block ends the fetch at that block with nothing of it written,
+a holder that sends blocks out of order or lies about a block is caught at
+the first wrong one, a holder that stalls mid-piece costs the piece timeout
+(a relay that stops costs less, and is not blamed for it)."""
+import hashlib
+import socket
+import socketserver
+import threading
+import time
+
+import pytest
+from helpers import content
+
+from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.protocol.messages import RELAY_HEADER, RELAY_STOPPED, PieceOrder, copy_suspect
+from dfly.protocol.pieces import block_digests
+
+BLOCK = 256 * 1024
+PIECE = content(4 * BLOCK + 1000, seed=81)   # four whole blocks and a short one
+
+
+class ScriptedHolder:
+    """Answers one piece request per connection with `script(wfile)` after the head."""
+
+    def __init__(self, script, relay=False):
+        holder = self
+        self.done = threading.Event()   # set at teardown: scripts that stall wait on it
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while self.rfile.readline().strip():
+                    pass
+                head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(PIECE)
+                if relay:
+                    head += "%s: arriving\r\n" % RELAY_HEADER
+                self.wfile.write((head + "\r\n").encode())
+                try:
+                    script(self.wfile, holder.done)
+                except OSError:
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+
+    def close(self):
+        self.done.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def holder():
+    made = []
+
+    def make(script, relay=False):
+        made.append(ScriptedHolder(script, relay))
+        return made[-1]
+    yield make
+    for h in made:
+        h.close()
+
+
+def _order():
+    return PieceOrder(num=0, start=0, size=len(PIECE), sha256=hashlib.sha256(PIECE).hexdigest(),
+                      holder="h", addr="", block_size=BLOCK, blocks=tuple(block_digests(PIECE, BLOCK)))
+
+
+def _fetch(address, timeout_s=5.0):
+    """(bytes written by offset, on_block calls, the failure or None, seconds taken)."""
+    written, verified = {}, []
+    fetcher = PieceFetcher(timeout_s, connect_timeout_s=2.0)
+    began = time.monotonic()
+    failure = None
+    try:
+        fetcher.fetch(address, "0" * 64, _order(),
+                      lambda offset, chunk: written.__setitem__(offset, bytes(chunk)), verified.append)
+    except PieceFailed as e:
+        failure = e
+    finally:
+        fetcher.close()
+    return written, verified, failure, time.monotonic() - began
+
+
+def _covered(written):
+    return sum(len(chunk) for chunk in written.values())
+
+
+def test_a_whole_good_piece_is_written_block_by_block_each_verified_first(holder):
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address)
+    assert failure is None
+    assert b"".join(written[k] for k in sorted(written)) == PIECE
+    assert verified == [BLOCK, 2 * BLOCK, 3 * BLOCK, 4 * BLOCK, len(PIECE)]
+
+
+def test_a_bad_block_ends_the_fetch_there_and_nothing_of_it_is_written(holder):
+    lie = PIECE[:2 * BLOCK] + b"\xee" * BLOCK + PIECE[3 * BLOCK:]   # block 2 wrong, the rest right
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(lie)).address)
+    assert str(failure) == "digest mismatch in block 2 (bytes 524288-786431 of the piece)"
+    assert copy_suspect(str(failure))   # the holder's copy is doubted: it sent it
+    assert verified == [BLOCK, 2 * BLOCK] and _covered(written) == 2 * BLOCK
+    assert b"".join(written[k] for k in sorted(written)) == PIECE[:2 * BLOCK]
+
+
+def test_blocks_sent_out_of_order_are_caught_at_the_first_one(holder):
+    swapped = PIECE[BLOCK:2 * BLOCK] + PIECE[:BLOCK] + PIECE[2 * BLOCK:]
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(swapped)).address)
+    assert str(failure).startswith("digest mismatch in block 0")
+    assert written == {} and verified == []
+
+
+def test_a_holder_that_sends_a_block_and_stalls_costs_the_piece_timeout(holder):
+    def stall(w, done):
+        w.write(PIECE[:BLOCK])
+        w.flush()
+        done.wait(30)
+    written, verified, failure, took = _fetch(holder(stall).address, timeout_s=1.5)
+    assert str(failure).startswith("transfer broke")   # not the copy's fault: nothing doubted
+    assert not copy_suspect(str(failure))
+    assert verified == [BLOCK] and _covered(written) == BLOCK
+    assert 1.4 < took < 10
+
+
+def test_a_relay_that_stops_mid_piece_is_a_stopped_relay_not_a_short_copy(holder):
+    def stop(w, done):
+        w.write(PIECE[:3 * BLOCK])
+        w.flush()
+        w.connection.shutdown(socket.SHUT_RDWR)   # its own source failed: it ends the body short
+    written, verified, failure, _ = _fetch(holder(stop, relay=True).address)
+    assert str(failure) == "%s: short piece: %d of %d bytes" % (RELAY_STOPPED, 3 * BLOCK, len(PIECE))
+    assert not copy_suspect(str(failure))
+    assert verified == [BLOCK, 2 * BLOCK, 3 * BLOCK]
+
+
+def test_a_relay_that_lies_about_a_block_is_blamed_for_it(holder):
+    lie = PIECE[:BLOCK] + b"\xee" * (len(PIECE) - BLOCK)
+    _, verified, failure, _ = _fetch(holder(lambda w, done: w.write(lie), relay=True).address)
+    assert str(failure).startswith("digest mismatch in block 1")   # it verified what it sends
+    assert verified == [BLOCK]

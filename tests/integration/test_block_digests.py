@@ -1,0 +1,139 @@
+"""Block digests end to end: the supernode cuts them with the piece digests and
+keeps them across a restart, peers are given them with each piece and check
+every block as it arrives, and a peer and a supernode of different protocol
+versions refuse each other with one clear error instead of exchanging pieces."""
+import http.client
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from helpers import MiB, content, leftovers, wait_until
+
+from dfly.errors import VersionMismatch
+from dfly.protocol.messages import RegisterRequest, ScheduleRequest
+from dfly.protocol.pieces import block_digests
+from dfly.supernode.client import SupernodeClient
+
+BLOCK = 256 * 1024
+
+
+def _orders(address, url, peer_id="p1"):
+    """Every piece of `url` as a peer is given them (the supernode has them all)."""
+    client = SupernodeClient(address, timeout_s=5)
+    try:
+        tid, state = client.register(RegisterRequest(url=url, peer_id=peer_id, peer_port=9,
+                                                     peer_host="127.0.0.1"))
+        wait_until(lambda: client.task(tid)["state"] == "done", timeout=10,
+                   message="the supernode cached the source")
+        return client.schedule(tid, ScheduleRequest(peer_id, want=16)).pieces
+    finally:
+        client.close()
+
+
+def test_each_piece_is_given_with_the_digests_of_its_blocks_also_after_a_restart(
+        origin, supernode_factory, tmp_path):
+    data = content(2 * MiB + 300 * 1024, seed=71)   # two 1 MiB pieces and one of 300 KiB
+    src = origin.add("blocks.bin", data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    expected = {n: tuple(block_digests(data[n * MiB:(n + 1) * MiB], BLOCK)) for n in range(3)}
+
+    orders = _orders(running.address, src.url)
+    assert {o.num: o.blocks for o in orders} == expected
+    assert {o.block_size for o in orders} == {BLOCK}
+    assert [len(expected[n]) for n in range(3)] == [4, 4, 2]
+
+    running.stop()   # a new process: the digests come back from the disk (the source says 304)
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == expected
+    assert origin.body_bytes("blocks.bin") == len(data)   # not cut again
+
+
+def test_a_piece_cached_without_block_digests_is_given_without_them_and_still_downloads(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    data = content(2 * MiB, seed=72)
+    src = origin.add("old.bin", data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    _orders(running.address, src.url)
+    running.stop()
+    folders = [os.path.join(root) for root, _, files in os.walk(str(tmp_path / "sn")) if "blocks" in files]
+    assert len(folders) == 1
+    os.remove(os.path.join(folders[0], "blocks"))   # as a cache written by a version-1 supernode
+
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.blocks for o in _orders(again.address, src.url, "p2")} == {()}
+    result = client_factory([again.address]).download(src.url, str(downloads / "old.bin"))
+    assert result.via == "p2p" and open(str(downloads / "old.bin"), "rb").read() == data
+
+
+def test_a_version_1_peer_gets_a_version_error_and_registers_nothing(origin, supernode, sn_client):
+    src = origin.add("v1.bin", content(MiB, seed=73))
+    body = json.dumps({"version": 1, "url": src.url, "peer": {"id": "old", "port": 9}})
+    host, port = supernode.listener.address
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "/v1/tasks", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        status, answer = response.status, json.loads(response.read())
+    finally:
+        conn.close()
+    assert status == 400
+    assert answer == {"kind": "VersionMismatch",
+                      "error": "the peer speaks dfly protocol version 1, this supernode speaks "
+                               "version 2: upgrade the older one"}
+    assert sn_client.tasks() == [] and origin.requests("v1.bin") == 0
+
+
+class Version1Supernode:
+    """Answers a registration as a supernode of protocol version 1 did: no `version`."""
+
+    def __init__(self, piece_sha256):
+        self.registrations = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.registrations += 1
+                reply = {"state": "done", "length": MiB, "piece_size": MiB, "piece_count": 1,
+                         "content_version": "v", "error": "", "error_kind": "", "pieces": [],
+                         "task_id": "a" * 64, "peer_id": "p", "peer_secret": "b" * 32}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="v1-supernode",
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_a_peer_refuses_a_version_1_supernode_and_writes_nothing(origin, client_factory, downloads):
+    src = origin.add("v2.bin", content(MiB, seed=74))
+    old = Version1Supernode(src.sha256)
+    try:
+        with pytest.raises(VersionMismatch) as caught:
+            client_factory([old.address]).download(src.url, str(downloads / "v2.bin"))
+    finally:
+        old.stop()
+    assert str(caught.value) == ("supernode %s speaks dfly protocol version 1, this peer speaks "
+                                 "version 2: upgrade the older one" % old.address)
+    assert old.registrations == 1
+    assert os.listdir(str(downloads)) == [] and leftovers(str(downloads)) == []
+    assert origin.requests("v2.bin") == 0   # not "fixed" by going to the source either

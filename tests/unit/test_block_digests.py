@@ -1,0 +1,82 @@
+"""Block digests (protocol v2): how pieces are cut into blocks, what an order's
+block list must look like, and the version check both sides make."""
+import hashlib
+
+import pytest
+
+from dfly.errors import BadRequest, VersionMismatch
+from dfly.protocol.messages import PROTOCOL_VERSION, PieceOrder, RegisterRequest, check_version
+from dfly.protocol.pieces import BLOCK_SIZE, MAX_BLOCKS, block_digests, block_size_for, block_spans
+
+MiB = 1 << 20
+
+
+def test_blocks_are_256_kib_until_a_piece_would_have_more_than_64():
+    assert block_size_for(1 * MiB) == BLOCK_SIZE == 256 * 1024
+    assert block_size_for(16 * MiB) == BLOCK_SIZE
+    assert block_size_for(64 * MiB) == MiB
+    assert 64 * MiB // block_size_for(64 * MiB) == MAX_BLOCKS
+
+
+def test_a_short_last_piece_has_a_short_last_block():
+    assert block_spans(600 * 1024, 256 * 1024) == [(0, 262144), (262144, 262144), (524288, 90112)]
+    assert block_spans(256 * 1024, 256 * 1024) == [(0, 262144)]
+
+
+def test_block_digests_are_the_sha256_of_each_block():
+    data = bytes(range(256)) * 1500   # 384000 bytes: two blocks of 256 KiB and a tail
+    assert block_digests(data, 256 * 1024) == [hashlib.sha256(data[:262144]).hexdigest(),
+                                               hashlib.sha256(data[262144:]).hexdigest()]
+
+
+def _order(**fields):
+    item = {"num": 0, "start": 0, "size": 600 * 1024, "sha256": "a" * 64, "holder": "h"}
+    item.update(fields)
+    return item
+
+
+def test_an_order_carries_one_digest_per_block_or_none():
+    order = PieceOrder.parse(_order(block_size=256 * 1024, blocks=["b" * 64, "c" * 64, "d" * 64]))
+    assert order.block_size == 256 * 1024 and order.blocks == ("b" * 64, "c" * 64, "d" * 64)
+    assert PieceOrder.parse(order.to_json()) == order
+    bare = PieceOrder.parse(_order())
+    assert bare.blocks == () and bare.block_size == 0
+
+
+@pytest.mark.parametrize("fields", [
+    {"block_size": 256 * 1024, "blocks": ["b" * 64, "c" * 64]},            # one short
+    {"block_size": 256 * 1024, "blocks": ["b" * 64] * 4},                  # one too many
+    {"block_size": 256 * 1024, "blocks": ["B" * 64, "c" * 64, "d" * 64]},  # not lowercase hex
+    {"block_size": 0, "blocks": ["b" * 64]},                               # no size
+    {"blocks": ["b" * 64, "c" * 64, "d" * 64]},                            # size missing
+    {"block_size": 256 * 1024, "blocks": "b" * 192},                       # not a list
+])
+def test_an_order_with_a_block_list_that_does_not_fit_the_piece_is_refused(fields):
+    with pytest.raises(BadRequest):
+        PieceOrder.parse(_order(**fields))
+
+
+def _register(**extra):
+    body = {"url": "http://origin.example/f", "peer": {"id": "p1", "port": 4000}}
+    body.update(extra)
+    return body
+
+
+def test_a_version_1_peer_is_refused_with_both_versions_named():
+    with pytest.raises(VersionMismatch) as caught:
+        RegisterRequest.parse(_register(version=1))
+    assert str(caught.value) == ("the peer speaks dfly protocol version 1, this supernode speaks "
+                                 "version 2: upgrade the older one")
+    assert RegisterRequest.parse(_register(version=PROTOCOL_VERSION)).peer_id == "p1"
+    assert RegisterRequest.parse(_register()).peer_id == "p1"   # a hand-written call
+    assert RegisterRequest("http://o/f", "p1", 4000).to_json()["version"] == PROTOCOL_VERSION == 2
+
+
+def test_a_reply_without_a_version_is_from_a_version_1_supernode():
+    with pytest.raises(VersionMismatch) as caught:
+        check_version(None, "supernode 127.0.0.1:8002")
+    assert "supernode 127.0.0.1:8002 speaks dfly protocol version 1, this peer speaks version 2" \
+        in str(caught.value)
+    with pytest.raises(VersionMismatch):
+        check_version(3, "supernode x")
+    check_version(2, "supernode x")
