@@ -41,9 +41,11 @@ def copy_suspect(reason: str) -> bool:
     return reason.startswith(DIGEST_MISMATCH) or reason.startswith(SHORT_PIECE)
 
 
-def bad_bytes(reason: str) -> bool:
-    """Does a `failed` report say the holder sent wrong bytes (not too few, or late)?"""
-    return reason.startswith(DIGEST_MISMATCH)
+def relay_blameless(reason: str) -> bool:
+    """Is a relay's failure with this reason its source's, not its own? It ended
+    its body short (its fetch failed or stalled), or had dropped the piece by the
+    time we asked (404). A bad block, a stall or a refusal is its own."""
+    return reason.startswith(RELAY_STOPPED) or reason.startswith("holder answered 404")
 # Headers a peer may not pass to the source: they would change what the
 # supernode fetches or how, not who it fetches as.
 HOP_HEADERS = {"host", "content-length", "connection", "range", "if-range", "transfer-encoding",

@@ -114,3 +114,5 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                        flag="--publication-keep", metavar="DURATION")
     publication_keep_count: int = option(1000, "at most this many publications are kept (the "
                                          "oldest leave first)")
+    no_cut_through: bool = option(False, "offer a piece only from peers holding it whole, not "
+                                  "from peers still receiving it (cut-through relay: off)")

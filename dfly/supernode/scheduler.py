@@ -47,6 +47,18 @@ copy of the file):
   frees the piece, and another peer's copy is worth waiting for only while it
   is under way and not stalled (begun, not given up on as too slow, and
   reported within sent_grace_s of being sent).
+- Cut-through: a peer still fetching a piece serves its verified blocks as
+  they land (peer/uploader.py), so when no peer holding the piece has a free
+  slot, a peer fetching it (a relay) serves it before the supernode does and
+  before anyone waits: a piece then spreads a block behind its source, not one
+  whole piece per hop. A relay qualifies while its own fetch is live (begun
+  within piece_stall_s; from the supernode: as for a fresh supernode copy),
+  with a free upload slot, not fed (through a chain of relays) by the
+  requester itself; nearest, least loaded, earliest begun first, among the
+  first RELAY_SCAN fetchers of the piece. A relay that stopped because its own
+  source failed it ("relay stopped", or a 404 once its fetch was dropped) is
+  not blamed: the requester only gets no relay for that piece again. A bad
+  block from a relay is the relay's (it passes on only blocks it verified).
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
@@ -64,9 +76,11 @@ from typing import AbstractSet, Dict, List, Optional, Set, Tuple
 
 from dfly.protocol.address import address_family
 from dfly.protocol.location import ZONE_LABELS, Location
-from dfly.protocol.messages import SUPERNODE
+from dfly.protocol.messages import SUPERNODE, relay_blameless
 
 TIE_WINDOW = 8   # pieces; see "rarest first" above
+RELAY_SCAN = 32  # fetchers of a piece looked at for a relay: bounds a call's cost in big swarms
+RELAY_DEPTH = 8  # relays of relays followed back, to find a loop
 _NOBODY: AbstractSet[str] = frozenset()
 
 
@@ -83,6 +97,7 @@ class SchedulerConfig:
     start_timeout_s: float = 5.0   # a fetch from the supernode not begun by then frees its slot
     sent_grace_s: float = 2.0      # a piece sent whole yet unreported by then: its reader is slow
     prefer_near: bool = True       # among free holders, the one sharing most of the requester's location
+    cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,8 @@ class PeerState:
     errors: int = 0      # as a holder: failures others reported against it
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
+    relayed: Set[int] = field(default_factory=set)    # pieces it fetches from a relay
+    no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
     location: Location = ()        # ('region', 'zone', 'rack'), () when not given
     # For the dashboard (supernode/dashboard.py): where its bytes came from, and when.
@@ -121,6 +138,7 @@ class TaskScheduler:
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
+        self._fetching: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}, from anyone
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): its supernode slot is free again
         self._sent_at: Dict[Tuple[str, int], float] = {}   # (peer, piece): when sent whole
         self._started: Set[Tuple[str, int]] = set()   # (peer, piece): its fetch from us began
@@ -214,20 +232,25 @@ class TaskScheduler:
             return
         self._heard_from(peer, now)
         self._release(peer, num)
+        peer.no_relay.discard(num)
         peer.held.add(num)
         self._holders.setdefault(num, set()).add(peer_id)
         self._peer_held.add(num)
         self._file_by_load(peer)
 
-    def piece_failed(self, peer_id: str, num: int, holder: str, now: float) -> None:
+    def piece_failed(self, peer_id: str, num: int, holder: str, now: float, reason: str = "") -> None:
         """`peer_id` could not get piece `num` from `holder` (down, short, corrupt)."""
         peer = self.peers.get(peer_id)
         if peer is None:
             return
         self._heard_from(peer, now)
         assigned = peer.inflight.get(num, ("", 0))[0] == holder
+        relayed = assigned and num in peer.relayed
         if assigned:
             self._release(peer, num)
+        if relayed and relay_blameless(reason):
+            peer.no_relay.add(num)   # its source failed the relay: a whole copy next time
+            return
         peer.failures += 1
         if holder != SUPERNODE:
             peer.blacklist.add(holder)
@@ -319,6 +342,8 @@ class TaskScheduler:
                         pool |= self.peers[holder_id].held
                         if len(pool) >= everything:
                             break
+                if cfg.cut_through:   # and what relays could pass on
+                    pool |= self._fetching.keys()
         return [n for n in pool if n not in held and n not in inflight]
 
     def _assign_from(self, peer: PeerState, want: int, now: float, sequential: bool,
@@ -383,6 +408,9 @@ class TaskScheduler:
             near = self._nearest_free(peer, holders, skip)
             if near is not None and not self._coming_to_zone_instead(peer, near, num, now):
                 return near
+            relay = self._relay_for(peer, num, now, skip) if cfg.cut_through else None
+            if relay is not None:
+                return relay
             if near is not None:
                 return None   # a copy is on its way into the requester's zone: wait for it
             if any(h != peer.peer_id and h not in skip for h in holders) \
@@ -440,18 +468,62 @@ class TaskScheduler:
             other = self.peers.get(other_id)
             if other is None or other.errors >= cfg.max_holder_errors:
                 continue
-            key = (other_id, num)
-            sent_at = self._sent_at.get(key)
-            if key in self._slow:
-                continue       # its reader takes it too slowly to wait for
-            if sent_at is not None:
-                if now - sent_at > cfg.sent_grace_s:
-                    continue   # it has the bytes, yet does not report them: a slow reader
-            elif key not in self._started and now - since > cfg.start_timeout_s:
-                continue       # it never began (dead, or it ignored the assignment)
-            if now - since <= cfg.piece_stall_s:
+            if self._live_supernode_fetch(other_id, num, since, now):
                 return True
         return False
+
+    def _live_supernode_fetch(self, peer_id: str, num: int, since: float, now: float) -> bool:
+        """Is `peer_id`'s fetch of `num` from the supernode (assigned at `since`) under way?"""
+        cfg = self.config
+        key = (peer_id, num)
+        sent_at = self._sent_at.get(key)
+        if key in self._slow:
+            return False       # its reader takes it too slowly to wait for
+        if sent_at is not None:
+            if now - sent_at > cfg.sent_grace_s:
+                return False   # it has the bytes, yet does not report them: a slow reader
+        elif key not in self._started and now - since > cfg.start_timeout_s:
+            return False       # it never began (dead, or it ignored the assignment)
+        return now - since <= cfg.piece_stall_s
+
+    def _relay_for(self, peer: PeerState, num: int, now: float, skip: AbstractSet[str]) -> Optional[str]:
+        """A peer fetching `num` that can serve it to `peer` as it arrives (cut-through):
+        the nearest, then least loaded, then earliest begun; None when there is none."""
+        fetching = self._fetching.get(num)
+        if not fetching or num in peer.no_relay:
+            return None
+        cfg = self.config
+        best, best_key = None, None
+        for seen, (other_id, since) in enumerate(fetching.items()):
+            if seen >= RELAY_SCAN:
+                break
+            if other_id == peer.peer_id or other_id in skip:
+                continue
+            other = self.peers[other_id]
+            if other.uploads >= cfg.max_uploads_per_peer or other.errors >= cfg.max_holder_errors:
+                continue
+            source = other.inflight[num][0]
+            if source == SUPERNODE:
+                if not self._live_supernode_fetch(other_id, num, since, now):
+                    continue
+            elif now - since > cfg.piece_stall_s or self._fed_by(other, num, peer.peer_id):
+                continue
+            key = (-_shared(peer.location, other.location) if cfg.prefer_near else 0,
+                   other.uploads, since, other_id)
+            if best_key is None or key < best_key:
+                best, best_key = other_id, key
+        return best
+
+    def _fed_by(self, relay: PeerState, num: int, requester: str) -> bool:
+        """Does `relay` get `num` from `requester`, directly or through relays? (A loop.)"""
+        for _ in range(RELAY_DEPTH):
+            source = relay.inflight.get(num, ("", 0))[0]
+            if source == requester:
+                return True
+            relay = self.peers.get(source)
+            if relay is None or num not in relay.inflight:
+                return False
+        return True   # deeper than we follow: treated as a loop
 
     def _unreachable(self, peer: PeerState) -> AbstractSet[str]:
         """The peers of the other address family: `peer` cannot connect to them."""
@@ -462,6 +534,9 @@ class TaskScheduler:
     def _start(self, peer: PeerState, num: int, holder: str, now: float) -> None:
         peer.inflight[num] = (holder, now)
         self._incoming[num] = self._incoming.get(num, 0) + 1
+        self._fetching.setdefault(num, {})[peer.peer_id] = now
+        if holder != SUPERNODE and num not in self.peers[holder].held:
+            peer.relayed.add(num)
         if peer.location:
             key = (peer.location[:ZONE_LABELS], num)
             self._coming.setdefault(key, {})[peer.peer_id] = now
@@ -483,6 +558,12 @@ class TaskScheduler:
             return
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         self._within_zone.pop((peer.peer_id, num), None)
+        peer.relayed.discard(num)
+        fetchers = self._fetching.get(num)
+        if fetchers is not None:
+            fetchers.pop(peer.peer_id, None)
+            if not fetchers:
+                del self._fetching[num]
         coming_key = self._coming_key.pop((peer.peer_id, num), None)
         if coming_key is not None:
             coming = self._coming[coming_key]
@@ -559,6 +640,16 @@ class TaskScheduler:
             return set(self.supernode_pieces)
         peer = self.peers.get(holder)
         return set(peer.held) if peer is not None else set()
+
+
+def _shared(here: Location, there: Location) -> int:
+    """How many leading labels two locations share."""
+    n = 0
+    for a, b in zip(here, there):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def _mix(num: int, salt: int) -> int:

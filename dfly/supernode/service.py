@@ -79,7 +79,7 @@ class Supernode:
             max_uploads_supernode=config.max_uploads,
             peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
             max_assignments_per_peer=config.max_assignments_per_peer,
-            prefer_near=not config.ignore_locations)
+            prefer_near=not config.ignore_locations, cut_through=not config.no_cut_through)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
                                                 files=bool(config.source_file_root))
         # https CAs, ftp, file roots, s3; the credentials the wiring gathered (app.py)
@@ -234,6 +234,8 @@ class Supernode:
                     assignments = []
                     if task.state != FAILED:
                         assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
+                        if assignments and task.scheduler.config.cut_through:
+                            task.offered([a.piece for a in assignments])   # relayed from it now
                     if waiter is not None:
                         task.tried(waiter, bool(assignments))
                     left = deadline - self.clock()
@@ -617,7 +619,7 @@ class Supernode:
                 task.report_early(req.peer_id, num, req.content_version)
         for failure in req.failed:
             errors_before = getattr(sched.peers.get(failure.holder), "errors", 0)
-            sched.piece_failed(req.peer_id, failure.num, failure.holder, now)
+            sched.piece_failed(req.peer_id, failure.num, failure.holder, now, failure.reason)
             self.metrics.piece_failed(failure.reason)
             if inflight.get(failure.num, ("", 0))[0] == failure.holder:
                 freed.add(failure.holder)   # and, blacklisted, maybe no longer usable: others serve

@@ -8,6 +8,7 @@ LATER = TIE_WINDOW   # a piece in the second tie window: it loses every tie to p
 
 
 def scheduler(on_supernode=(0, LATER), peers=(), **config) -> TaskScheduler:
+    config.setdefault("cut_through", False)   # whole-piece planning: relays in test_scheduler_relays.py
     s = TaskScheduler(SchedulerConfig(**config))
     for num in on_supernode:
         s.piece_available(num)

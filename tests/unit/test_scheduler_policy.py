@@ -11,6 +11,7 @@ T0 = 1000.0
 
 def scheduler(on_supernode=range(8), peers=(), **config) -> TaskScheduler:
     """A scheduler whose supernode holds `on_supernode` and knows `peers`, all joined at T0."""
+    config.setdefault("cut_through", False)   # whole-piece planning: relays in test_scheduler_relays.py
     s = TaskScheduler(SchedulerConfig(**config))
     for num in on_supernode:
         s.piece_available(num)

@@ -10,6 +10,7 @@ T0 = 1000.0
 def scheduler(peers=("a", "b", "c"), **config) -> TaskScheduler:
     config.setdefault("start_timeout_s", 5.0)   # the defaults, named: the times below rely on them
     config.setdefault("sent_grace_s", 2.0)
+    config.setdefault("cut_through", False)   # whole-piece planning: relays in test_scheduler_relays.py
     s = TaskScheduler(SchedulerConfig(**config))
     s.piece_available(0)
     for i, peer_id in enumerate(peers):

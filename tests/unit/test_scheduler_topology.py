@@ -14,6 +14,7 @@ ZONE_B = ("eu", "b", "r1")
 
 def swarm(locations, **config) -> TaskScheduler:
     """Peers named after their list position, with these locations; piece 0 on the supernode."""
+    config.setdefault("cut_through", False)   # whole-piece planning: relays in test_scheduler_relays.py
     s = TaskScheduler(SchedulerConfig(**config))
     s.piece_available(0)
     for i, (peer_id, location) in enumerate(locations.items()):

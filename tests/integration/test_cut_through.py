@@ -1,0 +1,140 @@
+"""Cut-through relay with a real supernode: a peer still fetching a piece serves
+its verified blocks to another at once; a relay that stops, stalls, lies about
+a block or dies mid-piece costs the requester that piece's attempt only (within
+the piece timeout), and the file is right."""
+import hashlib
+import socket
+import socketserver
+import threading
+import time
+
+import pytest
+from helpers import MiB, content, sha256_file, wait_until
+
+from dfly.protocol.messages import RELAY_HEADER, RegisterRequest, ScheduleRequest
+from dfly.supernode.client import SupernodeClient
+
+BLOCK = 256 * 1024
+
+
+@pytest.mark.time_limit(60)
+def test_a_peer_still_fetching_a_piece_relays_it_block_by_block(
+        origin, supernode_factory, client_factory, downloads):
+    supernode = supernode_factory()
+    src = origin.add("relayed.bin", content(6 * MiB, seed=91))
+    slow = client_factory([supernode.address], rate_limit=2 * MiB, parallel=2)
+    fast = client_factory([supernode.address])
+    done = {}
+
+    def first():
+        done["slow"] = slow.download(src.url, str(downloads / "slow.bin"), digest=src.digest)
+
+    thread = threading.Thread(target=first, name="slow-get", daemon=True)
+    thread.start()
+    try:
+        # Once the slow peer has begun, the fast one joins: it is sent to the slow
+        # one for the pieces on their way there, and gets their blocks as they land.
+        wait_until(lambda: slow._uploader is not None and slow._uploader.task_ids(), timeout=10,
+                   message="the slow peer registered")
+        result = fast.download(src.url, str(downloads / "fast.bin"), digest=src.digest)
+    finally:
+        thread.join(40)
+    assert sha256_file(str(downloads / "fast.bin")) == src.sha256 == sha256_file(str(downloads / "slow.bin"))
+    assert slow._uploader.relayed_pieces >= 1
+    assert result.bytes_from_peers >= MiB
+    assert origin.requests("relayed.bin") == 1
+
+
+class FakeRelay:
+    """Registers as a peer, takes piece 0 from the supernode and never fetches it;
+    answers every piece request as a relay with `script(wfile, socket, piece, done)`."""
+
+    def __init__(self, address, url, data, script):
+        self.requests = 0
+        self.done = threading.Event()
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while self.rfile.readline().strip():
+                    pass
+                fake.requests += 1
+                self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s: arriving\r\n\r\n"
+                                  % (MiB, RELAY_HEADER)).encode())
+                try:
+                    script(self.wfile, self.connection, data[:MiB], fake.done)
+                except OSError:
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       name="fake-relay", kwargs={"poll_interval": 0.05})
+        self.thread.start()
+        self.client = SupernodeClient(address, timeout_s=5)
+        tid, _ = self.client.register(RegisterRequest(url=url, peer_id="relay", peer_host="127.0.0.1",
+                                                      peer_port=self.server.server_address[1]))
+        wait_until(lambda: self.client.task(tid)["state"] == "done", timeout=10,
+                   message="the supernode cached the source")
+        orders = self.client.schedule(tid, ScheduleRequest("relay", want=1, sequential=True)).pieces
+        assert [o.num for o in orders] == [0]
+
+    def stop(self):
+        self.done.set()
+        self.client.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _stops(wfile, conn, piece, done):       # its own source failed after one block: ends short
+    wfile.write(piece[:BLOCK])
+    wfile.flush()
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def _stalls(wfile, conn, piece, done):      # one block, then nothing (it stopped, or lies)
+    wfile.write(piece[:BLOCK])
+    wfile.flush()
+    done.wait(30)
+
+
+def _lies(wfile, conn, piece, done):        # a right block, then a wrong one
+    wfile.write(piece[:BLOCK] + b"\xee" * (MiB - BLOCK))
+
+
+def _dies(wfile, conn, piece, done):        # half a block, then the process is gone
+    wfile.write(piece[:BLOCK // 2])
+    wfile.flush()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    conn.close()   # (a reset, as the kernel sends for a killed process with data unread)
+
+
+@pytest.mark.time_limit(60)
+@pytest.mark.parametrize("script,blamed", [(_stops, False), (_stalls, True), (_lies, True),
+                                           (_dies, True)])
+def test_a_relay_that_fails_mid_piece_costs_one_attempt_and_the_file_is_right(
+        origin, supernode_factory, client_factory, downloads, script, blamed):
+    # The fake takes piece 0 and never asks the supernode for it: it counts as on its
+    # way there (a relay) for the start timeout, then as never begun.
+    supernode = supernode_factory(assignment_start_timeout_s=4.0)
+    data = content(3 * MiB, seed=92)
+    src = origin.add("f.bin", data)
+    relay = FakeRelay(supernode.address, src.url, data, script)
+    try:
+        began = time.monotonic()
+        result = client_factory([supernode.address], piece_timeout_s=3.0).download(
+            src.url, str(downloads / "f.bin"))
+        took = time.monotonic() - began
+        assert sha256_file(str(downloads / "f.bin")) == hashlib.sha256(data).hexdigest()
+        assert relay.requests == 1   # asked once, never again for that piece
+        assert took < 4.0 + 3.0 + 8, took   # the start timeout, the piece timeout, and slack
+        assert result.bytes_from_peers == 0 and result.via == "p2p"
+        # Blamed: counted against the relay for everyone (the requester, done, has left).
+        assert _scheduler(supernode).peers["relay"].errors == (1 if blamed else 0)
+    finally:
+        relay.stop()
+
+
+def _scheduler(supernode):
+    [task] = supernode.service._tasks.values()
+    return task.scheduler
