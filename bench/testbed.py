@@ -49,7 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
-SCENARIOS = ("baseline", "dfly", "ideal")
+SCENARIOS = ("baseline", "dfly", "ideal", "dfly-whole")
+# dfly-whole: dfly with the supernode's --no-cut-through (pieces spread whole, one hop at a
+# time, as before cut-through), to compare both in alternating runs of one testbed run.
+WHOLE_PIECES = ["--no-cut-through"]
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
@@ -273,7 +276,7 @@ class OriginHost:
             return "[::]:%d" % SUPERNODE_PORT
         return self.supernode_address(self.bed.origin)
 
-    def start_supernode(self) -> None:
+    def start_supernode(self, extra: Optional[List[str]] = None) -> None:
         """A fresh supernode (empty cache), so every dfly run is a cold one."""
         self.stop_supernode()
         self.runs += 1
@@ -282,7 +285,8 @@ class OriginHost:
         with open(log_path, "wb") as err:
             self.supernode = self.ws.popen(self.bed.exec_argv(self.bed.origin, [self.python, "-S"] + [
                 self.ws.pyz, "supernode", "--listen", self.listen_address,
-                "--data-dir", data] + self.sn_extra), stdout=subprocess.DEVNULL, stderr=err)
+                "--data-dir", data] + self.sn_extra + (extra or [])), stdout=subprocess.DEVNULL,
+                stderr=err)
 
         def listening():
             if self.supernode.poll() is not None:
@@ -309,8 +313,9 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     hosts = bed.clients[:n]
     outs = {}
     procs = []
-    if scenario == "dfly":
-        origin.start_supernode()
+    dfly = scenario.startswith("dfly")
+    if dfly:
+        origin.start_supernode(WHOLE_PIECES if scenario == "dfly-whole" else None)
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
         for ns in hosts:
             start_nginx(ws, bed, ns, www)
@@ -348,7 +353,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         now = time.perf_counter()
         exited = [t.poll() for t in procs]   # once: a process exiting mid-loop is seen next time
         for ns, gone in zip(hosts, exited):
-            if ns not in copied and ((scenario == "dfly" and os.path.exists(outs[ns])) or gone):
+            if ns not in copied and ((dfly and os.path.exists(outs[ns])) or gone):
                 copied[ns] = now
         return all(exited)
     try:
@@ -381,7 +386,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
            "nginx_body_bytes": nginx, "cpu": cpu_use, "seeders_stopped": seeders,
            "host_cpu_s": round(sum(r.get("cpu_s", 0.0) for r in results), 2),
            "leftover_cpu_s": round(leftover_cpu_s, 2)}
-    if scenario == "dfly":
+    if dfly:
         js = [r.get("json", {}) for r in results]
         out["bytes_from_supernode"] = sum(j.get("bytes_from_supernode", 0) for j in js)
         out["bytes_from_peers"] = sum(j.get("bytes_from_peers", 0) for j in js)
@@ -519,7 +524,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
-                   "with no software overhead would) (default: %(default)s)")
+                   "with no software overhead would), dfly-whole (dfly without cut-through) "
+                   "(default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
                    "alternating; the table shows the median run (default: %(default)s)")
     p.add_argument("--family", default="ipv4", choices=FAMILIES, help="the hosts' addresses: "
@@ -595,8 +601,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if scenario == "baseline" and run > 1:
                         continue
                     traces = ""
-                    if args.trace_dir and scenario == "dfly":
-                        traces = os.path.join(os.path.abspath(args.trace_dir), "n%d-run%d" % (n, run))
+                    if args.trace_dir and scenario.startswith("dfly"):
+                        traces = os.path.join(os.path.abspath(args.trace_dir), "%sn%d-run%d" % (
+                            "whole-" if scenario == "dfly-whole" else "", n, run))
                         os.makedirs(traces, exist_ok=True)
                     row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
                                        args.seed_for, args.get_arg, www, trace_dir=traces)
@@ -652,7 +659,7 @@ def _line(row: dict) -> str:
     text = "%-8s n=%-3d last %7.2f s (%.2fx bound)  median %7.2f s  origin egress %.3fx" % (
         row["scenario"], row["hosts"], row["last_s"], row["vs_lower_bound"], row["median_host_s"],
         row["origin_egress_x"])
-    if row["scenario"] == "dfly":
+    if row["scenario"].startswith("dfly"):
         text += "  peers carried %.1f%%" % (100 * row["peer_share"])
         if row.get("startup_s") is not None:
             text += "  start %.2f s" % row["startup_s"]

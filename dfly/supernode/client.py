@@ -103,11 +103,14 @@ class SupernodeClient:
                 with self.secrets.first_registration:
                     body = self._register_once(request)
             if not body.get("redirect"):
-                check_version(body.get("version"), "supernode %s" % self.address)
                 task_id = body.get("task_id")
                 if not isinstance(task_id, str) or not TASK_ID.match(task_id):
                     raise SupernodeDown("supernode %s sent no task id" % self.address)
-                return task_id, self._state(body)
+                state = self._state(body)
+                # A reply that is one, from a supernode of another protocol version:
+                # not down, and not to be failed over from (every member is of one version).
+                check_version(body.get("version"), "supernode %s" % self.address)
+                return task_id, state
             self.close()
             self.address = body["redirect"]
             self.host, self.port = _host_port(self.address)
