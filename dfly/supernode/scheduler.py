@@ -51,8 +51,10 @@ copy of the file):
   they land (peer/uploader.py), so when no peer holding the piece has a free
   slot, a peer fetching it (a relay) serves it before the supernode does and
   before anyone waits: a piece then spreads a block behind its source, not one
-  whole piece per hop. A relay qualifies while its own fetch is live (begun
-  within piece_stall_s; from the supernode: as for a fresh supernode copy),
+  whole piece per hop. A relay qualifies while its own fetch is live (assigned
+  within piece_stall_s; from the supernode: begun, as the supernode saw, and
+  fresh as a supernode copy waited for; a peer that claims pieces and never
+  fetches them is no relay),
   with a free upload slot, not fed (through a chain of relays) by the
   requester itself; nearest, least loaded, earliest begun first, among the
   first RELAY_SCAN fetchers of the piece. A relay that stopped because its own
@@ -503,8 +505,9 @@ class TaskScheduler:
             if other.uploads >= cfg.max_uploads_per_peer or other.errors >= cfg.max_holder_errors:
                 continue
             source = other.inflight[num][0]
-            if source == SUPERNODE:
-                if not self._live_supernode_fetch(other_id, num, since, now):
+            if source == SUPERNODE:   # begun (the supernode saw it ask), and not stalled
+                if (other_id, num) not in self._started \
+                        or not self._live_supernode_fetch(other_id, num, since, now):
                     continue
             elif now - since > cfg.piece_stall_s or self._fed_by(other, num, peer.peer_id):
                 continue

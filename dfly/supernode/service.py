@@ -236,6 +236,7 @@ class Supernode:
                         assignments = task.scheduler.assign(req.peer_id, req.want, now, req.sequential)
                         if assignments and task.scheduler.config.cut_through:
                             task.offered([a.piece for a in assignments])   # relayed from it now
+                                                                            # (from a peer: once begun)
                     if waiter is not None:
                         task.tried(waiter, bool(assignments))
                     left = deadline - self.clock()
@@ -311,6 +312,8 @@ class Supernode:
             vouched = addr is not None and addr[0] == client_host
             if vouched:
                 task.scheduler.supernode_started(peer_id, num, self.clock())
+                if task.scheduler.config.cut_through:
+                    task.offered((num,))   # that peer may relay it now: waiters for it may go
         if not vouched:
             return FileSlice(task.data_path, start, size)
         return FileSlice(task.data_path, start, size,

@@ -3,6 +3,7 @@ its verified blocks to another at once; a relay that stops, stalls, lies about
 a block or dies mid-piece costs the requester that piece's attempt only (within
 the piece timeout), and the file is right."""
 import hashlib
+import http.client
 import socket
 import socketserver
 import threading
@@ -11,7 +12,8 @@ import time
 import pytest
 from helpers import MiB, content, sha256_file, wait_until
 
-from dfly.protocol.messages import RELAY_HEADER, RegisterRequest, ScheduleRequest
+from dfly.protocol.messages import PEER_SECRET_HEADER, RELAY_HEADER, RegisterRequest, ScheduleRequest
+from dfly.protocol.piecetoken import HEADER as PIECE_TOKEN_HEADER
 from dfly.supernode.client import SupernodeClient
 
 BLOCK = 256 * 1024
@@ -46,7 +48,7 @@ def test_a_peer_still_fetching_a_piece_relays_it_block_by_block(
 
 
 class FakeRelay:
-    """Registers as a peer, takes piece 0 from the supernode and never fetches it;
+    """Registers as a peer, takes piece 0 from the supernode and never reads it;
     answers every piece request as a relay with `script(wfile, socket, piece, done)`."""
 
     def __init__(self, address, url, data, script):
@@ -78,12 +80,26 @@ class FakeRelay:
                    message="the supernode cached the source")
         orders = self.client.schedule(tid, ScheduleRequest("relay", want=1, sequential=True)).pieces
         assert [o.num for o in orders] == [0]
+        # It begins the fetch (the supernode sees it ask: only then is it a relay) and
+        # reads no further: for the supernode's 3 s it counts as a copy on its way.
+        host, port = _split(address)
+        self.fetch = http.client.HTTPConnection(host, port, timeout=5)
+        self.fetch.request("GET", "/v1/tasks/%s/pieces/0?peer=relay" % tid,
+                           headers={PIECE_TOKEN_HEADER: orders[0].token,
+                                    PEER_SECRET_HEADER: self.client.peer_secret})
+        assert self.fetch.getresponse().status == 200
 
     def stop(self):
         self.done.set()
+        self.fetch.close()
         self.client.close()
         self.server.shutdown()
         self.server.server_close()
+
+
+def _split(address):
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
 
 
 def _stops(wfile, conn, piece, done):       # its own source failed after one block: ends short
@@ -114,8 +130,8 @@ def _dies(wfile, conn, piece, done):        # half a block, then the process is 
                                            (_dies, True)])
 def test_a_relay_that_fails_mid_piece_costs_one_attempt_and_the_file_is_right(
         origin, supernode_factory, client_factory, downloads, script, blamed):
-    # The fake takes piece 0 and never asks the supernode for it: it counts as on its
-    # way there (a relay) for the start timeout, then as never begun.
+    # The fake takes piece 0 and reads none of it: a relay for the supernode's 3 s,
+    # then a slow reader, waited for no more.
     supernode = supernode_factory(assignment_start_timeout_s=4.0)
     data = content(3 * MiB, seed=92)
     src = origin.add("f.bin", data)

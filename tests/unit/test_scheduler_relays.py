@@ -68,9 +68,11 @@ def test_a_relay_is_never_fed_by_its_requester_not_even_through_others():
     assert s.assign("d", 1, T0 + 1) == [Assignment(0, "c")]
 
 
-def test_a_supernode_fetch_never_begun_or_past_its_grace_is_no_relay():
+def test_a_supernode_fetch_not_begun_or_past_its_grace_is_no_relay():
     s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0)
-    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]   # never asked for
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    assert s.assign("b", 1, T0 + 1) == []   # not asked for yet: a claim, no relay (b waits)
+    s.supernode_started("a", 0, T0 + 1)
     assert s.assign("b", 1, T0 + 1) == [Assignment(0, "a")]
     s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1)
     assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
