@@ -154,3 +154,41 @@ def test_a_relay_that_fails_mid_piece_costs_one_attempt_and_the_file_is_right(
 def _scheduler(supernode):
     [task] = supernode.service._tasks.values()
     return task.scheduler
+
+
+@pytest.mark.time_limit(30)
+def test_a_waiting_peer_is_sent_to_a_relay_once_its_fetch_from_the_supernode_began(
+        origin, supernode, sn_client):
+    src = origin.add("one.bin", content(MiB, seed=93))
+    a, b = (SupernodeClient(supernode.address, timeout_s=10) for _ in range(2))
+    try:
+        tid, _ = a.register(RegisterRequest(url=src.url, peer_id="a", peer_port=9, peer_host="127.0.0.1"))
+        b.register(RegisterRequest(url=src.url, peer_id="b", peer_port=9, peer_host="127.0.0.1"))
+        wait_until(lambda: sn_client.task(tid)["state"] == "done", timeout=10, message="cached")
+        [order] = a.schedule(tid, ScheduleRequest("a", want=1)).pieces
+        assert order.holder == "supernode"
+        polled = {}
+        call = threading.Thread(target=lambda: polled.update(
+            state=b.schedule(tid, ScheduleRequest("b", want=1, wait_s=5.0))), name="b-polls", daemon=True)
+        call.start()
+        wait_until(lambda: sn_client.task(tid)["waiting"] == 1, timeout=10, message="b long-polls")
+        # a begins, on a socket with a small receive buffer: the piece cannot be sent
+        # whole for the supernode's 3 s (being sent wakes waiters too).
+        fetch = socket.socket()
+        fetch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        fetch.settimeout(5)
+        fetch.connect(_split(supernode.address))
+        fetch.sendall(("GET /v1/tasks/%s/pieces/0?peer=a HTTP/1.1\r\nHost: sn\r\n%s: %s\r\n"
+                       "%s: %s\r\n\r\n" % (tid, PIECE_TOKEN_HEADER, order.token, PEER_SECRET_HEADER,
+                                              a.peer_secret)).encode())
+        assert fetch.recv(12) == b"HTTP/1.1 200"
+        call.join(10)
+        fetch.close()
+        state = polled["state"]
+        assert [(p.num, p.holder) for p in state.pieces] == [(0, "a")]
+        # Woken once a's fetch began (at once; the janitor's baton a second is the
+        # fallback), not at the deadline, and not by the piece being sent whole.
+        assert state.waited_s < 4.0
+    finally:
+        a.close()
+        b.close()
