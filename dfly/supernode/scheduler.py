@@ -59,7 +59,8 @@ copy of the file):
   requester itself; nearest, least loaded, earliest begun first, among the
   first RELAY_SCAN fetchers of the piece. A relay that stopped because its own
   source failed it ("relay stopped", or a 404 once its fetch was dropped) is
-  not blamed: the requester only gets no relay for that piece again. A bad
+  not blamed: the requester gets no relay for that piece again, and no one is
+  sent to that relay for it until its own fetch of it ends. A bad
   block from a relay is the relay's (it passes on only blocks it verified).
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
@@ -141,6 +142,7 @@ class TaskScheduler:
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
         self._from_supernode: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}
         self._fetching: Dict[int, Dict[str, float]] = {}   # piece -> {peer: since}, from anyone
+        self._stuck: Set[Tuple[str, int]] = set()   # (peer, piece): it stopped relaying it
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): its supernode slot is free again
         self._sent_at: Dict[Tuple[str, int], float] = {}   # (peer, piece): when sent whole
         self._started: Set[Tuple[str, int]] = set()   # (peer, piece): its fetch from us began
@@ -252,6 +254,7 @@ class TaskScheduler:
             self._release(peer, num)
         if relayed and relay_blameless(reason):
             peer.no_relay.add(num)   # its source failed the relay: a whole copy next time
+            self._stuck.add((holder, num))   # and no one else is sent to that fetch of it
             return
         peer.failures += 1
         if holder != SUPERNODE:
@@ -499,7 +502,7 @@ class TaskScheduler:
         for seen, (other_id, since) in enumerate(fetching.items()):
             if seen >= RELAY_SCAN:
                 break
-            if other_id == peer.peer_id or other_id in skip:
+            if other_id == peer.peer_id or other_id in skip or (other_id, num) in self._stuck:
                 continue
             other = self.peers[other_id]
             if other.uploads >= cfg.max_uploads_per_peer or other.errors >= cfg.max_holder_errors:
@@ -562,6 +565,7 @@ class TaskScheduler:
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         self._within_zone.pop((peer.peer_id, num), None)
         peer.relayed.discard(num)
+        self._stuck.discard((peer.peer_id, num))
         fetchers = self._fetching.get(num)
         if fetchers is not None:
             fetchers.pop(peer.peer_id, None)

@@ -203,3 +203,14 @@ def test_narrowed_candidates_give_the_same_answers_with_relays(seed):
             num = rng.choice(sorted(peer.inflight))
             s.piece_failed(peer_id, num, peer.inflight[num][0], now, rng.choice([STOPPED, "digest mismatch"]))
     assert relayed > 20   # relays really were handed out
+
+
+def test_no_one_else_is_sent_to_a_relay_that_stopped_until_its_fetch_ends():
+    s = scheduler(peers=("a", "b", "c"), max_uploads_supernode=1)
+    fetching_from_supernode(s, "a")
+    assert s.assign("b", 1, T0) == [Assignment(0, "a")]
+    s.piece_failed("b", 0, "a", T0 + 1, STOPPED)   # a's fetch of 0 is stuck, or slow
+    assert s.assign("c", 1, T0 + 1) == []   # not sent to a: waits for a's copy, as before
+    s.piece_failed("a", 0, SUPERNODE, T0 + 2, "transfer broke: timed out")
+    fetching_from_supernode(s, "a", now=T0 + 2)   # a fetches it again: a relay again
+    assert s.assign("c", 1, T0 + 2) == [Assignment(0, "a")]
