@@ -24,6 +24,7 @@ import hashlib
 import http.client
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -282,27 +283,27 @@ class Fetch:
             out.seek(start)
             offset = start
             self._piece = hashlib.sha256()
-            self._block, self._blocks = hashlib.sha256(), []
-            self._block_size = block_size_for(piece_size)
-            while True:
-                chunk = self._read(response, offset)
-                if not chunk:
-                    break
-                self._check_live()
-                self._throttle(len(chunk))
-                _write_all(out, chunk)
-                if whole is not None:
-                    whole.update(chunk)
-                offset = self._cut_pieces(chunk, offset, piece_size)
-            if task.length is not None and offset != task.length:
-                raise SourceError("origin sent %s for %s" % (received(offset, task.length), task.url))
-            with task.cond:
-                self._check_live()
-                task.length = offset   # known only now for a chunked source; before the last piece
-            if offset % piece_size:
-                if offset % self._block_size:
-                    self._blocks.append(self._block.hexdigest())
-                self._piece_done(self._piece.hexdigest(), self._blocks)
+            self._blocks = BlockHasher(block_size_for(piece_size), "blocks-" + task.task_id[:12])
+            try:
+                while True:
+                    chunk = self._read(response, offset)
+                    if not chunk:
+                        break
+                    self._check_live()
+                    self._throttle(len(chunk))
+                    _write_all(out, chunk)
+                    if whole is not None:
+                        whole.update(chunk)
+                    offset = self._cut_pieces(chunk, offset, piece_size)
+                if task.length is not None and offset != task.length:
+                    raise SourceError("origin sent %s for %s" % (received(offset, task.length), task.url))
+                with task.cond:
+                    self._check_live()
+                    task.length = offset   # known only now for a chunked source; before the last piece
+                if offset % piece_size:
+                    self._piece_done(self._piece.hexdigest(), self._blocks.piece_done())
+            finally:
+                self._blocks.close()
         if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
             with task.cond:
                 self._check_live()
@@ -409,22 +410,18 @@ class Fetch:
         return b"".join(parts)
 
     def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
-        """Feed `chunk` to the per-piece and per-block hashes; announce each piece it
-        completes. (Blocks divide pieces: a block never spans two.)"""
+        """Feed `chunk` to the per-piece hash and the block hasher; announce each
+        piece it completes."""
         view = memoryview(chunk)
-        block_size = self._block_size
         while view:
-            room = block_size - offset % block_size
+            room = piece_size - offset % piece_size
             part, view = view[:room], view[room:]
             self._piece.update(part)
-            self._block.update(part)
+            self._blocks.feed(part)
             offset += len(part)
-            if offset % block_size == 0:
-                self._blocks.append(self._block.hexdigest())
-                self._block = hashlib.sha256()
             if offset % piece_size == 0:
-                self._piece_done(self._piece.hexdigest(), self._blocks)
-                self._piece, self._blocks = hashlib.sha256(), []
+                self._piece_done(self._piece.hexdigest(), self._blocks.piece_done())
+                self._piece = hashlib.sha256()
         return offset
 
     def _piece_done(self, hexdigest: str, blocks: list) -> None:
@@ -471,6 +468,57 @@ class Fetch:
             if delay > 0:
                 self._progressed(ahead_s=delay)   # waiting on our own limit, not on the source
                 time.sleep(delay)
+
+
+_PIECE_END = object()
+
+
+class BlockHasher:
+    """The block digests of the pieces a fetch cuts, hashed on a thread of their own
+    beside the piece hashes: hashlib lets the GIL go for big buffers, so with two
+    cores the second hash costs the fetch (the cold path) little wall time. Fed a
+    piece's bytes in order; `piece_done` waits for that piece's list."""
+
+    def __init__(self, block_size: int, name: str):
+        self.block_size = block_size   # divides every piece size: blocks never span two
+        self._work = queue.SimpleQueue()
+        self._out = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def feed(self, part) -> None:
+        self._work.put(part)   # (a view of bytes: nothing writes to it)
+
+    def piece_done(self) -> list:
+        self._work.put(_PIECE_END)
+        try:
+            return self._out.get(timeout=60)
+        except queue.Empty:   # the thread died: a bug; the fetch fails with it
+            raise RuntimeError("block hashing stopped")
+
+    def close(self) -> None:
+        self._work.put(None)
+
+    def _run(self) -> None:
+        block, filled, blocks = hashlib.sha256(), 0, []
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            if item is _PIECE_END:
+                if filled:
+                    blocks.append(block.hexdigest())
+                self._out.put(blocks)
+                block, filled, blocks = hashlib.sha256(), 0, []
+                continue
+            view = memoryview(item)
+            while view:
+                part, view = view[:self.block_size - filled], view[self.block_size - filled:]
+                block.update(part)
+                filled += len(part)
+                if filled == self.block_size:
+                    blocks.append(block.hexdigest())
+                    block, filled = hashlib.sha256(), 0
 
 
 def _blocks_in(meta: dict) -> list:

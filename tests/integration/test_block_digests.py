@@ -137,3 +137,16 @@ def test_a_peer_refuses_a_version_1_supernode_and_writes_nothing(origin, client_
     assert old.registrations == 1
     assert os.listdir(str(downloads)) == [] and leftovers(str(downloads)) == []
     assert origin.requests("v2.bin") == 0   # not "fixed" by going to the source either
+
+
+def test_the_block_hasher_gives_each_pieces_block_digests_however_its_bytes_are_split():
+    from dfly.supernode.cdn import BlockHasher
+    pieces = [content(MiB, seed=75), content(MiB, seed=76), content(300 * 1024 + 1, seed=77)]
+    hasher = BlockHasher(BLOCK, "test-blocks")
+    try:
+        for piece, step in zip(pieces, (MiB, 100 * 1024 + 3, 7777)):
+            for at in range(0, len(piece), step):
+                hasher.feed(memoryview(piece)[at:at + step])
+            assert hasher.piece_done() == block_digests(piece, BLOCK)
+    finally:
+        hasher.close()
