@@ -118,6 +118,10 @@ def _lies(wfile, conn, piece, done):        # a right block, then a wrong one
     wfile.write(piece[:BLOCK] + b"\xee" * (MiB - BLOCK))
 
 
+def _disorders(wfile, conn, piece, done):   # right blocks, sent out of order
+    wfile.write(piece[BLOCK:2 * BLOCK] + piece[:BLOCK] + piece[2 * BLOCK:])
+
+
 def _dies(wfile, conn, piece, done):        # half a block, then the process is gone
     wfile.write(piece[:BLOCK // 2])
     wfile.flush()
@@ -127,7 +131,7 @@ def _dies(wfile, conn, piece, done):        # half a block, then the process is 
 
 @pytest.mark.time_limit(60)
 @pytest.mark.parametrize("script,blamed", [(_stops, False), (_stalls, True), (_lies, True),
-                                           (_dies, True)])
+                                           (_disorders, True), (_dies, True)])
 def test_a_relay_that_fails_mid_piece_costs_one_attempt_and_the_file_is_right(
         origin, supernode_factory, client_factory, downloads, script, blamed):
     # The fake takes piece 0 and reads none of it: a relay for the supernode's 3 s,
