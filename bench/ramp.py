@@ -1,7 +1,7 @@
 """The ramp of a swarm, in numbers, from its hosts' `dfly get --trace` files.
 
     python3 bench/ramp.py DIR ...        # each DIR one run (testbed --trace-dir)
-    sudo python3 bench/testbed.py --counts 8 --scenarios dfly-whole,dfly --trace-dir /tmp/traces
+    sudo python3 bench/testbed.py --counts 8 --scenarios dfly,dfly-cut --trace-dir /tmp/traces
 
 Per run: how many piece fetches came from the supernode, from peers holding the
 piece whole, and from relays (cut-through: the holder's own copy was complete

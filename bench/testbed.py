@@ -49,10 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
-SCENARIOS = ("baseline", "dfly", "ideal", "dfly-whole")
-# dfly-whole: dfly with the supernode's --no-cut-through (pieces spread whole, one hop at a
-# time, as before cut-through), to compare both in alternating runs of one testbed run.
-WHOLE_PIECES = ["--no-cut-through"]
+SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut")
+# dfly-cut: dfly with the supernode's --cut-through (peers still receiving a piece relay its
+# verified blocks), to compare with dfly in alternating runs of one testbed run.
+CUT_THROUGH = ["--cut-through"]
 NGINX_PORT = 8080
 SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
@@ -315,7 +315,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     procs = []
     dfly = scenario.startswith("dfly")
     if dfly:
-        origin.start_supernode(WHOLE_PIECES if scenario == "dfly-whole" else None)
+        origin.start_supernode(CUT_THROUGH if scenario == "dfly-cut" else None)
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
         for ns in hosts:
             start_nginx(ws, bed, ns, www)
@@ -524,7 +524,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
-                   "with no software overhead would), dfly-whole (dfly without cut-through) "
+                   "with no software overhead would), dfly-cut (dfly with --cut-through) "
                    "(default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
                    "alternating; the table shows the median run (default: %(default)s)")
@@ -603,7 +603,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     traces = ""
                     if args.trace_dir and scenario.startswith("dfly"):
                         traces = os.path.join(os.path.abspath(args.trace_dir), "%sn%d-run%d" % (
-                            "whole-" if scenario == "dfly-whole" else "", n, run))
+                            "cut-" if scenario == "dfly-cut" else "", n, run))
                         os.makedirs(traces, exist_ok=True)
                     row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
                                        args.seed_for, args.get_arg, www, trace_dir=traces)

@@ -114,5 +114,6 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                        flag="--publication-keep", metavar="DURATION")
     publication_keep_count: int = option(1000, "at most this many publications are kept (the "
                                          "oldest leave first)")
-    no_cut_through: bool = option(False, "offer a piece only from peers holding it whole, not "
-                                  "from peers still receiving it (cut-through relay: off)")
+    cut_through: bool = option(False, "also offer a piece from a peer still receiving it (a "
+                               "relay of its verified blocks) when no peer holds it whole; off: "
+                               "measured slower on the testbed so far (docs/BENCHMARKS.md)")

@@ -47,21 +47,24 @@ copy of the file):
   frees the piece, and another peer's copy is worth waiting for only while it
   is under way and not stalled (begun, not given up on as too slow, and
   reported within sent_grace_s of being sent).
-- Cut-through: a peer still fetching a piece serves its verified blocks as
-  they land (peer/uploader.py), so when no peer holding the piece has a free
-  slot, a peer fetching it (a relay) serves it before the supernode does and
-  before anyone waits: a piece then spreads a block behind its source, not one
-  whole piece per hop. A relay qualifies while its own fetch is live (assigned
-  within piece_stall_s; from the supernode: begun, as the supernode saw, and
-  fresh as a supernode copy waited for; a peer that claims pieces and never
-  fetches them is no relay),
-  with a free upload slot, not fed (through a chain of relays) by the
+- Cut-through (`cut_through`; the supernode's --cut-through, off by default):
+  a peer still fetching a piece serves its verified blocks as they land
+  (peer/uploader.py), so when no peer the requester can use holds the piece
+  whole, a peer fetching it (a relay) serves it before the supernode does and
+  before anyone waits: a fresh piece then spreads a block behind its source,
+  not one whole piece per hop. A busy whole copy is waited for instead: it
+  frees its slot in a piece's time, where a relay goes at its own source's
+  pace (measured: relaying there too made the end of a swarm slower). A
+  relay qualifies while its own fetch is live (assigned within piece_stall_s;
+  from the supernode: begun, as the supernode saw, and fresh as a supernode
+  copy waited for; a peer that claims pieces and never fetches them is no
+  relay), with a free upload slot, not fed (through a chain of relays) by the
   requester itself; nearest, least loaded, earliest begun first, among the
-  first RELAY_SCAN fetchers of the piece. A relay that stopped because its own
-  source failed it ("relay stopped", or a 404 once its fetch was dropped) is
-  not blamed: the requester gets no relay for that piece again, and no one is
-  sent to that relay for it until its own fetch of it ends. A bad
-  block from a relay is the relay's (it passes on only blocks it verified).
+  first RELAY_SCAN fetchers of the piece. A relay that stopped because its
+  own source failed it ("relay stopped", or a 404 once its fetch was dropped)
+  is not blamed: the requester gets no relay for that piece again, and no one
+  is sent to that relay for it until its own fetch of it ends. A bad block
+  from a relay is the relay's (it passes on only blocks it verified).
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
@@ -413,14 +416,15 @@ class TaskScheduler:
             near = self._nearest_free(peer, holders, skip)
             if near is not None and not self._coming_to_zone_instead(peer, near, num, now):
                 return near
+            if near is not None:
+                return None   # a copy is on its way into the requester's zone: wait for it
+            if any(h != peer.peer_id and h not in skip for h in holders):
+                return None   # a whole copy will free a slot: faster than any relay of it
             relay = self._relay_for(peer, num, now, skip) if cfg.cut_through else None
             if relay is not None:
                 return relay
-            if near is not None:
-                return None   # a copy is on its way into the requester's zone: wait for it
-            if any(h != peer.peer_id and h not in skip for h in holders) \
-                    or self._fresh_supernode_copy(peer, num, now):
-                return None   # a peer has it or soon will: wait rather than load the supernode
+            if self._fresh_supernode_copy(peer, num, now):
+                return None   # a peer soon has it: wait rather than load the supernode
         if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
             return SUPERNODE
         return None

@@ -189,22 +189,22 @@ def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_on
 
 @pytest.mark.time_limit(120)
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
-def test_testbed_runs_dfly_without_cut_through_beside_it_and_ramp_reads_the_traces(tmp_path):
+def test_testbed_runs_dfly_with_cut_through_beside_it_and_ramp_reads_the_traces(tmp_path):
     out = tmp_path / "testbed.json"
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "5s",
-                       "--scenarios", "dfly-whole,dfly", "--out", str(out), "--svg", str(tmp_path / "t.svg"),
+                       "--scenarios", "dfly,dfly-cut", "--out", str(out), "--svg", str(tmp_path / "t.svg"),
                        "--trace-dir", str(tmp_path / "traces"), timeout=80)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"dfly-whole", "dfly"}
+    assert set(rows) == {"dfly", "dfly-cut"}
     assert all(r["origin_egress_x"] <= 1.05 and r["bytes_from_peers"] > 0 for r in rows.values())
-    assert "dfly-whole n=3" in proc.stdout
-    assert sorted(os.listdir(str(tmp_path / "traces"))) == ["n3-run1", "whole-n3-run1"]
+    assert "dfly-cut n=3" in proc.stdout
+    assert sorted(os.listdir(str(tmp_path / "traces"))) == ["cut-n3-run1", "n3-run1"]
     ramp = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ramp.py"),
-                           str(tmp_path / "traces" / "whole-n3-run1"), str(tmp_path / "traces" / "n3-run1")],
+                           str(tmp_path / "traces" / "n3-run1"), str(tmp_path / "traces" / "cut-n3-run1")],
                           capture_output=True, text=True, timeout=30)
     assert ramp.returncode == 0, ramp.stderr
     whole, cut = ramp.stdout.splitlines()
-    assert ", relayed 0, " in whole   # --no-cut-through: only whole copies were served
+    assert ", relayed 0, " in whole   # without --cut-through: only whole copies were served
     assert "last host" in cut
     assert _left_by(pid) == set()

@@ -1,4 +1,4 @@
-"""Cut-through relay with a real supernode: a peer still fetching a piece serves
+"""Cut-through relay with a real supernode (--cut-through): a peer still fetching a piece serves
 its verified blocks to another at once; a relay that stops, stalls, lies about
 a block or dies mid-piece costs the requester that piece's attempt only (within
 the piece timeout), and the file is right."""
@@ -19,10 +19,15 @@ from dfly.supernode.client import SupernodeClient
 BLOCK = 256 * 1024
 
 
+@pytest.fixture
+def supernode(supernode_factory):
+    return supernode_factory(cut_through=True)   # (off by default)
+
+
 @pytest.mark.time_limit(60)
 def test_a_peer_still_fetching_a_piece_relays_it_block_by_block(
         origin, supernode_factory, client_factory, downloads):
-    supernode = supernode_factory()
+    supernode = supernode_factory(cut_through=True)
     src = origin.add("relayed.bin", content(6 * MiB, seed=91))
     slow = client_factory([supernode.address], rate_limit=2 * MiB, parallel=2)
     fast = client_factory([supernode.address])
@@ -136,7 +141,7 @@ def test_a_relay_that_fails_mid_piece_costs_one_attempt_and_the_file_is_right(
         origin, supernode_factory, client_factory, downloads, script, blamed):
     # The fake takes piece 0 and reads none of it: a relay for the supernode's 3 s,
     # then a slow reader, waited for no more.
-    supernode = supernode_factory(assignment_start_timeout_s=4.0)
+    supernode = supernode_factory(assignment_start_timeout_s=4.0, cut_through=True)
     data = content(3 * MiB, seed=92)
     src = origin.add("f.bin", data)
     relay = FakeRelay(supernode.address, src.url, data, script)

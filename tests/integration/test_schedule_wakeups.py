@@ -53,13 +53,6 @@ class Call:
 
 
 @pytest.fixture
-def supernode(supernode_factory):
-    """Whole-piece scheduling: these calls wait for whole copies (waiters woken by
-    relays of pieces still arriving: test_cut_through.py)."""
-    return supernode_factory(no_cut_through=True)
-
-
-@pytest.fixture
 def peers(supernode):
     """peer(name) -> a SupernodeClient of its own (one connection per fake peer)."""
     made = []
@@ -135,7 +128,7 @@ def test_one_report_serves_every_waiter_it_can_one_after_another(origin, peers, 
 
 @pytest.mark.time_limit(30)
 def test_a_freed_upload_slot_wakes_the_waiter_a_busy_holder_made_wait(supernode_factory, origin):
-    supernode = supernode_factory(max_uploads_per_peer=1, no_cut_through=True)
+    supernode = supernode_factory(max_uploads_per_peer=1)
     src = origin.add("one.bin", content(MiB, seed=3))
     a, b, c, observer = (SupernodeClient(supernode.address, timeout_s=10) for _ in range(4))
     for client, name in ((a, "a"), (b, "b"), (c, "c")):
@@ -264,7 +257,7 @@ def _fetch_from_supernode(supernode, tid: str, piece, peer_id: str, secret: str 
 @pytest.mark.time_limit(30)
 def test_a_piece_sent_whole_frees_the_supernode_slot_before_it_is_reported(supernode_factory,
                                                                              origin):
-    supernode = supernode_factory(max_uploads=1, no_cut_through=True)
+    supernode = supernode_factory(max_uploads=1)
     data = content(2 * MiB, seed=7)   # two pieces
     src = origin.add("two.bin", data)
     a, b, observer = (SupernodeClient(supernode.address, timeout_s=10) for _ in range(3))
@@ -315,7 +308,7 @@ def test_a_fetch_the_supernode_cannot_tie_to_its_peer_holds_the_slot_until_repor
         supernode_factory, origin, fetch):
     """Without `?peer=`, or naming a peer from another host than it registered from
     (anyone could), the bytes are served but our slot waits for the peer's report."""
-    supernode = supernode_factory(max_uploads=1, no_cut_through=True)
+    supernode = supernode_factory(max_uploads=1)
     data = content(2 * MiB, seed=8)
     src = origin.add("two.bin", data)
     a, b = SupernodeClient(supernode.address, timeout_s=10), SupernodeClient(supernode.address,

@@ -50,6 +50,15 @@ def test_a_whole_copy_with_a_free_slot_is_taken_before_a_relay():
     assert s.peers["b"].relayed == set()
 
 
+def test_a_busy_whole_copy_is_waited_for_rather_than_a_relay():
+    s = scheduler(peers=("a", "b", "c", "holder"), max_uploads_per_peer=1)
+    fetching_from_supernode(s, "a")
+    s.piece_done("holder", 0, T0)
+    assert s.assign("b", 1, T0) == [Assignment(0, "holder")]
+    assert s.assign("c", 1, T0) == []   # holder frees its slot in a piece's time: sooner
+                                        # than a relay, which goes at its own source's pace
+
+
 def test_a_full_relay_is_passed_over_for_a_relay_of_it():
     s = scheduler(max_uploads_per_peer=1)
     fetching_from_supernode(s, "a")
@@ -91,6 +100,8 @@ def test_a_fetch_between_peers_relays_until_the_piece_stall_time():
                   max_uploads_supernode=0)
     s.piece_done("holder", 0, T0)
     assert s.assign("a", 1, T0) == [Assignment(0, "holder")]
+    for peer_id in ("b", "c"):   # no whole copy for them (else its slot is waited for)
+        s.peers[peer_id].blacklist.add("holder")
     assert s.assign("b", 1, T0 + 15) == [Assignment(0, "a")]
     s.piece_failed("b", 0, "a", T0 + 15, STOPPED)
     assert s.assign("c", 1, T0 + 15.1) == []   # a's fetch began 15.1 s ago: stalled
@@ -104,6 +115,7 @@ def test_the_nearest_relay_wins_then_the_least_loaded():
         s.piece_done(holder, 0, T0)
     assert s.assign("far", 1, T0) == [Assignment(0, "h1")]
     assert s.assign("near", 1, T0 + 1) == [Assignment(0, "h2")]
+    s.peers["me"].blacklist.update(("h1", "h2"))   # no whole copy for it
     assert s.assign("me", 1, T0 + 1) == [Assignment(0, "near")]   # begun later, but near
     s = scheduler(peers=("h1", "h2", "a", "b", "x", "me"), max_uploads_per_peer=2,
                   max_uploads_supernode=0)
@@ -111,9 +123,8 @@ def test_the_nearest_relay_wins_then_the_least_loaded():
         s.piece_done(holder, 0, T0)
     assert s.assign("a", 1, T0) == [Assignment(0, "h1")]
     assert s.assign("b", 1, T0) == [Assignment(0, "h2")]
-    for peer_id in ("h1", "h2"):   # the whole copies busy with other pieces
-        s.peers[peer_id].uploads = 2
-        s._file_by_load(s.peers[peer_id])
+    for peer_id in ("x", "me"):   # no whole copy for them
+        s.peers[peer_id].blacklist.update(("h1", "h2"))
     assert s.assign("x", 1, T0) == [Assignment(0, "a")]    # equal: by id
     assert s.assign("me", 1, T0) == [Assignment(0, "b")]   # a has one upload now
 
