@@ -354,9 +354,6 @@ class Fetch:
         data = self.read_piece(num)
         with task.cond:
             store_piece(task, num, data)
-            if num not in task.blocks:   # (a replica of a member older than block digests)
-                task.blocks[num] = block_digests(data, block_size_for(task.piece_size))
-                task.record_blocks(num, task.blocks[num])
             task.piece_cached(num)
             task.save_meta()
         log.info("task %s piece %d refetched from the source (no peer held it)", task.task_id[:12], num)
@@ -435,7 +432,7 @@ class Fetch:
         with task.cond:
             self._check_live()
             task.blocks[num] = blocks   # what the copy to other members carries (not offered yet)
-            task.record_blocks(num, blocks)   # before the meta names the piece
+            task.record_blocks(num, hexdigest, blocks)   # before the meta names the piece
         self.before_offer(task, num, hexdigest)
         with task.cond:
             self._check_live()
@@ -650,7 +647,11 @@ def piece_bounds(task: Task, num: int):
 
 def store_piece(task: Task, num: int, data: bytes) -> None:
     """Write a verified piece at its offset in the task's cache file (the caller
-    holds the task's lock, so no reset can slip between the check and the write)."""
+    holds the task's lock, so no reset can slip between the check and the write).
+    Its block digests are cut again from these bytes, which matched the piece
+    digest: those a replica or the disk gave may be missing, or of other bytes
+    (peers blamed us for them, hence this fetch; a piece's hash, on a rare path)."""
+    blocks_cut_again(task, num, block_digests(data, block_size_for(task.piece_size)))
     start = num * task.piece_size
     fd = os.open(task.data_path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -662,6 +663,17 @@ def store_piece(task: Task, num: int, data: bytes) -> None:
             view, start = view[written:], start + written
     finally:
         os.close(fd)
+
+
+def blocks_cut_again(task: Task, num: int, blocks: list) -> bool:
+    """Piece `num`'s block digests are `blocks`, cut from bytes that matched its piece
+    digest (the caller holds the task's lock): kept, and True if they differ from
+    those known (then those were of other bytes, or missing)."""
+    if task.blocks.get(num) == blocks:
+        return False
+    task.record_blocks(num, task.digests[num], blocks)
+    task.blocks[num] = blocks
+    return True
 
 
 def _remove(path: str) -> None:

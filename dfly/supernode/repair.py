@@ -6,7 +6,10 @@ reason says the bytes did not match or came short: messages.copy_suspect) and
 from our own checks (the scrub, a damaged list in a task's meta). A suspect
 piece is withdrawn at once, so no peer is sent for it while it is re-read and
 checked against its digest on the repair thread. Good, it is offered again
-(the fault was on the way, not on our disk). Bad or unreadable, it is logged
+(the fault was on the way, not on our disk), with its block digests cut again
+from it: a peer takes a piece whose blocks verify without hashing it whole, so
+block digests of other bytes (a damaged `blocks` file, a replica's) make every
+peer refuse a good copy at a block; this is where they are caught and mended. Bad or unreadable, it is logged
 once, counted, and fetched again: from a peer that holds it verified, else
 from the source by Range (cdn.Fetch.read_piece); checked, written, offered
 again. When neither has it (the source's bytes changed, or it cannot be
@@ -23,8 +26,8 @@ from typing import Callable, Optional, Tuple
 from dfly.errors import DflyError, DigestMismatch, LocalIOError, SourceError
 from dfly.protocol import piecetoken
 from dfly.protocol.messages import SUPERNODE
-from dfly.scrub import piece_is_good
-from dfly.supernode.cdn import Fetch, piece_bounds, store_piece
+from dfly.protocol.pieces import block_digests, block_size_for
+from dfly.supernode.cdn import Fetch, blocks_cut_again, piece_bounds, store_piece
 from dfly.supernode.task import FAILED, Task
 from dfly.tls import TLS, http_connection
 
@@ -115,11 +118,16 @@ class Repairer:
     def _handle(self, task: Task, generation: int, num: int, sha256_hex: str, start: int,
                 size: int, why: str, check: bool) -> None:
         if check:
-            good = piece_is_good(task.data_path, start, size, sha256_hex)
+            data = _read_cached(task.data_path, start, size)
+            good = data is not None and hashlib.sha256(data).hexdigest() == sha256_hex
+            blocks = block_digests(data, block_size_for(task.piece_size)) if good else []
             with task.cond:
                 if task.generation != generation or num not in task.checking:
                     return
-                if good:   # the fault was on the way, not on our disk
+                if good:   # the fault was on the way, not on our disk, or in its block digests
+                    if blocks_cut_again(task, num, blocks):
+                        log.warning("task %s piece %d: its block digests were not of its bytes "
+                                    "(%s): cut again from it", task.task_id[:12], num, why)
                     task.good_at[num] = self.clock()
                     task.piece_cached(num)
                     log.debug("task %s piece %d checked good (%s)", task.task_id[:12], num, why)
@@ -203,6 +211,17 @@ def _get_piece(addr: Tuple[str, int], task_id: str, num: int, size: int,
         return None
     finally:
         conn.close()
+
+
+def _read_cached(path: str, start: int, size: int) -> Optional[bytes]:
+    """The `size` bytes at `start` of a cache file; None if they cannot all be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(size)
+    except OSError:
+        return None
+    return data if len(data) == size else None
 
 
 def _save_meta(task: Task) -> None:

@@ -20,9 +20,13 @@ in order) and `meta.json` (URL, validators, content version, length, piece
 size, one sha256 per finished piece, whether the source is complete, pieces
 found damaged and not yet fetched again). The meta is rewritten atomically
 after every piece, so a crash loses at most the piece being cut. `blocks`
-holds each piece's block digests, one line per piece (`NUM HEX...`), appended
-before the meta names the piece (so no piece is named without them), read
-back last line first: the meta grows by 66 bytes a piece, not by 9 times that.
+holds each piece's block digests, one line per piece (`NUM PIECE HEX...`: the
+piece's own sha256, then its blocks'), appended before the meta names the
+piece (so no piece is named without them), the last line of a piece winning:
+the meta grows by 66 bytes a piece, not by 9 times that. A line is used only
+beside the piece digest it names: peers take a piece whose blocks all verify
+without hashing it whole (piece_client.py), so block digests of other bytes
+(a stale line) must never be sent with a piece; such a piece goes without.
 
 A task's pieces are of one content version: an opaque id of the bytes, made
 whenever the source is cut from byte 0 (from a strong ETag and the length, else
@@ -423,13 +427,14 @@ class Task:
         if not isinstance(meta, dict) or not isinstance(meta.get("digests"), list):
             return None
         meta["data_size"] = size
-        meta["blocks"] = self._load_blocks(len(meta["digests"]))
+        meta["blocks"] = self._load_blocks(meta["digests"])
         return normalise_damaged(meta)
 
-    def record_blocks(self, num: int, blocks: List[str]) -> None:
-        """Keep piece `num`'s block digests on disk (before the meta names the piece)."""
+    def record_blocks(self, num: int, sha256_hex: str, blocks: List[str]) -> None:
+        """Keep piece `num`'s block digests on disk (before the meta names the piece),
+        bound to the digest of the piece they were cut with."""
         with open(self.blocks_path, "a") as f:
-            f.write("%d %s\n" % (num, "".join(blocks)))
+            f.write("%d %s %s\n" % (num, sha256_hex, "".join(blocks)))
 
     def drop_blocks(self) -> None:
         """The source is cut afresh: the block digests on disk are of other bytes."""
@@ -438,19 +443,21 @@ class Task:
         except OSError:
             pass
 
-    def _load_blocks(self, count: int) -> List[Optional[List[str]]]:
-        """The block digests of pieces 0..count-1 (None where unknown), aligned with
-        the meta's digests; the last line of a piece wins (it was cut again)."""
+    def _load_blocks(self, digests: list) -> List[Optional[List[str]]]:
+        """The block digests of the meta's pieces (None where unknown), aligned with
+        its `digests`; the last line of a piece wins (it was cut again), and is used
+        only if it names that piece's digest (else its blocks are of other bytes)."""
         found: Dict[int, List[str]] = {}
         try:
             with open(self.blocks_path) as f:
                 for line in f:
-                    num, _, joined = line.strip().partition(" ")
-                    if num.isdigit() and int(num) < count and HEX_DIGESTS.match(joined):
-                        found[int(num)] = [joined[i:i + 64] for i in range(0, len(joined), 64)]
+                    num, piece, joined = (line.strip().split(" ") + ["", ""])[:3]
+                    if num.isdigit() and int(num) < len(digests) and HEX_DIGESTS.match(joined):
+                        found[int(num)] = [piece] + [joined[i:i + 64] for i in range(0, len(joined), 64)]
         except (OSError, UnicodeDecodeError):
             pass
-        return [found.get(n) for n in range(count)]
+        return [found[n][1:] if n in found and found[n][0] == digests[n] else None
+                for n in range(len(digests))]
 
     def summary(self) -> dict:
         return {"task_id": self.task_id, "url": self.url, "state": self.state,

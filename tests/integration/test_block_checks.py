@@ -65,19 +65,20 @@ def holder():
         h.close()
 
 
-def _order():
-    return PieceOrder(num=0, start=0, size=len(PIECE), sha256=hashlib.sha256(PIECE).hexdigest(),
-                      holder="h", addr="", block_size=BLOCK, blocks=tuple(block_digests(PIECE, BLOCK)))
+def _order(sha256=None, blocks=None):
+    return PieceOrder(num=0, start=0, size=len(PIECE), sha256=sha256 or hashlib.sha256(PIECE).hexdigest(),
+                      holder="h", addr="", block_size=BLOCK if blocks != () else 0,
+                      blocks=tuple(block_digests(PIECE, BLOCK)) if blocks is None else blocks)
 
 
-def _fetch(address, timeout_s=5.0):
+def _fetch(address, timeout_s=5.0, order=None):
     """(bytes written by offset, on_block calls, the failure or None, seconds taken)."""
     written, verified = {}, []
     fetcher = PieceFetcher(timeout_s, connect_timeout_s=2.0)
     began = time.monotonic()
     failure = None
     try:
-        fetcher.fetch(address, "0" * 64, _order(),
+        fetcher.fetch(address, "0" * 64, order or _order(),
                       lambda offset, chunk: written.__setitem__(offset, bytes(chunk)), verified.append)
     except PieceFailed as e:
         failure = e
@@ -141,3 +142,41 @@ def test_a_relay_that_lies_about_a_block_is_blamed_for_it(holder):
     _, verified, failure, _ = _fetch(holder(lambda w, done: w.write(lie), relay=True).address)
     assert str(failure).startswith("digest mismatch in block 1")   # it verified what it sends
     assert verified == [BLOCK]
+
+
+def test_a_piece_whose_every_block_verified_is_not_hashed_whole_again(holder):
+    """The supernode cut the block digests and the piece digest from the same bytes:
+    the blocks prove the piece, one sha256 per byte. (The order's piece digest is
+    made wrong here only to show it is not computed again.)"""
+    order = _order(sha256="0" * 64)
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address, order=order)
+    assert failure is None
+    assert b"".join(written[k] for k in sorted(written)) == PIECE and verified[-1] == len(PIECE)
+
+
+def test_a_bad_short_last_block_is_caught_without_the_piece_hash(holder):
+    lie = PIECE[:-1] + bytes([PIECE[-1] ^ 1])   # the last byte of the last, short block
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(lie)).address)
+    assert str(failure) == "digest mismatch in block 4 (bytes %d-%d of the piece)" % (
+        4 * BLOCK, len(PIECE) - 1)
+    assert _covered(written) == 4 * BLOCK and verified[-1] == 4 * BLOCK
+
+
+def test_a_block_list_of_other_bytes_is_caught_at_its_first_block_and_nothing_is_written(holder):
+    """A wrong block list beside the right piece digest: the holder's right bytes
+    fail at block 0, so nothing of the piece is kept on the blocks' word."""
+    other = tuple(block_digests(content(len(PIECE), seed=82), BLOCK))
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address,
+                                           order=_order(blocks=other))
+    assert str(failure).startswith("digest mismatch in block 0")
+    assert written == {} and verified == []
+
+
+def test_a_piece_without_block_digests_is_still_checked_whole(holder):
+    lie = PIECE[:-1] + bytes([PIECE[-1] ^ 1])
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(lie)).address,
+                                           order=_order(blocks=()))
+    assert str(failure) == "digest mismatch"
+    assert verified == []
+    good = _fetch(holder(lambda w, done: w.write(PIECE)).address, order=_order(blocks=()))
+    assert good[2] is None and b"".join(good[0][k] for k in sorted(good[0])) == PIECE

@@ -2,6 +2,7 @@
 keeps them across a restart, peers are given them with each piece and check
 every block as it arrives, and a peer and a supernode of different protocol
 versions refuse each other with one clear error instead of exchanging pieces."""
+import hashlib
 import http.client
 import json
 import os
@@ -150,3 +151,86 @@ def test_the_block_hasher_gives_each_pieces_block_digests_however_its_bytes_are_
             assert hasher.piece_done() == block_digests(piece, BLOCK)
     finally:
         hasher.close()
+
+
+def _blocks_file(data_dir):
+    found = [os.path.join(root, "blocks") for root, _, files in os.walk(str(data_dir)) if "blocks" in files]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_block_digests_on_disk_beside_another_piece_digest_are_not_given_with_the_piece(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    """Peers take a piece whose blocks all verify without hashing it whole, so the
+    blocks sent with a piece must be of its bytes: a line of the blocks file is
+    bound to the piece digest it was cut with (here: a stale line of other bytes)."""
+    data, other = content(2 * MiB, seed=73), content(MiB, seed=74)
+    src = origin.add("stale.bin", data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    _orders(running.address, src.url)
+    running.stop()
+    with open(_blocks_file(tmp_path / "sn"), "a") as f:   # last line wins: piece 1's, of other bytes
+        f.write("1 %s %s\n" % (hashlib.sha256(other).hexdigest(), "".join(block_digests(other, BLOCK))))
+
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    given = {o.num: o.blocks for o in _orders(again.address, src.url, "p2")}
+    assert given == {0: tuple(block_digests(data[:MiB], BLOCK)), 1: ()}   # piece 1: checked whole
+    result = client_factory([again.address]).download(src.url, str(downloads / "stale.bin"))
+    assert open(str(downloads / "stale.bin"), "rb").read() == data and result.bytes_discarded == 0
+
+
+@pytest.mark.time_limit(60)
+def test_wrong_block_digests_on_the_supernode_are_caught_by_the_peer_and_cut_again(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    """Block digests of other bytes next to the right piece digest (a damaged blocks
+    file): the peer refuses the supernode's good copy at block 0 and writes none of
+    it; the supernode checks its copy against the piece digest and cuts the blocks
+    afresh from those bytes, so the get ends with the right file and the next peer
+    is given the right blocks."""
+    data, right, folder = _cached_with_wrong_blocks(origin, supernode_factory, tmp_path, "wrong.bin")
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.num: o.blocks for o in _orders(again.address, origin.url("wrong.bin"), "p2")}[1] != right[1]
+    result = client_factory([again.address]).download(origin.url("wrong.bin"), str(downloads / "wrong.bin"))
+    assert open(str(downloads / "wrong.bin"), "rb").read() == data
+    assert result.bytes_discarded >= BLOCK   # the bad block 0 was caught, nothing of it kept
+    asked = iter(range(100))
+    wait_until(lambda: {o.num: o.blocks for o in _orders(again.address, origin.url("wrong.bin"),
+                                                         "p3-%d" % next(asked))} == right,
+               timeout=20, message="the supernode cut piece 1's blocks again from its bytes")
+
+
+@pytest.mark.time_limit(60)
+def test_a_piece_fetched_again_gets_its_block_digests_cut_again_from_its_bytes(
+        origin, supernode_factory, tmp_path):
+    """The same damaged blocks file, and the piece's bytes damaged too: the scrub
+    finds the piece bad and fetches it again, and its blocks are cut (and kept) from
+    the bytes fetched."""
+    data, right, folder = _cached_with_wrong_blocks(origin, supernode_factory, tmp_path, "both.bin")
+    with open(os.path.join(folder, "data"), "r+b") as f:
+        f.seek(MiB + 5)
+        f.write(b"\xee")
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    _orders(again.address, origin.url("both.bin"), "p2")   # the task is read back, and scrubbed
+    client = SupernodeClient(again.address, timeout_s=5)
+    try:
+        wait_until(lambda: client.task(os.path.basename(folder)).get("repaired_pieces") == 1,
+                   timeout=20, message="the scrub fetched piece 1 again")
+    finally:
+        client.close()
+    again.stop()   # what it keeps on disk: the blocks cut from the bytes fetched again
+    third = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.num: o.blocks for o in _orders(third.address, origin.url("both.bin"), "p3")} == right
+
+
+def _cached_with_wrong_blocks(origin, supernode_factory, tmp_path, name):
+    """A supernode's cache of a 2 MiB file whose blocks file then gives piece 1 the
+    blocks of other bytes beside its right piece digest: (data, right blocks, folder)."""
+    data, other = content(2 * MiB, seed=75), content(MiB, seed=76)
+    src = origin.add(name, data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    right = {o.num: o.blocks for o in _orders(running.address, src.url)}
+    running.stop()
+    path = _blocks_file(tmp_path / "sn")
+    with open(path, "a") as f:
+        f.write("1 %s %s\n" % (hashlib.sha256(data[MiB:]).hexdigest(), "".join(block_digests(other, BLOCK))))
+    return data, right, os.path.dirname(path)
