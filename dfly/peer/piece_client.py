@@ -33,6 +33,7 @@ one buffer instead, without the mark (see _receive_tls).
 """
 import hashlib
 import http.client
+import io
 import socket
 import time
 from typing import Callable, Dict, Optional
@@ -52,6 +53,7 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.tls import TLS, http_connection, refusal
 
 STEP_BYTES = 256 << 10
+READER_BUFFER_BYTES = io.DEFAULT_BUFFER_SIZE   # a response's socket reader's own buffer
 TLS_SLACK_BYTES = 64 << 10   # more than one TLS record (16 KiB and its overhead) with room
 SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 
@@ -182,7 +184,7 @@ class PieceFetcher:
                 want = min(want, step - at)
             if not buffered and want != lowat:
                 lowat = _set_lowat(sock, want)
-            buffered = 0
+            held, buffered = buffered, 0
             n = body.readinto1(buffer[at:at + want])
             if not n:
                 raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))
@@ -193,6 +195,15 @@ class PieceFetcher:
             self.received = got   # before write: a bad block's bytes count as received
             write(order.start + got - n, chunk)
             self._throttle(n)
+            if got < order.size and (n < held or (not held and want <= READER_BUFFER_BYTES)):
+                # The reader may still hold bytes: some it held that a block's end kept
+                # this read from taking, or some it read ahead to fill its own buffer (a
+                # read no larger than that). They go next, under no mark: a mark counts
+                # the kernel's bytes only, and one that also counted these would wait for
+                # bytes that never come (at a piece's last block, until the holder hangs up).
+                if lowat != 1:
+                    lowat = _set_lowat(sock, 1)
+                buffered = len(response.peek())
         response.length = 0
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes

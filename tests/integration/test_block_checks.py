@@ -23,7 +23,7 @@ PIECE = content(4 * BLOCK + 1000, seed=81)   # four whole blocks and a short one
 class ScriptedHolder:
     """Answers one piece request per connection with `script(wfile)` after the head."""
 
-    def __init__(self, script, relay=False):
+    def __init__(self, script, relay=False, size=len(PIECE)):
         holder = self
         self.done = threading.Event()   # set at teardown: scripts that stall wait on it
 
@@ -31,7 +31,7 @@ class ScriptedHolder:
             def handle(self):
                 while self.rfile.readline().strip():
                     pass
-                head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(PIECE)
+                head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % size
                 if relay:
                     head += "%s: arriving\r\n" % RELAY_HEADER
                 self.wfile.write((head + "\r\n").encode())
@@ -57,8 +57,8 @@ class ScriptedHolder:
 def holder():
     made = []
 
-    def make(script, relay=False):
-        made.append(ScriptedHolder(script, relay))
+    def make(script, relay=False, size=len(PIECE)):
+        made.append(ScriptedHolder(script, relay, size))
         return made[-1]
     yield make
     for h in made:
@@ -180,3 +180,23 @@ def test_a_piece_without_block_digests_is_still_checked_whole(holder):
     assert verified == []
     good = _fetch(holder(lambda w, done: w.write(PIECE)).address, order=_order(blocks=()))
     assert good[2] is None and b"".join(good[0][k] for k in sorted(good[0])) == PIECE
+
+
+def test_bytes_the_reader_read_ahead_at_a_block_end_do_not_stall_the_last_block(holder):
+    """Blocks of 14000 bytes, sent at once: the first read takes what came with the
+    headers (~8 KiB), the rest of block 0 is a read smaller than the socket reader's
+    own buffer, which reads ahead into block 1. Those bytes must be taken before the
+    next read asks the kernel (SO_RCVLOWAT) for all of block 1: it would wait for
+    bytes already read, until the holder hung up (the testbed: 30 s) or timed out."""
+    size = 14000
+    piece = content(2 * size, seed=83)
+    order = PieceOrder(num=0, start=0, size=len(piece), sha256=hashlib.sha256(piece).hexdigest(),
+                       holder="h", addr="", block_size=size, blocks=tuple(block_digests(piece, size)))
+    def send_and_stay(w, done):   # a keep-alive holder: no hang-up ends a read early
+        w.write(piece)
+        w.flush()
+        done.wait(30)
+    written, verified, failure, _ = _fetch(holder(send_and_stay, size=len(piece)).address,
+                                              timeout_s=3.0, order=order)
+    assert failure is None, failure
+    assert b"".join(written[k] for k in sorted(written)) == piece and verified == [size, 2 * size]
