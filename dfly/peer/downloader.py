@@ -14,6 +14,12 @@ Three kinds of threads, each with one job, so no piece waits on another's:
 A holder that fails or lies is reported, and the supernode re-plans that piece
 from someone else.
 
+A piece fetched from a relay (the order says `relay`: its holder is still
+fetching it) holds none of the `parallel` slots: it goes at its relay's
+source's pace, not at what our link could take, and a worker held by it left
+whole copies waiting (the testbed's traces: relaying hosts lacked more pieces
+when the supernode was done). Up to twice `parallel` fetches run then.
+
 A piece counts as arriving from the moment it is handed to a worker: the
 supernode may name us as its holder to others at once (cut-through), and the
 uploader serves its blocks as each verifies (storage.py), until it is held or
@@ -184,7 +190,9 @@ class P2PDownload:
     def _round(self, state: TaskState) -> TaskState:
         with self._lock:
             self._raise_fatal()
-            want = self.parallel - len(self._inflight)
+            relays = sum(1 for order in self._inflight.values() if order.relay)
+            want = min(self.parallel - (len(self._inflight) - relays),
+                       2 * self.parallel - len(self._inflight))
             if state.piece_count is not None:   # near the end, fewer are left than workers
                 want = min(want, state.piece_count - len(self.storage.held) - len(self._inflight))
             want = max(0, want)
@@ -224,6 +232,8 @@ class P2PDownload:
                     self._inflight[order.num] = order
                     self.storage.piece_begun(order.num)   # others may be sent to us for it now
                     self._jobs.put(order)
+            while len(self._workers) < len(self._inflight):   # (relays: more than `parallel`)
+                self._start_worker()
         return state
 
     def _wait_s(self) -> float:
@@ -393,10 +403,13 @@ class P2PDownload:
 
     # workers ------------------------------------------------------------------------
     def _start_workers(self) -> None:
-        for i in range(self.parallel):
-            t = threading.Thread(target=self._work, name="piece-worker-%d" % i, daemon=True)
-            t.start()
-            self._workers.append(t)
+        for _ in range(self.parallel):
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        t = threading.Thread(target=self._work, name="piece-worker-%d" % len(self._workers), daemon=True)
+        t.start()
+        self._workers.append(t)
 
     def _stop_threads(self) -> None:
         for _ in self._workers:

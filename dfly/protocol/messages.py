@@ -268,6 +268,7 @@ class PieceOrder:
     token: str = ""   # the piece-access token for this holder ("": an older supernode)
     block_size: int = 0   # the piece's blocks: each `block_size` bytes (the last shorter),
     blocks: tuple = ()    # with these sha256s; 0 and (): checked only whole
+    relay: bool = False   # the holder is still fetching it (cut-through): see downloader.py
 
     @classmethod
     def parse(cls, item: dict, content_version: str = "") -> "PieceOrder":
@@ -281,7 +282,8 @@ class PieceOrder:
                    sha256=_str(item, "sha256", required=True, limit=128),
                    holder=_str(item, "holder", required=True, limit=64),
                    addr=_str(item, "addr", limit=300), content_version=content_version,
-                   token=_str(item, "token", limit=128) or "", block_size=block_size, blocks=blocks)
+                   token=_str(item, "token", limit=128) or "", block_size=block_size, blocks=blocks,
+                   relay=item.get("relay") is True)
 
     def to_json(self) -> dict:
         """The order as a supernode sends it (tests build replies with it)."""
@@ -293,6 +295,8 @@ class PieceOrder:
             out["token"] = self.token
         if self.blocks:
             out["block_size"], out["blocks"] = self.block_size, list(self.blocks)
+        if self.relay:
+            out["relay"] = True
         return out
 
 

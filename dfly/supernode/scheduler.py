@@ -381,6 +381,11 @@ class TaskScheduler:
         from the supernode, unassigned, or either end gave no location."""
         return self._within_zone.get((peer_id, num))
 
+    def relayed_to(self, peer_id: str, num: int) -> bool:
+        """Is `peer_id` assigned `num` from a relay (a holder still fetching it)?"""
+        peer = self.peers.get(peer_id)
+        return peer is not None and num in peer.relayed
+
     def holders_of(self, num: int) -> Set[str]:
         return set(self._holders.get(num, ()))
 

@@ -688,6 +688,8 @@ class Supernode:
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
             piece["addr"] = format_address(host, port)
+            if task.scheduler.relayed_to(requester, num):
+                piece["relay"] = True   # its pace is its relay's source's: not a whole slot
         elif self.config.advertise:   # peers reach us under another address than they called
             piece["addr"] = self.config.advertise
         key = self._holder_key(assignment.holder)

@@ -12,6 +12,7 @@ import time
 import pytest
 from helpers import MiB, content, sha256_file, wait_until
 
+from dfly.peer.trace import Trace
 from dfly.protocol.messages import PEER_SECRET_HEADER, RELAY_HEADER, RegisterRequest, ScheduleRequest
 from dfly.protocol.piecetoken import HEADER as PIECE_TOKEN_HEADER
 from dfly.supernode.client import SupernodeClient
@@ -201,3 +202,33 @@ def test_a_waiting_peer_is_sent_to_a_relay_once_its_fetch_from_the_supernode_beg
     finally:
         a.close()
         b.close()
+
+
+def _slowly(wfile, conn, piece, done):      # every block, at its source's (slow) pace
+    for at in range(0, len(piece), BLOCK):
+        wfile.write(piece[at:at + BLOCK])
+        wfile.flush()
+        if done.wait(0.4):
+            return
+
+
+@pytest.mark.time_limit(60)
+def test_a_fetch_from_a_relay_holds_no_parallel_slot(origin, supernode_factory, client_factory, downloads):
+    """A relay goes at its own source's pace: a get with one worker, sent to a relay
+    for piece 0, asks for the next piece meanwhile instead of waiting on it (the
+    order says `relay`), and fetches it beside; the file is right."""
+    supernode = supernode_factory(assignment_start_timeout_s=8.0, cut_through=True)
+    data = content(3 * MiB, seed=94)
+    src = origin.add("slots.bin", data)
+    relay = FakeRelay(supernode.address, src.url, data, _slowly)
+    trace = Trace()
+    try:
+        client_factory([supernode.address], parallel=1).download(
+            src.url, str(downloads / "slots.bin"), sequential=True, trace=trace)
+    finally:
+        relay.stop()
+    assert sha256_file(str(downloads / "slots.bin")) == hashlib.sha256(data).hexdigest()
+    pieces = {p["num"]: p for p in trace.pieces if p["ok"]}
+    assert pieces[0]["holder"] == "relay" and relay.requests == 1
+    assert pieces[1]["start_s"] < pieces[0]["end_s"]   # begun while the relay still ran
+    assert max(s["want"] for s in trace.schedules) <= 2   # at most twice --parallel
