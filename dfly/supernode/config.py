@@ -116,4 +116,4 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                          "oldest leave first)")
     cut_through: bool = option(False, "also offer a piece from a peer still receiving it (a "
                                "relay of its verified blocks) when no peer holds it whole; off: "
-                               "measured slower on the testbed so far (docs/BENCHMARKS.md)")
+                               "not faster on the testbed so far (docs/BENCHMARKS.md)")
