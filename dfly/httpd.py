@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
@@ -140,7 +140,11 @@ class Response:
 
 
 def error_response(error: DflyError) -> Response:
-    return Response.json({"error": str(error), "kind": type(error).__name__}, error.http_status)
+    response = Response.json({"error": str(error), "kind": type(error).__name__}, error.http_status)
+    allowed = getattr(error, "allowed", ())
+    if allowed:   # RFC 9110: a 405 says which methods the resource does take
+        response.headers["Allow"] = ", ".join(allowed)
+    return response
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -723,20 +727,26 @@ def compile_routes(routes):
 def match_route(routes, request: Request):
     """(handler name, path params) for `request`; NotFound / 405 otherwise."""
     method = "GET" if request.method == "HEAD" else request.method
-    allowed = False
+    allowed: List[str] = []
     for m, pattern, name in routes:
         found = pattern.match(request.path)
         if found:
             if m == method:
                 return name, found.groupdict()
-            allowed = True
+            allowed += [m, "HEAD"] if m == "GET" else [m]
     if allowed:
-        raise MethodNotAllowed("%s not allowed on %s" % (request.method, request.path[:200]))
+        raise MethodNotAllowed("%s not allowed on %s" % (request.method, request.path[:200]),
+                               sorted(set(allowed)))
     raise NotFound("no such endpoint: %s" % request.path[:200])
 
 
 class MethodNotAllowed(BadRequest):
+    """`allowed`: the methods the path does take, for the 405's Allow header."""
     http_status = 405
+
+    def __init__(self, message: str = "", allowed: Iterable[str] = ()):
+        super().__init__(message)
+        self.allowed = tuple(allowed)
 
 
 def piece_number(text: str) -> int:

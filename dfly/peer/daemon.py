@@ -44,7 +44,7 @@ from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, CannotListen, NotFound
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
-from dfly.httpd import Listener, Response
+from dfly.httpd import Listener, Response, compile_routes, match_route
 from dfly.lifecycle import catch_signals, log_to, serve_until_signalled
 from dfly.metrics import http_response
 from dfly.peer import daemon_dashboard
@@ -90,6 +90,18 @@ MAX_ANNOUNCE_BACKOFF_S = 600.0
 JOIN_WAIT_S = 5.0   # gossip mode: how long a restart's offers wait for the others' view
 
 
+# The daemon's own API; /v2/... (the mirror) and absolute URLs (the proxy) are routed before.
+API_ROUTES = compile_routes([
+    ("GET", r"/dashboard", "dashboard"),
+    ("GET", r"/v1/dashboard", "dashboard"),
+    ("GET", r"/metrics", "metrics"),
+    ("GET", r"/healthz", "healthz"),
+    ("GET", r"/v1/stats", "stats"),
+    ("GET", r"/v1/members", "members"),
+    ("POST", r"/v1/downloads", "downloads"),
+])
+
+
 class DaemonApp:
     """Routes the front listener's requests to the mirror, the proxy or the API."""
 
@@ -114,33 +126,35 @@ class DaemonApp:
             counts = self.daemon.metrics
             return self._counted("mirror", request, lambda: counts.served(
                 counts.mirror_requests, (), lambda: mirror.handle(request)))
-        if path in ("/dashboard", "/v1/dashboard") and request.method in ("GET", "HEAD"):
-            return self.dashboard(request)
-        if path == "/metrics" and request.method in ("GET", "HEAD"):
-            ops_view(request, self.daemon.ops_token)
-            return http_response(self.daemon.metrics.registry)
-        if path == "/healthz" and request.method in ("GET", "HEAD"):
-            return Response.text("ok\n")
-        if path == "/v1/stats" and request.method in ("GET", "HEAD"):
-            response = Response.json(self.daemon.stats())
-            challenge = request.headers.get(handoff.CHALLENGE_HEADER)
-            if challenge and len(challenge) <= handoff.MAX_CHALLENGE_LEN:
-                response.headers[handoff.PROOF_HEADER] = handoff.proof(self.daemon.handoff_token,
-                                                                       challenge)
-            return response
-        if path == "/v1/members" and request.method in ("GET", "HEAD"):
-            if self.daemon.gossip is None:
-                raise NotFound("this daemon is not in gossip mode (--gossip)")
-            return Response.json({"me": self.daemon.gossip.swim.name,
-                                  "members": self.daemon.gossip.members()})
-        if path == "/v1/downloads":
-            if request.method != "POST":
-                raise BadRequest("POST a download to /v1/downloads")
-            if not _loopback(request.client[0]):
-                raise errors.Forbidden("downloads are handed over only by clients on this host")
-            handoff.check_handoff(request.headers, self.daemon.handoff_token)
-            return Response.json(self.daemon.download_for(request.json()))
-        raise NotFound("no such endpoint: %s" % path[:200])
+        name, _ = match_route(API_ROUTES, request)   # 405 with Allow for a method a path lacks
+        return getattr(self, name)(request)
+
+    def metrics(self, request: FrontRequest) -> Response:
+        ops_view(request, self.daemon.ops_token)
+        return http_response(self.daemon.metrics.registry)
+
+    def healthz(self, request: FrontRequest) -> Response:
+        return Response.text("ok\n")
+
+    def stats(self, request: FrontRequest) -> Response:
+        response = Response.json(self.daemon.stats())
+        challenge = request.headers.get(handoff.CHALLENGE_HEADER)
+        if challenge and len(challenge) <= handoff.MAX_CHALLENGE_LEN:
+            response.headers[handoff.PROOF_HEADER] = handoff.proof(self.daemon.handoff_token,
+                                                                   challenge)
+        return response
+
+    def members(self, request: FrontRequest) -> Response:
+        if self.daemon.gossip is None:
+            raise NotFound("this daemon is not in gossip mode (--gossip)")
+        return Response.json({"me": self.daemon.gossip.swim.name,
+                              "members": self.daemon.gossip.members()})
+
+    def downloads(self, request: FrontRequest) -> Response:
+        if not _loopback(request.client[0]):
+            raise errors.Forbidden("downloads are handed over only by clients on this host")
+        handoff.check_handoff(request.headers, self.daemon.handoff_token)
+        return Response.json(self.daemon.download_for(request.json()))
 
     def _counted(self, kind: str, request: FrontRequest, answer) -> Response:
         """Mirror and proxy traffic, counted for the dashboard (target redacted there)."""
@@ -154,7 +168,7 @@ class DaemonApp:
 
     def dashboard(self, request: FrontRequest) -> Response:
         ops_view(request, self.daemon.ops_token)   # read-only: the page, or its feed
-        if request.path == "/dashboard":
+        if request.path.rstrip("/") == "/dashboard":
             return Response(200, dashboard_page.DAEMON_PAGE.encode(), dict(dashboard_page.HEADERS))
         # a dfly program fetching a source (a supernode told to fetch this) is no operator
         authorised = _loopback(request.client[0]) and request.headers.get(SOURCE_FETCH_HEADER) is None
