@@ -163,7 +163,7 @@ def _bench_options(bench: argparse.ArgumentParser) -> None:
 def _scrub_options(scrub: argparse.ArgumentParser) -> None:
     from dfly.scrub import ScrubConfig
     scrub.epilog = ("exit codes: 0 no damage; 8 damage found (repaired what it could: each piece "
-                    "is listed); 2 no cache in the data dir")
+                    "is listed); 2 no cache in the data dir, or a supernode or daemon runs on it")
     options.add_arguments(scrub, ScrubConfig)
     scrub.set_defaults(run=run_scrub)
 
@@ -313,7 +313,8 @@ COMMANDS = {
 
 
 _SERVER_EXIT_CODES = {0: "stopped by SIGINT or SIGTERM", 1: EXIT_CODES[1],
-                      2: "usage error, or a listen address this host cannot use",
+                      2: "usage error, a listen address this host cannot use, or a data dir "
+                         "another live process holds",
                       6: "the data dir cannot be created or written"}
 COMMAND_EXIT_CODES = {
     "supernode": _SERVER_EXIT_CODES,

@@ -83,6 +83,11 @@ class Cancelled(DflyError):
     """The caller stopped the download (a stream closed early)."""
 
 
+class DataDirInUse(DflyError):
+    """Another live process (a supernode, a daemon, `dfly scrub`) works in this data dir."""
+    exit_code = 2
+
+
 class LocalIOError(DflyError):
     """The local disk refused: unwritable path, disk full."""
     exit_code = 6

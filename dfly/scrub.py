@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, TextIO
 
-from dfly.errors import BadRequest
+from dfly.errors import BadRequest, DataDirInUse
 from dfly.options import option
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.scrub import SCRUB_STEP_BYTES
@@ -102,12 +102,37 @@ def run(data_dir: str, rate_bytes_per_s: float, source_timeout_s: float, out: Te
     if not task_dirs and not os.path.isdir(os.path.join(daemon_dir, "cache")):
         raise BadRequest("no supernode or daemon cache in %s (a supernode's data dir holds tasks/, "
                          "a daemon's daemon/cache/)" % data_dir)
+    locks = hold_data_dirs(data_dir, task_dirs, os.path.isdir(os.path.join(daemon_dir, "cache")))
     checked = damaged = 0
-    for tasks_dir in task_dirs:
-        counts = scrub_supernode_tasks(tasks_dir, pace, source_timeout_s, out)
-        checked, damaged = checked + counts[0], damaged + counts[1]
-    if os.path.isdir(os.path.join(daemon_dir, "cache")):
-        counts = scrub_daemon_cache(daemon_dir, pace, out)
-        checked, damaged = checked + counts[0], damaged + counts[1]
+    try:
+        for tasks_dir in task_dirs:
+            counts = scrub_supernode_tasks(tasks_dir, pace, source_timeout_s, out)
+            checked, damaged = checked + counts[0], damaged + counts[1]
+        if os.path.isdir(os.path.join(daemon_dir, "cache")):
+            counts = scrub_daemon_cache(daemon_dir, pace, out)
+            checked, damaged = checked + counts[0], damaged + counts[1]
+    finally:
+        for lock in locks:
+            lock.release()
     out.write("dfly scrub: %d file(s) checked, %d damaged piece(s) found\n" % (checked, damaged))
     return SCRUB_FOUND_DAMAGE if damaged else 0
+
+
+def hold_data_dirs(data_dir: str, task_dirs: Sequence[str], daemon_cache: bool) -> list:
+    """The locks (datalock.py) of the supernodes and the daemon whose caches are in
+    `data_dir`, held for the scrub: one running there is DataDirInUse (exit 2), nothing
+    read; one started while the scrub runs is refused."""
+    from dfly import datalock
+
+    places = [(os.path.dirname(d), "supernode") for d in task_dirs]
+    places += [(data_dir, "daemon")] if daemon_cache else []
+    locks: list = []
+    try:
+        for place, kind in places:
+            locks.append(datalock.hold(place, kind, "dfly scrub"))
+    except DataDirInUse as e:
+        for lock in locks:
+            lock.release()
+        raise DataDirInUse("%s: stop it first (a running supernode or daemon scrubs its own "
+                           "cache, --scrub-rate)" % e)
+    return locks

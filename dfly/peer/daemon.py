@@ -38,7 +38,7 @@ import uuid
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from dfly import __version__, dashboard_page, errors
+from dfly import __version__, dashboard_page, datalock, errors
 from dfly.auth import check_ops_access, read_ops_token
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, CannotListen, NotFound
@@ -195,11 +195,16 @@ class RunningDaemon:
                                 if config.total_rate_limit > 0 else None)
         self.upload_bucket = (TokenBucket(config.upload_rate_limit, now)
                               if config.upload_rate_limit > 0 else None)
-        self.gossip, self.scheduler = self._gossip_mode(config, data_dir) if config.gossip else (None, None)
+        self.gossip = self.scheduler = None
+        # before anything reads the data dir: a second daemon on it stops here (exit 2)
+        self.data_lock = datalock.hold(data_dir, "daemon", "dfly daemon")
         try:
+            if config.gossip:
+                self.gossip, self.scheduler = self._gossip_mode(config, data_dir)
             self._wire(config, data_dir)
         except BaseException:   # a taken --listen, say: the gossip sockets must not linger
             self._stop_gossip()
+            self.data_lock.release()
             raise
 
     def _wire(self, config: DaemonConfig, data_dir: str) -> None:
@@ -297,6 +302,7 @@ class RunningDaemon:
         except CannotListen:
             self.listener.stop()
             self._stop_gossip()
+            self.data_lock.release()
             raise
         write_secret(self.handoff_token_path, self.handoff_token)
         self.listener.start()
@@ -338,6 +344,7 @@ class RunningDaemon:
             self._scrub_thread.join(10)
         self.p2p.close()
         self.direct.close()
+        self.data_lock.release()   # last: the data dir is left alone from here
 
     # downloads ---------------------------------------------------------------------------
     @counted

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from typing import Callable, Optional
 
-from dfly import __version__
+from dfly import __version__, datalock
 from dfly.auth import read_ops_token
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
@@ -33,13 +33,16 @@ class RunningSupernode:
                  cluster_for: Optional[Callable[[int], Membership]] = None):
         ops_token = read_ops_token(config.ops_token_file)   # ValueError: a clear line, exit 2
         self.gossip = None
-        if config.gossip and cluster_for is None:
-            config, cluster_for = self._gossip_mode(config)
+        # before anything reads the data dir: a second supernode on it stops here (exit 2)
+        self.data_lock = datalock.hold(data_dir, "supernode", "dfly supernode")
         try:
+            if config.gossip and cluster_for is None:
+                config, cluster_for = self._gossip_mode(config)
             self._wire(config, data_dir, ops_token, cluster_for)
         except BaseException:   # a taken --listen, say: the gossip sockets must not linger
             if self.gossip is not None:
                 self.gossip.stop(leave=False)
+            self.data_lock.release()
             raise
 
     def _wire(self, config: SupernodeConfig, data_dir: str, ops_token,
@@ -94,6 +97,7 @@ class RunningSupernode:
         self.copier.stop()
         self.preheater.stop()
         self.service.stop()
+        self.data_lock.release()   # last: the data dir is left alone from here
 
     def hangup(self) -> None:
         """SIGHUP: load the TLS certificate and key again (for new connections)."""
