@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
 from dfly.errors import BadRequest, CannotListen, DflyError, NotFound
-from dfly.protocol.address import format_address, is_ipv6, plain_ip
+from dfly.protocol.address import CLIENT_IPV6_PREFIX, client_key, format_address, is_ipv6, plain_ip
 
 log = logging.getLogger("dfly.httpd")
 
@@ -528,14 +528,16 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: Tuple[str, int], app, max_connections: int = 512,
                  sock: Optional[socket.socket] = None, handler=Handler, tls=None,
                  max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
-                 request_deadline_s: float = REQUEST_DEADLINE_S):
+                 request_deadline_s: float = REQUEST_DEADLINE_S,
+                 client_ipv6_prefix: int = CLIENT_IPV6_PREFIX):
         self.app = app
         self.tls = tls if tls is not None and tls.serves else None   # dfly.tls.TLS
         self.handshakes = 0          # TLS handshakes done, and refused (or not TLS at all)
         self.refused_handshakes = 0
         self.request_deadline_s = request_deadline_s
         self.max_connections_per_client = max_connections_per_client
-        self._per_client: Dict[str, int] = {}   # client host -> its connections open now
+        self.client_ipv6_prefix = client_ipv6_prefix   # IPv6 clients are counted by this prefix
+        self._per_client: Dict[str, int] = {}   # client (address.client_key) -> its connections open now
         self._slots = threading.BoundedSemaphore(max_connections)
         self._busy = threading.Condition()
         self._requests = 0        # requests being answered right now (not idle keep-alives)
@@ -589,6 +591,7 @@ class Server(ThreadingHTTPServer):
 
     def _client_slot(self, host: str) -> bool:
         """Count a connection of `host`; False when it has its share open already."""
+        host = client_key(host, self.client_ipv6_prefix)
         with self._busy:
             count = self._per_client.get(host, 0)
             if self.max_connections_per_client > 0 and count >= self.max_connections_per_client:
@@ -598,6 +601,7 @@ class Server(ThreadingHTTPServer):
             return True
 
     def _client_done(self, host: str) -> None:
+        host = client_key(host, self.client_ipv6_prefix)
         with self._busy:
             count = self._per_client.get(host, 0) - 1
             if count > 0:
@@ -677,13 +681,14 @@ class Listener:
                  sock: Optional[socket.socket] = None, handler=Handler,
                  poll_interval_s: float = 0.02, tls=None,
                  max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
-                 request_deadline_s: float = REQUEST_DEADLINE_S):
+                 request_deadline_s: float = REQUEST_DEADLINE_S,
+                 client_ipv6_prefix: int = CLIENT_IPV6_PREFIX):
         # poll_interval_s: how often the accept loop wakes to see whether it should
         # stop, so at most how long stop() waits for it. A process with a thousand
         # listeners (dfly bench) wants it long: each wake-up costs CPU.
         # tls: a dfly.tls.TLS, whose certificate every connection is served with.
         self.server = Server(address, app, max_connections, sock, handler, tls,
-                             max_connections_per_client, request_deadline_s)
+                             max_connections_per_client, request_deadline_s, client_ipv6_prefix)
         self.name = name
         self._thread = threading.Thread(target=self.server.serve_forever, name=name,
                                         kwargs={"poll_interval": poll_interval_s}, daemon=True)

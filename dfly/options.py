@@ -85,6 +85,7 @@ RANGES = {
     "max_assignments_per_peer": (1, 100000), "max_source_fetches": (1, 100000),
     "max_connections": (1, 10 ** 6), "parallel": (1, 1024),
     "cache_size": (1, MAX_SIZE),
+    "client_ipv6_prefix": (1, 128),
 }
 POSITIVE_DURATIONS = ("source_timeout_s", "peer_ttl_s", "assignment_start_timeout_s",
                       "task_idle_ttl_s", "member_dead_after_s", "upstream_timeout_s",

@@ -217,7 +217,8 @@ class RunningDaemon:
                                  location=config.location,
                                  timeout_s=config.fetch_timeout_s, **options_of(config))
         self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
-                          upload_bucket=self.upload_bucket)
+                          upload_bucket=self.upload_bucket,
+                          client_ipv6_prefix=config.client_ipv6_prefix)
         self.direct = Client(config=replace(peer_config, supernode=[], seed_for_s=0),
                              download_bucket=self.download_bucket)
         self.cache = Cache(os.path.join(data_dir, "daemon", "cache"), config.cache_size,
@@ -252,7 +253,8 @@ class RunningDaemon:
         self.listener = Listener("daemon-http", parse_address(config.listen, DEFAULT_PORT),
                                  DaemonApp(self), config.max_connections, handler=FrontHandler,
                                  tls=self.p2p.tls if config.tls_front else None,
-                                 max_connections_per_client=config.max_connections_per_client)
+                                 max_connections_per_client=config.max_connections_per_client,
+                                 client_ipv6_prefix=config.client_ipv6_prefix)
         self.proxy.own_port = self.listener.address[1]
         if self.gossip is not None:
             self.gossip.swim.me.meta["api"] = self.address
@@ -268,7 +270,9 @@ class RunningDaemon:
                                   TLS.from_config(config))
         scheduler_config = SupernodeConfig(listen=format_address(node.bind_host, 0),
                                            cluster_secret=cluster_secret(node.keyring),
-                                           member_dead_after_s=8.0, **options_of(config))
+                                           member_dead_after_s=8.0,
+                                           client_ipv6_prefix=config.client_ipv6_prefix,
+                                           **options_of(config))
         scheduler = RunningSupernode(scheduler_config, os.path.join(data_dir, "scheduler"), cluster_for=(
             lambda port: GossipMembership(format_address(node.address[0], port), node, time.monotonic())))
         node.swim.me.meta["sn"] = scheduler.service.me

@@ -17,6 +17,7 @@ from dfly.peer.config import (
     piece_timeout_option,
     upload_listen_option,
 )
+from dfly.protocol.address import CLIENT_IPV6_PREFIX
 from dfly.protocol.proxyrules import DEFAULT_RULES
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 from dfly.tls import TLSOptions
@@ -100,3 +101,7 @@ class DaemonConfig(TLSOptions, GossipOptions):
     subscribe_poll_s: float = option(20.0, "how long one poll for publications waits at the "
                                      "supernode before it is sent again", kind="duration",
                                      flag="--subscribe-poll", metavar="DURATION")
+    client_ipv6_prefix: int = option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 "
+                                     "client by this prefix of its address (a host has a /64 "
+                                     "to take addresses from); 128 = each address apart, where "
+                                     "hosts share one /64 (a cloud subnet)")

@@ -93,6 +93,31 @@ def plain_ip(host: str) -> str:
     return host
 
 
+# Every IPv6 host is given a /64 (RFC 6177; SLAAC picks addresses inside one) and may
+# take a new address in it at will (RFC 8981): counted per address, one host would
+# get a per-client share per address.
+CLIENT_IPV6_PREFIX = 64
+
+
+def client_key(host: str, ipv6_prefix: int = CLIENT_IPV6_PREFIX) -> str:
+    """Who a per-client limit counts `host` (a client's IP) as: an IPv4 address by
+    itself, an IPv4-mapped IPv6 one as its IPv4 address, any other IPv6 one by its
+    `ipv6_prefix` (`2001:db8:1:2::/64`; 128: by itself). A link-local address counts
+    by itself (fe80::/64 is every neighbour's on the link), as ::1 does. Not an IP:
+    `host` itself."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if ipv6_prefix >= 128 or address.is_link_local or address.is_loopback:
+        return str(address)
+    return str(ipaddress.IPv6Network((address, max(0, ipv6_prefix)), strict=False))
+
+
 def address_family(host: str) -> Optional[int]:
     """4 or 6 for an IP address (unbracketed), None for a host name (either, as it resolves)."""
     if ":" in host:

@@ -23,6 +23,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from dfly.errors import BadRequest
 from dfly.protocol import oci
+from dfly.protocol.address import CLIENT_IPV6_PREFIX, client_key
 from dfly.protocol.messages import HOP_HEADERS, MAX_URL_LEN
 from dfly.protocol.urls import normalize_url
 
@@ -403,6 +404,7 @@ class Limits(NamedTuple):
     max_records: int = 256       # finished jobs remembered
     keep_s: float = 3600.0       # how long a finished job is remembered
     fresh_s: float = 60.0        # a job that succeeded this recently: "already preheated" (208)
+    client_ipv6_prefix: int = CLIENT_IPV6_PREFIX   # IPv6 clients counted by this prefix (address.py)
 
 
 class TooMany(Exception):
@@ -429,9 +431,11 @@ class Jobs:
         live = [j for j in self._jobs.values() if not j.over]
         if len(live) >= self.limits.max_waiting:
             raise TooMany("%d preheats are waiting or running: try again later" % len(live))
-        if sum(1 for j in live if j.client == client) >= self.limits.max_per_client:
+        prefix = self.limits.client_ipv6_prefix
+        key = client_key(client, prefix)
+        if sum(1 for j in live if client_key(j.client, prefix) == key) >= self.limits.max_per_client:
             raise TooMany("%s has %d preheats waiting or running: try again later"
-                          % (client, self.limits.max_per_client))
+                          % (key, self.limits.max_per_client))
         job = Job(self._next_id, request, client, now)
         self._next_id += 1
         self._jobs[job.id] = job

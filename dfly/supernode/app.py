@@ -50,7 +50,8 @@ class RunningSupernode:
         self.service = Supernode(config, data_dir, source_credentials=gather_credentials(config))
         self.preheater = Preheater(self.service, read_token(config.preheat_token_file),
                                    config.max_preheats, config.preheat_timeout_s,
-                                   Limits(max_per_client=config.max_preheats_per_client))
+                                   Limits(max_per_client=config.max_preheats_per_client,
+                                          client_ipv6_prefix=config.client_ipv6_prefix))
         self.publications = PublicationLog(os.path.join(data_dir, "publications"),
                                            Retention(config.publication_keep_s,
                                                      config.publication_keep_count))
@@ -60,7 +61,8 @@ class RunningSupernode:
                                  SupernodeApp(self.service, self.preheater, ops_token, pubsub),
                                  config.max_connections,
                                  tls=self.service.tls,
-                                 max_connections_per_client=config.max_connections_per_client)
+                                 max_connections_per_client=config.max_connections_per_client,
+                                 client_ipv6_prefix=config.client_ipv6_prefix)
         if cluster_for is not None:   # gossip mode: our member name needs the port just bound
             self.service.use_membership(cluster_for(self.listener.address[1]))
         self.service.start()   # after the listener is bound: a bad --listen starts nothing

@@ -32,7 +32,7 @@ from dfly.errors import (
 )
 from dfly.httpd import FileSlice
 from dfly.protocol import messages, piecetoken, signing, tiers
-from dfly.protocol.address import format_address, parse_host
+from dfly.protocol.address import client_key, format_address, parse_host
 from dfly.protocol.location import parse_location
 from dfly.protocol.messages import DIGEST_MISMATCH, copy_suspect
 from dfly.protocol.pieces import block_size_for, piece_range
@@ -506,14 +506,15 @@ class Supernode:
         limit = self.config.max_new_tasks_per_client
         if limit <= 0 or not client_host:
             return
-        budget = self._new_task_budget.get(client_host)
+        client = client_key(client_host, self.config.client_ipv6_prefix)   # an IPv6 host: its /64
+        budget = self._new_task_budget.get(client)
         if budget is None:
-            budget = self._new_task_budget[client_host] = TokenBucket(limit / 60.0, now, burst=limit)
+            budget = self._new_task_budget[client] = TokenBucket(limit / 60.0, now, burst=limit)
         if not budget.take(1, now):
             log.warning("client %s registered more than %d new tasks a minute: refused",
-                        client_host, limit)
+                        client, limit)
             raise TooManyRequests("more than %d new tasks a minute from %s: try again later"
-                                  % (limit, client_host))
+                                  % (limit, client))
 
     def _known_task(self, tid: str) -> Task:
         if not TASK_ID.match(tid):
@@ -546,7 +547,8 @@ class Supernode:
                       on_denied=lambda task, e: self._source_denied("", task.url, e),
                       sources=self.source_options, opener=self._opener(task),
                       **({"before_offer": self._copy_digest} if self.membership is not None else {}))
-        self._fetch_pool.submit(client_host, functools.partial(self._fetch, task, fetch, client_host))
+        self._fetch_pool.submit(client_key(client_host, self.config.client_ipv6_prefix),
+                                functools.partial(self._fetch, task, fetch, client_host))
 
     def _fetch(self, task: Task, fetch: Fetch, client_host: str) -> None:
         read_before, began = task.source_bytes, time.monotonic()

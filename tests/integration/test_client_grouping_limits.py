@@ -1,0 +1,82 @@
+"""The per-client limits count an IPv6 host once, by its /64, whatever address
+of it a request comes from: a listener's connections, a supernode's new tasks a
+minute and its share of the source fetches. Only ::1 is ours on loopback, so
+the other clients here are addresses of the documentation range (RFC 3849)
+handed to the policy as strings: nothing is ever sent to them (the peers
+registered advertise 127.0.0.1, believed with --trust-peer-hosts)."""
+import threading
+
+import pytest
+from helpers import content, wait_until
+
+from dfly.errors import TooManyRequests
+from dfly.httpd import Listener
+
+
+def test_a_listener_counts_the_connections_of_one_ipv6_slash_64_as_one_client():
+    listener = Listener("test-http", ("127.0.0.1", 0), None, max_connections_per_client=2)
+    server = listener.server   # not started: the count is all this test asks of it
+    try:
+        assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")
+        assert not server._client_slot("2001:db8:1:2::c")   # a third address of one host
+        assert server._client_slot("2001:db8:1:3::a")        # another /64: another client
+        assert server._client_slot("::ffff:192.0.2.1") and server._client_slot("192.0.2.1")
+        assert not server._client_slot("::ffff:192.0.2.1")   # mapped or not: one IPv4 client
+        server._client_done("2001:db8:1:2::a")
+        assert server._client_slot("2001:db8:1:2::d")
+    finally:
+        listener.stop()
+
+
+def _register(supernode, origin, name: str, client_host: str) -> dict:
+    body = {"url": origin.url(name), "peer": {"id": "p-" + name, "host": "127.0.0.1", "port": 9}}
+    return supernode.service.register(body, client_host)
+
+
+def test_new_tasks_of_one_ipv6_host_share_one_budget_whatever_address_it_registers_from(
+        origin, supernode_factory):
+    supernode = supernode_factory(max_new_tasks_per_client=1, trust_peer_hosts=True)
+    for i in range(5):
+        origin.add("t%d" % i, content(1000, seed=i))
+    _register(supernode, origin, "t0", "2001:db8:1:2::a")
+    with pytest.raises(TooManyRequests, match="2001:db8:1:2::/64"):
+        _register(supernode, origin, "t1", "2001:db8:1:2::b")
+    _register(supernode, origin, "t2", "2001:db8:1:3::a")
+    _register(supernode, origin, "t3", "127.0.0.2")   # IPv4: one client per address
+    _register(supernode, origin, "t4", "127.0.0.3")
+
+
+@pytest.mark.time_limit(30)
+def test_the_source_fetches_of_one_ipv6_host_share_its_one_place_in_the_pool(origin, supernode_factory):
+    supernode = supernode_factory(max_source_fetches=3, max_source_fetches_per_client=1,
+                                  trust_peer_hosts=True)
+    hold = threading.Event()
+    for name in ("slow0", "slow1", "quick"):
+        origin.add(name, content(1000, seed=len(name)))
+    for name in ("slow0", "slow1"):
+        origin.fault(name, hold=hold)   # a source that does not answer for now
+    try:
+        slow = [_register(supernode, origin, "slow0", "2001:db8:1:2::a")["task_id"],
+                _register(supernode, origin, "slow1", "2001:db8:1:2::b")["task_id"]]
+        quick = _register(supernode, origin, "quick", "2001:db8:1:3::a")["task_id"]
+        wait_until(lambda: supernode.service.task_status(quick)["state"] == "done", timeout=10,
+                   message="another host's source fetched while the first host's hangs")
+        wait_until(lambda: origin.arrived("slow0") == 1, timeout=10, message="the first is asked")
+        assert origin.arrived("slow1") == 0   # the second address's fetch waits its turn
+    finally:
+        hold.set()
+    wait_until(lambda: all(supernode.service.task_status(t)["state"] == "done" for t in slow),
+               timeout=20, message="the waiting fetch ran once the first was done")
+
+
+def test_with_client_ipv6_prefix_128_each_address_is_a_client_of_its_own(
+        origin, supernode_factory, daemons):
+    supernode = supernode_factory(max_new_tasks_per_client=1, trust_peer_hosts=True,
+                                  max_connections_per_client=1, client_ipv6_prefix=128)
+    for i in range(2):
+        origin.add("t%d" % i, content(1000, seed=i))
+    _register(supernode, origin, "t0", "2001:db8:1:2::a")
+    _register(supernode, origin, "t1", "2001:db8:1:2::b")
+    daemon = daemons.start(max_connections_per_client=1, client_ipv6_prefix=128)
+    for server in (supernode.listener.server, daemon.listener.server):
+        assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")
