@@ -85,7 +85,9 @@ class RegistryMirror:
 
     def handle(self, request: FrontRequest) -> Response:
         if request.method not in READ_METHODS:
-            return oci_error(405, "UNSUPPORTED", "this mirror is read-only; push to the registry itself")
+            refused = oci_error(405, "UNSUPPORTED", "this mirror is read-only; push to the registry itself")
+            refused.headers["Allow"] = ", ".join(sorted(READ_METHODS))   # a 405 names what is allowed
+            return refused
         try:
             where = oci.parse_path(request.path)
         except oci.BadName as e:

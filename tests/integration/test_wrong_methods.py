@@ -25,3 +25,11 @@ def test_the_supernode_names_the_methods_a_path_takes(supernode):
     assert (status, headers.get("allow")) == (405, "GET, HEAD")
     status, headers, _ = fetch(supernode.address, "DELETE", "/v1/tasks")
     assert (status, headers.get("allow")) == (405, "GET, HEAD, POST")
+
+
+def test_the_read_only_registry_mirror_names_the_methods_it_takes(origin, daemons):
+    running = daemons.start(registry_mirror=origin.url("").rstrip("/"))
+    for method in ("PUT", "POST", "DELETE", "PATCH"):
+        status, headers, body = fetch(running.address, method, "/v2/team/app/manifests/v1", body=b"{}")
+        assert (status, headers.get("allow")) == (405, "GET, HEAD"), method
+        assert b"UNSUPPORTED" in body
