@@ -7,7 +7,7 @@ import sys
 import pytest
 from processes import Process
 
-TIMEOUT_S = 60
+TIMEOUT_S = 30   # a refusal is immediate; a second server that runs fails the test here
 
 
 def _run(pyz, *args):
@@ -38,3 +38,18 @@ def test_a_running_supernode_keeps_scrub_and_a_second_supernode_off_its_data_dir
         first._watch.join(10)
     done = _run(pyz, "scrub", "--data-dir", data_dir)
     assert done.returncode == 0 and "0 damaged" in done.stdout, done.stderr
+
+
+@pytest.mark.time_limit(90)
+def test_a_second_daemon_on_a_running_daemons_data_dir_stops_in_one_line(pyz, tmp_path):
+    data_dir = str(tmp_path / "d")
+    flags = ["--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0", "--data-dir", data_dir,
+             "--registry-mirror", "http://127.0.0.1:9"]   # asked nothing: no request is made
+    first = Process(pyz, "daemon", *flags)
+    try:
+        holder = "dfly daemon (pid %d)" % first.proc.pid
+        _refused_in_one_line(_run(pyz, "daemon", *flags), holder)
+        _refused_in_one_line(_run(pyz, "scrub", "--data-dir", data_dir), holder)
+        assert first.proc.poll() is None
+    finally:
+        assert first.stop() == 0
