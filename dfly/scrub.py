@@ -6,7 +6,9 @@ with the sha256 recorded when it was cut; an unreadable piece is a bad piece.
 The supernode's scrubber (supernode/scrub.py), its repairer, and the daemon's
 (peer/scrub.py) use them while running; `run` is `dfly scrub --data-dir DIR`:
 one pass over the supernode and daemon caches found in DIR, repairing what it
-can, exit SCRUB_FOUND_DAMAGE when anything was damaged.
+can, exit SCRUB_FOUND_DAMAGE when anything was damaged. It holds their data dir
+locks (datalock.py) while it runs: never beside a live supernode or daemon,
+whose own writes and repairs it would race.
 """
 import hashlib
 import os
@@ -99,16 +101,17 @@ def run(data_dir: str, rate_bytes_per_s: float, source_timeout_s: float, out: Te
     task_dirs = [d for d in (os.path.join(data_dir, "tasks"), os.path.join(data_dir, "supernode", "tasks"))
                  if os.path.isdir(d)]
     daemon_dir = os.path.join(data_dir, "daemon")
-    if not task_dirs and not os.path.isdir(os.path.join(daemon_dir, "cache")):
+    daemon_cache = os.path.isdir(os.path.join(daemon_dir, "cache"))
+    if not task_dirs and not daemon_cache:
         raise BadRequest("no supernode or daemon cache in %s (a supernode's data dir holds tasks/, "
                          "a daemon's daemon/cache/)" % data_dir)
-    locks = hold_data_dirs(data_dir, task_dirs, os.path.isdir(os.path.join(daemon_dir, "cache")))
+    locks = hold_data_dirs(data_dir, task_dirs, daemon_cache)   # a live one there: exit 2
     checked = damaged = 0
     try:
         for tasks_dir in task_dirs:
             counts = scrub_supernode_tasks(tasks_dir, pace, source_timeout_s, out)
             checked, damaged = checked + counts[0], damaged + counts[1]
-        if os.path.isdir(os.path.join(daemon_dir, "cache")):
+        if daemon_cache:
             counts = scrub_daemon_cache(daemon_dir, pace, out)
             checked, damaged = checked + counts[0], damaged + counts[1]
     finally:
