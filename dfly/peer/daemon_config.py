@@ -102,6 +102,6 @@ class DaemonConfig(TLSOptions, GossipOptions):
                                      "supernode before it is sent again", kind="duration",
                                      flag="--subscribe-poll", metavar="DURATION")
     client_ipv6_prefix: int = option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 "
-                                     "client by this prefix of its address (a host has a /64 "
-                                     "to take addresses from); 128 = each address apart, where "
-                                     "hosts share one /64 (a cloud subnet)")
+                                     "client by this prefix of its address: 128 = each address "
+                                     "apart (hosts of a cluster often share one /64); 64 where "
+                                     "each client host owns a /64 and could rotate addresses")

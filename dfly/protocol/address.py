@@ -93,10 +93,13 @@ def plain_ip(host: str) -> str:
     return host
 
 
-# Every IPv6 host is given a /64 (RFC 6177; SLAAC picks addresses inside one) and may
-# take a new address in it at will (RFC 8981): counted per address, one host would
-# get a per-client share per address.
-CLIENT_IPV6_PREFIX = 64
+# By default each IPv6 address is a client of its own, as each IPv4 one is: the hosts
+# of a cluster often share one /64 (a cloud subnet, one LAN segment, a testbed
+# bridge), and grouping them would give the whole cluster one client's share. Where
+# clients are hosts that each own a /64 (RFC 6177; SLAAC picks addresses inside it
+# and a host may take a new one at will, RFC 8981), --client-ipv6-prefix 64 stops
+# one host getting a share per address it rotates through.
+CLIENT_IPV6_PREFIX = 128
 
 
 def client_key(host: str, ipv6_prefix: int = CLIENT_IPV6_PREFIX) -> str:

@@ -119,6 +119,6 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                "relay of its verified blocks) when no peer holds it whole; off: "
                                "not faster on the testbed so far (docs/BENCHMARKS.md)")
     client_ipv6_prefix: int = option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 "
-                                     "client by this prefix of its address (a host has a /64 "
-                                     "to take addresses from); 128 = each address apart, where "
-                                     "hosts share one /64 (a cloud subnet)")
+                                     "client by this prefix of its address: 128 = each address "
+                                     "apart (hosts of a cluster often share one /64); 64 where "
+                                     "each client host owns a /64 and could rotate addresses")

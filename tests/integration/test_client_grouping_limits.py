@@ -1,5 +1,5 @@
-"""The per-client limits count an IPv6 host once, by its /64, whatever address
-of it a request comes from: a listener's connections, a supernode's new tasks a
+"""With --client-ipv6-prefix 64 the per-client limits count an IPv6 host once,
+by its /64, whatever address of it a request comes from: a listener's connections, a supernode's new tasks a
 minute and its share of the source fetches. Only ::1 is ours on loopback, so
 the other clients here are addresses of the documentation range (RFC 3849)
 handed to the policy as strings: nothing is ever sent to them (the peers
@@ -14,7 +14,8 @@ from dfly.httpd import Listener
 
 
 def test_a_listener_counts_the_connections_of_one_ipv6_slash_64_as_one_client():
-    listener = Listener("test-http", ("127.0.0.1", 0), None, max_connections_per_client=2)
+    listener = Listener("test-http", ("127.0.0.1", 0), None, max_connections_per_client=2,
+                        client_ipv6_prefix=64)
     server = listener.server   # not started: the count is all this test asks of it
     try:
         assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")
@@ -35,7 +36,8 @@ def _register(supernode, origin, name: str, client_host: str) -> dict:
 
 def test_new_tasks_of_one_ipv6_host_share_one_budget_whatever_address_it_registers_from(
         origin, supernode_factory):
-    supernode = supernode_factory(max_new_tasks_per_client=1, trust_peer_hosts=True)
+    supernode = supernode_factory(max_new_tasks_per_client=1, trust_peer_hosts=True,
+                                  client_ipv6_prefix=64)
     for i in range(5):
         origin.add("t%d" % i, content(1000, seed=i))
     _register(supernode, origin, "t0", "2001:db8:1:2::a")
@@ -49,7 +51,7 @@ def test_new_tasks_of_one_ipv6_host_share_one_budget_whatever_address_it_registe
 @pytest.mark.time_limit(30)
 def test_the_source_fetches_of_one_ipv6_host_share_its_one_place_in_the_pool(origin, supernode_factory):
     supernode = supernode_factory(max_source_fetches=3, max_source_fetches_per_client=1,
-                                  trust_peer_hosts=True)
+                                  trust_peer_hosts=True, client_ipv6_prefix=64)
     hold = threading.Event()
     for name in ("slow0", "slow1", "quick"):
         origin.add(name, content(1000, seed=len(name)))
@@ -69,14 +71,13 @@ def test_the_source_fetches_of_one_ipv6_host_share_its_one_place_in_the_pool(ori
                timeout=20, message="the waiting fetch ran once the first was done")
 
 
-def test_with_client_ipv6_prefix_128_each_address_is_a_client_of_its_own(
-        origin, supernode_factory, daemons):
+def test_by_default_each_ipv6_address_is_a_client_of_its_own(origin, supernode_factory, daemons):
     supernode = supernode_factory(max_new_tasks_per_client=1, trust_peer_hosts=True,
-                                  max_connections_per_client=1, client_ipv6_prefix=128)
+                                  max_connections_per_client=1)
     for i in range(2):
         origin.add("t%d" % i, content(1000, seed=i))
     _register(supernode, origin, "t0", "2001:db8:1:2::a")
     _register(supernode, origin, "t1", "2001:db8:1:2::b")
-    daemon = daemons.start(max_connections_per_client=1, client_ipv6_prefix=128)
+    daemon = daemons.start(max_connections_per_client=1)
     for server in (supernode.listener.server, daemon.listener.server):
         assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")

@@ -1,6 +1,7 @@
 """Who a per-client limit counts as one client (protocol/address.client_key): an
-IPv4 address by itself, an IPv6 host by its /64 (it can take any address in it),
-an IPv4-mapped IPv6 address as its IPv4 address. Addresses are from the
+IPv4 address by itself, an IPv6 address by itself by default and by its /64 with
+--client-ipv6-prefix 64 (a host can take any address in its /64), an IPv4-mapped
+IPv6 address as its IPv4 address. Addresses are from the
 documentation ranges (RFC 3849, RFC 5737): strings only, never dialled."""
 import pytest
 
@@ -14,12 +15,12 @@ URL = "https://files.example/data-"
 def test_every_address_of_one_ipv6_slash_64_is_one_client():
     rotated = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:DB8:1:2:a:b:c:d",
                "2001:0db8:0001:0002:0000:0000:0000:0009"]
-    assert {client_key(a) for a in rotated} == {"2001:db8:1:2::/64"}
+    assert {client_key(a, 64) for a in rotated} == {"2001:db8:1:2::/64"}
 
 
 def test_neighbouring_ipv6_slash_64s_are_different_clients():
-    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
-    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:2:2::1")
+    assert client_key("2001:db8:1:2::1", 64) != client_key("2001:db8:1:3::1", 64)
+    assert client_key("2001:db8:1:2::1", 64) != client_key("2001:db8:2:2::1", 64)
 
 
 def test_ipv4_clients_stay_one_per_address():
@@ -32,15 +33,18 @@ def test_an_ipv4_mapped_address_counts_as_its_ipv4_address():
     assert client_key("::ffff:192.0.2.1") != client_key("::ffff:192.0.2.2")
 
 
-def test_the_prefix_is_a_setting_and_128_counts_each_address_apart():
+def test_by_default_each_ipv6_address_is_a_client_and_the_prefix_is_a_setting():
+    # the hosts of one cluster often share a /64: grouping them is opted into
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::1"
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:2::2")
     assert client_key("2001:db8:1:2::1", 128) != client_key("2001:db8:1:2::2", 128)
     assert client_key("2001:db8:1:2::1", 48) == client_key("2001:db8:1:9::2", 48) == "2001:db8:1::/48"
     assert client_key("192.0.2.1", 48) == "192.0.2.1"
 
 
 def test_loopback_and_link_local_count_by_address_and_what_is_no_ip_is_itself():
-    assert client_key("::1") == "::1"
-    assert client_key("fe80::1") != client_key("fe80::2")   # fe80::/64 is every neighbour's
+    assert client_key("::1", 64) == "::1"
+    assert client_key("fe80::1", 64) != client_key("fe80::2", 64)   # fe80::/64 is every neighbour's
     assert client_key("fe80::1%eth0") == "fe80::1"
     for text in ("", "host.example", "not:an:address:at:all:x:y:z:w"):
         assert client_key(text) == text
@@ -51,7 +55,7 @@ def _request(url: str) -> PreheatRequest:
 
 
 def test_preheats_of_one_ipv6_host_share_its_per_client_bound_whatever_address_it_takes():
-    jobs = Jobs(Limits(max_per_client=2, max_waiting=10))
+    jobs = Jobs(Limits(max_per_client=2, max_waiting=10, client_ipv6_prefix=64))
     jobs.submit(_request(URL + "a"), "2001:db8:1:2::a", 0.0)
     jobs.submit(_request(URL + "b"), "2001:db8:1:2::b", 0.0)
     with pytest.raises(preheat.TooMany, match="2001:db8:1:2::/64"):
@@ -61,7 +65,7 @@ def test_preheats_of_one_ipv6_host_share_its_per_client_bound_whatever_address_i
     jobs.submit(_request(URL + "e"), "192.0.2.2", 0.0)
 
 
-def test_preheats_count_each_ipv6_address_apart_with_prefix_128():
-    jobs = Jobs(Limits(max_per_client=1, max_waiting=10, client_ipv6_prefix=128))
+def test_preheats_count_each_ipv6_address_apart_by_default():
+    jobs = Jobs(Limits(max_per_client=1, max_waiting=10))
     jobs.submit(_request(URL + "a"), "2001:db8:1:2::a", 0.0)
     jobs.submit(_request(URL + "b"), "2001:db8:1:2::b", 0.0)
