@@ -1,9 +1,11 @@
 """Small tools shared by the test tiers: polling with a bound, content, raw HTTP,
-threads with a bound, and fake peers that lie or die mid-piece."""
+threads with a bound, fake servers on a thread, and fake peers that lie or die mid-piece."""
 import hashlib
+import json
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from contextlib import contextmanager
@@ -157,6 +159,72 @@ def healthy(address: Tuple[str, int]) -> bool:
     return http_status(address, "GET", "/healthz") == 200
 
 
+# fake servers ---------------------------------------------------------------------------
+
+class Served:
+    """`handler_class` served by `server_class` on HOST:0 on a thread named `name`
+    until stop() (or the end of a `with`). `host` with a ":" binds IPv6; `context`
+    serves TLS, the handshake on the handler's thread so a client that never
+    finishes one holds up no other; `quiet`: a handler's error (a client hanging
+    up, a failed handshake) prints nothing, for servers that provoke them."""
+
+    def __init__(self, handler_class, name: str, server_class=ThreadingHTTPServer,
+                 host: str = "127.0.0.1", context: Optional[ssl.SSLContext] = None,
+                 quiet: bool = False):
+        if ":" in host:
+            server_class = type(server_class.__name__ + "6", (server_class,),
+                                {"address_family": socket.AF_INET6})
+        self.server = server_class((host, 0), handler_class)
+        self.server.daemon_threads = True
+        if quiet:
+            self.server.handle_error = lambda request, client_address: None
+        if context is not None:
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+        self.port: int = self.server.server_address[1]
+        self.address = "%s:%d" % ("[%s]" % host if ":" in host else host, self.port)   # HOST:PORT
+        self._stopped = False
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+    def __enter__(self) -> "Served":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A fake server's handler: it logs nothing (the tests assert what matters)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def send_body(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200,
+              headers: Optional[Dict[str, str]] = None) -> None:
+    """Answer `status` with `body` and its Content-Length, after `headers`."""
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def send_json(handler: BaseHTTPRequestHandler, value: object, status: int = 200) -> None:
+    send_body(handler, json.dumps(value).encode(), status, {"Content-Type": "application/json"})
+
+
 # fake peers -------------------------------------------------------------------------------
 
 class FakePeer:
@@ -175,12 +243,9 @@ class FakePeer:
         self._lock = threading.Lock()
         peer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
             timeout = 10
-
-            def log_message(self, *args):
-                pass
 
             def do_GET(self):
                 self.close_connection = True
@@ -206,17 +271,8 @@ class FakePeer:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.handle_error = lambda request, client_address: None
-        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-peer-" + mode,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+        self._served = Served(Handler, "fake-peer-" + mode, quiet=True)
+        self.port = self._served.port
 
     @property
     def request_count(self) -> int:
@@ -224,33 +280,23 @@ class FakePeer:
             return len(self.requests)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        self._served.stop()
 
 
 @contextmanager
-def redirector(keep_path: bool = True) -> Iterator[ThreadingHTTPServer]:
+def redirector(keep_path: bool = True, context: Optional[ssl.SSLContext] = None
+               ) -> Iterator[ThreadingHTTPServer]:
     """127.0.0.1:PORT/PATH -> 302 to the URL set as .target (PATH appended when
-    `keep_path`)."""
-    class Handler(BaseHTTPRequestHandler):
+    `keep_path`); .seen: the headers of each request. `context`: over TLS."""
+    class Handler(QuietHandler):
         def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", server.target + (self.path if keep_path else ""))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            server.seen.append(dict(self.headers))
+            send_body(self, b"", 302, {"Location": server.target + (self.path if keep_path else "")})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
-    thread.start()
-    try:
+    with Served(Handler, "redirector", context=context) as served:
+        server = served.server
+        server.seen = []
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def first_task(address: str) -> dict:

@@ -1,35 +1,15 @@
 """A source that redirects: followed, but credentials only go to the host the
 user named (a registry's redirect to blob storage must not carry the token)."""
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from helpers import MiB, content, sha256_file
+from helpers import redirector as redirecting
 
 
 @pytest.fixture
 def redirector():
     """127.0.0.1:PORT/NAME -> 302 to TARGET/NAME, recording the headers it saw."""
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(dict(self.headers))
-            self.send_response(302)
-            self.send_header("Location", server.target + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.seen = seen
-    thread = threading.Thread(target=server.serve_forever, name="redirector", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with redirecting() as server:
+        yield server
 
 
 def _other_host(origin) -> str:
