@@ -161,7 +161,7 @@ def healthy(address: Tuple[str, int]) -> bool:
 
 # fake servers ---------------------------------------------------------------------------
 
-class Served:
+class Serving:
     """`handler_class` served by `server_class` on HOST:0 on a thread named `name`
     until stop() (or the end of a `with`). `host` with a ":" binds IPv6; `context`
     serves TLS, the handshake on the handler's thread so a client that never
@@ -196,7 +196,7 @@ class Served:
         self.server.server_close()
         self._thread.join(10)
 
-    def __enter__(self) -> "Served":
+    def __enter__(self) -> "Serving":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -271,8 +271,8 @@ class FakePeer:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
 
-        self._served = Served(Handler, "fake-peer-" + mode, quiet=True)
-        self.port = self._served.port
+        self._serving = Serving(Handler, "fake-peer-" + mode, quiet=True)
+        self.port = self._serving.port
 
     @property
     def request_count(self) -> int:
@@ -280,7 +280,7 @@ class FakePeer:
             return len(self.requests)
 
     def stop(self) -> None:
-        self._served.stop()
+        self._serving.stop()
 
 
 @contextmanager
@@ -293,8 +293,8 @@ def redirector(keep_path: bool = True, context: Optional[ssl.SSLContext] = None
             server.seen.append(dict(self.headers))
             send_body(self, b"", 302, {"Location": server.target + (self.path if keep_path else "")})
 
-    with Served(Handler, "redirector", context=context) as served:
-        server = served.server
+    with Serving(Handler, "redirector", context=context) as serving:
+        server = serving.server
         server.seen = []
         yield server
 

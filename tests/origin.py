@@ -25,12 +25,14 @@ import email.utils
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
+
+from helpers import QuietHandler, Serving
 
 BLOCK = 256 * 1024
 
@@ -91,7 +93,7 @@ class OriginFile:
 class Origin:
     """Start with Origin(root); stop() at teardown (the fixture does it)."""
 
-    def __init__(self, root: str, host: str = "127.0.0.1"):
+    def __init__(self, root: str, host: str = "127.0.0.1", context: Optional[ssl.SSLContext] = None):
         self.root = root
         self.host = host
         os.makedirs(root, exist_ok=True)
@@ -103,14 +105,8 @@ class Origin:
         self._faults: Dict[str, Fault] = {}
         self._served: Dict[str, List[Served]] = {}
         self._arrived: Dict[str, int] = {}
-        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self.server = server_class((host, 0), _handler_for(self))
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.handle_error = lambda request, client_address: None
-        self._thread = threading.Thread(target=self.server.serve_forever, name="test-origin",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serving = Serving(_handler_for(self), "test-origin", host=host, context=context, quiet=True)
+        self.server = self._serving.server
 
     # setup ---------------------------------------------------------------------
     @property
@@ -159,9 +155,7 @@ class Origin:
             holds = [f.hold for f in self._faults.values() if f.hold is not None]
         for hold in holds:
             hold.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        self._serving.stop()
 
     # what happened ----------------------------------------------------------------
     def served(self, name: str) -> List[Served]:
@@ -190,12 +184,8 @@ class Origin:
             self._served.setdefault(name, []).append(served)
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
 def _handler_for(origin: Origin):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
         timeout = 30
 
@@ -204,9 +194,6 @@ def _handler_for(origin: Origin):
 
         def do_HEAD(self):
             self._serve(head=True)
-
-        def log_message(self, *args):
-            pass
 
         def _serve(self, head: bool) -> None:
             self.close_connection = True
