@@ -10,8 +10,9 @@ import datetime
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional
+
+from helpers import QuietHandler, Serving, send_body
 
 ROLE = "dfly-s3-reader"
 CONTAINER_PATH = "/v2/credentials/5e6f"
@@ -29,47 +30,34 @@ class MetadataServer:
         self._lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_PUT(self):
                 server._record(self)
                 ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
                 if self.path != "/latest/api/token" or not ttl.isdigit() or not 0 < int(ttl) <= 21600:
-                    return self._send(400, b"")
+                    return send_body(self, b"", 400)
                 token = secrets.token_hex(16)
                 with server._lock:
                     server._tokens[token] = True
-                self._send(200, token.encode())
+                send_body(self, token.encode())
 
             def do_GET(self):
                 server._record(self)
                 if self.path == CONTAINER_PATH:
                     if self.headers.get("Authorization") != server.container_token:
-                        return self._send(401, b"")
-                    return self._send(200, server._credentials(container=True))
+                        return send_body(self, b"", 401)
+                    return send_body(self, server._credentials(container=True))
                 if not server._tokens.get(self.headers.get("X-aws-ec2-metadata-token", "")):
-                    return self._send(401, b"")   # IMDSv2: no token, no answer
+                    return send_body(self, b"", 401)   # IMDSv2: no token, no answer
                 if self.path == CREDENTIALS:
-                    return self._send(200, ROLE.encode())
+                    return send_body(self, ROLE.encode())
                 if self.path == CREDENTIALS + ROLE:
-                    return self._send(200, server._credentials(container=False))
-                self._send(404, b"")
+                    return send_body(self, server._credentials(container=False))
+                send_body(self, b"", 404)
 
-            def _send(self, status: int, body: bytes):
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self._serving = Serving(Handler, "metadata-server")
+        self.url = "http://" + self._serving.address
         self.container_url = self.url + CONTAINER_PATH
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metadata-server",
-                                        daemon=True)
-        self._thread.start()
 
     def _record(self, handler) -> None:
         with self._lock:
@@ -91,6 +79,4 @@ class MetadataServer:
         return json.dumps(doc).encode()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
+        self._serving.stop()

@@ -205,25 +205,19 @@ class RegionalFront:
     def __init__(self, target: str, regions: dict, mode: str = "400"):
         import http.client
         import re
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from helpers import QuietHandler, Serving, send_body
         host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
         self.regions = regions
         self.mode = mode
         self.signed_for = []
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_HEAD(self):
                 bucket = self.path.lstrip("/").split("/")[0].split("?")[0]
                 if bucket in front.regions:
-                    self.send_response(403)
-                    self.send_header("x-amz-bucket-region", front.regions[bucket])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    send_body(self, b"", 403, {"x-amz-bucket-region": front.regions[bucket]})
                     return
                 self._relay()
 
@@ -247,13 +241,7 @@ class RegionalFront:
                     self._send(301, b"<Error><Code>PermanentRedirect</Code></Error>", {})
 
             def _send(self, status, body, headers):
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, body, status, dict(headers, **{"Content-Type": "application/xml"}))
 
             def _relay(self):
                 conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -276,14 +264,8 @@ class RegionalFront:
                 finally:
                     conn.close()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.endpoint = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="s3-regional-front",
-                                        daemon=True)
-        self._thread.start()
+        self._serving = Serving(Handler, "s3-regional-front")
+        self.endpoint = "http://" + self._serving.address
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
+        self._serving.stop()

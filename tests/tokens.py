@@ -21,9 +21,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
 from urllib.parse import parse_qs, urlsplit
+
+from helpers import QuietHandler, Serving, send_body, send_json
 
 try:
     from cryptography import x509
@@ -105,20 +106,14 @@ class TokenServer:
         self.cert_path = cert_path
         self.requests: List[TokenRequest] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="test-token-server",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serving = Serving(_handler_for(self), "test-token-server")
 
     @property
     def realm(self) -> str:
-        return "http://127.0.0.1:%d/token" % self.server.server_address[1]
+        return "http://%s/token" % self._serving.address
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        self._serving.stop()
         if hasattr(self._signer, "close"):
             self._signer.close()
 
@@ -157,11 +152,8 @@ class TokenServer:
 
 
 def _handler_for(server: TokenServer):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
 
         def do_GET(self):
             query = parse_qs(urlsplit(self.path).query)
@@ -169,17 +161,11 @@ def _handler_for(server: TokenServer):
             ok, user = server._check(self.headers.get("Authorization", ""))
             server._record(TokenRequest(user if ok else "", scope, ok))
             if not ok or query.get("service", [""])[0] != SERVICE:
-                body = b'{"details": "bad credentials"}'
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="dfly-test-tokens"')
-            else:
-                token = server.token(scope, user)
-                body = json.dumps({"token": token, "access_token": token,
-                                   "expires_in": TOKEN_TTL_S}).encode()
-                self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                send_body(self, b'{"details": "bad credentials"}', 401,
+                          {"WWW-Authenticate": 'Basic realm="dfly-test-tokens"',
+                           "Content-Type": "application/json"})
+                return
+            token = server.token(scope, user)
+            send_json(self, {"token": token, "access_token": token, "expires_in": TOKEN_TTL_S})
 
     return Handler
