@@ -3,10 +3,9 @@ host, a proxy's error page, another version): every call ends in a typed error,
 SupernodeDown for a reply that is not one, so the downloader fails over
 instead of dying with a KeyError."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import QuietHandler, Serving, send_body
 
 from dfly.errors import DflyError
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
@@ -15,41 +14,22 @@ from dfly.supernode.client import SupernodeClient, SupernodeDown
 TID = "a" * 64
 
 
-class LyingSupernode:
+class LyingSupernode(Serving):
     """Answers every request with (status, body) set by the test."""
 
     def __init__(self):
         self.reply = (200, b"{}")
         lying = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, body = lying.reply
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, body, status)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="lying-supernode",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return "127.0.0.1:%d" % self.server.server_address[1]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        super().__init__(Handler, "lying-supernode")
 
 
 @pytest.fixture

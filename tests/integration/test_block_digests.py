@@ -6,11 +6,9 @@ import hashlib
 import http.client
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import MiB, content, leftovers, wait_until
+from helpers import MiB, QuietHandler, Serving, content, leftovers, send_json, wait_until
 
 from dfly.errors import VersionMismatch
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
@@ -86,18 +84,15 @@ def test_a_version_1_peer_gets_a_version_error_and_registers_nothing(origin, sup
     assert sn_client.tasks() == [] and origin.requests("v1.bin") == 0
 
 
-class Version1Supernode:
+class Version1Supernode(Serving):
     """Answers a registration as a supernode of protocol version 1 did: no `version`."""
 
     def __init__(self, piece_sha256):
         self.registrations = 0
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -105,24 +100,9 @@ class Version1Supernode:
                 reply = {"state": "done", "length": MiB, "piece_size": MiB, "piece_count": 1,
                          "content_version": "v", "error": "", "error_kind": "", "pieces": [],
                          "task_id": "a" * 64, "peer_id": "p", "peer_secret": "b" * 32}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, reply)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="v1-supernode",
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        super().__init__(Handler, "v1-supernode")
 
 
 def test_a_peer_refuses_a_version_1_supernode_and_writes_nothing(origin, client_factory, downloads):

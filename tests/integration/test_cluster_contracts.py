@@ -10,10 +10,19 @@ holds the pings off (a member pings every quarter of it)."""
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import MiB, content, reserve_ports, run_all, sha256_file, wait_until
+from helpers import (
+    MiB,
+    QuietHandler,
+    Serving,
+    content,
+    reserve_ports,
+    run_all,
+    send_json,
+    sha256_file,
+    wait_until,
+)
 from origin import Fault
 
 from dfly.protocol.pieces import block_digests, block_size_for
@@ -69,7 +78,7 @@ def task_ids_at(address):
         client.close()
 
 
-class RecordingMember:
+class RecordingMember(Serving):
     """A cluster member that only records the task metadata pushed to it and, for
     each push, how many pieces the pushing supernode had made available by then."""
 
@@ -78,41 +87,20 @@ class RecordingMember:
         self.watched = None   # the address of the member pushing to us
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
 
             def do_PUT(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 tid = self.path.rsplit("/", 1)[1]
                 offered = task_ids_at(recorder.watched)[tid]["pieces_written"]
                 recorder.pushes.append((len(body["digests"]), offered, body["digests"]))
-                self._answer({"ok": True})
+                send_json(self, {"ok": True})
 
             def do_POST(self):   # a ping
-                self._answer({"member": recorder.address, "active": [], "tasks": {}})
+                send_json(self, {"member": recorder.address, "active": [], "tasks": {}})
 
-            def _answer(self, value):
-                data = json.dumps(value).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="recording-member",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        super().__init__(Handler, "recording-member")
 
 
 @pytest.fixture
