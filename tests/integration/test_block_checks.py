@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from helpers import content
+from helpers import Serving, content
 
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.protocol.messages import RELAY_HEADER, RELAY_STOPPED, PieceOrder, copy_suspect
@@ -20,7 +20,7 @@ BLOCK = 256 * 1024
 PIECE = content(4 * BLOCK + 1000, seed=81)   # four whole blocks and a short one
 
 
-class ScriptedHolder:
+class ScriptedHolder(Serving):
     """Answers one piece request per connection with `script(wfile)` after the head."""
 
     def __init__(self, script, relay=False, size=len(PIECE)):
@@ -40,17 +40,11 @@ class ScriptedHolder:
                 except OSError:
                     pass
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        super().__init__(Handler, "scripted-holder", socketserver.ThreadingTCPServer)
 
-    def close(self):
+    def stop(self):
         self.done.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ def holder():
         return made[-1]
     yield make
     for h in made:
-        h.close()
+        h.stop()
 
 
 def _order(sha256=None, blocks=None):

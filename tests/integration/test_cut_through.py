@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from helpers import MiB, content, sha256_file, wait_until
+from helpers import MiB, Serving, content, sha256_file, wait_until
 
 from dfly.peer.trace import Trace
 from dfly.protocol.messages import PEER_SECRET_HEADER, RELAY_HEADER, RegisterRequest, ScheduleRequest
@@ -53,7 +53,7 @@ def test_a_peer_still_fetching_a_piece_relays_it_block_by_block(
     assert origin.requests("relayed.bin") == 1
 
 
-class FakeRelay:
+class FakeRelay(Serving):
     """Registers as a peer, takes piece 0 from the supernode and never reads it;
     answers every piece request as a relay with `script(wfile, socket, piece, done)`."""
 
@@ -74,14 +74,10 @@ class FakeRelay:
                 except OSError:
                     pass
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       name="fake-relay", kwargs={"poll_interval": 0.05})
-        self.thread.start()
+        super().__init__(Handler, "fake-relay", socketserver.ThreadingTCPServer)
         self.client = SupernodeClient(address, timeout_s=5)
         tid, _ = self.client.register(RegisterRequest(url=url, peer_id="relay", peer_host="127.0.0.1",
-                                                      peer_port=self.server.server_address[1]))
+                                                      peer_port=self.port))
         wait_until(lambda: self.client.task(tid)["state"] == "done", timeout=10,
                    message="the supernode cached the source")
         orders = self.client.schedule(tid, ScheduleRequest("relay", want=1, sequential=True)).pieces
@@ -99,8 +95,7 @@ class FakeRelay:
         self.done.set()
         self.fetch.close()
         self.client.close()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 def _split(address):

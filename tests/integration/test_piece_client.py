@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from helpers import Serving
 
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.piece_client import STEP_BYTES, PieceFailed, PieceFetcher
@@ -17,7 +18,7 @@ from dfly.supernode.client import SupernodeClient
 PIECE = bytes(range(256)) * (3 * STEP_BYTES // 256 + 7)   # a few low-water steps and a tail
 
 
-class Holder:
+class Holder(Serving):
     """Answers every GET with `reply(handler)`; counts connections."""
 
     def __init__(self, reply):
@@ -34,15 +35,7 @@ class Holder:
                     if not holder.reply(self):
                         return
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, "holder", socketserver.ThreadingTCPServer)
 
 
 def _head(length, close=False):
@@ -76,7 +69,7 @@ def holder_with():
         return made[-1]
     yield make
     for h in made:
-        h.close()
+        h.stop()
 
 
 def _in_odd_slices(h):   # headers with a few body bytes, then slices that straddle the steps
