@@ -5,12 +5,10 @@ sends nothing to a listener that cannot prove it knows the token."""
 import json
 import os
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from daemons import handoff_client
-from helpers import MiB, content, raw_exchange, sha256_file, status_of
+from helpers import MiB, QuietHandler, Serving, content, raw_exchange, send_body, sha256_file, status_of
 
 from dfly import cli, errors
 from dfly.protocol.handoff import HandoffRequest
@@ -136,19 +134,12 @@ def squatter():
     every request it gets."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
 
         def _answer(self, body: bytes) -> None:
             seen.append((self.command, self.path, dict(self.headers)))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Dfly-Proof", "0" * 64)
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, body, 200, {"X-Dfly-Proof": "0" * 64})
 
         def do_GET(self):
             self._answer(b'{"peer_id": "x"}')
@@ -157,14 +148,8 @@ def squatter():
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self._answer(b"{}")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-squatter", daemon=True)
-    thread.start()
-    yield "127.0.0.1:%d" % server.server_address[1], seen
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with Serving(Handler, "test-squatter") as serving:
+        yield serving.address, seen
 
 
 @pytest.mark.time_limit(30)

@@ -3,12 +3,10 @@ the right line, exit 1 on any error; --live against real loopback listeners."""
 import json
 import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from certs import Certs
-from helpers import refused_address
+from helpers import QuietHandler, Serving, refused_address, send_body
 
 from dfly import cli
 
@@ -161,25 +159,15 @@ def test_tls_files_that_cannot_be_read_are_errors(tmp_path, capsys):
 
 # --live ----------------------------------------------------------------------------------
 
-class _Registry(BaseHTTPRequestHandler):
+class _Registry(QuietHandler):
     def do_GET(self):
-        self.send_response(401 if self.path == "/v2/" else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+        send_body(self, b"", 401 if self.path == "/v2/" else 404)
 
 
 @pytest.fixture
 def registry():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
-    thread = threading.Thread(target=server.serve_forever, name="fake-registry", daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with Serving(_Registry, "fake-registry") as serving:
+        yield "http://" + serving.address
 
 
 @pytest.fixture
