@@ -4,12 +4,10 @@ streamed bodies of unknown length, request bodies), and CONNECT is tunnelled."""
 import http.client
 import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from daemons import stats
-from helpers import MiB, content, healthy, refused_address
+from helpers import MiB, QuietHandler, Serving, content, healthy, refused_address, send_body
 
 from dfly.protocol.address import parse_address
 
@@ -20,19 +18,12 @@ RULES = ["direct \\.json$", "p2p /big/"]
 def echo():
     """A server that echoes POST bodies and answers GETs with a body of no stated
     length (HTTP/1.0, ended by closing), so the proxy must stream it."""
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.0"
-
-        def log_message(self, *args):
-            pass
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(201)
-            self.send_header("X-Echo", self.headers.get("X-Test", ""))
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, body, 201, {"X-Echo": self.headers.get("X-Test", "")})
 
         def do_GET(self):
             self.send_response(200)
@@ -42,14 +33,8 @@ def echo():
             for i in range(64):
                 self.wfile.write(b"%05d" % i * 200)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-echo", daemon=True)
-    thread.start()
-    yield server.server_address[:2]
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with Serving(Handler, "test-echo") as serving:
+        yield serving.server.server_address[:2]
 
 
 def _gets(origin, name: str) -> int:
