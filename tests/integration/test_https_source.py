@@ -4,19 +4,17 @@ trusted is refused with a clear error unless --source-ca-file names it (or
 origin that requires one. Both the supernode's fetch and get's back-to-source."""
 import hashlib
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from certs import Certs
-from helpers import content, leftovers, sha256_file
+from helpers import QuietHandler, Serving, content, leftovers, send_body, sha256_file
 
 from dfly.errors import SourceError
 
 DATA = content(300_000, seed=61)
 
 
-class HttpsOrigin:
+class HttpsOrigin(Serving):
     """One file at /f.bin over TLS on 127.0.0.1:0; `client_ca`: require a client
     certificate chaining to it."""
 
@@ -27,29 +25,12 @@ class HttpsOrigin:
             context.load_verify_locations(client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(DATA)))
-                self.send_header("ETag", '"v1"')
-                self.end_headers()
-                self.wfile.write(DATA)
+                send_body(self, DATA, 200, {"ETag": '"v1"'})
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = "https://127.0.0.1:%d/f.bin" % self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="https-origin",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, "https-origin", context=context, quiet=True)
+        self.url = "https://%s/f.bin" % self.address
 
 
 @pytest.fixture

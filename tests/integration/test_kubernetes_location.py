@@ -3,18 +3,15 @@
 check, a Node object with topology labels; a service account folder under
 tmp_path as the kubelet would mount it. The wiring (cli.located) is driven with
 an explicit environment, and `dfly get` as a subprocess for the exit code."""
-import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import trustme
 from certs import Certs
+from helpers import QuietHandler, Serving, send_json
 
 from dfly import cli, options
 from dfly.peer.config import PeerConfig
@@ -26,7 +23,7 @@ LABELS = {"topology.kubernetes.io/region": "eu-west-1", "topology.kubernetes.io/
           "example.com/rack": "rack-7", "kubernetes.io/hostname": "node-a"}
 
 
-class ApiServer:
+class ApiServer(Serving):
     """GET /api/v1/nodes/NAME for the nodes in `nodes` (name -> labels), only with
     `Authorization: Bearer TOKEN`; `forbidden`: answer 403 as RBAC would."""
 
@@ -36,48 +33,24 @@ class ApiServer:
         self.asked = []
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 api.asked.append(self.path)
                 name = self.path[len("/api/v1/nodes/"):] if self.path.startswith("/api/v1/nodes/") else None
                 if self.headers.get("Authorization") != "Bearer " + TOKEN:
-                    return self._send(401, {"kind": "Status", "code": 401})
+                    return send_json(self, {"kind": "Status", "code": 401}, 401)
                 if api.forbidden:
-                    return self._send(403, {"kind": "Status", "code": 403})
+                    return send_json(self, {"kind": "Status", "code": 403}, 403)
                 if name not in api.nodes:
-                    return self._send(404, {"kind": "Status", "code": 404})
-                self._send(200, {"kind": "Node", "apiVersion": "v1",
+                    return send_json(self, {"kind": "Status", "code": 404}, 404)
+                send_json(self, {"kind": "Node", "apiVersion": "v1",
                                  "metadata": {"name": name, "labels": api.nodes[name]}})
-
-            def _send(self, status, doc):
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
         files = certs.host("apiserver")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(files["tls_cert"], files["tls_key"])
-        server_class = ThreadingHTTPServer
-        if ":" in host:   # the API server of an IPv6-only cluster (KUBERNETES_SERVICE_HOST=fd00::1)
-            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,),
-                                {"address_family": socket.AF_INET6})
-        self.httpd = server_class((host, 0), Handler)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="k8s-api", daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
+        # host "::1": the API server of an IPv6-only cluster (KUBERNETES_SERVICE_HOST=fd00::1)
+        super().__init__(Handler, "k8s-api", host=host, context=context, quiet=True)
 
 
 @pytest.fixture
