@@ -227,7 +227,7 @@ def send_json(handler: BaseHTTPRequestHandler, value: object, status: int = 200)
 
 # fake peers -------------------------------------------------------------------------------
 
-class FakePeer:
+class FakePeer(Serving):
     """An uploader that claims pieces and serves them badly.
 
     mode "corrupt": the right length of the wrong bytes.
@@ -271,16 +271,12 @@ class FakePeer:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
 
-        self._serving = Serving(Handler, "fake-peer-" + mode, quiet=True)
-        self.port = self._serving.port
+        super().__init__(Handler, "fake-peer-" + mode, quiet=True)
 
     @property
     def request_count(self) -> int:
         with self._lock:
             return len(self.requests)
-
-    def stop(self) -> None:
-        self._serving.stop()
 
 
 @contextmanager
