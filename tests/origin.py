@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from helpers import QuietHandler, Serving
+from helpers import QuietHandler, Serving, send_body
 
 BLOCK = 256 * 1024
 
@@ -239,11 +239,7 @@ def _handler_for(origin: Origin):
             start, end, status = self._range(entry) if not fault.no_ranges else (0, entry.size, 200)
             record.status = status
             if status == 416:
-                self.send_response(416)
-                self.send_header("Content-Range", "bytes */%d" % entry.size)
-                self.send_header("Content-Length", "0")
-                self.send_header("Connection", "close")
-                self.end_headers()
+                send_body(self, b"", 416, {"Content-Range": "bytes */%d" % entry.size, "Connection": "close"})
                 return
             self.send_response(status)
             for header, value in entry.content_headers.items():
