@@ -32,7 +32,7 @@ import os
 import shutil
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, TextIO
 
-from dfly import errors
+from dfly import datalock, errors
 from dfly.archive import PartReader
 from dfly.peer import imported
 from dfly.protocol import ocilayout
@@ -96,6 +96,29 @@ def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextI
         raise errors.BadRequest("--manifests-only is for a daemon's data dir")
     try:
         os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))
+    # the program reads its cache as it starts: one running there would not see the
+    # import, and its own evictions would race the renames (DataDirInUse, exit 2)
+    lock = _hold(data_dir, kind)
+    try:
+        return _import_locked(path, data_dir, kind, log, manifests_only, more_parts)
+    finally:
+        lock.release()
+
+
+def _hold(data_dir: str, kind: str):
+    try:
+        return datalock.hold(data_dir, kind, "dfly import")
+    except errors.DataDirInUse as e:
+        raise errors.DataDirInUse("%s: stop it first (a program reads its cache as it starts)" % e)
+    except OSError as e:
+        raise errors.LocalIOError("cannot write %s: %s" % (data_dir, e.strerror or e))
+
+
+def _import_locked(path: str, data_dir: str, kind: str, log: Optional[TextIO],
+                   manifests_only: bool, more_parts: Sequence[str]) -> Summary:
+    try:
         staging = os.path.join(data_dir, ".import-" + os.urandom(4).hex())
         os.makedirs(staging)
     except OSError as e:

@@ -45,10 +45,13 @@ def image(tmp_path, registry):
 
 
 def _tree(folder) -> dict:
-    """Every file under `folder`: its path and sha256 (what an import may not touch)."""
+    """Every file under `folder`: its path and sha256 (what an import may not touch; the
+    lock files, datalock.py, are the programs' own, left by whoever held them)."""
     out = {}
     for root, _, names in os.walk(str(folder)):
         for name in names:
+            if root == str(folder) and name.endswith(".lock"):
+                continue
             path = os.path.join(root, name)
             out[os.path.relpath(path, str(folder))] = sha256_file(path)
     return out
@@ -230,6 +233,24 @@ def test_files_imported_into_a_daemon_are_handed_out_to_a_get_naming_their_diges
     result = handoff_client(running).download(
         HandoffRequest(src.url, out, digest="sha256:" + src.sha256), 20)
     assert sha256_file(out) == src.sha256 and result.bytes_from_cache == src.size
+
+
+def test_an_import_into_the_data_dir_of_a_running_program_is_refused_and_changes_nothing(
+        tmp_path, files_archive, supernode_factory, daemons):
+    path, _ = files_archive
+    sn_dir = tmp_path / "sn"
+    running = supernode_factory(data_dir=sn_dir)
+    before = _tree(sn_dir)
+    with pytest.raises(errors.DataDirInUse, match="in use by dfly supernode") as refused:
+        import_archive(path, str(sn_dir), into="supernode")
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
+    assert _tree(sn_dir) == before
+    running.stop()
+    assert import_archive(path, str(sn_dir), into="supernode").files == 2   # stopped: it takes
+    daemon_dir = str(tmp_path / "d")
+    daemons.start(data_dir=daemon_dir)
+    with pytest.raises(errors.DataDirInUse, match="in use by dfly daemon"):
+        import_archive(path, daemon_dir, into="daemon")
 
 
 # damaged archives -----------------------------------------------------------------------
