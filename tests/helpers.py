@@ -90,18 +90,42 @@ def refused_address() -> Iterator[Tuple[str, int]]:
         sock.close()
 
 
-def reserve_ports(n: int) -> List[str]:
-    """n loopback addresses free a moment ago (bound to port 0, read, closed), for
-    supernode cluster members, which must know each other's addresses before they
-    start: the one place the suite names ports up front."""
-    socks = [socket.socket() for _ in range(n)]
+def reserve_ports(n: int, host: str = "127.0.0.1") -> List[str]:
+    """n loopback addresses free a moment ago, for supernode cluster members, which must
+    know each other's addresses before they start: the one place the suite names ports
+    up front. Taken below the kernel's ephemeral range, whence every bind to port 0 and
+    every outgoing connection gets its port: a port bound to 0 here and closed could be
+    handed to the next listener or connection before the member (often another process)
+    binds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = _ephemeral_ports()[0]
+    rng = random.Random()
+    ports: List[int] = []
+    for _ in range(1000):   # bounded: the range is thousands of ports, nearly all free
+        if len(ports) == n:
+            return [("[%s]:%d" if ":" in host else "%s:%d") % (host, p) for p in ports]
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port not in ports and _bindable(family, host, port):
+            ports.append(port)
+    raise AssertionError("no %d free ports below %d on %s" % (n, low, host))
+
+
+def _ephemeral_ports() -> Tuple[int, int]:
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return ["127.0.0.1:%d" % s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999   # Linux's default
+
+
+def _bindable(family: int, host: str, port: int) -> bool:
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 # raw HTTP -------------------------------------------------------------------------------

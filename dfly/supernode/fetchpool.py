@@ -6,11 +6,14 @@ the tasks one client host registered, so a client that registers slow or
 trickling sources fills only its share: other clients' jobs pass its waiting
 ones in the queue. Within that, first come, first served.
 """
+import logging
 import threading
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 Job = Tuple[str, Callable[[], None]]   # (client host, the fetch)
+
+log = logging.getLogger("dfly.supernode")
 
 
 def next_job(queue: Deque[Job], running: Dict[str, int], per_client: int) -> Optional[int]:
@@ -77,6 +80,8 @@ class FetchPool:
                 self._running[client] = self._running.get(client, 0) + 1
             try:
                 fetch()
+            except Exception:   # a job's bug must not end this thread: the pool never replaces it
+                log.exception("%s: a fetch job failed", threading.current_thread().name)
             finally:
                 with self._cond:
                     self._running[client] -= 1

@@ -2,8 +2,8 @@
 SIGKILLed and restarted under a swarm of clients, against a real origin.
 
 Cluster members must know each other's addresses before they start, so this
-file reserves loopback ports (bind to port 0, read, close) instead of letting
-each process pick: the one place the suite names ports up front.
+file reserves loopback ports (helpers.reserve_ports) instead of letting each
+process pick: the one place the suite names ports up front.
 """
 import os
 import signal
@@ -14,29 +14,17 @@ import threading
 import time
 
 import pytest
-from helpers import MiB, content, run_all, sha256_file, wait_until
+from helpers import MiB, content, reserve_ports, run_all, sha256_file, wait_until
 from origin import Fault, Origin
 
 from dfly import Client
 from dfly.errors import Forbidden
 from dfly.protocol import signing
-from dfly.protocol.address import format_address
 from dfly.protocol.task import task_id
 from dfly.supernode.client import SupernodeClient
 from dfly.supernode.cluster import rendezvous_owner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def reserve_ports(n, host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    socks = [socket.socket(family) for _ in range(n)]
-    for s in socks:
-        s.bind((host, 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return [format_address(host, p) for p in ports]
 
 
 class Member:
@@ -151,7 +139,8 @@ def test_download_survives_the_owner_supernode_killed_mid_transfer(cluster, orig
     # origin sends twice is the piece being cut at the kill (and socket buffers).
     assert origin.body_bytes("big.bin") <= size + 2 * piece, origin.body_bytes("big.bin")
     survivors = [a for a in addresses if a != owner_addr]
-    wait_until(lambda: not _all_alive(survivors[0], 3), timeout=5)
+    wait_until(lambda: not _all_alive(survivors[0], 3), timeout=15,   # processes: a loaded host is slow
+               message="a survivor sees the killed owner dead")
 
 
 @pytest.mark.time_limit(60)

@@ -8,22 +8,15 @@ loopback ports (bind to port 0, read, close), as test_cluster.py does.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
-from helpers import MiB, content, leftovers, sha256_file, wait_until
+from helpers import MiB, content, leftovers, reserve_ports, sha256_file, wait_until
 
 from dfly.supernode.client import SupernodeClient
 
 TIMEOUT_S = 60
-
-
-def reserve_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % s.getsockname()[1]
 
 
 class SupernodeProcess:
@@ -31,7 +24,7 @@ class SupernodeProcess:
 
     def __init__(self, pyz: str, data_dir: str, *flags: str):
         self.pyz, self.data_dir, self.flags = pyz, data_dir, list(flags)
-        self.address = reserve_port()
+        [self.address] = reserve_ports(1)   # a fixed address: it is restarted there
         self.proc = None
 
     def start(self) -> "SupernodeProcess":

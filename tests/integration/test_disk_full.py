@@ -31,6 +31,9 @@ def _tmpfs(tmp_path, size: str):
     return mount
 
 
+# A test asks for its disk before the program that writes there (pytest sets fixtures up
+# in that order and tears them down in reverse): unmounted under a running supernode,
+# its fetch thread, still ending (the eviction that follows a fetch), lost its folder.
 @pytest.fixture
 def tiny_disk(tmp_path):
     """Room for a piece or two, not for a 6 MiB file."""
@@ -57,7 +60,7 @@ def test_a_download_onto_a_full_disk_fails_cleanly(origin, supernode, client_fac
 
 
 def test_gets_through_a_supernode_whose_cache_is_full_fall_back_to_the_origin(
-        origin, supernode_factory, client_factory, tiny_disk, downloads):
+        origin, tiny_disk, supernode_factory, client_factory, downloads):
     src = origin.add("big.bin", content(6 * MiB, seed=8))
     supernode = supernode_factory(data_dir=tiny_disk)
     for name in ("first.bin", "second.bin"):
@@ -75,7 +78,7 @@ def test_gets_through_a_supernode_whose_cache_is_full_fall_back_to_the_origin(
 
 
 def test_with_no_back_source_a_get_through_a_full_supernode_is_a_local_io_error(
-        origin, supernode_factory, client_factory, tiny_disk, downloads):
+        origin, tiny_disk, supernode_factory, client_factory, downloads):
     src = origin.add("big.bin", content(6 * MiB, seed=12))
     supernode = supernode_factory(data_dir=tiny_disk)
     client = client_factory([supernode.address], no_back_source=True)
@@ -85,7 +88,7 @@ def test_with_no_back_source_a_get_through_a_full_supernode_is_a_local_io_error(
 
 
 def test_a_supernode_disk_failure_is_not_remembered_once_the_file_fits(
-        origin, supernode_factory, client_factory, tiny_disk, downloads):
+        origin, tiny_disk, supernode_factory, client_factory, downloads):
     """--failure-ttl is for sources that fail, not for a disk that was full a moment ago."""
     src = origin.add("grows.bin", content(6 * MiB, seed=13))
     supernode = supernode_factory(data_dir=tiny_disk, failure_ttl_s=600.0)
@@ -142,7 +145,7 @@ def _keeps_serving(origin, running, disk) -> None:
     assert status == 200 and body == small and headers["docker-content-digest"] == small_digest
 
 
-def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(origin, mirror_on, pieceless_disk):
+def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(origin, pieceless_disk, mirror_on):
     """Full before the first piece verified: nothing was sent yet, so a 507."""
     running, big, big_path = mirror_on(pieceless_disk, seed=9)
     status, _, body = fetch(running.address, "GET", big_path)
@@ -152,7 +155,7 @@ def test_a_daemon_whose_cache_disk_is_full_answers_507_and_keeps_serving(origin,
 
 
 def test_a_daemon_whose_disk_fills_mid_blob_cuts_the_body_short_and_keeps_serving(
-        origin, mirror_on, tiny_disk):
+        origin, tiny_disk, mirror_on):
     """Full after pieces were already streamed: the status is sent, so the client
     sees the body end early (never a complete-looking wrong blob)."""
     # One piece at a time: the first is whole, verified and streamed before the disk

@@ -133,7 +133,10 @@ def test_supernode_counts_a_digest_mismatch_and_a_source_timeout_by_reason(
     finally:
         origin.release()
         silent.close()
-    samples = scrape(supernode.address)
+    # A fetch is counted as its thread ends, just after the task failed (which the get
+    # saw): read the counts once every failure is in, then check each one's reason.
+    samples = wait_until(lambda: (lambda s: s if _failed_count(s) >= 1 + len(urls) else None)(
+        scrape(supernode.address)), timeout=10, message="every failed fetch counted")
     assert samples['dfly_supernode_tasks_failed_total{reason="DigestMismatch"}'] == 1
     assert samples['dfly_supernode_tasks_failed_total{reason="Timeout"}'] == len(urls)
     assert 'dfly_supernode_tasks_failed_total{reason="SourceError"}' not in samples
@@ -241,3 +244,7 @@ def test_each_cluster_member_counts_the_tasks_it_serves_itself_too(origin, super
     assert scrape(owner)[served % other] == 0
     wait_until(lambda: scrape(other).get(served % owner) == 1, timeout=10,
                message="the other member heard it from the owner")
+
+
+def _failed_count(samples: dict) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("dfly_supernode_tasks_failed_total{"))

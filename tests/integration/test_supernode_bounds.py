@@ -13,6 +13,7 @@ from helpers import MiB, content, wait_until
 from dfly.protocol.address import parse_address
 from dfly.protocol.messages import SUPERNODE, RegisterRequest, ScheduleRequest
 from dfly.supernode.client import SupernodeClient, SupernodeDown
+from dfly.supernode.fetchpool import FetchPool
 
 
 def _peer(supernode, url, peer_id):
@@ -143,6 +144,23 @@ def test_an_idle_finished_task_leaves_memory_but_stays_cached(origin, supernode_
         assert origin.requests("kept.bin") == requests + 1
     finally:
         client.close()
+
+
+def test_a_fetch_that_raises_leaves_its_pool_thread_to_the_next_fetch():
+    """What a fetch's thread does after its task is done (the cache eviction, which
+    another thread's eviction or prune can race: a folder gone between its listing
+    and its reading) must not end the thread: the pool never starts another."""
+    pool = FetchPool(max_threads=1, per_client=0, name="test-fetch")
+    ran = threading.Event()
+
+    def broken():
+        raise FileNotFoundError("a task folder evicted meanwhile")
+    try:
+        pool.submit("127.0.0.1", broken)
+        pool.submit("127.0.0.1", ran.set)
+        assert ran.wait(10), "the pool's only thread ended with the first fetch"
+    finally:
+        pool.close()
 
 
 @pytest.mark.time_limit(30)

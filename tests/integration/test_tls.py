@@ -16,6 +16,7 @@ from helpers import (
     leftovers,
     peer_secret_of,
     piece_access,
+    reserve_ports,
     run_all,
     sha256_file,
     wait_until,
@@ -312,16 +313,6 @@ def test_a_tls_12_server_refusing_a_client_without_a_certificate_says_so(certs, 
         client.close()
 
 
-def _reserve_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ["127.0.0.1:%d" % p for p in ports]
-
-
 def _alive_members(address, tls):
     client = SupernodeClient(address, timeout_s=2, tls=tls)
     try:
@@ -335,7 +326,7 @@ def _alive_members(address, tls):
 @pytest.mark.time_limit(60)
 def test_cluster_members_talk_mtls_and_refuse_a_member_of_another_ca(
         origin, supernode_factory, client_factory, downloads, certs, tmp_path):
-    members = _reserve_ports(3)
+    members = reserve_ports(3)
     settings = dict(cluster=members, cluster_secret="s3cret", member_dead_after_s=1.5)
     for i, (address, other) in enumerate(zip(members, (False, False, True))):
         supernode_factory(data_dir=tmp_path / ("sn%d" % i), listen=address, **settings,
