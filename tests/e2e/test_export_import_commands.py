@@ -72,8 +72,9 @@ def test_export_and_import_commands_carry_files_and_exit_with_the_documented_cod
     assert sha256_file(str(tmp_path / "got.iso")) == src.sha256
 
 
-@pytest.mark.time_limit(90)
-def test_export_and_import_commands_carry_an_image(pyz, tmp_path):
+@pytest.fixture
+def pushed(tmp_path):
+    """A real registry holding team/app:v1 (one amd64 layer of 300 KiB), and that image."""
     from registry import MISSING, Registry, build_image, push
     if MISSING:
         pytest.skip(MISSING)
@@ -81,11 +82,18 @@ def test_export_and_import_commands_carry_an_image(pyz, tmp_path):
     try:
         image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(300 << 10,), arches=("amd64",))
         push(image, registry, "team/app")
-        archive = str(tmp_path / "app.tar")
-        done = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http", "-o", archive,
-                     "--data-dir", str(tmp_path / "exporter"))
+        yield registry, image
     finally:
         registry.stop()
+
+
+@pytest.mark.time_limit(90)
+def test_export_and_import_commands_carry_an_image(pyz, tmp_path, pushed):
+    registry, image = pushed
+    archive = str(tmp_path / "app.tar")
+    done = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http", "-o", archive,
+                 "--data-dir", str(tmp_path / "exporter"))
+    registry.stop()   # the import needs no registry
     assert done.returncode == 0, done.stderr
     assert "exported 1 images (2 blobs) and 0 files" in done.stderr
     daemon_dir = str(tmp_path / "daemon")
@@ -135,23 +143,15 @@ def test_export_exits_2_5_6_7_and_9_as_users_meet_them_leaving_nothing(pyz, orig
 
 
 @pytest.mark.time_limit(90)
-def test_export_exits_4_when_a_blob_the_registry_sends_does_not_match_its_digest(pyz, tmp_path):
-    from registry import MISSING, Registry, build_image, push
-    if MISSING:
-        pytest.skip(MISSING)
-    registry = Registry(str(tmp_path / "registry"))
-    try:
-        image = build_image(str(tmp_path / "layout"), "v1", layer_sizes=(300 << 10,), arches=("amd64",))
-        push(image, registry, "team/app")
-        layer = image.layers["amd64"][0][len("sha256:"):]
-        stored = tmp_path / "registry" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" \
-            / layer[:2] / layer / "data"
-        data = bytearray(stored.read_bytes())
-        data[1000] ^= 0xFF   # one byte flipped on the registry's disk, the length kept
-        stored.write_bytes(bytes(data))
-        out = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http",
-                    "-o", str(tmp_path / "app.tar"), "--data-dir", str(tmp_path / "exporter"))
-    finally:
-        registry.stop()
+def test_export_exits_4_when_a_blob_the_registry_sends_does_not_match_its_digest(pyz, tmp_path, pushed):
+    registry, image = pushed
+    layer = image.layers["amd64"][0][len("sha256:"):]
+    stored = tmp_path / "registry" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" \
+        / layer[:2] / layer / "data"
+    data = bytearray(stored.read_bytes())
+    data[1000] ^= 0xFF   # one byte flipped on the registry's disk, the length kept
+    stored.write_bytes(bytes(data))
+    out = _dfly(pyz, "export", "%s/team/app:v1" % registry.host, "--plain-http",
+                "-o", str(tmp_path / "app.tar"), "--data-dir", str(tmp_path / "exporter"))
     _refused(out, 4, layer[:12])
     _nothing_at(tmp_path, "app.tar")

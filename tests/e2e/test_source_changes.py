@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 from helpers import MiB, content, leftovers, reserve_ports, sha256_file, wait_until
@@ -68,13 +69,23 @@ def supernodes(pyz, tmp_path):
         supernode.stop()
 
 
-def _get(pyz, url, out, supernodes, data_dir):
+@contextmanager
+def _getting(pyz, url, out, supernodes, data_dir):
+    """A get running while the block moves its supernodes and source; killed if the
+    block fails (else `_finish` waits for its end)."""
+    if out != "-":
+        os.makedirs(os.path.dirname(out), exist_ok=True)
     os.makedirs(data_dir, exist_ok=True)
     flags = [f for s in supernodes for f in ("--supernode", s.address)]
-    return subprocess.Popen([sys.executable, pyz, "get", url, "-o", out, "--data-dir", data_dir,
-                             "--upload-listen", "127.0.0.1:0", "--seed-for", "0", "--failover", "30s",
-                             "--no-daemon"] + flags,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    get = subprocess.Popen([sys.executable, pyz, "get", url, "-o", out, "--data-dir", data_dir,
+                            "--upload-listen", "127.0.0.1:0", "--seed-for", "0", "--failover", "30s",
+                            "--no-daemon"] + flags,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield get
+    except BaseException:
+        _end(get)
+        raise
 
 
 def _finish(get):
@@ -102,17 +113,12 @@ def test_a_get_whose_supernode_restarts_on_a_changed_source_writes_only_the_new_
     old = origin.add("f.bin", content(16 * MiB, seed=120))   # 16 pieces of 1 MiB
     supernode = supernodes("--source-rate-limit", "4M").start()
     out = str(tmp_path / "out" / "f.bin")
-    os.makedirs(os.path.dirname(out))
-    get = _get(pyz, old.url, out, [supernode], str(tmp_path / "peer"))
-    try:
+    with _getting(pyz, old.url, out, [supernode], str(tmp_path / "peer")) as get:
         wait_until(lambda: (supernode.task() or {}).get("pieces_written", 0) >= 6, timeout=20)
         wait_until(_served_pieces(supernode, 4), timeout=20, message="the get holds old pieces")
         supernode.kill()
         new = origin.add("f.bin", content(16 * MiB + 4321, seed=121))
         supernode.start()   # the same data dir: it resumes with If-Range, the origin says 200
-    except BaseException:
-        _end(get)
-        raise
     _, stderr = _finish(get)
     assert get.returncode == 0, stderr
     assert sha256_file(out) == new.sha256
@@ -132,15 +138,11 @@ def test_a_get_streaming_to_stdout_whose_source_changed_exits_3_after_old_bytes_
     """Bytes already written to stdout cannot be taken back: no start over."""
     old = origin.add("f.bin", content(16 * MiB, seed=125))
     supernode = supernodes("--source-rate-limit", "4M").start()
-    get = _get(pyz, old.url, "-", [supernode], str(tmp_path / "peer"))
-    try:
+    with _getting(pyz, old.url, "-", [supernode], str(tmp_path / "peer")) as get:
         wait_until(_served_pieces(supernode, 4), timeout=20, message="the get holds old pieces")
         supernode.kill()
         origin.add("f.bin", content(16 * MiB, seed=126))
         supernode.start()
-    except BaseException:
-        _end(get)
-        raise
     stdout, stderr = _finish(get)
     assert get.returncode == 3, stderr
     assert "changed during the download" in stderr and "Traceback" not in stderr
@@ -152,16 +154,11 @@ def test_a_get_whose_source_changes_twice_exits_3_and_writes_nothing(pyz, supern
     v1 = origin.add("f.bin", content(16 * MiB, seed=122))
     chain = [supernodes("--source-rate-limit", "4M").start() for _ in range(3)]
     out = str(tmp_path / "out" / "f.bin")
-    os.makedirs(os.path.dirname(out))
-    get = _get(pyz, v1.url, out, chain, str(tmp_path / "peer"))
-    try:
+    with _getting(pyz, v1.url, out, chain, str(tmp_path / "peer")) as get:
         for seed, supernode in ((123, chain[0]), (124, chain[1])):
             wait_until(_served_pieces(supernode, 2), timeout=20, message="the get holds pieces")
             origin.add("f.bin", content(16 * MiB, seed=seed))
             supernode.kill()   # the get moves on to the next, which reads the changed source
-    except BaseException:
-        _end(get)
-        raise
     _, stderr = _finish(get)
     assert get.returncode == 3, stderr
     assert "changed during the download" in stderr and "once before" in stderr
@@ -179,16 +176,11 @@ def test_a_get_whose_supernode_restarts_twice_on_an_unchanged_source_without_eta
     origin.fault("f.bin", no_etag=True, no_ranges=True)
     supernode = supernodes("--source-rate-limit", "4M").start()
     out = str(tmp_path / "out" / "f.bin")
-    os.makedirs(os.path.dirname(out))
-    get = _get(pyz, src.url, out, [supernode], str(tmp_path / "peer"))
-    try:
+    with _getting(pyz, src.url, out, [supernode], str(tmp_path / "peer")) as get:
         for served in (3, 2):   # pieces the get is sent by each supernode process before its kill
             wait_until(_served_pieces(supernode, served), timeout=30, message="the get holds pieces")
             supernode.kill()
             supernode.start()   # the same data dir: a whole GET (If-Range is ignored), cut afresh
-    except BaseException:
-        _end(get)
-        raise
     _, stderr = _finish(get)
     assert get.returncode == 0, stderr
     assert sha256_file(out) == src.sha256
