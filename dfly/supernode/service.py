@@ -972,8 +972,14 @@ def _shown(summary: dict, url: str, authorised: bool = True) -> dict:
 
 
 def _folder_size(folder: str) -> int:
+    """0 for a folder that is gone: another thread's eviction or prune may remove it
+    at any moment (a check before the listing would race it)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
     total = 0
-    for entry in os.scandir(folder) if os.path.isdir(folder) else ():
+    for entry in entries:
         try:
             total += entry.stat().st_size
         except OSError:
