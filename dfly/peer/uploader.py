@@ -44,7 +44,7 @@ class UploaderApp:
         self.throttle = throttle
         self.secrets = secrets
         self._files: Dict[str, object] = {}   # task id -> PieceFile-like (path, held, piece_slice)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # also for the counts: `+=` from the connections' threads can lose one
         self.last_request = clock()
         self.uploaded_bytes = 0
         self.relayed_pieces = 0   # pieces served while still arriving (cut-through)
@@ -95,7 +95,8 @@ class UploaderApp:
         where: Optional[tuple] = pieces.piece_slice(n) if pieces is not None else None
         if where is None:
             return self._relay(pieces, tid, n)
-        self.uploaded_bytes += where[1]
+        with self._lock:
+            self.uploaded_bytes += where[1]
         return Response(200, FileSlice(pieces.path, where[0], where[1], self.throttle),
                         {"Content-Type": "application/octet-stream"})
 
@@ -105,8 +106,9 @@ class UploaderApp:
         where = arriving(n) if arriving is not None else None
         if where is None:
             raise NotFound("piece %d of task %s is not here" % (n, tid[:12]))
-        self.uploaded_bytes += where[1]
-        self.relayed_pieces += 1
+        with self._lock:
+            self.uploaded_bytes += where[1]
+            self.relayed_pieces += 1
         wait = self.relay_wait_s
         body = FileSlice(pieces.path, where[0], where[1], self.throttle,
                          ready=lambda sent: pieces.verified_end(n, sent, wait))
