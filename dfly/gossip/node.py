@@ -3,7 +3,9 @@
 One UDP socket and one TCP listener on the same address and port. One thread
 (selectors) reads UDP packets and runs the core's timers; each TCP exchange
 (a full-state push-pull: one framed packet each way) runs in a short thread of
-its own, at most MAX_TCP at once and MAX_TCP_PER_HOST from one client host,
+its own, at most MAX_TCP at once and MAX_TCP_PER_HOST from one client host
+(protocol/address.client_key: IPv6 hosts by the --client-ipv6-prefix the
+other per-client limits of the program use),
 each frame read within TCP_DEADLINE_S of its start (a peer trickling bytes
 cannot hold a slot for good), so a slow or silent peer never stalls the
 probes, nor one host every push-pull. Every core call happens under one lock; packets are sealed and opened
@@ -23,7 +25,7 @@ from typing import Callable, Dict, List, Tuple
 from dfly.errors import CannotListen
 from dfly.gossip.swim import Send, Swim, SwimConfig
 from dfly.gossip.wire import MAX_PACKET_BYTES, Dropped, Keyring, Opener, Sealer
-from dfly.protocol.address import address_family, format_address, plain_ip
+from dfly.protocol.address import CLIENT_IPV6_PREFIX, address_family, client_key, format_address, plain_ip
 
 log = logging.getLogger("dfly.gossip")
 
@@ -40,7 +42,8 @@ class GossipNode:
 
     def __init__(self, name: str, bind: Tuple[str, int], advertise_host: str, meta: Dict,
                  config: SwimConfig, keyring: Keyring, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, tls_client=None, tls_server=None):
+                 wall: Callable[[], float] = time.time, tls_client=None, tls_server=None,
+                 client_ipv6_prefix: int = CLIENT_IPV6_PREFIX):
         self.clock, self.wall = clock, wall
         self._udp, self._tcp = _bind_pair(bind)
         port = self._udp.getsockname()[1]
@@ -53,7 +56,8 @@ class GossipNode:
         self.opener = Opener(keyring)
         self._tls_client, self._tls_server = tls_client, tls_server
         self._tcp_slots = threading.BoundedSemaphore(MAX_TCP)
-        self._tcp_hosts: Dict[str, int] = {}   # client host -> push-pulls it has open here
+        self._tcp_hosts: Dict[str, int] = {}   # client (address.client_key) -> push-pulls it has open here
+        self.client_ipv6_prefix = client_ipv6_prefix
         self._hosts_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = threading.Event()
@@ -227,6 +231,7 @@ class GossipNode:
         threading.Thread(target=run, name="gossip-sync-in", daemon=True).start()
 
     def _take_slot(self, host: str) -> bool:
+        host = client_key(host, self.client_ipv6_prefix)
         with self._hosts_lock:
             if self._tcp_hosts.get(host, 0) >= MAX_TCP_PER_HOST:
                 return False
@@ -236,6 +241,7 @@ class GossipNode:
             return True
 
     def _give_slot(self, host: str) -> None:
+        host = client_key(host, self.client_ipv6_prefix)
         with self._hosts_lock:
             left = self._tcp_hosts.pop(host) - 1
             if left:
@@ -377,6 +383,7 @@ def member_from_config(config, listen: Tuple[str, int], meta: Dict, tls=None) ->
         raise ValueError("--gossip on every address needs --advertise: the address other members reach")
     node = GossipNode("", bind, host, meta, PROFILES[config.gossip_profile], keyring,
                       tls_client=tls.client_context() if tls is not None else None,
-                      tls_server=tls.server_context() if tls is not None and tls.serves else None)
+                      tls_server=tls.server_context() if tls is not None and tls.serves else None,
+                      client_ipv6_prefix=config.client_ipv6_prefix)
     node.rename(format_address(*node.address))
     return node

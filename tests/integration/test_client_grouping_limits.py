@@ -81,3 +81,18 @@ def test_by_default_each_ipv6_address_is_a_client_of_its_own(origin, supernode_f
     daemon = daemons.start(max_connections_per_client=1)
     for server in (supernode.listener.server, daemon.listener.server):
         assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")
+
+
+def test_the_gossip_port_counts_the_push_pulls_of_one_ipv6_slash_64_as_one_host(supernode_factory, tmp_path):
+    key = tmp_path / "gossip.key"
+    key.write_text("a cluster key of more than sixteen characters\n")
+    supernode = supernode_factory(gossip=True, gossip_key_file=str(key), gossip_listen="127.0.0.1:0",
+                                  client_ipv6_prefix=64)
+    node = supernode.gossip   # its push-pull slots, taken as its accept loop would
+    assert node._take_slot("2001:db8:1:2::a") and node._take_slot("2001:db8:1:2::b")
+    assert not node._take_slot("2001:db8:1:2::c")   # a third exchange of one host
+    assert node._take_slot("2001:db8:1:3::a")        # another /64: another host
+    assert node._take_slot("::ffff:192.0.2.1") and node._take_slot("192.0.2.1")
+    assert not node._take_slot("::ffff:192.0.2.1")   # mapped or not: one IPv4 host
+    node._give_slot("2001:db8:1:2::a")
+    assert node._take_slot("2001:db8:1:2::d")
