@@ -30,7 +30,7 @@ from dfly.peer.storage import FinishedFile, PieceFile
 from dfly.peer.trace import NO_TRACE
 from dfly.peer.uploader import UploaderApp
 from dfly.peer.verify import RunningDigest, check_file
-from dfly.protocol.address import CLIENT_IPV6_PREFIX, WILDCARDS_V4, parse_address, upload_address
+from dfly.protocol.address import WILDCARDS_V4, parse_address, upload_address
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
@@ -92,14 +92,12 @@ class Client:
     def __init__(self, supernodes: Iterable[str] = (), data_dir: Optional[str] = None,
                  config: Optional[PeerConfig] = None, download_bucket: Optional[TokenBucket] = None,
                  upload_bucket: Optional[TokenBucket] = None,
-                 source_credentials: Optional[SourceCredentials] = None,
-                 client_ipv6_prefix: int = CLIENT_IPV6_PREFIX, **settings):
+                 source_credentials: Optional[SourceCredentials] = None, **settings):
         """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ...
         `download_bucket` / `upload_bucket`: host-wide limits shared with other clients
         (a download_bucket replaces the per-download rate_limit). `source_credentials`:
         for s3 and ftp sources (default: gathered from the environment and the usual
-        files when a source is first read, sources/credentials.py). `client_ipv6_prefix`:
-        how the uploader counts IPv6 peers for its per-client limit (a daemon's setting)."""
+        files when a source is first read, sources/credentials.py)."""
         if config is None:
             settings.setdefault("seed_for_s", 0)   # a library seeds only when asked
             config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
@@ -116,7 +114,6 @@ class Client:
         self._registrations: Dict[str, RegisterRequest] = {}   # task id -> how we registered
         self._temp_files = []                  # streamed downloads still being seeded: (path, lock fd)
         self._source_credentials = source_credentials
-        self._client_ipv6_prefix = client_ipv6_prefix
         self._partial = set()                  # files of downloads under way (see abandon)
         self.last_result: Optional[DownloadResult] = None
         self._lock = threading.Lock()
@@ -569,7 +566,7 @@ class Client:
                 address = upload_address(self.config.upload_listen, advertised_host)
                 self._listener = Listener("uploader-" + self.peer_id, address, self._uploader,
                                           tls=self.tls,
-                                          client_ipv6_prefix=self._client_ipv6_prefix).start()
+                                          client_ipv6_prefix=self.config.client_ipv6_prefix).start()
             return self._uploader
 
     def _after_download(self, task_id: str, storage: PieceFile) -> None:

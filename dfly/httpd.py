@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from dfly import __version__
 from dfly.errors import BadRequest, CannotListen, DflyError, NotFound
+from dfly.options import option
 from dfly.protocol.address import CLIENT_IPV6_PREFIX, client_key, format_address, is_ipv6, plain_ip
 
 log = logging.getLogger("dfly.httpd")
@@ -44,6 +45,13 @@ log = logging.getLogger("dfly.httpd")
 MAX_BODY_BYTES = 1 << 20
 REQUEST_DEADLINE_S = 60.0   # from a request's first byte until its head and body are read
 MAX_CONNECTIONS_PER_CLIENT = 128
+
+
+def client_ipv6_prefix_option():
+    """The config field of every program whose listeners limit each client."""
+    return option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 client by this prefix "
+                  "of its address: 128 = each address apart (hosts of a cluster often share one "
+                  "/64); 64 where each client host owns a /64 and could rotate addresses")
 
 
 class _DeadlineReads(socket.SocketIO):

@@ -3,6 +3,7 @@ file and the keyword arguments of dfly.Client."""
 from dataclasses import dataclass
 from typing import List, Optional
 
+from dfly.httpd import client_ipv6_prefix_option
 from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.sources.config import SourceOptions
@@ -93,3 +94,4 @@ class PeerConfig(TLSOptions, SourceOptions):
     location_from_kubernetes: bool = location_from_kubernetes_option()
     kubernetes_rack_label: str = kubernetes_rack_label_option()
     kubernetes_account_dir: str = kubernetes_account_dir_option()
+    client_ipv6_prefix: int = client_ipv6_prefix_option()   # the uploader's (and its seeder's)

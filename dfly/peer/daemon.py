@@ -215,10 +215,10 @@ class RunningDaemon:
                                  piece_timeout_s=config.piece_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
                                  location=config.location,
-                                 timeout_s=config.fetch_timeout_s, **options_of(config))
+                                 timeout_s=config.fetch_timeout_s,
+                                 client_ipv6_prefix=config.client_ipv6_prefix, **options_of(config))
         self.p2p = Client(config=peer_config, download_bucket=self.download_bucket,
-                          upload_bucket=self.upload_bucket,
-                          client_ipv6_prefix=config.client_ipv6_prefix)
+                          upload_bucket=self.upload_bucket)
         self.direct = Client(config=replace(peer_config, supernode=[], seed_for_s=0),
                              download_bucket=self.download_bucket)
         self.cache = Cache(os.path.join(data_dir, "daemon", "cache"), config.cache_size,

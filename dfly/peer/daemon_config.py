@@ -4,6 +4,7 @@ from typing import List
 
 from dfly.auth import ops_token_file_option
 from dfly.gossip.options import GossipOptions
+from dfly.httpd import client_ipv6_prefix_option
 from dfly.lifecycle import log_format_option
 from dfly.options import option
 from dfly.peer.config import (
@@ -17,7 +18,6 @@ from dfly.peer.config import (
     piece_timeout_option,
     upload_listen_option,
 )
-from dfly.protocol.address import CLIENT_IPV6_PREFIX
 from dfly.protocol.proxyrules import DEFAULT_RULES
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 from dfly.tls import TLSOptions
@@ -101,7 +101,4 @@ class DaemonConfig(TLSOptions, GossipOptions):
     subscribe_poll_s: float = option(20.0, "how long one poll for publications waits at the "
                                      "supernode before it is sent again", kind="duration",
                                      flag="--subscribe-poll", metavar="DURATION")
-    client_ipv6_prefix: int = option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 "
-                                     "client by this prefix of its address: 128 = each address "
-                                     "apart (hosts of a cluster often share one /64); 64 where "
-                                     "each client host owns a /64 and could rotate addresses")
+    client_ipv6_prefix: int = client_ipv6_prefix_option()

@@ -36,6 +36,7 @@ from dfly.lifecycle import formatter
 from dfly.peer import seeders
 from dfly.peer.storage import FinishedFile
 from dfly.peer.uploader import UploaderApp
+from dfly.protocol.address import CLIENT_IPV6_PREFIX
 from dfly.protocol.messages import PieceCheck, RegisterRequest, ScheduleRequest, stale
 from dfly.protocol.pieces import piece_count
 from dfly.scrub import piece_is_good
@@ -216,7 +217,8 @@ def detach(listener: Listener, uploader: UploaderApp, tasks: Dict[str, str], pee
             "supernodes": list(supernodes), "data_dir": data_dir,
             "tls": vars(tls.options) if tls is not None else None,
             "secrets": secrets.to_json() if secrets is not None else {},
-            "log_format": log_format}
+            "log_format": log_format,
+            "client_ipv6_prefix": listener.server.client_ipv6_prefix}   # the same limits as get's
     pid = 0
     if spare is not None:
         if spare.hand_over(spec, spec["fd"]):
@@ -301,7 +303,7 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
     tls = TLS(TLSOptions(**spec["tls"])) if spec.get("tls") else None
     if tls is not None:
         signal.signal(signal.SIGHUP, lambda *_: tls.reload())
-    listener = Listener("seeder", None, app, sock=sock, tls=tls).start()
+    listener = _listener(spec, app, sock, tls).start()
     seeding = _Seeding(app, spec, listener.address[1], tls)
     control = seeders.listen(spec["data_dir"]) if spec.get("data_dir") else None
     if control is not None:
@@ -323,6 +325,12 @@ def run(spec: dict, sock: socket.socket, ready: Callable[[], None]) -> int:
             if t["owned"]:
                 _remove(t["path"])
     return 0
+
+
+def _listener(spec: dict, app: UploaderApp, sock: socket.socket, tls: Optional[TLS]) -> Listener:
+    """The seeder's listener on the socket `get` handed over, limiting clients as get's did."""
+    return Listener("seeder", None, app, sock=sock, tls=tls,
+                    client_ipv6_prefix=spec.get("client_ipv6_prefix", CLIENT_IPV6_PREFIX))
 
 
 def _merged_into_running(spec: dict, tls: Optional[TLS] = None) -> bool:

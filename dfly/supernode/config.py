@@ -4,9 +4,9 @@ from typing import List
 
 from dfly.auth import ops_token_file_option
 from dfly.gossip.options import GossipOptions
+from dfly.httpd import client_ipv6_prefix_option
 from dfly.lifecycle import log_format_option
 from dfly.options import option
-from dfly.protocol.address import CLIENT_IPV6_PREFIX
 from dfly.protocol.scrub import DEFAULT_SCRUB_RATE
 from dfly.protocol.tiers import DEFAULT_MAX_HOPS
 from dfly.sources.config import SourceOptions
@@ -118,7 +118,4 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     cut_through: bool = option(False, "also offer a piece from a peer still receiving it (a "
                                "relay of its verified blocks) when no peer holds it whole; off: "
                                "not faster on the testbed so far (docs/BENCHMARKS.md)")
-    client_ipv6_prefix: int = option(CLIENT_IPV6_PREFIX, "the per-client limits count an IPv6 "
-                                     "client by this prefix of its address: 128 = each address "
-                                     "apart (hosts of a cluster often share one /64); 64 where "
-                                     "each client host owns a /64 and could rotate addresses")
+    client_ipv6_prefix: int = client_ipv6_prefix_option()

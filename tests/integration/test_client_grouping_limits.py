@@ -4,6 +4,9 @@ minute and its share of the source fetches. Only ::1 is ours on loopback, so
 the other clients here are addresses of the documentation range (RFC 3849)
 handed to the policy as strings: nothing is ever sent to them (the peers
 registered advertise 127.0.0.1, believed with --trust-peer-hosts)."""
+import json
+import os
+import socket
 import threading
 
 import pytest
@@ -11,6 +14,7 @@ from helpers import content, wait_until
 
 from dfly.errors import TooManyRequests
 from dfly.httpd import Listener
+from dfly.peer import seeder
 
 
 def test_a_listener_counts_the_connections_of_one_ipv6_slash_64_as_one_client():
@@ -96,3 +100,30 @@ def test_the_gossip_port_counts_the_push_pulls_of_one_ipv6_slash_64_as_one_host(
     assert not node._take_slot("::ffff:192.0.2.1")   # mapped or not: one IPv4 host
     node._give_slot("2001:db8:1:2::a")
     assert node._take_slot("2001:db8:1:2::d")
+
+
+class _SpareHere:
+    """A seeder spare that is this process: it keeps the spec and a copy of the socket."""
+    pid = os.getpid()
+
+    def hand_over(self, spec: dict, fd: int) -> bool:
+        self.spec = json.loads(json.dumps(spec))   # as it travels
+        self.sock = socket.socket(fileno=os.dup(fd))
+        return True
+
+
+@pytest.mark.time_limit(30)
+def test_a_get_and_the_seeder_it_hands_over_to_count_ipv6_clients_by_its_prefix(
+        origin, supernode, client_factory, downloads, tmp_path):
+    src = origin.add("f.bin", content(1000, seed=7))
+    client = client_factory([supernode.address], seed_for_s=30, client_ipv6_prefix=64)
+    client.download(src.url, str(downloads / "f.bin"))
+    listener, uploader, tasks = client.detach_listener()
+    spare = _SpareHere()
+    seeder.detach(listener, uploader, tasks, client.peer_id, 30, str(tmp_path / "seeder-data"),
+                  spare=spare)
+    served = seeder._listener(spare.spec, uploader, spare.sock, None)   # not started
+    try:
+        assert listener.server.client_ipv6_prefix == served.server.client_ipv6_prefix == 64
+    finally:
+        served.stop()
