@@ -1,6 +1,7 @@
 """With --client-ipv6-prefix 64 the per-client limits count an IPv6 host once,
 by its /64, whatever address of it a request comes from: a listener's connections, a supernode's new tasks a
-minute and its share of the source fetches. Only ::1 is ours on loopback, so
+minute and its share of the source fetches, the gossip port's push-pulls; and
+the setting reaches every uploader (a get's, its seeder's, a daemon's). Only ::1 is ours on loopback, so
 the other clients here are addresses of the documentation range (RFC 3849)
 handed to the policy as strings: nothing is ever sent to them (the peers
 registered advertise 127.0.0.1, believed with --trust-peer-hosts)."""
@@ -127,3 +128,8 @@ def test_a_get_and_the_seeder_it_hands_over_to_count_ipv6_clients_by_its_prefix(
         assert listener.server.client_ipv6_prefix == served.server.client_ipv6_prefix == 64
     finally:
         served.stop()
+
+
+def test_a_daemon_gives_its_prefix_to_its_own_uploader_too(daemons):
+    daemon = daemons.start(client_ipv6_prefix=64)
+    assert daemon.listener.server.client_ipv6_prefix == daemon.p2p.config.client_ipv6_prefix == 64
