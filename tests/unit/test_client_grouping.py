@@ -5,9 +5,14 @@ IPv6 address as its IPv4 address. Addresses are from the
 documentation ranges (RFC 3849, RFC 5737): strings only, never dialled."""
 import pytest
 
+from dfly import options
+from dfly.cli import build_parser
+from dfly.peer.config import PeerConfig
+from dfly.peer.daemon_config import DaemonConfig
 from dfly.protocol import preheat
 from dfly.protocol.address import client_key
 from dfly.protocol.preheat import Jobs, Limits, PreheatRequest
+from dfly.supernode.config import SupernodeConfig
 
 URL = "https://files.example/data-"
 
@@ -69,3 +74,19 @@ def test_preheats_count_each_ipv6_address_apart_by_default():
     jobs = Jobs(Limits(max_per_client=1, max_waiting=10))
     jobs.submit(_request(URL + "a"), "2001:db8:1:2::a", 0.0)
     jobs.submit(_request(URL + "b"), "2001:db8:1:2::b", 0.0)
+
+
+@pytest.mark.parametrize("command", ["supernode", "daemon", "get"])
+def test_every_program_with_per_client_limits_takes_the_prefix_flag(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser(only=command).parse_args([command, "--help"])
+    assert "--client-ipv6-prefix" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cls", [SupernodeConfig, DaemonConfig, PeerConfig])
+def test_the_prefix_is_a_config_key_from_1_to_128(cls):
+    assert options.build(cls, {"client_ipv6_prefix": 64}).client_ipv6_prefix == 64
+    assert cls().client_ipv6_prefix == 128
+    for bad in (0, 129):
+        with pytest.raises(ValueError, match="--client-ipv6-prefix"):
+            options.build(cls, {"client_ipv6_prefix": bad})
