@@ -32,7 +32,7 @@ import os
 import shutil
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, TextIO
 
-from dfly import datalock, errors
+from dfly import datadir, errors
 from dfly.archive import PartReader
 from dfly.peer import imported
 from dfly.protocol import ocilayout
@@ -109,7 +109,7 @@ def import_archive(path: str, data_dir: str, into: str = "", log: Optional[TextI
 
 def _hold(data_dir: str, kind: str):
     try:
-        return datalock.hold(data_dir, kind, "dfly import")
+        return datadir.hold(data_dir, kind, "dfly import")
     except errors.DataDirInUse as e:
         raise errors.DataDirInUse("%s: stop it first (a program reads its cache as it starts)" % e)
     except OSError as e:

@@ -7,7 +7,7 @@ The supernode's scrubber (supernode/scrub.py), its repairer, and the daemon's
 (peer/scrub.py) use them while running; `run` is `dfly scrub --data-dir DIR`:
 one pass over the supernode and daemon caches found in DIR, repairing what it
 can, exit SCRUB_FOUND_DAMAGE when anything was damaged. It holds their data dir
-locks (datalock.py) while it runs: never beside a live supernode or daemon,
+locks (datadir.py) while it runs: never beside a live supernode or daemon,
 whose own writes and repairs it would race.
 """
 import hashlib
@@ -122,17 +122,17 @@ def run(data_dir: str, rate_bytes_per_s: float, source_timeout_s: float, out: Te
 
 
 def hold_data_dirs(data_dir: str, task_dirs: Sequence[str], daemon_cache: bool) -> list:
-    """The locks (datalock.py) of the supernodes and the daemon whose caches are in
+    """The locks (datadir.py) of the supernodes and the daemon whose caches are in
     `data_dir`, held for the scrub: one running there is DataDirInUse (exit 2), nothing
     read; one started while the scrub runs is refused."""
-    from dfly import datalock
+    from dfly import datadir
 
     places = [(os.path.dirname(d), "supernode") for d in task_dirs]
     places += [(data_dir, "daemon")] if daemon_cache else []
     locks: list = []
     try:
         for place, kind in places:
-            locks.append(datalock.hold(place, kind, "dfly scrub"))
+            locks.append(datadir.hold(place, kind, "dfly scrub"))
     except DataDirInUse as e:
         for lock in locks:
             lock.release()

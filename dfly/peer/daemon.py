@@ -38,7 +38,7 @@ import uuid
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from dfly import __version__, dashboard_page, datalock, errors
+from dfly import __version__, dashboard_page, datadir, errors
 from dfly.auth import check_ops_access, read_ops_token
 from dfly.client import Client, DownloadResult
 from dfly.errors import BadRequest, CannotListen, NotFound
@@ -197,7 +197,7 @@ class RunningDaemon:
                               if config.upload_rate_limit > 0 else None)
         self.gossip = self.scheduler = None
         # before anything reads the data dir: a second daemon on it stops here (exit 2)
-        self.data_lock = datalock.hold(data_dir, "daemon", "dfly daemon")
+        self.data_lock = datadir.hold(data_dir, "daemon", "dfly daemon")
         try:
             if config.gossip:
                 self.gossip, self.scheduler = self._gossip_mode(config, data_dir)

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from typing import Callable, Optional
 
-from dfly import __version__, datalock
+from dfly import __version__, datadir
 from dfly.auth import read_ops_token
 from dfly.gossip.cluster import GossipMembership, cluster_secret
 from dfly.gossip.node import member_from_config, resolve_joins
@@ -34,7 +34,7 @@ class RunningSupernode:
         ops_token = read_ops_token(config.ops_token_file)   # ValueError: a clear line, exit 2
         self.gossip = None
         # before anything reads the data dir: a second supernode on it stops here (exit 2)
-        self.data_lock = datalock.hold(data_dir, "supernode", "dfly supernode")
+        self.data_lock = datadir.hold(data_dir, "supernode", "dfly supernode")
         try:
             if config.gossip and cluster_for is None:
                 config, cluster_for = self._gossip_mode(config)

@@ -50,7 +50,7 @@ def test_export_and_import_commands_carry_files_and_exit_with_the_documented_cod
     fresh = str(tmp_path / "fresh-sn")
     _refused(_dfly(pyz, "import", str(tmp_path / "cut.tar.000"), "--data-dir", fresh, "--into",
                    "supernode"), 4, "truncated")
-    assert os.listdir(fresh) == ["supernode.lock"]   # nothing imported; the import's lock (datalock.py)
+    assert os.listdir(fresh) == ["supernode.lock"]   # nothing imported; the import's lock (datadir.py)
     _refused(_dfly(pyz, "import", str(tmp_path / "none.tar"), "--data-dir", fresh, "--into",
                    "supernode"), 6, "none.tar")
     _refused(_dfly(pyz, "import", archive, "--data-dir", str(tmp_path / "unknown")), 2, "--into")

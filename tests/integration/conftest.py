@@ -20,7 +20,7 @@ def supernode_factory(tmp_path):
     def start(data_dir=None, **settings):
         settings.setdefault("listen", "127.0.0.1:0")
         settings.setdefault("source_timeout_s", 10.0)
-        if data_dir is None:   # one supernode per data dir (dfly/datalock.py): a later one its own
+        if data_dir is None:   # one supernode per data dir (dfly/datadir.py): a later one its own
             data_dir = tmp_path / ("supernode%d" % len(started) if started else "supernode")
         running = app.start(SupernodeConfig(**settings), str(data_dir))
         started.append(running)

@@ -1,4 +1,4 @@
-"""One live process per data dir (dfly/datalock.py): `dfly scrub` refuses the data
+"""One live process per data dir (dfly/datadir.py): `dfly scrub` refuses the data
 dir of a running supernode or daemon (it would race their own writes and
 repairs), a second supernode or daemon on a data dir in use is refused, and a
 supernode started while a scrub runs is refused too. Each refusal is one

@@ -46,7 +46,7 @@ def image(tmp_path, registry):
 
 def _tree(folder) -> dict:
     """Every file under `folder`: its path and sha256 (what an import may not touch; the
-    lock files, datalock.py, are the programs' own, left by whoever held them)."""
+    lock files, datadir.py, are the programs' own, left by whoever held them)."""
     out = {}
     for root, _, names in os.walk(str(folder)):
         for name in names:
