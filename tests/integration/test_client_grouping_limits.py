@@ -18,18 +18,24 @@ from dfly.httpd import Listener
 from dfly.peer import seeder
 
 
+def _counts_each_slash_64_as_one_client(take, give):
+    """`take` a slot (False: its client has 2 already) and `give` it back, as a server
+    does for each connection (or exchange) of a client host."""
+    assert take("2001:db8:1:2::a") and take("2001:db8:1:2::b")
+    assert not take("2001:db8:1:2::c")   # a third address of one host
+    assert take("2001:db8:1:3::a")        # another /64: another client
+    assert take("::ffff:192.0.2.1") and take("192.0.2.1")
+    assert not take("::ffff:192.0.2.1")   # mapped or not: one IPv4 client
+    give("2001:db8:1:2::a")
+    assert take("2001:db8:1:2::d")
+
+
 def test_a_listener_counts_the_connections_of_one_ipv6_slash_64_as_one_client():
     listener = Listener("test-http", ("127.0.0.1", 0), None, max_connections_per_client=2,
                         client_ipv6_prefix=64)
     server = listener.server   # not started: the count is all this test asks of it
     try:
-        assert server._client_slot("2001:db8:1:2::a") and server._client_slot("2001:db8:1:2::b")
-        assert not server._client_slot("2001:db8:1:2::c")   # a third address of one host
-        assert server._client_slot("2001:db8:1:3::a")        # another /64: another client
-        assert server._client_slot("::ffff:192.0.2.1") and server._client_slot("192.0.2.1")
-        assert not server._client_slot("::ffff:192.0.2.1")   # mapped or not: one IPv4 client
-        server._client_done("2001:db8:1:2::a")
-        assert server._client_slot("2001:db8:1:2::d")
+        _counts_each_slash_64_as_one_client(server._client_slot, server._client_done)
     finally:
         listener.stop()
 
@@ -93,14 +99,8 @@ def test_the_gossip_port_counts_the_push_pulls_of_one_ipv6_slash_64_as_one_host(
     key.write_text("a cluster key of more than sixteen characters\n")
     supernode = supernode_factory(gossip=True, gossip_key_file=str(key), gossip_listen="127.0.0.1:0",
                                   client_ipv6_prefix=64)
-    node = supernode.gossip   # its push-pull slots, taken as its accept loop would
-    assert node._take_slot("2001:db8:1:2::a") and node._take_slot("2001:db8:1:2::b")
-    assert not node._take_slot("2001:db8:1:2::c")   # a third exchange of one host
-    assert node._take_slot("2001:db8:1:3::a")        # another /64: another host
-    assert node._take_slot("::ffff:192.0.2.1") and node._take_slot("192.0.2.1")
-    assert not node._take_slot("::ffff:192.0.2.1")   # mapped or not: one IPv4 host
-    node._give_slot("2001:db8:1:2::a")
-    assert node._take_slot("2001:db8:1:2::d")
+    node = supernode.gossip   # its push-pull slots (2 a host), taken as its accept loop would
+    _counts_each_slash_64_as_one_client(node._take_slot, node._give_slot)
 
 
 class _SpareHere:
