@@ -125,7 +125,8 @@ def test_a_get_hands_its_pieces_to_its_forked_spare(origin, supernode, client_fa
     readable, writable = os.pipe()   # a pipe get inherits, as from a shell or a CI runner
     try:
         done = _get(src.url, str(downloads / "first.bin"), spare_data, "--supernode", supernode.address,
-                    "--seed-for", "30", pass_fds=(writable,))
+                    "--seed-for", "30", "--client-ipv6-prefix", "64",   # carried in the spare's spec
+                    pass_fds=(writable,))
         os.close(writable)
         assert done.returncode == 0, done.stderr   # returned: the spare holds neither stdout nor stderr
         os.set_blocking(readable, False)
