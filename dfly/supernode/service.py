@@ -148,7 +148,8 @@ class Supernode:
         tiers.check_upstreams(config.upstream_supernode, own)   # ValueError: exit 2
         from dfly.supernode.upstream import UpstreamSource, upstream_tls
         return UpstreamSource(config.upstream_supernode, self.node_id, data_dir,
-                              upstream_tls(config), config.upstream_upload_listen)
+                              upstream_tls(config), config.upstream_upload_listen,
+                              config.client_ipv6_prefix)
 
     def _opener(self, task: Task):
         """Where a task's fetch reads its source: the upstream cluster, else the origin."""

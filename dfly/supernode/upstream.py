@@ -41,6 +41,7 @@ from typing import Callable, Dict, Optional, Sequence
 from dfly import errors, options
 from dfly.peer.config import PeerConfig
 from dfly.peer.storage import PieceFile
+from dfly.protocol.address import CLIENT_IPV6_PREFIX
 from dfly.protocol.messages import RegisterRequest, TaskState
 from dfly.protocol.redact import shown_url
 from dfly.protocol.tiers import VIA, format_via
@@ -64,7 +65,7 @@ class UpstreamSource:
     per-task `open_source` the CDN's fetch uses."""
 
     def __init__(self, addresses: Sequence[str], node_id: str, data_dir: str, tls: Dict[str, str],
-                 upload_listen: str = "0.0.0.0:0"):
+                 upload_listen: str = "0.0.0.0:0", client_ipv6_prefix: int = CLIENT_IPV6_PREFIX):
         self.addresses = list(addresses)
         self.node_id = node_id
         self.folder = os.path.join(data_dir, "upstream")
@@ -73,7 +74,8 @@ class UpstreamSource:
             _remove(os.path.join(self.folder, name))
         config = options.build(PeerConfig, None, None, supernode=self.addresses,
                                data_dir=self.folder, seed_for_s=0, no_back_source=True,
-                               upload_listen=upload_listen, **tls)
+                               upload_listen=upload_listen, client_ipv6_prefix=client_ipv6_prefix,
+                               **tls)
         from dfly.client import Client  # the SDK: loaded only where tiers are used
         self.client = Client(config=config)
         self.fetched_bytes = 0   # what came over the link (a counter for tests and logs)

@@ -133,3 +133,10 @@ def test_a_get_and_the_seeder_it_hands_over_to_count_ipv6_clients_by_its_prefix(
 def test_a_daemon_gives_its_prefix_to_its_own_uploader_too(daemons):
     daemon = daemons.start(client_ipv6_prefix=64)
     assert daemon.listener.server.client_ipv6_prefix == daemon.p2p.config.client_ipv6_prefix == 64
+
+
+def test_a_supernode_gives_its_prefix_to_its_uploader_for_an_upstream_cluster(supernode_factory, tmp_path):
+    upstream = supernode_factory(data_dir=tmp_path / "region-a")
+    below = supernode_factory(data_dir=tmp_path / "region-b", upstream_supernode=[upstream.address],
+                              upstream_upload_listen="127.0.0.1:0", client_ipv6_prefix=64)
+    assert below.service.upstream.client.config.client_ipv6_prefix == 64
