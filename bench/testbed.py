@@ -3,6 +3,7 @@
     sudo python3 bench/testbed.py                      # N = 2,4,8,16, 64 MiB, 100 Mbit/s
     sudo python3 bench/testbed.py --counts 3 --size 4M # the CI smoke size
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly,ideal --repeat 5   # medians
+    sudo python3 bench/testbed.py --counts 16 --scenarios ideal,dfly,dfly-daemon --repeat 3
     sudo python3 bench/testbed.py --family ipv6        # IPv6-only hosts (no IPv4 address)
     sudo python3 bench/testbed.py --family dual        # IPv4-only and IPv6-only hosts, one swarm
     sudo python3 bench/testbed.py --counts 8 --trace-dir /tmp/tr   # + bench/timeline.py /tmp/tr/n8-run1
@@ -25,6 +26,10 @@ through the supernode with --seed-for (dfly). The origin host's egress is its
 veth's tx_bytes, read inside its namespace. An optional reference scenario
 (ideal) has every host curl the file from its neighbour's nginx: every link
 busy both ways with no scheduling and no Python, what the fabric itself allows.
+Another (dfly-daemon) has a `dfly daemon` on every host, started before the
+clock as a cluster runs them (and as ideal's nginx is), and times curl through
+its proxy: the same swarm without 16 interpreters starting at once on the
+machine's few cores, which a cluster's hosts, each with its own CPU, never pay.
 With --repeat N the dfly and ideal runs are repeated, alternating, and the
 table and chart show each count's median run (the spread is in the JSON);
 the baseline runs once (N copies through one link: nothing to average).
@@ -49,11 +54,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
-SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut")
+SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon")
 # dfly-cut: dfly with the supernode's --cut-through (peers still receiving a piece relay its
 # verified blocks), to compare with dfly in alternating runs of one testbed run.
+# dfly-daemon: a `dfly daemon` on every host, started before the clock as a cluster runs
+# them (and as the ideal swarm's nginx is), each host timing `curl` through its proxy: the
+# same swarm without an interpreter starting on every host at once.
 CUT_THROUGH = ["--cut-through"]
+CURL_SCENARIOS = ("baseline", "ideal", "dfly-daemon")   # the timed process is curl
 NGINX_PORT = 8080
+DAEMON_PORT = 65001   # each host's daemon (mirror, proxy, API) on that host's loopback
 SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
 SHAPERS = ("htb", "tbf")
@@ -307,6 +317,33 @@ class OriginHost:
 
 
 # --- scenarios ---------------------------------------------------------------------------
+def start_daemons(ws: harness.Workspace, bed: Testbed, origin: OriginHost,
+                  hosts: List[str]) -> List[subprocess.Popen]:
+    """A `dfly daemon` on each host whose proxy fetches file.bin through P2P, answering."""
+    procs, logs = [], []
+    for ns in hosts:
+        data = ws.dir("run", ns, "daemon")
+        logs.append(os.path.join(data, "stderr.log"))
+        with open(logs[-1], "wb") as err:
+            procs.append(ws.popen(bed.exec_argv(ns, [
+                origin.python, "-S", ws.pyz, "daemon", "--supernode", origin.supernode_address(ns),
+                "--listen", "127.0.0.1:%d" % DAEMON_PORT, "--data-dir", data,
+                "--proxy-rule", r"p2p /file\.bin$"]), stdout=subprocess.DEVNULL, stderr=err))
+
+    def listening() -> bool:
+        for proc, log_path in zip(procs, logs):
+            with open(log_path, "rb") as f:
+                said = f.read()
+            if proc.poll() is not None:
+                raise RuntimeError("daemon exited %s: %s" % (
+                    proc.returncode, said[-500:].decode("utf-8", "replace").strip()))
+            if b"listening on" not in said:
+                return False
+        return True
+    harness.wait_until(listening, 30, "%d daemons' listening lines" % len(procs))
+    return procs
+
+
 def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenario: str, n: int,
                  size: int, digest: str, timeout_s: float, seed_for: str, get_extra: List[str],
                  www: str = "", trace_dir: str = "") -> dict:
@@ -314,11 +351,14 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     outs = {}
     procs = []
     dfly = scenario.startswith("dfly")
+    via_get = dfly and scenario not in CURL_SCENARIOS
     if dfly:
         origin.start_supernode(CUT_THROUGH if scenario == "dfly-cut" else None)
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
         for ns in hosts:
             start_nginx(ws, bed, ns, www)
+    daemons = start_daemons(ws, bed, origin, hosts) if scenario == "dfly-daemon" else []
+    daemons_cpu0 = sum(harness.process_cpu_s(p.pid) or 0.0 for p in daemons)
     tx0 = bed.tx_bytes(bed.origin)
     mark = os.path.getsize(os.path.join(origin.nginx_root, "access.log")) \
         if os.path.exists(os.path.join(origin.nginx_root, "access.log")) else 0
@@ -332,6 +372,9 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
             neighbour = hosts[(hosts.index(ns) + 1) % n] if n > 1 else bed.origin
             argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns],
                     "http://%s:%d/file.bin" % (bed.reach(ns, neighbour), NGINX_PORT)]
+        elif scenario == "dfly-daemon":
+            argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns], "--proxy",
+                    "http://127.0.0.1:%d" % DAEMON_PORT, origin.url("file.bin", ns)]
         else:
             argv = [origin.python, "-S", ws.pyz, "get", origin.url("file.bin", ns), "-o", outs[ns],
                     "--supernode", origin.supernode_address(ns),
@@ -353,7 +396,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         now = time.perf_counter()
         exited = [t.poll() for t in procs]   # once: a process exiting mid-loop is seen next time
         for ns, gone in zip(hosts, exited):
-            if ns not in copied and ((dfly and os.path.exists(outs[ns])) or gone):
+            if ns not in copied and ((via_get and os.path.exists(outs[ns])) or gone):
                 copied[ns] = now
         return all(exited)
     try:
@@ -361,7 +404,10 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         tx1 = bed.tx_bytes(bed.origin)
         results = [t.finish(10) for t in procs]
         leftover_cpu_s, supernode_cpu_s = bed.clients_cpu_s(), origin.supernode_cpu_s()
+        daemons_cpu_s = sum(harness.process_cpu_s(p.pid) or 0.0 for p in daemons) - daemons_cpu0
     finally:
+        for proc in daemons:
+            ws.stop(proc)
         for t in procs:
             if t.proc.poll() is None:
                 ws.stop(t.proc)
@@ -384,9 +430,11 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
            "exit_s": [round(x, 3) for x in sorted(exit_times)],
            "origin_egress_bytes": tx1 - tx0, "origin_egress_x": round((tx1 - tx0) / size, 4),
            "nginx_body_bytes": nginx, "cpu": cpu_use, "seeders_stopped": seeders,
-           "host_cpu_s": round(sum(r.get("cpu_s", 0.0) for r in results), 2),
+           "host_cpu_s": round(sum(r.get("cpu_s", 0.0) for r in results) + daemons_cpu_s, 2),
            "leftover_cpu_s": round(leftover_cpu_s, 2)}
     if dfly:
+        out["supernode_cpu_s"] = round(supernode_cpu_s or 0.0, 2)
+    if via_get:
         js = [r.get("json", {}) for r in results]
         out["bytes_from_supernode"] = sum(j.get("bytes_from_supernode", 0) for j in js)
         out["bytes_from_peers"] = sum(j.get("bytes_from_peers", 0) for j in js)
@@ -398,7 +446,6 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         out["startup_s"] = round(statistics.median(
             h - j["elapsed_s"] for h, j in zip(host_times, js) if "elapsed_s" in j), 3) \
             if any("elapsed_s" in j for j in js) else None
-        out["supernode_cpu_s"] = round(supernode_cpu_s or 0.0, 2)
     return out
 
 
@@ -524,8 +571,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
-                   "with no software overhead would), dfly-cut (dfly with --cut-through) "
-                   "(default: %(default)s)")
+                   "with no software overhead would), dfly-cut (dfly with --cut-through), "
+                   "dfly-daemon (curl through a dfly daemon each host started before the "
+                   "clock, as nginx is for ideal) (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
                    "alternating; the table shows the median run (default: %(default)s)")
     p.add_argument("--family", default="ipv4", choices=FAMILIES, help="the hosts' addresses: "
@@ -601,7 +649,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if scenario == "baseline" and run > 1:
                         continue
                     traces = ""
-                    if args.trace_dir and scenario.startswith("dfly"):
+                    if args.trace_dir and scenario.startswith("dfly") and scenario not in CURL_SCENARIOS:
                         traces = os.path.join(os.path.abspath(args.trace_dir), "%sn%d-run%d" % (
                             "cut-" if scenario == "dfly-cut" else "", n, run))
                         os.makedirs(traces, exist_ok=True)
@@ -659,7 +707,7 @@ def _line(row: dict) -> str:
     text = "%-8s n=%-3d last %7.2f s (%.2fx bound)  median %7.2f s  origin egress %.3fx" % (
         row["scenario"], row["hosts"], row["last_s"], row["vs_lower_bound"], row["median_host_s"],
         row["origin_egress_x"])
-    if row["scenario"].startswith("dfly"):
+    if "peer_share" in row:
         text += "  peers carried %.1f%%" % (100 * row["peer_share"])
         if row.get("startup_s") is not None:
             text += "  start %.2f s" % row["startup_s"]

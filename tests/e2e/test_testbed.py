@@ -189,16 +189,23 @@ def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_on
 
 @pytest.mark.time_limit(120)
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
-def test_testbed_runs_dfly_with_cut_through_beside_it_and_ramp_reads_the_traces(tmp_path):
+def test_testbed_runs_dfly_with_cut_through_and_daemons_beside_it_and_ramp_reads_the_traces(tmp_path):
     out = tmp_path / "testbed.json"
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "5s",
-                       "--scenarios", "dfly,dfly-cut", "--out", str(out), "--svg", str(tmp_path / "t.svg"),
-                       "--trace-dir", str(tmp_path / "traces"), timeout=80)
+                       "--scenarios", "dfly,dfly-cut,dfly-daemon", "--out", str(out),
+                       "--svg", str(tmp_path / "t.svg"), "--trace-dir", str(tmp_path / "traces"), timeout=100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"dfly", "dfly-cut"}
-    assert all(r["origin_egress_x"] <= 1.05 and r["bytes_from_peers"] > 0 for r in rows.values())
+    assert set(rows) == {"dfly", "dfly-cut", "dfly-daemon"}
+    gets = [rows["dfly"], rows["dfly-cut"]]
+    assert all(r["origin_egress_x"] <= 1.05 and r["bytes_from_peers"] > 0 for r in gets)
     assert "dfly-cut n=3" in proc.stdout
+    # curl through each host's daemon: the file once from the origin (and a HEAD per
+    # daemon), the daemons' CPU counted though curl is what was timed, no get --trace
+    daemon = rows["dfly-daemon"]
+    assert daemon["origin_egress_x"] <= 1.05 and daemon["nginx_body_bytes"] == 4 * 1024 * 1024
+    assert daemon["host_cpu_s"] > 0.05 and daemon["supernode_cpu_s"] > 0 and "peer_share" not in daemon
+    assert "dfly-daemon n=3" in proc.stdout
     assert sorted(os.listdir(str(tmp_path / "traces"))) == ["cut-n3-run1", "n3-run1"]
     ramp = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ramp.py"),
                            str(tmp_path / "traces" / "n3-run1"), str(tmp_path / "traces" / "cut-n3-run1")],
