@@ -62,7 +62,6 @@ KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the sup
                         # peers silent for --peer-ttl, 30 s by default)
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
 MAX_RESTARTS = 1        # starts over on new content; the next change ends the download
-REFILL_BYTES = 256 << 10   # a piece this close to whole frees its slot (see _nearly_whole)
 
 log = logging.getLogger("dfly.client")
 
@@ -423,7 +422,7 @@ class P2PDownload:
 
     def _block_verified(self, order: PieceOrder, verified: int) -> None:
         self.storage.block_verified(order.num, verified)
-        if order.size - verified <= REFILL_BYTES and verified < order.size:
+        if 0 < order.size - verified <= order.block_size:   # its last block is arriving
             self._nearly_whole(order)
 
     def _nearly_whole(self, order: PieceOrder) -> None:
