@@ -14,8 +14,9 @@ Modelled:
   flow is limited by its sender's uplink and its receiver's downlink),
   recomputed whenever a flow starts, ends or a relayed flow catches up;
 - the peer as dfly/peer/downloader.py has it: a coordinator asking for `want` =
-  its free slots of `parallel` (relayed fetches hold no slot; at most 2 x
-  `parallel` in flight), long-polling (POLL_WAIT_S) when nothing is
+  its free slots of `parallel` (an order that says `relay`, under the
+  supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
+  flight then), long-polling (POLL_WAIT_S) when nothing is
   assignable; a settled piece's report rides on the next call, or goes by the
   reporter's own call while the coordinator is held in a long-poll;
 - the supernode as service.py and task.py have it: reports applied before
@@ -75,6 +76,7 @@ class SimConfig:
     piece_size: Optional[int] = None          # None: pieces.py decides
     cut_through: bool = False
     parallel: int = 4                         # the get's --parallel
+    free_relay_slots: bool = False            # the supernode's --free-relay-slots
     rtt_s: float = 0.001                      # per call: half each way
     origin_rate_mbit: float = 1000.0          # the supernode's cut from the origin
     origin_delay_s: float = 0.0               # first registration to the origin's first byte
@@ -217,7 +219,7 @@ class Network:
 @dataclass
 class Order:
     holder: str
-    relay: bool
+    relay: bool   # the order says `relay`: it holds no download slot (--free-relay-slots)
 
 
 @dataclass
@@ -251,6 +253,7 @@ class Swarm:
         sched_cfg = SchedulerConfig(max_uploads_per_peer=cfg.max_uploads_per_peer,
                                     max_uploads_supernode=cfg.max_uploads_supernode,
                                     cut_through=cfg.cut_through, prefer_near=False,
+                                    free_relay_slots=cfg.free_relay_slots,
                                     **dict(cfg.scheduler_extra))
         self.sched = TaskScheduler(sched_cfg)
         self.piece_size = cfg.real_piece_size
@@ -424,7 +427,7 @@ class Swarm:
         if got or self.now >= waiter.deadline or has_all:
             waiter.answered = True
             self.stop_waiting(waiter)
-            orders = [(a.piece, Order(a.holder, self.sched.relayed_to(waiter.peer_id, a.piece)))
+            orders = [(a.piece, Order(a.holder, self.sched.frees_slot(waiter.peer_id, a.piece)))
                       for a in got]
             self.at(self.now + self.half, self.answered, peer, orders)
             return
@@ -505,7 +508,8 @@ class Swarm:
                 self.offered((num,))
             self.fetches["supernode"] += 1
         else:
-            self.fetches["relayed" if order.relay else "whole"] += 1
+            relayed = order.holder in self.peers and num not in self.net.whole[order.holder]
+            self.fetches["relayed" if relayed else "whole"] += 1
         size = min(self.piece_size, self.cfg.size - num * self.piece_size)
         self.net.start(Flow(order.holder, peer.peer_id, num, size, self.now))
         return True
@@ -632,6 +636,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-uploads", type=int, default=4, help="the supernode's upload slots")
     ap.add_argument("--max-uploads-per-peer", type=int, default=4)
     ap.add_argument("--tie-window", type=int, default=scheduler_module.TIE_WINDOW)
+    ap.add_argument("--free-relay-slots", action="store_true", help="the supernode's flag: a "
+                    "relayed fetch holds none of the requester's --parallel slots")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="per 0.25 s: links used, flows")
     args = ap.parse_args(argv)
@@ -640,6 +646,7 @@ def main(argv=None) -> int:
                      origin_delay_s=args.origin_delay, start_spread_s=args.start_spread,
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
+                     free_relay_slots=args.free_relay_slots,
                      seed=args.seed)
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, args.size, args.rate))

@@ -54,13 +54,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
-SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon")
+SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon", "dfly-cut-free")
 # dfly-cut: dfly with the supernode's --cut-through (peers still receiving a piece relay its
-# verified blocks), to compare with dfly in alternating runs of one testbed run.
+# verified blocks), to compare with dfly in alternating runs of one testbed run;
+# dfly-cut-free: also --free-relay-slots (a relayed fetch holds no --parallel slot).
 # dfly-daemon: a `dfly daemon` on every host, started before the clock as a cluster runs
 # them (and as the ideal swarm's nginx is), each host timing `curl` through its proxy: the
 # same swarm without an interpreter starting on every host at once.
 CUT_THROUGH = ["--cut-through"]
+SUPERNODE_FLAGS = {"dfly-cut": CUT_THROUGH, "dfly-cut-free": CUT_THROUGH + ["--free-relay-slots"]}
 CURL_SCENARIOS = ("baseline", "ideal", "dfly-daemon")   # the timed process is curl
 NGINX_PORT = 8080
 DAEMON_PORT = 65001   # each host's daemon (mirror, proxy, API) on that host's loopback
@@ -353,7 +355,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     dfly = scenario.startswith("dfly")
     via_get = dfly and scenario not in CURL_SCENARIOS
     if dfly:
-        origin.start_supernode(CUT_THROUGH if scenario == "dfly-cut" else None)
+        origin.start_supernode(SUPERNODE_FLAGS.get(scenario))
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
         for ns in hosts:
             start_nginx(ws, bed, ns, www)
@@ -572,6 +574,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
                    "with no software overhead would), dfly-cut (dfly with --cut-through), "
+                   "dfly-cut-free (also --free-relay-slots), "
                    "dfly-daemon (curl through a dfly daemon each host started before the "
                    "clock, as nginx is for ideal) (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
@@ -651,7 +654,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     traces = ""
                     if args.trace_dir and scenario.startswith("dfly") and scenario not in CURL_SCENARIOS:
                         traces = os.path.join(os.path.abspath(args.trace_dir), "%sn%d-run%d" % (
-                            "cut-" if scenario == "dfly-cut" else "", n, run))
+                            scenario[len("dfly-"):] + "-" if scenario != "dfly" else "", n, run))
                         os.makedirs(traces, exist_ok=True)
                     row = run_scenario(ws, bed, origin, scenario, n, args.size, digest, timeout_s,
                                        args.seed_for, args.get_arg, www, trace_dir=traces)

@@ -118,4 +118,8 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     cut_through: bool = option(False, "also offer a piece from a peer still receiving it (a "
                                "relay of its verified blocks) when no peer holds it whole; off: "
                                "not faster on the testbed so far (docs/BENCHMARKS.md)")
+    free_relay_slots: bool = option(False, "with --cut-through, a fetch from a relay holds none of "
+                                    "the requester's --parallel slots (up to twice --parallel "
+                                    "fetches); off: it holds one like any other, which keeps this "
+                                    "supernode's link full (bench/swarm_sim.py)")
     client_ipv6_prefix: int = client_ipv6_prefix_option()

@@ -79,7 +79,8 @@ class Supernode:
             max_uploads_supernode=config.max_uploads,
             peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
             max_assignments_per_peer=config.max_assignments_per_peer,
-            prefer_near=not config.ignore_locations, cut_through=config.cut_through)
+            prefer_near=not config.ignore_locations, cut_through=config.cut_through,
+            free_relay_slots=config.free_relay_slots)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
                                                 files=bool(config.source_file_root))
         # https CAs, ftp, file roots, s3; the credentials the wiring gathered (app.py)
@@ -691,7 +692,7 @@ class Supernode:
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
             piece["addr"] = format_address(host, port)
-            if task.scheduler.relayed_to(requester, num):
+            if task.scheduler.frees_slot(requester, num):
                 piece["relay"] = True   # its pace is its relay's source's: not a whole slot
         elif self.config.advertise:   # peers reach us under another address than they called
             piece["addr"] = self.config.advertise
