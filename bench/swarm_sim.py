@@ -112,6 +112,7 @@ class Flow:
     began: float
     delivered: float = 0.0
     rate: float = 0.0
+    kind: str = "whole"                # supernode, whole or relayed (the holder's copy came later)
     follows: Optional["Flow"] = None   # the relay's own flow of the piece, while it has it not whole
     waiting: bool = False              # a relayed flow with nothing to send yet
 
@@ -273,6 +274,7 @@ class Swarm:
         self.sn_bytes = 0
         self.sn_last_byte = 0.0
         self.fetches = {"supernode": 0, "whole": 0, "relayed": 0}
+        self.fetch_s: Dict[str, List[float]] = {kind: [] for kind in self.fetches}
         self.usage: Dict[int, List[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
 
     # the event queue ----------------------------------------------------------------
@@ -506,16 +508,18 @@ class Swarm:
             self.sched.supernode_started(peer.peer_id, num, self.now)
             if self.cfg.cut_through:
                 self.offered((num,))
-            self.fetches["supernode"] += 1
+            kind = "supernode"
         else:
             relayed = order.holder in self.peers and num not in self.net.whole[order.holder]
-            self.fetches["relayed" if relayed else "whole"] += 1
+            kind = "relayed" if relayed else "whole"
+        self.fetches[kind] += 1
         size = min(self.piece_size, self.cfg.size - num * self.piece_size)
-        self.net.start(Flow(order.holder, peer.peer_id, num, size, self.now))
+        self.net.start(Flow(order.holder, peer.peer_id, num, size, self.now, kind=kind))
         return True
 
     def flow_ended(self, flow: Flow) -> None:
         self.net.finish(flow)
+        self.fetch_s[flow.kind].append(self.now - flow.began)
         peer = self.peers[flow.dst]
         if flow.src == SUPERNODE:
             self.sn_bytes += flow.size
@@ -542,6 +546,7 @@ class Swarm:
                                     for p in self.peers.values())
         return SimResult(cfg, finish[-1], statistics.median(finish), self.sn_bytes / cfg.size,
                          ramp, self.sn_last_byte, lacking, dict(self.fetches),
+                         {k: statistics.median(v) for k, v in self.fetch_s.items() if v},
                          {p.peer_id: p.finished_at for p in self.peers.values()},
                          {p.peer_id: sorted(p.held) for p in self.peers.values()},
                          self.timeline())
@@ -572,6 +577,7 @@ class SimResult:
     supernode_done_s: float
     lacking_then: float   # pieces a host lacked when the supernode sent its last (median)
     fetches: Dict[str, int]
+    fetch_s: Dict[str, float]   # median time a fetch took, by where it came from
     finished: Dict[str, float]
     held: Dict[str, List[int]]
     timeline: List[Tuple[float, float, float, float]]
@@ -608,16 +614,19 @@ def row(r: SimResult) -> str:
     c = r.config
     ramp = " / ".join("%.1f" % r.ramp_mib[m] for m in MARKS)
     f = r.fetches
-    return ("| %d | %d MiB | %s | %.2f s | %.2f s | %.3fx | %.2f | %s | %.2f s | %g | %.2f s | %d / %d / %d |"
+    took = " / ".join("%.2f" % r.fetch_s[k] if k in r.fetch_s else "-"
+                      for k in ("supernode", "whole", "relayed"))
+    return ("| %d | %d MiB | %s | %.2f s | %.2f s | %.3fx | %.2f | %s | %.2f s | %g | %.2f s "
+            "| %d / %d / %d | %s |"
             % (c.hosts, r.config.real_piece_size // MiB, "cut" if c.cut_through else "whole",
                r.last_s, r.median_s, r.x_bound, r.supernode_copies, ramp, r.supernode_done_s,
-               r.lacking_then, r.tail_s, f["supernode"], f["whole"], f["relayed"]))
+               r.lacking_then, r.tail_s, f["supernode"], f["whole"], f["relayed"], took))
 
 
 HEADER = ("| hosts | piece | relays | last host | median host | x bound | supernode copies "
           "| ramp MiB at 0.5 / 1 / 1.5 / 2 s | last piece out of supernode | pieces lacking then "
-          "| tail | fetches: supernode / whole / relayed |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| tail | fetches: supernode / whole / relayed | median fetch s: supernode / whole / relayed |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None) -> int:
