@@ -16,7 +16,8 @@ Modelled:
 - the peer as dfly/peer/downloader.py has it: a coordinator asking for `want` =
   its free slots of `parallel` (an order that says `relay`, under the
   supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
-  flight then), long-polling (POLL_WAIT_S) when nothing is
+  flight then), and a piece whose last block is arriving frees its slot too
+  (REFILL_BYTES: the next piece is asked for meanwhile), long-polling (POLL_WAIT_S) when nothing is
   assignable; a settled piece's report rides on the next call, or goes by the
   reporter's own call while the coordinator is held in a long-poll;
 - the supernode as service.py and task.py have it: reports applied before
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dfly.peer.downloader import POLL_WAIT_S  # noqa: E402
+from dfly.peer.downloader import POLL_WAIT_S, REFILL_BYTES  # noqa: E402
 from dfly.protocol.messages import SUPERNODE  # noqa: E402
 from dfly.protocol.pieces import block_size_for, piece_count, piece_size_for  # noqa: E402
 from dfly.supernode import scheduler as scheduler_module  # noqa: E402
@@ -77,6 +78,7 @@ class SimConfig:
     cut_through: bool = False
     parallel: int = 4                         # the get's --parallel
     free_relay_slots: bool = False            # the supernode's --free-relay-slots
+    refill: bool = True                       # the peer frees a slot at a piece's last block
     rtt_s: float = 0.001                      # per call: half each way
     origin_rate_mbit: float = 1000.0          # the supernode's cut from the origin
     origin_delay_s: float = 0.0               # first registration to the origin's first byte
@@ -113,6 +115,8 @@ class Flow:
     delivered: float = 0.0
     rate: float = 0.0
     kind: str = "whole"                # supernode, whole or relayed (the holder's copy came later)
+    refill_at: Optional[int] = None    # bytes verified when the last block is arriving
+    ending: bool = False               # past refill_at: its slot is free (downloader's _ending)
     follows: Optional["Flow"] = None   # the relay's own flow of the piece, while it has it not whole
     waiting: bool = False              # a relayed flow with nothing to send yet
 
@@ -194,11 +198,14 @@ class Network:
             f.waiting = up.delivered < self.block - EPS_BYTES
 
     def next_change_s(self) -> float:
-        """Time until a flow ends, catches up with its relay, or its relay has a first block."""
+        """Time until a flow ends, has only its last block to come, catches up with its
+        relay, or its relay has a first block."""
         best = float("inf")
         for f in self.flows:
             if f.rate > 0:
                 best = min(best, f.left / f.rate)
+                if f.refill_at is not None and not f.ending:
+                    best = min(best, max(0.0, f.refill_at - f.delivered) / f.rate)
             up = self.incoming.get((f.src, f.piece)) if f.src != SUPERNODE else None
             if up is None or f.piece in self.whole[f.src]:
                 continue
@@ -215,6 +222,18 @@ class Network:
     def ended(self) -> List[Flow]:
         return [f for f in self.flows if f.left <= EPS_BYTES]
 
+    def ending(self) -> List[Flow]:
+        """Flows whose last block has just begun to arrive."""
+        return [f for f in self.flows if f.refill_at is not None and not f.ending
+                and f.delivered >= f.refill_at - EPS_BYTES and f.left > EPS_BYTES]
+
+
+def refill_at(size: int, block: int) -> Optional[int]:
+    """Bytes verified (whole blocks) once no more than REFILL_BYTES are to come, before
+    the end: when the downloader frees the slot of a piece; None for one block."""
+    at = -(-(size - REFILL_BYTES) // block) * block
+    return at if 0 < at < size else None
+
 
 # the peers and the supernode ------------------------------------------------------------
 @dataclass
@@ -229,6 +248,7 @@ class SimPeer:
     registered_at: float = 0.0
     held: set = field(default_factory=set)
     inflight: Dict[int, Order] = field(default_factory=dict)
+    ending: set = field(default_factory=set)   # in flight, last block arriving: no slot held
     done: List[int] = field(default_factory=list)   # settled, not reported yet
     in_call: bool = False
     reporting: bool = False
@@ -308,6 +328,12 @@ class Swarm:
         for flow in self.net.ended():
             self.flow_ended(flow)
             changed = True
+        for flow in self.net.ending():
+            flow.ending = True
+            peer = self.peers[flow.dst]
+            peer.ending.add(flow.piece)
+            self.coordinate(peer)
+            self.drain()
         while self.events and self.events[0][0] <= self.now:
             _, _, fn, args = heapq.heappop(self.events)
             changed = fn(*args) is not False or changed
@@ -366,9 +392,9 @@ class Swarm:
             peer.finished_at = max(t for t, _ in peer.held_at)
             self.report(peer)   # the last reports, by the reporter
             return False
-        relays = sum(1 for o in peer.inflight.values() if o.relay)
+        unslotted = sum(1 for n, o in peer.inflight.items() if o.relay or n in peer.ending)
         parallel = self.cfg.parallel
-        want = min(parallel - (len(peer.inflight) - relays), 2 * parallel - len(peer.inflight))
+        want = min(parallel - (len(peer.inflight) - unslotted), 2 * parallel - len(peer.inflight))
         want = max(0, min(want, self.count - len(peer.held) - len(peer.inflight)))
         if not want and not peer.done:
             return False   # until a worker settles
@@ -514,7 +540,8 @@ class Swarm:
             kind = "relayed" if relayed else "whole"
         self.fetches[kind] += 1
         size = min(self.piece_size, self.cfg.size - num * self.piece_size)
-        self.net.start(Flow(order.holder, peer.peer_id, num, size, self.now, kind=kind))
+        self.net.start(Flow(order.holder, peer.peer_id, num, size, self.now, kind=kind,
+                            refill_at=refill_at(size, self.net.block) if self.cfg.refill else None))
         return True
 
     def flow_ended(self, flow: Flow) -> None:
@@ -527,6 +554,7 @@ class Swarm:
             if self.sched.supernode_sent(peer.peer_id, flow.piece, self.now):
                 self.offered(self.sched.pieces_of(SUPERNODE))
         peer.inflight.pop(flow.piece)
+        peer.ending.discard(flow.piece)
         peer.held.add(flow.piece)
         peer.done.append(flow.piece)
         peer.held_at.append((self.now, len(peer.held) * self.piece_size))
@@ -645,6 +673,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-uploads", type=int, default=4, help="the supernode's upload slots")
     ap.add_argument("--max-uploads-per-peer", type=int, default=4)
     ap.add_argument("--tie-window", type=int, default=scheduler_module.TIE_WINDOW)
+    ap.add_argument("--no-refill", dest="refill", action="store_false", help="the peer before "
+                    "84aef37: a piece holds its slot until whole, not only until its last block")
     ap.add_argument("--free-relay-slots", action="store_true", help="the supernode's flag: a "
                     "relayed fetch holds none of the requester's --parallel slots")
     ap.add_argument("--seed", type=int, default=1)
@@ -655,7 +685,7 @@ def main(argv=None) -> int:
                      origin_delay_s=args.origin_delay, start_spread_s=args.start_spread,
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
-                     free_relay_slots=args.free_relay_slots,
+                     free_relay_slots=args.free_relay_slots, refill=args.refill,
                      seed=args.seed)
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, args.size, args.rate))
