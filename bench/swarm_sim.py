@@ -17,7 +17,7 @@ Modelled:
   its free slots of `parallel` (an order that says `relay`, under the
   supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
   flight then), and a piece whose last block is arriving frees its slot too
-  (REFILL_BYTES: the next piece is asked for meanwhile); long-polling
+  (the next piece is asked for meanwhile); long-polling
   (POLL_WAIT_S) when nothing is assignable; a settled piece's report rides on
   the next call, or goes by the reporter's own call while the coordinator is
   held in a long-poll;
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dfly.peer.downloader import POLL_WAIT_S, REFILL_BYTES  # noqa: E402
+from dfly.peer.downloader import POLL_WAIT_S  # noqa: E402
 from dfly.protocol.messages import SUPERNODE  # noqa: E402
 from dfly.protocol.pieces import block_size_for, piece_count, piece_size_for  # noqa: E402
 from dfly.supernode import scheduler as scheduler_module  # noqa: E402
@@ -231,9 +231,9 @@ class Network:
 
 
 def refill_at(size: int, block: int) -> Optional[int]:
-    """Bytes verified (whole blocks) once no more than REFILL_BYTES are to come, before
-    the end: when the downloader frees the slot of a piece; None for one block."""
-    at = -(-(size - REFILL_BYTES) // block) * block
+    """Bytes verified (whole blocks) when the last block begins to arrive: when the
+    downloader frees the slot of a piece (_block_verified); None for one block."""
+    at = -(-(size - block) // block) * block
     return at if 0 < at < size else None
 
 
