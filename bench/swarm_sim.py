@@ -16,8 +16,8 @@ Modelled:
 - the peer as dfly/peer/downloader.py has it: a coordinator asking for `want` =
   its free slots of `parallel` (an order that says `relay`, under the
   supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
-  flight then), and a piece whose last block is arriving frees its slot too
-  (the next piece is asked for meanwhile); long-polling
+  flight then; with --refill, as tried and reverted, a piece whose last block
+  is arriving frees its slot too, the next piece asked for meanwhile); long-polling
   (POLL_WAIT_S) when nothing is assignable; a settled piece's report rides on
   the next call, or goes by the reporter's own call while the coordinator is
   held in a long-poll;
@@ -80,7 +80,7 @@ class SimConfig:
     cut_through: bool = False
     parallel: int = 4                         # the get's --parallel
     free_relay_slots: bool = False            # the supernode's --free-relay-slots
-    refill: bool = True                       # the peer frees a slot at a piece's last block
+    refill: bool = False                      # a peer frees a slot at a piece's last block (tried)
     rtt_s: float = 0.001                      # per call: half each way
     origin_rate_mbit: float = 1000.0          # the supernode's cut from the origin
     origin_delay_s: float = 0.0               # first registration to the origin's first byte
@@ -675,8 +675,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-uploads", type=int, default=4, help="the supernode's upload slots")
     ap.add_argument("--max-uploads-per-peer", type=int, default=4)
     ap.add_argument("--tie-window", type=int, default=scheduler_module.TIE_WINDOW)
-    ap.add_argument("--no-refill", dest="refill", action="store_false", help="the peer before "
-                    "84aef37: a piece holds its slot until whole, not only until its last block")
+    ap.add_argument("--refill", action="store_true", help="the peer of 84aef37 (reverted): a "
+                    "piece holds its slot only until its last block begins to arrive, not until whole")
     ap.add_argument("--free-relay-slots", action="store_true", help="the supernode's flag: a "
                     "relayed fetch holds none of the requester's --parallel slots")
     ap.add_argument("--seed", type=int, default=1)

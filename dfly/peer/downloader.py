@@ -20,12 +20,6 @@ source's pace, not at what our link could take, and a worker held by it left
 whole copies waiting (the testbed's traces: relaying hosts lacked more pieces
 when the supernode was done). Up to twice `parallel` fetches run then.
 
-A worker whose piece has only its last block still to come frees its slot: the
-coordinator asks for the next piece then, so the report, the schedule call and
-the next request overlap that block instead of leaving the link a stream short
-between two pieces (at most one such piece per slot, so `parallel` bounds the
-streams but for a block's time).
-
 A piece counts as arriving from the moment it is handed to a worker: the
 supernode may name us as its holder to others at once (cut-through), and the
 uploader serves its blocks as each verifies (storage.py), until it is held or
@@ -44,7 +38,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional
 
 from dfly import errors
 from dfly.peer.piece_client import PieceFailed, PieceFetcher
@@ -147,7 +141,6 @@ class P2PDownload:
         # Shared by the three kinds of threads; notified whenever any of it changes.
         self._lock = threading.Condition()
         self._inflight: Dict[int, PieceOrder] = {}
-        self._ending: Set[int] = set()       # in flight, last block arriving: no slot held
         self._done: List[int] = []           # verified, not reported yet
         self._failed: List[Failure] = []     # failed, not reported yet
         self._in_call = False                # the coordinator waits on a schedule call
@@ -197,9 +190,8 @@ class P2PDownload:
     def _round(self, state: TaskState) -> TaskState:
         with self._lock:
             self._raise_fatal()
-            unslotted = sum(1 for order in self._inflight.values()
-                            if order.relay or order.num in self._ending)
-            want = min(self.parallel - (len(self._inflight) - unslotted),
+            relays = sum(1 for order in self._inflight.values() if order.relay)
+            want = min(self.parallel - (len(self._inflight) - relays),
                        2 * self.parallel - len(self._inflight))
             if state.piece_count is not None:   # near the end, fewer are left than workers
                 want = min(want, state.piece_count - len(self.storage.held) - len(self._inflight))
@@ -322,7 +314,6 @@ class P2PDownload:
         """A worker's result: count it, queue its report, free the worker's slot."""
         with self._lock:
             self._inflight.pop(order.num, None)
-            self._ending.discard(order.num)
             self._lock.notify_all()
             if error is not None or fatal is not None:
                 self.storage.piece_abandoned(order.num)   # whoever relays it from us stops
@@ -420,21 +411,6 @@ class P2PDownload:
         t.start()
         self._workers.append(t)
 
-    def _block_verified(self, order: PieceOrder, verified: int) -> None:
-        self.storage.block_verified(order.num, verified)
-        if 0 < order.size - verified <= order.block_size:   # its last block is arriving
-            self._nearly_whole(order)
-
-    def _nearly_whole(self, order: PieceOrder) -> None:
-        """The last block of `order` is arriving: its slot is free for the next piece.
-        Asking only once a piece is whole leaves the link short of a stream for the
-        report, the schedule call and the next request (20-50 ms of a 1 MiB piece's
-        ~330 ms on the testbed's 8 hosts); asking a block early overlaps them with it."""
-        with self._lock:
-            if order.num in self._inflight and order.num not in self._ending:
-                self._ending.add(order.num)
-                self._lock.notify_all()
-
     def _stop_threads(self) -> None:
         for _ in self._workers:
             self._jobs.put(None)
@@ -455,7 +431,7 @@ class P2PDownload:
                 began = self.clock()
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write,
-                                  on_block=functools.partial(self._block_verified, order))
+                                  on_block=functools.partial(self.storage.block_verified, order.num))
                     arrived = self.clock()
                     self._settle(order)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,

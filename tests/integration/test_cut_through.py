@@ -213,10 +213,9 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
         origin, supernode_factory, client_factory, downloads, free):
     """With --free-relay-slots a get with one worker, sent to a relay for piece 0,
     asks for the next piece meanwhile instead of waiting on it (the order says
-    `relay`), and fetches it beside; without, the relay holds its one slot until
-    the piece's last block is arriving, as any piece does (a requester running
-    twice its slots slows the supernode's own flows into it: bench/swarm_sim.py).
-    The file is right either way."""
+    `relay`), and fetches it beside; without, the relay holds its one slot (a
+    requester running twice its slots slows the supernode's own flows into it:
+    bench/swarm_sim.py). The file is right either way."""
     supernode = supernode_factory(assignment_start_timeout_s=8.0, cut_through=True,
                                   free_relay_slots=free)
     data = content(3 * MiB, seed=94)
@@ -234,6 +233,6 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     if free:
         assert pieces[1]["start_s"] < pieces[0]["end_s"]   # begun while the relay still ran
         assert max(s["want"] for s in trace.schedules) <= 2   # at most twice --parallel
-    else:   # not before the relayed piece's last block arrives (its 4th, 3 x 0.4 s in)
-        assert pieces[1]["start_s"] - pieces[0]["start_s"] >= 0.7
+    else:
+        assert pieces[1]["start_s"] >= pieces[0]["end_s"]   # after the relayed piece
         assert max(s["want"] for s in trace.schedules) <= 1

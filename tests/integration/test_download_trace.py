@@ -84,24 +84,3 @@ def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, c
     assert by_kind["peer"] == sum(1 for p in pieces if p["holder"] != SUPERNODE and p["ok"])
     assert all(float(r.get("x")) >= timeline.LEFT and float(r.get("width")) > 0 for r in bars)
     assert len(list(drawn.iter(SVG + "line"))) >= 3 * 2   # each host: registered, complete
-
-
-@pytest.mark.time_limit(60)
-def test_the_next_piece_is_asked_for_while_the_last_block_of_one_arrives(
-        origin, supernode, client_factory, downloads):
-    """One slot (--parallel 1), pieces paced at 4 MiB/s: each piece's last 256 KiB
-    block takes ~60 ms, far longer than a schedule call on loopback, so the next
-    piece's fetch begins before the one before it is whole. Asking only once a
-    piece is whole, one slot never has two fetches at once, and the link idles
-    for a report, a schedule call and a request between every two pieces."""
-    src = origin.add("paced.bin", content(4 * MiB, seed=12))   # four 1 MiB pieces
-    client = client_factory([supernode.address], parallel=1, rate_limit=4 * MiB)
-    trace = Trace()
-    result = client.download(src.url, str(downloads / "paced"), digest=src.digest, trace=trace)
-    assert result.length == src.size
-    fetches = sorted((p["start_s"], p["end_s"]) for p in trace.record()["pieces"] if p["ok"])
-    assert len(fetches) == 4
-    overlaps = [b[0] < a[1] for a, b in zip(fetches, fetches[1:])]
-    assert any(overlaps), fetches
-    # ...and never more than the one slot's piece plus the one whose last block arrives
-    assert all(c[0] >= a[1] for a, c in zip(fetches, fetches[2:])), fetches
