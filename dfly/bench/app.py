@@ -8,6 +8,11 @@ keeps serving what it holds until every peer is done, so a late wave fetches
 from earlier ones as it would in a real cluster; then all of them leave. With
 TLS settings every simulated peer serves and dials with TLS, sharing one
 certificate (they are one host).
+
+What is shared is only the harness: one thread accepts for every peer's
+uploader (acceptor.py), and a few threads close the peers at the end. The
+supernode sees each simulated peer as it would a real one: its own port, its
+own registration, schedule calls and piece transfers.
 """
 import gc
 import os
@@ -20,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional
 
 from dfly import errors
+from dfly.bench.acceptor import Acceptor
 from dfly.bench.config import BenchConfig
 from dfly.bench.report import CallRecord, PeerRecord, summarize
-from dfly.httpd import Listener, parse_server_timing
+from dfly.httpd import Server, parse_server_timing
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -32,11 +38,10 @@ from dfly.supernode.client import PeerSecrets, SupernodeClient
 from dfly.tls import TLS
 
 THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reservation small
-# Each uploader's accept loop wakes this often only to see whether it should stop:
-# at the listener's default (50 times a second) a thousand of them keep the CPUs
-# busy that the supernode being measured shares.
-UPLOADER_POLL_S = 1.0
-CLOSE_WORKERS = 256   # closing waits up to UPLOADER_POLL_S per uploader: many at once
+# Closing is a leave call and a few closes per peer, none of them waiting on a
+# poll: a few threads keep up, where hundreds queued for the GIL.
+CLOSE_WORKERS = 8
+PEERS_PER_ACCEPTOR = 100   # acceptor.py: enough acceptors that a wave's connections do not queue
 
 
 class TimedSupernodeClient(SupernodeClient):
@@ -70,7 +75,7 @@ class TimedSupernodeClient(SupernodeClient):
 
 class SimulatedPeer:
     def __init__(self, index: int, wave: int, config: BenchConfig, url: str, folder: str,
-                 clock: Callable[[], float], tls: Optional[TLS] = None):
+                 clock: Callable[[], float], acceptor: Acceptor, tls: Optional[TLS] = None):
         self.record = PeerRecord(index, wave)
         self.tls = tls
         self.config = config
@@ -79,7 +84,8 @@ class SimulatedPeer:
         self.peer_id = "bench-%d-%s" % (index, uuid.uuid4().hex[:8])
         self.path = os.path.join(folder, "peer-%d.part" % index)
         self.uploader = UploaderApp()
-        self.listener: Optional[Listener] = None
+        self.acceptor = acceptor
+        self.server: Optional[Server] = None
         self.supernode: Optional[TimedSupernodeClient] = None
         self.storage: Optional[PieceFile] = None
         self.task_id = ""
@@ -91,13 +97,13 @@ class SimulatedPeer:
                                                   self.tls)
             self.uploader.secrets = self.supernode.secrets   # checks the tokens others bring
             host = self.config.advertise or self.supernode.local_host()
-            self.listener = Listener("bench-peer-%d" % self.record.index,
-                                     upload_address(self.config.upload_listen, host), self.uploader,
-                                     poll_interval_s=UPLOADER_POLL_S, tls=self.tls,
-                                     # every simulated peer is one client host: no per-host share
-                                     max_connections_per_client=0).start()
+            self.server = Server(upload_address(self.config.upload_listen, host), self.uploader,
+                                 tls=self.tls,
+                                 # every simulated peer is one client host: no per-host share
+                                 max_connections_per_client=0)
+            self.acceptor.add(self.server)
             request = RegisterRequest(url=self.url, peer_id=self.peer_id,
-                                      peer_port=self.listener.address[1], peer_host=host)
+                                      peer_port=self.server.port, peer_host=host)
             self.storage = storage = PieceFile(self.path)
             download = P2PDownload(self.supernode, request, storage, self.config.parallel,
                                    self.config.piece_timeout_s, deadline,
@@ -126,8 +132,10 @@ class SimulatedPeer:
                 except errors.DflyError:
                     pass
             self.supernode.close()
-        if self.listener is not None:
-            self.listener.stop(drain_s=5.0)
+        if self.server is not None:
+            self.acceptor.remove(self.server)
+            self.server.drain(5.0)   # a piece still going out to a late peer
+            self.server.server_close()
         if self.storage is not None:
             self.storage.close()
         try:
@@ -147,7 +155,10 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     os.makedirs(folder, exist_ok=True)
     waves = min(config.waves, config.peers)
     tls = TLS.from_config(config)
-    peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock, tls)
+    acceptors = [Acceptor("bench-acceptor-%d" % i).start()
+                 for i in range(-(-config.peers // PEERS_PER_ACCEPTOR))]
+    peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock,
+                           acceptors[i % len(acceptors)], tls)
              for i in range(config.peers)]
     old_stack = threading.stack_size(THREAD_STACK_BYTES)
     # A full collection over a thousand peers' objects stops every thread of this
@@ -180,6 +191,8 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
             gc.enable()
         with ThreadPoolExecutor(CLOSE_WORKERS, thread_name_prefix="bench-close") as pool:
             list(pool.map(SimulatedPeer.close, peers))
+        for acceptor in acceptors:
+            acceptor.stop()
         if not config.data_dir:
             shutil.rmtree(folder, ignore_errors=True)
     for peer, thread in zip(peers, threads):
