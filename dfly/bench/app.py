@@ -90,8 +90,10 @@ class SimulatedPeer:
         self.storage: Optional[PieceFile] = None
         self.task_id = ""
 
-    def run(self, deadline: float) -> None:
+    def run(self, due: float, deadline: float) -> None:
+        """`due`: when its wave was to start (the bench reports how late it began)."""
         began = self.clock()
+        self.record.start_lag_s = max(0.0, began - due)
         try:
             self.supernode = TimedSupernodeClient(self.config.supernode, self.record, self.clock,
                                                   self.tls)
@@ -173,11 +175,12 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     deadline = started + config.timeout_s
     try:
         for wave in range(waves):
-            if wave and stop.wait(max(0.0, started + wave * config.wave_interval_s - clock())):
+            due = started + wave * config.wave_interval_s
+            if wave and stop.wait(max(0.0, due - clock())):
                 break
             for peer in peers:
                 if peer.record.wave == wave:
-                    thread = threading.Thread(target=peer.run, args=(deadline,), daemon=True,
+                    thread = threading.Thread(target=peer.run, args=(due, deadline), daemon=True,
                                               name="bench-peer-%d" % peer.record.index)
                     thread.start()
                     threads.append(thread)

@@ -46,6 +46,7 @@ class PeerRecord:
     bytes_from_peers: int = 0
     error: Optional[str] = None
     calls: List[CallRecord] = field(default_factory=list)
+    start_lag_s: Optional[float] = None   # how late it started after its wave's time
 
 
 def in_supernode(call: CallRecord) -> Optional[float]:
@@ -102,6 +103,7 @@ def summarize(peers: List[PeerRecord], wall_s: float, cpu_s: Optional[float] = N
         "schedule_round_trip_s": spread([c.seconds for c in schedule_calls]),
         "schedule_calls": len(schedule_calls),
         "schedule_waited_reported": sum(1 for c in schedule_calls if c.waited_s is not None),
+        "start_lag_s": spread([p.start_lag_s for p in peers if p.start_lag_s is not None]),
     }
 
 
@@ -132,6 +134,9 @@ def render(summary: dict, url: str) -> str:
         "    in the supernode %s" % ms(summary["schedule_in_supernode_s"]),
         "  schedule trips    %s, long-polls included" % ms(summary["schedule_round_trip_s"]),
     ]
+    if summary.get("start_lag_s", {}).get("count"):
+        lines.append("  start lag         %s: each peer's start after its wave's time"
+                     % ms(summary["start_lag_s"]).rsplit(" (", 1)[0])
     if summary.get("bench_cpu_s") is not None and summary["wall_s"] > 0:
         lines.append("  this process      %.1f CPU-s, %.1f cores on average (not the supernode's, "
                      "if both share a machine)"

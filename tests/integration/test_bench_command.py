@@ -49,6 +49,7 @@ def test_bench_in_waves_lets_late_peers_fetch_from_early_ones(origin, supernode)
     assert summary["succeeded"] == 6
     assert summary["bytes"]["supernode"] <= 2 * src.size
     assert summary["peer_share"] >= 0.5
+    assert summary["start_lag_s"]["count"] == 6   # each peer says how late its wave began
 
 
 @pytest.mark.time_limit(60)

@@ -93,3 +93,14 @@ def test_the_server_timing_header_reads_back_and_anything_else_is_none():
     assert parse_server_timing(server_timing(0.0123)) == pytest.approx(0.0123)
     for junk in (None, "", "dfly;dur=", "other;dur=5", "dfly;dur=-1", "dfly;dur=5, x"):
         assert parse_server_timing(junk) is None
+
+
+def test_the_report_says_how_late_the_peers_started_after_their_wave_s_time():
+    peers = [PeerRecord(i, 0, seconds=1.0, length=100, start_lag_s=lag)
+             for i, lag in enumerate((0.001, 0.002, 0.250))]
+
+    summary = summarize(peers, wall_s=2.0)
+
+    assert summary["start_lag_s"]["max"] == 0.25 and summary["start_lag_s"]["count"] == 3
+    assert "start lag         p50 2.0  p90 250.0  p99 250.0  max 250.0 ms: each peer's start" in \
+        render(summary, "http://origin/f")
