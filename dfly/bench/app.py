@@ -17,12 +17,13 @@ own registration, schedule calls and piece transfers.
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from dfly import errors
 from dfly.bench.acceptor import Acceptor
@@ -41,6 +42,11 @@ THREAD_STACK_BYTES = 512 * 1024   # thousands of threads: keep each one's reserv
 # Closing is a leave call and a few closes per peer, none of them waiting on a
 # poll: a few threads keep up, where hundreds queued for the GIL.
 CLOSE_WORKERS = 8
+# The interpreter's switch interval while the bench runs: with hundreds of threads
+# waiting for the GIL, each wakes every interval to ask for it (futex calls, most
+# of the bench's system time at the default 5 ms); its threads block on I/O long
+# before 50 ms (docs/BENCHMARKS.md, "`dfly bench` at 5000 peers").
+SWITCH_INTERVAL_S = 0.05
 PEERS_PER_ACCEPTOR = 100   # acceptor.py: enough acceptors that a wave's connections do not queue
 
 
@@ -89,9 +95,23 @@ class SimulatedPeer:
         self.supernode: Optional[TimedSupernodeClient] = None
         self.storage: Optional[PieceFile] = None
         self.task_id = ""
+        self.thread: Optional[threading.Thread] = None
 
-    def run(self, due: float, deadline: float) -> None:
-        """`due`: when its wave was to start (the bench reports how late it began)."""
+    def start(self, due: float, deadline: float, ended: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self.run, args=(due, deadline, ended), daemon=True,
+                                  name="bench-peer-%d" % self.record.index)
+        thread.start()
+        self.thread = thread
+
+    def run(self, due: float, deadline: float, ended: Callable[[], None] = lambda: None) -> None:
+        """`due`: when its wave was to start (the bench reports how late it began);
+        `ended` is called when the download has ended (the peer goes on serving)."""
+        try:
+            self._download(due, deadline)
+        finally:
+            ended()
+
+    def _download(self, due: float, deadline: float) -> None:
         began = self.clock()
         self.record.start_lag_s = max(0.0, began - due)
         try:
@@ -152,6 +172,8 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
         raise ValueError("--supernode is required: the supernode to measure")
     if config.peers < 1 or config.waves < 1 or config.parallel < 1:
         raise ValueError("--peers, --waves and --parallel must be at least 1")
+    if config.max_live < 0:
+        raise ValueError("--max-live must be 0 (no bound) or more")
     _raise_file_limit(config.peers * (config.parallel + 4) + 64)
     folder = config.data_dir or tempfile.mkdtemp(prefix="dfly-bench-")
     os.makedirs(folder, exist_ok=True)
@@ -162,6 +184,8 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     peers = [SimulatedPeer(i, i * waves // config.peers, config, url, folder, clock,
                            acceptors[i % len(acceptors)], tls)
              for i in range(config.peers)]
+    # --max-live: a wave's peer starts once fewer than that many are downloading
+    live = threading.BoundedSemaphore(config.max_live or config.peers)
     old_stack = threading.stack_size(THREAD_STACK_BYTES)
     # A full collection over a thousand peers' objects stops every thread of this
     # process for tens of milliseconds, which the peers would book as the
@@ -169,8 +193,9 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
     collecting = gc.isenabled()
     gc.collect()
     gc.disable()
-    threads: List[threading.Thread] = []
     stop = threading.Event()
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     started, cpu_started = clock(), _cpu_s()
     deadline = started + config.timeout_s
     try:
@@ -179,16 +204,14 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
             if wave and stop.wait(max(0.0, due - clock())):
                 break
             for peer in peers:
-                if peer.record.wave == wave:
-                    thread = threading.Thread(target=peer.run, args=(due, deadline), daemon=True,
-                                              name="bench-peer-%d" % peer.record.index)
-                    thread.start()
-                    threads.append(thread)
-        for thread in threads:
+                if peer.record.wave == wave and live.acquire(timeout=max(0.1, deadline - clock())):
+                    _start(peer, due, deadline, live)
+        for thread in [p.thread for p in peers if p.thread is not None]:
             thread.join(max(0.1, deadline - clock() + config.piece_timeout_s + 10))
         ended, cpu_used = clock(), _cpu_s() - cpu_started
     finally:
         stop.set()
+        sys.setswitchinterval(old_switch)
         threading.stack_size(old_stack)
         if collecting:
             gc.enable()
@@ -198,12 +221,21 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
             acceptor.stop()
         if not config.data_dir:
             shutil.rmtree(folder, ignore_errors=True)
-    for peer, thread in zip(peers, threads):
-        if thread.is_alive() and peer.record.error is None:
+    for peer in peers:
+        if peer.thread is None:
+            peer.record.error = peer.record.error or "Cancelled: never started"
+        elif peer.thread.is_alive() and peer.record.error is None:
             peer.record.error = "DownloadTimeout: still running at the deadline"
-    for peer in peers[len(threads):]:
-        peer.record.error = "Cancelled: never started"
     return summarize([p.record for p in peers], ended - started, cpu_used)
+
+
+def _start(peer: SimulatedPeer, due: float, deadline: float, live: threading.BoundedSemaphore) -> None:
+    """Start `peer` on its thread; it frees its `live` slot when its download ends."""
+    try:
+        peer.start(due, deadline, live.release)
+    except RuntimeError as e:   # "can't start new thread": counted as that peer's failure
+        live.release()
+        peer.record.error = "RuntimeError: %s" % e
 
 
 def _cpu_s() -> float:

@@ -14,6 +14,8 @@ class BenchConfig(TLSOptions):
     wave_interval_s: float = option(1.0, "time between the starts of two waves",
                                     kind="duration", flag="--wave-interval", metavar="DURATION")
     parallel: int = option(4, "pieces each simulated peer fetches at once")
+    max_live: int = option(0, "simulated peers downloading at once at most: a wave's peers start "
+                           "as others finish (0: no bound)", metavar="N")
     advertise: str = option("", "address the simulated peers are reached at "
                             "(default: the local address used to reach the supernode)", kind="host",
                             metavar="HOST")
