@@ -9,8 +9,8 @@ from earlier ones as it would in a real cluster; then all of them leave. With
 TLS settings every simulated peer serves and dials with TLS, sharing one
 certificate (they are one host).
 
-What is shared is only the harness: one thread accepts for every peer's
-uploader (acceptor.py), and a few threads close the peers at the end. The
+What is shared is only the harness: a few threads accept for all the peers'
+uploaders (acceptor.py), and a few close the peers at the end. The
 supernode sees each simulated peer as it would a real one: its own port, its
 own registration, schedule calls and piece transfers.
 """
@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 from dfly import errors
 from dfly.bench.acceptor import Acceptor
@@ -168,6 +168,12 @@ class SimulatedPeer:
 
 def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monotonic) -> dict:
     """Run the simulated peers against the supernode; the summary (report.summarize)."""
+    return summarize(*simulate(config, url, clock))
+
+
+def simulate(config: BenchConfig, url: str,
+             clock: Callable[[], float] = time.monotonic) -> Tuple[List[PeerRecord], float, float]:
+    """Run the simulated peers; their records, the wall time and this process's CPU time."""
     if not config.supernode:
         raise ValueError("--supernode is required: the supernode to measure")
     if config.peers < 1 or config.waves < 1 or config.parallel < 1:
@@ -226,7 +232,7 @@ def run(config: BenchConfig, url: str, clock: Callable[[], float] = time.monoton
             peer.record.error = peer.record.error or "Cancelled: never started"
         elif peer.thread.is_alive() and peer.record.error is None:
             peer.record.error = "DownloadTimeout: still running at the deadline"
-    return summarize([p.record for p in peers], ended - started, cpu_used)
+    return [p.record for p in peers], ended - started, cpu_used
 
 
 def _start(peer: SimulatedPeer, due: float, deadline: float, live: threading.BoundedSemaphore) -> None:

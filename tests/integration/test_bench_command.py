@@ -102,3 +102,16 @@ def test_each_call_records_the_supernode_s_time_inside_its_round_trip(origin, su
     for call in record.calls:
         assert call.server_s is not None and 0 < call.server_s <= call.seconds
         assert call.server_s >= (call.waited_s or 0.0)
+
+
+@pytest.mark.time_limit(60)
+def test_max_live_lets_a_wave_s_peers_start_only_as_others_finish(origin, supernode):
+    src = origin.add("live.bin", content(MiB, seed=10))
+    config = options.build(BenchConfig, None, None, supernode=supernode.address, peers=5,
+                           upload_listen="127.0.0.1:0", max_live=1)
+    records, _, _ = app.simulate(config, src.url)
+
+    assert [p.error for p in records] == [None] * 5
+    spans = sorted((p.start_lag_s, p.start_lag_s + p.seconds) for p in records)   # one wave: same due
+    for (_, ended), (began, _) in zip(spans, spans[1:]):
+        assert began >= ended   # one at a time: the next began after the last one's download ended
