@@ -80,6 +80,7 @@ class SimConfig:
     cut_through: bool = False
     parallel: int = 4                         # the get's --parallel
     free_relay_slots: bool = False            # the supernode's --free-relay-slots
+    relay_chains: bool = False                # a relay may be fed by a relay (the scheduler's)
     refill: bool = False                      # a peer frees a slot at a piece's last block (tried)
     rtt_s: float = 0.001                      # per call: half each way
     origin_rate_mbit: float = 1000.0          # the supernode's cut from the origin
@@ -277,6 +278,7 @@ class Swarm:
                                     max_uploads_supernode=cfg.max_uploads_supernode,
                                     cut_through=cfg.cut_through, prefer_near=False,
                                     free_relay_slots=cfg.free_relay_slots,
+                                    relay_chains=cfg.relay_chains,
                                     **dict(cfg.scheduler_extra))
         self.sched = TaskScheduler(sched_cfg)
         self.piece_size = cfg.real_piece_size
@@ -679,6 +681,8 @@ def main(argv=None) -> int:
                     "piece holds its slot only until its last block begins to arrive, not until whole")
     ap.add_argument("--free-relay-slots", action="store_true", help="the supernode's flag: a "
                     "relayed fetch holds none of the requester's --parallel slots")
+    ap.add_argument("--relay-chains", action="store_true", help="the scheduler's relay_chains: "
+                    "a relay may itself be fed by a relay (main before the testbed measured it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="per 0.25 s: links used, flows")
     args = ap.parse_args(argv)
@@ -688,6 +692,7 @@ def main(argv=None) -> int:
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
                      free_relay_slots=args.free_relay_slots, refill=args.refill,
+                     relay_chains=args.relay_chains,
                      seed=args.seed)
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, args.size, args.rate))

@@ -58,9 +58,14 @@ copy of the file):
   relay qualifies while its own fetch is live (assigned within piece_stall_s;
   from the supernode: begun, as the supernode saw, and fresh as a supernode
   copy waited for; a peer that claims pieces and never fetches them is no
-  relay), with a free upload slot, not fed (through a chain of relays) by the
-  requester itself; nearest, least loaded, earliest begun first, among the
-  first RELAY_SCAN fetchers of the piece. A relay that stopped because its
+  relay), with a free upload slot, fed by the supernode or a whole copy, not
+  by another relay (relay_chains allows that, never fed by the requester
+  itself through the chain): on the testbed a chain goes at its slowest
+  link's pace, each block a hand-off between the threads of busy processes
+  (8 hosts: 8.2 s with chains, 7.5 s without, whole pieces 7.6 s;
+  docs/BENCHMARKS.md), though the simulator, which sees no CPU, likes chains
+  for pieces of 2 MiB and more; nearest, least loaded, earliest begun first,
+  among the first RELAY_SCAN fetchers of the piece. A relay that stopped because its
   own source failed it ("relay stopped", or a 404 once its fetch was dropped)
   is not blamed: the requester gets no relay for that piece again, and no one
   is sent to that relay for it until its own fetch of it ends. A bad block
@@ -112,6 +117,7 @@ class SchedulerConfig:
     prefer_near: bool = True       # among free holders, the one sharing most of the requester's location
     cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
     free_relay_slots: bool = False  # a fetch from a relay holds none of the requester's slots
+    relay_chains: bool = False     # a relay may itself be fed by a relay (see the opening)
 
 
 @dataclass(frozen=True)
@@ -536,6 +542,8 @@ class TaskScheduler:
                     continue
             elif now - since > cfg.piece_stall_s or self._fed_by(other, num, peer.peer_id):
                 continue
+            elif num in other.relayed and not cfg.relay_chains:
+                continue   # a relay of a relay: see relay_chains
             key = (-_shared(peer.location, other.location) if cfg.prefer_near else 0,
                    other.uploads, since, other_id)
             if best_key is None or key < best_key:

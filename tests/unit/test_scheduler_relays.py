@@ -75,15 +75,28 @@ def test_a_busy_whole_copy_is_waited_for_rather_than_a_relay():
                                         # than a relay, which goes at its own source's pace
 
 
-def test_a_full_relay_is_passed_over_for_a_relay_of_it():
-    s = scheduler(max_uploads_per_peer=1)
-    fetching_from_supernode(s, "a")
-    assert s.assign("b", 1, T0) == [Assignment(0, "a")]
-    assert s.assign("c", 1, T0) == [Assignment(0, "b")]   # a chain: each hop a block behind
+def test_a_relay_fed_by_a_relay_is_passed_over_unless_chains_are_allowed():
+    """On the testbed a chain of relays went at its slowest link's pace (8 hosts:
+    8.2 s with chains, 7.5 s without); the simulator likes them for big pieces."""
+    for chains in (False, True):
+        s = scheduler(max_uploads_per_peer=1, relay_chains=chains)
+        fetching_from_supernode(s, "a")
+        assert s.assign("b", 1, T0) == [Assignment(0, "a")]
+        # a is full: c waits for a whole copy, or takes b, a block behind a
+        assert s.assign("c", 1, T0) == ([Assignment(0, "b")] if chains else [])
+
+
+def test_a_relay_fed_by_a_whole_copy_still_relays_without_chains():
+    s = scheduler(peers=("holder", "a", "b"), max_uploads_per_peer=1, max_uploads_supernode=0)
+    s.piece_done("holder", 0, T0)
+    assert s.assign("a", 1, T0) == [Assignment(0, "holder")]
+    s.peers["b"].blacklist.add("holder")   # no whole copy for b
+    assert s.assign("b", 1, T0 + 1) == [Assignment(0, "a")]
 
 
 def test_a_relay_is_never_fed_by_its_requester_not_even_through_others():
-    s = scheduler(peers=("a", "b", "c", "d"), max_uploads_per_peer=1, max_uploads_supernode=1)
+    s = scheduler(peers=("a", "b", "c", "d"), max_uploads_per_peer=1, max_uploads_supernode=1,
+                  relay_chains=True)
     fetching_from_supernode(s, "a")
     assert s.assign("b", 1, T0) == [Assignment(0, "a")]
     assert s.assign("c", 1, T0) == [Assignment(0, "b")]
@@ -102,7 +115,7 @@ def test_a_supernode_fetch_not_begun_or_past_its_grace_is_no_relay():
     s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1)
     assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
     assert s.assign("b", 1, T0 + 6) == []   # not begun in 5 s: dead, or it ignored the piece
-    s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1)
+    s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1, relay_chains=True)
     fetching_from_supernode(s, "a")
     s.supernode_sent("a", 0, T0 + 1)
     assert s.assign("b", 1, T0 + 2) == [Assignment(0, "a")]
@@ -200,12 +213,14 @@ def test_a_whole_holder_failing_with_a_relay_reason_is_blamed_as_before():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_narrowed_candidates_give_the_same_answers_with_relays(seed):
+@pytest.mark.parametrize("chains", [False, True])
+def test_narrowed_candidates_give_the_same_answers_with_relays(seed, chains):
     """While the supernode is full, assign() looks only at what free holders hold and
     what is being fetched: the same answers as with every piece a candidate."""
     rng = random.Random(seed)
     s = scheduler(peers=["p%d" % i for i in range(10)], on_supernode=range(24),
-                  max_uploads_supernode=2, max_uploads_per_peer=2, max_holder_errors=2)
+                  max_uploads_supernode=2, max_uploads_per_peer=2, max_holder_errors=2,
+                  relay_chains=chains)
     now, relayed = T0, 0
     for step in range(500):
         now += 0.01
@@ -229,7 +244,7 @@ def test_narrowed_candidates_give_the_same_answers_with_relays(seed):
         elif event < 0.9 and peer.inflight:
             num = rng.choice(sorted(peer.inflight))
             s.piece_failed(peer_id, num, peer.inflight[num][0], now, rng.choice([STOPPED, "digest mismatch"]))
-    assert relayed > 20   # relays really were handed out
+    assert relayed > 10   # relays really were handed out
 
 
 def test_no_one_else_is_sent_to_a_relay_that_stopped_until_its_fetch_ends():
