@@ -48,7 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
@@ -58,9 +58,7 @@ SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon", "dfly-cut-f
 # dfly-cut: dfly with the supernode's --cut-through (peers still receiving a piece relay its
 # verified blocks), to compare with dfly in alternating runs of one testbed run;
 # dfly-cut-free: also --free-relay-slots (a relayed fetch holds no --parallel slot).
-# dfly-daemon: a `dfly daemon` on every host, started before the clock as a cluster runs
-# them (and as the ideal swarm's nginx is), each host timing `curl` through its proxy: the
-# same swarm without an interpreter starting on every host at once.
+# dfly-daemon: curl through a daemon on each host (the opening says why).
 CUT_THROUGH = ["--cut-through"]
 SUPERNODE_FLAGS = {"dfly-cut": CUT_THROUGH, "dfly-cut-free": CUT_THROUGH + ["--free-relay-slots"]}
 CURL_SCENARIOS = ("baseline", "ideal", "dfly-daemon")   # the timed process is curl
@@ -299,15 +297,7 @@ class OriginHost:
                 self.ws.pyz, "supernode", "--listen", self.listen_address,
                 "--data-dir", data] + self.sn_extra + (extra or [])), stdout=subprocess.DEVNULL,
                 stderr=err)
-
-        def listening():
-            if self.supernode.poll() is not None:
-                with open(log_path, "rb") as f:
-                    said = f.read()[-500:].decode("utf-8", "replace").strip()
-                raise RuntimeError("supernode exited %s: %s" % (self.supernode.returncode, said))
-            with open(log_path, "rb") as f:
-                return b"listening on" in f.read()
-        harness.wait_until(listening, 20, "the supernode's listening line")
+        wait_listening([(self.supernode, log_path)], 20, "the supernode's listening line")
 
     def supernode_cpu_s(self) -> Optional[float]:
         return harness.process_cpu_s(self.supernode.pid) if self.supernode is not None else None
@@ -316,6 +306,27 @@ class OriginHost:
         if self.supernode is not None:
             self.ws.stop(self.supernode)
             self.supernode = None
+
+
+def timed_get(scenario: str) -> bool:
+    """Is what each host times a `dfly get` (not curl)?"""
+    return scenario.startswith("dfly") and scenario not in CURL_SCENARIOS
+
+
+def wait_listening(started: List[Tuple[subprocess.Popen, str]], timeout_s: float, what: str) -> None:
+    """Until each (process, its stderr log) has logged "listening on"; RuntimeError with
+    the end of its log when one exits first."""
+    def listening() -> bool:
+        for proc, log_path in started:
+            with open(log_path, "rb") as f:
+                said = f.read()
+            if proc.poll() is not None:
+                raise RuntimeError("%s exited %s: %s" % (os.path.basename(os.path.dirname(log_path)),
+                                   proc.returncode, said[-500:].decode("utf-8", "replace").strip()))
+            if b"listening on" not in said:
+                return False
+        return True
+    harness.wait_until(listening, timeout_s, what)
 
 
 # --- scenarios ---------------------------------------------------------------------------
@@ -331,18 +342,7 @@ def start_daemons(ws: harness.Workspace, bed: Testbed, origin: OriginHost,
                 origin.python, "-S", ws.pyz, "daemon", "--supernode", origin.supernode_address(ns),
                 "--listen", "127.0.0.1:%d" % DAEMON_PORT, "--data-dir", data,
                 "--proxy-rule", r"p2p /file\.bin$"]), stdout=subprocess.DEVNULL, stderr=err))
-
-    def listening() -> bool:
-        for proc, log_path in zip(procs, logs):
-            with open(log_path, "rb") as f:
-                said = f.read()
-            if proc.poll() is not None:
-                raise RuntimeError("daemon exited %s: %s" % (
-                    proc.returncode, said[-500:].decode("utf-8", "replace").strip()))
-            if b"listening on" not in said:
-                return False
-        return True
-    harness.wait_until(listening, 30, "%d daemons' listening lines" % len(procs))
+    wait_listening(list(zip(procs, logs)), 30, "%d daemons' listening lines" % len(procs))
     return procs
 
 
@@ -353,7 +353,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     outs = {}
     procs = []
     dfly = scenario.startswith("dfly")
-    via_get = dfly and scenario not in CURL_SCENARIOS
+    via_get = timed_get(scenario)
     if dfly:
         origin.start_supernode(SUPERNODE_FLAGS.get(scenario))
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
@@ -652,7 +652,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if scenario == "baseline" and run > 1:
                         continue
                     traces = ""
-                    if args.trace_dir and scenario.startswith("dfly") and scenario not in CURL_SCENARIOS:
+                    if args.trace_dir and timed_get(scenario):   # get --trace
                         traces = os.path.join(os.path.abspath(args.trace_dir), "%sn%d-run%d" % (
                             scenario[len("dfly-"):] + "-" if scenario != "dfly" else "", n, run))
                         os.makedirs(traces, exist_ok=True)
