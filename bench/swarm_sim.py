@@ -56,6 +56,9 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # harness, also when imported
+from harness import MiB, human, parse_size  # noqa: E402
+
 from dfly.peer.downloader import POLL_WAIT_S  # noqa: E402
 from dfly.protocol.messages import SUPERNODE  # noqa: E402
 from dfly.protocol.pieces import block_size_for, piece_count, piece_size_for  # noqa: E402
@@ -64,7 +67,6 @@ from dfly.supernode.scheduler import SchedulerConfig, TaskScheduler  # noqa: E40
 from dfly.supernode.service import MAX_WAIT_S  # noqa: E402
 from dfly.supernode.task import BATON_MISSES  # noqa: E402
 
-MiB = 1 << 20
 MARKS = (0.5, 1.0, 1.5, 2.0)   # the ramp: MiB a host holds this long after registering
 EPS_BYTES = 1.0                # a flow this close to its end or its relay counts as there
 MAX_STEPS = 2_000_000          # bounds a run however the model goes wrong
@@ -634,12 +636,8 @@ def simulate(cfg: SimConfig) -> SimResult:
 
 
 # the command ---------------------------------------------------------------------------
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().rstrip("IB")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+def _piece_sizes(text: str) -> List[Optional[int]]:
+    return [None if piece == "auto" else parse_size(piece) for piece in text.split(",")]
 
 
 def row(r: SimResult) -> str:
@@ -665,8 +663,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", default="8,16", help="host counts, comma-separated")
     ap.add_argument("--rate", type=float, default=100.0, help="each link, Mbit/s")
-    ap.add_argument("--size", default="64M")
-    ap.add_argument("--piece", default="1M,2M,4M", help="piece sizes ('auto': pieces.py's)")
+    ap.add_argument("--size", type=parse_size, default="64M")
+    ap.add_argument("--piece", type=_piece_sizes, default="1M,2M,4M",
+                    help="piece sizes ('auto': pieces.py's)")
     ap.add_argument("--cut", choices=("both", "whole", "cut"), default="both")
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--rtt", type=float, default=0.001, help="seconds per call, half each way")
@@ -686,7 +685,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="per 0.25 s: links used, flows")
     args = ap.parse_args(argv)
-    base = SimConfig(rate_mbit=args.rate, size=parse_size(args.size), parallel=args.parallel,
+    base = SimConfig(rate_mbit=args.rate, size=args.size, parallel=args.parallel,
                      rtt_s=args.rtt, origin_rate_mbit=args.origin_rate,
                      origin_delay_s=args.origin_delay, start_spread_s=args.start_spread,
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
@@ -695,12 +694,11 @@ def main(argv=None) -> int:
                      relay_chains=args.relay_chains,
                      seed=args.seed)
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
-    print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, args.size, args.rate))
+    print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, human(args.size), args.rate))
     print(HEADER)
     for hosts in [int(h) for h in args.hosts.split(",")]:
-        for piece in args.piece.split(","):
+        for size in args.piece:
             for cut in cuts:
-                size = None if piece == "auto" else parse_size(piece)
                 r = simulate(replace(base, hosts=hosts, piece_size=size, cut_through=cut))
                 print(row(r), flush=True)
                 if args.timeline:
