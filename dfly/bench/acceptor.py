@@ -1,4 +1,4 @@
-"""One thread accepts the connections of every simulated peer's uploader.
+"""A few threads accept the connections of every simulated peer's uploader.
 
 Each simulated peer keeps its own listening port and its own uploader server
 (httpd.Server, one thread per connection, as in a real peer); only the accept

@@ -58,16 +58,17 @@ copy of the file):
   relay qualifies while its own fetch is live (assigned within piece_stall_s;
   from the supernode: begun, as the supernode saw, and fresh as a supernode
   copy waited for; a peer that claims pieces and never fetches them is no
-  relay), with a free upload slot, fed by the supernode or a whole copy, not
-  by another relay (relay_chains allows that, never fed by the requester
-  itself through the chain): on the testbed a chain goes at its slowest
-  link's pace, each block a hand-off between the threads of busy processes
-  (8 hosts: 8.2 s with chains, 7.5 s without, whole pieces 7.6 s;
-  docs/BENCHMARKS.md), though the simulator, which sees no CPU, likes chains
-  for pieces of 2 MiB and more; nearest, least loaded, earliest begun first,
-  among the first RELAY_SCAN fetchers of the piece. A relay that stopped because its
-  own source failed it ("relay stopped", or a 404 once its fetch was dropped)
-  is not blamed: the requester gets no relay for that piece again, and no one
+  relay), with a free upload slot, and itself fed by the supernode or a whole
+  copy, not by another relay; nearest, least loaded, earliest begun first,
+  among the first RELAY_SCAN fetchers of the piece. No chains of relays: on
+  the testbed a chain goes at its slowest link's pace, each block a hand-off
+  between the threads of busy processes (8 hosts, medians of 3: 8.2 s with
+  chains, 7.6 s without, as whole pieces; docs/BENCHMARKS.md), though the
+  simulator, which sees no CPU, likes them for pieces of 2 MiB and more
+  (relay_chains allows them; a relay is then never fed by its requester,
+  however long the chain). A relay that stopped because its own source
+  failed it ("relay stopped", or a 404 once its fetch was dropped) is not
+  blamed: the requester gets no relay for that piece again, and no one
   is sent to that relay for it until its own fetch of it ends. A bad block
   from a relay is the relay's (it passes on only blocks it verified).
   A fetch from a relay takes one of the requester's download slots like any

@@ -77,7 +77,7 @@ def test_a_busy_whole_copy_is_waited_for_rather_than_a_relay():
 
 def test_a_relay_fed_by_a_relay_is_passed_over_unless_chains_are_allowed():
     """On the testbed a chain of relays went at its slowest link's pace (8 hosts:
-    8.2 s with chains, 7.5 s without); the simulator likes them for big pieces."""
+    8.2 s with chains, 7.6 s without); the simulator likes them for big pieces."""
     for chains in (False, True):
         s = scheduler(max_uploads_per_peer=1, relay_chains=chains)
         fetching_from_supernode(s, "a")
