@@ -9,6 +9,7 @@
     sudo python3 bench/testbed.py --counts 8 --trace-dir /tmp/tr   # + bench/timeline.py /tmp/tr/n8-run1
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --burst 4k   # a strict policer's bucket
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --shaper tbf --burst 4k --no-offload
+    sudo python3 bench/testbed.py --counts 8,16 --scenarios ideal,dfly --small-first   # ACKs, calls first
 
 Strategy: every host is a network namespace with one veth to a bridge that
 lives in a namespace of its own, so nothing is added to the machine's own
@@ -68,6 +69,8 @@ SUPERNODE_PORT = 8002
 FAMILIES = ("ipv4", "ipv6", "dual")
 SHAPERS = ("htb", "tbf")
 CPU_BOUND = 0.95             # a run with the machine this busy is marked: it measured the CPU
+SMALL_BYTES = 1024           # --small-first: packets shorter than this go first
+SMALL_CLASS = "1:20"
 TBF_DEFAULT_BURST = 50_000   # bytes: a roomy bucket, when --shaper tbf is given no --burst
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
@@ -121,7 +124,7 @@ class Testbed:
 
     def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
                  family: str = "ipv4", subnet6: str = "fd77::", burst_bytes: int = 0,
-                 shaper: str = "htb", offload: bool = True):
+                 shaper: str = "htb", offload: bool = True, small_first: bool = False):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -143,6 +146,7 @@ class Testbed:
         self.burst_bytes = burst_bytes   # the token bucket's size; 0: tc's default for the rate
         self.shaper = shaper             # htb (a shaping class over a FIFO) or tbf
         self.offload = offload           # False: no GSO/TSO/GRO on the veths (ethtool -K)
+        self.small_first = small_first   # small packets before bulk data on every link (htb)
         self.made: List[str] = []
 
     @property
@@ -198,21 +202,14 @@ class Testbed:
         run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"])
 
     def _shape(self, ns: str, dev: str) -> None:
-        rate = "%gmbit" % self.rate_mbit
-        tc = ["ip", "netns", "exec", ns, "tc"]
-        if self.shaper == "tbf":   # one token bucket; its queue in bytes, as deep as the FIFO's
-            burst = self.burst_bytes or TBF_DEFAULT_BURST
-            run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
-                      "burst", str(burst), "limit", str(self.queue_packets * 1514)])
-            return
-        bucket = ["burst", str(self.burst_bytes), "cburst", str(self.burst_bytes)] if self.burst_bytes else []
-        run(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"])
-        run(tc + ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
-                  "rate", rate, "ceil", rate] + bucket)
-        # A plain FIFO leaf (fq_codel and netem are often not built into CI kernels),
-        # as deep as a switch port's buffer rather than a host's 1000-packet txqueue.
-        run(tc + ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo",
-                  "limit", str(self.queue_packets)])
+        for command in shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes,
+                                        self.queue_packets, self.small_first):
+            run(["ip", "netns", "exec", ns, "tc"] + command)
+
+    def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
+        """Packets the small-first class of `ns`'s link sent (0 without --small-first)."""
+        out = run(["ip", "netns", "exec", ns, "tc", "-s", "class", "show", "dev", dev]).stdout
+        return class_packets(out, SMALL_CLASS)
 
     def tx_bytes(self, ns: str) -> int:
         out = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
@@ -552,6 +549,60 @@ def preflight() -> Optional[str]:
     return None
 
 
+def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, queue_packets: int,
+                     small_first: bool = False) -> List[List[str]]:
+    """The `tc` commands (without `tc`) that shape one link direction on `dev`. Pure.
+
+    htb: a shaping class over a FIFO leaf (fq_codel and netem are often not built into
+    CI kernels; this machine's kernel has neither fq_codel nor fq nor sfq), as deep as
+    a switch port's buffer rather than a host's 1000-packet txqueue. With small_first,
+    two classes share the rate: packets under SMALL_BYTES (TCP ACKs, requests, schedule
+    calls) go in one that is served first, bulk data in the other, as a Linux host's
+    default fq_codel lets a sparse flow's packets pass a bulk flow's queue (and as a
+    switch's priority queue would)."""
+    rate = "%gmbit" % rate_mbit
+    if shaper == "tbf":   # one token bucket; its queue in bytes, as deep as the FIFO's
+        return [["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
+                 "burst", str(burst_bytes or TBF_DEFAULT_BURST), "limit", str(queue_packets * 1514)]]
+    bucket = ["burst", str(burst_bytes), "cburst", str(burst_bytes)] if burst_bytes else []
+    fifo = ["pfifo", "limit", str(queue_packets)]
+    commands = [["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]]
+    if not small_first:
+        return commands + [
+            ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+             "rate", rate, "ceil", rate] + bucket,
+            ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:"] + fifo]
+    half = "%gmbit" % (rate_mbit / 2)   # each class's guarantee; either may take the whole rate
+    # A length below SMALL_BYTES: the top bits of IPv4's total length (bytes 2-3) or
+    # IPv6's payload length (bytes 4-5) are zero.
+    mask = "0x%04x" % (0xFFFF & ~(SMALL_BYTES - 1))
+    return commands + [
+        ["class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
+         "ceil", rate] + bucket,
+        ["class", "add", "dev", dev, "parent", "1:1", "classid", "1:10", "htb", "rate", half,
+         "ceil", rate, "prio", "1"] + bucket,
+        ["class", "add", "dev", dev, "parent", "1:1", "classid", SMALL_CLASS, "htb", "rate", half,
+         "ceil", rate, "prio", "0"] + bucket,
+        ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:"] + fifo,
+        ["qdisc", "add", "dev", dev, "parent", SMALL_CLASS, "handle", "20:"] + fifo,
+        ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+         "match", "u16", "0x0000", mask, "at", "2", "flowid", SMALL_CLASS],
+        ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6", "prio", "2", "u32",
+         "match", "u16", "0x0000", mask, "at", "4", "flowid", SMALL_CLASS]]
+
+
+def class_packets(tc_stats: str, classid: str) -> int:
+    """The packets `tc -s class show` says class `classid` sent (0 when it has none). Pure."""
+    lines = tc_stats.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("class ") and line.split()[2:3] == [classid]:
+            for stats in lines[i + 1:i + 3]:
+                words = stats.split()
+                if words[:1] == ["Sent"] and "pkt" in words:
+                    return int(words[words.index("pkt") - 1])
+    return 0
+
+
 def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -569,6 +620,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "the rate with htb, %d with tbf)" % TBF_DEFAULT_BURST)
     p.add_argument("--shaper", default="htb", choices=SHAPERS, help="htb: a shaping class over "
                    "the FIFO; tbf: a plain token bucket filter (default: %(default)s)")
+    p.add_argument("--small-first", action="store_true", help="on every link, packets under "
+                   "%d bytes (TCP ACKs, requests, schedule calls) pass bulk data queued before "
+                   "them, as a host's fq_codel (Linux's default qdisc; not in this kernel) or a "
+                   "switch's priority queue lets them; the default is one FIFO per link, where "
+                   "they wait behind up to --queue packets (htb only)" % SMALL_BYTES)
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
@@ -629,10 +685,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--repeat must be at least 1")
     if args.family == "dual" and "ideal" in scenarios:
         p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
+    if args.small_first and args.shaper != "htb":
+        p.error("--small-first needs --shaper htb")
     if not args.offload and shutil.which("ethtool") is None:
         p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
     bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,
-                  shaper=args.shaper, offload=args.offload)
+                  shaper=args.shaper, offload=args.offload, small_first=args.small_first)
     ws = None
     rows: List[dict] = []
     try:
@@ -642,9 +700,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         harness.write_file(os.path.join(www, "file.bin"), args.size)
         digest = harness.sha256_file(os.path.join(www, "file.bin"))
         bed.build()
-        print("links: %g Mbit/s, %s, bucket %s, queue %d packets, offloads %s; load average %.2f"
+        print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s; load average %.2f"
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
-                 args.queue, "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
+                 args.queue, " (small packets first)" if args.small_first else "",
+                 "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
         for n in counts:
             for run in range(1, args.repeat + 1):
@@ -662,6 +721,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     row["vs_lower_bound"] = round(row["last_s"] / lower_bound, 3)
                     rows.append(row)
                     print(_line(row) + ("  [run %d]" % run if args.repeat > 1 else ""), flush=True)
+        # What went through the origin's small-first class: that the filters match at all.
+        small_packets = bed.small_first_packets(bed.origin) if args.small_first else 0
     finally:
         bed.close()
         if ws is not None:
@@ -674,6 +735,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(_line(row) + "  (runs: %s s)" % ", ".join("%.2f" % t for t in row["runs_last_s"]))
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "shaper": args.shaper, "burst_bytes": args.burst, "offload": args.offload,
+              "small_first": args.small_first, "small_first_packets": small_packets,
               "loadavg_at_start": harness.LOADAVG_AT_START,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
               "family": args.family,
