@@ -179,7 +179,7 @@ class P2PDownload:
         began = self.clock()
         self.task_id, state = self.supernode.register(self.register_request)
         self.trace.event("registered", supernode=self.supernode.address, task_id=self.task_id,
-                         latency_s=round(self.clock() - began, 6))
+                         latency_s=round(self.clock() - began, 6), parallel=self.parallel)
         self.on_registered(self.task_id)
         with self._lock:   # re-announce what we hold after a re-register
             self._done = sorted(set(self._done) | self.storage.held)
@@ -435,12 +435,12 @@ class P2PDownload:
                     arrived = self.clock()
                     self._settle(order)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,
-                                     self.clock())
+                                     self.clock(), relay=fetcher.relayed or order.relay)
                 except PieceFailed as e:
                     arrived = self.clock()
                     self._settle(order, error=str(e), discarded=fetcher.received)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,
-                                     arrived, error=str(e))
+                                     arrived, error=str(e), relay=fetcher.relayed or order.relay)
                 except Exception as e:   # LocalIOError, or a bug: end the download with it,
                     self._settle(order, fatal=e)   # not wait for this piece forever
         finally:

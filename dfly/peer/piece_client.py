@@ -87,6 +87,7 @@ class PieceFetcher:
         self.bucket = bucket
         self.clock = clock
         self.received = 0   # bytes of the last fetch's body that arrived (a failed one's too)
+        self.relayed = False   # the last fetch's holder said it was still fetching the piece
         self._conns: Dict[str, http.client.HTTPConnection] = {}
         self._step: Optional[memoryview] = None   # the plain body's read buffer, reused
 
@@ -96,7 +97,7 @@ class PieceFetcher:
         (with block digests: as each block verified, then on_block(bytes of the
         piece verified so far)); `data` (a view of a buffer reused for the next
         read) is valid during the call."""
-        self.received = 0
+        self.received, self.relayed = 0, False
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
         headers = {}
         if self.peer_id:   # who the piece token was minted for
@@ -123,7 +124,7 @@ class PieceFetcher:
                 self._drop(addr)
                 if attempt == 2 or not reused or refusal(e):
                     raise PieceFailed(_unreachable(e, self.tls))
-        relay = response.getheader(RELAY_HEADER) is not None
+        relay = self.relayed = response.getheader(RELAY_HEADER) is not None
         try:
             # A relay ends its body within RELAY_WAIT_S of its source stopping: one
             # silent for twice that has stalled itself.

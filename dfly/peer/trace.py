@@ -2,13 +2,16 @@
 
 What it holds (times in seconds since `started`, the process's start; `wall_start`
 is that moment as a Unix time, so traces of several hosts line up):
-  events     process_start, registered (supernode, task, latency), source_fallback,
+  events     process_start, registered (supernode, task, latency, parallel: the
+             download's slots), source_fallback,
              digest_check (seconds, ok), finished / failed
   schedules  every schedule call: when, latency_s, waited_s (the supernode held
              it on purpose), want, pieces assigned, pieces reported; `reporter`
              for the calls that only report while the main one long-polls
   pieces     every piece fetched: num, holder (a peer id, or "supernode"), addr,
-             bytes, start_s, end_s, verify_s, ok (and error when not)
+             bytes, start_s, end_s, verify_s, ok (and error when not), relay (the
+             holder was still fetching it when asked: cut-through)
+Traces before `parallel` and `relay` lack them (bench/tracefiles.py reads both).
 A piece's bytes are hashed as they arrive, so its verify cost is inside
 start..end; verify_s is what was left after the last byte (the digest compare
 and marking it held).
@@ -67,10 +70,11 @@ class Trace:
             self.schedules.append(entry)
 
     def piece(self, num: int, holder: str, addr: str, size: int, began: float, received: float,
-              settled: float, error: Optional[str] = None) -> None:
+              settled: float, error: Optional[str] = None, relay: bool = False) -> None:
         entry = {"num": num, "holder": holder, "addr": addr, "bytes": size,
                  "start_s": self.since(began), "end_s": self.since(received),
-                 "verify_s": round(max(0.0, settled - received), 6), "ok": error is None}
+                 "verify_s": round(max(0.0, settled - received), 6), "ok": error is None,
+                 "relay": relay}
         if error is not None:
             entry["error"] = error[:200]
         with self._lock:

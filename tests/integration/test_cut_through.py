@@ -230,6 +230,9 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     assert sha256_file(str(downloads / "slots.bin")) == hashlib.sha256(data).hexdigest()
     pieces = {p["num"]: p for p in trace.pieces if p["ok"]}
     assert pieces[0]["holder"] == "relay" and relay.requests == 1
+    # The trace says which fetch was relayed, and the slots it had (bench/traces.py reads both).
+    assert pieces[0]["relay"] is True and pieces[1]["relay"] is False
+    assert [e["parallel"] for e in trace.events if e["kind"] == "registered"] == [1]
     if free:
         assert pieces[1]["start_s"] < pieces[0]["end_s"]   # begun while the relay still ran
         assert max(s["want"] for s in trace.schedules) <= 2   # at most twice --parallel

@@ -32,3 +32,13 @@ def test_trace_path_in_a_missing_folder_or_a_folder_is_refused(tmp_path):
     with pytest.raises(LocalIOError):
         check_trace_path(str(tmp_path))
     assert check_trace_path(str(tmp_path / "t.json")) == str(tmp_path / "t.json")
+
+
+def test_trace_marks_a_piece_fetched_from_a_relay():
+    ticks = iter([0.0, 1.0, 2.0])
+    trace = Trace(started=0.0, clock=lambda: next(ticks), wall=lambda: 1000.0)
+    trace.piece(3, "peer-a", "127.0.0.1:1", 10, 1.0, 1.5, 1.5)
+    trace.piece(4, "peer-b", "127.0.0.1:2", 10, 1.0, 2.0, 2.0, error="relay stopped", relay=True)
+    whole, relayed = trace.record()["pieces"]
+    assert whole["relay"] is False and whole["ok"] is True
+    assert relayed["relay"] is True and relayed["ok"] is False
