@@ -9,45 +9,33 @@ only after the fetch began), how many attempts failed; the MiB each host had
 verified 0.5, 1, 1.5 and 2 s after it registered (median over hosts); when the
 last piece left the supernode and when the last host was done (seconds after
 the first registration). Hosts' clocks are lined up by `wall_start` (one
-machine in the testbed). bench/timeline.py draws the same traces.
+machine in the testbed). bench/timeline.py draws the same traces,
+bench/traces.py reads more from them; bench/tracefiles.py reads them for all three.
 """
 import argparse
-import glob
-import json
 import os
 import statistics
 import sys
 from typing import Dict, List, Tuple
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tracefiles, also when imported
+from tracefiles import load as load_files  # noqa: E402
+from tracefiles import registered_at, source, whole_at  # noqa: E402
+
 MARKS = (0.5, 1.0, 1.5, 2.0)
 
 
 def load(folder: str) -> List[dict]:
-    return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(folder, "*.json")))]
-
-
-def registered_at(trace: dict) -> float:
-    return trace["wall_start"] + next(e["t"] for e in trace["events"] if e["kind"] == "registered")
+    return [trace for _, trace in load_files([folder])]
 
 
 def sources(traces: List[dict]) -> Dict[str, int]:
-    """Fetches by where they came from."""
-    done: Dict[Tuple[str, int], float] = {}
-    for t in traces:
-        for p in t["pieces"]:
-            if p.get("ok"):
-                done[(t["peer_id"], p["num"])] = t["wall_start"] + p["end_s"]
+    """Fetches by where they came from (tracefiles.source)."""
+    done = whole_at(traces)
     out = {"supernode": 0, "whole": 0, "relayed": 0, "failed": 0}
     for t in traces:
         for p in t["pieces"]:
-            if not p.get("ok"):
-                out["failed"] += 1
-            elif p["holder"] == "supernode":
-                out["supernode"] += 1
-            elif done.get((p["holder"], p["num"]), 0.0) > t["wall_start"] + p["start_s"]:
-                out["relayed"] += 1
-            else:
-                out["whole"] += 1
+            out[source(p, t["wall_start"], done)] += 1
     return out
 
 

@@ -14,28 +14,17 @@ in the testbed, so one clock). The gaps and the ramp docs/BENCHMARKS.md talks
 about are the white space between bars and the thin start of each row.
 """
 import argparse
-import glob
-import json
 import os
 import sys
 from typing import List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tracefiles, also when imported
+from tracefiles import SUPERNODE, event, load  # noqa: E402
 
 COLOURS = {"supernode": "#7b5ea7", "peer": "#2e9e5b", "failed": "#d62728"}
 ROW_H = 28          # pixels per host row
 LEFT, RIGHT, TOP, BOTTOM = 110, 20, 40, 66
 WIDTH = 900
-
-
-def load(paths: List[str]) -> List[Tuple[str, dict]]:
-    """(host name, trace) for each file, a directory standing for its *.json files."""
-    files: List[str] = []
-    for path in paths:
-        files.extend(sorted(glob.glob(os.path.join(path, "*.json"))) if os.path.isdir(path) else [path])
-    out = []
-    for path in files:
-        with open(path) as f:
-            out.append((os.path.splitext(os.path.basename(path))[0], json.load(f)))
-    return out
 
 
 def lanes(intervals: List[Tuple[float, float]]) -> Tuple[List[int], int]:
@@ -59,11 +48,7 @@ def lanes(intervals: List[Tuple[float, float]]) -> Tuple[List[int], int]:
 def kind_of(piece: dict) -> str:
     if not piece.get("ok", True):
         return "failed"
-    return "supernode" if piece["holder"] == "supernode" else "peer"
-
-
-def _event(trace: dict, kind: str) -> Optional[dict]:
-    return next((e for e in trace.get("events", ()) if e["kind"] == kind), None)
+    return "supernode" if piece["holder"] == SUPERNODE else "peer"
 
 
 def host_rows(traces: List[Tuple[str, dict]]) -> List[dict]:
@@ -74,9 +59,9 @@ def host_rows(traces: List[Tuple[str, dict]]) -> List[dict]:
     for name, trace in traces:
         shift = trace["wall_start"] - t0
         pieces = [(shift + p["start_s"], shift + p["end_s"], kind_of(p)) for p in trace.get("pieces", ())]
-        registered = _event(trace, "registered")
-        finished = _event(trace, "finished") or _event(trace, "failed")
-        check = _event(trace, "digest_check")
+        registered = event(trace, "registered")
+        finished = event(trace, "finished") or event(trace, "failed")
+        check = event(trace, "digest_check")
         end = shift + finished["t"] if finished else max([p[1] for p in pieces] or [shift])
         rows.append({"name": name, "pieces": pieces, "end": end,
                      "registered": shift + registered["t"] if registered else None,
