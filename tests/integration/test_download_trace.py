@@ -6,7 +6,8 @@ from xml.etree import ElementTree
 import pytest
 from helpers import MiB, content, run_all
 
-from bench import timeline
+from bench import timeline, tracefiles
+from bench import traces as bench_traces
 from dfly.peer.trace import Trace, write_trace
 from dfly.supernode.scheduler import SUPERNODE
 
@@ -84,3 +85,37 @@ def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, c
     assert by_kind["peer"] == sum(1 for p in pieces if p["holder"] != SUPERNODE and p["ok"])
     assert all(float(r.get("x")) >= timeline.LEFT and float(r.get("width")) > 0 for r in bars)
     assert len(list(drawn.iter(SVG + "line"))) >= 3 * 2   # each host: registered, complete
+
+
+@pytest.mark.time_limit(60)
+def test_traces_tool_reads_a_real_swarms_figures(origin, supernode, client_factory, downloads, tmp_path):
+    src = origin.add("read.bin", content(6 * MiB, seed=13))   # six 1 MiB pieces
+    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
+    traces = [Trace() for _ in clients]
+    for client, trace in zip(clients, traces):
+        trace.described(peer_id=client.peer_id)   # as `dfly get --trace` does
+    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("r%d" % i)), trace=t)
+                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
+    assert all(e is None for _, e in outcomes), outcomes
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for i, trace in enumerate(traces):
+        write_trace(trace, str(folder / ("h%d.json" % i)))
+
+    report = bench_traces.analyse(bench_traces.hosts_from(tracefiles.load([str(folder)])), 100.0)
+    pieces = [p for t in traces for p in t.record()["pieces"]]
+    good = [p for p in pieces if p["ok"]]
+    assert (report["hosts"], report["file_pieces"]) == (3, 6)
+    assert sum(r["pieces"] for r in report["per_host"]) == len(good) == 18
+    sn = report["supernode"]
+    assert sn["pieces"] == sum(1 for p in good if p["holder"] == SUPERNODE) >= 6
+    # the bins hold every byte the supernode sent, no more
+    assert sum(sn["egress_mbit_s"]) * 0.1 * 1e6 / 8 == pytest.approx(sn["bytes"], rel=1e-6)
+    for r in report["per_host"]:
+        assert sum(r["in_flight"]) == pytest.approx(1.0) and r["parallel"] == clients[0].config.parallel
+        assert r["receive_mbit_s"] > 0 and r["send_mbit_s"] is not None
+        assert 0 <= r["tail_pieces"] <= 6 and r["tail_s"] >= 0
+    rel = report["relays"]
+    assert rel["relayed"]["count"] == sum(1 for p in good if p["relay"])
+    assert sum(rel[k]["count"] for k in ("supernode", "whole", "relayed", "failed")) == len(pieces)
+    assert bench_traces.main([str(folder), "--rate", "100"]) == 0
