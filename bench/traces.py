@@ -227,23 +227,24 @@ def analyse(hosts: List[Host], rate_mbit_s: float = 0.0) -> dict:
             "last_done_s": max((r.get("done_s", 0.0) for r in per_host), default=0.0)}
 
 
-def headline(report: dict) -> List[Tuple[str, Optional[float]]]:
-    """The figures two runs are compared by."""
+def headline(report: dict) -> List[Tuple[str, Optional[float], int]]:
+    """The figures two runs are compared by: (label, value, decimals shown)."""
     sn, rel, hosts = report["supernode"], report["relays"], report["per_host"]
-    return [("last host done (s)", report["last_done_s"]),
-            ("supernode: last piece out (s)", sn.get("last_out_s")),
-            ("supernode: mean Mbit/s", sn.get("mean_mbit_s")),
-            ("hosts: receive Mbit/s, median", median([r["receive_mbit_s"] for r in hosts if r["pieces"]])),
+    return [("last host done (s)", report["last_done_s"], 2),
+            ("supernode: last piece out (s)", sn.get("last_out_s"), 2),
+            ("supernode: mean Mbit/s", sn.get("mean_mbit_s"), 1),
+            ("hosts: receive Mbit/s, median", median([r["receive_mbit_s"] for r in hosts if r["pieces"]]), 1),
             ("hosts: send Mbit/s, median", median([r["send_mbit_s"] for r in hosts
-                                                  if r.get("send_mbit_s") is not None])),
-            ("hosts: tail pieces, median", median([r["tail_pieces"] for r in hosts if "tail_pieces" in r])),
-            ("hosts: tail s, median", median([r["tail_s"] for r in hosts if "tail_s" in r])),
-            ("refill gap median (s)", report["refill_gap_median_s"]),
-            ("refill gap p90 (s)", report["refill_gap_p90_s"]),
-            ("relayed fetches", rel["relayed"]["count"]),
-            ("relayed fetch median (s)", rel["relayed"]["median_s"]),
-            ("supernode/whole fetch median (s)", rel["not_relayed"]["median_s"]),
-            ("relays fed by a relay", rel["chained"])]
+                                                  if r.get("send_mbit_s") is not None]), 1),
+            ("hosts: tail pieces, median", median([r["tail_pieces"] for r in hosts
+                                                  if "tail_pieces" in r]), 1),
+            ("hosts: tail s, median", median([r["tail_s"] for r in hosts if "tail_s" in r]), 2),
+            ("refill gap median (s)", report["refill_gap_median_s"], 3),
+            ("refill gap p90 (s)", report["refill_gap_p90_s"], 3),
+            ("relayed fetches", rel["relayed"]["count"], 0),
+            ("relayed fetch median (s)", rel["relayed"]["median_s"], 2),
+            ("supernode/whole fetch median (s)", rel["not_relayed"]["median_s"], 2),
+            ("relays fed by a relay", rel["chained"], 0)]
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -301,12 +302,14 @@ def _host_line(r: dict) -> str:
 
 def format_comparison(names: Tuple[str, str], reports: Tuple[dict, dict]) -> str:
     a, b = (headline(r) for r in reports)
-    width = max(len(label) for label, _ in a)
+    width = max(len(label) for label, _, _ in a)
     lines = ["A: %s" % names[0], "B: %s" % names[1],
              "%-*s  %10s  %10s  %10s" % (width, "", "A", "B", "B - A")]
-    for (label, x), (_, y) in zip(a, b):
+    for (label, x, places), (_, y, _) in zip(a, b):
         diff = y - x if x is not None and y is not None else None
-        lines.append("%-*s  %10s  %10s  %10s" % (width, label, _f(x), _f(y), _f(diff, "%+.2f")))
+        fmt = "%%.%df" % places
+        lines.append("%-*s  %10s  %10s  %10s" % (width, label, _f(x, fmt), _f(y, fmt),
+                                                   _f(diff, "%+" + fmt[1:])))
     return "\n".join(lines)
 
 
