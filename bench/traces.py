@@ -12,9 +12,11 @@ payload Mbit/s (10^6 bits).
   last piece's end, and, with --rate, that rate against the payload a link of
   that rate carries (TCP/IP over Ethernet: 1448 of each 1514 bytes, 95.6 %).
 - Per host: receive and send rate while it downloaded (its first request to its
-  last piece's end), the share of that time with 0, 1, ... fetches in flight
+  last piece's end) and in its body (from --ramp, 1 s, after its first request
+  until the supernode's last piece left), the share of that time with 0, 1, ... fetches in flight
   (`parallel` is the trace's slot count), the pieces it still lacked when the
-  supernode's last piece left (the tail) and how long it took after that.
+  supernode's last piece left (the tail), how long it took after that and at
+  what rate it received then.
 - Slot refill gaps: from a fetch's end to the host's next fetch start (median, p90).
 - Relayed fetches (cut-through): count and duration against fetches from the
   supernode and from whole copies; chains (the relay was itself fed by a relay);
@@ -53,6 +55,7 @@ from tracefiles import SUPERNODE, event, load, registered_at, source, whole_at  
 
 BIN_S = 0.1
 PAYLOAD_SHARE = 1448 / 1514   # TCP payload (timestamps on) in an Ethernet frame as tc counts it
+RAMP_S = 1.0   # a host's "body" rates start this long after its first request (past its ramp)
 
 
 @dataclass(frozen=True)
@@ -175,23 +178,36 @@ def supernode_figures(hosts: List[Host], rate_mbit_s: float = 0.0) -> dict:
     return out
 
 
-def host_figures(host: Host, hosts: List[Host], pieces: int, supernode_last: Optional[float]) -> dict:
+def host_figures(host: Host, hosts: List[Host], pieces: int, supernode_last: Optional[float],
+                 ramp_s: float = RAMP_S) -> dict:
     got = [f for f in host.fetches if f.kind != "failed"]
     if not got:
         return {"name": host.name, "pieces": 0}
+    served = [f for h in hosts for f in h.fetches if f.holder == host.peer_id and f.kind != "failed"] \
+        if host.peer_id else None
     lo, hi = min(f.start for f in host.fetches), max(f.end for f in got)
     out = {"name": host.name, "pieces": len(got), "registered_s": host.registered, "first_request_s": lo,
-           "done_s": hi, "receive_mbit_s": mbit_s(sum(f.size for f in got), hi - lo),
-           "send_mbit_s": None, "parallel": host.parallel,
+           "done_s": hi, "parallel": host.parallel,
            "in_flight": in_flight_shares(host.fetches, lo, hi) if hi > lo else [1.0],
            "refill_gaps_s": refill_gaps(host.fetches)}
-    if host.peer_id:
-        served = [f for h in hosts for f in h.fetches if f.holder == host.peer_id and f.kind != "failed"]
-        out["send_mbit_s"] = mbit_s(bytes_within(served, lo, hi), hi - lo)
+    out["receive_mbit_s"], out["send_mbit_s"] = rates(got, served, lo, hi)
+    out["body_receive_mbit_s"] = out["body_send_mbit_s"] = out["tail_mbit_s"] = None
     if supernode_last is not None:
+        if supernode_last > lo + ramp_s:   # past its ramp, while the supernode still sent
+            body = rates(got, served, lo + ramp_s, supernode_last)
+            out["body_receive_mbit_s"], out["body_send_mbit_s"] = body
         out["tail_pieces"] = pieces - len({f.num for f in got if f.end <= supernode_last})
         out["tail_s"] = max(0.0, hi - supernode_last)
+        if out["tail_s"] > 0:
+            out["tail_mbit_s"] = rates(got, None, supernode_last, hi)[0]
     return out
+
+
+def rates(got: Sequence[Fetch], served: Optional[Sequence[Fetch]], lo: float, hi: float
+          ) -> Tuple[float, Optional[float]]:
+    """Mbit/s received (of `got`) and sent (of `served`, None: unknown) within [lo, hi)."""
+    sent = None if served is None else mbit_s(bytes_within(served, lo, hi), hi - lo)
+    return mbit_s(bytes_within(got, lo, hi), hi - lo), sent
 
 
 def relay_figures(hosts: List[Host]) -> dict:
@@ -213,15 +229,16 @@ def relay_figures(hosts: List[Host]) -> dict:
     return out
 
 
-def analyse(hosts: List[Host], rate_mbit_s: float = 0.0) -> dict:
+def analyse(hosts: List[Host], rate_mbit_s: float = 0.0, ramp_s: float = RAMP_S) -> dict:
     """Every figure of one run (see the module's docstring), as plain data."""
     pieces = len({f.num for h in hosts for f in h.fetches if f.kind != "failed"})
     sn = supernode_figures(hosts, rate_mbit_s)
     last = sn.get("last_out_s")
-    per_host = sorted((host_figures(h, hosts, pieces, last) for h in hosts),
+    per_host = sorted((host_figures(h, hosts, pieces, last, ramp_s) for h in hosts),
                       key=lambda r: (r.get("done_s", math.inf), r["name"]))
     gaps = [g for r in per_host for g in r.get("refill_gaps_s", ())]
-    return {"hosts": len(hosts), "file_pieces": pieces, "supernode": sn, "per_host": per_host,
+    return {"hosts": len(hosts), "file_pieces": pieces, "ramp_s": ramp_s, "supernode": sn,
+            "per_host": per_host,
             "refill_gap_median_s": median(gaps), "refill_gap_p90_s": p90(gaps), "refill_gaps": len(gaps),
             "relays": relay_figures(hosts),
             "last_done_s": max((r.get("done_s", 0.0) for r in per_host), default=0.0)}
@@ -236,6 +253,9 @@ def headline(report: dict) -> List[Tuple[str, Optional[float], int]]:
             ("hosts: receive Mbit/s, median", median([r["receive_mbit_s"] for r in hosts if r["pieces"]]), 1),
             ("hosts: send Mbit/s, median", median([r["send_mbit_s"] for r in hosts
                                                   if r.get("send_mbit_s") is not None]), 1),
+            ("hosts: body receive Mbit/s, median", _median_of(hosts, "body_receive_mbit_s"), 1),
+            ("hosts: body send Mbit/s, median", _median_of(hosts, "body_send_mbit_s"), 1),
+            ("hosts: tail Mbit/s, median", _median_of(hosts, "tail_mbit_s"), 1),
             ("hosts: tail pieces, median", median([r["tail_pieces"] for r in hosts
                                                   if "tail_pieces" in r]), 1),
             ("hosts: tail s, median", median([r["tail_s"] for r in hosts if "tail_s" in r]), 2),
@@ -245,6 +265,10 @@ def headline(report: dict) -> List[Tuple[str, Optional[float], int]]:
             ("relayed fetch median (s)", rel["relayed"]["median_s"], 2),
             ("supernode/whole fetch median (s)", rel["not_relayed"]["median_s"], 2),
             ("relays fed by a relay", rel["chained"], 0)]
+
+
+def _median_of(hosts: List[dict], key: str) -> Optional[float]:
+    return median([r[key] for r in hosts if r.get(key) is not None])
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -272,9 +296,11 @@ def format_report(name: str, report: dict) -> str:
             lines.append("  %5.1f s  %s" % (i * BIN_S, " ".join("%3.0f" % b for b in bins[i:i + per_row])))
     else:
         lines.append("supernode: no piece came from it")
-    lines.append("hosts, by when done: registered, first request, done; receive / send Mbit/s while\n"
-                 "  downloading; % of that time with 0, 1, .. fetches in flight; tail: pieces lacking when\n"
-                 "  the supernode's last piece left, and seconds after; refill gap median")
+    lines.append("hosts, by when done: registered, first request, done (s); receive / send Mbit/s while\n"
+                 "  downloading, and from %g s after its first request until the supernode's last piece\n"
+                 "  left (body); %% of its time with 0, 1, .. fetches in flight; tail: pieces lacking when\n"
+                 "  the supernode's last piece left, seconds after, Mbit/s received then; refill gap median"
+                 % report["ramp_s"])
     lines.extend(_host_line(r) for r in report["per_host"])
     lines.append("slot refill gaps: %d, median %s s, p90 %s s"
                  % (report["refill_gaps"], _f(report["refill_gap_median_s"], "%.3f"),
@@ -294,10 +320,13 @@ def _host_line(r: dict) -> str:
     if not r["pieces"]:
         return "  %-8s no piece" % r["name"]
     flight = " ".join("%.0f" % (100 * s) for s in r["in_flight"])
-    return ("  %-8s %5.2f %5.2f %5.2f s  %5.1f / %5s  in flight %% [%s]%s  tail %s, %s s  gap %s s"
+    return ("  %-8s %5.2f %5.2f %5.2f  %5.1f / %5s, body %5s / %5s  in flight %% [%s]%s"
+            "  tail %s, %s s at %s  gap %s s"
             % (r["name"], r["registered_s"], r["first_request_s"], r["done_s"], r["receive_mbit_s"],
-               _f(r["send_mbit_s"], "%.1f"), flight, " of %d slots" % r["parallel"] if r["parallel"] else "",
-               _f(r.get("tail_pieces"), "%d"), _f(r.get("tail_s")), _f(median(r["refill_gaps_s"]), "%.3f")))
+               _f(r["send_mbit_s"], "%.1f"), _f(r["body_receive_mbit_s"], "%.1f"),
+               _f(r["body_send_mbit_s"], "%.1f"), flight, " of %d" % r["parallel"] if r["parallel"] else "",
+               _f(r.get("tail_pieces"), "%d"), _f(r.get("tail_s")), _f(r["tail_mbit_s"], "%.1f"),
+               _f(median(r["refill_gaps_s"]), "%.3f")))
 
 
 def format_comparison(names: Tuple[str, str], reports: Tuple[dict, dict]) -> str:
@@ -319,6 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", metavar="DIR", help="one run's trace files (two: compared)")
     p.add_argument("--rate", type=float, default=0.0, help="the links' rate, Mbit/s (testbed --rate)")
+    p.add_argument("--ramp", type=float, default=RAMP_S, metavar="S",
+                   help="hosts' body rates start S seconds after their first request (default %(default)s)")
     p.add_argument("--json", action="store_true", help="the figures as JSON instead of text")
     args = p.parse_args(argv)
     if len(args.folders) > 2:
@@ -337,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if len(hosts) < len(traces):
             sys.stderr.write("traces: %s: %d of %d hosts never registered, left out\n"
                              % (folder, len(traces) - len(hosts), len(traces)))
-        reports.append(analyse(hosts, args.rate))
+        reports.append(analyse(hosts, args.rate, args.ramp))
     if args.json:
         print(json.dumps(dict(zip(args.folders, reports)), indent=1))
         return 0

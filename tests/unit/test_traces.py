@@ -94,6 +94,20 @@ def test_each_hosts_rates_count_only_good_pieces_while_it_downloaded():
     assert b["send_mbit_s"] == pytest.approx(2 / 0.35)
 
 
+def test_body_rates_start_after_the_ramp_and_tail_rates_after_the_supernodes_last_piece():
+    report = traces.analyse(traces.hosts_from(_two_hosts()), ramp_s=0.1)
+    a = _host(report, "a")
+    # 0.1-0.55: half of piece 0, three quarters of piece 1, a quarter of piece 2 (12 Mbit);
+    # sent: b's relayed piece 1 (0.25-0.45), whole
+    assert a["body_receive_mbit_s"] == pytest.approx(12 / 0.45)
+    assert a["body_send_mbit_s"] == pytest.approx(8 / 0.45)
+    # after 0.55: three quarters of piece 2 in 0.15 s
+    assert a["tail_mbit_s"] == pytest.approx(6 / 0.15)
+    assert _host(report, "b")["tail_mbit_s"] is None   # done when the supernode was
+    # with the default 1 s ramp no host downloaded past it before the supernode's last piece
+    assert _host(_report(), "a")["body_receive_mbit_s"] is None
+
+
 def test_shares_in_flight_count_failed_attempts_and_go_up_to_the_most_seen():
     report = _report()
     # a: 2 in flight 0-0.2, 1 to 0.4, none to 0.5, 1 to 0.7
