@@ -17,7 +17,9 @@ payload Mbit/s (10^6 bits).
   (`parallel` is the trace's slot count), the pieces it still lacked when the
   supernode's last piece left (the tail), how long it took after that and at
   what rate it received then.
-- Slot refill gaps: from a fetch's end to the host's next fetch start (median, p90).
+- Slot refill gaps: from a fetch's end to the host's next fetch start (median, p90);
+  schedule calls' latency (a refill waits for one), with and without the time
+  the supernode held the call on purpose (`waited_s`), and report-only calls.
 - Relayed fetches (cut-through): count and duration against fetches from the
   supernode and from whole copies; chains (the relay was itself fed by a relay);
   how long after its relay's own fetch ended a relayed fetch ended.
@@ -69,12 +71,22 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class Call:
+    """A schedule call: how long it took, how much of that the supernode held it on
+    purpose (a long-poll for a piece to become assignable), and whether it only reported."""
+    latency_s: float
+    waited_s: float
+    reporter: bool
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     peer_id: str          # "" when the trace does not name it
     registered: float
     parallel: int         # the download's slots; 0 when the trace does not say
     fetches: Tuple[Fetch, ...]
+    calls: Tuple[Call, ...] = ()
 
 
 def hosts_from(traces: List[Tuple[str, dict]]) -> List[Host]:
@@ -91,8 +103,11 @@ def hosts_from(traces: List[Tuple[str, dict]]) -> List[Host]:
         fetches = tuple(Fetch(p["num"], p["holder"], p["bytes"], shift + p["start_s"], shift + p["end_s"],
                               source(p, t["wall_start"], done))
                         for p in t.get("pieces", ()))
+        calls = tuple(Call(c["latency_s"], c.get("waited_s") or 0.0, bool(c.get("reporter")))
+                      for c in t.get("schedules", ()))
         reg = event(t, "registered")
-        out.append(Host(name, t.get("peer_id", ""), registered_at(t) - t0, reg.get("parallel", 0), fetches))
+        out.append(Host(name, t.get("peer_id", ""), registered_at(t) - t0, reg.get("parallel", 0), fetches,
+                        calls))
     return out
 
 
@@ -229,6 +244,17 @@ def relay_figures(hosts: List[Host]) -> dict:
     return out
 
 
+def call_figures(hosts: List[Host]) -> dict:
+    """Schedule calls (asking for pieces, reports riding along) and report-only calls:
+    latency, and latency less the supernode's deliberate hold (the call's own cost)."""
+    asks = [c for h in hosts for c in h.calls if not c.reporter]
+    reports = [c.latency_s for h in hosts for c in h.calls if c.reporter]
+    own = [c.latency_s - c.waited_s for c in asks]
+    return {"count": len(asks), "latency_median_s": median([c.latency_s for c in asks]),
+            "latency_p90_s": p90([c.latency_s for c in asks]), "own_median_s": median(own),
+            "own_p90_s": p90(own), "reports": len(reports), "report_median_s": median(reports)}
+
+
 def analyse(hosts: List[Host], rate_mbit_s: float = 0.0, ramp_s: float = RAMP_S) -> dict:
     """Every figure of one run (see the module's docstring), as plain data."""
     pieces = len({f.num for h in hosts for f in h.fetches if f.kind != "failed"})
@@ -240,7 +266,7 @@ def analyse(hosts: List[Host], rate_mbit_s: float = 0.0, ramp_s: float = RAMP_S)
     return {"hosts": len(hosts), "file_pieces": pieces, "ramp_s": ramp_s, "supernode": sn,
             "per_host": per_host,
             "refill_gap_median_s": median(gaps), "refill_gap_p90_s": p90(gaps), "refill_gaps": len(gaps),
-            "relays": relay_figures(hosts),
+            "relays": relay_figures(hosts), "schedule_calls": call_figures(hosts),
             "last_done_s": max((r.get("done_s", 0.0) for r in per_host), default=0.0)}
 
 
@@ -261,6 +287,8 @@ def headline(report: dict) -> List[Tuple[str, Optional[float], int]]:
             ("hosts: tail s, median", median([r["tail_s"] for r in hosts if "tail_s" in r]), 2),
             ("refill gap median (s)", report["refill_gap_median_s"], 3),
             ("refill gap p90 (s)", report["refill_gap_p90_s"], 3),
+            ("schedule call median (s)", report["schedule_calls"]["latency_median_s"], 3),
+            ("schedule call p90 (s)", report["schedule_calls"]["latency_p90_s"], 3),
             ("relayed fetches", rel["relayed"]["count"], 0),
             ("relayed fetch median (s)", rel["relayed"]["median_s"], 2),
             ("supernode/whole fetch median (s)", rel["not_relayed"]["median_s"], 2),
@@ -305,6 +333,12 @@ def format_report(name: str, report: dict) -> str:
     lines.append("slot refill gaps: %d, median %s s, p90 %s s"
                  % (report["refill_gaps"], _f(report["refill_gap_median_s"], "%.3f"),
                     _f(report["refill_gap_p90_s"], "%.3f")))
+    calls = report["schedule_calls"]
+    lines.append("schedule calls: %d, median %s s, p90 %s s; less the supernode's hold: median %s s, "
+                 "p90 %s s; report-only calls: %d, median %s s"
+                 % (calls["count"], _f(calls["latency_median_s"], "%.3f"), _f(calls["latency_p90_s"], "%.3f"),
+                    _f(calls["own_median_s"], "%.3f"), _f(calls["own_p90_s"], "%.3f"), calls["reports"],
+                    _f(calls["report_median_s"], "%.3f")))
     lines.append("fetches: " + "; ".join("%s %d (median %s s, p90 %s s)" % (
         {"whole": "whole copies"}.get(k, k), rel[k]["count"], _f(rel[k]["median_s"]), _f(rel[k]["p90_s"]))
         for k in (SUPERNODE, "whole", "relayed", "failed")))

@@ -118,4 +118,6 @@ def test_traces_tool_reads_a_real_swarms_figures(origin, supernode, client_facto
     rel = report["relays"]
     assert rel["relayed"]["count"] == sum(1 for p in good if p["relay"])
     assert sum(rel[k]["count"] for k in ("supernode", "whole", "relayed", "failed")) == len(pieces)
+    asked = [c for t in traces for c in t.record()["schedules"] if not c.get("reporter")]
+    assert report["schedule_calls"]["count"] == len(asked) > 0
     assert bench_traces.main([str(folder), "--rate", "100"]) == 0

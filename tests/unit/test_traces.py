@@ -174,6 +174,22 @@ def test_a_relay_without_its_own_trace_is_counted_but_not_chained():
     assert (rel["relayed"]["count"], rel["relays_known"], rel["lag_median_s"]) == (1, 0, None)
 
 
+def test_schedule_calls_with_and_without_the_supernodes_hold():
+    trace = _trace("A", 0.0, [(0, "supernode", 0.0, 0.2, True, False)])
+    trace["schedules"] = [
+        {"t": 0.5, "latency_s": 0.02, "waited_s": 0.0, "want": 4, "assigned": 1, "reported": 0},
+        {"t": 0.6, "latency_s": 0.10, "waited_s": 0.06, "want": 1, "assigned": 1, "reported": 1},
+        {"t": 0.7, "latency_s": 0.04, "waited_s": None, "want": 1, "assigned": 0, "reported": 0},
+        {"t": 0.7, "latency_s": 0.03, "waited_s": None, "want": 0, "assigned": 0, "reported": 1,
+         "reporter": True}]
+    calls = traces.analyse(traces.hosts_from([("a", trace)]))["schedule_calls"]
+    # asking calls 0.02, 0.10, 0.04 s; less the hold 0.02, 0.04, 0.04; one report-only call
+    assert calls["count"] == 3 and calls["latency_median_s"] == pytest.approx(0.04)
+    assert calls["latency_p90_s"] == pytest.approx(0.10)
+    assert calls["own_median_s"] == pytest.approx(0.04) and calls["own_p90_s"] == pytest.approx(0.04)
+    assert (calls["reports"], calls["report_median_s"]) == (1, pytest.approx(0.03))
+
+
 def test_p90_is_the_nearest_rank():
     assert traces.p90([]) is None and traces.p90([5.0]) == 5.0
     assert traces.p90(list(range(1, 11))) == 9 and traces.p90(list(range(1, 12))) == 10
