@@ -653,7 +653,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--svg", default=os.path.join(harness.HERE, "results", "testbed.svg"))
     p.add_argument("--keep", action="store_true", help="keep the workspace")
     p.add_argument("--trace-dir", help="keep each dfly host's `get --trace` in DIR/n<hosts>-run<run>/ "
-                   "(draw one with bench/timeline.py)")
+                   "(draw one with bench/timeline.py, read its figures with bench/traces.py)")
     p.add_argument("--cleanup", action="store_true", help="only remove namespaces (and their "
                    "processes) a killed run left behind, then exit")
     args = p.parse_args(argv)
