@@ -9,7 +9,8 @@ Times are seconds after the run's first registration (hosts' clocks lined up by
 payload Mbit/s (10^6 bits).
 - The supernode: its egress in 0.1 s bins (the pieces hosts fetched from it),
   when its last piece left, its mean rate from its first piece's request to its
-  last piece's end, and, with --rate, that rate against the payload a link of
+  last piece's end, and the share of that time with 0, 1, ... of its pieces in
+  flight, and, with --rate, that rate against the payload a link of
   that rate carries (TCP/IP over Ethernet: 1448 of each 1514 bytes, 95.6 %).
 - Per host: receive and send rate while it downloaded (its first request to its
   last piece's end) and in its body (from --ramp, 1 s, after its first request
@@ -186,6 +187,7 @@ def supernode_figures(hosts: List[Host], rate_mbit_s: float = 0.0) -> dict:
     out = {"pieces": len(sent), "bytes": sum(f.size for f in sent), "first_request_s": first,
            "last_out_s": last, "mean_mbit_s": mbit_s(sum(f.size for f in sent), last - first),
            "mean_in_flight": sum(f.end - f.start for f in sent) / (last - first) if last > first else 0.0,
+           "in_flight": in_flight_shares(sent, first, last) if last > first else [1.0],
            "egress_mbit_s": binned_mbit_s(sent)}
     if rate_mbit_s:
         out["link_payload_mbit_s"] = rate_mbit_s * PAYLOAD_SHARE
@@ -314,9 +316,10 @@ def format_report(name: str, report: dict) -> str:
             against = " = %.0f %% of the %.1f Mbit/s payload of the link" % (
                 100 * sn["of_link_payload"], sn["link_payload_mbit_s"])
         lines.append("supernode: %d pieces, last out at %.2f s; %.1f Mbit/s from its first request "
-                     "(%.2f s)%s; %.1f fetches in flight on average"
+                     "(%.2f s)%s; %.1f fetches in flight on average, %% of that time with 0, 1, .. in "
+                     "flight [%s]"
                      % (sn["pieces"], sn["last_out_s"], sn["mean_mbit_s"], sn["first_request_s"], against,
-                        sn["mean_in_flight"]))
+                        sn["mean_in_flight"], " ".join("%.0f" % (100 * x) for x in sn["in_flight"])))
         lines.append("supernode egress, Mbit/s per %g s (a row a second):" % BIN_S)
         bins = sn["egress_mbit_s"]
         per_row = int(round(1 / BIN_S))

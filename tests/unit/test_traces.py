@@ -70,6 +70,8 @@ def test_supernode_egress_spreads_each_piece_over_its_fetch_in_tenth_second_bins
     assert sn["last_out_s"] == pytest.approx(0.55)
     assert sn["mean_mbit_s"] == pytest.approx(32 / 0.55)
     assert sn["mean_in_flight"] == pytest.approx(1.0 / 0.55)
+    # 2 in flight to 0.35, 3 to 0.4 (b's piece 0 began), 1 to 0.55
+    assert sn["in_flight"] == pytest.approx([0.0, 0.15 / 0.55, 0.35 / 0.55, 0.05 / 0.55])
     # bin 0: half of a's piece 0 and a quarter of its piece 1 (0.75 MB = 6 Mbit in 0.1 s);
     # bin 3: a quarter of a's 1, half of b's 2, a quarter of b's 0; bin 5: b's 0 up to 0.55
     assert sn["egress_mbit_s"] == pytest.approx([60, 60, 60, 80, 40, 20])
