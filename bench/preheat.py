@@ -85,12 +85,14 @@ def run(ws, registry, image, hosts, tag, preheat):
     try:
         preheat_s, preheat_egress = 0.0, 0
         if preheat:
+            registry.settle()   # its access log is read on a thread: every line in before counting
             before = registry.blob_bytes()
             started = time.perf_counter()
             subprocess.run([sys.executable, ws.pyz, "preheat", "%s/%s:v1" % (registry.host, REPO_NAME),
                             "--plain-http", "--supernode", supernode.address, "--token-file", token],
                            check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             preheat_s = time.perf_counter() - started
+            registry.settle()
             preheat_egress = registry.blob_bytes() - before
         daemons = [harness.Daemon(ws, "%s-host%d" % (tag, i), supernode.address,
                                   "--registry-mirror", registry.url) for i in range(hosts)]

@@ -92,6 +92,7 @@ def run_published(ws, registry, image, hosts, jitter, tag):
                                   registry.url, "--subscribe", topic, "--subscribe-jitter", jitter,
                                   "--subscribe-poll", "5s") for i in range(hosts)]
         harness.wait_until(lambda: _subscribers(supernode.address) == hosts, 30, "every daemon subscribed")
+        registry.settle()   # its access log is read on a thread: every line in before counting
         before = registry.blob_bytes()
         started = time.perf_counter()
         subprocess.run([sys.executable, ws.pyz, "publish", "%s/%s:v1" % (registry.host, REPO_NAME),
@@ -102,6 +103,7 @@ def run_published(ws, registry, image, hosts, jitter, tag):
                            "every daemon holding the image", step_s=0.05)
         wall = time.perf_counter() - started
         verified = all(_holds(d, image) for d in daemons)
+        registry.settle()
         return {"wall_s": wall, "preheat_s": preheat_s, "egress_bytes": registry.blob_bytes() - before,
                 "verified": verified}
     finally:

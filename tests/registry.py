@@ -5,7 +5,9 @@ index), pushed with skopeo as users push.
 
 The registry runs on 127.0.0.1 port 0 with filesystem storage under the test's
 folder; its bound address is read from its log. Its access log is kept, so a
-test can count the blob GETs the registry answered and the bytes it sent.
+test can count the blob GETs the registry answered and the bytes it sent. The
+log is read on a thread, so a line can still be on its way after the answer
+it records has arrived: call settle() before counting.
 """
 import base64
 import gzip
@@ -18,10 +20,12 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from helpers import content
+from helpers import content, wait_until
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 SKOPEO_BIN = shutil.which("skopeo") or "/usr/bin/skopeo"
@@ -39,6 +43,9 @@ TOKEN_SERVICE, TOKEN_ISSUER = "dfly-test-registry", "dfly-test-issuer"   # as to
 
 _ACCESS = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3}) (\d+|-)')
 _LISTENING = re.compile(r"listening on (\S+?):(\d+)")
+_MARKER = "/dfly-test-settle/"   # settle()'s requests: a 404 the registry logs, kept out of accesses
+SETTLE_TIMEOUT_S = 10
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # no *_proxy from the environment
 
 
 @dataclass
@@ -76,6 +83,8 @@ class Registry:
             f.write("\n".join(config) + "\n")
         self.accesses: List[Access] = []
         self.log_lines: List[str] = []
+        self._markers_sent = 0
+        self._markers_read = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.address = ("", 0)
@@ -93,7 +102,9 @@ class Registry:
             with self._lock:
                 self.log_lines.append(line)
                 m = _ACCESS.search(line)
-                if m:
+                if m and m.group(2).startswith(_MARKER):
+                    self._markers_read += 1
+                elif m:
                     size = int(m.group(4)) if m.group(4).isdigit() else 0
                     self.accesses.append(Access(m.group(1), m.group(2), int(m.group(3)), size))
             m = _LISTENING.search(line)
@@ -110,6 +121,29 @@ class Registry:
     @property
     def url(self) -> str:
         return "http://%s" % self.host
+
+    def settle(self) -> None:
+        """Read every access line for requests answered before this call. The registry
+        writes its lines in order on one stream, and the reader records them in that
+        order: one more request of our own, and once its line is read every earlier
+        line is too. (A request still in flight, say one the daemon makes in the
+        background, is not waited for: wait for what the test expects instead.)"""
+        with self._lock:
+            self._markers_sent += 1
+            sent = self._markers_sent
+        try:
+            with _DIRECT.open("%s%s%d" % (self.url, _MARKER, sent), timeout=SETTLE_TIMEOUT_S) as reply:
+                status = reply.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+            e.close()
+        assert status == 404, "the registry answered its settle request %d" % status
+        wait_until(lambda: self._read_markers() >= sent, SETTLE_TIMEOUT_S,
+                   message="the registry's access line for its settle request")
+
+    def _read_markers(self) -> int:
+        with self._lock:
+            return self._markers_read
 
     def blob_gets(self, digest: Optional[str] = None) -> List[Access]:
         """GETs of blobs (of `digest`) the registry answered 200 or 206."""

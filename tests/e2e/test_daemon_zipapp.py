@@ -52,6 +52,7 @@ def test_the_zipapp_daemon_takes_gets_and_mirrors_a_registry(pyz, tmp_path):
             conf = mirror_conf(str(tmp_path / "registries.conf"), registry, daemon.address)
             pull(conf, registry, "team/app", "v1", str(tmp_path / "pulled"), arch="arm64")
             assert dir_layers(str(tmp_path / "pulled")) == image.layers["arm64"]
+            registry.settle()
             assert len(registry.blob_gets(image.layers["arm64"][0])) == 1
     finally:
         codes = [p.stop() for p in (daemon, supernode) if p is not None]

@@ -129,6 +129,7 @@ def test_skopeo_pulls_through_a_daemon_listening_on_ipv6_loopback(pyz, tmp_path)
         pull(conf, registry, "team/app", "v1", str(tmp_path / "pulled"), arch="amd64",
              runner=runner)
         assert dir_layers(str(tmp_path / "pulled")) == image.layers["amd64"]
+        registry.settle()
         for layer in image.layers["amd64"]:
             assert len(registry.blob_gets(layer)) == 1   # through the supernode, once each
         # ...and through the daemon (skopeo would go to the registry itself were the

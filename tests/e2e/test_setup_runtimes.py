@@ -111,6 +111,7 @@ def test_containerd_and_skopeo_pull_through_the_daemon_with_the_files_setup_wrot
         assert set(image.layers["amd64"]) <= set(listed), fetched.stdout
         after_ctr = daemon_stats(daemon.address)
         assert after_ctr["bytes_from_source"] >= image.size_of("amd64")
+        registry.settle()
         for layer in image.layers["amd64"]:
             assert len(registry.blob_gets(layer)) == 1   # the daemon's one fetch
 
@@ -119,6 +120,7 @@ def test_containerd_and_skopeo_pull_through_the_daemon_with_the_files_setup_wrot
         assert dir_layers(str(tmp_path / "pulled")) == image.layers["arm64"]
         after_skopeo = daemon_stats(daemon.address)
         assert after_skopeo["bytes_from_source"] - after_ctr["bytes_from_source"] >= image.size_of("arm64")
+        registry.settle()
         for layer in image.layers["arm64"]:
             assert len(registry.blob_gets(layer)) == 1
     finally:
@@ -172,6 +174,7 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
 
         fetch(containerd, hosts_dir, "%s/team/theirs:v1" % other.host)
         assert daemon_stats(daemon.address)["bytes_from_source"] == through   # not via the daemon
+        other.settle()
         for layer in theirs.layers["amd64"]:
             assert len(other.blob_gets(layer)) == 1
 
@@ -183,6 +186,7 @@ def test_containerd_default_hosts_toml_keeps_every_registry_pulling_via_the_daem
         conf = str(root / "etc/containers/registries.conf")
         pull(conf, mine, "team/app", "v2", str(tmp_path / "pulled"), arch="arm64")
         assert dir_layers(str(tmp_path / "pulled")) == v2.layers["arm64"]
+        mine.settle()
         for layer in v2.layers["amd64"] + v2.layers["arm64"]:
             assert len(mine.blob_gets(layer)) == 1   # from the registry itself
     finally:

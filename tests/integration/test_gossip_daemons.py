@@ -79,6 +79,7 @@ def test_the_registry_mirror_of_gossip_daemons_takes_each_blob_from_the_registry
         assert [e for _, e in outcomes] == [None] * 3
         for i in range(3):
             assert dir_layers(str(tmp_path / ("out%d" % i))) == image.layers["amd64"]
+        registry.settle()
         for digest in image.layers["amd64"]:
             assert len(registry.blob_gets(digest)) == 1, "blob %s left the registry more than once" % digest
     finally:

@@ -557,6 +557,7 @@ def test_the_registry_mirror_reaches_an_upstream_registry_on_ipv6(supernode_fact
                            "127.0.0.1:%d" % _port(running.address))
         pull(conf, registry, "team/app", "v1", str(tmp_path / "pulled"))
         assert dir_layers(str(tmp_path / "pulled")) == image.layers["amd64"]
+        registry.settle()
         for layer in image.layers["amd64"]:   # fetched by the supernode, from [::1], once
             assert len(registry.blob_gets(layer)) == 1
         # ...through the daemon (skopeo goes to the registry itself when the mirror fails)
@@ -682,6 +683,7 @@ def test_an_image_on_an_ipv6_registry_is_preheated_and_exported_by_its_bracketed
                      "--supernode", supernode.address, "--upload-listen", "[::1]:0",
                      "--data-dir", str(tmp_path / "export"), "-q"]) == 0
         assert archive.stat().st_size > 3 * MiB
+        registry.settle()
         for layer in image.layers["amd64"]:   # preheated once; the export read the cache
             assert len(registry.blob_gets(layer)) == 1
     finally:

@@ -113,6 +113,7 @@ def test_harbor_212_preheat_then_pulls_through_four_daemons_take_no_blob_byte_fr
     wanted = {d for arch in ("amd64", "arm64") for d in image.layers[arch]}
     assert wanted <= {t["url"].rsplit("/", 1)[1] for t in results["success_tasks"]}
     assert results["failure_tasks"] == []
+    registry.settle()
     preheated = registry.blob_bytes()
     assert preheated >= image.size_of("amd64") + image.size_of("arm64")
 
@@ -127,6 +128,7 @@ def test_harbor_212_preheat_then_pulls_through_four_daemons_take_no_blob_byte_fr
     assert [e for _, e in outcomes] == [None] * 4
     for i, arch in enumerate(arches):
         assert dir_layers(str(tmp_path / ("out%d" % i))) == image.layers[arch]
+    registry.settle()
     assert registry.blob_bytes() == preheated, "a pull fetched blob bytes from the registry"
 
 
@@ -149,11 +151,13 @@ def test_harbor_211_preheat_of_one_platform_then_pull_takes_no_blob_byte(
     # Harbor 2.11 asks again: already preheated, answered 208 with the same ID.
     assert _call(supernode.address, "POST", "/api/v1/preheats", body) == (208, {"ID": created["ID"]})
 
+    registry.settle()
     preheated = registry.blob_bytes()
     running = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
     conf = mirror_conf(str(tmp_path / "r.conf"), registry, running.address)
     pull(conf, registry, REPO, "v1", str(tmp_path / "out"), creds=CREDS)
     assert dir_layers(str(tmp_path / "out")) == image.layers["amd64"]
+    registry.settle()
     assert registry.blob_bytes() == preheated
 
 
@@ -167,6 +171,7 @@ def test_a_preheat_of_a_missing_image_fails_with_the_registrys_reason_and_caches
     assert done["state"] == "FAILURE"
     error = done["result"]["job_states"][0]["error"]
     assert "404" in error and "MANIFEST_UNKNOWN" in error
+    registry.settle()
     assert supernode.service.task_list() == [] and registry.blob_gets() == []
 
 
@@ -179,6 +184,7 @@ def test_a_preheat_with_a_wrong_registry_token_fails_with_the_registrys_reason(
     assert done["state"] == "FAILURE"
     error = done["result"]["job_states"][0]["error"]
     assert "401" in error and "UNAUTHORIZED" in error
+    registry.settle()
     assert supernode.service.task_list() == [] and registry.blob_gets() == []
 
 
@@ -308,6 +314,7 @@ def test_a_preheat_of_one_platform_fetches_only_that_platforms_blobs(
     body["args"]["platform"] = "linux/arm64"
     done = _finished_v2(client, client.preheat(body, TOKEN)["id"])
     assert done["state"] == "SUCCESS", done
+    registry.settle()
     fetched = {a.path.rsplit("/", 1)[1] for a in registry.blob_gets()}
     assert set(image.layers["arm64"]) <= fetched
     assert not fetched & set(image.layers["amd64"])

@@ -60,11 +60,13 @@ def test_one_image_publish_fills_every_subscribed_daemon_and_a_pull_then_takes_n
         assert all(arm_only.cache.lookup(blob_key(b)) for b in image.layers["arm64"])
         assert not any(arm_only.cache.lookup(blob_key(b)) for b in image.layers["amd64"])
         assert not any(bystander.cache.lookup(blob_key(b)) for b in blobs)
+        registry.settle()
         sent = registry.blob_bytes()
         assert sent == sum(image.blob_sizes[b] for b in blobs), "the registry sent a blob twice"
         conf = mirror_conf(str(tmp_path / "r.conf"), registry, started[0].address)
         pull(conf, registry, REPO, "v1", str(tmp_path / "out"), arch="arm64", creds=CREDS)
         assert dir_layers(str(tmp_path / "out")) == image.layers["arm64"]
+        registry.settle()
         assert registry.blob_bytes() == sent, "the pull fetched blob bytes from the registry"
         rows = client.subscriptions()["subscriptions"]
         assert sorted(r["topics"][0] for r in rows) == sorted([topic] * 4 + ["%s/other/*" % registry.host])

@@ -41,6 +41,7 @@ def _pulled_through_two_mirrors(tmp_path, registry, supernode, daemons):
     pull(conf_first, registry, "secret/app", "v1", str(tmp_path / "a"), creds=CREDS)
     pull(conf_second, registry, "secret/app", "v1", str(tmp_path / "b"), creds=CREDS)
     assert dir_layers(str(tmp_path / "a")) == dir_layers(str(tmp_path / "b")) == image.layers["amd64"]
+    registry.settle()
     for digest in image.layers["amd64"]:
         assert len(registry.blob_gets(digest)) == 1
     assert stats(second)["bytes_from_peers"] >= image.size_of("amd64")
@@ -88,6 +89,7 @@ def test_a_token_auth_registry_is_pulled_p2p_with_credentials_and_refused_withou
         assert status == 401, headers
         assert reply_headers["www-authenticate"].startswith("Bearer realm=")
         assert secret[:4096] not in body
+    token_registry.settle()
     assert len(token_registry.blob_gets(layer)) == 1
 
 
@@ -111,6 +113,7 @@ def test_a_client_sending_basic_credentials_gets_a_token_fetched_for_it_scoped_t
     asked = token_server.requests[pushed:]
     assert asked and all(r.granted and r.user == USER for r in asked)
     assert {r.scope for r in asked} == {"repository:secret/app:pull"}
+    token_registry.settle()
     assert len(token_registry.blob_gets(layer)) == 1   # fetched P2P, with the token
     assert stats(running)["bytes_from_supernode"] == len(secret)
 

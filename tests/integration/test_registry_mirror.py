@@ -49,12 +49,14 @@ def test_daemons_pulling_at_once_get_correct_layers_with_each_blob_leaving_the_r
     for i in range(3):
         assert dir_layers(str(tmp_path / ("out%d" % i))) == image.layers["amd64"]
 
+    registry.settle()
     for digest in image.layers["amd64"]:
         assert len(registry.blob_gets(digest)) == 1, "blob %s left the registry more than once" % digest
     later = daemons.start(supernode=[supernode.address], registry_mirror=registry.url)
     conf = mirror_conf(str(tmp_path / "later.conf"), registry, later.address)
     pull(conf, registry, "team/app", "v1", str(tmp_path / "later"))
     assert dir_layers(str(tmp_path / "later")) == image.layers["amd64"]
+    registry.settle()
     for digest in image.layers["amd64"]:
         assert len(registry.blob_gets(digest)) == 1
     later_stats = stats(later)
@@ -90,6 +92,7 @@ def test_one_layer_in_two_repositories_is_one_task_fetched_once(tmp_path, regist
          str(tmp_path / "a"))
     pull(mirror_conf(str(tmp_path / "b.conf"), registry, second.address), registry, "other/two", "v1",
          str(tmp_path / "b"))
+    registry.settle()
     for digest in shared.layers["amd64"]:
         assert len(registry.blob_gets(digest)) == 1
     assert stats(second)["bytes_from_peers"] >= shared.size_of("amd64")
@@ -119,6 +122,7 @@ def test_blob_ranges_are_served_from_the_verified_copy(registry, image, supernod
     assert status == 416 and headers["content-range"] == "bytes */%d" % len(data)
     status, _, body = fetch(running.address, "GET", _blob_path(digest), {"Range": "bytes=0-1,5-9"})
     assert status == 200 and body == data
+    registry.settle()
     assert len(registry.blob_gets(digest)) == 1
 
 
