@@ -169,7 +169,7 @@ class Registry:
                 self.process.kill()
                 self.process.wait(10)
         self._reader.join(10)
-        if self.process.stdout:
+        if self.process.stdout and not self._reader.is_alive():   # never closed under the reader
             self.process.stdout.close()
 
 
