@@ -94,14 +94,18 @@ class Client:
                  upload_bucket: Optional[TokenBucket] = None,
                  source_credentials: Optional[SourceCredentials] = None, **settings):
         """`settings` are PeerConfig fields: rate_limit, timeout_s, seed_for_s, parallel, ...
-        `download_bucket` / `upload_bucket`: host-wide limits shared with other clients
-        (a download_bucket replaces the per-download rate_limit). `source_credentials`:
+        With a `config`, they (and `supernodes`, `data_dir`) go over it, as flags go over a
+        config file. `download_bucket` / `upload_bucket`: host-wide limits shared with other
+        clients (a download_bucket replaces the per-download rate_limit). `source_credentials`:
         for s3 and ftp sources (default: gathered from the environment and the usual
         files when a source is first read, sources/credentials.py)."""
         if config is None:
             settings.setdefault("seed_for_s", 0)   # a library seeds only when asked
             config = options.build(PeerConfig, None, None, supernode=list(supernodes) or None,
                                    data_dir=data_dir, **settings)
+        else:
+            config = options.replace(config, supernode=list(supernodes) or None, data_dir=data_dir,
+                                     **settings)
         self.config = config
         self.tls = TLS.from_config(config)   # ValueError: settings or files that do not load
         self.data_dir = os.path.abspath(config.data_dir or default_data_dir(os.environ))

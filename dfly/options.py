@@ -289,6 +289,14 @@ def build(cls, file_values: Optional[Dict[str, Any]] = None,
     return cls(**converted)
 
 
+def replace(config, **overrides):
+    """`config` with `overrides` (None: not given) over it, each converted and checked
+    as build() does its overrides: ValueError names an unknown or bad setting."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    converted = build(type(config), **given)
+    return dataclasses.replace(config, **{name: getattr(converted, name) for name in given})
+
+
 def load_file(path: str) -> Dict[str, Any]:
     """Settings from a JSON file (or TOML where tomllib exists, Python 3.11+)."""
     try:
