@@ -24,7 +24,7 @@ class FtpOrigin:
         self.root, self.host = root, host
         os.makedirs(root, exist_ok=True)
         self.rests: List[int] = []        # REST offsets, in order
-        self.sent: List[int] = []         # bytes each finished or cut transfer sent
+        self.sent: List[int] = []         # bytes each data connection sent, in order
         self.size_lies: Dict[str, int] = {}   # name -> bytes added to the true SIZE
         self.cut_after: Dict[str, int] = {}   # name -> a RETR sends this much, then ends
         self._lock = threading.Lock()
@@ -40,11 +40,26 @@ class FtpOrigin:
         class Data(data_base):
             read_limit = rate_bytes_per_s
 
-            def close(self):
-                if not self._closed:
-                    with origin._lock:
-                        origin.sent.append(self.tot_bytes_sent)
-                super().close()
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                with origin._lock:
+                    self._entry = len(origin.sent)
+                    origin.sent.append(0)
+
+            def send(self, data):
+                # Counted before a client can have them: a client done reading finds them
+                # all here (counted at close, the last ones could still be on their way).
+                self._count(len(data))
+                sent = 0
+                try:
+                    sent = super().send(data)
+                    return sent
+                finally:
+                    self._count(sent - len(data))
+
+            def _count(self, n: int) -> None:
+                with origin._lock:
+                    origin.sent[self._entry] += n
 
         class Handler(control_base):
             dtp_handler = Data

@@ -168,10 +168,10 @@ class CuttingProxy:
                 block = src.recv(65536 if left is None else min(65536, left))
                 if not block:
                     break
-                dst.sendall(block)
-                if counted:
+                if counted:   # before the client can have them: it finds them counted when done
                     with self._lock:
                         self.sent_back += len(block)
+                dst.sendall(block)
                 if left is not None:
                     left -= len(block)
                     if left <= 0:
