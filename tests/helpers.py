@@ -330,6 +330,26 @@ def first_task(address: str) -> dict:
         client.close()
 
 
+def failed_fetch_kept(address: str, url: str, digest: Optional[str] = None) -> dict:
+    """Start a supernode's fetch of `url` (for a peer that registers and stays) and wait
+    for it to fail; the task's state. A failed task keeps what it read, for a retry to
+    resume, only while a peer is registered: without one the janitor drops it with its
+    folder within a second (a get that failed has left, so its retry would race that)."""
+    from dfly.protocol.messages import RegisterRequest
+    from dfly.supernode.client import SupernodeClient
+    client = SupernodeClient(address, timeout_s=10)
+    try:
+        tid, _ = client.register(RegisterRequest(url=url, peer_id="bystander", peer_port=9,
+                                                 peer_host="127.0.0.1", digest=digest))
+        return wait_until(lambda: _failed(client.task(tid)), 30, message="the fetch of %s failed" % url)
+    finally:
+        client.close()
+
+
+def _failed(task: dict) -> Optional[dict]:
+    return task if task["state"] == "failed" else None
+
+
 def piece_access(secret, task_id: str, requester: str = "tester") -> Tuple[str, Dict[str, str]]:
     """The query and header a scheduled `requester` reads `task_id`'s pieces with, from
     a holder whose key is `secret` (a peer's secret, str; or a supernode's piece_key, bytes):
