@@ -124,7 +124,8 @@ class Registry:
 
     def settle(self) -> None:
         """Read every access line for requests answered before this call. The registry
-        writes its lines in order on one stream, and the reader records them in that
+        writes its lines in order on one stream (each as its handler returns: for a
+        blob, just after the last byte went out), and the reader records them in that
         order: one more request of our own, and once its line is read every earlier
         line is too. (A request still in flight, say one the daemon makes in the
         background, is not waited for: wait for what the test expects instead.)"""
