@@ -247,9 +247,10 @@ def _threads(pid: int) -> int:
 
 
 def line(m: dict) -> str:
-    return "get %.3f CPU-s %5d csw | server %.3f CPU-s %5s csw | supernode %.3f CPU-s %5s csw | peers %s" % (
-        m["get_cpu_s"], m["get_csw"], m.get("server_cpu_s", 0), m.get("server_csw", "-"),
-        m.get("supernode_cpu_s", 0), m.get("supernode_csw", "-"), harness.human(m["from_peers"]))
+    get = "get %.3f CPU-s %5d csw (%4d voluntary)" % (m["get_cpu_s"], m["get_csw"], m["get_vcsw"])
+    others = " | ".join("%s %.3f CPU-s %5s csw" % (who, m.get(who + "_cpu_s", 0), m.get(who + "_csw", "-"))
+                        for who in ("server", "supernode"))
+    return "%s | %s | peers %s" % (get, others, harness.human(m["from_peers"]))
 
 
 def summarize(results: Dict[str, List[dict]], pieces: int) -> dict:
@@ -265,6 +266,7 @@ def summarize(results: Dict[str, List[dict]], pieces: int) -> dict:
         more = s["cache"]["get_cpu_s"] - s["one"]["get_cpu_s"]
         s["get_ms_per_piece"] = round(1000 * more / (pieces - 1), 3)
         s["get_csw_per_piece"] = round((s["cache"]["get_csw"] - s["one"]["get_csw"]) / (pieces - 1), 2)
+        s["get_vcsw_per_piece"] = round((s["cache"]["get_vcsw"] - s["one"]["get_vcsw"]) / (pieces - 1), 2)
     return s
 
 
@@ -278,8 +280,8 @@ def print_summary(summary: dict, builds, runs: int, pieces: int) -> None:
             if v in s:
                 print("    %-5s %s" % (v, line(s[v])))
         if "get_ms_per_piece" in s:
-            print("    one more piece costs the get %.2f ms of CPU and %.1f context switches"
-                  % (s["get_ms_per_piece"], s["get_csw_per_piece"]))
+            print("    one more piece costs the get %.2f ms of CPU and %.1f context switches (%.1f voluntary)"
+                  % (s["get_ms_per_piece"], s["get_csw_per_piece"], s["get_vcsw_per_piece"]))
 
 
 if __name__ == "__main__":
