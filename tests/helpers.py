@@ -363,3 +363,11 @@ def piece_access(secret, task_id: str, requester: str = "tester") -> Tuple[str, 
 def peer_secret_of(client) -> str:
     """The secret a dfly.Client's peer got from its (one) supernode."""
     return next(iter(client.secrets.to_json().values()))
+
+
+def waiting_on(cond: threading.Condition) -> int:
+    """Threads waiting on `cond` that no notify has woken yet (CPython's Condition keeps
+    them in `_waiters`; a notify takes them out at once). Read while holding the
+    condition's lock, it says whether an action woke them: a woken thread cannot wait
+    again before the lock is let go."""
+    return len(cond._waiters)

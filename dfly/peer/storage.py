@@ -42,7 +42,15 @@ class PieceFile:
         self.held: Set[int] = set()
         self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against
         self.arriving: Dict[int, int] = {}  # piece -> its first bytes verified so far (fetch running)
-        self.cond = threading.Condition()
+        lock = threading.RLock()
+        self.cond = threading.Condition(lock)
+        # The running digest (verify.py) waits on this one, woken only when the held
+        # prefix grows: not by every piece that lands out of order.
+        self.prefix_grown = threading.Condition(lock)
+        self._prefix = 0   # pieces 0.._prefix-1 are held (moved on by mark_held, reset with held)
+        # Relays waiting in verified_end: only they care about `arriving`. Each block
+        # (4 a piece) woke every waiter on `cond` (the running digest above all), for nothing.
+        self._relays_waiting = 0
         self.content_version = ""   # of the held pieces; "" until a supernode named one
         self.restarts = 0           # times held pieces were dropped for a new content version
 
@@ -51,6 +59,7 @@ class PieceFile:
         (the new content may be cut otherwise); pieces of `content_version` follow."""
         with self.cond:
             self.held.clear()
+            self._prefix = 0
             self.digests.clear()
             self.arriving.clear()
             self.length, self.piece_size = None, 0
@@ -76,6 +85,7 @@ class PieceFile:
             self.piece_size = piece_size
             if length is not None and length != self.length:
                 self.length = length
+                self.cond.notify_all()   # readers waiting for the length (filling.py)
                 try:
                     os.ftruncate(self.fd, length)
                 except OSError as e:
@@ -86,6 +96,7 @@ class PieceFile:
         (a source that serves no ranges, or another version of the file)."""
         with self.cond:
             self.held = set()
+            self._prefix = 0
             self.arriving.clear()
             self.length, self.piece_size = None, 0
 
@@ -101,20 +112,24 @@ class PieceFile:
         """A fetch of piece `num` begins: nothing of it is verified yet."""
         with self.cond:
             self.arriving[num] = 0
-            self.cond.notify_all()
+            self._wake_relays()
 
     def block_verified(self, num: int, verified: int) -> None:
         """The first `verified` bytes of piece `num` are verified and written."""
         with self.cond:
             if num in self.arriving:
                 self.arriving[num] = verified
-                self.cond.notify_all()
+                self._wake_relays()
 
     def piece_abandoned(self, num: int) -> None:
         """The fetch of piece `num` failed: what relays it stops."""
         with self.cond:
             if self.arriving.pop(num, None) is not None:
-                self.cond.notify_all()
+                self._wake_relays()
+
+    def _wake_relays(self) -> None:
+        if self._relays_waiting:
+            self.cond.notify_all()
 
     def arriving_slice(self, num: int):
         """(offset, size) of piece `num` while it arrives, or None."""
@@ -140,7 +155,11 @@ class PieceFile:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return got
-                self.cond.wait(left)
+                self._relays_waiting += 1
+                try:
+                    self.cond.wait(left)
+                finally:
+                    self._relays_waiting -= 1
 
     def mark_held(self, num: int, sha256_hex: str = "") -> None:
         with self.cond:
@@ -149,6 +168,11 @@ class PieceFile:
             if sha256_hex:
                 self.digests[num] = sha256_hex
             self.cond.notify_all()
+            prefix = self._prefix
+            while self._prefix in self.held:
+                self._prefix += 1
+            if self._prefix != prefix:
+                self.prefix_grown.notify_all()
 
     def has(self, num: int) -> bool:
         return num in self.held

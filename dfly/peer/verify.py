@@ -47,7 +47,7 @@ class RunningDigest:
     def stop(self) -> None:
         with self.storage.cond:
             self._stop = True
-            self.storage.cond.notify_all()
+            self.storage.prefix_grown.notify_all()
         self._thread.join()
 
     def finish(self) -> None:
@@ -67,7 +67,7 @@ class RunningDigest:
             with open(storage.path, "rb", buffering=0) as f:
                 while True:
                     with storage.cond:
-                        storage.cond.wait_for(
+                        storage.prefix_grown.wait_for(
                             lambda: self._stop or storage.contiguous_bytes() > self.hashed)
                         if self._stop:
                             return

@@ -1,0 +1,102 @@
+"""Whom a piece's progress wakes (dfly.peer.storage). Each wake-up is a thread
+switch and a turn at the GIL on a download's CPU-bound path, so: a verified
+block wakes only relays waiting for blocks (not readers of held pieces, nor the
+running digest); the running digest (`prefix_grown`) wakes only when the held
+prefix grows, not for a piece that lands after a gap; readers waiting for the
+file's length are told when it is known.
+
+Whether a waiter was woken is read off the condition (helpers.waiting_on) while
+the test holds the storage's lock: a woken waiter cannot wait again before the
+test lets the lock go, so nothing depends on timing."""
+import threading
+
+import pytest
+from helpers import wait_until, waiting_on
+
+from dfly.peer.storage import PieceFile
+
+BLOCK = 256 << 10
+PIECE = 4 * BLOCK
+
+
+class Waiter:
+    """A thread waiting on `cond` until ended."""
+
+    def __init__(self, cond: threading.Condition):
+        self.cond = cond
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, name="test-waiter", daemon=True)
+        self.thread.start()
+        wait_until(lambda: waiting_on(cond) == 1)
+
+    def _run(self) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.stop, timeout=30)
+
+    def end(self) -> None:
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def _storage(tmp_path) -> PieceFile:
+    storage = PieceFile(str(tmp_path / "file.part"))
+    storage.set_geometry(3 * PIECE, PIECE)
+    return storage
+
+
+@pytest.mark.time_limit(20)
+def test_blocks_verified_wake_no_reader_of_held_pieces(tmp_path):
+    storage = _storage(tmp_path)
+    reader = Waiter(storage.cond)
+    with storage.cond:
+        storage.piece_begun(0)
+        for n in range(1, 5):
+            storage.block_verified(0, n * BLOCK)
+        storage.piece_begun(1)
+        storage.piece_abandoned(1)
+        assert waiting_on(storage.cond) == 1
+        storage.mark_held(0)   # a piece held: that is what readers wait for
+        assert waiting_on(storage.cond) == 0
+    reader.end()
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+def test_a_relay_waiting_for_blocks_is_woken_by_the_next_one(tmp_path):
+    storage = _storage(tmp_path)
+    storage.piece_begun(0)
+    got = []
+    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
+    relay.start()
+    wait_until(lambda: waiting_on(storage.cond) == 1)
+    storage.block_verified(0, BLOCK)
+    relay.join(10)
+    assert got == [BLOCK]
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+def test_the_running_digest_wakes_only_when_the_held_prefix_grows(tmp_path):
+    storage = _storage(tmp_path)
+    digest = Waiter(storage.prefix_grown)
+    with storage.cond:
+        storage.mark_held(1)   # after a gap: the prefix is still empty
+        assert waiting_on(storage.prefix_grown) == 1
+        storage.mark_held(0)   # now two pieces long
+        assert waiting_on(storage.prefix_grown) == 0
+    digest.end()
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+def test_readers_waiting_for_the_length_are_told_when_it_is_known(tmp_path):
+    storage = PieceFile(str(tmp_path / "file.part"))
+    reader = Waiter(storage.cond)
+    with storage.cond:
+        storage.set_geometry(3 * PIECE, PIECE)
+        assert waiting_on(storage.cond) == 0
+    reader.end()
+    storage.close()
