@@ -139,7 +139,12 @@ class P2PDownload:
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._workers: List[threading.Thread] = []
         # Shared by the three kinds of threads; notified whenever any of it changes.
-        self._lock = threading.Condition()
+        # The reporter waits on `_reports` instead (the same lock), woken only when it
+        # has work: a piece settled while the coordinator is in a call, or the end.
+        # Woken at every piece's end, it went back to sleep each time, for nothing.
+        lock = threading.RLock()
+        self._lock = threading.Condition(lock)
+        self._reports = threading.Condition(lock)
         self._inflight: Dict[int, PieceOrder] = {}
         self._done: List[int] = []           # verified, not reported yet
         self._failed: List[Failure] = []     # failed, not reported yet
@@ -315,6 +320,8 @@ class P2PDownload:
         with self._lock:
             self._inflight.pop(order.num, None)
             self._lock.notify_all()
+            if self._in_call:
+                self._reports.notify()
             if error is not None or fatal is not None:
                 self.storage.piece_abandoned(order.num)   # whoever relays it from us stops
             self.split.discarded += discarded
@@ -361,7 +368,7 @@ class P2PDownload:
                     # Only while the coordinator is held in a long-poll (else its
                     # next request carries the reports), and at the end.
                     while not (self._closing or (self._in_call and (self._done or self._failed))):
-                        self._lock.wait()
+                        self._reports.wait()
                     if not (self._done or self._failed):
                         return
                     done, failed, self._done, self._failed = self._done, self._failed, [], []
@@ -398,6 +405,7 @@ class P2PDownload:
         with self._lock:
             self._closing = True
             self._lock.notify_all()
+            self._reports.notify()
         if self._reporter is not None:
             self._reporter.join(self.supernode.timeout_s + 5)
 
