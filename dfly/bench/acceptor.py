@@ -3,11 +3,12 @@
 Each simulated peer keeps its own listening port and its own uploader server
 (httpd.Server, one thread per connection, as in a real peer); only the accept
 loop is shared. A real peer runs its accept loop on a thread of its own
-(httpd.Listener), which wakes every poll interval to see whether it should
-stop. In `dfly bench` at 5000 peers those were 5000 threads waking once a
-second each, taking the GIL in turn: most of the bench process's system time
-went to futex calls, waves started late (each Thread.start waited its turn),
-and closing the peers took minutes. An epoll over many listening sockets
+(httpd.Listener), which then woke every poll interval to see whether it
+should stop (it now sleeps until a connection or its stop, but a thread per
+peer is still 5000 threads). In `dfly bench` at 5000 peers those were 5000
+threads waking once a second each, taking the GIL in turn: most of the bench
+process's system time went to futex calls, waves started late (each
+Thread.start waited its turn), and closing the peers took minutes. An epoll over many listening sockets
 wakes only when a connection arrives; a stop wakes it through a socket pair.
 
 Not one acceptor for all, though: each accepted connection gets its thread

@@ -1,5 +1,6 @@
 """What every dfly listener (dfly.httpd) does whatever app it serves: its
-replies carry a correct Date header, and it starts without looking any name up.
+replies carry a correct Date header, it starts without looking any name up,
+and it sleeps while no one connects.
 
 http.server's HTTPServer resolves the host's own name when it binds
 (socket.getfqdn): on a host whose DNS server does not answer (air-gapped, a
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -131,3 +133,32 @@ def test_a_stopped_listener_answers_no_more_over_a_kept_alive_connection():
     finally:
         conn.close()
         listener.stop()
+
+
+def _voluntary_switches(thread: threading.Thread) -> int:
+    """How often `thread` went to sleep so far (Linux's count for one thread)."""
+    with open("/proc/self/task/%d/status" % thread.native_id) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's per-thread counts")
+@pytest.mark.time_limit(10)
+def test_an_idle_listener_sleeps_until_a_connection_or_its_stop():
+    # The stdlib's serve_forever woke every 20 ms to look whether to stop: 50 thread
+    # switches a second in every get, seeder and supernode, busy or not.
+    listener = Listener("test-idle-listener", ("127.0.0.1", 0), Hello()).start()
+    accepting = next(t for t in threading.enumerate() if t.name == "test-idle-listener")
+    try:
+        conn = http.client.HTTPConnection(*listener.address, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"hello"   # it accepted: its loop runs
+        conn.close()
+        before = _voluntary_switches(accepting)
+        threading.Event().wait(0.5)   # a window to count its wake-ups in, not a synchronisation
+        assert _voluntary_switches(accepting) - before <= 2
+    finally:
+        listener.stop()
+    assert not accepting.is_alive()   # the stop woke it
