@@ -271,8 +271,11 @@ class Handler(BaseHTTPRequestHandler):
         # This side's share of the request's latency (request line read to reply),
         # so a client can tell it from the network's and its own (`dfly bench`).
         self.send_header("Server-Timing", server_timing(time.monotonic() - self._began))
+        small = source is None and method != "HEAD" and 0 < size <= SMALL_REPLY_BYTES
+        if small:   # sent with the headers, in one segment (flush_headers)
+            self._body_after_headers = body
         self.end_headers()
-        if method == "HEAD" or size == 0:
+        if method == "HEAD" or size == 0 or small:
             return
         try:
             if source is not None and body.on_sent is not None and body.throttle is None \
@@ -316,6 +319,17 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if body.on_failed is not None:
             body.on_failed()
+
+    _body_after_headers = b""
+
+    def flush_headers(self):
+        # A small reply's body goes out in the same send as its headers. Two sends
+        # were two segments (TCP_NODELAY): a client woken by the first often slept
+        # again until the second came, a thread switch more on each side per call.
+        body, self._body_after_headers = self._body_after_headers, b""
+        if body and hasattr(self, "_headers_buffer"):
+            self._headers_buffer.append(body)
+        super().flush_headers()
 
     def send_error(self, code, message=None, explain=None):
         """The stdlib's own parse errors (bad request line, headers too long, unknown
@@ -391,6 +405,7 @@ def parse_server_timing(value: Optional[str]) -> Optional[float]:
 
 
 THROTTLE_STEP = 256 * 1024
+SMALL_REPLY_BYTES = 64 * 1024   # a reply body up to this goes out with its headers, in one send
 UNSENT_BYTES = 128 * 1024   # "sent": no more than this is still waiting in the socket
 WATCHED_STEP = 1 << 20      # a watched body goes out in steps this big, to see how long it takes
 SLOW_SEND_S = 3.0           # a watched body this long on its way counts as sent (a slow reader)
