@@ -17,10 +17,15 @@ only while the get runs (`perf stat -p`, counting threads started meanwhile
 too; without perf, CPU from /proc and no context switches). CPU, not wall
 time: the machine is shared, and wall time is its noise. Medians of --runs;
 with --against OLD.pyz both zipapps run (each with its own supernode), in
-alternating order, run after run.
+alternating order, run after run. CPU-seconds still move with the rest of the
+machine's load (caches, the other vCPU's work), by +-15 % from one run to the
+next at a load of 10: with --together the two zipapps' exchanges run at the
+same moment, so each pair meets the same load (and each other), and the pairs
+are what to compare.
 
     nice -n 19 python3 bench/piece_cpu.py                       # 5 runs
     nice -n 19 python3 bench/piece_cpu.py --against OLD.pyz     # A/B in one run
+    nice -n 19 python3 bench/piece_cpu.py --against OLD.pyz --together --runs 16
     nice -n 19 python3 bench/piece_cpu.py --quick               # 2 runs
 """
 import json
@@ -49,6 +54,10 @@ def main() -> int:
     p.add_argument("--against", metavar="OLD.pyz", help="also measure this zipapp, alternating")
     p.add_argument("--variants", default=",".join(VARIANTS), help="of %s" % ",".join(VARIANTS))
     p.add_argument("--timeout", type=float, default=120, help="bound on one get, seconds")
+    p.add_argument("--together", action="store_true",
+                   help="with --against: run the two zipapps' exchanges at the same moment (each with "
+                        "its own supernode and peer), so both meet the same load from the rest of a "
+                        "shared machine; compare them pair by pair")
     args = p.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     variants = [v for v in args.variants.split(",") if v]
@@ -65,6 +74,10 @@ def main() -> int:
         for b in builds:
             b.warm(args.timeout)
         for r in range(runs):
+            if args.together:
+                for v in variants:
+                    measure_together(builds, v, r, args.timeout)
+                continue
             for b in (builds if r % 2 == 0 else builds[::-1]):   # neither always first
                 for v in variants:
                     b.results[v].append(b.measure(v, r, args.timeout))
@@ -79,6 +92,29 @@ def main() -> int:
                               "against": builds[1].pyz if args.against else None, "summary": summary,
                               "runs_each": {b.name: b.results for b in builds}})
     return 0 if all(m["verified"] for b in builds for v in b.results.values() for m in v) else 1
+
+
+def measure_together(builds, variant: str, run: int, timeout_s: float) -> None:
+    """One run of `variant` for every build at once, each on a thread of its own."""
+    out: Dict[str, object] = {}
+
+    def one(b):
+        try:
+            out[b.name] = b.measure(variant, run, timeout_s)
+        except Exception as e:   # raised below, once the others are done
+            out[b.name] = e
+
+    threads = [threading.Thread(target=one, args=(b,), name="measure-" + b.name) for b in builds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(3 * timeout_s)
+    for b in builds:
+        got = out.get(b.name, RuntimeError("%s: run %d of %s did not finish" % (b.name, run, variant)))
+        if isinstance(got, Exception):
+            raise got
+        b.results[variant].append(got)
+        print("run %d %-7s %-5s %s" % (run, b.name, variant, line(got)), flush=True)
 
 
 class Build:
