@@ -88,6 +88,9 @@ def main() -> int:
     pieces = -(-args.size // MiB)
     summary = {b.name: summarize(b.results, pieces) for b in builds}
     print_summary(summary, builds, runs, pieces)
+    if args.against:
+        summary["pairs"] = pair_ratios(builds[0].results, builds[1].results)
+        print_pairs(summary["pairs"])
     harness.save(args, NAME, {"size": args.size, "pieces": pieces, "runs": runs, "perf": bool(PERF),
                               "against": builds[1].pyz if args.against else None, "summary": summary,
                               "runs_each": {b.name: b.results for b in builds}})
@@ -304,6 +307,29 @@ def summarize(results: Dict[str, List[dict]], pieces: int) -> dict:
         s["get_csw_per_piece"] = round((s["cache"]["get_csw"] - s["one"]["get_csw"]) / (pieces - 1), 2)
         s["get_vcsw_per_piece"] = round((s["cache"]["get_vcsw"] - s["one"]["get_vcsw"]) / (pieces - 1), 2)
     return s
+
+
+PAIRED = ("get_cpu_s", "get_vcsw", "server_cpu_s", "server_csw", "supernode_cpu_s", "supernode_csw")
+
+
+def pair_ratios(this: Dict[str, List[dict]], against: Dict[str, List[dict]]) -> dict:
+    """Per variant and figure: the median of this/against over the runs taken as
+    pairs (run r of each), and in how many pairs this one was lower."""
+    out = {}
+    for v, runs in this.items():
+        for k in PAIRED:
+            pairs = [(a[k], b[k]) for a, b in zip(runs, against.get(v, []))
+                     if a.get(k) is not None and b.get(k)]
+            if pairs:
+                out["%s %s" % (v, k)] = {"median_ratio": round(harness.median([a / b for a, b in pairs]), 3),
+                                         "lower": sum(a < b for a, b in pairs), "pairs": len(pairs)}
+    return out
+
+
+def print_pairs(pairs: dict) -> None:
+    print("  this / against, run by run (median ratio; pairs where this is lower):")
+    for name, p in pairs.items():
+        print("    %-26s %.3f  %d of %d" % (name, p["median_ratio"], p["lower"], p["pairs"]))
 
 
 def print_summary(summary: dict, builds, runs: int, pieces: int) -> None:
