@@ -8,8 +8,9 @@ should stop (it now sleeps until a connection or its stop, but a thread per
 peer is still 5000 threads). In `dfly bench` at 5000 peers those were 5000
 threads waking once a second each, taking the GIL in turn: most of the bench
 process's system time went to futex calls, waves started late (each
-Thread.start waited its turn), and closing the peers took minutes. An epoll over many listening sockets
-wakes only when a connection arrives; a stop wakes it through a socket pair.
+Thread.start waited its turn), and closing the peers took minutes. An epoll
+over many listening sockets wakes only when a connection arrives; a stop
+wakes it through a socket pair.
 
 Not one acceptor for all, though: each accepted connection gets its thread
 (Thread.start waits until that thread has run, a GIL handoff away), so one
