@@ -60,16 +60,8 @@ def test_trace_of_a_swarm_download_has_every_piece_from_real_holders(
 @pytest.mark.time_limit(60)
 def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, client_factory,
                                                             downloads, tmp_path):
-    src = origin.add("drawn.bin", content(6 * MiB, seed=12))
-    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
-    traces = [Trace() for _ in clients]
-    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("t%d" % i)), trace=t)
-                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
-    assert all(e is None for _, e in outcomes), outcomes
     folder = tmp_path / "traces"
-    folder.mkdir()
-    for i, trace in enumerate(traces):
-        write_trace(trace, str(folder / ("host%d.json" % i)))
+    _, traces = _traced_swarm(origin, supernode, client_factory, downloads, folder, "drawn", 12)
     out = str(tmp_path / "timeline.svg")
     assert timeline.main([str(folder), "-o", out]) == 0
 
@@ -89,18 +81,8 @@ def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, c
 
 @pytest.mark.time_limit(60)
 def test_traces_tool_reads_a_real_swarms_figures(origin, supernode, client_factory, downloads, tmp_path):
-    src = origin.add("read.bin", content(6 * MiB, seed=13))   # six 1 MiB pieces
-    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
-    traces = [Trace() for _ in clients]
-    for client, trace in zip(clients, traces):
-        trace.described(peer_id=client.peer_id)   # as `dfly get --trace` does
-    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("r%d" % i)), trace=t)
-                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
-    assert all(e is None for _, e in outcomes), outcomes
     folder = tmp_path / "run"
-    folder.mkdir()
-    for i, trace in enumerate(traces):
-        write_trace(trace, str(folder / ("h%d.json" % i)))
+    clients, traces = _traced_swarm(origin, supernode, client_factory, downloads, folder, "read", 13)
 
     report = bench_traces.analyse(bench_traces.hosts_from(tracefiles.load([str(folder)])), 100.0)
     pieces = [p for t in traces for p in t.record()["pieces"]]
@@ -121,3 +103,21 @@ def test_traces_tool_reads_a_real_swarms_figures(origin, supernode, client_facto
     asked = [c for t in traces for c in t.record()["schedules"] if not c.get("reporter")]
     assert report["schedule_calls"]["count"] == len(asked) > 0
     assert bench_traces.main([str(folder), "--rate", "100"]) == 0
+
+
+def _traced_swarm(origin, supernode, client_factory, downloads, folder, name: str, seed: int):
+    """Three peers get one 6 MiB file (six 1 MiB pieces), each with its trace, written
+    as host0.json.. in `folder`: (clients, traces)."""
+    src = origin.add(name + ".bin", content(6 * MiB, seed=seed))
+    clients = [client_factory([supernode.address], seed_for_s=60) for _ in range(3)]
+    traces = [Trace() for _ in clients]
+    for client, trace in zip(clients, traces):
+        trace.described(peer_id=client.peer_id)   # as `dfly get --trace` does
+    outcomes = run_all([lambda c=c, t=t, i=i: c.download(src.url, str(downloads / ("%s%d" % (name, i))),
+                                                          trace=t)
+                        for i, (c, t) in enumerate(zip(clients, traces))], timeout=50)
+    assert all(e is None for _, e in outcomes), outcomes
+    folder.mkdir()
+    for i, trace in enumerate(traces):
+        write_trace(trace, str(folder / ("host%d.json" % i)))
+    return clients, traces
