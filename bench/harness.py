@@ -9,6 +9,7 @@ leaves behind (found by their working directory, which is inside that folder).
 Readiness is an address that answers (or a log line naming it), never a sleep.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -426,6 +427,17 @@ class Nginx:
 
 
 # --- dfly processes --------------------------------------------------------------------
+@contextlib.contextmanager
+def using_pyz(ws: "Workspace", pyz: str):
+    """Within it, what harness starts from `ws` (Supernode, Daemon, get_argv) runs `pyz`:
+    one workspace, two zipapps compared (an A/B of two trees)."""
+    saved, ws.pyz = ws.pyz, pyz
+    try:
+        yield ws
+    finally:
+        ws.pyz = saved
+
+
 class Supernode:
     """`dfly supernode` on 127.0.0.1 port 0 (or `listen`, for cluster members, which
     must know each other's addresses up front); the address is read from its log line."""

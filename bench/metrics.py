@@ -81,20 +81,6 @@ def build_before(ws, base: str) -> str:
     return target
 
 
-class Variant:
-    """Runs processes of one zipapp in the shared workspace (harness takes ws.pyz)."""
-
-    def __init__(self, ws, pyz: str):
-        self.ws, self.pyz = ws, pyz
-
-    def __enter__(self):
-        self.saved, self.ws.pyz = self.ws.pyz, self.pyz
-        return self.ws
-
-    def __exit__(self, *exc):
-        self.ws.pyz = self.saved
-
-
 def main() -> int:
     p = harness.base_parser(NAME, __doc__)
     p.add_argument("--size", type=harness.parse_size, help="single get's file (default 1G; quick 128M)")
@@ -142,7 +128,7 @@ def main() -> int:
 def run_single(ws, pyz, url, want, runs, args) -> dict:
     supernodes, scrapers = {}, {}
     for kind in KINDS:
-        with Variant(ws, pyz[kind]):
+        with harness.using_pyz(ws, pyz[kind]):
             supernodes[kind] = harness.Supernode(ws, "single-" + kind)
     scrapers["metrics"] = Scraper(supernodes["metrics"].address, 1.0)
     out = ws.path("out", "single.bin")
@@ -151,7 +137,7 @@ def run_single(ws, pyz, url, want, runs, args) -> dict:
     def get(kind, name):
         harness.settle()
         server_cpu = harness.process_cpu_s(supernodes[kind].proc.pid)
-        with Variant(ws, pyz[kind]):
+        with harness.using_pyz(ws, pyz[kind]):
             r = harness.run_timed(ws, harness.get_argv(ws, url, out, supernodes[kind].address,
                                                        ws.dir("client-" + kind), "0"),
                                   name, args.timeout, gnu_time=True)
@@ -193,7 +179,7 @@ def run_swarm(ws, pyz, url, want, runs, args) -> dict:
 
 
 def swarm_once(ws, pyz, url, want, args, name, scrape: bool) -> dict:
-    with Variant(ws, pyz):
+    with harness.using_pyz(ws, pyz):
         supernode = harness.Supernode(ws, "swarm-" + name)
         scraper = Scraper(supernode.address, 1.0) if scrape else None
         out_dir = ws.dir("swarm-out-" + name)

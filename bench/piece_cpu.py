@@ -125,11 +125,8 @@ class Build:
 
     def __init__(self, ws: harness.Workspace, name: str, pyz: str, nginx: harness.Nginx):
         self.ws, self.name, self.pyz, self.nginx = ws, name, pyz, nginx
-        ws.pyz, theirs = pyz, ws.pyz   # harness.Supernode starts ws.pyz
-        try:
+        with harness.using_pyz(ws, pyz):
             self.supernode = harness.Supernode(ws, name="supernode-" + name)
-        finally:
-            ws.pyz = theirs
         self.results: Dict[str, List[dict]] = {v: [] for v in VARIANTS}
         self.want = {f: harness.sha256_file(os.path.join(ws.root, "www", f)) for f in ("file.bin", "one.bin")}
 

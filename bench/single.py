@@ -170,8 +170,7 @@ def cold_main(args) -> int:
 
 def _cold_get(ws, pyz: str, url: str, out: str, want: str, tag: str, extra, timeout_s: float) -> dict:
     """One get of `url` through a fresh supernode (both from `pyz`), checked and timed."""
-    ws.pyz, mine = pyz, ws.pyz
-    try:
+    with harness.using_pyz(ws, pyz):
         supernode = harness.Supernode(ws, name="supernode-%s" % tag)
         harness.settle()
         sn_cpu = harness.process_cpu_s(supernode.proc.pid) or 0.0
@@ -181,8 +180,6 @@ def _cold_get(ws, pyz: str, url: str, out: str, want: str, tag: str, extra, time
         sn_cpu = (harness.process_cpu_s(supernode.proc.pid) or 0.0) - sn_cpu
         supernode.stop()
         shutil.rmtree(supernode.data_dir, ignore_errors=True)   # 1 GiB of cache per run
-    finally:
-        ws.pyz = mine
     cold = {"wall_s": got["wall_s"], "elapsed_s": got["json"]["elapsed_s"],
             "client_cpu_s": got.get("cpu_s"), "supernode_cpu_s": round(sn_cpu, 2),
             "verified": harness.sha256_file(out) == want}
