@@ -53,8 +53,12 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tracefiles, also when imported
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)                    # tracefiles, also when imported
+sys.path.insert(0, os.path.dirname(HERE))   # dfly, for the percentile dfly bench reports
 from tracefiles import SUPERNODE, event, load, registered_at, source, whole_at  # noqa: E402
+
+from dfly.bench.report import percentile  # noqa: E402
 
 BIN_S = 0.1
 PAYLOAD_SHARE = 1448 / 1514   # TCP payload (timestamps on) in an Ethernet frame as tc counts it
@@ -122,11 +126,8 @@ def median(values: Sequence[float]) -> Optional[float]:
 
 
 def p90(values: Sequence[float]) -> Optional[float]:
-    """The nearest-rank 90th percentile: the smallest value with 90 % at or below it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    """The nearest-rank 90th percentile (as `dfly bench` reports them); None for none."""
+    return percentile(list(values), 90) if values else None
 
 
 def overlap(start: float, end: float, lo: float, hi: float) -> float:
