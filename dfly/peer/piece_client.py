@@ -5,16 +5,17 @@ piece is good only if the holder sent exactly `size` bytes whose sha256 is the
 one the supernode recorded; anything else raises PieceFailed with a reason
 the scheduler is told.
 
-When the order names the piece's block digests (protocol v2), each block is
-checked as soon as its last byte is in, and only then written: the file
+When the order names the piece's block digests (protocol v3: the sha256 of
+the piece up to each block's end), each block is checked as soon as its last
+byte is in, by the piece's one running hash, and only then written: the file
 never holds a byte of the piece that did not verify, so `on_block` may tell
 the uploader at once that the piece's first N bytes are good to pass on
 (cut-through), and a bad block ends the fetch there ("digest mismatch in
-block K"), not a piece later. A piece whose every block verified is not
-hashed again whole: the supernode cut the block digests and the piece digest
-from the same bytes and sends both in one order, so the blocks prove the piece
-(one sha256 per byte, not two, on a CPU-bound path). A piece without block
-digests is checked whole, against its own digest. A holder relaying a piece it
+block K"), not a piece later. The last block's digest is the piece's sha256,
+so a piece whose every block verified is verified, with one sha256 per byte;
+an order whose list does not end with the piece's digest is not trusted for
+its blocks: that piece is checked whole. A piece without block digests is
+checked whole, against its own digest. A holder relaying a piece it
 still receives (`X-Dfly-Relay`) ends its body short when its own fetch fails or
 stalls RELAY_WAIT_S: that is "relay stopped" (its source's fault, not its
 copy's), and a relay silent for twice that is given up on as stalled.
@@ -144,7 +145,7 @@ class PieceFetcher:
             raise PieceFailed("holder answered %d" % response.status)
         if response.length != order.size:
             raise PieceFailed("holder offers %s bytes, piece has %d" % (response.length, order.size))
-        if order.blocks:
+        if order.blocks and order.blocks[-1] == order.sha256:
             blocks = _BlockCheck(order, write, on_block)
             if self.tls is not None:
                 self._receive_tls(response, order, blocks.take, hasher=None, step=order.block_size)
@@ -153,7 +154,7 @@ class PieceFetcher:
             response.read()   # reads nothing; closes the response so the connection is reused
             if blocks.verified != order.size:   # (cannot be: every read lands in a block)
                 raise PieceFailed("digest mismatch: %d of %d bytes verified" % (blocks.verified, order.size))
-            return   # every block verified: that is the piece (see the module's docstring)
+            return   # every block verified, the last one's digest the piece's
         hasher = hashlib.sha256()
         if self.tls is not None:
             self._receive_tls(response, order, write, hasher)
@@ -277,26 +278,27 @@ class PieceFetcher:
 class _BlockCheck:
     """Takes a piece's bytes in order (no read spans two blocks; the reader keeps
     each block's parts in place until the block is complete), checks each block
-    against its digest when its last byte is in, and only then writes it."""
+    when its last byte is in against its digest (the piece's running sha256 so
+    far), and only then writes it."""
 
     def __init__(self, order: PieceOrder, write, on_block):
         self.order = order
         self.write = write
         self.on_block = on_block
-        self.block = hashlib.sha256()
+        self.prefix = hashlib.sha256()   # of the piece's bytes so far
         self.parts = []      # the current block's bytes, not written yet
         self.filled = 0      # bytes of the current block in
         self.verified = 0    # bytes of the piece verified and written
 
     def take(self, offset: int, chunk) -> None:
         order = self.order
-        self.block.update(chunk)
+        self.prefix.update(chunk)
         self.parts.append(chunk)
         self.filled += len(chunk)
         if self.filled < min(order.block_size, order.size - self.verified):
             return
         index = self.verified // order.block_size
-        if self.block.hexdigest() != order.blocks[index]:
+        if self.prefix.hexdigest() != order.blocks[index]:
             raise PieceFailed("digest mismatch in block %d (bytes %d-%d of the piece)"
                               % (index, self.verified, self.verified + self.filled - 1))
         at = order.start + self.verified
@@ -304,7 +306,7 @@ class _BlockCheck:
             self.write(at, part)
             at += len(part)
         self.verified += self.filled
-        self.block, self.parts, self.filled = hashlib.sha256(), [], 0
+        self.parts, self.filled = [], 0
         if self.on_block is not None:
             self.on_block(self.verified)
 

@@ -17,7 +17,9 @@ from dfly.protocol.urls import normalize_url
 # 2: pieces carry the digests of their blocks, and a holder may serve a piece it is
 # still receiving, block by block (cut-through). A version-1 peer would take such a
 # stream for a whole piece: the versions do not mix, each side refuses the other.
-PROTOCOL_VERSION = 2
+# 3: a block's digest is the sha256 of its piece up to the block's end (2: of the block
+# alone): a version-2 peer would find every block after the first bad.
+PROTOCOL_VERSION = 3
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_REPORTS = 100000
 MAX_WANT = 64

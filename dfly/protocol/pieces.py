@@ -9,13 +9,19 @@ cut in 16 such pieces spreads through a swarm much later than in 64 pieces of
 of unknown length (a chunked source) uses the minimum size; its piece count is
 known once the source ends.
 
-Each piece is also cut into blocks, each with its own sha256 (protocol v2), so
-a peer can check and pass on a piece block by block while it arrives
-(cut-through): BLOCK_SIZE (256 KiB, 21 ms at 100 Mbit/s) while a piece has at
-most MAX_BLOCKS of them, larger blocks in the largest pieces (a flat list per
-piece, not a Merkle tree: with at most 64 blocks the list is at most 4 KiB of
-hex, and a tree's only gain, proving one block without the others' digests,
-is of no use when the supernode sends every piece's list with its assignment).
+Each piece is also cut into blocks (protocol v2), so a peer can check and pass
+on a piece block by block while it arrives (cut-through): BLOCK_SIZE (256 KiB,
+21 ms at 100 Mbit/s) while a piece has at most MAX_BLOCKS of them, larger
+blocks in the largest pieces. A block's digest is the sha256 of the piece up to
+the block's end (protocol v3; v2 hashed each block alone), so the last block's
+is the piece's own sha256, and one running hash gives them all: the supernode
+hashes each byte once as it cuts (v2 hashed it twice, for the piece and for its
+block), and a peer checks block K by the same running hash it checked blocks
+0..K-1 with, and so the piece, with no second hash. A flat list per piece, not
+a Merkle tree: with at most 64 blocks the list is at most 4 KiB of hex, and a
+tree's only gain, proving one block without the others, is of no use to a peer
+that takes a piece's blocks in order, from its first byte, with the whole list
+in its assignment.
 """
 import hashlib
 from typing import List, Optional, Tuple
@@ -61,6 +67,40 @@ def block_spans(size: int, block_size: int) -> List[Tuple[int, int]]:
 
 
 def block_digests(data, block_size: int) -> List[str]:
-    """The sha256 (hex) of each block of one piece's bytes."""
-    view = memoryview(data)
-    return [hashlib.sha256(view[at:at + n]).hexdigest() for at, n in block_spans(len(view), block_size)]
+    """The digest (hex) of each block of one piece's bytes: the sha256 of the piece up
+    to that block's end (the last one is the piece's sha256)."""
+    prefixes = PrefixHasher(block_size)
+    prefixes.feed(data)
+    return prefixes.done()
+
+
+class PrefixHasher:
+    """One piece's running sha256, fed its bytes in order however they are split,
+    with its digest taken at each block's end: the piece's block digests, hashing
+    each byte once (hexdigest reads the state without ending it)."""
+
+    def __init__(self, block_size: int):
+        self.block_size = block_size
+        self.hasher = hashlib.sha256()
+        self.filled = 0   # bytes of the current block
+        self.digests: List[str] = []
+
+    def feed(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            room = self.block_size - self.filled
+            part, view = view[:room], view[room:]
+            self.hasher.update(part)
+            self.filled += len(part)
+            if self.filled == self.block_size:
+                self.digests.append(self.hasher.hexdigest())
+                self.filled = 0
+
+    def done(self) -> List[str]:
+        """The block digests of the piece fed (the last one its sha256); the hasher
+        starts the next piece."""
+        if self.filled:   # a short last block
+            self.digests.append(self.hasher.hexdigest())
+        digests = self.digests
+        self.hasher, self.filled, self.digests = hashlib.sha256(), 0, []
+        return digests

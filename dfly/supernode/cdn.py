@@ -1,7 +1,8 @@
 """The supernode's CDN: fetch a task's source once into its cache folder.
 
-Bytes are written in order while a sha256 runs per piece, and one per block
-of it (the block digests peers check a piece by as it arrives); each piece is
+Bytes are written in order while a sha256 runs per piece, read at each of its
+blocks' ends (the block digests peers check a piece by as it arrives: each
+byte is hashed once, docs/PROTOCOL.md "Pieces"); each piece is
 announced to the task (and so to waiting peers) the moment its last byte is on
 disk (every write checked: a short write is retried, never counted as done). A
 complete cache is revalidated with If-None-Match / If-Modified-Since (also when
@@ -24,7 +25,6 @@ import hashlib
 import http.client
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -36,7 +36,7 @@ from typing import Callable, Optional
 from dfly import __version__
 from dfly.errors import DigestMismatch, SourceDenied, SourceError, unreachable
 from dfly.protocol.digest import mismatch, new_hasher, parse_digest
-from dfly.protocol.pieces import block_digests, block_size_for, piece_range, piece_size_for
+from dfly.protocol.pieces import PrefixHasher, block_digests, block_size_for, piece_range, piece_size_for
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.protocol.redact import redact_url
 from dfly.protocol.sourcepolicy import SourcePolicy
@@ -282,28 +282,24 @@ class Fetch:
                 _hash_prefix(out, start, whole, self._progressed)
             out.seek(start)
             offset = start
-            self._piece = hashlib.sha256()
-            self._blocks = BlockHasher(block_size_for(piece_size), "blocks-" + task.task_id[:12])
-            try:
-                while True:
-                    chunk = self._read(response, offset)
-                    if not chunk:
-                        break
-                    self._check_live()
-                    self._throttle(len(chunk))
-                    _write_all(out, chunk)
-                    if whole is not None:
-                        whole.update(chunk)
-                    offset = self._cut_pieces(chunk, offset, piece_size)
-                if task.length is not None and offset != task.length:
-                    raise SourceError("origin sent %s for %s" % (received(offset, task.length), task.url))
-                with task.cond:
-                    self._check_live()
-                    task.length = offset   # known only now for a chunked source; before the last piece
-                if offset % piece_size:
-                    self._piece_done(self._piece.hexdigest(), self._blocks.piece_done())
-            finally:
-                self._blocks.close()
+            self._piece = PrefixHasher(block_size_for(piece_size))
+            while True:
+                chunk = self._read(response, offset)
+                if not chunk:
+                    break
+                self._check_live()
+                self._throttle(len(chunk))
+                _write_all(out, chunk)
+                if whole is not None:
+                    whole.update(chunk)
+                offset = self._cut_pieces(chunk, offset, piece_size)
+            if task.length is not None and offset != task.length:
+                raise SourceError("origin sent %s for %s" % (received(offset, task.length), task.url))
+            with task.cond:
+                self._check_live()
+                task.length = offset   # known only now for a chunked source; before the last piece
+            if offset % piece_size:
+                self._piece_done(self._piece.done())
         if whole is not None and whole.hexdigest() != parse_digest(task.digest)[1]:
             with task.cond:
                 self._check_live()
@@ -407,22 +403,21 @@ class Fetch:
         return b"".join(parts)
 
     def _cut_pieces(self, chunk: bytes, offset: int, piece_size: int) -> int:
-        """Feed `chunk` to the per-piece hash and the block hasher; announce each
-        piece it completes."""
+        """Feed `chunk` to the piece's running hash (its block digests, the last its
+        own: one sha256 per byte); announce each piece it completes."""
         view = memoryview(chunk)
         while view:
             room = piece_size - offset % piece_size
             part, view = view[:room], view[room:]
-            self._piece.update(part)
-            self._blocks.feed(part)
+            self._piece.feed(part)
             offset += len(part)
             if offset % piece_size == 0:
-                self._piece_done(self._piece.hexdigest(), self._blocks.piece_done())
-                self._piece = hashlib.sha256()
+                self._piece_done(self._piece.done())
         return offset
 
-    def _piece_done(self, hexdigest: str, blocks: list) -> None:
+    def _piece_done(self, blocks: list) -> None:
         task = self.task
+        hexdigest = blocks[-1]   # the last block's digest is the piece's
         with task.cond:
             self._check_live()
             if task.piece_cut(hexdigest):
@@ -465,57 +460,6 @@ class Fetch:
             if delay > 0:
                 self._progressed(ahead_s=delay)   # waiting on our own limit, not on the source
                 time.sleep(delay)
-
-
-_PIECE_END = object()
-
-
-class BlockHasher:
-    """The block digests of the pieces a fetch cuts, hashed on a thread of their own
-    beside the piece hashes: hashlib lets the GIL go for big buffers, so with two
-    cores the second hash costs the fetch (the cold path) little wall time. Fed a
-    piece's bytes in order; `piece_done` waits for that piece's list."""
-
-    def __init__(self, block_size: int, name: str):
-        self.block_size = block_size   # divides every piece size: blocks never span two
-        self._work = queue.SimpleQueue()
-        self._out = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def feed(self, part) -> None:
-        self._work.put(part)   # (a view of bytes: nothing writes to it)
-
-    def piece_done(self) -> list:
-        self._work.put(_PIECE_END)
-        try:
-            return self._out.get(timeout=60)
-        except queue.Empty:   # the thread died: a bug; the fetch fails with it
-            raise RuntimeError("block hashing stopped")
-
-    def close(self) -> None:
-        self._work.put(None)
-
-    def _run(self) -> None:
-        block, filled, blocks = hashlib.sha256(), 0, []
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            if item is _PIECE_END:
-                if filled:
-                    blocks.append(block.hexdigest())
-                self._out.put(blocks)
-                block, filled, blocks = hashlib.sha256(), 0, []
-                continue
-            view = memoryview(item)
-            while view:
-                part, view = view[:self.block_size - filled], view[self.block_size - filled:]
-                block.update(part)
-                filled += len(part)
-                if filled == self.block_size:
-                    blocks.append(block.hexdigest())
-                    block, filled = hashlib.sha256(), 0
 
 
 def _blocks_in(meta: dict) -> list:

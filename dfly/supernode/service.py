@@ -687,8 +687,10 @@ class Supernode:
         piece = {"num": num, "start": start, "size": size, "sha256": task.digests[num]
                  if num < len(task.digests) else "", "holder": assignment.holder}
         blocks, block_size = task.blocks.get(num), block_size_for(task.piece_size)
-        if blocks and len(blocks) == -(-size // block_size):   # (none for a piece cut before
-            piece["block_size"], piece["blocks"] = block_size, blocks   # blocks had digests)
+        # None for a piece cut before blocks had digests; a list must end with the piece's
+        # own digest (peers take the blocks for the piece: docs/PROTOCOL.md "Pieces").
+        if blocks and len(blocks) == -(-size // block_size) and blocks[-1] == piece["sha256"]:
+            piece["block_size"], piece["blocks"] = block_size, blocks
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
             piece["addr"] = format_address(host, port)

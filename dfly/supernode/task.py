@@ -446,7 +446,9 @@ class Task:
     def _load_blocks(self, digests: list) -> List[Optional[List[str]]]:
         """The block digests of the meta's pieces (None where unknown), aligned with
         its `digests`; the last line of a piece wins (it was cut again), and is used
-        only if it names that piece's digest (else its blocks are of other bytes)."""
+        only if it names that piece's digest and its last block's digest is that
+        digest (else its blocks are of other bytes, or were cut by a version-2
+        supernode, which hashed each block alone)."""
         found: Dict[int, List[str]] = {}
         try:
             with open(self.blocks_path) as f:
@@ -456,7 +458,7 @@ class Task:
                         found[int(num)] = [piece] + [joined[i:i + 64] for i in range(0, len(joined), 64)]
         except (OSError, UnicodeDecodeError):
             pass
-        return [found[n][1:] if n in found and found[n][0] == digests[n] else None
+        return [found[n][1:] if n in found and found[n][0] == found[n][-1] == digests[n] else None
                 for n in range(len(digests))]
 
     def summary(self) -> dict:
@@ -474,13 +476,15 @@ class Task:
 
 def blocks_of(copy: dict) -> Dict[int, List[str]]:
     """The block digests a meta or replica carries (`blocks`: a list aligned with
-    `digests`, None where unknown), as piece -> list; what is malformed is left out
-    (those pieces are then checked whole)."""
-    listed = copy.get("blocks")
+    `digests`, None where unknown), as piece -> list; what is malformed, or does not
+    end with its piece's digest, is left out (those pieces are then checked whole)."""
+    listed, digests = copy.get("blocks"), copy.get("digests")
+    digests = digests if isinstance(digests, list) else []
     out: Dict[int, List[str]] = {}
     for num, blocks in enumerate(listed if isinstance(listed, list) else ()):
         if isinstance(blocks, list) and blocks and all(isinstance(b, str) and HEX_DIGESTS.match(b)
-                                                       and len(b) == 64 for b in blocks):
+                                                       and len(b) == 64 for b in blocks) \
+                and num < len(digests) and blocks[-1] == digests[num]:
             out[num] = list(blocks)
     return out
 

@@ -138,14 +138,18 @@ def test_a_relay_that_lies_about_a_block_is_blamed_for_it(holder):
     assert verified == [BLOCK]
 
 
-def test_a_piece_whose_every_block_verified_is_not_hashed_whole_again(holder):
-    """The supernode cut the block digests and the piece digest from the same bytes:
-    the blocks prove the piece, one sha256 per byte. (The order's piece digest is
-    made wrong here only to show it is not computed again.)"""
-    order = _order(sha256="0" * 64)
+def test_a_block_list_that_does_not_end_with_the_piece_digest_is_not_trusted(holder):
+    """The last block's digest is the piece's (v3): a list ending otherwise is not
+    of this piece, so no block is passed on by its word and the piece is checked
+    whole, against its own digest."""
+    order = _order(sha256="0" * 64)   # the blocks are right, the piece digest not
     written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address, order=order)
-    assert failure is None
-    assert b"".join(written[k] for k in sorted(written)) == PIECE and verified[-1] == len(PIECE)
+    assert str(failure) == "digest mismatch" and verified == []
+    other = tuple(block_digests(content(len(PIECE), seed=82), BLOCK))   # the piece digest right
+    written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address,
+                                           order=_order(blocks=other))
+    assert failure is None and verified == []
+    assert b"".join(written[k] for k in sorted(written)) == PIECE
 
 
 def test_a_bad_short_last_block_is_caught_without_the_piece_hash(holder):
@@ -157,9 +161,10 @@ def test_a_bad_short_last_block_is_caught_without_the_piece_hash(holder):
 
 
 def test_a_block_list_of_other_bytes_is_caught_at_its_first_block_and_nothing_is_written(holder):
-    """A wrong block list beside the right piece digest: the holder's right bytes
-    fail at block 0, so nothing of the piece is kept on the blocks' word."""
-    other = tuple(block_digests(content(len(PIECE), seed=82), BLOCK))
+    """A wrong block list that still ends with the right piece digest: the holder's
+    right bytes fail at block 0, so nothing of the piece is kept on the blocks' word."""
+    other = tuple(block_digests(content(len(PIECE), seed=82), BLOCK))[:-1]
+    other += (hashlib.sha256(PIECE).hexdigest(),)
     written, verified, failure, _ = _fetch(holder(lambda w, done: w.write(PIECE)).address,
                                            order=_order(blocks=other))
     assert str(failure).startswith("digest mismatch in block 0")

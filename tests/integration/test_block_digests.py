@@ -80,7 +80,7 @@ def test_a_version_1_peer_gets_a_version_error_and_registers_nothing(origin, sup
     assert status == 400
     assert answer == {"kind": "VersionMismatch",
                       "error": "the peer speaks dfly protocol version 1, this supernode speaks "
-                               "version 2: upgrade the older one"}
+                               "version 3: upgrade the older one"}
     assert sn_client.tasks() == [] and origin.requests("v1.bin") == 0
 
 
@@ -114,23 +114,32 @@ def test_a_peer_refuses_a_version_1_supernode_and_writes_nothing(origin, client_
     finally:
         old.stop()
     assert str(caught.value) == ("supernode %s speaks dfly protocol version 1, this peer speaks "
-                                 "version 2: upgrade the older one" % old.address)
+                                 "version 3: upgrade the older one" % old.address)
     assert old.registrations == 1
     assert os.listdir(str(downloads)) == [] and leftovers(str(downloads)) == []
     assert origin.requests("v2.bin") == 0   # not "fixed" by going to the source either
 
 
-def test_the_block_hasher_gives_each_pieces_block_digests_however_its_bytes_are_split():
-    from dfly.supernode.cdn import BlockHasher
-    pieces = [content(MiB, seed=75), content(MiB, seed=76), content(300 * 1024 + 1, seed=77)]
-    hasher = BlockHasher(BLOCK, "test-blocks")
-    try:
-        for piece, step in zip(pieces, (MiB, 100 * 1024 + 3, 7777)):
-            for at in range(0, len(piece), step):
-                hasher.feed(memoryview(piece)[at:at + step])
-            assert hasher.piece_done() == block_digests(piece, BLOCK)
-    finally:
-        hasher.close()
+def test_block_digests_a_version_2_supernode_kept_are_not_given_with_the_piece(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    """A version-2 supernode hashed each block alone: its blocks file, beside the right
+    piece digest, is not of prefixes (its last block's digest is not the piece's), so
+    a cache it cut is offered without block digests and checked whole, not refused
+    block by block."""
+    data = content(2 * MiB, seed=72)
+    src = origin.add("old.bin", data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    _orders(running.address, src.url)
+    running.stop()
+    with open(_blocks_file(tmp_path / "sn"), "w") as f:
+        for num in range(2):
+            piece = data[num * MiB:(num + 1) * MiB]
+            alone = [hashlib.sha256(piece[at:at + BLOCK]).hexdigest() for at in range(0, MiB, BLOCK)]
+            f.write("%d %s %s\n" % (num, hashlib.sha256(piece).hexdigest(), "".join(alone)))
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == {0: (), 1: ()}
+    result = client_factory([again.address]).download(src.url, str(downloads / "old.bin"))
+    assert open(str(downloads / "old.bin"), "rb").read() == data and result.bytes_discarded == 0
 
 
 def _blocks_file(data_dir):
@@ -204,7 +213,8 @@ def test_a_piece_fetched_again_gets_its_block_digests_cut_again_from_its_bytes(
 
 def _cached_with_wrong_blocks(origin, supernode_factory, tmp_path, name):
     """A supernode's cache of a 2 MiB file whose blocks file then gives piece 1 the
-    blocks of other bytes beside its right piece digest: (data, right blocks, folder)."""
+    blocks of other bytes beside its right piece digest, the last one that digest (a
+    damage the supernode cannot see): (data, right blocks, folder)."""
     data, other = content(2 * MiB, seed=75), content(MiB, seed=76)
     src = origin.add(name, data)
     running = supernode_factory(data_dir=tmp_path / "sn")
@@ -212,5 +222,6 @@ def _cached_with_wrong_blocks(origin, supernode_factory, tmp_path, name):
     running.stop()
     path = _blocks_file(tmp_path / "sn")
     with open(path, "a") as f:
-        f.write("1 %s %s\n" % (hashlib.sha256(data[MiB:]).hexdigest(), "".join(block_digests(other, BLOCK))))
+        piece = hashlib.sha256(data[MiB:]).hexdigest()
+        f.write("1 %s %s\n" % (piece, "".join(block_digests(other, BLOCK)[:-1] + [piece])))
     return data, right, os.path.dirname(path)

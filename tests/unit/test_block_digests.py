@@ -1,12 +1,22 @@
-"""Block digests (protocol v2): how pieces are cut into blocks, what an order's
-block list must look like, and the version check both sides make."""
+"""Block digests (protocol v3: the sha256 of the piece up to each block's end): how
+pieces are cut into blocks, what an order's block list must look like, and the
+version check both sides make."""
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dfly.errors import BadRequest, VersionMismatch
 from dfly.protocol.messages import PROTOCOL_VERSION, PieceOrder, RegisterRequest, check_version
-from dfly.protocol.pieces import BLOCK_SIZE, MAX_BLOCKS, block_digests, block_size_for, block_spans
+from dfly.protocol.pieces import (
+    BLOCK_SIZE,
+    MAX_BLOCKS,
+    PrefixHasher,
+    block_digests,
+    block_size_for,
+    block_spans,
+)
 
 MiB = 1 << 20
 
@@ -23,10 +33,28 @@ def test_a_short_last_piece_has_a_short_last_block():
     assert block_spans(256 * 1024, 256 * 1024) == [(0, 262144)]
 
 
-def test_block_digests_are_the_sha256_of_each_block():
+def test_a_blocks_digest_is_the_sha256_of_the_piece_up_to_its_end():
     data = bytes(range(256)) * 1500   # 384000 bytes: two blocks of 256 KiB and a tail
     assert block_digests(data, 256 * 1024) == [hashlib.sha256(data[:262144]).hexdigest(),
-                                               hashlib.sha256(data[262144:]).hexdigest()]
+                                               hashlib.sha256(data).hexdigest()]
+    assert block_digests(data[:262144], 256 * 1024) == [hashlib.sha256(data[:262144]).hexdigest()]
+    assert block_digests(b"", 256 * 1024) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=3000), st.lists(st.integers(1, 700), max_size=12),
+       st.integers(1, 900))
+def test_the_prefix_hasher_gives_the_same_digests_however_the_bytes_are_split(data, cuts, block):
+    hasher = PrefixHasher(block)
+    at = 0
+    for n in cuts:
+        hasher.feed(data[at:at + n])
+        at += n
+    hasher.feed(data[at:])
+    assert hasher.done() == [hashlib.sha256(data[:end]).hexdigest()
+                             for end in range(block, len(data), block)] + [hashlib.sha256(data).hexdigest()]
+    hasher.feed(data[:1])   # it starts the next piece
+    assert hasher.done() == [hashlib.sha256(data[:1]).hexdigest()]
 
 
 def _order(**fields):
@@ -63,20 +91,24 @@ def _register(**extra):
 
 
 def test_a_version_1_peer_is_refused_with_both_versions_named():
+    with pytest.raises(VersionMismatch):
+        RegisterRequest.parse(_register(version=2))
     with pytest.raises(VersionMismatch) as caught:
         RegisterRequest.parse(_register(version=1))
     assert str(caught.value) == ("the peer speaks dfly protocol version 1, this supernode speaks "
-                                 "version 2: upgrade the older one")
+                                 "version 3: upgrade the older one")
     assert RegisterRequest.parse(_register(version=PROTOCOL_VERSION)).peer_id == "p1"
     assert RegisterRequest.parse(_register()).peer_id == "p1"   # a hand-written call
-    assert RegisterRequest("http://o/f", "p1", 4000).to_json()["version"] == PROTOCOL_VERSION == 2
+    assert RegisterRequest("http://o/f", "p1", 4000).to_json()["version"] == PROTOCOL_VERSION == 3
 
 
 def test_a_reply_without_a_version_is_from_a_version_1_supernode():
     with pytest.raises(VersionMismatch) as caught:
         check_version(None, "supernode 127.0.0.1:8002")
-    assert "supernode 127.0.0.1:8002 speaks dfly protocol version 1, this peer speaks version 2" \
+    assert "supernode 127.0.0.1:8002 speaks dfly protocol version 1, this peer speaks version 3" \
         in str(caught.value)
+    with pytest.raises(VersionMismatch):   # a version-2 supernode's blocks are not prefixes
+        check_version(2, "supernode x")
     with pytest.raises(VersionMismatch):
-        check_version(3, "supernode x")
-    check_version(2, "supernode x")
+        check_version(4, "supernode x")
+    check_version(3, "supernode x")
