@@ -9,31 +9,37 @@
     sudo python3 bench/testbed.py --counts 8 --trace-dir /tmp/tr   # + bench/timeline.py /tmp/tr/n8-run1
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --burst 4k   # a strict policer's bucket
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --shaper tbf --burst 4k --no-offload
-    sudo python3 bench/testbed.py --counts 8,16 --scenarios ideal,dfly --small-first   # ACKs, calls first
+    sudo python3 bench/testbed.py --counts 8,16 --scenarios ideal,dfly --fifo   # the older links
 
-Strategy: every host is a network namespace with one veth to a bridge that
-lives in a namespace of its own, so nothing is added to the machine's own
-network: addresses (10.77.0.0/24 by default) exist only inside the namespaces
-this script made, and deleting them removes every link with them. Each host's
-upload is capped by an HTB qdisc on its own veth, its download by the same on
-the bridge-side veth. With --family ipv6 every host has only an IPv6 address
-(fd77::N/64 by default, no IPv4 on its link); with --family dual the origin host
-has both and the client hosts alternate IPv4-only and IPv6-only (IPv6 switched
-off in the IPv4 ones), the supernode listens on [::] and each host downloads
-by the origin's address of its own family, with the file's digest as its
-identity (one task whatever the URL). The origin host runs nginx and a dfly supernode beside
-it; client hosts run either curl against nginx (baseline) or `dfly get`
-through the supernode with --seed-for (dfly). The origin host's egress is its
-veth's tx_bytes, read inside its namespace. An optional reference scenario
-(ideal) has every host curl the file from its neighbour's nginx: every link
-busy both ways with no scheduling and no Python, what the fabric itself allows.
-Another (dfly-daemon) has a `dfly daemon` on every host, started before the
-clock as a cluster runs them (and as ideal's nginx is), and times curl through
-its proxy: the same swarm without 16 interpreters starting at once on the
-machine's few cores, which a cluster's hosts, each with its own CPU, never pay.
-With --repeat N the dfly and ideal runs are repeated, alternating, and the
-table and chart show each count's median run (the spread is in the JSON);
-the baseline runs once (N copies through one link: nothing to average).
+Strategy: every host is a network namespace with one veth to a bridge that lives
+in a namespace of its own, so nothing is added to the machine's own network:
+addresses (10.77.0.0/24 by default) exist only inside the namespaces this script
+made, and deleting them removes every link with them. Each host's upload is
+capped by an HTB qdisc on its own veth, its download by the same on the bridge-
+side veth. By default small packets (ACKs, requests, schedule calls) pass bulk
+data queued on a link, as on a Linux host, whose default qdisc (fq_codel) serves
+a sparse flow's packets first (this kernel has none of fq_codel, fq or sfq);
+--fifo queues every packet in one FIFO instead, as runs before 2026-12-07's
+fourteenth session did, where each schedule call waited behind up to a full
+queue of data at each of up to three links. With --family ipv6 every host has
+only an IPv6 address (fd77::N/64 by default, no IPv4 on its link); with --family
+dual the origin host has both and the client hosts alternate IPv4-only and
+IPv6-only (IPv6 switched off in the IPv4 ones), the supernode listens on [::]
+and each host downloads by the origin's address of its own family, with the
+file's digest as its identity (one task whatever the URL). The origin host runs
+nginx and a dfly supernode beside it; client hosts run either curl against nginx
+(baseline) or `dfly get` through the supernode with --seed-for (dfly). The
+origin host's egress is its veth's tx_bytes, read inside its namespace. An
+optional reference scenario (ideal) has every host curl the file from its
+neighbour's nginx: every link busy both ways with no scheduling and no Python,
+what the fabric itself allows. Another (dfly-daemon) has a `dfly daemon` on
+every host, started before the clock as a cluster runs them (and as ideal's
+nginx is), and times curl through its proxy: the same swarm without 16
+interpreters starting at once on the machine's few cores, which a cluster's
+hosts, each with its own CPU, never pay. With --repeat N the dfly and ideal runs
+are repeated, alternating, and the table and chart show each count's median run
+(the spread is in the JSON); the baseline runs once (N copies through one link:
+nothing to average).
 
 Teardown always runs (finally, SIGINT, SIGTERM, SIGHUP): every process inside
 our namespaces is killed (they are all ours: the namespaces are new), then the
@@ -620,11 +626,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "the rate with htb, %d with tbf)" % TBF_DEFAULT_BURST)
     p.add_argument("--shaper", default="htb", choices=SHAPERS, help="htb: a shaping class over "
                    "the FIFO; tbf: a plain token bucket filter (default: %(default)s)")
-    p.add_argument("--small-first", action="store_true", help="on every link, packets under "
-                   "%d bytes (TCP ACKs, requests, schedule calls) pass bulk data queued before "
-                   "them, as a host's fq_codel (Linux's default qdisc; not in this kernel) or a "
-                   "switch's priority queue lets them; the default is one FIFO per link, where "
-                   "they wait behind up to --queue packets (htb only)" % SMALL_BYTES)
+    p.add_argument("--small-first", dest="small_first", action="store_true", default=None,
+                   help="on every link, packets under %d bytes (TCP ACKs, requests, schedule "
+                   "calls) pass bulk data queued before them, as a host's fq_codel (Linux's "
+                   "default qdisc; not in this kernel) or a switch's priority queue lets them "
+                   "(the default with --shaper htb)" % SMALL_BYTES)
+    p.add_argument("--fifo", dest="small_first", action="store_false", help="one FIFO per link "
+                   "instead, where every packet waits behind up to --queue packets (the default "
+                   "before 2026-12-07's fourteenth session, and with --shaper tbf)")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
@@ -687,6 +696,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
     if args.small_first and args.shaper != "htb":
         p.error("--small-first needs --shaper htb")
+    if args.small_first is None:
+        args.small_first = args.shaper == "htb"
     if not args.offload and shutil.which("ethtool") is None:
         p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
     bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,

@@ -160,8 +160,9 @@ def _testbed(tmp_path, name, *args):
 @pytest.mark.time_limit(150)
 def test_testbed_ipv6_only_hosts_swarm_with_the_figures_of_ipv4(tmp_path):
     figures = {}
-    for family in ("ipv4", "ipv6"):
-        result, row = _testbed(tmp_path, family, "--counts", "4", "--family", family)
+    for family, links in (("ipv4", "--fifo"), ("ipv6", "--small-first")):
+        result, row = _testbed(tmp_path, family, "--counts", "4", "--family", family, links)
+        assert result["small_first"] == (links == "--small-first")   # both link kinds still run
         size = result["size"]
         assert row["nginx_body_bytes"] == size                    # the origin read once
         assert row["origin_egress_x"] <= 1.05                     # one copy left the origin host
@@ -175,8 +176,9 @@ def test_testbed_ipv6_only_hosts_swarm_with_the_figures_of_ipv4(tmp_path):
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 @pytest.mark.time_limit(90)
 def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_one_swarm(tmp_path):
-    # Small packets first on every link: the kernel takes the filters for both families.
-    result, row = _testbed(tmp_path, "dual", "--counts", "4", "--family", "dual", "--small-first")
+    # Small packets first on every link (the default): the kernel takes the filters for
+    # both families, and they match packets.
+    result, row = _testbed(tmp_path, "dual", "--counts", "4", "--family", "dual")
     assert result["small_first"] and result["small_first_packets"] > 0
     hosts = result["hosts"]
     assert sorted(hosts["o"]) == ["10.77.0.1", "fd77::1"]
