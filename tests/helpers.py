@@ -332,9 +332,9 @@ def first_task(address: str) -> dict:
 
 def failed_fetch_kept(address: str, url: str, digest: Optional[str] = None) -> dict:
     """Start a supernode's fetch of `url` (for a peer that registers and stays) and wait
-    for it to fail; the task's state. A failed task keeps what it read, for a retry to
-    resume, only while a peer is registered: without one the janitor drops it with its
-    folder within a second (a get that failed has left, so its retry would race that)."""
+    for it to fail; the task's state. The peer stays, so the failed task stays in memory
+    (without one the janitor drops it within a second at --failure-ttl 0, keeping only
+    its whole pieces on disk: a test of the task's state would race that)."""
     from dfly.protocol.messages import RegisterRequest
     from dfly.supernode.client import SupernodeClient
     client = SupernodeClient(address, timeout_s=10)

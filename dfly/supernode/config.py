@@ -56,8 +56,8 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
     max_source_fetches: int = option(16, "sources fetched at once; more tasks wait their turn")
     max_source_fetches_per_client: int = option(8, "of those, how many for the tasks one client "
                                                 "host registered (its others wait; 0 = no share)")
-    task_idle_ttl_s: float = option(600.0, "a task without peers this long leaves memory (an "
-                                    "unfinished one its folder too; a finished one stays cached)",
+    task_idle_ttl_s: float = option(600.0, "a task without peers this long leaves memory (its "
+                                    "whole pieces stay on disk: cached, or resumed by the next get)",
                                     kind="duration", flag="--task-idle-ttl", metavar="DURATION")
     max_connections: int = option(1024, "connections served at once; more get 503")
     max_connections_per_client: int = option(256, "connections one client host may have open; "

@@ -871,10 +871,12 @@ class Supernode:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        """Drop tasks nobody uses: a failed one once its failure is no longer
-        remembered, an unfinished one idle for --task-idle-ttl, each with its folder;
-        a finished one idle that long leaves memory only (its folder is the cache,
-        found again by the next registration, evicted by size)."""
+        """Drop tasks nobody uses from memory: a failed one once its failure is no
+        longer remembered, any other idle for --task-idle-ttl. The folder stays when
+        it holds whole pieces (a finished task's is the cache; an unfinished one's is
+        resumed by Range from its last whole piece by the next registration, as after
+        a restart), else it goes; kept folders are evicted by size like the cache."""
+        kept = False   # an unfinished task's pieces: they count against --cache-size at once
         with self._lock:
             pruned = []
             for tid, task in list(self._tasks.items()):
@@ -887,7 +889,11 @@ class Supernode:
                         continue
                     task.pruned = True
                     del self._tasks[tid]
-                    if task.state != DONE:
+                    if task.state == DONE:
+                        pass
+                    elif _resumable(task):
+                        kept = True
+                    else:
                         pruned.append(self._to_trash(task.folder))
                 log.info("task %s pruned (%s, no peers)", tid[:12], task.state)
             for host in [h for h, b in self._new_task_budget.items() if b.full(now)]:
@@ -895,6 +901,8 @@ class Supernode:
         for folder in pruned:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
+        if kept:
+            self._evict()
 
     def _to_trash(self, folder: str) -> str:
         """Move `folder` out of tasks/ at once (a new task of the same id may start
@@ -943,6 +951,12 @@ class Supernode:
                 self._tasks.pop(name, None)
             shutil.rmtree(os.path.join(self.tasks_dir, name), ignore_errors=True)
             log.info("task %s evicted from cache", name[:12])
+
+
+def _resumable(task: Task) -> bool:
+    """The task's folder holds pieces cut and named by its meta (a fetch cut off by
+    its source; not one whose data was removed: a stalled fetch's, a wrong digest's)."""
+    return bool(task.digests) and os.path.exists(task.meta_path) and os.path.exists(task.data_path)
 
 
 class OwnedElsewhere(Exception):

@@ -8,6 +8,7 @@ from helpers import MiB, content, failed_fetch_kept, sha256_file, wait_until
 
 from dfly.errors import SourceError
 from dfly.protocol.pieces import MIN_PIECE_SIZE
+from dfly.supernode.client import SupernodeClient
 
 PIECE = MIN_PIECE_SIZE   # what files this small are cut into
 
@@ -70,6 +71,47 @@ def test_a_source_cut_mid_transfer_is_resumed_with_a_range_request(
     assert resume.headers.get("If-Range") == src.etag
     second_fetch = origin.body_bytes("resumed.bin") - first_fetch
     assert second_fetch == src.size - PIECE < src.size
+
+
+@pytest.mark.time_limit(30)
+def test_a_failed_task_dropped_from_memory_keeps_its_whole_pieces_for_the_next_get(
+        origin, supernode_factory, client_factory, downloads):
+    """The get whose source was cut has left, no peer stays, and the failure is
+    forgotten (--failure-ttl 0): the janitor drops the task, but not the pieces it
+    cut: the next get resumes them by Range, as after a restart."""
+    supernode = supernode_factory(failure_ttl_s=0)
+    src = origin.add("dropped.bin", content(3 * PIECE, seed=26))
+    origin.fault("dropped.bin", die_after=2 * PIECE + 100)
+    with pytest.raises(SourceError):
+        client_factory([supernode.address]).download(src.url, str(downloads / "cut.bin"))
+    first_fetch = origin.body_bytes("dropped.bin")
+    client = SupernodeClient(supernode.address, timeout_s=5)
+    try:
+        wait_until(lambda: client.tasks() == [], timeout=10, message="the janitor dropped the task")
+    finally:
+        client.close()
+
+    origin.heal("dropped.bin")
+    client_factory([supernode.address]).download(src.url, str(downloads / "whole.bin"))
+    assert sha256_file(str(downloads / "whole.bin")) == src.sha256
+    assert origin.served("dropped.bin")[-1].headers.get("Range") == "bytes=%d-" % (2 * PIECE)
+    assert origin.body_bytes("dropped.bin") - first_fetch == PIECE
+
+
+@pytest.mark.time_limit(30)
+def test_the_pieces_a_dropped_task_keeps_count_against_the_cache_size_at_once(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    """Kept pieces are bounded like the cache: a client whose sources all fail part
+    way fills no more than --cache-size, with no finished fetch to trigger eviction."""
+    cache = tmp_path / "sn-cache"
+    supernode = supernode_factory(data_dir=cache, failure_ttl_s=0, cache_size=int(1.5 * MiB))
+    src = origin.add("big-cut.bin", content(3 * PIECE, seed=27))
+    origin.fault("big-cut.bin", die_after=2 * PIECE + 100)
+    with pytest.raises(SourceError):
+        client_factory([supernode.address]).download(src.url, str(downloads / "cut.bin"))
+    tasks = os.path.join(str(cache), "tasks")
+    wait_until(lambda: os.listdir(tasks) == [], timeout=10,
+               message="the 2 MiB of pieces kept were evicted to fit 1.5 MiB")
 
 
 @pytest.mark.time_limit(30)
