@@ -24,7 +24,13 @@ from dfly.peer.daemon_config import DaemonConfig
 from dfly.protocol import address, bearer, oci, proxyrules
 from dfly.protocol.digest import parse_digest
 from dfly.protocol.handoff import HandoffRequest
-from dfly.protocol.messages import HeartbeatReply, RegisterRequest, ScheduleRequest, TaskState
+from dfly.protocol.messages import (
+    PROTOCOL_VERSION,
+    HeartbeatReply,
+    RegisterRequest,
+    ScheduleRequest,
+    TaskState,
+)
 from dfly.protocol.ranges import RangeNotSatisfiable, parse_range
 from dfly.protocol.task import TASK_ID, filtered_url, split_filters, task_id
 from dfly.supernode.config import SupernodeConfig
@@ -71,7 +77,7 @@ def only_typed(call, *typed):
 
 VALID_PEER = {"id": "p-1", "port": 8001, "host": "127.0.0.1"}
 VALID_REGISTER = {"url": "http://127.0.0.1:1/f", "digest": "sha256:" + "a" * 64, "identifier": "x",
-                  "headers": {"X-A": "b"}, "filters": ["sig"], "version": 2}
+                  "headers": {"X-A": "b"}, "filters": ["sig"], "version": PROTOCOL_VERSION}
 
 
 @FAST

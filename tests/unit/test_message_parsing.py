@@ -10,6 +10,7 @@ from dfly.protocol.messages import (
     MAX_REPORTS,
     MAX_URL_LEN,
     MAX_WANT,
+    PROTOCOL_VERSION,
     Failure,
     PieceOrder,
     RegisterRequest,
@@ -21,7 +22,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def register_body(**changes) -> dict:
-    body = {"version": 2, "url": "http://origin.example/f.bin",
+    body = {"version": PROTOCOL_VERSION, "url": "http://origin.example/f.bin",
             "peer": {"id": "peer-1", "port": 8001}}
     body.update(changes)
     return body
