@@ -7,7 +7,8 @@
 One row per host (named by its trace file), sorted by when it finished; each
 piece a bar from its first request to its last byte, stacked in as many lanes
 as the host had pieces in flight at once, coloured by where it came from (the
-supernode, another peer; a failed attempt in red). A tick marks registration,
+supernode, another peer's whole copy, a relay: a peer still fetching it, cut-
+through; a failed attempt in red; bench/tracefiles.py tells them apart). A tick marks registration,
 a black bar the whole-file digest check, the row's end when the file was
 complete. Hosts' clocks are lined up by each trace's `wall_start` (one machine
 in the testbed, so one clock). The gaps and the ramp docs/BENCHMARKS.md talks
@@ -19,12 +20,14 @@ import sys
 from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tracefiles, also when imported
-from tracefiles import SUPERNODE, event, load  # noqa: E402
+from tracefiles import event, load, source, whole_at  # noqa: E402
 
-COLOURS = {"supernode": "#7b5ea7", "peer": "#2e9e5b", "failed": "#d62728"}
+COLOURS = {"supernode": "#7b5ea7", "whole": "#2e9e5b", "relayed": "#f0a020", "failed": "#d62728"}
+LABELS = (("supernode", "from the supernode"), ("whole", "a peer's whole copy"),
+          ("relayed", "relayed (cut-through)"), ("failed", "failed attempt"))
 ROW_H = 28          # pixels per host row
 LEFT, RIGHT, TOP, BOTTOM = 110, 20, 40, 66
-WIDTH = 900
+WIDTH = 1000
 
 
 def lanes(intervals: List[Tuple[float, float]]) -> Tuple[List[int], int]:
@@ -45,20 +48,17 @@ def lanes(intervals: List[Tuple[float, float]]) -> Tuple[List[int], int]:
     return lane, max(1, len(ends))
 
 
-def kind_of(piece: dict) -> str:
-    if not piece.get("ok", True):
-        return "failed"
-    return "supernode" if piece["holder"] == SUPERNODE else "peer"
-
-
 def host_rows(traces: List[Tuple[str, dict]]) -> List[dict]:
     """Per host, in seconds since the first host started: its pieces (start, end, kind),
     registration, digest check and end; sorted by end."""
     t0 = min(trace["wall_start"] for _, trace in traces)
+    done = whole_at([trace for _, trace in traces])
     rows = []
     for name, trace in traces:
         shift = trace["wall_start"] - t0
-        pieces = [(shift + p["start_s"], shift + p["end_s"], kind_of(p)) for p in trace.get("pieces", ())]
+        kinds = [source(p, trace["wall_start"], done) for p in trace.get("pieces", ())]
+        pieces = [(shift + p["start_s"], shift + p["end_s"], kind)
+                  for p, kind in zip(trace.get("pieces", ()), kinds)]
         registered = event(trace, "registered")
         finished = event(trace, "finished") or event(trace, "failed")
         check = event(trace, "digest_check")
@@ -67,7 +67,8 @@ def host_rows(traces: List[Tuple[str, dict]]) -> List[dict]:
                      "registered": shift + registered["t"] if registered else None,
                      "check": (shift + check["t"] - check.get("seconds", 0.0), shift + check["t"])
                      if check and check.get("seconds") else None,
-                     "from_peers": sum(p["bytes"] for p in trace.get("pieces", ()) if kind_of(p) == "peer"),
+                     "from_peers": sum(p["bytes"] for p, kind in zip(trace.get("pieces", ()), kinds)
+                                       if kind in ("whole", "relayed")),
                      "bytes": sum(p["bytes"] for p in trace.get("pieces", ()) if p.get("ok", True))})
     rows.sort(key=lambda r: (r["end"], r["name"]))
     return rows
@@ -125,11 +126,10 @@ def _row(row: dict, top: int, x) -> List[str]:
 
 def _legend(y: int) -> List[str]:
     out, at = [], LEFT
-    for label, colour in (("from the supernode", COLOURS["supernode"]), ("from a peer", COLOURS["peer"]),
-                          ("failed attempt", COLOURS["failed"])):
-        out.append('<rect x="%d" y="%d" width="12" height="10" fill="%s"/>' % (at, y - 9, colour))
+    for kind, label in LABELS:
+        out.append('<rect x="%d" y="%d" width="12" height="10" fill="%s"/>' % (at, y - 9, COLOURS[kind]))
         out.append('<text x="%d" y="%d">%s</text>' % (at + 16, y, label))
-        at += 150
+        at += 7 * len(label) + 24
     out.append('<text x="%d" y="%d">| registered, &#9646; file complete</text>' % (at, y))
     return out
 

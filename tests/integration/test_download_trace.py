@@ -74,7 +74,9 @@ def test_timeline_draws_each_host_and_piece_of_a_real_swarm(origin, supernode, c
     assert len(bars) == len(pieces) and len(pieces) >= 18
     by_kind = Counter(r.get("class").split()[1] for r in bars)
     assert by_kind["supernode"] == sum(1 for p in pieces if p["holder"] == SUPERNODE and p["ok"])
-    assert by_kind["peer"] == sum(1 for p in pieces if p["holder"] != SUPERNODE and p["ok"])
+    from_peers = [p for p in pieces if p["holder"] != SUPERNODE and p["ok"]]
+    assert by_kind["whole"] == sum(1 for p in from_peers if not p["relay"])
+    assert by_kind["relayed"] == sum(1 for p in pieces if p["ok"] and p["relay"])
     assert all(float(r.get("x")) >= timeline.LEFT and float(r.get("width")) > 0 for r in bars)
     assert len(list(drawn.iter(SVG + "line"))) >= 3 * 2   # each host: registered, complete
 

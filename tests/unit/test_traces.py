@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from bench import traces
+from bench import timeline, traces
 from bench.traces import Fetch
 
 MB = 1000 * 1000
@@ -240,3 +240,13 @@ def test_the_tool_gives_json_and_refuses_an_empty_folder_in_one_line(tmp_path, c
     assert traces.main([empty]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no trace of a host that registered" in err
+
+
+def test_the_timeline_colours_each_fetch_by_where_it_came_from():
+    rows = {r["name"]: r for r in timeline.host_rows(_two_hosts())}
+    assert [kind for _, _, kind in rows["a"]["pieces"]] == ["supernode", "supernode", "whole"]
+    assert [kind for _, _, kind in rows["b"]["pieces"]] == ["supernode", "relayed", "failed", "supernode"]
+    assert rows["b"]["from_peers"] == MB and rows["a"]["from_peers"] == MB
+    drawn = timeline.svg(_two_hosts())
+    assert drawn.count('class="piece relayed"') == 1 and timeline.COLOURS["relayed"] in drawn
+    assert "relayed (cut-through)" in drawn
