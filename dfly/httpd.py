@@ -697,13 +697,77 @@ class Server(ThreadingHTTPServer):
         return self.server_address[1]
 
 
-class Listener:
-    """A Server on its own named thread, with a stop that really stops it.
+class Acceptor:
+    """Accepts for one Server or many on one named thread, asleep until a connection
+    arrives or stop() wakes it through a socket pair; add, remove, stop.
 
-    The thread sleeps until a connection arrives or stop() wakes it through a
-    socket pair. The stdlib's serve_forever instead woke every poll interval to
-    see whether it should stop: 50 times a second, each a thread switch and a
-    turn at the GIL, in every get, seeder and supernode, all the time they ran."""
+    The stdlib's serve_forever instead woke every poll interval to see whether it
+    should stop: 50 times a second, each a thread switch and a turn at the GIL, in
+    every get, seeder and supernode, all the time they ran. `dfly bench` shares one
+    acceptor among many simulated peers' servers (dfly/bench/app.py), where a thread
+    per peer would be thousands."""
+
+    def __init__(self, name: str):
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()   # for add and remove, which other threads call
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> "Acceptor":
+        self._thread.start()
+        return self
+
+    def add(self, server: "Server") -> None:
+        """Accept for `server` (bound and listening) from now on."""
+        server.socket.setblocking(False)   # a connection reset before accept() must not block the loop
+        with self._lock:
+            self._selector.register(server.socket, selectors.EVENT_READ, server)
+
+    def remove(self, server: "Server") -> None:
+        """Stop accepting for `server`; call before closing its socket."""
+        with self._lock:
+            try:
+                self._selector.unregister(server.socket)
+            except (KeyError, ValueError):
+                pass   # never added, or removed already
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                if key.data is None:   # the wake-up pair: stop() was called
+                    self._drain_wake()
+                elif not self._stopping:
+                    # What serve_forever does when its socket is readable: accept
+                    # (nothing on an OSError: no connection after all, or the server
+                    # was closed meanwhile), then the server's own process_request
+                    # (its limits, a thread for the connection).
+                    key.data._handle_request_noblock()
+
+    def _drain_wake(self) -> None:
+        try:
+            self._wake_r.recv(64)
+        except OSError:
+            pass
+
+
+class Listener:
+    """A Server with an Acceptor of its own (a named thread), and a stop that really
+    stops it."""
 
     def __init__(self, name: str, address: Tuple[str, int], app, max_connections: int = 512,
                  sock: Optional[socket.socket] = None, handler=Handler,
@@ -715,41 +779,26 @@ class Listener:
         self.server = Server(address, app, max_connections, sock, handler, tls,
                              max_connections_per_client, request_deadline_s, client_ipv6_prefix)
         self.name = name
-        self._wake: Optional[Tuple[socket.socket, socket.socket]] = None   # (read, write), once started
-        self._stopping = False
-        self._thread = threading.Thread(target=self._accept, name=name, daemon=True)
-
-    def _accept(self) -> None:
-        server = self.server
-        with selectors.DefaultSelector() as selector:
-            selector.register(server.socket, selectors.EVENT_READ)
-            selector.register(self._wake[0], selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fileobj is server.socket and not self._stopping:
-                        server._handle_request_noblock()   # serve_forever's own step
+        self._acceptor: Optional[Acceptor] = None   # once started
 
     @property
     def address(self) -> Tuple[str, int]:
         return self.server.server_address[:2]
 
     def start(self) -> "Listener":
-        self._wake = socket.socketpair()
-        self._thread.start()
+        self._acceptor = Acceptor(self.name)
+        self._acceptor.add(self.server)
+        self._acceptor.start()
         return self
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop accepting; with drain_s, first let requests in progress (a piece a
         peer is fetching from us) finish, for at most that long, before closing."""
-        if self._thread.is_alive():
-            self._stopping = True
-            self._wake[1].send(b"x")
-            self._thread.join(10)
+        if self._acceptor is not None:
+            self._acceptor.stop()
         if drain_s > 0:
             self.server.drain(drain_s)
         self.server.server_close()
-        for end in self._wake or ():
-            end.close()
         if self.server.tls is not None:
             log.info("%s served %d TLS handshakes, refused %d", self.name, self.server.handshakes,
                      self.server.refused_handshakes)

@@ -10,7 +10,7 @@ TLS settings every simulated peer serves and dials with TLS, sharing one
 certificate (they are one host).
 
 What is shared is only the harness: a few threads accept for all the peers'
-uploaders (acceptor.py), and a few close the peers at the end. The
+uploaders (httpd.Acceptor), and a few close the peers at the end. The
 supernode sees each simulated peer as it would a real one: its own port, its
 own registration, schedule calls and piece transfers.
 """
@@ -26,10 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Tuple
 
 from dfly import errors
-from dfly.bench.acceptor import Acceptor
 from dfly.bench.config import BenchConfig
 from dfly.bench.report import CallRecord, PeerRecord, summarize
-from dfly.httpd import Server, parse_server_timing
+from dfly.httpd import Acceptor, Server, parse_server_timing
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
 from dfly.peer.uploader import UploaderApp
@@ -47,7 +46,13 @@ CLOSE_WORKERS = 8
 # of the bench's system time at the default 5 ms); its threads block on I/O long
 # before 50 ms (docs/BENCHMARKS.md, "`dfly bench` at 5000 peers").
 SWITCH_INTERVAL_S = 0.05
-PEERS_PER_ACCEPTOR = 100   # acceptor.py: enough acceptors that a wave's connections do not queue
+# Each simulated peer keeps its own listening port and uploader server, as a real
+# peer does; only the accept loop (httpd.Acceptor) is shared: a thread per peer
+# was 5000 threads taking the GIL in turn, most of the bench's system time. Not one
+# acceptor for all, though: each accepted connection gets its thread (Thread.start
+# waits until it has run, a GIL hand-off away), so one loop accepting for a whole
+# wave queued the wave's piece requests behind each other.
+PEERS_PER_ACCEPTOR = 100   # enough acceptors that a wave's connections do not queue
 
 
 class TimedSupernodeClient(SupernodeClient):

@@ -5,8 +5,7 @@ import threading
 
 import pytest
 
-from dfly.bench.acceptor import Acceptor
-from dfly.httpd import Server
+from dfly.httpd import Acceptor, Server
 from dfly.peer.uploader import UploaderApp
 
 
