@@ -91,11 +91,8 @@ def test_a_failed_task_dropped_from_memory_keeps_its_whole_pieces_for_the_next_g
     finally:
         client.close()
 
-    origin.heal("dropped.bin")
-    client_factory([supernode.address]).download(src.url, str(downloads / "whole.bin"))
-    assert sha256_file(str(downloads / "whole.bin")) == src.sha256
-    assert origin.served("dropped.bin")[-1].headers.get("Range") == "bytes=%d-" % (2 * PIECE)
-    assert origin.body_bytes("dropped.bin") - first_fetch == PIECE
+    _resumed_at_the_third_piece(origin, src, "dropped.bin", first_fetch, client_factory([supernode.address]),
+                                downloads)
 
 
 @pytest.mark.time_limit(30)
@@ -126,12 +123,19 @@ def test_a_restarted_supernode_resumes_a_half_fetched_cache_with_a_range_request
     first.stop()
     first_fetch = origin.body_bytes("resumed.bin")
 
-    origin.heal("resumed.bin")
     second = supernode_factory(data_dir=cache)
-    client_factory([second.address]).download(src.url, str(downloads / "whole.bin"))
+    _resumed_at_the_third_piece(origin, src, "resumed.bin", first_fetch, client_factory([second.address]),
+                                downloads)
+
+
+def _resumed_at_the_third_piece(origin, src, name, first_fetch, client, downloads):
+    """With the origin healed, `client` gets the whole file, and the supernode asked
+    the origin only for what it lacked: the third piece, by Range."""
+    origin.heal(name)
+    client.download(src.url, str(downloads / "whole.bin"))
     assert sha256_file(str(downloads / "whole.bin")) == src.sha256
-    assert origin.served("resumed.bin")[-1].headers.get("Range") == "bytes=%d-" % (2 * PIECE)
-    assert origin.body_bytes("resumed.bin") - first_fetch == PIECE
+    assert origin.served(name)[-1].headers.get("Range") == "bytes=%d-" % (2 * PIECE)
+    assert origin.body_bytes(name) - first_fetch == PIECE
 
 
 @pytest.mark.time_limit(30)
