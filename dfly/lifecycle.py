@@ -16,8 +16,6 @@ from typing import Optional
 
 from dfly.options import option
 
-SIGNAL_POLL_S = 0.5
-
 log = logging.getLogger("dfly")
 
 
@@ -123,7 +121,8 @@ def _drain() -> None:
         pass
 
 
-def _wait_for_signal(timeout_s: float) -> None:
+def _wait_for_signal(timeout_s: Optional[float]) -> None:
+    """Until a signal's byte arrives on the wakeup fd, or timeout_s (None: no timeout)."""
     try:
         select.select([_wake_fds[0]], [], [], timeout_s)
     except (OSError, ValueError):
@@ -151,9 +150,9 @@ def serve_until_signalled(running, name: str, ready: Optional[threading.Event] =
         if ping_every_s and time.monotonic() >= next_ping:
             notifier.watchdog()
             next_ping = time.monotonic() + ping_every_s
-        # The wakeup fd ends this wait at once, whichever thread got the signal; the
-        # timeout is a second line (and the watchdog's beat).
-        _wait_for_signal(min(SIGNAL_POLL_S, ping_every_s or SIGNAL_POLL_S))
+        # The wakeup fd ends this wait at once, whichever thread got the signal, so
+        # the only deadline is the watchdog's next beat: idle, the thread sleeps.
+        _wait_for_signal(max(0.0, next_ping - time.monotonic()) if ping_every_s else None)
         if signal.SIGHUP in signalled:
             signalled.discard(signal.SIGHUP)
             notifier.status("SIGHUP: loading TLS certificates again")

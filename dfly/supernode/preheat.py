@@ -68,7 +68,7 @@ class Preheater:
         self.jobs = rules.Jobs(limits)
         self.publications = None   # the publish log (PublicationLog), when wired
         self._lock = threading.Lock()
-        self._queue = queue.Queue()   # of Job
+        self._queue = queue.Queue()   # of Job; None tells a worker to end
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name="preheat-%d" % i, daemon=True)
                          for i in range(max(1, workers))]
@@ -80,6 +80,8 @@ class Preheater:
 
     def stop(self) -> None:
         self._stop.set()
+        for _ in self._threads:   # wakes each idle worker at once: it waits on the queue alone
+            self._queue.put(None)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
@@ -124,11 +126,11 @@ class Preheater:
 
     # running -------------------------------------------------------------------------
     def _work(self) -> None:
+        # No timeout: an idle worker sleeps until a job comes or stop() sends None.
         while not self._stop.is_set():
-            try:
-                job = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            job = self._queue.get()
+            if job is None:
+                return
             self._run(job)
 
     def _run(self, job: Job) -> None:

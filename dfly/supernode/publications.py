@@ -257,7 +257,8 @@ class MemberCopier:
         self._thread = threading.Thread(target=self._loop, name="supernode-publications", daemon=True)
 
     def start(self) -> "MemberCopier":
-        self._thread.start()
+        if self.supernode.membership is not None:   # alone there is no one to copy from: no thread
+            self._thread.start()
         return self
 
     def stop(self) -> None:

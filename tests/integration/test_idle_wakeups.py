@@ -1,0 +1,124 @@
+"""An idle supernode or daemon sleeps until there is work or a real deadline.
+
+Each thread's wait is read off its stack (sys._current_frames) while it waits:
+the timeout it passed is the most it can sleep. A thread that polls a queue or
+a flag shows a short timeout there; one that waits for work shows None (stop
+wakes it); one with a real deadline (a janitor's round, a heartbeat) shows that
+period. Nothing here depends on timing. docs/BENCHMARKS.md counts the same
+wake-ups from outside (bench/idle.py).
+"""
+import os
+import signal
+import sys
+import threading
+
+import pytest
+from helpers import wait_until
+
+from dfly.supernode.scrub import IDLE_WAIT_S
+
+NO_TIMEOUT = None
+# The waits a thread can block in, and the name of the argument that bounds each.
+WAITS = {("threading.py", "wait"): "timeout",             # Condition.wait: Event, Queue, Condition
+         ("selectors.py", "select"): "timeout",           # a Listener waiting for a connection
+         ("lifecycle.py", "_wait_for_signal"): "timeout_s"}
+NOT_WAITING = object()
+
+
+def wait_timeout(thread: threading.Thread, waits=WAITS):
+    """The timeout of the wait `thread` is blocked in (None: none), or NOT_WAITING."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        where = (os.path.basename(frame.f_code.co_filename), frame.f_code.co_name)
+        if where in waits:
+            timeout = frame.f_locals.get(waits[where])
+            return None if timeout is not None and timeout < 0 else timeout   # epoll's "none": -1
+        frame = frame.f_back
+    return NOT_WAITING
+
+
+def idle_waits(threads) -> dict:
+    """{thread name: its wait's timeout}, once every thread waits."""
+    waits = {}
+
+    def all_waiting():
+        for t in threads:
+            waits[t.name] = wait_timeout(t)
+        return all(w is not NOT_WAITING for w in waits.values())
+    wait_until(all_waiting, message="every thread waiting: %s" % waits)
+    return waits
+
+
+def started_by(start):
+    """The threads `start()` started, and what it returned."""
+    before = set(threading.enumerate())
+    running = start()
+    return [t for t in threading.enumerate() if t not in before], running
+
+
+@pytest.mark.time_limit(20)
+def test_an_idle_supernode_s_threads_wait_for_work_or_their_round(supernode_factory):
+    threads, running = started_by(supernode_factory)
+    waits = idle_waits(threads)
+    real_deadlines = {"supernode-janitor": 1.0, "supernode-scrub": IDLE_WAIT_S}
+    for name, timeout in waits.items():
+        assert timeout == real_deadlines.get(name, NO_TIMEOUT), (
+            "%s wakes every %ss while idle (waits: %s)" % (name, timeout, waits))
+    assert "preheat-0" in waits and "supernode-http" in waits
+    assert "supernode-publications" not in waits   # alone: no cluster member to copy from
+    running.preheater.stop()   # the idle workers wait with no timeout: only stop's wake ends them
+    assert not any(t.is_alive() for t in threads if t.name.startswith("preheat-"))
+
+
+@pytest.mark.time_limit(20)
+def test_an_idle_daemon_s_threads_wait_for_work_or_their_heartbeat(daemons):
+    threads, running = started_by(lambda: daemons.start(heartbeat_s=7.0))
+    waits = idle_waits(threads)
+    real_deadlines = {"daemon-janitor": 7.0, "daemon-scrub": IDLE_WAIT_S}
+    for name, timeout in waits.items():
+        assert timeout == real_deadlines.get(name, NO_TIMEOUT), (
+            "%s wakes every %ss while idle (waits: %s)" % (name, timeout, waits))
+    assert "daemon-janitor" in waits
+
+
+class FakeNotifier:
+    """systemd's side of a watchdog: only the interval matters here."""
+    ping_every_s = 30.0
+
+    def ready(self, status): pass
+    def status(self, status): pass
+    def watchdog(self): pass
+    def stopping(self, status): pass
+
+
+@pytest.mark.time_limit(20)
+@pytest.mark.parametrize("notifier, deadline", [(None, NO_TIMEOUT), (FakeNotifier(), 30.0)])
+def test_the_serving_loop_sleeps_until_a_signal_or_the_watchdog_s_beat(notifier, deadline):
+    from dfly.lifecycle import catch_signals, serve_until_signalled
+    main, seen = threading.current_thread(), []
+
+    def loop_wait():   # only the serving loop's own wait (not Thread.start's, say)
+        return wait_timeout(main, {("lifecycle.py", "_wait_for_signal"): "timeout_s"})
+
+    def watch():   # reads the loop's wait, then stops it
+        try:
+            seen.append(wait_until(lambda: loop_wait() is not NOT_WAITING and (loop_wait(),)))
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class Running:
+        def stop(self):
+            pass
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    watcher = threading.Thread(target=watch, name="test-watcher", daemon=True)
+    try:
+        catch_signals()
+        watcher.start()
+        assert serve_until_signalled(Running(), "test", notifier=notifier) == 0
+    finally:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    watcher.join(10)
+    timeout = seen[0][0]
+    assert timeout == deadline if deadline is None else 0 < timeout <= deadline
