@@ -41,11 +41,13 @@ def choose_cleanup(entries: List[CacheEntry], limit_bytes: int, max_age_s: float
 class Cache:
     def __init__(self, root: str, limit_bytes: int, max_age_s: float,
                  on_evict: Callable[[str], None] = lambda key: None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_stored: Callable[[str], None] = lambda key: None):
         self.root = root
         self.limit_bytes = limit_bytes
         self.max_age_s = max_age_s
         self.on_evict = on_evict
+        self.on_stored = on_stored   # a fill put a file in (the scrub looks at it)
         self.clock = clock
         self._lock = threading.Lock()
         self._size: Dict[str, int] = {}
@@ -148,6 +150,7 @@ class Cache:
             del self._fills[key]
             self._threads.pop(key, None)
         flight.finish()
+        self.on_stored(key)
         try:
             self.cleanup()
         finally:

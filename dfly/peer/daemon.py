@@ -222,7 +222,7 @@ class RunningDaemon:
         self.direct = Client(config=replace(peer_config, supernode=[], seed_for_s=0),
                              download_bucket=self.download_bucket)
         self.cache = Cache(os.path.join(data_dir, "daemon", "cache"), config.cache_size,
-                           config.cache_max_age_s, on_evict=self._evicted)
+                           config.cache_max_age_s, on_evict=self._evicted, on_stored=self._stored)
         self.upstream = Upstream(config.upstream_timeout_s, config.insecure_upstream)
         self.mirror = (RegistryMirror(config.registry_mirror, self.upstream, self.cache, self.fetch,
                                       config.fetch_timeout_s,
@@ -331,6 +331,7 @@ class RunningDaemon:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.scrubber.cache_changed()   # wakes its idle wait at once
         self._stop_gossip()
         if self.subscriber is not None:
             self.subscriber.interrupt()
@@ -556,6 +557,9 @@ class RunningDaemon:
             client.close()
 
     # upkeep ------------------------------------------------------------------------------
+    def _stored(self, key: str) -> None:
+        self.scrubber.cache_changed()   # a file this process never checked: the scrub's next
+
     def _evicted(self, key: str) -> None:
         with self._lock:
             tid = self._task_of.pop(key, None)

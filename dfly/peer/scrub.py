@@ -18,12 +18,11 @@ import time
 from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
 from dfly.peer.seeds import Seed, SeedBook
-from dfly.protocol.scrub import SCRUB_STEP_BYTES, ScrubCandidate, next_to_scrub
+from dfly.protocol.scrub import SCRUB_AGAIN_AFTER_S, SCRUB_STEP_BYTES, ScrubCandidate, next_to_scrub
 from dfly.scrub import Pace, ScrubStopped, bad_pieces
 
 log = logging.getLogger("dfly.daemon")
 
-IDLE_WAIT_S = 5.0
 BLOB_KEY = re.compile(r"^sha256-([0-9a-f]{64})$")
 
 
@@ -65,6 +64,7 @@ class CacheScrubber:
         self.stop = stop
         self.clock = clock
         self.checked: Dict[str, float] = {}
+        self._changed = threading.Event()   # a file entered the cache, or the daemon stops
 
     def run(self) -> None:
         if self.rate_bytes_per_s <= 0:
@@ -72,15 +72,25 @@ class CacheScrubber:
         pace = Pace(self.rate_bytes_per_s, self.clock, self.stop)
         try:
             while not self.stop.is_set():
-                key = next_to_scrub([ScrubCandidate(k, checked_at=self.checked.get(k))
-                                     for k in self.daemon.cache.keys()], self.clock())
-                if key is None:
-                    self.stop.wait(IDLE_WAIT_S)
+                self._changed.clear()   # before looking: a file stored from here on wakes the wait
+                now, keys = self.clock(), self.daemon.cache.keys()
+                key = next_to_scrub([ScrubCandidate(k, checked_at=self.checked.get(k)) for k in keys], now)
+                if key is None:   # asleep until the next file is due or one is stored
+                    self._changed.wait(self._next_due_in(keys, now))
                     continue
                 self.scrub(key, pace)
                 self.checked[key] = self.clock()
         except ScrubStopped:
             pass
+
+    def _next_due_in(self, keys: List[str], now: float) -> Optional[float]:
+        """Seconds until a file is due again (None: none will be until one is stored)."""
+        dues = [self.checked[k] + SCRUB_AGAIN_AFTER_S for k in keys if k in self.checked]
+        return max(0.0, min(dues) - now) if dues else None
+
+    def cache_changed(self) -> None:
+        """A file entered the cache or the daemon stops: look again now."""
+        self._changed.set()
 
     def scrub(self, key: str, pace: Pace) -> List[int]:
         """Check one cached file; the bad pieces found (handed to the daemon)."""

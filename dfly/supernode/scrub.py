@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
 from dfly.errors import DflyError
 from dfly.protocol.pieces import piece_range
-from dfly.protocol.scrub import ScrubCandidate, next_to_scrub
+from dfly.protocol.scrub import SCRUB_AGAIN_AFTER_S, ScrubCandidate, next_to_scrub
 from dfly.protocol.task import TASK_ID
 from dfly.scrub import Pace, ScrubStopped, bad_pieces, piece_is_good
 from dfly.supernode.cdn import Fetch, store_piece
@@ -30,7 +30,7 @@ from dfly.supernode.task import DONE, Task, normalise_damaged
 
 log = logging.getLogger("dfly.supernode")
 
-IDLE_WAIT_S = 5.0   # nothing due, or the task is being fetched: look again this much later
+BUSY_WAIT_S = 5.0   # the task is being fetched: look again this much later
 
 
 class Scrubber:
@@ -45,6 +45,7 @@ class Scrubber:
         self.checked: Dict[str, float] = {}
         self.busy_until: Dict[str, float] = {}   # being fetched when its turn came
         self.unclean = set(unclean_tasks(service.tasks_dir))   # read before anything changes them
+        self._changed = threading.Event()   # a copy was written, or the supernode stops
 
     def run(self) -> None:
         try:
@@ -56,20 +57,33 @@ class Scrubber:
                 return
             pace = Pace(self.rate_bytes_per_s, self.clock, self.stop)
             while not self.stop.is_set():
+                self._changed.clear()   # before looking: a copy written from here on wakes the wait
                 now = self.clock()
+                tids = _task_ids(self.service.tasks_dir)
                 tid = next_to_scrub([ScrubCandidate(t, checked_at=self.checked.get(t))
-                                     for t in _task_ids(self.service.tasks_dir)
-                                     if self.busy_until.get(t, now) <= now], now)
-                if tid is None:
-                    self.stop.wait(IDLE_WAIT_S)
+                                     for t in tids if self.busy_until.get(t, now) <= now], now)
+                if tid is None:   # asleep until the next task is due or a copy is written
+                    self._changed.wait(self._next_due_in(tids, now))
                     continue
                 if self.scrub(tid, pace):
                     self.checked[tid] = self.clock()
                     self.busy_until.pop(tid, None)
                 else:
-                    self.busy_until[tid] = self.clock() + IDLE_WAIT_S
+                    self.busy_until[tid] = self.clock() + BUSY_WAIT_S
         except ScrubStopped:
             pass
+
+    def _next_due_in(self, tids: List[str], now: float) -> Optional[float]:
+        """Seconds until a task is due again (None: none will be until a copy is written)."""
+        present = set(tids)
+        self.busy_until = {t: at for t, at in self.busy_until.items() if t in present}   # not the evicted
+        dues = [self.checked[t] + SCRUB_AGAIN_AFTER_S for t in present if t in self.checked]
+        dues.extend(self.busy_until.values())
+        return max(0.0, min(dues) - now) if dues else None
+
+    def cache_changed(self) -> None:
+        """A task's copy was written (a fetch ended) or the supernode stops: look again now."""
+        self._changed.set()
 
     def just_checked(self, tid: str) -> None:
         """The whole copy was hashed as it was written: not due before the next round."""

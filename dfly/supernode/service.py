@@ -168,6 +168,7 @@ class Supernode:
 
     def stop(self) -> None:
         self._stop.set()
+        self.scrubber.cache_changed()   # wakes its idle wait at once
         self._fetch_pool.close()
         for thread in self._threads:
             if thread.is_alive():
@@ -576,6 +577,7 @@ class Supernode:
                         log.info("task %s: its source failed; fetching %s instead",
                                  task.task_id[:12], redact_url(task.url))
                         self._refresh(task, self.clock(), client_host)   # same client's share
+            self.scrubber.cache_changed()   # a copy new or changed on disk may be due now
             if task.state == DONE:
                 self._evict()
 

@@ -13,9 +13,11 @@ import sys
 import threading
 
 import pytest
-from helpers import wait_until
+from daemons import fetch, registry_blob
+from helpers import content, wait_until
 
-from dfly.supernode.scrub import IDLE_WAIT_S
+from dfly.peer.registry import blob_key
+from dfly.protocol.scrub import SCRUB_AGAIN_AFTER_S
 
 NO_TIMEOUT = None
 # The waits a thread can block in, and the name of the argument that bounds each.
@@ -60,7 +62,7 @@ def started_by(start):
 def test_an_idle_supernode_s_threads_wait_for_work_or_their_round(supernode_factory):
     threads, running = started_by(supernode_factory)
     waits = idle_waits(threads)
-    real_deadlines = {"supernode-janitor": 1.0, "supernode-scrub": IDLE_WAIT_S}
+    real_deadlines = {"supernode-janitor": 1.0}   # its round; the scrub: nothing cached, nothing due
     for name, timeout in waits.items():
         assert timeout == real_deadlines.get(name, NO_TIMEOUT), (
             "%s wakes every %ss while idle (waits: %s)" % (name, timeout, waits))
@@ -74,11 +76,38 @@ def test_an_idle_supernode_s_threads_wait_for_work_or_their_round(supernode_fact
 def test_an_idle_daemon_s_threads_wait_for_work_or_their_heartbeat(daemons):
     threads, running = started_by(lambda: daemons.start(heartbeat_s=7.0))
     waits = idle_waits(threads)
-    real_deadlines = {"daemon-janitor": 7.0, "daemon-scrub": IDLE_WAIT_S}
+    real_deadlines = {"daemon-janitor": 7.0}   # the heartbeat; the scrub: nothing cached, nothing due
     for name, timeout in waits.items():
         assert timeout == real_deadlines.get(name, NO_TIMEOUT), (
             "%s wakes every %ss while idle (waits: %s)" % (name, timeout, waits))
     assert "daemon-janitor" in waits
+
+
+@pytest.mark.time_limit(30)
+def test_a_file_cached_is_scrubbed_at_once_and_then_not_before_the_next_round(
+        origin, supernode_factory, daemons):
+    sn_threads, supernode = started_by(supernode_factory)
+    threads, holder = started_by(lambda: daemons.start(supernode=[supernode.address],
+                                                       registry_mirror=origin.url("").rstrip("/")))
+    data = content(256 << 10, seed=5)
+    _, path, digest = registry_blob(origin, data)
+    assert fetch(holder.address, "GET", path)[2] == data
+    # The daemon's scrub is woken by the file's arrival (not by a look every few seconds);
+    # the supernode's copy was hashed as it was written. Both then sleep until it is due.
+    wait_until(lambda: blob_key(digest) in holder.scrubber.checked, message="the daemon's scrub")
+    assert supernode.service.scrubber.checked
+    scrubs = [t for t in sn_threads + threads if t.name.endswith("-scrub")]
+    assert [t.name for t in scrubs] == ["supernode-scrub", "daemon-scrub"]
+    for thread in scrubs:
+        timeout = wait_until(lambda t=thread: _until_next_round(wait_timeout(t)),
+                             message="%s asleep until the next round: %s" % (thread.name,
+                                                                              wait_timeout(thread)))
+        assert timeout <= SCRUB_AGAIN_AFTER_S
+
+
+def _until_next_round(timeout):
+    """A wait's timeout when it ends about when the file is due again (else 0.0: falsy)."""
+    return timeout if timeout not in (NOT_WAITING, None) and timeout > SCRUB_AGAIN_AFTER_S - 60 else 0.0
 
 
 class FakeNotifier:
