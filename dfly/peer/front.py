@@ -11,6 +11,7 @@ CONNECT) goes to `app.proxy(request, body)`; an origin-form one to `app.route`.
 import logging
 import selectors
 import socket
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
@@ -243,14 +244,18 @@ class FrontHandler(Handler):
             with selectors.DefaultSelector() as sel:
                 for s in open_ends:
                     sel.register(s, selectors.EVENT_READ)
-                idle = 0.0
+                # Asleep until bytes come or the idle deadline: a stop shuts the client's
+                # connection (Server.server_close), which wakes the select at once.
+                idle_until = time.monotonic() + TUNNEL_IDLE_S
                 while open_ends:
                     if stopping is not None and stopping.is_set():
                         return
-                    ready = sel.select(timeout=1.0)
-                    idle = 0.0 if ready else idle + 1.0
-                    if idle >= TUNNEL_IDLE_S:
-                        return
+                    ready = sel.select(timeout=max(0.0, idle_until - time.monotonic()))
+                    if not ready:
+                        if time.monotonic() >= idle_until:
+                            return
+                        continue
+                    idle_until = time.monotonic() + TUNNEL_IDLE_S
                     for key, _ in ready:
                         src = key.fileobj
                         data = src.recv(CHUNK)

@@ -9,6 +9,7 @@ wake-ups from outside (bench/idle.py).
 """
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -16,7 +17,9 @@ import pytest
 from daemons import fetch, registry_blob
 from helpers import content, wait_until
 
+from dfly.peer.front import TUNNEL_IDLE_S
 from dfly.peer.registry import blob_key
+from dfly.protocol.address import parse_address
 from dfly.protocol.scrub import SCRUB_AGAIN_AFTER_S
 
 NO_TIMEOUT = None
@@ -108,6 +111,32 @@ def test_a_file_cached_is_scrubbed_at_once_and_then_not_before_the_next_round(
 def _until_next_round(timeout):
     """A wait's timeout when it ends about when the file is due again (else 0.0: falsy)."""
     return timeout if timeout not in (NOT_WAITING, None) and timeout > SCRUB_AGAIN_AFTER_S - 60 else 0.0
+
+
+@pytest.mark.time_limit(30)
+def test_an_idle_connect_tunnel_sleeps_until_its_idle_deadline_and_a_stop_ends_it(origin, daemons):
+    running = daemons.start(proxy_rule=["direct ."])
+    with socket.create_connection(parse_address(running.address, 0), timeout=10) as sock:
+        target = "127.0.0.1:%d" % origin.address[1]
+        sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        tunnel = wait_until(lambda: [t for t in threading.enumerate() if _in_tunnel(t)],
+                            message="the tunnel's thread")[0]
+        timeout = wait_until(lambda: wait_timeout(tunnel) not in (NOT_WAITING, None)
+                             and (wait_timeout(tunnel),), message="the tunnel waiting")[0]
+        assert TUNNEL_IDLE_S - 60 < timeout <= TUNNEL_IDLE_S, "the idle tunnel wakes every %ss" % timeout
+        daemons.stop(running)   # shuts the client's connection: that wakes the tunnel at once
+        tunnel.join(10)
+        assert not tunnel.is_alive()
+
+
+def _in_tunnel(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_tunnel":
+            return True
+        frame = frame.f_back
+    return False
 
 
 class FakeNotifier:
