@@ -3,9 +3,9 @@
 Each wake-up of a sleeping thread is a thread switch (and a turn at the GIL):
 an idle process should sleep until there is work or a real deadline (the
 supernode's janitor round, 1 s; the daemon's heartbeat, 10 s; the seeder's
-heartbeat, 5 s; the scrubs' look for new files, 5 s). Counted here is every
-context switch (voluntary + involuntary, summed over /proc/PID/task/*/status)
-of each process over a window, once the three have settled: a 64 KiB file
+heartbeat, 5 s). Counted here is every context switch (voluntary +
+involuntary, summed over /proc/PID/task/*/status; threads alive at both ends
+of the window) of each process over a window, once the three have settled: a 64 KiB file
 served by nginx, fetched by one `get --seed-for 5m` (whose detached seeder
 stays), with a daemon beside them; all three against the same supernode, so
 its figure includes answering their heartbeats (each heartbeat is a few
