@@ -45,7 +45,7 @@ from dfly.supernode.task import DONE, FAILED
 
 log = logging.getLogger("dfly.supernode")
 
-POLL_S = 0.1   # how often a worker looks at the tasks it waits for
+POLL_S = 0.1   # how often a worker looks at a task another member fetches
 
 
 class Unauthorized(DflyError):
@@ -70,6 +70,7 @@ class Preheater:
         self._lock = threading.Lock()
         self._queue = queue.Queue()   # of Job; None tells a worker to end
         self._stop = threading.Event()
+        self._watched: List[str] = []   # local tasks a worker waits for (stop wakes them)
         self._threads = [threading.Thread(target=self._work, name="preheat-%d" % i, daemon=True)
                          for i in range(max(1, workers))]
 
@@ -82,6 +83,10 @@ class Preheater:
         self._stop.set()
         for _ in self._threads:   # wakes each idle worker at once: it waits on the queue alone
             self._queue.put(None)
+        with self._lock:
+            watched = set(self._watched)
+        for tid in watched:   # and each worker waiting for a task: it sees the stop
+            self.supernode.wake_task(tid)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
@@ -285,20 +290,32 @@ class Preheater:
 
     def _outcome(self, watch, deadline: float) -> Optional[str]:
         """None when the task finished; else why not."""
-        while time.monotonic() < deadline and not self._stop.is_set():
-            state, error = self._state(watch)
-            if state == DONE:
-                return None
-            if state == FAILED:
-                return error or "the fetch failed"
-            if state == "gone":
-                return "the task was dropped before it finished"
-            self._stop.wait(POLL_S)
-        return "not finished within the preheat timeout"
+        here = isinstance(watch, str)
+        if here:
+            with self._lock:
+                self._watched.append(watch)
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                if here:   # asleep until the task changes (or stop wakes it)
+                    state, error = self.supernode.await_task(watch, deadline - time.monotonic(),
+                                                             self._stop.is_set)
+                else:
+                    state, error = self._state(watch)
+                if state == DONE:
+                    return None
+                if state == FAILED:
+                    return error or "the fetch failed"
+                if state == "gone":
+                    return "the task was dropped before it finished"
+                if not here:   # another member's task: asked again over HTTP
+                    self._stop.wait(POLL_S)
+            return "not finished within the preheat timeout"
+        finally:
+            if here:
+                with self._lock:
+                    self._watched.remove(watch)
 
     def _state(self, watch) -> Tuple[str, str]:
-        if isinstance(watch, str):
-            return self.supernode.task_outcome(watch)
         client, tid = watch
         try:
             summary = client.task(tid)

@@ -370,14 +370,28 @@ class Supernode:
                 task.last_access = now
             return tid
 
-    def task_outcome(self, tid: str) -> tuple:
-        """(state, error) of a loaded task; ("gone", "") when it is not loaded."""
+    def await_task(self, tid: str, timeout_s: float, give_up: Callable[[], bool]) -> tuple:
+        """(state, error) of a loaded task once it is done, failed or dropped ("gone", ""),
+        `give_up()` is true, or timeout_s passed: asleep until the task changes (or
+        wake_task), not polling."""
         with self._lock:
             task = self._tasks.get(tid)
         if task is None:
             return "gone", ""
         with task.cond:
+            task.cond.wait_for(lambda: task.state in (DONE, FAILED) or task.pruned or give_up(),
+                               timeout_s)
+            if task.pruned and task.state not in (DONE, FAILED):
+                return "gone", ""
             return task.state, redact_text(task.error, task.url)
+
+    def wake_task(self, tid: str) -> None:
+        """Wake await_task's callers on `tid`: they look at their give_up again."""
+        with self._lock:
+            task = self._tasks.get(tid)
+        if task is not None:
+            with task.cond:
+                task.cond.notify_all()
 
     def task_status(self, tid: str, authorised: bool = True, peer_id: str = "",
                     proof: str = "") -> dict:
@@ -890,6 +904,7 @@ class Supernode:
                     if not (failed or idle):
                         continue
                     task.pruned = True
+                    task.cond.notify_all()   # await_task's callers: it is gone
                     del self._tasks[tid]
                     if task.state == DONE:
                         pass

@@ -20,6 +20,7 @@ from helpers import content, wait_until
 from dfly.peer.front import TUNNEL_IDLE_S
 from dfly.peer.registry import blob_key
 from dfly.protocol.address import parse_address
+from dfly.protocol.preheat import PreheatRequest
 from dfly.protocol.scrub import SCRUB_AGAIN_AFTER_S
 
 NO_TIMEOUT = None
@@ -84,6 +85,36 @@ def test_an_idle_daemon_s_threads_wait_for_work_or_their_heartbeat(daemons):
         assert timeout == real_deadlines.get(name, NO_TIMEOUT), (
             "%s wakes every %ss while idle (waits: %s)" % (name, timeout, waits))
     assert "daemon-janitor" in waits
+
+
+@pytest.mark.time_limit(30)
+def test_a_preheat_sleeps_until_its_fetch_ends_and_a_stop_ends_it_at_once(origin, supernode_factory):
+    threads, supernode = started_by(supernode_factory)
+    workers = [t for t in threads if t.name.startswith("preheat-")]
+    preheater = supernode.preheater
+    holds = [threading.Event(), threading.Event()]
+    files = [origin.add("held%d.bin" % i, content(64 << 10, seed=i)) for i in range(2)]
+    for f, hold in zip(files, holds):
+        origin.fault(f.name, hold=hold)   # the origin answers only when let go
+    try:
+        first = int(preheater.submit(PreheatRequest("file", files[0].url, {}), "127.0.0.1")[0]["v1"]["ID"])
+        assert _a_worker_waits_for_its_task(workers) > 60   # not a look every 0.1 s
+        holds[0].set()   # the fetch ends: that wakes the job
+        wait_until(lambda: preheater.view(first)["state"] == "SUCCESS", message="the first preheat done")
+        preheater.submit(PreheatRequest("file", files[1].url, {}), "127.0.0.1")
+        _a_worker_waits_for_its_task(workers)
+        preheater.stop()   # wakes the worker waiting for the task, as well as the idle one
+        assert not any(t.is_alive() for t in workers)
+    finally:
+        for hold in holds:
+            hold.set()
+
+
+def _a_worker_waits_for_its_task(workers) -> float:
+    """The timeout of the wait of the worker running a job (the other waits for none)."""
+    return wait_until(lambda: max([w for w in map(wait_timeout, workers)
+                                   if w is not NOT_WAITING and w is not None] or [0.0]),
+                      message="a preheat worker waiting for its task")
 
 
 @pytest.mark.time_limit(30)
