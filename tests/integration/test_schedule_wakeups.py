@@ -171,6 +171,7 @@ def test_a_long_polling_peer_gets_a_piece_as_soon_as_the_supernode_cuts_it(origi
     state = call.result()
     assert [(p.num, p.holder) for p in state.pieces] == [(0, "supernode")]
     assert state.state == "running"   # woken by the piece, not by the source finishing
+    origin.stop()   # the stalled fetch ends now, not when the supernode's stop gives up on it (5 s)
 
 
 @pytest.mark.time_limit(30)

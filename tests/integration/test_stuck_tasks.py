@@ -105,6 +105,7 @@ def test_an_origin_dripping_its_headers_is_failed_by_the_watchdog_for_every_wait
                         for i, c in enumerate(clients)], timeout=20)
     for _, error in outcomes:
         assert isinstance(error, SourceError) and "sent nothing for 1s" in str(error)
+    origin.stop()   # the dripped fetch ends now, not when the supernode's stop gives up on it (5 s)
 
 
 @pytest.mark.time_limit(40)
