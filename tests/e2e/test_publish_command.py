@@ -72,6 +72,7 @@ def test_dfly_publish_reaches_subscribed_daemons_and_exits_with_the_documented_c
         origin.fault("releases/slow.tar", stall_after=MiB + 5)   # a little, then nothing until stopped
         stalled = _dfly(pyz, "publish", slow.url, "--supernode", supernode.address,
                         "--token-file", str(token), "--timeout", "2s")
+        origin.stop()   # the stalled fetch ends now, not when the supernode's stop gives up on it (5 s)
         bad_topic = _dfly(pyz, "daemon", "--listen", "127.0.0.1:0", "--upload-listen", "127.0.0.1:0",
                           "--supernode", supernode.address, "--data-dir", str(tmp_path / "bad"),
                           "--subscribe", "a" + "*a" * 40)
