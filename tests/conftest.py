@@ -71,6 +71,52 @@ def pytest_runtest_protocol(item, nextitem):
         faulthandler.cancel_dump_traceback_later()
 
 
+# The e2e tier runs the zipapp's swarm on each CPython 3.8-3.13 here (tests/e2e/pythons.py).
+# Its passed reports are tallied here, where the run ends: under pytest -n the tests run in
+# worker processes and only their reports reach this one.
+SWARM_TEST = "test_zipapp_runs_a_swarm_on_each_python"
+_swarm_tests_ran = []
+
+
+def _pythons():
+    """tests/e2e/pythons.py, the module the e2e tests import by that name."""
+    folder = os.path.join(ROOT, "tests", "e2e")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    import pythons
+    return pythons
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and SWARM_TEST in report.nodeid:
+        _swarm_tests_ran.append(report.nodeid)
+        if report.passed:   # it ran and did its job: [3.N] in its id
+            _pythons().ran_on(report.nodeid.rsplit("[", 1)[1].rstrip("]"))
+
+
+def _in_worker(config) -> bool:
+    return hasattr(config, "workerinput")   # pytest-xdist's worker: its controller decides
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true, a Python 3.8-3.13 this machine has that the zipapp did not
+    run on fails the run (it used to fall back to one interpreter silently)."""
+    if _in_worker(session.config) or not _swarm_tests_ran:
+        return
+    if os.environ.get("CI") == "true" and _pythons().missed():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _in_worker(terminalreporter.config) or not _swarm_tests_ran:
+        return
+    for line in _pythons().summary():
+        terminalreporter.write_line(line)
+    if os.environ.get("CI") == "true" and _pythons().missed():
+        terminalreporter.write_line("FAILED: CI=true and the zipapp did not run on every Python here",
+                                    red=True)
+
+
 @pytest.fixture
 def origin(tmp_path):
     """A real HTTP origin on 127.0.0.1:0 serving files from tmp_path/origin."""
