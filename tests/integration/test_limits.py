@@ -71,7 +71,7 @@ def test_a_peer_whose_workers_stay_busy_past_the_peer_ttl_is_not_forgotten(
         known.append([task["peers"] for task in observer.tasks()])
 
     try:
-        client_factory([supernode.address], rate_limit=256 * 1024, parallel=2).download(
+        client_factory([supernode.address], rate_limit=400 * 1024, parallel=2).download(   # 5 s
             src.url, str(downloads / "slow.bin"), progress=progress)
     finally:
         observer.close()
