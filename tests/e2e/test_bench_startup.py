@@ -11,10 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.time_limit(120)
-def test_startup_benchmark_measures_both_archives_on_this_python(tmp_path):
+def test_startup_benchmark_measures_both_archives_on_this_python(pyz, tmp_path):
     out = tmp_path / "startup.json"
+    # The session's zipapp (built as the bench builds one; test_bench_proxy_origin has it build its own)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "startup.py"), "--runs", "1",
-                           "--tmp", str(tmp_path), "--out", str(out)],
+                           "--pyz", pyz, "--tmp", str(tmp_path), "--out", str(out)],
                           capture_output=True, text=True, timeout=110)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
