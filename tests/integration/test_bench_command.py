@@ -94,7 +94,7 @@ def test_each_call_records_the_supernode_s_time_inside_its_round_trip(origin, su
     try:
         task_id, _ = client.register(RegisterRequest(src.url, "timed-peer", 1, "127.0.0.1"))
         for _ in range(3):
-            client.schedule(task_id, ScheduleRequest("timed-peer", want=1, wait_s=5.0))
+            client.schedule(task_id, ScheduleRequest("timed-peer", want=1, wait_s=2.0))
     finally:
         client.close()
 
