@@ -7,9 +7,11 @@ on stderr, and a faulthandler backstop ends the run if even that cannot break
 through.
 """
 import faulthandler
+import fcntl
 import os
 import signal
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -40,6 +42,8 @@ BACKSTOP_GRACE_S = 30.0
 def pytest_configure(config):
     config.addinivalue_line("markers", "time_limit(seconds): fail the test if its setup, call "
                                        "and teardown take longer than this")
+    config.addinivalue_line("markers", "alone: under pytest -n, no other test runs while this one "
+                                       "does (timing-sensitive runs of many processes)")
 
 
 class TimeLimitExceeded(BaseException):
@@ -57,6 +61,7 @@ def pytest_runtest_protocol(item, nextitem):
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         raise TimeLimitExceeded("%s took longer than %.0fs" % (item.nodeid, limit))
 
+    turn = Turn.take(item)   # before the clock starts: waiting for it is not the test's time
     # The real stderr: a runner that captures sys.stderr (mutmut) gives one with no fileno.
     faulthandler.dump_traceback_later(limit + BACKSTOP_GRACE_S, exit=True, file=sys.__stderr__)
     if use_alarm:
@@ -69,6 +74,55 @@ def pytest_runtest_protocol(item, nextitem):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         faulthandler.cancel_dump_traceback_later()
+        turn.release()
+
+
+class Turn:
+    """Under pytest -n (pytest-xdist), a test's turn to run: every test holds a lock
+    file shared by the run's workers, an @pytest.mark.alone test holds it exclusively.
+    A second file, the gate, is taken for a moment before it, and held by an alone test
+    while it waits: the other worker's next test waits behind it, so a stream of
+    shared holders cannot starve it. One process (no -n): every turn is free."""
+
+    files: dict = {}   # path -> descriptor, open for the worker's whole session
+
+    def __init__(self, run=None):
+        self.run = run
+
+    @classmethod
+    def take(cls, item) -> "Turn":
+        workerinput = getattr(item.config, "workerinput", None)
+        if workerinput is None:
+            return cls()
+        gate, run = (cls._open(workerinput["testrunuid"], name) for name in ("gate", "run"))
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            alone = item.get_closest_marker("alone") is not None
+            fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        return cls(run)
+
+    def release(self) -> None:
+        if self.run is not None:
+            fcntl.flock(self.run, fcntl.LOCK_UN)
+
+    @classmethod
+    def _open(cls, run_id: str, name: str) -> int:
+        path = os.path.join(tempfile.gettempdir(), "dfly-tests-%s.%s" % (run_id, name))
+        if path not in cls.files:
+            cls.files[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return cls.files[path]
+
+    @classmethod
+    def remove_files(cls) -> None:
+        """At a worker's end. A worker still running keeps its descriptors (the same
+        files), and with no other worker left it waits for nobody."""
+        for path in cls.files:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 # The e2e tier runs the zipapp's swarm on each CPython 3.8-3.13 here (tests/e2e/pythons.py).
@@ -101,6 +155,7 @@ def _in_worker(config) -> bool:
 def pytest_sessionfinish(session, exitstatus):
     """Under CI=true, a Python 3.8-3.13 this machine has that the zipapp did not
     run on fails the run (it used to fall back to one interpreter silently)."""
+    Turn.remove_files()
     if _in_worker(session.config) or not _swarm_tests_ran:
         return
     if os.environ.get("CI") == "true" and _pythons().missed():
