@@ -42,6 +42,7 @@ def test_dfly_preheat_caches_a_file_and_exits_with_the_documented_codes(pyz, ori
         origin.fault("slow.iso", stall_after=MiB + 5)   # sends a little, then nothing until stopped
         stalled = _preheat(pyz, slow.url, "--supernode", supernode.address, "--token-file", str(token),
                            "--timeout", "2s")
+        origin.stop()   # the stalled fetch ends now, not when the supernode's stop gives up on it (5 s)
     finally:
         assert supernode.stop() == 0
     for out, code, words in ((missing, 3, "404"), (refused, 1, "preheat token"),
