@@ -163,6 +163,11 @@ def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def _no_flag(f: dataclasses.Field) -> str:
+    """The flag that turns off a setting that is on by default."""
+    return "--no-" + _flag(f)[2:]
+
+
 def _convert(f: dataclasses.Field, value):
     kind = f.metadata.get("kind", "")
     choices = f.metadata.get("choices")
@@ -247,7 +252,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()
             helptext += " (required)"
         kwargs = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
         if isinstance(f.default, bool):
+            if f.default:   # on unless turned off; the flag itself is kept for older command lines
+                kwargs["help"] += " (default: on; %s turns it off)" % _no_flag(f)
             parser.add_argument(_flag(f), action="store_true", **kwargs)
+            if f.default:
+                parser.add_argument(_no_flag(f), dest=f.name, action="store_false", default=None,
+                                    help="turn %s off" % _flag(f))
         elif f.default is dataclasses.MISSING:   # a list
             if "repeat" not in helptext:
                 kwargs["help"] += " (repeatable)"

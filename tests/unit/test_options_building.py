@@ -20,6 +20,7 @@ class Settings:
     max_peers: int = option(5, "peers at once")
     ratio: float = option(0.5, "a plain float")
     verbose: bool = option(False, "say more")
+    relay: bool = option(True, "pass blocks on")
     supernode: List[str] = option([], "supernode address")
 
 
@@ -231,3 +232,14 @@ def _flag_of(name):
 
 def test_zero_stays_a_count_where_no_range_says_otherwise():
     assert build(Settings, {"max_peers": 0}).max_peers == 0
+
+
+def test_a_setting_on_by_default_is_turned_off_by_its_no_flag_and_its_flag_still_parses():
+    assert build(Settings, args=parse_args([])).relay is True
+    assert build(Settings, args=parse_args(["--no-relay"])).relay is False
+    assert build(Settings, args=parse_args(["--relay"])).relay is True   # older command lines
+    assert build(Settings, {"relay": False}, args=parse_args([])).relay is False   # a file
+    assert build(Settings, {"relay": False}, args=parse_args(["--relay"])).relay is True
+    assert build(Settings, args=parse_args([])).verbose is False   # off by default: no --no-verbose
+    with pytest.raises(SystemExit):
+        parse_args(["--no-verbose"])
