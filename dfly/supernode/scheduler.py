@@ -55,6 +55,9 @@ copy of the file):
   not one whole piece per hop. A busy whole copy is waited for instead: it
   frees its slot in a piece's time, where a relay goes at its own source's
   pace (measured: relaying there too made the end of a swarm slower). A
+  relay in another zone is not used while a copy is on its way into the
+  requester's own zone (as a far whole copy is not: with relays on, labelled
+  swarms crossed zones twice as often without this). A
   relay qualifies while its own fetch is live (assigned within piece_stall_s;
   from the supernode: begun, as the supernode saw, and fresh as a supernode
   copy waited for; a peer that claims pieces and never fetches them is no
@@ -446,6 +449,8 @@ class TaskScheduler:
             if any(h != peer.peer_id and h not in skip for h in holders):
                 return None   # a whole copy will free a slot: faster than any relay of it
             relay = self._relay_for(peer, num, now, skip) if cfg.cut_through else None
+            if relay is not None and self._coming_to_zone_instead(peer, relay, num, now):
+                return None   # as for a whole copy: the one coming into the zone will serve it
             if relay is not None:
                 return relay
             if self._fresh_supernode_copy(peer, num, now):

@@ -158,6 +158,18 @@ def test_the_nearest_relay_wins_then_the_least_loaded():
     assert s.assign("me", 1, T0) == [Assignment(0, "b")]   # a has one upload now
 
 
+def test_a_relay_in_another_zone_is_not_used_while_a_copy_comes_into_the_requesters():
+    zone_a, zone_b = ("eu", "a", "r1"), ("eu", "b", "r1")
+    s = scheduler(peers=("far", "near", "me"), max_uploads_supernode=1,
+                  locations={"far": zone_b, "near": zone_a, "me": zone_a})
+    fetching_from_supernode(s, "far")
+    assert s.assign("near", 1, T0) == [Assignment(0, "far")]   # the one crossing (a relay)
+    # "near", itself relayed, relays nothing on: "far" could, but that is a second crossing
+    assert s.assign("me", 1, T0 + 1) == []
+    s.piece_done("near", 0, T0 + 2)
+    assert s.assign("me", 1, T0 + 2) == [Assignment(0, "near")]
+
+
 def test_no_relay_of_the_other_address_family_or_on_the_blacklist():
     s = TaskScheduler(SchedulerConfig(max_uploads_supernode=1))
     s.piece_available(0)
