@@ -61,14 +61,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
 
 PREFIX = "dflytb-"
-SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon", "dfly-cut-free")
+SCENARIOS = ("baseline", "dfly", "ideal", "dfly-cut", "dfly-daemon", "dfly-cut-free", "dfly-whole",
+             "dfly-daemon-whole")
 # dfly-cut: dfly with the supernode's --cut-through (peers still receiving a piece relay its
-# verified blocks), to compare with dfly in alternating runs of one testbed run;
-# dfly-cut-free: also --free-relay-slots (a relayed fetch holds no --parallel slot).
+# verified blocks): the default since 2026-12-07, so the same as dfly now;
+# dfly-cut-free: also --free-relay-slots (a relayed fetch holds no --parallel slot);
+# dfly-whole, dfly-daemon-whole: --no-cut-through, whole pieces only (the default before),
+# to compare with dfly and dfly-daemon in alternating runs of one testbed run.
 # dfly-daemon: curl through a daemon on each host (the opening says why).
 CUT_THROUGH = ["--cut-through"]
-SUPERNODE_FLAGS = {"dfly-cut": CUT_THROUGH, "dfly-cut-free": CUT_THROUGH + ["--free-relay-slots"]}
-CURL_SCENARIOS = ("baseline", "ideal", "dfly-daemon")   # the timed process is curl
+WHOLE = ["--no-cut-through"]
+SUPERNODE_FLAGS = {"dfly-cut": CUT_THROUGH, "dfly-cut-free": CUT_THROUGH + ["--free-relay-slots"],
+                   "dfly-whole": WHOLE, "dfly-daemon-whole": WHOLE}
+DAEMON_SCENARIOS = ("dfly-daemon", "dfly-daemon-whole")
+CURL_SCENARIOS = ("baseline", "ideal") + DAEMON_SCENARIOS   # the timed process is curl
 NGINX_PORT = 8080
 DAEMON_PORT = 65001   # each host's daemon (mirror, proxy, API) on that host's loopback
 SUPERNODE_PORT = 8002
@@ -362,7 +368,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
     if scenario == "ideal":   # every host already holds the file and serves it with nginx
         for ns in hosts:
             start_nginx(ws, bed, ns, www)
-    daemons = start_daemons(ws, bed, origin, hosts) if scenario == "dfly-daemon" else []
+    daemons = start_daemons(ws, bed, origin, hosts) if scenario in DAEMON_SCENARIOS else []
     daemons_cpu0 = sum(harness.process_cpu_s(p.pid) or 0.0 for p in daemons)
     tx0 = bed.tx_bytes(bed.origin)
     mark = os.path.getsize(os.path.join(origin.nginx_root, "access.log")) \
@@ -377,7 +383,7 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
             neighbour = hosts[(hosts.index(ns) + 1) % n] if n > 1 else bed.origin
             argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns],
                     "http://%s:%d/file.bin" % (bed.reach(ns, neighbour), NGINX_PORT)]
-        elif scenario == "dfly-daemon":
+        elif scenario in DAEMON_SCENARIOS:
             argv = [harness.CURL, "-g", "-sS", "--fail", "-o", outs[ns], "--proxy",
                     "http://127.0.0.1:%d" % DAEMON_PORT, origin.url("file.bin", ns)]
         else:
@@ -638,10 +644,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
-                   "with no software overhead would), dfly-cut (dfly with --cut-through), "
-                   "dfly-cut-free (also --free-relay-slots), "
+                   "with no software overhead would), dfly-cut (dfly with --cut-through, the "
+                   "default now), dfly-cut-free (also --free-relay-slots), "
                    "dfly-daemon (curl through a dfly daemon each host started before the "
-                   "clock, as nginx is for ideal) (default: %(default)s)")
+                   "clock, as nginx is for ideal), dfly-whole and dfly-daemon-whole (with "
+                   "--no-cut-through: whole pieces only) (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, help="runs of dfly and ideal per count, "
                    "alternating; the table shows the median run (default: %(default)s)")
     p.add_argument("--family", default="ipv4", choices=FAMILIES, help="the hosts' addresses: "

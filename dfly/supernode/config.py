@@ -115,10 +115,11 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                        flag="--publication-keep", metavar="DURATION")
     publication_keep_count: int = option(1000, "at most this many publications are kept (the "
                                          "oldest leave first)")
-    cut_through: bool = option(False, "also offer a piece from a peer still receiving it (a "
-                               "relay of its verified blocks) when no peer holds it whole; off: "
-                               "not faster on the testbed so far (docs/BENCHMARKS.md)")
-    free_relay_slots: bool = option(False, "with --cut-through, a fetch from a relay holds none of "
+    cut_through: bool = option(True, "also offer a piece from a peer still receiving it (a "
+                               "relay of its verified blocks) when no peer holds it whole "
+                               "(docs/BENCHMARKS.md: on the testbed's links, which pass small "
+                               "packets first, as a Linux host's do, as fast or faster)")
+    free_relay_slots: bool = option(False, "with cut-through, a fetch from a relay holds none of "
                                     "the requester's --parallel slots (up to twice --parallel "
                                     "fetches); off: it holds one like any other, which keeps this "
                                     "supernode's link full (bench/swarm_sim.py)")

@@ -196,29 +196,29 @@ def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_on
 
 @pytest.mark.time_limit(120)
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
-def test_testbed_runs_dfly_with_cut_through_and_daemons_beside_it_and_ramp_reads_the_traces(tmp_path):
+def test_testbed_runs_dfly_with_and_without_cut_through_and_daemons_and_ramp_reads_the_traces(tmp_path):
     out = tmp_path / "testbed.json"
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "5s",
-                       "--scenarios", "dfly,dfly-cut,dfly-daemon", "--out", str(out),
+                       "--scenarios", "dfly,dfly-whole,dfly-daemon", "--out", str(out),
                        "--svg", str(tmp_path / "t.svg"), "--trace-dir", str(tmp_path / "traces"), timeout=100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"dfly", "dfly-cut", "dfly-daemon"}
-    gets = [rows["dfly"], rows["dfly-cut"]]
+    assert set(rows) == {"dfly", "dfly-whole", "dfly-daemon"}
+    gets = [rows["dfly"], rows["dfly-whole"]]
     assert all(r["origin_egress_x"] <= 1.05 and r["bytes_from_peers"] > 0 for r in gets)
-    assert "dfly-cut n=3" in proc.stdout
+    assert "dfly-whole n=3" in proc.stdout
     # curl through each host's daemon: the file once from the origin (and a HEAD per
     # daemon), the daemons' CPU counted though curl is what was timed, no get --trace
     daemon = rows["dfly-daemon"]
     assert daemon["origin_egress_x"] <= 1.05 and daemon["nginx_body_bytes"] == 4 * 1024 * 1024
     assert daemon["host_cpu_s"] > 0.05 and daemon["supernode_cpu_s"] > 0 and "peer_share" not in daemon
     assert "dfly-daemon n=3" in proc.stdout
-    assert sorted(os.listdir(str(tmp_path / "traces"))) == ["cut-n3-run1", "n3-run1"]
+    assert sorted(os.listdir(str(tmp_path / "traces"))) == ["n3-run1", "whole-n3-run1"]
     ramp = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ramp.py"),
-                           str(tmp_path / "traces" / "n3-run1"), str(tmp_path / "traces" / "cut-n3-run1")],
+                           str(tmp_path / "traces" / "whole-n3-run1"), str(tmp_path / "traces" / "n3-run1")],
                           capture_output=True, text=True, timeout=30)
     assert ramp.returncode == 0, ramp.stderr
     whole, cut = ramp.stdout.splitlines()
-    assert ", relayed 0, " in whole   # without --cut-through: only whole copies were served
+    assert ", relayed 0, " in whole   # with --no-cut-through: only whole copies were served
     assert "last host" in cut
     assert _left_by(pid) == set()

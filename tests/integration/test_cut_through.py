@@ -22,7 +22,7 @@ BLOCK = 256 * 1024
 
 @pytest.fixture
 def supernode(supernode_factory):
-    return supernode_factory(cut_through=True)   # (off by default)
+    return supernode_factory(cut_through=True)   # (the default: said, as these tests need it)
 
 
 @pytest.mark.time_limit(60)
