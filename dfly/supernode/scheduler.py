@@ -47,7 +47,7 @@ copy of the file):
   frees the piece, and another peer's copy is worth waiting for only while it
   is under way and not stalled (begun, not given up on as too slow, and
   reported within sent_grace_s of being sent).
-- Cut-through (`cut_through`; the supernode's --cut-through, off by default):
+- Cut-through (`cut_through`; on unless the supernode's --no-cut-through):
   a peer still fetching a piece serves its verified blocks as they land
   (peer/uploader.py), so when no peer the requester can use holds the piece
   whole, a peer fetching it (a relay) serves it before the supernode does and

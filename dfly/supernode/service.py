@@ -703,9 +703,9 @@ class Supernode:
         piece = {"num": num, "start": start, "size": size, "sha256": task.digests[num]
                  if num < len(task.digests) else "", "holder": assignment.holder}
         blocks, block_size = task.blocks.get(num), block_size_for(task.piece_size)
-        # None for a piece cut before blocks had digests; a list must end with the piece's
-        # own digest (peers take the blocks for the piece: docs/PROTOCOL.md "Pieces").
-        if blocks and len(blocks) == -(-size // block_size) and blocks[-1] == piece["sha256"]:
+        # None for a piece cut before blocks had digests (or by a version-2 supernode:
+        # task.py keeps only lists that end with their piece's digest)
+        if blocks and len(blocks) == -(-size // block_size):
             piece["block_size"], piece["blocks"] = block_size, blocks
         if assignment.holder != SUPERNODE:
             host, port = task.scheduler.addr_of(assignment.holder)
@@ -906,11 +906,9 @@ class Supernode:
                     task.pruned = True
                     task.cond.notify_all()   # await_task's callers: it is gone
                     del self._tasks[tid]
-                    if task.state == DONE:
-                        pass
-                    elif _resumable(task):
+                    if task.state != DONE and _resumable(task):
                         kept = True
-                    else:
+                    elif task.state != DONE:
                         pruned.append(self._to_trash(task.folder))
                 log.info("task %s pruned (%s, no peers)", tid[:12], task.state)
             for host in [h for h, b in self._new_task_budget.items() if b.full(now)]:

@@ -409,7 +409,7 @@ class Task:
             meta["confirming"] = self.confirming
         tmp = self.meta_path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(meta, f)
+            f.write(json.dumps(meta))   # json.dump would run the pure-Python encoder, per piece
         os.replace(tmp, self.meta_path)
 
     def _all_cached(self) -> bool:

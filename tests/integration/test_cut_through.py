@@ -22,7 +22,7 @@ BLOCK = 256 * 1024
 
 @pytest.fixture
 def supernode(supernode_factory):
-    return supernode_factory(cut_through=True)   # (the default: said, as these tests need it)
+    return supernode_factory()   # relays are on by default: these tests fail if they are not
 
 
 @pytest.mark.time_limit(60)

@@ -112,3 +112,13 @@ def test_a_reply_without_a_version_is_from_a_version_1_supernode():
     with pytest.raises(VersionMismatch):
         check_version(4, "supernode x")
     check_version(3, "supernode x")
+
+
+def test_a_replicas_block_lists_are_kept_only_when_they_end_with_their_piece_digest():
+    from dfly.supernode.task import blocks_of
+    piece = bytes(range(256)) * 2048   # 512 KiB: two blocks
+    prefixes = block_digests(piece, 256 * 1024)
+    alone = [hashlib.sha256(piece[:262144]).hexdigest(), hashlib.sha256(piece[262144:]).hexdigest()]
+    digest = hashlib.sha256(piece).hexdigest()
+    copy = {"digests": [digest, digest, digest], "blocks": [prefixes, alone, ["x" * 64]]}
+    assert blocks_of(copy) == {0: prefixes}   # a version-2 member's list, and a malformed one: out
