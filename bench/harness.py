@@ -229,7 +229,8 @@ class Workspace:
         os.chmod(self.root, 0o755)   # nginx's workers run as an unprivileged user
         self.keep = keep
         self._procs: List[subprocess.Popen] = []
-        self.pyz = pyz or self._build_pyz()
+        # Absolute: what it starts runs with the workspace as its working directory.
+        self.pyz = os.path.abspath(pyz) if pyz else self._build_pyz()
 
     def _build_pyz(self) -> str:
         sys.path.insert(0, REPO)
