@@ -145,6 +145,31 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+PAGE_REPORTING = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+
+def free_page_reporting() -> Optional[int]:
+    """The guest's free page reporting order, when it reports to a hypervisor (a VM's
+    freed memory goes back to the host, and each page touched again costs a host
+    fault: writing a GiB of new file then took 0.2 to 2.5 CPU-s on one VM, so file
+    figures swung 5x between runs); None when it does not. Orders above the largest
+    free block (10 on x86) report nothing: `echo 11 > PAGE_REPORTING` stops it."""
+    try:
+        with open(PAGE_REPORTING) as f:
+            order = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return order if order <= 10 else None
+
+
+def warn_free_page_reporting() -> None:
+    if free_page_reporting() is not None:
+        print("warning: free page reporting is on (%s): memory freed between runs goes back "
+              "to the hypervisor and is slow to touch again; figures of big files vary "
+              "several-fold. As root: echo 11 > %s" % (PAGE_REPORTING, PAGE_REPORTING),
+              file=sys.stderr)
+
+
 def machine() -> dict:
     def first_line(cmd):
         try:
@@ -166,6 +191,7 @@ def machine() -> dict:
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / GiB, 1),
             "loadavg_1m_at_start": round(LOADAVG_AT_START, 2),
+            "free_page_reporting_order": free_page_reporting(),
             "python": platform.python_version(), "kernel": platform.release(),
             "nginx": first_line([NGINX, "-v"]), "curl": first_line([CURL, "--version"]),
             "dfly_commit": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
@@ -225,6 +251,7 @@ class Workspace:
     """A temp folder plus every process started in it; `close` stops them all."""
 
     def __init__(self, parent: Optional[str] = None, keep: bool = False, pyz: Optional[str] = None):
+        warn_free_page_reporting()
         self.root = tempfile.mkdtemp(prefix="dfly-bench-", dir=parent)
         os.chmod(self.root, 0o755)   # nginx's workers run as an unprivileged user
         self.keep = keep
@@ -582,14 +609,37 @@ def _gnu_time_figures(path: str) -> dict:
     return out
 
 
-def process_cpu_s(pid: int) -> Optional[float]:
-    """CPU seconds (user + system) a running process has used so far, from /proc."""
+def _stat_fields(pid: int) -> Optional[List[str]]:
     try:
         with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def process_cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) a running process has used so far, from /proc."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_faults(pid: int) -> Optional[int]:
+    """Page faults (minor) a running process has taken so far, from /proc."""
+    fields = _stat_fields(pid)
+    return int(fields[7]) if fields is not None else None
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a running process and its children (nginx: master and workers)."""
+    total = process_cpu_s(pid) or 0.0
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        children = []
+    return total + sum(process_cpu_s(c) or 0.0 for c in children)
 
 
 def finish_all(timed: List[Timed], timeout_s: float) -> List[dict]:

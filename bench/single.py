@@ -116,7 +116,8 @@ def cold_main(args) -> int:
         for r in range(runs):
             builds = [(colds, ws.pyz, "")] + ([(olds, args.against, "-against")] if args.against else [])
             for into, pyz, tag in (builds if r % 2 == 0 else builds[::-1]):   # neither always first
-                into.append(_cold_get(ws, pyz, url, out, want, "%d%s" % (r, tag), extra, args.timeout))
+                into.append(_cold_get(ws, pyz, url, out, want, "%d%s" % (r, tag), extra, args.timeout,
+                                      nginx.proc.pid))
             harness.settle()
             c = harness.run_timed(ws, harness.curl_argv(url, out), "curl-%d" % r, args.timeout,
                                   gnu_time=True)
@@ -125,9 +126,11 @@ def cold_main(args) -> int:
             harness.remove(out)
             for into, name in ((colds, "dfly cold"), (olds, "--against")):
                 if into:
-                    print("run %d: %s %.2fs (elapsed %.2fs; CPU client %.2fs, supernode %.2fs)" % (
-                        r, name, into[-1]["wall_s"], into[-1]["elapsed_s"],
-                        into[-1]["client_cpu_s"] or 0, into[-1]["supernode_cpu_s"]))
+                    print("run %d: %s %.2fs (elapsed %.2fs; CPU client %.2fs, supernode %.2fs, nginx "
+                          "%.2fs: floor %.2fs; supernode page faults %d)" % (
+                              r, name, into[-1]["wall_s"], into[-1]["elapsed_s"],
+                              into[-1]["client_cpu_s"] or 0, into[-1]["supernode_cpu_s"],
+                              into[-1]["nginx_cpu_s"], into[-1]["floor_s"], into[-1]["supernode_faults"]))
             print("run %d: curl %.2fs" % (r, curls[-1]["wall_s"]))
         origin = nginx.body_bytes()
         nginx.stop()
@@ -138,6 +141,8 @@ def cold_main(args) -> int:
                "cold_mb_s": mb / cold_s, "ratio_cold": curl_s / cold_s,
                "cold_client_cpu_s": med([d["client_cpu_s"] or 0 for d in colds]),
                "cold_supernode_cpu_s": med([d["supernode_cpu_s"] for d in colds]),
+               "cold_floor_s": med([d["floor_s"] for d in colds]),
+               "cold_supernode_faults": med([d["supernode_faults"] for d in colds]),
                "curl_cpu_s": med([c["cpu_s"] or 0 for c in curls]),
                "origin_body_bytes": origin["bytes"], "target_ratio": TARGET_RATIO,
                "all_verified": all(d["verified"] for d in colds + olds + curls),
@@ -148,7 +153,9 @@ def cold_main(args) -> int:
         summary.update(against=os.path.abspath(args.against), against_wall_s=old_s,
                        against_ratio_cold=curl_s / old_s,
                        against_client_cpu_s=med([d["client_cpu_s"] or 0 for d in olds]),
-                       against_supernode_cpu_s=med([d["supernode_cpu_s"] for d in olds]))
+                       against_supernode_cpu_s=med([d["supernode_cpu_s"] for d in olds]),
+                       against_floor_s=med([d["floor_s"] for d in olds]),
+                       against_supernode_faults=med([d["supernode_faults"] for d in olds]))
     print("\nsingle --cold: %s, median of %d (load average at start %.2f)"
           % (harness.human(size), runs, harness.LOADAVG_AT_START))
     print("  curl from nginx:                 %6.2fs  %7.0f MB/s  CPU %.2fs" % (
@@ -156,33 +163,47 @@ def cold_main(args) -> int:
     print("  dfly cold (origin via supernode): %5.2fs  %7.0f MB/s  ratio %.2f (target >= %.1f): %s"
           % (cold_s, summary["cold_mb_s"], summary["ratio_cold"], TARGET_RATIO,
              "MET" if summary["target_met"] else "MISSED"))
-    print("  CPU: client %.2fs, supernode %.2fs" % (summary["cold_client_cpu_s"],
-                                                    summary["cold_supernode_cpu_s"]))
+    print("  CPU: client %.2fs, supernode %.2fs; the CPU floor (all three processes' CPU over %d "
+          "cores) %.2fs: %.2fx of it" % (summary["cold_client_cpu_s"], summary["cold_supernode_cpu_s"],
+                                         os.cpu_count() or 1, summary["cold_floor_s"],
+                                         cold_s / summary["cold_floor_s"]))
     if olds:
-        print("  --against %s: %.2fs  ratio %.2f  CPU: client %.2fs, supernode %.2fs" % (
-            args.against, summary["against_wall_s"], summary["against_ratio_cold"],
-            summary["against_client_cpu_s"], summary["against_supernode_cpu_s"]))
+        print("  --against %s: %.2fs  ratio %.2f  CPU: client %.2fs, supernode %.2fs; floor %.2fs; "
+              "supernode page faults %d (this tree: %d)" % (
+                  args.against, summary["against_wall_s"], summary["against_ratio_cold"],
+                  summary["against_client_cpu_s"], summary["against_supernode_cpu_s"],
+                  summary["against_floor_s"], summary["against_supernode_faults"],
+                  summary["cold_supernode_faults"]))
     harness.save(args, NAME + "_cold", {"size": size, "runs": runs, "parallel": args.parallel,
                                         "summary": summary, "cold": colds, "against": olds,
                                         "curl": curls})
     return 0 if summary["all_verified"] else 1
 
 
-def _cold_get(ws, pyz: str, url: str, out: str, want: str, tag: str, extra, timeout_s: float) -> dict:
-    """One get of `url` through a fresh supernode (both from `pyz`), checked and timed."""
+def _cold_get(ws, pyz: str, url: str, out: str, want: str, tag: str, extra, timeout_s: float,
+              nginx_pid: int) -> dict:
+    """One get of `url` through a fresh supernode (both from `pyz`), checked and timed.
+    `floor_s`: the CPU the get, the supernode and nginx used, spread over every core:
+    no overlap of their work could end sooner."""
     with harness.using_pyz(ws, pyz):
         supernode = harness.Supernode(ws, name="supernode-%s" % tag)
         harness.settle()
-        sn_cpu = harness.process_cpu_s(supernode.proc.pid) or 0.0
+        pid = supernode.proc.pid
+        sn_cpu, sn_faults = harness.process_cpu_s(pid) or 0.0, harness.process_faults(pid) or 0
+        nginx_cpu = harness.tree_cpu_s(nginx_pid)
         got = harness.run_timed(ws, harness.get_argv(ws, url, out, supernode.address,
                                                      ws.dir("client-%s" % tag), "0", extra),
                                 "dfly-cold-%s" % tag, timeout_s, gnu_time=True)
-        sn_cpu = (harness.process_cpu_s(supernode.proc.pid) or 0.0) - sn_cpu
+        sn_cpu = (harness.process_cpu_s(pid) or 0.0) - sn_cpu
+        sn_faults = (harness.process_faults(pid) or 0) - sn_faults
+        nginx_cpu = harness.tree_cpu_s(nginx_pid) - nginx_cpu
         supernode.stop()
         shutil.rmtree(supernode.data_dir, ignore_errors=True)   # 1 GiB of cache per run
+    floor = ((got.get("cpu_s") or 0) + sn_cpu + nginx_cpu) / (os.cpu_count() or 1)
     cold = {"wall_s": got["wall_s"], "elapsed_s": got["json"]["elapsed_s"],
             "client_cpu_s": got.get("cpu_s"), "supernode_cpu_s": round(sn_cpu, 2),
-            "verified": harness.sha256_file(out) == want}
+            "supernode_faults": sn_faults, "nginx_cpu_s": round(nginx_cpu, 2),
+            "floor_s": round(floor, 2), "verified": harness.sha256_file(out) == want}
     harness.remove(out)
     return cold
 
