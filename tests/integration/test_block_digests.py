@@ -19,14 +19,18 @@ BLOCK = 256 * 1024
 
 
 def _orders(address, url, peer_id="p1"):
-    """Every piece of `url` as a peer is given them (the supernode has them all)."""
+    """Every piece of `url` as a peer is given them (the supernode has them all). The
+    peer then leaves: its orders, never fetched, would hold the supernode's upload
+    slots from the get that follows until they time out (5 s)."""
     client = SupernodeClient(address, timeout_s=5)
     try:
         tid, state = client.register(RegisterRequest(url=url, peer_id=peer_id, peer_port=9,
                                                      peer_host="127.0.0.1"))
         wait_until(lambda: client.task(tid)["state"] == "done", timeout=10,
                    message="the supernode cached the source")
-        return client.schedule(tid, ScheduleRequest(peer_id, want=16)).pieces
+        pieces = client.schedule(tid, ScheduleRequest(peer_id, want=16)).pieces
+        client.leave(tid, peer_id)
+        return pieces
     finally:
         client.close()
 
