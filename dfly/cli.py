@@ -28,7 +28,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)
     with_file = any(a == "--config" or a.startswith("--config=") for a in argv)
-    parser = build_parser(only=named if named in COMMANDS else None, with_file=with_file)
+    # No command named (--version, --help) or one that is not: no command's options are
+    # needed, and building every one imported every program's settings (178 ms).
+    parser = build_parser(only=named if named in COMMANDS else "", with_file=with_file)
     args = parser.parse_args(argv)
     args.started = started
     if not getattr(args, "command", None):

@@ -22,3 +22,15 @@ def test_the_public_api_is_still_importable_from_the_package():
     code = ("import dfly; from dfly import Client, DownloadResult; from dfly.client import Client as C; "
             "print(Client is C, DownloadResult.__name__, hasattr(dfly, 'Nothing'))")
     assert _loaded(code) == "True DownloadResult False"
+
+
+def test_the_version_and_the_top_help_load_no_command_s_settings():
+    code = ("import sys, contextlib, io, dfly.cli\n"
+            "for argv in (['--version'], ['--help'], ['nosuchcommand']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "        try:\n"
+            "            dfly.cli.main(argv)\n"
+            "        except SystemExit:\n"
+            "            pass\n"
+            "print(sorted(m for m in sys.modules if m.endswith('.config')))")
+    assert _loaded(code) == "[]"
