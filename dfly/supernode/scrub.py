@@ -63,6 +63,7 @@ class Scrubber:
                 tid = next_to_scrub([ScrubCandidate(t, checked_at=self.checked.get(t))
                                      for t in tids if self.busy_until.get(t, now) <= now], now)
                 if tid is None:   # asleep until the next task is due or a copy is written
+                    self._forget_gone(tids)
                     self._changed.wait(self._next_due_in(tids, now))
                     continue
                 if self.scrub(tid, pace):
@@ -73,10 +74,14 @@ class Scrubber:
         except ScrubStopped:
             pass
 
+    def _forget_gone(self, tids: List[str]) -> None:
+        """Drop the busy marks of tasks no longer cached (evicted): none is due again."""
+        present = set(tids)
+        self.busy_until = {t: at for t, at in self.busy_until.items() if t in present}
+
     def _next_due_in(self, tids: List[str], now: float) -> Optional[float]:
         """Seconds until a task is due again (None: none will be until a copy is written)."""
         present = set(tids)
-        self.busy_until = {t: at for t, at in self.busy_until.items() if t in present}   # not the evicted
         dues = [self.checked[t] + SCRUB_AGAIN_AFTER_S for t in present if t in self.checked]
         dues.extend(self.busy_until.values())
         return max(0.0, min(dues) - now) if dues else None
