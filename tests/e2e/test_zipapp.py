@@ -183,14 +183,16 @@ def test_readme_quick_start_demo_runs(pyz, tmp_path):
     assert os.listdir(str(tmp_path)) == []   # nothing left in the current directory
 
 
-# Runs the archive as `python dfly.pyz --version` does (runpy), then says which loader
+# Runs the archive as `python dfly.pyz get --help` does (runpy: the get's options, so its
+# settings modules, are loaded; --version loads no command's), then says which loader
 # brought in each dfly module, from which bytecode, and what a traceback would show.
 PROBE = """
-import json, linecache, runpy, sys
+import contextlib, io, json, linecache, runpy, sys
 archive = sys.argv[1]
-sys.argv = [archive, "--version"]
+sys.argv = [archive, "get", "--help"]
 try:
-    runpy.run_path(archive, run_name="__main__")
+    with contextlib.redirect_stdout(io.StringIO()):
+        runpy.run_path(archive, run_name="__main__")
 except SystemExit as e:
     code = e.code
 cli = sys.modules["dfly.cli"]
