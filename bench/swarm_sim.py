@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # harness, also when imported
 from harness import MiB, human, parse_size  # noqa: E402
 
-from dfly.peer.downloader import POLL_WAIT_S  # noqa: E402
+from dfly.peer.downloader import POLL_WAIT_S, RELAY_FETCHES  # noqa: E402
 from dfly.protocol.messages import SUPERNODE  # noqa: E402
 from dfly.protocol.pieces import block_size_for, piece_count, piece_size_for  # noqa: E402
 from dfly.supernode import scheduler as scheduler_module  # noqa: E402
@@ -91,6 +91,7 @@ class SimConfig:
     goodput: float = 1.0                      # share of the link rate that is payload
     max_uploads_per_peer: int = 4
     max_uploads_supernode: int = 4
+    fanout: int = SchedulerConfig.fanout     # the scheduler's fan-out (0: off)
     tie_window: int = scheduler_module.TIE_WINDOW
     seed: int = 1
     scheduler_extra: Tuple[Tuple[str, object], ...] = ()   # other SchedulerConfig fields
@@ -280,7 +281,7 @@ class Swarm:
                                     max_uploads_supernode=cfg.max_uploads_supernode,
                                     cut_through=cfg.cut_through, prefer_near=False,
                                     free_relay_slots=cfg.free_relay_slots,
-                                    relay_chains=cfg.relay_chains,
+                                    relay_chains=cfg.relay_chains, fanout=cfg.fanout,
                                     **dict(cfg.scheduler_extra))
         self.sched = TaskScheduler(sched_cfg)
         self.piece_size = cfg.real_piece_size
@@ -400,7 +401,7 @@ class Swarm:
             return False
         unslotted = sum(1 for n, o in peer.inflight.items() if o.relay or n in peer.ending)
         parallel = self.cfg.parallel
-        want = min(parallel - (len(peer.inflight) - unslotted), 2 * parallel - len(peer.inflight))
+        want = min(parallel - (len(peer.inflight) - unslotted), parallel + RELAY_FETCHES - len(peer.inflight))
         want = max(0, min(want, self.count - len(peer.held) - len(peer.inflight)))
         if not want and not peer.done:
             return False   # until a worker settles
@@ -675,6 +676,9 @@ def main(argv=None) -> int:
     ap.add_argument("--goodput", type=float, default=1.0)
     ap.add_argument("--max-uploads", type=int, default=4, help="the supernode's upload slots")
     ap.add_argument("--max-uploads-per-peer", type=int, default=4)
+    ap.add_argument("--fanout", type=int, default=SchedulerConfig.fanout, help="the scheduler's "
+                    "fan-out: the supernode feeds up to this many peers a piece each at once, each "
+                    "relays it to the others (0: off, the policy before it)")
     ap.add_argument("--tie-window", type=int, default=scheduler_module.TIE_WINDOW)
     ap.add_argument("--refill", action="store_true", help="the peer of 84aef37 (reverted): a "
                     "piece holds its slot only until its last block begins to arrive, not until whole")
@@ -691,7 +695,7 @@ def main(argv=None) -> int:
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
                      free_relay_slots=args.free_relay_slots, refill=args.refill,
-                     relay_chains=args.relay_chains,
+                     relay_chains=args.relay_chains, fanout=args.fanout,
                      seed=args.seed)
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, human(args.size), args.rate))

@@ -122,6 +122,7 @@ class SchedulerConfig:
     cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
     free_relay_slots: bool = False  # a fetch from a relay holds none of the requester's slots
     relay_chains: bool = False     # a relay may itself be fed by a relay (see the opening)
+    fanout: int = 16               # the fan-out: supernode slots and a fed relay's spread grow with the swarm up to this (0: off)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,9 @@ class PeerState:
     errors: int = 0      # as a holder: failures others reported against it
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
+    from_supernode: int = 0   # supernode slots its fetches hold
     relayed: Set[int] = field(default_factory=set)    # pieces it fetches from a relay
+    fanned: Set[int] = field(default_factory=set)     # of those, from a relay the supernode feeds
     no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
     location: Location = ()        # ('region', 'zone', 'rack'), () when not given
@@ -357,7 +360,7 @@ class TaskScheduler:
         cfg = self.config
         pool = self._known_pieces()
         free = self._free.values()
-        if self.supernode_uploads >= cfg.max_uploads_supernode and sum(map(len, free)) <= len(pool):
+        if self.supernode_uploads >= self._supernode_slots() and sum(map(len, free)) <= len(pool):
             # Only a peer with a free slot can serve now: what such peers hold (none,
             # to a requester that may use the supernode only). With more such peers
             # than pieces, the unions would cost more than they save.
@@ -405,9 +408,13 @@ class TaskScheduler:
         return peer is not None and num in peer.relayed
 
     def frees_slot(self, peer_id: str, num: int) -> bool:
-        """Does `peer_id`'s assigned fetch of `num` leave its download slot free? Only
-        a fetch from a relay, and only with free_relay_slots (the opening says why)."""
-        return self.config.free_relay_slots and self.relayed_to(peer_id, num)
+        """Does `peer_id`'s assigned fetch of `num` leave its download slot free? A
+        fetch from a relay the supernode feeds (the fan-out), or from any relay with
+        free_relay_slots (the opening says why)."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return False
+        return num in peer.fanned or (self.config.free_relay_slots and num in peer.relayed)
 
     def holders_of(self, num: int) -> Set[str]:
         return set(self._holders.get(num, ()))
@@ -455,9 +462,34 @@ class TaskScheduler:
                 return relay
             if self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer soon has it: wait rather than load the supernode
-        if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
+        if num in self.supernode_pieces and self.supernode_uploads < self._supernode_slots() \
+                and self._supernode_share_left(peer):
             return SUPERNODE
         return None
+
+    def _fanout(self) -> int:
+        """How many peers the fan-out spans now: each gets its own stream from the
+        supernode and passes it on to the rest (0 when off: it needs relays)."""
+        if not self.config.cut_through:
+            return 0
+        return min(self.config.fanout, len(self.peers))
+
+    def _supernode_slots(self) -> int:
+        return max(self.config.max_uploads_supernode, self._fanout())
+
+    def _relay_slots(self, source: str) -> int:
+        """Uploads a relay may take of a piece that comes to it from `source`."""
+        if source == SUPERNODE:
+            return max(self.config.max_uploads_per_peer, self._fanout() - 1)
+        return self.config.max_uploads_per_peer
+
+    def _supernode_share_left(self, peer: PeerState) -> bool:
+        """May `peer` take one more of the supernode's slots? With the fan-out on,
+        its share of them (one each once there are as many peers as slots)."""
+        if peer.from_supernode == 0 or not self._fanout():
+            return True
+        share = -(-self._supernode_slots() // max(1, len(self.peers)))
+        return peer.from_supernode < share
 
     def _nearest_free(self, peer: PeerState, holders: AbstractSet[str],
                       skip: AbstractSet[str]) -> Optional[str]:
@@ -539,9 +571,9 @@ class TaskScheduler:
             if other_id == peer.peer_id or other_id in skip or (other_id, num) in self._stuck:
                 continue
             other = self.peers[other_id]
-            if other.uploads >= cfg.max_uploads_per_peer or other.errors >= cfg.max_holder_errors:
-                continue
             source = other.inflight[num][0]
+            if other.uploads >= self._relay_slots(source) or other.errors >= cfg.max_holder_errors:
+                continue
             if source == SUPERNODE:   # begun (the supernode saw it ask), and not stalled
                 if (other_id, num) not in self._started \
                         or not self._live_supernode_fetch(other_id, num, since, now):
@@ -579,12 +611,15 @@ class TaskScheduler:
         self._fetching.setdefault(num, {})[peer.peer_id] = now
         if holder != SUPERNODE and num not in self.peers[holder].held:
             peer.relayed.add(num)
+            if self._fanout() and self.peers[holder].inflight[num][0] == SUPERNODE:
+                peer.fanned.add(num)
         if peer.location:
             key = (peer.location[:ZONE_LABELS], num)
             self._coming.setdefault(key, {})[peer.peer_id] = now
             self._coming_key[(peer.peer_id, num)] = key
         if holder == SUPERNODE:
             self.supernode_uploads += 1
+            peer.from_supernode += 1
             self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
@@ -601,6 +636,7 @@ class TaskScheduler:
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         self._within_zone.pop((peer.peer_id, num), None)
         peer.relayed.discard(num)
+        peer.fanned.discard(num)
         self._stuck.discard((peer.peer_id, num))
         fetchers = self._fetching.get(num)
         if fetchers is not None:
@@ -622,6 +658,7 @@ class TaskScheduler:
                 self._sent.discard(key)   # its slot was freed already
             else:
                 self.supernode_uploads = max(0, self.supernode_uploads - 1)
+                peer.from_supernode = max(0, peer.from_supernode - 1)
             fetching = self._from_supernode.get(num)
             if fetching is not None:
                 fetching.pop(peer.peer_id, None)
@@ -650,6 +687,9 @@ class TaskScheduler:
         """The supernode slot of (peer_id, num) is free; the assignment stays."""
         self._sent.add((peer_id, num))
         self.supernode_uploads = max(0, self.supernode_uploads - 1)
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.from_supernode = max(0, peer.from_supernode - 1)
 
     def _file_by_load(self, peer: PeerState) -> None:
         """Put `peer` in the _free bucket of its load (in none when full, holding
