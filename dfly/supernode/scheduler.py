@@ -122,7 +122,7 @@ class SchedulerConfig:
     cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
     free_relay_slots: bool = False  # a fetch from a relay holds none of the requester's slots
     relay_chains: bool = False     # a relay may itself be fed by a relay (see the opening)
-    fanout: int = 16               # the fan-out: supernode slots and a fed relay's spread grow with the swarm up to this (0: off)
+    fanout: int = 16               # peers fed a piece each at once, each relaying it to all (0: off)
 
 
 @dataclass(frozen=True)

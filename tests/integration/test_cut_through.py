@@ -217,7 +217,7 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     requester running twice its slots slows the supernode's own flows into it:
     bench/swarm_sim.py). The file is right either way."""
     supernode = supernode_factory(assignment_start_timeout_s=8.0, cut_through=True,
-                                  free_relay_slots=free)
+                                  free_relay_slots=free, fanout=0)
     data = content(3 * MiB, seed=94)
     src = origin.add("slots.bin", data)
     relay = FakeRelay(supernode.address, src.url, data, _slowly)
