@@ -4,6 +4,7 @@ what the scheduling policy costs apart from what the testbed's shared CPU does.
 
     python3 bench/swarm_sim.py                                  # 8 and 16 hosts, 1/2/4 MiB, whole and cut
     python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut whole --timeline
+    python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut cut --fanout 0   # the policy before the fan-out
 
 Modelled:
 - hosts with symmetric links (`--rate` Mbit/s each way), the supernode's host on
@@ -14,10 +15,11 @@ Modelled:
   flow is limited by its sender's uplink and its receiver's downlink),
   recomputed whenever a flow starts, ends or a relayed flow catches up;
 - the peer as dfly/peer/downloader.py has it: a coordinator asking for `want` =
-  its free slots of `parallel` (an order that says `relay`, under the
-  supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
-  flight then; with --refill, as tried and reverted, a piece whose last block
-  is arriving frees its slot too, the next piece asked for meanwhile); long-polling
+  its free slots of `parallel` (an order that says `relay`, a stream of the
+  scheduler's fan-out or any relay under the supernode's --free-relay-slots,
+  holds no slot: at most `parallel` + RELAY_FETCHES in flight then; with
+  --refill, as tried and reverted, a piece whose last block is arriving frees
+  its slot too, the next piece asked for meanwhile); long-polling
   (POLL_WAIT_S) when nothing is assignable; a settled piece's report rides on
   the next call, or goes by the reporter's own call while the coordinator is
   held in a long-poll;
@@ -245,7 +247,7 @@ def refill_at(size: int, block: int) -> Optional[int]:
 @dataclass
 class Order:
     holder: str
-    relay: bool   # the order says `relay`: it holds no download slot (--free-relay-slots)
+    relay: bool   # the order says `relay`: it holds no download slot (the scheduler's frees_slot)
 
 
 @dataclass

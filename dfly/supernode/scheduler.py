@@ -74,13 +74,40 @@ copy of the file):
   blamed: the requester gets no relay for that piece again, and no one
   is sent to that relay for it until its own fetch of it ends. A bad block
   from a relay is the relay's (it passes on only blocks it verified).
-  A fetch from a relay takes one of the requester's download slots like any
-  other unless free_relay_slots (`frees_slot`: the order then says `relay`
-  and the peer asks for another piece beside it, up to twice --parallel).
-  bench/swarm_sim.py shows why it takes one: a requester running twice its
-  slots splits its link eight ways, the supernode's own flows into it slow
-  down with the rest, the supernode's link (the swarm's bottleneck) is no
-  longer full, and the swarm ends 12-17 % later (8 and 16 hosts, 1-4 MiB).
+  A fetch from a relay fed by a whole copy takes one of the requester's
+  download slots like any other unless free_relay_slots (`frees_slot`: the
+  order then says `relay` and the peer asks for another piece beside it).
+  bench/swarm_sim.py shows why it takes one: without the fan-out below, a
+  requester running twice its slots splits its link eight ways, the
+  supernode's own flows into it slow down with the rest, the supernode's
+  link (the swarm's bottleneck) is no longer full, and the swarm ends 12-17 %
+  later (8 and 16 hosts, 1-4 MiB).
+- The fan-out (`fanout`, with cut-through; mutualcast): the supernode feeds
+  a different piece to each of up to `fanout` peers at once (its slots grow
+  to min(fanout, peers), and a requester takes at most its share of them:
+  one each once there are as many peers as slots, all of them when alone),
+  a relay fed by the supernode serves its piece to up to min(fanout, peers)
+  - 1 peers (past max_uploads_per_peer), and a fetch from such a relay holds
+  no download slot (`frees_slot`; the peer runs up to --parallel +
+  RELAY_FETCHES fetches). Every peer then uploads from the start: one
+  stream in from the supernode at R/n, n - 1 relayed streams in at R/n
+  each, n - 1 out; every link full. Without it, only the 4 peers the
+  supernode's 4 slots fed had anything to pass on until a first piece was
+  whole (a relay fed by a relay is no relay), each could pass it to 4: 5
+  uplinks of 17 busy, the hosts' downlinks 19 / 37 % busy in the first two
+  quarter seconds (swarm_sim, 16 hosts, 1 MiB, goodput 0.94). Raising the
+  knobs alone did not form it (16 slots, 16 uploads, --parallel 16, free
+  relay slots: 7.51 s, not 6.61): the first callers took 2-3 of the
+  supernode's slots each, so 7 peers fed 16 streams, and each peer could
+  take only so many relays. The fan-out: 6.20 s (8 hosts 5.98 s, from
+  6.26); 2 and 4 MiB pieces gain most (16 hosts: 7.27 -> 6.31 s, 8.24 ->
+  6.56 s). What it still costs is its pipe: a relay is one verified block
+  behind its source, so n streams at R/n are n blocks of 256 KiB in flight,
+  ~0.36 s at 16 hosts at 100 Mbit/s, paid at the start and drained at the
+  end; only fewer, faster streams relayed over more than one hop would
+  shorten it (relay_chains, which the testbed did not like). Whole pieces
+  (no cut-through) keep the supernode's own slots: with nothing to relay,
+  16 slots only slow every first piece.
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
