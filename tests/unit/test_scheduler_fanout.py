@@ -87,11 +87,31 @@ def test_small_swarms_share_the_supernodes_slots_and_a_lone_peer_takes_them_all(
     assert [a.holder for a in s.assign("h01", 4, T0)][:2] == [SUPERNODE] * 2
 
 
-def test_the_fanout_is_bounded_and_off_without_cut_through_or_when_zero():
-    s = swarm(40)
+def test_the_fanout_is_off_past_fanout_peers_without_cut_through_or_when_zero():
+    """Past `fanout` peers some would get no stream of their own, and those fed could
+    not pass theirs to everyone: bench/swarm_sim.py, 24 and 32 hosts, 7.6-7.7 s
+    with the fan-out capped at 16 peers, 6.6 s without it."""
+    s = swarm(16)
     feed_everyone(s)
-    assert s.upload_load(SUPERNODE) == 16   # up to `fanout` streams, however big the swarm
-    for config in ({"cut_through": False}, {"fanout": 0}):
-        s = swarm(16, **config)
+    assert s.upload_load(SUPERNODE) == 16
+    for hosts, config in ((17, {}), (16, {"cut_through": False}), (16, {"fanout": 0}),
+                          (8, {"fanout": 4})):
+        s = swarm(hosts, **config)
         fed = from_supernode(feed_everyone(s))
         assert s.upload_load(SUPERNODE) == 4 and sum(map(len, fed.values())) == 4
+
+
+def test_a_fed_relay_takes_as_many_streams_as_the_supernode_has_going():
+    """With fewer pieces left to stream than peers (64 pieces, 12 peers: the last 4),
+    a relay passing its piece to every other peer would go at its uplink's pace,
+    not the supernode's: it takes as many streams as the supernode sends (at
+    least max_uploads_per_peer), and the others wait for a whole copy."""
+    s = swarm(12, pieces=2)
+    feed_everyone(s, want=1)   # two pieces: two peers fed, the others relayed
+    fed = [p for p in sorted(s.peers) if s.peers[p].from_supernode]
+    assert len(fed) == 2
+    assert all(s.upload_load(p) == 4 for p in fed)   # not 11 each
+    s = swarm(12, pieces=12)
+    feed_everyone(s, want=1)
+    got = s.assign("h00", 16, T0 + 1)
+    assert len(got) == 11   # with every peer fed: a stream from each of the others
