@@ -5,6 +5,7 @@ what the scheduling policy costs apart from what the testbed's shared CPU does.
     python3 bench/swarm_sim.py                                  # 8 and 16 hosts, 1/2/4 MiB, whole and cut
     python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut whole --timeline
     python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut cut --fanout 0   # the policy before the fan-out
+    python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut cut --census 0.1,0.5   # who sends to whom then
 
 Modelled:
 - hosts with symmetric links (`--rate` Mbit/s each way), the supernode's host on
@@ -96,6 +97,7 @@ class SimConfig:
     fanout: int = SchedulerConfig.fanout     # the scheduler's fan-out (0: off)
     tie_window: int = scheduler_module.TIE_WINDOW
     seed: int = 1
+    census_s: Tuple[float, ...] = ()          # --census: who sends to whom at these times
     scheduler_extra: Tuple[Tuple[str, object], ...] = ()   # other SchedulerConfig fields
 
     @property
@@ -305,6 +307,8 @@ class Swarm:
         self.fetches = {"supernode": 0, "whole": 0, "relayed": 0}
         self.fetch_s: Dict[str, List[float]] = {kind: [] for kind in self.fetches}
         self.usage: Dict[int, List[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+        self.census_due = sorted(cfg.census_s)
+        self.census: List[str] = []
 
     # the event queue ----------------------------------------------------------------
     def at(self, when: float, fn, *args) -> None:
@@ -349,6 +353,8 @@ class Swarm:
             self.drain()
         if changed:
             self.net.solve()
+        while self.census_due and self.now >= self.census_due[0]:
+            self.census.append(self._census(self.census_due.pop(0)))
 
     def _account(self, t: float) -> None:
         """Bytes the supernode sent and the hosts received, per 0.25 s, for --timeline."""
@@ -363,6 +369,26 @@ class Swarm:
             used[1] += rate * (end - start)
             used[2] += len(self.net.flows) * (end - start)
             start = end if end > start else t
+
+    def _census(self, at: float) -> str:
+        """One line on the flows now: how the supernode's streams are spread over the
+        hosts, how many flows each host sends and takes, what they hold."""
+        flows = self.net.flows
+        link = self.cfg.rate_mbit * 1e6 / 8 * self.cfg.goodput
+        kinds = collections.Counter(f.kind for f in flows)
+        fed = collections.Counter(f.dst for f in flows if f.src == SUPERNODE)
+        out = collections.Counter(f.src for f in flows if f.src != SUPERNODE)
+        into = collections.Counter(f.dst for f in flows)
+        held = sorted(len(p.held) for p in self.peers.values())
+
+        def spread(counter):   # per host, most first; hosts with none left out
+            return "/".join(str(n) for n in sorted(counter.values(), reverse=True)) or "-"
+        return ("%5.2f s  flows %d (%s)  supernode %.2f R in %d streams to hosts %s  hosts "
+                "down %.1f R  sending %s  taking %s  pieces held %d..%d"
+                % (at, len(flows), " ".join("%s %d" % kv for kv in sorted(kinds.items())),
+                   sum(f.rate for f in flows if f.src == SUPERNODE) / link, sum(fed.values()),
+                   spread(fed), sum(f.rate for f in flows) / link, spread(out), spread(into),
+                   held[0], held[-1]))
 
     @property
     def half(self) -> float:
@@ -586,7 +612,7 @@ class Swarm:
                          {k: statistics.median(v) for k, v in self.fetch_s.items() if v},
                          {p.peer_id: p.finished_at for p in self.peers.values()},
                          {p.peer_id: sorted(p.held) for p in self.peers.values()},
-                         self.timeline())
+                         self.timeline(), self.census)
 
     def timeline(self) -> List[Tuple[float, float, float, float]]:
         """(start, supernode uplink used, hosts' downlinks used, flows) per 0.25 s."""
@@ -618,6 +644,7 @@ class SimResult:
     finished: Dict[str, float]
     held: Dict[str, List[int]]
     timeline: List[Tuple[float, float, float, float]]
+    census: List[str]
 
     @property
     def x_bound(self) -> float:
@@ -690,6 +717,8 @@ def main(argv=None) -> int:
                     "a relay may itself be fed by a relay (main before the testbed measured it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="per 0.25 s: links used, flows")
+    ap.add_argument("--census", default="", help="times (s, comma-separated): the flows then, "
+                    "per host (how the fan-out forms, or does not)")
     args = ap.parse_args(argv)
     base = SimConfig(rate_mbit=args.rate, size=args.size, parallel=args.parallel,
                      rtt_s=args.rtt, origin_rate_mbit=args.origin_rate,
@@ -698,7 +727,8 @@ def main(argv=None) -> int:
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
                      free_relay_slots=args.free_relay_slots, refill=args.refill,
                      relay_chains=args.relay_chains, fanout=args.fanout,
-                     seed=args.seed)
+                     seed=args.seed,
+                     census_s=tuple(float(t) for t in args.census.split(",") if t))
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, human(args.size), args.rate))
     print(HEADER)
@@ -707,6 +737,8 @@ def main(argv=None) -> int:
             for cut in cuts:
                 r = simulate(replace(base, hosts=hosts, piece_size=size, cut_through=cut))
                 print(row(r), flush=True)
+                for line in r.census:
+                    print("    " + line)
                 if args.timeline:
                     for start, sn, down, flows in r.timeline:
                         print("    %5.2f s  supernode up %3.0f %%  hosts down %3.0f %%  flows %4.1f"
