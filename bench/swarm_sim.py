@@ -396,7 +396,7 @@ class Swarm:
 
     # the supernode's source ------------------------------------------------------------
     def cut(self, num: int) -> bool:
-        self.sched.piece_available(num)
+        self.sched.piece_available(num, self.count)
         self.offered((num,))
         if num == self.count - 1:
             self.all_cut = True   # the task is done: every waiter wakes (task.changed)

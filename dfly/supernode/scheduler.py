@@ -94,11 +94,15 @@ copy of the file):
   at R/n each, n - 1 out; every link full. A fed relay takes no more
   streams than the supernode has going (but max_uploads_per_peer): with
   fewer, each would go at the relay's uplink's pace, slower than the
-  supernode's (the last pieces, when n does not divide their number; the
-  others wait for a whole copy). Past `fanout` peers it is off: some peers
-  would get no stream of their own and the fed ones could not pass theirs
-  to everyone (24 and 32 hosts: 7.6-7.7 s with it capped at 16, 6.6 s
-  without). Without it, only the 4 peers the
+  supernode's. That happens in the final round (`piece_count` known, every
+  piece held by a peer or on its way to one) when n does not divide the
+  number of pieces: its few pieces would reach everyone through a few
+  uplinks; so there a peer relaying a fed relay's stream may pass it on,
+  one hop more and no further (4 MiB pieces, 14-15 hosts: 8.2-8.3 s
+  without, 7.0-7.2 s with). Past `fanout` peers the fan-out is off: some
+  peers would get no stream of their own and the fed ones could not pass
+  theirs to everyone (24 and 32 hosts: 7.6-7.7 s with it capped at 16,
+  6.6 s without). Without it, only the 4 peers the
   supernode's 4 slots fed had anything to pass on until a first piece was
   whole (a relay fed by a relay is no relay), each could pass it to 4: 5
   uplinks of 17 busy, the hosts' downlinks 19 / 37 % busy in the first two
@@ -113,14 +117,13 @@ copy of the file):
   ~0.36 s at 16 hosts at 100 Mbit/s, paid at the start and drained at the
   end; only fewer, faster streams relayed over more than one hop would
   shorten it (relay_chains, which the testbed did not like), or smaller
-  blocks (the simulator with 64 KiB blocks: 5.94 s). And its rounds: when
-  the number of peers does not divide the number of pieces, the last few
-  pieces reach everyone through a few uplinks and whole copies (1 MiB
-  pieces: 12 hosts 6.60 s against 6.33 s without it, 15 hosts 6.76 against
-  6.51; over 2-16 hosts the mean is even at 1 MiB, better at 2 and 4 MiB:
-  6.70 against 6.85 s, 7.44 against 7.95 s). Whole pieces (no cut-through)
-  keep the supernode's own slots: with nothing to relay, 16 slots only slow
-  every first piece.
+  blocks (the simulator with 64 KiB blocks: 5.94 s). And its final round
+  still: over 2-16 hosts, 64 MiB, the mean of the last host is 6.22 s
+  against 6.26 s before it with 1 MiB pieces (but 0.1-0.23 s slower at 3,
+  11, 12, 14 and 15 hosts), 6.36 against 6.72 s with 2 MiB, 6.64 against
+  7.75 s with 4 MiB (never slower at 2 and 4 MiB). Whole pieces (no
+  cut-through) keep the supernode's own slots: with nothing to relay, 16
+  slots only slow every first piece.
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
@@ -201,6 +204,8 @@ class TaskScheduler:
         self.peers: Dict[str, PeerState] = {}
         self.supernode_pieces: Set[int] = set()
         self.supernode_uploads = 0
+        self.piece_count: Optional[int] = None   # the file's, once the supernode knows its length
+        self._final = False   # every piece on its way to or held by a peer (as of this assign)
         self._holders: Dict[int, Set[str]] = {}
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
@@ -226,9 +231,12 @@ class TaskScheduler:
         self._within_zone: Dict[Tuple[str, int], bool] = {}
 
     # events -----------------------------------------------------------------
-    def piece_available(self, num: int) -> None:
-        """The supernode's cache now holds piece `num`."""
+    def piece_available(self, num: int, count: Optional[int] = None) -> None:
+        """The supernode's cache now holds piece `num` (of `count`, when the length
+        is known)."""
         self.supernode_pieces.add(num)
+        if count is not None:
+            self.piece_count = count
 
     def piece_unavailable(self, num: int) -> None:
         """The supernode's copy of `num` is suspect or bad: no longer offered."""
@@ -392,6 +400,7 @@ class TaskScheduler:
         if peer is None or want <= 0:
             return []
         self._heard_from(peer, now)
+        self._final = self._fanout() > 0 and self._all_begun()
         return self._assign_from(peer, want, now, sequential, self._candidates(peer))
 
     def _candidates(self, peer: PeerState) -> List[int]:
@@ -514,6 +523,14 @@ class TaskScheduler:
             return 0
         return len(self.peers)
 
+    def _all_begun(self) -> bool:
+        """Is every piece of the file held by a peer or on its way to one (the
+        supernode has nothing left to start a stream with)?"""
+        count = self.piece_count
+        if not count or len(self._peer_held) + len(self._fetching) < count:
+            return False
+        return len(self._peer_held | self._fetching.keys()) >= count
+
     def _supernode_slots(self) -> int:
         return max(self.config.max_uploads_supernode, self._fanout())
 
@@ -620,13 +637,21 @@ class TaskScheduler:
                     continue
             elif now - since > cfg.piece_stall_s or self._fed_by(other, num, peer.peer_id):
                 continue
-            elif num in other.relayed and not cfg.relay_chains:
+            elif num in other.relayed and not cfg.relay_chains and not self._second_hop(other, num):
                 continue   # a relay of a relay: see relay_chains
             key = (-_shared(peer.location, other.location) if cfg.prefer_near else 0,
-                   other.uploads, since, other_id)
+                   num in other.relayed, other.uploads, since, other_id)
             if best_key is None or key < best_key:
                 best, best_key = other_id, key
         return best
+
+    def _second_hop(self, relay: PeerState, num: int) -> bool:
+        """May `relay`, fetching `num` from a relay, pass it on? Only in the fan-out's
+        final round, and only a stream straight from a relay the supernode feeds."""
+        if not self._final or num not in relay.fanned:
+            return False
+        source = self.peers.get(relay.inflight[num][0])
+        return source is not None and source.inflight.get(num, ("", 0))[0] == SUPERNODE
 
     def _fed_by(self, relay: PeerState, num: int, requester: str) -> bool:
         """Does `relay` get `num` from `requester`, directly or through relays? (A loop.)"""
@@ -651,8 +676,9 @@ class TaskScheduler:
         self._fetching.setdefault(num, {})[peer.peer_id] = now
         if holder != SUPERNODE and num not in self.peers[holder].held:
             peer.relayed.add(num)
-            if self._fanout() and self.peers[holder].inflight[num][0] == SUPERNODE:
-                peer.fanned.add(num)
+            if self._fanout() and (self.peers[holder].inflight[num][0] == SUPERNODE
+                                   or num in self.peers[holder].fanned):
+                peer.fanned.add(num)   # a stream: at the supernode's pace, not the link's
         if peer.location:
             key = (peer.location[:ZONE_LABELS], num)
             self._coming.setdefault(key, {})[peer.peer_id] = now
