@@ -640,7 +640,7 @@ class TaskScheduler:
             elif num in other.relayed and not cfg.relay_chains and not self._second_hop(other, num):
                 continue   # a relay of a relay: see relay_chains
             key = (-_shared(peer.location, other.location) if cfg.prefer_near else 0,
-                   num in other.relayed, other.uploads, since, other_id)
+                   self._final and num in other.relayed, other.uploads, since, other_id)
             if best_key is None or key < best_key:
                 best, best_key = other_id, key
         return best
