@@ -102,18 +102,18 @@ copy of the file):
   without, 7.0-7.2 s with). Past `fanout` peers the fan-out is off: some
   peers would get no stream of their own and the fed ones could not pass
   theirs to everyone (24 and 32 hosts: 7.6-7.7 s with it capped at 16,
-  6.6 s without). Without it, only the 4 peers the
-  supernode's 4 slots fed had anything to pass on until a first piece was
-  whole (a relay fed by a relay is no relay), each could pass it to 4: 5
-  uplinks of 17 busy, the hosts' downlinks 19 / 37 % busy in the first two
-  quarter seconds (swarm_sim, 16 hosts, 1 MiB, goodput 0.94). Raising the
-  knobs alone did not form it (16 slots, 16 uploads, --parallel 16, free
-  relay slots: 7.51 s, not 6.61): the first callers took 2-3 of the
-  supernode's slots each, so 7 peers fed 16 streams, and each peer could
-  take only so many relays. The fan-out: 6.20 s (8 hosts 5.98 s, from
-  6.26); 2 and 4 MiB pieces gain most (16 hosts: 7.27 -> 6.31 s, 8.24 ->
-  6.56 s). What it still costs is its pipe: a relay is one verified block
-  behind its source, so n streams at R/n are n blocks of 256 KiB in flight,
+  6.6 s without). Without the fan-out, only the 4 peers the supernode's 4
+  slots fed had anything to pass on until a first piece was whole (a relay
+  fed by a relay is no relay), each could pass it to 4: 5 uplinks of 17
+  busy, the hosts' downlinks 19 / 37 % busy in the first two quarter
+  seconds (swarm_sim, 16 hosts, 1 MiB, goodput 0.94). Raising the knobs
+  alone did not form it (16 slots, 16 uploads, --parallel 16, free relay
+  slots: 7.51 s, not 6.61): the first callers took 2-3 of the supernode's
+  slots each, so 7 peers fed 16 streams, and each peer could take only so
+  many relays. The fan-out: 6.20 s (8 hosts 5.98 s, from 6.26); 2 and 4 MiB
+  pieces gain most (16 hosts: 7.27 -> 6.32 s, 8.24 -> 6.57 s). What it
+  still costs is its pipe: a relay is one verified block behind its
+  source, so n streams at R/n are n blocks of 256 KiB in flight,
   ~0.36 s at 16 hosts at 100 Mbit/s, paid at the start and drained at the
   end; only fewer, faster streams relayed over more than one hop would
   shorten it (relay_chains, which the testbed did not like), or smaller
