@@ -4,6 +4,8 @@ what the scheduling policy costs apart from what the testbed's shared CPU does.
 
     python3 bench/swarm_sim.py                                  # 8 and 16 hosts, 1/2/4 MiB, whole and cut
     python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut whole --timeline
+    python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut cut --fanout 0   # the policy before the fan-out
+    python3 bench/swarm_sim.py --hosts 16 --piece 1M --cut cut --census 0.1,0.5   # who sends to whom then
 
 Modelled:
 - hosts with symmetric links (`--rate` Mbit/s each way), the supernode's host on
@@ -14,10 +16,11 @@ Modelled:
   flow is limited by its sender's uplink and its receiver's downlink),
   recomputed whenever a flow starts, ends or a relayed flow catches up;
 - the peer as dfly/peer/downloader.py has it: a coordinator asking for `want` =
-  its free slots of `parallel` (an order that says `relay`, under the
-  supernode's --free-relay-slots, holds no slot: at most 2 x `parallel` in
-  flight then; with --refill, as tried and reverted, a piece whose last block
-  is arriving frees its slot too, the next piece asked for meanwhile); long-polling
+  its free slots of `parallel` (an order that says `relay`, a stream of the
+  scheduler's fan-out or any relay under the supernode's --free-relay-slots,
+  holds no slot: at most `parallel` + RELAY_FETCHES in flight then; with
+  --refill, as tried and reverted, a piece whose last block is arriving frees
+  its slot too, the next piece asked for meanwhile); long-polling
   (POLL_WAIT_S) when nothing is assignable; a settled piece's report rides on
   the next call, or goes by the reporter's own call while the coordinator is
   held in a long-poll;
@@ -59,7 +62,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # harness, also when imported
 from harness import MiB, human, parse_size  # noqa: E402
 
-from dfly.peer.downloader import POLL_WAIT_S  # noqa: E402
+from dfly.peer.downloader import POLL_WAIT_S, RELAY_FETCHES  # noqa: E402
 from dfly.protocol.messages import SUPERNODE  # noqa: E402
 from dfly.protocol.pieces import block_size_for, piece_count, piece_size_for  # noqa: E402
 from dfly.supernode import scheduler as scheduler_module  # noqa: E402
@@ -91,8 +94,10 @@ class SimConfig:
     goodput: float = 1.0                      # share of the link rate that is payload
     max_uploads_per_peer: int = 4
     max_uploads_supernode: int = 4
+    fanout: int = SchedulerConfig.fanout     # the scheduler's fan-out (0: off)
     tie_window: int = scheduler_module.TIE_WINDOW
     seed: int = 1
+    census_s: Tuple[float, ...] = ()          # --census: who sends to whom at these times
     scheduler_extra: Tuple[Tuple[str, object], ...] = ()   # other SchedulerConfig fields
 
     @property
@@ -244,7 +249,7 @@ def refill_at(size: int, block: int) -> Optional[int]:
 @dataclass
 class Order:
     holder: str
-    relay: bool   # the order says `relay`: it holds no download slot (--free-relay-slots)
+    relay: bool   # the order says `relay`: it holds no download slot (the scheduler's frees_slot)
 
 
 @dataclass
@@ -280,7 +285,7 @@ class Swarm:
                                     max_uploads_supernode=cfg.max_uploads_supernode,
                                     cut_through=cfg.cut_through, prefer_near=False,
                                     free_relay_slots=cfg.free_relay_slots,
-                                    relay_chains=cfg.relay_chains,
+                                    relay_chains=cfg.relay_chains, fanout=cfg.fanout,
                                     **dict(cfg.scheduler_extra))
         self.sched = TaskScheduler(sched_cfg)
         self.piece_size = cfg.real_piece_size
@@ -302,6 +307,8 @@ class Swarm:
         self.fetches = {"supernode": 0, "whole": 0, "relayed": 0}
         self.fetch_s: Dict[str, List[float]] = {kind: [] for kind in self.fetches}
         self.usage: Dict[int, List[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+        self.census_due = sorted(cfg.census_s)
+        self.census: List[str] = []
 
     # the event queue ----------------------------------------------------------------
     def at(self, when: float, fn, *args) -> None:
@@ -346,6 +353,8 @@ class Swarm:
             self.drain()
         if changed:
             self.net.solve()
+        while self.census_due and self.now >= self.census_due[0]:
+            self.census.append(self._census(self.census_due.pop(0)))
 
     def _account(self, t: float) -> None:
         """Bytes the supernode sent and the hosts received, per 0.25 s, for --timeline."""
@@ -361,13 +370,33 @@ class Swarm:
             used[2] += len(self.net.flows) * (end - start)
             start = end if end > start else t
 
+    def _census(self, at: float) -> str:
+        """One line on the flows now: how the supernode's streams are spread over the
+        hosts, how many flows each host sends and takes, what they hold."""
+        flows = self.net.flows
+        link = self.cfg.rate_mbit * 1e6 / 8 * self.cfg.goodput
+        kinds = collections.Counter(f.kind for f in flows)
+        fed = collections.Counter(f.dst for f in flows if f.src == SUPERNODE)
+        out = collections.Counter(f.src for f in flows if f.src != SUPERNODE)
+        into = collections.Counter(f.dst for f in flows)
+        held = sorted(len(p.held) for p in self.peers.values())
+
+        def spread(counter):   # per host, most first; hosts with none left out
+            return "/".join(str(n) for n in sorted(counter.values(), reverse=True)) or "-"
+        return ("%5.2f s  flows %d (%s)  supernode %.2f R in %d streams to hosts %s  hosts "
+                "down %.1f R  sending %s  taking %s  pieces held %d..%d"
+                % (at, len(flows), " ".join("%s %d" % kv for kv in sorted(kinds.items())),
+                   sum(f.rate for f in flows if f.src == SUPERNODE) / link, sum(fed.values()),
+                   spread(fed), sum(f.rate for f in flows) / link, spread(out), spread(into),
+                   held[0], held[-1]))
+
     @property
     def half(self) -> float:
         return self.cfg.rtt_s / 2
 
     # the supernode's source ------------------------------------------------------------
     def cut(self, num: int) -> bool:
-        self.sched.piece_available(num)
+        self.sched.piece_available(num, self.count)
         self.offered((num,))
         if num == self.count - 1:
             self.all_cut = True   # the task is done: every waiter wakes (task.changed)
@@ -400,7 +429,7 @@ class Swarm:
             return False
         unslotted = sum(1 for n, o in peer.inflight.items() if o.relay or n in peer.ending)
         parallel = self.cfg.parallel
-        want = min(parallel - (len(peer.inflight) - unslotted), 2 * parallel - len(peer.inflight))
+        want = min(parallel - (len(peer.inflight) - unslotted), parallel + RELAY_FETCHES - len(peer.inflight))
         want = max(0, min(want, self.count - len(peer.held) - len(peer.inflight)))
         if not want and not peer.done:
             return False   # until a worker settles
@@ -583,7 +612,7 @@ class Swarm:
                          {k: statistics.median(v) for k, v in self.fetch_s.items() if v},
                          {p.peer_id: p.finished_at for p in self.peers.values()},
                          {p.peer_id: sorted(p.held) for p in self.peers.values()},
-                         self.timeline())
+                         self.timeline(), self.census)
 
     def timeline(self) -> List[Tuple[float, float, float, float]]:
         """(start, supernode uplink used, hosts' downlinks used, flows) per 0.25 s."""
@@ -615,6 +644,7 @@ class SimResult:
     finished: Dict[str, float]
     held: Dict[str, List[int]]
     timeline: List[Tuple[float, float, float, float]]
+    census: List[str]
 
     @property
     def x_bound(self) -> float:
@@ -675,6 +705,9 @@ def main(argv=None) -> int:
     ap.add_argument("--goodput", type=float, default=1.0)
     ap.add_argument("--max-uploads", type=int, default=4, help="the supernode's upload slots")
     ap.add_argument("--max-uploads-per-peer", type=int, default=4)
+    ap.add_argument("--fanout", type=int, default=SchedulerConfig.fanout, help="the scheduler's "
+                    "fan-out: the supernode feeds up to this many peers a piece each at once, each "
+                    "relays it to the others (0: off, the policy before it)")
     ap.add_argument("--tie-window", type=int, default=scheduler_module.TIE_WINDOW)
     ap.add_argument("--refill", action="store_true", help="the peer of 84aef37 (reverted): a "
                     "piece holds its slot only until its last block begins to arrive, not until whole")
@@ -684,6 +717,8 @@ def main(argv=None) -> int:
                     "a relay may itself be fed by a relay (main before the testbed measured it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="per 0.25 s: links used, flows")
+    ap.add_argument("--census", default="", help="times (s, comma-separated): the flows then, "
+                    "per host (how the fan-out forms, or does not)")
     args = ap.parse_args(argv)
     base = SimConfig(rate_mbit=args.rate, size=args.size, parallel=args.parallel,
                      rtt_s=args.rtt, origin_rate_mbit=args.origin_rate,
@@ -691,8 +726,9 @@ def main(argv=None) -> int:
                      goodput=args.goodput, max_uploads_supernode=args.max_uploads,
                      max_uploads_per_peer=args.max_uploads_per_peer, tie_window=args.tie_window,
                      free_relay_slots=args.free_relay_slots, refill=args.refill,
-                     relay_chains=args.relay_chains,
-                     seed=args.seed)
+                     relay_chains=args.relay_chains, fanout=args.fanout,
+                     seed=args.seed,
+                     census_s=tuple(float(t) for t in args.census.split(",") if t))
     cuts = {"both": (False, True), "whole": (False,), "cut": (True,)}[args.cut]
     print("bound %.2f s (%s at %g Mbit/s)" % (base.bound_s, human(args.size), args.rate))
     print(HEADER)
@@ -701,6 +737,8 @@ def main(argv=None) -> int:
             for cut in cuts:
                 r = simulate(replace(base, hosts=hosts, piece_size=size, cut_through=cut))
                 print(row(r), flush=True)
+                for line in r.census:
+                    print("    " + line)
                 if args.timeline:
                     for start, sn, down, flows in r.timeline:
                         print("    %5.2f s  supernode up %3.0f %%  hosts down %3.0f %%  flows %4.1f"

@@ -86,6 +86,7 @@ RANGES = {
     "max_connections": (1, 10 ** 6), "parallel": (1, 1024),
     "cache_size": (1, MAX_SIZE),
     "client_ipv6_prefix": (1, 128),
+    "fanout": (0, 1024),
 }
 POSITIVE_DURATIONS = ("source_timeout_s", "peer_ttl_s", "assignment_start_timeout_s",
                       "task_idle_ttl_s", "member_dead_after_s", "upstream_timeout_s",

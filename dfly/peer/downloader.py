@@ -15,10 +15,12 @@ A holder that fails or lies is reported, and the supernode re-plans that piece
 from someone else.
 
 A piece fetched from a relay (the order says `relay`: its holder is still
-fetching it) holds none of the `parallel` slots: it goes at its relay's
-source's pace, not at what our link could take, and a worker held by it left
-whole copies waiting (the testbed's traces: relaying hosts lacked more pieces
-when the supernode was done). Up to twice `parallel` fetches run then.
+fetching it, from the supernode) holds none of the `parallel` slots: it goes
+at its relay's source's pace, not at what our link could take: while a swarm
+ramps, the supernode sends one piece to each of up to 16 peers at once, each
+passes its piece on to all the others, and each peer takes a stream from each
+(scheduler.py, "the fan-out"). Up to `parallel` + RELAY_FETCHES fetches run
+then.
 
 A piece counts as arriving from the moment it is handed to a worker: the
 supernode may name us as its holder to others at once (cut-through), and the
@@ -56,6 +58,7 @@ KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the sup
                         # peers silent for --peer-ttl, 30 s by default)
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
 MAX_RESTARTS = 1        # starts over on new content; the next change ends the download
+RELAY_FETCHES = 16      # fetches from relays beside `parallel`: one per stream of the supernode's fan-out
 
 log = logging.getLogger("dfly.client")
 
@@ -197,7 +200,7 @@ class P2PDownload:
             self._raise_fatal()
             relays = sum(1 for order in self._inflight.values() if order.relay)
             want = min(self.parallel - (len(self._inflight) - relays),
-                       2 * self.parallel - len(self._inflight))
+                       self.parallel + RELAY_FETCHES - len(self._inflight))
             if state.piece_count is not None:   # near the end, fewer are left than workers
                 want = min(want, state.piece_count - len(self.storage.held) - len(self._inflight))
             want = max(0, want)

@@ -123,4 +123,9 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                     "the requester's --parallel slots (up to twice --parallel "
                                     "fetches); off: it holds one like any other, which keeps this "
                                     "supernode's link full (bench/swarm_sim.py)")
+    fanout: int = option(16, "with cut-through, in a swarm of at most this many peers the "
+                         "supernode sends a different piece to each peer at once and each "
+                         "relays its piece to all the others (a fetch from such a relay holds "
+                         "no --parallel slot); 0: off, --max-uploads pieces at once "
+                         "(bench/swarm_sim.py --fanout)")
     client_ipv6_prefix: int = client_ipv6_prefix_option()

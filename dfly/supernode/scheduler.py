@@ -74,13 +74,56 @@ copy of the file):
   blamed: the requester gets no relay for that piece again, and no one
   is sent to that relay for it until its own fetch of it ends. A bad block
   from a relay is the relay's (it passes on only blocks it verified).
-  A fetch from a relay takes one of the requester's download slots like any
-  other unless free_relay_slots (`frees_slot`: the order then says `relay`
-  and the peer asks for another piece beside it, up to twice --parallel).
-  bench/swarm_sim.py shows why it takes one: a requester running twice its
-  slots splits its link eight ways, the supernode's own flows into it slow
-  down with the rest, the supernode's link (the swarm's bottleneck) is no
-  longer full, and the swarm ends 12-17 % later (8 and 16 hosts, 1-4 MiB).
+  A fetch from a relay fed by a whole copy takes one of the requester's
+  download slots like any other unless free_relay_slots (`frees_slot`: the
+  order then says `relay` and the peer asks for another piece beside it).
+  bench/swarm_sim.py shows why it takes one: without the fan-out below, a
+  requester running twice its slots splits its link eight ways, the
+  supernode's own flows into it slow down with the rest, the supernode's
+  link (the swarm's bottleneck) is no longer full, and the swarm ends 12-17 %
+  later (8 and 16 hosts, 1-4 MiB).
+- The fan-out (`fanout`, with cut-through, in a swarm of at most `fanout`
+  peers; mutualcast): the supernode feeds a different piece to each peer at
+  once (its slots grow to the number of peers n, and a requester takes at
+  most its share of them: one each once there are as many peers as slots,
+  all of them when alone), a relay fed by the supernode serves its piece to
+  up to n - 1 peers (past max_uploads_per_peer), and a fetch from such a
+  relay holds no download slot (`frees_slot`; the peer runs up to
+  --parallel + RELAY_FETCHES fetches). Every peer then uploads from the
+  start: one stream in from the supernode at R/n, n - 1 relayed streams in
+  at R/n each, n - 1 out; every link full. A fed relay takes no more
+  streams than the supernode has going (but max_uploads_per_peer): with
+  fewer, each would go at the relay's uplink's pace, slower than the
+  supernode's. That happens in the final round (`piece_count` known, every
+  piece held by a peer or on its way to one) when n does not divide the
+  number of pieces: its few pieces would reach everyone through a few
+  uplinks; so there a peer relaying a fed relay's stream may pass it on,
+  one hop more and no further (4 MiB pieces, 14-15 hosts: 8.2-8.3 s
+  without, 7.0-7.2 s with). Past `fanout` peers the fan-out is off: some
+  peers would get no stream of their own and the fed ones could not pass
+  theirs to everyone (24 and 32 hosts: 7.6-7.7 s with it capped at 16,
+  6.6 s without). Without the fan-out, only the 4 peers the supernode's 4
+  slots fed had anything to pass on until a first piece was whole (a relay
+  fed by a relay is no relay), each could pass it to 4: 5 uplinks of 17
+  busy, the hosts' downlinks 19 / 37 % busy in the first two quarter
+  seconds (swarm_sim, 16 hosts, 1 MiB, goodput 0.94). Raising the knobs
+  alone did not form it (16 slots, 16 uploads, --parallel 16, free relay
+  slots: 7.51 s, not 6.61): the first callers took 2-3 of the supernode's
+  slots each, so 7 peers fed 16 streams, and each peer could take only so
+  many relays. The fan-out: 6.20 s (8 hosts 5.98 s, from 6.26); 2 and 4 MiB
+  pieces gain most (16 hosts: 7.27 -> 6.32 s, 8.24 -> 6.57 s). What it
+  still costs is its pipe: a relay is one verified block behind its
+  source, so n streams at R/n are n blocks of 256 KiB in flight,
+  ~0.36 s at 16 hosts at 100 Mbit/s, paid at the start and drained at the
+  end; only fewer, faster streams relayed over more than one hop would
+  shorten it (relay_chains, which the testbed did not like), or smaller
+  blocks (the simulator with 64 KiB blocks: 5.94 s). And its final round
+  still: over 2-16 hosts, 64 MiB, the mean of the last host is 6.22 s
+  against 6.26 s before it with 1 MiB pieces (but 0.1-0.23 s slower at 3,
+  11, 12, 14 and 15 hosts), 6.36 against 6.72 s with 2 MiB, 6.64 against
+  7.75 s with 4 MiB (never slower at 2 and 4 MiB). Whole pieces (no
+  cut-through) keep the supernode's own slots: with nothing to relay, 16
+  slots only slow every first piece.
 - A holder some peer reported failing is suspect: no one is sent to it until
   it is heard from again (a seeder heartbeats; a stopped one stays suspect).
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
@@ -122,6 +165,7 @@ class SchedulerConfig:
     cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
     free_relay_slots: bool = False  # a fetch from a relay holds none of the requester's slots
     relay_chains: bool = False     # a relay may itself be fed by a relay (see the opening)
+    fanout: int = 16               # swarms up to this: each peer fed a piece at once, relays it (0: off)
 
 
 @dataclass(frozen=True)
@@ -141,7 +185,9 @@ class PeerState:
     errors: int = 0      # as a holder: failures others reported against it
     failures: int = 0    # as a requester: pieces it failed to fetch
     uploads: int = 0     # assignments currently served by it
+    from_supernode: int = 0   # supernode slots its fetches hold
     relayed: Set[int] = field(default_factory=set)    # pieces it fetches from a relay
+    fanned: Set[int] = field(default_factory=set)     # of those, from a relay the supernode feeds
     no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
     location: Location = ()        # ('region', 'zone', 'rack'), () when not given
@@ -158,6 +204,8 @@ class TaskScheduler:
         self.peers: Dict[str, PeerState] = {}
         self.supernode_pieces: Set[int] = set()
         self.supernode_uploads = 0
+        self.piece_count: Optional[int] = None   # the file's, once the supernode knows its length
+        self._final = False   # every piece on its way to or held by a peer (as of this assign)
         self._holders: Dict[int, Set[str]] = {}
         self._incoming: Dict[int, int] = {}   # piece -> copies in flight to peers
         self._peer_held: Set[int] = set()     # pieces at least one peer holds
@@ -183,9 +231,12 @@ class TaskScheduler:
         self._within_zone: Dict[Tuple[str, int], bool] = {}
 
     # events -----------------------------------------------------------------
-    def piece_available(self, num: int) -> None:
-        """The supernode's cache now holds piece `num`."""
+    def piece_available(self, num: int, count: Optional[int] = None) -> None:
+        """The supernode's cache now holds piece `num` (of `count`, when the length
+        is known)."""
         self.supernode_pieces.add(num)
+        if count is not None:
+            self.piece_count = count
 
     def piece_unavailable(self, num: int) -> None:
         """The supernode's copy of `num` is suspect or bad: no longer offered."""
@@ -349,6 +400,7 @@ class TaskScheduler:
         if peer is None or want <= 0:
             return []
         self._heard_from(peer, now)
+        self._final = self._fanout() > 0 and self._all_begun()
         return self._assign_from(peer, want, now, sequential, self._candidates(peer))
 
     def _candidates(self, peer: PeerState) -> List[int]:
@@ -357,7 +409,7 @@ class TaskScheduler:
         cfg = self.config
         pool = self._known_pieces()
         free = self._free.values()
-        if self.supernode_uploads >= cfg.max_uploads_supernode and sum(map(len, free)) <= len(pool):
+        if self.supernode_uploads >= self._supernode_slots() and sum(map(len, free)) <= len(pool):
             # Only a peer with a free slot can serve now: what such peers hold (none,
             # to a requester that may use the supernode only). With more such peers
             # than pieces, the unions would cost more than they save.
@@ -405,9 +457,13 @@ class TaskScheduler:
         return peer is not None and num in peer.relayed
 
     def frees_slot(self, peer_id: str, num: int) -> bool:
-        """Does `peer_id`'s assigned fetch of `num` leave its download slot free? Only
-        a fetch from a relay, and only with free_relay_slots (the opening says why)."""
-        return self.config.free_relay_slots and self.relayed_to(peer_id, num)
+        """Does `peer_id`'s assigned fetch of `num` leave its download slot free? A
+        fetch from a relay the supernode feeds (the fan-out), or from any relay with
+        free_relay_slots (the opening says why)."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return False
+        return num in peer.fanned or (self.config.free_relay_slots and num in peer.relayed)
 
     def holders_of(self, num: int) -> Set[str]:
         return set(self._holders.get(num, ()))
@@ -455,9 +511,42 @@ class TaskScheduler:
                 return relay
             if self._fresh_supernode_copy(peer, num, now):
                 return None   # a peer soon has it: wait rather than load the supernode
-        if num in self.supernode_pieces and self.supernode_uploads < cfg.max_uploads_supernode:
+        if num in self.supernode_pieces and self.supernode_uploads < self._supernode_slots() \
+                and self._supernode_share_left(peer):
             return SUPERNODE
         return None
+
+    def _fanout(self) -> int:
+        """How many peers the fan-out spans now: each gets its own stream from the
+        supernode and passes it on to the rest (0 when off: it needs relays)."""
+        if not self.config.cut_through or len(self.peers) > self.config.fanout:
+            return 0
+        return len(self.peers)
+
+    def _all_begun(self) -> bool:
+        """Is every piece of the file held by a peer or on its way to one (the
+        supernode has nothing left to start a stream with)?"""
+        count = self.piece_count
+        if not count or len(self._peer_held) + len(self._fetching) < count:
+            return False
+        return len(self._peer_held | self._fetching.keys()) >= count
+
+    def _supernode_slots(self) -> int:
+        return max(self.config.max_uploads_supernode, self._fanout())
+
+    def _relay_slots(self, source: str) -> int:
+        """Uploads a relay may take of a piece that comes to it from `source`."""
+        if source == SUPERNODE:
+            return max(self.config.max_uploads_per_peer, min(self._fanout() - 1, self.supernode_uploads))
+        return self.config.max_uploads_per_peer
+
+    def _supernode_share_left(self, peer: PeerState) -> bool:
+        """May `peer` take one more of the supernode's slots? With the fan-out on,
+        its share of them (one each once there are as many peers as slots)."""
+        if peer.from_supernode == 0 or not self._fanout():
+            return True
+        share = -(-self._supernode_slots() // max(1, len(self.peers)))
+        return peer.from_supernode < share
 
     def _nearest_free(self, peer: PeerState, holders: AbstractSet[str],
                       skip: AbstractSet[str]) -> Optional[str]:
@@ -539,22 +628,30 @@ class TaskScheduler:
             if other_id == peer.peer_id or other_id in skip or (other_id, num) in self._stuck:
                 continue
             other = self.peers[other_id]
-            if other.uploads >= cfg.max_uploads_per_peer or other.errors >= cfg.max_holder_errors:
-                continue
             source = other.inflight[num][0]
+            if other.uploads >= self._relay_slots(source) or other.errors >= cfg.max_holder_errors:
+                continue
             if source == SUPERNODE:   # begun (the supernode saw it ask), and not stalled
                 if (other_id, num) not in self._started \
                         or not self._live_supernode_fetch(other_id, num, since, now):
                     continue
             elif now - since > cfg.piece_stall_s or self._fed_by(other, num, peer.peer_id):
                 continue
-            elif num in other.relayed and not cfg.relay_chains:
+            elif num in other.relayed and not cfg.relay_chains and not self._second_hop(other, num):
                 continue   # a relay of a relay: see relay_chains
             key = (-_shared(peer.location, other.location) if cfg.prefer_near else 0,
-                   other.uploads, since, other_id)
+                   self._final and num in other.relayed, other.uploads, since, other_id)
             if best_key is None or key < best_key:
                 best, best_key = other_id, key
         return best
+
+    def _second_hop(self, relay: PeerState, num: int) -> bool:
+        """May `relay`, fetching `num` from a relay, pass it on? Only in the fan-out's
+        final round, and only a stream straight from a relay the supernode feeds."""
+        if not self._final or num not in relay.fanned:
+            return False
+        source = self.peers.get(relay.inflight[num][0])
+        return source is not None and source.inflight.get(num, ("", 0))[0] == SUPERNODE
 
     def _fed_by(self, relay: PeerState, num: int, requester: str) -> bool:
         """Does `relay` get `num` from `requester`, directly or through relays? (A loop.)"""
@@ -579,12 +676,16 @@ class TaskScheduler:
         self._fetching.setdefault(num, {})[peer.peer_id] = now
         if holder != SUPERNODE and num not in self.peers[holder].held:
             peer.relayed.add(num)
+            if self._fanout() and (self.peers[holder].inflight[num][0] == SUPERNODE
+                                   or num in self.peers[holder].fanned):
+                peer.fanned.add(num)   # a stream: at the supernode's pace, not the link's
         if peer.location:
             key = (peer.location[:ZONE_LABELS], num)
             self._coming.setdefault(key, {})[peer.peer_id] = now
             self._coming_key[(peer.peer_id, num)] = key
         if holder == SUPERNODE:
             self.supernode_uploads += 1
+            peer.from_supernode += 1
             self._from_supernode.setdefault(num, {})[peer.peer_id] = now
         else:
             self.peers[holder].uploads += 1
@@ -601,6 +702,7 @@ class TaskScheduler:
         self._incoming[num] = max(0, self._incoming.get(num, 1) - 1)
         self._within_zone.pop((peer.peer_id, num), None)
         peer.relayed.discard(num)
+        peer.fanned.discard(num)
         self._stuck.discard((peer.peer_id, num))
         fetchers = self._fetching.get(num)
         if fetchers is not None:
@@ -622,6 +724,7 @@ class TaskScheduler:
                 self._sent.discard(key)   # its slot was freed already
             else:
                 self.supernode_uploads = max(0, self.supernode_uploads - 1)
+                peer.from_supernode = max(0, peer.from_supernode - 1)
             fetching = self._from_supernode.get(num)
             if fetching is not None:
                 fetching.pop(peer.peer_id, None)
@@ -650,6 +753,9 @@ class TaskScheduler:
         """The supernode slot of (peer_id, num) is free; the assignment stays."""
         self._sent.add((peer_id, num))
         self.supernode_uploads = max(0, self.supernode_uploads - 1)
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.from_supernode = max(0, peer.from_supernode - 1)
 
     def _file_by_load(self, peer: PeerState) -> None:
         """Put `peer` in the _free bucket of its load (in none when full, holding

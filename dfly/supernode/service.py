@@ -80,7 +80,7 @@ class Supernode:
             peer_ttl_s=config.peer_ttl_s, start_timeout_s=config.assignment_start_timeout_s,
             max_assignments_per_peer=config.max_assignments_per_peer,
             prefer_near=not config.ignore_locations, cut_through=config.cut_through,
-            free_relay_slots=config.free_relay_slots)
+            free_relay_slots=config.free_relay_slots, fanout=config.fanout)
         self.source_policy = SourcePolicy.parse(config.allow_source, config.deny_source,
                                                 files=bool(config.source_file_root))
         # https CAs, ftp, file roots, s3; the credentials the wiring gathered (app.py)

@@ -359,7 +359,7 @@ class Task:
         """Piece `num` (whose digest we know) is in the cache and can be served."""
         self.damaged.discard(num)
         self.checking.discard(num)
-        self.scheduler.piece_available(num)
+        self.scheduler.piece_available(num, self.piece_count)
         self.offered((num,))
 
     def piece_withdrawn(self, num: int) -> None:

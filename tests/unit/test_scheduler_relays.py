@@ -43,11 +43,12 @@ def test_without_cut_through_the_second_peer_waits_for_the_whole_copy():
 
 
 def test_a_relayed_fetch_holds_a_download_slot_unless_relay_slots_are_free():
-    """The order says `relay` (the peer then asks for another piece beside it) only
-    with free_relay_slots: bench/swarm_sim.py has the supernode's link emptier
-    and the swarm 12-17 % slower when requesters run twice their slots."""
+    """Without the fan-out, the order says `relay` (the peer then asks for another
+    piece beside it) only with free_relay_slots: bench/swarm_sim.py has the
+    supernode's link emptier and the swarm 12-17 % slower when requesters run
+    twice their slots (test_scheduler_fanout.py has the fan-out's streams)."""
     for free in (False, True):
-        s = scheduler(peers=("a", "b", "holder"), free_relay_slots=free)
+        s = scheduler(peers=("a", "b", "holder"), free_relay_slots=free, fanout=0)
         fetching_from_supernode(s, "a")
         assert s.assign("b", 1, T0) == [Assignment(0, "a")] and s.relayed_to("b", 0)
         assert s.frees_slot("b", 0) is free
@@ -79,7 +80,7 @@ def test_a_relay_fed_by_a_relay_is_passed_over_unless_chains_are_allowed():
     """On the testbed a chain of relays went at its slowest link's pace (8 hosts:
     8.2 s with chains, 7.6 s without); the simulator likes them for big pieces."""
     for chains in (False, True):
-        s = scheduler(max_uploads_per_peer=1, relay_chains=chains)
+        s = scheduler(max_uploads_per_peer=1, relay_chains=chains, fanout=0)
         fetching_from_supernode(s, "a")
         assert s.assign("b", 1, T0) == [Assignment(0, "a")]
         # a is full: c waits for a whole copy, or takes b, a block behind a
@@ -112,7 +113,7 @@ def test_a_supernode_fetch_not_begun_or_past_its_grace_is_no_relay():
     assert s.assign("b", 1, T0 + 1) == []   # not asked for yet: a claim, no relay (b waits)
     s.supernode_started("a", 0, T0 + 1)
     assert s.assign("b", 1, T0 + 1) == [Assignment(0, "a")]
-    s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1)
+    s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1, fanout=0)
     assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
     assert s.assign("b", 1, T0 + 6) == []   # not begun in 5 s: dead, or it ignored the piece
     s = scheduler(start_timeout_s=5.0, sent_grace_s=2.0, max_uploads_supernode=1, relay_chains=True)
@@ -126,7 +127,7 @@ def test_a_supernode_fetch_not_begun_or_past_its_grace_is_no_relay():
 
 def test_a_fetch_between_peers_relays_until_the_piece_stall_time():
     s = scheduler(peers=("holder", "a", "b", "c"), max_uploads_per_peer=1, piece_stall_s=15.0,
-                  max_uploads_supernode=0)
+                  max_uploads_supernode=0, fanout=0)
     s.piece_done("holder", 0, T0)
     assert s.assign("a", 1, T0) == [Assignment(0, "holder")]
     for peer_id in ("b", "c"):   # no whole copy for them (else its slot is waited for)
@@ -171,13 +172,13 @@ def test_a_relay_in_another_zone_is_not_used_while_a_copy_comes_into_the_request
 
 
 def test_no_relay_of_the_other_address_family_or_on_the_blacklist():
-    s = TaskScheduler(SchedulerConfig(max_uploads_supernode=1))
+    s = TaskScheduler(SchedulerConfig(max_uploads_supernode=1, fanout=0))
     s.piece_available(0)
     s.peer_joined("v6", ("fd00::1", 9000), T0)
     s.peer_joined("v4", ("10.0.0.1", 9001), T0)
     fetching_from_supernode(s, "v6")
     assert s.assign("v4", 1, T0) == []
-    s = scheduler(max_uploads_supernode=1)
+    s = scheduler(max_uploads_supernode=1, fanout=0)
     fetching_from_supernode(s, "a")
     s.peers["b"].blacklist.add("a")
     assert s.assign("b", 1, T0) == []

@@ -98,3 +98,12 @@ def test_a_relayed_flow_waits_for_a_block_then_never_outruns_its_relay():
     assert relayed.rate == pytest.approx(upstream.rate)
     net.advance(0.5)
     assert relayed.delivered <= upstream.delivered - 10 + 1e-6
+
+
+def test_the_census_shows_the_fan_out_one_stream_to_each_host_passed_on_to_all():
+    cfg = SimConfig(hosts=8, size=16 * MiB, piece_size=MiB, cut_through=True, census_s=(0.1,))
+    [line] = simulate(cfg).census
+    assert "in 8 streams to hosts 1/1/1/1/1/1/1/1 " in line
+    assert "sending 7/7/7/7/7/7/7/7 " in line and "taking 8/8/8/8/8/8/8/8 " in line
+    [line] = simulate(replace(cfg, fanout=0)).census   # before: 4 streams, 4 senders
+    assert "in 4 streams to hosts 1/1/1/1 " in line and "sending 4/4/4/4 " in line
