@@ -148,14 +148,14 @@ def sha256_file(path: str) -> str:
 PAGE_REPORTING = "/sys/module/page_reporting/parameters/page_reporting_order"
 
 
-def free_page_reporting() -> Optional[int]:
+def free_page_reporting(path: str = PAGE_REPORTING) -> Optional[int]:
     """The guest's free page reporting order, when it reports to a hypervisor (a VM's
     freed memory goes back to the host, and each page touched again costs a host
     fault: writing a GiB of new file then took 0.2 to 2.5 CPU-s on one VM, so file
     figures swung 5x between runs); None when it does not. Orders above the largest
     free block (10 on x86) report nothing: `echo 11 > PAGE_REPORTING` stops it."""
     try:
-        with open(PAGE_REPORTING) as f:
+        with open(path) as f:
             order = int(f.read().strip())
     except (OSError, ValueError):
         return None

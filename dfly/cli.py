@@ -67,7 +67,8 @@ def _host_refused(e: OSError) -> int:
 
 def build_parser(only: Optional[str] = None, with_file: bool = False) -> argparse.ArgumentParser:
     """Every command; with `only`, the others are listed without their options, so
-    a command imports no other command's settings (a short `get` starts sooner).
+    a command imports no other command's settings (a short `get` starts sooner);
+    `only=""`: every command without its options (--version, the top-level help).
     `with_file`: a --config file may give what the flags must otherwise (checked later)."""
     parser = argparse.ArgumentParser(
         prog="dfly", description="Peer-to-peer file distribution: one origin fetch, many hosts.",
