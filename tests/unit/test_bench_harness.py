@@ -22,9 +22,9 @@ def test_no_free_page_reporting_where_the_kernel_has_none(tmp_path):
 
 def test_a_process_tree_s_cpu_counts_its_children():
     """nginx's CPU is its workers' (children of the master): a child that burns
-    0.3 CPU-s shows in its parent's tree, not in the parent alone."""
+    0.5 CPU-s shows in its parent's tree, not in the parent alone."""
     burn = ("import sys, time\n"
-            "while time.process_time() < 0.3:\n"
+            "while time.process_time() < 0.5:\n"
             "    pass\n"
             "print('burnt', flush=True)\n"
             "sys.stdin.read()\n")
@@ -33,7 +33,8 @@ def test_a_process_tree_s_cpu_counts_its_children():
     try:
         assert child.stdout.readline() == "burnt\n"
         me = os.getpid()
-        assert harness.tree_cpu_s(me) - harness.process_cpu_s(me) >= 0.29
+        alone = harness.process_cpu_s(me)   # first: the tree, read after, holds all of this
+        assert harness.tree_cpu_s(me) - alone >= 0.4   # /proc counts in ticks; the child started too
         assert harness.process_faults(child.pid) > 0
     finally:
         child.communicate("", timeout=10)
