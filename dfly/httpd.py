@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import select
 import selectors
 import socket
 import socketserver
@@ -491,16 +492,43 @@ def send_file_slice(sock: socket.socket, source, body: FileSlice, copy: bool = F
     if copy:
         return _copy_file_slice(sock, source, body)
     if body.throttle is None:
-        return sock.sendfile(source, body.offset, body.count)
+        return _sendfile(sock, source, body.offset, body.count)
     sent = 0
     while sent < body.count:
         step = min(THROTTLE_STEP, body.count - sent)
         _throttle(body, step)
-        n = sock.sendfile(source, body.offset + sent, step)
+        n = _sendfile(sock, source, body.offset + sent, step)
         if not n:
             break
         sent += n
     return sent
+
+
+def _sendfile(sock: socket.socket, source, offset: int, count: int) -> int:
+    """os.sendfile `count` bytes of `source` from `offset` (fewer if the file ends
+    first); waits for room in the socket under its timeout (socket.timeout).
+    socket.sendfile does the same but makes a selector, stats the file and polls
+    before every call: ~9 us of CPU each, and a relay makes one call per block
+    per peer it serves (245,000 in the 16-host testbed with 64 KiB blocks)."""
+    out, fd, sent = sock.fileno(), source.fileno(), 0
+    while sent < count:
+        try:
+            n = os.sendfile(out, fd, offset + sent, count - sent)
+        except BlockingIOError:   # a socket with a timeout is non-blocking underneath
+            _wait_writable(sock)
+            continue
+        if not n:   # the file ended
+            break
+        sent += n
+    return sent
+
+
+def _wait_writable(sock: socket.socket) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    timeout = sock.gettimeout()
+    if not poller.poll(None if timeout is None else timeout * 1000):
+        raise socket.timeout("timed out")
 
 
 def _send_growing(sock: socket.socket, source, body: FileSlice, copy: bool) -> int:

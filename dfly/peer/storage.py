@@ -42,15 +42,20 @@ class PieceFile:
         self.held: Set[int] = set()
         self.digests: Dict[int, str] = {}   # the sha256 each held piece was verified against
         self.arriving: Dict[int, int] = {}  # piece -> its first bytes verified so far (fetch running)
-        lock = threading.RLock()
+        lock = self._lock = threading.RLock()
         self.cond = threading.Condition(lock)
         # The running digest (verify.py) waits on this one, woken only when the held
         # prefix grows: not by every piece that lands out of order.
         self.prefix_grown = threading.Condition(lock)
         self._prefix = 0   # pieces 0.._prefix-1 are held (moved on by mark_held, reset with held)
-        # Relays waiting in verified_end: only they care about `arriving`. Each block
-        # (4 a piece) woke every waiter on `cond` (the running digest above all), for nothing.
-        self._relays_waiting = 0
+        # Relays waiting in verified_end, per piece: only they care about `arriving`,
+        # each only about its own piece. Each block (4 a piece) woke every waiter on
+        # `cond` (the running digest above all), for nothing; and with one condition for
+        # all relays, each block of any of the 16 pieces a peer of the fan-out takes
+        # in at once woke the 15 relays of its one fed piece, 15 wake-ups for none
+        # useful, ~3600 per peer per 64 MiB.
+        self._relay_conds: Dict[int, threading.Condition] = {}
+        self._relays_waiting: Dict[int, int] = {}
         self.content_version = ""   # of the held pieces; "" until a supernode named one
         self.restarts = 0           # times held pieces were dropped for a new content version
 
@@ -66,6 +71,7 @@ class PieceFile:
             self.content_version = content_version
             self.restarts += 1
             self.cond.notify_all()
+            self._wake_relays()
 
     @classmethod
     def reopen(cls, path: str, length: int, piece_size: int, held: Set[int],
@@ -99,6 +105,7 @@ class PieceFile:
             self._prefix = 0
             self.arriving.clear()
             self.length, self.piece_size = None, 0
+            self._wake_relays()
 
     def write(self, offset: int, data) -> None:
         try:
@@ -112,24 +119,30 @@ class PieceFile:
         """A fetch of piece `num` begins: nothing of it is verified yet."""
         with self.cond:
             self.arriving[num] = 0
-            self._wake_relays()
+            self._wake_relays(num)
 
     def block_verified(self, num: int, verified: int) -> None:
         """The first `verified` bytes of piece `num` are verified and written."""
         with self.cond:
             if num in self.arriving:
                 self.arriving[num] = verified
-                self._wake_relays()
+                self._wake_relays(num)
 
     def piece_abandoned(self, num: int) -> None:
         """The fetch of piece `num` failed: what relays it stops."""
         with self.cond:
             if self.arriving.pop(num, None) is not None:
-                self._wake_relays()
+                self._wake_relays(num)
 
-    def _wake_relays(self) -> None:
-        if self._relays_waiting:
-            self.cond.notify_all()
+    def _wake_relays(self, num: Optional[int] = None) -> None:
+        """Wake the relays waiting for piece `num` (None: for any piece)."""
+        if num is not None:
+            cond = self._relay_conds.get(num)
+            if cond is not None:
+                cond.notify_all()
+            return
+        for cond in self._relay_conds.values():
+            cond.notify_all()
 
     def arriving_slice(self, num: int):
         """(offset, size) of piece `num` while it arrives, or None."""
@@ -155,11 +168,22 @@ class PieceFile:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return got
-                self._relays_waiting += 1
-                try:
-                    self.cond.wait(left)
-                finally:
-                    self._relays_waiting -= 1
+                self._relay_wait(num, left)
+
+    def _relay_wait(self, num: int, timeout_s: float) -> None:
+        """Wait (holding self.cond) until piece `num` changes or `timeout_s` passes."""
+        cond = self._relay_conds.get(num)
+        if cond is None:
+            cond = self._relay_conds[num] = threading.Condition(self._lock)
+        self._relays_waiting[num] = self._relays_waiting.get(num, 0) + 1
+        try:
+            cond.wait(timeout_s)
+        finally:
+            left = self._relays_waiting.pop(num) - 1
+            if left:
+                self._relays_waiting[num] = left
+            else:
+                del self._relay_conds[num]
 
     def mark_held(self, num: int, sha256_hex: str = "") -> None:
         with self.cond:
@@ -168,6 +192,7 @@ class PieceFile:
             if sha256_hex:
                 self.digests[num] = sha256_hex
             self.cond.notify_all()
+            self._wake_relays(num)
             prefix = self._prefix
             while self._prefix in self.held:
                 self._prefix += 1

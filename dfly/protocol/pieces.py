@@ -10,14 +10,24 @@ of unknown length (a chunked source) uses the minimum size; its piece count is
 known once the source ends.
 
 Each piece is also cut into blocks (protocol v2), so a peer can check and pass
-on a piece block by block while it arrives (cut-through): BLOCK_SIZE (256 KiB,
-21 ms at 100 Mbit/s) while a piece has at most MAX_BLOCKS of them, larger
-blocks in the largest pieces. A block's digest is the sha256 of the piece up to
-the block's end (protocol v3; v2 hashed each block alone), so the last block's
-is the piece's own sha256, and one running hash gives them all: the supernode
-hashes each byte once as it cuts (v2 hashed it twice, for the piece and for its
-block), and a peer checks block K by the same running hash it checked blocks
-0..K-1 with, and so the piece, with no second hash. A flat list per piece, not
+on a piece block by block while it arrives (cut-through): a sixteenth of the
+piece within 64 KiB..256 KiB (BLOCK_SIZE), larger in the largest pieces so
+that a piece has at most MAX_BLOCKS. A relay is one block behind its source,
+and in the scheduler's fan-out a 16-peer swarm takes in 16 streams at a
+sixteenth of a link each, so a block is a lag of 16 blocks' time on the link:
+0.34 s with 256 KiB blocks at 100 Mbit/s, paid as the swarm starts and again
+as it ends, 0.085 s with 64 KiB (bench/testbed.py, 16 daemons: 6.70-6.80 s ->
+6.51-6.65 s; bench/swarm_sim.py: 6.20 -> 5.94 s). Files under ~500 MiB have
+1 MiB pieces, so 64 KiB blocks; from 1 GiB (4 MiB pieces) blocks stay 256 KiB,
+as a single large get reads one block per call. The order names its
+block_size, so a peer of before takes these blocks as they are.
+
+A block's digest is the sha256 of the piece up to the block's end (protocol
+v3; v2 hashed each block alone), so the last block's is the piece's own sha256,
+and one running hash gives them all: the supernode hashes each byte once as it
+cuts (v2 hashed it twice, for the piece and for its block), and a peer checks
+block K by the same running hash it checked blocks 0..K-1 with, and so the
+piece, with no second hash. A flat list per piece, not
 a Merkle tree: with at most 64 blocks the list is at most 4 KiB of hex, and a
 tree's only gain, proving one block without the others, is of no use to a peer
 that takes a piece's blocks in order, from its first byte, with the whole list
@@ -29,7 +39,9 @@ from typing import List, Optional, Tuple
 MIN_PIECE_SIZE = 1 * 1024 * 1024
 MAX_PIECE_SIZE = 64 * 1024 * 1024
 TARGET_PIECE_COUNT = 500
+MIN_BLOCK_SIZE = 64 * 1024
 BLOCK_SIZE = 256 * 1024
+PIECE_BLOCKS = 16
 MAX_BLOCKS = 64
 
 
@@ -56,9 +68,10 @@ def piece_range(num: int, length: int, piece_size: int) -> Tuple[int, int]:
 
 
 def block_size_for(piece_size: int) -> int:
-    """The block size of pieces of `piece_size` bytes: BLOCK_SIZE, or more so that
-    a piece has at most MAX_BLOCKS blocks."""
-    return max(BLOCK_SIZE, -(-piece_size // MAX_BLOCKS))
+    """The block size of pieces of `piece_size` bytes: a PIECE_BLOCKS-th of the
+    piece within MIN_BLOCK_SIZE..BLOCK_SIZE, or more so that a piece has at most
+    MAX_BLOCKS blocks (1 MiB pieces: 64 KiB; 4-16 MiB: 256 KiB; 64 MiB: 1 MiB)."""
+    return max(MIN_BLOCK_SIZE, min(BLOCK_SIZE, piece_size // PIECE_BLOCKS), -(-piece_size // MAX_BLOCKS))
 
 
 def block_spans(size: int, block_size: int) -> List[Tuple[int, int]]:

@@ -113,11 +113,12 @@ copy of the file):
   many relays. The fan-out: 6.20 s (8 hosts 5.98 s, from 6.26); 2 and 4 MiB
   pieces gain most (16 hosts: 7.27 -> 6.32 s, 8.24 -> 6.57 s). What it
   still costs is its pipe: a relay is one verified block behind its
-  source, so n streams at R/n are n blocks of 256 KiB in flight,
-  ~0.36 s at 16 hosts at 100 Mbit/s, paid at the start and drained at the
-  end; only fewer, faster streams relayed over more than one hop would
-  shorten it (relay_chains, which the testbed did not like), or smaller
-  blocks (the simulator with 64 KiB blocks: 5.94 s). And its final round
+  source, so n streams at R/n are n blocks in flight, paid at the start
+  and drained at the end: ~0.36 s at 16 hosts at 100 Mbit/s with 256 KiB
+  blocks, so 1 MiB pieces now have blocks of 64 KiB (pieces.py; 6.20 ->
+  5.94 s, 8 hosts 5.98 -> 5.84 s). Fewer, faster streams relayed over more
+  than one hop would shorten it too (relay_chains, which the testbed did not
+  like). And its final round
   still: over 2-16 hosts, 64 MiB, the mean of the last host is 6.22 s
   against 6.26 s before it with 1 MiB pieces (but 0.1-0.23 s slower at 3,
   11, 12, 14 and 15 hosts), 6.36 against 6.72 s with 2 MiB, 6.64 against

@@ -12,10 +12,10 @@ from helpers import MiB, QuietHandler, Serving, content, leftovers, send_json, w
 
 from dfly.errors import VersionMismatch
 from dfly.protocol.messages import RegisterRequest, ScheduleRequest
-from dfly.protocol.pieces import block_digests
+from dfly.protocol.pieces import block_digests, block_size_for
 from dfly.supernode.client import SupernodeClient
 
-BLOCK = 256 * 1024
+BLOCK = block_size_for(MiB)   # the blocks of the 1 MiB pieces these files are cut in
 
 
 def _orders(address, url, peer_id="p1"):
@@ -45,7 +45,7 @@ def test_each_piece_is_given_with_the_digests_of_its_blocks_also_after_a_restart
     orders = _orders(running.address, src.url)
     assert {o.num: o.blocks for o in orders} == expected
     assert {o.block_size for o in orders} == {BLOCK}
-    assert [len(expected[n]) for n in range(3)] == [4, 4, 2]
+    assert [len(expected[n]) for n in range(3)] == [16, 16, 5]   # 64 KiB blocks
 
     running.stop()   # a new process: the digests come back from the disk (the source says 304)
     again = supernode_factory(data_dir=tmp_path / "sn")
@@ -144,6 +144,28 @@ def test_block_digests_a_version_2_supernode_kept_are_not_given_with_the_piece(
     assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == {0: (), 1: ()}
     result = client_factory([again.address]).download(src.url, str(downloads / "old.bin"))
     assert open(str(downloads / "old.bin"), "rb").read() == data and result.bytes_discarded == 0
+
+
+def test_block_digests_cut_at_another_block_size_are_not_given_with_the_piece(
+        origin, supernode_factory, client_factory, downloads, tmp_path):
+    """Before 2026-12-07 1 MiB pieces had 256 KiB blocks: a cache cut then has four
+    prefix digests per piece, the last the piece's, that no order of today's 64 KiB
+    blocks can carry. Such a piece is offered without block digests and checked
+    whole, not refused block by block (nor given blocks that do not fit its size)."""
+    data = content(2 * MiB, seed=75)
+    src = origin.add("older.bin", data)
+    running = supernode_factory(data_dir=tmp_path / "sn")
+    _orders(running.address, src.url)
+    running.stop()
+    with open(_blocks_file(tmp_path / "sn"), "w") as f:
+        for num in range(2):
+            piece = data[num * MiB:(num + 1) * MiB]
+            f.write("%d %s %s\n" % (num, hashlib.sha256(piece).hexdigest(),
+                                     "".join(block_digests(piece, 256 * 1024))))
+    again = supernode_factory(data_dir=tmp_path / "sn")
+    assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == {0: (), 1: ()}
+    result = client_factory([again.address]).download(src.url, str(downloads / "older.bin"))
+    assert open(str(downloads / "older.bin"), "rb").read() == data and result.bytes_discarded == 0
 
 
 def _blocks_file(data_dir):

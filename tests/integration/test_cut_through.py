@@ -14,10 +14,11 @@ from helpers import MiB, Serving, content, sha256_file, wait_until
 
 from dfly.peer.trace import Trace
 from dfly.protocol.messages import PEER_SECRET_HEADER, RELAY_HEADER, RegisterRequest, ScheduleRequest
+from dfly.protocol.pieces import block_size_for
 from dfly.protocol.piecetoken import HEADER as PIECE_TOKEN_HEADER
 from dfly.supernode.client import SupernodeClient
 
-BLOCK = 256 * 1024
+BLOCK = block_size_for(MiB)   # the blocks of the 1 MiB pieces these files are cut in
 
 
 @pytest.fixture

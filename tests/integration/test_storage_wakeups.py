@@ -1,7 +1,9 @@
 """Whom a piece's progress wakes (dfly.peer.storage). Each wake-up is a thread
 switch and a turn at the GIL on a download's CPU-bound path, so: a verified
-block wakes only relays waiting for blocks (not readers of held pieces, nor the
-running digest); the running digest (`prefix_grown`) wakes only when the held
+block wakes only relays waiting for blocks of its piece (not readers of held
+pieces, nor the running digest, nor the relays of the other pieces arriving:
+a peer of the fan-out takes 16 pieces in at once and relays one of them to 15
+peers); the running digest (`prefix_grown`) wakes only when the held
 prefix grows, not for a piece that lands after a gap; readers waiting for the
 file's length are told when it is known.
 
@@ -71,10 +73,63 @@ def test_a_relay_waiting_for_blocks_is_woken_by_the_next_one(tmp_path):
     got = []
     relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
     relay.start()
-    wait_until(lambda: waiting_on(storage.cond) == 1)
+    wait_until(lambda: _relays_waiting(storage, 0) == 1)
     storage.block_verified(0, BLOCK)
     relay.join(10)
     assert got == [BLOCK]
+    storage.close()
+
+
+def _relays_waiting(storage: PieceFile, num: int) -> int:
+    with storage.cond:
+        cond = storage._relay_conds.get(num)
+        return waiting_on(cond) if cond is not None else 0
+
+
+@pytest.mark.time_limit(20)
+def test_a_relay_is_woken_by_its_own_piece_only(tmp_path):
+    storage = _storage(tmp_path)
+    storage.piece_begun(0)
+    storage.piece_begun(1)
+    got = []
+    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
+    relay.start()
+    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    with storage.cond:
+        for n in range(1, 5):
+            storage.block_verified(1, n * BLOCK)   # another piece's blocks
+        storage.mark_held(1)
+        storage.piece_begun(2)
+        storage.piece_abandoned(2)
+        assert _relays_waiting(storage, 0) == 1
+        storage.block_verified(0, BLOCK)
+        assert _relays_waiting(storage, 0) == 0
+    relay.join(10)
+    assert got == [BLOCK]
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+@pytest.mark.parametrize("change", ["abandoned", "held", "start_over", "forget"])
+def test_a_relay_is_told_when_its_piece_stops_arriving(tmp_path, change):
+    storage = _storage(tmp_path)
+    storage.piece_begun(0)
+    got = []
+    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
+    relay.start()
+    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    with storage.cond:
+        if change == "abandoned":
+            storage.piece_abandoned(0)
+        elif change == "held":
+            storage.mark_held(0)
+        elif change == "start_over":
+            storage.start_over("v2")
+        else:
+            storage.forget()
+        assert _relays_waiting(storage, 0) == 0
+    relay.join(10)
+    assert got == [PIECE if change == "held" else 0]
     storage.close()
 
 

@@ -12,6 +12,7 @@ from dfly.protocol.messages import PROTOCOL_VERSION, PieceOrder, RegisterRequest
 from dfly.protocol.pieces import (
     BLOCK_SIZE,
     MAX_BLOCKS,
+    MIN_BLOCK_SIZE,
     PrefixHasher,
     block_digests,
     block_size_for,
@@ -21,11 +22,14 @@ from dfly.protocol.pieces import (
 MiB = 1 << 20
 
 
-def test_blocks_are_256_kib_until_a_piece_would_have_more_than_64():
-    assert block_size_for(1 * MiB) == BLOCK_SIZE == 256 * 1024
+def test_blocks_are_a_sixteenth_of_a_piece_within_64_to_256_kib_until_a_piece_would_have_more_than_64():
+    assert block_size_for(1 * MiB) == MIN_BLOCK_SIZE == 64 * 1024   # a relay's lag: 16 blocks, not 4
+    assert block_size_for(2 * MiB) == 128 * 1024
+    assert block_size_for(4 * MiB) == BLOCK_SIZE == 256 * 1024     # 1 GiB files: as before
     assert block_size_for(16 * MiB) == BLOCK_SIZE
     assert block_size_for(64 * MiB) == MiB
     assert 64 * MiB // block_size_for(64 * MiB) == MAX_BLOCKS
+    assert block_size_for(100 * 1024) == MIN_BLOCK_SIZE
 
 
 def test_a_short_last_piece_has_a_short_last_block():
