@@ -136,7 +136,8 @@ class Testbed:
 
     def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
                  family: str = "ipv4", subnet6: str = "fd77::", burst_bytes: int = 0,
-                 shaper: str = "htb", offload: bool = True, small_first: bool = False):
+                 shaper: str = "htb", offload: bool = True, small_first: bool = False,
+                 byte_fifo: bool = False):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -159,6 +160,7 @@ class Testbed:
         self.shaper = shaper             # htb (a shaping class over a FIFO) or tbf
         self.offload = offload           # False: no GSO/TSO/GRO on the veths (ethtool -K)
         self.small_first = small_first   # small packets before bulk data on every link (htb)
+        self.byte_fifo = byte_fifo       # FIFOs bounded in bytes (queue x 1514), not in packets
         self.made: List[str] = []
 
     @property
@@ -215,7 +217,7 @@ class Testbed:
 
     def _shape(self, ns: str, dev: str) -> None:
         for command in shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes,
-                                        self.queue_packets, self.small_first):
+                                        self.queue_packets, self.small_first, self.byte_fifo):
             run(["ip", "netns", "exec", ns, "tc"] + command)
 
     def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
@@ -562,7 +564,7 @@ def preflight() -> Optional[str]:
 
 
 def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, queue_packets: int,
-                     small_first: bool = False) -> List[List[str]]:
+                     small_first: bool = False, byte_fifo: bool = False) -> List[List[str]]:
     """The `tc` commands (without `tc`) that shape one link direction on `dev`. Pure.
 
     htb: a shaping class over a FIFO leaf (fq_codel and netem are often not built into
@@ -571,13 +573,19 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
     two classes share the rate: packets under SMALL_BYTES (TCP ACKs, requests, schedule
     calls) go in one that is served first, bulk data in the other, as a Linux host's
     default fq_codel lets a sparse flow's packets pass a bulk flow's queue (and as a
-    switch's priority queue would)."""
+    switch's priority queue would). A FIFO counts packets, and with the offloads on
+    (GSO) a packet of bulk data is up to 64 KB: 100 of them hold up to ~6 MB, half a
+    second at 100 Mbit/s, and a reply of more than one small packet (a schedule
+    call's orders) waits ~0.1 s behind the bulk (bench/traces.py's "schedule calls").
+    With byte_fifo the FIFO holds queue_packets x 1514 bytes, as a switch port would."""
     rate = "%gmbit" % rate_mbit
     if shaper == "tbf":   # one token bucket; its queue in bytes, as deep as the FIFO's
         return [["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
                  "burst", str(burst_bytes or TBF_DEFAULT_BURST), "limit", str(queue_packets * 1514)]]
     bucket = ["burst", str(burst_bytes), "cburst", str(burst_bytes)] if burst_bytes else []
     fifo = ["pfifo", "limit", str(queue_packets)]
+    if byte_fifo:
+        fifo = ["bfifo", "limit", str(queue_packets * 1514)]
     commands = [["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]]
     if not small_first:
         return commands + [
@@ -640,6 +648,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--fifo", dest="small_first", action="store_false", help="one FIFO per link "
                    "instead, where every packet waits behind up to --queue packets (the default "
                    "before 2026-12-07's fourteenth session, and with --shaper tbf)")
+    p.add_argument("--byte-fifo", action="store_true", help="bound each FIFO (htb) in bytes, "
+                   "--queue x 1514, not in packets: with the offloads on a packet of bulk data "
+                   "is up to 64 KB, so 100 packets are up to ~6 MB (schedule replies then wait "
+                   "~0.1 s behind bulk data); a switch port's buffer is bounded in bytes")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
@@ -703,12 +715,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
     if args.small_first and args.shaper != "htb":
         p.error("--small-first needs --shaper htb")
+    if args.byte_fifo and args.shaper != "htb":
+        p.error("--byte-fifo needs --shaper htb (tbf's queue is in bytes already)")
     if args.small_first is None:
         args.small_first = args.shaper == "htb"
     if not args.offload and shutil.which("ethtool") is None:
         p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
     bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,
-                  shaper=args.shaper, offload=args.offload, small_first=args.small_first)
+                  shaper=args.shaper, offload=args.offload, small_first=args.small_first,
+                  byte_fifo=args.byte_fifo)
     ws = None
     rows: List[dict] = []
     try:
@@ -720,7 +735,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         bed.build()
         print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s; load average %.2f"
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
-                 args.queue, " (small packets first)" if args.small_first else "",
+                 args.queue, (" of 1514 bytes" if args.byte_fifo else "")
+                 + (" (small packets first)" if args.small_first else ""),
                  "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
         for n in counts:
@@ -754,6 +770,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "shaper": args.shaper, "burst_bytes": args.burst, "offload": args.offload,
               "small_first": args.small_first, "small_first_packets": small_packets,
+              "byte_fifo": args.byte_fifo,
               "loadavg_at_start": harness.LOADAVG_AT_START,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
               "family": args.family,

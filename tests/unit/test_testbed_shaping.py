@@ -1,6 +1,7 @@
 """bench/testbed.py's link shaping: the tc commands for a plain FIFO link and for
 --small-first (two classes under one rate, small IPv4 and IPv6 packets into the
-one served first), and the packet count it reads back from `tc -s`."""
+one served first), FIFOs bounded in bytes (--byte-fifo), and the packet count it
+reads back from `tc -s`."""
 from bench.testbed import SMALL_CLASS, class_packets, shaping_commands
 
 
@@ -35,6 +36,13 @@ def test_small_first_shares_the_rate_and_sends_short_ipv4_and_ipv6_packets_first
     assert filters["ipv6"][-7:] == ["u16", "0x0000", "0xfc00", "at", "4", "flowid", SMALL_CLASS]
     # The root's default class takes the rest: bulk data.
     assert commands[0][-2:] == ["default", "10"]
+
+
+def test_a_byte_fifo_holds_the_queue_in_bytes_of_full_packets_whatever_gso_makes_of_them():
+    for small_first in (False, True):
+        commands = shaping_commands("eth0", 100, "htb", 0, 100, small_first=small_first, byte_fifo=True)
+        leaves = [c for c in commands if c[:2] == ["qdisc", "add"] and "parent" in c]
+        assert leaves and all(c[-3:] == ["bfifo", "limit", "151400"] for c in leaves)
 
 
 def test_tbf_is_one_bucket_whose_queue_is_as_deep_as_the_fifo():
