@@ -14,10 +14,12 @@ on a piece block by block while it arrives (cut-through): a sixteenth of the
 piece within 64 KiB..256 KiB (BLOCK_SIZE), larger in the largest pieces so
 that a piece has at most MAX_BLOCKS. A relay is one block behind its source,
 and in the scheduler's fan-out a 16-peer swarm takes in 16 streams at a
-sixteenth of a link each, so a block is a lag of 16 blocks' time on the link:
+sixteenth of a link each, so one block of lag is 16 blocks' time on a link:
 0.34 s with 256 KiB blocks at 100 Mbit/s, paid as the swarm starts and again
-as it ends, 0.085 s with 64 KiB (bench/testbed.py, 16 daemons: 6.70-6.80 s ->
-6.51-6.65 s; bench/swarm_sim.py: 6.20 -> 5.94 s). Files under ~500 MiB have
+as it ends, 0.085 s with 64 KiB (bench/swarm_sim.py: 6.20 -> 5.94 s;
+bench/testbed.py, 16 daemons: 13.4 -> 12.96 s at 50 Mbit/s, 6.70 -> 6.635 s
+at 100, medians of 12-15 runs, where the shared CPU blurs it; BENCHMARKS.md
+"Sixteenth session"). Files under ~500 MiB have
 1 MiB pieces, so 64 KiB blocks; from 1 GiB (4 MiB pieces) blocks stay 256 KiB,
 as a single large get reads one block per call. The order names its
 block_size, so a peer of before takes these blocks as they are.
