@@ -160,7 +160,7 @@ class Testbed:
         self.shaper = shaper             # htb (a shaping class over a FIFO) or tbf
         self.offload = offload           # False: no GSO/TSO/GRO on the veths (ethtool -K)
         self.small_first = small_first   # small packets before bulk data on every link (htb)
-        self.byte_fifo = byte_fifo       # FIFOs bounded in bytes (queue x 1514), not in packets
+        self.byte_fifo = byte_fifo       # switch ports' FIFOs bounded in bytes (queue x 1514)
         self.made: List[str] = []
 
     @property
@@ -184,8 +184,8 @@ class Testbed:
             if not self.offload:   # every packet at most one MTU: none bigger than a small bucket
                 self._no_offload(ns, "eth0")
                 self._no_offload(self.switch, port)
-            self._shape(ns, "eth0")            # the host's upload
-            self._shape(self.switch, port)     # the host's download
+            self._shape(ns, "eth0")            # the host's upload (its own egress queue)
+            self._shape(self.switch, port, self.byte_fifo)   # the host's download (a switch port)
         return self
 
     def _address(self, ns: str) -> None:
@@ -215,9 +215,9 @@ class Testbed:
     def _no_offload(self, ns: str, dev: str) -> None:
         run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"])
 
-    def _shape(self, ns: str, dev: str) -> None:
+    def _shape(self, ns: str, dev: str, byte_fifo: bool = False) -> None:
         for command in shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes,
-                                        self.queue_packets, self.small_first, self.byte_fifo):
+                                        self.queue_packets, self.small_first, byte_fifo):
             run(["ip", "netns", "exec", ns, "tc"] + command)
 
     def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
@@ -648,10 +648,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--fifo", dest="small_first", action="store_false", help="one FIFO per link "
                    "instead, where every packet waits behind up to --queue packets (the default "
                    "before 2026-12-07's fourteenth session, and with --shaper tbf)")
-    p.add_argument("--byte-fifo", action="store_true", help="bound each FIFO (htb) in bytes, "
-                   "--queue x 1514, not in packets: with the offloads on a packet of bulk data "
-                   "is up to 64 KB, so 100 packets are up to ~6 MB (schedule replies then wait "
-                   "~0.1 s behind bulk data); a switch port's buffer is bounded in bytes")
+    p.add_argument("--byte-fifo", action="store_true", help="bound each switch port's FIFO "
+                   "(a host's download) in bytes, --queue x 1514, not in packets: with the "
+                   "offloads on a packet of bulk data is up to 64 KB, so 100 packets are up to "
+                   "~6 MB, and a switch port's buffer is bounded in bytes. A host's own egress "
+                   "queue keeps --queue packets: a host's qdisc pushes back on its sockets "
+                   "(TCP small queues) rather than dropping what they send")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
@@ -735,7 +737,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         bed.build()
         print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s; load average %.2f"
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
-                 args.queue, (" of 1514 bytes" if args.byte_fifo else "")
+                 args.queue, (" (switch ports: of 1514 bytes)" if args.byte_fifo else "")
                  + (" (small packets first)" if args.small_first else ""),
                  "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
