@@ -1,7 +1,10 @@
 """A body whose sender counts it as an upload slot (the supernode's pieces) is
 watched while it goes out: a client that reads slowly gets its slot given back
 after SLOW_SEND_S (the body still goes out), one that reads nothing is cut off
-after STALLED_SEND_S, and a healthy one is told apart from both."""
+after STALLED_SEND_S, and a healthy one is told apart from both. Slow is
+against the others: readers that share the sender's link, each at the same
+pace, are not slow however long their bodies take (the supernode's fan-out
+feeds 16 peers at once), and one far behind readers still going is."""
 import socket
 import threading
 import time
@@ -92,3 +95,92 @@ def test_a_client_that_reads_is_told_sent_and_never_failed(served):
     finally:
         sock.close()
         reader.join(5)
+
+
+class Readers:
+    """An app serving one file slice to each request, noting for each body when it
+    was told sent and whether slow (keyed by the request's path)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.told = {}
+
+    def route(self, request):
+        name = request.path
+
+        def sent(slow=False):
+            self.told[name] = slow
+        return Response(200, FileSlice(self.path, 0, BODY, on_sent=sent))
+
+
+class PacedReader:
+    """A client reading its body at `rate` bytes a second (a slow link), until stopped."""
+
+    def __init__(self, address, name, rate):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.sock.connect(address)
+        self.sock.sendall(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name.encode())
+        self.rate, self.stop = rate, threading.Event()
+        self.thread = threading.Thread(target=self._read, name="test-paced-reader", daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        began, got = time.monotonic(), 0
+        self.sock.settimeout(5)
+        while not self.stop.is_set() and got < BODY:
+            due = got / self.rate - (time.monotonic() - began)
+            if due > 0 and self.stop.wait(due):   # ahead of its pace: this is its link
+                break
+            try:
+                chunk = self.sock.recv(16 * 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def readers(tmp_path):
+    path = str(tmp_path / "body")
+    with open(path, "wb") as f:
+        f.truncate(BODY)
+    app = Readers(path)
+    listener = Listener("watched", ("127.0.0.1", 0), app).start()
+    yield app, listener.address
+    listener.stop()
+
+
+@pytest.mark.time_limit(40)
+def test_readers_sharing_the_link_at_one_pace_are_not_slow_however_long_they_take(readers):
+    app, address = readers
+    clients = [PacedReader(address, "r%d" % i, 512 * 1024) for i in range(4)]
+    try:
+        began = time.monotonic()
+        # Past SLOW_SEND_S with each body far from its end (64 s at this pace): before,
+        # the clock alone made each of them a slow reader here.
+        wait_until(lambda: time.monotonic() - began > SLOW_SEND_S + 1.5, timeout=SLOW_SEND_S + 5)
+        assert app.told == {}
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.time_limit(40)
+def test_a_reader_far_behind_the_others_is_slow(readers):
+    app, address = readers
+    clients = [PacedReader(address, "fast%d" % i, 2 * MiB) for i in range(3)]
+    clients.append(PacedReader(address, "behind", 64 * 1024))
+    try:
+        wait_until(lambda: "/behind" in app.told, timeout=SLOW_SEND_S + 10, message="told slow")
+        assert app.told["/behind"] is True
+        assert not any(name.startswith("/fast") for name in app.told)   # still going, not slow
+    finally:
+        for client in clients:
+            client.close()
