@@ -39,7 +39,8 @@ copy of the file):
 - The supernode serves a piece only when no peer has it or is fetching it, so
   each piece leaves the supernode about once; peers spread it from there. Its
   upload slot is free again once the piece is sent (`supernode_sent`: out on
-  the wire, or a few seconds on its way to a peer that reads slowly), while
+  the wire, or a few seconds on its way to a peer that does not keep up:
+  httpd's Watches, against the pace of the supernode's other streams), while
   the piece still counts as on its way to that peer until it is reported. A
   requester with max_peer_failures failures is served by the supernode only.
 - Nobody holds the supernode up: a fetch from it not begun within
