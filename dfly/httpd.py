@@ -505,7 +505,8 @@ class _Watch:
         return time.monotonic() - self.began
 
     def pace(self, now: float) -> float:
-        return self._taken(now) / max(1e-3, now - self.began)
+        """Bytes a second its reader took (read by other bodies' threads too: no writes)."""
+        return max(0, self.sent - _unacked(self.sock)) / max(1e-3, now - self.began)
 
     def _taken(self, now: float) -> int:
         taken = max(0, self.sent - _unacked(self.sock))
@@ -517,9 +518,9 @@ class _Watch:
         """Past SLOW_SEND_S, is the reader not keeping up: it took nothing for
         PROGRESS_S, or less than SLOW_SHARE of the others' median pace? (A reader at
         the pace of the others is only sharing the link with them.)"""
+        self._taken(now)
         if now - self.began < SLOW_SEND_S:
             return False
-        self._taken(now)
         if now - self.moved >= PROGRESS_S:
             return True
         others = self.watches.others_pace(self, now)
