@@ -306,8 +306,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_watched(self, source, body: FileSlice) -> None:
         """Send a body whose sender counts it as an upload slot: the slot is given back
-        once the body is out or has taken SLOW_SEND_S, and a client that takes no byte
-        for STALLED_SEND_S is cut off (`on_failed`), not waited for."""
+        once the body is out or, past SLOW_SEND_S, its reader is found not keeping up
+        (_Watch.slow), and a client that takes no byte for STALLED_SEND_S is cut off
+        (`on_failed`), not waited for."""
         sock = self.connection
         watch = _Watch(body, sock, self.server.watches)
         self.server.watches.add(watch)
@@ -448,10 +449,10 @@ def wait_until_sent(sock: socket.socket, timeout_s: float) -> bool:
         return True   # the connection broke: what was sent is sent
 
 
-def _unacked(sock: Optional[socket.socket]) -> int:
+def _unacked(sock: socket.socket) -> int:
     """Bytes written to `sock` its peer has not acknowledged yet (SIOCOUTQ; 0 where
     the system does not say)."""
-    if sock is None or _OUTQ is None:
+    if _OUTQ is None:
         return 0
     try:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
@@ -491,11 +492,10 @@ class _Watch:
     """One watched body on its way: tells its sender "sent" once, and how far its
     reader has got (what the socket took, less what the peer has not acknowledged)."""
 
-    def __init__(self, body: FileSlice, sock: Optional[socket.socket] = None,
-                 watches: Optional[Watches] = None):
+    def __init__(self, body: FileSlice, sock: socket.socket, watches: Watches):
         self.body = body
         self.sock = sock
-        self.watches = watches if watches is not None else Watches()
+        self.watches = watches
         self.began = time.monotonic()
         self.told = False
         self.sent = 0                             # bytes the socket took
@@ -537,8 +537,8 @@ class _Watch:
 
 def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
     """sendfile a watched body on `sock` (non-blocking); the bytes sent. Tells
-    "sent" once it has taken SLOW_SEND_S; socket.timeout after STALLED_SEND_S
-    without a byte taken."""
+    "sent" (slow) once its reader is found not keeping up (_Watch.slow, past
+    SLOW_SEND_S); socket.timeout after STALLED_SEND_S without a byte taken."""
     body = watch.body
     sent, moved = 0, watch.began
     with selectors.DefaultSelector() as selector:

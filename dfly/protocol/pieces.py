@@ -17,12 +17,12 @@ and in the scheduler's fan-out a 16-peer swarm takes in 16 streams at a
 sixteenth of a link each, so one block of lag is 16 blocks' time on a link:
 0.34 s with 256 KiB blocks at 100 Mbit/s, paid as the swarm starts and again
 as it ends, 0.085 s with 64 KiB (bench/swarm_sim.py: 6.20 -> 5.94 s;
-bench/testbed.py, 16 daemons: 13.4 -> 12.96 s at 50 Mbit/s, 6.70 -> 6.635 s
-at 100, medians of 12-15 runs, where the shared CPU blurs it; BENCHMARKS.md
-"Sixteenth session"). Files under ~500 MiB have
-1 MiB pieces, so 64 KiB blocks; from 1 GiB (4 MiB pieces) blocks stay 256 KiB,
-as a single large get reads one block per call. The order names its
-block_size, so a peer of before takes these blocks as they are.
+bench/testbed.py, 16 daemons, with relays woken per piece: 13.39-14.09 ->
+12.85-13.58 s at 50 Mbit/s, 6.70 -> 6.635 s at 100 where the shared CPU
+blurs it; BENCHMARKS.md "Sixteenth session"). Files under ~500 MiB have 1 MiB
+pieces, so 64 KiB blocks; from 1 GiB (4 MiB pieces) blocks stay 256 KiB, as a
+single large get reads one block per call. The order names its block_size,
+so a peer of before takes these blocks as they are.
 
 A block's digest is the sha256 of the piece up to the block's end (protocol
 v3; v2 hashed each block alone), so the last block's is the piece's own sha256,
