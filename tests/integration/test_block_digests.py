@@ -124,12 +124,23 @@ def test_a_peer_refuses_a_version_1_supernode_and_writes_nothing(origin, client_
     assert origin.requests("v2.bin") == 0   # not "fixed" by going to the source either
 
 
-def test_block_digests_a_version_2_supernode_kept_are_not_given_with_the_piece(
-        origin, supernode_factory, client_factory, downloads, tmp_path):
-    """A version-2 supernode hashed each block alone: its blocks file, beside the right
-    piece digest, is not of prefixes (its last block's digest is not the piece's), so
-    a cache it cut is offered without block digests and checked whole, not refused
-    block by block."""
+def _alone(piece):   # a version-2 supernode's: each block hashed alone
+    return [hashlib.sha256(piece[at:at + BLOCK]).hexdigest() for at in range(0, MiB, BLOCK)]
+
+
+def _of_256_kib(piece):   # before 2026-12-07: prefixes of 256 KiB blocks
+    return block_digests(piece, 256 * 1024)
+
+
+@pytest.mark.parametrize("cut", [_alone, _of_256_kib])
+def test_block_digests_of_another_cut_are_not_given_with_the_piece(
+        origin, supernode_factory, client_factory, downloads, tmp_path, cut):
+    """A blocks file beside the right piece digest, yet of another cut, is not given
+    with the piece: a cache a version-2 supernode cut has digests of each block alone
+    (its last block's is not the piece's), and one cut before 2026-12-07 has four
+    prefix digests of 256 KiB blocks per 1 MiB piece, that no order of today's
+    64 KiB blocks can carry. Such a piece is offered without block digests and
+    checked whole, not refused block by block."""
     data = content(2 * MiB, seed=72)
     src = origin.add("old.bin", data)
     running = supernode_factory(data_dir=tmp_path / "sn")
@@ -138,34 +149,11 @@ def test_block_digests_a_version_2_supernode_kept_are_not_given_with_the_piece(
     with open(_blocks_file(tmp_path / "sn"), "w") as f:
         for num in range(2):
             piece = data[num * MiB:(num + 1) * MiB]
-            alone = [hashlib.sha256(piece[at:at + BLOCK]).hexdigest() for at in range(0, MiB, BLOCK)]
-            f.write("%d %s %s\n" % (num, hashlib.sha256(piece).hexdigest(), "".join(alone)))
+            f.write("%d %s %s\n" % (num, hashlib.sha256(piece).hexdigest(), "".join(cut(piece))))
     again = supernode_factory(data_dir=tmp_path / "sn")
     assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == {0: (), 1: ()}
     result = client_factory([again.address]).download(src.url, str(downloads / "old.bin"))
     assert open(str(downloads / "old.bin"), "rb").read() == data and result.bytes_discarded == 0
-
-
-def test_block_digests_cut_at_another_block_size_are_not_given_with_the_piece(
-        origin, supernode_factory, client_factory, downloads, tmp_path):
-    """Before 2026-12-07 1 MiB pieces had 256 KiB blocks: a cache cut then has four
-    prefix digests per piece, the last the piece's, that no order of today's 64 KiB
-    blocks can carry. Such a piece is offered without block digests and checked
-    whole, not refused block by block (nor given blocks that do not fit its size)."""
-    data = content(2 * MiB, seed=75)
-    src = origin.add("older.bin", data)
-    running = supernode_factory(data_dir=tmp_path / "sn")
-    _orders(running.address, src.url)
-    running.stop()
-    with open(_blocks_file(tmp_path / "sn"), "w") as f:
-        for num in range(2):
-            piece = data[num * MiB:(num + 1) * MiB]
-            f.write("%d %s %s\n" % (num, hashlib.sha256(piece).hexdigest(),
-                                     "".join(block_digests(piece, 256 * 1024))))
-    again = supernode_factory(data_dir=tmp_path / "sn")
-    assert {o.num: o.blocks for o in _orders(again.address, src.url, "p2")} == {0: (), 1: ()}
-    result = client_factory([again.address]).download(src.url, str(downloads / "older.bin"))
-    assert open(str(downloads / "older.bin"), "rb").read() == data and result.bytes_discarded == 0
 
 
 def _blocks_file(data_dir):

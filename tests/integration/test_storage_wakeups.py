@@ -69,15 +69,21 @@ def test_blocks_verified_wake_no_reader_of_held_pieces(tmp_path):
 @pytest.mark.time_limit(20)
 def test_a_relay_waiting_for_blocks_is_woken_by_the_next_one(tmp_path):
     storage = _storage(tmp_path)
-    storage.piece_begun(0)
-    got = []
-    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
-    relay.start()
-    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    relay, got = _relay_waiting_for(storage, 0)
     storage.block_verified(0, BLOCK)
     relay.join(10)
     assert got == [BLOCK]
     storage.close()
+
+
+def _relay_waiting_for(storage: PieceFile, num: int):
+    """A relay thread waiting for piece `num`'s first block (begun); and its result."""
+    storage.piece_begun(num)
+    got = []
+    relay = threading.Thread(target=lambda: got.append(storage.verified_end(num, 0, 30)), daemon=True)
+    relay.start()
+    wait_until(lambda: _relays_waiting(storage, num) == 1)
+    return relay, got
 
 
 def _relays_waiting(storage: PieceFile, num: int) -> int:
@@ -89,12 +95,8 @@ def _relays_waiting(storage: PieceFile, num: int) -> int:
 @pytest.mark.time_limit(20)
 def test_a_relay_is_woken_by_its_own_piece_only(tmp_path):
     storage = _storage(tmp_path)
-    storage.piece_begun(0)
     storage.piece_begun(1)
-    got = []
-    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
-    relay.start()
-    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    relay, got = _relay_waiting_for(storage, 0)
     with storage.cond:
         for n in range(1, 5):
             storage.block_verified(1, n * BLOCK)   # another piece's blocks
@@ -113,11 +115,7 @@ def test_a_relay_is_woken_by_its_own_piece_only(tmp_path):
 @pytest.mark.parametrize("change", ["abandoned", "held", "start_over", "forget"])
 def test_a_relay_is_told_when_its_piece_stops_arriving(tmp_path, change):
     storage = _storage(tmp_path)
-    storage.piece_begun(0)
-    got = []
-    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, 0, 30)), daemon=True)
-    relay.start()
-    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    relay, got = _relay_waiting_for(storage, 0)
     with storage.cond:
         if change == "abandoned":
             storage.piece_abandoned(0)

@@ -36,14 +36,20 @@ class Watched:
         self.failed_at = time.monotonic()
 
 
-@pytest.fixture
-def served(tmp_path):
+def _serving(tmp_path, app_class):
+    """A listener serving a BODY-long file with `app_class`: (app, address, listener)."""
     path = str(tmp_path / "body")
     with open(path, "wb") as f:
         f.truncate(BODY)
-    app = Watched(path)
+    app = app_class(path)
     listener = Listener("watched", ("127.0.0.1", 0), app).start()
-    yield app, listener.address
+    return app, listener.address, listener
+
+
+@pytest.fixture
+def served(tmp_path):
+    app, address, listener = _serving(tmp_path, Watched)
+    yield app, address
     listener.stop()
 
 
@@ -148,12 +154,8 @@ class PacedReader:
 
 @pytest.fixture
 def readers(tmp_path):
-    path = str(tmp_path / "body")
-    with open(path, "wb") as f:
-        f.truncate(BODY)
-    app = Readers(path)
-    listener = Listener("watched", ("127.0.0.1", 0), app).start()
-    yield app, listener.address
+    app, address, listener = _serving(tmp_path, Readers)
+    yield app, address
     listener.stop()
 
 
