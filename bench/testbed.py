@@ -184,8 +184,8 @@ class Testbed:
             if not self.offload:   # every packet at most one MTU: none bigger than a small bucket
                 self._no_offload(ns, "eth0")
                 self._no_offload(self.switch, port)
-            self._shape(ns, "eth0")            # the host's upload (its own egress queue)
-            self._shape(self.switch, port, self.byte_fifo)   # the host's download (a switch port)
+            self._shape(ns, "eth0")                         # the host's upload
+            self._shape(self.switch, port, switch_port=True)   # the host's download
         return self
 
     def _address(self, ns: str) -> None:
@@ -215,10 +215,16 @@ class Testbed:
     def _no_offload(self, ns: str, dev: str) -> None:
         run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"])
 
-    def _shape(self, ns: str, dev: str, byte_fifo: bool = False) -> None:
-        for command in shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes,
-                                        self.queue_packets, self.small_first, byte_fifo):
+    def _shape(self, ns: str, dev: str, switch_port: bool = False) -> None:
+        for command in self.shaping(dev, switch_port):
             run(["ip", "netns", "exec", ns, "tc"] + command)
+
+    def shaping(self, dev: str, switch_port: bool) -> List[List[str]]:
+        """The tc commands of one link direction: a host's own egress (its qdisc
+        pushes back on its sockets, so its FIFO counts packets), or a switch port
+        (bounded in bytes with --byte-fifo, as a switch's buffer is). Pure."""
+        return shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes, self.queue_packets,
+                                self.small_first, self.byte_fifo and switch_port)
 
     def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
         """Packets the small-first class of `ns`'s link sent (0 without --small-first)."""

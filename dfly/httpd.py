@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import select
 import selectors
 import socket
 import socketserver
@@ -501,30 +500,21 @@ class _Watch:
         self.sent = 0                             # bytes the socket took
         self.taken, self.moved = 0, self.began    # bytes the reader took; when that last grew
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.began
-
     def pace(self, now: float) -> float:
         """Bytes a second its reader took (read by other bodies' threads too: no writes)."""
         return max(0, self.sent - _unacked(self.sock)) / max(1e-3, now - self.began)
 
-    def _taken(self, now: float) -> int:
+    def _note_progress(self, now: float) -> None:
         taken = max(0, self.sent - _unacked(self.sock))
         if taken > self.taken:
             self.taken, self.moved = taken, now
-        return self.taken
 
     def slow(self, now: float) -> bool:
-        """Past SLOW_SEND_S, is the reader not keeping up: it took nothing for
-        PROGRESS_S, or less than SLOW_SHARE of the others' median pace? (A reader at
-        the pace of the others is only sharing the link with them.)"""
-        self._taken(now)
+        """Past SLOW_SEND_S, is the reader not keeping up (reader_slow)?"""
+        self._note_progress(now)
         if now - self.began < SLOW_SEND_S:
             return False
-        if now - self.moved >= PROGRESS_S:
-            return True
-        others = self.watches.others_pace(self, now)
-        return bool(others) and self.pace(now) < SLOW_SHARE * statistics.median(others)
+        return reader_slow(now - self.moved, self.pace(now), self.watches.others_pace(self, now))
 
     def tell_sent(self, slow: bool = False) -> None:
         if not self.told:
@@ -533,6 +523,16 @@ class _Watch:
                 self.body.on_sent(slow=True)
             else:
                 self.body.on_sent()
+
+
+def reader_slow(still_s: float, pace: float, others: List[float]) -> bool:
+    """Is a reader not keeping up: it took no byte for `still_s` >= PROGRESS_S, or
+    its `pace` is under SLOW_SHARE of the median of the `others` (the paces of the
+    bodies going beside it)? One at the others' pace only shares the link with
+    them, however long its body takes; one alone is judged by its progress. Pure."""
+    if still_s >= PROGRESS_S:
+        return True
+    return bool(others) and pace < SLOW_SHARE * statistics.median(others)
 
 
 def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
@@ -604,7 +604,7 @@ def _sendfile(sock: socket.socket, source, offset: int, count: int) -> int:
     first); waits for room in the socket under its timeout (socket.timeout).
     socket.sendfile does the same but makes a selector, stats the file and polls
     before every call: ~9 us of CPU each, and a relay makes one call per block
-    per peer it serves (245,000 in the 16-host testbed with 64 KiB blocks)."""
+    per peer it serves (~245,000 in the 16-host testbed with 64 KiB blocks)."""
     out, fd, sent = sock.fileno(), source.fileno(), 0
     while sent < count:
         try:
@@ -619,11 +619,10 @@ def _sendfile(sock: socket.socket, source, offset: int, count: int) -> int:
 
 
 def _wait_writable(sock: socket.socket) -> None:
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    timeout = sock.gettimeout()
-    if not poller.poll(None if timeout is None else timeout * 1000):
-        raise socket.timeout("timed out")
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE)
+        if not selector.select(sock.gettimeout()):
+            raise socket.timeout("timed out")
 
 
 def _send_growing(sock: socket.socket, source, body: FileSlice, copy: bool) -> int:

@@ -120,7 +120,7 @@ class SupernodeConfig(TLSOptions, SourceOptions, GossipOptions):
                                "(docs/BENCHMARKS.md: on the testbed's links, which pass small "
                                "packets first, as a Linux host's do, as fast or faster)")
     free_relay_slots: bool = option(False, "with cut-through, a fetch from a relay holds none of "
-                                    "the requester's --parallel slots (up to twice --parallel "
+                                    "the requester's --parallel slots (up to --parallel + 16 "
                                     "fetches); off: it holds one like any other, which keeps this "
                                     "supernode's link full (bench/swarm_sim.py)")
     fanout: int = option(16, "with cut-through, in a swarm of at most this many peers the "

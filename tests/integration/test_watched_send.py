@@ -104,8 +104,9 @@ def test_a_client_that_reads_is_told_sent_and_never_failed(served):
 
 
 class Readers:
-    """An app serving one file slice to each request, noting for each body when it
-    was told sent and whether slow (keyed by the request's path)."""
+    """An app serving one file slice to each request (its first `size` bytes, a
+    query's number when given), noting for each body whether it was told slow
+    (keyed by the request's path)."""
 
     def __init__(self, path):
         self.path = path
@@ -113,28 +114,29 @@ class Readers:
 
     def route(self, request):
         name = request.path
+        size = int(request.query.get("size", [BODY])[0])
 
         def sent(slow=False):
             self.told[name] = slow
-        return Response(200, FileSlice(self.path, 0, BODY, on_sent=sent))
+        return Response(200, FileSlice(self.path, 0, size, on_sent=sent))
 
 
 class PacedReader:
     """A client reading its body at `rate` bytes a second (a slow link), until stopped."""
 
-    def __init__(self, address, name, rate):
+    def __init__(self, address, name, rate, size=BODY):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self.sock.connect(address)
-        self.sock.sendall(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name.encode())
-        self.rate, self.stop = rate, threading.Event()
+        self.sock.sendall(b"GET /%s?size=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (name.encode(), size))
+        self.rate, self.size, self.stop = rate, size, threading.Event()
         self.thread = threading.Thread(target=self._read, name="test-paced-reader", daemon=True)
         self.thread.start()
 
     def _read(self):
         began, got = time.monotonic(), 0
         self.sock.settimeout(5)
-        while not self.stop.is_set() and got < BODY:
+        while not self.stop.is_set() and got < self.size:
             due = got / self.rate - (time.monotonic() - began)
             if due > 0 and self.stop.wait(due):   # ahead of its pace: this is its link
                 break
@@ -160,13 +162,17 @@ def readers(tmp_path):
 
 
 @pytest.mark.time_limit(40)
-def test_readers_sharing_the_link_at_one_pace_are_not_slow_however_long_they_take(readers):
+@pytest.mark.parametrize("size,rate", [(BODY, 512 * 1024), (MiB, 128 * 1024)])
+def test_readers_sharing_the_link_at_one_pace_are_not_slow_however_long_they_take(
+        readers, size, rate):
+    """A body of BODY is still being handed to the socket at SLOW_SEND_S; one of
+    1 MiB (a piece) sits in the socket's buffer by then, and is waited for there."""
     app, address = readers
-    clients = [PacedReader(address, "r%d" % i, 512 * 1024) for i in range(4)]
+    clients = [PacedReader(address, "r%d" % i, rate, size) for i in range(4)]
     try:
         began = time.monotonic()
-        # Past SLOW_SEND_S with each body far from its end (64 s at this pace): before,
-        # the clock alone made each of them a slow reader here.
+        # Past SLOW_SEND_S with each body far from its end (8 s at this pace or more):
+        # before, the clock alone made each of them a slow reader here.
         wait_until(lambda: time.monotonic() - began > SLOW_SEND_S + 1.5, timeout=SLOW_SEND_S + 5)
         assert app.told == {}
     finally:

@@ -2,6 +2,7 @@
 --small-first (two classes under one rate, small IPv4 and IPv6 packets into the
 one served first), FIFOs bounded in bytes (--byte-fifo), and the packet count it
 reads back from `tc -s`."""
+from bench import testbed
 from bench.testbed import SMALL_CLASS, class_packets, shaping_commands
 
 
@@ -68,3 +69,12 @@ def test_the_small_class_packets_are_read_from_tc_stats():
     assert class_packets(TC_STATS, "1:10") == 46000
     assert class_packets(TC_STATS, "1:30") == 0
     assert class_packets("", SMALL_CLASS) == 0
+
+
+def test_byte_fifo_bounds_the_switch_ports_and_leaves_the_hosts_own_queues_in_packets():
+    """A host's qdisc pushes back on its sockets rather than dropping what they send:
+    bounding it in bytes too dropped 3 % of the supernode's packets at its own queue."""
+    bed = testbed.Testbed(2, 100, byte_fifo=True, small_first=True)
+    leaves = {port: [c[-3] for c in bed.shaping("eth0", port) if c[:2] == ["qdisc", "add"] and "parent" in c]
+              for port in (False, True)}
+    assert leaves == {False: ["pfifo", "pfifo"], True: ["bfifo", "bfifo"]}
