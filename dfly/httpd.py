@@ -302,6 +302,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
+            if isinstance(body, FileSlice) and body.on_failed is not None:
+                body.on_failed()   # (a watched body tells it itself, above)
 
     def _send_watched(self, source, body: FileSlice) -> None:
         """Send a body whose sender counts it as an upload slot: the slot is given back
@@ -320,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:   # broken, reset, or stalled
             sent = -1
         finally:
-            self.server.watches.discard(watch)
+            self.server.watches.discard(watch, sent_whole=sent == body.count)
             try:
                 sock.settimeout(self.timeout)
             except OSError:
@@ -423,6 +425,10 @@ WATCHED_STEP = 1 << 20      # a watched body goes out in steps this big, to see 
 SLOW_SEND_S = 3.0           # a watched body this long on its way may count as sent (a slow reader)
 STALLED_SEND_S = 10.0       # a client that takes no byte of a watched body this long is cut off
 PROGRESS_S = 1.0            # a reader whose body got no further for this long is not keeping up
+STILL_BYTES = 256 * 1024    # ... nor, on a busy link, for as long as the others' median pace takes
+                            # this, if longer; and a reader's start is forgiven this much behind
+BUSY_SHARE = 0.5            # bodies taking this share of the fastest recent one's pace: a busy link
+RECENT_BODIES = 16
 SLOW_SHARE = 0.25           # nor one taking less than this share of the median of the others' pace
 CHECK_S = 0.25              # how often a watched body's reader is looked at past SLOW_SEND_S
 
@@ -471,14 +477,24 @@ class Watches:
     def __init__(self):
         self._lock = threading.Lock()
         self._now: Set[_Watch] = set()
+        self._recent: List[float] = []   # the paces of the last RECENT_BODIES bodies sent whole
 
     def add(self, watch: "_Watch") -> None:
         with self._lock:
             self._now.add(watch)
 
-    def discard(self, watch: "_Watch") -> None:
+    def discard(self, watch: "_Watch", sent_whole: bool = False) -> None:
+        pace = watch.pace(time.monotonic()) if sent_whole else None
         with self._lock:
             self._now.discard(watch)
+            if pace is not None:
+                self._recent = self._recent[1 - RECENT_BODIES:] + [pace]
+
+    def recent_best(self) -> float:
+        """The fastest pace of the last bodies sent whole: what one reader can take
+        from this server when its link is not shared."""
+        with self._lock:
+            return max(self._recent, default=0.0)
 
     def others_pace(self, watch: "_Watch", now: float) -> List[float]:
         """The pace (bytes a second taken) of the other bodies going a second or more."""
@@ -514,7 +530,9 @@ class _Watch:
         self._note_progress(now)
         if now - self.began < SLOW_SEND_S:
             return False
-        return reader_slow(now - self.moved, self.pace(now), self.watches.others_pace(self, now))
+        others = self.watches.others_pace(self, now)
+        return reader_slow(now - self.moved, self.taken, now - self.began, others,
+                           self.watches.recent_best())
 
     def tell_sent(self, slow: bool = False) -> None:
         if not self.told:
@@ -525,14 +543,27 @@ class _Watch:
                 self.body.on_sent()
 
 
-def reader_slow(still_s: float, pace: float, others: List[float]) -> bool:
-    """Is a reader not keeping up: it took no byte for `still_s` >= PROGRESS_S, or
-    its `pace` is under SLOW_SHARE of the median of the `others` (the paces of the
-    bodies going beside it)? One at the others' pace only shares the link with
-    them, however long its body takes; one alone is judged by its progress. Pure."""
-    if still_s >= PROGRESS_S:
-        return True
-    return bool(others) and pace < SLOW_SHARE * statistics.median(others)
+def reader_slow(still_s: float, taken: int, elapsed: float, others: List[float],
+                recent_best: float = 0.0) -> bool:
+    """Is a reader not keeping up: it took no byte for `still_s` >= PROGRESS_S, or it
+    took, in `elapsed` seconds, `taken` bytes, STILL_BYTES short of SLOW_SHARE of
+    the median of the `others` (the paces of the bodies going beside it)? One at
+    the others' pace only shares the link with them, however long its body takes;
+    one alone is judged by its progress.
+    On a busy link (the bodies together take BUSY_SHARE of what the fastest of the
+    `recent_best` and them took alone) each stream gets a trickle (the fan-out's 16
+    on a slow link), TCP's backing off after a loss stills one for seconds, and a
+    stream begun among busy ones starts slowly: there it may be still for as long
+    as the others' median pace takes for STILL_BYTES. A second's stillness there,
+    or a pace judged without the allowance at 3 s, told healthy readers slow, and
+    their pieces were sent again (6.25 Mbit/s, 16 hosts: 1.3-2.3 copies of the
+    file). Where the link is idle, a reader still for a second is the limit
+    (a peer reading slowly, holding the server's slots). Pure."""
+    pace = taken / elapsed if elapsed > 0 else 0.0
+    median = statistics.median(others) if others else 0.0
+    busy = pace + sum(others) >= BUSY_SHARE * max([recent_best, pace] + others)
+    still_limit = max(PROGRESS_S, STILL_BYTES / median) if busy and median > 0 else PROGRESS_S
+    return still_s >= still_limit or taken + STILL_BYTES < SLOW_SHARE * median * elapsed
 
 
 def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from dfly import errors
-from dfly.peer.piece_client import PieceFailed, PieceFetcher
+from dfly.peer.piece_client import Paces, PieceFailed, PieceFetcher
 from dfly.peer.progress import human_bytes, received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile
@@ -141,6 +141,7 @@ class P2PDownload:
         self.task_id = ""
         self._jobs: queue.Queue[Optional[PieceOrder]] = queue.Queue()
         self._workers: List[threading.Thread] = []
+        self._paces = Paces()   # the workers' recent fetches: a relay lagging far behind them is left
         # Shared by the three kinds of threads; notified whenever any of it changes.
         # The reporter waits on `_reports` instead (the same lock), woken only when it
         # has work: a piece settled while the coordinator is in a call, or the end.
@@ -432,7 +433,7 @@ class P2PDownload:
     def _work(self) -> None:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id,
                                connect_timeout_s=self.connect_timeout_s, tls=self.supernode.tls,
-                               proof=lambda: self.supernode.peer_secret)
+                               proof=lambda: self.supernode.peer_secret, paces=self._paces)
         try:
             while True:
                 order = self._jobs.get()

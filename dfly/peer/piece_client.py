@@ -17,8 +17,15 @@ an order whose list does not end with the piece's digest is not trusted for
 its blocks: that piece is checked whole. A piece without block digests is
 checked whole, against its own digest. A holder relaying a piece it
 still receives (`X-Dfly-Relay`) ends its body short when its own fetch fails or
-stalls RELAY_WAIT_S: that is "relay stopped" (its source's fault, not its
-copy's), and a relay silent for twice that is given up on as stalled.
+stalls (storage.relay_deadline): that is "relay stopped" (its source's fault,
+not its copy's). How long a relay's next block may take follows its source's
+pace, which only the relay sees (a fixed two seconds gave up on healthy
+streams of the fan-out on slow links): its reads get `timeout_s` as any
+holder's (a relay silent that long has stalled itself: blamed), and at each
+read the relay is left ("relay stopped: ... too slow", blameless) once it lags
+far behind the fastest fetches the download made lately (relay_lags): its
+source is slow, not the swarm (a peer on a slow link or under a rate limit),
+and the piece is to be had faster elsewhere.
 
 A holder gets `connect_timeout_s` to accept the connection and again to send
 the first byte of its answer (a live one does both in a round trip); only then
@@ -36,8 +43,9 @@ import hashlib
 import http.client
 import io
 import socket
+import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 from urllib.parse import urlencode
 
 from dfly.protocol.address import loopback_for, parse_address
@@ -45,7 +53,6 @@ from dfly.protocol.messages import (
     PEER_SECRET_HEADER,
     RELAY_HEADER,
     RELAY_STOPPED,
-    RELAY_WAIT_S,
     SUPERNODE,
     PieceOrder,
 )
@@ -57,6 +64,38 @@ STEP_BYTES = 256 << 10
 READER_BUFFER_BYTES = io.DEFAULT_BUFFER_SIZE   # a response's socket reader's own buffer
 TLS_SLACK_BYTES = 64 << 10   # more than one TLS record (16 KiB and its overhead) with room
 SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
+
+
+RELAY_LAG_SHARE = 1 / 64     # a relay this far under the fastest recent fetch's pace lags
+RELAY_ALLOWANCE_BYTES = 256 << 10   # ... once it is this much behind (its start, TCP backing off)
+RELAY_JUDGED_AFTER_S = 1.0
+RECENT_FETCHES = 16
+
+
+def relay_lags(taken: int, elapsed: float, best_pace: float) -> bool:
+    """Is a relay that passed on `taken` bytes in `elapsed` seconds far behind the
+    fastest recent fetch (`best_pace`, bytes a second)? The fan-out's streams on a
+    slow link run at a sixteenth of it, a whole copy at all of it: a relay is left
+    only 64 times slower than that, and RELAY_ALLOWANCE_BYTES behind. Pure."""
+    return elapsed >= RELAY_JUDGED_AFTER_S and best_pace > 0 \
+        and taken + RELAY_ALLOWANCE_BYTES < RELAY_LAG_SHARE * best_pace * elapsed
+
+
+class Paces:
+    """The paces (bytes a second) of a download's last RECENT_FETCHES good fetches,
+    shared by its workers."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._recent: List[float] = []
+
+    def note(self, pace: float) -> None:
+        with self._lock:
+            self._recent = self._recent[1 - RECENT_FETCHES:] + [pace]
+
+    def best(self) -> float:
+        with self._lock:
+            return max(self._recent, default=0.0)
 
 
 def _set_lowat(sock: socket.socket, nbytes: int) -> int:
@@ -75,11 +114,12 @@ class PieceFetcher:
     def __init__(self, timeout_s: float, bucket: Optional[TokenBucket] = None,
                  clock: Callable[[], float] = time.monotonic, peer_id: str = "",
                  connect_timeout_s: float = 0.0, tls: Optional[TLS] = None,
-                 proof: Callable[[], str] = lambda: ""):
+                 proof: Callable[[], str] = lambda: "", paces: Optional[Paces] = None):
         """`peer_id`: ours, told to the supernode with each piece it serves us, with
         `proof()`, the secret it gave us (sent to the supernode only, never to a peer).
         `connect_timeout_s`: for the connection and for the first byte (0: timeout_s).
-        `tls`: dial holders with TLS (the cluster's setting)."""
+        `tls`: dial holders with TLS (the cluster's setting). `paces`: the download's
+        recent fetches, which a relay is judged against (relay_lags)."""
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
         self.tls = tls
@@ -89,6 +129,8 @@ class PieceFetcher:
         self.clock = clock
         self.received = 0   # bytes of the last fetch's body that arrived (a failed one's too)
         self.relayed = False   # the last fetch's holder said it was still fetching the piece
+        self.paces = paces if paces is not None else Paces()
+        self._began = 0.0   # when the last fetch was asked for
         self._conns: Dict[str, http.client.HTTPConnection] = {}
         self._step: Optional[memoryview] = None   # the plain body's read buffer, reused
 
@@ -99,6 +141,7 @@ class PieceFetcher:
         piece verified so far)); `data` (a view of a buffer reused for the next
         read) is valid during the call."""
         self.received, self.relayed = 0, False
+        self._began = self.clock()
         path = "/v1/tasks/%s/pieces/%d" % (task_id, order.num)
         headers = {}
         if self.peer_id:   # who the piece token was minted for
@@ -127,10 +170,9 @@ class PieceFetcher:
                     raise PieceFailed(_unreachable(e, self.tls))
         relay = self.relayed = response.getheader(RELAY_HEADER) is not None
         try:
-            # A relay ends its body within RELAY_WAIT_S of its source stopping: one
-            # silent for twice that has stalled itself.
-            sock.settimeout(min(self.timeout_s, 2 * RELAY_WAIT_S) if relay else self.timeout_s)
+            sock.settimeout(self.timeout_s)
             self._receive(response, sock, order, write, on_block)
+            self.paces.note(order.size / max(1e-6, self.clock() - self._began))
         except PieceFailed as e:
             self._drop(addr)
             if relay and str(e).startswith("short piece"):
@@ -186,6 +228,8 @@ class PieceFetcher:
                 want = min(want, step - at)
             if not buffered and want != lowat:
                 lowat = _set_lowat(sock, want)
+            if self.relayed and relay_lags(got, self.clock() - self._began, self.paces.best()):
+                raise PieceFailed("short piece: %d of %d bytes, too slow" % (got, order.size))
             held, buffered = buffered, 0
             n = body.readinto1(buffer[at:at + want])
             if not n:

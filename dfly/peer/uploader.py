@@ -12,8 +12,9 @@ peer secrets (`secrets`, the PeerSecrets of our peer id), else 403.
 Cut-through: a piece this peer is still fetching (the supernode may name us
 for it as soon as we are given it) is served as it arrives. Its blocks are
 verified before they are written (piece_client.py), so only verified bytes go
-out; the answer says `X-Dfly-Relay: arriving`, and waits at most RELAY_WAIT_S
-for each next block. When our fetch fails or stalls that long, the body ends
+out; the answer says `X-Dfly-Relay: arriving`, and waits for each next block
+at least RELAY_WAIT_S, longer as the blocks have come slower so far
+(storage.relay_deadline). When our fetch fails or stalls past that, the body ends
 short: the requester sees a relay that stopped, not a bad copy, and is planned
 again (we pass on nothing we did not verify, so a bad block from us is ours).
 """

@@ -30,9 +30,10 @@ SUPERNODE = "supernode"   # the holder name of pieces the supernode serves itsel
 DIGEST_MISMATCH = "digest mismatch"
 SHORT_PIECE = "short piece"
 PEER_SECRET_HEADER = "X-Dfly-Peer-Secret"   # proves a peer id: the secret its registration returned
-# Cut-through: a holder serving a piece it is still receiving says so, and waits at
-# most RELAY_WAIT_S for each next verified block before it ends the body short. A
-# failure of such a relay that is not a bad block is the relay's source's, not its own.
+# Cut-through: a holder serving a piece it is still receiving says so, and waits
+# for each next verified block at least RELAY_WAIT_S, longer as its blocks have come
+# slower (storage.relay_deadline), before it ends the body short. A failure of such
+# a relay that is not a bad block is the relay's source's, not its own.
 RELAY_HEADER = "X-Dfly-Relay"
 RELAY_WAIT_S = 2.0   # 24 blocks' time at 100 Mbit/s: a relay this slow is worth leaving
 RELAY_STOPPED = "relay stopped"

@@ -33,7 +33,8 @@ copy of the file):
   longest prefix of it with the requester: a piece enters a rack or zone about
   once and spreads inside it. A far holder with a free slot still serves when
   every near one is busy; but not while a copy is on its way to a peer of the
-  requester's own zone (begun within piece_stall_s): that copy will serve it,
+  requester's own zone (live: from the supernode, as for a copy waited for
+  below; from a peer, begun within piece_stall_s): that copy will serve it,
   so a piece crosses into a zone about once even when the whole file is in
   flight at the start of a swarm.
 - The supernode serves a piece only when no peer has it or is fetching it, so
@@ -47,7 +48,11 @@ copy of the file):
   start_timeout_s frees its slot, a send that broke (`supernode_send_failed`)
   frees the piece, and another peer's copy is worth waiting for only while it
   is under way and not stalled (begun, not given up on as too slow, and
-  reported within sent_grace_s of being sent).
+  reported within sent_grace_s of being sent, or half the time its sending
+  took when that is longer: the last bytes are still on their way, a slow
+  stream's for seconds; however long it takes: the
+  supernode watches the stream, where a bound in seconds would take slow links
+  for stalled ones).
 - Cut-through (`cut_through`; on unless the supernode's --no-cut-through):
   a peer still fetching a piece serves its verified blocks as they land
   (peer/uploader.py), so when no peer the requester can use holds the piece
@@ -59,8 +64,8 @@ copy of the file):
   relay in another zone is not used while a copy is on its way into the
   requester's own zone (as a far whole copy is not: with relays on, labelled
   swarms crossed zones twice as often without this). A
-  relay qualifies while its own fetch is live (assigned within piece_stall_s;
-  from the supernode: begun, as the supernode saw, and fresh as a supernode
+  relay qualifies while its own fetch is live (from a peer: assigned within
+  piece_stall_s; from the supernode: begun, as the supernode saw, and fresh as a supernode
   copy waited for; a peer that claims pieces and never fetches them is no
   relay), with a free upload slot, and itself fed by the supernode or a whole
   copy, not by another relay; nearest, least loaded, earliest begun first,
@@ -163,6 +168,7 @@ class SchedulerConfig:
     piece_stall_s: float = 15.0
     start_timeout_s: float = 5.0   # a fetch from the supernode not begun by then frees its slot
     sent_grace_s: float = 2.0      # a piece sent whole yet unreported by then: its reader is slow
+    sent_grace_share: float = 0.5  # ... or by this share of its send's time, if longer (a slow stream)
     prefer_near: bool = True       # among free holders, the one sharing most of the requester's location
     cut_through: bool = True       # a peer still fetching a piece may serve it (a relay)
     free_relay_slots: bool = False  # a fetch from a relay holds none of the requester's slots
@@ -216,7 +222,7 @@ class TaskScheduler:
         self._stuck: Set[Tuple[str, int]] = set()   # (peer, piece): it stopped relaying it
         self._sent: Set[Tuple[str, int]] = set()   # (peer, piece): its supernode slot is free again
         self._sent_at: Dict[Tuple[str, int], float] = {}   # (peer, piece): when sent whole
-        self._started: Set[Tuple[str, int]] = set()   # (peer, piece): its fetch from us began
+        self._started: Dict[Tuple[str, int], float] = {}   # (peer, piece) -> when its fetch from us began
         self._slow: Set[Tuple[str, int]] = set()   # (peer, piece): its reader is too slow to wait for
         self._suspect: Set[str] = set()   # holders reported failing, not heard from since
         # _free[k]: peers holding a piece with k uploads going, k < max_uploads_per_peer
@@ -347,7 +353,7 @@ class TaskScheduler:
         """`peer_id` began fetching `num` from the supernode."""
         peer = self.peers.get(peer_id)
         if peer is not None and peer.inflight.get(num, ("", 0))[0] == SUPERNODE:
-            self._started.add((peer_id, num))
+            self._started.setdefault((peer_id, num), now)
 
     def supernode_sent(self, peer_id: str, num: int, now: Optional[float] = None,
                        slow: bool = False) -> bool:
@@ -585,8 +591,17 @@ class TaskScheduler:
         if not zone or not self.config.prefer_near or self.peers[holder_id].location[:ZONE_LABELS] == zone:
             return False
         coming = self._coming.get((zone, num))
-        return bool(coming) and any(now - since <= self.config.piece_stall_s
+        return bool(coming) and any(self._live(other, num, since, now)
                                     for other, since in coming.items() if other != peer.peer_id)
+
+    def _live(self, peer_id: str, num: int, since: float, now: float) -> bool:
+        """Is `peer_id`'s fetch of `num` (assigned at `since`) under way and not stalled?
+        From the supernode: as the supernode sees its stream (_live_supernode_fetch);
+        from a peer: assigned within piece_stall_s (no one here sees that stream)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.inflight.get(num, ("", 0))[0] == SUPERNODE:
+            return self._live_supernode_fetch(peer_id, num, since, now)
+        return now - since <= self.config.piece_stall_s
 
     def _fresh_supernode_copy(self, peer: PeerState, num: int, now: float) -> bool:
         """Is another healthy peer `peer` can reach fetching `num` from the supernode right now?"""
@@ -603,18 +618,26 @@ class TaskScheduler:
         return False
 
     def _live_supernode_fetch(self, peer_id: str, num: int, since: float, now: float) -> bool:
-        """Is `peer_id`'s fetch of `num` from the supernode (assigned at `since`) under way?"""
+        """Is `peer_id`'s fetch of `num` from the supernode (assigned at `since`) under way?
+        Once begun, for as long as it takes: the supernode watches the stream and tells
+        when it is sent, breaks, or its reader lags (supernode_sent, _send_failed). A
+        bound in seconds took healthy streams for stalled where a piece takes long: a
+        slow link, shared by the fan-out's 16 streams (4 MiB at 25 Mbit/s: 21 s)."""
         cfg = self.config
         key = (peer_id, num)
         sent_at = self._sent_at.get(key)
         if key in self._slow:
             return False       # its reader takes it too slowly to wait for
         if sent_at is not None:
-            if now - sent_at > cfg.sent_grace_s:
-                return False   # it has the bytes, yet does not report them: a slow reader
-        elif key not in self._started and now - since > cfg.start_timeout_s:
-            return False       # it never began (dead, or it ignored the assignment)
-        return now - since <= cfg.piece_stall_s
+            return now - sent_at <= self._grace(key, sent_at)   # else it has the bytes, yet no report
+        return key in self._started or now - since <= cfg.start_timeout_s   # else it never began
+
+    def _grace(self, key: Tuple[str, int], sent_at: float) -> float:
+        """How long a piece the supernode sent to a peer may go unreported: the send
+        leaves up to httpd's UNSENT_BYTES, and what is in flight, still on their way,
+        which on one of the fan-out's 16 streams at 6.25 Mbit/s takes ~3 s."""
+        cfg = self.config
+        return max(cfg.sent_grace_s, cfg.sent_grace_share * (sent_at - self._started.get(key, sent_at)))
 
     def _relay_for(self, peer: PeerState, num: int, now: float, skip: AbstractSet[str]) -> Optional[str]:
         """A peer fetching `num` that can serve it to `peer` as it arrives (cut-through):
@@ -719,7 +742,7 @@ class TaskScheduler:
                 del self._coming[coming_key]
         if holder == SUPERNODE:
             key = (peer.peer_id, num)
-            self._started.discard(key)
+            self._started.pop(key, None)
             self._slow.discard(key)
             self._sent_at.pop(key, None)
             if key in self._sent:

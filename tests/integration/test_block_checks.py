@@ -2,7 +2,9 @@
 sockets: a bad block ends the fetch at that block with nothing of it written,
 a holder that sends blocks out of order or lies about a block is caught at
 the first wrong one, a holder that stalls mid-piece costs the piece timeout
-(a relay that stops costs less, and is not blamed for it)."""
+(a relay that stops costs less, and is not blamed for it; one whose blocks
+come seconds apart is waited for, unless the download's other fetches go far
+faster: then it is left, unblamed)."""
 import hashlib
 import socket
 import socketserver
@@ -12,8 +14,15 @@ import time
 import pytest
 from helpers import Serving, content
 
-from dfly.peer.piece_client import PieceFailed, PieceFetcher
-from dfly.protocol.messages import RELAY_HEADER, RELAY_STOPPED, PieceOrder, copy_suspect
+from dfly.peer.piece_client import Paces, PieceFailed, PieceFetcher
+from dfly.protocol.messages import (
+    RELAY_HEADER,
+    RELAY_STOPPED,
+    RELAY_WAIT_S,
+    PieceOrder,
+    copy_suspect,
+    relay_blameless,
+)
 from dfly.protocol.pieces import block_digests
 
 BLOCK = 256 * 1024
@@ -129,6 +138,47 @@ def test_a_relay_that_stops_mid_piece_is_a_stopped_relay_not_a_short_copy(holder
     assert str(failure) == "%s: short piece: %d of %d bytes" % (RELAY_STOPPED, 3 * BLOCK, len(PIECE))
     assert not copy_suspect(str(failure))
     assert verified == [BLOCK, 2 * BLOCK, 3 * BLOCK]
+
+
+@pytest.mark.time_limit(30)
+def test_a_relay_whose_blocks_come_seconds_apart_is_not_given_up_on(holder):
+    """A relay fed one of the fan-out's 16 streams on a slow link passes on a block
+    every few seconds (a 64 KiB block at 6.25 Mbit/s / 16: 1.3 s, more when TCP
+    backs off): that is its source's pace, which the relay judges (it ends the
+    body short when its source stalls); its reader waits as for any holder."""
+    def slowly(w, done):
+        w.write(PIECE[:BLOCK])
+        w.flush()
+        done.wait(2 * RELAY_WAIT_S + 0.5)   # longer than the old fixed 2 x RELAY_WAIT_S
+        w.write(PIECE[BLOCK:])
+    written, verified, failure, _ = _fetch(holder(slowly, relay=True).address, timeout_s=15.0)
+    assert failure is None, failure
+    assert b"".join(written[k] for k in sorted(written)) == PIECE
+
+
+@pytest.mark.time_limit(30)
+def test_a_relay_far_behind_the_downloads_recent_fetches_is_left_unblamed(holder):
+    """Its source is slow (a peer under a rate limit), not the swarm: where the
+    download's last fetch came at 100 MB/s, a relay passing on a block a second
+    is left once a second has told (at its second block), as a relay that stopped
+    (not its copy's fault)."""
+    def trickle(w, done):
+        for at in range(0, len(PIECE), BLOCK):
+            w.write(PIECE[at:at + BLOCK])
+            w.flush()
+            if done.wait(1.2):
+                return
+    paces = Paces()
+    paces.note(100e6)
+    fetcher = PieceFetcher(15.0, connect_timeout_s=2.0, paces=paces)
+    try:
+        with pytest.raises(PieceFailed) as failed:
+            fetcher.fetch(holder(trickle, relay=True).address, "0" * 64, _order(), lambda offset, chunk: None)
+    finally:
+        fetcher.close()
+    reason = str(failed.value)
+    assert reason == "%s: short piece: %d of %d bytes, too slow" % (RELAY_STOPPED, 2 * BLOCK, len(PIECE))
+    assert relay_blameless(reason) and not copy_suspect(reason)
 
 
 def test_a_relay_that_lies_about_a_block_is_blamed_for_it(holder):

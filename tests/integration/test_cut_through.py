@@ -227,7 +227,9 @@ def test_a_fetch_from_a_relay_holds_a_parallel_slot_unless_relay_slots_are_free(
     relay = FakeRelay(supernode.address, src.url, data, _slowly)
     trace = Trace()
     try:
-        client_factory([supernode.address], parallel=1).download(
+        # At 1 MiB/s the supernode's pieces come no faster than 64 times the relay's
+        # pace (160 KB/s): the relay is not left as lagging (piece_client.relay_lags).
+        client_factory([supernode.address], parallel=1, rate_limit=MiB).download(
             src.url, str(downloads / "slots.bin"), sequential=True, trace=trace)
     finally:
         relay.stop()

@@ -5,12 +5,14 @@ pieces, nor the running digest, nor the relays of the other pieces arriving:
 a peer of the fan-out takes 16 pieces in at once and relays one of them to 15
 peers); the running digest (`prefix_grown`) wakes only when the held
 prefix grows, not for a piece that lands after a gap; readers waiting for the
-file's length are told when it is known.
+file's length are told when it is known. A relay waits for the next block at
+least its floor, and longer when the blocks have come slowly (relay_deadline).
 
 Whether a waiter was woken is read off the condition (helpers.waiting_on) while
 the test holds the storage's lock: a woken waiter cannot wait again before the
 test lets the lock go, so nothing depends on timing."""
 import threading
+import time
 
 import pytest
 from helpers import wait_until, waiting_on
@@ -152,4 +154,32 @@ def test_readers_waiting_for_the_length_are_told_when_it_is_known(tmp_path):
         storage.set_geometry(3 * PIECE, PIECE)
         assert waiting_on(storage.cond) == 0
     reader.end()
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+def test_a_relay_waits_past_its_floor_for_blocks_that_have_come_slowly(tmp_path):
+    storage = _storage(tmp_path)
+    storage.piece_begun(0)
+    time.sleep(0.5)   # the first block took half a second: a slow link's pace
+    storage.block_verified(0, BLOCK)
+    got = []
+    relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, BLOCK, 0.2)), daemon=True)
+    relay.start()
+    wait_until(lambda: _relays_waiting(storage, 0) == 1)
+    time.sleep(0.6)   # the next comes after the floor, at that pace: no stall
+    storage.block_verified(0, 2 * BLOCK)
+    relay.join(10)
+    assert got == [2 * BLOCK]
+    storage.close()
+
+
+@pytest.mark.time_limit(20)
+def test_a_relay_whose_fast_source_stops_gives_up_after_its_floor(tmp_path):
+    storage = _storage(tmp_path)
+    storage.piece_begun(0)
+    storage.block_verified(0, BLOCK)   # at once: a fast pace
+    began = time.monotonic()
+    assert storage.verified_end(0, BLOCK, 0.3) == BLOCK   # no more: the body ends short
+    assert 0.25 < time.monotonic() - began < 10
     storage.close()

@@ -4,8 +4,10 @@ after SLOW_SEND_S (the body still goes out), one that reads nothing is cut off
 after STALLED_SEND_S, and a healthy one is told apart from both. Slow is
 against the others: readers that share the sender's link, each at the same
 pace, are not slow however long their bodies take (the supernode's fan-out
-feeds 16 peers at once), and one far behind readers still going is."""
+feeds 16 peers at once), and one far behind readers still going is. A body
+sent unwatched (rate-limited) still tells its sender when it breaks."""
 import socket
+import struct
 import threading
 import time
 
@@ -13,6 +15,7 @@ import pytest
 from helpers import MiB, wait_until
 
 from dfly.httpd import SLOW_SEND_S, STALLED_SEND_S, FileSlice, Listener, Response
+from dfly.protocol.ratelimit import TokenBucket
 
 BODY = 32 * MiB   # far more than the socket buffers of both ends hold
 
@@ -101,6 +104,30 @@ def test_a_client_that_reads_is_told_sent_and_never_failed(served):
     finally:
         sock.close()
         reader.join(5)
+
+
+class Throttled(Watched):
+    """The same, under an upload rate limit: such a body is not watched (sent in
+    rate-limited steps), yet its sender must still hear when it breaks."""
+
+    def route(self, request):
+        return Response(200, FileSlice(self.path, 0, BODY, throttle=TokenBucket(4 * MiB, time.monotonic()),
+                                       on_sent=self._sent, on_failed=self._failed))
+
+
+@pytest.mark.time_limit(30)
+def test_an_unwatched_body_whose_client_went_away_tells_its_sender(tmp_path):
+    app, address, listener = _serving(tmp_path, Throttled)
+    try:
+        sock, _ = _ask(address)
+        sock.settimeout(10)
+        assert sock.recv(1024)   # the headers: the body is on its way
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()   # a reset: the next step fails
+        wait_until(lambda: app.failed_at, timeout=20, message="told failed")
+        assert app.sent_at is None
+    finally:
+        listener.stop()
 
 
 class Readers:

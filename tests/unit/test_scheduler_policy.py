@@ -181,13 +181,20 @@ def test_a_peer_fetching_from_the_supernode_then_serves_the_others():
     assert s.holders_of(0) == {"a"}
 
 
-def test_supernode_serves_a_piece_again_once_the_first_copy_has_stalled():
+@pytest.mark.parametrize("ends", ["slow", "broke"])
+def test_a_begun_supernode_copy_is_waited_for_however_long_until_the_supernode_gives_up_on_it(ends):
+    """A piece can take longer than piece_stall_s on its way: one of the fan-out's 16
+    streams on a slow link (4 MiB at 25 Mbit/s: 21 s). The supernode watches the
+    stream and says when its reader lags or it broke; till then it is no stall."""
     s = scheduler(on_supernode=[0], peers=["a", "b"], piece_stall_s=15.0)
     s.assign("a", 1, T0)
     s.supernode_started("a", 0, T0 + 0.1)
-    assert s.assign("b", 1, T0 + 15.0) == []
-    assert s.assign("b", 1, T0 + 15.5) == [Assignment(0, SUPERNODE)]
-    assert s.upload_load(SUPERNODE) == 2
+    assert s.assign("b", 1, T0 + 40.0) == []
+    if ends == "slow":
+        assert s.supernode_sent("a", 0, T0 + 40.0, slow=True) is True
+    else:
+        assert s.supernode_send_failed("a", 0) is True
+    assert s.assign("b", 1, T0 + 40.1) == [Assignment(0, SUPERNODE)]
 
 
 def test_a_busy_holder_is_waited_for_rather_than_loading_the_supernode():
@@ -554,6 +561,17 @@ def test_a_piece_sent_whole_but_not_reported_is_not_waited_for_past_the_grace():
     assert s.supernode_sent("slow", 0, T0 + 0.5) is True
     assert s.assign("b", 1, T0 + 2.0) == []   # it will report any moment
     assert s.assign("b", 1, T0 + 2.6) == [Assignment(0, SUPERNODE)]   # it reads at 100 KB/s
+
+
+def test_a_piece_that_took_long_to_send_gets_a_grace_as_long_as_its_last_bytes_take():
+    """One of the fan-out's 16 streams at 6.25 Mbit/s: 1 MiB takes ~20 s, and the
+    last bytes still on their way when the supernode calls it sent take seconds."""
+    s = scheduler(on_supernode=[0], peers=["a", "b"], sent_grace_s=2.0, sent_grace_share=0.5)
+    s.assign("a", 1, T0)
+    s.supernode_started("a", 0, T0)
+    assert s.supernode_sent("a", 0, T0 + 20) is True
+    assert s.assign("b", 1, T0 + 25) == []    # arriving: a relay, or a copy to wait for
+    assert s.assign("b", 1, T0 + 30.5) == [Assignment(0, SUPERNODE)]
 
 
 def test_a_piece_given_up_on_for_a_slow_reader_is_not_waited_for_at_all():

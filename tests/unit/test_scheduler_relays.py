@@ -137,6 +137,16 @@ def test_a_fetch_between_peers_relays_until_the_piece_stall_time():
     assert s.assign("c", 1, T0 + 15.1) == []   # a's fetch began 15.1 s ago: stalled
 
 
+def test_a_relay_the_supernode_feeds_serves_past_the_piece_stall_time_while_its_stream_goes_on():
+    """Its stream is one of the fan-out's on a slow link: the supernode watches it,
+    and only what it says ends the relay's turn, not the clock."""
+    s = scheduler(peers=("a", "b", "c"), piece_stall_s=15.0)
+    fetching_from_supernode(s, "a")
+    assert s.assign("b", 1, T0 + 30) == [Assignment(0, "a")]
+    s.supernode_sent("a", 0, T0 + 31, slow=True)   # its reader lags now
+    assert s.assign("c", 1, T0 + 31) == [Assignment(0, SUPERNODE)]
+
+
 def test_the_nearest_relay_wins_then_the_least_loaded():
     s = scheduler(peers=("h1", "h2", "far", "near", "me"), max_uploads_per_peer=1,
                   max_uploads_supernode=0,

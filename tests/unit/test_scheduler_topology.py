@@ -73,6 +73,16 @@ def test_a_copy_coming_into_the_zone_that_stalled_is_not_waited_for():
     assert s.assign("req", 1, T0 + 16) == [Assignment(0, "far")]
 
 
+def test_the_supernode_copy_coming_into_the_zone_is_waited_for_as_long_as_its_stream_goes_on():
+    s = swarm({"near": ZONE_A, "req": ZONE_A, "far": ZONE_B}, piece_stall_s=15.0)
+    assert s.assign("near", 1, T0) == [Assignment(0, SUPERNODE)]
+    s.supernode_started("near", 0, T0)
+    s.piece_done("far", 0, T0)
+    assert s.assign("req", 1, T0 + 30) == []                   # a slow link: no stall
+    s.supernode_send_failed("near", 0)
+    assert s.assign("req", 1, T0 + 30) == [Assignment(0, "far")]
+
+
 def test_the_supernode_copy_coming_into_the_zone_is_waited_for_too():
     s = swarm({"near": ZONE_A, "req": ZONE_A, "far": ZONE_B})
     assert s.assign("near", 1, T0) == [Assignment(0, SUPERNODE)]
