@@ -272,19 +272,36 @@ def test_at_start_a_flag_replaces_the_files_key_and_its_line(tmp_path):
                               "host can reach this one there\n")
 
 
+def _udp_and_tcp_port():
+    """Sockets holding one port number on ::1 for UDP and for TCP, as a gossip member
+    binds it: held both, no other test's socket holds the TCP one when the port is
+    to be free again (it did once, on a busy machine)."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp.bind(("::1", 0))
+        tcp = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("::1", udp.getsockname()[1]))
+            return udp, tcp
+        except OSError:
+            udp.close()
+            tcp.close()
+    raise AssertionError("no port free for both UDP and TCP on ::1")
+
+
 def test_live_binds_the_gossip_address_as_the_member_would(tmp_path, capsys):
     key = tmp_path / "gossip.key"
     key.write_text("a cluster key of more than sixteen characters\n")
-    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    taken.bind(("::1", 0))
+    taken, also = _udp_and_tcp_port()
+    port = taken.getsockname()[1]
     try:
-        port = taken.getsockname()[1]
         path = settings_file(tmp_path / "sn.json", listen="[::1]:0", gossip=True,
                              gossip_key_file=str(key), gossip_listen="[::1]:%d" % port,
                              advertise="[::1]:8002", data_dir=str(tmp_path / "d"))
         code, out = run(capsys, "--live", "--kind", "supernode", path)
     finally:
         taken.close()
+        also.close()
     errors = [line for line in out if ": error: " in line]
     assert code == 1 and len(errors) == 1, out
     assert errors[0].startswith(path + ":5: error: cannot listen on [::1]:%d: " % port), out
