@@ -228,8 +228,7 @@ class PieceFetcher:
                 want = min(want, step - at)
             if not buffered and want != lowat:
                 lowat = _set_lowat(sock, want)
-            if self.relayed and relay_lags(got, self.clock() - self._began, self.paces.best()):
-                raise PieceFailed("short piece: %d of %d bytes, too slow" % (got, order.size))
+            self._judge_relay(got, order.size)
             held, buffered = buffered, 0
             n = body.readinto1(buffer[at:at + want])
             if not n:
@@ -254,6 +253,11 @@ class PieceFetcher:
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
 
+    def _judge_relay(self, got: int, size: int) -> None:
+        """Leave a relay that lags (relay_lags), before each read of its body."""
+        if self.relayed and relay_lags(got, self.clock() - self._began, self.paces.best()):
+            raise PieceFailed("short piece: %d of %d bytes, too slow" % (got, size))
+
     def _receive_tls(self, response, order: PieceOrder, write, hasher, step: int = 0) -> None:
         # A TLS read returns one record (16 KiB) at most: read1 would allocate a whole
         # step per record, and hashing and writing each record is many more calls.
@@ -270,6 +274,7 @@ class PieceFetcher:
                 at = got % step
                 room = min(room, step - at)
             view = buffer[at:at + room]
+            self._judge_relay(got, order.size)
             n = response.readinto(view)
             if not n:
                 raise PieceFailed("short piece: %d of %d bytes" % (got, order.size))

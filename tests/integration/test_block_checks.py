@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from certs import Certs
 from helpers import Serving, content
 
 from dfly.peer.piece_client import Paces, PieceFailed, PieceFetcher
@@ -24,17 +25,26 @@ from dfly.protocol.messages import (
     relay_blameless,
 )
 from dfly.protocol.pieces import block_digests
+from dfly.tls import TLS, TLSOptions
 
 BLOCK = 256 * 1024
 PIECE = content(4 * BLOCK + 1000, seed=81)   # four whole blocks and a short one
 
 
 class ScriptedHolder(Serving):
-    """Answers one piece request per connection with `script(wfile)` after the head."""
+    """Answers one piece request per connection with `script(wfile)` after the head
+    (over TLS with `tls`, a dfly.tls.TLS that serves)."""
 
-    def __init__(self, script, relay=False, size=len(PIECE)):
+    def __init__(self, script, relay=False, size=len(PIECE), tls=None):
         holder = self
         self.done = threading.Event()   # set at teardown: scripts that stall wait on it
+
+        class Server(socketserver.ThreadingTCPServer):
+            def get_request(self):
+                sock, addr = super().get_request()
+                if tls is not None:
+                    sock = tls.server_context().wrap_socket(sock, server_side=True)
+                return sock, addr
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
@@ -49,7 +59,7 @@ class ScriptedHolder(Serving):
                 except OSError:
                     pass
 
-        super().__init__(Handler, "scripted-holder", socketserver.ThreadingTCPServer)
+        super().__init__(Handler, "scripted-holder", Server)
 
     def stop(self):
         self.done.set()
@@ -60,8 +70,8 @@ class ScriptedHolder(Serving):
 def holder():
     made = []
 
-    def make(script, relay=False, size=len(PIECE)):
-        made.append(ScriptedHolder(script, relay, size))
+    def make(script, relay=False, size=len(PIECE), tls=None):
+        made.append(ScriptedHolder(script, relay, size, tls))
         return made[-1]
     yield make
     for h in made:
@@ -157,7 +167,8 @@ def test_a_relay_whose_blocks_come_seconds_apart_is_not_given_up_on(holder):
 
 
 @pytest.mark.time_limit(30)
-def test_a_relay_far_behind_the_downloads_recent_fetches_is_left_unblamed(holder):
+@pytest.mark.parametrize("over_tls", [False, True])
+def test_a_relay_far_behind_the_downloads_recent_fetches_is_left_unblamed(holder, tmp_path, over_tls):
     """Its source is slow (a peer under a rate limit), not the swarm: where the
     download's last fetch came at 100 MB/s, a relay passing on a block a second
     is left once a second has told (at its second block), as a relay that stopped
@@ -170,10 +181,16 @@ def test_a_relay_far_behind_the_downloads_recent_fetches_is_left_unblamed(holder
                 return
     paces = Paces()
     paces.note(100e6)
-    fetcher = PieceFetcher(15.0, connect_timeout_s=2.0, paces=paces)
+    server_tls = client_tls = None
+    if over_tls:
+        certs = Certs(str(tmp_path / "certs"))
+        server_tls = TLS(TLSOptions(**certs.mtls("holder")))
+        client_tls = TLS(TLSOptions(**certs.mtls("peer")))
+    fetcher = PieceFetcher(15.0, connect_timeout_s=2.0, paces=paces, tls=client_tls)
     try:
         with pytest.raises(PieceFailed) as failed:
-            fetcher.fetch(holder(trickle, relay=True).address, "0" * 64, _order(), lambda offset, chunk: None)
+            fetcher.fetch(holder(trickle, relay=True, tls=server_tls).address, "0" * 64, _order(),
+                          lambda offset, chunk: None)
     finally:
         fetcher.close()
     reason = str(failed.value)
