@@ -47,12 +47,11 @@ copy of the file):
 - Nobody holds the supernode up: a fetch from it not begun within
   start_timeout_s frees its slot, a send that broke (`supernode_send_failed`)
   frees the piece, and another peer's copy is worth waiting for only while it
-  is under way and not stalled (begun, not given up on as too slow, and
-  reported within sent_grace_s of being sent, or half the time its sending
-  took when that is longer: the last bytes are still on their way, a slow
-  stream's for seconds; however long it takes: the
-  supernode watches the stream, where a bound in seconds would take slow links
-  for stalled ones).
+  is under way and not stalled: begun, and then for as long as it takes (the
+  supernode watches the stream and says when its reader lags or the send
+  broke; a bound in seconds took slow links for stalled ones), and once sent
+  whole, reported within sent_grace_s, or half the time its sending took if
+  longer (the last bytes of a slow stream take seconds to arrive).
 - Cut-through (`cut_through`; on unless the supernode's --no-cut-through):
   a peer still fetching a piece serves its verified blocks as they land
   (peer/uploader.py), so when no peer the requester can use holds the piece
@@ -136,8 +135,11 @@ copy of the file):
 - Peers not heard from for peer_ttl_s are forgotten with all they held (pieces
   others are fetching from them stay theirs until reported: the fetch is still
   running there); an assignment not reported within assignment_timeout_s is
-  released. A requester holds at most max_assignments_per_peer unreported
-  assignments (one that asks for many and never fetches holds few slots).
+  released, unless the supernode is still sending it (or sending it to the
+  relay it comes from): a slow link's fan-out stream can take minutes, and
+  the supernode tells when it ends or breaks (stream_timeout_s is the net).
+  A requester holds at most max_assignments_per_peer unreported assignments
+  (one that asks for many and never fetches holds few slots).
 
 No sockets, threads or clocks: every call that depends on time takes `now`.
 """
@@ -163,6 +165,7 @@ class SchedulerConfig:
     max_holder_errors: int = 5
     max_peer_failures: int = 5
     assignment_timeout_s: float = 60.0
+    stream_timeout_s: float = 600.0   # ... or, for one the supernode still sends, this (a safety net)
     max_assignments_per_peer: int = 16
     peer_ttl_s: float = 30.0
     piece_stall_s: float = 15.0
@@ -391,13 +394,29 @@ class TaskScheduler:
             self.peer_left(peer_id)
         for peer in self.peers.values():
             for num, (holder, since) in list(peer.inflight.items()):
-                if now - since > self.config.assignment_timeout_s:
+                if now - since > self.config.assignment_timeout_s \
+                        and (now - since > self.config.stream_timeout_s
+                             or not self._streaming(peer.peer_id, num, holder)):
                     self._release(peer, num)
                 elif holder == SUPERNODE and now - since > self.config.start_timeout_s \
                         and (peer.peer_id, num) not in self._started \
                         and (peer.peer_id, num) not in self._sent:
                     self._free_slot(peer.peer_id, num)
         return gone
+
+    def _streaming(self, peer_id: str, num: int, holder: str) -> bool:
+        """Is the supernode still sending `num` to `peer_id` (begun, not yet sent,
+        its reader not found slow), or to the relay `peer_id` fetches it from? Such
+        a fetch outlives assignment_timeout_s: the supernode tells when it ends or
+        breaks, and one of the fan-out's 16 streams on a slow link takes minutes
+        (a 4 MiB piece at 6.25 Mbit/s: 86 s)."""
+        if holder != SUPERNODE:
+            relay = self.peers.get(holder)
+            if relay is None or relay.inflight.get(num, ("", 0))[0] != SUPERNODE:
+                return False
+            peer_id = holder
+        key = (peer_id, num)
+        return key in self._started and key not in self._sent and key not in self._slow
 
     # queries ----------------------------------------------------------------
     def assign(self, peer_id: str, want: int, now: float,
@@ -630,7 +649,9 @@ class TaskScheduler:
             return False       # its reader takes it too slowly to wait for
         if sent_at is not None:
             return now - sent_at <= self._grace(key, sent_at)   # else it has the bytes, yet no report
-        return key in self._started or now - since <= cfg.start_timeout_s   # else it never began
+        if key in self._started:
+            return now - since <= cfg.stream_timeout_s   # (a safety net: the supernode tells)
+        return now - since <= cfg.start_timeout_s   # else it never began
 
     def _grace(self, key: Tuple[str, int], sent_at: float) -> float:
         """How long a piece the supernode sent to a peer may go unreported: the send

@@ -147,6 +147,20 @@ def test_a_relay_the_supernode_feeds_serves_past_the_piece_stall_time_while_its_
     assert s.assign("c", 1, T0 + 31) == [Assignment(0, SUPERNODE)]
 
 
+def test_a_fetch_the_supernode_still_sends_outlives_the_assignment_timeout():
+    """One of the fan-out's 16 streams at 6.25 Mbit/s: a 4 MiB piece takes 86 s.
+    Its follower's fetch, from the peer it relays through, lives as long."""
+    s = scheduler(peers=("a", "b"), assignment_timeout_s=60.0, peer_ttl_s=1000.0)
+    assert s.assign("a", 1, T0) == [Assignment(0, SUPERNODE)]
+    s.supernode_started("a", 0, T0)
+    assert s.assign("b", 1, T0) == [Assignment(0, "a")]
+    s.expire(T0 + 80)
+    assert 0 in s.peers["a"].inflight and 0 in s.peers["b"].inflight
+    assert s.supernode_sent("a", 0, T0 + 86) is True
+    s.expire(T0 + 87)   # sent: the reports are due now, as for any assignment
+    assert s.peers["a"].inflight == {} and s.peers["b"].inflight == {}
+
+
 def test_the_nearest_relay_wins_then_the_least_loaded():
     s = scheduler(peers=("h1", "h2", "far", "near", "me"), max_uploads_per_peer=1,
                   max_uploads_supernode=0,
