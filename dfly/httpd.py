@@ -428,7 +428,7 @@ PROGRESS_S = 1.0            # a reader whose body got no further for this long i
 STILL_BYTES = 256 * 1024    # ... nor, on a busy link, for as long as the others' median pace takes
                             # this, if longer; and a reader's start is forgiven this much behind
 BUSY_SHARE = 0.5            # bodies taking this share of the fastest recent one's pace: a busy link
-RECENT_BODIES = 16
+RECENT_BODIES = 16          # the bodies whose paces are kept (Paces)
 SLOW_SHARE = 0.25           # nor one taking less than this share of the median of the others' pace
 CHECK_S = 0.25              # how often a watched body's reader is looked at past SLOW_SEND_S
 
@@ -465,6 +465,24 @@ def _unacked(sock: socket.socket) -> int:
         return 0
 
 
+class Paces:
+    """The paces (bytes a second) of the last RECENT_BODIES bodies that went whole,
+    shared by threads: the fastest says what one stream gets where the link is not
+    shared (Watches, for a server's readers; piece_client, for a download's relays)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._recent: List[float] = []
+
+    def note(self, pace: float) -> None:
+        with self._lock:
+            self._recent = self._recent[1 - RECENT_BODIES:] + [pace]
+
+    def best(self) -> float:
+        with self._lock:
+            return max(self._recent, default=0.0)
+
+
 class Watches:
     """The watched bodies one server is sending now, so a reader can be told slow
     against the others. A supernode feeding n peers at once (the scheduler's
@@ -477,24 +495,17 @@ class Watches:
     def __init__(self):
         self._lock = threading.Lock()
         self._now: Set[_Watch] = set()
-        self._recent: List[float] = []   # the paces of the last RECENT_BODIES bodies sent whole
+        self.recent = Paces()   # of the bodies sent whole
 
     def add(self, watch: "_Watch") -> None:
         with self._lock:
             self._now.add(watch)
 
     def discard(self, watch: "_Watch", sent_whole: bool = False) -> None:
-        pace = watch.pace(time.monotonic()) if sent_whole else None
         with self._lock:
             self._now.discard(watch)
-            if pace is not None:
-                self._recent = self._recent[1 - RECENT_BODIES:] + [pace]
-
-    def recent_best(self) -> float:
-        """The fastest pace of the last bodies sent whole: what one reader can take
-        from this server when its link is not shared."""
-        with self._lock:
-            return max(self._recent, default=0.0)
+        if sent_whole:
+            self.recent.note(watch.pace(time.monotonic()))
 
     def others_pace(self, watch: "_Watch", now: float) -> List[float]:
         """The pace (bytes a second taken) of the other bodies going a second or more."""
@@ -532,7 +543,7 @@ class _Watch:
             return False
         others = self.watches.others_pace(self, now)
         return reader_slow(now - self.moved, self.taken, now - self.began, others,
-                           self.watches.recent_best())
+                           self.watches.recent.best())
 
     def tell_sent(self, slow: bool = False) -> None:
         if not self.told:

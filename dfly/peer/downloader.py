@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from dfly import errors
-from dfly.peer.piece_client import Paces, PieceFailed, PieceFetcher
+from dfly.httpd import Paces
+from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.peer.progress import human_bytes, received
 from dfly.peer.source import Fill
 from dfly.peer.storage import PieceFile

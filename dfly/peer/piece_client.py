@@ -43,11 +43,11 @@ import hashlib
 import http.client
 import io
 import socket
-import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 from urllib.parse import urlencode
 
+from dfly.httpd import Paces
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import (
     PEER_SECRET_HEADER,
@@ -69,8 +69,6 @@ SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 RELAY_LAG_SHARE = 1 / 64     # a relay this far under the fastest recent fetch's pace lags
 RELAY_ALLOWANCE_BYTES = 256 << 10   # ... once it is this much behind (its start, TCP backing off)
 RELAY_JUDGED_AFTER_S = 1.0
-RECENT_FETCHES = 16
-
 
 def relay_lags(taken: int, elapsed: float, best_pace: float) -> bool:
     """Is a relay that passed on `taken` bytes in `elapsed` seconds far behind the
@@ -79,23 +77,6 @@ def relay_lags(taken: int, elapsed: float, best_pace: float) -> bool:
     only 64 times slower than that, and RELAY_ALLOWANCE_BYTES behind. Pure."""
     return elapsed >= RELAY_JUDGED_AFTER_S and best_pace > 0 \
         and taken + RELAY_ALLOWANCE_BYTES < RELAY_LAG_SHARE * best_pace * elapsed
-
-
-class Paces:
-    """The paces (bytes a second) of a download's last RECENT_FETCHES good fetches,
-    shared by its workers."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._recent: List[float] = []
-
-    def note(self, pace: float) -> None:
-        with self._lock:
-            self._recent = self._recent[1 - RECENT_FETCHES:] + [pace]
-
-    def best(self) -> float:
-        with self._lock:
-            return max(self._recent, default=0.0)
 
 
 def _set_lowat(sock: socket.socket, nbytes: int) -> int:
@@ -119,7 +100,8 @@ class PieceFetcher:
         `proof()`, the secret it gave us (sent to the supernode only, never to a peer).
         `connect_timeout_s`: for the connection and for the first byte (0: timeout_s).
         `tls`: dial holders with TLS (the cluster's setting). `paces`: the download's
-        recent fetches, which a relay is judged against (relay_lags)."""
+        recent good fetches (all its workers'), which a relay is judged against
+        (relay_lags)."""
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(connect_timeout_s or timeout_s, timeout_s)
         self.tls = tls

@@ -21,7 +21,7 @@ sent 2.5 times).
 import os
 import threading
 import time
-from typing import Dict, Optional, Set, Tuple
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from dfly.errors import LocalIOError
 from dfly.protocol.pieces import piece_count, piece_range
@@ -42,10 +42,13 @@ def relay_deadline(began: float, blocks: int, last: float, floor_s: float) -> fl
 
 
 class PieceFile:
-    def __init__(self, path: str, truncate: bool = True, shown: str = "", fd: Optional[int] = None):
+    def __init__(self, path: str, truncate: bool = True, shown: str = "", fd: Optional[int] = None,
+                 clock: Callable[[], float] = time.monotonic):
         """`shown`: the name errors give (the user's file, not its temporary name);
-        `fd`: `path` already open (output.create_part's), taken over."""
+        `fd`: `path` already open (output.create_part's), taken over; `clock`: what
+        the blocks' arrival is timed by (relay_deadline)."""
         self.path = path
+        self.clock = clock
         self.shown = shown or path
         if fd is not None:
             self.fd = fd
@@ -140,7 +143,7 @@ class PieceFile:
         """A fetch of piece `num` begins: nothing of it is verified yet."""
         with self.cond:
             self.arriving[num] = 0
-            now = time.monotonic()
+            now = self.clock()
             self._clock[num] = (now, 0, now)
             self._wake_relays(num)
 
@@ -150,7 +153,7 @@ class PieceFile:
             if num in self.arriving:
                 self.arriving[num] = verified
                 began, blocks, _ = self._clock[num]
-                self._clock[num] = (began, blocks + 1, time.monotonic())
+                self._clock[num] = (began, blocks + 1, self.clock())
                 self._wake_relays(num)
 
     def piece_abandoned(self, num: int) -> None:
@@ -191,7 +194,7 @@ class PieceFile:
                 got = self.arriving.get(num)
                 if got is None or got > sent:
                     return sent if got is None else got
-                left = relay_deadline(*self._clock[num], floor_s) - time.monotonic()
+                left = relay_deadline(*self._clock[num], floor_s) - self.clock()
                 if left <= 0:
                     return got
                 self._relay_wait(num, left)

@@ -35,7 +35,7 @@ PEER_SECRET_HEADER = "X-Dfly-Peer-Secret"   # proves a peer id: the secret its r
 # slower (storage.relay_deadline), before it ends the body short. A failure of such
 # a relay that is not a bad block is the relay's source's, not its own.
 RELAY_HEADER = "X-Dfly-Relay"
-RELAY_WAIT_S = 2.0   # 24 blocks' time at 100 Mbit/s: a relay this slow is worth leaving
+RELAY_WAIT_S = 2.0   # the least a relay waits for its next block (24 blocks' time at 100 Mbit/s)
 RELAY_STOPPED = "relay stopped"
 
 

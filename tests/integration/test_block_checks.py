@@ -15,7 +15,8 @@ import pytest
 from certs import Certs
 from helpers import Serving, content
 
-from dfly.peer.piece_client import Paces, PieceFailed, PieceFetcher
+from dfly.httpd import Paces
+from dfly.peer.piece_client import PieceFailed, PieceFetcher
 from dfly.protocol.messages import (
     RELAY_HEADER,
     RELAY_STOPPED,

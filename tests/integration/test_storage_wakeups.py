@@ -12,7 +12,6 @@ Whether a waiter was woken is read off the condition (helpers.waiting_on) while
 the test holds the storage's lock: a woken waiter cannot wait again before the
 test lets the lock go, so nothing depends on timing."""
 import threading
-import time
 
 import pytest
 from helpers import wait_until, waiting_on
@@ -157,17 +156,29 @@ def test_readers_waiting_for_the_length_are_told_when_it_is_known(tmp_path):
     storage.close()
 
 
+class Clock:
+    """A clock the test moves (the blocks' arrival times)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.time_limit(20)
 def test_a_relay_waits_past_its_floor_for_blocks_that_have_come_slowly(tmp_path):
-    storage = _storage(tmp_path)
+    clock = Clock()
+    storage = PieceFile(str(tmp_path / "file.part"), clock=clock)
+    storage.set_geometry(3 * PIECE, PIECE)
     storage.piece_begun(0)
-    time.sleep(0.5)   # the first block took half a second: a slow link's pace
+    clock.now += 0.5   # the first block took half a second: a slow link's pace
     storage.block_verified(0, BLOCK)
+    clock.now += 0.6   # past the floor (0.2 s), within four blocks' time at that pace
     got = []
     relay = threading.Thread(target=lambda: got.append(storage.verified_end(0, BLOCK, 0.2)), daemon=True)
     relay.start()
-    wait_until(lambda: _relays_waiting(storage, 0) == 1)
-    time.sleep(0.6)   # the next comes after the floor, at that pace: no stall
+    wait_until(lambda: _relays_waiting(storage, 0) == 1 or got, message="the relay waits")
     storage.block_verified(0, 2 * BLOCK)
     relay.join(10)
     assert got == [2 * BLOCK]
@@ -176,10 +187,11 @@ def test_a_relay_waits_past_its_floor_for_blocks_that_have_come_slowly(tmp_path)
 
 @pytest.mark.time_limit(20)
 def test_a_relay_whose_fast_source_stops_gives_up_after_its_floor(tmp_path):
-    storage = _storage(tmp_path)
+    clock = Clock()
+    storage = PieceFile(str(tmp_path / "file.part"), clock=clock)
+    storage.set_geometry(3 * PIECE, PIECE)
     storage.piece_begun(0)
     storage.block_verified(0, BLOCK)   # at once: a fast pace
-    began = time.monotonic()
-    assert storage.verified_end(0, BLOCK, 0.3) == BLOCK   # no more: the body ends short
-    assert 0.25 < time.monotonic() - began < 10
+    clock.now += 0.31
+    assert storage.verified_end(0, BLOCK, 0.3) == BLOCK   # no more in time: the body ends short
     storage.close()

@@ -197,6 +197,15 @@ def test_a_begun_supernode_copy_is_waited_for_however_long_until_the_supernode_g
     assert s.assign("b", 1, T0 + 40.1) == [Assignment(0, SUPERNODE)]
 
 
+def test_a_begun_supernode_copy_is_waited_for_no_longer_than_the_stream_timeout():
+    """The net, should the supernode never tell (a send it lost track of)."""
+    s = scheduler(on_supernode=[0], peers=["a", "b"], stream_timeout_s=600.0, peer_ttl_s=10000.0)
+    s.assign("a", 1, T0)
+    s.supernode_started("a", 0, T0)
+    assert s.assign("b", 1, T0 + 599) == []
+    assert s.assign("b", 1, T0 + 601) == [Assignment(0, SUPERNODE)]
+
+
 def test_a_busy_holder_is_waited_for_rather_than_loading_the_supernode():
     s = scheduler(on_supernode=[0, 1], peers=["h", "r"], max_uploads_per_peer=1)
     holding(s, "h", [0, 1])
