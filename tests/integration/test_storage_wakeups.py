@@ -44,8 +44,8 @@ class Waiter:
         assert not self.thread.is_alive()
 
 
-def _storage(tmp_path) -> PieceFile:
-    storage = PieceFile(str(tmp_path / "file.part"))
+def _storage(tmp_path, clock=None) -> PieceFile:
+    storage = PieceFile(str(tmp_path / "file.part"), clock=clock or Clock())
     storage.set_geometry(3 * PIECE, PIECE)
     return storage
 
@@ -169,8 +169,7 @@ class Clock:
 @pytest.mark.time_limit(20)
 def test_a_relay_waits_past_its_floor_for_blocks_that_have_come_slowly(tmp_path):
     clock = Clock()
-    storage = PieceFile(str(tmp_path / "file.part"), clock=clock)
-    storage.set_geometry(3 * PIECE, PIECE)
+    storage = _storage(tmp_path, clock)
     storage.piece_begun(0)
     clock.now += 0.5   # the first block took half a second: a slow link's pace
     storage.block_verified(0, BLOCK)
@@ -188,8 +187,7 @@ def test_a_relay_waits_past_its_floor_for_blocks_that_have_come_slowly(tmp_path)
 @pytest.mark.time_limit(20)
 def test_a_relay_whose_fast_source_stops_gives_up_after_its_floor(tmp_path):
     clock = Clock()
-    storage = PieceFile(str(tmp_path / "file.part"), clock=clock)
-    storage.set_geometry(3 * PIECE, PIECE)
+    storage = _storage(tmp_path, clock)
     storage.piece_begun(0)
     storage.block_verified(0, BLOCK)   # at once: a fast pace
     clock.now += 0.31
