@@ -405,12 +405,17 @@ def test_an_ftp_download_survives_the_owner_killed_mid_fetch_and_resumes_with_re
         assert all(sha256_file(str(tmp_path / ("out%d" % i))) == want for i in range(4))
         # Every transfer after the killed one began with REST at a piece boundary past
         # zero (the member that took over, and a single piece no peer held), and the
-        # server sent the file about once in all: a bounded range over FTP ends by
-        # closing the data connection, so what the server had pushed into the socket
-        # buffers by then is sent too (a few MiB on loopback).
+        # server sent the file about once in all. Sent twice may be only what the
+        # killed transfer had pushed past the point the takeover resumed from (it died
+        # with the owner; how far depends on how soon the kill lands: 5-8 MiB seen),
+        # and, for each single piece, what the server had pushed into the socket
+        # buffers when the bounded range ended by closing the data connection.
         assert ftp.rests and len(ftp.sent) == 1 + len(ftp.rests), (ftp.rests, ftp.sent)
         assert all(r > 0 and r % MiB == 0 for r in ftp.rests), ftp.rests
-        assert ftp.body_bytes() <= size + 3 * 4 * MiB, (ftp.body_bytes(), ftp.sent)
+        resumed_at = size - max(ftp.sent[1:])   # the takeover's transfer ran to the end
+        lost_with_the_owner = max(0, ftp.sent[0] - resumed_at)
+        singles = len(ftp.sent) - 2
+        assert ftp.body_bytes() - lost_with_the_owner <= size + singles * 4 * MiB, (ftp.sent, ftp.rests)
     finally:
         ftp.stop()
 
