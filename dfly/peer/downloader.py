@@ -39,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional
 
 from dfly import errors
@@ -52,7 +52,7 @@ from dfly.peer.trace import NO_TRACE
 from dfly.protocol import messages
 from dfly.protocol.messages import SUPERNODE, Failure, PieceOrder, RegisterRequest, ScheduleRequest, TaskState
 from dfly.protocol.ratelimit import TokenBucket
-from dfly.supernode.client import SupernodeClient, SupernodeDown
+from dfly.supernode.client import SupernodeClient, SupernodeDown, SupernodeSlow
 
 POLL_WAIT_S = 2.0       # longest long-poll: bounds how late a cancel or deadline is seen
 KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the supernode forgets
@@ -60,8 +60,20 @@ KEEPALIVE_S = 2.0       # with every worker busy, still call this often (the sup
 MAX_PIECE_FAILURES = 5  # then this swarm cannot deliver: another supernode, or the source
 MAX_RESTARTS = 1        # starts over on new content; the next change ends the download
 RELAY_FETCHES = 16      # fetches from relays beside `parallel`: one per stream of the supernode's fan-out
+ANSWER_PATIENCE_S = 60.0   # longest a supernode may leave calls unanswered while pieces still arrive
 
 log = logging.getLogger("dfly.client")
+
+
+def ask_again(now: float, call_began: float, last_block: float, last_answer: float,
+              patience_s: float = ANSWER_PATIENCE_S) -> bool:
+    """Whether a schedule call that timed out is made again to the same supernode: when
+    blocks kept arriving while it was out (this host's links are busy, so the reply may
+    sit in a queue behind the swarm's pieces, or TCP be backing off after a loss) and the
+    supernode answered less than `patience_s` ago (a hung one is given up then). Giving
+    a live supernode up sends the host, and every host behind the same full link, to
+    the source for all they miss."""
+    return last_block >= call_began and now - last_answer < patience_s
 
 
 class SwarmStuck(SupernodeDown):
@@ -159,6 +171,9 @@ class P2PDownload:
         self._reporter: Optional[threading.Thread] = None
         self._closing = False
         self._last_call = clock()
+        self._last_answer = clock()          # the supernode's last reply (ask_again)
+        self._last_block = float("-inf")     # a block of any piece last arrived (ask_again)
+        self._calls = self._heard = 0        # the coordinator's numbered calls (_schedule)
 
     @property
     def peer_id(self) -> str:
@@ -220,7 +235,7 @@ class P2PDownload:
                                   self._wait_s() if want else 0.0, version)
         began = self.clock()
         try:
-            state = self.supernode.schedule(self.task_id, request)
+            state = self._schedule(self.supernode, request, numbered=True)
         except errors.Gone:
             return self._register()
         finally:
@@ -245,6 +260,39 @@ class P2PDownload:
             while len(self._workers) < len(self._inflight):   # (relays: more than `parallel`)
                 self._start_worker()
         return state
+
+    def _schedule(self, client: SupernodeClient, request: ScheduleRequest,
+                  numbered: bool = False) -> TaskState:
+        """client.schedule, made again while the supernode only seems slow (ask_again).
+        A call made again repeats its reports: a piece reported done twice is one piece,
+        a failure reported twice weighs on its holder twice (rare: the first reply lost).
+        `numbered`: the coordinator's calls, one at a time, are numbered, each attempt
+        anew, and name the last reply heard: the supernode releases what a lost reply
+        assigned (the reporter's calls assign nothing)."""
+        while True:
+            began = self.clock()
+            if numbered:
+                self._calls += 1
+                request = replace(request, call=self._calls, heard=self._heard)
+            try:
+                state = client.schedule(self.task_id, request)
+                if numbered:
+                    self._heard = request.call
+            except SupernodeSlow as e:
+                now = self.clock()
+                if self.cancel.is_set() or not ask_again(now, began, self._last_block, self._last_answer):
+                    raise
+                self._check_deadline()
+                log.info("%s, while pieces still arrive: asking it again", e)
+                self.trace.event("schedule_retry", supernode=client.address,
+                                 waited_s=round(now - began, 6))
+                continue
+            self._last_answer = self.clock()
+            return state
+
+    def _block_arrived(self, num: int, verified: int) -> None:
+        self._last_block = self.clock()
+        self.storage.block_verified(num, verified)
 
     def _wait_s(self) -> float:
         if self.deadline is None:
@@ -344,6 +392,7 @@ class P2PDownload:
                         "piece %d failed %d times (last from %s: %s)"
                         % (order.num, failures, order.holder, error))
             else:
+                self._last_block = self.clock()   # (a piece without block digests ends here)
                 self.storage.mark_held(order.num, order.sha256)
                 self._done.append(order.num)
                 if order.holder == SUPERNODE:
@@ -384,8 +433,8 @@ class P2PDownload:
                     client = self.supernode.clone()
                 try:
                     began = self.clock()
-                    reply = client.schedule(self.task_id, ScheduleRequest(self.peer_id, done, failed, want=0,
-                                                                          content_version=version))
+                    reply = self._schedule(client, ScheduleRequest(self.peer_id, done, failed, want=0,
+                                                                   content_version=version))
                     self.trace.schedule(began, self.clock(), reply.waited_s, 0, 0, len(done), reporter=True)
                 except errors.Gone:
                     pass   # the coordinator registers again and re-announces all we hold
@@ -444,7 +493,7 @@ class P2PDownload:
                 began = self.clock()
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write,
-                                  on_block=functools.partial(self.storage.block_verified, order.num))
+                                  on_block=functools.partial(self._block_arrived, order.num))
                     arrived = self.clock()
                     self._settle(order)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,

@@ -187,6 +187,11 @@ class ScheduleRequest:
     sequential: bool = False
     wait_s: float = 0.0
     content_version: Optional[str] = None   # of the pieces in `done`; None: unknown (older peers)
+    # A download's coordinator numbers its calls (one at a time, from 1) and names the
+    # last whose reply it heard: what the replies it never heard assigned is released
+    # (a call that timed out is made again). 0: not numbered (the reporter, older peers).
+    call: int = 0
+    heard: int = 0
 
     @classmethod
     def parse(cls, body: dict) -> "ScheduleRequest":
@@ -212,7 +217,9 @@ class ScheduleRequest:
         return cls(peer_id=peer_id, done=done, failed=failures,
                    want=_int(body.get("want", 4), "want", 0, MAX_WANT),
                    sequential=sequential, wait_s=float(wait),
-                   content_version=_str(body, "content_version", limit=64))
+                   content_version=_str(body, "content_version", limit=64),
+                   call=_int(body.get("call", 0), "call", 0, 1 << 62),
+                   heard=_int(body.get("heard", 0), "heard", 0, 1 << 62))
 
     def to_json(self) -> dict:
         out = {"peer_id": self.peer_id, "done": self.done,
@@ -220,6 +227,8 @@ class ScheduleRequest:
                "want": self.want, "sequential": self.sequential, "wait_s": self.wait_s}
         if self.content_version:
             out["content_version"] = self.content_version
+        if self.call:
+            out["call"], out["heard"] = self.call, self.heard
         return out
 
 

@@ -40,6 +40,12 @@ class SupernodeDown(errors.DflyError):
     """The supernode did not answer (refused, reset, timed out)."""
 
 
+class SupernodeSlow(SupernodeDown):
+    """The supernode's answer did not come in time. Unlike a refusal, this is what a
+    live supernode looks like from behind links full of the swarm's pieces, where a
+    reply can sit in a queue or TCP back off for longer than any fixed timeout."""
+
+
 _KINDS = {"Forbidden": errors.Forbidden, "BadRequest": errors.BadRequest,
           "NotFound": errors.NotFound, "Gone": errors.Gone, "MethodNotAllowed": errors.BadRequest,
           "SourceError": errors.SourceError, "SourceDenied": errors.SourceDenied,
@@ -284,7 +290,9 @@ class SupernodeClient:
                 if isinstance(e, ssl.SSLError):
                     self._refused(e)
                 self.close()
-                if attempt == 2 or isinstance(e, (ConnectionRefusedError, socket.timeout)) or fresh:
+                if isinstance(e, socket.timeout):
+                    raise SupernodeSlow("supernode %s unreachable: %s" % (self.address, e))
+                if attempt == 2 or isinstance(e, ConnectionRefusedError) or fresh:
                     raise SupernodeDown("supernode %s unreachable: %s" % (self.address, e))
         try:
             value = json.loads(data.decode("utf-8")) if data else {}

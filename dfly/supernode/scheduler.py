@@ -139,7 +139,10 @@ copy of the file):
   relay it comes from): a slow link's fan-out stream can take minutes, and
   the supernode tells when it ends or breaks (stream_timeout_s is the net).
   A requester holds at most max_assignments_per_peer unreported assignments
-  (one that asks for many and never fetches holds few slots).
+  (one that asks for many and never fetches holds few slots). What a reply
+  the requester never heard assigned (its call timed out: links full of the
+  swarm's pieces can hold a reply longer than any fixed timeout) is released
+  at its next call, which names the last reply it heard (`replies_heard`).
 
 No sockets, threads or clocks: every call that depends on time takes `now`.
 """
@@ -198,6 +201,8 @@ class PeerState:
     uploads: int = 0     # assignments currently served by it
     from_supernode: int = 0   # supernode slots its fetches hold
     relayed: Set[int] = field(default_factory=set)    # pieces it fetches from a relay
+    replies: Dict[int, List[Tuple[int, float]]] = field(default_factory=dict)   # call: (piece, when)
+    #   assigned in the reply to its numbered call, until a later call says whether it came
     fanned: Set[int] = field(default_factory=set)     # of those, from a relay the supernode feeds
     no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
@@ -384,6 +389,33 @@ class TaskScheduler:
             return False
         self._release(peer, num)
         return True
+
+    def reply_made(self, peer_id: str, call: int, assignments: List[Assignment], now: float) -> None:
+        """The reply to `peer_id`'s numbered call `call` assigns `assignments`."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and call and assignments:
+            peer.replies[call] = [(a.piece, now) for a in assignments]
+
+    def replies_heard(self, peer_id: str, call: int, heard: int) -> Set[str]:
+        """`peer_id`'s numbered call `call` says the last reply it heard was to call
+        `heard`. Its calls are made one at a time, so each earlier one is over: what
+        the replies it never heard assigned (a call that timed out, made again as a new
+        call) is released, else it would wait for assignment_timeout_s. Returns the
+        holders that got a slot back."""
+        peer = self.peers.get(peer_id)
+        if peer is None or not call:
+            return set()
+        freed = set()
+        for earlier in [c for c in peer.replies if c < call]:
+            pieces = peer.replies.pop(earlier)
+            if earlier == heard:
+                continue
+            for num, when in pieces:
+                holder, since = peer.inflight.get(num, ("", -1.0))
+                if since == when:   # still that assignment, not a later one
+                    self._release(peer, num)
+                    freed.add(holder)
+        return freed
 
     def expire(self, now: float) -> List[str]:
         """Forget silent peers, free the supernode slots of fetches never begun, and

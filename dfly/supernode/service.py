@@ -231,6 +231,9 @@ class Supernode:
             if not task.scheduler.peer_seen(req.peer_id, now):
                 raise Gone("peer %s is not registered for task %s" % (req.peer_id, tid[:12]))
             self._apply_reports(task, req, now)
+            freed = task.scheduler.replies_heard(req.peer_id, req.call, req.heard)
+            if freed:
+                task.offered(set().union(*(task.scheduler.pieces_of(h) for h in freed)))
             waiter: Optional[Waiter] = None
             try:
                 while True:
@@ -259,6 +262,7 @@ class Supernode:
             finally:
                 if waiter is not None:
                     task.stop_waiting(waiter)
+            task.scheduler.reply_made(req.peer_id, req.call, assignments, now)
             reply = self._state(task)
             wall = self.wall_clock()
             reply["pieces"] = [self._describe(task, a, req.peer_id, wall) for a in assignments]

@@ -1,0 +1,141 @@
+"""A schedule call whose reply does not come in time (dfly.peer.downloader.ask_again),
+against a real supernode behind a TCP relay that withholds one schedule reply until
+the client hangs up: made again while pieces still arrive (behind a link full of the
+swarm's pieces a live supernode's reply can sit in a queue longer than any fixed
+timeout; giving it up sent a whole 1.5 Mbit/s testbed to the origin), given up at
+once when nothing arrives, as a hung or unreachable supernode is."""
+import socket
+import threading
+import time
+
+import pytest
+from helpers import MiB, content
+
+from dfly.peer.downloader import P2PDownload
+from dfly.peer.storage import PieceFile
+from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.ratelimit import TokenBucket
+from dfly.supernode.client import SupernodeClient, SupernodeSlow
+
+
+class WithholdingRelay:
+    """A TCP relay on 127.0.0.1:0 in front of `target` that keeps to itself the reply
+    to the `nth` schedule request it passes (counted from 1 over all connections)
+    until the client hangs up; `withheld` counts the replies it kept."""
+
+    def __init__(self, target: str, nth: int):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.nth = nth
+        self.withheld = 0
+        self._schedules = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, name="withholding-relay", daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target, timeout=10)
+            held = threading.Event()   # this connection's current reply is withheld
+            for target, args in ((self._requests, (client, server, held)),
+                                 (self._replies, (server, client, held))):
+                thread = threading.Thread(target=target, args=args, name="withholding-pump", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _requests(self, client, server, held) -> None:
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                if b"/schedule " in data:   # a request line: the requests are small
+                    with self._lock:
+                        self._schedules += 1
+                        if self._schedules == self.nth:
+                            held.set()
+                server.sendall(data)
+        except OSError:
+            pass
+        if held.is_set():   # the client hung up on the withheld reply
+            with self._lock:
+                self.withheld += 1
+        _close(client, server)
+
+    def _replies(self, server, client, held) -> None:
+        try:
+            while True:
+                data = server.recv(65536)
+                if not data:
+                    break
+                if not held.is_set():
+                    client.sendall(data)
+        except OSError:
+            pass
+        _close(client, server)
+
+    def stop(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)   # wakes its accept() (closing does not)
+        except OSError:
+            pass
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def _close(*socks) -> None:
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
+def _download(origin, supernode, tmp_path, nth: int, rate: float):
+    """(the relay, the finished download or the error it ended in, the storage)."""
+    data = content(6 * MiB, seed=18)
+    src = origin.add("f.bin", data)
+    relay = WithholdingRelay(supernode.address, nth)
+    client = SupernodeClient(relay.address, timeout_s=1)   # a withheld call ends 1 s after its long-poll
+    storage = PieceFile(str(tmp_path / "f.part"))
+    request = RegisterRequest(url=src.url, peer_id="patient-peer", peer_port=9, peer_host="127.0.0.1")
+    download = P2PDownload(client, request, storage, 2, piece_timeout_s=20, deadline=time.monotonic() + 50,
+                           bucket=TokenBucket(rate, time.monotonic()))
+    try:
+        outcome = download.run()
+    except SupernodeSlow as e:
+        outcome = e
+    finally:
+        client.close()
+        relay.stop()
+    return relay, outcome, storage, data
+
+
+@pytest.mark.time_limit(60)
+def test_a_call_that_times_out_while_pieces_arrive_is_made_again(origin, supernode, tmp_path):
+    # At 1 MiB/s the 6 MiB take 6 s: the third schedule call is out while pieces come.
+    relay, outcome, storage, data = _download(origin, supernode, tmp_path, nth=3, rate=MiB)
+    try:
+        assert relay.withheld == 1   # the client did hang up on it
+        assert isinstance(outcome, str), outcome   # before: SupernodeDown, and the source for the rest
+        with open(storage.path, "rb") as f:
+            assert f.read() == data
+    finally:
+        storage.close()
+
+
+@pytest.mark.time_limit(60)
+def test_a_call_that_times_out_while_nothing_arrives_gives_the_supernode_up(origin, supernode, tmp_path):
+    # The first schedule call: no piece has been assigned yet, so none can arrive.
+    relay, outcome, storage, _ = _download(origin, supernode, tmp_path, nth=1, rate=MiB)
+    storage.close()
+    assert relay.withheld == 1
+    assert isinstance(outcome, SupernodeSlow), outcome
