@@ -276,8 +276,9 @@ class SupernodeClient:
             if sign is not None:   # signed afresh: the first attempt's nonce may have been seen
                 headers[CLUSTER_HEADER] = sign(method, path, payload or b"")
             conn = self._connection()
+            fresh = conn.sock is None   # (before the call: http.client drops a socket that broke)
             try:
-                if conn.sock is None:
+                if fresh:
                     conn.connect()
                 conn.sock.settimeout(timeout or self.timeout_s)
                 conn.request(method, path, payload, headers)
@@ -286,7 +287,6 @@ class SupernodeClient:
                 self.server_timing = response.getheader("Server-Timing")
                 break
             except (http.client.HTTPException, OSError) as e:
-                fresh = conn.sock is None
                 if isinstance(e, ssl.SSLError):
                     self._refused(e)
                 self.close()
