@@ -65,15 +65,15 @@ ANSWER_PATIENCE_S = 60.0   # longest a supernode may leave calls unanswered whil
 log = logging.getLogger("dfly.client")
 
 
-def ask_again(now: float, call_began: float, last_block: float, last_answer: float,
+def ask_again(now: float, last_answer: float, arrived: bool,
               patience_s: float = ANSWER_PATIENCE_S) -> bool:
     """Whether a schedule call that timed out is made again to the same supernode: when
-    blocks kept arriving while it was out (this host's links are busy, so the reply may
-    sit in a queue behind the swarm's pieces, or TCP be backing off after a loss) and the
-    supernode answered less than `patience_s` ago (a hung one is given up then). Giving
-    a live supernode up sends the host, and every host behind the same full link, to
-    the source for all they miss."""
-    return last_block >= call_began and now - last_answer < patience_s
+    piece bytes `arrived` while it was out (this host's links are busy, so the reply
+    may sit in a queue behind the swarm's pieces, or TCP be backing off after a loss)
+    and the supernode answered less than `patience_s` ago (a hung one is given up
+    then). Giving a live supernode up sends the host, and every host behind the same
+    full link, to the source for all they miss."""
+    return arrived and now - last_answer < patience_s
 
 
 class SwarmStuck(SupernodeDown):
@@ -172,7 +172,7 @@ class P2PDownload:
         self._closing = False
         self._last_call = clock()
         self._last_answer = clock()          # the supernode's last reply (ask_again)
-        self._last_block = float("-inf")     # a block of any piece last arrived (ask_again)
+        self._fetchers: List[PieceFetcher] = []   # the workers': what bytes arrive (ask_again)
         self._calls = self._heard = 0        # the coordinator's numbered calls (_schedule)
 
     @property
@@ -270,7 +270,7 @@ class P2PDownload:
         anew, and name the last reply heard: the supernode releases what a lost reply
         assigned (the reporter's calls assign nothing)."""
         while True:
-            began = self.clock()
+            began, moved = self.clock(), self._moved()
             if numbered:
                 self._calls += 1
                 request = replace(request, call=self._calls, heard=self._heard)
@@ -280,7 +280,7 @@ class P2PDownload:
                     self._heard = request.call
             except SupernodeSlow as e:
                 now = self.clock()
-                if self.cancel.is_set() or not ask_again(now, began, self._last_block, self._last_answer):
+                if self.cancel.is_set() or not ask_again(now, self._last_answer, self._moved() > moved):
                     raise
                 self._check_deadline()
                 log.info("%s, while pieces still arrive: asking it again", e)
@@ -290,9 +290,9 @@ class P2PDownload:
             self._last_answer = self.clock()
             return state
 
-    def _block_arrived(self, num: int, verified: int) -> None:
-        self._last_block = self.clock()
-        self.storage.block_verified(num, verified)
+    def _moved(self) -> int:
+        """Piece bytes arrived so far, over all workers (a failed fetch's too)."""
+        return sum(fetcher.moved for fetcher in list(self._fetchers))
 
     def _wait_s(self) -> float:
         if self.deadline is None:
@@ -392,7 +392,6 @@ class P2PDownload:
                         "piece %d failed %d times (last from %s: %s)"
                         % (order.num, failures, order.holder, error))
             else:
-                self._last_block = self.clock()   # (a piece without block digests ends here)
                 self.storage.mark_held(order.num, order.sha256)
                 self._done.append(order.num)
                 if order.holder == SUPERNODE:
@@ -484,6 +483,7 @@ class P2PDownload:
         fetcher = PieceFetcher(self.piece_timeout_s, self.bucket, self.clock, self.peer_id,
                                connect_timeout_s=self.connect_timeout_s, tls=self.supernode.tls,
                                proof=lambda: self.supernode.peer_secret, paces=self._paces)
+        self._fetchers.append(fetcher)
         try:
             while True:
                 order = self._jobs.get()
@@ -493,7 +493,7 @@ class P2PDownload:
                 began = self.clock()
                 try:
                     fetcher.fetch(addr, self.task_id, order, self.storage.write,
-                                  on_block=functools.partial(self._block_arrived, order.num))
+                                  on_block=functools.partial(self.storage.block_verified, order.num))
                     arrived = self.clock()
                     self._settle(order)
                     self.trace.piece(order.num, order.holder, addr, order.size, began, arrived,

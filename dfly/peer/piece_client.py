@@ -110,6 +110,7 @@ class PieceFetcher:
         self.bucket = bucket
         self.clock = clock
         self.received = 0   # bytes of the last fetch's body that arrived (a failed one's too)
+        self.moved = 0      # bytes of every fetch's body that arrived: whether any still do
         self.relayed = False   # the last fetch's holder said it was still fetching the piece
         self.paces = paces if paces is not None else Paces()
         self._began = 0.0   # when the last fetch was asked for
@@ -220,6 +221,7 @@ class PieceFetcher:
                 hasher.update(chunk)
             got += n
             self.received = got   # before write: a bad block's bytes count as received
+            self.moved += n
             write(order.start + got - n, chunk)
             self._throttle(n)
             if got < order.size and (n < held or (not held and want <= READER_BUFFER_BYTES)):
@@ -264,6 +266,7 @@ class PieceFetcher:
                 hasher.update(view[:n])
             got += n
             self.received = got
+            self.moved += n
             write(order.start + got - n, view[:n])
             self._throttle(n)
 

@@ -13,22 +13,20 @@ from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig, TaskScheduler
 T0 = 1000.0
 
 
-def test_a_timed_out_call_is_made_again_while_blocks_arrive():
-    assert ask_again(now=T0 + 17, call_began=T0, last_block=T0 + 3, last_answer=T0 - 1)
+def test_a_timed_out_call_is_made_again_while_piece_bytes_arrive():
+    assert ask_again(now=T0 + 17, last_answer=T0 - 1, arrived=True)
 
 
 def test_it_is_not_when_nothing_arrived_while_it_was_out():
     # A dead or unreachable supernode on idle links: given up at once, as before.
-    assert not ask_again(now=T0 + 17, call_began=T0, last_block=T0 - 0.5, last_answer=T0 - 1)
-    assert not ask_again(now=T0 + 17, call_began=T0, last_block=float("-inf"), last_answer=T0)
+    assert not ask_again(now=T0 + 17, last_answer=T0 - 1, arrived=False)
 
 
 def test_nor_once_the_supernode_has_not_answered_for_the_patience():
     # A hung supernode while peers still deliver: given up after the patience.
-    last_answer = T0
-    now = last_answer + ANSWER_PATIENCE_S
-    assert not ask_again(now, call_began=now - 17, last_block=now - 1, last_answer=last_answer)
-    assert ask_again(now - 0.1, call_began=now - 17, last_block=now - 1, last_answer=last_answer)
+    now = T0 + ANSWER_PATIENCE_S
+    assert not ask_again(now, last_answer=T0, arrived=True)
+    assert ask_again(now - 0.1, last_answer=T0, arrived=True)
 
 
 def _scheduler():
