@@ -108,7 +108,7 @@ class FileSlice:
     on_sent(slow=True), once it has been SLOW_SEND_S on its way (a client that reads
     slowly is not waited for);
     `on_failed` instead, when the body could not be sent whole: the connection broke,
-    or the client read nothing for STALLED_SEND_S (the body is then cut).
+    or the client read nothing for `stall_limit` (the body is then cut).
     `ready`, for a body still being written (a piece relayed as it arrives):
     ready(sent) is how many of its first bytes may be sent now, waiting a bounded
     time for more than `sent`; at most `sent` ends the body there, short."""
@@ -308,8 +308,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send_watched(self, source, body: FileSlice) -> None:
         """Send a body whose sender counts it as an upload slot: the slot is given back
         once the body is out or, past SLOW_SEND_S, its reader is found not keeping up
-        (_Watch.slow), and a client that takes no byte for STALLED_SEND_S is cut off
-        (`on_failed`), not waited for."""
+        (_Watch.slow), and a client that takes no byte for STALLED_SEND_S (longer
+        beside other bodies on a slow link: stall_limit) is cut off (`on_failed`)."""
         sock = self.connection
         watch = _Watch(body, sock, self.server.watches)
         self.server.watches.add(watch)
@@ -424,6 +424,8 @@ UNSENT_BYTES = 128 * 1024   # "sent": no more than this is still waiting in the 
 WATCHED_STEP = 1 << 20      # a watched body goes out in steps this big, to see how long it takes
 SLOW_SEND_S = 3.0           # a watched body this long on its way may count as sent (a slow reader)
 STALLED_SEND_S = 10.0       # a client that takes no byte of a watched body this long is cut off
+STALLED_SHARE = 2.0         # ... or, beside others, this many times what their median pace takes
+STALLED_MAX_S = 60.0        # for STILL_BYTES, up to this (nginx's send_timeout): stall_limit
 PROGRESS_S = 1.0            # a reader whose body got no further for this long is not keeping up
 STILL_BYTES = 256 * 1024    # ... nor, on a busy link, for as long as the others' median pace takes
                             # this, if longer; and a reader's start is forgiven this much behind
@@ -545,6 +547,9 @@ class _Watch:
         return reader_slow(now - self.moved, self.taken, now - self.began, others,
                            self.watches.recent.best())
 
+    def stall_limit(self, now: float) -> float:
+        return stall_limit(self.watches.others_pace(self, now))
+
     def tell_sent(self, slow: bool = False) -> None:
         if not self.told:
             self.told = True
@@ -577,10 +582,25 @@ def reader_slow(still_s: float, taken: int, elapsed: float, others: List[float],
     return still_s >= still_limit or taken + STILL_BYTES < SLOW_SHARE * median * elapsed
 
 
+def stall_limit(others: List[float]) -> float:
+    """How long a watched body's reader may take no byte before the body is cut:
+    STALLED_SEND_S, or beside `others` (the paces of the bodies going with it)
+    STALLED_SHARE times as long as their median pace takes for STILL_BYTES, up to
+    STALLED_MAX_S. On a slow busy link (the fan-out's 16 streams at 1.5 Mbit/s each
+    move 12 KB/s) a healthy stream's TCP, backing off after losses in a full queue,
+    stays still past 10 s; cut there, its piece failed and was sent again, and five
+    such failures sent the whole host to the source. Its slot was freed long before
+    (reader_slow), so waiting costs a connection only. Pure."""
+    median = statistics.median(others) if others else 0.0
+    if median <= 0:
+        return STALLED_SEND_S
+    return min(STALLED_MAX_S, max(STALLED_SEND_S, STALLED_SHARE * STILL_BYTES / median))
+
+
 def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
     """sendfile a watched body on `sock` (non-blocking); the bytes sent. Tells
     "sent" (slow) once its reader is found not keeping up (_Watch.slow, past
-    SLOW_SEND_S); socket.timeout after STALLED_SEND_S without a byte taken."""
+    SLOW_SEND_S); socket.timeout after stall_limit without a byte taken."""
     body = watch.body
     sent, moved = 0, watch.began
     with selectors.DefaultSelector() as selector:
@@ -590,8 +610,11 @@ def _watched_sendfile(sock: socket.socket, source, watch: _Watch) -> int:
             if not watch.told and watch.slow(now):
                 watch.tell_sent(slow=True)   # a slow reader: its slot is not held for it
             wait = STALLED_SEND_S - (now - moved)
-            if wait <= 0:
-                raise socket.timeout("the client took no byte for %.0fs" % STALLED_SEND_S)
+            if wait <= 0:   # (the others' paces are looked at only then: most bodies never stall)
+                limit = watch.stall_limit(now)
+                if now - moved >= limit:
+                    raise socket.timeout("the client took no byte for %.0fs" % limit)
+                wait = min(limit - (now - moved), PROGRESS_S)   # their paces change: look again
             if not watch.told:
                 wait = min(wait, max(CHECK_S, SLOW_SEND_S - (now - watch.began)))
             if not selector.select(max(0.0, wait)):

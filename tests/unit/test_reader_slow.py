@@ -5,8 +5,18 @@ at once sends each at a sixteenth of its link: none of them is slow, however
 long a piece takes (the rule by the clock alone sent every piece twice at 25
 Mbit/s), nor, on a busy link, still for a while when still is how TCP's
 trickles go, nor behind at first by less than STILL_BYTES (a stream begun
-among busy ones)."""
-from dfly.httpd import PROGRESS_S, SLOW_SHARE, STILL_BYTES, reader_slow
+among busy ones). And how long one may take no byte before its body is cut
+(stall_limit)."""
+from dfly.httpd import (
+    PROGRESS_S,
+    SLOW_SHARE,
+    STALLED_MAX_S,
+    STALLED_SEND_S,
+    STALLED_SHARE,
+    STILL_BYTES,
+    reader_slow,
+    stall_limit,
+)
 
 MB = 1000 * 1000
 
@@ -56,3 +66,24 @@ def test_a_stream_begun_among_busy_ones_is_forgiven_a_slow_start():
     paces = [49e3] * 15
     assert reader_slow(0.5, 8000, 3.0, paces) is False
     assert reader_slow(0.5, 8000, 25.0, paces) is True
+
+
+# How long a reader may take no byte before its body is cut (stall_limit) --------------
+
+def test_a_reader_alone_is_cut_after_the_plain_stall_limit():
+    assert stall_limit([]) == STALLED_SEND_S
+    assert stall_limit([0.0, 0.0]) == STALLED_SEND_S   # the others are still too
+
+
+def test_beside_fast_streams_the_limit_stays():
+    assert stall_limit([780e3] * 15) == STALLED_SEND_S   # 16 streams of a 100 Mbit/s link
+
+
+def test_beside_slow_streams_it_waits_as_long_as_they_take_for_still_bytes_twice():
+    # 16 streams of a 1.5 Mbit/s link: ~11.7 KB/s each; TCP backing off stills one past 10 s
+    assert stall_limit([11.7e3] * 15) == STALLED_SHARE * STILL_BYTES / 11.7e3
+    assert stall_limit([11.7e3] * 15) > 40
+
+
+def test_never_longer_than_the_net():
+    assert stall_limit([100.0] * 3) == STALLED_MAX_S
