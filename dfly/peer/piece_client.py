@@ -29,8 +29,7 @@ and the piece is to be had faster elsewhere.
 
 A holder gets `connect_timeout_s` to accept the connection and again to send
 the first byte of its answer (a live one does both in a round trip); only then
-does each read get the longer `timeout_s` (the supernode's stream, which the
-supernode itself cuts when it stalls, PATIENT_READ_S: _read_timeout). A stopped or overloaded holder
+does each read get the longer `timeout_s`. A stopped or overloaded holder
 thus costs a worker seconds, not the piece timeout, before the piece is
 re-planned from someone else.
 
@@ -48,7 +47,7 @@ import time
 from typing import Callable, Dict, Optional
 from urllib.parse import urlencode
 
-from dfly.httpd import STALLED_MAX_S, Paces
+from dfly.httpd import Paces
 from dfly.protocol.address import loopback_for, parse_address
 from dfly.protocol.messages import (
     PEER_SECRET_HEADER,
@@ -62,7 +61,6 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.tls import TLS, http_connection, refusal
 
 STEP_BYTES = 256 << 10
-PATIENT_READ_S = STALLED_MAX_S + 5.0   # the supernode's stream: _read_timeout
 READER_BUFFER_BYTES = io.DEFAULT_BUFFER_SIZE   # a response's socket reader's own buffer
 TLS_SLACK_BYTES = 64 << 10   # more than one TLS record (16 KiB and its overhead) with room
 SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
@@ -155,7 +153,7 @@ class PieceFetcher:
                     raise PieceFailed(_unreachable(e, self.tls))
         relay = self.relayed = response.getheader(RELAY_HEADER) is not None
         try:
-            sock.settimeout(self._read_timeout(order))
+            sock.settimeout(self.timeout_s)
             self._receive(response, sock, order, write, on_block)
             self.paces.note(order.size / max(1e-6, self.clock() - self._began))
         except PieceFailed as e:
@@ -238,18 +236,6 @@ class PieceFetcher:
         response.length = 0
         if lowat != 1:
             _set_lowat(sock, 1)   # the next response's headers are a few hundred bytes
-
-    def _read_timeout(self, order: PieceOrder) -> float:
-        """How long a read of the body may wait: `timeout_s`, or for the supernode's
-        stream PATIENT_READ_S if longer. The supernode ends a body whose reader took
-        nothing for httpd.stall_limit itself: at the start of a swarm on a slow link
-        TCP backs some of the fan-out's 16 streams off for 30 s, and a reader that
-        gave up first had its piece sent again and the followers of its relay
-        stopped (1.5 Mbit/s, 16 hosts: 6 of the 16 first streams, 88 relayed
-        fetches). A relay's reads keep `timeout_s`: a stalled relay is blamed."""
-        if order.holder == SUPERNODE:
-            return max(self.timeout_s, PATIENT_READ_S)
-        return self.timeout_s
 
     def _judge_relay(self, got: int, size: int) -> None:
         """Leave a relay that lags (relay_lags), before each read of its body."""

@@ -10,7 +10,6 @@ import socket
 import socketserver
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 from certs import Certs
@@ -22,7 +21,6 @@ from dfly.protocol.messages import (
     RELAY_HEADER,
     RELAY_STOPPED,
     RELAY_WAIT_S,
-    SUPERNODE,
     PieceOrder,
     copy_suspect,
     relay_blameless,
@@ -140,21 +138,6 @@ def test_a_holder_that_sends_a_block_and_stalls_costs_the_piece_timeout(holder):
     assert not copy_suspect(str(failure))
     assert verified == [BLOCK] and _covered(written) == BLOCK
     assert 1.4 < took < 10
-
-
-def test_the_supernode_s_stream_still_past_the_piece_timeout_is_waited_for(holder):
-    # The supernode cuts a stream whose reader took nothing for its stall limit
-    # itself (up to 60 s); TCP backing off at a slow swarm's start stills one for
-    # 30 s. A peer's stream still that long is given up (the test above).
-    def pause(w, done):
-        w.write(PIECE[:BLOCK])
-        w.flush()
-        done.wait(2.5)
-        w.write(PIECE[BLOCK:])
-    order = replace(_order(), holder=SUPERNODE)
-    written, verified, failure, took = _fetch(holder(pause).address, timeout_s=1.5, order=order)
-    assert failure is None, failure
-    assert _covered(written) == len(PIECE) and took > 2.4
 
 
 def test_a_relay_that_stops_mid_piece_is_a_stopped_relay_not_a_short_copy(holder):
