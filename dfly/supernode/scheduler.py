@@ -158,6 +158,7 @@ from dfly.protocol.messages import SUPERNODE, relay_blameless
 TIE_WINDOW = 8   # pieces; see "rarest first" above
 RELAY_SCAN = 32  # fetchers of a piece looked at for a relay: bounds a call's cost in big swarms
 RELAY_DEPTH = 8  # relays of relays followed back, to find a loop
+REPLIES_KEPT = 8  # a peer's replies not yet known heard or lost (one or two, but for a bad peer)
 _NOBODY: AbstractSet[str] = frozenset()
 
 
@@ -395,6 +396,8 @@ class TaskScheduler:
         peer = self.peers.get(peer_id)
         if peer is not None and call and assignments:
             peer.replies[call] = [(a.piece, now) for a in assignments]
+            while len(peer.replies) > REPLIES_KEPT:   # a peer numbering its calls backwards
+                del peer.replies[min(peer.replies)]
 
     def replies_heard(self, peer_id: str, call: int, heard: int) -> Set[str]:
         """`peer_id`'s numbered call `call` says the last reply it heard was to call

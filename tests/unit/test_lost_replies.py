@@ -8,7 +8,7 @@ import pytest
 from dfly.errors import BadRequest
 from dfly.peer.downloader import ANSWER_PATIENCE_S, ask_again
 from dfly.protocol.messages import ScheduleRequest
-from dfly.supernode.scheduler import SUPERNODE, SchedulerConfig, TaskScheduler
+from dfly.supernode.scheduler import REPLIES_KEPT, SUPERNODE, SchedulerConfig, TaskScheduler
 
 T0 = 1000.0
 
@@ -29,9 +29,9 @@ def test_nor_once_the_supernode_has_not_answered_for_the_patience():
     assert ask_again(now - 0.1, last_answer=T0, arrived=True)
 
 
-def _scheduler():
+def _scheduler(pieces=8):
     s = TaskScheduler(SchedulerConfig(cut_through=False))
-    for num in range(8):
+    for num in range(pieces):
         s.piece_available(num)
     s.peer_joined("a", ("10.0.0.1", 9000), T0)
     return s
@@ -87,6 +87,16 @@ def test_a_piece_assigned_again_since_is_not_released_for_the_old_reply():
     assert num in {a.piece for a in s.assign("a", 8, T0 + 62)}   # ... and assigned anew, outside it
     s.replies_heard("a", call=2, heard=0)
     assert num in s.peers["a"].inflight
+
+
+def test_a_peer_numbering_its_calls_backwards_keeps_few_replies_on_record():
+    s = _scheduler(pieces=200)
+    for call in range(1000, 900, -1):   # each reply is heard, its piece fetched and reported
+        out = s.assign("a", 1, T0)
+        assert out
+        s.reply_made("a", call, out, T0)
+        s.piece_done("a", out[0].piece, T0)
+    assert len(s.peers["a"].replies) == REPLIES_KEPT
 
 
 def test_unnumbered_calls_release_nothing():
