@@ -3,8 +3,9 @@
 What it holds (times in seconds since `started`, the process's start; `wall_start`
 is that moment as a Unix time, so traces of several hosts line up):
   events     process_start, registered (supernode, task, latency, parallel: the
-             download's slots), source_fallback,
-             digest_check (seconds, ok), finished / failed
+             download's slots), schedule_retry (a schedule call that timed
+             out while pieces still arrived, made again: supernode, waited_s),
+             source_fallback, digest_check (seconds, ok), finished / failed
   schedules  every schedule call: when, latency_s, waited_s (the supernode held
              it on purpose), want, pieces assigned, pieces reported; `reporter`
              for the calls that only report while the main one long-polls
