@@ -68,7 +68,8 @@ SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 
 RELAY_LAG_SHARE = 1 / 64     # a relay this far under the fastest recent fetch's pace lags
 RELAY_ALLOWANCE_BYTES = 256 << 10   # ... once it is this much behind (its start, TCP backing off)
-RELAY_JUDGED_AFTER_S = 1.0
+RELAY_JUDGED_AFTER_S = 1.0         # ... and judged only from this far into its body
+
 
 def relay_lags(taken: int, elapsed: float, best_pace: float) -> bool:
     """Is a relay that passed on `taken` bytes in `elapsed` seconds far behind the

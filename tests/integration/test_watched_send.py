@@ -1,7 +1,8 @@
 """A body whose sender counts it as an upload slot (the supernode's pieces) is
 watched while it goes out: a client that reads slowly gets its slot given back
 after SLOW_SEND_S (the body still goes out), one that reads nothing is cut off
-after STALLED_SEND_S, and a healthy one is told apart from both. Slow is
+after STALLED_SEND_S (longer beside slow streams: stall_limit), and a healthy
+one is told apart from both. Slow is
 against the others: readers that share the sender's link, each at the same
 pace, are not slow however long their bodies take (the supernode's fan-out
 feeds 16 peers at once), and one far behind readers still going is. A body
@@ -138,6 +139,7 @@ class Readers:
     def __init__(self, path):
         self.path = path
         self.told = {}
+        self.failed = set()   # paths whose body was cut (or broke)
 
     def route(self, request):
         name = request.path
@@ -145,7 +147,8 @@ class Readers:
 
         def sent(slow=False):
             self.told[name] = slow
-        return Response(200, FileSlice(self.path, 0, size, on_sent=sent))
+        return Response(200, FileSlice(self.path, 0, size, on_sent=sent,
+                                       on_failed=lambda: self.failed.add(name)))
 
 
 class PacedReader:
@@ -217,5 +220,23 @@ def test_a_reader_far_behind_the_others_is_slow(readers):
         assert app.told["/behind"] is True
         assert not any(name.startswith("/fast") for name in app.told)   # still going, not slow
     finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.time_limit(60)
+def test_a_still_reader_beside_slow_streams_is_not_cut_at_the_plain_stall_limit(readers):
+    # Three streams at 20 KB/s (a slow link's fan-out): TCP backing off there stills
+    # a healthy stream past STALLED_SEND_S, so the limit is twice what their pace
+    # takes for 256 KiB (26 s). Cut at 10 s, such a piece was sent again.
+    app, address = readers
+    clients = [PacedReader(address, "paced%d" % i, 20 * 1024) for i in range(3)]
+    still, _ = _ask(address, rcvbuf=64 * 1024)   # reads nothing
+    try:
+        began = time.monotonic()
+        wait_until(lambda: time.monotonic() - began > STALLED_SEND_S + 3, timeout=STALLED_SEND_S + 10)
+        assert app.failed == set()
+    finally:
+        still.close()
         for client in clients:
             client.close()
