@@ -265,7 +265,7 @@ class P2PDownload:
                   numbered: bool = False) -> TaskState:
         """client.schedule, made again while the supernode only seems slow (ask_again).
         A call made again repeats its reports: a piece reported done twice is one piece,
-        a failure reported twice weighs on its holder twice (rare: the first reply lost).
+        and a numbered call's failures the supernode counts once (repeats_answered).
         `numbered`: the coordinator's calls, one at a time, are numbered, each attempt
         anew, and name the last reply heard: the supernode releases what a lost reply
         assigned (the reporter's calls assign nothing)."""

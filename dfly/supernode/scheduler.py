@@ -204,6 +204,7 @@ class PeerState:
     relayed: Set[int] = field(default_factory=set)    # pieces it fetches from a relay
     replies: Dict[int, List[Tuple[int, float]]] = field(default_factory=dict)   # call: (piece, when)
     #   assigned in the reply to its numbered call, until a later call says whether it came
+    answered: int = 0    # its last numbered call answered (repeats_answered)
     fanned: Set[int] = field(default_factory=set)     # of those, from a relay the supernode feeds
     no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
@@ -394,10 +395,25 @@ class TaskScheduler:
     def reply_made(self, peer_id: str, call: int, assignments: List[Assignment], now: float) -> None:
         """The reply to `peer_id`'s numbered call `call` assigns `assignments`."""
         peer = self.peers.get(peer_id)
+        if peer is not None and call:
+            peer.answered = call
         if peer is not None and call and assignments:
             peer.replies[call] = [(a.piece, now) for a in assignments]
             while len(peer.replies) > REPLIES_KEPT:   # a peer numbering its calls backwards
                 del peer.replies[min(peer.replies)]
+
+    def repeats_answered(self, peer_id: str, call: int, heard: int) -> bool:
+        """Does `peer_id`'s numbered call `call` repeat one already answered? Its
+        calls go one at a time, and one is made again only when its reply was lost
+        (downloader.ask_again), with the same reports: a call that has not heard the
+        reply to the last call answered is that call again, and its failures were
+        counted then (counted twice, the requester's failures, the metrics and a bad
+        copy's discards went up twice). A call numbered at or below the last
+        answered starts a new count (the peer's download started over): no repeat."""
+        peer = self.peers.get(peer_id)
+        if peer is None or not call or call <= peer.answered:
+            return False
+        return heard < peer.answered
 
     def replies_heard(self, peer_id: str, call: int, heard: int) -> Set[str]:
         """`peer_id`'s numbered call `call` says the last reply it heard was to call

@@ -8,6 +8,7 @@ failed source the moment it happens. A change wakes only the waiters it may
 concern (task.py says how), and the reply says how long the call waited on
 purpose (`waited_s`), so a caller can tell waiting from slowness.
 """
+import dataclasses
 import functools
 import hmac
 import ipaddress
@@ -230,6 +231,8 @@ class Supernode:
             now = self.clock()
             if not task.scheduler.peer_seen(req.peer_id, now):
                 raise Gone("peer %s is not registered for task %s" % (req.peer_id, tid[:12]))
+            if task.scheduler.repeats_answered(req.peer_id, req.call, req.heard):
+                req = dataclasses.replace(req, failed=[])   # counted when that call came
             self._apply_reports(task, req, now)
             freed = task.scheduler.replies_heard(req.peer_id, req.call, req.heard)
             if freed:

@@ -13,7 +13,7 @@ from helpers import MiB, content
 
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
-from dfly.protocol.messages import RegisterRequest
+from dfly.protocol.messages import Failure, RegisterRequest, ScheduleRequest
 from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.client import SupernodeClient, SupernodeSlow
 
@@ -139,3 +139,32 @@ def test_a_call_that_times_out_while_nothing_arrives_gives_the_supernode_up(orig
     storage.close()
     assert relay.withheld == 1
     assert isinstance(outcome, SupernodeSlow), outcome
+
+
+def _failures_counted(supernode) -> float:
+    """Piece failures the supernode counted (dfly_supernode_piece_failures_total, all reasons)."""
+    text = supernode.service.metrics.registry.exposition()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("dfly_supernode_piece_failures_total{"))
+
+
+@pytest.mark.time_limit(30)
+def test_a_call_made_again_after_a_lost_reply_counts_its_failures_once(origin, supernode):
+    """The call made again carries the reports of the one whose reply was lost; the
+    supernode counted them when that one came (the requester's failures, the
+    metrics, a bad copy's discards), and counts them once."""
+    src = origin.add("blamed.bin", content(2 * MiB, seed=12))
+    client = SupernodeClient(supernode.address, timeout_s=10)
+    try:
+        tid = None
+        for peer_id in ("h", "a"):
+            tid, _ = client.register(RegisterRequest(url=src.url, peer_id=peer_id, peer_port=9,
+                                                     peer_host="127.0.0.1"))
+        failed = [Failure(0, "h", "transfer broke: connection reset")]
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=1, heard=0))  # lost
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=2, heard=0))  # again
+        assert _failures_counted(supernode) == 1
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=3, heard=2))  # a new one
+        assert _failures_counted(supernode) == 2
+    finally:
+        client.close()

@@ -116,3 +116,18 @@ def test_call_numbers_travel_and_bad_ones_are_refused():
             ScheduleRequest.parse({"peer_id": "p1", "call": bad})
         with pytest.raises(BadRequest):
             ScheduleRequest.parse({"peer_id": "p1", "call": 1, "heard": bad})
+
+
+def test_a_call_that_has_not_heard_the_last_answered_one_repeats_it():
+    """Made again after a lost reply, a call carries the same reports: its failures
+    were counted when the lost one came (twice, a holder was blamed twice)."""
+    s = _scheduler()
+    assert not s.repeats_answered("a", call=1, heard=0)   # nothing answered yet
+    _call(s, call=1, heard=0, want=0, now=T0)             # answered (nothing assigned)
+    assert not s.repeats_answered("a", call=2, heard=1)   # heard it: new reports
+    assert s.repeats_answered("a", call=2, heard=0)       # did not: call 1 again
+    _call(s, call=2, heard=0, want=0, now=T0 + 17)
+    assert s.repeats_answered("a", call=3, heard=0)       # lost twice: still call 1's reports
+    assert not s.repeats_answered("a", call=1, heard=0)   # a count begun anew: not a repeat
+    assert not s.repeats_answered("a", call=0, heard=0)   # unnumbered (the reporter)
+    assert not s.repeats_answered("nobody", call=5, heard=0)
