@@ -46,6 +46,7 @@ our namespaces is killed (they are all ours: the namespaces are new), then the
 namespaces are deleted. `--cleanup` removes what a SIGKILLed run left behind.
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -441,6 +442,11 @@ def run_scenario(ws: harness.Workspace, bed: Testbed, origin: OriginHost, scenar
         if got != digest:
             raise RuntimeError("%s: %s has the wrong content" % (scenario, ns))
         os.remove(outs[ns])
+    if ws.keep:   # the hosts' logs (not their copies of the file) outlive the run
+        for ns in hosts:
+            for found in glob.glob(os.path.join(ws.dir("run", ns), "*", "logs")):
+                shutil.copytree(found, ws.path("logs", "%s-n%d-%s-logs" % (scenario, n, ns)),
+                                dirs_exist_ok=True)
     shutil.rmtree(ws.dir("run"), ignore_errors=True)
     out = {"scenario": scenario, "hosts": n, "last_s": round(max(copied.values()) - started, 3),
            "median_host_s": round(statistics.median(host_times), 3),
