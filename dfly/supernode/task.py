@@ -247,6 +247,7 @@ class Task:
         self.scheduler = TaskScheduler(old.config)
         for peer in old.peers.values():
             self.scheduler.peer_joined(peer.peer_id, peer.addr, peer.last_seen, location=peer.location)
+            self.scheduler.peers[peer.peer_id].answered = peer.answered   # its calls' count goes on
         same = content_version == self.content_version
         self._early = {num: {p: v for p, v in by.items() if v == content_version}
                        for num, by in self._early.items()}

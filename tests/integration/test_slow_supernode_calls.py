@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from helpers import MiB, content
+from helpers import MiB, content, wait_until
 
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
@@ -160,6 +160,7 @@ def test_a_call_made_again_after_a_lost_reply_counts_its_failures_once(origin, s
         for peer_id in ("h", "a"):
             tid, _ = client.register(RegisterRequest(url=src.url, peer_id=peer_id, peer_port=9,
                                                      peer_host="127.0.0.1"))
+        wait_until(lambda: client.task(tid)["state"] == "done", timeout=10, message="the file cut")
         failed = [Failure(0, "h", "transfer broke: connection reset")]
         client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=1, heard=0))  # lost
         client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=2, heard=0))  # again

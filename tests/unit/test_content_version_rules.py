@@ -136,3 +136,14 @@ def test_only_a_cut_no_strong_etag_names_of_the_same_length_and_piece_size_is_ma
     # A crash mid-cut: the copy before it is still what the next cut is matched against.
     assert _digests_to_match(dict(meta, confirming=["a", "b", "c"]), "", 10, 4) == ["a", "b", "c"]
     assert _digests_to_match(dict(meta, confirming="junk"), "", 10, 4) == ["a", "b"]
+
+
+def test_a_new_version_keeps_the_count_of_each_peers_calls():
+    """A call made again after a lost reply is told from a new one by that count
+    (repeats_answered); a cut begun between the two must not make its failures
+    count twice."""
+    task = task_with(["a"])
+    task.scheduler.reply_made("a", 1, [], T0)
+    with task.cond:
+        task.new_version("v2")
+    assert task.scheduler.repeats_answered("a", call=2, heard=0)
