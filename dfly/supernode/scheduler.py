@@ -408,12 +408,13 @@ class TaskScheduler:
         (downloader.ask_again), with the same reports: a call that has not heard the
         reply to the last call answered is that call again, and its failures were
         counted then (counted twice, the requester's failures, the metrics and a bad
-        copy's discards went up twice). A call numbered at or below the last
-        answered starts a new count (the peer's download started over): no repeat."""
+        copy's discards went up twice). The last call answered, come again, is a
+        repeat too (a request sent twice); one numbered below it starts a new count
+        (the peer's download started over)."""
         peer = self.peers.get(peer_id)
-        if peer is None or not call or call <= peer.answered:
+        if peer is None or not call or call < peer.answered:
             return False
-        return heard < peer.answered
+        return call == peer.answered or heard < peer.answered
 
     def replies_heard(self, peer_id: str, call: int, heard: int) -> Set[str]:
         """`peer_id`'s numbered call `call` says the last reply it heard was to call

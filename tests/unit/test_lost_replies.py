@@ -128,6 +128,7 @@ def test_a_call_that_has_not_heard_the_last_answered_one_repeats_it():
     assert s.repeats_answered("a", call=2, heard=0)       # did not: call 1 again
     _call(s, call=2, heard=0, want=0, now=T0 + 17)
     assert s.repeats_answered("a", call=3, heard=0)       # lost twice: still call 1's reports
+    assert s.repeats_answered("a", call=2, heard=0)       # call 2 itself, come twice
     assert not s.repeats_answered("a", call=1, heard=0)   # a count begun anew: not a repeat
     assert not s.repeats_answered("a", call=0, heard=0)   # unnumbered (the reporter)
     assert not s.repeats_answered("nobody", call=5, heard=0)
