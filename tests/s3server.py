@@ -16,6 +16,8 @@ import sys
 import urllib.request
 from typing import Optional
 
+from relay import Relay
+
 REGION = "us-east-1"
 ROLE = "dfly-s3-reader"
 LOOPBACK_ONLY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -117,79 +119,33 @@ if __name__ == "__main__":
     _serve()
 
 
-class CuttingProxy:
+class CuttingProxy(Relay):
     """A TCP relay on 127.0.0.1:0 in front of the S3 server: counts the bytes the
     server sends back, and can cut the next connection after `cut_after` of them
     (a transfer broken midway, which moto itself cannot be made to do)."""
 
     def __init__(self, target: str, host: str = "127.0.0.1"):
         """`host`: where the relay listens (::1: an IPv6 endpoint in front of moto)."""
-        import socket
-        import threading
-        listen_host = host
-        host, port = target.rsplit("/", 1)[-1].rsplit(":", 1)
-        self.target = (host, int(port))
         self.sent_back = 0
         self.cut_after: Optional[int] = None
-        self._lock = threading.Lock()
-        family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
-        self._listener = socket.create_server((listen_host, 0), family=family)
-        self._listener.settimeout(0.2)
-        shown = "[%s]" % listen_host if ":" in listen_host else listen_host
-        self.endpoint = "http://%s:%d" % (shown, self._listener.getsockname()[1])
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept, name="s3-proxy", daemon=True)]
-        self._threads[0].start()
+        super().__init__(target, host)
+        self.endpoint = "http://" + self.address
 
-    def _accept(self) -> None:
-        import socket
-        import threading
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                cut, self.cut_after = self.cut_after, None
-            server = socket.create_connection(self.target, timeout=10)
-            for args in ((client, server, None, False), (server, client, cut, True)):
-                thread = threading.Thread(target=self._pump, args=args, name="s3-proxy-pump",
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+    def connection(self) -> dict:
+        with self._lock:
+            cut, self.cut_after = self.cut_after, None
+        return {"left": cut}
 
-    def _pump(self, src, dst, cut: Optional[int], counted: bool) -> None:
-        """Copy src to dst; with `cut`, only that many bytes; `counted`: server to client."""
-        left = cut
-        try:
-            while True:
-                block = src.recv(65536 if left is None else min(65536, left))
-                if not block:
-                    break
-                if counted:   # before the client can have them: it finds them counted when done
-                    with self._lock:
-                        self.sent_back += len(block)
-                dst.sendall(block)
-                if left is not None:
-                    left -= len(block)
-                    if left <= 0:
-                        break
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(2)
-            except OSError:
-                pass
-            sock.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(5)
+    def passing(self, data: bytes, state: dict, upstream: bool):
+        if upstream:
+            return data, True
+        left = state["left"]
+        if left is not None:
+            data = data[:left]
+            state["left"] = left - len(data)
+        with self._lock:   # before the client can have them: it finds them counted when done
+            self.sent_back += len(data)
+        return data, state["left"] is None or state["left"] > 0
 
 
 class RegionalFront:

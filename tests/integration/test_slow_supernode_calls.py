@@ -4,12 +4,11 @@ the client hangs up: made again while pieces still arrive (behind a link full of
 swarm's pieces a live supernode's reply can sit in a queue longer than any fixed
 timeout; giving it up sent a whole 1.5 Mbit/s testbed to the origin), given up at
 once when nothing arrives, as a hung or unreachable supernode is."""
-import socket
-import threading
 import time
 
 import pytest
 from helpers import MiB, content, wait_until
+from relay import Relay
 
 from dfly.peer.downloader import P2PDownload
 from dfly.peer.storage import PieceFile
@@ -18,85 +17,42 @@ from dfly.protocol.ratelimit import TokenBucket
 from dfly.supernode.client import SupernodeClient, SupernodeSlow
 
 
-class WithholdingRelay:
+class _Held:
+    """One connection's state: its current reply is to be kept back; some was."""
+
+    def __init__(self):
+        self.kept_back = False
+        self.dropped = False
+
+
+class WithholdingRelay(Relay):
     """A TCP relay on 127.0.0.1:0 in front of `target` that keeps to itself the reply
     to the `nth` schedule request it passes (counted from 1 over all connections)
     until the client hangs up; `withheld` counts the replies it kept."""
 
     def __init__(self, target: str, nth: int):
-        host, port = target.rsplit(":", 1)
-        self.target = (host, int(port))
         self.nth = nth
         self.withheld = 0
         self._schedules = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
-        self._threads = [threading.Thread(target=self._accept, name="withholding-relay", daemon=True)]
-        self._threads[0].start()
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target, timeout=10)
-            held = threading.Event()   # this connection's current reply is withheld
-            for target, args in ((self._requests, (client, server, held)),
-                                 (self._replies, (server, client, held))):
-                thread = threading.Thread(target=target, args=args, name="withholding-pump", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+    def connection(self) -> _Held:
+        return _Held()
 
-    def _requests(self, client, server, held) -> None:
-        try:
-            while True:
-                data = client.recv(65536)
-                if not data:
-                    break
-                if b"/schedule " in data:   # a request line: the requests are small
-                    with self._lock:
-                        self._schedules += 1
-                        if self._schedules == self.nth:
-                            held.set()
-                server.sendall(data)
-        except OSError:
-            pass
-        if held.is_set():   # the client hung up on the withheld reply
+    def passing(self, data: bytes, held: _Held, upstream: bool):
+        if upstream and b"/schedule " in data:   # a request line: the requests are small
+            with self._lock:
+                self._schedules += 1
+                held.kept_back = held.kept_back or self._schedules == self.nth
+        if not upstream and held.kept_back:
+            held.dropped = True
+            return b"", True
+        return data, True
+
+    def ended(self, held: _Held, upstream: bool) -> None:
+        if upstream and held.dropped:   # the client hung up on the withheld reply
             with self._lock:
                 self.withheld += 1
-        _close(client, server)
-
-    def _replies(self, server, client, held) -> None:
-        try:
-            while True:
-                data = server.recv(65536)
-                if not data:
-                    break
-                if not held.is_set():
-                    client.sendall(data)
-        except OSError:
-            pass
-        _close(client, server)
-
-    def stop(self) -> None:
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)   # wakes its accept() (closing does not)
-        except OSError:
-            pass
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(5)
-
-
-def _close(*socks) -> None:
-    for sock in socks:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
 
 
 def _download(origin, supernode, tmp_path, nth: int, rate: float):
