@@ -3,7 +3,8 @@ against a real supernode behind a TCP relay that withholds one schedule reply un
 the client hangs up: made again while pieces still arrive (behind a link full of the
 swarm's pieces a live supernode's reply can sit in a queue longer than any fixed
 timeout; giving it up sent a whole 1.5 Mbit/s testbed to the origin), given up at
-once when nothing arrives, as a hung or unreachable supernode is."""
+once when nothing arrives, as a hung or unreachable supernode is. The call made
+again repeats the lost one's reports: the supernode counts its failures once."""
 import time
 
 import pytest
