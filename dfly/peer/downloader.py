@@ -265,7 +265,9 @@ class P2PDownload:
                   numbered: bool = False) -> TaskState:
         """client.schedule, made again while the supernode only seems slow (ask_again).
         A call made again repeats its reports: a piece reported done twice is one piece,
-        and a numbered call's failures the supernode counts once (repeats_answered).
+        and a numbered call's failures the supernode counts once (repeats_answered);
+        the reporter's calls are not numbered, so one of those made again counts its
+        failures twice (rare: its reply lost while the coordinator long-polls).
         `numbered`: the coordinator's calls, one at a time, are numbered, each attempt
         anew, and name the last reply heard: the supernode releases what a lost reply
         assigned (the reporter's calls assign nothing)."""

@@ -395,9 +395,10 @@ class TaskScheduler:
     def reply_made(self, peer_id: str, call: int, assignments: List[Assignment], now: float) -> None:
         """The reply to `peer_id`'s numbered call `call` assigns `assignments`."""
         peer = self.peers.get(peer_id)
-        if peer is not None and call:
-            peer.answered = call
-        if peer is not None and call and assignments:
+        if peer is None or not call:
+            return
+        peer.answered = call
+        if assignments:
             peer.replies[call] = [(a.piece, now) for a in assignments]
             while len(peer.replies) > REPLIES_KEPT:   # a peer numbering its calls backwards
                 del peer.replies[min(peer.replies)]
