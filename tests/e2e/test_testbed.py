@@ -211,7 +211,7 @@ def test_testbed_runs_dfly_with_and_without_cut_through_and_daemons_and_ramp_rea
     # daemon), the daemons' CPU counted though curl is what was timed, no get --trace
     daemon = rows["dfly-daemon"]
     assert daemon["origin_egress_x"] <= 1.05 and daemon["nginx_body_bytes"] == 4 * 1024 * 1024
-    assert daemon["host_cpu_s"] > 0.05 and daemon["supernode_cpu_s"] > 0 and "peer_share" not in daemon
+    assert daemon["host_cpu_s"] >= 0.05 and daemon["supernode_cpu_s"] > 0 and "peer_share" not in daemon
     assert "dfly-daemon n=3" in proc.stdout
     assert sorted(os.listdir(str(tmp_path / "traces"))) == ["n3-run1", "whole-n3-run1"]
     ramp = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ramp.py"),
