@@ -174,6 +174,7 @@ class P2PDownload:
         self._last_answer = clock()          # the supernode's last reply (ask_again)
         self._fetchers: List[PieceFetcher] = []   # the workers': what bytes arrive (ask_again)
         self._calls = self._heard = 0        # the coordinator's numbered calls (_schedule)
+        self._report_calls = 0               # the reporter's (_report_request)
 
     @property
     def peer_id(self) -> str:
@@ -265,9 +266,8 @@ class P2PDownload:
                   numbered: bool = False) -> TaskState:
         """client.schedule, made again while the supernode only seems slow (ask_again).
         A call made again repeats its reports: a piece reported done twice is one piece,
-        and a numbered call's failures the supernode counts once (repeats_answered);
-        the reporter's calls are not numbered, so one of those made again counts its
-        failures twice (rare: its reply lost while the coordinator long-polls).
+        and its failures the supernode counts once (repeats_answered for a numbered
+        call, repeats_report for the reporter's, which keep their number).
         `numbered`: the coordinator's calls, one at a time, are numbered, each attempt
         anew, and name the last reply heard: the supernode releases what a lost reply
         assigned (the reporter's calls assign nothing)."""
@@ -434,8 +434,7 @@ class P2PDownload:
                     client = self.supernode.clone()
                 try:
                     began = self.clock()
-                    reply = self._schedule(client, ScheduleRequest(self.peer_id, done, failed, want=0,
-                                                                   content_version=version))
+                    reply = self._schedule(client, self._report_request(done, failed, version))
                     self.trace.schedule(began, self.clock(), reply.waited_s, 0, 0, len(done), reporter=True)
                 except errors.Gone:
                     pass   # the coordinator registers again and re-announces all we hold
@@ -448,6 +447,13 @@ class P2PDownload:
         finally:
             if client is not None:
                 client.close()
+
+    def _report_request(self, done: List[int], failed: List[Failure],
+                        version: Optional[str]) -> ScheduleRequest:
+        """The reporter's next call, numbered; made again (_schedule) with its number."""
+        self._report_calls += 1
+        return ScheduleRequest(self.peer_id, done, failed, want=0, content_version=version,
+                               report_call=self._report_calls)
 
     def _flush_reports(self) -> None:
         """Tell the supernode about the last pieces, so others can fetch them from us."""

@@ -192,6 +192,9 @@ class ScheduleRequest:
     # (a call that timed out is made again). 0: not numbered (the reporter, older peers).
     call: int = 0
     heard: int = 0
+    # The reporter numbers its calls too (from 1), a call made again keeping its
+    # number: the supernode counts a repeat's failures once. 0: not numbered.
+    report_call: int = 0
 
     @classmethod
     def parse(cls, body: dict) -> "ScheduleRequest":
@@ -219,7 +222,8 @@ class ScheduleRequest:
                    sequential=sequential, wait_s=float(wait),
                    content_version=_str(body, "content_version", limit=64),
                    call=_int(body.get("call", 0), "call", 0, 1 << 62),
-                   heard=_int(body.get("heard", 0), "heard", 0, 1 << 62))
+                   heard=_int(body.get("heard", 0), "heard", 0, 1 << 62),
+                   report_call=_int(body.get("report_call", 0), "report_call", 0, 1 << 62))
 
     def to_json(self) -> dict:
         out = {"peer_id": self.peer_id, "done": self.done,
@@ -229,6 +233,8 @@ class ScheduleRequest:
             out["content_version"] = self.content_version
         if self.call:
             out["call"], out["heard"] = self.call, self.heard
+        if self.report_call:
+            out["report_call"] = self.report_call
         return out
 
 

@@ -247,7 +247,8 @@ class Task:
         self.scheduler = TaskScheduler(old.config)
         for peer in old.peers.values():
             self.scheduler.peer_joined(peer.peer_id, peer.addr, peer.last_seen, location=peer.location)
-            self.scheduler.peers[peer.peer_id].answered = peer.answered   # its calls' count goes on
+            moved = self.scheduler.peers[peer.peer_id]   # its calls' counts go on
+            moved.answered, moved.reported = peer.answered, peer.reported
         same = content_version == self.content_version
         self._early = {num: {p: v for p, v in by.items() if v == content_version}
                        for num, by in self._early.items()}

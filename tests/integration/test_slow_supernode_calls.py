@@ -144,5 +144,11 @@ def test_a_call_made_again_after_a_lost_reply_counts_its_failures_once(origin, s
         assert _failures_counted(supernode) == 1
         client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, call=3, heard=2))  # a new one
         assert _failures_counted(supernode) == 2
+        # The reporter's calls: numbered apart, a call made again keeping its number.
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, report_call=1))    # lost
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, report_call=1))    # again
+        assert _failures_counted(supernode) == 3
+        client.schedule(tid, ScheduleRequest("a", failed=failed, want=0, report_call=2))    # a new one
+        assert _failures_counted(supernode) == 4
     finally:
         client.close()
