@@ -138,7 +138,7 @@ class Testbed:
     def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
                  family: str = "ipv4", subnet6: str = "fd77::", burst_bytes: int = 0,
                  shaper: str = "htb", offload: bool = True, small_first: bool = False,
-                 byte_fifo: bool = False):
+                 byte_fifo: bool = False, congestion: str = ""):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -162,6 +162,7 @@ class Testbed:
         self.offload = offload           # False: no GSO/TSO/GRO on the veths (ethtool -K)
         self.small_first = small_first   # small packets before bulk data on every link (htb)
         self.byte_fifo = byte_fifo       # switch ports' FIFOs bounded in bytes (queue x 1514)
+        self.congestion = congestion     # every host's TCP congestion control ("": as made)
         self.made: List[str] = []
 
     @property
@@ -174,6 +175,9 @@ class Testbed:
         self._ip(self.switch, "link", "set", "br0", "up")
         for i, ns in enumerate(self.namespaces):
             self._ns(ns)
+            if self.congestion:
+                run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                     "net.ipv4.tcp_congestion_control=" + self.congestion])
             port = "p%d" % i
             run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
                  "peer", "name", port, "netns", self.switch])
@@ -231,6 +235,12 @@ class Testbed:
         """Packets the small-first class of `ns`'s link sent (0 without --small-first)."""
         out = run(["ip", "netns", "exec", ns, "tc", "-s", "class", "show", "dev", dev]).stdout
         return class_packets(out, SMALL_CLASS)
+
+    def congestion_control(self) -> str:
+        """The TCP congestion control the hosts run (a new namespace takes the
+        machine's: bbr on some, cubic on most Linux hosts)."""
+        out = run(["ip", "netns", "exec", self.origin, "cat", "/proc/sys/net/ipv4/tcp_congestion_control"])
+        return out.stdout.strip()
 
     def tx_bytes(self, ns: str) -> int:
         out = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
@@ -623,6 +633,37 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
          "match", "u16", "0x0000", mask, "at", "4", "flowid", SMALL_CLASS]]
 
 
+ALLOWED_CONGESTION = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+
+
+def available_congestion() -> List[str]:
+    """The TCP congestion controls this kernel has loaded."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def allow_congestion(name: str) -> Optional[str]:
+    """A network namespace may make only an allowed algorithm its default (the kernel
+    refuses others with EPERM): allow `name` for the run. Returns the list before,
+    for main() to put back, or None when nothing was changed."""
+    if not name:
+        return None
+    with open(ALLOWED_CONGESTION) as f:
+        before = f.read().strip()
+    if name in before.split():
+        return None
+    _set_sysctl(ALLOWED_CONGESTION, before + " " + name)
+    return before
+
+
+def _set_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value + "\n")
+
+
 def class_packets(tc_stats: str, classid: str) -> int:
     """The packets `tc -s class show` says class `classid` sent (0 when it has none). Pure."""
     lines = tc_stats.splitlines()
@@ -668,6 +709,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "(TCP small queues) rather than dropping what they send")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
+    p.add_argument("--congestion", default="", metavar="NAME", help="every host's TCP congestion "
+                   "control (net.ipv4.tcp_congestion_control: cubic, bbr, reno; one of "
+                   "/proc/sys/net/ipv4/tcp_available_congestion_control) (default: what a new "
+                   "network namespace gets here, the machine's own)")
     p.add_argument("--scenarios", default="baseline,dfly", help="baseline, dfly and/or ideal (a "
                    "reference: each host curls the file from its neighbour's nginx, as a swarm "
                    "with no software overhead would), dfly-cut (dfly with --cut-through, the "
@@ -723,6 +768,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(sig, _raise_exit)
     if args.queue < 2:
         p.error("--queue must be at least 2 packets")
+    if args.congestion and args.congestion not in available_congestion():
+        p.error("--congestion must be one of this kernel's: " + " ".join(available_congestion()))
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     if args.family == "dual" and "ideal" in scenarios:
@@ -737,21 +784,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
     bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,
                   shaper=args.shaper, offload=args.offload, small_first=args.small_first,
-                  byte_fifo=args.byte_fifo)
+                  byte_fifo=args.byte_fifo, congestion=args.congestion)
     ws = None
     rows: List[dict] = []
+    allowed_before = None
+    tcp = ""
     try:
+        allowed_before = allow_congestion(args.congestion)
         parent = args.tmp or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
         ws = harness.Workspace(parent, args.keep, args.pyz)
         www = ws.dir("www")
         harness.write_file(os.path.join(www, "file.bin"), args.size)
         digest = harness.sha256_file(os.path.join(www, "file.bin"))
         bed.build()
-        print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s; load average %.2f"
+        tcp = bed.congestion_control()
+        print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s, TCP %s; load average %.2f"
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
                  args.queue, (" (switch ports: of 1514 bytes)" if args.byte_fifo else "")
                  + (" (small packets first)" if args.small_first else ""),
-                 "on" if args.offload else "off", harness.LOADAVG_AT_START), flush=True)
+                 "on" if args.offload else "off", tcp, harness.LOADAVG_AT_START),
+              flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
         for n in counts:
             for run in range(1, args.repeat + 1):
@@ -775,6 +827,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         bed.close()
         if ws is not None:
             ws.close()
+        if allowed_before is not None:
+            _set_sysctl(ALLOWED_CONGESTION, allowed_before)
     left = our_namespaces(bed.tag)
     table = median_rows(rows)
     if args.repeat > 1:
@@ -784,7 +838,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "shaper": args.shaper, "burst_bytes": args.burst, "offload": args.offload,
               "small_first": args.small_first, "small_first_packets": small_packets,
-              "byte_fifo": args.byte_fifo,
+              "byte_fifo": args.byte_fifo, "tcp_congestion_control": tcp,
               "loadavg_at_start": harness.LOADAVG_AT_START,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
               "family": args.family,

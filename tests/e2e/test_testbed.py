@@ -122,6 +122,28 @@ def test_testbed_refuses_clearly_without_root_or_tools():
     assert "testbed:" in proc.stderr
 
 
+def _allowed_congestion() -> str:
+    with open("/proc/sys/net/ipv4/tcp_allowed_congestion_control") as f:
+        return f.read().strip()
+
+
+def _congestion_to_try(allowed: str) -> str:
+    """An algorithm this kernel has that namespaces may not take yet (so the run must
+    allow it), else one they may."""
+    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+        available = f.read().split()
+    return next((name for name in available if name not in allowed.split()), available[0])
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+def test_testbed_refuses_a_congestion_control_the_kernel_lacks_before_making_anything():
+    proc, pid = _bench("testbed.py", "--counts", "2", "--congestion", "no-such-tcp", timeout=30)
+    assert proc.returncode == 2
+    assert "--congestion must be one of this kernel's: " in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _left_by(pid) == set()
+
+
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 def test_testbed_refuses_a_queue_of_fewer_than_two_packets_before_making_anything():
     proc, pid = _bench("testbed.py", "--counts", "2", "--queue", "1", timeout=30)
@@ -198,10 +220,18 @@ def test_testbed_dual_stack_supernode_serves_ipv4_only_and_ipv6_only_hosts_in_on
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 def test_testbed_runs_dfly_with_and_without_cut_through_and_daemons_and_ramp_reads_the_traces(tmp_path):
     out = tmp_path / "testbed.json"
+    allowed_before = _allowed_congestion()
+    congestion = _congestion_to_try(allowed_before)
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "5s",
                        "--scenarios", "dfly,dfly-whole,dfly-daemon", "--out", str(out),
+                       "--congestion", congestion,
                        "--svg", str(tmp_path / "t.svg"), "--trace-dir", str(tmp_path / "traces"), timeout=100)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The hosts ran the congestion control asked for (a namespace may take only an
+    # allowed one: the run allowed it, and put the machine's list back after).
+    assert json.loads(out.read_text())["tcp_congestion_control"] == congestion
+    assert "TCP %s;" % congestion in proc.stdout
+    assert _allowed_congestion() == allowed_before
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"dfly", "dfly-whole", "dfly-daemon"}
     gets = [rows["dfly"], rows["dfly-whole"]]
