@@ -56,7 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
@@ -84,6 +84,7 @@ SHAPERS = ("htb", "tbf")
 CPU_BOUND = 0.95             # a run with the machine this busy is marked: it measured the CPU
 SMALL_BYTES = 1024           # --small-first: packets shorter than this go first
 SMALL_CLASS = "1:20"
+HOST_FQ_QUANTUM = 64 * 1024  # --host-fq: bytes a destination's class sends in its turn (a GSO packet)
 TBF_DEFAULT_BURST = 50_000   # bytes: a roomy bucket, when --shaper tbf is given no --burst
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
@@ -138,7 +139,7 @@ class Testbed:
     def __init__(self, hosts: int, rate_mbit: float, queue_packets: int = 100, subnet: str = "10.77.0",
                  family: str = "ipv4", subnet6: str = "fd77::", burst_bytes: int = 0,
                  shaper: str = "htb", offload: bool = True, small_first: bool = False,
-                 byte_fifo: bool = False, congestion: str = ""):
+                 byte_fifo: bool = False, congestion: str = "", host_fq: bool = False):
         self.tag = "%s%d-" % (PREFIX, os.getpid())
         self.switch = self.tag + "sw"
         self.origin = self.tag + "o"
@@ -163,6 +164,7 @@ class Testbed:
         self.small_first = small_first   # small packets before bulk data on every link (htb)
         self.byte_fifo = byte_fifo       # switch ports' FIFOs bounded in bytes (queue x 1514)
         self.congestion = congestion     # every host's TCP congestion control ("": as made)
+        self.host_fq = host_fq           # a host's egress: a queue per destination, served in turn
         self.made: List[str] = []
 
     @property
@@ -228,8 +230,10 @@ class Testbed:
         """The tc commands of one link direction: a host's own egress (its qdisc
         pushes back on its sockets, so its FIFO counts packets), or a switch port
         (bounded in bytes with --byte-fifo, as a switch's buffer is). Pure."""
+        others = [] if switch_port or not self.host_fq else \
+            [a for ns in self.namespaces for a in (self.addr4.get(ns), self.addr6.get(ns)) if a]
         return shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes, self.queue_packets,
-                                self.small_first, self.byte_fifo and switch_port)
+                                self.small_first, self.byte_fifo and switch_port, others)
 
     def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
         """Packets the small-first class of `ns`'s link sent (0 without --small-first)."""
@@ -586,7 +590,8 @@ def preflight() -> Optional[str]:
 
 
 def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, queue_packets: int,
-                     small_first: bool = False, byte_fifo: bool = False) -> List[List[str]]:
+                     small_first: bool = False, byte_fifo: bool = False,
+                     per_destination: Sequence[str] = ()) -> List[List[str]]:
     """The `tc` commands (without `tc`) that shape one link direction on `dev`. Pure.
 
     htb: a shaping class over a FIFO leaf (fq_codel and netem are often not built into
@@ -599,7 +604,15 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
     (GSO) a packet of bulk data is up to 64 KB: 100 of them hold up to ~6 MB, half a
     second at 100 Mbit/s, and a reply of more than one small packet (a schedule
     call's orders) waits ~0.1 s behind the bulk (bench/traces.py's "schedule calls").
-    With byte_fifo the FIFO holds queue_packets x 1514 bytes, as a switch port would."""
+    With byte_fifo the FIFO holds queue_packets x 1514 bytes, as a switch port would.
+
+    per_destination (a host's own egress, --host-fq): bulk data to each of these
+    addresses gets a class and FIFO of its own, the classes served in turn (HTB's
+    round robin among siblings, a quantum of 64 KB each), as a Linux host's fq or
+    fq_codel serves its flows. One FIFO instead starves some flows for seconds:
+    TCP small queues lets a socket hold only ~2 packets in the qdisc, a flow
+    sending slowly makes small packets (its pacing rate sizes them), and each of
+    its turns then waits for the whole FIFO to drain (twentieth session)."""
     rate = "%gmbit" % rate_mbit
     if shaper == "tbf":   # one token bucket; its queue in bytes, as deep as the FIFO's
         return [["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
@@ -609,15 +622,14 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
     if byte_fifo:
         fifo = ["bfifo", "limit", str(queue_packets * 1514)]
     commands = [["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]]
+    if per_destination:
+        return commands + _per_destination(dev, rate_mbit, bucket, fifo, small_first, per_destination)
     if not small_first:
         return commands + [
             ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
              "rate", rate, "ceil", rate] + bucket,
             ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:"] + fifo]
     half = "%gmbit" % (rate_mbit / 2)   # each class's guarantee; either may take the whole rate
-    # A length below SMALL_BYTES: the top bits of IPv4's total length (bytes 2-3) or
-    # IPv6's payload length (bytes 4-5) are zero.
-    mask = "0x%04x" % (0xFFFF & ~(SMALL_BYTES - 1))
     return commands + [
         ["class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
          "ceil", rate] + bucket,
@@ -626,11 +638,44 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
         ["class", "add", "dev", dev, "parent", "1:1", "classid", SMALL_CLASS, "htb", "rate", half,
          "ceil", rate, "prio", "0"] + bucket,
         ["qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:"] + fifo,
-        ["qdisc", "add", "dev", dev, "parent", SMALL_CLASS, "handle", "20:"] + fifo,
-        ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-         "match", "u16", "0x0000", mask, "at", "2", "flowid", SMALL_CLASS],
-        ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6", "prio", "2", "u32",
-         "match", "u16", "0x0000", mask, "at", "4", "flowid", SMALL_CLASS]]
+        ["qdisc", "add", "dev", dev, "parent", SMALL_CLASS, "handle", "20:"] + fifo] + _small_filters(dev)
+
+
+def _small_filters(dev: str) -> List[List[str]]:
+    """Packets under SMALL_BYTES into SMALL_CLASS: the top bits of IPv4's total length
+    (bytes 2-3) or IPv6's payload length (bytes 4-5) are zero."""
+    mask = "0x%04x" % (0xFFFF & ~(SMALL_BYTES - 1))
+    return [["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+             "match", "u16", "0x0000", mask, "at", "2", "flowid", SMALL_CLASS],
+            ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6", "prio", "2", "u32",
+             "match", "u16", "0x0000", mask, "at", "4", "flowid", SMALL_CLASS]]
+
+
+def _per_destination(dev: str, rate_mbit: float, bucket: List[str], fifo: List[str], small_first: bool,
+                     destinations: Sequence[str]) -> List[List[str]]:
+    """shaping_commands' classes for per_destination: under one class at the link's
+    rate, the default class (1:10), SMALL_CLASS with small_first, and one class a
+    destination (1:100, 1:101, ...), each guaranteed an equal share, each allowed the
+    whole rate, served in turn."""
+    rate = "%gmbit" % rate_mbit
+    ids = ["1:10"] + ([SMALL_CLASS] if small_first else []) + \
+        ["1:%d" % (100 + i) for i in range(len(destinations))]
+    share = "%gkbit" % max(8.0, rate_mbit * 1000 / len(ids))
+    out = [["class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
+            "ceil", rate] + bucket]
+    for classid in ids:
+        out.append(["class", "add", "dev", dev, "parent", "1:1", "classid", classid, "htb", "rate", share,
+                    "ceil", rate, "prio", "0" if classid == SMALL_CLASS else "1",
+                    "quantum", str(HOST_FQ_QUANTUM)] + bucket)
+        out.append(["qdisc", "add", "dev", dev, "parent", classid, "handle",
+                    "%s:" % classid.split(":")[1]] + fifo)
+    out += _small_filters(dev) if small_first else []
+    for i, address in enumerate(destinations):
+        v6 = ":" in address
+        out.append(["filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6" if v6 else "ip",
+                    "prio", "3", "u32", "match", "ip6" if v6 else "ip", "dst",
+                    address + ("/128" if v6 else "/32"), "flowid", "1:%d" % (100 + i)])
+    return out
 
 
 ALLOWED_CONGESTION = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
@@ -707,6 +752,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "~6 MB, and a switch port's buffer is bounded in bytes. A host's own egress "
                    "queue keeps --queue packets: a host's qdisc pushes back on its sockets "
                    "(TCP small queues) rather than dropping what they send")
+    p.add_argument("--host-fq", action="store_true", help="on each host's own egress, a queue "
+                   "per destination host, served in turn, as a Linux host's fq or fq_codel "
+                   "serves its flows (this kernel has neither); without it one FIFO, where TCP "
+                   "small queues can starve a slow flow for seconds (needs --shaper htb)")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--congestion", default="", metavar="NAME", help="every host's TCP congestion "
@@ -776,6 +825,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--scenarios ideal needs hosts of one family (--family ipv4 or ipv6)")
     if args.small_first and args.shaper != "htb":
         p.error("--small-first needs --shaper htb")
+    if args.host_fq and args.shaper != "htb":
+        p.error("--host-fq needs --shaper htb")
     if args.byte_fifo and args.shaper != "htb":
         p.error("--byte-fifo needs --shaper htb (tbf's queue is in bytes already)")
     if args.small_first is None:
@@ -784,7 +835,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--no-offload needs ethtool (Debian: apt-get install ethtool)")
     bed = Testbed(max(counts), args.rate, args.queue, family=args.family, burst_bytes=args.burst,
                   shaper=args.shaper, offload=args.offload, small_first=args.small_first,
-                  byte_fifo=args.byte_fifo, congestion=args.congestion)
+                  byte_fifo=args.byte_fifo, congestion=args.congestion, host_fq=args.host_fq)
     ws = None
     rows: List[dict] = []
     allowed_before = None
@@ -801,7 +852,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("links: %g Mbit/s, %s, bucket %s, queue %d packets%s, offloads %s, TCP %s; load average %.2f"
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
                  args.queue, (" (switch ports: of 1514 bytes)" if args.byte_fifo else "")
-                 + (" (small packets first)" if args.small_first else ""),
+                 + (" (small packets first)" if args.small_first else "")
+                 + (" (hosts: a queue per destination)" if args.host_fq else ""),
                  "on" if args.offload else "off", tcp, harness.LOADAVG_AT_START),
               flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)
@@ -838,7 +890,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {"benchmark": "testbed", "size": args.size, "rate_mbit": args.rate,
               "shaper": args.shaper, "burst_bytes": args.burst, "offload": args.offload,
               "small_first": args.small_first, "small_first_packets": small_packets,
-              "byte_fifo": args.byte_fifo, "tcp_congestion_control": tcp,
+              "byte_fifo": args.byte_fifo, "host_fq": args.host_fq, "tcp_congestion_control": tcp,
               "loadavg_at_start": harness.LOADAVG_AT_START,
               "lower_bound_s": round(lower_bound, 3), "repeat": args.repeat, "table": table, "rows": rows,
               "family": args.family,

@@ -224,12 +224,13 @@ def test_testbed_runs_dfly_with_and_without_cut_through_and_daemons_and_ramp_rea
     congestion = _congestion_to_try(allowed_before)
     proc, pid = _bench("testbed.py", "--counts", "3", "--size", "4M", "--seed-for", "5s",
                        "--scenarios", "dfly,dfly-whole,dfly-daemon", "--out", str(out),
-                       "--congestion", congestion,
+                       "--congestion", congestion, "--host-fq",
                        "--svg", str(tmp_path / "t.svg"), "--trace-dir", str(tmp_path / "traces"), timeout=100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The hosts ran the congestion control asked for (a namespace may take only an
     # allowed one: the run allowed it, and put the machine's list back after).
     assert json.loads(out.read_text())["tcp_congestion_control"] == congestion
+    assert json.loads(out.read_text())["host_fq"] and "(hosts: a queue per destination)" in proc.stdout
     assert "TCP %s;" % congestion in proc.stdout
     assert _allowed_congestion() == allowed_before
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}

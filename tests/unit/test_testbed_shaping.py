@@ -78,3 +78,41 @@ def test_byte_fifo_bounds_the_switch_ports_and_leaves_the_hosts_own_queues_in_pa
     leaves = {port: [c[-3] for c in bed.shaping("eth0", port) if c[:2] == ["qdisc", "add"] and "parent" in c]
               for port in (False, True)}
     assert leaves == {False: ["pfifo", "pfifo"], True: ["bfifo", "bfifo"]}
+
+
+def test_host_fq_gives_each_destination_a_class_of_its_own_served_in_turn():
+    """--host-fq: one FIFO at a host's egress let TCP small queues starve slow flows
+    (each turn of theirs waited for the whole FIFO); a class a destination, each
+    guaranteed an equal share and allowed the whole rate, served round robin."""
+    commands = shaping_commands("eth0", 100, "htb", 0, 50, small_first=True,
+                                per_destination=["10.77.0.2", "fd77::3"])
+    classes = {c[c.index("classid") + 1]: c for c in commands if c[0] == "class"}
+    assert set(classes) == {"1:1", "1:10", SMALL_CLASS, "1:100", "1:101"}
+    for classid in ("1:10", SMALL_CLASS, "1:100", "1:101"):
+        c = classes[classid]
+        assert c[c.index("parent") + 1] == "1:1"
+        assert (c[c.index("rate") + 1], c[c.index("ceil") + 1]) == ("25000kbit", "100mbit")
+        assert c[c.index("quantum") + 1] == str(testbed.HOST_FQ_QUANTUM)
+        assert c[c.index("prio") + 1] == ("0" if classid == SMALL_CLASS else "1")
+    leaves = {c[c.index("parent") + 1]: c for c in commands if c[:2] == ["qdisc", "add"] and "parent" in c}
+    assert set(leaves) == {"1:10", SMALL_CLASS, "1:100", "1:101"}
+    assert all(c[-3:] == ["pfifo", "limit", "50"] for c in leaves.values())
+    filters = [c for c in commands if c[0] == "filter"]
+    assert filters[-2][-5:] == ["ip", "dst", "10.77.0.2/32", "flowid", "1:100"]
+    assert filters[-1][-5:] == ["ip6", "dst", "fd77::3/128", "flowid", "1:101"]
+    assert filters[-1][filters[-1].index("protocol") + 1] == "ipv6"
+    # small packets still go first, whatever their destination: their filters come first
+    assert [f[f.index("flowid") + 1] for f in filters[:2]] == [SMALL_CLASS, SMALL_CLASS]
+    assert commands[0][-2:] == ["default", "10"]
+
+
+def test_without_small_first_host_fq_has_no_small_class_and_the_switch_ports_none():
+    commands = shaping_commands("eth0", 100, "htb", 0, 100, per_destination=["10.77.0.2"])
+    classes = {c[c.index("classid") + 1] for c in commands if c[0] == "class"}
+    assert classes == {"1:1", "1:10", "1:100"}
+    assert all(c[c.index("flowid") + 1] == "1:100" for c in commands if c[0] == "filter")
+    bed = testbed.Testbed(3, 100, host_fq=True, small_first=True)   # (names only: nothing made)
+    own = [c for c in bed.shaping("eth0", switch_port=False) if c[0] == "filter" and "dst" in c]
+    assert [c[c.index("dst") + 1] for c in own] == ["10.77.0.%d/32" % i for i in (1, 2, 3, 4)]
+    port = bed.shaping("p1", switch_port=True)   # a host's download: the switch's one FIFO
+    assert not any("dst" in c for c in port) and len([c for c in port if c[0] == "class"]) == 3
