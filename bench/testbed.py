@@ -55,8 +55,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (bench scripts run as files, not as a package)
@@ -84,7 +85,8 @@ SHAPERS = ("htb", "tbf")
 CPU_BOUND = 0.95             # a run with the machine this busy is marked: it measured the CPU
 SMALL_BYTES = 1024           # --small-first: packets shorter than this go first
 SMALL_CLASS = "1:20"
-HOST_FQ_QUANTUM = 64 * 1024  # --host-fq: bytes a destination's class sends in its turn (a GSO packet)
+HOST_FQ_QUANTUM = 64 * 1024  # --host-fq: bytes a flow's class sends in its turn (a GSO packet)
+HOST_FQ_BUCKETS = 64         # --host-fq: classes flows are hashed into (u32 hash tables hold 256 at most)
 TBF_DEFAULT_BURST = 50_000   # bytes: a roomy bucket, when --shaper tbf is given no --burst
 
 def run(argv: List[str], check: bool = True, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
@@ -164,7 +166,7 @@ class Testbed:
         self.small_first = small_first   # small packets before bulk data on every link (htb)
         self.byte_fifo = byte_fifo       # switch ports' FIFOs bounded in bytes (queue x 1514)
         self.congestion = congestion     # every host's TCP congestion control ("": as made)
-        self.host_fq = host_fq           # a host's egress: a queue per destination, served in turn
+        self.host_fq = host_fq           # a host's egress: a queue per flow, served in turn
         self.made: List[str] = []
 
     @property
@@ -223,17 +225,19 @@ class Testbed:
         run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"])
 
     def _shape(self, ns: str, dev: str, switch_port: bool = False) -> None:
-        for command in self.shaping(dev, switch_port):
-            run(["ip", "netns", "exec", ns, "tc"] + command)
+        # One tc for them all (--host-fq makes some 200 a link): `tc -batch` from a file.
+        with tempfile.NamedTemporaryFile("w", suffix=".tc") as batch:
+            batch.write("".join(" ".join(command) + "\n" for command in self.shaping(dev, switch_port)))
+            batch.flush()
+            run(["ip", "netns", "exec", ns, "tc", "-batch", batch.name])
 
     def shaping(self, dev: str, switch_port: bool) -> List[List[str]]:
         """The tc commands of one link direction: a host's own egress (its qdisc
         pushes back on its sockets, so its FIFO counts packets), or a switch port
         (bounded in bytes with --byte-fifo, as a switch's buffer is). Pure."""
-        others = [] if switch_port or not self.host_fq else \
-            [a for ns in self.namespaces for a in (self.addr4.get(ns), self.addr6.get(ns)) if a]
         return shaping_commands(dev, self.rate_mbit, self.shaper, self.burst_bytes, self.queue_packets,
-                                self.small_first, self.byte_fifo and switch_port, others)
+                                self.small_first, self.byte_fifo and switch_port,
+                                self.host_fq and not switch_port)
 
     def small_first_packets(self, ns: str, dev: str = "eth0") -> int:
         """Packets the small-first class of `ns`'s link sent (0 without --small-first)."""
@@ -591,7 +595,7 @@ def preflight() -> Optional[str]:
 
 def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, queue_packets: int,
                      small_first: bool = False, byte_fifo: bool = False,
-                     per_destination: Sequence[str] = ()) -> List[List[str]]:
+                     per_flow: bool = False) -> List[List[str]]:
     """The `tc` commands (without `tc`) that shape one link direction on `dev`. Pure.
 
     htb: a shaping class over a FIFO leaf (fq_codel and netem are often not built into
@@ -606,8 +610,8 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
     call's orders) waits ~0.1 s behind the bulk (bench/traces.py's "schedule calls").
     With byte_fifo the FIFO holds queue_packets x 1514 bytes, as a switch port would.
 
-    per_destination (a host's own egress, --host-fq): bulk data to each of these
-    addresses gets a class and FIFO of its own, the classes served in turn (HTB's
+    per_flow (a host's own egress, --host-fq): bulk data is hashed by flow into
+    HOST_FQ_BUCKETS classes, each with a FIFO of its own, served in turn (HTB's
     round robin among siblings, a quantum of 64 KB each), as a Linux host's fq or
     fq_codel serves its flows. One FIFO instead starves some flows for seconds:
     TCP small queues lets a socket hold only ~2 packets in the qdisc, a flow
@@ -622,8 +626,8 @@ def shaping_commands(dev: str, rate_mbit: float, shaper: str, burst_bytes: int, 
     if byte_fifo:
         fifo = ["bfifo", "limit", str(queue_packets * 1514)]
     commands = [["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]]
-    if per_destination:
-        return commands + _per_destination(dev, rate_mbit, bucket, fifo, small_first, per_destination)
+    if per_flow:
+        return commands + _per_flow(dev, rate_mbit, bucket, fifo, small_first)
     if not small_first:
         return commands + [
             ["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
@@ -651,15 +655,18 @@ def _small_filters(dev: str) -> List[List[str]]:
              "match", "u16", "0x0000", mask, "at", "4", "flowid", SMALL_CLASS]]
 
 
-def _per_destination(dev: str, rate_mbit: float, bucket: List[str], fifo: List[str], small_first: bool,
-                     destinations: Sequence[str]) -> List[List[str]]:
-    """shaping_commands' classes for per_destination: under one class at the link's
-    rate, the default class (1:10), SMALL_CLASS with small_first, and one class a
-    destination (1:100, 1:101, ...), each guaranteed an equal share, each allowed the
-    whole rate, served in turn."""
+def _per_flow(dev: str, rate_mbit: float, bucket: List[str], fifo: List[str],
+              small_first: bool) -> List[List[str]]:
+    """shaping_commands' classes for per_flow: under one class at the link's rate,
+    the default class (1:10), SMALL_CLASS with small_first, and HOST_FQ_BUCKETS
+    classes (1:100 onwards), each guaranteed an equal share and allowed the whole
+    rate, served in turn. This kernel has no flow classifier (nor sfq), so u32
+    hashes a TCP packet on bits 1-6 of its destination port: every bulk sender here
+    (nginx, the supernode, a peer's uploader) is the server side, so that is the
+    receiver's ephemeral port, one per connection."""
     rate = "%gmbit" % rate_mbit
-    ids = ["1:10"] + ([SMALL_CLASS] if small_first else []) + \
-        ["1:%d" % (100 + i) for i in range(len(destinations))]
+    flows = ["1:%x" % (0x100 + i) for i in range(HOST_FQ_BUCKETS)]
+    ids = ["1:10"] + ([SMALL_CLASS] if small_first else []) + flows
     share = "%gkbit" % max(8.0, rate_mbit * 1000 / len(ids))
     out = [["class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
             "ceil", rate] + bucket]
@@ -670,11 +677,18 @@ def _per_destination(dev: str, rate_mbit: float, bucket: List[str], fifo: List[s
         out.append(["qdisc", "add", "dev", dev, "parent", classid, "handle",
                     "%s:" % classid.split(":")[1]] + fifo)
     out += _small_filters(dev) if small_first else []
-    for i, address in enumerate(destinations):
-        v6 = ":" in address
-        out.append(["filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6" if v6 else "ip",
-                    "prio", "3", "u32", "match", "ip6" if v6 else "ip", "dst",
-                    address + ("/128" if v6 else "/32"), "flowid", "1:%d" % (100 + i)])
+    # Bits 1 and up: Linux gives connect() even ports, so the lowest bit is always 0.
+    mask = "0x%08x" % ((HOST_FQ_BUCKETS - 1) << 1)
+    # (protocol, filter priority, hash table, where the TCP ports are: past a 20-byte
+    # IPv4 header, a 40-byte IPv6 one)
+    for protocol, prio, table, ports in (("ip", "5", "2", "20"), ("ipv6", "6", "3", "40")):
+        head = ["filter", "add", "dev", dev, "parent", "1:", "protocol", protocol, "prio", prio]
+        out.append(head + ["handle", table + ":", "u32", "divisor", str(HOST_FQ_BUCKETS)])
+        out.append(head + ["u32", "ht", "800::", "match", "ip" if protocol == "ip" else "ip6", "protocol",
+                           "6", "0xff", "hashkey", "mask", mask, "at", ports, "link", table + ":"])
+        for i, classid in enumerate(flows):
+            out.append(head + ["u32", "ht", "%s:%x:" % (table, i), "match", "u32", "0", "0",
+                               "flowid", classid])
     return out
 
 
@@ -753,9 +767,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "queue keeps --queue packets: a host's qdisc pushes back on its sockets "
                    "(TCP small queues) rather than dropping what they send")
     p.add_argument("--host-fq", action="store_true", help="on each host's own egress, a queue "
-                   "per destination host, served in turn, as a Linux host's fq or fq_codel "
-                   "serves its flows (this kernel has neither); without it one FIFO, where TCP "
-                   "small queues can starve a slow flow for seconds (needs --shaper htb)")
+                   "per flow (64, hashed on the receiver's port), served in turn, as a Linux "
+                   "host's fq or fq_codel serves its flows (this kernel has neither); without it "
+                   "one FIFO, where TCP small queues can starve a slow flow for seconds (needs "
+                   "--shaper htb)")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="turn GSO, TSO "
                    "and GRO off on every veth (ethtool -K), so no packet is larger than the MTU")
     p.add_argument("--congestion", default="", metavar="NAME", help="every host's TCP congestion "
@@ -853,7 +868,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               % (args.rate, args.shaper, "%d bytes" % args.burst if args.burst else "tc's default",
                  args.queue, (" (switch ports: of 1514 bytes)" if args.byte_fifo else "")
                  + (" (small packets first)" if args.small_first else "")
-                 + (" (hosts: a queue per destination)" if args.host_fq else ""),
+                 + (" (hosts: a queue per flow)" if args.host_fq else ""),
                  "on" if args.offload else "off", tcp, harness.LOADAVG_AT_START),
               flush=True)
         origin = OriginHost(ws, bed, www, args.supernode_arg, args.python)

@@ -230,7 +230,7 @@ def test_testbed_runs_dfly_with_and_without_cut_through_and_daemons_and_ramp_rea
     # The hosts ran the congestion control asked for (a namespace may take only an
     # allowed one: the run allowed it, and put the machine's list back after).
     assert json.loads(out.read_text())["tcp_congestion_control"] == congestion
-    assert json.loads(out.read_text())["host_fq"] and "(hosts: a queue per destination)" in proc.stdout
+    assert json.loads(out.read_text())["host_fq"] and "(hosts: a queue per flow)" in proc.stdout
     assert "TCP %s;" % congestion in proc.stdout
     assert _allowed_congestion() == allowed_before
     rows = {r["scenario"]: r for r in json.loads(out.read_text())["rows"]}

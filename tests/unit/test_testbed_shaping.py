@@ -80,39 +80,45 @@ def test_byte_fifo_bounds_the_switch_ports_and_leaves_the_hosts_own_queues_in_pa
     assert leaves == {False: ["pfifo", "pfifo"], True: ["bfifo", "bfifo"]}
 
 
-def test_host_fq_gives_each_destination_a_class_of_its_own_served_in_turn():
+def test_host_fq_hashes_flows_into_classes_of_their_own_served_in_turn():
     """--host-fq: one FIFO at a host's egress let TCP small queues starve slow flows
-    (each turn of theirs waited for the whole FIFO); a class a destination, each
+    (each turn of theirs waited for the whole FIFO); flows hashed into classes, each
     guaranteed an equal share and allowed the whole rate, served round robin."""
-    commands = shaping_commands("eth0", 100, "htb", 0, 50, small_first=True,
-                                per_destination=["10.77.0.2", "fd77::3"])
+    commands = shaping_commands("eth0", 100, "htb", 0, 50, small_first=True, per_flow=True)
     classes = {c[c.index("classid") + 1]: c for c in commands if c[0] == "class"}
-    assert set(classes) == {"1:1", "1:10", SMALL_CLASS, "1:100", "1:101"}
-    for classid in ("1:10", SMALL_CLASS, "1:100", "1:101"):
+    flows = ["1:%x" % (0x100 + i) for i in range(testbed.HOST_FQ_BUCKETS)]
+    assert set(classes) == {"1:1", "1:10", SMALL_CLASS} | set(flows)
+    share = "%gkbit" % (100000 / (testbed.HOST_FQ_BUCKETS + 2))
+    for classid in ["1:10", SMALL_CLASS] + flows:
         c = classes[classid]
         assert c[c.index("parent") + 1] == "1:1"
-        assert (c[c.index("rate") + 1], c[c.index("ceil") + 1]) == ("25000kbit", "100mbit")
+        assert (c[c.index("rate") + 1], c[c.index("ceil") + 1]) == (share, "100mbit")
         assert c[c.index("quantum") + 1] == str(testbed.HOST_FQ_QUANTUM)
         assert c[c.index("prio") + 1] == ("0" if classid == SMALL_CLASS else "1")
     leaves = {c[c.index("parent") + 1]: c for c in commands if c[:2] == ["qdisc", "add"] and "parent" in c}
-    assert set(leaves) == {"1:10", SMALL_CLASS, "1:100", "1:101"}
+    assert set(leaves) == {"1:10", SMALL_CLASS} | set(flows)
     assert all(c[-3:] == ["pfifo", "limit", "50"] for c in leaves.values())
+    assert leaves["1:13f"][leaves["1:13f"].index("handle") + 1] == "13f:"
     filters = [c for c in commands if c[0] == "filter"]
-    assert filters[-2][-5:] == ["ip", "dst", "10.77.0.2/32", "flowid", "1:100"]
-    assert filters[-1][-5:] == ["ip6", "dst", "fd77::3/128", "flowid", "1:101"]
-    assert filters[-1][filters[-1].index("protocol") + 1] == "ipv6"
-    # small packets still go first, whatever their destination: their filters come first
+    # small packets first, whatever their flow: their filters have the lowest priorities
     assert [f[f.index("flowid") + 1] for f in filters[:2]] == [SMALL_CLASS, SMALL_CLASS]
+    for protocol, table, ports in (("ip", "2", "20"), ("ipv6", "3", "40")):
+        mine = [f for f in filters[2:] if f[f.index("protocol") + 1] == protocol]
+        assert mine[0][-5:] == ["handle", table + ":", "u32", "divisor", "64"]
+        # TCP, hashed on bits 1-6 of the destination port (Linux connects from even ports)
+        assert mine[1][-9:] == ["6", "0xff", "hashkey", "mask", "0x0000007e", "at", ports, "link",
+                                table + ":"]
+        buckets = mine[2:]
+        assert [b[b.index("ht") + 1] for b in buckets] == ["%s:%x:" % (table, i) for i in range(64)]
+        assert [b[-1] for b in buckets] == flows
     assert commands[0][-2:] == ["default", "10"]
 
 
 def test_without_small_first_host_fq_has_no_small_class_and_the_switch_ports_none():
-    commands = shaping_commands("eth0", 100, "htb", 0, 100, per_destination=["10.77.0.2"])
+    commands = shaping_commands("eth0", 100, "htb", 0, 100, per_flow=True)
     classes = {c[c.index("classid") + 1] for c in commands if c[0] == "class"}
-    assert classes == {"1:1", "1:10", "1:100"}
-    assert all(c[c.index("flowid") + 1] == "1:100" for c in commands if c[0] == "filter")
+    assert SMALL_CLASS not in classes and len(classes) == 2 + testbed.HOST_FQ_BUCKETS
     bed = testbed.Testbed(3, 100, host_fq=True, small_first=True)   # (names only: nothing made)
-    own = [c for c in bed.shaping("eth0", switch_port=False) if c[0] == "filter" and "dst" in c]
-    assert [c[c.index("dst") + 1] for c in own] == ["10.77.0.%d/32" % i for i in (1, 2, 3, 4)]
+    assert len([c for c in bed.shaping("eth0", switch_port=False) if c[0] == "class"]) == 3 + 64
     port = bed.shaping("p1", switch_port=True)   # a host's download: the switch's one FIFO
-    assert not any("dst" in c for c in port) and len([c for c in port if c[0] == "class"]) == 3
+    assert not any("hashkey" in c for c in port) and len([c for c in port if c[0] == "class"]) == 3
