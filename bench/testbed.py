@@ -10,6 +10,7 @@
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --burst 4k   # a strict policer's bucket
     sudo python3 bench/testbed.py --counts 16 --scenarios dfly --shaper tbf --burst 4k --no-offload
     sudo python3 bench/testbed.py --counts 8,16 --scenarios ideal,dfly --fifo   # the older links
+    sudo python3 bench/testbed.py --counts 16 --congestion cubic --host-fq   # hosts as most Linux hosts
 
 Strategy: every host is a network namespace with one veth to a bridge that lives
 in a namespace of its own, so nothing is added to the machine's own network:
@@ -21,7 +22,11 @@ data queued on a link, as on a Linux host, whose default qdisc (fq_codel) serves
 a sparse flow's packets first (this kernel has none of fq_codel, fq or sfq);
 --fifo queues every packet in one FIFO instead, as runs before 2026-12-07's
 fourteenth session did, where each schedule call waited behind up to a full
-queue of data at each of up to three links. With --family ipv6 every host has
+queue of data at each of up to three links. A host's bulk data shares one FIFO
+unless --host-fq gives each flow a queue of its own, served in turn, as fq_codel
+would (in one FIFO, TCP small queues can starve a slow flow for seconds); the
+hosts run the machine's TCP congestion control unless --congestion names one
+(this VM's is bbr, most Linux hosts' cubic). With --family ipv6 every host has
 only an IPv6 address (fd77::N/64 by default, no IPv4 on its link); with --family
 dual the origin host has both and the client hosts alternate IPv4-only and
 IPv6-only (IPv6 switched off in the IPv4 ones), the supernode listens on [::]
