@@ -267,7 +267,7 @@ class P2PDownload:
         """client.schedule, made again while the supernode only seems slow (ask_again).
         A call made again repeats its reports: a piece reported done twice is one piece,
         and its failures the supernode counts once (repeats_answered for a numbered
-        call, repeats_report for the reporter's, which keep their number).
+        call, report_call_came for the reporter's, which keep their number).
         `numbered`: the coordinator's calls, one at a time, are numbered, each attempt
         anew, and name the last reply heard: the supernode releases what a lost reply
         assigned (the reporter's calls assign nothing)."""

@@ -205,7 +205,7 @@ class PeerState:
     replies: Dict[int, List[Tuple[int, float]]] = field(default_factory=dict)   # call: (piece, when)
     #   assigned in the reply to its numbered call, until a later call says whether it came
     answered: int = 0    # its last numbered call answered (repeats_answered)
-    reported: int = 0    # its reporter's last numbered call (repeats_report)
+    reported: int = 0    # its reporter's last numbered call (report_call_came)
     fanned: Set[int] = field(default_factory=set)     # of those, from a relay the supernode feeds
     no_relay: Set[int] = field(default_factory=set)   # pieces a relay failed it on: no relay again
     family: Optional[int] = None   # 4 or 6 when registered with an IP address
@@ -418,12 +418,12 @@ class TaskScheduler:
             return False
         return call == peer.answered or heard < peer.answered
 
-    def repeats_report(self, peer_id: str, report_call: int) -> bool:
-        """Does `peer_id`'s reporter call numbered `report_call` repeat the last one it
-        made (its reply was lost, and it came again with the same number and reports)?
-        Records the number. The reporter's calls go one at a time beside the
-        coordinator's, so they have a count of their own; any other number is a new
-        call (one below the last: the peer's download started over)."""
+    def report_call_came(self, peer_id: str, report_call: int) -> bool:
+        """`peer_id`'s reporter call numbered `report_call` came: is it the last one it
+        made, again (its reply was lost, and it came again with the same number and
+        reports)? The number is recorded. The reporter's calls go one at a time beside
+        the coordinator's, so they have a count of their own; any other number is a
+        new call (one below the last: the peer's download started over)."""
         peer = self.peers.get(peer_id)
         if peer is None or not report_call:
             return False

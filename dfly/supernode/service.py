@@ -231,8 +231,8 @@ class Supernode:
             now = self.clock()
             if not task.scheduler.peer_seen(req.peer_id, now):
                 raise Gone("peer %s is not registered for task %s" % (req.peer_id, tid[:12]))
-            if task.scheduler.repeats_answered(req.peer_id, req.call, req.heard) \
-                    or task.scheduler.repeats_report(req.peer_id, req.report_call):
+            reported_again = task.scheduler.report_call_came(req.peer_id, req.report_call)
+            if reported_again or task.scheduler.repeats_answered(req.peer_id, req.call, req.heard):
                 req = dataclasses.replace(req, failed=[])   # counted when that call came
             self._apply_reports(task, req, now)
             freed = task.scheduler.replies_heard(req.peer_id, req.call, req.heard)

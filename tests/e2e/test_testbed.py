@@ -145,6 +145,14 @@ def test_testbed_refuses_a_congestion_control_the_kernel_lacks_before_making_any
 
 
 @pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
+def test_testbed_refuses_host_fq_on_a_token_bucket_filter_before_making_anything():
+    proc, pid = _bench("testbed.py", "--counts", "2", "--host-fq", "--shaper", "tbf", timeout=30)
+    assert proc.returncode == 2
+    assert "--host-fq needs --shaper htb" in proc.stderr and "Traceback" not in proc.stderr
+    assert _left_by(pid) == set()
+
+
+@pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "runs")
 def test_testbed_refuses_a_queue_of_fewer_than_two_packets_before_making_anything():
     proc, pid = _bench("testbed.py", "--counts", "2", "--queue", "1", timeout=30)
     assert proc.returncode == 2

@@ -152,3 +152,20 @@ def test_a_call_made_again_after_a_lost_reply_counts_its_failures_once(origin, s
         assert _failures_counted(supernode) == 4
     finally:
         client.close()
+
+
+def test_the_reporter_numbers_each_of_its_calls(tmp_path):
+    """Each reporter call gets the next number here, once: _schedule makes an
+    unnumbered request again as it is, so an attempt made again keeps it."""
+    client = SupernodeClient("127.0.0.1:9", timeout_s=1)   # never called here
+    storage = PieceFile(str(tmp_path / "f.part"))
+    try:
+        download = P2PDownload(client, RegisterRequest(url="http://127.0.0.1:9/f", peer_id="p1", peer_port=9),
+                               storage, 2, piece_timeout_s=5, deadline=None)
+        first = download._report_request([3], [], None)
+        second = download._report_request([], [Failure(4, "h", "transfer broke")], "v1")
+        assert (first.report_call, second.report_call) == (1, 2)
+        assert (first.want, first.call, second.content_version) == (0, 0, "v1")
+    finally:
+        storage.close()
+        client.close()

@@ -144,8 +144,8 @@ def test_a_new_version_keeps_the_count_of_each_peers_calls():
     count twice."""
     task = task_with(["a"])
     task.scheduler.reply_made("a", 1, [], T0)
-    assert not task.scheduler.repeats_report("a", 4)   # the reporter's fourth call came
+    assert not task.scheduler.report_call_came("a", 4)   # the reporter's fourth call came
     with task.cond:
         task.new_version("v2")
     assert task.scheduler.repeats_answered("a", call=2, heard=0)
-    assert task.scheduler.repeats_report("a", 4)       # and comes again
+    assert task.scheduler.report_call_came("a", 4)       # and comes again

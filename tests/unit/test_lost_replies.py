@@ -6,10 +6,8 @@ not wait assignment_timeout_s (60 s) for nobody."""
 import pytest
 
 from dfly.errors import BadRequest
-from dfly.peer.downloader import ANSWER_PATIENCE_S, P2PDownload, ask_again
-from dfly.peer.storage import PieceFile
-from dfly.protocol.messages import Failure, RegisterRequest, ScheduleRequest
-from dfly.supernode.client import SupernodeClient
+from dfly.peer.downloader import ANSWER_PATIENCE_S, ask_again
+from dfly.protocol.messages import ScheduleRequest
 from dfly.supernode.scheduler import REPLIES_KEPT, SUPERNODE, SchedulerConfig, TaskScheduler
 
 T0 = 1000.0
@@ -140,14 +138,14 @@ def test_a_reporter_call_made_again_keeps_its_number_and_repeats_its_reports():
     """The reporter's calls (want 0, beside the coordinator's long-poll) have a count
     of their own; one made again after a lost reply keeps its number."""
     s = _scheduler()
-    assert not s.repeats_report("a", 1)       # the first
-    assert s.repeats_report("a", 1)           # come again: its failures were counted
-    assert s.repeats_report("a", 1)           # and again
-    assert not s.repeats_report("a", 2)       # the next
-    assert not s.repeats_report("a", 1)       # below the last: a count begun anew
-    assert not s.repeats_report("a", 0)       # not numbered (older peers, a seeder's)
-    assert not s.repeats_report("a", 0)
-    assert not s.repeats_report("nobody", 3)
+    assert not s.report_call_came("a", 1)       # the first
+    assert s.report_call_came("a", 1)           # come again: its failures were counted
+    assert s.report_call_came("a", 1)           # and again
+    assert not s.report_call_came("a", 2)       # the next
+    assert not s.report_call_came("a", 1)       # below the last: a count begun anew
+    assert not s.report_call_came("a", 0)       # not numbered (older peers, a seeder's)
+    assert not s.report_call_came("a", 0)
+    assert not s.report_call_came("nobody", 3)
     assert not s.repeats_answered("a", call=1, heard=0)   # the coordinator's count is apart
 
 
@@ -158,20 +156,3 @@ def test_report_numbers_travel_and_bad_ones_are_refused():
     for bad in (-1, "3", True, 1.5, 1 << 63):
         with pytest.raises(BadRequest):
             ScheduleRequest.parse({"peer_id": "p1", "report_call": bad})
-
-
-def test_the_reporter_numbers_each_of_its_calls(tmp_path):
-    """Each reporter call gets the next number here, once: _schedule makes an
-    unnumbered request again as it is, so an attempt made again keeps it."""
-    client = SupernodeClient("127.0.0.1:9", timeout_s=1)   # never called here
-    storage = PieceFile(str(tmp_path / "f.part"))
-    try:
-        download = P2PDownload(client, RegisterRequest(url="http://127.0.0.1:9/f", peer_id="p1", peer_port=9),
-                               storage, 2, piece_timeout_s=5, deadline=None)
-        first = download._report_request([3], [], None)
-        second = download._report_request([], [Failure(4, "h", "transfer broke")], "v1")
-        assert (first.report_call, second.report_call) == (1, 2)
-        assert (first.want, first.call, second.content_version) == (0, 0, "v1")
-    finally:
-        storage.close()
-        client.close()
